@@ -1,0 +1,28 @@
+/* The saeflow command line: one binary, one file per subcommand
+ * (src/cli/cmd_<name>.c defining `int cmd_<name>(int argc, char **argv)`),
+ * registered in the table in main.c. Subcommands parse their flags with
+ * getopt_long, print usage on --help, and return the process exit code:
+ * 0 ok, 1 runtime error (message already printed), 2 usage error. */
+#ifndef SAEFLOW_CLI_H
+#define SAEFLOW_CLI_H
+
+#include <getopt.h>
+
+#include "saeflow/common.h"
+
+/* Prints "saeflow <cmd>: <sf_errmsg()>" to stderr and returns 1. */
+int cli_fail(const char *cmd);
+/* Prints "saeflow <cmd>: <message>" plus a hint to use --help; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
+/* Strict number parsing for flag values; on error prints and returns -1. */
+int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *out);
+int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
+
+#define SF_COMMANDS(X)                                                                     \
+    X(help, "show commands, or `saeflow help <cmd>` for one")
+
+#define X(name, desc) int cmd_##name(int argc, char **argv);
+SF_COMMANDS(X)
+#undef X
+
+#endif

@@ -1,0 +1,100 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *desc;
+} command;
+
+static const command commands[] = {
+#define X(name, desc) {#name, cmd_##name, desc},
+    SF_COMMANDS(X)
+#undef X
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+int cli_fail(const char *cmd) {
+    fprintf(stderr, "saeflow %s: %s\n", cmd, sf_errmsg());
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "saeflow %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see `saeflow %s --help`)\n", cmd);
+    return 2;
+}
+
+int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) {
+        cli_usage_error(cmd, "--%s expects an integer, got '%s'", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || v != v) {
+        cli_usage_error(cmd, "--%s expects a number, got '%s'", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "saeflow %s: sparse autoencoders for CLIP and FLUX activations\n\n"
+                 "usage: saeflow <command> [options]   (saeflow <command> --help)\n\ncommands:\n",
+            SF_VERSION);
+    for (int i = 0; i < n_commands; i++) fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].desc);
+}
+
+int cmd_help(int argc, char **argv) {
+    if (argc >= 2) {
+        for (int i = 0; i < n_commands; i++)
+            if (!strcmp(commands[i].name, argv[1]) && strcmp(argv[1], "help")) {
+                char *args[] = {argv[1], "--help", NULL};
+                optind = 1;
+                return commands[i].fn(2, args);
+            }
+        fprintf(stderr, "saeflow: unknown command '%s'\n", argv[1]);
+        return 2;
+    }
+    usage(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return cmd_help(1, argv);
+    if (!strcmp(argv[1], "--version")) {
+        printf("saeflow %s\n", SF_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(commands[i].name, argv[1])) {
+            optind = 1; /* each subcommand parses argv[1..] afresh */
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    fprintf(stderr, "saeflow: unknown command '%s' (see `saeflow help`)\n", argv[1]);
+    return 2;
+}

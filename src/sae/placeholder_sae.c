@@ -1,0 +1,2 @@
+/* placeholder so the library exists until its first source lands */
+typedef int sf_sae_placeholder_;
