@@ -85,8 +85,8 @@ static inline int test_summary(void) {
 
 /* Scratch directory for a test: build/tmp/<name>, created empty. */
 static inline const char *test_tmpdir(const char *name) {
-    static char buf[4096];
-    char cmd[4200];
+    static char buf[2048];
+    char cmd[8400];
     snprintf(buf, sizeof buf, "%s/tmp/%s", SF_BINARY_DIR, name);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
     if (system(cmd) != 0) {
