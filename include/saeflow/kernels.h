@@ -1,0 +1,163 @@
+/* The kernel layer: the numeric building blocks that every model in saeflow
+ * (CLIP now; T5, FLUX and the VAE later) is written in.
+ *
+ * Design
+ * - Activations are always F32, row-major, with shapes in the comments
+ *   (llm.c style). Weights are `sf_weight`: F32 or BF16 storage behind one
+ *   struct, so a model can be held in half the memory (`--dtype bf16`) while
+ *   every kernel still computes in F32.
+ * - The big matrix products go to OpenBLAS `cblas_sgemm`. BF16 weights are
+ *   widened to F32 one panel of output features at a time (a few MB of
+ *   scratch, reused), so a BF16 model never holds an F32 copy of a matrix.
+ * - Everything else (norms, softmax, activations, attention bookkeeping) is
+ *   plain C with OpenMP pragmas, parallel over rows. Per-row work is done by
+ *   one thread in a fixed order, so results do not depend on the thread count
+ *   (OpenBLAS GEMM itself splits over output blocks, not over the reduction
+ *   dimension, so it is also thread-count independent in practice).
+ * - Kernels never allocate on the hot path except the per-call scratch of
+ *   attention and BF16 panels; none can fail on valid shapes, so they return
+ *   void. Shape validation belongs to the model loader.
+ *
+ * A CUDA backend (see docs/kernels.md) would keep these signatures and swap
+ * the implementation file: the pointers become device pointers, sf_weight
+ * gains a device copy, and sf_linear maps to cublasGemmEx with BF16 inputs.
+ */
+#ifndef SAEFLOW_KERNELS_H
+#define SAEFLOW_KERNELS_H
+
+#include "saeflow/common.h"
+#include "saeflow/safetensors.h" /* sf_dtype */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- weights ------------------------------------------------------------ */
+
+/* A weight tensor in F32 or BF16 storage. `data` is float* (F32) or
+ * uint16_t* (BF16, the upper half of an IEEE float). When `owned` is set the
+ * struct owns that buffer (free with sf_weight_free); otherwise `data` points
+ * into someone else's memory, e.g. an mmapped safetensors file. */
+typedef struct {
+    sf_dtype dtype; /* SF_DT_F32 or SF_DT_BF16 */
+    int ndim;
+    int64_t shape[4];
+    const void *data;
+    void *owned;
+} sf_weight;
+
+static inline int64_t sf_weight_numel(const sf_weight *w) {
+    int64_t n = 1;
+    for (int i = 0; i < w->ndim; i++) n *= w->shape[i];
+    return n;
+}
+/* Makes `w` from `n` elements of `src` (dtype F32 or BF16; any alignment)
+ * stored as `want` (F32 or BF16). Zero-copy when the dtypes match and `src`
+ * is suitably aligned; otherwise converts into an owned buffer. F32 -> BF16
+ * rounds to nearest even. Returns -1 for an unsupported dtype. */
+int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *src, int ndim,
+                   const int64_t *shape);
+void sf_weight_free(sf_weight *w);
+/* Rows [r0, r0 + nr) of a 2-D weight, widened to F32: dst (nr, shape[1]). */
+void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst);
+
+static inline float sf_bf16_bits_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+/* ---- threads / BLAS ------------------------------------------------------ */
+
+/* Sets the number of threads for both OpenMP regions and OpenBLAS.
+ * n <= 0 means "all cores" (omp_get_num_procs). */
+void sf_kernels_set_threads(int n);
+int sf_kernels_threads(void);
+/* "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads" for logs and benchmarks. */
+const char *sf_kernels_blas_info(void);
+/* OpenBLAS picks its kernels once, when the library loads, from the CPU
+ * model; a release older than the CPU falls back to generic SSE3 kernels
+ * ("Prescott"), 3-4x slower than its AVX-512 ones. The variable
+ * OPENBLAS_CORETYPE overrides the choice but is read only at load time, so a
+ * program that wants full speed re-executes itself once with it set.
+ * Call before any output, in a command or benchmark entry point (argv is
+ * recovered from /proc/self/cmdline): returns normally when nothing
+ * needs doing (variable already set, core already suitable, or exec failed),
+ * otherwise does not return. Changes speed, and GEMM rounding in the last bits. */
+void sf_kernels_fix_blas_core(void);
+
+/* ---- dense layers -------------------------------------------------------- */
+
+/* y = x @ W^T + bias  (or y += ..., when accumulate is nonzero)
+ * x (M, K) row-major, W (N, K) F32 or BF16, bias (N) or NULL,
+ * y (M, N) with row stride ldy >= N (so results can land inside a wider
+ * buffer, e.g. the q/k/v thirds of a fused (M, 3D) buffer). Accumulate turns
+ * a residual add into the GEMM's beta = 1. */
+void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias, float *y,
+               int64_t ldy, int accumulate);
+
+/* y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dim (biased
+ * variance, like torch). gamma/beta may be NULL (no affine). x, y (M, D);
+ * in place (y == x) is fine. */
+void sf_layernorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma, const float *beta,
+                  float eps);
+/* y = x / sqrt(mean(x^2) + eps) * gamma (gamma may be NULL). x, y (M, D). */
+void sf_rmsnorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma, float eps);
+/* Numerically stable softmax of each row, in place: x (M, N). A row whose
+ * entries are all -INFINITY becomes all zeros (nothing to attend to). */
+void sf_softmax_rows(float *x, int64_t M, int64_t N);
+
+typedef enum {
+    SF_ACT_IDENTITY,
+    SF_ACT_QUICK_GELU, /* x * sigmoid(1.702 x)          (CLIP "quick_gelu") */
+    SF_ACT_GELU,       /* 0.5 x (1 + erf(x / sqrt 2))    ("gelu") */
+    SF_ACT_GELU_TANH,  /* tanh approximation  ("gelu_new", "gelu_pytorch_tanh") */
+    SF_ACT_SILU,       /* x * sigmoid(x)                 ("silu", "swish") */
+    SF_ACT_RELU,
+} sf_act;
+/* Hugging Face `hidden_act` name -> sf_act; -1 if unknown. */
+int sf_act_parse(const char *name, sf_act *out);
+const char *sf_act_name(sf_act a);
+/* x (n) in place. */
+void sf_activation(float *x, size_t n, sf_act a);
+
+/* y += x, both (n). */
+void sf_add(float *y, const float *x, size_t n);
+
+/* ---- attention ----------------------------------------------------------- */
+
+/* Multi-head scaled dot-product attention, one (batch, head) pair at a time
+ * with two GEMMs and a stable softmax:
+ *   S = scale * Q_bh K_bh^T (Tq, Tk); masked entries -> -inf; P = softmax(S);
+ *   O_bh = P V_bh (Tq, Dh)
+ * q (B, Tq, H*Dh) with row stride ldq; k, v (B, Tk, H*Dh) with row strides
+ * ldk, ldv (so q, k, v may be the three thirds of one fused (B, T, 3D)
+ * buffer); out (B, Tq, H*Dh) with row stride ldo. Head h occupies columns
+ * [h*Dh, (h+1)*Dh) of each row, like torch's view(B, T, H, Dh).
+ * causal: query i sees keys j <= i + (Tk - Tq) (bottom-right aligned, as for
+ * a query suffix of the keys). key_mask (B, Tk) or NULL: 0 = padding, never
+ * attended. A query row with no visible key gets zeros. */
+typedef struct {
+    int64_t B, Tq, Tk, H, Dh;
+    int64_t ldq, ldk, ldv, ldo;
+    float scale; /* usually 1/sqrt(Dh) */
+    int causal;
+    const int32_t *key_mask;
+} sf_attn_shape;
+void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v, float *out);
+
+/* ---- convolution as GEMM -------------------------------------------------- */
+
+/* Non-overlapping patch embedding (Conv2d with kernel = stride = p, no
+ * padding), the ViT stem:
+ * px (B, C, H, W), W (D, C*p*p) (a Conv2d weight (D, C, p, p) seen as 2-D),
+ * bias (D) or NULL -> out (B, (H/p)*(W/p), D), patches in row-major grid
+ * order (like torch's flatten(2).transpose(1, 2)). Done as im2col + GEMM.
+ * Like torch, trailing rows/columns that do not fill a patch are ignored. */
+void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W, int64_t p,
+                    const sf_weight *w, const float *bias, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,320 @@
+/* Kernel layer against straightforward reference loops in double precision. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saeflow/kernels.h"
+#include "test.h"
+
+static sf_rng rng;
+
+static float *randn(size_t n, float scale) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = sf_rng_normal(&rng) * scale;
+    return x;
+}
+
+/* max |a - b| / max(|b|, tiny): the relative-error norm used throughout. */
+static double rel_err(const float *a, const double *b, size_t n) {
+    double md = 0, mb = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || d != d) md = d != d ? INFINITY : d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return md / mb;
+}
+
+static void ref_linear(const float *x, int64_t M, int64_t K, const float *W, int64_t N, const float *b,
+                       double *y) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = b ? b[n] : 0;
+            for (int64_t k = 0; k < K; k++) s += (double)x[m * K + k] * W[n * K + k];
+            y[m * N + n] = s;
+        }
+}
+
+TEST(weight_make_and_bf16) {
+    float src[5] = {1.0f, -2.5f, 3.14159265f, 1.00390625f /* tie: 1 + 2^-8 */, 1.01171875f /* 1+3*2^-8 */};
+    int64_t shape[1] = {5};
+    sf_weight w;
+    CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, src, 1, shape) == 0);
+    CHECK(w.data == (const void *)src && !w.owned); /* zero-copy */
+    sf_weight_free(&w);
+    CHECK(sf_weight_make(&w, SF_DT_BF16, SF_DT_F32, src, 1, shape) == 0);
+    CHECK(w.owned != NULL && w.dtype == SF_DT_BF16);
+    const uint16_t *h = w.data;
+    CHECK(h[0] == 0x3f80 && h[1] == 0xc020);
+    CHECK(h[3] == 0x3f80); /* ties to even: 1 + 2^-8 -> 1.0 */
+    CHECK(h[4] == 0x3f82); /* 1 + 3*2^-8 -> 1 + 2^-6 (even) */
+    float back[5];
+    sf_weight_rows_f32(&w, 0, 1, back); /* 1-D: one "row" of one element */
+    CHECK(back[0] == 1.0f);
+    sf_weight w2;
+    CHECK(sf_weight_make(&w2, SF_DT_F32, SF_DT_BF16, w.data, 1, shape) == 0);
+    CHECK(((const float *)w2.data)[1] == -2.5f);
+    CHECK_NEAR(((const float *)w2.data)[2], 3.140625, 0);
+    sf_weight_free(&w2);
+    sf_weight_free(&w);
+    /* unaligned F32 source is copied, not aliased */
+    unsigned char raw[4 * 5 + 1];
+    memcpy(raw + 1, src, sizeof src);
+    CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, raw + 1, 1, shape) == 0);
+    CHECK(w.owned != NULL && ((const float *)w.data)[2] == src[2]);
+    sf_weight_free(&w);
+    CHECK(sf_weight_make(&w, SF_DT_F16, SF_DT_F32, src, 1, shape) == -1);
+}
+
+TEST(linear_f32_bf16) {
+    const int64_t M = 37, K = 70, N = 45, ldy = 50;
+    float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.2f), *b = randn((size_t)N, 1);
+    double *ref = malloc(sizeof(double) * (size_t)(M * N));
+    float *y = calloc((size_t)(M * ldy), sizeof(float));
+    int64_t shape[2] = {N, K};
+    sf_weight w;
+    CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, W, 2, shape) == 0);
+
+    ref_linear(x, M, K, W, N, b, ref);
+    for (int64_t i = 0; i < M * ldy; i++) y[i] = 99.0f; /* padding columns must survive */
+    sf_linear(x, M, K, &w, b, y, ldy, 0);
+    float *yc = malloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t m = 0; m < M; m++) memcpy(yc + m * N, y + m * ldy, sizeof(float) * (size_t)N);
+    CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "f32 bias");
+    CHECK(y[N] == 99.0f && y[ldy - 1] == 99.0f);
+
+    /* accumulate: y += x W^T (no bias) */
+    sf_linear(x, M, K, &w, NULL, y, ldy, 1);
+    ref_linear(x, M, K, W, N, NULL, ref + 0);
+    double *ref2 = malloc(sizeof(double) * (size_t)(M * N));
+    ref_linear(x, M, K, W, N, b, ref2);
+    for (int64_t i = 0; i < M * N; i++) ref2[i] += ref[i];
+    for (int64_t m = 0; m < M; m++) memcpy(yc + m * N, y + m * ldy, sizeof(float) * (size_t)N);
+    CHECK_MSG(rel_err(yc, ref2, (size_t)(M * N)) < 1e-6, "accumulate");
+
+    /* BF16 storage: equals F32 compute on the rounded weights */
+    sf_weight wb, wr;
+    CHECK(sf_weight_make(&wb, SF_DT_BF16, SF_DT_F32, W, 2, shape) == 0);
+    CHECK(sf_weight_make(&wr, SF_DT_F32, SF_DT_BF16, wb.data, 2, shape) == 0);
+    ref_linear(x, M, K, wr.data, N, b, ref);
+    sf_linear(x, M, K, &wb, b, yc, N, 0);
+    CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "bf16");
+    /* BF16 with many panels: K large enough that a panel holds < N rows */
+    const int64_t K2 = 70000, N2 = 40, M2 = 3;
+    float *x2 = randn((size_t)(M2 * K2), 1), *W2 = randn((size_t)(N2 * K2), 0.01f);
+    int64_t shape2[2] = {N2, K2};
+    sf_weight wb2, wr2;
+    CHECK(sf_weight_make(&wb2, SF_DT_BF16, SF_DT_F32, W2, 2, shape2) == 0);
+    CHECK(sf_weight_make(&wr2, SF_DT_F32, SF_DT_BF16, wb2.data, 2, shape2) == 0);
+    double *ref3 = malloc(sizeof(double) * (size_t)(M2 * N2));
+    float *y3 = malloc(sizeof(float) * (size_t)(M2 * N2));
+    ref_linear(x2, M2, K2, wr2.data, N2, NULL, ref3);
+    sf_linear(x2, M2, K2, &wb2, NULL, y3, N2, 0);
+    CHECK_MSG(rel_err(y3, ref3, (size_t)(M2 * N2)) < 1e-5, "bf16 panels");
+    sf_weight_free(&wb2);
+    sf_weight_free(&wr2);
+    free(x2), free(W2), free(ref3), free(y3);
+    sf_weight_free(&wb);
+    sf_weight_free(&wr);
+    sf_weight_free(&w);
+    free(x), free(W), free(b), free(ref), free(ref2), free(y), free(yc);
+}
+
+TEST(norms) {
+    const int64_t M = 9, D = 33;
+    float *x = randn((size_t)(M * D), 3), *g = randn((size_t)D, 1), *bb = randn((size_t)D, 1);
+    for (int64_t i = 0; i < M * D; i++) x[i] += 5.0f; /* a large mean tests the centring */
+    float *y = malloc(sizeof(float) * (size_t)(M * D));
+    double *r = malloc(sizeof(double) * (size_t)(M * D));
+    for (int affine = 0; affine < 2; affine++) {
+        sf_layernorm(x, y, M, D, affine ? g : NULL, affine ? bb : NULL, 1e-5f);
+        for (int64_t m = 0; m < M; m++) {
+            double mu = 0, var = 0;
+            for (int64_t i = 0; i < D; i++) mu += x[m * D + i];
+            mu /= D;
+            for (int64_t i = 0; i < D; i++) var += (x[m * D + i] - mu) * (x[m * D + i] - mu);
+            var /= D;
+            for (int64_t i = 0; i < D; i++) {
+                double t = (x[m * D + i] - mu) / sqrt(var + 1e-5);
+                r[m * D + i] = affine ? t * g[i] + bb[i] : t;
+            }
+        }
+        CHECK_MSG(rel_err(y, r, (size_t)(M * D)) < 1e-6, "layernorm affine=%d", affine);
+    }
+    sf_rmsnorm(x, y, M, D, g, 1e-6f);
+    for (int64_t m = 0; m < M; m++) {
+        double ss = 0;
+        for (int64_t i = 0; i < D; i++) ss += (double)x[m * D + i] * x[m * D + i];
+        for (int64_t i = 0; i < D; i++) r[m * D + i] = x[m * D + i] / sqrt(ss / D + 1e-6) * g[i];
+    }
+    CHECK_MSG(rel_err(y, r, (size_t)(M * D)) < 1e-6, "rmsnorm");
+    /* in place */
+    memcpy(y, x, sizeof(float) * (size_t)(M * D));
+    sf_rmsnorm(y, y, M, D, g, 1e-6f);
+    CHECK(rel_err(y, r, (size_t)(M * D)) < 1e-6);
+    free(x), free(g), free(bb), free(y), free(r);
+}
+
+TEST(softmax_and_activations) {
+    float x[3][4] = {{1, 2, 3, 4}, {1000, -INFINITY, 999, 1000}, {-INFINITY, -INFINITY, -INFINITY, -INFINITY}};
+    sf_softmax_rows(&x[0][0], 3, 4);
+    double e[4] = {exp(-3), exp(-2), exp(-1), 1}, s = e[0] + e[1] + e[2] + e[3];
+    for (int i = 0; i < 4; i++) CHECK_NEAR(x[0][i], e[i] / s, 1e-7);
+    double s1 = 2 + exp(-1);
+    CHECK_NEAR(x[1][0], 1 / s1, 1e-7);
+    CHECK(x[1][1] == 0.0f);
+    CHECK_NEAR(x[1][2], exp(-1) / s1, 1e-7);
+    for (int i = 0; i < 4; i++) CHECK(x[2][i] == 0.0f);
+
+    enum { n = 2001 };
+    static float v[n];
+    double worst[6] = {0};
+    for (int a = SF_ACT_IDENTITY; a <= SF_ACT_RELU; a++) {
+        for (int i = 0; i < n; i++) v[i] = -20.0f + 40.0f * (float)i / (n - 1);
+        sf_activation(v, n, (sf_act)a);
+        for (int i = 0; i < n; i++) {
+            double t = (double)(-20.0f + 40.0f * (float)i / (n - 1));
+            double r = t;
+            switch ((sf_act)a) {
+            case SF_ACT_IDENTITY: r = t; break;
+            case SF_ACT_QUICK_GELU: r = t / (1 + exp(-1.702 * t)); break;
+            case SF_ACT_GELU: r = 0.5 * t * (1 + erf(t / sqrt(2.0))); break;
+            case SF_ACT_GELU_TANH: r = 0.5 * t * (1 + tanh(sqrt(2 / M_PI) * (t + 0.044715 * t * t * t))); break;
+            case SF_ACT_SILU: r = t / (1 + exp(-t)); break;
+            case SF_ACT_RELU: r = t > 0 ? t : 0; break;
+            }
+            /* absolute error relative to max(1, |x|): the activations are ~x or ~0 */
+            double d = fabs(v[i] - r) / (fabs(t) > 1 ? fabs(t) : 1);
+            if (d > worst[a]) worst[a] = d;
+        }
+        CHECK_MSG(worst[a] < 1e-6, "%s: worst %g", sf_act_name((sf_act)a), worst[a]);
+    }
+    sf_act act;
+    CHECK(sf_act_parse("quick_gelu", &act) == 0 && act == SF_ACT_QUICK_GELU);
+    CHECK(sf_act_parse("gelu", &act) == 0 && act == SF_ACT_GELU);
+    CHECK(sf_act_parse("gelu_pytorch_tanh", &act) == 0 && act == SF_ACT_GELU_TANH);
+    CHECK(sf_act_parse("mish", &act) == -1);
+
+    float y[5] = {1, 2, 3, 4, 5}, z[5] = {1, 1, 1, 1, -5};
+    sf_add(y, z, 5);
+    CHECK(y[0] == 2 && y[4] == 0);
+}
+
+/* Reference attention: q (B,Tq,ldq) etc. as in the header, in double. */
+static void ref_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v, double *out) {
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t h = 0; h < s->H; h++)
+            for (int64_t i = 0; i < s->Tq; i++) {
+                double sc[64], mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < s->Tk; j++) {
+                    int ok = (!s->causal || j <= i + (s->Tk - s->Tq)) && (!s->key_mask || s->key_mask[b * s->Tk + j]);
+                    double d = 0;
+                    for (int64_t t = 0; t < s->Dh; t++)
+                        d += (double)q[(b * s->Tq + i) * s->ldq + h * s->Dh + t] * k[(b * s->Tk + j) * s->ldk + h * s->Dh + t];
+                    sc[j] = ok ? d * s->scale : -INFINITY;
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int64_t j = 0; j < s->Tk; j++) {
+                    sc[j] = sc[j] == -INFINITY ? 0 : exp(sc[j] - mx);
+                    sum += sc[j];
+                }
+                for (int64_t t = 0; t < s->Dh; t++) {
+                    double o = 0;
+                    for (int64_t j = 0; j < s->Tk; j++) o += sc[j] * v[(b * s->Tk + j) * s->ldv + h * s->Dh + t];
+                    out[(b * s->Tq + i) * s->H * s->Dh + h * s->Dh + t] = sum > 0 ? o / sum : 0;
+                }
+            }
+}
+
+TEST(attention) {
+    const int64_t B = 3, T = 7, H = 3, Dh = 5, D = H * Dh;
+    /* fused qkv buffer (B, T, 3D), output with a wider stride */
+    float *qkv = randn((size_t)(B * T * 3 * D), 1);
+    int32_t mask[3 * 7] = {1, 1, 1, 1, 1, 0, 0, /**/ 1, 1, 1, 1, 1, 1, 1, /**/ 0, 1, 1, 0, 1, 1, 1};
+    const int64_t ldo = D + 3;
+    float *out = malloc(sizeof(float) * (size_t)(B * T * ldo)), *oc = malloc(sizeof(float) * (size_t)(B * T * D));
+    double *ref = malloc(sizeof(double) * (size_t)(B * T * D));
+    for (int variant = 0; variant < 4; variant++) {
+        sf_attn_shape s = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D,
+                           .ldv = 3 * D, .ldo = ldo, .scale = 1.0f / sqrtf((float)Dh),
+                           .causal = variant & 1, .key_mask = (variant & 2) ? mask : NULL};
+        sf_attention(&s, qkv, qkv + D, qkv + 2 * D, out);
+        ref_attention(&s, qkv, qkv + D, qkv + 2 * D, ref);
+        for (int64_t r = 0; r < B * T; r++) memcpy(oc + r * D, out + r * ldo, sizeof(float) * (size_t)D);
+        CHECK_MSG(rel_err(oc, ref, (size_t)(B * T * D)) < 2e-6, "variant %d: %g", variant,
+                  rel_err(oc, ref, (size_t)(B * T * D)));
+    }
+    /* causal + mask where the first key is padding: row 0 of batch 2 sees
+     * nothing and must be zeros, not NaN */
+    sf_attn_shape s = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D, .ldv = 3 * D,
+                       .ldo = ldo, .scale = 0.5f, .causal = 1, .key_mask = mask};
+    sf_attention(&s, qkv, qkv + D, qkv + 2 * D, out);
+    for (int64_t t = 0; t < D; t++) CHECK(out[(2 * T) * ldo + t] == 0.0f);
+    /* Tq < Tk (a query suffix), separate buffers */
+    const int64_t Tq = 2;
+    float *q = randn((size_t)(B * Tq * D), 1);
+    sf_attn_shape s2 = {.B = B, .Tq = Tq, .Tk = T, .H = H, .Dh = Dh, .ldq = D, .ldk = 3 * D, .ldv = 3 * D,
+                        .ldo = D, .scale = 0.3f, .causal = 1, .key_mask = NULL};
+    sf_attention(&s2, q, qkv + D, qkv + 2 * D, oc);
+    ref_attention(&s2, q, qkv + D, qkv + 2 * D, ref);
+    CHECK(rel_err(oc, ref, (size_t)(B * Tq * D)) < 2e-6);
+    free(q), free(qkv), free(out), free(oc), free(ref);
+}
+
+TEST(patch_embed) {
+    const int64_t B = 2, C = 3, Hh = 14, Ww = 11, p = 4, D = 6; /* 3x2 grid; ragged edges ignored */
+    float *px = randn((size_t)(B * C * Hh * Ww), 1), *W = randn((size_t)(D * C * p * p), 0.3f), *bias = randn(D, 1);
+    int64_t shape[2] = {D, C * p * p};
+    sf_weight w;
+    CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, W, 2, shape) == 0);
+    const int64_t gh = Hh / p, gw = Ww / p, G = gh * gw;
+    float *out = malloc(sizeof(float) * (size_t)(B * G * D));
+    double *ref = malloc(sizeof(double) * (size_t)(B * G * D));
+    sf_patch_embed(px, B, C, Hh, Ww, p, &w, bias, out);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t gy = 0; gy < gh; gy++)
+            for (int64_t gx = 0; gx < gw; gx++)
+                for (int64_t d = 0; d < D; d++) {
+                    double s = bias[d];
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t ky = 0; ky < p; ky++)
+                            for (int64_t kx = 0; kx < p; kx++)
+                                s += (double)W[((d * C + c) * p + ky) * p + kx] *
+                                     px[((b * C + c) * Hh + gy * p + ky) * Ww + gx * p + kx];
+                    ref[(b * G + gy * gw + gx) * D + d] = s;
+                }
+    CHECK(rel_err(out, ref, (size_t)(B * G * D)) < 1e-6);
+    sf_weight_free(&w);
+    free(px), free(W), free(bias), free(out), free(ref);
+}
+
+TEST(thread_count_independent) {
+    /* Row kernels give bit-identical results for 1 and 2 threads. */
+    const int64_t M = 300, D = 257;
+    float *x = randn((size_t)(M * D), 2), *y1 = malloc(sizeof(float) * (size_t)(M * D)),
+          *y2 = malloc(sizeof(float) * (size_t)(M * D));
+    sf_kernels_set_threads(1);
+    sf_layernorm(x, y1, M, D, NULL, NULL, 1e-5f);
+    sf_softmax_rows(y1, M, D);
+    sf_activation(y1, (size_t)(M * D), SF_ACT_GELU);
+    sf_kernels_set_threads(2);
+    sf_layernorm(x, y2, M, D, NULL, NULL, 1e-5f);
+    sf_softmax_rows(y2, M, D);
+    sf_activation(y2, (size_t)(M * D), SF_ACT_GELU);
+    CHECK(memcmp(y1, y2, sizeof(float) * (size_t)(M * D)) == 0);
+    CHECK(sf_kernels_threads() == 2);
+    CHECK(strstr(sf_kernels_blas_info(), "core") != NULL);
+    free(x), free(y1), free(y2);
+}
+
+int main(void) {
+    sf_rng_seed(&rng, 1234);
+    RUN(weight_make_and_bf16);
+    RUN(linear_f32_bf16);
+    RUN(norms);
+    RUN(softmax_and_activations);
+    RUN(attention);
+    RUN(patch_embed);
+    RUN(thread_count_independent);
+    return test_summary();
+}
