@@ -1,0 +1,171 @@
+/* Feature analysis: the online top-k of activating rows per SAE feature, the
+ * static explorer site built from it, and the small read-only web server.
+ *
+ * Top-k ("which inputs make feature j fire the most"):
+ *   For every feature j of an SAE with n features, keep the N rows with the
+ *   highest activation z[row, j] > 0 seen so far, plus streaming statistics:
+ *   firing count (-> density = count / rows), sum (-> mean over firing rows),
+ *   max, and a linear histogram of the firing values. Memory is
+ *   O(n * (N + bins)), independent of the number of rows streamed.
+ *
+ *   Order: a candidate (v, r) beats (v', r') when v > v', or v == v' and
+ *   r < r' (ties broken by row id: the LOWER row wins). That is a strict total
+ *   order on distinct rows, so the kept set is exactly the first N rows of a
+ *   full sort, whatever order, batch size or thread count the rows came in.
+ *   Rows with z <= 0 (not firing) are never candidates; a feature that fired
+ *   on fewer than N rows has its trailing slots set to row -1, value 0.
+ *
+ *   Histogram: SF_TOPK_HIST_BINS equal bins over [0, hist_max), where
+ *   hist_max is the smallest power of two strictly above the feature's max.
+ *   The range grows by doubling (merging bin pairs, which is exact), so the
+ *   counts equal a direct histogram over the final range, independent of
+ *   row order. Only firing values (z > 0) are counted.
+ *
+ *   Threads: features are split across OpenMP threads; each feature is only
+ *   ever touched by one thread, in row order, so sums (kept in double) are
+ *   bit-identical for every thread count and batch size.
+ *
+ * Top-k file (safetensors, what `saeflow topk` writes):
+ *   topk_values F32 [n, N]  sorted: best first
+ *   topk_rows   I64 [n, N]  row ids (dataset rows), -1 for empty slots
+ *   density     F32 [n]     count / rows
+ *   count       I64 [n]     rows with z > 0
+ *   mean        F32 [n]     mean of z over the rows where it fires (0 if dead)
+ *   max         F32 [n]     0 if dead
+ *   hist        I64 [n, SF_TOPK_HIST_BINS]
+ *   hist_max    F32 [n]     upper edge of the histogram range (0 if dead)
+ *   __metadata__: format "saeflow-topk", rows, N, n, hist_bins, and whatever
+ *   the caller adds (dataset, activations, key, checkpoint, ...).
+ */
+#ifndef SAEFLOW_ANALYSIS_H
+#define SAEFLOW_ANALYSIS_H
+
+#include "saeflow/common.h"
+#include "saeflow/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SF_TOPK_HIST_BINS 32
+
+/* ---- online top-k -------------------------------------------------------- */
+
+typedef struct {
+    int64_t n;          /* features */
+    int N;              /* rows kept per feature */
+    int64_t rows;       /* rows seen so far */
+    float *heap_val;    /* (n, N) per-feature min-heap on the "beats" order */
+    int64_t *heap_row;  /* (n, N) */
+    int32_t *heap_len;  /* (n) */
+    int64_t *count;     /* (n) */
+    double *sum;        /* (n) */
+    float *max;         /* (n) */
+    int64_t *hist;      /* (n, SF_TOPK_HIST_BINS) */
+    int32_t *hist_exp;  /* (n) hist range is [0, 2^hist_exp); INT32_MIN while empty */
+    int64_t *stamp;     /* (n) scratch for the duplicate check */
+    int64_t stamp_ctr;
+} sf_topk;
+
+int sf_topk_init(sf_topk *t, int64_t n, int N);
+void sf_topk_free(sf_topk *t);
+
+/* Adds B rows of sparse codes: row b has cnt[b] (or k, when cnt is NULL)
+ * entries (idx[b*k + i], val[b*k + i]). Its row id is rows[b], or row0 + b
+ * when rows is NULL. Entries with val <= 0 are ignored; an index outside
+ * [0, n), a non-finite value or a feature listed twice in one row is an
+ * error (-1, nothing added). Row ids must be distinct across all calls for
+ * the determinism promise above. */
+int sf_topk_add_sparse(sf_topk *t, int64_t B, int k, const int32_t *idx, const float *val,
+                       const int32_t *cnt, int64_t row0, const int64_t *rows);
+/* Dense activations z (B, n); same rules. */
+int sf_topk_add_dense(sf_topk *t, const float *z, int64_t B, int64_t row0, const int64_t *rows);
+
+/* The sorted result (best first): values, rows (n, N). Empty slots: row -1,
+ * value 0. */
+void sf_topk_sorted(const sf_topk *t, float *values, int64_t *rows);
+
+/* Writes the top-k file atomically. meta: NULL-terminated key/value pairs
+ * (may be NULL). */
+int sf_topk_write(const sf_topk *t, const char *path, const char *const *meta);
+
+/* A top-k file, opened and validated (shapes agree, rows in range). The
+ * arrays point into the mapping or into owned copies. */
+typedef struct {
+    sf_st st;
+    int64_t n, rows;
+    int N, bins;
+    const float *values;   /* (n, N) */
+    const int64_t *row_ids;/* (n, N) */
+    const float *density, *mean, *max, *hist_max; /* (n) */
+    const int64_t *count;  /* (n) */
+    const int64_t *hist;   /* (n, bins) */
+    void *owned[2];        /* aligned copies of the I64 tensors */
+} sf_topk_file;
+int sf_topk_open(sf_topk_file *f, const char *path);
+void sf_topk_close(sf_topk_file *f);
+
+/* ---- explorer site --------------------------------------------------------- */
+
+/* Where explore gets images and captions: `get` returns the encoded image
+ * bytes of a dataset row (malloc'd, *bytes may be NULL when the row has no
+ * image) and its caption (malloc'd or NULL). -1 with sf_error on failure.
+ * Called from one thread at a time. */
+typedef struct {
+    int (*get)(void *ctx, int64_t row, uint8_t **bytes, size_t *len, char **caption);
+    void *ctx;
+} sf_row_source;
+
+typedef struct {
+    const char *topk_path;   /* input top-k file */
+    const char *out_dir;     /* site folder (created; existing files replaced) */
+    const char *checkpoint;  /* SAE checkpoint dir (decoder neighbours, training log); may be NULL */
+    const char *train_log;   /* JSON-lines training log; NULL: look in checkpoint dir */
+    const char *title;       /* page title; NULL: "saeflow explorer" */
+    const sf_row_source *rows; /* may be NULL: no thumbnails/captions */
+    int thumb_size;          /* longest thumbnail edge in pixels (default 160) */
+    int jpeg_quality;        /* default 85 */
+    int neighbours;          /* decoder-cosine neighbours per feature (default 10) */
+    int quiet;               /* no progress output */
+} sf_explore_opts;
+
+int sf_explore_build(const sf_explore_opts *o);
+
+/* Decoder-direction cosine neighbours: W (n, d) rows are directions; for
+ * every row the m most similar other rows by cosine, best first (ties: lower
+ * index). nb_idx (n, m), nb_cos (n, m); rows beyond n - 1 get -1 / 0.
+ * Zero rows have cosine 0 with everything. Blocked GEMM, O(n * block) memory. */
+void sf_decoder_neighbours(const float *W, int64_t n, int64_t d, int m, int32_t *nb_idx,
+                           float *nb_cos);
+
+/* Thumbnail: decodes an image, scales it so the longest edge is at most
+ * `size` (never up), encodes JPEG. *jpg is malloc'd. */
+int sf_thumbnail_jpeg(const void *data, size_t len, const char *name, int size, int quality,
+                      uint8_t **jpg, size_t *jpg_len);
+/* RGB (h, w, 3) -> JPEG in memory (libjpeg). */
+int sf_jpeg_encode(const uint8_t *rgb, int w, int h, int quality, uint8_t **jpg, size_t *jpg_len);
+
+/* ---- server ---------------------------------------------------------------- */
+
+/* Maps a request path (already percent-decoded, as libmicrohttpd hands it
+ * over) to a file inside root_real (a realpath). Returns the HTTP status:
+ * 200 with *out (malloc'd real path of a regular file), 400 for malformed
+ * paths (no leading '/', "..", NUL, backslash), 403 for files escaping the
+ * root via symlinks or not regular files, 404 when absent. "/" and paths
+ * ending in "/" map to index.html in that folder. */
+int sf_site_resolve(const char *root_real, const char *url, char **out);
+/* Content type for a file name by extension ("application/octet-stream"
+ * when unknown). */
+const char *sf_content_type(const char *path);
+
+typedef struct sf_server sf_server;
+/* Starts serving `dir` on host:port (port 0: any free port) with its own
+ * thread(s). host is an IPv4 or IPv6 literal (e.g. "127.0.0.1", "::1"). */
+sf_server *sf_server_start(const char *dir, const char *host, int port);
+int sf_server_port(const sf_server *s);
+void sf_server_stop(sf_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

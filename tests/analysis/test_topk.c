@@ -1,0 +1,214 @@
+/* Online top-k against a brute-force sort on random data with many ties;
+ * identical results for every batch size, thread count and input form
+ * (dense / sparse); histogram against a direct computation; file round trip. */
+#include <omp.h>
+#include <stdint.h>
+
+#include "saeflow/analysis.h"
+#include "test.h"
+
+enum { ROWS = 1000, NF = 37, KEEP = 16, K = 6 };
+
+typedef struct {
+    float v;
+    int64_t r;
+} vr;
+
+static int vr_cmp(const void *a, const void *b) {
+    const vr *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->r < y->r ? -1 : (x->r > y->r);
+}
+
+/* Random dense activations: ~K nonzero of NF per row, values on a coarse
+ * grid (many exact ties), some negative (must be ignored). Row ids are
+ * shuffled-ish (rid[b] = distinct, not monotonic) to check ordering by id. */
+static float Z[ROWS][NF];
+static int64_t RID[ROWS];
+static int32_t IDX[ROWS][K];
+static float VAL[ROWS][K];
+static int32_t CNT[ROWS];
+
+static void make_data(void) {
+    sf_rng r;
+    sf_rng_seed(&r, 42);
+    for (int b = 0; b < ROWS; b++) {
+        RID[b] = (int64_t)((b * 7919) % ROWS) + 5; /* a permutation of 5..ROWS+4 */
+        int c = 0;
+        memset(Z[b], 0, sizeof Z[b]);
+        for (int j = 0; j < NF && c < K; j++) {
+            if (sf_rng_below(&r, NF) >= K) continue;
+            /* features 0..3 get a wide range to exercise the histogram widening */
+            float v = (float)(int)sf_rng_below(&r, 8) * 0.25f - 0.25f;
+            if (j < 4) v = (float)ldexp(1.0 + (double)sf_rng_below(&r, 4), (int)sf_rng_below(&r, 12) - 4);
+            Z[b][j] = v;
+            IDX[b][c] = j;
+            VAL[b][c] = v;
+            c++;
+        }
+        CNT[b] = c;
+    }
+}
+
+typedef struct {
+    float values[NF * KEEP];
+    int64_t rows[NF * KEEP];
+    int64_t count[NF], hist[NF * SF_TOPK_HIST_BINS];
+    double sum[NF];
+    float max[NF];
+    int32_t hexp[NF];
+} result;
+
+static void run(result *res, int batch, int threads, int sparse) {
+    sf_topk t;
+    CHECK(sf_topk_init(&t, NF, KEEP) == 0);
+    omp_set_num_threads(threads);
+    for (int b0 = 0; b0 < ROWS; b0 += batch) {
+        int B = ROWS - b0 < batch ? ROWS - b0 : batch;
+        int rc = sparse ? sf_topk_add_sparse(&t, B, K, &IDX[b0][0], &VAL[b0][0], &CNT[b0], 0, &RID[b0])
+                        : sf_topk_add_dense(&t, &Z[b0][0], B, 0, &RID[b0]);
+        CHECK(rc == 0);
+    }
+    CHECK(t.rows == ROWS);
+    memset(res, 0, sizeof *res);
+    sf_topk_sorted(&t, res->values, res->rows);
+    memcpy(res->count, t.count, sizeof res->count);
+    memcpy(res->hist, t.hist, sizeof res->hist);
+    memcpy(res->sum, t.sum, sizeof res->sum);
+    memcpy(res->max, t.max, sizeof res->max);
+    memcpy(res->hexp, t.hist_exp, sizeof res->hexp);
+    sf_topk_free(&t);
+    omp_set_num_threads(omp_get_num_procs());
+}
+
+TEST(against_brute_force) {
+    result res;
+    run(&res, 64, 2, 1);
+    static vr all[ROWS];
+    int ties = 0;
+    for (int j = 0; j < NF; j++) {
+        int m = 0;
+        double sum = 0;
+        float mx = 0;
+        for (int b = 0; b < ROWS; b++)
+            if (Z[b][j] > 0) {
+                all[m].v = Z[b][j];
+                all[m].r = RID[b];
+                sum += Z[b][j];
+                if (Z[b][j] > mx) mx = Z[b][j];
+                m++;
+            }
+        qsort(all, (size_t)m, sizeof(vr), vr_cmp);
+        for (int i = 0; i < KEEP; i++) {
+            float ev = i < m ? all[i].v : 0.0f;
+            int64_t er = i < m ? all[i].r : -1;
+            CHECK_MSG(res.values[j * KEEP + i] == ev && res.rows[j * KEEP + i] == er,
+                      "feature %d slot %d: got (%g, %lld) want (%g, %lld)", j, i, res.values[j * KEEP + i],
+                      (long long)res.rows[j * KEEP + i], ev, (long long)er);
+            if (i + 1 < m && i + 1 < KEEP && all[i].v == all[i + 1].v) ties++;
+        }
+        /* the tie at the cut-off: the (N+1)-th must not beat the N-th */
+        CHECK(res.count[j] == m);
+        CHECK_NEAR(res.sum[j], sum, 1e-9 * (1 + sum));
+        CHECK(res.max[j] == mx);
+        /* histogram: direct binning over [0, 2^e), e = frexp exponent of max */
+        if (m) {
+            int e;
+            frexp(mx, &e);
+            CHECK(res.hexp[j] == e);
+            int64_t h[SF_TOPK_HIST_BINS] = {0};
+            for (int i = 0; i < m; i++) h[(int)(all[i].v / ldexp(1.0, e) * SF_TOPK_HIST_BINS)]++;
+            CHECK(memcmp(h, res.hist + j * SF_TOPK_HIST_BINS, sizeof h) == 0);
+        }
+    }
+    CHECK(ties > 50); /* the data really has ties inside the kept sets */
+}
+
+TEST(independent_of_batch_threads_form) {
+    static result ref, other;
+    run(&ref, ROWS, 1, 0);
+    const int batches[] = {1, 3, 64, 999, ROWS};
+    const int threads[] = {1, 2, 3, 5};
+    for (int bi = 0; bi < 5; bi++)
+        for (int ti = 0; ti < 4; ti++)
+            for (int sp = 0; sp < 2; sp++) {
+                run(&other, batches[bi], threads[ti], sp);
+                CHECK_MSG(memcmp(&ref, &other, sizeof ref) == 0, "batch %d threads %d sparse %d differs",
+                          batches[bi], threads[ti], sp);
+            }
+}
+
+TEST(bad_input) {
+    sf_topk t;
+    CHECK(sf_topk_init(&t, 4, 2) == 0);
+    int32_t idx[2] = {1, 4};
+    float val[2] = {1, 2};
+    CHECK(sf_topk_add_sparse(&t, 1, 2, idx, val, NULL, 0, NULL) == -1);
+    CHECK_ERR_HAS("feature index 4");
+    idx[1] = 1;
+    CHECK(sf_topk_add_sparse(&t, 1, 2, idx, val, NULL, 0, NULL) == -1);
+    CHECK_ERR_HAS("listed twice");
+    idx[1] = 2;
+    val[0] = NAN;
+    CHECK(sf_topk_add_sparse(&t, 1, 2, idx, val, NULL, 0, NULL) == -1);
+    CHECK_ERR_HAS("non-finite");
+    int32_t cnt = 3;
+    val[0] = 1;
+    CHECK(sf_topk_add_sparse(&t, 1, 2, idx, val, &cnt, 0, NULL) == -1);
+    CHECK(t.rows == 0 && t.count[1] == 0); /* nothing added by failed calls */
+    cnt = 1;
+    CHECK(sf_topk_add_sparse(&t, 1, 2, idx, val, &cnt, 0, NULL) == 0);
+    CHECK(t.rows == 1 && t.count[1] == 1 && t.count[2] == 0);
+    float z[4] = {0, INFINITY, 0, 0};
+    CHECK(sf_topk_add_dense(&t, z, 1, 1, NULL) == -1);
+    CHECK(sf_topk_init(&t, 0, 2) == -1);
+    sf_topk_free(&t);
+}
+
+TEST(file_round_trip) {
+    const char *dir = test_tmpdir("analysis_topk");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/topk.safetensors", dir);
+    sf_topk t;
+    CHECK(sf_topk_init(&t, NF, KEEP) == 0);
+    CHECK(sf_topk_add_dense(&t, &Z[0][0], ROWS, 0, RID) == 0);
+    const char *meta[] = {"dataset", "folder:x", "checkpoint", "ck", NULL};
+    CHECK(sf_topk_write(&t, path, meta) == 0);
+    static result res;
+    sf_topk_sorted(&t, res.values, res.rows);
+    sf_topk_file f;
+    CHECK(sf_topk_open(&f, path) == 0);
+    CHECK(f.n == NF && f.N == KEEP && f.rows == ROWS && f.bins == SF_TOPK_HIST_BINS);
+    CHECK(memcmp(f.values, res.values, sizeof res.values) == 0);
+    CHECK(memcmp(f.row_ids, res.rows, sizeof res.rows) == 0);
+    CHECK(memcmp(f.hist, t.hist, sizeof res.hist) == 0);
+    CHECK(memcmp(f.count, t.count, sizeof res.count) == 0);
+    CHECK_STR(sf_st_meta(&f.st, "dataset"), "folder:x");
+    CHECK_STR(sf_st_meta(&f.st, "format"), "saeflow-topk");
+    for (int j = 0; j < NF; j++) {
+        CHECK_NEAR(f.density[j], (double)t.count[j] / ROWS, 1e-7);
+        CHECK(f.max[j] == t.max[j]);
+        if (t.count[j]) CHECK(f.hist_max[j] == ldexpf(1, t.hist_exp[j]));
+    }
+    sf_topk_close(&f);
+    sf_topk_free(&t);
+    /* not a top-k file */
+    snprintf(path, sizeof path, "%s/other.safetensors", dir);
+    sf_st_writer *w = sf_stw_new();
+    int64_t s[1] = {2};
+    float x[2] = {1, 2};
+    sf_stw_add(w, "x", SF_DT_F32, 1, s, x);
+    CHECK(sf_stw_write(w, path) == 0);
+    sf_stw_free(w);
+    CHECK(sf_topk_open(&f, path) == -1);
+    CHECK_ERR_HAS("topk_values");
+}
+
+int main(void) {
+    make_data();
+    RUN(against_brute_force);
+    RUN(independent_of_batch_threads_form);
+    RUN(bad_input);
+    RUN(file_round_trip);
+    return test_summary();
+}
