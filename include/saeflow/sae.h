@@ -1,0 +1,124 @@
+/* Sparse autoencoders: the model, its checkpoints, encode/decode/surgery.
+ *
+ * A checkpoint is the reference project's `save_pretrained` directory:
+ *   config.json        {"features": d, "pages": n, "k": k, ...extra keys kept}
+ *   model.safetensors  encoder.weight [n,d], encoder.bias [n],
+ *                      decoder.weight [d,n], bias [d]      (F32; BF16/F16 read)
+ *
+ * TopK semantics (reference `autoencoder.py`):
+ *   encode: z = TopK_k(ReLU(W_enc (x - b) + b_enc))      x (d) -> z (n), k nonzeros
+ *   decode: x_hat = W_dec z + b                          z (n) -> x_hat (d)
+ *   surgery(x, f, s) = decode(encode(x) + s * e_f)
+ *
+ * Internally the decoder is kept transposed, W_decT (n, d): row j is decoder
+ * column j, so the k columns a sparse code touches are k contiguous rows. That
+ * makes the sparse decoder forward, its gradient, unit-norm projection and the
+ * per-latent Adam update all row-contiguous. It is transposed back on save.
+ *
+ * Architectures: `arch` selects the forward/backward; TopK is the only one so
+ * far. Parameters are also listed in `params[]` (checkpoint name, shape,
+ * layout) so that save/load, Adam and gradient clipping iterate over them
+ * without knowing the architecture.
+ */
+#ifndef SAEFLOW_SAE_H
+#define SAEFLOW_SAE_H
+
+#include "saeflow/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { SF_SAE_TOPK = 0, SF_SAE_ARCH_COUNT } sf_sae_arch;
+
+const char *sf_sae_arch_name(sf_sae_arch a);
+int sf_sae_arch_parse(const char *s, sf_sae_arch *a); /* -1 (with message) if unknown */
+
+#define SF_SAE_MAX_PARAMS 8
+
+/* One trainable tensor. `shape` is the checkpoint shape; when `transposed`
+ * the buffer holds the 2-D transpose (shape[1], shape[0]). `per_latent`: the
+ * internal layout is n rows of `numel / n` floats, one row per latent. */
+typedef struct {
+    const char *name;
+    float *data;
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    int transposed;
+    int per_latent;
+} sf_sae_param;
+
+struct cJSON;
+
+typedef struct {
+    sf_sae_arch arch;
+    int d; /* "features": input width */
+    int n; /* "pages": dictionary size */
+    int k; /* active latents per row (TopK) */
+    float *W_enc;  /* (n, d) encoder.weight */
+    float *b_enc;  /* (n)    encoder.bias */
+    float *W_decT; /* (n, d) decoder.weight transposed */
+    float *b_dec;  /* (d)    bias: subtracted before encoding, added after decoding */
+    sf_sae_param params[SF_SAE_MAX_PARAMS];
+    int n_params;
+    struct cJSON *config; /* config.json as loaded or built; extra keys preserved */
+} sf_sae;
+
+/* Fresh model as the reference initialises it: W_enc ~ U(-1/sqrt(d), 1/sqrt(d))
+ * (torch nn.Linear), W_dec = W_enc^T with unit-norm columns, biases zero. */
+int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed);
+void sf_sae_free(sf_sae *s);
+/* Loads a checkpoint directory (config.json + model.safetensors). Errors name
+ * the file, the tensor or key, and the problem. */
+int sf_sae_load(sf_sae *s, const char *dir);
+/* Writes the directory (created if needed). model.safetensors first, then
+ * config.json, each atomically (temp file, fsync, rename). */
+int sf_sae_save(const sf_sae *s, const char *dir);
+/* Sets an extra config.json key (number or string), e.g. training settings. */
+void sf_sae_config_set_number(sf_sae *s, const char *key, double v);
+void sf_sae_config_set_string(sf_sae *s, const char *key, const char *v);
+
+/* Sparse codes of B rows: row b has cnt[b] <= k entries at idx/val[b*k ...],
+ * latent indices ascending, values > 0. */
+typedef struct {
+    int64_t B;
+    int k;
+    int32_t *idx; /* (B, k) */
+    float *val;   /* (B, k) */
+    int32_t *cnt; /* (B) */
+} sf_sae_codes;
+void sf_sae_codes_alloc(sf_sae_codes *c, int64_t B, int k);
+void sf_sae_codes_free(sf_sae_codes *c);
+
+/* x (B, d) -> codes. Parallel over rows (OpenMP); the encoder GEMM runs on row
+ * chunks, each followed by the fused bias + ReLU + TopK while it is in cache.
+ * Fails on non-finite input (naming the row). */
+int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out);
+/* codes -> x_hat (B, d). */
+void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat);
+/* x (B, d) -> decode(encode(x) + strength * e_feature) (B, d). */
+int sf_sae_surgery(const sf_sae *s, const float *x, int64_t B, int feature, float strength,
+                   float *out);
+
+/* Threads for the SAE kernels: OpenMP gets `threads` (0 = leave as is);
+ * OpenBLAS is kept single-threaded because each OpenMP thread runs its own
+ * GEMM on its own row chunk (no oversubscription, no spinning BLAS workers,
+ * and every row's result is independent of the thread count). */
+void sf_sae_set_threads(int threads);
+
+/* Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) falls back to its "Prescott" SSE3
+ * kernels on CPUs newer than it knows (e.g. Emerald Rapids), ~10x slower. The
+ * choice is made when the library loads, from OPENBLAS_CORETYPE, so the only
+ * fix from inside the process is to re-exec it with that variable set. This
+ * does so when the detected core is Prescott but the CPU has AVX-512 (->
+ * SkylakeX) or AVX2 (-> Haswell). No-op when OPENBLAS_CORETYPE or
+ * SAEFLOW_NO_REEXEC is set. Returns only if it did not re-exec. */
+void sf_sae_blas_fixup(void);
+/* OpenBLAS's kernel name ("SkylakeX", "Haswell", "Prescott"...). */
+const char *sf_sae_blas_core(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,134 @@
+/* Training sparse autoencoders: data, one optimisation step, the epoch loop.
+ *
+ * Objective (TopK): loss = mean_b sum_d (x - x_hat)^2, plus the AuxK term of
+ * Gao et al. 2024 when latents are dead:
+ *   dead latent: has not fired (z > 0) for `bodycount` training samples;
+ *   z_aux = top `aux_k` of ReLU(pre-activations) restricted to dead latents;
+ *   e = x - x_hat (x_hat detached), e_hat = W_dec z_aux (no bias);
+ *   aux = auxk_coef * sum_b ||e_hat_b - e_b||^2 / sum_b ||e_b - mean_b e||^2.
+ *   The aux gradient reaches only dead latents' encoder rows, encoder biases and
+ *   decoder columns (not the shared bias b).
+ * Backward is hand-written and sparse: only the k (+ aux_k) selected latents of
+ * each row are touched. Then: optional removal of the decoder-gradient
+ * component parallel to each decoder column (`normalise`), global grad-norm
+ * clipping, AdamW with a constant-with-warmup learning rate, and (`normalise`)
+ * renormalisation of decoder columns.
+ *
+ * Determinism: all reductions run in a fixed order that does not depend on
+ * the thread count, so the same seed and data give bit-identical checkpoints.
+ */
+#ifndef SAEFLOW_SAE_TRAIN_H
+#define SAEFLOW_SAE_TRAIN_H
+
+#include "saeflow/sae.h"
+#include "saeflow/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- data: rows of [N, d] tensors under one key across safetensors files ---- */
+typedef struct {
+    sf_st *files;
+    const sf_tensor_info **t; /* per file */
+    int64_t *start;           /* first global row of each file; start[n_files] = N */
+    int n_files;
+    int64_t N;
+    int d;
+    char *key;
+} sf_sae_data;
+
+int sf_sae_data_open(sf_sae_data *D, const char *const *paths, int n_paths, const char *key);
+void sf_sae_data_close(sf_sae_data *D);
+/* Copies rows[0..m) (global indices) as F32 into dst (m, d). Any non-finite
+ * value is an error naming the file, key and row. */
+int sf_sae_data_gather(const sf_sae_data *D, const int64_t *rows, int64_t m, float *dst);
+/* Consecutive rows [r0, r0 + m). */
+int sf_sae_data_range(const sf_sae_data *D, int64_t r0, int64_t m, float *dst);
+/* Scans every row for NaN/Inf (parallel, streaming); error names file and row. */
+int sf_sae_data_check_finite(const sf_sae_data *D);
+
+/* ---- one step ---- */
+typedef struct {
+    double lr, beta1, beta2, eps, wd;
+    int64_t lr_warmup_steps;
+    double clip;      /* max global grad norm; <= 0 disables */
+    int normalise;    /* unit-norm decoder columns + parallel-gradient removal */
+    double auxk_coef; /* 0 disables AuxK */
+    int aux_k;
+    int64_t bodycount; /* samples without firing before a latent counts as dead */
+} sf_sae_train_opts;
+void sf_sae_train_opts_default(sf_sae_train_opts *o);
+
+#define SF_SAE_HIST_BINS 13 /* log10 density in [-6, 0], width 0.5 */
+
+typedef struct {
+    double loss;          /* l2 + auxk */
+    double l2;            /* mean_b ||x - x_hat||^2 */
+    double l2_normalised; /* mean((x - x_hat)^2) / mean(x^2) */
+    double l1;            /* mean_b sum |z| */
+    double l0;            /* mean_b count(z > 0) */
+    double cossim;        /* mean_b cos(x, x_hat) */
+    double alive;         /* mean(z > 0) = l0 / n */
+    double survival;      /* fraction of latents active somewhere in the batch */
+    double dead;          /* fraction of latents dead (bodycount rule) */
+    double auxk;          /* aux loss (already x auxk_coef) */
+    double lr;            /* learning rate used for this step */
+    double grad_norm;     /* before clipping */
+    int hist[SF_SAE_HIST_BINS];
+} sf_sae_metrics;
+
+/* Seconds spent per phase over all steps so far (for the benchmark). */
+typedef struct {
+    double encode;   /* x - b, encoder GEMM, bias+ReLU+TopK, sparse decode, grad wrt z */
+    double gemm;     /* of which: the encoder GEMM (summed over threads / threads) */
+    double aux;      /* AuxK forward/backward */
+    double backward; /* bucketing + per-latent gradients + clipping */
+    double adam;     /* AdamW (+ decoder renormalisation) */
+    int64_t steps;
+} sf_sae_timing;
+
+typedef struct sf_sae_trainer sf_sae_trainer;
+
+sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch);
+void sf_sae_trainer_free(sf_sae_trainer *t);
+/* Forward + backward on x (B, d): fills the gradients and metrics (except lr),
+ * updates nothing. Exposed for the finite-difference tests. */
+int sf_sae_trainer_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m);
+/* Gradient buffer of s->params[i] (same layout). */
+const float *sf_sae_trainer_grad_of(const sf_sae_trainer *t, int param);
+/* grad + clip + AdamW (+ renormalise); advances the dead-latent counters. */
+int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m);
+/* Samples since each latent last fired (n entries), writable (tests use it to
+ * mark latents dead). */
+int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t);
+int64_t sf_sae_trainer_steps(const sf_sae_trainer *t);
+const sf_sae_timing *sf_sae_trainer_timing(const sf_sae_trainer *t);
+
+/* ---- the training loop ---- */
+typedef struct {
+    sf_sae_train_opts train;
+    int batch_size;
+    int num_epochs;
+    uint64_t seed;       /* shuffling (the model has its own init seed) */
+    const char *outdir;  /* checkpoint directory: savedir/name */
+    int64_t save_every;  /* steps; 0 = only at the end */
+    int quiet;           /* no summary on stdout */
+} sf_sae_run_opts;
+
+/* Trains s on D for num_epochs, reshuffling rows every epoch with the seeded
+ * RNG. Writes outdir/{config.json, model.safetensors} (at save_every steps and
+ * at the end) and outdir/metrics.jsonl (one JSON object per step; committed
+ * atomically at the end). On error nothing new is left under outdir except
+ * checkpoints already completed by save_every. */
+int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
+                     sf_sae_metrics *last);
+
+/* JSON object (no newline) for one step's metrics, into buf. */
+int sf_sae_metrics_json(const sf_sae_metrics *m, int64_t step, int epoch, int64_t samples,
+                        char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

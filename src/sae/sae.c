@@ -1,0 +1,482 @@
+/* The SAE model: init, checkpoints (reference layout), encode/decode/surgery. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sae/sae_internal.h"
+#include "saeflow/safetensors.h"
+#include "saeflow/sae.h"
+
+static const char *arch_names[SF_SAE_ARCH_COUNT] = {"topk"};
+
+const char *sf_sae_arch_name(sf_sae_arch a) {
+    return (unsigned)a < SF_SAE_ARCH_COUNT ? arch_names[a] : "?";
+}
+
+int sf_sae_arch_parse(const char *s, sf_sae_arch *a) {
+    for (int i = 0; i < SF_SAE_ARCH_COUNT; i++)
+        if (!strcmp(s, arch_names[i])) {
+            *a = (sf_sae_arch)i;
+            return 0;
+        }
+    return sf_error("unknown SAE architecture '%s' (known: topk)", s);
+}
+
+/* ---------------------------------------------------------------- params -- */
+
+static void add_param(sf_sae *s, const char *name, float *data, int ndim, int64_t s0, int64_t s1,
+                      int transposed, int per_latent) {
+    sf_sae_param *p = &s->params[s->n_params++];
+    p->name = name;
+    p->data = data;
+    p->ndim = ndim;
+    p->shape[0] = s0;
+    p->shape[1] = ndim > 1 ? s1 : 1;
+    p->numel = (size_t)s0 * (size_t)p->shape[1];
+    p->transposed = transposed;
+    p->per_latent = per_latent;
+}
+
+/* Allocates the parameter buffers for s->arch, d, n (zeroed). */
+static int alloc_params(sf_sae *s) {
+    size_t nd;
+    if (s->d <= 0 || s->n <= 0 || s->k <= 0 || s->k > s->n)
+        return sf_error("bad SAE shape: features %d, pages %d, k %d (need all > 0, k <= pages)",
+                        s->d, s->n, s->k);
+    if (sf_mul_size((size_t)s->n, (size_t)s->d, &nd) || nd > ((size_t)1 << 40))
+        return sf_error("SAE too large: %d x %d", s->n, s->d);
+    switch (s->arch) {
+    case SF_SAE_TOPK:
+        s->W_enc = sf_malloc_aligned(nd * sizeof(float));
+        s->W_decT = sf_malloc_aligned(nd * sizeof(float));
+        s->b_enc = sf_malloc_aligned((size_t)s->n * sizeof(float));
+        s->b_dec = sf_malloc_aligned((size_t)s->d * sizeof(float));
+        memset(s->W_enc, 0, nd * sizeof(float));
+        memset(s->W_decT, 0, nd * sizeof(float));
+        memset(s->b_enc, 0, (size_t)s->n * sizeof(float));
+        memset(s->b_dec, 0, (size_t)s->d * sizeof(float));
+        /* Order matters only for readability of the file; Adam treats each alike. */
+        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+        return 0;
+    default:
+        return sf_error("architecture %d not implemented", (int)s->arch);
+    }
+}
+
+static void config_base(sf_sae *s) {
+    if (!s->config) s->config = cJSON_CreateObject();
+    const char *keys[3] = {"features", "pages", "k"};
+    int vals[3] = {s->d, s->n, s->k};
+    for (int i = 0; i < 3; i++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(s->config, keys[i]);
+        cJSON_AddNumberToObject(s->config, keys[i], vals[i]);
+    }
+}
+
+void sf_sae_config_set_number(sf_sae *s, const char *key, double v) {
+    if (!s->config) s->config = cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(s->config, key);
+    cJSON_AddNumberToObject(s->config, key, v);
+}
+
+void sf_sae_config_set_string(sf_sae *s, const char *key, const char *v) {
+    if (!s->config) s->config = cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(s->config, key);
+    cJSON_AddStringToObject(s->config, key, v);
+}
+
+void sf_sae_free(sf_sae *s) {
+    if (!s) return;
+    sf_free_aligned(s->W_enc);
+    sf_free_aligned(s->b_enc);
+    sf_free_aligned(s->W_decT);
+    sf_free_aligned(s->b_dec);
+    if (s->config) cJSON_Delete(s->config);
+    memset(s, 0, sizeof *s);
+}
+
+/* Unit-norm rows of W_decT (= unit-norm decoder columns). A zero row stays zero. */
+static void normalise_rows(float *W, int n, int d) {
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < n; j++) {
+        float *w = W + (size_t)j * d;
+        double ss = 0;
+        for (int c = 0; c < d; c++) ss += (double)w[c] * w[c];
+        if (ss > 0) {
+            float inv = (float)(1.0 / sqrt(ss));
+            for (int c = 0; c < d; c++) w[c] *= inv;
+        }
+    }
+}
+
+int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    s->arch = arch;
+    s->d = d;
+    s->n = n;
+    s->k = k;
+    if (alloc_params(s)) {
+        sf_sae_free(s);
+        return -1;
+    }
+    /* torch nn.Linear: kaiming_uniform(a=sqrt(5)) on weight = U(-1/sqrt(fan_in), +).
+     * Drawn serially from one stream so the result does not depend on threads. */
+    sf_rng r;
+    sf_rng_seed(&r, seed);
+    const double bound = 1.0 / sqrt((double)d);
+    size_t nd = (size_t)n * d;
+    for (size_t i = 0; i < nd; i++) s->W_enc[i] = (float)((2.0 * sf_rng_uniform(&r) - 1.0) * bound);
+    /* decoder = encoder^T: in our transposed layout W_decT = W_enc, then unit rows. */
+    memcpy(s->W_decT, s->W_enc, nd * sizeof(float));
+    normalise_rows(s->W_decT, n, d);
+    config_base(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------ checkpoints -- */
+
+static int config_int(const cJSON *cfg, const char *path, const char *key, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v) return sf_error("%s: missing key '%s'", path, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
+        v->valuedouble > 1e9)
+        return sf_error("%s: key '%s' must be a positive integer", path, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+int sf_sae_load(sf_sae *s, const char *dir) {
+    memset(s, 0, sizeof *s);
+    char *cpath = sf_path_join(dir, "config.json");
+    size_t len;
+    char *text = sf_read_file(cpath, &len);
+    if (!text) {
+        free(cpath);
+        return -1;
+    }
+    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    free(text);
+    int rc = -1;
+    sf_st_set set;
+    int set_open = 0;
+    if (!cfg || !cJSON_IsObject(cfg)) {
+        sf_error("%s: not a JSON object", cpath);
+        goto done;
+    }
+    s->config = cfg;
+    s->arch = SF_SAE_TOPK;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(cfg, "arch");
+    if (a) {
+        if (!cJSON_IsString(a) || sf_sae_arch_parse(a->valuestring, &s->arch)) {
+            sf_error("%s: key 'arch': unknown architecture", cpath);
+            goto done;
+        }
+    }
+    if (config_int(cfg, cpath, "features", &s->d) || config_int(cfg, cpath, "pages", &s->n) ||
+        config_int(cfg, cpath, "k", &s->k))
+        goto done;
+    if (alloc_params(s)) {
+        sf_error_prefix("%s", cpath);
+        goto done;
+    }
+    if (sf_st_set_open_dir(&set, dir, "model")) goto done;
+    set_open = 1;
+    for (int i = 0; i < s->n_params; i++) {
+        sf_sae_param *p = &s->params[i];
+        const sf_st *f;
+        const sf_tensor_info *t = sf_st_set_find(&set, p->name, &f);
+        if (!t) {
+            sf_error("%s/model.safetensors: missing tensor '%s'", dir, p->name);
+            goto done;
+        }
+        float *owned = NULL;
+        const float *src = sf_st_get_f32(f, p->name, p->ndim, p->shape, &owned);
+        if (!src) goto done;
+        if (!sae_all_finite(src, p->numel)) {
+            free(owned);
+            sf_error("%s: tensor '%s': contains NaN or Inf", f->path, p->name);
+            goto done;
+        }
+        if (p->transposed) {
+            /* checkpoint (r, c) -> internal (c, r) */
+            int64_t R = p->shape[0], C = p->shape[1];
+#pragma omp parallel for schedule(static)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t r = 0; r < R; r++) p->data[c * R + r] = src[r * C + c];
+        } else {
+            memcpy(p->data, src, p->numel * sizeof(float));
+        }
+        free(owned);
+    }
+    rc = 0;
+done:
+    if (set_open) sf_st_set_close(&set);
+    if (rc) {
+        if (!s->config && cfg) cJSON_Delete(cfg);
+        sf_sae_free(s);
+    }
+    free(cpath);
+    return rc;
+}
+
+int sf_sae_save(const sf_sae *s, const char *dir) {
+    if (sf_mkdirs(dir)) return -1;
+    int rc = -1;
+    float *tbuf[SF_SAE_MAX_PARAMS] = {0};
+    sf_st_writer *w = sf_stw_new();
+    for (int i = 0; i < s->n_params; i++) {
+        const sf_sae_param *p = &s->params[i];
+        const float *data = p->data;
+        if (p->transposed) {
+            int64_t R = p->shape[0], C = p->shape[1]; /* checkpoint shape; internal (C, R) */
+            float *t = tbuf[i] = sf_malloc(p->numel * sizeof(float));
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t c = 0; c < C; c++) t[r * C + c] = p->data[c * R + r];
+            data = t;
+        }
+        if (sf_stw_add(w, p->name, SF_DT_F32, p->ndim, p->shape, data)) goto done;
+    }
+    sf_stw_meta(w, "format", "pt");
+    char *mpath = sf_path_join(dir, "model.safetensors");
+    int wrc = sf_stw_write(w, mpath);
+    free(mpath);
+    if (wrc) goto done;
+    /* config.json: the loaded object (extra keys kept) with this model's shape. */
+    cJSON *cfg = s->config ? cJSON_Duplicate(s->config, 1) : cJSON_CreateObject();
+    const char *keys[3] = {"features", "pages", "k"};
+    int vals[3] = {s->d, s->n, s->k};
+    for (int i = 0; i < 3; i++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, keys[i]);
+        cJSON_AddNumberToObject(cfg, keys[i], vals[i]);
+    }
+    char *json = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    char *cpath = sf_path_join(dir, "config.json");
+    size_t jl = strlen(json);
+    json = sf_realloc(json, jl + 2);
+    json[jl] = '\n';
+    json[jl + 1] = 0;
+    rc = sf_write_file_atomic(cpath, json, jl + 1);
+    free(cpath);
+    free(json);
+done:
+    sf_stw_free(w);
+    for (int i = 0; i < SF_SAE_MAX_PARAMS; i++) free(tbuf[i]);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- kernels -- */
+
+int sae_chunk_rows(int64_t B, int n) {
+    /* ~4 MiB of pre-activations per chunk, between 32 and 256 rows. */
+    int64_t c = ((int64_t)1 << 20) / (n > 0 ? n : 1);
+    if (c > 256) c = 256;
+    if (c < 32) c = 32;
+    if (c > B) c = B > 0 ? B : 1;
+    return (int)c;
+}
+
+void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre) {
+    /* pre (m, n) = xc (m, d) . W_enc^T, W_enc (n, d) row-major */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, s->n, s->d, 1.0f, xc, s->d, s->W_enc,
+                s->d, 0.0f, pre, s->n);
+}
+
+/* Min-heap on val (root = smallest kept value). */
+static inline void heap_sift_down(int32_t *idx, float *val, int c, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < c && (val[l] < val[m] || (val[l] == val[m] && idx[l] > idx[m]))) m = l;
+        if (r < c && (val[r] < val[m] || (val[r] == val[m] && idx[r] > idx[m]))) m = r;
+        if (m == i) return;
+        float tv = val[i];
+        val[i] = val[m];
+        val[m] = tv;
+        int32_t ti = idx[i];
+        idx[i] = idx[m];
+        idx[m] = ti;
+        i = m;
+    }
+}
+
+static inline void heap_push(int32_t *idx, float *val, int c, int32_t j, float v) {
+    int i = c;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!(val[p] > v || (val[p] == v && idx[p] < j))) break;
+        val[i] = val[p];
+        idx[i] = idx[p];
+        i = p;
+    }
+    val[i] = v;
+    idx[i] = j;
+}
+
+int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask,
+                  int32_t *idx, float *val) {
+    int c = 0;
+    float thr = 0.0f; /* ReLU: only v > 0 can enter; once full, v > heap minimum */
+    /* Blocks of 16: one vectorisable max decides whether the block can hold a
+     * candidate at all; past the first few blocks almost none do. */
+    int j0 = 0;
+    for (; j0 + 16 <= n; j0 += 16) {
+        float mx = -INFINITY;
+        for (int u = 0; u < 16; u++) {
+            float v = pre[j0 + u] + b[j0 + u];
+            mx = v > mx ? v : mx;
+        }
+        if (!(mx > thr)) continue;
+        for (int u = 0; u < 16; u++) {
+            int j = j0 + u;
+            float v = pre[j] + b[j];
+            if (!(v > thr) || (mask && !mask[j])) continue;
+            if (c < k) {
+                heap_push(idx, val, c++, j, v);
+            } else {
+                val[0] = v;
+                idx[0] = j;
+                heap_sift_down(idx, val, c, 0);
+            }
+            if (c == k) thr = val[0];
+        }
+    }
+    for (int j = j0; j < n; j++) {
+        float v = pre[j] + b[j];
+        if (!(v > thr) || (mask && !mask[j])) continue;
+        if (c < k) {
+            heap_push(idx, val, c++, j, v);
+        } else {
+            val[0] = v;
+            idx[0] = j;
+            heap_sift_down(idx, val, c, 0);
+        }
+        if (c == k) thr = val[0];
+    }
+    return c;
+}
+
+void sae_sort_pairs(int32_t *idx, float *val, int c) {
+    for (int i = 1; i < c; i++) {
+        int32_t ji = idx[i];
+        float vi = val[i];
+        int p = i - 1;
+        while (p >= 0 && idx[p] > ji) {
+            idx[p + 1] = idx[p];
+            val[p + 1] = val[p];
+            p--;
+        }
+        idx[p + 1] = ji;
+        val[p + 1] = vi;
+    }
+}
+
+void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t *idx,
+                    const float *val, int c, float *out) {
+    if (bias) memcpy(out, bias, (size_t)d * sizeof(float));
+    else memset(out, 0, (size_t)d * sizeof(float));
+    for (int s = 0; s < c; s++) {
+        const float *w = W_decT + (size_t)idx[s] * d;
+        const float v = val[s];
+#pragma omp simd
+        for (int q = 0; q < d; q++) out[q] += v * w[q];
+    }
+}
+
+int sae_all_finite(const float *x, size_t m) {
+    /* x*0 is 0 for finite x and NaN for Inf/NaN; the OR-reduction vectorises. */
+    int bad = 0;
+    for (size_t i = 0; i < m; i++) bad |= (x[i] * 0.0f != 0.0f);
+    return !bad;
+}
+
+/* ------------------------------------------------------------- inference -- */
+
+void sf_sae_codes_alloc(sf_sae_codes *c, int64_t B, int k) {
+    c->B = B;
+    c->k = k;
+    c->idx = sf_malloc((size_t)(B > 0 ? B : 1) * k * sizeof(int32_t));
+    c->val = sf_malloc((size_t)(B > 0 ? B : 1) * k * sizeof(float));
+    c->cnt = sf_calloc((size_t)(B > 0 ? B : 1), sizeof(int32_t));
+}
+
+void sf_sae_codes_free(sf_sae_codes *c) {
+    free(c->idx);
+    free(c->val);
+    free(c->cnt);
+    memset(c, 0, sizeof *c);
+}
+
+int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
+    const int d = s->d, n = s->n, k = s->k;
+    if (out->k != k || out->B < B) return sf_error("encode: code buffer too small");
+    const int64_t chunk = sae_chunk_rows(B, n);
+    const int64_t nchunks = (B + chunk - 1) / chunk;
+    int64_t bad_row = -1;
+#pragma omp parallel
+    {
+        float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
+        float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ci = 0; ci < nchunks; ci++) {
+            int64_t r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
+            for (int64_t r = 0; r < m; r++) {
+                const float *xr = x + (size_t)(r0 + r) * d;
+                if (!sae_all_finite(xr, (size_t)d)) {
+#pragma omp critical(sae_bad_row)
+                    if (bad_row < 0 || r0 + r < bad_row) bad_row = r0 + r;
+                }
+                for (int q = 0; q < d; q++) xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+            }
+            sae_encoder_gemm(s, xc, (int)m, pre);
+            for (int64_t r = 0; r < m; r++) {
+                int32_t *ix = out->idx + (size_t)(r0 + r) * k;
+                float *vl = out->val + (size_t)(r0 + r) * k;
+                int c = sae_topk_relu(pre + (size_t)r * n, s->b_enc, n, k, NULL, ix, vl);
+                sae_sort_pairs(ix, vl, c);
+                out->cnt[r0 + r] = c;
+            }
+        }
+        sf_free_aligned(xc);
+        sf_free_aligned(pre);
+    }
+    if (bad_row >= 0) return sf_error("row %lld: NaN or Inf in input", (long long)bad_row);
+    return 0;
+}
+
+void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < c->B; b++)
+        sae_decode_row(s->W_decT, s->b_dec, s->d, c->idx + (size_t)b * c->k,
+                       c->val + (size_t)b * c->k, c->cnt[b], x_hat + (size_t)b * s->d);
+}
+
+int sf_sae_surgery(const sf_sae *s, const float *x, int64_t B, int feature, float strength,
+                   float *out) {
+    if (feature < 0 || feature >= s->n)
+        return sf_error("feature %d out of range [0, %d)", feature, s->n);
+    sf_sae_codes c;
+    sf_sae_codes_alloc(&c, B, s->k);
+    if (sf_sae_encode(s, x, B, &c)) {
+        sf_sae_codes_free(&c);
+        return -1;
+    }
+    /* z + strength * e_f, then decode: adding the feature's column scaled by
+     * strength to the reconstruction is the same and needs no code change. */
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+        float *o = out + (size_t)b * s->d;
+        sae_decode_row(s->W_decT, s->b_dec, s->d, c.idx + (size_t)b * s->k,
+                       c.val + (size_t)b * s->k, c.cnt[b], o);
+        const float *w = s->W_decT + (size_t)feature * s->d;
+        for (int q = 0; q < s->d; q++) o[q] += strength * w[q];
+    }
+    sf_sae_codes_free(&c);
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* Kernels shared by the SAE model (encode/decode) and the trainer. */
+#ifndef SAEFLOW_SAE_INTERNAL_H
+#define SAEFLOW_SAE_INTERNAL_H
+
+#include "saeflow/sae.h"
+
+/* Rows per encoder-GEMM chunk: large enough that packing W_enc is amortised
+ * (the pack costs ~n*d, the chunk ~rows*n*d FMAs), small enough that several
+ * chunks keep both threads busy at small batches. */
+int sae_chunk_rows(int64_t B, int n);
+
+/* pre (m, n) = xc (m, d) @ W_enc^T, single-threaded sgemm (the caller runs one
+ * per OpenMP thread). */
+void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre);
+
+/* The up-to-k largest v_j = pre[j] + b[j] with v_j > 0, as (idx, val), in no
+ * particular order; returns how many (fewer than k when fewer are positive).
+ * Ties keep the lower index. With `mask` non-NULL only latents with mask[j]
+ * are candidates (AuxK: dead latents). */
+int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask,
+                  int32_t *idx, float *val);
+
+/* Sorts (idx, val) pairs by idx ascending (k is small: insertion sort). */
+void sae_sort_pairs(int32_t *idx, float *val, int c);
+
+/* out (d) = bias + sum_s val[s] * W_decT[idx[s]]  (bias may be NULL -> 0). */
+void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t *idx,
+                    const float *val, int c, float *out);
+
+/* 1 if all m values are finite. */
+int sae_all_finite(const float *x, size_t m);
+
+#endif

@@ -1,0 +1,616 @@
+/* One training step: sparse forward/backward (per architecture), then the
+ * shared part: gradient clipping, AdamW, decoder renormalisation.
+ *
+ * TopK step for a batch x (B, d), shapes llm.c-style:
+ *  A  per row chunk (parallel):  xc = x - b                      (m, d)
+ *                                pre = xc W_enc^T                (m, n)  sgemm
+ *                                (idx, z) = TopK(ReLU(pre + b_enc))  (m, k)
+ *                                x_hat = b + sum_s z_s W_decT[idx_s]     (d)
+ *                                gx = 2/B (x_hat - x)            dL/dx_hat (d)
+ *                                gz_s = <W_decT[idx_s], gx>      dL/dpre at the k slots
+ *                                (AuxK: aux selection among dead latents, e_hat)
+ *  B  column sums of gx (-> grad of b, mean residual for AuxK), AuxK scale
+ *  C  bucket the (row, slot) entries by latent, rows ascending
+ *  D  per latent j (parallel): gW_enc[j] = sum gz * xc[row]
+ *                              gW_decT[j] = sum z * gx[row]
+ *                              gb_enc[j]  = sum gz
+ *     gb = sum_rows gx - sum_j gb_enc_main[j] W_enc[j]
+ *  E  clip by the global norm, AdamW per latent row (+ renormalise W_decT[j])
+ * Only the k (+ aux_k) selected latents of each row are touched after the GEMM.
+ * Every reduction has a fixed order independent of the thread count.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sae/sae_internal.h"
+#include "saeflow/sae_train.h"
+
+#define LBLK 64 /* latents per block in the per-latent pass (fixed: determinism) */
+
+enum { ST_SQERR, ST_X2, ST_XXH, ST_XH2, ST_L1, ST_AUX, ST_N };
+
+struct sf_sae_trainer {
+    sf_sae *s;
+    sf_sae_train_opts o;
+    int max_batch;
+    int64_t steps;
+    float *gr[SF_SAE_MAX_PARAMS]; /* gradients, same layout as params */
+    float *m1[SF_SAE_MAX_PARAMS], *m2[SF_SAE_MAX_PARAMS];
+    int dec_param; /* index of the decoder in params (normalise) */
+    /* batch buffers */
+    float *xc, *gx, *r;        /* (B, d) */
+    int32_t *idx, *cnt;        /* (B, k), (B) */
+    float *val, *gz;           /* (B, k) */
+    int aux_cap;               /* aux_k buffers allocated */
+    int32_t *aidx, *acnt;      /* (B, aux_k), (B) */
+    float *aval, *agz;         /* (B, aux_k) */
+    double *rowst;             /* (B, ST_N) */
+    double *colsum;            /* (d) column sums of gx */
+    /* bucketing by latent */
+    int32_t *off, *aoff;       /* (n + 1) */
+    int32_t *e_row, *ae_row;   /* entries */
+    float *e_z, *e_g, *ae_z, *ae_g;
+    int32_t *cnt_t;            /* (T, n) per row-range counts */
+    uint8_t *has_grad, *dead;  /* (n) */
+    int64_t *since;            /* (n) */
+    double *lat_ss;            /* (n) */
+    float *gb_part;            /* (n / LBLK + 1, d) */
+    double grad_ss;
+    sf_sae_timing tm;
+};
+
+void sf_sae_train_opts_default(sf_sae_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->lr = 5e-5;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->wd = 0.0;
+    o->lr_warmup_steps = 256;
+    o->clip = 1.0;
+    o->normalise = 0;
+    o->auxk_coef = 1.0 / 32;
+    o->aux_k = 512;
+    o->bodycount = 16384;
+}
+
+sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch) {
+    if (max_batch <= 0) {
+        sf_error("batch size must be positive, got %d", max_batch);
+        return NULL;
+    }
+    if (s->arch != SF_SAE_TOPK) {
+        sf_error("training architecture '%s' is not implemented", sf_sae_arch_name(s->arch));
+        return NULL;
+    }
+    sf_sae_trainer *t = sf_calloc(1, sizeof *t);
+    t->s = s;
+    t->o = *o;
+    if (t->o.aux_k > s->n) t->o.aux_k = s->n;
+    t->max_batch = max_batch;
+    t->dec_param = -1;
+    for (int i = 0; i < s->n_params; i++) {
+        size_t bytes = s->params[i].numel * sizeof(float);
+        t->gr[i] = sf_malloc_aligned(bytes);
+        t->m1[i] = sf_malloc_aligned(bytes);
+        t->m2[i] = sf_malloc_aligned(bytes);
+        memset(t->gr[i], 0, bytes);
+        memset(t->m1[i], 0, bytes);
+        memset(t->m2[i], 0, bytes);
+        if (s->params[i].data == s->W_decT) t->dec_param = i;
+    }
+    const size_t B = (size_t)max_batch, d = (size_t)s->d, n = (size_t)s->n, k = (size_t)s->k;
+    t->xc = sf_malloc_aligned(B * d * sizeof(float));
+    t->gx = sf_malloc_aligned(B * d * sizeof(float));
+    t->idx = sf_malloc(B * k * sizeof(int32_t));
+    t->val = sf_malloc(B * k * sizeof(float));
+    t->gz = sf_malloc(B * k * sizeof(float));
+    t->cnt = sf_calloc(B, sizeof(int32_t));
+    t->rowst = sf_calloc(B * ST_N, sizeof(double));
+    t->colsum = sf_calloc(d, sizeof(double));
+    t->off = sf_calloc(n + 1, sizeof(int32_t));
+    t->aoff = sf_calloc(n + 1, sizeof(int32_t));
+    t->e_row = sf_malloc(B * k * sizeof(int32_t));
+    t->e_z = sf_malloc(B * k * sizeof(float));
+    t->e_g = sf_malloc(B * k * sizeof(float));
+    t->has_grad = sf_calloc(n, 1);
+    t->dead = sf_calloc(n, 1);
+    t->since = sf_calloc(n, sizeof(int64_t));
+    t->lat_ss = sf_calloc(n, sizeof(double));
+    t->gb_part = sf_malloc_aligned((n / LBLK + 1) * d * sizeof(float));
+    return t;
+}
+
+static void free_aux(sf_sae_trainer *t) {
+    sf_free_aligned(t->r);
+    free(t->aidx);
+    free(t->acnt);
+    free(t->aval);
+    free(t->agz);
+    free(t->ae_row);
+    free(t->ae_z);
+    free(t->ae_g);
+    t->r = NULL;
+    t->aidx = t->acnt = t->ae_row = NULL;
+    t->aval = t->agz = t->ae_z = t->ae_g = NULL;
+    t->aux_cap = 0;
+}
+
+void sf_sae_trainer_free(sf_sae_trainer *t) {
+    if (!t) return;
+    for (int i = 0; i < SF_SAE_MAX_PARAMS; i++) {
+        sf_free_aligned(t->gr[i]);
+        sf_free_aligned(t->m1[i]);
+        sf_free_aligned(t->m2[i]);
+    }
+    sf_free_aligned(t->xc);
+    sf_free_aligned(t->gx);
+    free(t->idx);
+    free(t->val);
+    free(t->gz);
+    free(t->cnt);
+    free(t->rowst);
+    free(t->colsum);
+    free(t->off);
+    free(t->aoff);
+    free(t->e_row);
+    free(t->e_z);
+    free(t->e_g);
+    free(t->cnt_t);
+    free(t->has_grad);
+    free(t->dead);
+    free(t->since);
+    free(t->lat_ss);
+    sf_free_aligned(t->gb_part);
+    free_aux(t);
+    free(t);
+}
+
+const float *sf_sae_trainer_grad_of(const sf_sae_trainer *t, int param) {
+    return (param >= 0 && param < t->s->n_params) ? t->gr[param] : NULL;
+}
+int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t) { return t->since; }
+int64_t sf_sae_trainer_steps(const sf_sae_trainer *t) { return t->steps; }
+const sf_sae_timing *sf_sae_trainer_timing(const sf_sae_trainer *t) { return &t->tm; }
+
+static void ensure_aux(sf_sae_trainer *t) {
+    if (t->aux_cap == t->o.aux_k) return;
+    free_aux(t);
+    const size_t B = (size_t)t->max_batch, a = (size_t)t->o.aux_k, d = (size_t)t->s->d;
+    t->aux_cap = t->o.aux_k;
+    t->r = sf_malloc_aligned(B * d * sizeof(float));
+    t->aidx = sf_malloc(B * a * sizeof(int32_t));
+    t->acnt = sf_calloc(B, sizeof(int32_t));
+    t->aval = sf_malloc(B * a * sizeof(float));
+    t->agz = sf_malloc(B * a * sizeof(float));
+    t->ae_row = sf_malloc(B * a * sizeof(int32_t));
+    t->ae_z = sf_malloc(B * a * sizeof(float));
+    t->ae_g = sf_malloc(B * a * sizeof(float));
+}
+
+static inline float dotf(const float *a, const float *b, int d) {
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int q = 0; q < d; q++) acc += a[q] * b[q];
+    return acc;
+}
+
+/* Sorts the (row, slot) entries of B rows by latent, rows ascending within a
+ * latent. Rows are split into T ranges counted in parallel; range t's entries
+ * of latent j follow those of ranges < t, so the result is the serial order
+ * whatever T is. */
+static void bucket(sf_sae_trainer *t, int B, int kk, const int32_t *idx, const int32_t *cnt,
+                   const float *z, const float *g, int32_t *off, int32_t *e_row, float *e_z,
+                   float *e_g) {
+    const int n = t->s->n;
+    const int T = omp_get_max_threads();
+    if (!t->cnt_t || t->cnt_t[0] != T) {
+        free(t->cnt_t);
+        t->cnt_t = sf_calloc((size_t)T * n + 1, sizeof(int32_t));
+        t->cnt_t[0] = T; /* header slot; counts start at +1 */
+    }
+    int32_t *ct = t->cnt_t + 1;
+#pragma omp parallel num_threads(T)
+    {
+        int th = omp_get_thread_num(), nt = omp_get_num_threads();
+        int r0 = (int)((int64_t)B * th / nt), r1 = (int)((int64_t)B * (th + 1) / nt);
+        int32_t *c = ct + (size_t)th * n;
+        memset(c, 0, (size_t)n * sizeof(int32_t));
+        for (int b = r0; b < r1; b++)
+            for (int s = 0; s < cnt[b]; s++) c[idx[(size_t)b * kk + s]]++;
+#pragma omp barrier
+#pragma omp single
+        {
+            int32_t run = 0;
+            for (int j = 0; j < n; j++) {
+                off[j] = run;
+                for (int u = 0; u < nt; u++) {
+                    int32_t v = ct[(size_t)u * n + j];
+                    ct[(size_t)u * n + j] = run; /* becomes the write cursor */
+                    run += v;
+                }
+            }
+            off[n] = run;
+        }
+        for (int b = r0; b < r1; b++)
+            for (int s = 0; s < cnt[b]; s++) {
+                size_t q = (size_t)b * kk + s;
+                int32_t p = c[idx[q]]++;
+                e_row[p] = b;
+                e_z[p] = z[q];
+                e_g[p] = g[q];
+            }
+    }
+}
+
+/* ------------------------------------------------------------ TopK grad -- */
+
+static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *met) {
+    sf_sae *s = t->s;
+    const int d = s->d, n = s->n, k = s->k;
+    const sf_sae_train_opts *o = &t->o;
+    const float gscale = 2.0f / (float)B;
+
+    /* Dead latents (bodycount rule) decide whether AuxK runs this step. */
+    int ndead = 0;
+    for (int j = 0; j < n; j++) {
+        t->dead[j] = t->since[j] >= o->bodycount;
+        ndead += t->dead[j];
+    }
+    const int use_aux = o->auxk_coef > 0 && o->aux_k > 0 && ndead > 0;
+    const int ak = use_aux ? (o->aux_k < ndead ? o->aux_k : ndead) : 0;
+    if (use_aux) ensure_aux(t);
+
+    /* ---- A: chunked GEMM + fused select/decode/grad-wrt-z ---- */
+    double t0 = sf_now(), gemm_time = 0;
+    const int chunk = sae_chunk_rows(B, n);
+    const int nchunks = (B + chunk - 1) / chunk;
+    int bad_row = -1;
+#pragma omp parallel reduction(+ : gemm_time)
+    {
+        float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int ci = 0; ci < nchunks; ci++) {
+            int r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
+            for (int r = r0; r < r0 + m; r++) {
+                const float *xr = x + (size_t)r * d;
+                float *xcr = t->xc + (size_t)r * d;
+                if (!sae_all_finite(xr, (size_t)d)) {
+#pragma omp critical(sae_train_bad)
+                    if (bad_row < 0 || r < bad_row) bad_row = r;
+                }
+#pragma omp simd
+                for (int q = 0; q < d; q++) xcr[q] = xr[q] - s->b_dec[q];
+            }
+            double tg = sf_now();
+            sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
+            gemm_time += sf_now() - tg;
+            for (int r = r0; r < r0 + m; r++) {
+                const float *pr = pre + (size_t)(r - r0) * n;
+                int32_t *ix = t->idx + (size_t)r * k;
+                float *z = t->val + (size_t)r * k, *gz = t->gz + (size_t)r * k;
+                int c = t->cnt[r] = sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z);
+                const float *xr = x + (size_t)r * d;
+                float *gxr = t->gx + (size_t)r * d;
+                sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */
+                double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0;
+                for (int q = 0; q < d; q++) {
+                    double xh = gxr[q], xv = xr[q], df = xh - xv;
+                    sq += df * df;
+                    x2 += xv * xv;
+                    xxh += xv * xh;
+                    xh2 += xh * xh;
+                }
+                for (int u = 0; u < c; u++) l1 += z[u];
+                if (use_aux) {
+                    /* r = e_hat - e, with e = x - x_hat and e_hat = W_dec z_aux */
+                    int32_t *aix = t->aidx + (size_t)r * ak;
+                    float *az = t->aval + (size_t)r * ak;
+                    int ac = t->acnt[r] = sae_topk_relu(pr, s->b_enc, n, ak, t->dead, aix, az);
+                    float *rr = t->r + (size_t)r * d;
+                    sae_decode_row(s->W_decT, NULL, d, aix, az, ac, rr);
+#pragma omp simd
+                    for (int q = 0; q < d; q++) rr[q] += gxr[q] - xr[q];
+                }
+#pragma omp simd
+                for (int q = 0; q < d; q++) gxr[q] = gscale * (gxr[q] - xr[q]);
+                for (int u = 0; u < c; u++) gz[u] = dotf(s->W_decT + (size_t)ix[u] * d, gxr, d);
+                double *st = t->rowst + (size_t)r * ST_N;
+                st[ST_SQERR] = sq;
+                st[ST_X2] = x2;
+                st[ST_XXH] = xxh;
+                st[ST_XH2] = xh2;
+                st[ST_L1] = l1;
+                st[ST_AUX] = 0;
+            }
+        }
+        sf_free_aligned(pre);
+    }
+    const double nth = (double)omp_get_max_threads();
+    t->tm.gemm += gemm_time / nth;
+    double t1 = sf_now();
+    t->tm.encode += t1 - t0;
+    if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);
+
+    /* ---- B: column sums of gx (fixed row order per column) ---- */
+#pragma omp parallel for schedule(static)
+    for (int q0 = 0; q0 < d; q0 += 16) {
+        int q1 = q0 + 16 < d ? q0 + 16 : d;
+        double acc[16] = {0};
+        for (int b = 0; b < B; b++) {
+            const float *g = t->gx + (size_t)b * d;
+            for (int q = q0; q < q1; q++) acc[q - q0] += g[q];
+        }
+        for (int q = q0; q < q1; q++) t->colsum[q] = acc[q - q0];
+    }
+    double sq_tot = 0, x2_tot = 0, l1_tot = 0, cos_tot = 0;
+    for (int b = 0; b < B; b++) {
+        const double *st = t->rowst + (size_t)b * ST_N;
+        sq_tot += st[ST_SQERR];
+        x2_tot += st[ST_X2];
+        l1_tot += st[ST_L1];
+        double den = sqrt(st[ST_X2] * st[ST_XH2]);
+        cos_tot += den > 0 ? st[ST_XXH] / den : 0;
+    }
+    double aux_loss = 0;
+    if (use_aux) {
+        /* sum_b ||e_b - mean e||^2 = sum_b ||e_b||^2 - B ||mean e||^2, and
+         * mean e = -(1/B) sum_b diff_b = -colsum(gx) / 2. */
+        double me2 = 0;
+        for (int q = 0; q < d; q++) me2 += 0.25 * t->colsum[q] * t->colsum[q];
+        double D = sq_tot - (double)B * me2;
+        double r2 = 0;
+        for (int b = 0; b < B; b++) {
+            const float *rr = t->r + (size_t)b * d;
+            double a = 0;
+            for (int q = 0; q < d; q++) a += (double)rr[q] * rr[q];
+            r2 += a;
+        }
+        if (D > 0 && isfinite(D) && isfinite(r2)) {
+            aux_loss = o->auxk_coef * r2 / D;
+            const float sc = (float)(2.0 * o->auxk_coef / D);
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++) {
+                float *rr = t->r + (size_t)b * d;
+#pragma omp simd
+                for (int q = 0; q < d; q++) rr[q] *= sc; /* -> dL_aux/de_hat */
+                const int32_t *aix = t->aidx + (size_t)b * ak;
+                float *ag = t->agz + (size_t)b * ak;
+                for (int u = 0; u < t->acnt[b]; u++)
+                    ag[u] = dotf(s->W_decT + (size_t)aix[u] * d, rr, d);
+            }
+        } else {
+            for (int b = 0; b < B; b++) t->acnt[b] = 0;
+        }
+    }
+    double t2 = sf_now();
+    t->tm.aux += t2 - t1;
+
+    /* ---- C: bucket entries by latent ---- */
+    bucket(t, B, k, t->idx, t->cnt, t->val, t->gz, t->off, t->e_row, t->e_z, t->e_g);
+    if (use_aux)
+        bucket(t, B, ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g);
+
+    /* ---- D: per-latent gradients ---- */
+    float *gWe = t->gr[0], *gbe = t->gr[1], *gWd = t->gr[2], *gbd = t->gr[3];
+    const int nblk = (n + LBLK - 1) / LBLK;
+    const int normalise = o->normalise;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        float *part = t->gb_part + (size_t)blk * d;
+        memset(part, 0, (size_t)d * sizeof(float));
+        int j1 = (blk + 1) * LBLK < n ? (blk + 1) * LBLK : n;
+        for (int j = blk * LBLK; j < j1; j++) {
+            int e0 = t->off[j], e1 = t->off[j + 1];
+            int a0 = use_aux ? t->aoff[j] : 0, a1 = use_aux ? t->aoff[j + 1] : 0;
+            if (e0 == e1 && a0 == a1) {
+                if (t->has_grad[j]) { /* keep the buffer exact: stale row -> zero */
+                    memset(gWe + (size_t)j * d, 0, (size_t)d * sizeof(float));
+                    memset(gWd + (size_t)j * d, 0, (size_t)d * sizeof(float));
+                }
+                t->has_grad[j] = 0;
+                t->lat_ss[j] = 0;
+                continue;
+            }
+            t->has_grad[j] = 1;
+            float *ge = gWe + (size_t)j * d, *gd = gWd + (size_t)j * d;
+            memset(ge, 0, (size_t)d * sizeof(float));
+            memset(gd, 0, (size_t)d * sizeof(float));
+            float sg = 0, sga = 0;
+            for (int e = e0; e < e1; e++) {
+                const float *xr = t->xc + (size_t)t->e_row[e] * d;
+                const float *gr = t->gx + (size_t)t->e_row[e] * d;
+                const float g = t->e_g[e], z = t->e_z[e];
+#pragma omp simd
+                for (int q = 0; q < d; q++) {
+                    ge[q] += g * xr[q];
+                    gd[q] += z * gr[q];
+                }
+                sg += g;
+            }
+            for (int e = a0; e < a1; e++) {
+                const float *xr = t->xc + (size_t)t->ae_row[e] * d;
+                const float *rr = t->r + (size_t)t->ae_row[e] * d;
+                const float g = t->ae_g[e], z = t->ae_z[e];
+#pragma omp simd
+                for (int q = 0; q < d; q++) {
+                    ge[q] += g * xr[q];
+                    gd[q] += z * rr[q];
+                }
+                sga += g;
+            }
+            gbe[j] = sg + sga;
+            /* b enters through xc = x - b: d pre / d b = -W_enc (main path only) */
+            const float *we = s->W_enc + (size_t)j * d;
+#pragma omp simd
+            for (int q = 0; q < d; q++) part[q] += sg * we[q];
+            if (normalise) {
+                /* drop the component of the decoder gradient along its column */
+                const float *w = s->W_decT + (size_t)j * d;
+                float ww = dotf(w, w, d);
+                if (ww > 0) {
+                    float a = dotf(gd, w, d) / ww;
+#pragma omp simd
+                    for (int q = 0; q < d; q++) gd[q] -= a * w[q];
+                }
+            }
+            double ss = (double)gbe[j] * gbe[j];
+            for (int q = 0; q < d; q++) ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
+            t->lat_ss[j] = ss;
+        }
+    }
+    for (int j = 0; j < n; j++)
+        if (!t->has_grad[j]) gbe[j] = 0;
+    double gss = 0;
+    for (int q = 0; q < d; q++) {
+        double v = t->colsum[q];
+        for (int blk = 0; blk < nblk; blk++) v -= t->gb_part[(size_t)blk * d + q];
+        gbd[q] = (float)v;
+        gss += v * v;
+    }
+    for (int j = 0; j < n; j++) gss += t->lat_ss[j];
+    t->grad_ss = gss;
+    t->tm.backward += sf_now() - t2;
+
+    /* ---- metrics ---- */
+    if (met) {
+        memset(met, 0, sizeof *met);
+        int64_t l0 = 0;
+        int surv = 0;
+        for (int j = 0; j < n; j++) {
+            int c = t->off[j + 1] - t->off[j];
+            l0 += c;
+            surv += c > 0;
+            double dens = (double)c / B;
+            double lg = log10(dens + 1e-6);
+            int bin = (int)floor((lg + 6.0) / 0.5);
+            if (bin < 0) bin = 0;
+            if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
+            met->hist[bin]++;
+        }
+        met->l2 = sq_tot / B;
+        met->auxk = aux_loss;
+        met->loss = met->l2 + aux_loss;
+        met->l2_normalised = x2_tot > 0 ? sq_tot / x2_tot : 0;
+        met->l1 = l1_tot / B;
+        met->l0 = (double)l0 / B;
+        met->cossim = cos_tot / B;
+        met->alive = met->l0 / n;
+        met->survival = (double)surv / n;
+        met->dead = (double)ndead / n;
+        met->grad_norm = sqrt(gss);
+    }
+    return 0;
+}
+
+int sf_sae_trainer_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m) {
+    if (B <= 0 || B > t->max_batch)
+        return sf_error("batch of %d rows, trainer sized for 1..%d", B, t->max_batch);
+    switch (t->s->arch) {
+    case SF_SAE_TOPK:
+        return topk_grad(t, x, B, m);
+    default:
+        return sf_error("architecture '%s' cannot be trained", sf_sae_arch_name(t->s->arch));
+    }
+}
+
+/* ----------------------------------------------------- shared: the update -- */
+
+static inline void adam_span(float *restrict p, float *restrict m, float *restrict v,
+                             const float *restrict g, size_t len, float cs, float b1, float b2,
+                             float decay, float step, float inv_bc2s, float eps) {
+    if (g) {
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) {
+            float gi = cs * g[i];
+            float mi = m[i] + (1.0f - b1) * (gi - m[i]); /* torch lerp */
+            float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_bc2s + eps);
+        }
+    } else { /* zero gradient: moments decay, parameters still move */
+#pragma omp simd
+        for (size_t i = 0; i < len; i++) {
+            float mi = m[i] - (1.0f - b1) * m[i];
+            float vi = b2 * v[i];
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_bc2s + eps);
+        }
+    }
+}
+
+static double lr_at(const sf_sae_train_opts *o, int64_t step) {
+    /* transformers' get_constant_schedule_with_warmup, stepped after each
+     * optimiser step: step t (0-based) uses lr * min(1, t / warmup). */
+    if (o->lr_warmup_steps > 0 && step < o->lr_warmup_steps)
+        return o->lr * (double)step / (double)o->lr_warmup_steps;
+    return o->lr;
+}
+
+int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m) {
+    sf_sae_metrics local;
+    if (!m) m = &local;
+    if (sf_sae_trainer_grad(t, x, B, m)) return -1;
+    double t0 = sf_now();
+    sf_sae *s = t->s;
+    const sf_sae_train_opts *o = &t->o;
+    const double gnorm = sqrt(t->grad_ss);
+    if (!isfinite(gnorm)) return sf_error("step %lld: gradient is not finite", (long long)t->steps);
+    /* torch clip_grad_norm_: scale by max / (norm + 1e-6) when that is < 1 */
+    float cs = 1.0f;
+    if (o->clip > 0) {
+        double c = o->clip / (gnorm + 1e-6);
+        if (c < 1.0) cs = (float)c;
+    }
+    const double lr = lr_at(o, t->steps);
+    const int64_t tstep = t->steps + 1;
+    const double bc1 = 1.0 - pow(o->beta1, (double)tstep), bc2 = 1.0 - pow(o->beta2, (double)tstep);
+    const float step = (float)(lr / bc1), inv_bc2s = (float)(1.0 / sqrt(bc2));
+    const float decay = (float)(1.0 - lr * o->wd), b1 = (float)o->beta1, b2 = (float)o->beta2,
+                eps = (float)o->eps;
+    const int n = s->n, dp = t->dec_param, normalise = o->normalise;
+#pragma omp parallel for schedule(static, 16)
+    for (int j = 0; j < n; j++) {
+        const int hg = t->has_grad[j];
+        for (int i = 0; i < s->n_params; i++) {
+            const sf_sae_param *p = &s->params[i];
+            if (!p->per_latent) continue;
+            size_t w = p->numel / (size_t)n, o0 = (size_t)j * w;
+            adam_span(p->data + o0, t->m1[i] + o0, t->m2[i] + o0, hg ? t->gr[i] + o0 : NULL, w,
+                      cs, b1, b2, decay, step, inv_bc2s, eps);
+        }
+        if (normalise && dp >= 0) {
+            size_t w = s->params[dp].numel / (size_t)n;
+            float *row = s->params[dp].data + (size_t)j * w;
+            double ss = 0;
+            for (size_t q = 0; q < w; q++) ss += (double)row[q] * row[q];
+            if (ss > 0) {
+                float inv = (float)(1.0 / sqrt(ss));
+                for (size_t q = 0; q < w; q++) row[q] *= inv;
+            }
+        }
+    }
+    for (int i = 0; i < s->n_params; i++) {
+        const sf_sae_param *p = &s->params[i];
+        if (p->per_latent) continue;
+        adam_span(p->data, t->m1[i], t->m2[i], t->gr[i], p->numel, cs, b1, b2, decay, step,
+                  inv_bc2s, eps);
+    }
+    /* dead-latent counters: samples since each latent last fired */
+    for (int j = 0; j < n; j++) {
+        if (t->off[j + 1] > t->off[j]) t->since[j] = 0;
+        else t->since[j] += B;
+    }
+    int64_t nd = 0;
+    for (int j = 0; j < n; j++) nd += t->since[j] >= o->bodycount;
+    m->dead = (double)nd / n;
+    m->lr = lr;
+    t->steps++;
+    t->tm.adam += sf_now() - t0;
+    t->tm.steps++;
+    return 0;
+}
