@@ -1,0 +1,617 @@
+/* CLIP towers (Hugging Face modeling_clip.py semantics) on the kernel layer.
+ *
+ * Encoder layer (pre-LN), x (N = B*T, D) the residual stream:
+ *   a   = LN1(x)
+ *   q,k,v = a Wq^T + bq, ...            -> one (N, 3D) buffer, heads interleaved
+ *   x  += attention(q, k, v) Wo^T + bo  (residual add folded into the GEMM)
+ *   x  += act(LN2(x) W1^T + b1) W2^T + b2
+ * Vision embeddings: [class_embedding; patches @ Wpatch^T] + position, then
+ * pre_layrnorm. Text embeddings: token_embedding[ids] + position_embedding.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "saeflow/clip.h"
+#include "saeflow/safetensors.h"
+
+typedef struct {
+    sf_weight q, k, v, o, fc1, fc2;
+    const float *qb, *kb, *vb, *ob, *fc1b, *fc2b, *ln1w, *ln1b, *ln2w, *ln2b;
+} clip_layer;
+
+typedef struct {
+    int present;
+    sf_clip_config cfg;
+    clip_layer *layers;
+    const float *pos;             /* (P, D) position embedding */
+    const float *post_w, *post_b; /* vision post_layernorm / text final_layer_norm */
+    sf_weight proj;               /* (projection_dim, D), shape[0] == 0 if absent */
+    /* vision */
+    const float *class_emb; /* (D) */
+    sf_weight patch;        /* (D, C*p*p) */
+    const float *pre_w, *pre_b;
+    /* text */
+    sf_weight tok; /* (vocab, D) */
+} clip_tower;
+
+struct sf_clip {
+    sf_st_set st;
+    clip_tower vision, text;
+    sf_dtype dtype;
+    void **owned; /* converted small tensors (malloc'd) */
+    int n_owned, cap_owned;
+    const char *dir;
+};
+
+/* ---- config ------------------------------------------------------------- */
+
+static int cfg_int(const cJSON *o, const char *key, int def, int *out, const char *where) {
+    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
+        return sf_error("%s: \"%s\" must be an integer", where, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+/* Defaults are transformers' CLIPVisionConfig / CLIPTextConfig defaults, so
+ * a config that omits a key means what it means to transformers. */
+static int parse_tower_config(const cJSON *o, int text, sf_clip_config *c, const char *where) {
+    memset(c, 0, sizeof *c);
+    int rc = 0;
+    rc |= cfg_int(o, "hidden_size", text ? 512 : 768, &c->hidden, where);
+    rc |= cfg_int(o, "intermediate_size", text ? 2048 : 3072, &c->intermediate, where);
+    rc |= cfg_int(o, "num_attention_heads", text ? 8 : 12, &c->heads, where);
+    rc |= cfg_int(o, "num_hidden_layers", 12, &c->layers, where);
+    rc |= cfg_int(o, "projection_dim", 512, &c->projection_dim, where);
+    if (text) {
+        rc |= cfg_int(o, "vocab_size", 49408, &c->vocab_size, where);
+        rc |= cfg_int(o, "max_position_embeddings", 77, &c->max_positions, where);
+        rc |= cfg_int(o, "eos_token_id", 49407, &c->eos_token_id, where);
+    } else {
+        rc |= cfg_int(o, "image_size", 224, &c->image_size, where);
+        rc |= cfg_int(o, "patch_size", 32, &c->patch_size, where);
+        rc |= cfg_int(o, "num_channels", 3, &c->channels, where);
+    }
+    if (rc) return -1;
+    const cJSON *eps = o ? cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps") : NULL;
+    c->eps = 1e-5f;
+    if (eps && !cJSON_IsNull(eps)) {
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0)) return sf_error("%s: \"layer_norm_eps\" must be a positive number", where);
+        c->eps = (float)eps->valuedouble;
+    }
+    const cJSON *act = o ? cJSON_GetObjectItemCaseSensitive(o, "hidden_act") : NULL;
+    c->act = SF_ACT_QUICK_GELU;
+    if (act && !cJSON_IsNull(act)) {
+        if (!cJSON_IsString(act) || sf_act_parse(act->valuestring, &c->act))
+            return sf_error("%s: \"hidden_act\" %s%s%s is not supported (quick_gelu, gelu, gelu_new, "
+                            "gelu_pytorch_tanh, silu, relu)",
+                            where, cJSON_IsString(act) ? "'" : "", cJSON_IsString(act) ? act->valuestring : "(not a string)",
+                            cJSON_IsString(act) ? "'" : "");
+    }
+    if (c->hidden <= 0 || c->heads <= 0 || c->hidden % c->heads)
+        return sf_error("%s: hidden_size %d is not a positive multiple of num_attention_heads %d", where, c->hidden,
+                        c->heads);
+    if (c->intermediate <= 0 || c->layers < 0 || c->layers > 1000)
+        return sf_error("%s: intermediate_size %d / num_hidden_layers %d out of range", where, c->intermediate,
+                        c->layers);
+    if (text && (c->vocab_size <= 0 || c->max_positions <= 0))
+        return sf_error("%s: vocab_size %d / max_position_embeddings %d must be positive", where, c->vocab_size,
+                        c->max_positions);
+    if (!text && (c->patch_size <= 0 || c->image_size < c->patch_size || c->channels <= 0 || c->image_size > 100000))
+        return sf_error("%s: image_size %d / patch_size %d / num_channels %d out of range", where, c->image_size,
+                        c->patch_size, c->channels);
+    return 0;
+}
+
+/* ---- weights ------------------------------------------------------------ */
+
+static void keep_owned(sf_clip *m, void *p) {
+    if (!p) return;
+    if (m->n_owned == m->cap_owned) {
+        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
+        m->owned = sf_realloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned);
+    }
+    m->owned[m->n_owned++] = p;
+}
+
+static const sf_tensor_info *find(sf_clip *m, const char *name, const sf_st **file) {
+    const sf_tensor_info *t = sf_st_set_find(&m->st, name, file);
+    if (!t) sf_error("%s: tensor '%s' not found in the checkpoint", m->dir, name);
+    return t;
+}
+
+/* A small F32 tensor (bias, norm, embedding) with a shape check. */
+static const float *small(sf_clip *m, const char *prefix, const char *name, int ndim, const int64_t *shape) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    const sf_st *f;
+    if (!find(m, full, &f)) return NULL;
+    float *owned;
+    const float *p = sf_st_get_f32(f, full, ndim, shape, &owned);
+    keep_owned(m, owned);
+    return p;
+}
+
+/* Drops the page cache pages of a tensor we converted from the mapping, so
+ * a BF16 model made from an F32 file does not keep the F32 pages resident. */
+static void drop_pages(const void *p, uint64_t n) {
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)ps - 1) & ~(uintptr_t)(ps - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(ps - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* A large matrix in the model's dtype. 4-D conv weights are viewed as 2-D. */
+static int big(sf_clip *m, const char *prefix, const char *name, int ndim, const int64_t *shape, sf_weight *w) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    const sf_st *f;
+    const sf_tensor_info *t = find(m, full, &f);
+    if (!t) return -1;
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        char got[128] = "[", want[128] = "[";
+        for (int i = 0; i < t->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)t->shape[i]);
+        for (int i = 0; i < ndim; i++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "", (long long)shape[i]);
+        return sf_error("%s: tensor '%s' has shape %s], expected %s] (config.json and weights disagree)", f->path,
+                        full, got, want);
+    }
+    int64_t s2[2] = {shape[0], 1};
+    for (int i = 1; i < ndim; i++) s2[1] *= shape[i];
+    if (t->dtype == SF_DT_F32 || t->dtype == SF_DT_BF16) {
+        if (sf_weight_make(w, m->dtype, t->dtype, t->data, 2, s2)) return sf_error_prefix("%s: tensor '%s'", f->path, full);
+        if (w->owned) drop_pages(t->data, t->nbytes);
+        return 0;
+    }
+    if (t->dtype != SF_DT_F16 && t->dtype != SF_DT_F64)
+        return sf_error("%s: tensor '%s' has dtype %s, expected a float type", f->path, full, sf_dtype_name(t->dtype));
+    size_t n = (size_t)sf_tensor_numel(t);
+    float *tmp = sf_malloc_aligned(n * sizeof(float) + 64);
+    sf_convert_to_f32(t->dtype, t->data, n, tmp);
+    drop_pages(t->data, t->nbytes);
+    if (m->dtype == SF_DT_F32) {
+        sf_weight_make(w, SF_DT_F32, SF_DT_F32, tmp, 2, s2); /* aligned: aliases tmp */
+        w->owned = tmp;
+        return 0;
+    }
+    int rc = sf_weight_make(w, m->dtype, SF_DT_F32, tmp, 2, s2);
+    sf_free_aligned(tmp);
+    return rc;
+}
+
+static int has(const sf_clip *m, const char *name) {
+    const sf_st *f;
+    return sf_st_set_find(&m->st, name, &f) != NULL;
+}
+
+static int load_layers(sf_clip *m, clip_tower *tw, const char *prefix) {
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden, I = c->intermediate;
+    const int64_t dd[2] = {D, D}, id[2] = {I, D}, di[2] = {D, I}, d1[1] = {D}, i1[1] = {I};
+    tw->layers = sf_calloc((size_t)(c->layers ? c->layers : 1), sizeof(clip_layer));
+    for (int l = 0; l < c->layers; l++) {
+        clip_layer *L = &tw->layers[l];
+        char p[256];
+        snprintf(p, sizeof p, "%sencoder.layers.%d.", prefix, l);
+        if (big(m, p, "self_attn.q_proj.weight", 2, dd, &L->q) || big(m, p, "self_attn.k_proj.weight", 2, dd, &L->k) ||
+            big(m, p, "self_attn.v_proj.weight", 2, dd, &L->v) ||
+            big(m, p, "self_attn.out_proj.weight", 2, dd, &L->o) || big(m, p, "mlp.fc1.weight", 2, id, &L->fc1) ||
+            big(m, p, "mlp.fc2.weight", 2, di, &L->fc2))
+            return -1;
+        if (!(L->qb = small(m, p, "self_attn.q_proj.bias", 1, d1)) || !(L->kb = small(m, p, "self_attn.k_proj.bias", 1, d1)) ||
+            !(L->vb = small(m, p, "self_attn.v_proj.bias", 1, d1)) ||
+            !(L->ob = small(m, p, "self_attn.out_proj.bias", 1, d1)) || !(L->fc1b = small(m, p, "mlp.fc1.bias", 1, i1)) ||
+            !(L->fc2b = small(m, p, "mlp.fc2.bias", 1, d1)) || !(L->ln1w = small(m, p, "layer_norm1.weight", 1, d1)) ||
+            !(L->ln1b = small(m, p, "layer_norm1.bias", 1, d1)) || !(L->ln2w = small(m, p, "layer_norm2.weight", 1, d1)) ||
+            !(L->ln2b = small(m, p, "layer_norm2.bias", 1, d1)))
+            return -1;
+    }
+    return 0;
+}
+
+static int load_vision(sf_clip *m, const char *prefix, const char *proj_name) {
+    clip_tower *tw = &m->vision;
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden, g = c->image_size / c->patch_size;
+    const int64_t d1[1] = {D}, pos[2] = {g * g + 1, D}, patch[4] = {D, c->channels, c->patch_size, c->patch_size};
+    if (!(tw->class_emb = small(m, prefix, "embeddings.class_embedding", 1, d1)) ||
+        big(m, prefix, "embeddings.patch_embedding.weight", 4, patch, &tw->patch) ||
+        !(tw->pos = small(m, prefix, "embeddings.position_embedding.weight", 2, pos)) ||
+        !(tw->pre_w = small(m, prefix, "pre_layrnorm.weight", 1, d1)) ||
+        !(tw->pre_b = small(m, prefix, "pre_layrnorm.bias", 1, d1)) ||
+        !(tw->post_w = small(m, prefix, "post_layernorm.weight", 1, d1)) ||
+        !(tw->post_b = small(m, prefix, "post_layernorm.bias", 1, d1)) || load_layers(m, tw, prefix))
+        return -1;
+    if (proj_name && has(m, proj_name)) {
+        const int64_t ps[2] = {c->projection_dim, D};
+        if (big(m, "", proj_name, 2, ps, &tw->proj)) return -1;
+    } else {
+        tw->cfg.projection_dim = 0;
+    }
+    return 0;
+}
+
+static int load_text(sf_clip *m, const char *prefix, const char *proj_name) {
+    clip_tower *tw = &m->text;
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden, d1[1] = {D}, pos[2] = {c->max_positions, D}, tok[2] = {c->vocab_size, D};
+    if (big(m, prefix, "embeddings.token_embedding.weight", 2, tok, &tw->tok) ||
+        !(tw->pos = small(m, prefix, "embeddings.position_embedding.weight", 2, pos)) ||
+        !(tw->post_w = small(m, prefix, "final_layer_norm.weight", 1, d1)) ||
+        !(tw->post_b = small(m, prefix, "final_layer_norm.bias", 1, d1)) || load_layers(m, tw, prefix))
+        return -1;
+    if (proj_name && has(m, proj_name)) {
+        const int64_t ps[2] = {c->projection_dim, D};
+        if (big(m, "", proj_name, 2, ps, &tw->proj)) return -1;
+    } else {
+        tw->cfg.projection_dim = 0;
+    }
+    return 0;
+}
+
+sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
+    sf_clip_load_opts def = {SF_DT_F32, 1, 1};
+    if (!opts) opts = &def;
+    sf_dtype dt = opts->dtype ? opts->dtype : SF_DT_F32;
+    if (dt != SF_DT_F32 && dt != SF_DT_BF16) {
+        sf_error("%s: weight dtype %s not supported (F32 or BF16)", dir, sf_dtype_name(dt));
+        return NULL;
+    }
+    char *cfg_path = sf_path_join(dir, "config.json");
+    size_t len;
+    char *txt = sf_read_file(cfg_path, &len);
+    if (!txt) {
+        sf_error_prefix("%s: a Hugging Face CLIP directory needs config.json", dir);
+        free(cfg_path);
+        return NULL;
+    }
+    cJSON *root = cJSON_ParseWithLength(txt, len);
+    free(txt);
+    sf_clip *m = sf_calloc(1, sizeof *m);
+    m->dtype = dt;
+    m->dir = dir;
+    char where[600];
+    if (!root || !cJSON_IsObject(root)) {
+        sf_error("%s: not a JSON object", cfg_path);
+        goto fail;
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "";
+    int is_full = !strcmp(type, "clip"), is_vis = !strcmp(type, "clip_vision_model"),
+        is_txt = !strcmp(type, "clip_text_model");
+    if (!is_full && !is_vis && !is_txt) {
+        sf_error("%s: model_type '%s' is not a CLIP model (clip, clip_vision_model, clip_text_model)", cfg_path, type);
+        goto fail;
+    }
+    if (sf_st_set_open_dir(&m->st, dir, "model")) goto fail;
+
+    int top_proj = 512;
+    if (is_full && cfg_int(root, "projection_dim", 512, &top_proj, cfg_path)) goto fail;
+    if (opts->vision && (is_full || is_vis)) {
+        const cJSON *vc = root;
+        if (is_full) {
+            vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
+            if (!cJSON_IsObject(vc)) vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config_dict");
+            if (!cJSON_IsObject(vc)) vc = NULL;
+        }
+        snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (vision_config)" : "");
+        if (parse_tower_config(vc, 0, &m->vision.cfg, where)) goto fail;
+        if (is_full) m->vision.cfg.projection_dim = top_proj;
+        const char *prefix = has(m, "vision_model.embeddings.patch_embedding.weight") ? "vision_model."
+                             : (is_vis && has(m, "embeddings.patch_embedding.weight")) ? "" : NULL;
+        if (prefix) {
+            if (load_vision(m, prefix, "visual_projection.weight")) goto fail;
+            m->vision.present = 1;
+        }
+    }
+    if (opts->text && (is_full || is_txt)) {
+        const cJSON *tc = root;
+        if (is_full) {
+            tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+            if (!cJSON_IsObject(tc)) tc = cJSON_GetObjectItemCaseSensitive(root, "text_config_dict");
+            if (!cJSON_IsObject(tc)) tc = NULL;
+        }
+        snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (text_config)" : "");
+        if (parse_tower_config(tc, 1, &m->text.cfg, where)) goto fail;
+        if (is_full) m->text.cfg.projection_dim = top_proj;
+        const char *prefix = has(m, "text_model.embeddings.token_embedding.weight") ? "text_model."
+                             : (is_txt && has(m, "embeddings.token_embedding.weight")) ? "" : NULL;
+        if (prefix) {
+            if (load_text(m, prefix, "text_projection.weight")) goto fail;
+            m->text.present = 1;
+        }
+    }
+    if (!m->vision.present && !m->text.present) {
+        sf_error("%s: no %s tower weights found in the checkpoint", dir,
+                 opts->vision && opts->text ? "vision or text" : opts->vision ? "vision" : "text");
+        goto fail;
+    }
+    cJSON_Delete(root);
+    free(cfg_path);
+    m->dir = NULL;
+    return m;
+fail:
+    cJSON_Delete(root);
+    free(cfg_path);
+    m->dir = NULL;
+    sf_clip_free(m);
+    return NULL;
+}
+
+static void free_tower(clip_tower *tw) {
+    if (tw->layers)
+        for (int l = 0; l < tw->cfg.layers; l++) {
+            clip_layer *L = &tw->layers[l];
+            sf_weight_free(&L->q), sf_weight_free(&L->k), sf_weight_free(&L->v);
+            sf_weight_free(&L->o), sf_weight_free(&L->fc1), sf_weight_free(&L->fc2);
+        }
+    free(tw->layers);
+    sf_weight_free(&tw->proj);
+    sf_weight_free(&tw->patch);
+    sf_weight_free(&tw->tok);
+}
+
+void sf_clip_free(sf_clip *m) {
+    if (!m) return;
+    free_tower(&m->vision);
+    free_tower(&m->text);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    if (m->st.files) sf_st_set_close(&m->st);
+    free(m);
+}
+
+const sf_clip_config *sf_clip_vision_config(const sf_clip *m) { return m->vision.present ? &m->vision.cfg : NULL; }
+const sf_clip_config *sf_clip_text_config(const sf_clip *m) { return m->text.present ? &m->text.cfg : NULL; }
+
+int sf_clip_vision_tokens(const sf_clip *m) {
+    if (!m->vision.present) return 0;
+    int g = m->vision.cfg.image_size / m->vision.cfg.patch_size;
+    return g * g + 1;
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+/* Resolves the request to the number of layers to run; -1 on error. */
+static int layers_needed(const clip_tower *tw, const sf_clip_request *r, const char *tower) {
+    const int L = tw->cfg.layers;
+    if (!tw->present) return sf_error("the checkpoint has no %s tower", tower);
+    switch (r->what) {
+    case SF_CLIP_HIDDEN: {
+        int i = r->layer < 0 ? r->layer + L + 1 : r->layer;
+        if (i < 0 || i > L)
+            return sf_error("%s hidden_states[%d] out of range: the tower has %d layers, so indices run from %d to %d",
+                            tower, r->layer, L, -(L + 1), L);
+        return i;
+    }
+    case SF_CLIP_EMBEDS:
+        if (!tw->proj.data)
+            return sf_error("the checkpoint has no %s projection (a CLIPModel or *WithProjection checkpoint has one)",
+                            tower);
+        return L;
+    case SF_CLIP_POOLED: return L;
+    }
+    return sf_error("unknown CLIP output kind %d", (int)r->what);
+}
+
+int64_t sf_clip_output_size(const sf_clip *m, int text, const sf_clip_request *r, int T) {
+    const clip_tower *tw = text ? &m->text : &m->vision;
+    if (layers_needed(tw, r, text ? "text" : "vision") < 0) return -1;
+    if (r->what == SF_CLIP_EMBEDS) return tw->cfg.projection_dim;
+    if (r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL)
+        return (int64_t)(text ? T : sf_clip_vision_tokens(m)) * tw->cfg.hidden;
+    return tw->cfg.hidden;
+}
+
+typedef struct {
+    float *ln, *qkv, *att, *mlp; /* (N, D), (N, 3D), (N, D), (N, I) */
+} scratch;
+
+static void scratch_alloc(scratch *s, int64_t N, int64_t D, int64_t I) {
+    s->ln = sf_malloc_aligned((size_t)(N * D) * sizeof(float));
+    s->qkv = sf_malloc_aligned((size_t)(N * 3 * D) * sizeof(float));
+    s->att = sf_malloc_aligned((size_t)(N * D) * sizeof(float));
+    s->mlp = sf_malloc_aligned((size_t)(N * I) * sizeof(float));
+}
+static void scratch_free(scratch *s) {
+    sf_free_aligned(s->ln), sf_free_aligned(s->qkv), sf_free_aligned(s->att), sf_free_aligned(s->mlp);
+}
+
+/* One full encoder layer on x (B*T, D), in place. */
+static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int64_t B, int64_t T, int causal,
+                       const int32_t *key_mask, scratch *s) {
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
+    sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
+    // q, k, v (N, D) each, written into the thirds of qkv (N, 3D)
+    sf_linear(s->ln, N, D, &L->q, L->qb, s->qkv, 3 * D, 0);
+    sf_linear(s->ln, N, D, &L->k, L->kb, s->qkv + D, 3 * D, 0);
+    sf_linear(s->ln, N, D, &L->v, L->vb, s->qkv + 2 * D, 3 * D, 0);
+    sf_attn_shape as = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D, .ldv = 3 * D,
+                        .ldo = D, .scale = 1.0f / sqrtf((float)Dh), .causal = causal, .key_mask = key_mask};
+    sf_attention(&as, s->qkv, s->qkv + D, s->qkv + 2 * D, s->att);
+    sf_linear(s->att, N, D, &L->o, L->ob, x, D, 1); // x += att Wo^T + bo
+    sf_layernorm(x, s->ln, N, D, L->ln2w, L->ln2b, c->eps);
+    sf_linear(s->ln, N, D, &L->fc1, L->fc1b, s->mlp, I, 0); // (N, I)
+    sf_activation(s->mlp, (size_t)(N * I), c->act);
+    sf_linear(s->mlp, N, I, &L->fc2, L->fc2b, x, D, 1); // x += mlp W2^T + b2
+}
+
+/* The last layer when only one token per sequence (position sel[b]) is
+ * wanted: keys/values for every token, everything else for one row per
+ * sequence. vis (B, T): which keys that row may see (causal and padding
+ * folded in). Updates rows x[b*T + sel[b]]. */
+static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x, int64_t B, int64_t T,
+                            const int64_t *sel, const int32_t *vis, scratch *s) {
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
+    sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
+    sf_linear(s->ln, N, D, &L->k, L->kb, s->qkv + D, 3 * D, 0);
+    sf_linear(s->ln, N, D, &L->v, L->vb, s->qkv + 2 * D, 3 * D, 0);
+    // gather the selected rows: xs (B, D) residual, a (B, D) normed
+    float *xs = s->att, *a = s->att + B * D, *q = s->att + 2 * B * D, *o = s->att + 3 * B * D;
+    for (int64_t b = 0; b < B; b++) {
+        memcpy(xs + b * D, x + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
+        memcpy(a + b * D, s->ln + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
+    }
+    sf_linear(a, B, D, &L->q, L->qb, q, D, 0);
+    sf_attn_shape as = {.B = B, .Tq = 1, .Tk = T, .H = H, .Dh = Dh, .ldq = D, .ldk = 3 * D, .ldv = 3 * D,
+                        .ldo = D, .scale = 1.0f / sqrtf((float)Dh), .causal = 0, .key_mask = vis};
+    sf_attention(&as, q, s->qkv + D, s->qkv + 2 * D, o);
+    sf_linear(o, B, D, &L->o, L->ob, xs, D, 1);
+    sf_layernorm(xs, a, B, D, L->ln2w, L->ln2b, c->eps);
+    sf_linear(a, B, D, &L->fc1, L->fc1b, s->mlp, I, 0);
+    sf_activation(s->mlp, (size_t)(B * I), c->act);
+    sf_linear(s->mlp, B, I, &L->fc2, L->fc2b, xs, D, 1);
+    for (int64_t b = 0; b < B; b++) memcpy(x + (b * T + sel[b]) * D, xs + b * D, (size_t)D * sizeof(float));
+}
+
+/* Runs `nl` layers and writes the requested output. sel[b]: the pooled /
+ * first token position of sequence b. */
+static int run_tower(const clip_tower *tw, float *x, int64_t B, int64_t T, int nl, const sf_clip_request *r,
+                     int causal, const int32_t *mask, const int64_t *sel, float *out) {
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden;
+    int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
+    scratch s;
+    /* att doubles as the 4 (B, D) buffers of the one-token layer: N >= 4B
+     * unless T < 4, so size it for both. */
+    scratch_alloc(&s, B * (T > 4 ? T : 4), D, c->intermediate);
+    int32_t *vis = NULL;
+    if (one_token && nl > 0) {
+        vis = sf_malloc((size_t)(B * T) * sizeof(int32_t));
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < T; j++)
+                vis[b * T + j] = (!causal || j <= sel[b]) && (!mask || mask[b * T + j]);
+    }
+    for (int l = 0; l < nl; l++) {
+        if (one_token && l == nl - 1)
+            layer_one_token(tw, &tw->layers[l], x, B, T, sel, vis, &s);
+        else
+            layer_full(tw, &tw->layers[l], x, B, T, causal, mask, &s);
+    }
+    free(vis);
+    if (!one_token) {
+        memcpy(out, x, (size_t)(B * T * D) * sizeof(float));
+    } else {
+        float *rows = r->what == SF_CLIP_EMBEDS ? s.ln : out; // (B, D)
+        for (int64_t b = 0; b < B; b++) memcpy(rows + b * D, x + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
+        if (r->what != SF_CLIP_HIDDEN) sf_layernorm(rows, rows, B, D, tw->post_w, tw->post_b, c->eps);
+        if (r->what == SF_CLIP_EMBEDS) sf_linear(rows, B, D, &tw->proj, NULL, out, tw->proj.shape[0], 0);
+    }
+    scratch_free(&s);
+    return 0;
+}
+
+int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B, const sf_clip_request *r, float *out) {
+    const clip_tower *tw = &m->vision;
+    int nl = layers_needed(tw, r, "vision");
+    if (nl < 0) return -1;
+    if (B <= 0) return 0;
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden, S = c->image_size, g = S / c->patch_size, G = g * g, T = G + 1;
+    // embeddings: x (B, T, D) = [cls; patches] + pos
+    float *x = sf_malloc_aligned((size_t)(B * T * D) * sizeof(float));
+    float *pe = sf_malloc_aligned((size_t)(B * G * D) * sizeof(float));
+    sf_patch_embed(pixels, B, c->channels, S, S, c->patch_size, &tw->patch, NULL, pe);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+        float *xb = x + b * T * D;
+        for (int64_t d = 0; d < D; d++) xb[d] = tw->class_emb[d] + tw->pos[d];
+        for (int64_t t = 1; t < T; t++)
+            for (int64_t d = 0; d < D; d++) xb[t * D + d] = pe[(b * G + t - 1) * D + d] + tw->pos[t * D + d];
+    }
+    sf_free_aligned(pe);
+    sf_layernorm(x, x, B * T, D, tw->pre_w, tw->pre_b, c->eps);
+    int64_t *sel = sf_calloc((size_t)B, sizeof(int64_t)); /* CLS = token 0 */
+    int rc = run_tower(tw, x, B, T, nl, r, 0, NULL, sel, out);
+    free(sel);
+    sf_free_aligned(x);
+    return rc;
+}
+
+int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *mask, int64_t B, int64_t T,
+                         const sf_clip_request *r, float *out) {
+    const clip_tower *tw = &m->text;
+    int nl = layers_needed(tw, r, "text");
+    if (nl < 0) return -1;
+    if (B <= 0) return 0;
+    const sf_clip_config *c = &tw->cfg;
+    const int64_t D = c->hidden;
+    if (T <= 0 || T > c->max_positions)
+        return sf_error("text: sequence length %lld outside [1, %d] (max_position_embeddings)", (long long)T,
+                        c->max_positions);
+    for (int64_t i = 0; i < B * T; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return sf_error("text: token id %d at [%lld, %lld] outside the vocabulary [0, %d)", ids[i],
+                            (long long)(i / T), (long long)(i % T), c->vocab_size);
+    // embeddings: x (B, T, D) = token_embedding[ids] + position_embedding[t]
+    float *x = sf_malloc_aligned((size_t)(B * T * D) * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < B * T; i++) {
+        float *xi = x + i * D;
+        sf_weight_rows_f32(&tw->tok, ids[i], 1, xi);
+        const float *p = tw->pos + (i % T) * D;
+        for (int64_t d = 0; d < D; d++) xi[d] += p[d];
+    }
+    /* Pooled position, exactly as transformers' CLIPTextTransformer: legacy
+     * configs (eos_token_id == 2) take argmax(ids) (the EOT id 49407 is the
+     * largest in CLIP's vocabulary); others the first eos_token_id, and
+     * argmax over an all-false row gives 0. Both argmaxes return the first
+     * maximal index. */
+    int64_t *sel = sf_calloc((size_t)B, sizeof(int64_t));
+    for (int64_t b = 0; b < B; b++) {
+        const int32_t *row = ids + b * T;
+        int64_t best = 0;
+        if (c->eos_token_id == 2) {
+            for (int64_t t = 1; t < T; t++)
+                if (row[t] > row[best]) best = t;
+        } else {
+            for (int64_t t = 0; t < T; t++)
+                if (row[t] == c->eos_token_id) {
+                    best = t;
+                    break;
+                }
+        }
+        sel[b] = r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_FIRST ? 0 : best;
+    }
+    int rc = run_tower(tw, x, B, T, nl, r, 1, mask, sel, out);
+    free(sel);
+    sf_free_aligned(x);
+    return rc;
+}
+
+int sf_clip_parse_request(const char *s, sf_clip_tokens tok, sf_clip_request *r) {
+    memset(r, 0, sizeof *r);
+    r->tokens = tok;
+    if (!strcmp(s, "pooled") || !strcmp(s, "pooler_output")) {
+        r->what = SF_CLIP_POOLED;
+        return 0;
+    }
+    if (!strcmp(s, "embeds") || !strcmp(s, "projected")) {
+        r->what = SF_CLIP_EMBEDS;
+        return 0;
+    }
+    const char *num = !strncmp(s, "layer:", 6) ? s + 6 : !strncmp(s, "hidden:", 7) ? s + 7 : NULL;
+    if (num) {
+        char *end;
+        long v = strtol(num, &end, 10);
+        if (end != num && !*end && v > -100000 && v < 100000) {
+            r->what = SF_CLIP_HIDDEN;
+            r->layer = (int)v;
+            return 0;
+        }
+    }
+    return sf_error("output '%s' not understood (pooled, embeds, layer:N with N a hidden_states index, e.g. -2)", s);
+}
