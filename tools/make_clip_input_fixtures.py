@@ -128,6 +128,9 @@ def make_images(d):
     files.append(save(Image.fromarray(np.dstack([s, a]), "RGBA"), f"{d}/lossless_rgba_110x190.webp", lossless=True))
     s = scene(224, 224, 17)
     files.append(save(Image.fromarray(s), f"{d}/exact_224x224.jpg", quality=80))
+    # taller than 2:1, downscaled: Pillow 13 resizes vertically first
+    s = scene(230, 520, 19)
+    files.append(save(Image.fromarray(s), f"{d}/tall_230x520.jpg", quality=80))
     s = scene(1000, 225, 18)
     files.append(save(Image.fromarray(s), f"{d}/wide_1000x225.jpg", quality=70))
     return files
@@ -149,7 +152,7 @@ def write_png16(path, a):
     return os.path.basename(path)
 
 
-def clip_processor():
+def clip_processor(**over):
     # The PIL-backed CLIPImageProcessor with openai/clip-vit-large-patch14's
     # preprocessor_config.json values (built from a dict: no download).
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -167,31 +170,34 @@ def clip_processor():
         "do_rescale": True,
         "rescale_factor": 1 / 255,
     }
+    cfg.update(over)
     return CLIPImageProcessorPil(**cfg), cfg
 
 
-def uint8_stage(rgb: Image.Image, size=224, crop=224):
+def uint8_stage(rgb: Image.Image, size=224, crop=(224, 224), resample=Image.Resampling.BICUBIC):
     """The uint8 part of CLIPImageProcessor, spelled out with the same
     transformers helpers (resize via PIL, center_crop)."""
     from transformers.image_transforms import center_crop, get_resize_output_image_size
 
     arr = np.array(rgb)
     oh, ow = get_resize_output_image_size(arr, size, default_to_square=False, input_data_format="channels_last")
-    res = rgb.resize((ow, oh), resample=Image.Resampling.BICUBIC)
+    res = rgb.resize((ow, oh), resample=resample)
     resized = np.array(res)
-    cropped = center_crop(resized, (crop, crop), input_data_format="channels_last")
+    cropped = center_crop(resized, crop, input_data_format="channels_last")
     return resized, cropped
 
 
-def image_records(d, files, proc):
+def image_records(d, files, proc, cfg):
     recs = []
+    size = cfg["size"]["shortest_edge"]
+    crop = (cfg["crop_size"]["height"], cfg["crop_size"]["width"])
     for fn in files:
         im = Image.open(os.path.join(d, fn))
         mode = im.mode
         fmt = im.format
         rgb = im.convert("RGB")  # Pillow's conversion: alpha dropped, not composited
         dec = np.array(rgb)
-        resized, cropped = uint8_stage(rgb)
+        resized, cropped = uint8_stage(rgb, size, crop, cfg["resample"])
         # transformers on the already-converted RGB pixels (a fresh image, so no
         # info["transparency"] survives: transformers 5.x's convert_to_rgb would
         # composite alpha / tRNS onto white; see docs/inputs.md).
@@ -200,6 +206,7 @@ def image_records(d, files, proc):
         chk = proc.normalize(proc.rescale(np.moveaxis(cropped, -1, 0), 1 / 255), proc.image_mean, proc.image_std)
         assert np.array_equal(chk.astype(np.float32), pv), fn
         pv_white = proc(im, return_tensors="np")["pixel_values"][0]
+        assert pv.shape == (3,) + crop
         flat = pv.reshape(-1)
         idx = list(range(0, flat.size, 997)) + [flat.size - 1]
         recs.append(
@@ -239,7 +246,7 @@ def resize_cases(path):
         (37, 23, 17, 11, 3), (37, 23, 80, 51, 3), (50, 40, 13, 90, 3), (64, 64, 1, 1, 3),
         (1, 1, 9, 7, 3), (5, 300, 3, 100, 3), (300, 7, 150, 2, 3), (51, 49, 50, 49, 3),
         (51, 49, 51, 25, 3), (33, 44, 70, 94, 3), (41, 29, 19, 23, 2), (41, 29, 83, 57, 2),
-        (40, 30, 40, 30, 3), (255, 3, 7, 3, 3),
+        (40, 30, 40, 30, 3), (40, 60, 20, 10, 3), (29, 73, 8, 30, 3), (60, 60, 61, 30, 2), (40, 60, 20, 20, 3), (255, 3, 7, 3, 3), (37, 23, 17, 11, 0), (37, 23, 80, 51, 0), (13, 7, 5, 19, 0),
     ]
     rng = np.random.default_rng(1234)
     with open(path, "wb") as f:
@@ -276,6 +283,16 @@ def corrupt_files(img_dir, d):
     open(os.path.join(d, "text.png"), "wb").write(b"this is not an image\n")
     open(os.path.join(d, "magic_only.jpg"), "wb").write(b"\xff\xd8\xff")
     names += ["empty.jpg", "text.png", "magic_only.jpg"]
+    # What Pillow makes of each: files it rejects must be rejected; the others
+    # (a VP8 stream with flipped bytes can still decode) must merely not crash.
+    verdict = {}
+    for n in names:
+        try:
+            Image.open(os.path.join(d, n)).convert("RGB")
+            verdict[n] = "decodes"
+        except Exception as e:  # noqa: BLE001 - any failure counts
+            verdict[n] = "error: " + type(e).__name__
+    json.dump(verdict, open(os.path.join(d, "pillow.json"), "w"), indent=1)
     return names
 
 
@@ -400,8 +417,20 @@ def main():
     img_dir = os.path.join(out, "images")
     files = make_images(img_dir)
     proc, cfg = clip_processor()
-    recs = image_records(img_dir, files, proc)
-    json.dump({"versions": versions, "processor": cfg, "images": recs}, open(os.path.join(out, "images.json"), "w"), separators=(",", ":"))
+    recs = image_records(img_dir, files, proc, cfg)
+    # Other configs: crop larger than the resized image in one dimension
+    # (zero padding), non-square crop, bilinear, another mean/std.
+    custom = []
+    for over, names in [
+        ({"size": {"shortest_edge": 150}, "crop_size": {"height": 180, "width": 210}},
+         ["portrait_300x451_prog_444.jpg", "landscape_640x480_q90_420.jpg", "palette_trns_97x131.png"]),
+        ({"size": {"shortest_edge": 96}, "crop_size": {"height": 96, "width": 96}, "resample": 2,
+          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
+         ["odd_333x250_q75_422.jpg", "lossy_300x300.webp"]),
+    ]:
+        p2, c2 = clip_processor(**over)
+        custom.append({"processor": c2, "images": image_records(img_dir, names, p2, c2)})
+    json.dump({"versions": versions, "processor": cfg, "images": recs, "custom": custom}, open(os.path.join(out, "images.json"), "w"), separators=(",", ":"))
     json.dump({"versions": versions, "rescale_factor": 1 / 255, "table": normalize_table(proc)},
               open(os.path.join(out, "normalize.json"), "w"))
     resize_cases(os.path.join(out, "resize_cases.bin"))

@@ -84,6 +84,14 @@ typedef enum {
     SF_RESAMPLE_BICUBIC = 3, /* PIL.Image.BICUBIC (CLIP's default) */
 } sf_resample;
 int sf_image_resize(const sf_image *in, int width, int height, sf_resample filter, sf_image *out);
+/* The order of the two passes changed in Pillow 13: it runs the vertical pass
+ * first when the height shrinks by more than twice as many pixels as the
+ * width ((in_h - h) > 2 * (in_w - w), h < in_h); Pillow <= 12 always goes
+ * horizontal first. The results differ in a few +-1 values for such (tall)
+ * images only. sf_image_resize follows Pillow 13 (legacy_order = 0);
+ * legacy_order = 1 gives Pillow <= 12. */
+int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resample filter, int legacy_order,
+                           sf_image *out);
 
 /* CLIPImageProcessor parameters. The defaults are those of
  * openai/clip-vit-large-patch14 (and every OpenAI CLIP checkpoint at 224):
@@ -92,13 +100,17 @@ typedef struct {
     int do_convert_rgb;   /* images are always RGB here; kept for completeness */
     int do_resize;
     int shortest_edge;    /* size["shortest_edge"] */
+    int resize_height, resize_width; /* size {"height","width"}: exact resize
+                                      * target instead of shortest_edge (0 = unused) */
     sf_resample resample; /* "resample" (PIL enum value) */
     int do_center_crop;
     int crop_height, crop_width; /* crop_size */
     int do_rescale;
-    float rescale_factor; /* 1/255 */
+    double rescale_factor; /* 1/255 (a double, as in Python) */
     int do_normalize;
     float mean[3], std[3]; /* image_mean, image_std */
+    int pillow_legacy_order; /* 1: resize pass order of Pillow <= 12 (see
+                              * sf_image_resize_compat); default 0 = Pillow 13 */
 } sf_clip_preproc;
 
 void sf_clip_preproc_default(sf_clip_preproc *p);
