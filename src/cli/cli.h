@@ -19,7 +19,17 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *o
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
 
 #define SF_COMMANDS(X)                                                                     \
-    X(help, "show commands, or `saeflow help <cmd>` for one")
+    X(help, "show commands, or `saeflow help <cmd>` for one")                             \
+    X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")      \
+    X(train, "train a TopK sparse autoencoder on activations (safetensors)")              \
+    X(encode, "activations -> sparse SAE codes (CSR safetensors)")                        \
+    X(decode, "SAE codes -> reconstructed activations")                                   \
+    X(surgery, "activations -> reconstructions with one SAE feature steered")             \
+    X(synth, "synthetic activations from a known sparse dictionary")                      \
+    X(eval, "FVU, L0 and dictionary recovery (MMCS) of a checkpoint")                     \
+    X(topk, "top-N activating rows and statistics of every SAE feature")                  \
+    X(explore, "build the static feature explorer site from a top-k file")               \
+    X(serve, "serve an explorer site read-only on localhost")
 
 #define X(name, desc) int cmd_##name(int argc, char **argv);
 SF_COMMANDS(X)
