@@ -1,0 +1,686 @@
+/* The explorer site: a static folder that opens from disk (file://) or via
+ * `saeflow serve`. Chromium blocks fetch()/XHR of file:// URLs, so every data
+ * file is JavaScript that assigns JSON to a global ("JSON in JS") and is
+ * loaded with a <script> tag, which file:// allows.
+ *
+ *   SITE/index.html, assets/app.js, assets/style.css   (embedded in the binary)
+ *   SITE/data/index.js   window.SF_INDEX = {...}: per-feature density, max,
+ *                        mean, count, top-1 caption/thumbnail; metadata;
+ *                        training curves; SAE shape
+ *   SITE/data/words.js   window.SF_WORDS = {"word": [[feature, hits], ...]}:
+ *                        which features have the word in their top rows'
+ *                        captions (hits = how many of those rows)
+ *   SITE/data/f/CCCC.js  SF_CHUNK(C, [...]): features 64C .. 64C+63 with their
+ *                        top rows (row, value, caption, thumbnail), histogram
+ *                        and decoder neighbours
+ *   SITE/img/R.jpg       thumbnail of dataset row R
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "analysis/internal.h"
+#include "saeflow/analysis.h"
+#include "saeflow/sae.h"
+
+#define CHUNK 64 /* features per data/f file */
+
+/* ---- a growable string ---------------------------------------------------- */
+
+void sb_init(sbuf *b) {
+    b->cap = 4096;
+    b->len = 0;
+    b->s = sf_malloc(b->cap);
+    b->s[0] = 0;
+}
+void sb_free(sbuf *b) {
+    free(b->s);
+    memset(b, 0, sizeof *b);
+}
+static void sb_reserve(sbuf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap) return;
+    while (b->len + extra + 1 > b->cap) b->cap *= 2;
+    b->s = sf_realloc(b->s, b->cap);
+}
+void sb_put(sbuf *b, const char *s, size_t n) {
+    sb_reserve(b, n);
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+void sb_printf(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    sb_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+/* A float for JSON: 5 significant digits is plenty for display; non-finite
+ * values (not valid JSON) become null. */
+void sb_num(sbuf *b, double v) {
+    if (!isfinite(v)) {
+        sb_puts(b, "null");
+        return;
+    }
+    sb_printf(b, "%.5g", v);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static int utf8_len(const unsigned char *s, size_t avail) {
+    unsigned c = s[0];
+    int n;
+    uint32_t cp;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
+    else return 0;
+    if ((size_t)n > avail) return 0;
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return n;
+}
+
+char *utf8_sanitize(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    sbuf b;
+    sb_init(&b);
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int l = utf8_len(u + i, n - i);
+        if (l == 0) {
+            sb_puts(&b, "\xEF\xBF\xBD"); /* U+FFFD */
+            i++;
+        } else {
+            sb_put(&b, s + i, (size_t)l);
+            i += (size_t)l;
+        }
+    }
+    return b.s;
+}
+
+/* JSON string literal of valid UTF-8 text; also escapes U+2028/2029 (line
+ * terminators in older JS) and '<' (so "</script>" can never close a tag
+ * should the JSON ever be inlined into HTML). */
+void sb_json_str(sbuf *b, const char *s) {
+    if (!s) {
+        sb_puts(b, "null");
+        return;
+    }
+    sb_put(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned c = *p;
+        if (c == '"') sb_puts(b, "\\\"");
+        else if (c == '\\') sb_puts(b, "\\\\");
+        else if (c == '\n') sb_puts(b, "\\n");
+        else if (c == '\r') sb_puts(b, "\\r");
+        else if (c == '\t') sb_puts(b, "\\t");
+        else if (c < 0x20 || c == '<') sb_printf(b, "\\u%04x", c);
+        else if (c == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {
+            sb_printf(b, "\\u%04x", p[2] == 0xA8 ? 0x2028 : 0x2029);
+            p += 2;
+        } else sb_put(b, (const char *)p, 1);
+    }
+    sb_put(b, "\"", 1);
+}
+
+static int write_sb(const char *dir, const char *name, const sbuf *b) {
+    char *path = sf_path_join(dir, name);
+    int rc = sf_write_file_atomic(path, b->s, b->len);
+    free(path);
+    return rc;
+}
+
+/* ---- caption words -> features ------------------------------------------ */
+
+static const char *const STOPWORDS[] = {
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "in", "into", "is", "it",
+    "its", "of", "on", "or", "that", "the", "their", "this", "to", "was", "with", NULL};
+
+static int is_stopword(const char *w) {
+    for (int i = 0; STOPWORDS[i]; i++)
+        if (!strcmp(w, STOPWORDS[i])) return 1;
+    return 0;
+}
+
+/* Splits valid UTF-8 text into words: runs of ASCII letters/digits and
+ * non-ASCII characters, ASCII lower-cased (the page tokenises queries the
+ * same way). Calls fn for each word of >= 2 bytes that is not all digits and
+ * not a stopword. */
+void caption_words(const char *s, void (*fn)(void *, const char *), void *ctx) {
+    char w[128];
+    size_t n = 0;
+    int digits = 1;
+    for (const unsigned char *p = (const unsigned char *)s;; p++) {
+        unsigned c = *p;
+        if (c && (isalnum(c) || c >= 0x80)) {
+            if (n < sizeof w - 1) w[n++] = (char)(c < 0x80 ? tolower((int)c) : (int)c);
+            if (!(c >= '0' && c <= '9')) digits = 0;
+            continue;
+        }
+        if (n >= 2 && n < sizeof w - 1 && !digits) {
+            w[n] = 0;
+            /* a word cut mid-character (n hit the cap) is never emitted */
+            if (!is_stopword(w)) fn(ctx, w);
+        }
+        n = 0;
+        digits = 1;
+        if (!c) break;
+    }
+}
+
+typedef struct {
+    int32_t feature, hits;
+} posting;
+
+typedef struct {
+    char *word;
+    posting *p;
+    int n, cap;
+} word_entry;
+
+typedef struct {
+    word_entry *e; /* open addressing, power-of-two size */
+    size_t size, used;
+} word_map;
+
+static uint64_t hash_str(const char *s) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static word_entry *wm_get(word_map *m, const char *w) {
+    if ((m->used + 1) * 2 > m->size) { /* grow at 50% load */
+        size_t ns = m->size ? m->size * 2 : 1024;
+        word_entry *ne = sf_calloc(ns, sizeof *ne);
+        for (size_t i = 0; i < m->size; i++) {
+            if (!m->e[i].word) continue;
+            size_t h = hash_str(m->e[i].word) & (ns - 1);
+            while (ne[h].word) h = (h + 1) & (ns - 1);
+            ne[h] = m->e[i];
+        }
+        free(m->e);
+        m->e = ne;
+        m->size = ns;
+    }
+    size_t h = hash_str(w) & (m->size - 1);
+    while (m->e[h].word && strcmp(m->e[h].word, w)) h = (h + 1) & (m->size - 1);
+    if (!m->e[h].word) {
+        m->e[h].word = sf_strdup(w);
+        m->used++;
+    }
+    return &m->e[h];
+}
+
+typedef struct {
+    word_map *m;
+    int32_t feature;
+} word_ctx;
+
+/* One occurrence of word w in a top row of `feature`. Features are visited in
+ * order, so the feature's posting, if any, is the last one. Each row counts
+ * once per word (rows are de-duplicated by the caller's per-row set). */
+static void add_word(void *ctx, const char *w) {
+    word_ctx *c = ctx;
+    word_entry *e = wm_get(c->m, w);
+    if (e->n && e->p[e->n - 1].feature == c->feature) {
+        e->p[e->n - 1].hits++;
+        return;
+    }
+    if (e->n == e->cap) {
+        e->cap = e->cap ? e->cap * 2 : 4;
+        e->p = sf_realloc(e->p, (size_t)e->cap * sizeof(posting));
+    }
+    e->p[e->n].feature = c->feature;
+    e->p[e->n].hits = 1;
+    e->n++;
+}
+
+/* Words of one caption, each once (so hits counts rows, not repetitions). */
+typedef struct {
+    char **w;
+    int n, cap;
+} word_set;
+static void ws_add(void *ctx, const char *w) {
+    word_set *s = ctx;
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->w[i], w)) return;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->w = sf_realloc(s->w, (size_t)s->cap * sizeof(char *));
+    }
+    s->w[s->n++] = sf_strdup(w);
+}
+static void ws_clear(word_set *s) {
+    for (int i = 0; i < s->n; i++) free(s->w[i]);
+    s->n = 0;
+}
+
+static int posting_cmp(const void *a, const void *b) {
+    const posting *x = a, *y = b;
+    if (x->hits != y->hits) return y->hits - x->hits;
+    return (x->feature > y->feature) - (x->feature < y->feature);
+}
+static int entry_cmp(const void *a, const void *b) {
+    const word_entry *x = a, *y = b;
+    return strcmp(x->word, y->word);
+}
+
+/* ---- rows: unique dataset rows of all top-k lists ------------------------- */
+
+static int i64_cmp(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int64_t row_pos(const int64_t *u, int64_t nu, int64_t r) {
+    int64_t lo = 0, hi = nu;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (u[mid] < r) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < nu && u[lo] == r ? lo : -1;
+}
+
+/* ---- training log ----------------------------------------------------------- */
+
+typedef struct {
+    double *v[5]; /* step, loss, fvu, l0, dead */
+    int n, cap;
+} curves;
+
+static double jnum(const cJSON *o, const char *a, const char *b) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, a);
+    if (!cJSON_IsNumber(x) && b) x = cJSON_GetObjectItemCaseSensitive(o, b);
+    return cJSON_IsNumber(x) ? x->valuedouble : NAN;
+}
+
+/* Reads a JSON-lines log ("step", "loss", "l2_normalised" or "fvu", "l0",
+ * "dead" per line, as `saeflow train` writes metrics.jsonl). Lines that are
+ * not JSON objects are skipped (a log being written may end mid-line).
+ * Long logs are thinned to ~2000 points by keeping every s-th line. */
+static int read_curves(const char *path, curves *c) {
+    memset(c, 0, sizeof *c);
+    size_t len;
+    char *txt = sf_read_file(path, &len);
+    if (!txt) return -1;
+    int lines = 0;
+    for (char *p = txt; *p; p++) lines += *p == '\n';
+    int stride = lines > 2000 ? (lines + 1999) / 2000 : 1, li = 0;
+    for (char *line = txt; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (li++ % stride == 0 || !nl || !nl[1]) {
+            cJSON *o = cJSON_Parse(line);
+            if (cJSON_IsObject(o)) {
+                if (c->n == c->cap) {
+                    c->cap = c->cap ? c->cap * 2 : 256;
+                    for (int k = 0; k < 5; k++) c->v[k] = sf_realloc(c->v[k], (size_t)c->cap * sizeof(double));
+                }
+                double step = jnum(o, "step", NULL);
+                c->v[0][c->n] = isfinite(step) ? step : c->n;
+                c->v[1][c->n] = jnum(o, "loss", NULL);
+                c->v[2][c->n] = jnum(o, "fvu", "l2_normalised");
+                c->v[3][c->n] = jnum(o, "l0", NULL);
+                c->v[4][c->n] = jnum(o, "dead", "dead_fraction");
+                c->n++;
+            }
+            cJSON_Delete(o);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    free(txt);
+    return 0;
+}
+
+static void curves_free(curves *c) {
+    for (int k = 0; k < 5; k++) free(c->v[k]);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- the build ------------------------------------------------------------------ */
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+typedef struct {
+    char *caption; /* sanitised UTF-8 or NULL */
+    int has_img;
+} row_info;
+
+static void json_arr_f32(sbuf *b, const float *v, int64_t n) {
+    sb_put(b, "[", 1);
+    for (int64_t i = 0; i < n; i++) {
+        if (i) sb_put(b, ",", 1);
+        sb_num(b, v[i]);
+    }
+    sb_put(b, "]", 1);
+}
+
+int sf_explore_build(const sf_explore_opts *o) {
+    const char *out = o->out_dir;
+    int thumb = o->thumb_size > 0 ? o->thumb_size : 160;
+    int quality = o->jpeg_quality > 0 ? o->jpeg_quality : 85;
+    int m_nb = o->neighbours > 0 ? o->neighbours : 10;
+    sf_topk_file tk;
+    if (sf_topk_open(&tk, o->topk_path)) return -1;
+    const int64_t n = tk.n;
+    const int N = tk.N;
+    int rc = -1;
+    int32_t *nb_idx = NULL;
+    float *nb_cos = NULL;
+    int64_t *urows = NULL, nu = 0;
+    row_info *ri = NULL;
+    curves cv = {0};
+    char *log_path = NULL;
+    int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
+    sbuf b;
+    sb_init(&b);
+    word_map wm = {0};
+
+    /* folders and static assets */
+    char *p_data = sf_path_join(out, "data"), *p_f = sf_path_join(p_data, "f");
+    char *p_img = sf_path_join(out, "img"), *p_assets = sf_path_join(out, "assets");
+    if (sf_mkdirs(p_f) || sf_mkdirs(p_img) || sf_mkdirs(p_assets)) goto done;
+    for (int i = 0; i < sf_web_n_assets; i++) {
+        char *pth = sf_path_join(out, sf_web_assets[i].path);
+        int r = sf_write_file_atomic(pth, sf_web_assets[i].data,
+                                     (size_t)(sf_web_assets[i].end - sf_web_assets[i].data));
+        free(pth);
+        if (r) goto done;
+    }
+
+    /* decoder neighbours from the checkpoint */
+    if (o->checkpoint) {
+        sf_sae sae;
+        if (sf_sae_load(&sae, o->checkpoint)) goto done;
+        if (sae.n != n) {
+            sf_error("%s: SAE has %d features, top-k file %s has %lld", o->checkpoint, sae.n, o->topk_path,
+                     (long long)n);
+            sf_sae_free(&sae);
+            goto done;
+        }
+        sae_d = sae.d;
+        sae_k = sae.k;
+        nb_idx = sf_malloc((size_t)n * (size_t)m_nb * sizeof(int32_t));
+        nb_cos = sf_malloc((size_t)n * (size_t)m_nb * sizeof(float));
+        sf_decoder_neighbours(sae.W_decT, n, sae.d, m_nb, nb_idx, nb_cos); /* rows = decoder columns */
+        have_nb = 1;
+        sf_sae_free(&sae);
+    }
+    /* training log */
+    if (o->train_log) log_path = sf_strdup(o->train_log);
+    else if (o->checkpoint) {
+        log_path = sf_path_join(o->checkpoint, "metrics.jsonl");
+        if (!file_exists(log_path)) {
+            free(log_path);
+            log_path = NULL;
+        }
+    }
+    if (log_path && read_curves(log_path, &cv)) goto done;
+
+    /* unique rows of all top-k lists */
+    urows = sf_malloc((size_t)(n * N) * sizeof(int64_t) + 8);
+    for (int64_t i = 0; i < n * N; i++)
+        if (tk.row_ids[i] >= 0) urows[nu++] = tk.row_ids[i];
+    qsort(urows, (size_t)nu, sizeof(int64_t), i64_cmp);
+    {
+        int64_t w = 0;
+        for (int64_t i = 0; i < nu; i++)
+            if (!w || urows[w - 1] != urows[i]) urows[w++] = urows[i];
+        nu = w;
+    }
+    ri = sf_calloc((size_t)nu + 1, sizeof(row_info));
+
+    /* captions and thumbnails; the source is called under a lock, decoding,
+     * resizing and encoding run in parallel */
+    if (o->rows) {
+        sf_progress pg;
+        sf_progress_start(&pg, "thumbnails", (uint64_t)nu, "img");
+        if (o->quiet) pg.enabled = 0;
+        int failed = 0;
+        int64_t done_ = 0;
+        char errbuf[1024] = "";
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int64_t i = 0; i < nu; i++) {
+            int skip;
+#pragma omp atomic read
+            skip = failed;
+            if (skip) continue;
+            uint8_t *bytes = NULL;
+            size_t len = 0;
+            char *cap = NULL;
+            int r;
+#pragma omp critical(sf_explore_source)
+            {
+                r = o->rows->get(o->rows->ctx, urows[i], &bytes, &len, &cap);
+                if (r) snprintf(errbuf, sizeof errbuf, "%s", sf_errmsg());
+            }
+            if (r) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            ri[i].caption = utf8_sanitize(cap);
+            free(cap);
+            if (bytes) {
+                char name[64];
+                snprintf(name, sizeof name, "row %lld", (long long)urows[i]);
+                uint8_t *jpg;
+                size_t jl;
+                if (sf_thumbnail_jpeg(bytes, len, name, thumb, quality, &jpg, &jl) == 0) {
+                    char fn[64];
+                    snprintf(fn, sizeof fn, "img/%lld.jpg", (long long)urows[i]);
+                    char *pth = sf_path_join(out, fn);
+                    if (sf_write_file_atomic(pth, jpg, jl) == 0) ri[i].has_img = 1;
+                    else {
+#pragma omp critical(sf_explore_source)
+                        snprintf(errbuf, sizeof errbuf, "%s", sf_errmsg());
+#pragma omp atomic write
+                        failed = 1;
+                    }
+                    free(pth);
+                    free(jpg);
+                } else {
+                    /* one undecodable image should not sink the site */
+#pragma omp critical(sf_explore_source)
+                    {
+                        if (n_badimg++ < 5) fprintf(stderr, "explore: warning: %s\n", sf_errmsg());
+                    }
+                }
+                free(bytes);
+            }
+#pragma omp critical(sf_explore_progress)
+            sf_progress_update(&pg, (uint64_t)++done_, NULL);
+        }
+        sf_progress_finish(&pg, NULL);
+        if (failed) {
+            sf_error("%s", errbuf);
+            goto done;
+        }
+        if (n_badimg > 5) fprintf(stderr, "explore: warning: %d images could not be decoded\n", n_badimg);
+    }
+
+    /* words -> features */
+    {
+        word_set ws = {0};
+        word_ctx wc = {&wm, 0};
+        for (int64_t j = 0; j < n; j++) {
+            wc.feature = (int32_t)j;
+            for (int i = 0; i < N; i++) {
+                int64_t p = row_pos(urows, nu, tk.row_ids[j * N + i]);
+                if (p < 0 || !ri[p].caption) continue;
+                ws_clear(&ws);
+                caption_words(ri[p].caption, ws_add, &ws);
+                for (int q = 0; q < ws.n; q++) add_word(&wc, ws.w[q]);
+            }
+        }
+        ws_clear(&ws);
+        free(ws.w);
+    }
+
+    /* data/index.js */
+    {
+        sb_puts(&b, "window.SF_INDEX = {\"version\":1,");
+        sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,", (long long)n, N,
+                  (long long)tk.rows, tk.bins, sae_d, sae_k);
+        sb_puts(&b, "\"title\":");
+        sb_json_str(&b, o->title ? o->title : "saeflow explorer");
+        sb_puts(&b, ",\"meta\":{");
+        for (int i = 0; i < tk.st.n_meta; i++) {
+            char *k = utf8_sanitize(tk.st.meta_keys[i]), *v = utf8_sanitize(tk.st.meta_vals[i]);
+            if (i) sb_put(&b, ",", 1);
+            sb_json_str(&b, k);
+            sb_put(&b, ":", 1);
+            sb_json_str(&b, v);
+            free(k);
+            free(v);
+        }
+        sb_puts(&b, "},\"density\":");
+        json_arr_f32(&b, tk.density, n);
+        sb_puts(&b, ",\"max\":");
+        json_arr_f32(&b, tk.max, n);
+        sb_puts(&b, ",\"mean\":");
+        json_arr_f32(&b, tk.mean, n);
+        sb_puts(&b, ",\"count\":[");
+        for (int64_t j = 0; j < n; j++) sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
+        /* top-1 row per feature: thumbnail flag and caption, for the list */
+        sb_puts(&b, "],\"top\":[");
+        for (int64_t j = 0; j < n; j++) {
+            if (j) sb_put(&b, ",", 1);
+            int64_t r = tk.row_ids[j * N];
+            int64_t p = r >= 0 ? row_pos(urows, nu, r) : -1;
+            if (p < 0) {
+                sb_puts(&b, "null");
+                continue;
+            }
+            sb_printf(&b, "[%lld,%d,", (long long)r, ri[p].has_img);
+            sb_json_str(&b, ri[p].caption);
+            sb_put(&b, "]", 1);
+        }
+        sb_puts(&b, "],\"curves\":");
+        if (cv.n) {
+            static const char *const names[5] = {"step", "loss", "fvu", "l0", "dead"};
+            sb_put(&b, "{", 1);
+            for (int k = 0; k < 5; k++) {
+                sb_printf(&b, "%s\"%s\":[", k ? "," : "", names[k]);
+                for (int i = 0; i < cv.n; i++) {
+                    if (i) sb_put(&b, ",", 1);
+                    sb_num(&b, cv.v[k][i]);
+                }
+                sb_put(&b, "]", 1);
+            }
+            sb_put(&b, "}", 1);
+        } else {
+            sb_puts(&b, "null");
+        }
+        sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s};\n", have_nb ? "true" : "false",
+                  o->rows ? "true" : "false");
+        if (write_sb(p_data, "index.js", &b)) goto done;
+    }
+
+    /* data/words.js */
+    {
+        b.len = 0;
+        word_entry *es = sf_malloc((wm.used + 1) * sizeof(word_entry));
+        size_t ne = 0;
+        for (size_t i = 0; i < wm.size; i++)
+            if (wm.e[i].word) es[ne++] = wm.e[i];
+        qsort(es, ne, sizeof(word_entry), entry_cmp);
+        sb_puts(&b, "window.SF_WORDS = {");
+        for (size_t i = 0; i < ne; i++) {
+            qsort(es[i].p, (size_t)es[i].n, sizeof(posting), posting_cmp);
+            if (i) sb_puts(&b, ",\n");
+            sb_json_str(&b, es[i].word);
+            sb_put(&b, ":[", 2);
+            int lim = es[i].n < 1000 ? es[i].n : 1000; /* the best 1000 features per word */
+            for (int q = 0; q < lim; q++)
+                sb_printf(&b, "%s[%d,%d]", q ? "," : "", es[i].p[q].feature, es[i].p[q].hits);
+            sb_put(&b, "]", 1);
+        }
+        sb_puts(&b, "};\n");
+        free(es);
+        if (write_sb(p_data, "words.js", &b)) goto done;
+    }
+
+    /* data/f/CCCC.js */
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+        b.len = 0;
+        sb_printf(&b, "SF_CHUNK(%lld,[", (long long)(c0 / CHUNK));
+        for (int64_t j = c0; j < n && j < c0 + CHUNK; j++) {
+            if (j > c0) sb_puts(&b, ",\n");
+            sb_printf(&b, "{\"id\":%lld,\"hist_max\":", (long long)j);
+            sb_num(&b, tk.hist_max[j]);
+            sb_puts(&b, ",\"hist\":[");
+            for (int q = 0; q < tk.bins; q++) sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
+            sb_puts(&b, "],\"top\":[");
+            int first = 1;
+            for (int i = 0; i < N; i++) {
+                int64_t r = tk.row_ids[j * N + i];
+                if (r < 0) break;
+                int64_t p = row_pos(urows, nu, r);
+                sb_printf(&b, "%s[%lld,", first ? "" : ",", (long long)r);
+                first = 0;
+                sb_num(&b, tk.values[j * N + i]);
+                sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
+                sb_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                sb_put(&b, "]", 1);
+            }
+            sb_puts(&b, "],\"nb\":[");
+            if (have_nb)
+                for (int q = 0; q < m_nb && nb_idx[j * m_nb + q] >= 0; q++) {
+                    sb_printf(&b, "%s[%d,", q ? "," : "", nb_idx[j * m_nb + q]);
+                    sb_num(&b, nb_cos[j * m_nb + q]);
+                    sb_put(&b, "]", 1);
+                }
+            sb_puts(&b, "]}");
+        }
+        sb_puts(&b, "]);\n");
+        char name[32];
+        snprintf(name, sizeof name, "%04lld.js", (long long)(c0 / CHUNK));
+        if (write_sb(p_f, name, &b)) goto done;
+    }
+    if (!o->quiet)
+        printf("explore: %lld features, %lld rows with %s, %zu caption words; site in %s/index.html\n",
+               (long long)n, (long long)nu, o->rows ? "thumbnails" : "no images", wm.used, out);
+    rc = 0;
+done:
+    for (size_t i = 0; i < wm.size; i++) {
+        free(wm.e[i].word);
+        free(wm.e[i].p);
+    }
+    free(wm.e);
+    for (int64_t i = 0; ri && i < nu; i++) free(ri[i].caption);
+    free(ri);
+    free(urows);
+    free(nb_idx);
+    free(nb_cos);
+    free(log_path);
+    curves_free(&cv);
+    sb_free(&b);
+    free(p_data);
+    free(p_f);
+    free(p_img);
+    free(p_assets);
+    sf_topk_close(&tk);
+    return rc;
+}

@@ -1,0 +1,161 @@
+/* saeflow topk: stream activations through an SAE, keep the top-N activating
+ * rows of every feature plus density / mean / max / histogram. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "saeflow/analysis.h"
+#include "saeflow/sae.h"
+#include "saeflow/sae_train.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: saeflow topk --checkpoint DIR --acts FILE [--acts FILE ...] --out FILE [options]\n"
+            "\n"
+            "For every SAE feature, keeps the N rows with the highest activation and\n"
+            "per-feature statistics (density, mean and max activation, histogram), in one\n"
+            "safetensors file for `saeflow explore`. Memory does not grow with the number\n"
+            "of rows; results are identical for any --batch and --threads (equal values:\n"
+            "the lower row id is kept first).\n"
+            "\n"
+            "  --checkpoint DIR   SAE checkpoint (config.json + model.safetensors)\n"
+            "  --acts FILE        activations, safetensors [rows, d]; repeat for shards\n"
+            "                     (row ids continue across files, in the order given)\n"
+            "  --key NAME         tensor name in the activation files (default: activations)\n"
+            "  --out FILE         output top-k file (written atomically)\n"
+            "  -N, --top N        rows kept per feature (default 16)\n"
+            "  --data SPEC        dataset the activation rows come from, recorded for\n"
+            "                     explore (default: the activation file's 'dataset' metadata)\n"
+            "  --row-offset R     dataset row id of activation row 0 (default 0)\n"
+            "  --limit ROWS       stop after ROWS rows (default: all)\n"
+            "  --batch B          rows per batch (default 4096)\n"
+            "  --threads T        threads (default: all cores)\n"
+            "  --quiet            no progress bar or summary\n");
+}
+
+int cmd_topk(int argc, char **argv) {
+    const char *cmd = "topk";
+    const char *ckpt = NULL, *out = NULL, *key = "activations", *data_spec = NULL;
+    const char **acts = sf_calloc((size_t)argc + 1, sizeof(char *));
+    int n_acts = 0, quiet = 0;
+    long long top = 16, batch = 4096, threads = 0, limit = -1, row_offset = 0;
+    static const struct option opts[] = {
+        {"checkpoint", required_argument, 0, 'c'}, {"acts", required_argument, 0, 'a'},
+        {"key", required_argument, 0, 'k'},        {"out", required_argument, 0, 'o'},
+        {"top", required_argument, 0, 'N'},        {"data", required_argument, 0, 'd'},
+        {"row-offset", required_argument, 0, 'r'}, {"limit", required_argument, 0, 'l'},
+        {"batch", required_argument, 0, 'b'},      {"threads", required_argument, 0, 't'},
+        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c, rc = 2;
+    while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'a': acts[n_acts++] = optarg; break;
+        case 'k': key = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data_spec = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'N': if (cli_parse_int(cmd, "top", optarg, &top)) goto done; break;
+        case 'r': if (cli_parse_int(cmd, "row-offset", optarg, &row_offset)) goto done; break;
+        case 'l': if (cli_parse_int(cmd, "limit", optarg, &limit)) goto done; break;
+        case 'b': if (cli_parse_int(cmd, "batch", optarg, &batch)) goto done; break;
+        case 't': if (cli_parse_int(cmd, "threads", optarg, &threads)) goto done; break;
+        case 'h': usage(stdout); rc = 0; goto done;
+        default: rc = cli_usage_error(cmd, "unknown option"); goto done;
+        }
+    }
+    if (optind < argc) { rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]); goto done; }
+    if (!ckpt || !n_acts || !out) { rc = cli_usage_error(cmd, "--checkpoint, --acts and --out are required"); goto done; }
+    if (top < 1 || top > 4096) { rc = cli_usage_error(cmd, "--top must be in [1, 4096]"); goto done; }
+    if (batch < 1 || batch > (1 << 20)) { rc = cli_usage_error(cmd, "--batch must be in [1, 1048576]"); goto done; }
+    if (threads < 0 || threads > 4096) { rc = cli_usage_error(cmd, "--threads must be >= 0"); goto done; }
+    if (row_offset < 0) { rc = cli_usage_error(cmd, "--row-offset must be >= 0"); goto done; }
+
+    sf_sae_blas_fixup(); /* may re-exec with a faster OpenBLAS core; before any output */
+    sf_sae_set_threads((int)threads);
+
+    sf_sae sae;
+    sf_sae_data D;
+    sf_topk tk;
+    rc = 1;
+    if (sf_sae_load(&sae, ckpt)) { rc = cli_fail(cmd); goto done; }
+    if (sf_sae_data_open(&D, acts, n_acts, key)) { sf_sae_free(&sae); rc = cli_fail(cmd); goto done; }
+    if (D.d != sae.d) {
+        sf_error("%s: key '%s' has width %d, the SAE in %s expects %d", acts[0], key, D.d, ckpt, sae.d);
+        rc = cli_fail(cmd);
+        goto close_data;
+    }
+    if (!data_spec) data_spec = sf_st_meta(&D.files[0], "dataset");
+    int64_t rows = D.N;
+    if (limit >= 0 && limit < rows) rows = limit;
+    if (sf_topk_init(&tk, sae.n, (int)top)) { rc = cli_fail(cmd); goto close_data; }
+
+    const int64_t B = batch < rows ? batch : (rows > 0 ? rows : 1);
+    float *x = sf_malloc((size_t)B * (size_t)sae.d * sizeof(float)); // (B, d)
+    sf_sae_codes codes;
+    sf_sae_codes_alloc(&codes, B, sae.k);
+    sf_progress pg;
+    sf_progress_start(&pg, "topk", (uint64_t)rows, "rows");
+    if (quiet) pg.enabled = 0;
+    double t0 = sf_now(), t_enc = 0;
+    int err = 0;
+    for (int64_t r0 = 0; r0 < rows && !err; r0 += B) {
+        int64_t m = rows - r0 < B ? rows - r0 : B;
+        if (sf_sae_data_range(&D, r0, m, x)) { err = 1; break; }
+        double te = sf_now();
+        if (sf_sae_encode(&sae, x, m, &codes)) {
+            sf_error_prefix("%s: rows %lld..%lld", acts[0], (long long)r0, (long long)(r0 + m - 1));
+            err = 1;
+            break;
+        }
+        t_enc += sf_now() - te;
+        if (sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, row_offset + r0, NULL)) {
+            err = 1;
+            break;
+        }
+        sf_progress_update(&pg, (uint64_t)(r0 + m), NULL);
+    }
+    sf_progress_finish(&pg, NULL);
+    double dt = sf_now() - t0;
+    if (!err) {
+        char nbuf[32], kbuf[32], obuf[32];
+        snprintf(nbuf, sizeof nbuf, "%lld", (long long)top);
+        snprintf(kbuf, sizeof kbuf, "%d", sae.k);
+        snprintf(obuf, sizeof obuf, "%lld", row_offset);
+        /* the activation file list, comma-separated */
+        size_t al = 1;
+        for (int i = 0; i < n_acts; i++) al += strlen(acts[i]) + 1;
+        char *alist = sf_calloc(al, 1);
+        for (int i = 0; i < n_acts; i++) {
+            if (i) strcat(alist, ",");
+            strcat(alist, acts[i]);
+        }
+        const char *meta[] = {"dataset", data_spec ? data_spec : "", "activations", alist,
+                              "key", key, "checkpoint", ckpt, "top_n", nbuf, "sae_k", kbuf,
+                              "row_offset", obuf, NULL};
+        if (sf_topk_write(&tk, out, meta)) err = 1;
+        free(alist);
+    }
+    if (err) {
+        rc = cli_fail(cmd);
+    } else {
+        rc = 0;
+        if (!quiet) {
+            int64_t dead = 0;
+            for (int64_t j = 0; j < tk.n; j++) dead += tk.count[j] == 0;
+            printf("topk: %lld rows x %d features in %.2f s (%.0f rows/s; encode %.2f s), "
+                   "%lld dead features, wrote %s\n",
+                   (long long)rows, sae.n, dt, dt > 0 ? (double)rows / dt : 0.0, t_enc, (long long)dead, out);
+        }
+    }
+    free(x);
+    sf_sae_codes_free(&codes);
+    sf_topk_free(&tk);
+close_data:
+    sf_sae_data_close(&D);
+    sf_sae_free(&sae);
+done:
+    free(acts);
+    return rc;
+}
