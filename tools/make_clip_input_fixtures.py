@@ -397,6 +397,36 @@ def caption_records(vocab_dir):
     return recs, tok
 
 
+def small_tokenizer(vocab_dir, out_dir):
+    """A real tokenizer.json (written by tokenizers) with a truncated CLIP
+    vocabulary -- the 512 byte tokens, the first 3000 merges and the
+    specials -- plus ids for the captions, to test the tokenizer.json path
+    without committing the 3.6 MB full file. Also a tokenizer_config.json
+    that pads with a different token, to test pad overrides."""
+    from transformers import CLIPTokenizer
+
+    vocab = json.load(open(os.path.join(vocab_dir, "vocab.json"), encoding="utf-8"))
+    merges = open(os.path.join(vocab_dir, "merges.txt"), encoding="utf-8").read().split("\n")[1:3001]
+    inv = sorted(vocab.items(), key=lambda kv: kv[1])
+    small = {k: v for k, v in inv[:512]}
+    for m in merges:
+        a, b = m.split()
+        small[a + b] = vocab[a + b]
+    small["<|startoftext|>"] = 49406
+    small["<|endoftext|>"] = 49407
+    tok = CLIPTokenizer(vocab=small, merges=[tuple(m.split()) for m in merges], pad_token="!")
+    os.makedirs(out_dir, exist_ok=True)
+    tok.backend_tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+    json.dump({"pad_token": "!"}, open(os.path.join(out_dir, "tokenizer_config.json"), "w"))
+    recs = []
+    for c in CAPTIONS[:30]:
+        e = tok(c, padding="max_length", truncation=True, max_length=40)
+        recs.append({"text": c, "ids": e["input_ids"], "mask": e["attention_mask"],
+                     "raw_ids": tok(c, add_special_tokens=False)["input_ids"]})
+    json.dump({"context_length": 40, "captions": recs}, open(os.path.join(out_dir, "captions.json"), "w", encoding="utf-8"),
+              ensure_ascii=False, separators=(",", ":"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="fixtures/clip-inputs")
@@ -438,6 +468,7 @@ def main():
     caps, _ = caption_records(out)
     json.dump({"versions": versions, "context_length": 77, "captions": caps},
               open(os.path.join(out, "captions.json"), "w", encoding="utf-8"), ensure_ascii=False, separators=(",", ":"))
+    small_tokenizer(out, os.path.join(out, "small-tokenizer"))
     n_diff = sum(c["slow_differs"] for c in caps)
     print(f"{len(recs)} images, {len(corrupt)} corrupt files, {len(caps)} captions "
           f"({n_diff} where the slow tokenizer differs)", file=sys.stderr)

@@ -1,2 +1,0 @@
-/* placeholder so the library exists until its first source lands */
-typedef int sf_text_placeholder_;
