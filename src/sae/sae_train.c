@@ -48,6 +48,8 @@ struct sf_sae_trainer {
     float *aval, *agz;         /* (B, aux_k) */
     double *rowst;             /* (B, ST_N) */
     double *colsum;            /* (d) column sums of gx */
+    float **pre;               /* per thread (chunk, n) pre-activations */
+    int n_pre, pre_rows;
     /* bucketing by latent */
     int32_t *off, *aoff;       /* (n + 1) */
     int32_t *e_row, *ae_row;   /* entries */
@@ -164,6 +166,8 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
     free(t->since);
     free(t->lat_ss);
     sf_free_aligned(t->gb_part);
+    for (int i = 0; i < t->n_pre; i++) sf_free_aligned(t->pre[i]);
+    free(t->pre);
     free_aux(t);
     free(t);
 }
@@ -268,9 +272,20 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     const int chunk = sae_chunk_rows(B, n);
     const int nchunks = (B + chunk - 1) / chunk;
     int bad_row = -1;
+    /* Per-thread pre-activation buffers live as long as the trainer: freshly
+     * mapped pages would cost a page fault per 4 KiB every step. */
+    const int T = omp_get_max_threads();
+    if (t->n_pre < T || t->pre_rows < chunk) {
+        for (int i = 0; i < t->n_pre; i++) sf_free_aligned(t->pre[i]);
+        free(t->pre);
+        t->pre = sf_calloc((size_t)T, sizeof(float *));
+        for (int i = 0; i < T; i++) t->pre[i] = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+        t->n_pre = T;
+        t->pre_rows = chunk;
+    }
 #pragma omp parallel reduction(+ : gemm_time)
     {
-        float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+        float *pre = t->pre[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
         for (int ci = 0; ci < nchunks; ci++) {
             int r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
@@ -326,7 +341,6 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 st[ST_AUX] = 0;
             }
         }
-        sf_free_aligned(pre);
     }
     const double nth = (double)omp_get_max_threads();
     t->tm.gemm += gemm_time / nth;

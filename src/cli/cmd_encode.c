@@ -1,0 +1,123 @@
+/* saeflow encode: activations -> sparse codes (CSR) in safetensors. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "saeflow/sae_train.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: saeflow encode --checkpoint DIR --input FILE --out FILE [options]\n"
+            "\n"
+            "Encodes each row x of a [N, d] tensor as z = TopK_k(ReLU(W_enc (x - b) + b_enc))\n"
+            "and writes the codes as CSR: indptr I64 [N+1], indices I32 [nnz] (ascending per\n"
+            "row), values F32 [nnz]; zeros are not stored.\n"
+            "\n"
+            "  --checkpoint DIR   SAE checkpoint (config.json + model.safetensors)\n"
+            "  --input FILE       safetensors file with the activations\n"
+            "  --key KEY          tensor name (default activations)\n"
+            "  --out FILE         output safetensors (written atomically)\n"
+            "  --batch N          rows per chunk (default 4096)\n"
+            "  --threads T        OpenMP threads (default: all cores)\n");
+}
+
+int cmd_encode(int argc, char **argv) {
+    const char *cmd = "encode";
+    sf_sae_blas_fixup();
+    static const struct option opts[] = {
+        {"checkpoint", required_argument, 0, 'c'}, {"input", required_argument, 0, 'i'},
+        {"key", required_argument, 0, 'k'},        {"out", required_argument, 0, 'o'},
+        {"batch", required_argument, 0, 'b'},      {"threads", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    const char *ckpt = NULL, *input = NULL, *key = "activations", *outp = NULL;
+    long long batch = 4096, threads = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'i': input = optarg; break;
+        case 'k': key = optarg; break;
+        case 'o': outp = optarg; break;
+        case 'b':
+            if (cli_parse_int(cmd, "batch", optarg, &batch)) return 2;
+            break;
+        case 't':
+            if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
+            break;
+        case 'h': usage(stdout); return 0;
+        default: return cli_usage_error(cmd, "unknown option");
+        }
+    }
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!ckpt || !input || !outp) return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
+    if (batch < 1 || batch > (1 << 22) || threads < 0 || threads > 1024)
+        return cli_usage_error(cmd, "--batch must be in [1, 2^22], --threads >= 0");
+    sf_sae_set_threads((int)threads);
+    sf_sae s;
+    if (sf_sae_load(&s, ckpt)) return cli_fail(cmd);
+    sf_sae_data D;
+    const char *paths[1] = {input};
+    if (sf_sae_data_open(&D, paths, 1, key)) {
+        sf_sae_free(&s);
+        return cli_fail(cmd);
+    }
+    int rc = 1;
+    int64_t *indptr = NULL;
+    int32_t *indices = NULL;
+    float *values = NULL, *x = NULL;
+    sf_sae_codes codes = {0};
+    if (D.d != s.d) {
+        sf_error("%s: tensor '%s' has width %d but the checkpoint %s has features %d", input, key,
+                 D.d, ckpt, s.d);
+        goto done;
+    }
+    const int64_t N = D.N, ch = batch < N ? batch : N;
+    indptr = sf_malloc((size_t)(N + 1) * sizeof(int64_t));
+    indices = sf_malloc((size_t)N * s.k * sizeof(int32_t) + 4);
+    values = sf_malloc((size_t)N * s.k * sizeof(float) + 4);
+    x = sf_malloc((size_t)ch * s.d * sizeof(float));
+    sf_sae_codes_alloc(&codes, ch, s.k);
+    int64_t nnz = 0;
+    indptr[0] = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += ch) {
+        int64_t m = N - r0 < ch ? N - r0 : ch;
+        if (sf_sae_data_range(&D, r0, m, x)) goto done;
+        if (sf_sae_encode(&s, x, m, &codes)) {
+            sf_error_prefix("%s: rows from %lld", input, (long long)r0);
+            goto done;
+        }
+        for (int64_t b = 0; b < m; b++) {
+            memcpy(indices + nnz, codes.idx + (size_t)b * s.k, (size_t)codes.cnt[b] * sizeof(int32_t));
+            memcpy(values + nnz, codes.val + (size_t)b * s.k, (size_t)codes.cnt[b] * sizeof(float));
+            nnz += codes.cnt[b];
+            indptr[r0 + b + 1] = nnz;
+        }
+    }
+    sf_st_writer *w = sf_stw_new();
+    int64_t sp[1] = {N + 1}, sn[1] = {nnz};
+    char pages[32];
+    snprintf(pages, sizeof pages, "%d", s.n);
+    sf_stw_add(w, "indptr", SF_DT_I64, 1, sp, indptr);
+    sf_stw_add(w, "indices", SF_DT_I32, 1, sn, indices);
+    sf_stw_add(w, "values", SF_DT_F32, 1, sn, values);
+    sf_stw_meta(w, "format", "csr");
+    sf_stw_meta(w, "pages", pages);
+    int wrc = sf_stw_write(w, outp);
+    sf_stw_free(w);
+    if (wrc) goto done;
+    printf("encoded %lld rows: %lld nonzeros (L0 %.2f of %d) -> %s\n", (long long)N, (long long)nnz,
+           (double)nnz / N, s.n, outp);
+    rc = 0;
+done:
+    if (rc) cli_fail(cmd);
+    sf_sae_codes_free(&codes);
+    free(indptr);
+    free(indices);
+    free(values);
+    free(x);
+    sf_sae_data_close(&D);
+    sf_sae_free(&s);
+    return rc;
+}

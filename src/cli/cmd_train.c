@@ -1,0 +1,238 @@
+/* saeflow train: train a sparse autoencoder on activations in safetensors. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "saeflow/sae_train.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: saeflow train --tensorpath FILE [--tensorpath FILE ...] [options]\n"
+            "\n"
+            "Trains a TopK sparse autoencoder on rows of a [N, d] tensor (F32/F16/BF16/F64)\n"
+            "read through mmap from one or more safetensors files; writes SAVEDIR/NAME/\n"
+            "{config.json, model.safetensors, metrics.jsonl}, loadable by the reference project.\n"
+            "\n"
+            "data:\n"
+            "  --tensorpath FILE     safetensors file (repeat, or comma-separate, for several)\n"
+            "  --tensorkey KEY       tensor name in every file (default activations)\n"
+            "model:\n"
+            "  --arch NAME           topk (default topk)\n"
+            "  --features D          input width; must match the data (default: from the data)\n"
+            "  --expansion E         pages = features x E (default 32)\n"
+            "  --pages N             dictionary size, overrides --expansion\n"
+            "  --k K                 active latents per row (default 128)\n"
+            "  --init DIR            start from this checkpoint instead of a fresh init\n"
+            "optimisation:\n"
+            "  --lr LR               AdamW learning rate (default 5e-5)\n"
+            "  --beta1 B1 --beta2 B2 AdamW betas (default 0.9, 0.999)\n"
+            "  --wd WD               AdamW weight decay (default 0)\n"
+            "  --lr_warmup_steps S   linear warmup, then constant (default 256)\n"
+            "  --clip C              max global gradient norm, 0 = off (default 1)\n"
+            "  --normalise           unit-norm decoder columns, parallel gradient removed\n"
+            "  --auxk COEF           AuxK loss coefficient, 0 = off (default 1/32)\n"
+            "  --aux_k N             dead latents used by AuxK per row (default 512)\n"
+            "  --bodycount S         samples without firing before a latent is dead (default 16384)\n"
+            "  --batch_size B        rows per step (default 32)\n"
+            "  --num_epochs E        passes over the data, reshuffled each (default 10)\n"
+            "run:\n"
+            "  --savedir DIR         (default checkpoints)\n"
+            "  --name NAME           (default <arch>-k<k>-x<expansion>)\n"
+            "  --save_every S        also checkpoint every S steps (default 0: only at the end)\n"
+            "  --seed S              init and shuffling seed (default 0)\n"
+            "  --threads T           OpenMP threads (default: all cores)\n"
+            "  --quiet               no summary\n"
+            "\n"
+            "Same seed, threads and data give a bit-identical checkpoint.\n");
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *cmd = "train";
+    sf_sae_blas_fixup();
+    enum {
+        O_TP = 1000, O_TK, O_ARCH, O_FEAT, O_EXP, O_PAGES, O_K, O_INIT, O_LR, O_B1, O_B2, O_WD,
+        O_WARM, O_CLIP, O_NORM, O_AUXK, O_AUX_K, O_BODY, O_BS, O_EP, O_SAVEDIR, O_NAME, O_SAVEEV,
+        O_SEED, O_THREADS, O_QUIET, O_HELP
+    };
+    static const struct option opts[] = {
+        {"tensorpath", required_argument, 0, O_TP}, {"tensorkey", required_argument, 0, O_TK},
+        {"arch", required_argument, 0, O_ARCH},     {"features", required_argument, 0, O_FEAT},
+        {"expansion", required_argument, 0, O_EXP}, {"pages", required_argument, 0, O_PAGES},
+        {"k", required_argument, 0, O_K},           {"init", required_argument, 0, O_INIT},
+        {"lr", required_argument, 0, O_LR},         {"beta1", required_argument, 0, O_B1},
+        {"beta2", required_argument, 0, O_B2},      {"wd", required_argument, 0, O_WD},
+        {"lr_warmup_steps", required_argument, 0, O_WARM},
+        {"clip", required_argument, 0, O_CLIP},     {"normalise", no_argument, 0, O_NORM},
+        {"auxk", required_argument, 0, O_AUXK},     {"aux_k", required_argument, 0, O_AUX_K},
+        {"bodycount", required_argument, 0, O_BODY},
+        {"batch_size", required_argument, 0, O_BS}, {"num_epochs", required_argument, 0, O_EP},
+        {"savedir", required_argument, 0, O_SAVEDIR},
+        {"name", required_argument, 0, O_NAME},     {"save_every", required_argument, 0, O_SAVEEV},
+        {"seed", required_argument, 0, O_SEED},     {"threads", required_argument, 0, O_THREADS},
+        {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    const char *paths[256];
+    int npaths = 0;
+    char *pathbuf[256];
+    int npathbuf = 0;
+    const char *key = "activations", *savedir = "checkpoints", *name = NULL, *init = NULL;
+    sf_sae_arch arch = SF_SAE_TOPK;
+    long long features = 0, expansion = 32, pages = 0, k = 128, warm = 256, aux_k = 512,
+              body = 16384, bs = 32, ep = 10, save_every = 0, seed = 0, threads = 0;
+    double lr = 5e-5, b1 = 0.9, b2 = 0.999, wd = 0, clip = 1.0, auxk = 1.0 / 32;
+    int normalise = 0, quiet = 0, c, rc = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case O_TP: {
+            /* comma-separated lists too, as shells make repeating flags awkward */
+            char *copy = sf_strdup(optarg), *save = NULL;
+            pathbuf[npathbuf++] = copy;
+            for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (npaths == 256) {
+                    rc = cli_usage_error(cmd, "too many --tensorpath files (max 256)");
+                    goto out;
+                }
+                paths[npaths++] = tok;
+            }
+            if (npathbuf == 256) {
+                rc = cli_usage_error(cmd, "too many --tensorpath flags");
+                goto out;
+            }
+            break;
+        }
+        case O_TK: key = optarg; break;
+        case O_ARCH:
+            if (sf_sae_arch_parse(optarg, &arch)) {
+                rc = cli_usage_error(cmd, "%s", sf_errmsg());
+                goto out;
+            }
+            break;
+        case O_FEAT: bad = cli_parse_int(cmd, "features", optarg, &features); break;
+        case O_EXP: bad = cli_parse_int(cmd, "expansion", optarg, &expansion); break;
+        case O_PAGES: bad = cli_parse_int(cmd, "pages", optarg, &pages); break;
+        case O_K: bad = cli_parse_int(cmd, "k", optarg, &k); break;
+        case O_INIT: init = optarg; break;
+        case O_LR: bad = cli_parse_double(cmd, "lr", optarg, &lr); break;
+        case O_B1: bad = cli_parse_double(cmd, "beta1", optarg, &b1); break;
+        case O_B2: bad = cli_parse_double(cmd, "beta2", optarg, &b2); break;
+        case O_WD: bad = cli_parse_double(cmd, "wd", optarg, &wd); break;
+        case O_WARM: bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm); break;
+        case O_CLIP: bad = cli_parse_double(cmd, "clip", optarg, &clip); break;
+        case O_NORM: normalise = 1; break;
+        case O_AUXK: bad = cli_parse_double(cmd, "auxk", optarg, &auxk); break;
+        case O_AUX_K: bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k); break;
+        case O_BODY: bad = cli_parse_int(cmd, "bodycount", optarg, &body); break;
+        case O_BS: bad = cli_parse_int(cmd, "batch_size", optarg, &bs); break;
+        case O_EP: bad = cli_parse_int(cmd, "num_epochs", optarg, &ep); break;
+        case O_SAVEDIR: savedir = optarg; break;
+        case O_NAME: name = optarg; break;
+        case O_SAVEEV: bad = cli_parse_int(cmd, "save_every", optarg, &save_every); break;
+        case O_SEED: bad = cli_parse_int(cmd, "seed", optarg, &seed); break;
+        case O_THREADS: bad = cli_parse_int(cmd, "threads", optarg, &threads); break;
+        case O_QUIET: quiet = 1; break;
+        case O_HELP: usage(stdout); rc = 0; goto out;
+        default: rc = cli_usage_error(cmd, "unknown option"); goto out;
+        }
+        if (bad) goto out;
+    }
+    if (optind < argc) {
+        rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+        goto out;
+    }
+    if (!npaths) {
+        rc = cli_usage_error(cmd, "--tensorpath is required");
+        goto out;
+    }
+    if (k < 1 || expansion < 1 || pages < 0 || features < 0 || bs < 1 || bs > (1 << 24) || ep < 1 ||
+        warm < 0 || aux_k < 0 || body < 1 || save_every < 0 || threads < 0 || threads > 1024 ||
+        seed < 0) {
+        rc = cli_usage_error(cmd, "--k, --expansion, --batch_size, --num_epochs, --bodycount must be "
+                                  "positive; --pages, --features, --lr_warmup_steps, --aux_k, "
+                                  "--save_every, --threads, --seed non-negative");
+        goto out;
+    }
+    if (!(lr > 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(wd >= 0) || !(clip >= 0) ||
+        !(auxk >= 0)) {
+        rc = cli_usage_error(cmd, "need --lr > 0, 0 <= --beta1, --beta2 < 1, --wd, --clip, --auxk >= 0");
+        goto out;
+    }
+    sf_sae_set_threads((int)threads);
+
+    rc = 1;
+    sf_sae_data D;
+    if (sf_sae_data_open(&D, paths, npaths, key)) {
+        rc = cli_fail(cmd);
+        goto out;
+    }
+    if (features && features != D.d) {
+        sf_error("--features %lld does not match the data: tensor '%s' in %s has width %d",
+                 features, key, paths[0], D.d);
+        sf_sae_data_close(&D);
+        rc = cli_fail(cmd);
+        goto out;
+    }
+    sf_sae s;
+    if (init) {
+        if (sf_sae_load(&s, init)) {
+            sf_sae_data_close(&D);
+            rc = cli_fail(cmd);
+            goto out;
+        }
+    } else {
+        long long n = pages ? pages : (long long)D.d * expansion;
+        if (n > (1 << 26) || k > n) {
+            sf_error("pages %lld (features x expansion) must be >= k %lld and at most 2^26", n, k);
+            sf_sae_data_close(&D);
+            rc = cli_fail(cmd);
+            goto out;
+        }
+        if (sf_sae_init(&s, arch, D.d, (int)n, (int)k, (uint64_t)seed)) {
+            sf_sae_data_close(&D);
+            rc = cli_fail(cmd);
+            goto out;
+        }
+    }
+    char autoname[128];
+    if (!name) {
+        snprintf(autoname, sizeof autoname, "%s-k%d-x%d", sf_sae_arch_name(s.arch), s.k,
+                 s.n % s.d == 0 ? s.n / s.d : 0);
+        name = autoname;
+    }
+    char *outdir = sf_path_join(savedir, name);
+    sf_sae_run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    sf_sae_train_opts_default(&ro.train);
+    ro.train.lr = lr;
+    ro.train.beta1 = b1;
+    ro.train.beta2 = b2;
+    ro.train.wd = wd;
+    ro.train.lr_warmup_steps = warm;
+    ro.train.clip = clip;
+    ro.train.normalise = normalise;
+    ro.train.auxk_coef = auxk;
+    ro.train.aux_k = (int)(aux_k < s.n ? aux_k : s.n);
+    ro.train.bodycount = body;
+    ro.batch_size = (int)bs;
+    ro.num_epochs = (int)ep;
+    ro.seed = (uint64_t)seed;
+    ro.outdir = outdir;
+    ro.save_every = save_every;
+    ro.quiet = quiet;
+    if (!quiet)
+        printf("training %s SAE: features %d, pages %d, k %d on %lld rows of '%s' (%d file%s), "
+               "%d threads, OpenBLAS core %s\n",
+               sf_sae_arch_name(s.arch), s.d, s.n, s.k, (long long)D.N, key, D.n_files,
+               D.n_files > 1 ? "s" : "", omp_get_max_threads(), sf_sae_blas_core());
+    fflush(stdout);
+    rc = sf_sae_train_run(&s, &D, &ro, NULL) ? cli_fail(cmd) : 0;
+    free(outdir);
+    sf_sae_free(&s);
+    sf_sae_data_close(&D);
+out:
+    for (int i = 0; i < npathbuf; i++) free(pathbuf[i]);
+    return rc;
+}
