@@ -128,6 +128,35 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return ret;
 }
 
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoding in place, replacing libmicrohttpd's: the same %HH rule,
+ * but a decoded NUL becomes 0x01 instead of silently cutting the path short
+ * ("/index.html%00.png" must not be served as "/index.html"); control bytes
+ * are refused by sf_site_resolve. Malformed escapes stay literal. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int h, l;
+        if (r[0] == '%' && (h = hexval((unsigned char)r[1])) >= 0 && (l = hexval((unsigned char)r[2])) >= 0) {
+            int v = h * 16 + l;
+            *w++ = (char)(v ? v : 1);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
 sf_server *sf_server_start(const char *dir, const char *host, int port) {
     if (port < 0 || port > 65535) {
         sf_error("serve: port %d outside [0, 65535]", port);
@@ -143,7 +172,7 @@ sf_server *sf_server_start(const char *dir, const char *host, int port) {
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *addr;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD; /* errors reach the caller via sf_error */
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
     if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
@@ -165,7 +194,8 @@ sf_server *sf_server_start(const char *dir, const char *host, int port) {
     s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, addr,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)15, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
     if (!s->d) {
         sf_error("serve: cannot listen on %s port %d (in use, or not a local address?)", host, port);
         free(root);
