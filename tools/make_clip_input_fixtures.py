@@ -374,6 +374,39 @@ def check_vocab_matches_open_clip(vocab_dir):
     return st
 
 
+def random_captions(n=400, seed=7):
+    """Random strings over assigned code points (Python's unicodedata, Unicode
+    14: every table involved knows them): ASCII-heavy, plus Latin, combining
+    marks, Greek/Cyrillic, CJK, Hangul, symbols, emoji, whitespace oddities.
+    A differential test of normalisation, case mapping and the regex classes."""
+    import random
+    import unicodedata
+
+    def assigned(lo, hi, step=1):
+        return [chr(c) for c in range(lo, hi, step) if unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")]
+
+    rng = random.Random(seed)
+    pools = [
+        [chr(c) for c in range(0x20, 0x7F)] * 3,
+        assigned(0xA0, 0x250),
+        assigned(0x300, 0x370),
+        assigned(0x370, 0x530),
+        assigned(0x1E00, 0x2000),
+        assigned(0x2000, 0x2BFF),
+        assigned(0x3000, 0x30FF),
+        assigned(0x4E00, 0x4F00) + assigned(0xAC00, 0xAD00),
+        assigned(0xFF00, 0xFFEF),
+        assigned(0x1F300, 0x1FAFF),
+        assigned(0x10000, 0x2FFFF, 37),
+        list("\t\n\r\x0b\x0c\x85\xa0\u1680\u2000\u2028\u3000\u200b\u180e\ufeff'") + ["'s", "'ll", "\u2019"],
+    ]
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, 40)
+        out.append("".join(rng.choice(rng.choice(pools)) for _ in range(k)))
+    return out
+
+
 def caption_records(vocab_dir):
     tok = fast_tokenizer(vocab_dir)
     slow = check_vocab_matches_open_clip(vocab_dir)
@@ -466,7 +499,9 @@ def main():
     resize_cases(os.path.join(out, "resize_cases.bin"))
     corrupt = corrupt_files(img_dir, os.path.join(out, "corrupt"))
     caps, _ = caption_records(out)
-    json.dump({"versions": versions, "context_length": 77, "captions": caps},
+    tok = fast_tokenizer(out)
+    rnd = [{"text": c, "raw_ids": tok(c, add_special_tokens=False)["input_ids"]} for c in random_captions()]
+    json.dump({"versions": versions, "context_length": 77, "captions": caps, "random": rnd},
               open(os.path.join(out, "captions.json"), "w", encoding="utf-8"), ensure_ascii=False, separators=(",", ":"))
     small_tokenizer(out, os.path.join(out, "small-tokenizer"))
     n_diff = sum(c["slow_differs"] for c in caps)

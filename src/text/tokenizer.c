@@ -168,9 +168,14 @@ static void init_bytes_to_unicode(sf_tokenizer *t) {
     }
 }
 
-/* The CLIP split pattern (transformers CLIPConverter / convert_slow_tokenizer). */
-static const char CLIP_PATTERN[] =
-    "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
+/* The CLIP split pattern (transformers CLIPConverter / convert_slow_tokenizer):
+ *   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+ * with \s spelled out as Oniguruma's (= Unicode White_Space): PCRE2's UCP \s
+ * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, in its legacy \h list),
+ * which HF keeps as a character -- found by the random-string test. */
+#define WS_CLASS "\\t\\n\\x{0b}\\f\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+static const char CLIP_PATTERN[] = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"
+                                   "[^" WS_CLASS "\\p{L}\\p{N}]+";
 
 static sf_tokenizer *tok_new(void) {
     sf_tokenizer *t = sf_calloc(1, sizeof *t);
@@ -534,14 +539,47 @@ static int is_white_space(int32_t c) {
            c == 0x3000;
 }
 
-/* Rust's char::to_lowercase, where it differs from utf8proc's simple
- * lowercase mapping (checked over all code points against tokenizers 0.23,
- * see tools/ and docs/inputs.md): U+0130 has a two-character full mapping. */
+/* Case pairs of Unicode 16 that utf8proc 2.8 (Unicode 15) lacks, sorted. */
+static const int32_t LOWER_U16[][2] = {
+    {0x1C89, 0x1C8A}, {0xA7CB, 0x0264}, {0xA7CC, 0xA7CD}, {0xA7CE, 0xA7CF}, {0xA7D2, 0xA7D3},
+    {0xA7D4, 0xA7D5}, {0xA7DA, 0xA7DB}, {0xA7DC, 0x019B}, {0x10D50, 0x10D70}, {0x10D51, 0x10D71},
+    {0x10D52, 0x10D72}, {0x10D53, 0x10D73}, {0x10D54, 0x10D74}, {0x10D55, 0x10D75},
+    {0x10D56, 0x10D76}, {0x10D57, 0x10D77}, {0x10D58, 0x10D78}, {0x10D59, 0x10D79},
+    {0x10D5A, 0x10D7A}, {0x10D5B, 0x10D7B}, {0x10D5C, 0x10D7C}, {0x10D5D, 0x10D7D},
+    {0x10D5E, 0x10D7E}, {0x10D5F, 0x10D7F}, {0x10D60, 0x10D80}, {0x10D61, 0x10D81},
+    {0x10D62, 0x10D82}, {0x10D63, 0x10D83}, {0x10D64, 0x10D84}, {0x10D65, 0x10D85},
+    {0x16EA0, 0x16EBB}, {0x16EA1, 0x16EBC}, {0x16EA2, 0x16EBD}, {0x16EA3, 0x16EBE},
+    {0x16EA4, 0x16EBF}, {0x16EA5, 0x16EC0}, {0x16EA6, 0x16EC1}, {0x16EA7, 0x16EC2},
+    {0x16EA8, 0x16EC3}, {0x16EA9, 0x16EC4}, {0x16EAA, 0x16EC5}, {0x16EAB, 0x16EC6},
+    {0x16EAC, 0x16EC7}, {0x16EAD, 0x16EC8}, {0x16EAE, 0x16EC9}, {0x16EAF, 0x16ECA},
+    {0x16EB0, 0x16ECB}, {0x16EB1, 0x16ECC}, {0x16EB2, 0x16ECD}, {0x16EB3, 0x16ECE},
+    {0x16EB4, 0x16ECF}, {0x16EB5, 0x16ED0}, {0x16EB6, 0x16ED1}, {0x16EB7, 0x16ED2},
+    {0x16EB8, 0x16ED3},
+};
+
+/* Rust's char::to_lowercase (what tokenizers' Lowercase uses), built on
+ * utf8proc's simple lowercase mapping. Compared over all code points with
+ * tokenizers 0.23 (docs/inputs.md): the only differences are U+0130, whose
+ * full mapping is two characters, and the Unicode 16 pairs above. */
 static int lower_full(int32_t c, int32_t out[2]) {
     if (c == 0x130) {
         out[0] = 'i';
         out[1] = 0x307;
         return 2;
+    }
+    if (c >= 0x1C89) {
+        size_t lo = 0, hi = sizeof LOWER_U16 / sizeof LOWER_U16[0];
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (LOWER_U16[mid][0] == c) {
+                out[0] = LOWER_U16[mid][1];
+                return 1;
+            }
+            if (LOWER_U16[mid][0] < c)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
     }
     out[0] = utf8proc_tolower(c);
     return 1;

@@ -73,6 +73,36 @@ static void check_captions(sf_tokenizer *t, const char *fixture) {
 
 TEST(captions_match_fast_tokenizer) { check_captions(tok, FIX "/captions.json"); }
 
+/* Random strings over many scripts (raw ids, no specials/padding). */
+TEST(random_strings_match_fast_tokenizer) {
+    cJSON *j = load_json(FIX "/captions.json");
+    const cJSON *c;
+    int n = 0, bad = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(j, "random")) {
+        const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "text"));
+        const cJSON *raw = cJSON_GetObjectItemCaseSensitive(c, "raw_ids");
+        int nraw = cJSON_GetArraySize(raw);
+        int32_t r[1024];
+        int got = sf_tokenizer_encode_raw(tok, text, r, 1024);
+        int ok = got == nraw;
+        for (int i = 0; ok && i < nraw; i++)
+            if (r[i] != (int32_t)cJSON_GetArrayItem(raw, i)->valuedouble) ok = 0;
+        if (!ok && bad++ < 5) {
+            fprintf(stderr, "mismatch for \"%s\" (", text);
+            for (const unsigned char *p = (const unsigned char *)text; *p; p++) fprintf(stderr, "%02x", *p);
+            fprintf(stderr, ")\n  got ");
+            for (int i = 0; i < got && i < 30; i++) fprintf(stderr, "%d ", r[i]);
+            fprintf(stderr, "\n want ");
+            for (int i = 0; i < nraw && i < 30; i++) fprintf(stderr, "%d ", (int)cJSON_GetArrayItem(raw, i)->valuedouble);
+            fprintf(stderr, "\n");
+        }
+        n++;
+    }
+    CHECK_MSG(bad == 0, "%d of %d random strings differ", bad, n);
+    CHECK(n >= 100);
+    cJSON_Delete(j);
+}
+
 /* tokenizer.json path: a small real tokenizers file (truncated vocabulary). */
 TEST(tokenizer_json) {
     sf_tokenizer *t = sf_tokenizer_load_dir(FIX "/small-tokenizer");
@@ -158,6 +188,7 @@ int main(void) {
     }
     RUN(basics);
     RUN(captions_match_fast_tokenizer);
+    RUN(random_strings_match_fast_tokenizer);
     RUN(tokenizer_json);
     RUN(load_errors);
     RUN(long_inputs);
