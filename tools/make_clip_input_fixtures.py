@@ -208,7 +208,7 @@ def image_records(d, files, proc, cfg):
         pv_white = proc(im, return_tensors="np")["pixel_values"][0]
         assert pv.shape == (3,) + crop
         flat = pv.reshape(-1)
-        idx = list(range(0, flat.size, 997)) + [flat.size - 1]
+        idx = list(range(0, flat.size, 3989)) + [flat.size - 1]
         recs.append(
             {
                 "file": fn,
@@ -402,7 +402,7 @@ def random_captions(n=400, seed=7):
     ]
     out = []
     for _ in range(n):
-        k = rng.randint(1, 40)
+        k = rng.randint(1, 30)
         out.append("".join(rng.choice(rng.choice(pools)) for _ in range(k)))
     return out
 
@@ -432,14 +432,14 @@ def caption_records(vocab_dir):
 
 def small_tokenizer(vocab_dir, out_dir):
     """A real tokenizer.json (written by tokenizers) with a truncated CLIP
-    vocabulary -- the 512 byte tokens, the first 3000 merges and the
+    vocabulary -- the 512 byte tokens, the first 800 merges and the
     specials -- plus ids for the captions, to test the tokenizer.json path
     without committing the 3.6 MB full file. Also a tokenizer_config.json
     that pads with a different token, to test pad overrides."""
     from transformers import CLIPTokenizer
 
     vocab = json.load(open(os.path.join(vocab_dir, "vocab.json"), encoding="utf-8"))
-    merges = open(os.path.join(vocab_dir, "merges.txt"), encoding="utf-8").read().split("\n")[1:3001]
+    merges = open(os.path.join(vocab_dir, "merges.txt"), encoding="utf-8").read().split("\n")[1:801]
     inv = sorted(vocab.items(), key=lambda kv: kv[1])
     small = {k: v for k, v in inv[:512]}
     for m in merges:
