@@ -22,6 +22,7 @@ What it makes (all small, ~0.5 MB in total):
   datasets.json            expected rows of the wds and folder datasets.
 """
 import argparse
+import gzip
 import io
 import json
 import os
@@ -157,6 +158,31 @@ def expected_for(path):
     return out
 
 
+def write_fuzz_seeds(corpus):
+    """Tiny seeds for fuzz/fuzz_parquet.c and fuzz/fuzz_tar.c (a few KB each)."""
+    pdir, tdir = os.path.join(corpus, "parquet"), os.path.join(corpus, "tar")
+    os.makedirs(pdir, exist_ok=True)
+    os.makedirs(tdir, exist_ok=True)
+    t = recap_table(6)
+    fake = [b"\xff\xd8\xff\xe0" + bytes([i]) * 5 for i in range(6)]
+    imgs = [None if v is None else {"bytes": fake[i] if v["bytes"] is not None else None, "path": v["path"]}
+            for i, v in enumerate(t.column("image").to_pylist())]
+    t = t.set_column(1, "image", pa.array(imgs, t.schema.field("image").type))
+    for codec in ("none", "snappy", "gzip", "zstd"):
+        for dpv in ("1.0", "2.0"):
+            pq.write_table(t, os.path.join(pdir, f"recap_{codec}_v{dpv[0]}.parquet"), compression=codec,
+                           data_page_version=dpv, row_group_size=4, write_statistics=False,
+                           use_dictionary=codec in ("snappy", "zstd"), data_page_size=64, write_batch_size=2)
+    pq.write_table(types_table(9), os.path.join(pdir, "types.parquet"), compression="none",
+                   write_statistics=False, row_group_size=5, data_page_version="2.0")
+    with tarfile.open(os.path.join(tdir, "two.tar"), "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in [("a.jpg", b"\xff\xd8\xffx"), ("a.txt", b"cap"), ("d/b.png", b"\x89PNG\r\n\x1a\n"),
+                           ("d/b.json", b'{"caption": "c"}')]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "fixtures", "data"))
@@ -232,7 +258,10 @@ def main():
         ]),
     ]
     for fname, comp, samples in shards:
-        with tarfile.open(os.path.join(wds, fname), "w:gz" if comp else "w", format=tarfile.USTAR_FORMAT) as tf:
+        # gzip with mtime 0 so that regenerating gives identical bytes.
+        raw = open(os.path.join(wds, fname), "wb")
+        fobj = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") if comp else raw
+        with tarfile.open(fileobj=fobj, mode="w", format=tarfile.USTAR_FORMAT) as tf:
             for key, iext, img, cext, cap in samples:
                 if key == "000005.x":
                     add(tf, "000005.x.jpg", img)
@@ -252,6 +281,9 @@ def main():
                         c = j.get("caption", j.get("txt"))
                 rows.append({"id": key, "ext": {"jpeg": "jpg"}.get(iext, iext) if iext else None,
                              "image": crc(img) if img is not None else None, "caption": c})
+        if comp:
+            fobj.close()
+        raw.close()
     datasets["wds"] = rows
 
     # Image folders.
@@ -294,6 +326,8 @@ def main():
     folder("folder_txt", files, None, side)
     datasets["folder_txt"] = [{"id": fn, "ext": ext_of(fn), "image": crc(b),
                                "caption": (caps.get(fn) if fn != "img02.jpg" else None)} for fn, b in files]
+
+    write_fuzz_seeds(os.path.join(os.path.dirname(out), "..", "fuzz", "corpus"))
 
     with open(os.path.join(out, "datasets.json"), "w") as f:
         json.dump(datasets, f, indent=1, ensure_ascii=False, sort_keys=True)
