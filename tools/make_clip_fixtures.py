@@ -25,6 +25,15 @@ Models:
   text_proj  CLIPTextModelWithProjection alone
   bf16       tiny-like CLIPModel saved in BF16; expected outputs are the F32
              forward of the BF16-rounded weights (saeflow computes in F32)
+  e2e        for `saeflow extract`: a tiny CLIPModel with a processor
+             (preprocessor_config.json at 32 px) and a compact CLIP tokenizer
+             (the 512 byte tokens + the first 300 merges of the real CLIP
+             vocabulary, renumbered, so the embedding table stays small);
+             e2e.expected.safetensors holds what the reference pipeline
+             (Pillow + CLIPProcessor + CLIPModel) gives for the images in
+             fixtures/clip-inputs/images and the captions in e2e_captions.txt:
+             vision = hidden_states[-2][:, 0], text = pooler_output,
+             text_l1 = hidden_states[1] at every non-padding token (+ rows, pos)
 """
 import argparse
 import json
@@ -178,9 +187,91 @@ def build(out):
     ids, mask = make_ids(256, 254, 255, 255, 16, [7, 16], gen)
     record(f"{out}/bf16.expected.safetensors", m, px, ids, mask)
 
+    e2e(out, gen)
+
     with open(f"{out}/README.md", "w") as f:
         f.write("Made by tools/make_clip_fixtures.py (transformers %s, torch %s); see its docstring.\n"
                 % (__import__("transformers").__version__, torch.__version__))
+
+
+E2E_CAPTIONS = [
+    "a photo of a cat", "A DOG running on the beach!", "two people, one bicycle & 3 trees",
+    "caf\u00e9 cr\u00e8me br\u00fbl\u00e9e at na\u00efve prices", "\u6771\u4eac\u30bf\u30ef\u30fc at night",
+    "emoji time \U0001F600\U0001F408\u200d\u2b1b!!", "   lots   of\twhitespace   ", "",
+    "numbers 1234567 and 3.14159", "it's a dog's life, isn't it?", "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440",
+    "a very long caption " + "that keeps going and going " * 12 + "until it is truncated",
+    "red/green/blue: rgb", "UPPER lower MiXeD", "\u00bfqu\u00e9 tal?", "tab\tand\nnewline",
+    "a photo of a photo of a photo", "x", "the end.", "one more caption for the twentieth image",
+]
+
+
+def compact_tokenizer(vocab_dir, n_merges=300):
+    """The real CLIP BPE, cut down: byte tokens, the first merges, specials."""
+    from transformers import CLIPTokenizer
+    vocab = json.load(open(os.path.join(vocab_dir, "vocab.json"), encoding="utf-8"))
+    merges = open(os.path.join(vocab_dir, "merges.txt"), encoding="utf-8").read().split("\n")[1:n_merges + 1]
+    inv = sorted(vocab.items(), key=lambda kv: kv[1])
+    small = {k: i for i, (k, _) in enumerate(inv[:512])}
+    for m in merges:
+        a, b = m.split()
+        small.setdefault(a + b, len(small))
+    small["<|startoftext|>"] = len(small)
+    small["<|endoftext|>"] = len(small)
+    return CLIPTokenizer(vocab=small, merges=[tuple(m.split()) for m in merges])
+
+
+def e2e(out, gen):
+    from PIL import Image
+    # The PIL-backed processor (transformers 5 renamed it; its plain
+    # CLIPImageProcessor is now the torchvision one, which resizes
+    # differently). It is what the reference ran and what saeflow matches.
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    here = os.path.dirname(os.path.abspath(__file__))
+    inputs = os.path.join(here, "..", "fixtures", "clip-inputs")
+    tok = compact_tokenizer(inputs)
+    V = len(tok.get_vocab())
+    cfg = CLIPConfig(vision_config=vision_cfg(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                              num_hidden_layers=3),
+                     text_config=text_cfg(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                          vocab_size=V, max_position_embeddings=77,
+                                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                          pad_token_id=tok.pad_token_id),
+                     projection_dim=16)
+    m = CLIPModel(cfg).eval()
+    randomize_(m, gen)
+    d = f"{out}/e2e"
+    save(m, d)
+    proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(d)
+    tok.save_pretrained(d)
+    imgdir = os.path.join(inputs, "images")
+    exts = (".jpg", ".jpeg", ".png", ".webp")
+    names = sorted(n for n in os.listdir(imgdir) if n.lower().endswith(exts) and not n.startswith("."))
+    names = sorted(names, key=lambda n: n.encode())
+    caps = (E2E_CAPTIONS * ((len(names) + len(E2E_CAPTIONS) - 1) // len(E2E_CAPTIONS)))[:len(names)]
+    with open(f"{out}/e2e_captions.txt", "w", encoding="utf-8") as f:
+        for c in caps:
+            f.write(c.replace("\n", " ").replace("\r", " ") + "\n")
+    caps = [c.replace("\n", " ").replace("\r", " ") for c in caps]
+    # Pillow's convert("RGB") (alpha dropped), handed over as fresh pixels:
+    # a converted image keeps info["transparency"], on which transformers 5's
+    # convert_to_rgb would composite onto white (docs/inputs.md).
+    import numpy as np
+    images = [Image.fromarray(np.array(Image.open(os.path.join(imgdir, n)).convert("RGB"))) for n in names]
+    px = proc(images=images, return_tensors="pt")["pixel_values"]
+    enc = tok(caps, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+    with torch.no_grad():
+        vo = m.vision_model(pixel_values=px, output_hidden_states=True)
+        to = m.text_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
+    h1 = to.hidden_states[1]
+    mask = enc["attention_mask"].bool()
+    rows = torch.arange(len(caps)).unsqueeze(1).expand_as(mask)[mask]
+    pos = torch.arange(77).unsqueeze(0).expand_as(mask)[mask]
+    save_file({"vision": vo.hidden_states[-2][:, 0].contiguous(), "text": to.pooler_output.contiguous(),
+               "text_l1": h1[mask].contiguous(), "text_l1_rows": rows.contiguous(),
+               "text_l1_pos": pos.to(torch.int32).contiguous(), "input_ids": enc["input_ids"].to(torch.int32),
+               "pixel_values": px.contiguous()},
+              f"{out}/e2e.expected.safetensors", metadata={"images": "\n".join(names)})
 
 
 def full_l14(out):

@@ -21,6 +21,7 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double *o
 #define SF_COMMANDS(X)                                                                     \
     X(help, "show commands, or `saeflow help <cmd>` for one")                             \
     X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")      \
+    X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")    \
     X(train, "train a TopK sparse autoencoder on activations (safetensors)")              \
     X(encode, "activations -> sparse SAE codes (CSR safetensors)")                        \
     X(decode, "SAE codes -> reconstructed activations")                                   \

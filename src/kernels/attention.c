@@ -2,9 +2,8 @@
  *
  * Parallelism: the B*H (batch, head) pairs are independent, so OpenMP hands
  * them out to threads and each thread runs single-threaded sgemm calls on
- * strided views of q/k/v (no transposes or copies of the heads). OpenBLAS's
- * own pool is switched to one thread for the duration, otherwise every
- * OpenMP thread would also fan out into BLAS threads and oversubscribe.
+ * strided views of q/k/v (no transposes or copies of the heads); OpenBLAS
+ * itself always runs single-threaded (see linear.c).
  * The score matrix of one pair is Tq x Tk floats (257 x 257 for ViT-L/14,
  * 260 KB) in a per-thread scratch buffer. */
 #include <cblas.h>
@@ -18,8 +17,7 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
     const int64_t B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, Dh = s->Dh;
     if (B <= 0 || Tq <= 0 || H <= 0) return;
     const int64_t pairs = B * H;
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    sf_blas_single_threaded();
 #pragma omp parallel
     {
         float *S = sf_malloc_aligned((size_t)(Tq * (Tk > 0 ? Tk : 1)) * sizeof(float));
@@ -55,5 +53,4 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
         }
         sf_free_aligned(S);
     }
-    openblas_set_num_threads(blas_threads);
 }

@@ -10,9 +10,13 @@
  * finite for every input (e^-87.5 ~ 1e-38, e^88.3 ~ 2e38). */
 static inline float sf_expf_fast(float x) {
     x = x < -87.5f ? -87.5f : (x > 88.3f ? 88.3f : x);
-    float n = __builtin_roundf(x * 1.44269504088896341f);
-    float r = x - n * 0.693145751953125f;   /* ln2 high part, exact product */
-    r = r - n * 1.428606765330187e-06f;     /* ln2 low part */
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick (no libm call, so the loop
+     * vectorizes); valid because |x / ln2| < 2^22. */
+    const float magic = 12582912.0f;
+    float t = x * 1.44269504088896341f + magic;
+    float n = t - magic;
+    float r = x - n * 0.693145751953125f; /* ln2 high part, exact product */
+    r = r - n * 1.428606765330187e-06f;   /* ln2 low part */
     float p = 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
@@ -20,10 +24,15 @@ static inline float sf_expf_fast(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    union { int32_t i; float f; } s;
-    s.i = ((int32_t)n + 127) << 23;
+    /* 2^n: n sits in the low mantissa bits of t; move it into the exponent. */
+    union { float f; int32_t i; } u = {t}, s;
+    s.i = (u.i - 0x4B400000 + 127) << 23;
     return p * s.f;
 }
+
+/* Makes OpenBLAS single-threaded (once): OpenMP owns the threads. Call
+ * outside parallel regions. */
+void sf_blas_single_threaded(void);
 
 /* Stable softmax of one row in place; -inf entries get probability 0, an
  * all -inf row becomes zeros. */

@@ -1,58 +1,105 @@
 /* Dense layers on OpenBLAS: linear (x @ W^T + b) and the patch-embedding
  * convolution as im2col + GEMM. */
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "saeflow/kernels.h"
+#include "kernels/internal.h"
 
-/* Bytes of F32 scratch per BF16 panel: large enough that each sgemm call
- * still has a long N (>= 256 for K <= 4096), small enough to stay in L2/L3. */
-#define SF_PANEL_BYTES (4u << 20)
+/* Bytes of F32 scratch per BF16 panel and thread: about half an L2, so the
+ * widened panel stays cache-resident while the GEMM streams x past it. */
+#define SF_PANEL_BYTES (1u << 20)
 
-void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias, float *y,
-               int64_t ldy, int accumulate) {
-    // x (M, K), W (N, K) -> y (M, N) row stride ldy
-    int64_t N = W->shape[0];
+/* Threading model: OpenBLAS always runs single-threaded and OpenMP owns all
+ * parallelism. Each thread multiplies x by its own slice of W's rows (output
+ * features), so only one pool of threads exists; with OpenBLAS's own pool
+ * next to OpenMP's, the two spin-wait against each other on a small machine
+ * (measured: ~15% of a ViT-L/14 forward went to sched_yield and spinning).
+ * Per-thread slices also make BF16 widening parallel and cache-local. */
+
+// y[m0:m1, n0:n1] (+)= x[m0:m1] @ W[n0:n1]^T + bias[n0:n1]
+static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, const sf_weight *W, const float *bias,
+                         float *y, int64_t ldy, int accumulate, int64_t n0, int64_t n1, float *panel, int64_t nb) {
+    const int64_t M = m1 - m0, N = n1 - n0;
     if (M <= 0 || N <= 0) return;
+    x += m0 * K;
+    y += m0 * ldy;
     float beta = accumulate ? 1.0f : 0.0f;
     if (bias) {
         /* Put the bias into y first and let the GEMM accumulate onto it
          * (beta = 1): one pass over y instead of a second one afterwards. */
-#pragma omp parallel for schedule(static) if (M * N > 65536)
         for (int64_t m = 0; m < M; m++) {
-            float *row = y + m * ldy;
+            float *row = y + m * ldy + n0;
             if (accumulate)
-                for (int64_t n = 0; n < N; n++) row[n] += bias[n];
+                for (int64_t n = 0; n < N; n++) row[n] += bias[n0 + n];
             else
-                memcpy(row, bias, (size_t)N * sizeof(float));
+                memcpy(row, bias + n0, (size_t)N * sizeof(float));
         }
         beta = 1.0f;
     }
     if (K == 0) {
         if (!bias && !accumulate)
-            for (int64_t m = 0; m < M; m++) memset(y + m * ldy, 0, (size_t)N * sizeof(float));
+            for (int64_t m = 0; m < M; m++) memset(y + m * ldy + n0, 0, (size_t)N * sizeof(float));
         return;
     }
     if (W->dtype == SF_DT_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K,
-                    (const float *)W->data, (int)K, beta, y, (int)ldy);
+                    (const float *)W->data + n0 * K, (int)K, beta, y + n0, (int)ldy);
         return;
     }
-    /* BF16: widen a panel of output features (rows of W) to F32, multiply,
-     * move on. The widening costs N*K element copies per call against M*N*K
-     * multiply-adds, so it is noise for M in the hundreds (a batch of tokens). */
-    int64_t nb = (int64_t)(SF_PANEL_BYTES / sizeof(float)) / K;
-    if (nb < 16) nb = 16;
-    nb = nb / 16 * 16;
-    if (nb > N) nb = N;
-    float *panel = sf_malloc_aligned((size_t)(nb * K) * sizeof(float));
-    for (int64_t n0 = 0; n0 < N; n0 += nb) {
-        int64_t cur = N - n0 < nb ? N - n0 : nb;
-        sf_weight_rows_f32(W, n0, cur, panel);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)cur, (int)K, 1.0f, x, (int)K,
-                    panel, (int)K, beta, y + n0, (int)ldy);
+    /* BF16: widen a panel of W's rows to F32, multiply, move on. Widening
+     * costs N*K copies against M*N*K multiply-adds: noise for M in the
+     * hundreds (a batch of tokens). */
+    for (int64_t p0 = n0; p0 < n1; p0 += nb) {
+        int64_t cur = n1 - p0 < nb ? n1 - p0 : nb;
+        const uint16_t *src = (const uint16_t *)W->data + p0 * K;
+        for (int64_t i = 0; i < cur * K; i++) {
+            union { uint32_t u; float f; } v;
+            v.u = (uint32_t)src[i] << 16;
+            panel[i] = v.f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)cur, (int)K, 1.0f, x, (int)K, panel,
+                    (int)K, beta, y + p0, (int)ldy);
     }
-    sf_free_aligned(panel);
+}
+
+void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias, float *y,
+               int64_t ldy, int accumulate) {
+    // x (M, K), W (N, K) -> y (M, N) row stride ldy
+    const int64_t N = W->shape[0];
+    if (M <= 0 || N <= 0) return;
+    sf_blas_single_threaded();
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    /* Split the output features when every thread gets a wide slice (the
+     * usual case: N >= 768); otherwise split rows; tiny products run on one
+     * thread (a parallel region costs more than they do). */
+    int split_n = N >= 128 * (int64_t)nt, split_m = !split_n && M >= 32 * (int64_t)nt;
+    if ((double)M * (double)N * (double)K < 1e6 || (!split_n && !split_m)) nt = 1;
+    int64_t nb = 0;
+    if (W->dtype == SF_DT_BF16) {
+        nb = (int64_t)(SF_PANEL_BYTES / sizeof(float)) / (K > 0 ? K : 1);
+        nb = nb < 16 ? 16 : nb / 16 * 16;
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
+        if (n > 1 && split_n) { /* slices rounded to 16 columns: whole vector tiles */
+            int64_t per = (N / 16 + n - 1) / n * 16;
+            n0 = t * per < N ? t * per : N;
+            n1 = n0 + per < N ? n0 + per : N;
+        } else if (n > 1) {
+            m0 = M * t / n, m1 = M * (t + 1) / n;
+        }
+        float *panel = NULL;
+        if (W->dtype == SF_DT_BF16) {
+            int64_t rows = nb < n1 - n0 ? nb : n1 - n0;
+            panel = sf_malloc_aligned((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)) * sizeof(float));
+        }
+        linear_block(x, m0, m1, K, W, bias, y, ldy, accumulate, n0, n1, panel, nb);
+        sf_free_aligned(panel);
+    }
 }
 
 void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W, int64_t p,

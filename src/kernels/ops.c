@@ -136,6 +136,7 @@ void sf_rmsnorm(const float *x, float *y, int64_t M, int64_t D, const float *gam
 
 void sf_softmax_row(float *x, int64_t N) {
     float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
     for (int64_t i = 0; i < N; i++) mx = x[i] > mx ? x[i] : mx;
     if (mx == -INFINITY) { /* fully masked: attend to nothing */
         memset(x, 0, (size_t)N * sizeof(float));

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "saeflow/kernels.h"
+#include "kernels/internal.h"
 
 static uint16_t f32_to_bf16_rne(float f) {
     union { float f; uint32_t u; } v = {f};
@@ -88,13 +89,21 @@ void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst) 
 
 /* ---- threads ----------------------------------------------------------- */
 
-static int g_threads = 0;
+static int g_threads = 0, g_blas_single = 0;
+
+void sf_blas_single_threaded(void) {
+    if (!g_blas_single) { /* called outside parallel regions only */
+        openblas_set_num_threads(1);
+        g_blas_single = 1;
+    }
+}
 
 void sf_kernels_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     g_threads = n;
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1); /* OpenMP owns the threads, see linear.c */
+    g_blas_single = 1;
 }
 
 int sf_kernels_threads(void) {
@@ -104,8 +113,8 @@ int sf_kernels_threads(void) {
 const char *sf_kernels_blas_info(void) {
     static char buf[256];
     const char *cfg = openblas_get_config();
-    snprintf(buf, sizeof buf, "%s; core %s; %d BLAS threads, %d OpenMP threads", cfg ? cfg : "OpenBLAS",
-             openblas_get_corename(), openblas_get_num_threads(), omp_get_max_threads());
+    snprintf(buf, sizeof buf, "%s; core %s; %d OpenMP threads (BLAS calls single-threaded)",
+             cfg ? cfg : "OpenBLAS", openblas_get_corename(), omp_get_max_threads());
     return buf;
 }
 
@@ -125,7 +134,8 @@ static const char *best_core(void) {
 }
 
 void sf_kernels_fix_blas_core(void) {
-    if (getenv("OPENBLAS_CORETYPE")) return; /* the user (or our own re-exec) chose */
+    /* the user (or our own re-exec) chose; SAEFLOW_NO_REEXEC opts out */
+    if (getenv("OPENBLAS_CORETYPE") || getenv("SAEFLOW_NO_REEXEC")) return;
     const char *best = best_core(), *cur = openblas_get_corename();
     if (!best || !cur || !strcasecmp(best, cur)) return;
     /* Only override OpenBLAS's generic fallbacks: a named modern core (Zen,
@@ -147,6 +157,7 @@ void sf_kernels_fix_blas_core(void) {
     int argc = 0;
     for (size_t i = 0; i < len; i++)
         if (cmd[i] == 0) argc++;
+    if (cmd[len - 1] != 0) argc++; /* sf_read_file NUL-terminates the last one */
     char **argv = sf_calloc((size_t)argc + 1, sizeof *argv);
     int a = 0;
     for (size_t i = 0; i < len && a < argc; a++) {
