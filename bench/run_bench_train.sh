@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Training-step benchmark: saeflow vs the PyTorch statement of the reference
+# TopK step, same machine, same shapes, 2 threads, one invocation.
+#
+#   bench/run_bench_train.sh [BUILD_DIR] [--steps N] [--shape d,n,k,B ...]
+#
+# BUILD_DIR defaults to ./build (needs the bench_train target built).
+# PYTHON selects the interpreter with torch (default: python3).
+# Prints both samples/s, their ratio, step/encoder-GEMM and Adam's share.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+build="${1:-$here/../build}"
+[ $# -gt 0 ] && shift
+threads=2
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1
+# Debian's OpenBLAS 0.3.21 picks its slow "Prescott" kernels on CPUs it does
+# not know; bench_train re-execs itself with OPENBLAS_CORETYPE set when it sees
+# that (sf_sae_blas_fixup), so nothing to do here.
+py="${PYTHON:-python3}"
+exe="$build/bench_train"
+[ -x "$exe" ] || { echo "missing $exe (cmake --build $build --target bench_train)" >&2; exit 1; }
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "--- saeflow"
+c_out="$("$exe" --threads $threads "$@")"
+echo "$c_out" | grep -v '^RESULT'
+echo "--- torch"
+t_out="$("$py" "$here/bench_train_torch.py" --threads $threads "$@")"
+echo "$t_out" | grep -v '^RESULT'
+echo "--- summary (threads $threads)"
+printf '%-28s %14s %14s %8s %10s %10s\n' shape saeflow/s torch/s ratio step/GEMM adam
+echo "$c_out" | grep '^RESULT' | while read -r _ d n k B sps msps sog adam gf; do
+    key="$d $n $k $B"
+    tl="$(echo "$t_out" | grep "^RESULT $key " || true)"
+    tsps="$(echo "$tl" | sed -n 's/.*samples_per_s=\([0-9.]*\).*/\1/p' | head -1)"
+    c="${sps#samples_per_s=}"
+    ratio="$(awk -v a="$c" -v b="${tsps:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')"
+    printf '%-28s %14s %14s %8s %10s %10s\n' "$d,$n,$k,$B" "$c" "${tsps:-n/a}" "$ratio" \
+        "${sog#step_over_gemm=}" "${adam#adam_share=}"
+done
