@@ -2,7 +2,7 @@
  * and, for every image that decodes, the CLIP preprocessing at a small size
  * plus a resize to sizes taken from the input, so the resampler sees odd
  * shapes too. Seeds: fixtures/clip-inputs/images and .../corrupt, e.g.
- *   mkdir -p fuzz/corpus/image && cp fixtures/clip-inputs/images/* fuzz/corpus/image/
+ *   mkdir -p fuzz/corpus/image; cp fixtures/clip-inputs/images/(all) fuzz/corpus/image/
  *   fuzz/run.sh 60 fuzz_image */
 #include <stdlib.h>
 #include <string.h>

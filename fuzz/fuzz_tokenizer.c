@@ -12,14 +12,18 @@
 
 static sf_tokenizer *tok;
 
-/* fixtures/clip-inputs next to this file's folder (__FILE__ is absolute
- * under CMake) */
+/* fixtures/clip-inputs of the repository this file is in (__FILE__ is
+ * absolute under CMake), or of $SAEFLOW_ROOT */
 static void load_once(void) {
     if (tok) return;
     char root[4096];
     snprintf(root, sizeof root, "%s", __FILE__);
-    char *s = strstr(root, "/fuzz/fuzz_tokenizer.c");
-    if (s) *s = 0;
+    char *s = strstr(root, "fuzz/fuzz_tokenizer.c");
+    if (s == root)
+        snprintf(root, sizeof root, "."); /* relative __FILE__: run from the repository root */
+    else if (s)
+        s[-1] = 0;
+    if (getenv("SAEFLOW_ROOT")) snprintf(root, sizeof root, "%s", getenv("SAEFLOW_ROOT"));
     char v[4200], m[4200];
     snprintf(v, sizeof v, "%s/fixtures/clip-inputs/vocab.json", root);
     snprintf(m, sizeof m, "%s/fixtures/clip-inputs/merges.txt", root);
