@@ -168,6 +168,18 @@ static int load_captions(extract *e) {
     return 0;
 }
 
+/* Skipped rows: the first few are named, then only counted (the totals are
+ * printed at the end and stored in the output's metadata). */
+static int g_warned = 0, g_bar = 0;
+static void warn_skip(int64_t row, const char *id, const char *why) {
+    if (g_warned < 20)
+        fprintf(stderr, "%ssaeflow extract: warning: row %lld (%s) skipped: %s\n", g_bar ? "\n" : "", (long long)row,
+                id, why);
+    else if (g_warned == 20)
+        fprintf(stderr, "%ssaeflow extract: warning: more rows skipped; not naming them\n", g_bar ? "\n" : "");
+    g_warned++;
+}
+
 /* ---- one batch ----------------------------------------------------------- */
 
 typedef struct {
@@ -216,8 +228,7 @@ static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32
     int g = 0;
     for (int i = 0; i < n; i++) {
         if (!items[i].ok) {
-            fprintf(stderr, "\nsaeflow extract: warning: row %lld (%s) skipped: %s\n", (long long)items[i].row,
-                    items[i].id, items[i].err);
+            warn_skip(items[i].row, items[i].id, items[i].err);
             sh->skipped++;
             continue;
         }
@@ -350,7 +361,8 @@ static int write_part(const extract *e, const shard *sh, const char *path) {
 }
 
 /* Streams the parts into one safetensors file: tensors concatenated along
- * dim 0 in shard order, constant memory. */
+ * dim 0 in shard order, constant memory. Returns 0, -1 on error, 1 when no
+ * part holds a row (nothing is written then). */
 static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n_rows, int64_t *n_skipped) {
     sf_st *parts = sf_calloc((size_t)n_shards, sizeof(sf_st));
     int64_t opened = 0;
@@ -395,6 +407,7 @@ static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n
         sf_error("no row of %lld had all the inputs the towers need (use --text none / --vision none, or "
                  "--captions FILE); nothing written",
                  (long long)N);
+        rc = 1; /* "empty", distinct from a failure: the parts hold nothing to keep */
         goto done;
     }
     char buf[64];
@@ -523,6 +536,7 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
     int rc = -1;
     sf_progress prog;
     sf_progress_start(&prog, "extract", (uint64_t)N, "rows");
+    g_bar = prog.enabled;
     int64_t done_rows = 0, fresh = 0;
     for (int64_t k = 0; k < n_shards; k++) {
         int64_t r0 = k * e->shard_rows, r1 = r0 + e->shard_rows < N ? r0 + e->shard_rows : N;
@@ -554,8 +568,7 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
                 const char *cap = e->captions_path ? e->caps[s.row] : s.caption;
                 const char *missing = e->vision_on && !s.image ? "no image" : e->text_on && !cap ? "no caption" : NULL;
                 if (missing) {
-                    fprintf(stderr, "\nsaeflow extract: warning: row %lld (%s) skipped: %s\n", (long long)s.row, s.id,
-                            missing);
+                    warn_skip(s.row, s.id, missing);
                     sh.skipped++;
                     continue;
                 }
@@ -590,12 +603,15 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
     }
     sf_progress_finish(&prog, NULL);
     int64_t n_rows, n_skipped;
-    if (merge_parts(e, n_shards, N, &n_rows, &n_skipped)) goto done;
+    int mrc = merge_parts(e, n_shards, N, &n_rows, &n_skipped);
+    if (mrc < 0) goto done; /* keep the parts for a retry */
+    /* merged, or nothing worth keeping (no row had its inputs) */
     for (int64_t k = 0; k < n_shards; k++) {
         char *pp = part_path(e->out, k);
         unlink(pp);
         free(pp);
     }
+    if (mrc) goto done;
     fprintf(stderr, "saeflow extract: %lld rows -> %s (%lld skipped, %lld of %lld shards computed now)\n",
             (long long)n_rows, e->out, (long long)n_skipped, (long long)fresh, (long long)n_shards);
     rc = 0;

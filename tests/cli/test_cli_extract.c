@@ -1,0 +1,305 @@
+/* `saeflow extract` end to end: the fixture CLIP model (fixtures/clip/e2e)
+ * over the images of fixtures/clip-inputs/images and the captions of
+ * fixtures/clip/e2e_captions.txt, against what transformers computes for the
+ * same files (fixtures/clip/e2e.expected.safetensors, from
+ * tools/make_clip_fixtures.py). Error norm: max |ours - theirs| / max |theirs|
+ * per tensor, <= 1e-4. Also resuming, settings mismatch, bad inputs. */
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "saeflow/common.h"
+#include "test.h"
+
+#define CLIPFIX SF_SOURCE_DIR "/fixtures/clip/"
+#define IMAGES SF_SOURCE_DIR "/fixtures/clip-inputs/images"
+
+static int run(const char *cmd, char **out) {
+    char full[20000];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = sf_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (n + 1 >= cap) buf = sf_realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* A minimal safetensors reader (the CLI tests link only sf_core). */
+typedef struct {
+    char *buf;
+    size_t len;
+    cJSON *hdr;
+    const char *data;
+} stfile;
+
+static int st_open(stfile *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    f->buf = sf_read_file(path, &f->len);
+    if (!f->buf || f->len < 8) return -1;
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | (unsigned char)f->buf[i];
+    if (hl > f->len - 8) return -1;
+    f->hdr = cJSON_ParseWithLength(f->buf + 8, hl);
+    f->data = f->buf + 8 + hl;
+    return f->hdr ? 0 : -1;
+}
+static void st_close(stfile *f) {
+    cJSON_Delete(f->hdr);
+    free(f->buf);
+}
+/* Pointer to the data of `name` (copy before use: may be unaligned), its
+ * shape in dims[0..1] (dims[1] = 1 for 1-D); NULL if absent. */
+static const void *st_get(const stfile *f, const char *name, const char *dtype, int64_t dims[2]) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(f->hdr, name);
+    if (!t) return NULL;
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype"), *sh = cJSON_GetObjectItemCaseSensitive(t, "shape"),
+                *off = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+    if (!cJSON_IsString(dt) || strcmp(dt->valuestring, dtype)) return NULL;
+    dims[0] = (int64_t)cJSON_GetArrayItem(sh, 0)->valuedouble;
+    dims[1] = cJSON_GetArraySize(sh) > 1 ? (int64_t)cJSON_GetArrayItem(sh, 1)->valuedouble : 1;
+    return f->data + (size_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+}
+static const char *st_meta(const stfile *f, const char *key) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(f->hdr, "__metadata__");
+    const cJSON *v = m ? cJSON_GetObjectItemCaseSensitive(m, key) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double rel_err(const void *a, const void *b, int64_t n) {
+    double md = 0, mb = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        float x, y;
+        memcpy(&x, (const char *)a + 4 * i, 4);
+        memcpy(&y, (const char *)b + 4 * i, 4);
+        double d = fabs((double)x - y);
+        if (!(d <= md)) md = d;
+        if (fabs(y) > mb) mb = fabs(y);
+    }
+    return md / mb;
+}
+
+/* Compares tensor `name` of out with `ename` of the expected file. */
+static double compare(const stfile *o, const stfile *x, const char *name, const char *ename, int64_t dims[2]) {
+    int64_t d2[2];
+    const void *a = st_get(o, name, "F32", dims), *b = st_get(x, ename, "F32", d2);
+    if (!a || !b || dims[0] != d2[0] || dims[1] != d2[1]) {
+        fprintf(stderr, "%s: missing or shape mismatch\n", name);
+        return INFINITY;
+    }
+    return rel_err(a, b, dims[0] * dims[1]);
+}
+
+static char *cmdf(const char *fmt, ...) SF_PRINTF(1, 2);
+static char *cmdf(const char *fmt, ...) {
+    static char buf[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+#define BASE "'" SF_EXE "' extract --model '" CLIPFIX "e2e' "
+
+TEST(images_and_captions) {
+    const char *tmp = test_tmpdir("cli_extract_main");
+    char out[4096], *log = NULL;
+    snprintf(out, sizeof out, "%s/acts.safetensors", tmp);
+    /* 20 images in 3 shards of 8 rows, batches of 6 */
+    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+                           "--shard_rows 8 --batch_size 6 --threads 2",
+                      out),
+                 &log);
+    CHECK_MSG(rc == 0, "%s", log);
+    CHECK(strstr(log, "20 rows") != NULL);
+    free(log);
+    CHECK(!file_exists(cmdf("%s.part00000.safetensors", out))); /* parts removed after the merge */
+    stfile o, x;
+    CHECK(st_open(&o, out) == 0);
+    CHECK(st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
+    if (!o.hdr || !x.hdr) return;
+    int64_t dims[2];
+    double ev = compare(&o, &x, "vision", "vision", dims);
+    CHECK_MSG(ev <= 1e-4, "vision hidden_states[-2][:, 0]: rel err %g", ev);
+    CHECK(dims[0] == 20 && dims[1] == 32);
+    double et = compare(&o, &x, "text", "text", dims);
+    CHECK_MSG(et <= 1e-4, "text pooler_output: rel err %g", et);
+    CHECK(dims[0] == 20 && dims[1] == 32);
+    const int64_t *rows = st_get(&o, "rows", "I64", dims);
+    CHECK(rows && dims[0] == 20);
+    for (int64_t i = 0; rows && i < 20; i++) {
+        int64_t r;
+        memcpy(&r, rows + i, 8);
+        CHECK(r == i);
+    }
+    /* ids: the image file names, in row order */
+    const char *ids = st_get(&o, "ids", "U8", dims), *names = st_meta(&x, "images");
+    CHECK(ids && names && (size_t)dims[0] == strlen(names) + 1 && !memcmp(ids, names, strlen(names)));
+    CHECK(st_meta(&o, "saeflow_extract") && strstr(st_meta(&o, "saeflow_extract"), "vision=layer:-2"));
+    st_close(&o);
+
+    /* a second run with the same settings does nothing */
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+                       "--shard_rows 8 --batch_size 6 --threads 2",
+                  out),
+             &log);
+    CHECK(rc == 0 && strstr(log, "already complete"));
+    free(log);
+
+    /* BF16 weights: close to the F32 reference, not equal */
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s/bf16.safetensors' "
+                       "--dtype bf16",
+                  tmp),
+             &log);
+    CHECK_MSG(rc == 0, "%s", log);
+    free(log);
+    if (st_open(&o, cmdf("%s/bf16.safetensors", tmp)) == 0) {
+        double e1 = compare(&o, &x, "vision", "vision", dims), e2 = compare(&o, &x, "text", "text", dims);
+        CHECK_MSG(e1 < 5e-2 && e2 < 5e-2 && e1 > 0, "bf16: %g %g", e1, e2);
+        st_close(&o);
+    }
+    st_close(&x);
+}
+
+TEST(text_tokens_of_a_layer) {
+    const char *tmp = test_tmpdir("cli_extract_tokens");
+    char out[4096], *log = NULL;
+    snprintf(out, sizeof out, "%s/t.safetensors", tmp);
+    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+                           "--vision none --text layer:1 --tokens all --batch_size 7",
+                      out),
+                 &log);
+    CHECK_MSG(rc == 0, "%s", log);
+    free(log);
+    stfile o, x;
+    CHECK(st_open(&o, out) == 0 && st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
+    if (!o.hdr || !x.hdr) return;
+    int64_t dims[2], d2[2];
+    CHECK(st_get(&o, "vision", "F32", dims) == NULL);
+    double e = compare(&o, &x, "text", "text_l1", dims);
+    CHECK_MSG(e <= 1e-4, "text hidden_states[1], non-padding tokens: rel err %g", e);
+    const void *r = st_get(&o, "text_rows", "I64", dims), *rx = st_get(&x, "text_l1_rows", "I64", d2);
+    CHECK(r && rx && dims[0] == d2[0] && !memcmp(r, rx, (size_t)dims[0] * 8));
+    const void *p = st_get(&o, "text_pos", "I32", dims), *px = st_get(&x, "text_l1_pos", "I32", d2);
+    CHECK(p && px && dims[0] == d2[0] && !memcmp(p, px, (size_t)dims[0] * 4));
+    st_close(&o);
+    st_close(&x);
+}
+
+TEST(resume_after_interruption) {
+    const char *tmp = test_tmpdir("cli_extract_resume");
+    char out[4096], *log = NULL;
+    snprintf(out, sizeof out, "%s/r.safetensors", tmp);
+    const char *args = "--shard_rows 6 --batch_size 4 --vision embeds --text embeds";
+    /* An "interrupted" run: OUT is a directory, so the final merge cannot
+     * rename over it, but every shard is finished and kept. */
+    CHECK(mkdir(out, 0755) == 0);
+    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' %s", out, args),
+                 &log);
+    CHECK(rc == 1);
+    free(log);
+    for (int k = 0; k < 4; k++) CHECK(file_exists(cmdf("%s.part%05d.safetensors", out, k)));
+    /* A half-written part (a crash mid-write leaves only a temp file) is
+     * ignored; a missing part is recomputed. */
+    CHECK(unlink(cmdf("%s.part00002.safetensors", out)) == 0);
+    FILE *f = fopen(cmdf("%s.part00002.safetensors.tmp.12345", out), "w");
+    fputs("garbage", f);
+    fclose(f);
+    rmdir(out);
+    /* different settings: refused, parts untouched */
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' --shard_rows 6 "
+                       "--vision pooled",
+                  out),
+             &log);
+    CHECK(rc == 1 && strstr(log, "different settings"));
+    free(log);
+    CHECK(file_exists(cmdf("%s.part00000.safetensors", out)));
+    /* same settings: resumes, computing only the missing shard */
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' %s", out, args),
+             &log);
+    CHECK_MSG(rc == 0 && strstr(log, "1 of 4 shards computed now"), "%s", log);
+    free(log);
+    /* identical to an uninterrupted run */
+    char ref[4096];
+    snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' %s", ref, args),
+             &log);
+    CHECK(rc == 0);
+    free(log);
+    stfile a, b;
+    CHECK(st_open(&a, out) == 0 && st_open(&b, ref) == 0);
+    int64_t d1[2], d2[2];
+    for (int i = 0; i < 2 && a.hdr && b.hdr; i++) {
+        const char *name = i ? "text" : "vision";
+        const void *p = st_get(&a, name, "F32", d1), *q = st_get(&b, name, "F32", d2);
+        CHECK(p && q && d1[0] == 20 && d1[1] == 16 && d1[0] == d2[0] && !memcmp(p, q, (size_t)(d1[0] * d1[1] * 4)));
+    }
+    st_close(&a);
+    st_close(&b);
+}
+
+TEST(datasets_and_errors) {
+    const char *tmp = test_tmpdir("cli_extract_errors");
+    char *log = NULL;
+    /* a folder dataset with captions.tsv (one image has none: skipped) */
+    int rc = run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
+                      tmp),
+                 &log);
+    CHECK_MSG(rc == 0 && strstr(log, "skipped: no caption") && strstr(log, "5 rows"), "%s", log);
+    free(log);
+    /* undecodable images are skipped with their error */
+    rc = run(cmdf(BASE "--images '" SF_SOURCE_DIR "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
+                  tmp),
+             &log);
+    CHECK_MSG(rc == 0 && strstr(log, "truncated") && strstr(log, "1 rows"), "%s", log);
+    free(log);
+    /* images without captions and text wanted: nothing to write */
+    rc = run(cmdf(BASE "--images '" IMAGES "' --out '%s/n.safetensors' --limit 3", tmp), &log);
+    CHECK(rc == 1 && strstr(log, "no row of 3"));
+    CHECK(!file_exists(cmdf("%s/n.safetensors", tmp)) && !file_exists(cmdf("%s/n.safetensors.part00000.safetensors", tmp)));
+    free(log);
+    /* usage errors */
+    CHECK(run(BASE "--images x", NULL) == 2);
+    CHECK(run(BASE "--images x --dataset y --out z", NULL) == 2);
+    CHECK(run(BASE "--images x --out z --dtype f16", NULL) == 2);
+    CHECK(run(BASE "--images x --out z --tokens some", NULL) == 2);
+    CHECK(run(BASE "--images x --out z --vision layer:x", NULL) == 2);
+    /* a .bin-only model directory */
+    FILE *f = fopen(cmdf("%s/config.json", tmp), "w");
+    fputs("{\"model_type\": \"clip\"}", f);
+    fclose(f);
+    f = fopen(cmdf("%s/pytorch_model.bin", tmp), "w");
+    fputs("pickle", f);
+    fclose(f);
+    rc = run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'", SF_EXE, tmp, tmp), &log);
+    CHECK(rc == 1 && strstr(log, "safetensors") && strstr(log, "Convert"));
+    free(log);
+    /* a layer the model does not have */
+    rc = run(cmdf(BASE "--images '" IMAGES "' --text none --vision-layer 7 --out '%s/l.safetensors'", tmp), &log);
+    CHECK(rc == 1 && strstr(log, "out of range"));
+    free(log);
+    CHECK(run("'" SF_EXE "' extract --help", NULL) == 0);
+}
+
+int main(void) {
+    RUN(images_and_captions);
+    RUN(text_tokens_of_a_layer);
+    RUN(resume_after_interruption);
+    RUN(datasets_and_errors);
+    return test_summary();
+}
