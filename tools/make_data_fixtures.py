@@ -286,6 +286,22 @@ def main():
         raw.close()
     datasets["wds"] = rows
 
+    # PAX and GNU formats with long (> 100 bytes) and non-ASCII member names:
+    # extended headers precede the member header, and random access must
+    # reopen the shard at the extended header, not at the ustar header.
+    pdir = os.path.join(out, "wds_pax")
+    os.makedirs(pdir, exist_ok=True)
+    prow = []
+    for fname, fmt in (("a-pax.tar", tarfile.PAX_FORMAT), ("b-gnu.tar", tarfile.GNU_FORMAT)):
+        with tarfile.open(os.path.join(pdir, fname), "w", format=fmt) as tf:
+            for i in range(3):
+                key = ("deep/" * 25) + f"{fname[0]}-sample-{i:03d}-" + ("é" if i == 1 else "x") * 30
+                img = tiny_image(50 + i, "JPEG", (8, 8))
+                add(tf, key + ".jpg", img)
+                add(tf, key + ".txt", f"long name {fname} {i}".encode())
+                prow.append({"id": key, "ext": "jpg", "image": crc(img), "caption": f"long name {fname} {i}"})
+    datasets["wds_pax"] = prow
+
     # Image folders.
     def folder(name, files, captions_file=None, sidecar=None):
         d = os.path.join(out, name)

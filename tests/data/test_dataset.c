@@ -130,6 +130,7 @@ TEST(cc3m_parquet) {
 TEST(wds_and_folders) {
     cJSON *d = load_json(FIX "datasets.json");
     check_against("wds:" FIX "wds/{00000.tar,00001.tar,00002.tar.gz}", cJSON_GetObjectItem(d, "wds"));
+    check_against("wds:" FIX "wds_pax/*.tar", cJSON_GetObjectItem(d, "wds_pax"));
     check_against("folder:" FIX "folder_tsv", cJSON_GetObjectItem(d, "folder_tsv"));
     check_against("folder:" FIX "folder_jsonl", cJSON_GetObjectItem(d, "folder_jsonl"));
     check_against(FIX "folder_txt", cJSON_GetObjectItem(d, "folder_txt"));
