@@ -1,16 +1,11 @@
 /* saeflow serve: serve an explorer site read-only on localhost. */
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "saeflow/analysis.h"
-
-static volatile sig_atomic_t stop_flag = 0;
-static void on_signal(int sig) {
-    (void)sig;
-    stop_flag = 1;
-}
 
 static void usage(FILE *out) {
     fprintf(out, "usage: saeflow serve --dir SITE [--port 8080] [--host 127.0.0.1]\n"
@@ -46,11 +41,14 @@ int cmd_serve(int argc, char **argv) {
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!dir) return cli_usage_error(cmd, "--dir is required");
     if (port < 0 || port > 65535) return cli_usage_error(cmd, "--port must be in [0, 65535]");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    /* Block SIGINT/SIGTERM before the server's threads exist, so they inherit
+     * the mask and the signal can only be picked up by sigwait() below (a
+     * handler + pause() would miss signals delivered to a server thread). */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client hanging up must not kill us */
     sf_server *s = sf_server_start(dir, host, (int)port);
     if (!s) return cli_fail(cmd);
@@ -61,7 +59,8 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "saeflow serve: warning: %s is not a loopback address; the site is reachable "
                         "from other machines\n", host);
     fflush(stdout);
-    while (!stop_flag) pause();
+    int sig;
+    sigwait(&stop, &sig);
     sf_server_stop(s);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* saeflow topk: stream activations through an SAE, keep the top-N activating
  * rows of every feature plus density / mean / max / histogram. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,36 @@
 #include "saeflow/analysis.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
+
+/* Rows are encoded in slices of SLICE rows at global multiples of SLICE,
+ * one slice per thread (each a single-threaded sf_sae_encode call). The
+ * encoder GEMM's rounding can depend on its row count (OpenBLAS picks other
+ * kernels for small M), so fixing the slices makes every row's code, and so
+ * the whole output, identical for any --batch and --threads. */
+#define SLICE 256
+
+static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_codes *codes, int64_t r0) {
+    const int64_t ns = (m + SLICE - 1) / SLICE;
+    int64_t bad = -1;
+    char msg[1024] = "";
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < ns; i++) {
+        int64_t b0 = i * SLICE, mb = m - b0 < SLICE ? m - b0 : SLICE;
+        /* a view of the slice's rows in the batch's code buffer */
+        sf_sae_codes v = {mb, codes->k, codes->idx + b0 * codes->k, codes->val + b0 * codes->k, codes->cnt + b0};
+        if (sf_sae_encode(s, x + b0 * s->d, mb, &v)) {
+#pragma omp critical(topk_encode_err)
+            if (bad < 0 || i < bad) {
+                bad = i;
+                snprintf(msg, sizeof msg, "%s", sf_errmsg());
+            }
+        }
+    }
+    if (bad >= 0)
+        return sf_error("rows %lld..%lld: %s", (long long)(r0 + bad * SLICE),
+                        (long long)(r0 + bad * SLICE + SLICE - 1), msg);
+    return 0;
+}
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -28,7 +59,8 @@ static void usage(FILE *out) {
             "                     explore (default: the activation file's 'dataset' metadata)\n"
             "  --row-offset R     dataset row id of activation row 0 (default 0)\n"
             "  --limit ROWS       stop after ROWS rows (default: all)\n"
-            "  --batch B          rows per batch (default 4096)\n"
+            "  --batch B          rows read per batch, rounded up to a multiple of 256\n"
+            "                     (default 4096)\n"
             "  --threads T        threads (default: all cores)\n"
             "  --quiet            no progress bar or summary\n");
 }
@@ -74,6 +106,8 @@ int cmd_topk(int argc, char **argv) {
 
     sf_sae_blas_fixup(); /* may re-exec with a faster OpenBLAS core; before any output */
     sf_sae_set_threads((int)threads);
+    omp_set_max_active_levels(1); /* sf_sae_encode inside our slice loop runs single-threaded */
+    batch = (batch + SLICE - 1) / SLICE * SLICE; /* whole slices (see encode_slices) */
 
     sf_sae sae;
     sf_sae_data D;
@@ -104,8 +138,7 @@ int cmd_topk(int argc, char **argv) {
         int64_t m = rows - r0 < B ? rows - r0 : B;
         if (sf_sae_data_range(&D, r0, m, x)) { err = 1; break; }
         double te = sf_now();
-        if (sf_sae_encode(&sae, x, m, &codes)) {
-            sf_error_prefix("%s: rows %lld..%lld", acts[0], (long long)r0, (long long)(r0 + m - 1));
+        if (encode_slices(&sae, x, m, &codes, r0)) {
             err = 1;
             break;
         }

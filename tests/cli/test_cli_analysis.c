@@ -1,0 +1,238 @@
+/* `saeflow topk`, `explore` and `serve` end to end: a small SAE trained on
+ * the shapes fixture, top-k files byte-identical for every batch size and
+ * thread count, a site with thumbnails, the server on a loopback port, and
+ * the usage / runtime errors (exit codes 2 / 1, no output left behind). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "saeflow/common.h"
+#include "test.h"
+
+#define FIX SF_SOURCE_DIR "/fixtures/analysis/"
+
+static int run(const char *cmd, char **out) {
+    char full[33000];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = sf_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (n + 1 >= cap) buf = sf_realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static int same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = sf_read_file(a, &na), *y = sf_read_file(b, &nb);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
+static char tmp[2048], ckpt[4096], cmd[32768], path[8192];
+
+TEST(topk_deterministic) {
+    char ref[4096], other[4096], *out = NULL;
+    snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
+    snprintf(other, sizeof other, "%s/other.safetensors", tmp);
+    /* the batch and thread settings are not recorded, so files must match byte for byte */
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors --out '%s' "
+             "--batch 192 --threads 1", SF_SOURCE_DIR, SF_EXE, ckpt, ref);
+    CHECK(run(cmd, &out) == 0);
+    CHECK(out && strstr(out, "192 rows x 48 features"));
+    free(out);
+    const char *variants[] = {"--batch 1 --threads 2", "--batch 7 --threads 3", "--batch 64 --threads 2 --quiet"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
+                 "--out '%s' %s", SF_SOURCE_DIR, SF_EXE, ckpt, other, variants[i]);
+        CHECK(run(cmd, NULL) == 0);
+        CHECK_MSG(same_file(ref, other), "topk output differs with %s", variants[i]);
+    }
+    /* more rows than one encoder slice (256): batches split rows differently */
+    char syn[4096];
+    snprintf(syn, sizeof syn, "%s/syn64.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' synth --out '%s' --d 64 --samples 3000 --seed 3", SF_EXE, syn);
+    CHECK(run(cmd, NULL) == 0);
+    const char *v2[] = {"--batch 256 --threads 1", "--batch 1000 --threads 2", "--batch 100000 --threads 3",
+                        "--batch 1 --threads 2"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s' --out '%s/syn%d.safetensors' --quiet %s",
+                 SF_EXE, ckpt, syn, tmp, i, v2[i]);
+        CHECK(run(cmd, NULL) == 0);
+        char a[8192], b[8192];
+        snprintf(a, sizeof a, "%s/syn0.safetensors", tmp);
+        snprintf(b, sizeof b, "%s/syn%d.safetensors", tmp, i);
+        if (i) CHECK_MSG(same_file(a, b), "topk output differs with %s", v2[i]);
+    }
+    /* -N and --limit change the result */
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
+             "--out '%s' -N 4 --limit 100 --quiet", SF_SOURCE_DIR, SF_EXE, ckpt, other);
+    CHECK(run(cmd, NULL) == 0);
+    CHECK(!same_file(ref, other));
+}
+
+TEST(topk_errors) {
+    char outp[4096], *out = NULL;
+    snprintf(outp, sizeof outp, "%s/err.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' topk --acts x --out '%s'", SF_EXE, outp);
+    CHECK(run(cmd, NULL) == 2);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' -N 0", SF_EXE, ckpt, FIX, outp);
+    CHECK(run(cmd, NULL) == 2);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s/nope.safetensors' --out '%s'", SF_EXE, ckpt, tmp, outp);
+    CHECK(run(cmd, &out) == 1);
+    CHECK(out && strstr(out, "nope.safetensors"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --key nokey --out '%s'", SF_EXE, ckpt, FIX, outp);
+    CHECK(run(cmd, &out) == 1);
+    CHECK(out && strstr(out, "nokey"));
+    free(out);
+    /* width mismatch: synthetic activations of another width */
+    snprintf(path, sizeof path, "%s/w32.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' synth --out '%s' --d 32 --samples 50", SF_EXE, path);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s' --out '%s'", SF_EXE, ckpt, path, outp);
+    CHECK(run(cmd, &out) == 1);
+    CHECK(out && strstr(out, "width 32"));
+    free(out);
+    CHECK(!file_exists(outp));
+}
+
+static char site[4096];
+
+TEST(explore_site) {
+    char *out = NULL;
+    snprintf(site, sizeof site, "%s/site", tmp);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s' --thumb 48 --quiet",
+             SF_SOURCE_DIR, SF_EXE, tmp, site);
+    CHECK(run(cmd, &out) == 0);
+    free(out);
+    const char *files[] = {"index.html", "assets/app.js", "assets/style.css", "data/index.js", "data/words.js",
+                           "data/f/0000.js"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(path, sizeof path, "%s/%s", site, files[i]);
+        CHECK_MSG(file_exists(path), "%s missing", files[i]);
+    }
+    snprintf(path, sizeof path, "%s/data/words.js", site);
+    char *w = sf_read_file(path, NULL);
+    CHECK(w && strstr(w, "\"red\":[") && strstr(w, "\"triangle\":["));
+    free(w);
+    /* the top row of the most active red feature has a thumbnail */
+    snprintf(path, sizeof path, "%s/img", site);
+    CHECK(file_exists(path));
+    /* errors */
+    snprintf(cmd, sizeof cmd, "'%s' explore --topk '%sacts.safetensors' --out '%s/x'", SF_EXE, FIX, tmp);
+    CHECK(run(cmd, &out) == 1);
+    CHECK(out && strstr(out, "topk_values"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' explore --out '%s/x'", SF_EXE, tmp);
+    CHECK(run(cmd, NULL) == 2);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s/y' --data folder:/nonexistent",
+             SF_SOURCE_DIR, SF_EXE, tmp, tmp);
+    CHECK(run(cmd, &out) == 1);
+    free(out);
+}
+
+static int http_status(int port, const char *req) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int st = -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        send(fd, req, strlen(req), MSG_NOSIGNAL);
+        char buf[512] = {0};
+        if (recv(fd, buf, sizeof buf - 1, 0) > 0) sscanf(buf, "HTTP/1.%*d %d", &st);
+    }
+    close(fd);
+    return st;
+}
+
+TEST(serve) {
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        execl(SF_EXE, SF_EXE, "serve", "--dir", site, "--port", "0", (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    /* "serving SITE on http://127.0.0.1:PORT/ ..." (bounded wait via alarm-free poll) */
+    char line[8192] = {0};
+    size_t n = 0;
+    struct timeval tv = {10, 0};
+    fd_set fs;
+    while (n < sizeof line - 1 && !strchr(line, '\n')) {
+        FD_ZERO(&fs);
+        FD_SET(pfd[0], &fs);
+        if (select(pfd[0] + 1, &fs, NULL, NULL, &tv) <= 0) break;
+        ssize_t r = read(pfd[0], line + n, sizeof line - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    const char *p = strstr(line, "http://127.0.0.1:");
+    int port = p ? atoi(p + 17) : 0;
+    CHECK_MSG(port > 0, "no port in '%s'", line);
+    if (port > 0) {
+        CHECK(http_status(port, "GET / HTTP/1.0\r\n\r\n") == 200);
+        CHECK(http_status(port, "GET /data/index.js HTTP/1.0\r\n\r\n") == 200);
+        CHECK(http_status(port, "HEAD /assets/app.js HTTP/1.0\r\n\r\n") == 200);
+        CHECK(http_status(port, "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.0\r\n\r\n") == 400);
+        CHECK(http_status(port, "GET /missing.js HTTP/1.0\r\n\r\n") == 404);
+        CHECK(http_status(port, "POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n") == 405);
+    }
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* clean shutdown on SIGTERM */
+    close(pfd[0]);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' serve --dir '%s/nonexistent'", SF_EXE, tmp);
+    CHECK(run(cmd, &out) == 1);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' serve --dir '%s' --port 99999", SF_EXE, site);
+    CHECK(run(cmd, NULL) == 2);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(tmp, sizeof tmp, "%.2000s", test_tmpdir("cli_analysis"));
+    /* a small SAE on the shapes activations (d 64 -> 48 features, k 4) */
+    snprintf(cmd, sizeof cmd, "'%s' train --tensorpath '%sacts.safetensors' --pages 48 --k 4 --batch_size 32 "
+             "--num_epochs 20 --lr 2e-3 --lr_warmup_steps 10 --bodycount 2000 --savedir '%s' --name sae --threads 2 --quiet",
+             SF_EXE, FIX, tmp);
+    char *out = NULL;
+    int rc = run(cmd, &out);
+    CHECK_MSG(rc == 0, "train failed: %s", out ? out : "");
+    free(out);
+    snprintf(ckpt, sizeof ckpt, "%s/sae", tmp);
+    RUN(topk_deterministic);
+    RUN(topk_errors);
+    RUN(explore_site);
+    RUN(serve);
+    return test_summary();
+}
