@@ -318,12 +318,12 @@ static int check_part(const extract *e, const char *path) {
     if (sf_st_open(&st, path)) return sf_error_prefix("unreadable part of an earlier run (delete it to redo)");
     const char *fp = sf_st_meta(&st, "saeflow_extract");
     int ok = fp && !strcmp(fp, e->fingerprint);
-    sf_st_close(&st);
     if (!ok)
-        return sf_error("%s was made with different settings (%s); rerun with the same flags, or delete "
-                        "%s.part*.safetensors to start over",
-                        path, fp ? fp : "no fingerprint", e->out);
-    return 0;
+        sf_error("%s was made with different settings (%s); rerun with the same flags, or delete "
+                 "%s.part*.safetensors to start over",
+                 path, fp ? fp : "no fingerprint", e->out);
+    sf_st_close(&st); /* after formatting: fp points into it */
+    return ok ? 0 : -1;
 }
 
 static void add_vec(sf_st_writer *w, const char *name, sf_dtype dt, const vec *v, int64_t width) {
