@@ -67,8 +67,9 @@ int cmd_surgery(int argc, char **argv) {
     sf_sae s;
     if (sf_sae_load(&s, ckpt)) return cli_fail(cmd);
     if (feature >= s.n) {
+        int n = s.n;
         sf_sae_free(&s);
-        return cli_usage_error(cmd, "--feature %lld is outside [0, %d) of %s", feature, s.n, ckpt);
+        return cli_usage_error(cmd, "--feature %lld is outside [0, %d) of %s", feature, n, ckpt);
     }
     sf_sae_data D;
     const char *paths[1] = {input};
