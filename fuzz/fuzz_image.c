@@ -11,7 +11,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sf_image im;
-    if (sf_image_decode(data, size, "fuzz", &im) != 0) return 0;
+    /* the last byte's low bit picks the alpha mode */
+    unsigned flags = size > 0 && (data[size - 1] & 1) ? SF_IMAGE_ALPHA_WHITE : 0;
+    if (sf_image_decode_ex(data, size, "fuzz", flags, &im) != 0) return 0;
     /* keep the per-input work bounded: huge (but valid) images only decode */
     if ((int64_t)im.width * im.height <= 4096 * 4096) {
         sf_clip_preproc p;

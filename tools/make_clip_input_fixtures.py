@@ -206,6 +206,12 @@ def image_records(d, files, proc, cfg):
         chk = proc.normalize(proc.rescale(np.moveaxis(cropped, -1, 0), 1 / 255), proc.image_mean, proc.image_std)
         assert np.array_equal(chk.astype(np.float32), pv), fn
         pv_white = proc(im, return_tensors="np")["pixel_values"][0]
+        from transformers.image_transforms import convert_to_rgb
+
+        white = convert_to_rgb(im, return_numpy=True)
+        _, wcrop = uint8_stage(Image.fromarray(white), size, crop, cfg["resample"])
+        wchk = proc.normalize(proc.rescale(np.moveaxis(wcrop, -1, 0), 1 / 255), proc.image_mean, proc.image_std)
+        assert np.array_equal(wchk.astype(np.float32), pv_white), fn
         assert pv.shape == (3,) + crop
         flat = pv.reshape(-1)
         idx = list(range(0, flat.size, 3989)) + [flat.size - 1]
@@ -227,6 +233,10 @@ def image_records(d, files, proc, cfg):
                 "pixel_values_idx": idx,
                 "pixel_values_at": [float(flat[i]) for i in idx],
                 "transformers_convert_differs": bool(not np.array_equal(pv, pv_white)),
+                # transformers 5.x convert_to_rgb: alpha / tRNS composited onto white
+                "white_decoded_fnv64": fnv1a64(white.tobytes()),
+                "white_crop_fnv64": fnv1a64(wcrop.tobytes()),
+                "white_pixel_values_sum": float(pv_white.astype(np.float64).sum()),
             }
         )
         print(f"  {fn}: {mode} {im.size} -> {resized.shape[1]}x{resized.shape[0]}", file=sys.stderr)

@@ -4,7 +4,8 @@
  * memory buffer, format sniffed from the magic bytes (the file name is only
  * used in error messages). Every image becomes 8-bit RGB the way Pillow's
  * `Image.open(f).convert("RGB")` does it: grey is replicated, palettes are
- * expanded, alpha is DROPPED (not composited onto a background), 16-bit PNG
+ * expanded, alpha is DROPPED (not composited onto a background; see
+ * SF_IMAGE_ALPHA_WHITE for transformers 5's white compositing), 16-bit PNG
  * samples are reduced like Pillow (see docs/inputs.md for the exact rules,
  * including CMYK/YCCK JPEG). EXIF orientation
  * is NOT applied (neither Pillow's open nor CLIPImageProcessor applies it).
@@ -70,6 +71,16 @@ const char *sf_image_format_name(sf_image_format f); /* "jpeg", "png", "webp", "
 int sf_image_decode(const void *data, size_t len, const char *name, sf_image *out);
 /* Reads a file and decodes it; errors are prefixed with the path. */
 int sf_image_load(const char *path, sf_image *out);
+
+/* Decoding options (flags of the _ex variants).
+ * SF_IMAGE_ALPHA_WHITE: composite transparency onto white, as transformers
+ *   >= 5 convert_to_rgb does (Pillow convert("RGBA") + alpha_composite over
+ *   opaque white, Pillow's integer arithmetic), for PNG with an alpha channel
+ *   or tRNS and WebP with alpha. Default (0): alpha dropped, as Pillow's
+ *   convert("RGB") and transformers 4.x (the reference) do. */
+#define SF_IMAGE_ALPHA_WHITE 1u
+int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned flags, sf_image *out);
+int sf_image_load_ex(const char *path, unsigned flags, sf_image *out);
 /* Allocates a zero-filled width x height image (sizes must be > 0). */
 int sf_image_alloc(sf_image *im, int width, int height);
 void sf_image_free(sf_image *im);

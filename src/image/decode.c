@@ -167,6 +167,18 @@ static int decode_jpeg(const unsigned char *data, size_t len, sf_image *out) {
     return 0;
 }
 
+/* Pillow's ImagingAlphaComposite of (v, a) over opaque white (dst = 255,
+ * alpha 255), 7-bit precision integer arithmetic, one channel. */
+static uint8_t over_white(uint32_t v, uint32_t a) {
+    if (a == 0) return 255;
+    uint32_t blend = 255 * (255 - a);
+    uint32_t outa255 = a * 255 + blend;
+    uint32_t coef1 = a * 255 * 255 * (1u << 7) / outa255;
+    uint32_t coef2 = 255 * (1u << 7) - coef1;
+    uint32_t t = v * coef1 + 255 * coef2 + (0x80u << 7);
+    return (uint8_t)((((t >> 8) + t) >> 8) >> 7);
+}
+
 /* ---- PNG ----------------------------------------------------------------- */
 
 typedef struct {
@@ -193,7 +205,7 @@ static void png_warning_fn_(png_structp p, png_const_charp msg) {
     (void)msg;
 }
 
-static int decode_png(const unsigned char *data, size_t len, sf_image *out) {
+static int decode_png(const unsigned char *data, size_t len, unsigned flags, sf_image *out) {
     png_src src = {data, len, 0, {0}};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_error_fn_, png_warning_fn_);
     if (!png) return sf_error("png: cannot create decoder");
@@ -226,6 +238,11 @@ static int decode_png(const unsigned char *data, size_t len, sf_image *out) {
     /* The one case where Pillow does not take the high byte: 16-bit grey
      * without alpha is mode I;16, and I;16 -> RGB clamps at 255. */
     int grey16_clamp = (ct == PNG_COLOR_TYPE_GRAY && depth == 16);
+    /* transformers 5 composites when the mode has alpha or there is a tRNS
+     * (Pillow: info["transparency"]); 16-bit grey (I;16) is left alone */
+    int white = (flags & SF_IMAGE_ALPHA_WHITE) && !grey16_clamp &&
+                ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS));
+    if (white && png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (depth == 16 && !grey16_clamp) png_set_strip_16(png); /* keeps the high byte */
@@ -258,6 +275,12 @@ static int decode_png(const unsigned char *data, size_t len, sf_image *out) {
                 uint16_t v = r16[x];
                 o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = (uint8_t)(v > 255 ? 255 : v);
             }
+        } else if (white && ch == 2) {
+            for (png_uint_32 x = 0; x < w; x++)
+                o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = over_white(r[2 * x], r[2 * x + 1]);
+        } else if (white && ch == 4) {
+            for (png_uint_32 x = 0; x < w; x++)
+                for (int c = 0; c < 3; c++) o[3 * x + c] = over_white(r[4 * x + c], r[4 * x + 3]);
         } else if (ch == 1 || ch == 2) { /* grey, grey+alpha: alpha dropped */
             for (png_uint_32 x = 0; x < w; x++) o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = r[x * ch];
         } else if (ch == 3) {
@@ -291,7 +314,7 @@ static const char *webp_status(VP8StatusCode s) {
     }
 }
 
-static int decode_webp(const unsigned char *data, size_t len, sf_image *out) {
+static int decode_webp(const unsigned char *data, size_t len, unsigned flags, sf_image *out) {
     WebPBitstreamFeatures f;
     VP8StatusCode st = WebPGetFeatures(data, len, &f);
     if (st != VP8_STATUS_OK) return sf_error("webp: %s", webp_status(st));
@@ -299,6 +322,19 @@ static int decode_webp(const unsigned char *data, size_t len, sf_image *out) {
     if (f.width <= 0 || f.height <= 0 || (int64_t)f.width * f.height > SF_IMAGE_MAX_PIXELS)
         return sf_error("webp: image size %dx%d out of range", f.width, f.height);
     if (sf_image_alloc(out, f.width, f.height)) return -1;
+    if ((flags & SF_IMAGE_ALPHA_WHITE) && f.has_alpha) {
+        size_t n = (size_t)f.width * (size_t)f.height;
+        uint8_t *rgba = sf_malloc(n * 4);
+        if (!WebPDecodeRGBAInto(data, len, rgba, n * 4, f.width * 4)) {
+            free(rgba);
+            sf_image_free(out);
+            return sf_error("webp: decoding failed");
+        }
+        for (size_t i = 0; i < n; i++)
+            for (int c = 0; c < 3; c++) out->rgb[3 * i + c] = over_white(rgba[4 * i + c], rgba[4 * i + 3]);
+        free(rgba);
+        return 0;
+    }
     /* Decoding straight to RGB gives the same colour values as Pillow's
      * RGBA decode followed by dropping alpha (no premultiplication). */
     size_t stride = (size_t)f.width * 3;
@@ -318,12 +354,16 @@ static int decode_webp(const unsigned char *data, size_t len, sf_image *out) {
 }
 
 int sf_image_decode(const void *data, size_t len, const char *name, sf_image *out) {
+    return sf_image_decode_ex(data, len, name, 0, out);
+}
+
+int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned flags, sf_image *out) {
     memset(out, 0, sizeof *out);
     int rc;
     switch (sf_image_sniff(data, len)) {
     case SF_IMAGE_JPEG: rc = decode_jpeg(data, len, out); break;
-    case SF_IMAGE_PNG: rc = decode_png(data, len, out); break;
-    case SF_IMAGE_WEBP: rc = decode_webp(data, len, out); break;
+    case SF_IMAGE_PNG: rc = decode_png(data, len, flags, out); break;
+    case SF_IMAGE_WEBP: rc = decode_webp(data, len, flags, out); break;
     default:
         rc = len == 0 ? sf_error("empty file")
                       : sf_error("not a JPEG, PNG or WebP image (unrecognised magic bytes)");
@@ -332,12 +372,14 @@ int sf_image_decode(const void *data, size_t len, const char *name, sf_image *ou
     return rc;
 }
 
-int sf_image_load(const char *path, sf_image *out) {
+int sf_image_load(const char *path, sf_image *out) { return sf_image_load_ex(path, 0, out); }
+
+int sf_image_load_ex(const char *path, unsigned flags, sf_image *out) {
     memset(out, 0, sizeof *out);
     size_t len;
     char *data = sf_read_file(path, &len);
     if (!data) return -1;
-    int rc = sf_image_decode(data, len, path, out);
+    int rc = sf_image_decode_ex(data, len, path, flags, out);
     free(data);
     return rc;
 }

@@ -309,12 +309,51 @@ TEST(config_loading) {
     CHECK(w == 224 && h == 224);
 }
 
+/* transformers 5's convert_to_rgb (alpha / tRNS composited onto white):
+ * decoded image and the crop equal, pixel_values sum close. */
+TEST(alpha_white_matches_transformers5) {
+    cJSON *j = load_json(FIX "/images.json");
+    sf_clip_preproc p;
+    sf_clip_preproc_default(&p);
+    float *px = sf_malloc(sf_clip_preproc_floats(&p) * sizeof(float));
+    const cJSON *rec;
+    int n_differs = 0;
+    cJSON_ArrayForEach(rec, cJSON_GetObjectItemCaseSensitive(j, "images")) {
+        const char *fn = jstr(rec, "file");
+        char path[1024];
+        snprintf(path, sizeof path, FIX "/images/%s", fn);
+        sf_image im;
+        int rc = sf_image_load_ex(path, SF_IMAGE_ALPHA_WHITE, &im);
+        CHECK_MSG(rc == 0, "%s: %s", fn, sf_errmsg());
+        if (rc) continue;
+        n_differs += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "transformers_convert_differs"));
+        CHECK_MSG(hash_is(im.rgb, (size_t)im.width * im.height * 3, jstr(rec, "white_decoded_fnv64")),
+                  "%s [%s]: white-composited RGB differs from transformers' convert_to_rgb", fn, jstr(rec, "pil_mode"));
+        sf_image crop;
+        if (sf_clip_resize_crop(&p, &im, &crop) == 0) {
+            CHECK_MSG(hash_is(crop.rgb, (size_t)crop.width * crop.height * 3, jstr(rec, "white_crop_fnv64")),
+                      "%s: white crop differs", fn);
+            sf_image_free(&crop);
+        }
+        CHECK(sf_clip_preprocess(&p, &im, px) == 0);
+        double sum = 0;
+        for (size_t i = 0; i < sf_clip_preproc_floats(&p); i++) sum += px[i];
+        CHECK_MSG(fabs(sum - jnum(rec, "white_pixel_values_sum")) <= 1e-6 * sf_clip_preproc_floats(&p),
+                  "%s: pixel_values sum %.6f vs %.6f", fn, sum, jnum(rec, "white_pixel_values_sum"));
+        sf_image_free(&im);
+    }
+    CHECK(n_differs >= 4);
+    free(px);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     RUN(sniff);
     RUN(resize_matches_pillow);
     RUN(normalize_table);
     RUN(fixture_images_default_config);
     RUN(fixture_images_custom_configs);
+    RUN(alpha_white_matches_transformers5);
     RUN(corrupt_files_fail_cleanly);
     RUN(config_loading);
     return test_summary();
