@@ -29,12 +29,22 @@
 extern "C" {
 #endif
 
-typedef enum { SF_SAE_TOPK = 0, SF_SAE_ARCH_COUNT } sf_sae_arch;
+/* Architectures other than TopK live in src/sae/arch_*.c (docs/architectures.md). */
+typedef enum {
+    SF_SAE_TOPK = 0,
+    SF_SAE_STANDARD,   /* ReLU + L1 (decoder-norm weighted) */
+    SF_SAE_GATED,      /* Rajamanoharan et al. 2024 */
+    SF_SAE_JUMPRELU,   /* per-latent threshold, STE */
+    SF_SAE_BATCHTOPK,  /* top k*B over the batch; global threshold at inference */
+    SF_SAE_MATRYOSHKA, /* nested prefixes over TopK or BatchTopK */
+    SF_SAE_ARCH_COUNT
+} sf_sae_arch;
 
 const char *sf_sae_arch_name(sf_sae_arch a);
 int sf_sae_arch_parse(const char *s, sf_sae_arch *a); /* -1 (with message) if unknown */
 
 #define SF_SAE_MAX_PARAMS 8
+#define SF_SAE_MAX_GROUPS 16
 
 /* One trainable tensor. `shape` is the checkpoint shape; when `transposed`
  * the buffer holds the 2-D transpose (shape[1], shape[0]). `per_latent`: the
@@ -55,7 +65,8 @@ typedef struct {
     sf_sae_arch arch;
     int d; /* "features": input width */
     int n; /* "pages": dictionary size */
-    int k; /* active latents per row (TopK) */
+    int k; /* active latents per row (TopK); for the other architectures the
+            * code capacity per row (n, or k for matryoshka over TopK) */
     float *W_enc;  /* (n, d) encoder.weight */
     float *b_enc;  /* (n)    encoder.bias */
     float *W_decT; /* (n, d) decoder.weight transposed */
@@ -63,6 +74,16 @@ typedef struct {
     sf_sae_param params[SF_SAE_MAX_PARAMS];
     int n_params;
     struct cJSON *config; /* config.json as loaded or built; extra keys preserved */
+    /* Other architectures (src/sae/arch_*.c); NULL / 0 where unused. */
+    float *r_mag;      /* (n) gated: magnitude path scale exp(r_mag) */
+    float *b_mag;      /* (n) gated: mag_bias (gate_bias is b_enc, decoder_bias b_dec) */
+    float *logthres;   /* (n) jumprelu: log of the per-latent threshold */
+    float threshold;   /* batchtopk (and matryoshka over it): global inference threshold */
+    int k_sel;         /* batchtopk / matryoshka: mean active latents per row in training */
+    int batch_select;  /* matryoshka: 1 = BatchTopK selection, 0 = TopK */
+    int n_groups;      /* matryoshka: nested group sizes, summing to n */
+    int groups[SF_SAE_MAX_GROUPS];
+    float input_scale; /* training-time input scale (0 = none); folded into the weights on save */
 } sf_sae;
 
 /* Fresh model as the reference initialises it: W_enc ~ U(-1/sqrt(d), 1/sqrt(d))

@@ -57,6 +57,14 @@ typedef struct {
     double auxk_coef; /* 0 disables AuxK */
     int aux_k;
     int64_t bodycount; /* samples without firing before a latent counts as dead */
+    /* Other architectures and dead-latent remedies (src/sae/arch_*.c, resample.c;
+     * docs/architectures.md). */
+    double lmbda;               /* standard, gated: L1 weight; jumprelu: L0 weight */
+    int64_t lmbda_warmup_steps; /* lmbda ramps linearly from 0 over these steps */
+    double bandwidth;           /* jumprelu: width of the rectangle STE kernel */
+    int ghost_grads;            /* standard: ghost grads (Anthropic, Jan 2024) */
+    int64_t resample_every;     /* steps between dead-latent resampling; 0 = off */
+    double threshold_decay;     /* batchtopk: EMA decay of the inference threshold */
 } sf_sae_train_opts;
 void sf_sae_train_opts_default(sf_sae_train_opts *o);
 

@@ -9,11 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
 
-static const char *arch_names[SF_SAE_ARCH_COUNT] = {"topk"};
+static const char *arch_names[SF_SAE_ARCH_COUNT] = {"topk",     "standard",  "gated",
+                                                     "jumprelu", "batchtopk", "matryoshka"};
 
 const char *sf_sae_arch_name(sf_sae_arch a) {
     return (unsigned)a < SF_SAE_ARCH_COUNT ? arch_names[a] : "?";
@@ -25,7 +27,8 @@ int sf_sae_arch_parse(const char *s, sf_sae_arch *a) {
             *a = (sf_sae_arch)i;
             return 0;
         }
-    return sf_error("unknown SAE architecture '%s' (known: topk)", s);
+    return sf_error("unknown SAE architecture '%s' (known: topk, standard, gated, jumprelu, "
+                    "batchtopk, matryoshka)", s);
 }
 
 /* ---------------------------------------------------------------- params -- */
@@ -68,12 +71,16 @@ static int alloc_params(sf_sae *s) {
         add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
         return 0;
     default:
-        return sf_error("architecture %d not implemented", (int)s->arch);
+        return sae_arch_alloc(s); /* src/sae/arch_common.c */
     }
 }
 
 static void config_base(sf_sae *s) {
     if (!s->config) s->config = cJSON_CreateObject();
+    if (s->arch != SF_SAE_TOPK) {
+        sae_arch_config(s, s->config);
+        return;
+    }
     const char *keys[3] = {"features", "pages", "k"};
     int vals[3] = {s->d, s->n, s->k};
     for (int i = 0; i < 3; i++) {
@@ -100,6 +107,9 @@ void sf_sae_free(sf_sae *s) {
     sf_free_aligned(s->b_enc);
     sf_free_aligned(s->W_decT);
     sf_free_aligned(s->b_dec);
+    sf_free_aligned(s->r_mag);
+    sf_free_aligned(s->b_mag);
+    sf_free_aligned(s->logthres);
     if (s->config) cJSON_Delete(s->config);
     memset(s, 0, sizeof *s);
 }
@@ -124,6 +134,7 @@ int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed)
     s->d = d;
     s->n = n;
     s->k = k;
+    if (arch != SF_SAE_TOPK) sae_arch_set_k(s, k); /* k -> k_sel, code capacity */
     if (alloc_params(s)) {
         sf_sae_free(s);
         return -1;
@@ -138,6 +149,7 @@ int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed)
     /* decoder = encoder^T: in our transposed layout W_decT = W_enc, then unit rows. */
     memcpy(s->W_decT, s->W_enc, nd * sizeof(float));
     normalise_rows(s->W_decT, n, d);
+    if (arch != SF_SAE_TOPK) sae_arch_init(s, seed);
     config_base(s);
     return 0;
 }
@@ -181,8 +193,10 @@ int sf_sae_load(sf_sae *s, const char *dir) {
             goto done;
         }
     }
-    if (config_int(cfg, cpath, "features", &s->d) || config_int(cfg, cpath, "pages", &s->n) ||
-        config_int(cfg, cpath, "k", &s->k))
+    if (config_int(cfg, cpath, "features", &s->d) || config_int(cfg, cpath, "pages", &s->n))
+        goto done;
+    if (s->arch == SF_SAE_TOPK ? config_int(cfg, cpath, "k", &s->k)
+                               : sae_arch_load_config(s, cfg, cpath))
         goto done;
     if (alloc_params(s)) {
         sf_error_prefix("%s", cpath);
@@ -229,6 +243,7 @@ done:
 }
 
 int sf_sae_save(const sf_sae *s, const char *dir) {
+    if (s->input_scale > 0 && s->input_scale != 1.0f) return sae_save_folded(s, dir);
     if (sf_mkdirs(dir)) return -1;
     int rc = -1;
     float *tbuf[SF_SAE_MAX_PARAMS] = {0};
@@ -259,6 +274,7 @@ int sf_sae_save(const sf_sae *s, const char *dir) {
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, keys[i]);
         cJSON_AddNumberToObject(cfg, keys[i], vals[i]);
     }
+    if (s->arch != SF_SAE_TOPK) sae_arch_config(s, cfg);
     char *json = cJSON_Print(cfg);
     cJSON_Delete(cfg);
     char *cpath = sf_path_join(dir, "config.json");
@@ -459,6 +475,7 @@ void sf_sae_codes_free(sf_sae_codes *c) {
 }
 
 int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
+    if (s->arch != SF_SAE_TOPK) return sae_arch_encode(s, x, B, out); /* arch_common.c */
     const int d = s->d, n = s->n, k = s->k;
     if (out->k != k || out->B < B) return sf_error("encode: code buffer too small");
     const int64_t chunk = sae_chunk_rows(B, n);

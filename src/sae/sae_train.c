@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 #include "saeflow/sae_train.h"
 
@@ -61,6 +62,8 @@ struct sf_sae_trainer {
     float *gb_part;            /* (n / LBLK + 1, d) */
     double grad_ss;
     sf_sae_timing tm;
+    sae_arch_state *arch; /* other architectures (arch_common.c) */
+    float *xs;            /* (B, d) input times s->input_scale */
 };
 
 void sf_sae_train_opts_default(sf_sae_train_opts *o) {
@@ -76,15 +79,15 @@ void sf_sae_train_opts_default(sf_sae_train_opts *o) {
     o->auxk_coef = 1.0 / 32;
     o->aux_k = 512;
     o->bodycount = 16384;
+    o->lmbda = 0.01;
+    o->lmbda_warmup_steps = 256;
+    o->bandwidth = 0.001;
+    o->threshold_decay = 0.99;
 }
 
 sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch) {
     if (max_batch <= 0) {
         sf_error("batch size must be positive, got %d", max_batch);
-        return NULL;
-    }
-    if (s->arch != SF_SAE_TOPK) {
-        sf_error("training architecture '%s' is not implemented", sf_sae_arch_name(s->arch));
         return NULL;
     }
     sf_sae_trainer *t = sf_calloc(1, sizeof *t);
@@ -103,7 +106,9 @@ sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int ma
         memset(t->m2[i], 0, bytes);
         if (s->params[i].data == s->W_decT) t->dec_param = i;
     }
-    const size_t B = (size_t)max_batch, d = (size_t)s->d, n = (size_t)s->n, k = (size_t)s->k;
+    /* the TopK buffers below are (B, k); other architectures keep their own */
+    const size_t B = (size_t)max_batch, d = (size_t)s->d, n = (size_t)s->n,
+                 k = s->arch == SF_SAE_TOPK ? (size_t)s->k : 1;
     t->xc = sf_malloc_aligned(B * d * sizeof(float));
     t->gx = sf_malloc_aligned(B * d * sizeof(float));
     t->idx = sf_malloc(B * k * sizeof(int32_t));
@@ -122,6 +127,10 @@ sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     t->since = sf_calloc(n, sizeof(int64_t));
     t->lat_ss = sf_calloc(n, sizeof(double));
     t->gb_part = sf_malloc_aligned((n / LBLK + 1) * d * sizeof(float));
+    if (s->arch != SF_SAE_TOPK && !(t->arch = sae_arch_state_new(s, &t->o, max_batch))) {
+        sf_sae_trainer_free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -169,6 +178,8 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
     for (int i = 0; i < t->n_pre; i++) sf_free_aligned(t->pre[i]);
     free(t->pre);
     free_aux(t);
+    sae_arch_state_free(t->arch);
+    sf_free_aligned(t->xs);
     free(t);
 }
 
@@ -522,11 +533,21 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
 int sf_sae_trainer_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m) {
     if (B <= 0 || B > t->max_batch)
         return sf_error("batch of %d rows, trainer sized for 1..%d", B, t->max_batch);
+    if (t->s->input_scale > 0 && t->s->input_scale != 1.0f) {
+        /* --normalize_input: train on x * scale (folded back on save, sae.c) */
+        if (!t->xs) t->xs = sf_malloc_aligned((size_t)t->max_batch * t->s->d * sizeof(float));
+        const float sc = t->s->input_scale;
+        for (size_t i = 0; i < (size_t)B * t->s->d; i++) t->xs[i] = sc * x[i];
+        x = t->xs;
+    }
     switch (t->s->arch) {
     case SF_SAE_TOPK:
         return topk_grad(t, x, B, m);
-    default:
-        return sf_error("architecture '%s' cannot be trained", sf_sae_arch_name(t->s->arch));
+    default: {
+        sae_train_io io = {t->s, &t->o, t->gr, t->m1, t->m2, t->has_grad, t->off, t->since,
+                           &t->grad_ss, t->steps, &t->tm};
+        return sae_arch_grad(t->arch, &io, x, B, m);
+    }
     }
 }
 
@@ -624,6 +645,14 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     m->dead = (double)nd / n;
     m->lr = lr;
     t->steps++;
+    /* batchtopk threshold EMA; dead-latent resampling (arch_common.c, resample.c) */
+    sae_train_io io = {s, o, t->gr, t->m1, t->m2, t->has_grad, t->off, t->since,
+                       &t->grad_ss, t->steps, &t->tm};
+    if (t->arch) sae_arch_after_step(t->arch, &io);
+    if (o->resample_every > 0 && t->steps % o->resample_every == 0) {
+        const float *xin = (s->input_scale > 0 && s->input_scale != 1.0f) ? t->xs : x;
+        if (sae_resample(&io, xin, t->arch ? sae_arch_residual(t->arch) : t->gx, B)) return -1;
+    }
     t->tm.adam += sf_now() - t0;
     t->tm.steps++;
     return 0;

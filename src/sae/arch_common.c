@@ -1,0 +1,858 @@
+/* Architectures other than TopK: parameters, config keys, inference, and the
+ * shared dense training step (see arch_internal.h for the data flow and
+ * docs/architectures.md for the maths). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sae/arch_internal.h"
+#include "sae/sae_internal.h"
+
+#define ALB 128 /* latents per block in the reduction GEMMs (fixed: determinism) */
+
+int sae_arch_par(size_t work) { return work >= ((size_t)1 << 18); }
+
+/* out[j] = sum_r M[r, j] in a fixed row order (parallel over column blocks). */
+void sae_colsum(const float *M, int rows, int cols, double *out, int par) {
+#pragma omp parallel for schedule(static) if (par)
+    for (int c0 = 0; c0 < cols; c0 += 64) {
+        int c1 = c0 + 64 < cols ? c0 + 64 : cols;
+        double acc[64] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *m = M + (size_t)r * cols;
+            for (int c = c0; c < c1; c++) acc[c - c0] += m[c];
+        }
+        for (int c = c0; c < c1; c++) out[c] = acc[c - c0];
+    }
+}
+
+/* ------------------------------------------------------------ the model -- */
+
+static int uses_k(sf_sae_arch a) { return a == SF_SAE_BATCHTOPK || a == SF_SAE_MATRYOSHKA; }
+
+static void set_capacity(sf_sae *s) {
+    /* thresholded codes have no per-row bound; TopK-selected ones have k */
+    s->k = (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select) ? s->k_sel : s->n;
+}
+
+void sae_arch_set_k(sf_sae *s, int k) {
+    s->k_sel = uses_k(s->arch) ? k : 0;
+    set_capacity(s);
+}
+
+/* Default matryoshka groups: prefixes n/8, n/4, n/2, n (sizes n/8, n/8, n/4, n/2). */
+static void default_groups(sf_sae *s) {
+    const int n = s->n;
+    int ends[4] = {n / 8, n / 4, n / 2, n}, ng = 0, prev = 0;
+    for (int i = 0; i < 4; i++)
+        if (ends[i] > prev) {
+            s->groups[ng++] = ends[i] - prev;
+            prev = ends[i];
+        }
+    s->n_groups = ng;
+}
+
+static void add_param(sf_sae *s, const char *name, float *data, int ndim, int64_t s0, int64_t s1,
+                      int transposed, int per_latent) {
+    sf_sae_param *p = &s->params[s->n_params++];
+    p->name = name;
+    p->data = data;
+    p->ndim = ndim;
+    p->shape[0] = s0;
+    p->shape[1] = ndim > 1 ? s1 : 1;
+    p->numel = (size_t)s0 * (size_t)p->shape[1];
+    p->transposed = transposed;
+    p->per_latent = per_latent;
+}
+
+static float *zalloc(size_t count) {
+    float *p = sf_malloc_aligned(count * sizeof(float));
+    memset(p, 0, count * sizeof(float));
+    return p;
+}
+
+int sae_arch_alloc(sf_sae *s) {
+    const size_t nd = (size_t)s->n * s->d, n = (size_t)s->n, d = (size_t)s->d;
+    if (uses_k(s->arch) && (s->k_sel < 1 || s->k_sel > s->n))
+        return sf_error("%s: k %d must be in [1, pages %d]", sf_sae_arch_name(s->arch), s->k_sel,
+                        s->n);
+    if (s->arch == SF_SAE_MATRYOSHKA) {
+        if (s->n_groups == 0) default_groups(s);
+        long sum = 0;
+        for (int g = 0; g < s->n_groups; g++) {
+            if (s->groups[g] < 1) return sf_error("matryoshka: group %d has size %d", g, s->groups[g]);
+            sum += s->groups[g];
+        }
+        if (sum != s->n)
+            return sf_error("matryoshka: group sizes sum to %ld, pages is %d", sum, s->n);
+    }
+    s->W_enc = zalloc(nd);
+    s->W_decT = zalloc(nd);
+    s->b_enc = zalloc(n);
+    s->b_dec = zalloc(d);
+    /* Names and order as the reference's state_dict (docs/architectures.md). */
+    switch (s->arch) {
+    case SF_SAE_STANDARD:
+    case SF_SAE_BATCHTOPK:
+    case SF_SAE_MATRYOSHKA:
+        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+        return 0;
+    case SF_SAE_GATED:
+        s->r_mag = zalloc(n);
+        s->b_mag = zalloc(n);
+        add_param(s, "decoder_bias", s->b_dec, 1, s->d, 1, 0, 0);
+        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        add_param(s, "r_mag", s->r_mag, 1, s->n, 1, 0, 1);
+        add_param(s, "gate_bias", s->b_enc, 1, s->n, 1, 0, 1);
+        add_param(s, "mag_bias", s->b_mag, 1, s->n, 1, 0, 1);
+        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        return 0;
+    case SF_SAE_JUMPRELU:
+        s->logthres = zalloc(n);
+        add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        add_param(s, "logthres", s->logthres, 1, s->n, 1, 0, 1);
+        return 0;
+    default:
+        return sf_error("architecture %d not implemented", (int)s->arch);
+    }
+}
+
+void sae_arch_init(sf_sae *s, uint64_t seed) {
+    const int n = s->n, d = s->d;
+    if (s->arch == SF_SAE_STANDARD) {
+        /* reference StandardSAE: decoder ~ N(0, 1) with unit columns, encoder as nn.Linear */
+        sf_rng r;
+        sf_rng_seed(&r, seed ^ 0x5354414e44415244ull);
+        for (size_t i = 0; i < (size_t)n * d; i++) s->W_decT[i] = sf_rng_normal(&r);
+        for (int j = 0; j < n; j++) {
+            float *w = s->W_decT + (size_t)j * d;
+            double ss = 0;
+            for (int q = 0; q < d; q++) ss += (double)w[q] * w[q];
+            float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+            for (int q = 0; q < d; q++) w[q] *= inv;
+        }
+    } else if (s->arch == SF_SAE_JUMPRELU) {
+        for (int j = 0; j < n; j++) s->logthres[j] = logf(0.001f); /* --jumpthreshold default */
+    }
+}
+
+void sae_arch_config(const sf_sae *s, cJSON *cfg) {
+    const char *drop[] = {"arch", "k", "threshold", "groups", "matryoshka_base"};
+    for (int i = 0; i < 5; i++) cJSON_DeleteItemFromObjectCaseSensitive(cfg, drop[i]);
+    cJSON_AddStringToObject(cfg, "arch", sf_sae_arch_name(s->arch));
+    if (uses_k(s->arch)) cJSON_AddNumberToObject(cfg, "k", s->k_sel);
+    if (s->arch == SF_SAE_BATCHTOPK || (s->arch == SF_SAE_MATRYOSHKA && s->batch_select))
+        cJSON_AddNumberToObject(cfg, "threshold", s->threshold);
+    if (s->arch == SF_SAE_MATRYOSHKA) {
+        cJSON_AddItemToObject(cfg, "groups", cJSON_CreateIntArray(s->groups, s->n_groups));
+        cJSON_AddStringToObject(cfg, "matryoshka_base", s->batch_select ? "batchtopk" : "topk");
+    }
+}
+
+int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path) {
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(cfg, "k");
+    if (uses_k(s->arch)) {
+        if (!k) return sf_error("%s: missing key 'k' (needed by %s)", path, sf_sae_arch_name(s->arch));
+        if (!cJSON_IsNumber(k) || k->valuedouble != floor(k->valuedouble) || k->valuedouble < 1 ||
+            k->valuedouble > 1e9)
+            return sf_error("%s: key 'k' must be a positive integer", path);
+        s->k_sel = (int)k->valuedouble;
+    }
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(cfg, "threshold");
+    if (th) {
+        if (!cJSON_IsNumber(th) || !isfinite(th->valuedouble) || th->valuedouble < 0)
+            return sf_error("%s: key 'threshold' must be a finite number >= 0", path);
+        s->threshold = (float)th->valuedouble;
+    }
+    if (s->arch == SF_SAE_MATRYOSHKA) {
+        const cJSON *base = cJSON_GetObjectItemCaseSensitive(cfg, "matryoshka_base");
+        if (base) {
+            if (!cJSON_IsString(base) ||
+                (strcmp(base->valuestring, "topk") && strcmp(base->valuestring, "batchtopk")))
+                return sf_error("%s: key 'matryoshka_base' must be \"topk\" or \"batchtopk\"", path);
+            s->batch_select = !strcmp(base->valuestring, "batchtopk");
+        }
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(cfg, "groups");
+        if (g) {
+            int ng = cJSON_GetArraySize(g);
+            if (!cJSON_IsArray(g) || ng < 1 || ng > SF_SAE_MAX_GROUPS)
+                return sf_error("%s: key 'groups' must be an array of 1..%d sizes", path,
+                                SF_SAE_MAX_GROUPS);
+            for (int i = 0; i < ng; i++) {
+                const cJSON *v = cJSON_GetArrayItem(g, i);
+                if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 1e9 ||
+                    v->valuedouble != floor(v->valuedouble))
+                    return sf_error("%s: key 'groups': entry %d is not a positive integer", path, i);
+                s->groups[i] = (int)v->valuedouble;
+            }
+            s->n_groups = ng;
+        }
+    }
+    set_capacity(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------ inference -- */
+
+/* Activation of latent j given its biasless pre-activation p (inference). */
+static inline float act_one(const sf_sae *s, int j, float p) {
+    switch (s->arch) {
+    case SF_SAE_STANDARD: {
+        float v = p + s->b_enc[j];
+        return v > 0 ? v : 0;
+    }
+    case SF_SAE_GATED: {
+        if (!(p + s->b_enc[j] > 0)) return 0;
+        float m = expf(s->r_mag[j]) * p + s->b_mag[j];
+        return m > 0 ? m : 0;
+    }
+    case SF_SAE_JUMPRELU: {
+        float v = p + s->b_enc[j];
+        return v > expf(s->logthres[j]) ? v : 0;
+    }
+    default: { /* batchtopk, matryoshka over batchtopk: JumpReLU with one threshold */
+        float v = p + s->b_enc[j];
+        return (v > 0 && v > s->threshold) ? v : 0;
+    }
+    }
+}
+
+int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
+    const int d = s->d, n = s->n, cap = s->k;
+    if (out->k != cap || out->B < B) return sf_error("encode: code buffer too small");
+    const int64_t chunk = sae_chunk_rows(B, n);
+    const int64_t nchunks = (B + chunk - 1) / chunk;
+    const int rowtopk = s->arch == SF_SAE_MATRYOSHKA && !s->batch_select;
+    int64_t bad_row = -1;
+#pragma omp parallel
+    {
+        float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
+        float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ci = 0; ci < nchunks; ci++) {
+            int64_t r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
+            for (int64_t r = 0; r < m; r++) {
+                const float *xr = x + (size_t)(r0 + r) * d;
+                if (!sae_all_finite(xr, (size_t)d)) {
+#pragma omp critical(sae_arch_bad_row)
+                    if (bad_row < 0 || r0 + r < bad_row) bad_row = r0 + r;
+                }
+                for (int q = 0; q < d; q++) xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+            }
+            sae_encoder_gemm(s, xc, (int)m, pre);
+            for (int64_t r = 0; r < m; r++) {
+                int32_t *ix = out->idx + (size_t)(r0 + r) * cap;
+                float *vl = out->val + (size_t)(r0 + r) * cap;
+                const float *pr = pre + (size_t)r * n;
+                int c = 0;
+                if (rowtopk) {
+                    c = sae_topk_relu(pr, s->b_enc, n, cap, NULL, ix, vl);
+                    sae_sort_pairs(ix, vl, c);
+                } else {
+                    for (int j = 0; j < n && c < cap; j++) {
+                        float v = act_one(s, j, pr[j]);
+                        if (v > 0) {
+                            ix[c] = j;
+                            vl[c++] = v;
+                        }
+                    }
+                }
+                out->cnt[r0 + r] = c;
+            }
+        }
+        sf_free_aligned(xc);
+        sf_free_aligned(pre);
+    }
+    if (bad_row >= 0) return sf_error("row %lld: NaN or Inf in input", (long long)bad_row);
+    return 0;
+}
+
+/* ------------------------------------------------------------- training -- */
+
+struct sae_arch_state {
+    sf_sae *s;
+    int maxB;
+    float *xc;          /* (B, d) x - b_dec */
+    float *Xh;          /* (ng, B, d) prefix reconstructions, then dL/dx_hat suffix sums */
+    float *P, *Z, *G;   /* (B, n) */
+    float *H, *A, *GA, *E; /* (B, n) per architecture (NULL where unused) */
+    float *Za, *Ra, *Ta;   /* aux: (B, n), (B, d), (B, d) */
+    double *rowst;      /* (B, 8) */
+    double *cs, *cs2, *cs3, *csd; /* (n), (n), (n), (d) */
+    float *wn;          /* (n) decoder column norms */
+    int32_t *cnt;       /* (n) rows where each latent fired */
+    double *lat_ss;     /* (n) */
+    float last_min;     /* batchtopk: smallest selected activation of the last batch */
+    int have_min;
+    int lastB;
+};
+
+enum { RS_SQ, RS_X2, RS_XXH, RS_XH2, RS_L1, RS_L0, RS_PEN, RS_AUX };
+
+sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch) {
+    (void)o;
+    const size_t B = (size_t)max_batch, n = (size_t)s->n, d = (size_t)s->d;
+    size_t bn;
+    if (sf_mul_size(B, n, &bn) || bn > ((size_t)1 << 33)) {
+        sf_error("batch %zu x pages %zu is too large for the dense %s step", B, n,
+                 sf_sae_arch_name(s->arch));
+        return NULL;
+    }
+    sae_arch_state *a = sf_calloc(1, sizeof *a);
+    a->s = s;
+    a->maxB = max_batch;
+    const int ng = s->arch == SF_SAE_MATRYOSHKA ? s->n_groups : 1;
+    a->xc = sf_malloc_aligned(B * d * sizeof(float));
+    a->Xh = sf_malloc_aligned((size_t)ng * B * d * sizeof(float));
+    a->P = sf_malloc_aligned(bn * sizeof(float));
+    a->Z = sf_malloc_aligned(bn * sizeof(float));
+    a->G = sf_malloc_aligned(bn * sizeof(float));
+    a->H = sf_malloc_aligned(bn * sizeof(float));
+    if (s->arch == SF_SAE_GATED) {
+        a->A = sf_malloc_aligned(bn * sizeof(float));
+        a->GA = sf_malloc_aligned(bn * sizeof(float));
+        a->E = sf_malloc_aligned(bn * sizeof(float));
+    }
+    a->Za = sf_malloc_aligned(bn * sizeof(float));
+    a->Ra = sf_malloc_aligned(B * d * sizeof(float));
+    a->Ta = sf_malloc_aligned(B * d * sizeof(float));
+    a->rowst = sf_calloc(B * 8, sizeof(double));
+    a->cs = sf_calloc(n, sizeof(double));
+    a->cs2 = sf_calloc(n, sizeof(double));
+    a->cs3 = sf_calloc(n, sizeof(double));
+    a->csd = sf_calloc(d, sizeof(double));
+    a->wn = sf_malloc(n * sizeof(float));
+    a->cnt = sf_calloc(n, sizeof(int32_t));
+    a->lat_ss = sf_calloc(n, sizeof(double));
+    return a;
+}
+
+void sae_arch_state_free(sae_arch_state *a) {
+    if (!a) return;
+    float *bufs[] = {a->xc, a->Xh, a->P, a->Z, a->G, a->H, a->A, a->GA, a->E, a->Za, a->Ra, a->Ta};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) sf_free_aligned(bufs[i]);
+    free(a->rowst);
+    free(a->cs);
+    free(a->cs2);
+    free(a->cs3);
+    free(a->csd);
+    free(a->wn);
+    free(a->cnt);
+    free(a->lat_ss);
+    free(a);
+}
+
+const float *sae_arch_residual(const sae_arch_state *a) { return a->Xh; }
+
+void sae_arch_after_step(sae_arch_state *a, const sae_train_io *io) {
+    sf_sae *s = a->s;
+    const int bsel = s->arch == SF_SAE_BATCHTOPK || (s->arch == SF_SAE_MATRYOSHKA && s->batch_select);
+    if (!bsel || !a->have_min) return;
+    /* Inference threshold: EMA of the smallest activation BatchTopK kept
+     * (Bussmann et al. 2024); the first step sets it. */
+    const double dc = io->o->threshold_decay;
+    if (io->steps <= 1 || s->threshold <= 0) s->threshold = a->last_min;
+    else s->threshold = (float)(dc * s->threshold + (1.0 - dc) * a->last_min);
+}
+
+static int param_of(const sf_sae *s, const float *data) {
+    for (int i = 0; i < s->n_params; i++)
+        if (s->params[i].data == data) return i;
+    return -1;
+}
+
+/* C (m, cols) (+)= A (m, kk) . B^T with B (cols, kk): row-chunk products. */
+static inline void gemm_nt(int m, int cols, int kk, const float *A, int lda, const float *Bm,
+                           int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, cols, kk, 1.0f, A, lda, Bm, ldb, beta,
+                C, ldc);
+}
+/* C (m, d) (+)= A (m, kk) . B with B (kk, d). */
+static inline void gemm_nn(int m, int d, int kk, const float *A, int lda, const float *Bm, int ldb,
+                           float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, d, kk, 1.0f, A, lda, Bm, ldb, beta, C,
+                ldc);
+}
+/* C (cols, d) (+)= A^T B with A (B, cols) at lda, B (B, d): reduction over rows. */
+static inline void gemm_tn(int cols, int d, int rows, const float *A, int lda, const float *Bm,
+                           int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, d, rows, 1.0f, A, lda, Bm, ldb, beta,
+                C, ldc);
+}
+
+/* AuxK (batchtopk, matryoshka): dead latents' top aux_k ReLU pre-activations
+ * reconstruct e = x - x_hat. Ra holds x_hat - x on entry. Fills Za, Ra
+ * (dL/de_hat), and H = dL/dP for the aux term; returns the aux loss. */
+static double auxk_term(sae_arch_state *a, const sae_train_io *io, int B, const uint8_t *dead,
+                        int ndead, int chunk, int par) {
+    sf_sae *s = a->s;
+    const int n = s->n, d = s->d, ak = io->o->aux_k < ndead ? io->o->aux_k : ndead;
+    const double coef = io->o->auxk_coef;
+    /* sum ||e - mean e||^2 = sum ||e||^2 - B ||mean e||^2 */
+    sae_colsum(a->Ra, B, d, a->csd, par);
+    double e2 = 0, me2 = 0;
+    for (int b = 0; b < B; b++) e2 += a->rowst[(size_t)b * 8 + RS_SQ];
+    for (int q = 0; q < d; q++) me2 += (a->csd[q] / B) * (a->csd[q] / B);
+    const double D = e2 - (double)B * me2;
+    int32_t *tix = sf_malloc((size_t)B * ak * sizeof(int32_t));
+    float *tvl = sf_malloc((size_t)B * ak * sizeof(float));
+    double r2 = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : r2) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        for (int r = r0; r < r0 + m; r++) {
+            float *za = a->Za + (size_t)r * n;
+            memset(za, 0, (size_t)n * sizeof(float));
+            int32_t *ix = tix + (size_t)r * ak;
+            float *vl = tvl + (size_t)r * ak;
+            int c = sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, ak, dead, ix, vl);
+            for (int u = 0; u < c; u++) za[ix[u]] = vl[u];
+        }
+        /* r = e_hat - e = Za W_decT + (x_hat - x) */
+        gemm_nn(m, d, n, a->Za + (size_t)r0 * n, n, s->W_decT, d, 1.0f, a->Ra + (size_t)r0 * d, d);
+        double acc = 0;
+        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++) acc += (double)a->Ra[i] * a->Ra[i];
+        r2 += acc;
+    }
+    free(tix);
+    free(tvl);
+    if (!(D > 0) || !isfinite(D) || !isfinite(r2)) {
+        memset(a->Za, 0, (size_t)B * n * sizeof(float));
+        memset(a->H, 0, (size_t)B * n * sizeof(float));
+        memset(a->Ra, 0, (size_t)B * d * sizeof(float));
+        return 0;
+    }
+    const float sc = (float)(2.0 * coef / D);
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++) a->Ra[i] *= sc;
+        gemm_nt(m, n, d, a->Ra + (size_t)r0 * d, d, s->W_decT, d, 0.0f, a->H + (size_t)r0 * n, n);
+        for (size_t i = (size_t)r0 * n; i < (size_t)(r0 + m) * n; i++)
+            if (!(a->Za[i] > 0)) a->H[i] = 0;
+    }
+    return coef * r2 / D;
+}
+
+/* Ghost grads (standard; Anthropic, January 2024): dead latents' exp(pre)
+ * reconstruct e = x - x_hat, rescaled per row to half of ||e|| (scale
+ * detached); the MSE is rescaled to the main MSE (factor detached). Ra holds
+ * x_hat - x on entry. Fills Za, Ra, H like auxk_term; returns the ghost loss. */
+static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chunk, int par) {
+    sf_sae *s = a->s;
+    const int n = s->n, d = s->d;
+    double raw = 0, mse = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : raw, mse) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        for (int r = r0; r < r0 + m; r++) {
+            float *za = a->Za + (size_t)r * n;
+            const float *pr = a->P + (size_t)r * n;
+            for (int j = 0; j < n; j++) {
+                float v = pr[j] + s->b_enc[j];
+                za[j] = dead[j] ? expf(v < 20.0f ? v : 20.0f) : 0.0f; /* overflow guard */
+            }
+        }
+        gemm_nn(m, d, n, a->Za + (size_t)r0 * n, n, s->W_decT, d, 0.0f, a->Ta + (size_t)r0 * d, d);
+        for (int r = r0; r < r0 + m; r++) {
+            float *h = a->Ta + (size_t)r * d, *rr = a->Ra + (size_t)r * d;
+            double hh = 0, ee = 0;
+            for (int q = 0; q < d; q++) {
+                hh += (double)h[q] * h[q];
+                ee += (double)rr[q] * rr[q];
+            }
+            float sb = hh > 0 ? (float)(sqrt(ee) / (2.0 * sqrt(hh))) : 0.0f;
+            float *za = a->Za + (size_t)r * n;
+            for (int j = 0; j < n; j++) za[j] *= sb;
+            double acc = 0;
+            for (int q = 0; q < d; q++) {
+                rr[q] += sb * h[q]; /* g_hat - e */
+                acc += (double)rr[q] * rr[q];
+            }
+            raw += acc;
+            mse += ee;
+        }
+    }
+    if (!(raw > 0) || !isfinite(raw)) {
+        memset(a->Za, 0, (size_t)B * n * sizeof(float));
+        memset(a->H, 0, (size_t)B * n * sizeof(float));
+        memset(a->Ra, 0, (size_t)B * d * sizeof(float));
+        return 0;
+    }
+    /* L = c * raw / B with c = mse / raw detached: value mse / B, gradient c * 2/B r */
+    const float sc = (float)((mse / raw) * 2.0 / B);
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++) a->Ra[i] *= sc;
+        gemm_nt(m, n, d, a->Ra + (size_t)r0 * d, d, s->W_decT, d, 0.0f, a->H + (size_t)r0 * n, n);
+        for (size_t i = (size_t)r0 * n; i < (size_t)(r0 + m) * n; i++) {
+            /* d/dP of s_b exp(P + b): Za (the clamp region has zero slope) */
+            size_t j = i % (size_t)n;
+            float v = a->P[i] + s->b_enc[j];
+            a->H[i] = (a->Za[i] > 0 && v < 20.0f) ? a->Za[i] * a->H[i] : 0.0f;
+        }
+    }
+    return mse / B;
+}
+
+int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
+                  sf_sae_metrics *met) {
+    sf_sae *s = a->s;
+    const sf_sae_train_opts *o = io->o;
+    const int d = s->d, n = s->n, arch = s->arch;
+    const int par = sae_arch_par((size_t)B * n * d);
+    const int chunk = sae_chunk_rows(B, n);
+    const float invB = 1.0f / (float)B;
+    a->lastB = B;
+    double t0 = sf_now(), tg = 0;
+
+    double lm = o->lmbda;
+    if (o->lmbda_warmup_steps > 0 && io->steps < o->lmbda_warmup_steps)
+        lm *= (double)io->steps / (double)o->lmbda_warmup_steps;
+    /* decoder column norms (L1 weighting) */
+#pragma omp parallel for schedule(static) if (par)
+    for (int j = 0; j < n; j++) {
+        const float *w = s->W_decT + (size_t)j * d;
+        double ss = 0;
+        for (int q = 0; q < d; q++) ss += (double)w[q] * w[q];
+        a->wn[j] = (float)sqrt(ss);
+    }
+    /* nested prefixes [gs[g], ge[g]) (one group = all latents unless matryoshka) */
+    int ng = 1, gs[SF_SAE_MAX_GROUPS], ge[SF_SAE_MAX_GROUPS];
+    gs[0] = 0;
+    ge[0] = n;
+    if (arch == SF_SAE_MATRYOSHKA) {
+        ng = s->n_groups;
+        for (int g = 0, e = 0; g < ng; g++) {
+            gs[g] = e;
+            e += s->groups[g];
+            ge[g] = e;
+        }
+    }
+    const size_t BD = (size_t)B * d;
+
+    /* ---- forward: xc, P = xc W_enc^T ---- */
+    int bad_row = -1;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : tg) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        for (int r = r0; r < r0 + m; r++) {
+            const float *xr = x + (size_t)r * d;
+            if (!sae_all_finite(xr, (size_t)d)) {
+#pragma omp critical(sae_arch_bad)
+                if (bad_row < 0 || r < bad_row) bad_row = r;
+            }
+            for (int q = 0; q < d; q++) a->xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+        }
+        double t1 = sf_now();
+        sae_encoder_gemm(s, a->xc + (size_t)r0 * d, m, a->P + (size_t)r0 * n);
+        tg += sf_now() - t1;
+    }
+    if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);
+
+    /* ---- activations ---- */
+    const int bsel = arch == SF_SAE_BATCHTOPK || (arch == SF_SAE_MATRYOSHKA && s->batch_select);
+    for (int b = 0; b < B; b++) a->rowst[(size_t)b * 8 + RS_PEN] = 0;
+    if (bsel) {
+        a->last_min = sae_batchtopk_select(a->P, s->b_enc, B, n, (int64_t)s->k_sel * B, a->Z, par);
+        a->have_min = a->last_min > 0;
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int r0 = 0; r0 < B; r0 += chunk) {
+            int m = B - r0 < chunk ? B - r0 : chunk;
+            size_t off = (size_t)r0 * n;
+            double *pen = sf_malloc((size_t)m * sizeof(double)); /* chunks can be large */
+            sae_arch_rows rw = {s, o, n, m, lm, invB, a->wn, a->P + off, a->Z + off, a->G + off,
+                                a->H + off, a->A ? a->A + off : NULL, a->GA ? a->GA + off : NULL,
+                                a->E ? a->E + off : NULL, pen};
+            switch (arch) {
+            case SF_SAE_STANDARD: sae_standard_forward(&rw); break;
+            case SF_SAE_GATED: sae_gated_forward(&rw); break;
+            case SF_SAE_JUMPRELU: sae_jumprelu_forward(&rw); break;
+            default: sae_topk_dense_rows(a->P + off, s->b_enc, m, n, s->k_sel, a->Z + off); break;
+            }
+            if (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED || arch == SF_SAE_JUMPRELU)
+                for (int r = 0; r < m; r++) a->rowst[(size_t)(r0 + r) * 8 + RS_PEN] = pen[r];
+            free(pen);
+        }
+    }
+
+    /* ---- decode prefixes, stats, dL/dx_hat, dL/dZ ---- */
+    const int aux_on = (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA) && o->auxk_coef > 0 &&
+                       o->aux_k > 0;
+    const int ghost_on = arch == SF_SAE_STANDARD && o->ghost_grads;
+    uint8_t *dead = sf_calloc((size_t)n, 1);
+    int ndead = 0;
+    for (int j = 0; j < n; j++) ndead += dead[j] = io->since[j] >= o->bodycount;
+    const int do_aux = (aux_on || ghost_on) && ndead > 0;
+    const float rscale = 2.0f * invB / (float)ng;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : tg) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        const size_t zo = (size_t)r0 * n, xo = (size_t)r0 * d;
+        double t1 = sf_now();
+        for (int g = 0; g < ng; g++) {
+            float *xh = a->Xh + (size_t)g * BD + xo;
+            for (int r = 0; r < m; r++)
+                memcpy(xh + (size_t)r * d, g ? xh - BD + (size_t)r * d : s->b_dec, (size_t)d * sizeof(float));
+            gemm_nn(m, d, ge[g] - gs[g], a->Z + zo + gs[g], n, s->W_decT + (size_t)gs[g] * d, d, 1.0f,
+                    xh, d);
+        }
+        tg += sf_now() - t1;
+        for (int r = r0; r < r0 + m; r++) {
+            const float *xr = x + (size_t)r * d, *zr = a->Z + (size_t)r * n;
+            double *st = a->rowst + (size_t)r * 8;
+            double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0, l0 = 0;
+            const float *xf = a->Xh + (size_t)(ng - 1) * BD + (size_t)r * d; /* full x_hat */
+            for (int q = 0; q < d; q++) {
+                double xh = xf[q], xv = xr[q], df = xh - xv;
+                sq += df * df;
+                x2 += xv * xv;
+                xxh += xv * xh;
+                xh2 += xh * xh;
+            }
+            for (int j = 0; j < n; j++) {
+                l1 += fabsf(zr[j]);
+                l0 += zr[j] > 0;
+            }
+            if (do_aux)
+                for (int q = 0; q < d; q++) a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
+            /* the loss: mean over prefixes of ||x - x_hat_g||^2 */
+            double lsum = 0;
+            for (int g = 0; g < ng; g++) {
+                float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+                for (int q = 0; q < d; q++) {
+                    double df = (double)xh[q] - xr[q];
+                    lsum += df * df;
+                    xh[q] = rscale * (xh[q] - xr[q]);
+                }
+            }
+            /* suffix sums: Xh_g <- sum_{i >= g} dL/dx_hat_i */
+            for (int g = ng - 2; g >= 0; g--) {
+                float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+                const float *nx = xh + BD;
+                for (int q = 0; q < d; q++) xh[q] += nx[q];
+            }
+            st[RS_SQ] = sq;
+            st[RS_X2] = x2;
+            st[RS_XXH] = xxh;
+            st[RS_XH2] = xh2;
+            st[RS_L1] = l1;
+            st[RS_L0] = l0;
+            st[RS_AUX] = lsum / ng;
+        }
+        double t2 = sf_now();
+        for (int g = 0; g < ng; g++)
+            gemm_nt(m, ge[g] - gs[g], d, a->Xh + (size_t)g * BD + xo, d, s->W_decT + (size_t)gs[g] * d,
+                    d, 0.0f, a->G + zo + gs[g], n);
+        if (arch == SF_SAE_GATED) {
+            /* aux: x_hat_aux = ReLU(gate) W_dec + b_dec through a frozen decoder copy */
+            float *ta = a->Ta + xo;
+            for (int r = 0; r < m; r++) memcpy(ta + (size_t)r * d, s->b_dec, (size_t)d * sizeof(float));
+            gemm_nn(m, d, n, a->A + zo, n, s->W_decT, d, 1.0f, ta, d);
+            for (int r = r0; r < r0 + m; r++) {
+                float *t = a->Ta + (size_t)r * d;
+                const float *xr = x + (size_t)r * d;
+                double acc = 0;
+                for (int q = 0; q < d; q++) {
+                    double df = (double)t[q] - xr[q];
+                    acc += df * df;
+                    t[q] = 2.0f * invB * (t[q] - xr[q]);
+                }
+                a->rowst[(size_t)r * 8 + RS_PEN] += 0; /* penalty already set */
+                a->rowst[(size_t)r * 8 + RS_AUX] += acc; /* gated: recon + aux recon */
+            }
+            gemm_nt(m, n, d, ta, d, s->W_decT, d, 0.0f, a->GA + zo, n);
+        }
+        tg += sf_now() - t2;
+    }
+    double t1 = sf_now();
+    t1 = t1; /* forward done */
+
+    /* ---- L1 weights before the backward overwrites them ---- */
+    if (arch == SF_SAE_STANDARD) sae_colsum(a->Z, B, n, a->cs3, par);
+    if (arch == SF_SAE_GATED) sae_colsum(a->A, B, n, a->cs3, par);
+
+    /* ---- backward to dL/dP ---- */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        size_t off = (size_t)r0 * n;
+        sae_arch_rows rw = {s, o, n, m, lm, invB, a->wn, a->P + off, a->Z + off, a->G + off,
+                            a->H + off, a->A ? a->A + off : NULL, a->GA ? a->GA + off : NULL,
+                            a->E ? a->E + off : NULL, NULL};
+        switch (arch) {
+        case SF_SAE_STANDARD: sae_standard_backward(&rw); break;
+        case SF_SAE_GATED: sae_gated_backward(&rw); break;
+        case SF_SAE_JUMPRELU: sae_jumprelu_backward(&rw); break;
+        default:
+            for (size_t i = off; i < off + (size_t)m * n; i++)
+                if (!(a->Z[i] > 0)) a->G[i] = 0;
+        }
+    }
+
+    /* ---- aux terms (AuxK / ghost grads): Za, Ra, H = dL_aux/dP ---- */
+    double aux_loss = 0;
+    if (do_aux) aux_loss = ghost_on ? ghost_term(a, B, dead, chunk, par)
+                                    : auxk_term(a, io, B, dead, ndead, chunk, par);
+
+    /* ---- parameter gradients ---- */
+    const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT), ibd = param_of(s, s->b_dec),
+              ibe = param_of(s, s->b_enc);
+    float *gWe = io->gr[iWe], *gWd = io->gr[iWd], *gbd = io->gr[ibd], *gbe = io->gr[ibe];
+    /* b_dec: sum_rows dL/dx_hat - W_enc^T colsum(dL/dP) (main path only, as TopK's AuxK) */
+    sae_colsum(a->G, B, n, a->cs, par);
+    sae_colsum(a->Xh, B, d, a->csd, par);
+    for (int q = 0; q < d; q++) {
+        double v = a->csd[q];
+        for (int j = 0; j < n; j++) v -= a->cs[j] * s->W_enc[(size_t)j * d + q];
+        gbd[q] = (float)v;
+    }
+    if (do_aux) {
+        for (size_t i = 0; i < (size_t)B * n; i++) a->G[i] += a->H[i];
+        sae_colsum(a->G, B, n, a->cs, par); /* encoder bias sees both */
+    }
+    switch (arch) {
+    case SF_SAE_GATED: {
+        /* backward left: G = dL/dP, H = dL/dmag, A = dL/dgate, E = dL/dmag * P */
+        const int ir = param_of(s, s->r_mag), im = param_of(s, s->b_mag);
+        sae_colsum(a->A, B, n, a->cs, par);
+        for (int j = 0; j < n; j++) gbe[j] = (float)a->cs[j];
+        sae_colsum(a->H, B, n, a->cs2, par);
+        for (int j = 0; j < n; j++) io->gr[im][j] = (float)a->cs2[j];
+        sae_colsum(a->E, B, n, a->cs2, par);
+        for (int j = 0; j < n; j++) io->gr[ir][j] = (float)(expf(s->r_mag[j]) * a->cs2[j]);
+        break;
+    }
+    case SF_SAE_JUMPRELU: {
+        const int it = param_of(s, s->logthres);
+        for (int j = 0; j < n; j++) gbe[j] = (float)a->cs[j];
+        sae_colsum(a->H, B, n, a->cs2, par);
+        for (int j = 0; j < n; j++) io->gr[it][j] = (float)a->cs2[j];
+        break;
+    }
+    default:
+        for (int j = 0; j < n; j++) gbe[j] = (float)a->cs[j];
+    }
+    const int nblk = (n + ALB - 1) / ALB;
+    const double l1c = lm * invB;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int j0 = blk * ALB, j1 = j0 + ALB < n ? j0 + ALB : n, nb = j1 - j0;
+        /* gW_enc[j0:j1] = G[:, j0:j1]^T xc */
+        gemm_tn(nb, d, B, a->G + j0, n, a->xc, d, 0.0f, gWe + (size_t)j0 * d, d);
+        /* gW_decT[j] = Z[:, j]^T (dL/dx_hat of the prefixes holding j), per group piece */
+        for (int g = 0; g < ng; g++) {
+            int p0 = j0 > gs[g] ? j0 : gs[g], p1 = j1 < ge[g] ? j1 : ge[g];
+            if (p0 >= p1) continue;
+            gemm_tn(p1 - p0, d, B, a->Z + p0, n, a->Xh + (size_t)g * BD, d, 0.0f,
+                    gWd + (size_t)p0 * d, d);
+        }
+        if (do_aux) gemm_tn(nb, d, B, a->Za + j0, n, a->Ra, d, 1.0f, gWd + (size_t)j0 * d, d);
+        if (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED)
+            for (int j = j0; j < j1; j++) {
+                /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| = lmbda/B (sum_b f_bj) w_j / ||w_j|| */
+                if (!(a->wn[j] > 0)) continue;
+                float c = (float)(l1c * a->cs3[j] / a->wn[j]);
+                float *gd = gWd + (size_t)j * d;
+                const float *w = s->W_decT + (size_t)j * d;
+                for (int q = 0; q < d; q++) gd[q] += c * w[q];
+            }
+        for (int j = j0; j < j1; j++) {
+            if (o->normalise) {
+                /* drop the decoder gradient's component along its column (as TopK) */
+                float *gd = gWd + (size_t)j * d;
+                const float *w = s->W_decT + (size_t)j * d;
+                double ww = 0, gw = 0;
+                for (int q = 0; q < d; q++) {
+                    ww += (double)w[q] * w[q];
+                    gw += (double)gd[q] * w[q];
+                }
+                if (ww > 0) {
+                    float al = (float)(gw / ww);
+                    for (int q = 0; q < d; q++) gd[q] -= al * w[q];
+                }
+            }
+            double ss = 0;
+            for (int i = 0; i < s->n_params; i++) {
+                if (!s->params[i].per_latent) continue;
+                size_t w = s->params[i].numel / (size_t)n;
+                const float *g = io->gr[i] + (size_t)j * w;
+                for (size_t q = 0; q < w; q++) ss += (double)g[q] * g[q];
+            }
+            a->lat_ss[j] = ss;
+        }
+    }
+    double gss = 0;
+    for (int j = 0; j < n; j++) gss += a->lat_ss[j];
+    for (int i = 0; i < s->n_params; i++) {
+        if (s->params[i].per_latent) continue;
+        for (size_t q = 0; q < s->params[i].numel; q++) gss += (double)io->gr[i][q] * io->gr[i][q];
+    }
+    *io->grad_ss = gss;
+    memset(io->has_grad, 1, (size_t)n);
+    /* firing counts -> off (the trainer's dead-latent counters read it) */
+#pragma omp parallel for schedule(static) if (par)
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        int j1 = j0 + 64 < n ? j0 + 64 : n;
+        for (int j = j0; j < j1; j++) a->cnt[j] = 0;
+        for (int b = 0; b < B; b++) {
+            const float *z = a->Z + (size_t)b * n;
+            for (int j = j0; j < j1; j++) a->cnt[j] += z[j] > 0;
+        }
+    }
+    io->off[0] = 0;
+    for (int j = 0; j < n; j++) io->off[j + 1] = io->off[j] + a->cnt[j];
+    double t3 = sf_now();
+    io->tm->encode += t1 - t0;
+    io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);
+    io->tm->backward += t3 - t1;
+
+    if (met) {
+        memset(met, 0, sizeof *met);
+        double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, pen = 0, rec = 0;
+        for (int b = 0; b < B; b++) {
+            const double *st = a->rowst + (size_t)b * 8;
+            sq += st[RS_SQ];
+            x2 += st[RS_X2];
+            l1 += st[RS_L1];
+            l0 += st[RS_L0];
+            pen += st[RS_PEN];
+            rec += st[RS_AUX];
+            double den = sqrt(st[RS_X2] * st[RS_XH2]);
+            cs += den > 0 ? st[RS_XXH] / den : 0;
+        }
+        int surv = 0;
+        for (int j = 0; j < n; j++) {
+            surv += a->cnt[j] > 0;
+            double lg = log10((double)a->cnt[j] / B + 1e-6);
+            int bin = (int)floor((lg + 6.0) / 0.5);
+            if (bin < 0) bin = 0;
+            if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
+            met->hist[bin]++;
+        }
+        met->l2 = sq / B;
+        met->auxk = aux_loss + (arch == SF_SAE_GATED ? rec / B - met->l2 : 0);
+        /* rec: mean over prefixes (matryoshka) or recon + gated aux recon */
+        met->loss = rec / B + lm * pen / B + aux_loss;
+        met->l2_normalised = x2 > 0 ? sq / x2 : 0;
+        met->l1 = l1 / B;
+        met->l0 = l0 / B;
+        met->cossim = cs / B;
+        met->alive = met->l0 / n;
+        met->survival = (double)surv / n;
+        met->dead = (double)ndead / n;
+        met->grad_norm = sqrt(gss);
+    }
+    free(dead);
+    return 0;
+}

@@ -1,0 +1,59 @@
+/* Gated SAE (Rajamanoharan et al. 2024, "Improving dictionary learning with
+ * gated sparse autoencoders"). One encoder matrix W, two paths:
+ *   pi_gate = W (x - b_dec) + gate_bias
+ *   pi_mag  = exp(r_mag) * W (x - b_dec) + mag_bias
+ *   f = 1[pi_gate > 0] * ReLU(pi_mag),  x_hat = W_dec f + b_dec
+ *   L = mean ||x - x_hat||^2 + lmbda_t mean sum_j ReLU(pi_gate)_j ||W_dec[:, j]||
+ *       + mean ||x - (W_dec' ReLU(pi_gate) + b_dec')||^2
+ * where W_dec', b_dec' are a frozen copy (no gradient into the decoder from
+ * the auxiliary term; the gate path gets the gradient the Heaviside cannot
+ * give it). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "sae/arch_internal.h"
+
+void sae_gated_forward(sae_arch_rows *r) {
+    const sf_sae *s = r->s;
+    const int n = r->n;
+    float *er = malloc((size_t)n * sizeof(float));
+    for (int j = 0; j < n; j++) er[j] = expf(s->r_mag[j]);
+    for (int i = 0; i < r->m; i++) {
+        const float *p = r->P + (size_t)i * n;
+        float *z = r->Z + (size_t)i * n, *a = r->A + (size_t)i * n;
+        double pen = 0;
+        for (int j = 0; j < n; j++) {
+            float pg = p[j] + s->b_enc[j], pm = er[j] * p[j] + s->b_mag[j];
+            a[j] = pg > 0 ? pg : 0;
+            z[j] = (pg > 0 && pm > 0) ? pm : 0;
+            pen += (double)a[j] * r->wn[j];
+        }
+        r->pen[i] = pen;
+    }
+    free(er);
+}
+
+/* In: G = dL/df (reconstruction), GA = dL/dReLU(pi_gate) (aux). Out:
+ * G = dL/dP, H = dL/dpi_mag, A = dL/dpi_gate, E = dL/dpi_mag * P. */
+void sae_gated_backward(sae_arch_rows *r) {
+    const sf_sae *s = r->s;
+    const int n = r->n;
+    const float c = (float)(r->lmbda * r->inv_B);
+    float *er = malloc((size_t)n * sizeof(float));
+    for (int j = 0; j < n; j++) er[j] = expf(s->r_mag[j]);
+    for (int i = 0; i < r->m; i++) {
+        const size_t o = (size_t)i * n;
+        const float *p = r->P + o, *ga = r->GA + o;
+        float *g = r->G + o, *h = r->H + o, *a = r->A + o, *e = r->E + o;
+        for (int j = 0; j < n; j++) {
+            float pg = p[j] + s->b_enc[j], pm = er[j] * p[j] + s->b_mag[j];
+            float gm = (pg > 0 && pm > 0) ? g[j] : 0.0f;
+            float gg = pg > 0 ? ga[j] + c * r->wn[j] : 0.0f;
+            h[j] = gm;
+            e[j] = gm * p[j];
+            a[j] = gg;
+            g[j] = gg + er[j] * gm;
+        }
+    }
+    free(er);
+}

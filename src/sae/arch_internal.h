@@ -1,0 +1,112 @@
+/* SAE architectures other than TopK, and the dead-latent remedies: the hooks
+ * that sae.c (model, checkpoints, encode) and sae_train.c (trainer) call.
+ * docs/architectures.md has the formulas.
+ *
+ * Training engine (arch_common.c): the new architectures share one dense
+ * step, because L1 / JumpReLU / gated codes are dense early in training and
+ * a GEMM is then the fastest way to touch every (row, latent) pair:
+ *   xc = x - b_dec                   (B, d)
+ *   P  = xc W_enc^T                  (B, n)   sgemm, no bias
+ *   Z  = act(P)                      (B, n)   per architecture (arch_*.c)
+ *   x_hat_g = b_dec + Z[:, <m_g] W_decT[<m_g]   per nested prefix m_g (one
+ *                                              prefix = n unless matryoshka)
+ *   gZ = sum_g R_g W_decT^T          (B, n)   R_g: dL/dx_hat of prefixes >= g
+ *   G  = dL/dP                       (B, n)   per architecture
+ *   gW_enc = G^T xc, gW_decT = Z^T R + (L1 norm term), gb_dec = sum R - W_enc^T colsum(G)
+ * Every product runs on fixed row chunks / latent blocks, so results do not
+ * depend on the thread count. */
+#ifndef SAEFLOW_ARCH_INTERNAL_H
+#define SAEFLOW_ARCH_INTERNAL_H
+
+#include <cjson/cJSON.h>
+
+#include "saeflow/sae.h"
+#include "saeflow/sae_train.h"
+
+/* ---- model hooks (sae.c) ---- */
+/* k from the caller -> s->k_sel (batchtopk, matryoshka) and s->k = code capacity. */
+void sae_arch_set_k(sf_sae *s, int k);
+/* Allocates and registers the parameters of s->arch (not TopK). */
+int sae_arch_alloc(sf_sae *s);
+/* Architecture-specific init after the shared one (W_enc uniform, W_decT = W_enc unit rows). */
+void sae_arch_init(sf_sae *s, uint64_t seed);
+/* Writes the architecture's keys into a config object ("arch", "k", "groups"...). */
+void sae_arch_config(const sf_sae *s, cJSON *cfg);
+/* Reads them back (k optional where it has no meaning); errors name `path`. */
+int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path);
+/* x (B, d) -> codes, per architecture; codes hold up to s->k per row. */
+int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out);
+/* Saves a copy with s->input_scale folded into the weights (resample.c). */
+int sae_save_folded(const sf_sae *s, const char *dir);
+/* Deep copy of a model (params, config). */
+int sae_copy(sf_sae *dst, const sf_sae *src);
+
+/* ---- trainer hooks (sae_train.c) ---- */
+typedef struct {
+    sf_sae *s;
+    const sf_sae_train_opts *o;
+    float **gr, **m1, **m2; /* per param: gradient, Adam moments */
+    uint8_t *has_grad;      /* (n) 1: latent's gradient rows are valid */
+    int32_t *off;           /* (n + 1): off[j+1] - off[j] = rows where latent j fired */
+    int64_t *since;         /* (n) samples since each latent last fired */
+    double *grad_ss;        /* squared global gradient norm (for clipping) */
+    int64_t steps;          /* optimiser steps taken so far */
+    sf_sae_timing *tm;
+} sae_train_io;
+
+typedef struct sae_arch_state sae_arch_state;
+sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch);
+void sae_arch_state_free(sae_arch_state *a);
+int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
+                  sf_sae_metrics *m);
+/* After the optimiser step (batchtopk threshold EMA). */
+void sae_arch_after_step(sae_arch_state *a, const sae_train_io *io);
+/* (B, d) rows proportional to x_hat - x of the last batch (for resampling). */
+const float *sae_arch_residual(const sae_arch_state *a);
+
+/* Dead-latent resampling (resample.c): latents with since >= bodycount get
+ * encoder/decoder rows from the batch rows with the largest squared error
+ * (sampled with probability proportional to it), encoder bias 0, and their
+ * Adam moments reset. x (B, d), resid (B, d) ~ x_hat - x. */
+int sae_resample(const sae_train_io *io, const float *x, const float *resid, int B);
+
+/* ---- per-architecture math (arch_<name>.c), called by arch_common.c ---- */
+/* Row chunk context handed to the per-architecture functions. */
+typedef struct {
+    const sf_sae *s;
+    const sf_sae_train_opts *o;
+    int n, m;        /* latents, rows in this chunk */
+    double lmbda;    /* lmbda after warmup, for this step */
+    float inv_B;     /* 1 / batch rows (loss is a mean over rows) */
+    const float *wn; /* (n) decoder column norms */
+    const float *P;  /* (m, n) pre-activations without bias */
+    float *Z;        /* (m, n) decoder coefficients */
+    float *G;        /* (m, n) in: dL/dZ from the reconstruction; out: dL/dP */
+    float *H;        /* (m, n) scratch: gated dL/d mag, jumprelu dL/d logthres */
+    float *A;        /* (m, n) gated: ReLU(gate) (aux + L1); standard: L1 weights */
+    const float *GA; /* (m, n) gated: dL/dA from the aux reconstruction */
+    float *E;        /* (m, n) gated: dL/d mag * P (for r_mag) */
+    double *pen;     /* per row sparsity penalty (out, (m)) */
+} sae_arch_rows;
+
+/* standard (arch_standard.c) */
+void sae_standard_forward(sae_arch_rows *r);
+void sae_standard_backward(sae_arch_rows *r);
+/* gated (arch_gated.c) */
+void sae_gated_forward(sae_arch_rows *r);
+void sae_gated_backward(sae_arch_rows *r);
+/* jumprelu (arch_jumprelu.c) */
+void sae_jumprelu_forward(sae_arch_rows *r);
+void sae_jumprelu_backward(sae_arch_rows *r);
+/* batchtopk (arch_batchtopk.c): selection over the whole batch. P (B, n),
+ * b_enc (n) -> Z (B, n); returns the smallest selected value (for the EMA). */
+float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB,
+                           float *Z, int par);
+/* Per-row TopK on P + b_enc into dense Z (matryoshka over TopK). */
+void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z);
+
+/* small helpers (arch_common.c) */
+void sae_colsum(const float *M, int rows, int cols, double *out, int par);
+int sae_arch_par(size_t work);
+
+#endif

@@ -1,0 +1,55 @@
+/* JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping ahead"):
+ *   pi = W_enc (x - b) + b_enc,  theta = exp(logthres)
+ *   f = pi * H(pi - theta),  x_hat = W_dec f + b
+ *   L = mean ||x - x_hat||^2 + lmbda_t mean sum_j H(pi_j - theta_j)      (L0)
+ * Straight-through estimator with a rectangle kernel K(u) = 1[|u| < 1/2] of
+ * width eps = --bandwidth, as the paper:
+ *   d f / d theta := -(theta / eps) K((pi - theta) / eps),  d f / d pi = H(pi - theta)
+ *   d H / d theta := -(1 / eps) K((pi - theta) / eps),      d H / d pi = 0
+ * and d theta / d logthres = theta. The step is applied to the
+ * pre-activation pi (the reference applies it to the post-jump value). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "sae/arch_internal.h"
+
+void sae_jumprelu_forward(sae_arch_rows *r) {
+    const sf_sae *s = r->s;
+    const int n = r->n;
+    float *th = malloc((size_t)n * sizeof(float));
+    for (int j = 0; j < n; j++) th[j] = expf(s->logthres[j]);
+    for (int i = 0; i < r->m; i++) {
+        const float *p = r->P + (size_t)i * n;
+        float *z = r->Z + (size_t)i * n;
+        double l0 = 0;
+        for (int j = 0; j < n; j++) {
+            float v = p[j] + s->b_enc[j];
+            int on = v > th[j];
+            z[j] = on ? v : 0;
+            l0 += on;
+        }
+        r->pen[i] = l0;
+    }
+    free(th);
+}
+
+/* In: G = dL/df. Out: G = dL/dpi (= dL/dP), H = dL/dlogthres per entry. */
+void sae_jumprelu_backward(sae_arch_rows *r) {
+    const sf_sae *s = r->s;
+    const int n = r->n;
+    const float eps = (float)r->o->bandwidth, half = 0.5f * eps;
+    const float c0 = (float)(r->lmbda * r->inv_B) / eps;
+    float *th = malloc((size_t)n * sizeof(float));
+    for (int j = 0; j < n; j++) th[j] = expf(s->logthres[j]);
+    for (int i = 0; i < r->m; i++) {
+        const size_t o = (size_t)i * n;
+        const float *p = r->P + o;
+        float *g = r->G + o, *h = r->H + o;
+        for (int j = 0; j < n; j++) {
+            float v = p[j] + s->b_enc[j], t = th[j];
+            h[j] = fabsf(v - t) < half ? t * (-(t / eps) * g[j] - c0) : 0.0f;
+            g[j] = v > t ? g[j] : 0.0f;
+        }
+    }
+    free(th);
+}

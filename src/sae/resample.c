@@ -1,0 +1,226 @@
+/* Dead-latent resampling (Anthropic, "Towards Monosemanticity", 2023),
+ * data-driven decoder-bias init (mean / geometric median), input
+ * normalisation to average norm sqrt(d) and its folding into the weights. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sae/arch_internal.h"
+#include "sae/sae_internal.h"
+#include "saeflow/sae_arch.h"
+
+int sf_sae_set_jumpthreshold(sf_sae *s, double thr) {
+    if (s->arch != SF_SAE_JUMPRELU) return sf_error("--jumpthreshold applies to jumprelu only");
+    if (!(thr > 0) || !isfinite(thr)) return sf_error("--jumpthreshold must be > 0");
+    for (int j = 0; j < s->n; j++) s->logthres[j] = (float)log(thr);
+    return 0;
+}
+
+/* Resampling: the dead latents (since >= bodycount) get, one each, a batch
+ * row drawn with probability proportional to its squared reconstruction
+ * error; decoder column = that input (minus b_dec), unit norm; encoder row =
+ * the same direction scaled to 0.2 x the mean encoder-row norm of the alive
+ * latents; encoder bias 0; Adam moments of all their rows zeroed; their
+ * dead counters restart. The paper draws from a larger sample of inputs;
+ * here the pool is the current batch (documented deviation). */
+int sae_resample(const sae_train_io *io, const float *x, const float *resid, int B) {
+    sf_sae *s = io->s;
+    const int n = s->n, d = s->d;
+    int ndead = 0;
+    for (int j = 0; j < n; j++) ndead += io->since[j] >= io->o->bodycount;
+    if (!ndead) return 0;
+    double *cum = sf_malloc((size_t)B * sizeof(double)), tot = 0;
+    for (int b = 0; b < B; b++) {
+        double e = 0;
+        for (int q = 0; q < d; q++) e += (double)resid[(size_t)b * d + q] * resid[(size_t)b * d + q];
+        tot += e;
+        cum[b] = tot;
+    }
+    double alive_norm = 0;
+    int nalive = 0;
+    for (int j = 0; j < n; j++) {
+        if (io->since[j] >= io->o->bodycount) continue;
+        double ss = 0;
+        for (int q = 0; q < d; q++) ss += (double)s->W_enc[(size_t)j * d + q] * s->W_enc[(size_t)j * d + q];
+        alive_norm += sqrt(ss);
+        nalive++;
+    }
+    alive_norm = nalive ? alive_norm / nalive : 1.0;
+    sf_rng r;
+    sf_rng_seed(&r, 0x7265736d706c65ull + (uint64_t)io->steps);
+    for (int j = 0; j < n; j++) {
+        if (io->since[j] < io->o->bodycount) continue;
+        int b = 0;
+        if (tot > 0) {
+            double u = sf_rng_uniform(&r) * tot;
+            int lo = 0, hi = B - 1;
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                if (cum[mid] > u) hi = mid;
+                else lo = mid + 1;
+            }
+            b = lo;
+        } else {
+            b = (int)sf_rng_below(&r, (uint64_t)B);
+        }
+        float *wd = s->W_decT + (size_t)j * d, *we = s->W_enc + (size_t)j * d;
+        double ss = 0;
+        for (int q = 0; q < d; q++) {
+            wd[q] = x[(size_t)b * d + q] - s->b_dec[q];
+            ss += (double)wd[q] * wd[q];
+        }
+        if (!(ss > 0)) continue;
+        float inv = (float)(1.0 / sqrt(ss));
+        for (int q = 0; q < d; q++) {
+            wd[q] *= inv;
+            we[q] = (float)(0.2 * alive_norm) * wd[q];
+        }
+        for (int i = 0; i < s->n_params; i++) {
+            const sf_sae_param *p = &s->params[i];
+            if (!p->per_latent) continue;
+            size_t w = p->numel / (size_t)n;
+            memset(io->m1[i] + (size_t)j * w, 0, w * sizeof(float));
+            memset(io->m2[i] + (size_t)j * w, 0, w * sizeof(float));
+            if (p->data == s->b_enc || p->data == s->b_mag || p->data == s->r_mag)
+                memset(p->data + (size_t)j * w, 0, w * sizeof(float));
+        }
+        io->since[j] = 0;
+    }
+    free(cum);
+    return 0;
+}
+
+/* ---------------------------------------------------- data-driven init -- */
+
+/* Up to `rows` rows spread evenly over the data, times s->input_scale. */
+static float *sample_rows(const sf_sae *s, const sf_sae_data *D, int64_t rows, int64_t *m) {
+    if (rows <= 0 || rows > D->N) rows = D->N;
+    int64_t *idx = sf_malloc((size_t)rows * sizeof(int64_t));
+    for (int64_t i = 0; i < rows; i++) idx[i] = (int64_t)((double)i * D->N / rows);
+    float *x = sf_malloc((size_t)rows * D->d * sizeof(float));
+    if (sf_sae_data_gather(D, idx, rows, x)) {
+        free(idx);
+        free(x);
+        return NULL;
+    }
+    free(idx);
+    if (s->input_scale > 0)
+        for (size_t i = 0; i < (size_t)rows * D->d; i++) x[i] *= s->input_scale;
+    *m = rows;
+    return x;
+}
+
+int sf_sae_set_input_norm(sf_sae *s, const sf_sae_data *D, int64_t rows) {
+    if (D->d != s->d) return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
+    s->input_scale = 0;
+    int64_t m;
+    float *x = sample_rows(s, D, rows, &m);
+    if (!x) return -1;
+    double tot = 0;
+    for (int64_t b = 0; b < m; b++) {
+        double ss = 0;
+        for (int q = 0; q < s->d; q++) ss += (double)x[(size_t)b * s->d + q] * x[(size_t)b * s->d + q];
+        tot += sqrt(ss);
+    }
+    free(x);
+    double mean = tot / (double)m;
+    if (!(mean > 0)) return sf_error("input normalisation: the sampled rows are all zero");
+    s->input_scale = (float)(sqrt((double)s->d) / mean);
+    sf_sae_config_set_number(s, "input_scale", s->input_scale);
+    sf_sae_config_set_string(s, "normalize_activations", "fixed_norm_sqrt_d");
+    return 0;
+}
+
+int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t rows) {
+    if (D->d != s->d) return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
+    int med;
+    if (!strcmp(mode, "mean")) med = 0;
+    else if (!strcmp(mode, "median") || !strcmp(mode, "geometric_median")) med = 1;
+    else return sf_error("--b_dec_init: unknown mode '%s' (mean, median, zero)", mode);
+    int64_t m;
+    float *x = sample_rows(s, D, rows, &m);
+    if (!x) return -1;
+    const int d = s->d;
+    double *g = sf_calloc((size_t)d, sizeof(double)), *nx = sf_calloc((size_t)d, sizeof(double));
+    for (int64_t b = 0; b < m; b++)
+        for (int q = 0; q < d; q++) g[q] += x[(size_t)b * d + q];
+    for (int q = 0; q < d; q++) g[q] /= (double)m;
+    if (med) {
+        /* Weiszfeld: g <- sum_b x_b / ||x_b - g|| / sum_b 1 / ||x_b - g|| */
+        for (int it = 0; it < 100; it++) {
+            double wsum = 0;
+            memset(nx, 0, (size_t)d * sizeof(double));
+            for (int64_t b = 0; b < m; b++) {
+                const float *xr = x + (size_t)b * d;
+                double dist = 0;
+                for (int q = 0; q < d; q++) dist += (xr[q] - g[q]) * (xr[q] - g[q]);
+                dist = sqrt(dist);
+                if (dist < 1e-12) continue; /* a sample on the estimate: skip it */
+                double w = 1.0 / dist;
+                wsum += w;
+                for (int q = 0; q < d; q++) nx[q] += w * xr[q];
+            }
+            if (!(wsum > 0)) break;
+            double move = 0;
+            for (int q = 0; q < d; q++) {
+                nx[q] /= wsum;
+                move += (nx[q] - g[q]) * (nx[q] - g[q]);
+                g[q] = nx[q];
+            }
+            if (sqrt(move) < 1e-6) break;
+        }
+    }
+    for (int q = 0; q < d; q++) s->b_dec[q] = (float)g[q];
+    sf_sae_config_set_string(s, "b_dec_init", med ? "geometric_median" : "mean");
+    free(g);
+    free(nx);
+    free(x);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- copies -- */
+
+int sae_copy(sf_sae *dst, const sf_sae *src) {
+    /* same shapes through the normal allocation path, then the data */
+    memset(dst, 0, sizeof *dst);
+    dst->arch = src->arch;
+    dst->d = src->d;
+    dst->n = src->n;
+    dst->k = src->k;
+    dst->k_sel = src->k_sel;
+    dst->batch_select = src->batch_select;
+    dst->n_groups = src->n_groups;
+    memcpy(dst->groups, src->groups, sizeof dst->groups);
+    dst->threshold = src->threshold;
+    if (sf_sae_init(dst, src->arch, src->d, src->n, src->arch == SF_SAE_TOPK ? src->k : (src->k_sel ? src->k_sel : src->k), 0))
+        return -1;
+    dst->k = src->k;
+    dst->batch_select = src->batch_select;
+    dst->n_groups = src->n_groups;
+    memcpy(dst->groups, src->groups, sizeof dst->groups);
+    dst->threshold = src->threshold;
+    for (int i = 0; i < src->n_params; i++)
+        memcpy(dst->params[i].data, src->params[i].data, src->params[i].numel * sizeof(float));
+    if (dst->config) cJSON_Delete(dst->config);
+    dst->config = src->config ? cJSON_Duplicate(src->config, 1) : NULL;
+    return 0;
+}
+
+int sae_save_folded(const sf_sae *s, const char *dir) {
+    /* Trained on c x: pre = W (c x - b) = (c W)(x - b / c); x_hat = (W_dec z + b) / c.
+     * So W_enc *= c, W_dec /= c, b_dec /= c; biases inside the encoder and
+     * thresholds act on the same pre-activations and stay. */
+    sf_sae f;
+    if (sae_copy(&f, s)) return -1;
+    const float c = s->input_scale, ic = 1.0f / c;
+    const size_t nd = (size_t)s->n * s->d;
+    for (size_t i = 0; i < nd; i++) {
+        f.W_enc[i] *= c;
+        f.W_decT[i] *= ic;
+    }
+    for (int q = 0; q < s->d; q++) f.b_dec[q] *= ic;
+    f.input_scale = 0;
+    int rc = sf_sae_save(&f, dir);
+    sf_sae_free(&f);
+    return rc;
+}
