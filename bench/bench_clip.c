@@ -24,6 +24,13 @@ static double peak_rss_mb(void) {
     return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
 }
 
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
 static void die(const char *what) {
     fprintf(stderr, "bench_clip: %s: %s\n", what, sf_errmsg());
     exit(1);
@@ -92,22 +99,24 @@ int main(int argc, char **argv) {
     }
     if ((n = sf_clip_output_size(m, text, &req, (int)T)) < 0) die("request");
     float *y = malloc(sizeof(float) * (size_t)(B * n));
-    double best = 1e30, total = 0;
+    double best = 1e30, total = 0, cpu = 0;
     for (int it = 0; it < warmup + iters; it++) {
-        double s = sf_now();
+        double s = sf_now(), c0 = cpu_s();
         int rc = text ? sf_clip_text_forward(m, ids, mask, B, T, &req, y) : sf_clip_vision_forward(m, px, B, &req, y);
         if (rc) die("forward");
         double e = sf_now() - s;
         if (it >= warmup) {
             total += e;
+            cpu += cpu_s() - c0;
             if (e < best) best = e;
         }
     }
     double per = total / iters;
     printf("{\"impl\": \"saeflow\", \"tower\": \"%s\", \"what\": \"%s\", \"tokens\": \"%s\", \"dtype\": \"%s\", "
            "\"threads\": %d, \"batch\": %lld, \"iters\": %d, \"sec_per_batch\": %.4f, \"best_sec\": %.4f, "
-           "\"items_per_s\": %.4f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, \"blas\": \"%s\"}\n",
-           tower, what, tokens, dtype, threads, (long long)B, iters, per, best, (double)B / per, load_s, peak_rss_mb(),
+           "\"items_per_s\": %.4f, \"cpu_s_per_batch\": %.3f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, "
+           "\"blas\": \"%s\"}\n",
+           tower, what, tokens, dtype, threads, (long long)B, iters, per, best, (double)B / per, cpu / iters, load_s, peak_rss_mb(),
            sf_kernels_blas_info());
     if (out) {
         sf_st_writer *w = sf_stw_new();

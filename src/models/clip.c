@@ -19,7 +19,10 @@
 #include "saeflow/safetensors.h"
 
 typedef struct {
-    sf_weight q, k, v, o, fc1, fc2;
+    sf_weight qkv;      /* (3D, D): q, k, v rows stacked, one GEMM for all three */
+    sf_weight q, k, v;  /* (D, D) views into qkv (not owned) */
+    sf_weight o, fc1, fc2;
+    const float *qkvb;  /* (3D) */
     const float *qb, *kb, *vb, *ob, *fc1b, *fc2b, *ln1w, *ln1b, *ln2w, *ln2b;
 } clip_layer;
 
@@ -195,6 +198,29 @@ static int has(const sf_clip *m, const char *name) {
     return sf_st_set_find(&m->st, name, &f) != NULL;
 }
 
+/* Stacks q, k, v into one (3D, D) matrix so attention's input projection is
+ * a single GEMM (x is packed once, one parallel region instead of three);
+ * q/k/v stay available as views for the one-token last layer. The source
+ * pages of the mapping are dropped after the copy. */
+static void fuse_qkv(sf_clip *m, clip_layer *L, int64_t D) {
+    size_t esz = m->dtype == SF_DT_F32 ? 4 : 2, part = (size_t)(D * D) * esz;
+    char *buf = sf_malloc_aligned(3 * part);
+    sf_weight *src[3] = {&L->q, &L->k, &L->v};
+    for (int i = 0; i < 3; i++) {
+        memcpy(buf + i * part, src[i]->data, part);
+        if (src[i]->owned) sf_weight_free(src[i]);
+        else drop_pages(src[i]->data, part);
+        *src[i] = (sf_weight){m->dtype, 2, {D, D}, buf + i * part, NULL};
+    }
+    L->qkv = (sf_weight){m->dtype, 2, {3 * D, D}, buf, buf};
+    float *b = sf_malloc((size_t)(3 * D) * sizeof(float));
+    memcpy(b, L->qb, (size_t)D * sizeof(float));
+    memcpy(b + D, L->kb, (size_t)D * sizeof(float));
+    memcpy(b + 2 * D, L->vb, (size_t)D * sizeof(float));
+    keep_owned(m, b);
+    L->qkvb = b;
+}
+
 static int load_layers(sf_clip *m, clip_tower *tw, const char *prefix) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, I = c->intermediate;
@@ -216,6 +242,7 @@ static int load_layers(sf_clip *m, clip_tower *tw, const char *prefix) {
             !(L->ln1b = small(m, p, "layer_norm1.bias", 1, d1)) || !(L->ln2w = small(m, p, "layer_norm2.weight", 1, d1)) ||
             !(L->ln2b = small(m, p, "layer_norm2.bias", 1, d1)))
             return -1;
+        fuse_qkv(m, L, D);
     }
     return 0;
 }
@@ -353,7 +380,9 @@ static void free_tower(clip_tower *tw) {
     if (tw->layers)
         for (int l = 0; l < tw->cfg.layers; l++) {
             clip_layer *L = &tw->layers[l];
-            sf_weight_free(&L->q), sf_weight_free(&L->k), sf_weight_free(&L->v);
+            /* q, k, v: views into qkv once fused (free is then a no-op), or
+             * their own buffers if loading stopped before fusing */
+            sf_weight_free(&L->q), sf_weight_free(&L->k), sf_weight_free(&L->v), sf_weight_free(&L->qkv);
             sf_weight_free(&L->o), sf_weight_free(&L->fc1), sf_weight_free(&L->fc2);
         }
     free(tw->layers);
@@ -434,10 +463,8 @@ static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int6
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
     sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
-    // q, k, v (N, D) each, written into the thirds of qkv (N, 3D)
-    sf_linear(s->ln, N, D, &L->q, L->qb, s->qkv, 3 * D, 0);
-    sf_linear(s->ln, N, D, &L->k, L->kb, s->qkv + D, 3 * D, 0);
-    sf_linear(s->ln, N, D, &L->v, L->vb, s->qkv + 2 * D, 3 * D, 0);
+    // qkv (N, 3D) = ln @ [Wq; Wk; Wv]^T + [bq; bk; bv]: q, k, v are its thirds
+    sf_linear(s->ln, N, D, &L->qkv, L->qkvb, s->qkv, 3 * D, 0);
     sf_attn_shape as = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D, .ldv = 3 * D,
                         .ldo = D, .scale = 1.0f / sqrtf((float)Dh), .causal = causal, .key_mask = key_mask};
     sf_attention(&as, s->qkv, s->qkv + D, s->qkv + 2 * D, s->att);
