@@ -583,21 +583,15 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
         if (ids[i] < 0 || ids[i] >= c->vocab_size)
             return sf_error("text: token id %d at [%lld, %lld] outside the vocabulary [0, %d)", ids[i],
                             (long long)(i / T), (long long)(i % T), c->vocab_size);
-    // embeddings: x (B, T, D) = token_embedding[ids] + position_embedding[t]
-    float *x = sf_malloc_aligned((size_t)(B * T * D) * sizeof(float));
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < B * T; i++) {
-        float *xi = x + i * D;
-        sf_weight_rows_f32(&tw->tok, ids[i], 1, xi);
-        const float *p = tw->pos + (i % T) * D;
-        for (int64_t d = 0; d < D; d++) xi[d] += p[d];
-    }
     /* Pooled position, exactly as transformers' CLIPTextTransformer: legacy
      * configs (eos_token_id == 2) take argmax(ids) (the EOT id 49407 is the
      * largest in CLIP's vocabulary); others the first eos_token_id, and
      * argmax over an all-false row gives 0. Both argmaxes return the first
      * maximal index. */
     int64_t *sel = sf_calloc((size_t)B, sizeof(int64_t));
+    int64_t Te = T; /* positions to compute */
+    const int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
+    if (one_token) Te = 1;
     for (int64_t b = 0; b < B; b++) {
         const int32_t *row = ids + b * T;
         int64_t best = 0;
@@ -612,8 +606,28 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
                 }
         }
         sel[b] = r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_FIRST ? 0 : best;
+        if (one_token && sel[b] + 1 > Te) Te = sel[b] + 1;
     }
-    int rc = run_tower(tw, x, B, T, nl, r, 1, mask, sel, out);
+    /* Under the causal mask position t depends only on positions <= t, so a
+     * one-token request needs the first max(sel)+1 positions only: the
+     * padding after the EOS (77 - caption length) is never computed. */
+    // embeddings: x (B, Te, D) = token_embedding[ids] + position_embedding[t]
+    float *x = sf_malloc_aligned((size_t)(B * Te * D) * sizeof(float));
+    int32_t *mk = NULL;
+    if (mask) {
+        mk = sf_malloc((size_t)(B * Te) * sizeof(int32_t));
+        for (int64_t b = 0; b < B; b++) memcpy(mk + b * Te, mask + b * T, (size_t)Te * sizeof(int32_t));
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < B * Te; i++) {
+        float *xi = x + i * D;
+        int64_t b = i / Te, t = i % Te;
+        sf_weight_rows_f32(&tw->tok, ids[b * T + t], 1, xi);
+        const float *p = tw->pos + t * D;
+        for (int64_t d = 0; d < D; d++) xi[d] += p[d];
+    }
+    int rc = run_tower(tw, x, B, Te, nl, r, 1, mk, sel, out);
+    free(mk);
     free(sel);
     sf_free_aligned(x);
     return rc;
