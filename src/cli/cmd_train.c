@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "saeflow/sae_arch.h"
 #include "saeflow/sae_train.h"
 
 static void usage(FILE *out) {
@@ -20,12 +21,26 @@ static void usage(FILE *out) {
             "  --tensorpath FILE     safetensors file (repeat, or comma-separate, for several)\n"
             "  --tensorkey KEY       tensor name in every file (default activations)\n"
             "model:\n"
-            "  --arch NAME           topk (default topk)\n"
+            "  --arch NAME           topk, standard, gated, jumprelu, batchtopk, matryoshka\n"
+            "                        (default topk; docs/architectures.md)\n"
             "  --features D          input width; must match the data (default: from the data)\n"
             "  --expansion E         pages = features x E (default 32)\n"
             "  --pages N             dictionary size, overrides --expansion\n"
             "  --k K                 active latents per row (default 128)\n"
             "  --init DIR            start from this checkpoint instead of a fresh init\n"
+            "  --lmbda L             standard/gated: L1 weight; jumprelu: L0 weight (default 0.01)\n"
+            "  --lmbda_warmup_steps S  lmbda ramps up linearly over S steps (default 256)\n"
+            "  --bandwidth E         jumprelu: STE rectangle kernel width (default 0.001)\n"
+            "  --jumpthreshold T     jumprelu: initial threshold (default 0.001)\n"
+            "  --groups LIST         matryoshka: group sizes, e.g. 512,512,1024,rest\n"
+            "                        (default n/8,n/8,n/4,n/2)\n"
+            "  --matryoshka_base B   matryoshka: topk or batchtopk selection (default topk)\n"
+            "  --threshold_decay D   batchtopk: EMA decay of the inference threshold (default 0.99)\n"
+            "  --ghost_grads         standard: ghost grads for dead latents\n"
+            "  --resample_every S    resample dead latents every S steps (default 0: off)\n"
+            "  --b_dec_init MODE     zero, mean or median (geometric) of a data sample (default zero)\n"
+            "  --normalize_input     scale inputs to average norm sqrt(d) while training; the\n"
+            "                        factor is folded into the saved weights\n"
             "optimisation:\n"
             "  --lr LR               AdamW learning rate (default 5e-5)\n"
             "  --beta1 B1 --beta2 B2 AdamW betas (default 0.9, 0.999)\n"
@@ -55,7 +70,8 @@ int cmd_train(int argc, char **argv) {
     enum {
         O_TP = 1000, O_TK, O_ARCH, O_FEAT, O_EXP, O_PAGES, O_K, O_INIT, O_LR, O_B1, O_B2, O_WD,
         O_WARM, O_CLIP, O_NORM, O_AUXK, O_AUX_K, O_BODY, O_BS, O_EP, O_SAVEDIR, O_NAME, O_SAVEEV,
-        O_SEED, O_THREADS, O_QUIET, O_HELP
+        O_SEED, O_THREADS, O_QUIET, O_HELP, O_LMBDA, O_LWARM, O_BW, O_JT, O_GROUPS, O_MBASE, O_TDEC,
+        O_GHOST, O_RESAMPLE, O_BINIT, O_NORMIN
     };
     static const struct option opts[] = {
         {"tensorpath", required_argument, 0, O_TP}, {"tensorkey", required_argument, 0, O_TK},
@@ -73,6 +89,12 @@ int cmd_train(int argc, char **argv) {
         {"name", required_argument, 0, O_NAME},     {"save_every", required_argument, 0, O_SAVEEV},
         {"seed", required_argument, 0, O_SEED},     {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
+        {"lmbda", required_argument, 0, O_LMBDA},   {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
+        {"bandwidth", required_argument, 0, O_BW},  {"jumpthreshold", required_argument, 0, O_JT},
+        {"groups", required_argument, 0, O_GROUPS}, {"matryoshka_base", required_argument, 0, O_MBASE},
+        {"threshold_decay", required_argument, 0, O_TDEC}, {"ghost_grads", no_argument, 0, O_GHOST},
+        {"resample_every", required_argument, 0, O_RESAMPLE},
+        {"b_dec_init", required_argument, 0, O_BINIT}, {"normalize_input", no_argument, 0, O_NORMIN},
         {0, 0, 0, 0}};
     const char *paths[256];
     int npaths = 0;
@@ -84,6 +106,11 @@ int cmd_train(int argc, char **argv) {
               body = 16384, bs = 32, ep = 10, save_every = 0, seed = 0, threads = 0;
     double lr = 5e-5, b1 = 0.9, b2 = 0.999, wd = 0, clip = 1.0, auxk = 1.0 / 32;
     int normalise = 0, quiet = 0, c, rc = 2;
+    /* other architectures and dead-latent remedies (docs/architectures.md) */
+    double lmbda = 0.01, bandwidth = 0.001, jumpthr = 0.001, tdecay = 0.99;
+    long long lwarm = 256, resample_every = 0;
+    const char *groups = NULL, *mbase = "topk", *binit = "zero";
+    int ghost = 0, normin = 0, jt_set = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
@@ -134,6 +161,17 @@ int cmd_train(int argc, char **argv) {
         case O_SEED: bad = cli_parse_int(cmd, "seed", optarg, &seed); break;
         case O_THREADS: bad = cli_parse_int(cmd, "threads", optarg, &threads); break;
         case O_QUIET: quiet = 1; break;
+        case O_LMBDA: bad = cli_parse_double(cmd, "lmbda", optarg, &lmbda); break;
+        case O_LWARM: bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm); break;
+        case O_BW: bad = cli_parse_double(cmd, "bandwidth", optarg, &bandwidth); break;
+        case O_JT: bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jumpthr); jt_set = 1; break;
+        case O_GROUPS: groups = optarg; break;
+        case O_MBASE: mbase = optarg; break;
+        case O_TDEC: bad = cli_parse_double(cmd, "threshold_decay", optarg, &tdecay); break;
+        case O_GHOST: ghost = 1; break;
+        case O_RESAMPLE: bad = cli_parse_int(cmd, "resample_every", optarg, &resample_every); break;
+        case O_BINIT: binit = optarg; break;
+        case O_NORMIN: normin = 1; break;
         case O_HELP: usage(stdout); rc = 0; goto out;
         default: rc = cli_usage_error(cmd, "unknown option"); goto out;
         }
@@ -158,6 +196,32 @@ int cmd_train(int argc, char **argv) {
     if (!(lr > 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(wd >= 0) || !(clip >= 0) ||
         !(auxk >= 0)) {
         rc = cli_usage_error(cmd, "need --lr > 0, 0 <= --beta1, --beta2 < 1, --wd, --clip, --auxk >= 0");
+        goto out;
+    }
+    if (!(lmbda >= 0) || lwarm < 0 || !(bandwidth > 0) || !(jumpthr > 0) || resample_every < 0 ||
+        !(tdecay >= 0 && tdecay < 1)) {
+        rc = cli_usage_error(cmd, "need --lmbda >= 0, --bandwidth > 0, --jumpthreshold > 0, "
+                                  "--lmbda_warmup_steps, --resample_every >= 0, 0 <= --threshold_decay < 1");
+        goto out;
+    }
+    if (strcmp(mbase, "topk") && strcmp(mbase, "batchtopk")) {
+        rc = cli_usage_error(cmd, "--matryoshka_base must be topk or batchtopk");
+        goto out;
+    }
+    if (strcmp(binit, "zero") && strcmp(binit, "mean") && strcmp(binit, "median")) {
+        rc = cli_usage_error(cmd, "--b_dec_init must be zero, mean or median");
+        goto out;
+    }
+    if ((groups || strcmp(mbase, "topk")) && arch != SF_SAE_MATRYOSHKA) {
+        rc = cli_usage_error(cmd, "--groups and --matryoshka_base need --arch matryoshka");
+        goto out;
+    }
+    if (ghost && arch != SF_SAE_STANDARD) {
+        rc = cli_usage_error(cmd, "--ghost_grads applies to --arch standard");
+        goto out;
+    }
+    if (jt_set && arch != SF_SAE_JUMPRELU) {
+        rc = cli_usage_error(cmd, "--jumpthreshold applies to --arch jumprelu");
         goto out;
     }
     sf_sae_set_threads((int)threads);
@@ -195,10 +259,25 @@ int cmd_train(int argc, char **argv) {
             rc = cli_fail(cmd);
             goto out;
         }
+        /* architecture options and data-driven init (sae_arch.h) */
+        int ge[SF_SAE_MAX_GROUPS], ng = 0, arc = 0;
+        if (arch == SF_SAE_MATRYOSHKA)
+            arc = (groups && sf_sae_parse_groups(groups, s.n, ge, &ng)) ||
+                  sf_sae_set_matryoshka(&s, !strcmp(mbase, "batchtopk"), groups ? ge : NULL, ng);
+        if (!arc && arch == SF_SAE_JUMPRELU) arc = sf_sae_set_jumpthreshold(&s, jumpthr);
+        if (!arc && normin) arc = sf_sae_set_input_norm(&s, &D, 8192);
+        if (!arc && strcmp(binit, "zero")) arc = sf_sae_init_bias(&s, &D, binit, 8192);
+        if (arc) {
+            sf_sae_free(&s);
+            sf_sae_data_close(&D);
+            rc = cli_fail(cmd);
+            goto out;
+        }
     }
     char autoname[128];
     if (!name) {
-        snprintf(autoname, sizeof autoname, "%s-k%d-x%d", sf_sae_arch_name(s.arch), s.k,
+        snprintf(autoname, sizeof autoname, "%s-k%d-x%d", sf_sae_arch_name(s.arch),
+                 s.arch == SF_SAE_TOPK ? s.k : s.k_sel,
                  s.n % s.d == 0 ? s.n / s.d : 0);
         name = autoname;
     }
@@ -216,6 +295,29 @@ int cmd_train(int argc, char **argv) {
     ro.train.auxk_coef = auxk;
     ro.train.aux_k = (int)(aux_k < s.n ? aux_k : s.n);
     ro.train.bodycount = body;
+    ro.train.lmbda = lmbda;
+    ro.train.lmbda_warmup_steps = lwarm;
+    ro.train.bandwidth = bandwidth;
+    ro.train.ghost_grads = ghost;
+    ro.train.resample_every = resample_every;
+    ro.train.threshold_decay = tdecay;
+    /* training settings recorded next to the weights (extra config keys) */
+    if (s.arch != SF_SAE_TOPK) {
+        if (s.arch == SF_SAE_STANDARD || s.arch == SF_SAE_GATED || s.arch == SF_SAE_JUMPRELU) {
+            sf_sae_config_set_number(&s, "lmbda", lmbda);
+            sf_sae_config_set_number(&s, "lmbda_warmup_steps", (double)lwarm);
+        }
+        if (s.arch == SF_SAE_JUMPRELU) {
+            sf_sae_config_set_number(&s, "bandwidth", bandwidth);
+            sf_sae_config_set_number(&s, "jumpthreshold", jumpthr);
+        }
+    }
+    if (ghost) sf_sae_config_set_number(&s, "ghost_grads", 1);
+    if (resample_every) sf_sae_config_set_number(&s, "resample_every", (double)resample_every);
+    if (!init) {
+        sf_sae_config_set_string(&s, "b_dec_init", !strcmp(binit, "median") ? "geometric_median" : binit);
+        sf_sae_config_set_number(&s, "normalize_input", normin);
+    }
     ro.batch_size = (int)bs;
     ro.num_epochs = (int)ep;
     ro.seed = (uint64_t)seed;

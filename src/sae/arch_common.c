@@ -12,7 +12,9 @@
 
 #define ALB 128 /* latents per block in the reduction GEMMs (fixed: determinism) */
 
-int sae_arch_par(size_t work) { return work >= ((size_t)1 << 18); }
+/* Below ~16 MFLOP a step runs on one thread: on a busy machine an OpenMP
+ * barrier costs more than the work (results are the same either way). */
+int sae_arch_par(size_t work) { return work >= ((size_t)1 << 23); }
 
 /* out[j] = sum_r M[r, j] in a fixed row order (parallel over column blocks). */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par) {
