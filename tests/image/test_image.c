@@ -257,6 +257,35 @@ TEST(corrupt_files_fail_cleanly) {
     }
 }
 
+static uint32_t crc32_(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* A valid PNG header claiming 20000 x 20000 pixels (> SF_IMAGE_MAX_PIXELS)
+ * is refused before any pixel buffer is allocated. */
+TEST(huge_dimensions_refused) {
+    /* signature, IHDR chunk, then the start of an (empty) IDAT so that
+     * png_read_info returns with the header parsed */
+    uint8_t png[8 + 25 + 8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    uint32_t w = 20000, h = 20000;
+    uint8_t *d = png + 16;
+    d[0] = (uint8_t)(w >> 24), d[1] = (uint8_t)(w >> 16), d[2] = (uint8_t)(w >> 8), d[3] = (uint8_t)w;
+    d[4] = (uint8_t)(h >> 24), d[5] = (uint8_t)(h >> 16), d[6] = (uint8_t)(h >> 8), d[7] = (uint8_t)h;
+    d[8] = 8, d[9] = 2, d[10] = d[11] = d[12] = 0; /* 8-bit RGB */
+    uint32_t c = crc32_(png + 12, 17);
+    png[29] = (uint8_t)(c >> 24), png[30] = (uint8_t)(c >> 16), png[31] = (uint8_t)(c >> 8), png[32] = (uint8_t)c;
+    memcpy(png + 37, "IDAT", 4);
+    sf_image im;
+    CHECK(sf_image_decode(png, sizeof png, "huge.png", &im) == -1);
+    CHECK_ERR_HAS("out of range");
+    CHECK(im.rgb == NULL);
+}
+
 TEST(sniff) {
     CHECK(sf_image_sniff("\xff\xd8\xff\xe0", 4) == SF_IMAGE_JPEG);
     CHECK(sf_image_sniff("\x89PNG\r\n\x1a\n", 8) == SF_IMAGE_PNG);
@@ -349,6 +378,7 @@ TEST(alpha_white_matches_transformers5) {
 
 int main(void) {
     RUN(sniff);
+    RUN(huge_dimensions_refused);
     RUN(resize_matches_pillow);
     RUN(normalize_table);
     RUN(fixture_images_default_config);
