@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Python half of the parquet read benchmark (driver: bench/bench_parquet.sh).
 
-  bench_parquet.py generate PATH [--mb 1024]   LLaVA-ReCap-CC3M-style file: id, image{bytes,path},
+  bench_parquet.py generate PATH [--mb 1024] [--rows-per-group 100]
+                                               LLaVA-ReCap-CC3M-style file: id, image{bytes,path},
                                                conversations [human, gpt caption], data_source;
                                                JPEG-like incompressible image bytes (20-80 KB),
-                                               captions 100-600 chars; snappy (pyarrow's and
-                                               HF datasets' default), 1000 rows per row group.
+                                               captions 100-600 chars; written like Hugging Face
+                                               `datasets` writes image datasets: pyarrow defaults
+                                               (snappy, dictionary tried, 1 MB data pages checked
+                                               every 1024 rows, so one data page per chunk) and
+                                               100 rows per row group.
   bench_parquet.py read PATH [--threads 2] [--repeat 3]
                                                pyarrow reads the id, image.bytes and
                                                conversations.list.element.value leaves (the
@@ -26,7 +30,7 @@ WORDS = ("a photo of the dog cat red blue small large street house sky person tr
          "near standing sitting image shows background green water people white black young").split()
 
 
-def generate(path, mb, rows_per_group=1000):
+def generate(path, mb, rows_per_group=100):
     rng = np.random.default_rng(0)
     schema = pa.schema([
         ("id", pa.string()),
@@ -100,13 +104,14 @@ def main():
     g = sub.add_parser("generate")
     g.add_argument("path")
     g.add_argument("--mb", type=int, default=1024)
+    g.add_argument("--rows-per-group", type=int, default=100)
     r = sub.add_parser("read")
     r.add_argument("path")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     if a.cmd == "generate":
-        generate(a.path, a.mb)
+        generate(a.path, a.mb, a.rows_per_group)
     else:
         read(a.path, a.threads, a.repeat)
 

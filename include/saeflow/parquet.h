@@ -93,13 +93,15 @@ typedef struct {
  *
  *   slot s in [0, n_slots): one (def, rep) level pair, as in Dremel.
  *   def[s] == max_def     : the slot holds a value, values index vidx[s].
- *   rows                   : row r covers slots [row_start[r], row_start[r+1]).
+ *   rows                   : row r (of the chunk; row0 + r of the row group)
+ *                            covers slots [row_start[r], row_start[r+1]).
  *                            Without repetition that is exactly slot r.
  * def/rep are NULL when the column's max level is 0 (all zero). */
 typedef struct {
     sf_pq_type type;
     int max_def, max_rep, elem_def;
     int64_t n_slots, n_rows, n_values;
+    int64_t row0;       /* row group row of the chunk's row 0 (0 unless read by rows) */
     int16_t *def;       /* (n_slots) or NULL */
     int16_t *rep;       /* (n_slots) or NULL */
     int64_t *row_start; /* (n_rows + 1) */
@@ -120,6 +122,12 @@ typedef struct {
  * and the message names file, row group, column and problem. */
 int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out);
 void sf_pq_chunk_free(sf_pq_chunk *c);
+/* Random access: decodes only the pages that hold rows [row_lo, row_hi) of
+ * the row group (plus the dictionary), for columns without repetition; a
+ * repeated column is decoded whole. The chunk covers rows
+ * [out->row0, out->row0 + out->n_rows), a superset of the range (whole
+ * pages), or nothing if the range is past the end. */
+int sf_pq_read_chunk_rows(sf_pq_file *f, int rg, int col, int64_t row_lo, int64_t row_hi, sf_pq_chunk *out);
 
 /* Convenience for a BYTE_ARRAY chunk: value of row r's slot `k` counted from
  * the row's end (k = 0: last element, the LLaVA-ReCap caption). Returns 1 and

@@ -355,7 +355,9 @@ int sf_dataset_seek(sf_dataset *ds, int64_t row) {
 }
 int sf_dataset_get(sf_dataset *ds, int64_t row, sf_sample *out) {
     if (sf_dataset_seek(ds, row)) return -1;
+    ds->random_access = 1;
     int rc = sf_dataset_next(ds, out);
+    ds->random_access = 0;
     if (rc == 0) return sf_error("row %lld: past the end of the dataset", (long long)row);
     return rc < 0 ? -1 : 0;
 }

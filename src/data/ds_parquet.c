@@ -74,21 +74,33 @@ static void unload(pq_src *s) {
     s->cur_file = s->cur_rg = -1;
 }
 
-static int load(pq_src *s, int fi, int rg) {
-    if (s->cur_file == fi && s->cur_rg == rg) return 0;
-    unload(s);
+/* Makes row `r` of row group `rg` of file `fi` available. Sequential reads
+ * decode whole row groups; random access (`sparse`) decodes only the image
+ * pages holding the row, since images dominate a row group's bytes (the
+ * small id and caption chunks are decoded whole and cached). */
+static int load(pq_src *s, int fi, int rg, int64_t r, int sparse) {
     pq_part *p = &s->parts[fi];
-    if (p->col_id >= 0 && sf_pq_read_chunk(p->f, rg, p->col_id, &s->ch_id)) return -1;
-    if (p->col_img >= 0 && sf_pq_read_chunk(p->f, rg, p->col_img, &s->ch_img)) {
+    if (s->cur_file != fi || s->cur_rg != rg) {
         unload(s);
-        return -1;
+        if (p->col_id >= 0 && sf_pq_read_chunk(p->f, rg, p->col_id, &s->ch_id)) return -1;
+        if (p->col_cap >= 0 && sf_pq_read_chunk(p->f, rg, p->col_cap, &s->ch_cap)) {
+            unload(s);
+            return -1;
+        }
+        s->cur_file = fi;
+        s->cur_rg = rg;
+    } else if (p->col_img < 0 || (r >= s->ch_img.row0 && r < s->ch_img.row0 + s->ch_img.n_rows)) {
+        return 0;
     }
-    if (p->col_cap >= 0 && sf_pq_read_chunk(p->f, rg, p->col_cap, &s->ch_cap)) {
-        unload(s);
-        return -1;
+    if (p->col_img >= 0) {
+        sf_pq_chunk_free(&s->ch_img);
+        int rc = sparse ? sf_pq_read_chunk_rows(p->f, rg, p->col_img, r, r + 1, &s->ch_img)
+                        : sf_pq_read_chunk(p->f, rg, p->col_img, &s->ch_img);
+        if (rc) {
+            unload(s);
+            return -1;
+        }
     }
-    s->cur_file = fi;
-    s->cur_rg = rg;
     return 0;
 }
 
@@ -136,8 +148,8 @@ static int pq_next(sf_dataset *ds, sf_sample *out) {
     int n_rg = sf_pq_num_row_groups(p->f);
     int rg = (int)upper_index(p->rg_row0, n_rg, in_file);
     while (rg + 1 < n_rg && p->rg_row0[rg + 1] <= in_file) rg++;
-    if (load(s, lo, rg)) return -1;
     int64_t r = in_file - p->rg_row0[rg];
+    if (load(s, lo, rg, r, ds->random_access)) return -1;
     out->row = row;
     sf_pq_bytes b;
     if (p->col_id >= 0 && sf_pq_chunk_row_bytes(&s->ch_id, r, 0, &b))
@@ -147,7 +159,7 @@ static int pq_next(sf_dataset *ds, sf_sample *out) {
         snprintf(num, sizeof num, "%" PRId64, row);
         out->id = copy_str(&s->id_buf, &s->id_cap, (const uint8_t *)num, strlen(num));
     }
-    if (p->col_img >= 0 && sf_pq_chunk_row_bytes(&s->ch_img, r, 0, &b)) {
+    if (p->col_img >= 0 && sf_pq_chunk_row_bytes(&s->ch_img, r - s->ch_img.row0, 0, &b)) {
         out->image = b.ptr;
         out->image_len = b.len;
         out->image_ext = sf_image_ext_from_magic(b.ptr, b.len);

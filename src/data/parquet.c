@@ -775,7 +775,21 @@ static int decode_dictionary(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf
     return decode_plain(&tmp, leaf->type_length, u, ulen, 0, n);
 }
 
-int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out) {
+static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf_pq_chunk *out);
+
+int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out) { return read_chunk(f, rg, col, -1, -1, out); }
+
+int sf_pq_read_chunk_rows(sf_pq_file *f, int rg, int col, int64_t row_lo, int64_t row_hi, sf_pq_chunk *out) {
+    if (row_lo < 0 || row_hi < row_lo) {
+        memset(out, 0, sizeof *out);
+        return sf_error("%s: row range [%lld, %lld) invalid", f->name, (long long)row_lo, (long long)row_hi);
+    }
+    return read_chunk(f, rg, col, row_lo, row_hi, out);
+}
+
+/* lo < 0: the whole chunk; else only the data pages holding rows [lo, hi)
+ * (for columns without repetition, where page slots are rows). */
+static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf_pq_chunk *out) {
     memset(out, 0, sizeof *out);
     if (rg < 0 || rg >= f->meta.n_rgs || col < 0 || col >= f->n_leaves)
         return sf_error("%s: row group %d / column %d out of range", f->name, rg, col);
@@ -858,6 +872,28 @@ int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out) {
     if (slots != cc->num_values)
         FAIL("column chunk claims %lld values, its pages hold %lld", (long long)cc->num_values, (long long)slots);
 
+    /* Row range: keep the dictionary page and the data pages overlapping
+     * [lo, hi); their slots are renumbered from 0 and c->row0 is the first
+     * kept row. (Page headers were still all walked and checked above.) */
+    int64_t want_rows = f->meta.rgs[rg].num_rows;
+    if (lo >= 0 && leaf->max_rep == 0) {
+        int w = dict_page >= 0 ? 1 : 0;
+        int64_t kept = 0, row0 = -1;
+        for (int i = w; i < n_pages; i++) {
+            int64_t a = pages[i].slot0, b = a + pages[i].n_slots;
+            if (b > lo && a < hi && pages[i].n_slots > 0) {
+                if (row0 < 0) row0 = a;
+                pages[i].slot0 = kept;
+                kept += pages[i].n_slots;
+                pages[w++] = pages[i];
+            }
+        }
+        n_pages = w;
+        slots = kept;
+        want_rows = kept;
+        c->row0 = row0 < 0 ? 0 : row0;
+    }
+
     /* Dictionary. */
     if (dict_page >= 0 && decode_dictionary(f, cc, leaf, &pages[dict_page], &dict, c)) goto done;
 
@@ -909,8 +945,8 @@ int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out) {
     } else {
         rows = slots;
     }
-    if (rows != f->meta.rgs[rg].num_rows)
-        FAIL("column has %lld rows, row group has %lld", (long long)rows, (long long)f->meta.rgs[rg].num_rows);
+    if (rows != want_rows)
+        FAIL("column has %lld rows, row group has %lld", (long long)rows, (long long)want_rows);
     c->n_rows = rows;
     c->row_start = sf_malloc(((size_t)rows + 1) * sizeof *c->row_start);
     if (leaf->max_rep > 0) {
