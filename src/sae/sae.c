@@ -294,12 +294,18 @@ done:
 /* ---------------------------------------------------------------- kernels -- */
 
 int sae_chunk_rows(int64_t B, int n) {
-    /* ~4 MiB of pre-activations per chunk, between 32 and 256 rows. */
-    int64_t c = ((int64_t)1 << 20) / (n > 0 ? n : 1);
+    /* One chunk per thread: every sgemm call packs all of W_enc (n x d) once,
+     * which at n x d = 12288 x 3072 costs as much as ~40 rows of compute, so
+     * few large chunks win; the per-row work after the GEMM does not need the
+     * chunk in cache (it reads each pre-activation once). Capped at 64 MiB of
+     * pre-activations per thread, at least 16 rows. */
+    int T = omp_get_max_threads();
+    int64_t c = (B + T - 1) / (T > 0 ? T : 1);
+    int64_t cap = ((int64_t)16 << 20) / (n > 0 ? n : 1);
     const char *env = getenv("SAEFLOW_CHUNK");
-    if (env) c = atoi(env);
-    if (c > 1024) c = 1024;
-    if (c < 32) c = 32;
+    if (env && atoi(env) > 0) c = atoi(env);
+    if (c > cap) c = cap;
+    if (c < 16) c = 16;
     if (c > B) c = B > 0 ? B : 1;
     return (int)c;
 }
@@ -481,7 +487,8 @@ int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out)
     const int64_t chunk = sae_chunk_rows(B, n);
     const int64_t nchunks = (B + chunk - 1) / chunk;
     int64_t bad_row = -1;
-#pragma omp parallel
+    const int par = sae_parallel_worth((size_t)B * n * d);
+#pragma omp parallel if (par)
     {
         float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
         float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
@@ -513,7 +520,7 @@ int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out)
 }
 
 void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (sae_parallel_worth((size_t)c->B * c->k * s->d * 8))
     for (int64_t b = 0; b < c->B; b++)
         sae_decode_row(s->W_decT, s->b_dec, s->d, c->idx + (size_t)b * c->k,
                        c->val + (size_t)b * c->k, c->cnt[b], x_hat + (size_t)b * s->d);

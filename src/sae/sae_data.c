@@ -98,7 +98,7 @@ static int read_row(const sf_sae_data *D, int64_t row, float *dst) {
 int sf_sae_data_gather(const sf_sae_data *D, const int64_t *rows, int64_t m, float *dst) {
     int64_t bad = -1;
     char msg[1024] = "";
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (sae_parallel_worth((size_t)m * D->d * 16))
     for (int64_t i = 0; i < m; i++) {
         if (read_row(D, rows[i], dst + (size_t)i * D->d)) {
 #pragma omp critical(sae_gather_err)

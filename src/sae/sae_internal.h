@@ -27,6 +27,9 @@ void sae_sort_pairs(int32_t *idx, float *val, int c);
 void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t *idx,
                     const float *val, int c, float *out);
 
+/* Whether `flops` of work is worth an OpenMP parallel region (else run serial). */
+static inline int sae_parallel_worth(size_t flops) { return flops >= ((size_t)1 << 26); }
+
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);
 

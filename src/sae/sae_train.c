@@ -218,7 +218,7 @@ static inline float dotf(const float *a, const float *b, int d) {
  * whatever T is. */
 static void bucket(sf_sae_trainer *t, int B, int kk, const int32_t *idx, const int32_t *cnt,
                    const float *z, const float *g, int32_t *off, int32_t *e_row, float *e_z,
-                   float *e_g) {
+                   float *e_g, int par) {
     const int n = t->s->n;
     const int T = omp_get_max_threads();
     if (!t->cnt_t || t->cnt_t[0] != T) {
@@ -227,7 +227,7 @@ static void bucket(sf_sae_trainer *t, int B, int kk, const int32_t *idx, const i
         t->cnt_t[0] = T; /* header slot; counts start at +1 */
     }
     int32_t *ct = t->cnt_t + 1;
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(T) if (par)
     {
         int th = omp_get_thread_num(), nt = omp_get_num_threads();
         int r0 = (int)((int64_t)B * th / nt), r1 = (int)((int64_t)B * (th + 1) / nt);
@@ -275,6 +275,9 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         ndead += t->dead[j];
     }
     const int use_aux = o->auxk_coef > 0 && o->aux_k > 0 && ndead > 0;
+    /* Small problems run on one thread: a barrier on a busy machine can cost
+     * more than the work (results are the same either way). */
+    const int par = sae_parallel_worth((size_t)B * n * d);
     const int ak = use_aux ? (o->aux_k < ndead ? o->aux_k : ndead) : 0;
     if (use_aux) ensure_aux(t);
 
@@ -294,7 +297,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         t->n_pre = T;
         t->pre_rows = chunk;
     }
-#pragma omp parallel reduction(+ : gemm_time)
+#pragma omp parallel reduction(+ : gemm_time) if (par)
     {
         float *pre = t->pre[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
@@ -360,7 +363,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);
 
     /* ---- B: column sums of gx (fixed row order per column) ---- */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int q0 = 0; q0 < d; q0 += 16) {
         int q1 = q0 + 16 < d ? q0 + 16 : d;
         double acc[16] = {0};
@@ -396,7 +399,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         if (D > 0 && isfinite(D) && isfinite(r2)) {
             aux_loss = o->auxk_coef * r2 / D;
             const float sc = (float)(2.0 * o->auxk_coef / D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
             for (int b = 0; b < B; b++) {
                 float *rr = t->r + (size_t)b * d;
 #pragma omp simd
@@ -414,15 +417,15 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     t->tm.aux += t2 - t1;
 
     /* ---- C: bucket entries by latent ---- */
-    bucket(t, B, k, t->idx, t->cnt, t->val, t->gz, t->off, t->e_row, t->e_z, t->e_g);
+    bucket(t, B, k, t->idx, t->cnt, t->val, t->gz, t->off, t->e_row, t->e_z, t->e_g, par);
     if (use_aux)
-        bucket(t, B, ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g);
+        bucket(t, B, ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g, par);
 
     /* ---- D: per-latent gradients ---- */
     float *gWe = t->gr[0], *gbe = t->gr[1], *gWd = t->gr[2], *gbd = t->gr[3];
     const int nblk = (n + LBLK - 1) / LBLK;
     const int normalise = o->normalise;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int blk = 0; blk < nblk; blk++) {
         float *part = t->gb_part + (size_t)blk * d;
         memset(part, 0, (size_t)d * sizeof(float));
@@ -608,7 +611,8 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     const float decay = (float)(1.0 - lr * o->wd), b1 = (float)o->beta1, b2 = (float)o->beta2,
                 eps = (float)o->eps;
     const int n = s->n, dp = t->dec_param, normalise = o->normalise;
-#pragma omp parallel for schedule(static, 16)
+    const int par = sae_parallel_worth((size_t)n * s->d * 4);
+#pragma omp parallel for schedule(static, 16) if (par)
     for (int j = 0; j < n; j++) {
         const int hg = t->has_grad[j];
         for (int i = 0; i < s->n_params; i++) {
