@@ -19,7 +19,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (sf_pq_read_chunk(f, g, c, &ch) == 0) {
                     sf_pq_bytes b;
                     for (int64_t r = 0; r < ch.n_rows; r++) sf_pq_chunk_row_bytes(&ch, r, 0, &b);
+                    int64_t mid = ch.n_rows / 2;
                     sf_pq_chunk_free(&ch);
+                    if (sf_pq_read_chunk_rows(f, g, c, mid, mid + 1, &ch) == 0) {
+                        for (int64_t r = 0; r < ch.n_rows; r++) sf_pq_chunk_row_bytes(&ch, r, 0, &b);
+                        sf_pq_chunk_free(&ch);
+                    }
                 }
             }
         FILE *null = fopen("/dev/null", "w");
