@@ -22,12 +22,13 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double *o
     X(help, "show commands, or `saeflow help <cmd>` for one")                             \
     X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")      \
     X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")    \
-    X(train, "train a TopK sparse autoencoder on activations (safetensors)")              \
+    X(train, "train a sparse autoencoder (topk, standard, gated, jumprelu, ...)")          \
     X(encode, "activations -> sparse SAE codes (CSR safetensors)")                        \
     X(decode, "SAE codes -> reconstructed activations")                                   \
     X(surgery, "activations -> reconstructions with one SAE feature steered")             \
     X(synth, "synthetic activations from a known sparse dictionary")                      \
     X(eval, "FVU, L0 and dictionary recovery (MMCS) of a checkpoint")                     \
+    X(convert, "SAE checkpoints between seed, SAELens and sparsify layouts")              \
     X(demo, "synth + train + eval on embedded synthetic ground truth (the main job)")      \
     X(topk, "top-N activating rows and statistics of every SAE feature")                  \
     X(explore, "build the static feature explorer site from a top-k file")               \

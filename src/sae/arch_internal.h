@@ -38,6 +38,10 @@ int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path);
 int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out);
 /* Saves a copy with s->input_scale folded into the weights (resample.c). */
 int sae_save_folded(const sf_sae *s, const char *dir);
+/* formats.c: a directory in the SAELens or sparsify layout (no config.json),
+ * and loading it (sf_sae_load calls these, so every command reads them). */
+int sae_is_foreign(const char *dir);
+int sae_load_foreign(sf_sae *s, const char *dir);
 /* Deep copy of a model (params, config). */
 int sae_copy(sf_sae *dst, const sf_sae *src);
 

@@ -168,6 +168,7 @@ static int config_int(const cJSON *cfg, const char *path, const char *key, int *
 
 int sf_sae_load(sf_sae *s, const char *dir) {
     memset(s, 0, sizeof *s);
+    if (sae_is_foreign(dir)) return sae_load_foreign(s, dir); /* SAELens, sparsify: formats.c */
     char *cpath = sf_path_join(dir, "config.json");
     size_t len;
     char *text = sf_read_file(cpath, &len);
