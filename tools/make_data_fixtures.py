@@ -127,7 +127,9 @@ def types_table(n=37):
         "nums": pa.array([None if r % 8 == 5 else ([] if r % 8 == 6 else list(range(r % 4 + 1))) for r in range(n)],
                          pa.list_(pa.int32())),
     }
-    return pa.table(cols)
+    # *_req columns are non-nullable: REQUIRED in parquet, no definition levels.
+    schema = pa.schema([pa.field(k, v.type, nullable=not k.endswith("_req")) for k, v in cols.items()])
+    return pa.table(cols, schema=schema)
 
 
 def write_parquet(path, table, **kw):
@@ -222,6 +224,18 @@ def main():
         p = os.path.join(out, f"types_{name}.parquet")
         write_parquet(p, types, row_group_size=16, data_page_size=64, write_batch_size=4, **kw)
         expected[os.path.basename(p)] = expected_for(p)
+
+    # Outside the reader's scope: each must fail with an error naming the
+    # file, the column and the feature (tests/data/test_parquet.c).
+    small = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", "c"]})
+    write_parquet(os.path.join(out, "unsupported_delta.parquet"), small, use_dictionary=False,
+                  column_encoding={"id": "DELTA_BINARY_PACKED", "s": "DELTA_LENGTH_BYTE_ARRAY"})
+    write_parquet(os.path.join(out, "unsupported_lz4.parquet"), small, compression="lz4")
+    import datetime
+    ts = pa.table({"t": pa.array([datetime.datetime(2020, 1, 1)], pa.timestamp("ns"))})
+    write_parquet(os.path.join(out, "unsupported_int96.parquet"), ts, use_deprecated_int96_timestamps=True)
+    ll = pa.table({"ll": pa.array([[[1, 2], [3]], []], pa.list_(pa.list_(pa.int32())))})
+    write_parquet(os.path.join(out, "unsupported_nested.parquet"), ll)
 
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=0, ensure_ascii=False, sort_keys=True)

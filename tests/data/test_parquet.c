@@ -225,6 +225,25 @@ TEST(row_ranges) {
     }
 }
 
+/* Features outside the scope: errors name file, row group, column, feature. */
+TEST(unsupported) {
+    static const char *cases[][2] = {
+        {FIX "unsupported_delta.parquet", "unsupported_delta.parquet: row group 0: column 'id': page 0: value encoding DELTA_BINARY_PACKED not supported"},
+        {FIX "unsupported_lz4.parquet", "unsupported_lz4.parquet: row group 0: column 'id': compression codec LZ4_RAW not supported"},
+        {FIX "unsupported_int96.parquet", "unsupported_int96.parquet: row group 0: column 't': type INT96 not supported"},
+        {FIX "unsupported_nested.parquet", "column 'll.list.element.list.element': nested repeated fields (max repetition level 2) not supported"},
+    };
+    for (int i = 0; i < 4; i++) {
+        sf_pq_file *f = sf_pq_open(cases[i][0]);
+        CHECK_MSG(f, "%s", sf_errmsg());
+        if (!f) continue;
+        sf_pq_chunk c;
+        CHECK(sf_pq_read_chunk(f, 0, 0, &c) == -1);
+        CHECK_ERR_HAS(cases[i][1]);
+        sf_pq_close(f);
+    }
+}
+
 /* Corruptions generated from a good file must give errors, never crashes. */
 TEST(corrupt_files) {
     size_t len;
@@ -311,6 +330,7 @@ int main(void) {
     RUN(matches_pyarrow);
     RUN(schema_and_caption);
     RUN(row_ranges);
+    RUN(unsupported);
     RUN(corrupt_files);
     return test_summary();
 }
