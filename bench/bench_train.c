@@ -70,7 +70,7 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
            B / best, B / med);
     printf("  encoder GEMM alone: %.4f s (%.1f GFLOP/s); step/GEMM = %.3f (best), %.3f (median)\n",
            g, gflops, best / g, med / g);
-    printf("  phases: encoder GEMM %.1f%%, select+decode+dz %.1f%%, auxk %.1f%%, sparse backward "
+    printf("  phases: encoder GEMM %.1f%%, select+decode+dz %.1f%%, colsums+auxk %.1f%%, sparse backward "
            "%.1f%%, adam %.1f%%\n",
            100 * gemm_in / tot, 100 * (enc - gemm_in) / tot, 100 * aux / tot, 100 * bwd / tot,
            100 * adam / tot);

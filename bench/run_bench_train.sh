@@ -32,7 +32,7 @@ printf '%-28s %14s %14s %8s %10s %10s\n' shape saeflow/s torch/s ratio step/GEMM
 echo "$c_out" | grep '^RESULT' | while read -r _ d n k B sps msps sog adam gf; do
     key="$d $n $k $B"
     tl="$(echo "$t_out" | grep "^RESULT $key " || true)"
-    tsps="$(echo "$tl" | sed -n 's/.*samples_per_s=\([0-9.]*\).*/\1/p' | head -1)"
+    tsps="$(echo "$tl" | sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' | head -1)"
     c="${sps#samples_per_s=}"
     ratio="$(awk -v a="$c" -v b="${tsps:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')"
     printf '%-28s %14s %14s %8s %10s %10s\n' "$d,$n,$k,$B" "$c" "${tsps:-n/a}" "$ratio" \

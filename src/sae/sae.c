@@ -347,6 +347,7 @@ static inline void heap_push(int32_t *idx, float *val, int c, int32_t j, float v
     idx[i] = j;
 }
 
+#ifdef __AVX512F__
 /* k-th largest of a[0..m) (1-based k <= m); reorders a. Quickselect. */
 static float kth_largest(float *a, int m, int k) {
     int lo = 0, hi = m - 1, want = k - 1; /* position in descending order */
@@ -370,6 +371,8 @@ static float kth_largest(float *a, int m, int k) {
     }
     return a[want];
 }
+
+#endif
 
 static inline void topk_offer(int32_t *idx, float *val, int *c, int k, float *thr, int32_t j,
                               float v) {
@@ -449,7 +452,14 @@ void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t
                     const float *val, int c, float *out) {
     if (bias) memcpy(out, bias, (size_t)d * sizeof(float));
     else memset(out, 0, (size_t)d * sizeof(float));
-    for (int s = 0; s < c; s++) {
+    int s = 0;
+    for (; s + 1 < c; s += 2) { /* two rows per sweep over out */
+        const float *w0 = W_decT + (size_t)idx[s] * d, *w1 = W_decT + (size_t)idx[s + 1] * d;
+        const float v0 = val[s], v1 = val[s + 1];
+#pragma omp simd
+        for (int q = 0; q < d; q++) out[q] += v0 * w0[q] + v1 * w1[q];
+    }
+    for (; s < c; s++) {
         const float *w = W_decT + (size_t)idx[s] * d;
         const float v = val[s];
 #pragma omp simd

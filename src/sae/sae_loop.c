@@ -107,7 +107,7 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                m.loss, m.l2_normalised, m.l0, m.cossim, m.survival, m.dead, m.auxk);
         double st = tm->encode + tm->aux + tm->backward + tm->adam;
         if (st > 0)
-            printf("time: encoder GEMM %.0f%%, rest of forward %.0f%%, auxk %.0f%%, backward "
+            printf("time: encoder GEMM %.0f%%, rest of forward %.0f%%, colsums+auxk %.0f%%, backward "
                    "%.0f%%, adam %.0f%%\n",
                    100 * tm->gemm / st, 100 * (tm->encode - tm->gemm) / st, 100 * tm->aux / st,
                    100 * tm->backward / st, 100 * tm->adam / st);

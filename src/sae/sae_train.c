@@ -325,6 +325,9 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 float *gxr = t->gx + (size_t)r * d;
                 sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */
                 double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0;
+                /* omp simd: vector partial sums in an order fixed at compile
+                 * time (a strict serial double sum would not vectorise) */
+#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
                 for (int q = 0; q < d; q++) {
                     double xh = gxr[q], xv = xr[q], df = xh - xv;
                     sq += df * df;
@@ -393,6 +396,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         for (int b = 0; b < B; b++) {
             const float *rr = t->r + (size_t)b * d;
             double a = 0;
+#pragma omp simd reduction(+ : a)
             for (int q = 0; q < d; q++) a += (double)rr[q] * rr[q];
             r2 += a;
         }
@@ -447,7 +451,24 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             memset(ge, 0, (size_t)d * sizeof(float));
             memset(gd, 0, (size_t)d * sizeof(float));
             float sg = 0, sga = 0;
-            for (int e = e0; e < e1; e++) {
+            /* Two entries per sweep: half the accumulator traffic and two
+             * independent row streams in flight (the rows come from L3). */
+            int e = e0;
+            for (; e + 1 < e1; e += 2) {
+                const float *xr0 = t->xc + (size_t)t->e_row[e] * d;
+                const float *gr0 = t->gx + (size_t)t->e_row[e] * d;
+                const float *xr1 = t->xc + (size_t)t->e_row[e + 1] * d;
+                const float *gr1 = t->gx + (size_t)t->e_row[e + 1] * d;
+                const float g0 = t->e_g[e], z0 = t->e_z[e], g1 = t->e_g[e + 1], z1 = t->e_z[e + 1];
+#pragma omp simd
+                for (int q = 0; q < d; q++) {
+                    ge[q] += g0 * xr0[q] + g1 * xr1[q];
+                    gd[q] += z0 * gr0[q] + z1 * gr1[q];
+                }
+                sg += g0;
+                sg += g1;
+            }
+            for (; e < e1; e++) {
                 const float *xr = t->xc + (size_t)t->e_row[e] * d;
                 const float *gr = t->gx + (size_t)t->e_row[e] * d;
                 const float g = t->e_g[e], z = t->e_z[e];
@@ -485,6 +506,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 }
             }
             double ss = (double)gbe[j] * gbe[j];
+#pragma omp simd reduction(+ : ss)
             for (int q = 0; q < d; q++) ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
             t->lat_ss[j] = ss;
         }
@@ -626,6 +648,7 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
             size_t w = s->params[dp].numel / (size_t)n;
             float *row = s->params[dp].data + (size_t)j * w;
             double ss = 0;
+#pragma omp simd reduction(+ : ss)
             for (size_t q = 0; q < w; q++) ss += (double)row[q] * row[q];
             if (ss > 0) {
                 float inv = (float)(1.0 / sqrt(ss));
