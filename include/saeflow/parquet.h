@@ -45,7 +45,7 @@ typedef enum {
 /* Resource caps applied to what a file claims (pages, value counts). */
 typedef struct {
     size_t max_page_bytes;   /* one decompressed page (default 1 GiB) */
-    int64_t max_chunk_slots; /* level entries in one column chunk (default 2^28) */
+    int64_t max_chunk_slots; /* level entries in one column chunk (default 2^26) */
 } sf_pq_limits;
 /* Process-wide; set before opening files (not synchronised). */
 extern sf_pq_limits sf_pq_default_limits;

@@ -26,7 +26,9 @@
 #include "saeflow/common.h"
 #include "saeflow/parquet.h"
 
-sf_pq_limits sf_pq_default_limits = {(size_t)1 << 30, (int64_t)1 << 28};
+/* 2^26 level slots: ~800 MB of level/index/value arrays at most, far above
+ * any image-text row group (CC3M captions: 2 slots per row). */
+sf_pq_limits sf_pq_default_limits = {(size_t)1 << 30, (int64_t)1 << 26};
 
 enum { ENC_PLAIN = 0, ENC_PLAIN_DICT = 2, ENC_RLE = 3, ENC_BIT_PACKED = 4, ENC_RLE_DICT = 8 };
 enum { CODEC_NONE = 0, CODEC_SNAPPY = 1, CODEC_GZIP = 2, CODEC_ZSTD = 6 };
@@ -752,7 +754,8 @@ static int decode_dictionary(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf
     }
     int64_t n = h->num_values;
     /* Every PLAIN value takes >= 1 byte (BOOLEAN: 1 bit); caps the allocation. */
-    if (leaf->type != SF_PQ_BOOLEAN && (uint64_t)n > ulen) return sf_error("dictionary page: %lld values in %zu bytes", (long long)n, ulen);
+    if ((uint64_t)n > (leaf->type == SF_PQ_BOOLEAN ? (uint64_t)ulen * 8 : (uint64_t)ulen))
+        return sf_error("dictionary page: %lld values in %zu bytes", (long long)n, ulen);
     d->n = n;
     d->type = leaf->type;
     /* Decode through a scratch chunk view of the same type. */
@@ -823,6 +826,10 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
     if (cc->num_values < 0 || cc->num_values > f->limits.max_chunk_slots)
         FAIL("column chunk claims %lld values (limit %lld)", (long long)cc->num_values,
              (long long)f->limits.max_chunk_slots);
+    /* Without repetition there is one slot per row: check before allocating. */
+    if (leaf->max_rep == 0 && cc->num_values != f->meta.rgs[rg].num_rows)
+        FAIL("column chunk has %lld values, row group has %lld rows", (long long)cc->num_values,
+             (long long)f->meta.rgs[rg].num_rows);
 
     /* Pass 1: page headers. */
     size_t pos = (size_t)start, end = (size_t)start + (size_t)cc->total_compressed;
