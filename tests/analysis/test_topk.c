@@ -161,6 +161,7 @@ TEST(bad_input) {
     CHECK(t.rows == 1 && t.count[1] == 1 && t.count[2] == 0);
     float z[4] = {0, INFINITY, 0, 0};
     CHECK(sf_topk_add_dense(&t, z, 1, 1, NULL) == -1);
+    sf_topk_free(&t);
     CHECK(sf_topk_init(&t, 0, 2) == -1);
     sf_topk_free(&t);
 }

@@ -141,7 +141,7 @@ TEST(explore_site) {
     /* errors */
     snprintf(cmd, sizeof cmd, "'%s' explore --topk '%sacts.safetensors' --out '%s/x'", SF_EXE, FIX, tmp);
     CHECK(run(cmd, &out) == 1);
-    CHECK(out && strstr(out, "topk_values"));
+    CHECK_MSG(out && strstr(out, "topk_values"), "got: %s", out ? out : "");
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' explore --out '%s/x'", SF_EXE, tmp);
     CHECK(run(cmd, NULL) == 2);
