@@ -77,7 +77,8 @@ int main(int argc, char **argv) {
                 random_n / (sf_now() - t0));
         sf_dataset_close(ds);
     }
-    printf("{\"reader\": \"saeflow\", \"threads\": %d, \"rows\": %lld, \"seconds\": %.4f, \"mb\": %.3f, "
+    printf("{\"reader\": \"saeflow\", \"threads\": %d, \"rows\": %lld, \"seconds\": %.4f, \"mb\": "
+           "%.3f, "
            "\"check\": %llu}\n",
            omp_get_max_threads(), (long long)rows, best, mb, (unsigned long long)check);
     return 0;

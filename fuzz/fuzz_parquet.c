@@ -18,11 +18,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 sf_pq_chunk ch;
                 if (sf_pq_read_chunk(f, g, c, &ch) == 0) {
                     sf_pq_bytes b;
-                    for (int64_t r = 0; r < ch.n_rows; r++) sf_pq_chunk_row_bytes(&ch, r, 0, &b);
+                    for (int64_t r = 0; r < ch.n_rows; r++)
+                        sf_pq_chunk_row_bytes(&ch, r, 0, &b);
                     int64_t mid = ch.n_rows / 2;
                     sf_pq_chunk_free(&ch);
                     if (sf_pq_read_chunk_rows(f, g, c, mid, mid + 1, &ch) == 0) {
-                        for (int64_t r = 0; r < ch.n_rows; r++) sf_pq_chunk_row_bytes(&ch, r, 0, &b);
+                        for (int64_t r = 0; r < ch.n_rows; r++)
+                            sf_pq_chunk_row_bytes(&ch, r, 0, &b);
                         sf_pq_chunk_free(&ch);
                     }
                 }
@@ -40,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int64_t n = sf_dataset_count(ds);
         while (sf_dataset_next(ds, &s) == 1) {
         }
-        for (int64_t r = n - 1; r >= 0 && r >= n - 4; r--) sf_dataset_get(ds, r, &s);
+        for (int64_t r = n - 1; r >= 0 && r >= n - 4; r--)
+            sf_dataset_get(ds, r, &s);
         sf_dataset_close(ds);
     }
     return 0;

@@ -12,7 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     while (sf_dataset_next(ds, &s) == 1) {
     }
     int64_t n = sf_dataset_count(ds);
-    for (int64_t r = n - 1; r >= 0 && r >= n - 4; r--) sf_dataset_get(ds, r, &s);
+    for (int64_t r = n - 1; r >= 0 && r >= n - 4; r--)
+        sf_dataset_get(ds, r, &s);
     sf_dataset_close(ds);
     return 0;
 }

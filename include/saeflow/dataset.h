@@ -39,12 +39,12 @@ extern "C" {
 enum { SF_DS_IMAGES = 1, SF_DS_CAPTIONS = 2, SF_DS_ALL = 3 };
 
 typedef struct {
-    int64_t row;              /* global row index */
-    const char *id;           /* parquet `id`, tar sample key, folder file name; never NULL */
-    const uint8_t *image;     /* encoded image bytes as stored; NULL if absent/not requested */
+    int64_t row;          /* global row index */
+    const char *id;       /* parquet `id`, tar sample key, folder file name; never NULL */
+    const uint8_t *image; /* encoded image bytes as stored; NULL if absent/not requested */
     size_t image_len;
-    const char *image_ext;    /* "jpg", "png", "webp" or "bin" (by magic bytes); NULL without image */
-    const char *caption;      /* UTF-8 as stored (NUL-terminated); NULL if absent/not requested */
+    const char *image_ext; /* "jpg", "png", "webp" or "bin" (by magic bytes); NULL without image */
+    const char *caption;   /* UTF-8 as stored (NUL-terminated); NULL if absent/not requested */
     size_t caption_len;
 } sf_sample;
 

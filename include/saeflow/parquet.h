@@ -127,7 +127,8 @@ void sf_pq_chunk_free(sf_pq_chunk *c);
  * repeated column is decoded whole. The chunk covers rows
  * [out->row0, out->row0 + out->n_rows), a superset of the range (whole
  * pages), or nothing if the range is past the end. */
-int sf_pq_read_chunk_rows(sf_pq_file *f, int rg, int col, int64_t row_lo, int64_t row_hi, sf_pq_chunk *out);
+int sf_pq_read_chunk_rows(sf_pq_file *f, int rg, int col, int64_t row_lo, int64_t row_hi,
+                          sf_pq_chunk *out);
 
 /* Convenience for a BYTE_ARRAY chunk: value of row r's slot `k` counted from
  * the row's end (k = 0: last element, the LLaVA-ReCap caption). Returns 1 and

@@ -46,14 +46,29 @@ static int parse(const char *cmd, int argc, char **argv, data_opts *o) {
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': o->spec = optarg; break;
-        case 'o': o->out = optarg; break;
-        case 'i': o->images = 1; break;
-        case 'q': o->quiet = 1; break;
-        case 's': if (cli_parse_int(cmd, "start", optarg, &o->start)) return 2; break;
-        case 'l': if (cli_parse_int(cmd, "limit", optarg, &o->limit)) return 2; break;
-        case 'h': usage(stdout); return 1;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'd':
+            o->spec = optarg;
+            break;
+        case 'o':
+            o->out = optarg;
+            break;
+        case 'i':
+            o->images = 1;
+            break;
+        case 'q':
+            o->quiet = 1;
+            break;
+        case 's':
+            if (cli_parse_int(cmd, "start", optarg, &o->start)) return 2;
+            break;
+        case 'l':
+            if (cli_parse_int(cmd, "limit", optarg, &o->limit)) return 2;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -65,7 +80,8 @@ static int parse(const char *cmd, int argc, char **argv, data_opts *o) {
 /* Number of UTF-8 code points. */
 static size_t utf8_len(const char *s, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xc0) != 0x80;
+    for (size_t i = 0; i < n; i++)
+        k += ((unsigned char)s[i] & 0xc0) != 0x80;
     return k;
 }
 
@@ -95,8 +111,8 @@ static int data_info(int argc, char **argv) {
     sf_progress pg;
     sf_progress_start(&pg, "scanning", (uint64_t)n, "rows");
     if (o.quiet) pg.enabled = 0;
-    int64_t rows = 0, with_cap = 0, empty = 0, with_img = 0, img_bytes = 0, ext_jpg = 0, ext_png = 0, ext_webp = 0,
-            ext_other = 0;
+    int64_t rows = 0, with_cap = 0, empty = 0, with_img = 0, img_bytes = 0, ext_jpg = 0,
+            ext_png = 0, ext_webp = 0, ext_other = 0;
     size_t cmin = SIZE_MAX, cmax = 0, bmin = SIZE_MAX, bmax = 0;
     double csum = 0, bsum = 0;
     sf_sample s;
@@ -117,10 +133,14 @@ static int data_info(int argc, char **argv) {
         if (s.image) {
             with_img++;
             img_bytes += (int64_t)s.image_len;
-            if (!strcmp(s.image_ext, "jpg")) ext_jpg++;
-            else if (!strcmp(s.image_ext, "png")) ext_png++;
-            else if (!strcmp(s.image_ext, "webp")) ext_webp++;
-            else ext_other++;
+            if (!strcmp(s.image_ext, "jpg"))
+                ext_jpg++;
+            else if (!strcmp(s.image_ext, "png"))
+                ext_png++;
+            else if (!strcmp(s.image_ext, "webp"))
+                ext_webp++;
+            else
+                ext_other++;
         }
         if ((rows & 1023) == 0) sf_progress_update(&pg, (uint64_t)rows, NULL);
     }
@@ -130,15 +150,16 @@ static int data_info(int argc, char **argv) {
         return cli_fail(cmd);
     }
     printf("scanned:    %lld rows (from row %lld)\n", (long long)rows, o.start);
-    printf("captions:   %lld present, %lld missing, %lld empty\n", (long long)with_cap, (long long)(rows - with_cap),
-           (long long)empty);
+    printf("captions:   %lld present, %lld missing, %lld empty\n", (long long)with_cap,
+           (long long)(rows - with_cap), (long long)empty);
     if (with_cap)
-        printf("caption length: chars min %zu mean %.1f max %zu; bytes min %zu mean %.1f max %zu\n", cmin,
-               csum / (double)with_cap, cmax, bmin, bsum / (double)with_cap, bmax);
+        printf("caption length: chars min %zu mean %.1f max %zu; bytes min %zu mean %.1f max %zu\n",
+               cmin, csum / (double)with_cap, cmax, bmin, bsum / (double)with_cap, bmax);
     if (o.images)
-        printf("images:     %lld present, %lld missing, %.1f MB (jpg %lld, png %lld, webp %lld, other %lld)\n",
-               (long long)with_img, (long long)(rows - with_img), (double)img_bytes / 1e6, (long long)ext_jpg,
-               (long long)ext_png, (long long)ext_webp, (long long)ext_other);
+        printf("images:     %lld present, %lld missing, %.1f MB (jpg %lld, png %lld, webp %lld, "
+               "other %lld)\n",
+               (long long)with_img, (long long)(rows - with_img), (double)img_bytes / 1e6,
+               (long long)ext_jpg, (long long)ext_png, (long long)ext_webp, (long long)ext_other);
     sf_dataset_close(ds);
     return 0;
 }
@@ -172,7 +193,9 @@ static int data_write(int argc, char **argv) {
         done++;
         if (!s.image) {
             missing++;
-            if (!o.quiet) fprintf(stderr, "saeflow %s: row %lld (id %s): no image, skipped\n", cmd, (long long)s.row, s.id);
+            if (!o.quiet)
+                fprintf(stderr, "saeflow %s: row %lld (id %s): no image, skipped\n", cmd,
+                        (long long)s.row, s.id);
             continue;
         }
         snprintf(path, plen, "%s/%lld.%s", o.out, (long long)s.row, s.image_ext);
@@ -189,8 +212,8 @@ static int data_write(int argc, char **argv) {
     sf_dataset_close(ds);
     if (r < 0) return cli_fail(cmd);
     if (!o.quiet)
-        fprintf(stderr, "saeflow %s: wrote %lld images (%.1f MB) to %s; %lld rows without image\n", cmd,
-                (long long)written, bytes / 1e6, o.out, (long long)missing);
+        fprintf(stderr, "saeflow %s: wrote %lld images (%.1f MB) to %s; %lld rows without image\n",
+                cmd, (long long)written, bytes / 1e6, o.out, (long long)missing);
     return 0;
 }
 
@@ -255,8 +278,9 @@ static int data_captions(int argc, char **argv) {
     if (o.out) {
         if (sf_atomic_commit(&af)) return cli_fail(cmd);
         if (!o.quiet)
-            fprintf(stderr, "saeflow %s: %lld captions to %s (%lld rows without caption: empty lines)\n", cmd,
-                    (long long)done, o.out, (long long)missing);
+            fprintf(stderr,
+                    "saeflow %s: %lld captions to %s (%lld rows without caption: empty lines)\n",
+                    cmd, (long long)done, o.out, (long long)missing);
     } else if (fflush(stdout) != 0) {
         fprintf(stderr, "saeflow %s: write to stdout failed\n", cmd);
         return 1;

@@ -31,7 +31,8 @@ static int sv_push(strvec *s, char *str) {
 }
 
 static void sv_free(strvec *s) {
-    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
     free(s->v);
     memset(s, 0, sizeof *s);
 }
@@ -65,7 +66,9 @@ static int parse_range(const char *s, size_t n, long long *a, long long *b, int 
     errno = 0;
     *a = strtoll(x, &e1, 10);
     *b = strtoll(y, &e2, 10);
-    if (errno || *e1 || *e2 || !isdigit((unsigned char)x[nx - 1]) || !isdigit((unsigned char)y[ny - 1])) return 0;
+    if (errno || *e1 || *e2 || !isdigit((unsigned char)x[nx - 1]) ||
+        !isdigit((unsigned char)y[ny - 1]))
+        return 0;
     int pad = (x[0] == '0' && nx > 1) || (y[0] == '0' && ny > 1);
     *width = pad ? (int)(nx > ny ? nx : ny) : 0;
     return 1;
@@ -94,7 +97,8 @@ static int brace_expand(const char *pat, strvec *out, int depth) {
     int width;
     if (parse_range(in, n, &a, &b, &width)) {
         long long step = a <= b ? 1 : -1;
-        if ((a <= b ? b - a : a - b) >= MAX_EXPANSIONS) return sf_error("brace range {%.*s} too large", (int)n, in);
+        if ((a <= b ? b - a : a - b) >= MAX_EXPANSIONS)
+            return sf_error("brace range {%.*s} too large", (int)n, in);
         for (long long v = a;; v += step) {
             char num[40];
             snprintf(num, sizeof num, "%0*lld", width, v);
@@ -145,9 +149,13 @@ static int brace_expand(const char *pat, strvec *out, int depth) {
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
-static int has_glob_chars(const char *s) { return strpbrk(s, "*?[") != NULL; }
+static int has_glob_chars(const char *s) {
+    return strpbrk(s, "*?[") != NULL;
+}
 
 static int is_dir(const char *p) {
     struct stat st;
@@ -206,7 +214,8 @@ static int expand_files(const char *pattern, const char *dir_glob, sf_dataset *d
             files.v[k++] = files.v[i];
     }
     if (k > (size_t)1 << 30) {
-        for (size_t i = 0; i < k; i++) free(files.v[i]);
+        for (size_t i = 0; i < k; i++)
+            free(files.v[i]);
         free(files.v);
         return sf_error("too many files");
     }
@@ -218,7 +227,8 @@ static int expand_files(const char *pattern, const char *dir_glob, sf_dataset *d
 /* ---- shared helpers ---- */
 
 size_t ds_rstrip(char *s, size_t n) {
-    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
     s[n] = 0;
     return n;
 }
@@ -250,7 +260,8 @@ static sf_dataset *finish_open(sf_dataset *ds, int (*init)(sf_dataset *)) {
     if (init(ds)) {
         int sv = 0;
         (void)sv;
-        for (int i = 0; i < ds->n_files; i++) free(ds->files[i]);
+        for (int i = 0; i < ds->n_files; i++)
+            free(ds->files[i]);
         free(ds->files);
         free(ds);
         return NULL;
@@ -270,7 +281,8 @@ sf_dataset *sf_dataset_open(const char *spec, unsigned flags) {
     int kind = 0; /* 1 parquet, 2 tar, 3 folder */
     if (colon) {
         size_t n = (size_t)(colon - spec);
-        if ((n == 4 && !strncmp(spec, "cc3m", 4)) || (n == 7 && !strncmp(spec, "parquet", 7))) kind = 1;
+        if ((n == 4 && !strncmp(spec, "cc3m", 4)) || (n == 7 && !strncmp(spec, "parquet", 7)))
+            kind = 1;
         if ((n == 3 && !strncmp(spec, "wds", 3)) || (n == 3 && !strncmp(spec, "tar", 3))) kind = 2;
         if (n == 6 && !strncmp(spec, "folder", 6)) kind = 3;
         if (kind) rest = colon + 1;
@@ -336,15 +348,24 @@ sf_dataset *sf_dataset_open_mem(const char *kind, const void *buf, size_t len, u
 void sf_dataset_close(sf_dataset *ds) {
     if (!ds) return;
     ds->ops->close(ds);
-    for (int i = 0; i < ds->n_files; i++) free(ds->files[i]);
+    for (int i = 0; i < ds->n_files; i++)
+        free(ds->files[i]);
     free(ds->files);
     free(ds);
 }
 
-const char *sf_dataset_kind(const sf_dataset *ds) { return ds->kind; }
-int sf_dataset_num_files(const sf_dataset *ds) { return ds->n_files; }
-const char *sf_dataset_file(const sf_dataset *ds, int i) { return i >= 0 && i < ds->n_files ? ds->files[i] : NULL; }
-int64_t sf_dataset_count(sf_dataset *ds) { return ds->ops->count(ds); }
+const char *sf_dataset_kind(const sf_dataset *ds) {
+    return ds->kind;
+}
+int sf_dataset_num_files(const sf_dataset *ds) {
+    return ds->n_files;
+}
+const char *sf_dataset_file(const sf_dataset *ds, int i) {
+    return i >= 0 && i < ds->n_files ? ds->files[i] : NULL;
+}
+int64_t sf_dataset_count(sf_dataset *ds) {
+    return ds->ops->count(ds);
+}
 int sf_dataset_next(sf_dataset *ds, sf_sample *out) {
     memset(out, 0, sizeof *out);
     return ds->ops->next(ds, out);
@@ -361,4 +382,6 @@ int sf_dataset_get(sf_dataset *ds, int64_t row, sf_sample *out) {
     if (rc == 0) return sf_error("row %lld: past the end of the dataset", (long long)row);
     return rc < 0 ? -1 : 0;
 }
-int sf_dataset_describe(sf_dataset *ds, FILE *out) { return ds->ops->describe(ds, out); }
+int sf_dataset_describe(sf_dataset *ds, FILE *out) {
+    return ds->ops->describe(ds, out);
+}

@@ -41,10 +41,13 @@ static int is_image_name(const char *n) {
     const char *d = strrchr(n, '.');
     if (!d || n[0] == '.') return 0;
     d++;
-    return !strcasecmp(d, "jpg") || !strcasecmp(d, "jpeg") || !strcasecmp(d, "png") || !strcasecmp(d, "webp");
+    return !strcasecmp(d, "jpg") || !strcasecmp(d, "jpeg") || !strcasecmp(d, "png") ||
+           !strcasecmp(d, "webp");
 }
 
-static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 static int cmp_cap(const void *a, const void *b) {
     const cap_entry *x = a, *y = b;
@@ -52,7 +55,8 @@ static int cmp_cap(const void *a, const void *b) {
     return c ? c : (x->order < y->order ? -1 : x->order > y->order);
 }
 
-static void add_cap(folder_src *s, size_t *cap, const char *name, size_t nl, const char *text, size_t tl) {
+static void add_cap(folder_src *s, size_t *cap, const char *name, size_t nl, const char *text,
+                    size_t tl) {
     if (s->n_caps == *cap) s->caps = sf_realloc(s->caps, (*cap = *cap * 2 + 64) * sizeof *s->caps);
     cap_entry *e = &s->caps[s->n_caps];
     e->name = sf_malloc(nl + 1);
@@ -83,8 +87,10 @@ static int load_tsv(folder_src *s, const char *path) {
                 return sf_error("%s:%zu: expected filename<TAB>caption", path, line_no);
             }
             size_t fl = (size_t)(tab - p);
-            int header = line_no == 1 && ((fl == 4 && !memcmp(p, "file", 4)) || (fl == 8 && !memcmp(p, "filename", 8)) ||
-                                          (fl == 5 && !memcmp(p, "image", 5)) || (fl == 4 && !memcmp(p, "path", 4)));
+            int header =
+                line_no == 1 &&
+                ((fl == 4 && !memcmp(p, "file", 4)) || (fl == 8 && !memcmp(p, "filename", 8)) ||
+                 (fl == 5 && !memcmp(p, "image", 5)) || (fl == 4 && !memcmp(p, "path", 4)));
             if (!header) add_cap(s, &cap, p, fl, tab + 1, n - fl - 1);
         }
         p = nl ? nl + 1 : end;
@@ -201,12 +207,15 @@ static int folder_next(sf_dataset *ds, sf_sample *out) {
 
 static int folder_seek(sf_dataset *ds, int64_t row) {
     folder_src *s = ds->impl;
-    if (row > s->n) return sf_error("row %lld: dataset has %lld rows", (long long)row, (long long)s->n);
+    if (row > s->n)
+        return sf_error("row %lld: dataset has %lld rows", (long long)row, (long long)s->n);
     s->pos = row;
     return 0;
 }
 
-static int64_t folder_count(sf_dataset *ds) { return ((folder_src *)ds->impl)->n; }
+static int64_t folder_count(sf_dataset *ds) {
+    return ((folder_src *)ds->impl)->n;
+}
 
 static int folder_describe(sf_dataset *ds, FILE *out) {
     folder_src *s = ds->impl;
@@ -221,7 +230,8 @@ static int folder_describe(sf_dataset *ds, FILE *out) {
 static void folder_close(sf_dataset *ds) {
     folder_src *s = ds->impl;
     if (!s) return;
-    for (int64_t i = 0; i < s->n; i++) free(s->names[i]);
+    for (int64_t i = 0; i < s->n; i++)
+        free(s->names[i]);
     free(s->names);
     for (size_t i = 0; i < s->n_caps; i++) {
         free(s->caps[i].name);
@@ -234,7 +244,8 @@ static void folder_close(sf_dataset *ds) {
     ds->impl = NULL;
 }
 
-static const ds_ops FOLDER_OPS = {folder_count, folder_next, folder_seek, folder_describe, folder_close};
+static const ds_ops FOLDER_OPS = {folder_count, folder_next, folder_seek, folder_describe,
+                                  folder_close};
 
 int ds_folder_init(sf_dataset *ds) {
     folder_src *s = sf_calloc(1, sizeof *s);
@@ -256,7 +267,8 @@ int ds_folder_init(sf_dataset *ds) {
         int ok = stat(path, &st) == 0 && S_ISREG(st.st_mode);
         free(path);
         if (!ok) continue;
-        if ((size_t)s->n == cap) s->names = sf_realloc(s->names, (cap = cap * 2 + 64) * sizeof *s->names);
+        if ((size_t)s->n == cap)
+            s->names = sf_realloc(s->names, (cap = cap * 2 + 64) * sizeof *s->names);
         s->names[s->n++] = sf_strdup(de->d_name);
     }
     closedir(d);
@@ -283,7 +295,8 @@ int ds_folder_init(sf_dataset *ds) {
         folder_close(ds);
         return -1;
     }
-    if (s->n_caps) qsort(s->caps, s->n_caps, sizeof *s->caps, cmp_cap);
+    if (s->n_caps)
+        qsort(s->caps, s->n_caps, sizeof *s->caps, cmp_cap);
     else if (strcmp(s->cap_source, "side-car <stem>.txt files")) {
         s->caps = sf_malloc(sizeof *s->caps); /* empty table: captions file present but empty */
     }

@@ -20,7 +20,7 @@ struct sf_dataset {
     char **files; /* sorted; for folder: the one directory */
     int n_files;
     int random_access; /* set during sf_dataset_get: read as little as possible */
-    const void *mem; /* in-memory single file (sf_dataset_open_mem), else NULL */
+    const void *mem;   /* in-memory single file (sf_dataset_open_mem), else NULL */
     size_t mem_len;
     void *impl;
 };

@@ -18,7 +18,7 @@ typedef struct {
     sf_pq_file *f;
     int col_id, col_img, col_cap; /* -1 if absent / not needed */
     int cap_is_list;
-    int64_t row0;    /* global row of the file's first row */
+    int64_t row0;     /* global row of the file's first row */
     int64_t *rg_row0; /* (n_rg + 1) */
 } pq_part;
 
@@ -41,7 +41,8 @@ static int find_bytes_col(sf_pq_file *f, const char *const *names, int n) {
 }
 
 static const char *const IMG_COLS[] = {"image.bytes", "image", "jpg", "jpeg", "png", "webp"};
-static const char *const CAP_COLS[] = {"conversations.list.element.value", "caption", "text", "txt"};
+static const char *const CAP_COLS[] = {"conversations.list.element.value", "caption", "text",
+                                       "txt"};
 static const char *const ID_COLS[] = {"id", "key", "__key__"};
 
 static int resolve_columns(sf_dataset *ds, pq_part *p) {
@@ -52,16 +53,18 @@ static int resolve_columns(sf_dataset *ds, pq_part *p) {
     if (ds->flags & SF_DS_IMAGES) {
         p->col_img = find_bytes_col(f, IMG_COLS, 6);
         if (p->col_img < 0 || sf_pq_column_max_rep(f, p->col_img) > 0)
-            return sf_error("%s: no image column (looked for image.bytes, image, jpg, jpeg, png, webp as "
-                            "non-repeated BYTE_ARRAY)",
-                            sf_pq_name(f));
+            return sf_error(
+                "%s: no image column (looked for image.bytes, image, jpg, jpeg, png, webp as "
+                "non-repeated BYTE_ARRAY)",
+                sf_pq_name(f));
     }
     if (ds->flags & SF_DS_CAPTIONS) {
         p->col_cap = find_bytes_col(f, CAP_COLS, 4);
         if (p->col_cap < 0)
-            return sf_error("%s: no caption column (looked for conversations.list.element.value, caption, "
-                            "text, txt as BYTE_ARRAY)",
-                            sf_pq_name(f));
+            return sf_error(
+                "%s: no caption column (looked for conversations.list.element.value, caption, "
+                "text, txt as BYTE_ARRAY)",
+                sf_pq_name(f));
         p->cap_is_list = sf_pq_column_max_rep(f, p->col_cap) > 0;
     }
     return 0;
@@ -142,12 +145,14 @@ static int pq_next(sf_dataset *ds, sf_sample *out) {
             hi = mid - 1;
     }
     /* Skip empty files that share row0 with the next one. */
-    while (lo + 1 < ds->n_files && s->parts[lo + 1].row0 <= row) lo++;
+    while (lo + 1 < ds->n_files && s->parts[lo + 1].row0 <= row)
+        lo++;
     pq_part *p = &s->parts[lo];
     int64_t in_file = row - p->row0;
     int n_rg = sf_pq_num_row_groups(p->f);
     int rg = (int)upper_index(p->rg_row0, n_rg, in_file);
-    while (rg + 1 < n_rg && p->rg_row0[rg + 1] <= in_file) rg++;
+    while (rg + 1 < n_rg && p->rg_row0[rg + 1] <= in_file)
+        rg++;
     int64_t r = in_file - p->rg_row0[rg];
     if (load(s, lo, rg, r, ds->random_access)) return -1;
     out->row = row;
@@ -174,27 +179,35 @@ static int pq_next(sf_dataset *ds, sf_sample *out) {
 
 static int pq_seek(sf_dataset *ds, int64_t row) {
     pq_src *s = ds->impl;
-    if (row > s->total) return sf_error("row %lld: dataset has %lld rows", (long long)row, (long long)s->total);
+    if (row > s->total)
+        return sf_error("row %lld: dataset has %lld rows", (long long)row, (long long)s->total);
     s->pos = row;
     return 0;
 }
 
-static int64_t pq_count(sf_dataset *ds) { return ((pq_src *)ds->impl)->total; }
+static int64_t pq_count(sf_dataset *ds) {
+    return ((pq_src *)ds->impl)->total;
+}
 
 static int pq_describe(sf_dataset *ds, FILE *out) {
     pq_src *s = ds->impl;
     int64_t rgs = 0;
-    for (int i = 0; i < ds->n_files; i++) rgs += sf_pq_num_row_groups(s->parts[i].f);
-    fprintf(out, "source:     parquet (%d file%s, %lld row groups)\n", ds->n_files, ds->n_files == 1 ? "" : "s",
-            (long long)rgs);
+    for (int i = 0; i < ds->n_files; i++)
+        rgs += sf_pq_num_row_groups(s->parts[i].f);
+    fprintf(out, "source:     parquet (%d file%s, %lld row groups)\n", ds->n_files,
+            ds->n_files == 1 ? "" : "s", (long long)rgs);
     fprintf(out, "rows:       %lld\n", (long long)s->total);
     pq_part *p = &s->parts[0];
     fprintf(out, "created_by: %s\n", sf_pq_created_by(p->f));
     fprintf(out, "columns (%s):\n", sf_pq_name(p->f));
     for (int c = 0; c < sf_pq_num_columns(p->f); c++) {
-        const char *use = c == p->col_img ? "  <- image" : c == p->col_cap ? (p->cap_is_list ? "  <- caption (last element)" : "  <- caption")
-                        : c == p->col_id ? "  <- id" : "";
-        fprintf(out, "  %-40s %-10s %s%s\n", sf_pq_column_path(p->f, c), sf_pq_type_name(sf_pq_column_type(p->f, c)),
+        const char *use = c == p->col_img ? "  <- image"
+                          : c == p->col_cap
+                              ? (p->cap_is_list ? "  <- caption (last element)" : "  <- caption")
+                          : c == p->col_id ? "  <- id"
+                                           : "";
+        fprintf(out, "  %-40s %-10s %s%s\n", sf_pq_column_path(p->f, c),
+                sf_pq_type_name(sf_pq_column_type(p->f, c)),
                 sf_pq_num_row_groups(p->f) ? sf_pq_chunk_codec(p->f, 0, c) : "", use);
     }
     fprintf(out, "schema:\n");
@@ -228,7 +241,8 @@ int ds_parquet_init(sf_dataset *ds) {
     int64_t total = 0;
     for (int i = 0; i < ds->n_files; i++) {
         pq_part *p = &s->parts[i];
-        p->f = ds->mem ? sf_pq_open_mem(ds->mem, ds->mem_len, ds->files[i]) : sf_pq_open(ds->files[i]);
+        p->f =
+            ds->mem ? sf_pq_open_mem(ds->mem, ds->mem_len, ds->files[i]) : sf_pq_open(ds->files[i]);
         if (!p->f || resolve_columns(ds, p)) {
             pq_close(ds);
             return -1;
@@ -236,7 +250,8 @@ int ds_parquet_init(sf_dataset *ds) {
         int n = sf_pq_num_row_groups(p->f);
         p->rg_row0 = sf_malloc(((size_t)n + 1) * sizeof *p->rg_row0);
         p->rg_row0[0] = 0;
-        for (int g = 0; g < n; g++) p->rg_row0[g + 1] = p->rg_row0[g] + sf_pq_row_group_rows(p->f, g);
+        for (int g = 0; g < n; g++)
+            p->rg_row0[g + 1] = p->rg_row0[g] + sf_pq_row_group_rows(p->f, g);
         p->row0 = total;
         total += p->rg_row0[n];
     }

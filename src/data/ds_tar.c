@@ -76,7 +76,6 @@ static la_int64_t io_seek(struct archive *a, void *ud, la_int64_t off, int whenc
     return p;
 }
 
-
 typedef struct {
     int64_t row0;     /* global row of the shard's first sample */
     int64_t n;        /* samples */
@@ -86,13 +85,13 @@ typedef struct {
 
 typedef struct {
     /* the open shard */
-    int shard;            /* index of the open shard, or of the next to open */
+    int shard; /* index of the open shard, or of the next to open */
     struct archive *a;
     tar_io *io;
-    char *pend_path;      /* current header, read but not consumed (next sample's first member) */
-    int64_t pend_off;     /* its header offset */
-    int eof;              /* the open shard has no more members */
-    int64_t row;          /* global row of the next sample */
+    char *pend_path;  /* current header, read but not consumed (next sample's first member) */
+    int64_t pend_off; /* its header offset */
+    int eof;          /* the open shard has no more members */
+    int64_t row;      /* global row of the next sample */
     /* index (built by count/seek) */
     shard_index *idx;
     int64_t total;
@@ -178,7 +177,8 @@ static int is_image_ext(const char *ext) {
 }
 
 /* Reads the current member's data into *buf (NUL-terminated). */
-static int read_member(sf_dataset *ds, tar_src *t, const char *path, uint8_t **buf, size_t *len, size_t *cap) {
+static int read_member(sf_dataset *ds, tar_src *t, const char *path, uint8_t **buf, size_t *len,
+                       size_t *cap) {
     *len = 0;
     for (;;) {
         if (*len + 65536 + 1 > *cap) {
@@ -186,7 +186,9 @@ static int read_member(sf_dataset *ds, tar_src *t, const char *path, uint8_t **b
             *buf = sf_realloc(*buf, *cap);
         }
         la_ssize_t n = archive_read_data(t->a, *buf + *len, *cap - *len - 1);
-        if (n < 0) return sf_error("%s: member '%s': %s", ds->files[t->shard], path, archive_error_string(t->a));
+        if (n < 0)
+            return sf_error("%s: member '%s': %s", ds->files[t->shard], path,
+                            archive_error_string(t->a));
         if (n == 0) break;
         *len += (size_t)n;
         if ((int64_t)*len > MAX_MEMBER_BYTES)
@@ -209,7 +211,8 @@ static int next_header(sf_dataset *ds, tar_src *t) {
             return 0;
         }
         if (r < ARCHIVE_WARN)
-            return sf_error("%s: corrupt or truncated tar: %s", ds->files[t->shard], archive_error_string(t->a));
+            return sf_error("%s: corrupt or truncated tar: %s", ds->files[t->shard],
+                            archive_error_string(t->a));
         if (archive_entry_filetype(e) != AE_IFREG) continue;
         const char *p = archive_entry_pathname(e);
         size_t kl = 0;
@@ -259,7 +262,8 @@ static int read_sample(sf_dataset *ds, tar_src *t, unsigned want) {
         if (r < 0) return -1;
         if (r == 0) return 1;
         split_key(t->pend_path, &kl, &ext);
-        if (strlen(t->key) != kl || memcmp(t->key, t->pend_path, kl) != 0) return 1; /* next sample */
+        if (strlen(t->key) != kl || memcmp(t->key, t->pend_path, kl) != 0)
+            return 1; /* next sample */
     }
 }
 
@@ -318,11 +322,13 @@ static int build_index(sf_dataset *ds, tar_src *t) {
         size_t cap = 0;
         int r;
         while ((r = read_sample(ds, &s, 0)) == 1) {
-            if ((size_t)idx[i].n == cap) idx[i].offsets = sf_realloc(idx[i].offsets, (cap = cap * 2 + 64) * sizeof(int64_t));
+            if ((size_t)idx[i].n == cap)
+                idx[i].offsets = sf_realloc(idx[i].offsets, (cap = cap * 2 + 64) * sizeof(int64_t));
             idx[i].offsets[idx[i].n++] = s.key_off;
         }
         if (r < 0) rc = -1;
-        idx[i].compressed = archive_filter_count(s.a) > 1 || archive_filter_code(s.a, 0) != ARCHIVE_FILTER_NONE;
+        idx[i].compressed =
+            archive_filter_count(s.a) > 1 || archive_filter_code(s.a, 0) != ARCHIVE_FILTER_NONE;
         total += idx[i].n;
         close_shard(&s);
     }
@@ -331,7 +337,8 @@ static int build_index(sf_dataset *ds, tar_src *t) {
     free(s.cap);
     free(s.json);
     if (rc) {
-        for (int i = 0; i < ds->n_files; i++) free(idx[i].offsets);
+        for (int i = 0; i < ds->n_files; i++)
+            free(idx[i].offsets);
         free(idx);
         return -1;
     }
@@ -348,7 +355,8 @@ static int64_t tar_count(sf_dataset *ds) {
 static int tar_seek(sf_dataset *ds, int64_t row) {
     tar_src *t = ds->impl;
     if (build_index(ds, t)) return -1;
-    if (row > t->total) return sf_error("row %lld: dataset has %lld rows", (long long)row, (long long)t->total);
+    if (row > t->total)
+        return sf_error("row %lld: dataset has %lld rows", (long long)row, (long long)t->total);
     close_shard(t);
     if (row == t->total) {
         t->shard = ds->n_files;
@@ -356,7 +364,8 @@ static int tar_seek(sf_dataset *ds, int64_t row) {
         return 0;
     }
     int i = 0;
-    while (i + 1 < ds->n_files && t->idx[i + 1].row0 <= row) i++;
+    while (i + 1 < ds->n_files && t->idx[i + 1].row0 <= row)
+        i++;
     int64_t k = row - t->idx[i].row0;
     if (!t->idx[i].compressed) {
         if (open_shard(ds, t, i, t->idx[i].offsets[k])) return -1;
@@ -366,7 +375,8 @@ static int tar_seek(sf_dataset *ds, int64_t row) {
     /* Compressed: no random access; re-read from the shard start. */
     if (open_shard(ds, t, i, 0)) return -1;
     for (int64_t j = 0; j < k; j++)
-        if (read_sample(ds, t, 0) != 1) return sf_error("%s: shard changed since it was indexed", ds->files[i]);
+        if (read_sample(ds, t, 0) != 1)
+            return sf_error("%s: shard changed since it was indexed", ds->files[i]);
     t->row = row;
     return 0;
 }
@@ -374,7 +384,8 @@ static int tar_seek(sf_dataset *ds, int64_t row) {
 static int tar_describe(sf_dataset *ds, FILE *out) {
     tar_src *t = ds->impl;
     if (build_index(ds, t)) return -1;
-    fprintf(out, "source:     webdataset tar (%d shard%s)\n", ds->n_files, ds->n_files == 1 ? "" : "s");
+    fprintf(out, "source:     webdataset tar (%d shard%s)\n", ds->n_files,
+            ds->n_files == 1 ? "" : "s");
     fprintf(out, "rows:       %lld\n", (long long)t->total);
     for (int i = 0; i < ds->n_files && i < 20; i++)
         fprintf(out, "  %s: %lld samples%s\n", ds->files[i], (long long)t->idx[i].n,
@@ -390,7 +401,8 @@ static void tar_close(sf_dataset *ds) {
     if (!t) return;
     close_shard(t);
     if (t->idx)
-        for (int i = 0; i < ds->n_files; i++) free(t->idx[i].offsets);
+        for (int i = 0; i < ds->n_files; i++)
+            free(t->idx[i].offsets);
     free(t->idx);
     free(t->key);
     free(t->img);

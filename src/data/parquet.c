@@ -34,20 +34,22 @@ enum { ENC_PLAIN = 0, ENC_PLAIN_DICT = 2, ENC_RLE = 3, ENC_BIT_PACKED = 4, ENC_R
 enum { CODEC_NONE = 0, CODEC_SNAPPY = 1, CODEC_GZIP = 2, CODEC_ZSTD = 6 };
 
 static const char *encoding_name(int e) {
-    static const char *names[] = {"PLAIN", "GROUP_VAR_INT", "PLAIN_DICTIONARY", "RLE",
-                                  "BIT_PACKED", "DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY",
-                                  "DELTA_BYTE_ARRAY", "RLE_DICTIONARY", "BYTE_STREAM_SPLIT"};
+    static const char *names[] = {
+        "PLAIN",          "GROUP_VAR_INT",       "PLAIN_DICTIONARY",        "RLE",
+        "BIT_PACKED",     "DELTA_BINARY_PACKED", "DELTA_LENGTH_BYTE_ARRAY", "DELTA_BYTE_ARRAY",
+        "RLE_DICTIONARY", "BYTE_STREAM_SPLIT"};
     return e >= 0 && e < 10 ? names[e] : "unknown encoding";
 }
 
 static const char *codec_name(int c) {
-    static const char *names[] = {"UNCOMPRESSED", "SNAPPY", "GZIP", "LZO", "BROTLI", "LZ4", "ZSTD", "LZ4_RAW"};
+    static const char *names[] = {"UNCOMPRESSED", "SNAPPY", "GZIP", "LZO",
+                                  "BROTLI",       "LZ4",    "ZSTD", "LZ4_RAW"};
     return c >= 0 && c < 8 ? names[c] : "unknown codec";
 }
 
 const char *sf_pq_type_name(sf_pq_type t) {
-    static const char *names[] = {"BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY",
-                                  "FIXED_LEN_BYTE_ARRAY"};
+    static const char *names[] = {"BOOLEAN", "INT32",  "INT64",      "INT96",
+                                  "FLOAT",   "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"};
     return (int)t >= 0 && (int)t < 8 ? names[t] : "unknown type";
 }
 
@@ -74,11 +76,11 @@ struct sf_pq_file {
 
 typedef struct {
     sf_pq_file *f;
-    int next;  /* next schema element to consume */
+    int next; /* next schema element to consume */
 } schema_walk;
 
-static int walk_schema(schema_walk *w, int n_children, const char *prefix, int def, int rep, int elem_def,
-                       int depth) {
+static int walk_schema(schema_walk *w, int n_children, const char *prefix, int def, int rep,
+                       int elem_def, int depth) {
     pq_meta *m = &w->f->meta;
     if (depth > 32) return sf_error("%s: schema nested deeper than 32 levels", w->f->name);
     for (int c = 0; c < n_children; c++) {
@@ -123,7 +125,8 @@ static int build_schema(sf_pq_file *f) {
     pq_meta *m = &f->meta;
     if (m->n_schema < 1) return sf_error("%s: empty schema", f->name);
     if (m->schema[0].num_children < 0 || m->schema[0].num_children >= m->n_schema)
-        return sf_error("%s: schema root: bad num_children %d", f->name, (int)m->schema[0].num_children);
+        return sf_error("%s: schema root: bad num_children %d", f->name,
+                        (int)m->schema[0].num_children);
     f->leaves = sf_calloc((size_t)m->n_schema, sizeof *f->leaves);
     schema_walk w = {f, 1};
     if (walk_schema(&w, m->schema[0].num_children, "", 0, 0, 0, 0)) return -1;
@@ -134,29 +137,32 @@ static int build_schema(sf_pq_file *f) {
     for (int g = 0; g < m->n_rgs; g++) {
         pq_rowgroup *rg = &m->rgs[g];
         if (rg->n_cols != f->n_leaves)
-            return sf_error("%s: row group %d has %d columns, schema has %d leaves", f->name, g, rg->n_cols,
-                            f->n_leaves);
+            return sf_error("%s: row group %d has %d columns, schema has %d leaves", f->name, g,
+                            rg->n_cols, f->n_leaves);
         if (rg->num_rows < 0) return sf_error("%s: row group %d: negative num_rows", f->name, g);
         total += rg->num_rows;
-        if (total < 0 || total > ((int64_t)1 << 48)) return sf_error("%s: row counts overflow", f->name);
+        if (total < 0 || total > ((int64_t)1 << 48))
+            return sf_error("%s: row counts overflow", f->name);
         for (int c = 0; c < rg->n_cols; c++) {
             pq_colchunk *cc = &rg->cols[c];
             if (cc->external)
-                return sf_error("%s: column '%s': column data in a separate file (file_path) is not supported",
-                                f->name, f->leaves[c].path);
+                return sf_error(
+                    "%s: column '%s': column data in a separate file (file_path) is not supported",
+                    f->name, f->leaves[c].path);
             if (!cc->has_meta)
-                return sf_error("%s: column '%s': row group %d lacks column metadata (encrypted columns are "
-                                "not supported)",
-                                f->name, f->leaves[c].path, g);
+                return sf_error(
+                    "%s: column '%s': row group %d lacks column metadata (encrypted columns are "
+                    "not supported)",
+                    f->name, f->leaves[c].path, g);
             if (cc->type != f->leaves[c].type)
-                return sf_error("%s: column '%s': row group %d type %s differs from schema type %s", f->name,
-                                f->leaves[c].path, g, sf_pq_type_name(cc->type),
+                return sf_error("%s: column '%s': row group %d type %s differs from schema type %s",
+                                f->name, f->leaves[c].path, g, sf_pq_type_name(cc->type),
                                 sf_pq_type_name(f->leaves[c].type));
         }
     }
     if (total != m->num_rows)
-        return sf_error("%s: footer says %lld rows, row groups hold %lld", f->name, (long long)m->num_rows,
-                        (long long)total);
+        return sf_error("%s: footer says %lld rows, row groups hold %lld", f->name,
+                        (long long)m->num_rows, (long long)total);
     return 0;
 }
 
@@ -242,26 +248,47 @@ sf_pq_file *sf_pq_open_mem(const void *buf, size_t len, const char *name) {
 void sf_pq_close(sf_pq_file *f) {
     if (!f) return;
     if (f->mapped) munmap((void *)f->data, f->len);
-    for (int i = 0; i < f->n_leaves; i++) free(f->leaves[i].path);
+    for (int i = 0; i < f->n_leaves; i++)
+        free(f->leaves[i].path);
     free(f->leaves);
     pq_meta_free(&f->meta);
     free(f->name);
     free(f);
 }
 
-const char *sf_pq_name(const sf_pq_file *f) { return f->name; }
-int64_t sf_pq_num_rows(const sf_pq_file *f) { return f->meta.num_rows; }
-int sf_pq_num_row_groups(const sf_pq_file *f) { return f->meta.n_rgs; }
+const char *sf_pq_name(const sf_pq_file *f) {
+    return f->name;
+}
+int64_t sf_pq_num_rows(const sf_pq_file *f) {
+    return f->meta.num_rows;
+}
+int sf_pq_num_row_groups(const sf_pq_file *f) {
+    return f->meta.n_rgs;
+}
 int64_t sf_pq_row_group_rows(const sf_pq_file *f, int rg) {
     return rg >= 0 && rg < f->meta.n_rgs ? f->meta.rgs[rg].num_rows : -1;
 }
-const char *sf_pq_created_by(const sf_pq_file *f) { return f->meta.created_by ? f->meta.created_by : ""; }
-int sf_pq_num_columns(const sf_pq_file *f) { return f->n_leaves; }
-const char *sf_pq_column_path(const sf_pq_file *f, int c) { return f->leaves[c].path; }
-sf_pq_type sf_pq_column_type(const sf_pq_file *f, int c) { return (sf_pq_type)f->leaves[c].type; }
-int sf_pq_column_max_def(const sf_pq_file *f, int c) { return f->leaves[c].max_def; }
-int sf_pq_column_max_rep(const sf_pq_file *f, int c) { return f->leaves[c].max_rep; }
-int sf_pq_column_elem_def(const sf_pq_file *f, int c) { return f->leaves[c].elem_def; }
+const char *sf_pq_created_by(const sf_pq_file *f) {
+    return f->meta.created_by ? f->meta.created_by : "";
+}
+int sf_pq_num_columns(const sf_pq_file *f) {
+    return f->n_leaves;
+}
+const char *sf_pq_column_path(const sf_pq_file *f, int c) {
+    return f->leaves[c].path;
+}
+sf_pq_type sf_pq_column_type(const sf_pq_file *f, int c) {
+    return (sf_pq_type)f->leaves[c].type;
+}
+int sf_pq_column_max_def(const sf_pq_file *f, int c) {
+    return f->leaves[c].max_def;
+}
+int sf_pq_column_max_rep(const sf_pq_file *f, int c) {
+    return f->leaves[c].max_rep;
+}
+int sf_pq_column_elem_def(const sf_pq_file *f, int c) {
+    return f->leaves[c].elem_def;
+}
 int sf_pq_find_column(const sf_pq_file *f, const char *path) {
     for (int i = 0; i < f->n_leaves; i++)
         if (!strcmp(f->leaves[i].path, path)) return i;
@@ -278,7 +305,8 @@ static void print_el(const sf_pq_file *f, FILE *out, int *idx, int depth) {
     fprintf(out, "%*s%s ", 2 * depth, "", rep);
     if (e->num_children > 0) {
         fprintf(out, "group %s {\n", e->name);
-        for (int c = 0; c < e->num_children && *idx < f->meta.n_schema; c++) print_el(f, out, idx, depth + 1);
+        for (int c = 0; c < e->num_children && *idx < f->meta.n_schema; c++)
+            print_el(f, out, idx, depth + 1);
         fprintf(out, "%*s}\n", 2 * depth, "");
     } else {
         fprintf(out, "%s %s;\n", sf_pq_type_name((sf_pq_type)e->type), e->name);
@@ -288,24 +316,28 @@ static void print_el(const sf_pq_file *f, FILE *out, int *idx, int depth) {
 void sf_pq_print_schema(const sf_pq_file *f, FILE *out) {
     int idx = 1;
     fprintf(out, "message %s {\n", f->meta.schema[0].name);
-    for (int c = 0; c < f->meta.schema[0].num_children && idx < f->meta.n_schema; c++) print_el(f, out, &idx, 1);
+    for (int c = 0; c < f->meta.schema[0].num_children && idx < f->meta.n_schema; c++)
+        print_el(f, out, &idx, 1);
     fprintf(out, "}\n");
 }
 
 /* ---- decompression ---- */
 
 /* Decompresses src into a new buffer of exactly `n` bytes (+8 slack). */
-static uint8_t *decompress(int codec, const uint8_t *src, size_t src_len, size_t n, const char **err) {
+static uint8_t *decompress(int codec, const uint8_t *src, size_t src_len, size_t n,
+                           const char **err) {
     uint8_t *dst = sf_malloc(n + 8);
     switch (codec) {
     case CODEC_SNAPPY: {
         size_t want = 0;
-        if (snappy_uncompressed_length((const char *)src, src_len, &want) != SNAPPY_OK || want != n) {
+        if (snappy_uncompressed_length((const char *)src, src_len, &want) != SNAPPY_OK ||
+            want != n) {
             *err = "snappy: bad header or size mismatch";
             break;
         }
         size_t got = n;
-        if (snappy_uncompress((const char *)src, src_len, (char *)dst, &got) != SNAPPY_OK || got != n) {
+        if (snappy_uncompress((const char *)src, src_len, (char *)dst, &got) != SNAPPY_OK ||
+            got != n) {
             *err = "snappy: corrupt data";
             break;
         }
@@ -348,7 +380,9 @@ static uint8_t *decompress(int codec, const uint8_t *src, size_t src_len, size_t
         }
         return dst;
     }
-    default: *err = "unsupported codec"; break;
+    default:
+        *err = "unsupported codec";
+        break;
     }
     free(dst);
     return NULL;
@@ -378,7 +412,8 @@ static inline uint32_t get_bits(const uint8_t *p, size_t nbytes, uint64_t bit, i
     if (byte + 8 <= nbytes) {
         memcpy(&w, p + byte, 8);
     } else {
-        for (size_t i = 0; byte + i < nbytes && i < 8; i++) w |= (uint64_t)p[byte + i] << (8 * i);
+        for (size_t i = 0; byte + i < nbytes && i < 8; i++)
+            w |= (uint64_t)p[byte + i] << (8 * i);
     }
     w >>= bit & 7;
     return (uint32_t)(w & ((bw == 32) ? 0xffffffffu : ((1u << bw) - 1)));
@@ -397,10 +432,12 @@ static int rle_decode(const uint8_t *p, size_t len, int bw, uint32_t *out, int64
             uint64_t run = h >> 1;
             if ((size_t)(r.end - r.p) < (size_t)vbytes) return -1;
             uint32_t v = 0;
-            for (int i = 0; i < vbytes; i++) v |= (uint32_t)r.p[i] << (8 * i);
+            for (int i = 0; i < vbytes; i++)
+                v |= (uint32_t)r.p[i] << (8 * i);
             r.p += vbytes;
             int64_t k = run < (uint64_t)(n - got) ? (int64_t)run : n - got;
-            for (int64_t i = 0; i < k; i++) out[got + i] = v;
+            for (int64_t i = 0; i < k; i++)
+                out[got + i] = v;
             got += k;
         } else { /* bit-packed run: (groups of 8) << 1 | 1, then groups * bw bytes */
             uint64_t groups = h >> 1;
@@ -417,7 +454,8 @@ static int rle_decode(const uint8_t *p, size_t len, int bw, uint32_t *out, int64
             if (bw == 0) {
                 memset(out + got, 0, (size_t)k * sizeof *out);
             } else {
-                for (int64_t i = 0; i < k; i++) out[got + i] = get_bits(r.p, have, (uint64_t)i * (uint64_t)bw, bw);
+                for (int64_t i = 0; i < k; i++)
+                    out[got + i] = get_bits(r.p, have, (uint64_t)i * (uint64_t)bw, bw);
             }
             got += k;
             r.p += have;
@@ -428,7 +466,8 @@ static int rle_decode(const uint8_t *p, size_t len, int bw, uint32_t *out, int64
 
 static int bit_width(int max) {
     int w = 0;
-    while ((1 << w) <= max) w++;
+    while ((1 << w) <= max)
+        w++;
     return w;
 }
 
@@ -439,8 +478,8 @@ typedef struct {
     const uint8_t *payload; /* compressed page body inside the file */
     size_t payload_len;
     int64_t slot0, n_slots, val0, n_vals;
-    uint8_t *owned;         /* decompressed body (or NULL if used in place) */
-    const uint8_t *vals;    /* value section */
+    uint8_t *owned;      /* decompressed body (or NULL if used in place) */
+    const uint8_t *vals; /* value section */
     size_t vals_len;
     char *err;
 } pq_page;
@@ -455,20 +494,28 @@ typedef struct {
 static int type_width(int type, int type_length) {
     switch (type) {
     case SF_PQ_INT32:
-    case SF_PQ_FLOAT: return 4;
+    case SF_PQ_FLOAT:
+        return 4;
     case SF_PQ_INT64:
-    case SF_PQ_DOUBLE: return 8;
-    case SF_PQ_FIXED_LEN_BYTE_ARRAY: return type_length;
-    default: return 0;
+    case SF_PQ_DOUBLE:
+        return 8;
+    case SF_PQ_FIXED_LEN_BYTE_ARRAY:
+        return type_length;
+    default:
+        return 0;
     }
 }
 
 /* PLAIN-decodes n values of the chunk's type into `out` at index `at`. */
-static int decode_plain(sf_pq_chunk *c, int type_length, const uint8_t *p, size_t len, int64_t at, int64_t n) {
+static int decode_plain(sf_pq_chunk *c, int type_length, const uint8_t *p, size_t len, int64_t at,
+                        int64_t n) {
     switch (c->type) {
     case SF_PQ_BOOLEAN:
-        if ((uint64_t)len * 8 < (uint64_t)n) return sf_error("PLAIN BOOLEAN: %lld values need more than %zu bytes", (long long)n, len);
-        for (int64_t i = 0; i < n; i++) c->b[at + i] = (p[i >> 3] >> (i & 7)) & 1;
+        if ((uint64_t)len * 8 < (uint64_t)n)
+            return sf_error("PLAIN BOOLEAN: %lld values need more than %zu bytes", (long long)n,
+                            len);
+        for (int64_t i = 0; i < n; i++)
+            c->b[at + i] = (p[i >> 3] >> (i & 7)) & 1;
         return 0;
     case SF_PQ_INT32:
     case SF_PQ_FLOAT:
@@ -476,9 +523,10 @@ static int decode_plain(sf_pq_chunk *c, int type_length, const uint8_t *p, size_
     case SF_PQ_DOUBLE: {
         size_t w = (size_t)type_width(c->type, 0);
         if ((uint64_t)len < (uint64_t)n * w)
-            return sf_error("PLAIN %s: %lld values need %llu bytes, page has %zu", sf_pq_type_name(c->type),
-                            (long long)n, (unsigned long long)((uint64_t)n * w), len);
-        void *dst = c->type == SF_PQ_INT32 ? (void *)(c->i32 + at)
+            return sf_error("PLAIN %s: %lld values need %llu bytes, page has %zu",
+                            sf_pq_type_name(c->type), (long long)n,
+                            (unsigned long long)((uint64_t)n * w), len);
+        void *dst = c->type == SF_PQ_INT32   ? (void *)(c->i32 + at)
                     : c->type == SF_PQ_FLOAT ? (void *)(c->f32 + at)
                     : c->type == SF_PQ_INT64 ? (void *)(c->i64 + at)
                                              : (void *)(c->f64 + at);
@@ -488,12 +536,15 @@ static int decode_plain(sf_pq_chunk *c, int type_length, const uint8_t *p, size_
     case SF_PQ_BYTE_ARRAY: {
         size_t off = 0;
         for (int64_t i = 0; i < n; i++) {
-            if (len - off < 4) return sf_error("PLAIN BYTE_ARRAY: value %lld: length past the page end", (long long)i);
+            if (len - off < 4)
+                return sf_error("PLAIN BYTE_ARRAY: value %lld: length past the page end",
+                                (long long)i);
             uint32_t l;
             memcpy(&l, p + off, 4);
             off += 4;
             if (l > len - off)
-                return sf_error("PLAIN BYTE_ARRAY: value %lld: %u bytes past the page end", (long long)i, l);
+                return sf_error("PLAIN BYTE_ARRAY: value %lld: %u bytes past the page end",
+                                (long long)i, l);
             c->bytes[at + i].ptr = p + off;
             c->bytes[at + i].len = l;
             off += l;
@@ -501,7 +552,8 @@ static int decode_plain(sf_pq_chunk *c, int type_length, const uint8_t *p, size_
         return 0;
     }
     case SF_PQ_FIXED_LEN_BYTE_ARRAY: {
-        if (type_length <= 0) return sf_error("FIXED_LEN_BYTE_ARRAY without a positive type_length");
+        if (type_length <= 0)
+            return sf_error("FIXED_LEN_BYTE_ARRAY without a positive type_length");
         if ((uint64_t)len < (uint64_t)n * (uint64_t)type_length)
             return sf_error("PLAIN FIXED_LEN_BYTE_ARRAY: values past the page end");
         for (int64_t i = 0; i < n; i++) {
@@ -510,39 +562,45 @@ static int decode_plain(sf_pq_chunk *c, int type_length, const uint8_t *p, size_
         }
         return 0;
     }
-    default: return sf_error("type %s not supported", sf_pq_type_name(c->type));
+    default:
+        return sf_error("type %s not supported", sf_pq_type_name(c->type));
     }
 }
 
-static int decode_dict_values(sf_pq_chunk *c, const pq_dict *d, const uint8_t *p, size_t len, int64_t at,
-                              int64_t n, uint32_t *tmp) {
+static int decode_dict_values(sf_pq_chunk *c, const pq_dict *d, const uint8_t *p, size_t len,
+                              int64_t at, int64_t n, uint32_t *tmp) {
     if (n == 0) return 0;
     if (len < 1) return sf_error("dictionary indices: empty page");
     int bw = p[0];
     if (bw > 32) return sf_error("dictionary indices: bit width %d > 32", bw);
-    if (rle_decode(p + 1, len - 1, bw, tmp, n)) return sf_error("dictionary indices: truncated RLE data");
+    if (rle_decode(p + 1, len - 1, bw, tmp, n))
+        return sf_error("dictionary indices: truncated RLE data");
     if (!d) return sf_error("dictionary-encoded page without a dictionary page");
     for (int64_t i = 0; i < n; i++)
         if (tmp[i] >= (uint64_t)d->n)
-            return sf_error("dictionary index %u out of range (dictionary has %lld entries)", tmp[i], (long long)d->n);
+            return sf_error("dictionary index %u out of range (dictionary has %lld entries)",
+                            tmp[i], (long long)d->n);
     if (c->bytes) {
-        for (int64_t i = 0; i < n; i++) c->bytes[at + i] = d->bytes[tmp[i]];
+        for (int64_t i = 0; i < n; i++)
+            c->bytes[at + i] = d->bytes[tmp[i]];
     } else if (c->type == SF_PQ_BOOLEAN) {
-        for (int64_t i = 0; i < n; i++) c->b[at + i] = d->raw[tmp[i]];
+        for (int64_t i = 0; i < n; i++)
+            c->b[at + i] = d->raw[tmp[i]];
     } else {
         size_t w = (size_t)type_width(c->type, 0);
-        uint8_t *dst = c->type == SF_PQ_INT32 ? (uint8_t *)(c->i32 + at)
+        uint8_t *dst = c->type == SF_PQ_INT32   ? (uint8_t *)(c->i32 + at)
                        : c->type == SF_PQ_FLOAT ? (uint8_t *)(c->f32 + at)
                        : c->type == SF_PQ_INT64 ? (uint8_t *)(c->i64 + at)
                                                 : (uint8_t *)(c->f64 + at);
-        for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * w, d->raw + (size_t)tmp[i] * w, w);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(dst + (size_t)i * w, d->raw + (size_t)tmp[i] * w, w);
     }
     return 0;
 }
 
 /* Pass 2 for one page: decompress, decode levels. */
-static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_pq_chunk *c, pq_page *pg,
-                       uint32_t **tmp, size_t *tmp_cap) {
+static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_pq_chunk *c,
+                       pq_page *pg, uint32_t **tmp, size_t *tmp_cap) {
     const pq_page_header *h = &pg->h;
     size_t n = (size_t)pg->n_slots;
     const uint8_t *body = pg->payload;
@@ -550,7 +608,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
     const uint8_t *lv = NULL; /* v2: level bytes (never compressed) */
     size_t rep_len = 0, def_len = 0;
     if (h->type == PQ_DATA_PAGE_V2) {
-        if (h->rep_len < 0 || h->def_len < 0 || (size_t)h->rep_len + (size_t)h->def_len > body_len ||
+        if (h->rep_len < 0 || h->def_len < 0 ||
+            (size_t)h->rep_len + (size_t)h->def_len > body_len ||
             (size_t)h->rep_len + (size_t)h->def_len > (size_t)h->uncompressed)
             return sf_error("data page v2: level lengths exceed the page");
         rep_len = (size_t)h->rep_len;
@@ -566,7 +625,9 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             pg->vals = pg->owned;
             pg->vals_len = ulen;
         } else {
-            if (ulen != body_len) return sf_error("data page v2: uncompressed size %zu != stored %zu", ulen, body_len);
+            if (ulen != body_len)
+                return sf_error("data page v2: uncompressed size %zu != stored %zu", ulen,
+                                body_len);
             pg->vals = body;
             pg->vals_len = body_len;
         }
@@ -585,7 +646,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
         size_t off = 0;
         if (leaf->max_rep > 0) {
             if (h->rep_enc != ENC_RLE)
-                return sf_error("repetition levels: encoding %s not supported", encoding_name(h->rep_enc));
+                return sf_error("repetition levels: encoding %s not supported",
+                                encoding_name(h->rep_enc));
             if (ulen < 4) return sf_error("repetition levels: page too short");
             uint32_t l;
             memcpy(&l, u, 4);
@@ -596,11 +658,13 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
         size_t def_off = off;
         if (leaf->max_def > 0) {
             if (h->def_enc != ENC_RLE)
-                return sf_error("definition levels: encoding %s not supported", encoding_name(h->def_enc));
+                return sf_error("definition levels: encoding %s not supported",
+                                encoding_name(h->def_enc));
             if (ulen - off < 4) return sf_error("definition levels: page too short");
             uint32_t l;
             memcpy(&l, u + off, 4);
-            if (l > ulen - off - 4) return sf_error("definition levels: length %u past the page end", l);
+            if (l > ulen - off - 4)
+                return sf_error("definition levels: length %u past the page end", l);
             def_len = l;
             def_off = off + 4;
             off = def_off + l;
@@ -618,7 +682,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             if (rle_decode(u + 4, rep_len, bit_width(leaf->max_rep), *tmp, (int64_t)n))
                 return sf_error("repetition levels: truncated RLE data");
             for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_rep) return sf_error("repetition level %u > max %d", (*tmp)[i], leaf->max_rep);
+                if ((*tmp)[i] > (uint32_t)leaf->max_rep)
+                    return sf_error("repetition level %u > max %d", (*tmp)[i], leaf->max_rep);
                 c->rep[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
             }
         }
@@ -626,7 +691,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             if (rle_decode(u + def_off, def_len, bit_width(leaf->max_def), *tmp, (int64_t)n))
                 return sf_error("definition levels: truncated RLE data");
             for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_def) return sf_error("definition level %u > max %d", (*tmp)[i], leaf->max_def);
+                if ((*tmp)[i] > (uint32_t)leaf->max_def)
+                    return sf_error("definition level %u > max %d", (*tmp)[i], leaf->max_def);
                 c->def[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
             }
         }
@@ -641,7 +707,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             if (rle_decode(lv, rep_len, bit_width(leaf->max_rep), *tmp, (int64_t)n))
                 return sf_error("repetition levels: truncated RLE data");
             for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_rep) return sf_error("repetition level %u > max %d", (*tmp)[i], leaf->max_rep);
+                if ((*tmp)[i] > (uint32_t)leaf->max_rep)
+                    return sf_error("repetition level %u > max %d", (*tmp)[i], leaf->max_rep);
                 c->rep[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
             }
         }
@@ -649,7 +716,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             if (rle_decode(lv + rep_len, def_len, bit_width(leaf->max_def), *tmp, (int64_t)n))
                 return sf_error("definition levels: truncated RLE data");
             for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_def) return sf_error("definition level %u > max %d", (*tmp)[i], leaf->max_def);
+                if ((*tmp)[i] > (uint32_t)leaf->max_def)
+                    return sf_error("definition level %u > max %d", (*tmp)[i], leaf->max_def);
                 c->def[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
             }
         }
@@ -659,7 +727,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
     if (leaf->max_def > 0) {
         const int16_t *d = c->def + pg->slot0;
         int16_t md = (int16_t)leaf->max_def;
-        for (size_t i = 0; i < n; i++) nv += d[i] == md;
+        for (size_t i = 0; i < n; i++)
+            nv += d[i] == md;
     } else {
         nv = (int64_t)n;
     }
@@ -669,8 +738,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
 }
 
 /* Pass 4 for one page: decode values and fill vidx. */
-static int page_values(const pq_leaf *leaf, sf_pq_chunk *c, pq_page *pg, const pq_dict *dict, uint32_t **tmp,
-                       size_t *tmp_cap) {
+static int page_values(const pq_leaf *leaf, sf_pq_chunk *c, pq_page *pg, const pq_dict *dict,
+                       uint32_t **tmp, size_t *tmp_cap) {
     int64_t at = pg->val0, n = pg->n_vals;
     int enc = pg->h.encoding;
     int rc;
@@ -695,7 +764,8 @@ static int page_values(const pq_leaf *leaf, sf_pq_chunk *c, pq_page *pg, const p
             *tmp_cap = (size_t)n;
         }
         if (rle_decode(pg->vals + 4, l, 1, *tmp, n)) return sf_error("RLE BOOLEAN: truncated data");
-        for (int64_t i = 0; i < n; i++) c->b[at + i] = (uint8_t)(*tmp)[i];
+        for (int64_t i = 0; i < n; i++)
+            c->b[at + i] = (uint8_t)(*tmp)[i];
         rc = 0;
     } else {
         return sf_error("value encoding %s not supported", encoding_name(enc));
@@ -705,9 +775,11 @@ static int page_values(const pq_leaf *leaf, sf_pq_chunk *c, pq_page *pg, const p
     if (leaf->max_def > 0) {
         const int16_t *d = c->def + pg->slot0;
         int16_t md = (int16_t)leaf->max_def;
-        for (int64_t i = 0; i < pg->n_slots; i++) c->vidx[pg->slot0 + i] = d[i] == md ? v++ : -1;
+        for (int64_t i = 0; i < pg->n_slots; i++)
+            c->vidx[pg->slot0 + i] = d[i] == md ? v++ : -1;
     } else {
-        for (int64_t i = 0; i < pg->n_slots; i++) c->vidx[pg->slot0 + i] = v++;
+        for (int64_t i = 0; i < pg->n_slots; i++)
+            c->vidx[pg->slot0 + i] = v++;
     }
     return 0;
 }
@@ -730,13 +802,14 @@ void sf_pq_chunk_free(sf_pq_chunk *c) {
     free(c->f32);
     free(c->f64);
     free(c->b);
-    for (int i = 0; i < c->n_bufs; i++) free(c->bufs[i]);
+    for (int i = 0; i < c->n_bufs; i++)
+        free(c->bufs[i]);
     free(c->bufs);
     memset(c, 0, sizeof *c);
 }
 
-static int decode_dictionary(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, pq_page *pg, pq_dict *d,
-                             sf_pq_chunk *c) {
+static int decode_dictionary(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, pq_page *pg,
+                             pq_dict *d, sf_pq_chunk *c) {
     const pq_page_header *h = &pg->h;
     if (h->encoding != ENC_PLAIN && h->encoding != ENC_PLAIN_DICT)
         return sf_error("dictionary page encoding %s not supported", encoding_name(h->encoding));
@@ -780,12 +853,16 @@ static int decode_dictionary(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf
 
 static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf_pq_chunk *out);
 
-int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out) { return read_chunk(f, rg, col, -1, -1, out); }
+int sf_pq_read_chunk(sf_pq_file *f, int rg, int col, sf_pq_chunk *out) {
+    return read_chunk(f, rg, col, -1, -1, out);
+}
 
-int sf_pq_read_chunk_rows(sf_pq_file *f, int rg, int col, int64_t row_lo, int64_t row_hi, sf_pq_chunk *out) {
+int sf_pq_read_chunk_rows(sf_pq_file *f, int rg, int col, int64_t row_lo, int64_t row_hi,
+                          sf_pq_chunk *out) {
     if (row_lo < 0 || row_hi < row_lo) {
         memset(out, 0, sizeof *out);
-        return sf_error("%s: row range [%lld, %lld) invalid", f->name, (long long)row_lo, (long long)row_hi);
+        return sf_error("%s: row range [%lld, %lld) invalid", f->name, (long long)row_lo,
+                        (long long)row_hi);
     }
     return read_chunk(f, rg, col, row_lo, row_hi, out);
 }
@@ -803,10 +880,10 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
     int n_pages = 0, cap_pages = 0, rc = -1, dict_page = -1;
     pq_dict dict;
     memset(&dict, 0, sizeof dict);
-#define FAIL(...)                                                                                               \
-    do {                                                                                                        \
-        sf_error(__VA_ARGS__);                                                                                  \
-        goto done;                                                                                              \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        sf_error(__VA_ARGS__);                                                                     \
+        goto done;                                                                                 \
     } while (0)
 
     c->type = (sf_pq_type)leaf->type;
@@ -814,8 +891,10 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
     c->max_rep = leaf->max_rep;
     c->elem_def = leaf->elem_def;
     if (leaf->type == SF_PQ_INT96) FAIL("type INT96 not supported");
-    if (leaf->max_rep > 1) FAIL("nested repeated fields (max repetition level %d) not supported", leaf->max_rep);
-    if (cc->codec != CODEC_NONE && cc->codec != CODEC_SNAPPY && cc->codec != CODEC_GZIP && cc->codec != CODEC_ZSTD)
+    if (leaf->max_rep > 1)
+        FAIL("nested repeated fields (max repetition level %d) not supported", leaf->max_rep);
+    if (cc->codec != CODEC_NONE && cc->codec != CODEC_SNAPPY && cc->codec != CODEC_GZIP &&
+        cc->codec != CODEC_ZSTD)
         FAIL("compression codec %s not supported", codec_name(cc->codec));
     int64_t start = cc->data_page_offset;
     if (cc->dict_page_offset > 0 && cc->dict_page_offset < start) start = cc->dict_page_offset;
@@ -843,7 +922,8 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
         }
         pos += used;
         if (h.compressed < 0 || (size_t)h.compressed > end - pos)
-            FAIL("page at offset %zu: compressed size %d past the column chunk end", pos, h.compressed);
+            FAIL("page at offset %zu: compressed size %d past the column chunk end", pos,
+                 h.compressed);
         if (h.uncompressed < 0 || (size_t)h.uncompressed > f->limits.max_page_bytes)
             FAIL("page at offset %zu: uncompressed size %d over the limit", pos, h.uncompressed);
         const uint8_t *payload = f->data + pos;
@@ -861,7 +941,8 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
                 FAIL("page at offset %zu: %d values, chunk has %lld left", pos, h.num_values,
                      (long long)(cc->num_values - slots));
         }
-        if (n_pages == cap_pages) pages = sf_realloc(pages, (size_t)(cap_pages = cap_pages * 2 + 8) * sizeof *pages);
+        if (n_pages == cap_pages)
+            pages = sf_realloc(pages, (size_t)(cap_pages = cap_pages * 2 + 8) * sizeof *pages);
         pq_page *pg = &pages[n_pages];
         memset(pg, 0, sizeof *pg);
         pg->h = h;
@@ -877,7 +958,8 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
         n_pages++;
     }
     if (slots != cc->num_values)
-        FAIL("column chunk claims %lld values, its pages hold %lld", (long long)cc->num_values, (long long)slots);
+        FAIL("column chunk claims %lld values, its pages hold %lld", (long long)cc->num_values,
+             (long long)slots);
 
     /* Row range: keep the dictionary page and the data pages overlapping
      * [lo, hi); their slots are renumbered from 0 and c->row0 is the first
@@ -919,7 +1001,8 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
         size_t tmp_cap = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int i = first; i < n_pages; i++) {
-            if (page_levels(f, cc, leaf, c, &pages[i], &tmp, &tmp_cap)) pages[i].err = sf_strdup(sf_errmsg());
+            if (page_levels(f, cc, leaf, c, &pages[i], &tmp, &tmp_cap))
+                pages[i].err = sf_strdup(sf_errmsg());
         }
         free(tmp);
     }
@@ -938,17 +1021,30 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
     c->n_values = nv;
     size_t nvs = (size_t)nv;
     switch (leaf->type) {
-    case SF_PQ_BOOLEAN: c->b = sf_malloc(nvs + 1); break;
-    case SF_PQ_INT32: c->i32 = sf_malloc(nvs * 4 + 1); break;
-    case SF_PQ_FLOAT: c->f32 = sf_malloc(nvs * 4 + 1); break;
-    case SF_PQ_INT64: c->i64 = sf_malloc(nvs * 8 + 1); break;
-    case SF_PQ_DOUBLE: c->f64 = sf_malloc(nvs * 8 + 1); break;
-    default: c->bytes = sf_malloc(nvs * sizeof *c->bytes + 1); break;
+    case SF_PQ_BOOLEAN:
+        c->b = sf_malloc(nvs + 1);
+        break;
+    case SF_PQ_INT32:
+        c->i32 = sf_malloc(nvs * 4 + 1);
+        break;
+    case SF_PQ_FLOAT:
+        c->f32 = sf_malloc(nvs * 4 + 1);
+        break;
+    case SF_PQ_INT64:
+        c->i64 = sf_malloc(nvs * 8 + 1);
+        break;
+    case SF_PQ_DOUBLE:
+        c->f64 = sf_malloc(nvs * 8 + 1);
+        break;
+    default:
+        c->bytes = sf_malloc(nvs * sizeof *c->bytes + 1);
+        break;
     }
     int64_t rows = 0;
     if (leaf->max_rep > 0) {
         if (slots > 0 && c->rep[0] != 0) FAIL("first repetition level is %d, not 0", c->rep[0]);
-        for (int64_t s = 0; s < slots; s++) rows += c->rep[s] == 0;
+        for (int64_t s = 0; s < slots; s++)
+            rows += c->rep[s] == 0;
     } else {
         rows = slots;
     }
@@ -961,7 +1057,8 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
         for (int64_t s = 0; s < slots; s++)
             if (c->rep[s] == 0) c->row_start[r++] = s;
     } else {
-        for (int64_t s = 0; s < slots; s++) c->row_start[s] = s;
+        for (int64_t s = 0; s < slots; s++)
+            c->row_start[s] = s;
     }
     c->row_start[rows] = slots;
 
@@ -972,7 +1069,8 @@ static int read_chunk(sf_pq_file *f, int rg, int col, int64_t lo, int64_t hi, sf
         size_t tmp_cap = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int i = first; i < n_pages; i++) {
-            if (page_values(leaf, c, &pages[i], &dict, &tmp, &tmp_cap)) pages[i].err = sf_strdup(sf_errmsg());
+            if (page_values(leaf, c, &pages[i], &dict, &tmp, &tmp_cap))
+                pages[i].err = sf_strdup(sf_errmsg());
         }
         free(tmp);
     }

@@ -11,14 +11,14 @@
  * makes further reads return zeros, so parsers check err once at the end. */
 typedef struct {
     const uint8_t *p, *end;
-    int err;       /* 0 ok, else set with a message via sf_error */
-    int depth;     /* struct nesting, capped (hostile input recursion) */
+    int err;   /* 0 ok, else set with a message via sf_error */
+    int depth; /* struct nesting, capped (hostile input recursion) */
 } pq_tc;
 
 typedef struct {
-    int type;           /* physical type, -1 for groups */
+    int type; /* physical type, -1 for groups */
     int32_t type_length;
-    int repetition;     /* 0 required, 1 optional, 2 repeated, -1 absent */
+    int repetition; /* 0 required, 1 optional, 2 repeated, -1 absent */
     char *name;
     int32_t num_children; /* -1 absent (leaf) */
     int converted_type;   /* -1 absent */
@@ -28,8 +28,8 @@ typedef struct {
     int type, codec;
     int64_t num_values, total_uncompressed, total_compressed;
     int64_t data_page_offset, dict_page_offset; /* dict -1 if absent */
-    char *path;         /* path_in_schema joined with '.' */
-    int has_meta, external; /* external: file_path set (data in another file) */
+    char *path;                                 /* path_in_schema joined with '.' */
+    int has_meta, external;                     /* external: file_path set (data in another file) */
 } pq_colchunk;
 
 typedef struct {
@@ -56,9 +56,9 @@ typedef struct {
     int has_v1, has_v2, has_dict;
     int32_t num_values; /* v1, v2 and dictionary */
     int encoding;
-    int def_enc, rep_enc;   /* v1 */
+    int def_enc, rep_enc;                          /* v1 */
     int32_t num_nulls, num_rows, def_len, rep_len; /* v2 */
-    int is_compressed;  /* v2, default 1 */
+    int is_compressed;                             /* v2, default 1 */
 } pq_page_header;
 
 /* Parses FileMetaData from buf[0, len). Returns 0 or -1 with sf_error. */

@@ -66,11 +66,15 @@ static uint8_t tc_byte(pq_tc *r) {
 /* Reads an integer field of any integer wire type. */
 static int64_t tc_int(pq_tc *r, int type) {
     switch (type) {
-    case CT_BYTE: return (int8_t)tc_byte(r);
+    case CT_BYTE:
+        return (int8_t)tc_byte(r);
     case CT_I16:
     case CT_I32:
-    case CT_I64: return tc_zigzag(r);
-    default: tc_fail(r, "expected an integer field"); return 0;
+    case CT_I64:
+        return tc_zigzag(r);
+    default:
+        tc_fail(r, "expected an integer field");
+        return 0;
     }
 }
 
@@ -149,7 +153,8 @@ static void tc_skip_struct(pq_tc *r) {
     }
     int16_t last = 0;
     int type, id;
-    while (!r->err && tc_field(r, &last, &type, &id)) tc_skip(r, type);
+    while (!r->err && tc_field(r, &last, &type, &id))
+        tc_skip(r, type);
     r->depth--;
 }
 
@@ -157,18 +162,25 @@ static void tc_skip(pq_tc *r, int type) {
     size_t n;
     switch (type) {
     case CT_TRUE:
-    case CT_FALSE: break; /* value is in the field header */
-    case CT_BYTE: tc_byte(r); break;
+    case CT_FALSE:
+        break; /* value is in the field header */
+    case CT_BYTE:
+        tc_byte(r);
+        break;
     case CT_I16:
     case CT_I32:
-    case CT_I64: tc_varint(r); break;
+    case CT_I64:
+        tc_varint(r);
+        break;
     case CT_DOUBLE:
         if (r->end - r->p < 8)
             tc_fail(r, "truncated double");
         else
             r->p += 8;
         break;
-    case CT_BINARY: tc_binary(r, &n); break;
+    case CT_BINARY:
+        tc_binary(r, &n);
+        break;
     case CT_LIST:
     case CT_SET: {
         int et;
@@ -200,14 +212,24 @@ static void tc_skip(pq_tc *r, int type) {
         }
         for (uint64_t i = 0; i < cnt && !r->err; i++) {
             int kt = kv >> 4, vt = kv & 15;
-            if (kt == CT_TRUE || kt == CT_FALSE) tc_byte(r); else tc_skip(r, kt);
-            if (vt == CT_TRUE || vt == CT_FALSE) tc_byte(r); else tc_skip(r, vt);
+            if (kt == CT_TRUE || kt == CT_FALSE)
+                tc_byte(r);
+            else
+                tc_skip(r, kt);
+            if (vt == CT_TRUE || vt == CT_FALSE)
+                tc_byte(r);
+            else
+                tc_skip(r, vt);
         }
         r->depth--;
         break;
     }
-    case CT_STRUCT: tc_skip_struct(r); break;
-    default: tc_fail(r, "unknown field type"); break;
+    case CT_STRUCT:
+        tc_skip_struct(r);
+        break;
+    default:
+        tc_fail(r, "unknown field type");
+        break;
     }
 }
 
@@ -223,17 +245,32 @@ static void parse_schema_el(pq_tc *r, pq_schema_el *e) {
     int32_t v;
     while (!r->err && tc_field(r, &last, &type, &id)) {
         switch (id) {
-        case 1: if (!tc_i32(r, type, &v)) e->type = v; break;
-        case 2: tc_i32(r, type, &e->type_length); break;
-        case 3: if (!tc_i32(r, type, &v)) e->repetition = v; break;
+        case 1:
+            if (!tc_i32(r, type, &v)) e->type = v;
+            break;
+        case 2:
+            tc_i32(r, type, &e->type_length);
+            break;
+        case 3:
+            if (!tc_i32(r, type, &v)) e->repetition = v;
+            break;
         case 4:
-            if (type != CT_BINARY) { tc_skip(r, type); break; }
+            if (type != CT_BINARY) {
+                tc_skip(r, type);
+                break;
+            }
             free(e->name);
             e->name = tc_string(r);
             break;
-        case 5: tc_i32(r, type, &e->num_children); break;
-        case 6: if (!tc_i32(r, type, &v)) e->converted_type = v; break;
-        default: tc_skip(r, type); break;
+        case 5:
+            tc_i32(r, type, &e->num_children);
+            break;
+        case 6:
+            if (!tc_i32(r, type, &v)) e->converted_type = v;
+            break;
+        default:
+            tc_skip(r, type);
+            break;
         }
     }
     if (!r->err && !e->name) tc_fail(r, "schema element without a name");
@@ -248,9 +285,14 @@ static void parse_col_meta(pq_tc *r, pq_colchunk *c) {
     c->has_meta = 1;
     while (!r->err && tc_field(r, &last, &type, &id)) {
         switch (id) {
-        case 1: if (!tc_i32(r, type, &v)) c->type = v; break;
+        case 1:
+            if (!tc_i32(r, type, &v)) c->type = v;
+            break;
         case 3: {
-            if (type != CT_LIST) { tc_skip(r, type); break; }
+            if (type != CT_LIST) {
+                tc_skip(r, type);
+                break;
+            }
             int et;
             int64_t n = tc_list(r, &et);
             size_t cap = 1, used = 0;
@@ -259,7 +301,10 @@ static void parse_col_meta(pq_tc *r, pq_colchunk *c) {
             for (int64_t i = 0; i < n && !r->err; i++) {
                 size_t len = 0;
                 const uint8_t *s = et == CT_BINARY ? tc_binary(r, &len) : NULL;
-                if (!s) { tc_fail(r, "path_in_schema: expected strings"); break; }
+                if (!s) {
+                    tc_fail(r, "path_in_schema: expected strings");
+                    break;
+                }
                 if (used + len + 2 > cap) path = sf_realloc(path, cap = used + len + 2);
                 if (i) path[used++] = '.';
                 memcpy(path + used, s, len);
@@ -270,13 +315,27 @@ static void parse_col_meta(pq_tc *r, pq_colchunk *c) {
             c->path = path;
             break;
         }
-        case 4: if (!tc_i32(r, type, &v)) c->codec = v; break;
-        case 5: c->num_values = tc_int(r, type); break;
-        case 6: c->total_uncompressed = tc_int(r, type); break;
-        case 7: c->total_compressed = tc_int(r, type); break;
-        case 9: c->data_page_offset = tc_int(r, type); break;
-        case 11: c->dict_page_offset = tc_int(r, type); break;
-        default: tc_skip(r, type); break;
+        case 4:
+            if (!tc_i32(r, type, &v)) c->codec = v;
+            break;
+        case 5:
+            c->num_values = tc_int(r, type);
+            break;
+        case 6:
+            c->total_uncompressed = tc_int(r, type);
+            break;
+        case 7:
+            c->total_compressed = tc_int(r, type);
+            break;
+        case 9:
+            c->data_page_offset = tc_int(r, type);
+            break;
+        case 11:
+            c->dict_page_offset = tc_int(r, type);
+            break;
+        default:
+            tc_skip(r, type);
+            break;
         }
     }
 }
@@ -292,7 +351,10 @@ static void parse_col_chunk(pq_tc *r, pq_colchunk *c) {
             tc_binary(r, &n);
             c->external = 1;
         } else if (id == 3 && type == CT_STRUCT) {
-            if (++r->depth > TC_MAX_DEPTH) { tc_fail(r, "nesting too deep"); return; }
+            if (++r->depth > TC_MAX_DEPTH) {
+                tc_fail(r, "nesting too deep");
+                return;
+            }
             parse_col_meta(r, c);
             r->depth--;
         } else {
@@ -310,9 +372,15 @@ static void parse_row_group(pq_tc *r, pq_rowgroup *g) {
             int et;
             int64_t n = tc_list(r, &et);
             if (r->err) break;
-            if (et != CT_STRUCT) { tc_fail(r, "RowGroup.columns: expected structs"); break; }
+            if (et != CT_STRUCT) {
+                tc_fail(r, "RowGroup.columns: expected structs");
+                break;
+            }
             g->cols = sf_calloc((size_t)n + 1, sizeof *g->cols);
-            if (++r->depth > TC_MAX_DEPTH) { tc_fail(r, "nesting too deep"); break; }
+            if (++r->depth > TC_MAX_DEPTH) {
+                tc_fail(r, "nesting too deep");
+                break;
+            }
             for (int64_t i = 0; i < n && !r->err; i++) {
                 parse_col_chunk(r, &g->cols[i]);
                 g->n_cols = (int)i + 1;
@@ -327,10 +395,12 @@ static void parse_row_group(pq_tc *r, pq_rowgroup *g) {
 }
 
 void pq_meta_free(pq_meta *m) {
-    for (int i = 0; i < m->n_schema; i++) free(m->schema[i].name);
+    for (int i = 0; i < m->n_schema; i++)
+        free(m->schema[i].name);
     free(m->schema);
     for (int g = 0; g < m->n_rgs; g++) {
-        for (int c = 0; c < m->rgs[g].n_cols; c++) free(m->rgs[g].cols[c].path);
+        for (int c = 0; c < m->rgs[g].n_cols; c++)
+            free(m->rgs[g].cols[c].path);
         free(m->rgs[g].cols);
     }
     free(m->rgs);
@@ -350,7 +420,10 @@ int pq_parse_meta(const uint8_t *buf, size_t len, pq_meta *m) {
             int et;
             int64_t n = tc_list(&r, &et);
             if (r.err) break;
-            if (et != CT_STRUCT) { tc_fail(&r, "schema: expected structs"); break; }
+            if (et != CT_STRUCT) {
+                tc_fail(&r, "schema: expected structs");
+                break;
+            }
             m->schema = sf_calloc((size_t)n + 1, sizeof *m->schema);
             for (int64_t i = 0; i < n && !r.err; i++) {
                 m->n_schema = (int)i + 1;
@@ -364,7 +437,10 @@ int pq_parse_meta(const uint8_t *buf, size_t len, pq_meta *m) {
             int et;
             int64_t n = tc_list(&r, &et);
             if (r.err) break;
-            if (et != CT_STRUCT) { tc_fail(&r, "row_groups: expected structs"); break; }
+            if (et != CT_STRUCT) {
+                tc_fail(&r, "row_groups: expected structs");
+                break;
+            }
             m->rgs = sf_calloc((size_t)n + 1, sizeof *m->rgs);
             for (int64_t i = 0; i < n && !r.err; i++) {
                 m->n_rgs = (int)i + 1;
@@ -397,11 +473,21 @@ static void parse_dp1(pq_tc *r, pq_page_header *h) {
     h->has_v1 = 1;
     while (!r->err && tc_field(r, &last, &type, &id)) {
         switch (id) {
-        case 1: tc_i32(r, type, &h->num_values); break;
-        case 2: if (!tc_i32(r, type, &v)) h->encoding = v; break;
-        case 3: if (!tc_i32(r, type, &v)) h->def_enc = v; break;
-        case 4: if (!tc_i32(r, type, &v)) h->rep_enc = v; break;
-        default: tc_skip(r, type); break;
+        case 1:
+            tc_i32(r, type, &h->num_values);
+            break;
+        case 2:
+            if (!tc_i32(r, type, &v)) h->encoding = v;
+            break;
+        case 3:
+            if (!tc_i32(r, type, &v)) h->def_enc = v;
+            break;
+        case 4:
+            if (!tc_i32(r, type, &v)) h->rep_enc = v;
+            break;
+        default:
+            tc_skip(r, type);
+            break;
         }
     }
 }
@@ -413,9 +499,15 @@ static void parse_dict(pq_tc *r, pq_page_header *h) {
     h->has_dict = 1;
     while (!r->err && tc_field(r, &last, &type, &id)) {
         switch (id) {
-        case 1: tc_i32(r, type, &h->num_values); break;
-        case 2: if (!tc_i32(r, type, &v)) h->encoding = v; break;
-        default: tc_skip(r, type); break;
+        case 1:
+            tc_i32(r, type, &h->num_values);
+            break;
+        case 2:
+            if (!tc_i32(r, type, &v)) h->encoding = v;
+            break;
+        default:
+            tc_skip(r, type);
+            break;
         }
     }
 }
@@ -427,19 +519,33 @@ static void parse_dp2(pq_tc *r, pq_page_header *h) {
     h->has_v2 = 1;
     while (!r->err && tc_field(r, &last, &type, &id)) {
         switch (id) {
-        case 1: tc_i32(r, type, &h->num_values); break;
-        case 2: tc_i32(r, type, &h->num_nulls); break;
-        case 3: tc_i32(r, type, &h->num_rows); break;
-        case 4: if (!tc_i32(r, type, &v)) h->encoding = v; break;
-        case 5: tc_i32(r, type, &h->def_len); break;
-        case 6: tc_i32(r, type, &h->rep_len); break;
+        case 1:
+            tc_i32(r, type, &h->num_values);
+            break;
+        case 2:
+            tc_i32(r, type, &h->num_nulls);
+            break;
+        case 3:
+            tc_i32(r, type, &h->num_rows);
+            break;
+        case 4:
+            if (!tc_i32(r, type, &v)) h->encoding = v;
+            break;
+        case 5:
+            tc_i32(r, type, &h->def_len);
+            break;
+        case 6:
+            tc_i32(r, type, &h->rep_len);
+            break;
         case 7:
             if (type == CT_TRUE || type == CT_FALSE)
                 h->is_compressed = type == CT_TRUE;
             else
                 tc_skip(r, type);
             break;
-        default: tc_skip(r, type); break;
+        default:
+            tc_skip(r, type);
+            break;
         }
     }
 }
@@ -454,13 +560,38 @@ int pq_parse_page_header(const uint8_t *buf, size_t len, pq_page_header *h, size
     int32_t v;
     while (!r.err && tc_field(&r, &last, &type, &id)) {
         switch (id) {
-        case 1: if (!tc_i32(&r, type, &v)) h->type = v; break;
-        case 2: tc_i32(&r, type, &h->uncompressed); seen_sizes |= 1; break;
-        case 3: tc_i32(&r, type, &h->compressed); seen_sizes |= 2; break;
-        case 5: if (type == CT_STRUCT) parse_dp1(&r, h); else tc_skip(&r, type); break;
-        case 7: if (type == CT_STRUCT) parse_dict(&r, h); else tc_skip(&r, type); break;
-        case 8: if (type == CT_STRUCT) parse_dp2(&r, h); else tc_skip(&r, type); break;
-        default: tc_skip(&r, type); break;
+        case 1:
+            if (!tc_i32(&r, type, &v)) h->type = v;
+            break;
+        case 2:
+            tc_i32(&r, type, &h->uncompressed);
+            seen_sizes |= 1;
+            break;
+        case 3:
+            tc_i32(&r, type, &h->compressed);
+            seen_sizes |= 2;
+            break;
+        case 5:
+            if (type == CT_STRUCT)
+                parse_dp1(&r, h);
+            else
+                tc_skip(&r, type);
+            break;
+        case 7:
+            if (type == CT_STRUCT)
+                parse_dict(&r, h);
+            else
+                tc_skip(&r, type);
+            break;
+        case 8:
+            if (type == CT_STRUCT)
+                parse_dp2(&r, h);
+            else
+                tc_skip(&r, type);
+            break;
+        default:
+            tc_skip(&r, type);
+            break;
         }
     }
     if (!r.err && (h->type < 0 || seen_sizes != 3)) tc_fail(&r, "page header lacks type or sizes");

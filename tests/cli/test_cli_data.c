@@ -47,8 +47,9 @@ TEST(captions_parquet) {
     const char *tmp = test_tmpdir("cli_data_captions");
     char cmd[16384], path[4096], *out = NULL;
     snprintf(path, sizeof path, "%s/captions.txt", tmp);
-    snprintf(cmd, sizeof cmd, "'%s' data captions --dataset 'cc3m:%srecap_snappy_dict_v1.parquet' --out '%s'", SF_EXE,
-             FIX, path);
+    snprintf(cmd, sizeof cmd,
+             "'%s' data captions --dataset 'cc3m:%srecap_snappy_dict_v1.parquet' --out '%s'",
+             SF_EXE, FIX, path);
     CHECK(run(cmd, &out) == 0);
     free(out);
     size_t n;
@@ -69,8 +70,10 @@ TEST(captions_parquet) {
     free(txt);
 
     /* stdout, --start/--limit */
-    snprintf(cmd, sizeof cmd, "'%s' data captions --dataset 'cc3m:%srecap_snappy_dict_v1.parquet' --start 11 --limit 1",
-             SF_EXE, FIX);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' data captions --dataset 'cc3m:%srecap_snappy_dict_v1.parquet' --start 11 --limit 1",
+        SF_EXE, FIX);
     CHECK(run(cmd, &out) == 0);
     CHECK_STR(out, "line one line two Tabbed  end\n");
     free(out);
@@ -79,7 +82,8 @@ TEST(captions_parquet) {
 TEST(write_images) {
     const char *tmp = test_tmpdir("cli_data_write");
     char cmd[16384], a[4096], b[4096], *out = NULL;
-    snprintf(cmd, sizeof cmd, "'%s' data write --dataset 'folder:%sfolder_tsv' --out '%s/img'", SF_EXE, FIX, tmp);
+    snprintf(cmd, sizeof cmd, "'%s' data write --dataset 'folder:%sfolder_tsv' --out '%s/img'",
+             SF_EXE, FIX, tmp);
     CHECK(run(cmd, &out) == 0);
     CHECK(strstr(out, "wrote 6 images"));
     free(out);
@@ -92,8 +96,10 @@ TEST(write_images) {
     CHECK(same_file(a, b));
 
     /* Tar shards: the sample without an image is reported and skipped. */
-    snprintf(cmd, sizeof cmd, "'%s' data write --dataset 'wds:%swds/{00000.tar,00001.tar,00002.tar.gz}' --out '%s/wds'",
-             SF_EXE, FIX, tmp);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' data write --dataset 'wds:%swds/{00000.tar,00001.tar,00002.tar.gz}' --out '%s/wds'",
+        SF_EXE, FIX, tmp);
     CHECK(run(cmd, &out) == 0);
     CHECK(strstr(out, "row 6 (id 000006): no image"));
     CHECK(strstr(out, "wrote 8 images"));
@@ -132,7 +138,8 @@ TEST(info_and_errors) {
     CHECK(good && sf_write_file_atomic(bad, good, n / 2) == 0);
     free(good);
     snprintf(outp, sizeof outp, "%s/c.txt", tmp);
-    snprintf(cmd, sizeof cmd, "'%s' data captions --dataset 'cc3m:%s' --out '%s'", SF_EXE, bad, outp);
+    snprintf(cmd, sizeof cmd, "'%s' data captions --dataset 'cc3m:%s' --out '%s'", SF_EXE, bad,
+             outp);
     CHECK(run(cmd, &out) == 1);
     CHECK_MSG(strstr(out, "bad.parquet: not a parquet file or truncated"), "%s", out);
     free(out);

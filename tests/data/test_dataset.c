@@ -36,7 +36,8 @@ static void check_against(const char *spec, const cJSON *rows) {
     CHECK_MSG(ds, "%s: %s", spec, sf_errmsg());
     if (!ds) return;
     int n = cJSON_GetArraySize(rows);
-    CHECK_MSG(sf_dataset_count(ds) == n, "%s: count %lld vs %d", spec, (long long)sf_dataset_count(ds), n);
+    CHECK_MSG(sf_dataset_count(ds) == n, "%s: count %lld vs %d", spec,
+              (long long)sf_dataset_count(ds), n);
     sf_sample s;
     int i = 0, r, bad = 0;
     while ((r = sf_dataset_next(ds, &s)) == 1) {
@@ -46,7 +47,9 @@ static void check_against(const char *spec, const cJSON *rows) {
                  str_match(s.image_ext, cJSON_GetObjectItem(e, "ext")) &&
                  str_match(s.caption, cJSON_GetObjectItem(e, "caption")) &&
                  (!s.caption || s.caption_len == strlen(s.caption));
-        if (!ok) fprintf(stderr, "%s: row %d differs (id %s, caption %s)\n", spec, i, s.id, s.caption ? s.caption : "(null)");
+        if (!ok)
+            fprintf(stderr, "%s: row %d differs (id %s, caption %s)\n", spec, i, s.id,
+                    s.caption ? s.caption : "(null)");
         bad += !ok;
         i++;
     }
@@ -67,7 +70,8 @@ static void check_against(const char *spec, const cJSON *rows) {
     /* Seek then continue sequentially. */
     CHECK(sf_dataset_seek(ds, n / 2) == 0);
     int cnt = 0;
-    while (sf_dataset_next(ds, &s) == 1) cnt++;
+    while (sf_dataset_next(ds, &s) == 1)
+        cnt++;
     CHECK(cnt == n - n / 2);
     sf_dataset_close(ds);
 }
@@ -90,7 +94,8 @@ static cJSON *recap_rows(const cJSON *exp, const char *const *files, int nf) {
             const cJSON *conv = cJSON_GetObjectItem(row, "conversations");
             int n = cJSON_IsArray(conv) ? cJSON_GetArraySize(conv) : 0;
             const cJSON *last = n ? cJSON_GetArrayItem(conv, n - 1) : NULL;
-            const cJSON *v = last && !cJSON_IsNull(last) ? cJSON_GetObjectItem(last, "value") : NULL;
+            const cJSON *v =
+                last && !cJSON_IsNull(last) ? cJSON_GetObjectItem(last, "value") : NULL;
             if (v && cJSON_IsString(v)) cJSON_AddStringToObject(o, "caption", v->valuestring);
             cJSON_AddItemToArray(out, o);
         }
@@ -129,7 +134,8 @@ TEST(cc3m_parquet) {
 
 TEST(wds_and_folders) {
     cJSON *d = load_json(FIX "datasets.json");
-    check_against("wds:" FIX "wds/{00000.tar,00001.tar,00002.tar.gz}", cJSON_GetObjectItem(d, "wds"));
+    check_against("wds:" FIX "wds/{00000.tar,00001.tar,00002.tar.gz}",
+                  cJSON_GetObjectItem(d, "wds"));
     check_against("wds:" FIX "wds_pax/*.tar", cJSON_GetObjectItem(d, "wds_pax"));
     check_against("folder:" FIX "folder_tsv", cJSON_GetObjectItem(d, "folder_tsv"));
     check_against("folder:" FIX "folder_jsonl", cJSON_GetObjectItem(d, "folder_jsonl"));
@@ -193,14 +199,16 @@ TEST(corrupt_tar) {
     sf_rng_seed(&rng, 9);
     for (int t = 0; t < 400; t++) {
         memcpy(buf, good, len);
-        for (int k = 0; k < 4; k++) buf[sf_rng_below(&rng, len)] ^= (uint8_t)(1 + sf_rng_below(&rng, 255));
+        for (int k = 0; k < 4; k++)
+            buf[sf_rng_below(&rng, len)] ^= (uint8_t)(1 + sf_rng_below(&rng, 255));
         sf_dataset *ds = sf_dataset_open_mem("tar", buf, len, SF_DS_ALL);
         if (!ds) continue;
         sf_sample s;
         int64_t n = sf_dataset_count(ds);
         while (sf_dataset_next(ds, &s) == 1) {
         }
-        for (int64_t i = 0; i < n; i++) sf_dataset_get(ds, i, &s);
+        for (int64_t i = 0; i < n; i++)
+            sf_dataset_get(ds, i, &s);
         sf_dataset_close(ds);
     }
     free(buf);

@@ -35,17 +35,24 @@ static int value_matches(const sf_pq_chunk *c, int64_t v, const cJSON *e) {
             return len == c->bytes[v].len && crc == (double)got;
         }
         return 0;
-    case SF_PQ_INT32: return cJSON_IsNumber(e) && e->valuedouble == c->i32[v];
-    case SF_PQ_INT64: return cJSON_IsNumber(e) && e->valuedouble == (double)c->i64[v];
-    case SF_PQ_DOUBLE: return cJSON_IsNumber(e) && e->valuedouble == c->f64[v];
-    case SF_PQ_FLOAT: return cJSON_IsNumber(e) && e->valuedouble == (double)c->f32[v];
-    case SF_PQ_BOOLEAN: return cJSON_IsBool(e) && (cJSON_IsTrue(e) ? 1 : 0) == c->b[v];
-    default: return 0;
+    case SF_PQ_INT32:
+        return cJSON_IsNumber(e) && e->valuedouble == c->i32[v];
+    case SF_PQ_INT64:
+        return cJSON_IsNumber(e) && e->valuedouble == (double)c->i64[v];
+    case SF_PQ_DOUBLE:
+        return cJSON_IsNumber(e) && e->valuedouble == c->f64[v];
+    case SF_PQ_FLOAT:
+        return cJSON_IsNumber(e) && e->valuedouble == (double)c->f32[v];
+    case SF_PQ_BOOLEAN:
+        return cJSON_IsBool(e) && (cJSON_IsTrue(e) ? 1 : 0) == c->b[v];
+    default:
+        return 0;
     }
 }
 
 /* Checks one slot: walks comps[from..] starting at `node` and level `lvl`. */
-static int check_slot(const sf_pq_chunk *c, int64_t s, char **comps, int nc, int from, const cJSON *node, int lvl) {
+static int check_slot(const sf_pq_chunk *c, int64_t s, char **comps, int nc, int from,
+                      const cJSON *node, int lvl) {
     for (int i = from; i < nc; i++) {
         node = cJSON_GetObjectItemCaseSensitive(node, comps[i]);
         if (!node || cJSON_IsNull(node)) return c->def && c->def[s] == lvl;
@@ -56,11 +63,13 @@ static int check_slot(const sf_pq_chunk *c, int64_t s, char **comps, int nc, int
 }
 
 /* Compares a whole chunk (rows [row0, row0 + n_rows) of the file) to JSON. */
-static void check_chunk(const sf_pq_chunk *c, const char *path, const cJSON *rows, int64_t row0, const char *file) {
+static void check_chunk(const sf_pq_chunk *c, const char *path, const cJSON *rows, int64_t row0,
+                        const char *file) {
     char buf[256], *comps[16];
     int nc = 0;
     snprintf(buf, sizeof buf, "%s", path);
-    for (char *t = strtok(buf, "."); t && nc < 16; t = strtok(NULL, ".")) comps[nc++] = t;
+    for (char *t = strtok(buf, "."); t && nc < 16; t = strtok(NULL, "."))
+        comps[nc++] = t;
     int li = -1; /* index of the "list" component */
     for (int i = 0; i + 1 < nc; i++)
         if (!strcmp(comps[i], "list") && !strcmp(comps[i + 1], "element")) li = i;
@@ -170,10 +179,12 @@ TEST(schema_and_caption) {
     sf_pq_bytes b;
     CHECK(sf_pq_chunk_row_bytes(&c, 0, 0, &b) == 0);
     CHECK(sf_pq_chunk_row_bytes(&c, 1, 0, &b) == 0);
-    CHECK(sf_pq_chunk_row_bytes(&c, 1, 1, &b) == 1 && b.len == 17 && !memcmp(b.ptr, "<image>\nDescribe.", 17));
+    CHECK(sf_pq_chunk_row_bytes(&c, 1, 1, &b) == 1 && b.len == 17 &&
+          !memcmp(b.ptr, "<image>\nDescribe.", 17));
     CHECK(sf_pq_chunk_row_bytes(&c, 2, 0, &b) == 0);
     CHECK(sf_pq_chunk_row_bytes(&c, 3, 1, &b) == 0);
-    CHECK(sf_pq_chunk_row_bytes(&c, 4, 0, &b) == 1 && b.len == 29 && !memcmp(b.ptr, "line one\nline two", 17));
+    CHECK(sf_pq_chunk_row_bytes(&c, 4, 0, &b) == 1 && b.len == 29 &&
+          !memcmp(b.ptr, "line one\nline two", 17));
     sf_pq_chunk_free(&c);
     char *txt = NULL;
     size_t len = 0;
@@ -188,7 +199,8 @@ TEST(schema_and_caption) {
 
 /* Reading a row range decodes a subset of pages with the same values. */
 TEST(row_ranges) {
-    const char *files[] = {FIX "recap_none_plain_v1.parquet", FIX "recap_snappy_dictfallback_v2.parquet",
+    const char *files[] = {FIX "recap_none_plain_v1.parquet",
+                           FIX "recap_snappy_dictfallback_v2.parquet",
                            FIX "recap_zstd_plain_v2.parquet", FIX "types_none_dict_v2.parquet"};
     for (int fi = 0; fi < 4; fi++) {
         sf_pq_file *f = sf_pq_open(files[fi]);
@@ -212,7 +224,8 @@ TEST(row_ranges) {
                         if (vf < 0 || vp < 0) continue;
                         if (full.bytes)
                             CHECK(full.bytes[vf].len == part.bytes[vp].len &&
-                                  !memcmp(full.bytes[vf].ptr, part.bytes[vp].ptr, full.bytes[vf].len));
+                                  !memcmp(full.bytes[vf].ptr, part.bytes[vp].ptr,
+                                          full.bytes[vf].len));
                         if (full.i32) CHECK(full.i32[vf] == part.i32[vp]);
                         if (full.i64) CHECK(full.i64[vf] == part.i64[vp]);
                     }
@@ -220,7 +233,8 @@ TEST(row_ranges) {
                 }
                 sf_pq_chunk_free(&full);
             }
-        CHECK_MSG(partial > 0, "%s: no partial read", files[fi]); /* some reads really skipped pages */
+        CHECK_MSG(partial > 0, "%s: no partial read",
+                  files[fi]); /* some reads really skipped pages */
         sf_pq_close(f);
     }
 }
@@ -228,10 +242,15 @@ TEST(row_ranges) {
 /* Features outside the scope: errors name file, row group, column, feature. */
 TEST(unsupported) {
     static const char *cases[][2] = {
-        {FIX "unsupported_delta.parquet", "unsupported_delta.parquet: row group 0: column 'id': page 0: value encoding DELTA_BINARY_PACKED not supported"},
-        {FIX "unsupported_lz4.parquet", "unsupported_lz4.parquet: row group 0: column 'id': compression codec LZ4_RAW not supported"},
-        {FIX "unsupported_int96.parquet", "unsupported_int96.parquet: row group 0: column 't': type INT96 not supported"},
-        {FIX "unsupported_nested.parquet", "column 'll.list.element.list.element': nested repeated fields (max repetition level 2) not supported"},
+        {FIX "unsupported_delta.parquet",
+         "unsupported_delta.parquet: row group 0: column 'id': page 0: value encoding "
+         "DELTA_BINARY_PACKED not supported"},
+        {FIX "unsupported_lz4.parquet", "unsupported_lz4.parquet: row group 0: column 'id': "
+                                        "compression codec LZ4_RAW not supported"},
+        {FIX "unsupported_int96.parquet",
+         "unsupported_int96.parquet: row group 0: column 't': type INT96 not supported"},
+        {FIX "unsupported_nested.parquet", "column 'll.list.element.list.element': nested repeated "
+                                           "fields (max repetition level 2) not supported"},
     };
     for (int i = 0; i < 4; i++) {
         sf_pq_file *f = sf_pq_open(cases[i][0]);
@@ -300,7 +319,8 @@ TEST(corrupt_files) {
     int errors = 0;
     for (int t = 0; t < 3000; t++) {
         memcpy(buf, good, len);
-        size_t at = t % 2 ? len - 8 - flen + sf_rng_below(&rng, flen) : 4 + sf_rng_below(&rng, len - 12 - flen);
+        size_t at = t % 2 ? len - 8 - flen + sf_rng_below(&rng, flen)
+                          : 4 + sf_rng_below(&rng, len - 12 - flen);
         buf[at] ^= (uint8_t)(1 + sf_rng_below(&rng, 255));
         sf_pq_file *f = sf_pq_open_mem(buf, len, "flip.parquet");
         if (!f) {
