@@ -29,6 +29,7 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double *o
     X(synth, "synthetic activations from a known sparse dictionary")                      \
     X(eval, "FVU, L0 and dictionary recovery (MMCS) of a checkpoint")                     \
     X(convert, "SAE checkpoints between seed, SAELens and sparsify layouts")              \
+    X(sweep, "train a grid of SAEs on the same data: table + L0/FVU frontier plot")       \
     X(demo, "synth + train + eval on embedded synthetic ground truth (the main job)")      \
     X(topk, "top-N activating rows and statistics of every SAE feature")                  \
     X(explore, "build the static feature explorer site from a top-k file")               \
