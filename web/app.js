@@ -270,7 +270,7 @@
     ids.slice(page * PAGE, page * PAGE + PAGE).forEach(function (j) {
       var top = IDX.top[j], d = IDX.density[j];
       var w = d > 0 ? Math.max(2, 100 * (1 + Math.log10(d) / 6)) : 0; /* 1e-6 .. 1 on a log bar */
-      tb.appendChild(el("tr", { "class": "feat-row", "data-feature": j }, [
+      var tr = el("tr", { "class": "feat-row", "data-feature": j }, [
         el("td", { "class": "num" }, [el("a", { href: "#f=" + j, text: "#" + j })]),
         el("td", {}, [top ? thumb(top[0], top[1]) : el("div", { "class": "noimg" })]),
         el("td", { "class": "num" }, [el("span", { "class": "dbar" }, [el("i", { style: "width:" + Math.min(100, w).toFixed(1) + "%" })]), pct(d)]),
@@ -278,7 +278,9 @@
         el("td", { "class": "num", text: fmt(IDX.mean[j]) }),
         el("td", {}, [tagFor(j), hits && hits[j] ? el("span", { "class": "hits", text: hits[j] + "/" + IDX.N + " rows" }) : null]),
         el("td", { "class": "cap", title: top && top[2] ? top[2] : "", text: top && top[2] ? top[2] : "" })
-      ]));
+      ]);
+      tr.onclick = function (e) { if (e.target.tagName !== "A") location.hash = "#f=" + j; };
+      tb.appendChild(tr);
     });
     function th(label, k) {
       if (!k) return el("th", { text: label });
@@ -335,6 +337,25 @@
   }
 
   /* ---- feature view ---- */
+  var STOP = {};
+  ("a an and are as at be by for from has in into is it its of on or that the their this to was with")
+    .split(" ").forEach(function (w) { STOP[w] = 1; });
+  /* words in at least a quarter of the top rows' captions, most common first */
+  function commonWords(top) {
+    var cnt = {};
+    top.forEach(function (t) {
+      var seen = {};
+      words(t[3] || "").forEach(function (w) {
+        if (w.length < 2 || STOP[w] || /^[0-9]+$/.test(w) || seen[w]) return;
+        seen[w] = 1;
+        cnt[w] = (cnt[w] || 0) + 1;
+      });
+    });
+    return Object.keys(cnt).filter(function (w) { return cnt[w] * 4 >= top.length && cnt[w] > 1; })
+      .sort(function (a, b) { return cnt[b] - cnt[a] || (a < b ? -1 : 1); }).slice(0, 10)
+      .map(function (w) { return [w, cnt[w]]; });
+  }
+
   function renderFeature(j) {
     app.innerHTML = "";
     if (!(j >= 0 && j < n)) {
@@ -380,6 +401,15 @@
         });
         nbCard.appendChild(ul);
       } else nbCard.appendChild(el("p", { "class": "muted", text: "No decoder weights (build with --checkpoint)." }));
+      var common = commonWords(f.top);
+      if (common.length) {
+        var chips = el("div", { "class": "chips", id: "common-words" }, [el("span", { "class": "muted", text: "Words in its top captions: " })]);
+        common.forEach(function (c) {
+          chips.appendChild(el("a", { "class": "chip", href: hashOf({ search: c[0] }), title: "features whose top captions contain " + c[0] },
+            [c[0] + " ", el("b", { text: c[1] + "/" + f.top.length })]));
+        });
+        app.appendChild(chips);
+      }
       app.appendChild(el("div", { "class": "grid2" }, [histCard, nbCard]));
       /* top rows */
       var grid = el("div", { "class": "topgrid", id: "top-rows" });
@@ -405,6 +435,14 @@
     var q = document.getElementById("search").value.trim();
     var m = /^#?([0-9]+)$/.exec(q);
     location.hash = m ? "#f=" + m[1] : hashOf({ search: q });
+  });
+  /* left/right arrows step through features on a feature page */
+  document.addEventListener("keydown", function (e) {
+    var p = params();
+    if (p.f == null || e.target.tagName === "INPUT" || e.altKey || e.ctrlKey || e.metaKey) return;
+    var j = parseInt(p.f, 10);
+    if (e.key === "ArrowLeft" && j > 0) location.hash = "#f=" + (j - 1);
+    if (e.key === "ArrowRight" && j + 1 < n) location.hash = "#f=" + (j + 1);
   });
   window.addEventListener("hashchange", route);
   route();

@@ -79,6 +79,7 @@ for s in $imgs; do [ -s "$W/site/$s" ] || { missing=1; echo "  missing $s"; }; d
 check "top image files exist" [ $missing = 0 ]
 check "activation histogram rendered" grep -q 'id="hist-chart"' "$W/feature.dom"
 check "decoder neighbours listed" grep -q 'id="neighbours"' "$W/feature.dom"
+check "frequent caption words listed" grep -q 'id="common-words"' "$W/feature.dom"
 
 chrome --screenshot="$BUILD/explorer-index.png" --window-size=1280,900 "$URL" >/dev/null || die "screenshot"
 chrome --screenshot="$BUILD/explorer-feature.png" --window-size=1280,1100 "$URL#f=$F" >/dev/null || die "screenshot"
