@@ -14,6 +14,8 @@ acts.safetensors           `activations` F32 [192, 64] computed from the pixels,
                            7x7 foreground occupancy grid (49), so an SAE trained
                            on them finds colour and shape directions.
                            metadata: dataset = folder:fixtures/analysis/shapes
+acts_rows.safetensors      the same rows as `vision` with an I64 `rows` map
+                           (1000 + 2i), the layout `saeflow extract` writes
 """
 import argparse
 import colorsys
@@ -93,6 +95,10 @@ def main():
     x = np.stack(rows)  # (192, 64)
     save_file({"activations": x}, os.path.join(args.out, "acts.safetensors"),
               metadata={"dataset": "folder:fixtures/analysis/shapes"})
+    # the layout `saeflow extract` writes: activations under "vision" plus an
+    # I64 "rows" map to dataset rows (here 1000 + 2i, to see the map applied)
+    save_file({"vision": x, "rows": (1000 + 2 * np.arange(len(x))).astype(np.int64)},
+              os.path.join(args.out, "acts_rows.safetensors"))
     with open(os.path.join(args.out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=0)
     print(f"{len(rows)} images, activations {x.shape}")

@@ -39,6 +39,56 @@ static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_code
     return 0;
 }
 
+/* The dataset row of each activation row, from an I64 [rows] tensor stored
+ * next to the activations in every file (what `saeflow extract` writes:
+ * `rows`, or `<key>_rows` with --tokens all). */
+typedef struct {
+    const sf_tensor_info **t; /* per file */
+} row_map;
+
+/* Picks the map tensor: `name` if given ("none": no map), else `<key>_rows`,
+ * else `rows`, when present in the first file. Checks every file. 1 = map
+ * found, 0 = none, -1 = error. */
+static int row_map_open(row_map *rm, const sf_sae_data *D, const char *key, const char *name) {
+    rm->t = NULL;
+    if (name && !strcmp(name, "none")) return 0;
+    char auto_name[512];
+    if (!name) {
+        snprintf(auto_name, sizeof auto_name, "%s_rows", key);
+        if (!sf_st_find(&D->files[0], auto_name)) snprintf(auto_name, sizeof auto_name, "rows");
+        if (!sf_st_find(&D->files[0], auto_name)) return 0;
+        name = auto_name;
+    }
+    rm->t = sf_calloc((size_t)D->n_files, sizeof *rm->t);
+    for (int i = 0; i < D->n_files; i++) {
+        const sf_tensor_info *t = sf_st_find(&D->files[i], name);
+        int64_t want = D->start[i + 1] - D->start[i];
+        if (!t || t->dtype != SF_DT_I64 || t->ndim != 1 || t->shape[0] != want) {
+            sf_error("%s: row map '%s' must be an I64 tensor of %lld entries (one per '%s' row)%s",
+                     D->files[i].path, name, (long long)want, key, t ? "" : ", but it is missing");
+            free(rm->t);
+            rm->t = NULL;
+            return -1;
+        }
+        rm->t[i] = t;
+    }
+    return 1;
+}
+
+/* out[i] = dataset row of activation row r0 + i, i < m. */
+static int row_map_read(const row_map *rm, const sf_sae_data *D, int64_t r0, int64_t m, int64_t *out) {
+    int f = 0;
+    for (int64_t i = 0; i < m; i++) {
+        int64_t r = r0 + i;
+        while (r >= D->start[f + 1]) f++;
+        int64_t v;
+        memcpy(&v, (const char *)rm->t[f]->data + (size_t)(r - D->start[f]) * 8, 8); /* may be unaligned */
+        if (v < 0) return sf_error("%s: row map: entry %lld is negative", D->files[f].path, (long long)(r - D->start[f]));
+        out[i] = v;
+    }
+    return 0;
+}
+
 static void usage(FILE *out) {
     fprintf(out,
             "usage: saeflow topk --checkpoint DIR --acts FILE [--acts FILE ...] --out FILE [options]\n"
@@ -57,7 +107,11 @@ static void usage(FILE *out) {
             "  -N, --top N        rows kept per feature (default 16)\n"
             "  --data SPEC        dataset the activation rows come from, recorded for\n"
             "                     explore (default: the activation file's 'dataset' metadata)\n"
-            "  --row-offset R     dataset row id of activation row 0 (default 0)\n"
+            "  --rows-key NAME    I64 tensor giving each activation row's dataset row\n"
+            "                     (default: '<key>_rows', else 'rows', as `saeflow extract`\n"
+            "                     writes them, when present; 'none' to ignore them)\n"
+            "  --row-offset R     without a row map: dataset row of activation row 0\n"
+            "                     (default 0; row i is dataset row R + i)\n"
             "  --limit ROWS       stop after ROWS rows (default: all)\n"
             "  --batch B          rows read per batch, rounded up to a multiple of 256\n"
             "                     (default 4096)\n"
@@ -67,7 +121,7 @@ static void usage(FILE *out) {
 
 int cmd_topk(int argc, char **argv) {
     const char *cmd = "topk";
-    const char *ckpt = NULL, *out = NULL, *key = "activations", *data_spec = NULL;
+    const char *ckpt = NULL, *out = NULL, *key = "activations", *data_spec = NULL, *rows_key = NULL;
     const char **acts = sf_calloc((size_t)argc + 1, sizeof(char *));
     int n_acts = 0, quiet = 0;
     long long top = 16, batch = 4096, threads = 0, limit = -1, row_offset = 0;
@@ -78,6 +132,7 @@ int cmd_topk(int argc, char **argv) {
         {"row-offset", required_argument, 0, 'r'}, {"limit", required_argument, 0, 'l'},
         {"batch", required_argument, 0, 'b'},      {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
+        {"rows-key", required_argument, 0, 'R'},
         {0, 0, 0, 0}};
     int c, rc = 2;
     while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
@@ -87,6 +142,7 @@ int cmd_topk(int argc, char **argv) {
         case 'k': key = optarg; break;
         case 'o': out = optarg; break;
         case 'd': data_spec = optarg; break;
+        case 'R': rows_key = optarg; break;
         case 'q': quiet = 1; break;
         case 'N': if (cli_parse_int(cmd, "top", optarg, &top)) goto done; break;
         case 'r': if (cli_parse_int(cmd, "row-offset", optarg, &row_offset)) goto done; break;
@@ -121,12 +177,20 @@ int cmd_topk(int argc, char **argv) {
         goto close_data;
     }
     if (!data_spec) data_spec = sf_st_meta(&D.files[0], "dataset");
+    row_map rm;
+    int have_map = row_map_open(&rm, &D, key, rows_key);
+    if (have_map < 0) { rc = cli_fail(cmd); goto close_data; }
+    if (have_map && row_offset) {
+        rc = cli_usage_error(cmd, "--row-offset cannot be combined with a row map (use --rows-key none)");
+        goto close_map;
+    }
     int64_t rows = D.N;
     if (limit >= 0 && limit < rows) rows = limit;
-    if (sf_topk_init(&tk, sae.n, (int)top)) { rc = cli_fail(cmd); goto close_data; }
+    if (sf_topk_init(&tk, sae.n, (int)top)) { rc = cli_fail(cmd); goto close_map; }
 
     const int64_t B = batch < rows ? batch : (rows > 0 ? rows : 1);
     float *x = sf_malloc((size_t)B * (size_t)sae.d * sizeof(float)); // (B, d)
+    int64_t *row_ids = have_map ? sf_malloc((size_t)B * sizeof(int64_t)) : NULL; // (B)
     sf_sae_codes codes;
     sf_sae_codes_alloc(&codes, B, sae.k);
     sf_progress pg;
@@ -143,7 +207,11 @@ int cmd_topk(int argc, char **argv) {
             break;
         }
         t_enc += sf_now() - te;
-        if (sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, row_offset + r0, NULL)) {
+        if (have_map && row_map_read(&rm, &D, r0, m, row_ids)) {
+            err = 1;
+            break;
+        }
+        if (sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, row_offset + r0, row_ids)) {
             err = 1;
             break;
         }
@@ -166,7 +234,7 @@ int cmd_topk(int argc, char **argv) {
         }
         const char *meta[] = {"dataset", data_spec ? data_spec : "", "activations", alist,
                               "key", key, "checkpoint", ckpt, "top_n", nbuf, "sae_k", kbuf,
-                              "row_offset", obuf, NULL};
+                              "row_offset", obuf, "rows_key", have_map ? rm.t[0]->name : "", NULL};
         if (sf_topk_write(&tk, out, meta)) err = 1;
         free(alist);
     }
@@ -183,8 +251,11 @@ int cmd_topk(int argc, char **argv) {
         }
     }
     free(x);
+    free(row_ids);
     sf_sae_codes_free(&codes);
     sf_topk_free(&tk);
+close_map:
+    free(rm.t);
 close_data:
     sf_sae_data_close(&D);
     sf_sae_free(&sae);

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "saeflow/common.h"
 #include "test.h"
 
@@ -114,6 +116,74 @@ TEST(topk_errors) {
     CHECK(out && strstr(out, "width 32"));
     free(out);
     CHECK(!file_exists(outp));
+}
+
+/* A 2-D I64 tensor of a safetensors file (this test links only sf_core). */
+static int64_t *read_i64(const char *file, const char *name, int64_t *numel) {
+    size_t len;
+    char *buf = sf_read_file(file, &len);
+    int64_t *out = NULL;
+    uint64_t hl;
+    if (!buf || len < 8) goto done;
+    memcpy(&hl, buf, 8);
+    if (hl > len - 8) goto done;
+    char *h = sf_malloc(hl + 1);
+    memcpy(h, buf + 8, hl);
+    h[hl] = 0;
+    cJSON *j = cJSON_Parse(h);
+    free(h);
+    cJSON *t = cJSON_GetObjectItem(j, name), *off = cJSON_GetObjectItem(t, "data_offsets");
+    if (off && !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "I64")) {
+        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        if (8 + hl + e <= len && b <= e) {
+            out = sf_malloc(e - b + 8);
+            memcpy(out, buf + 8 + hl + b, e - b);
+            *numel = (int64_t)((e - b) / 8);
+        }
+    }
+    cJSON_Delete(j);
+done:
+    free(buf);
+    return out;
+}
+
+TEST(topk_row_map) {
+    char a[8192], b[8192];
+    snprintf(a, sizeof a, "%s/plain.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/mapped.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' --quiet", SF_EXE, ckpt, FIX, a);
+    CHECK(run(cmd, NULL) == 0);
+    /* acts_rows: the same activations as `vision`, with rows = 1000 + 2i */
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --out '%s' --quiet",
+             SF_EXE, ckpt, FIX, b);
+    CHECK(run(cmd, NULL) == 0);
+    int64_t na = 0, nb = 0;
+    int64_t *ra = read_i64(a, "topk_rows", &na), *rb = read_i64(b, "topk_rows", &nb);
+    CHECK(ra && rb && na == nb && na == 48 * 16);
+    int mapped = 1;
+    for (int64_t i = 0; ra && rb && i < na; i++)
+        if (rb[i] != (ra[i] < 0 ? -1 : 1000 + 2 * ra[i])) mapped = 0;
+    CHECK(mapped);
+    free(ra);
+    free(rb);
+    /* --rows-key none: the activation row index again */
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key none "
+             "--out '%s' --quiet", SF_EXE, ckpt, FIX, b);
+    CHECK(run(cmd, NULL) == 0);
+    ra = read_i64(a, "topk_rows", &na);
+    rb = read_i64(b, "topk_rows", &nb);
+    CHECK(ra && rb && na == nb && !memcmp(ra, rb, (size_t)na * 8));
+    free(ra);
+    free(rb);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key nope "
+             "--out '%s'", SF_EXE, ckpt, FIX, b);
+    CHECK(run(cmd, &out) == 1);
+    CHECK(out && strstr(out, "'nope'"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --row-offset 5 "
+             "--out '%s'", SF_EXE, ckpt, FIX, b);
+    CHECK(run(cmd, NULL) == 2);
 }
 
 static char site[4096];
@@ -232,6 +302,7 @@ int main(void) {
     snprintf(ckpt, sizeof ckpt, "%s/sae", tmp);
     RUN(topk_deterministic);
     RUN(topk_errors);
+    RUN(topk_row_map);
     RUN(explore_site);
     RUN(serve);
     return test_summary();
