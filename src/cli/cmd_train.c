@@ -248,7 +248,8 @@ int cmd_train(int argc, char **argv) {
         }
     } else {
         long long n = pages ? pages : (long long)D.d * expansion;
-        if (n > (1 << 26) || k > n) {
+        const int uses_k = arch == SF_SAE_TOPK || arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
+        if (n > (1 << 26) || (uses_k && k > n)) {
             sf_error("pages %lld (features x expansion) must be >= k %lld and at most 2^26", n, k);
             sf_sae_data_close(&D);
             rc = cli_fail(cmd);

@@ -1,0 +1,97 @@
+/* saeflow train --arch ..., convert, sweep through the binary: outputs,
+ * exit codes and error messages. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "saeflow/common.h"
+#include "test.h"
+
+static char out[1 << 16];
+
+static int run(const char *fmt, ...) SF_PRINTF(1, 2);
+#include <stdarg.h>
+static int run(const char *fmt, ...) {
+    char args[3072], cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", SF_EXE, args);
+    FILE *p = popen(cmd, "r");
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int exists(const char *dir, const char *f) {
+    char p[4096];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, f);
+    return stat(p, &st) == 0;
+}
+
+TEST(train_convert_sweep) {
+    const char *T = test_tmpdir("cli_arch");
+    CHECK(run("synth --out %s/syn.st --d 16 --n_true 32 --samples 2048 --active 2", T) == 0);
+    const char *archs[] = {"standard --lmbda 0.5", "gated --lmbda 2", "jumprelu --lmbda 0.3 --jumpthreshold 0.1 --bandwidth 0.05",
+                           "batchtopk --k 2", "matryoshka --k 2 --groups 8,8,16,rest", "matryoshka --k 2 --matryoshka_base batchtopk",
+                           "standard --lmbda 0.5 --ghost_grads --resample_every 20 --b_dec_init median --normalize_input"};
+    for (int i = 0; i < 7; i++) {
+        int rc = run("train --tensorpath %s/syn.st --arch %s --expansion 4 --lr 3e-3 --batch_size 64 --num_epochs 1 "
+                     "--savedir %s --name m%d --threads 1",
+                     T, archs[i], T, i);
+        CHECK_MSG(rc == 0, "%s: %s", archs[i], out);
+        char dir[2400];
+        snprintf(dir, sizeof dir, "%s/m%d", T, i);
+        CHECK(exists(dir, "config.json") && exists(dir, "model.safetensors") && exists(dir, "metrics.jsonl"));
+        CHECK(run("eval --checkpoint %s --tensorpath %s/syn.st --dictionary %s/syn.st --json", dir, T, T) == 0);
+        CHECK(strstr(out, "\"mmcs\"") != NULL);
+        CHECK(run("encode --checkpoint %s --input %s/syn.st --out %s/codes%d.st", dir, T, T, i) == 0);
+        CHECK(run("convert --checkpoint %s --out %s/sl%d --to saelens", dir, T, i) == 0);
+        CHECK(run("eval --checkpoint %s/sl%d --tensorpath %s/syn.st --json", T, i, T) == 0);
+    }
+    /* the arch is recorded, with its settings */
+    char *cfg = sf_read_file(SF_BINARY_DIR "/tmp/cli_arch/m6/config.json", NULL);
+    CHECK(cfg && strstr(cfg, "\"arch\"") && strstr(cfg, "\"standard\"") && strstr(cfg, "geometric_median") &&
+          strstr(cfg, "input_scale") && strstr(cfg, "ghost_grads"));
+    free(cfg);
+    cfg = sf_read_file(SF_BINARY_DIR "/tmp/cli_arch/m4/config.json", NULL);
+    CHECK(cfg && strstr(cfg, "\"groups\"") && strstr(cfg, "matryoshka_base"));
+    free(cfg);
+    /* sparsify holds TopK only: clear error, nothing written */
+    CHECK(run("convert --checkpoint %s/m1 --out %s/sp1 --to sparsify", T, T) == 1);
+    CHECK(strstr(out, "TopK SAEs only") != NULL);
+    CHECK(!exists(T, "sp1/cfg.json"));
+    CHECK(run("convert --checkpoint %s/m4 --out %s/sp4 --to sparsify", T, T) == 0);
+    CHECK(run("convert --checkpoint %s/sp4 --out %s/back4 --to seed", T, T) == 0);
+    CHECK(run("sweep --tensorpath %s/syn.st --dictionary %s/syn.st --archs topk,jumprelu --ks 2,4 "
+              "--lmbdas 0.1,0.5 --num_epochs 1 --out %s/sw --quiet --threads 1", T, T, T) == 0);
+    CHECK(exists(T, "sw/sweep.tsv") && exists(T, "sw/sweep.md") && exists(T, "sw/sweep.svg"));
+    char *svg = sf_read_file(SF_BINARY_DIR "/tmp/cli_arch/sw/sweep.svg", NULL);
+    CHECK(svg && strstr(svg, "<svg") && strstr(svg, "jumprelu") && strstr(svg, "</svg>"));
+    free(svg);
+}
+
+TEST(bad_arguments) {
+    const char *T = test_tmpdir("cli_arch_bad");
+    CHECK(run("synth --out %s/syn.st --d 8 --n_true 8 --samples 128", T) == 0);
+    CHECK(run("train --tensorpath %s/syn.st --arch relu --savedir %s", T, T) == 2);
+    CHECK(strstr(out, "unknown SAE architecture 'relu'") != NULL);
+    CHECK(run("train --tensorpath %s/syn.st --arch topk --ghost_grads --savedir %s", T, T) == 2);
+    CHECK(strstr(out, "--ghost_grads applies to --arch standard") != NULL);
+    CHECK(run("train --tensorpath %s/syn.st --arch matryoshka --k 2 --expansion 2 --groups 4,4 --savedir %s", T, T) == 1);
+    CHECK(strstr(out, "sum to 8, pages is 16") != NULL);
+    CHECK(run("convert --checkpoint %s --out %s/x --to seed", T, T) == 1);
+    CHECK(strstr(out, "not an SAE checkpoint") != NULL);
+    CHECK(run("sweep --tensorpath %s/syn.st --archs topk --ks 2,x", T) == 2);
+}
+
+int main(void) {
+    RUN(train_convert_sweep);
+    RUN(bad_arguments);
+    return test_summary();
+}
