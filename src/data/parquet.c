@@ -669,8 +669,6 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             def_off = off + 4;
             off = def_off + l;
         }
-        /* Re-express as [rep bytes][def bytes] pointers. */
-        lv = NULL;
         pg->vals = u + off;
         pg->vals_len = ulen - off;
         if (n > *tmp_cap) {
