@@ -20,7 +20,8 @@ static void usage(FILE *out) {
             "  --topk FILE        output of `saeflow topk`\n"
             "  --out SITE         site folder (created; files in it are replaced)\n"
             "  --data SPEC        dataset for images and captions (cc3m:, wds:, folder:);\n"
-            "                     default: the 'dataset' recorded in the top-k file;\n"
+            "                     default: the 'dataset' recorded in the top-k file (a\n"
+            "                     relative path there is relative to where topk ran);\n"
             "                     'none' builds a site without images\n"
             "  --checkpoint DIR   SAE checkpoint, for decoder neighbours and metrics.jsonl\n"
             "                     (default: the 'checkpoint' recorded in the top-k file)\n"
@@ -99,11 +100,14 @@ int cmd_explore(int argc, char **argv) {
     sf_sae_set_threads((int)threads);
 
     /* defaults recorded by `saeflow topk` */
-    sf_st st;
-    if (sf_st_open(&st, o.topk_path)) return cli_fail(cmd);
-    char *rec_data = sf_st_meta(&st, "dataset") ? sf_strdup(sf_st_meta(&st, "dataset")) : NULL;
-    char *rec_ckpt = sf_st_meta(&st, "checkpoint") ? sf_strdup(sf_st_meta(&st, "checkpoint")) : NULL;
-    sf_st_close(&st);
+    /* (validated here, before a recorded dataset is opened, so a wrong file
+     * is reported as such) */
+    sf_topk_file tf;
+    if (sf_topk_open(&tf, o.topk_path)) return cli_fail(cmd);
+    const char *md = sf_st_meta(&tf.st, "dataset"), *mc = sf_st_meta(&tf.st, "checkpoint");
+    char *rec_data = md ? sf_strdup(md) : NULL;
+    char *rec_ckpt = mc ? sf_strdup(mc) : NULL;
+    sf_topk_close(&tf);
     if (!data && rec_data && *rec_data) data = rec_data;
     if (!o.checkpoint && rec_ckpt && *rec_ckpt) o.checkpoint = rec_ckpt;
 
