@@ -393,6 +393,7 @@ int sf_explore_build(const sf_explore_opts *o) {
     curves cv = {0};
     char *log_path = NULL;
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
+    size_t n_words = 0;
     sbuf b;
     sb_init(&b);
     word_map wm = {0};
@@ -574,7 +575,19 @@ int sf_explore_build(const sf_explore_opts *o) {
                 continue;
             }
             sb_printf(&b, "[%lld,%d,", (long long)r, ri[p].has_img);
-            sb_json_str(&b, ri[p].caption);
+            /* the list shows one line: keep index.js small for long captions */
+            const char *cap = ri[p].caption;
+            if (cap && strlen(cap) > 160) {
+                size_t cut = 160;
+                while (cut > 0 && ((unsigned char)cap[cut] & 0xC0) == 0x80) cut--; /* UTF-8 boundary */
+                char *sh = sf_malloc(cut + 4);
+                memcpy(sh, cap, cut);
+                memcpy(sh + cut, "\xE2\x80\xA6", 4); /* U+2026 and NUL */
+                sb_json_str(&b, sh);
+                free(sh);
+            } else {
+                sb_json_str(&b, cap);
+            }
             sb_put(&b, "]", 1);
         }
         sb_puts(&b, "],\"curves\":");
@@ -606,17 +619,26 @@ int sf_explore_build(const sf_explore_opts *o) {
         for (size_t i = 0; i < wm.size; i++)
             if (wm.e[i].word) es[ne++] = wm.e[i];
         qsort(es, ne, sizeof(word_entry), entry_cmp);
+        /* A word counts for a feature when it is in at least min_rows of the
+         * feature's top captions (default 2 when N >= 8): one incidental
+         * mention says little, and with long captions it would multiply the
+         * file size. At most the best 1000 features per word are kept. */
+        int min_rows = o->min_word_rows > 0 ? o->min_word_rows : (N >= 8 ? 2 : 1);
         sb_puts(&b, "window.SF_WORDS = {");
+        size_t written = 0;
         for (size_t i = 0; i < ne; i++) {
             qsort(es[i].p, (size_t)es[i].n, sizeof(posting), posting_cmp);
-            if (i) sb_puts(&b, ",\n");
+            int lim = es[i].n < 1000 ? es[i].n : 1000;
+            while (lim > 0 && es[i].p[lim - 1].hits < min_rows) lim--; /* sorted by hits desc */
+            if (!lim) continue;
+            if (written++) sb_puts(&b, ",\n");
             sb_json_str(&b, es[i].word);
             sb_put(&b, ":[", 2);
-            int lim = es[i].n < 1000 ? es[i].n : 1000; /* the best 1000 features per word */
             for (int q = 0; q < lim; q++)
                 sb_printf(&b, "%s[%d,%d]", q ? "," : "", es[i].p[q].feature, es[i].p[q].hits);
             sb_put(&b, "]", 1);
         }
+        n_words = written;
         sb_puts(&b, "};\n");
         free(es);
         if (write_sb(p_data, "words.js", &b)) goto done;
@@ -660,8 +682,8 @@ int sf_explore_build(const sf_explore_opts *o) {
         if (write_sb(p_f, name, &b)) goto done;
     }
     if (!o->quiet)
-        printf("explore: %lld features, %lld rows with %s, %zu caption words; site in %s/index.html\n",
-               (long long)n, (long long)nu, o->rows ? "thumbnails" : "no images", wm.used, out);
+        printf("explore: %lld features, %lld rows with %s, %zu searchable caption words; site in %s/index.html\n",
+               (long long)n, (long long)nu, o->rows ? "thumbnails" : "no images", n_words, out);
     rc = 0;
 done:
     for (size_t i = 0; i < wm.size; i++) {

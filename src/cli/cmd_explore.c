@@ -30,6 +30,8 @@ static void usage(FILE *out) {
             "  --thumb PX         longest thumbnail edge (default 160)\n"
             "  --quality Q        JPEG quality (default 85)\n"
             "  --neighbours M     decoder neighbours per feature (default 10)\n"
+            "  --word-rows R      search: a caption word must be in R of a feature's top rows\n"
+            "                     (default 2 when N >= 8, else 1)\n"
             "  --threads T        threads (default: all cores)\n"
             "  --quiet            no progress output\n");
 }
@@ -61,7 +63,7 @@ int cmd_explore(int argc, char **argv) {
     sf_explore_opts o;
     memset(&o, 0, sizeof o);
     const char *data = NULL;
-    long long thumb = 160, quality = 85, nb = 10, threads = 0;
+    long long thumb = 160, quality = 85, nb = 10, threads = 0, word_rows = 0;
     static const struct option opts[] = {
         {"topk", required_argument, 0, 't'},       {"out", required_argument, 0, 'o'},
         {"data", required_argument, 0, 'd'},       {"checkpoint", required_argument, 0, 'c'},
@@ -69,6 +71,7 @@ int cmd_explore(int argc, char **argv) {
         {"thumb", required_argument, 0, 's'},      {"quality", required_argument, 0, 'q'},
         {"neighbours", required_argument, 0, 'n'}, {"threads", required_argument, 0, 'j'},
         {"quiet", no_argument, 0, 'Q'},            {"help", no_argument, 0, 'h'},
+        {"word-rows", required_argument, 0, 'w'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -84,6 +87,7 @@ int cmd_explore(int argc, char **argv) {
         case 'q': if (cli_parse_int(cmd, "quality", optarg, &quality)) return 2; break;
         case 'n': if (cli_parse_int(cmd, "neighbours", optarg, &nb)) return 2; break;
         case 'j': if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2; break;
+        case 'w': if (cli_parse_int(cmd, "word-rows", optarg, &word_rows)) return 2; break;
         case 'h': usage(stdout); return 0;
         default: return cli_usage_error(cmd, "unknown option");
         }
@@ -94,6 +98,8 @@ int cmd_explore(int argc, char **argv) {
     if (quality < 1 || quality > 100) return cli_usage_error(cmd, "--quality must be in [1, 100]");
     if (nb < 0 || nb > 100) return cli_usage_error(cmd, "--neighbours must be in [0, 100]");
     if (threads < 0) return cli_usage_error(cmd, "--threads must be >= 0");
+    if (word_rows < 0 || word_rows > 4096) return cli_usage_error(cmd, "--word-rows must be in [0, 4096]");
+    o.min_word_rows = (int)word_rows;
     o.thumb_size = (int)thumb;
     o.jpeg_quality = (int)quality;
     o.neighbours = (int)nb;

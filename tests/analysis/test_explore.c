@@ -214,6 +214,7 @@ TEST(site) {
     o.checkpoint = ckpt;
     o.rows = &src;
     o.thumb_size = 64;
+    o.min_word_rows = 1;
     o.quiet = 1;
     CHECK(sf_explore_build(&o) == 0);
     CHECK(exists(site, "index.html") && exists(site, "assets/app.js") && exists(site, "assets/style.css"));
