@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "saeflow/sae_train.h"
 
@@ -40,6 +42,8 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     const int B = (int)(o->batch_size < D->N ? o->batch_size : D->N);
     sf_sae_trainer *t = sf_sae_trainer_new(s, &o->train, B);
     if (!t) return -1;
+    struct stat st_out;
+    const int had_dir = stat(o->outdir, &st_out) == 0;
     if (sf_mkdirs(o->outdir)) {
         sf_sae_trainer_free(t);
         return -1;
@@ -96,6 +100,8 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
         rc = sf_atomic_commit(&mf);
     } else {
         sf_atomic_abort(&mf);
+        /* leave no empty checkpoint folder behind (rmdir fails if not empty) */
+        if (!had_dir) rmdir(o->outdir);
     }
     sf_progress_finish(&pb, rc ? " failed" : "");
     if (!rc && !o->quiet) {
