@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Python half of the parquet read benchmark (driver: bench/bench_parquet.sh).
 
-  bench_parquet.py generate PATH [--mb 1024] [--rows-per-group 100]
+  bench_parquet.py generate PATH [--mb 1024] [--rows-per-group 100] [--compression snappy]
                                                LLaVA-ReCap-CC3M-style file: id, image{bytes,path},
                                                conversations [human, gpt caption], data_source;
                                                JPEG-like incompressible image bytes (20-80 KB),
@@ -30,7 +30,7 @@ WORDS = ("a photo of the dog cat red blue small large street house sky person tr
          "near standing sitting image shows background green water people white black young").split()
 
 
-def generate(path, mb, rows_per_group=100):
+def generate(path, mb, rows_per_group=100, compression="snappy"):
     rng = np.random.default_rng(0)
     schema = pa.schema([
         ("id", pa.string()),
@@ -40,7 +40,7 @@ def generate(path, mb, rows_per_group=100):
     ])
     target = mb * 1_000_000
     written, row = 0, 0
-    with pq.ParquetWriter(path, schema, compression="snappy") as w:
+    with pq.ParquetWriter(path, schema, compression=compression) as w:
         while written < target:
             ids, imgs, convs = [], [], []
             for _ in range(rows_per_group):
@@ -105,13 +105,14 @@ def main():
     g.add_argument("path")
     g.add_argument("--mb", type=int, default=1024)
     g.add_argument("--rows-per-group", type=int, default=100)
+    g.add_argument("--compression", default="snappy", help="snappy (default), gzip, zstd, none")
     r = sub.add_parser("read")
     r.add_argument("path")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     if a.cmd == "generate":
-        generate(a.path, a.mb, a.rows_per_group)
+        generate(a.path, a.mb, a.rows_per_group, a.compression)
     else:
         read(a.path, a.threads, a.repeat)
 

@@ -9,7 +9,8 @@
 # bench_parquet.py generate (default /tmp/saeflow_bench_recap.parquet, ~1 GB,
 # snappy, 100 rows per row group like HF datasets' image parquet files, never
 # committed). Env: PY (python with pyarrow, default
-# /work/venv/bin/python), THREADS (2), MB (file size, 1024), REPEAT (3, best
+# /work/venv/bin/python), THREADS (2), MB (file size, 1024), CODEC (snappy;
+# gzip, zstd, none: only used when FILE is generated), REPEAT (3, best
 # time kept; the first pass of each reader also warms the page cache),
 # RANDOM_GETS (200 sf_dataset_get calls at random rows, timed separately).
 set -eu
@@ -20,7 +21,7 @@ THREADS=${THREADS:-2}
 MB=${MB:-1024}
 REPEAT=${REPEAT:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
-[ -f "$FILE" ] || "$PY" "$HERE/bench_parquet.py" generate "$FILE" --mb "$MB"
+[ -f "$FILE" ] || "$PY" "$HERE/bench_parquet.py" generate "$FILE" --mb "$MB" --compression "${CODEC:-snappy}"
 c=$(OMP_NUM_THREADS=$THREADS "$BUILD/bench_parquet" "$FILE" --repeat "$REPEAT" --random "${RANDOM_GETS:-200}")
 p=$("$PY" "$HERE/bench_parquet.py" read "$FILE" --threads "$THREADS" --repeat "$REPEAT")
 echo "$c"
