@@ -38,27 +38,49 @@ static void die(const char *what) {
 
 int main(int argc, char **argv) {
     sf_kernels_fix_blas_core();
-    const char *model = NULL, *inputs = NULL, *tower = "vision", *what = "layer:-2", *tokens = "first",
-               *dtype = "f32", *out = NULL;
+    const char *model = NULL, *inputs = NULL, *tower = "vision", *what = "layer:-2",
+               *tokens = "first", *dtype = "f32", *out = NULL;
     int threads = 2, warmup = 1, iters = 2;
-    static struct option opts[] = {{"model", 1, 0, 'm'},   {"inputs", 1, 0, 'i'}, {"tower", 1, 0, 't'},
-                                   {"what", 1, 0, 'w'},    {"tokens", 1, 0, 'k'}, {"dtype", 1, 0, 'd'},
-                                   {"threads", 1, 0, 'j'}, {"warmup", 1, 0, 'u'}, {"iters", 1, 0, 'n'},
-                                   {"out", 1, 0, 'o'},     {0, 0, 0, 0}};
+    static struct option opts[] = {
+        {"model", 1, 0, 'm'},   {"inputs", 1, 0, 'i'}, {"tower", 1, 0, 't'},
+        {"what", 1, 0, 'w'},    {"tokens", 1, 0, 'k'}, {"dtype", 1, 0, 'd'},
+        {"threads", 1, 0, 'j'}, {"warmup", 1, 0, 'u'}, {"iters", 1, 0, 'n'},
+        {"out", 1, 0, 'o'},     {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 'i': inputs = optarg; break;
-        case 't': tower = optarg; break;
-        case 'w': what = optarg; break;
-        case 'k': tokens = optarg; break;
-        case 'd': dtype = optarg; break;
-        case 'j': threads = atoi(optarg); break;
-        case 'u': warmup = atoi(optarg); break;
-        case 'n': iters = atoi(optarg); break;
-        case 'o': out = optarg; break;
-        default: return 2;
+        case 'm':
+            model = optarg;
+            break;
+        case 'i':
+            inputs = optarg;
+            break;
+        case 't':
+            tower = optarg;
+            break;
+        case 'w':
+            what = optarg;
+            break;
+        case 'k':
+            tokens = optarg;
+            break;
+        case 'd':
+            dtype = optarg;
+            break;
+        case 'j':
+            threads = atoi(optarg);
+            break;
+        case 'u':
+            warmup = atoi(optarg);
+            break;
+        case 'n':
+            iters = atoi(optarg);
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        default:
+            return 2;
         }
     }
     if (!model || !inputs) {
@@ -66,8 +88,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     int text = !strcmp(tower, "text");
-    sf_clip_tokens tk = !strcmp(tokens, "all") ? SF_CLIP_TOK_ALL
-                        : !strcmp(tokens, "pooled") ? SF_CLIP_TOK_POOLED : SF_CLIP_TOK_FIRST;
+    sf_clip_tokens tk = !strcmp(tokens, "all")      ? SF_CLIP_TOK_ALL
+                        : !strcmp(tokens, "pooled") ? SF_CLIP_TOK_POOLED
+                                                    : SF_CLIP_TOK_FIRST;
     sf_clip_request req;
     if (sf_clip_parse_request(what, tk, &req)) die("--what");
     sf_kernels_set_threads(threads);
@@ -90,7 +113,8 @@ int main(int argc, char **argv) {
         px = malloc(t->nbytes);
         memcpy(px, t->data, t->nbytes);
     } else {
-        const sf_tensor_info *t = sf_st_find(&in, "input_ids"), *mk = sf_st_find(&in, "attention_mask");
+        const sf_tensor_info *t = sf_st_find(&in, "input_ids"),
+                             *mk = sf_st_find(&in, "attention_mask");
         if (!t || !mk || t->dtype != SF_DT_I32) die("inputs: no I32 input_ids/attention_mask");
         B = t->shape[0], T = t->shape[1];
         ids = malloc(t->nbytes), mask = malloc(mk->nbytes);
@@ -102,7 +126,8 @@ int main(int argc, char **argv) {
     double best = 1e30, total = 0, cpu = 0;
     for (int it = 0; it < warmup + iters; it++) {
         double s = sf_now(), c0 = cpu_s();
-        int rc = text ? sf_clip_text_forward(m, ids, mask, B, T, &req, y) : sf_clip_vision_forward(m, px, B, &req, y);
+        int rc = text ? sf_clip_text_forward(m, ids, mask, B, T, &req, y)
+                      : sf_clip_vision_forward(m, px, B, &req, y);
         if (rc) die("forward");
         double e = sf_now() - s;
         if (it >= warmup) {
@@ -112,12 +137,15 @@ int main(int argc, char **argv) {
         }
     }
     double per = total / iters;
-    printf("{\"impl\": \"saeflow\", \"tower\": \"%s\", \"what\": \"%s\", \"tokens\": \"%s\", \"dtype\": \"%s\", "
-           "\"threads\": %d, \"batch\": %lld, \"iters\": %d, \"sec_per_batch\": %.4f, \"best_sec\": %.4f, "
-           "\"items_per_s\": %.4f, \"cpu_s_per_batch\": %.3f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, "
+    printf("{\"impl\": \"saeflow\", \"tower\": \"%s\", \"what\": \"%s\", \"tokens\": \"%s\", "
+           "\"dtype\": \"%s\", "
+           "\"threads\": %d, \"batch\": %lld, \"iters\": %d, \"sec_per_batch\": %.4f, "
+           "\"best_sec\": %.4f, "
+           "\"items_per_s\": %.4f, \"cpu_s_per_batch\": %.3f, \"load_s\": %.3f, \"peak_rss_mb\": "
+           "%.1f, "
            "\"blas\": \"%s\"}\n",
-           tower, what, tokens, dtype, threads, (long long)B, iters, per, best, (double)B / per, cpu / iters, load_s, peak_rss_mb(),
-           sf_kernels_blas_info());
+           tower, what, tokens, dtype, threads, (long long)B, iters, per, best, (double)B / per,
+           cpu / iters, load_s, peak_rss_mb(), sf_kernels_blas_info());
     if (out) {
         sf_st_writer *w = sf_stw_new();
         int64_t shape[2] = {B, n};

@@ -88,15 +88,15 @@ int64_t sf_clip_output_size(const sf_clip *m, int text, const sf_clip_request *r
 
 /* pixels (B, C, S, S) as CLIPImageProcessor makes them -> out (B, n) with n
  * from sf_clip_output_size. */
-int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B, const sf_clip_request *r,
-                           float *out);
+int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B,
+                           const sf_clip_request *r, float *out);
 /* ids (B, T) token ids, mask (B, T) 1 = token, 0 = padding (NULL: all ones);
  * T <= max_positions. Causal attention plus key padding, like transformers.
  * The pooled position follows transformers: eos_token_id == 2 (legacy
  * configs) -> argmax of the ids; otherwise the first position holding
  * eos_token_id (position 0 if none). */
-int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *mask, int64_t B, int64_t T,
-                         const sf_clip_request *r, float *out);
+int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *mask, int64_t B,
+                         int64_t T, const sf_clip_request *r, float *out);
 /* Parses "pooled", "embeds", "layer:N" / "hidden:N" into a request
  * (tokens defaults to tok); -1 with an error otherwise. */
 int sf_clip_parse_request(const char *s, sf_clip_tokens tok, sf_clip_request *r);

@@ -48,7 +48,8 @@ typedef struct {
 
 static inline int64_t sf_weight_numel(const sf_weight *w) {
     int64_t n = 1;
-    for (int i = 0; i < w->ndim; i++) n *= w->shape[i];
+    for (int i = 0; i < w->ndim; i++)
+        n *= w->shape[i];
     return n;
 }
 /* Makes `w` from `n` elements of `src` (dtype F32 or BF16; any alignment)
@@ -62,7 +63,10 @@ void sf_weight_free(sf_weight *w);
 void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst);
 
 static inline float sf_bf16_bits_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v;
+    union {
+        uint32_t u;
+        float f;
+    } v;
     v.u = (uint32_t)h << 16;
     return v.f;
 }
@@ -93,14 +97,14 @@ void sf_kernels_fix_blas_core(void);
  * y (M, N) with row stride ldy >= N (so results can land inside a wider
  * buffer, e.g. the q/k/v thirds of a fused (M, 3D) buffer). Accumulate turns
  * a residual add into the GEMM's beta = 1. */
-void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias, float *y,
-               int64_t ldy, int accumulate);
+void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
+               float *y, int64_t ldy, int accumulate);
 
 /* y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dim (biased
  * variance, like torch). gamma/beta may be NULL (no affine). x, y (M, D);
  * in place (y == x) is fine. */
-void sf_layernorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma, const float *beta,
-                  float eps);
+void sf_layernorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma,
+                  const float *beta, float eps);
 /* y = x / sqrt(mean(x^2) + eps) * gamma (gamma may be NULL). x, y (M, D). */
 void sf_rmsnorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma, float eps);
 /* Numerically stable softmax of each row, in place: x (M, N). A row whose
@@ -144,7 +148,8 @@ typedef struct {
     int causal;
     const int32_t *key_mask;
 } sf_attn_shape;
-void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v, float *out);
+void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v,
+                  float *out);
 
 /* ---- convolution as GEMM -------------------------------------------------- */
 

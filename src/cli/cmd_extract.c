@@ -33,42 +33,43 @@
 static const char *CMD = "extract";
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow extract --model DIR (--images DIR | --dataset SPEC) --out FILE [options]\n"
-            "\n"
-            "Runs a Hugging Face CLIP checkpoint over a dataset and writes activations:\n"
-            "  vision F32 [N, d_v]   default hidden_states[-2][:, 0] (CLS of the penultimate layer)\n"
-            "  text   F32 [N, d_t]   default pooler_output (final-normed state at the first EOS)\n"
-            "  rows   I64 [N]        dataset row of each output row; ids U8: the rows' source ids,\n"
-            "                        newline-separated (parquet id, tar key or file name)\n"
-            "With --tokens all, vision/text hold one row per token ([M, d]) and\n"
-            "vision_rows/text_rows (I64, dataset row) + vision_pos/text_pos (I32, token\n"
-            "position) say where each came from; text keeps non-padding tokens only.\n"
-            "\n"
-            "  --model DIR          config.json + model.safetensors (or sharded); the tokenizer\n"
-            "                       (tokenizer.json or vocab.json+merges.txt) and\n"
-            "                       preprocessor_config.json are read from here too\n"
-            "  --images DIR         a folder of images (= --dataset folder:DIR)\n"
-            "  --dataset SPEC       cc3m:PATTERN, wds:PATTERN or folder:DIR (see saeflow data)\n"
-            "  --captions FILE      one caption per line, line i for dataset row i (overrides\n"
-            "                       the dataset's captions)\n"
-            "  --out FILE           output safetensors\n"
-            "  --vision WHAT        layer:N (hidden_states[N], negative from the end), pooled,\n"
-            "                       embeds (projected) or none (default layer:-2)\n"
-            "  --vision-layer N     same as --vision layer:N\n"
-            "  --text WHAT          pooled, embeds, layer:N or none (default pooled)\n"
-            "  --tokens cls|all     for layer outputs: vision CLS / text EOS token (cls, the\n"
-            "                       default), or every token (all)\n"
-            "  --batch_size N       images/captions per forward (default 32)\n"
-            "  --threads N          threads (default: all cores)\n"
-            "  --dtype f32|bf16     weights in memory (compute is F32; default f32)\n"
-            "  --shard_rows N       dataset rows per resumable shard (default 4096)\n"
-            "  --limit N            only the first N dataset rows\n"
-            "  --tokenizer DIR      tokenizer files from DIR instead of --model\n"
-            "\n"
-            "A row whose image does not decode, or that lacks an image or caption a tower\n"
-            "needs, is skipped with a warning (both towers, so rows stay aligned). Rerunning\n"
-            "the same command resumes after the last finished shard.\n");
+    fprintf(
+        out,
+        "usage: saeflow extract --model DIR (--images DIR | --dataset SPEC) --out FILE [options]\n"
+        "\n"
+        "Runs a Hugging Face CLIP checkpoint over a dataset and writes activations:\n"
+        "  vision F32 [N, d_v]   default hidden_states[-2][:, 0] (CLS of the penultimate layer)\n"
+        "  text   F32 [N, d_t]   default pooler_output (final-normed state at the first EOS)\n"
+        "  rows   I64 [N]        dataset row of each output row; ids U8: the rows' source ids,\n"
+        "                        newline-separated (parquet id, tar key or file name)\n"
+        "With --tokens all, vision/text hold one row per token ([M, d]) and\n"
+        "vision_rows/text_rows (I64, dataset row) + vision_pos/text_pos (I32, token\n"
+        "position) say where each came from; text keeps non-padding tokens only.\n"
+        "\n"
+        "  --model DIR          config.json + model.safetensors (or sharded); the tokenizer\n"
+        "                       (tokenizer.json or vocab.json+merges.txt) and\n"
+        "                       preprocessor_config.json are read from here too\n"
+        "  --images DIR         a folder of images (= --dataset folder:DIR)\n"
+        "  --dataset SPEC       cc3m:PATTERN, wds:PATTERN or folder:DIR (see saeflow data)\n"
+        "  --captions FILE      one caption per line, line i for dataset row i (overrides\n"
+        "                       the dataset's captions)\n"
+        "  --out FILE           output safetensors\n"
+        "  --vision WHAT        layer:N (hidden_states[N], negative from the end), pooled,\n"
+        "                       embeds (projected) or none (default layer:-2)\n"
+        "  --vision-layer N     same as --vision layer:N\n"
+        "  --text WHAT          pooled, embeds, layer:N or none (default pooled)\n"
+        "  --tokens cls|all     for layer outputs: vision CLS / text EOS token (cls, the\n"
+        "                       default), or every token (all)\n"
+        "  --batch_size N       images/captions per forward (default 32)\n"
+        "  --threads N          threads (default: all cores)\n"
+        "  --dtype f32|bf16     weights in memory (compute is F32; default f32)\n"
+        "  --shard_rows N       dataset rows per resumable shard (default 4096)\n"
+        "  --limit N            only the first N dataset rows\n"
+        "  --tokenizer DIR      tokenizer files from DIR instead of --model\n"
+        "\n"
+        "A row whose image does not decode, or that lacks an image or caption a tower\n"
+        "needs, is skipped with a warning (both towers, so rows stay aligned). Rerunning\n"
+        "the same command resumes after the last finished shard.\n");
 }
 
 /* ---- growable buffers ---------------------------------------------------- */
@@ -81,7 +82,8 @@ typedef struct {
 static void vec_push(vec *v, const void *data, size_t n) {
     if (v->len + n > v->cap) {
         size_t c = v->cap ? v->cap : 4096;
-        while (c < v->len + n) c *= 2;
+        while (c < v->len + n)
+            c *= 2;
         v->p = sf_realloc(v->p, c);
         v->cap = c;
     }
@@ -95,8 +97,10 @@ typedef struct {
 } shard;
 
 static void shard_free(shard *s) {
-    vec *all[] = {&s->vis, &s->vis_rows, &s->vis_pos, &s->txt, &s->txt_rows, &s->txt_pos, &s->rows, &s->ids};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->p);
+    vec *all[] = {&s->vis,      &s->vis_rows, &s->vis_pos, &s->txt,
+                  &s->txt_rows, &s->txt_pos,  &s->rows,    &s->ids};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        free(all[i]->p);
     memset(s, 0, sizeof *s);
 }
 
@@ -121,10 +125,14 @@ typedef struct {
 
 static char *fmt_request(const sf_clip_request *r, int on) {
     char buf[64];
-    if (!on) snprintf(buf, sizeof buf, "none");
-    else if (r->what == SF_CLIP_POOLED) snprintf(buf, sizeof buf, "pooled");
-    else if (r->what == SF_CLIP_EMBEDS) snprintf(buf, sizeof buf, "embeds");
-    else snprintf(buf, sizeof buf, "layer:%d", r->layer);
+    if (!on)
+        snprintf(buf, sizeof buf, "none");
+    else if (r->what == SF_CLIP_POOLED)
+        snprintf(buf, sizeof buf, "pooled");
+    else if (r->what == SF_CLIP_EMBEDS)
+        snprintf(buf, sizeof buf, "embeds");
+    else
+        snprintf(buf, sizeof buf, "layer:%d", r->layer);
     return sf_strdup(buf);
 }
 
@@ -139,11 +147,12 @@ static void make_fingerprint(extract *e) {
     char *vr = fmt_request(&e->vreq, e->vision_on), *tr = fmt_request(&e->treq, e->text_on);
     size_t n = strlen(model) + strlen(caps) + strlen(e->spec) + 512;
     e->fingerprint = sf_malloc(n);
-    snprintf(e->fingerprint, n,
-             "saeflow-extract-v1 model=%s source=%s captions=%s vision=%s text=%s tokens=%s dtype=%s "
-             "shard_rows=%lld limit=%lld",
-             model, e->spec, caps, vr, tr, e->tokens_all ? "all" : "cls", sf_dtype_name(e->dtype),
-             (long long)e->shard_rows, (long long)e->limit);
+    snprintf(
+        e->fingerprint, n,
+        "saeflow-extract-v1 model=%s source=%s captions=%s vision=%s text=%s tokens=%s dtype=%s "
+        "shard_rows=%lld limit=%lld",
+        model, e->spec, caps, vr, tr, e->tokens_all ? "all" : "cls", sf_dtype_name(e->dtype),
+        (long long)e->shard_rows, (long long)e->limit);
     free(model), free(caps), free(vr), free(tr);
 }
 
@@ -158,7 +167,8 @@ static int load_captions(extract *e) {
         char *q = nl ? nl : end;
         size_t l = (size_t)(q - p);
         if (l && p[l - 1] == '\r') l--;
-        if (e->n_caps == cap) e->caps = sf_realloc(e->caps, (size_t)(cap = cap * 2 + 256) * sizeof(char *));
+        if (e->n_caps == cap)
+            e->caps = sf_realloc(e->caps, (size_t)(cap = cap * 2 + 256) * sizeof(char *));
         e->caps[e->n_caps] = sf_malloc(l + 1);
         memcpy(e->caps[e->n_caps], p, l);
         e->caps[e->n_caps++][l] = 0;
@@ -173,10 +183,11 @@ static int load_captions(extract *e) {
 static int g_warned = 0, g_bar = 0;
 static void warn_skip(int64_t row, const char *id, const char *why) {
     if (g_warned < 20)
-        fprintf(stderr, "%ssaeflow extract: warning: row %lld (%s) skipped: %s\n", g_bar ? "\n" : "", (long long)row,
-                id, why);
+        fprintf(stderr, "%ssaeflow extract: warning: row %lld (%s) skipped: %s\n",
+                g_bar ? "\n" : "", (long long)row, id, why);
     else if (g_warned == 20)
-        fprintf(stderr, "%ssaeflow extract: warning: more rows skipped; not naming them\n", g_bar ? "\n" : "");
+        fprintf(stderr, "%ssaeflow extract: warning: more rows skipped; not naming them\n",
+                g_bar ? "\n" : "");
     g_warned++;
 }
 
@@ -198,8 +209,8 @@ static void item_free(item *it) {
     memset(it, 0, sizeof *it);
 }
 
-static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32_t *ids, int32_t *mask,
-                     float *yv, float *yt) {
+static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32_t *ids,
+                     int32_t *mask, float *yv, float *yt) {
     /* decode + preprocess + tokenize in parallel; errors stay per item */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++) {
@@ -215,7 +226,8 @@ static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32
             if (it->ok || im.rgb) sf_image_free(&im);
         }
         if (it->ok && e->text_on) {
-            int k = sf_tokenizer_encode(e->tok, it->caption, (int)e->ctx, ids + (size_t)i * (size_t)e->ctx,
+            int k = sf_tokenizer_encode(e->tok, it->caption, (int)e->ctx,
+                                        ids + (size_t)i * (size_t)e->ctx,
                                         mask + (size_t)i * (size_t)e->ctx);
             if (k < 0) {
                 snprintf(it->err, sizeof it->err, "caption: %s", sf_errmsg());
@@ -234,11 +246,14 @@ static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32
         }
         if (g != i) {
             if (e->vision_on)
-                memmove(px + (size_t)g * (size_t)e->px_floats, px + (size_t)i * (size_t)e->px_floats,
+                memmove(px + (size_t)g * (size_t)e->px_floats,
+                        px + (size_t)i * (size_t)e->px_floats,
                         (size_t)e->px_floats * sizeof(float));
             if (e->text_on) {
-                memmove(ids + (size_t)g * (size_t)e->ctx, ids + (size_t)i * (size_t)e->ctx, (size_t)e->ctx * 4);
-                memmove(mask + (size_t)g * (size_t)e->ctx, mask + (size_t)i * (size_t)e->ctx, (size_t)e->ctx * 4);
+                memmove(ids + (size_t)g * (size_t)e->ctx, ids + (size_t)i * (size_t)e->ctx,
+                        (size_t)e->ctx * 4);
+                memmove(mask + (size_t)g * (size_t)e->ctx, mask + (size_t)i * (size_t)e->ctx,
+                        (size_t)e->ctx * 4);
             }
             item tmp = items[g];
             items[g] = items[i];
@@ -268,11 +283,14 @@ static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32
         int64_t T = e->ctx;
         if (sf_clip_text_config(e->m)->eos_token_id != 2) {
             T = 1;
-            for (int i = 0; i < g; i++) T = items[i].n_tok > T ? items[i].n_tok : T;
+            for (int i = 0; i < g; i++)
+                T = items[i].n_tok > T ? items[i].n_tok : T;
             if (T < e->ctx)
                 for (int i = 1; i < g; i++) {
-                    memmove(ids + (size_t)i * (size_t)T, ids + (size_t)i * (size_t)e->ctx, (size_t)T * 4);
-                    memmove(mask + (size_t)i * (size_t)T, mask + (size_t)i * (size_t)e->ctx, (size_t)T * 4);
+                    memmove(ids + (size_t)i * (size_t)T, ids + (size_t)i * (size_t)e->ctx,
+                            (size_t)T * 4);
+                    memmove(mask + (size_t)i * (size_t)T, mask + (size_t)i * (size_t)e->ctx,
+                            (size_t)T * 4);
                 }
         }
         if (sf_clip_text_forward(e->m, ids, mask, g, T, &e->treq, yt)) return -1;
@@ -315,7 +333,8 @@ static int file_exists(const char *p) {
 /* 0: finished part with our fingerprint; -1: error (wrong settings). */
 static int check_part(const extract *e, const char *path) {
     sf_st st;
-    if (sf_st_open(&st, path)) return sf_error_prefix("unreadable part of an earlier run (delete it to redo)");
+    if (sf_st_open(&st, path))
+        return sf_error_prefix("unreadable part of an earlier run (delete it to redo)");
     const char *fp = sf_st_meta(&st, "saeflow_extract");
     int ok = fp && !strcmp(fp, e->fingerprint);
     if (!ok)
@@ -330,7 +349,8 @@ static void add_vec(sf_st_writer *w, const char *name, sf_dtype dt, const vec *v
     static const char empty[8] = {0};
     size_t es = sf_dtype_size(dt);
     int64_t shape[2] = {(int64_t)(v->len / es / (size_t)width), width};
-    sf_stw_add(w, name, dt, width > 1 || dt == SF_DT_F32 ? 2 : 1, shape, v->len ? (const void *)v->p : empty);
+    sf_stw_add(w, name, dt, width > 1 || dt == SF_DT_F32 ? 2 : 1, shape,
+               v->len ? (const void *)v->p : empty);
 }
 
 static int write_part(const extract *e, const shard *sh, const char *path) {
@@ -363,7 +383,8 @@ static int write_part(const extract *e, const shard *sh, const char *path) {
 /* Streams the parts into one safetensors file: tensors concatenated along
  * dim 0 in shard order, constant memory. Returns 0, -1 on error, 1 when no
  * part holds a row (nothing is written then). */
-static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n_rows, int64_t *n_skipped) {
+static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n_rows,
+                       int64_t *n_skipped) {
     sf_st *parts = sf_calloc((size_t)n_shards, sizeof(sf_st));
     int64_t opened = 0;
     int rc = -1;
@@ -385,13 +406,16 @@ static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n
         int64_t rows = 0;
         for (int64_t k = 0; k < n_shards; k++) {
             const sf_tensor_info *tk = sf_st_find(&parts[k], ti->name);
-            if (!tk || tk->dtype != ti->dtype || tk->ndim != ti->ndim || (ti->ndim == 2 && tk->shape[1] != ti->shape[1])) {
-                sf_error("%s: tensor '%s' missing or of another shape than in part 0", parts[k].path, ti->name);
+            if (!tk || tk->dtype != ti->dtype || tk->ndim != ti->ndim ||
+                (ti->ndim == 2 && tk->shape[1] != ti->shape[1])) {
+                sf_error("%s: tensor '%s' missing or of another shape than in part 0",
+                         parts[k].path, ti->name);
                 goto done;
             }
             rows += tk->shape[0];
         }
-        uint64_t bytes = (uint64_t)rows * (ti->ndim == 2 ? (uint64_t)ti->shape[1] : 1) * sf_dtype_size(ti->dtype);
+        uint64_t bytes = (uint64_t)rows * (ti->ndim == 2 ? (uint64_t)ti->shape[1] : 1) *
+                         sf_dtype_size(ti->dtype);
         cJSON *o = cJSON_AddObjectToObject(hdr, ti->name);
         cJSON_AddStringToObject(o, "dtype", sf_dtype_name(ti->dtype));
         cJSON *sh = cJSON_AddArrayToObject(o, "shape");
@@ -404,7 +428,8 @@ static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n
         if (!strcmp(ti->name, "rows")) *n_rows = rows;
     }
     if (*n_rows == 0 && N > 0) {
-        sf_error("no row of %lld had all the inputs the towers need (use --text none / --vision none, or "
+        sf_error("no row of %lld had all the inputs the towers need (use --text none / --vision "
+                 "none, or "
                  "--captions FILE); nothing written",
                  (long long)N);
         rc = 1; /* "empty", distinct from a failure: the parts hold nothing to keep */
@@ -425,9 +450,11 @@ static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n
     }
     uint64_t hl = padded;
     unsigned char le[8];
-    for (int i = 0; i < 8; i++) le[i] = (unsigned char)(hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)(hl >> (8 * i));
     int wok = fwrite(le, 1, 8, af.fp) == 8 && fwrite(json, 1, jl, af.fp) == jl;
-    for (size_t i = jl; i < padded && wok; i++) wok = fputc(' ', af.fp) != EOF;
+    for (size_t i = jl; i < padded && wok; i++)
+        wok = fputc(' ', af.fp) != EOF;
     free(json);
     for (int t = 0; t < p0->n_tensors && wok; t++)
         for (int64_t k = 0; k < n_shards && wok; k++) {
@@ -442,7 +469,8 @@ static int merge_parts(const extract *e, int64_t n_shards, int64_t N, int64_t *n
     if (sf_atomic_commit(&af)) goto done;
     rc = 0;
 done:
-    for (int64_t k = 0; k < opened; k++) sf_st_close(&parts[k]);
+    for (int64_t k = 0; k < opened; k++)
+        sf_st_close(&parts[k]);
     free(parts);
     cJSON_Delete(hdr);
     return rc;
@@ -459,7 +487,8 @@ static int parse_what(const char *s, sf_clip_tokens tok, sf_clip_request *r, int
     return sf_clip_parse_request(s, tok, r);
 }
 
-static int run(extract *e, const char *vision_s, const char *text_s, int vision_explicit, int text_explicit) {
+static int run(extract *e, const char *vision_s, const char *text_s, int vision_explicit,
+               int text_explicit) {
     sf_clip_tokens vt = e->tokens_all ? SF_CLIP_TOK_ALL : SF_CLIP_TOK_FIRST,
                    tt = e->tokens_all ? SF_CLIP_TOK_ALL : SF_CLIP_TOK_POOLED;
     int v_on, t_on;
@@ -470,11 +499,14 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
     if (!(e->m = sf_clip_load(e->model, &lo))) return -1;
     e->vision_on = v_on && sf_clip_vision_config(e->m);
     e->text_on = t_on && sf_clip_text_config(e->m);
-    if (v_on && !e->vision_on && vision_explicit) return sf_error("%s has no vision tower (--vision)", e->model);
-    if (t_on && !e->text_on && text_explicit) return sf_error("%s has no text tower (--text)", e->model);
+    if (v_on && !e->vision_on && vision_explicit)
+        return sf_error("%s has no vision tower (--vision)", e->model);
+    if (t_on && !e->text_on && text_explicit)
+        return sf_error("%s has no text tower (--text)", e->model);
     if (e->vision_on) {
         const sf_clip_config *c = sf_clip_vision_config(e->m);
-        if ((e->dv = sf_clip_output_size(e->m, 0, &e->vreq, 0)) < 0) return sf_error_prefix("--vision");
+        if ((e->dv = sf_clip_output_size(e->m, 0, &e->vreq, 0)) < 0)
+            return sf_error_prefix("--vision");
         e->Tv = sf_clip_vision_tokens(e->m);
         if (e->tokens_all && e->vreq.what == SF_CLIP_HIDDEN) e->dv /= e->Tv;
         char *pc = sf_path_join(e->model, "preprocessor_config.json");
@@ -486,28 +518,32 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
             sf_clip_preproc_default(&e->pp);
             e->pp.shortest_edge = e->pp.crop_height = e->pp.crop_width = c->image_size;
         }
-        if (!e->pp.do_center_crop || e->pp.crop_height != c->image_size || e->pp.crop_width != c->image_size)
-            return sf_error("%s: the image processor makes %dx%d crops but the model's image_size is %d", e->model,
-                            e->pp.crop_height, e->pp.crop_width, c->image_size);
+        if (!e->pp.do_center_crop || e->pp.crop_height != c->image_size ||
+            e->pp.crop_width != c->image_size)
+            return sf_error(
+                "%s: the image processor makes %dx%d crops but the model's image_size is %d",
+                e->model, e->pp.crop_height, e->pp.crop_width, c->image_size);
         e->px_floats = (int64_t)sf_clip_preproc_floats(&e->pp);
     }
     if (e->text_on) {
         e->ctx = sf_clip_text_config(e->m)->max_positions;
         if (e->treq.what == SF_CLIP_HIDDEN && e->tokens_all) e->treq.tokens = SF_CLIP_TOK_ALL;
-        if ((e->dt = sf_clip_output_size(e->m, 1, &e->treq, 1)) < 0) return sf_error_prefix("--text");
+        if ((e->dt = sf_clip_output_size(e->m, 1, &e->treq, 1)) < 0)
+            return sf_error_prefix("--text");
         if (!(e->tok = sf_tokenizer_load_dir(e->tok_dir ? e->tok_dir : e->model)))
             return sf_error_prefix("tokenizer (pass --tokenizer DIR if it lives elsewhere)");
         if (e->captions_path && load_captions(e)) return -1;
     }
-    unsigned flags = (e->vision_on ? SF_DS_IMAGES : 0) | (e->text_on && !e->captions_path ? SF_DS_CAPTIONS : 0);
+    unsigned flags =
+        (e->vision_on ? SF_DS_IMAGES : 0) | (e->text_on && !e->captions_path ? SF_DS_CAPTIONS : 0);
     if (!flags) flags = SF_DS_CAPTIONS; /* text from --captions only: still need the rows */
     if (!(e->ds = sf_dataset_open(e->spec, flags))) return -1;
     int64_t N = sf_dataset_count(e->ds);
     if (N < 0) return -1;
     if (e->limit >= 0 && e->limit < N) N = e->limit;
     if (e->text_on && e->captions_path && e->n_caps < N)
-        return sf_error("%s has %lld lines but the dataset has %lld rows (one caption per row)", e->captions_path,
-                        (long long)e->n_caps, (long long)N);
+        return sf_error("%s has %lld lines but the dataset has %lld rows (one caption per row)",
+                        e->captions_path, (long long)e->n_caps, (long long)N);
     make_fingerprint(e);
 
     /* A finished output with our settings: nothing to do. */
@@ -529,8 +565,11 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
     float *px = e->vision_on ? sf_malloc_aligned((size_t)(B * e->px_floats) * sizeof(float)) : NULL;
     int32_t *ids = e->text_on ? sf_malloc((size_t)(B * e->ctx) * sizeof(int32_t)) : NULL;
     int32_t *mask = e->text_on ? sf_malloc((size_t)(B * e->ctx) * sizeof(int32_t)) : NULL;
-    int64_t yv_n = e->vision_on ? B * (e->tokens_all && e->vreq.what == SF_CLIP_HIDDEN ? e->Tv : 1) * e->dv : 0;
-    int64_t yt_n = e->text_on ? B * (e->tokens_all && e->treq.what == SF_CLIP_HIDDEN ? e->ctx : 1) * e->dt : 0;
+    int64_t yv_n = e->vision_on
+                       ? B * (e->tokens_all && e->vreq.what == SF_CLIP_HIDDEN ? e->Tv : 1) * e->dv
+                       : 0;
+    int64_t yt_n =
+        e->text_on ? B * (e->tokens_all && e->treq.what == SF_CLIP_HIDDEN ? e->ctx : 1) * e->dt : 0;
     float *yv = yv_n ? sf_malloc_aligned((size_t)yv_n * sizeof(float)) : NULL;
     float *yt = yt_n ? sf_malloc_aligned((size_t)yt_n * sizeof(float)) : NULL;
     int rc = -1;
@@ -561,12 +600,15 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
                 int got = sf_dataset_next(e->ds, &s);
                 if (got < 0) goto shard_fail;
                 if (got == 0) {
-                    sf_error("dataset ended at row %lld, expected %lld rows", (long long)r, (long long)N);
+                    sf_error("dataset ended at row %lld, expected %lld rows", (long long)r,
+                             (long long)N);
                     goto shard_fail;
                 }
                 r++;
                 const char *cap = e->captions_path ? e->caps[s.row] : s.caption;
-                const char *missing = e->vision_on && !s.image ? "no image" : e->text_on && !cap ? "no caption" : NULL;
+                const char *missing = e->vision_on && !s.image ? "no image"
+                                      : e->text_on && !cap     ? "no caption"
+                                                               : NULL;
                 if (missing) {
                     warn_skip(s.row, s.id, missing);
                     sh.skipped++;
@@ -585,7 +627,8 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
                 if (e->text_on) it->caption = sf_strdup(cap);
             }
             int br = run_batch(e, items, n, &sh, px, ids, mask, yv, yt);
-            for (int i = 0; i < n; i++) item_free(&items[i]);
+            for (int i = 0; i < n; i++)
+                item_free(&items[i]);
             if (br) goto shard_fail;
             sf_progress_update(&prog, (uint64_t)(done_rows + (r - r0)), NULL);
         }
@@ -596,7 +639,8 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
         free(pp);
         continue;
     shard_fail:
-        for (int i = 0; i < B; i++) item_free(&items[i]);
+        for (int i = 0; i < B; i++)
+            item_free(&items[i]);
         shard_free(&sh);
         free(pp);
         goto done;
@@ -612,7 +656,8 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
         free(pp);
     }
     if (mrc) goto done;
-    fprintf(stderr, "saeflow extract: %lld rows -> %s (%lld skipped, %lld of %lld shards computed now)\n",
+    fprintf(stderr,
+            "saeflow extract: %lld rows -> %s (%lld skipped, %lld of %lld shards computed now)\n",
             (long long)n_rows, e->out, (long long)n_skipped, (long long)fresh, (long long)n_shards);
     rc = 0;
 done:
@@ -622,65 +667,103 @@ done:
 }
 
 int cmd_extract(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},      {"images", required_argument, 0, 'I'},
-        {"dataset", required_argument, 0, 'D'},    {"captions", required_argument, 0, 'c'},
-        {"out", required_argument, 0, 'o'},        {"vision", required_argument, 0, 'v'},
-        {"vision-layer", required_argument, 0, 'L'}, {"text", required_argument, 0, 't'},
-        {"tokens", required_argument, 0, 'k'},     {"batch_size", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 'j'},    {"dtype", required_argument, 0, 'd'},
-        {"shard_rows", required_argument, 0, 's'}, {"limit", required_argument, 0, 'n'},
-        {"tokenizer", required_argument, 0, 'T'},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"images", required_argument, 0, 'I'},
+                                         {"dataset", required_argument, 0, 'D'},
+                                         {"captions", required_argument, 0, 'c'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"vision", required_argument, 0, 'v'},
+                                         {"vision-layer", required_argument, 0, 'L'},
+                                         {"text", required_argument, 0, 't'},
+                                         {"tokens", required_argument, 0, 'k'},
+                                         {"batch_size", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 'j'},
+                                         {"dtype", required_argument, 0, 'd'},
+                                         {"shard_rows", required_argument, 0, 's'},
+                                         {"limit", required_argument, 0, 'n'},
+                                         {"tokenizer", required_argument, 0, 'T'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     extract e = {0};
-    const char *images = NULL, *dataset = NULL, *vision_s = "layer:-2", *text_s = "pooled", *tokens = "cls",
-               *dtype = "f32";
+    const char *images = NULL, *dataset = NULL, *vision_s = "layer:-2", *text_s = "pooled",
+               *tokens = "cls", *dtype = "f32";
     char vl_buf[32];
     long long batch = 32, threads = 0, shard_rows = 4096, limit = -1, v;
     int vision_explicit = 0, text_explicit = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': e.model = optarg; break;
-        case 'I': images = optarg; break;
-        case 'D': dataset = optarg; break;
-        case 'c': e.captions_path = optarg; break;
-        case 'o': e.out = optarg; break;
-        case 'v': vision_s = optarg, vision_explicit = 1; break;
+        case 'm':
+            e.model = optarg;
+            break;
+        case 'I':
+            images = optarg;
+            break;
+        case 'D':
+            dataset = optarg;
+            break;
+        case 'c':
+            e.captions_path = optarg;
+            break;
+        case 'o':
+            e.out = optarg;
+            break;
+        case 'v':
+            vision_s = optarg, vision_explicit = 1;
+            break;
         case 'L':
             if (cli_parse_int(CMD, "vision-layer", optarg, &v)) return 2;
             snprintf(vl_buf, sizeof vl_buf, "layer:%lld", v);
             vision_s = vl_buf, vision_explicit = 1;
             break;
-        case 't': text_s = optarg, text_explicit = 1; break;
-        case 'k': tokens = optarg; break;
+        case 't':
+            text_s = optarg, text_explicit = 1;
+            break;
+        case 'k':
+            tokens = optarg;
+            break;
         case 'b':
             if (cli_parse_int(CMD, "batch_size", optarg, &batch)) return 2;
             break;
         case 'j':
             if (cli_parse_int(CMD, "threads", optarg, &threads)) return 2;
             break;
-        case 'd': dtype = optarg; break;
+        case 'd':
+            dtype = optarg;
+            break;
         case 's':
             if (cli_parse_int(CMD, "shard_rows", optarg, &shard_rows)) return 2;
             break;
         case 'n':
             if (cli_parse_int(CMD, "limit", optarg, &limit)) return 2;
             break;
-        case 'T': e.tok_dir = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(CMD, "unknown option");
+        case 'T':
+            e.tok_dir = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(CMD, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
     if (!e.model || !e.out) return cli_usage_error(CMD, "--model and --out are required");
-    if (!images == !dataset) return cli_usage_error(CMD, "give exactly one of --images DIR and --dataset SPEC");
-    if (batch < 1 || batch > 65536) return cli_usage_error(CMD, "--batch_size must be in [1, 65536]");
-    if (threads < 0 || threads > 1024) return cli_usage_error(CMD, "--threads must be in [0, 1024]");
-    if (shard_rows < 1 || limit < -1) return cli_usage_error(CMD, "--shard_rows must be >= 1, --limit >= 0");
-    if (strcmp(tokens, "cls") && strcmp(tokens, "all")) return cli_usage_error(CMD, "--tokens must be cls or all");
-    if (!strcmp(dtype, "f32")) e.dtype = SF_DT_F32;
-    else if (!strcmp(dtype, "bf16")) e.dtype = SF_DT_BF16;
-    else return cli_usage_error(CMD, "--dtype must be f32 or bf16");
+    if (!images == !dataset)
+        return cli_usage_error(CMD, "give exactly one of --images DIR and --dataset SPEC");
+    if (batch < 1 || batch > 65536)
+        return cli_usage_error(CMD, "--batch_size must be in [1, 65536]");
+    if (threads < 0 || threads > 1024)
+        return cli_usage_error(CMD, "--threads must be in [0, 1024]");
+    if (shard_rows < 1 || limit < -1)
+        return cli_usage_error(CMD, "--shard_rows must be >= 1, --limit >= 0");
+    if (strcmp(tokens, "cls") && strcmp(tokens, "all"))
+        return cli_usage_error(CMD, "--tokens must be cls or all");
+    if (!strcmp(dtype, "f32"))
+        e.dtype = SF_DT_F32;
+    else if (!strcmp(dtype, "bf16"))
+        e.dtype = SF_DT_BF16;
+    else
+        return cli_usage_error(CMD, "--dtype must be f32 or bf16");
     sf_clip_request probe;
     if ((strcmp(vision_s, "none") && sf_clip_parse_request(vision_s, SF_CLIP_TOK_FIRST, &probe)) ||
         (strcmp(text_s, "none") && sf_clip_parse_request(text_s, SF_CLIP_TOK_FIRST, &probe)))
@@ -701,7 +784,8 @@ int cmd_extract(int argc, char **argv) {
     if (e.ds) sf_dataset_close(e.ds);
     if (e.tok) sf_tokenizer_free(e.tok);
     sf_clip_free(e.m);
-    for (int64_t i = 0; i < e.n_caps; i++) free(e.caps[i]);
+    for (int64_t i = 0; i < e.n_caps; i++)
+        free(e.caps[i]);
     free(e.caps), free(e.spec), free(e.fingerprint);
     return rc ? 1 : 0;
 }

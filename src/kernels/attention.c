@@ -13,7 +13,8 @@
 #include "saeflow/kernels.h"
 #include "kernels/internal.h"
 
-void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v, float *out) {
+void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v,
+                  float *out) {
     const int64_t B = s->B, Tq = s->Tq, Tk = s->Tk, H = s->H, Dh = s->Dh;
     if (B <= 0 || Tq <= 0 || H <= 0) return;
     const int64_t pairs = B * H;
@@ -30,12 +31,13 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
             float *ob = out + b * Tq * s->ldo + h * Dh;     // (Tq, Dh) row stride ldo
             if (Tk == 0) {
                 for (int64_t i = 0; i < Tq; i++)
-                    for (int64_t d = 0; d < Dh; d++) ob[i * s->ldo + d] = 0;
+                    for (int64_t d = 0; d < Dh; d++)
+                        ob[i * s->ldo + d] = 0;
                 continue;
             }
             // S (Tq, Tk) = scale * Q K^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, (int)Dh, s->scale, qb,
-                        (int)s->ldq, kb, (int)s->ldk, 0.0f, S, (int)Tk);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, (int)Dh,
+                        s->scale, qb, (int)s->ldq, kb, (int)s->ldk, 0.0f, S, (int)Tk);
             const int32_t *km = s->key_mask ? s->key_mask + b * Tk : NULL;
             for (int64_t i = 0; i < Tq; i++) {
                 float *row = S + i * Tk;
@@ -48,8 +50,8 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
                 sf_softmax_row(row, Tk);
             }
             // O (Tq, Dh) = P (Tq, Tk) V (Tk, Dh)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Tq, (int)Dh, (int)Tk, 1.0f, S, (int)Tk,
-                        vb, (int)s->ldv, 0.0f, ob, (int)s->ldo);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Tq, (int)Dh, (int)Tk, 1.0f,
+                        S, (int)Tk, vb, (int)s->ldv, 0.0f, ob, (int)s->ldo);
         }
         sf_free_aligned(S);
     }

@@ -25,7 +25,10 @@ static inline float sf_expf_fast(float x) {
     p = p * r + 1.0f;
     p = p * r + 1.0f;
     /* 2^n: n sits in the low mantissa bits of t; move it into the exponent. */
-    union { float f; int32_t i; } u = {t}, s;
+    union {
+        float f;
+        int32_t i;
+    } u = {t}, s;
     s.i = (u.i - 0x4B400000 + 127) << 23;
     return p * s.f;
 }

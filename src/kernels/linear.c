@@ -19,8 +19,9 @@
  * Per-thread slices also make BF16 widening parallel and cache-local. */
 
 // y[m0:m1, n0:n1] (+)= x[m0:m1] @ W[n0:n1]^T + bias[n0:n1]
-static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, const sf_weight *W, const float *bias,
-                         float *y, int64_t ldy, int accumulate, int64_t n0, int64_t n1, float *panel, int64_t nb) {
+static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, const sf_weight *W,
+                         const float *bias, float *y, int64_t ldy, int accumulate, int64_t n0,
+                         int64_t n1, float *panel, int64_t nb) {
     const int64_t M = m1 - m0, N = n1 - n0;
     if (M <= 0 || N <= 0) return;
     x += m0 * K;
@@ -32,7 +33,8 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
         for (int64_t m = 0; m < M; m++) {
             float *row = y + m * ldy + n0;
             if (accumulate)
-                for (int64_t n = 0; n < N; n++) row[n] += bias[n0 + n];
+                for (int64_t n = 0; n < N; n++)
+                    row[n] += bias[n0 + n];
             else
                 memcpy(row, bias + n0, (size_t)N * sizeof(float));
         }
@@ -40,12 +42,13 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
     }
     if (K == 0) {
         if (!bias && !accumulate)
-            for (int64_t m = 0; m < M; m++) memset(y + m * ldy + n0, 0, (size_t)N * sizeof(float));
+            for (int64_t m = 0; m < M; m++)
+                memset(y + m * ldy + n0, 0, (size_t)N * sizeof(float));
         return;
     }
     if (W->dtype == SF_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K,
-                    (const float *)W->data + n0 * K, (int)K, beta, y + n0, (int)ldy);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x,
+                    (int)K, (const float *)W->data + n0 * K, (int)K, beta, y + n0, (int)ldy);
         return;
     }
     /* BF16: widen a panel of W's rows to F32, multiply, move on. Widening
@@ -55,17 +58,20 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
         int64_t cur = n1 - p0 < nb ? n1 - p0 : nb;
         const uint16_t *src = (const uint16_t *)W->data + p0 * K;
         for (int64_t i = 0; i < cur * K; i++) {
-            union { uint32_t u; float f; } v;
+            union {
+                uint32_t u;
+                float f;
+            } v;
             v.u = (uint32_t)src[i] << 16;
             panel[i] = v.f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)cur, (int)K, 1.0f, x, (int)K, panel,
-                    (int)K, beta, y + p0, (int)ldy);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)cur, (int)K, 1.0f, x,
+                    (int)K, panel, (int)K, beta, y + p0, (int)ldy);
     }
 }
 
-void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias, float *y,
-               int64_t ldy, int accumulate) {
+void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
+               float *y, int64_t ldy, int accumulate) {
     // x (M, K), W (N, K) -> y (M, N) row stride ldy
     const int64_t N = W->shape[0];
     if (M <= 0 || N <= 0) return;
@@ -95,7 +101,8 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
         float *panel = NULL;
         if (W->dtype == SF_DT_BF16) {
             int64_t rows = nb < n1 - n0 ? nb : n1 - n0;
-            panel = sf_malloc_aligned((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)) * sizeof(float));
+            panel = sf_malloc_aligned((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)) *
+                                      sizeof(float));
         }
         linear_block(x, m0, m1, K, W, bias, y, ldy, accumulate, n0, n1, panel, nb);
         sf_free_aligned(panel);

@@ -23,11 +23,18 @@ static inline float erf_fast(float x) {
 }
 
 int sf_act_parse(const char *name, sf_act *out) {
-    static const struct { const char *n; sf_act a; } map[] = {
-        {"quick_gelu", SF_ACT_QUICK_GELU}, {"gelu", SF_ACT_GELU},
-        {"gelu_new", SF_ACT_GELU_TANH},    {"gelu_pytorch_tanh", SF_ACT_GELU_TANH},
-        {"gelu_fast", SF_ACT_GELU_TANH},   {"silu", SF_ACT_SILU},
-        {"swish", SF_ACT_SILU},            {"relu", SF_ACT_RELU},
+    static const struct {
+        const char *n;
+        sf_act a;
+    } map[] = {
+        {"quick_gelu", SF_ACT_QUICK_GELU},
+        {"gelu", SF_ACT_GELU},
+        {"gelu_new", SF_ACT_GELU_TANH},
+        {"gelu_pytorch_tanh", SF_ACT_GELU_TANH},
+        {"gelu_fast", SF_ACT_GELU_TANH},
+        {"silu", SF_ACT_SILU},
+        {"swish", SF_ACT_SILU},
+        {"relu", SF_ACT_RELU},
         {"linear", SF_ACT_IDENTITY},
     };
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
@@ -40,12 +47,18 @@ int sf_act_parse(const char *name, sf_act *out) {
 
 const char *sf_act_name(sf_act a) {
     switch (a) {
-    case SF_ACT_IDENTITY: return "identity";
-    case SF_ACT_QUICK_GELU: return "quick_gelu";
-    case SF_ACT_GELU: return "gelu";
-    case SF_ACT_GELU_TANH: return "gelu_tanh";
-    case SF_ACT_SILU: return "silu";
-    case SF_ACT_RELU: return "relu";
+    case SF_ACT_IDENTITY:
+        return "identity";
+    case SF_ACT_QUICK_GELU:
+        return "quick_gelu";
+    case SF_ACT_GELU:
+        return "gelu";
+    case SF_ACT_GELU_TANH:
+        return "gelu_tanh";
+    case SF_ACT_SILU:
+        return "silu";
+    case SF_ACT_RELU:
+        return "relu";
     }
     return "?";
 }
@@ -58,18 +71,22 @@ void sf_activation(float *x, size_t n, sf_act a) {
         int64_t i0 = c * chunk, i1 = i0 + chunk < (int64_t)n ? i0 + chunk : (int64_t)n;
         float *v = x;
         switch (a) {
-        case SF_ACT_IDENTITY: break;
+        case SF_ACT_IDENTITY:
+            break;
         case SF_ACT_QUICK_GELU:
 #pragma omp simd
-            for (int64_t i = i0; i < i1; i++) v[i] = v[i] / (1.0f + sf_expf_fast(-1.702f * v[i]));
+            for (int64_t i = i0; i < i1; i++)
+                v[i] = v[i] / (1.0f + sf_expf_fast(-1.702f * v[i]));
             break;
         case SF_ACT_SILU:
 #pragma omp simd
-            for (int64_t i = i0; i < i1; i++) v[i] = v[i] / (1.0f + sf_expf_fast(-v[i]));
+            for (int64_t i = i0; i < i1; i++)
+                v[i] = v[i] / (1.0f + sf_expf_fast(-v[i]));
             break;
         case SF_ACT_GELU:
 #pragma omp simd
-            for (int64_t i = i0; i < i1; i++) v[i] = 0.5f * v[i] * (1.0f + erf_fast(v[i] * 0.70710678118654752f));
+            for (int64_t i = i0; i < i1; i++)
+                v[i] = 0.5f * v[i] * (1.0f + erf_fast(v[i] * 0.70710678118654752f));
             break;
         case SF_ACT_GELU_TANH:
 #pragma omp simd
@@ -81,7 +98,8 @@ void sf_activation(float *x, size_t n, sf_act a) {
             break;
         case SF_ACT_RELU:
 #pragma omp simd
-            for (int64_t i = i0; i < i1; i++) v[i] = v[i] > 0 ? v[i] : 0.0f;
+            for (int64_t i = i0; i < i1; i++)
+                v[i] = v[i] > 0 ? v[i] : 0.0f;
             break;
         }
     }
@@ -89,11 +107,12 @@ void sf_activation(float *x, size_t n, sf_act a) {
 
 void sf_add(float *y, const float *x, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
-void sf_layernorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma, const float *beta,
-                  float eps) {
+void sf_layernorm(const float *x, float *y, int64_t M, int64_t D, const float *gamma,
+                  const float *beta, float eps) {
     // x, y (M, D): two passes per row (mean, then centred variance), as
     // stable as torch's Welford for the magnitudes seen in activations.
 #pragma omp parallel for schedule(static) if (M * D > 32768)
@@ -102,20 +121,25 @@ void sf_layernorm(const float *x, float *y, int64_t M, int64_t D, const float *g
         float *yr = y + m * D;
         float s = 0;
 #pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < D; i++) s += xr[i];
+        for (int64_t i = 0; i < D; i++)
+            s += xr[i];
         float mean = s / (float)D, v = 0;
 #pragma omp simd reduction(+ : v)
-        for (int64_t i = 0; i < D; i++) v += (xr[i] - mean) * (xr[i] - mean);
+        for (int64_t i = 0; i < D; i++)
+            v += (xr[i] - mean) * (xr[i] - mean);
         float rstd = 1.0f / sqrtf(v / (float)D + eps);
         if (gamma && beta) {
 #pragma omp simd
-            for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i];
+            for (int64_t i = 0; i < D; i++)
+                yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i];
         } else if (gamma) {
 #pragma omp simd
-            for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * rstd * gamma[i];
+            for (int64_t i = 0; i < D; i++)
+                yr[i] = (xr[i] - mean) * rstd * gamma[i];
         } else {
 #pragma omp simd
-            for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] - mean) * rstd + (beta ? beta[i] : 0.0f);
+            for (int64_t i = 0; i < D; i++)
+                yr[i] = (xr[i] - mean) * rstd + (beta ? beta[i] : 0.0f);
         }
     }
 }
@@ -127,17 +151,20 @@ void sf_rmsnorm(const float *x, float *y, int64_t M, int64_t D, const float *gam
         float *yr = y + m * D;
         float ss = 0;
 #pragma omp simd reduction(+ : ss)
-        for (int64_t i = 0; i < D; i++) ss += xr[i] * xr[i];
+        for (int64_t i = 0; i < D; i++)
+            ss += xr[i] * xr[i];
         float r = 1.0f / sqrtf(ss / (float)D + eps);
 #pragma omp simd
-        for (int64_t i = 0; i < D; i++) yr[i] = xr[i] * r * (gamma ? gamma[i] : 1.0f);
+        for (int64_t i = 0; i < D; i++)
+            yr[i] = xr[i] * r * (gamma ? gamma[i] : 1.0f);
     }
 }
 
 void sf_softmax_row(float *x, int64_t N) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-    for (int64_t i = 0; i < N; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < N; i++)
+        mx = x[i] > mx ? x[i] : mx;
     if (mx == -INFINITY) { /* fully masked: attend to nothing */
         memset(x, 0, (size_t)N * sizeof(float));
         return;
@@ -151,10 +178,12 @@ void sf_softmax_row(float *x, int64_t N) {
     }
     float inv = 1.0f / s;
 #pragma omp simd
-    for (int64_t i = 0; i < N; i++) x[i] *= inv;
+    for (int64_t i = 0; i < N; i++)
+        x[i] *= inv;
 }
 
 void sf_softmax_rows(float *x, int64_t M, int64_t N) {
 #pragma omp parallel for schedule(static) if (M * N > 32768)
-    for (int64_t m = 0; m < M; m++) sf_softmax_row(x + m * N, N);
+    for (int64_t m = 0; m < M; m++)
+        sf_softmax_row(x + m * N, N);
 }

@@ -11,7 +11,10 @@
 #include "kernels/internal.h"
 
 static uint16_t f32_to_bf16_rne(float f) {
-    union { float f; uint32_t u; } v = {f};
+    union {
+        float f;
+        uint32_t u;
+    } v = {f};
     if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
     uint32_t lsb = (v.u >> 16) & 1u;
     return (uint16_t)((v.u + 0x7fffu + lsb) >> 16);
@@ -21,7 +24,8 @@ int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *
                    const int64_t *shape) {
     memset(w, 0, sizeof *w);
     if (ndim < 1 || ndim > 4) return sf_error("weight: rank %d not supported (1..4)", ndim);
-    if ((want != SF_DT_F32 && want != SF_DT_BF16) || (src_dtype != SF_DT_F32 && src_dtype != SF_DT_BF16))
+    if ((want != SF_DT_F32 && want != SF_DT_BF16) ||
+        (src_dtype != SF_DT_F32 && src_dtype != SF_DT_BF16))
         return sf_error("weight: dtype conversion %d -> %d not supported (F32 or BF16 only)",
                         (int)src_dtype, (int)want);
     w->dtype = want;
@@ -81,7 +85,10 @@ void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst) 
      * per 16 floats and runs at memory speed. */
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
-        union { uint32_t u; float f; } v;
+        union {
+            uint32_t u;
+            float f;
+        } v;
         v.u = (uint32_t)src[i] << 16;
         dst[i] = v.f;
     }
@@ -140,8 +147,8 @@ void sf_kernels_fix_blas_core(void) {
     if (!best || !cur || !strcasecmp(best, cur)) return;
     /* Only override OpenBLAS's generic fallbacks: a named modern core (Zen,
      * SkylakeX on a Cooperlake-capable CPU...) is a deliberate choice. */
-    static const char *fallbacks[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
-                                      "Sandybridge", "Haswell"};
+    static const char *fallbacks[] = {"Prescott", "Core2",       "Penryn", "Dunnington",
+                                      "Nehalem",  "Sandybridge", "Haswell"};
     int fallback = 0;
     for (size_t i = 0; i < sizeof fallbacks / sizeof *fallbacks; i++)
         if (!strcasecmp(cur, fallbacks[i])) fallback = 1;

@@ -19,10 +19,10 @@
 #include "saeflow/safetensors.h"
 
 typedef struct {
-    sf_weight qkv;      /* (3D, D): q, k, v rows stacked, one GEMM for all three */
-    sf_weight q, k, v;  /* (D, D) views into qkv (not owned) */
+    sf_weight qkv;     /* (3D, D): q, k, v rows stacked, one GEMM for all three */
+    sf_weight q, k, v; /* (D, D) views into qkv (not owned) */
     sf_weight o, fc1, fc2;
-    const float *qkvb;  /* (3D) */
+    const float *qkvb; /* (3D) */
     const float *qb, *kb, *vb, *ob, *fc1b, *fc2b, *ln1w, *ln1b, *ln2w, *ln2b;
 } clip_layer;
 
@@ -87,30 +87,34 @@ static int parse_tower_config(const cJSON *o, int text, sf_clip_config *c, const
     const cJSON *eps = o ? cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps") : NULL;
     c->eps = 1e-5f;
     if (eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0)) return sf_error("%s: \"layer_norm_eps\" must be a positive number", where);
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0))
+            return sf_error("%s: \"layer_norm_eps\" must be a positive number", where);
         c->eps = (float)eps->valuedouble;
     }
     const cJSON *act = o ? cJSON_GetObjectItemCaseSensitive(o, "hidden_act") : NULL;
     c->act = SF_ACT_QUICK_GELU;
     if (act && !cJSON_IsNull(act)) {
         if (!cJSON_IsString(act) || sf_act_parse(act->valuestring, &c->act))
-            return sf_error("%s: \"hidden_act\" %s%s%s is not supported (quick_gelu, gelu, gelu_new, "
-                            "gelu_pytorch_tanh, silu, relu)",
-                            where, cJSON_IsString(act) ? "'" : "", cJSON_IsString(act) ? act->valuestring : "(not a string)",
-                            cJSON_IsString(act) ? "'" : "");
+            return sf_error(
+                "%s: \"hidden_act\" %s%s%s is not supported (quick_gelu, gelu, gelu_new, "
+                "gelu_pytorch_tanh, silu, relu)",
+                where, cJSON_IsString(act) ? "'" : "",
+                cJSON_IsString(act) ? act->valuestring : "(not a string)",
+                cJSON_IsString(act) ? "'" : "");
     }
     if (c->hidden <= 0 || c->heads <= 0 || c->hidden % c->heads)
-        return sf_error("%s: hidden_size %d is not a positive multiple of num_attention_heads %d", where, c->hidden,
-                        c->heads);
+        return sf_error("%s: hidden_size %d is not a positive multiple of num_attention_heads %d",
+                        where, c->hidden, c->heads);
     if (c->intermediate <= 0 || c->layers < 0 || c->layers > 1000)
-        return sf_error("%s: intermediate_size %d / num_hidden_layers %d out of range", where, c->intermediate,
-                        c->layers);
+        return sf_error("%s: intermediate_size %d / num_hidden_layers %d out of range", where,
+                        c->intermediate, c->layers);
     if (text && (c->vocab_size <= 0 || c->max_positions <= 0))
-        return sf_error("%s: vocab_size %d / max_position_embeddings %d must be positive", where, c->vocab_size,
-                        c->max_positions);
-    if (!text && (c->patch_size <= 0 || c->image_size < c->patch_size || c->channels <= 0 || c->image_size > 100000))
-        return sf_error("%s: image_size %d / patch_size %d / num_channels %d out of range", where, c->image_size,
-                        c->patch_size, c->channels);
+        return sf_error("%s: vocab_size %d / max_position_embeddings %d must be positive", where,
+                        c->vocab_size, c->max_positions);
+    if (!text && (c->patch_size <= 0 || c->image_size < c->patch_size || c->channels <= 0 ||
+                  c->image_size > 100000))
+        return sf_error("%s: image_size %d / patch_size %d / num_channels %d out of range", where,
+                        c->image_size, c->patch_size, c->channels);
     return 0;
 }
 
@@ -132,7 +136,8 @@ static const sf_tensor_info *find(sf_clip *m, const char *name, const sf_st **fi
 }
 
 /* A small F32 tensor (bias, norm, embedding) with a shape check. */
-static const float *small(sf_clip *m, const char *prefix, const char *name, int ndim, const int64_t *shape) {
+static const float *small(sf_clip *m, const char *prefix, const char *name, int ndim,
+                          const int64_t *shape) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", prefix, name);
     const sf_st *f;
@@ -153,32 +158,40 @@ static void drop_pages(const void *p, uint64_t n) {
 }
 
 /* A large matrix in the model's dtype. 4-D conv weights are viewed as 2-D. */
-static int big(sf_clip *m, const char *prefix, const char *name, int ndim, const int64_t *shape, sf_weight *w) {
+static int big(sf_clip *m, const char *prefix, const char *name, int ndim, const int64_t *shape,
+               sf_weight *w) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", prefix, name);
     const sf_st *f;
     const sf_tensor_info *t = find(m, full, &f);
     if (!t) return -1;
     int ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    for (int i = 0; ok && i < ndim; i++)
+        ok = t->shape[i] == shape[i];
     if (!ok) {
         char got[128] = "[", want[128] = "[";
         for (int i = 0; i < t->ndim; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "", (long long)t->shape[i]);
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
+                     (long long)t->shape[i]);
         for (int i = 0; i < ndim; i++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "", (long long)shape[i]);
-        return sf_error("%s: tensor '%s' has shape %s], expected %s] (config.json and weights disagree)", f->path,
-                        full, got, want);
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "",
+                     (long long)shape[i]);
+        return sf_error(
+            "%s: tensor '%s' has shape %s], expected %s] (config.json and weights disagree)",
+            f->path, full, got, want);
     }
     int64_t s2[2] = {shape[0], 1};
-    for (int i = 1; i < ndim; i++) s2[1] *= shape[i];
+    for (int i = 1; i < ndim; i++)
+        s2[1] *= shape[i];
     if (t->dtype == SF_DT_F32 || t->dtype == SF_DT_BF16) {
-        if (sf_weight_make(w, m->dtype, t->dtype, t->data, 2, s2)) return sf_error_prefix("%s: tensor '%s'", f->path, full);
+        if (sf_weight_make(w, m->dtype, t->dtype, t->data, 2, s2))
+            return sf_error_prefix("%s: tensor '%s'", f->path, full);
         if (w->owned) drop_pages(t->data, t->nbytes);
         return 0;
     }
     if (t->dtype != SF_DT_F16 && t->dtype != SF_DT_F64)
-        return sf_error("%s: tensor '%s' has dtype %s, expected a float type", f->path, full, sf_dtype_name(t->dtype));
+        return sf_error("%s: tensor '%s' has dtype %s, expected a float type", f->path, full,
+                        sf_dtype_name(t->dtype));
     size_t n = (size_t)sf_tensor_numel(t);
     float *tmp = sf_malloc_aligned(n * sizeof(float) + 64);
     sf_convert_to_f32(t->dtype, t->data, n, tmp);
@@ -208,8 +221,10 @@ static void fuse_qkv(sf_clip *m, clip_layer *L, int64_t D) {
     sf_weight *src[3] = {&L->q, &L->k, &L->v};
     for (int i = 0; i < 3; i++) {
         memcpy(buf + i * part, src[i]->data, part);
-        if (src[i]->owned) sf_weight_free(src[i]);
-        else drop_pages(src[i]->data, part);
+        if (src[i]->owned)
+            sf_weight_free(src[i]);
+        else
+            drop_pages(src[i]->data, part);
         *src[i] = (sf_weight){m->dtype, 2, {D, D}, buf + i * part, NULL};
     }
     L->qkv = (sf_weight){m->dtype, 2, {3 * D, D}, buf, buf};
@@ -230,16 +245,22 @@ static int load_layers(sf_clip *m, clip_tower *tw, const char *prefix) {
         clip_layer *L = &tw->layers[l];
         char p[256];
         snprintf(p, sizeof p, "%sencoder.layers.%d.", prefix, l);
-        if (big(m, p, "self_attn.q_proj.weight", 2, dd, &L->q) || big(m, p, "self_attn.k_proj.weight", 2, dd, &L->k) ||
+        if (big(m, p, "self_attn.q_proj.weight", 2, dd, &L->q) ||
+            big(m, p, "self_attn.k_proj.weight", 2, dd, &L->k) ||
             big(m, p, "self_attn.v_proj.weight", 2, dd, &L->v) ||
-            big(m, p, "self_attn.out_proj.weight", 2, dd, &L->o) || big(m, p, "mlp.fc1.weight", 2, id, &L->fc1) ||
+            big(m, p, "self_attn.out_proj.weight", 2, dd, &L->o) ||
+            big(m, p, "mlp.fc1.weight", 2, id, &L->fc1) ||
             big(m, p, "mlp.fc2.weight", 2, di, &L->fc2))
             return -1;
-        if (!(L->qb = small(m, p, "self_attn.q_proj.bias", 1, d1)) || !(L->kb = small(m, p, "self_attn.k_proj.bias", 1, d1)) ||
+        if (!(L->qb = small(m, p, "self_attn.q_proj.bias", 1, d1)) ||
+            !(L->kb = small(m, p, "self_attn.k_proj.bias", 1, d1)) ||
             !(L->vb = small(m, p, "self_attn.v_proj.bias", 1, d1)) ||
-            !(L->ob = small(m, p, "self_attn.out_proj.bias", 1, d1)) || !(L->fc1b = small(m, p, "mlp.fc1.bias", 1, i1)) ||
-            !(L->fc2b = small(m, p, "mlp.fc2.bias", 1, d1)) || !(L->ln1w = small(m, p, "layer_norm1.weight", 1, d1)) ||
-            !(L->ln1b = small(m, p, "layer_norm1.bias", 1, d1)) || !(L->ln2w = small(m, p, "layer_norm2.weight", 1, d1)) ||
+            !(L->ob = small(m, p, "self_attn.out_proj.bias", 1, d1)) ||
+            !(L->fc1b = small(m, p, "mlp.fc1.bias", 1, i1)) ||
+            !(L->fc2b = small(m, p, "mlp.fc2.bias", 1, d1)) ||
+            !(L->ln1w = small(m, p, "layer_norm1.weight", 1, d1)) ||
+            !(L->ln1b = small(m, p, "layer_norm1.bias", 1, d1)) ||
+            !(L->ln2w = small(m, p, "layer_norm2.weight", 1, d1)) ||
             !(L->ln2b = small(m, p, "layer_norm2.bias", 1, d1)))
             return -1;
         fuse_qkv(m, L, D);
@@ -251,14 +272,16 @@ static int load_vision(sf_clip *m, const char *prefix, const char *proj_name) {
     clip_tower *tw = &m->vision;
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, g = c->image_size / c->patch_size;
-    const int64_t d1[1] = {D}, pos[2] = {g * g + 1, D}, patch[4] = {D, c->channels, c->patch_size, c->patch_size};
+    const int64_t d1[1] = {D}, pos[2] = {g * g + 1, D},
+                  patch[4] = {D, c->channels, c->patch_size, c->patch_size};
     if (!(tw->class_emb = small(m, prefix, "embeddings.class_embedding", 1, d1)) ||
         big(m, prefix, "embeddings.patch_embedding.weight", 4, patch, &tw->patch) ||
         !(tw->pos = small(m, prefix, "embeddings.position_embedding.weight", 2, pos)) ||
         !(tw->pre_w = small(m, prefix, "pre_layrnorm.weight", 1, d1)) ||
         !(tw->pre_b = small(m, prefix, "pre_layrnorm.bias", 1, d1)) ||
         !(tw->post_w = small(m, prefix, "post_layernorm.weight", 1, d1)) ||
-        !(tw->post_b = small(m, prefix, "post_layernorm.bias", 1, d1)) || load_layers(m, tw, prefix))
+        !(tw->post_b = small(m, prefix, "post_layernorm.bias", 1, d1)) ||
+        load_layers(m, tw, prefix))
         return -1;
     if (proj_name && has(m, proj_name)) {
         const int64_t ps[2] = {c->projection_dim, D};
@@ -272,11 +295,13 @@ static int load_vision(sf_clip *m, const char *prefix, const char *proj_name) {
 static int load_text(sf_clip *m, const char *prefix, const char *proj_name) {
     clip_tower *tw = &m->text;
     const sf_clip_config *c = &tw->cfg;
-    const int64_t D = c->hidden, d1[1] = {D}, pos[2] = {c->max_positions, D}, tok[2] = {c->vocab_size, D};
+    const int64_t D = c->hidden, d1[1] = {D}, pos[2] = {c->max_positions, D},
+                  tok[2] = {c->vocab_size, D};
     if (big(m, prefix, "embeddings.token_embedding.weight", 2, tok, &tw->tok) ||
         !(tw->pos = small(m, prefix, "embeddings.position_embedding.weight", 2, pos)) ||
         !(tw->post_w = small(m, prefix, "final_layer_norm.weight", 1, d1)) ||
-        !(tw->post_b = small(m, prefix, "final_layer_norm.bias", 1, d1)) || load_layers(m, tw, prefix))
+        !(tw->post_b = small(m, prefix, "final_layer_norm.bias", 1, d1)) ||
+        load_layers(m, tw, prefix))
         return -1;
     if (proj_name && has(m, proj_name)) {
         const int64_t ps[2] = {c->projection_dim, D};
@@ -318,7 +343,9 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     int is_full = !strcmp(type, "clip"), is_vis = !strcmp(type, "clip_vision_model"),
         is_txt = !strcmp(type, "clip_text_model");
     if (!is_full && !is_vis && !is_txt) {
-        sf_error("%s: model_type '%s' is not a CLIP model (clip, clip_vision_model, clip_text_model)", cfg_path, type);
+        sf_error(
+            "%s: model_type '%s' is not a CLIP model (clip, clip_vision_model, clip_text_model)",
+            cfg_path, type);
         goto fail;
     }
     if (sf_st_set_open_dir(&m->st, dir, "model")) goto fail;
@@ -329,14 +356,17 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
         const cJSON *vc = root;
         if (is_full) {
             vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
-            if (!cJSON_IsObject(vc)) vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config_dict");
+            if (!cJSON_IsObject(vc))
+                vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config_dict");
             if (!cJSON_IsObject(vc)) vc = NULL;
         }
         snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (vision_config)" : "");
         if (parse_tower_config(vc, 0, &m->vision.cfg, where)) goto fail;
         if (is_full) m->vision.cfg.projection_dim = top_proj;
-        const char *prefix = has(m, "vision_model.embeddings.patch_embedding.weight") ? "vision_model."
-                             : (is_vis && has(m, "embeddings.patch_embedding.weight")) ? "" : NULL;
+        const char *prefix = has(m, "vision_model.embeddings.patch_embedding.weight")
+                                 ? "vision_model."
+                             : (is_vis && has(m, "embeddings.patch_embedding.weight")) ? ""
+                                                                                       : NULL;
         if (prefix) {
             if (load_vision(m, prefix, "visual_projection.weight")) goto fail;
             m->vision.present = 1;
@@ -346,14 +376,16 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
         const cJSON *tc = root;
         if (is_full) {
             tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
-            if (!cJSON_IsObject(tc)) tc = cJSON_GetObjectItemCaseSensitive(root, "text_config_dict");
+            if (!cJSON_IsObject(tc))
+                tc = cJSON_GetObjectItemCaseSensitive(root, "text_config_dict");
             if (!cJSON_IsObject(tc)) tc = NULL;
         }
         snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (text_config)" : "");
         if (parse_tower_config(tc, 1, &m->text.cfg, where)) goto fail;
         if (is_full) m->text.cfg.projection_dim = top_proj;
         const char *prefix = has(m, "text_model.embeddings.token_embedding.weight") ? "text_model."
-                             : (is_txt && has(m, "embeddings.token_embedding.weight")) ? "" : NULL;
+                             : (is_txt && has(m, "embeddings.token_embedding.weight")) ? ""
+                                                                                       : NULL;
         if (prefix) {
             if (load_text(m, prefix, "text_projection.weight")) goto fail;
             m->text.present = 1;
@@ -361,7 +393,9 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     }
     if (!m->vision.present && !m->text.present) {
         sf_error("%s: no %s tower weights found in the checkpoint", dir,
-                 opts->vision && opts->text ? "vision or text" : opts->vision ? "vision" : "text");
+                 opts->vision && opts->text ? "vision or text"
+                 : opts->vision             ? "vision"
+                                            : "text");
         goto fail;
     }
     cJSON_Delete(root);
@@ -382,7 +416,8 @@ static void free_tower(clip_tower *tw) {
             clip_layer *L = &tw->layers[l];
             /* q, k, v: views into qkv once fused (free is then a no-op), or
              * their own buffers if loading stopped before fusing */
-            sf_weight_free(&L->q), sf_weight_free(&L->k), sf_weight_free(&L->v), sf_weight_free(&L->qkv);
+            sf_weight_free(&L->q), sf_weight_free(&L->k), sf_weight_free(&L->v),
+                sf_weight_free(&L->qkv);
             sf_weight_free(&L->o), sf_weight_free(&L->fc1), sf_weight_free(&L->fc2);
         }
     free(tw->layers);
@@ -395,14 +430,19 @@ void sf_clip_free(sf_clip *m) {
     if (!m) return;
     free_tower(&m->vision);
     free_tower(&m->text);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
     free(m->owned);
     if (m->st.files) sf_st_set_close(&m->st);
     free(m);
 }
 
-const sf_clip_config *sf_clip_vision_config(const sf_clip *m) { return m->vision.present ? &m->vision.cfg : NULL; }
-const sf_clip_config *sf_clip_text_config(const sf_clip *m) { return m->text.present ? &m->text.cfg : NULL; }
+const sf_clip_config *sf_clip_vision_config(const sf_clip *m) {
+    return m->vision.present ? &m->vision.cfg : NULL;
+}
+const sf_clip_config *sf_clip_text_config(const sf_clip *m) {
+    return m->text.present ? &m->text.cfg : NULL;
+}
 
 int sf_clip_vision_tokens(const sf_clip *m) {
     if (!m->vision.present) return 0;
@@ -420,16 +460,19 @@ static int layers_needed(const clip_tower *tw, const sf_clip_request *r, const c
     case SF_CLIP_HIDDEN: {
         int i = r->layer < 0 ? r->layer + L + 1 : r->layer;
         if (i < 0 || i > L)
-            return sf_error("%s hidden_states[%d] out of range: the tower has %d layers, so indices run from %d to %d",
+            return sf_error("%s hidden_states[%d] out of range: the tower has %d layers, so "
+                            "indices run from %d to %d",
                             tower, r->layer, L, -(L + 1), L);
         return i;
     }
     case SF_CLIP_EMBEDS:
         if (!tw->proj.data)
-            return sf_error("the checkpoint has no %s projection (a CLIPModel or *WithProjection checkpoint has one)",
+            return sf_error("the checkpoint has no %s projection (a CLIPModel or *WithProjection "
+                            "checkpoint has one)",
                             tower);
         return L;
-    case SF_CLIP_POOLED: return L;
+    case SF_CLIP_POOLED:
+        return L;
     }
     return sf_error("unknown CLIP output kind %d", (int)r->what);
 }
@@ -454,19 +497,30 @@ static void scratch_alloc(scratch *s, int64_t N, int64_t D, int64_t I) {
     s->mlp = sf_malloc_aligned((size_t)(N * I) * sizeof(float));
 }
 static void scratch_free(scratch *s) {
-    sf_free_aligned(s->ln), sf_free_aligned(s->qkv), sf_free_aligned(s->att), sf_free_aligned(s->mlp);
+    sf_free_aligned(s->ln), sf_free_aligned(s->qkv), sf_free_aligned(s->att),
+        sf_free_aligned(s->mlp);
 }
 
 /* One full encoder layer on x (B*T, D), in place. */
-static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int64_t B, int64_t T, int causal,
-                       const int32_t *key_mask, scratch *s) {
+static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int64_t B, int64_t T,
+                       int causal, const int32_t *key_mask, scratch *s) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
     sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
     // qkv (N, 3D) = ln @ [Wq; Wk; Wv]^T + [bq; bk; bv]: q, k, v are its thirds
     sf_linear(s->ln, N, D, &L->qkv, L->qkvb, s->qkv, 3 * D, 0);
-    sf_attn_shape as = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D, .ldv = 3 * D,
-                        .ldo = D, .scale = 1.0f / sqrtf((float)Dh), .causal = causal, .key_mask = key_mask};
+    sf_attn_shape as = {.B = B,
+                        .Tq = T,
+                        .Tk = T,
+                        .H = H,
+                        .Dh = Dh,
+                        .ldq = 3 * D,
+                        .ldk = 3 * D,
+                        .ldv = 3 * D,
+                        .ldo = D,
+                        .scale = 1.0f / sqrtf((float)Dh),
+                        .causal = causal,
+                        .key_mask = key_mask};
     sf_attention(&as, s->qkv, s->qkv + D, s->qkv + 2 * D, s->att);
     sf_linear(s->att, N, D, &L->o, L->ob, x, D, 1); // x += att Wo^T + bo
     sf_layernorm(x, s->ln, N, D, L->ln2w, L->ln2b, c->eps);
@@ -479,8 +533,8 @@ static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int6
  * wanted: keys/values for every token, everything else for one row per
  * sequence. vis (B, T): which keys that row may see (causal and padding
  * folded in). Updates rows x[b*T + sel[b]]. */
-static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x, int64_t B, int64_t T,
-                            const int64_t *sel, const int32_t *vis, scratch *s) {
+static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x, int64_t B,
+                            int64_t T, const int64_t *sel, const int32_t *vis, scratch *s) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
     sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
@@ -493,21 +547,33 @@ static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x,
         memcpy(a + b * D, s->ln + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
     }
     sf_linear(a, B, D, &L->q, L->qb, q, D, 0);
-    sf_attn_shape as = {.B = B, .Tq = 1, .Tk = T, .H = H, .Dh = Dh, .ldq = D, .ldk = 3 * D, .ldv = 3 * D,
-                        .ldo = D, .scale = 1.0f / sqrtf((float)Dh), .causal = 0, .key_mask = vis};
+    sf_attn_shape as = {.B = B,
+                        .Tq = 1,
+                        .Tk = T,
+                        .H = H,
+                        .Dh = Dh,
+                        .ldq = D,
+                        .ldk = 3 * D,
+                        .ldv = 3 * D,
+                        .ldo = D,
+                        .scale = 1.0f / sqrtf((float)Dh),
+                        .causal = 0,
+                        .key_mask = vis};
     sf_attention(&as, q, s->qkv + D, s->qkv + 2 * D, o);
     sf_linear(o, B, D, &L->o, L->ob, xs, D, 1);
     sf_layernorm(xs, a, B, D, L->ln2w, L->ln2b, c->eps);
     sf_linear(a, B, D, &L->fc1, L->fc1b, s->mlp, I, 0);
     sf_activation(s->mlp, (size_t)(B * I), c->act);
     sf_linear(s->mlp, B, I, &L->fc2, L->fc2b, xs, D, 1);
-    for (int64_t b = 0; b < B; b++) memcpy(x + (b * T + sel[b]) * D, xs + b * D, (size_t)D * sizeof(float));
+    for (int64_t b = 0; b < B; b++)
+        memcpy(x + (b * T + sel[b]) * D, xs + b * D, (size_t)D * sizeof(float));
 }
 
 /* Runs `nl` layers and writes the requested output. sel[b]: the pooled /
  * first token position of sequence b. */
-static int run_tower(const clip_tower *tw, float *x, int64_t B, int64_t T, int nl, const sf_clip_request *r,
-                     int causal, const int32_t *mask, const int64_t *sel, float *out) {
+static int run_tower(const clip_tower *tw, float *x, int64_t B, int64_t T, int nl,
+                     const sf_clip_request *r, int causal, const int32_t *mask, const int64_t *sel,
+                     float *out) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden;
     int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
@@ -533,15 +599,19 @@ static int run_tower(const clip_tower *tw, float *x, int64_t B, int64_t T, int n
         memcpy(out, x, (size_t)(B * T * D) * sizeof(float));
     } else {
         float *rows = r->what == SF_CLIP_EMBEDS ? s.ln : out; // (B, D)
-        for (int64_t b = 0; b < B; b++) memcpy(rows + b * D, x + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
-        if (r->what != SF_CLIP_HIDDEN) sf_layernorm(rows, rows, B, D, tw->post_w, tw->post_b, c->eps);
-        if (r->what == SF_CLIP_EMBEDS) sf_linear(rows, B, D, &tw->proj, NULL, out, tw->proj.shape[0], 0);
+        for (int64_t b = 0; b < B; b++)
+            memcpy(rows + b * D, x + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
+        if (r->what != SF_CLIP_HIDDEN)
+            sf_layernorm(rows, rows, B, D, tw->post_w, tw->post_b, c->eps);
+        if (r->what == SF_CLIP_EMBEDS)
+            sf_linear(rows, B, D, &tw->proj, NULL, out, tw->proj.shape[0], 0);
     }
     scratch_free(&s);
     return 0;
 }
 
-int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B, const sf_clip_request *r, float *out) {
+int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B,
+                           const sf_clip_request *r, float *out) {
     const clip_tower *tw = &m->vision;
     int nl = layers_needed(tw, r, "vision");
     if (nl < 0) return -1;
@@ -555,9 +625,11 @@ int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B, con
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < B; b++) {
         float *xb = x + b * T * D;
-        for (int64_t d = 0; d < D; d++) xb[d] = tw->class_emb[d] + tw->pos[d];
+        for (int64_t d = 0; d < D; d++)
+            xb[d] = tw->class_emb[d] + tw->pos[d];
         for (int64_t t = 1; t < T; t++)
-            for (int64_t d = 0; d < D; d++) xb[t * D + d] = pe[(b * G + t - 1) * D + d] + tw->pos[t * D + d];
+            for (int64_t d = 0; d < D; d++)
+                xb[t * D + d] = pe[(b * G + t - 1) * D + d] + tw->pos[t * D + d];
     }
     sf_free_aligned(pe);
     sf_layernorm(x, x, B * T, D, tw->pre_w, tw->pre_b, c->eps);
@@ -568,8 +640,8 @@ int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B, con
     return rc;
 }
 
-int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *mask, int64_t B, int64_t T,
-                         const sf_clip_request *r, float *out) {
+int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *mask, int64_t B,
+                         int64_t T, const sf_clip_request *r, float *out) {
     const clip_tower *tw = &m->text;
     int nl = layers_needed(tw, r, "text");
     if (nl < 0) return -1;
@@ -577,12 +649,12 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden;
     if (T <= 0 || T > c->max_positions)
-        return sf_error("text: sequence length %lld outside [1, %d] (max_position_embeddings)", (long long)T,
-                        c->max_positions);
+        return sf_error("text: sequence length %lld outside [1, %d] (max_position_embeddings)",
+                        (long long)T, c->max_positions);
     for (int64_t i = 0; i < B * T; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            return sf_error("text: token id %d at [%lld, %lld] outside the vocabulary [0, %d)", ids[i],
-                            (long long)(i / T), (long long)(i % T), c->vocab_size);
+            return sf_error("text: token id %d at [%lld, %lld] outside the vocabulary [0, %d)",
+                            ids[i], (long long)(i / T), (long long)(i % T), c->vocab_size);
     /* Pooled position, exactly as transformers' CLIPTextTransformer: legacy
      * configs (eos_token_id == 2) take argmax(ids) (the EOT id 49407 is the
      * largest in CLIP's vocabulary); others the first eos_token_id, and
@@ -616,7 +688,8 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
     int32_t *mk = NULL;
     if (mask) {
         mk = sf_malloc((size_t)(B * Te) * sizeof(int32_t));
-        for (int64_t b = 0; b < B; b++) memcpy(mk + b * Te, mask + b * T, (size_t)Te * sizeof(int32_t));
+        for (int64_t b = 0; b < B; b++)
+            memcpy(mk + b * Te, mask + b * T, (size_t)Te * sizeof(int32_t));
     }
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < B * Te; i++) {
@@ -624,7 +697,8 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
         int64_t b = i / Te, t = i % Te;
         sf_weight_rows_f32(&tw->tok, ids[b * T + t], 1, xi);
         const float *p = tw->pos + t * D;
-        for (int64_t d = 0; d < D; d++) xi[d] += p[d];
+        for (int64_t d = 0; d < D; d++)
+            xi[d] += p[d];
     }
     int rc = run_tower(tw, x, B, Te, nl, r, 1, mk, sel, out);
     free(mk);
@@ -654,5 +728,7 @@ int sf_clip_parse_request(const char *s, sf_clip_tokens tok, sf_clip_request *r)
             return 0;
         }
     }
-    return sf_error("output '%s' not understood (pooled, embeds, layer:N with N a hidden_states index, e.g. -2)", s);
+    return sf_error("output '%s' not understood (pooled, embeds, layer:N with N a hidden_states "
+                    "index, e.g. -2)",
+                    s);
 }

@@ -29,8 +29,10 @@ static int run(const char *cmd, char **out) {
     }
     buf[n] = 0;
     int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -52,7 +54,8 @@ static int st_open(stfile *f, const char *path) {
     f->buf = sf_read_file(path, &f->len);
     if (!f->buf || f->len < 8) return -1;
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = hl << 8 | (unsigned char)f->buf[i];
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | (unsigned char)f->buf[i];
     if (hl > f->len - 8) return -1;
     f->hdr = cJSON_ParseWithLength(f->buf + 8, hl);
     f->data = f->buf + 8 + hl;
@@ -67,7 +70,8 @@ static void st_close(stfile *f) {
 static const void *st_get(const stfile *f, const char *name, const char *dtype, int64_t dims[2]) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(f->hdr, name);
     if (!t) return NULL;
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype"), *sh = cJSON_GetObjectItemCaseSensitive(t, "shape"),
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype"),
+                *sh = cJSON_GetObjectItemCaseSensitive(t, "shape"),
                 *off = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
     if (!cJSON_IsString(dt) || strcmp(dt->valuestring, dtype)) return NULL;
     dims[0] = (int64_t)cJSON_GetArrayItem(sh, 0)->valuedouble;
@@ -94,7 +98,8 @@ static double rel_err(const void *a, const void *b, int64_t n) {
 }
 
 /* Compares tensor `name` of out with `ename` of the expected file. */
-static double compare(const stfile *o, const stfile *x, const char *name, const char *ename, int64_t dims[2]) {
+static double compare(const stfile *o, const stfile *x, const char *name, const char *ename,
+                      int64_t dims[2]) {
     int64_t d2[2];
     const void *a = st_get(o, name, "F32", dims), *b = st_get(x, ename, "F32", d2);
     if (!a || !b || dims[0] != d2[0] || dims[1] != d2[1]) {
@@ -121,10 +126,11 @@ TEST(images_and_captions) {
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/acts.safetensors", tmp);
     /* 20 images in 3 shards of 8 rows, batches of 6 */
-    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
-                           "--shard_rows 8 --batch_size 6 --threads 2",
-                      out),
-                 &log);
+    int rc =
+        run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+                      "--shard_rows 8 --batch_size 6 --threads 2",
+                 out),
+            &log);
     CHECK_MSG(rc == 0, "%s", log);
     CHECK(strstr(log, "20 rows") != NULL);
     free(log);
@@ -149,8 +155,10 @@ TEST(images_and_captions) {
     }
     /* ids: the image file names, in row order */
     const char *ids = st_get(&o, "ids", "U8", dims), *names = st_meta(&x, "images");
-    CHECK(ids && names && (size_t)dims[0] == strlen(names) + 1 && !memcmp(ids, names, strlen(names)));
-    CHECK(st_meta(&o, "saeflow_extract") && strstr(st_meta(&o, "saeflow_extract"), "vision=layer:-2"));
+    CHECK(ids && names && (size_t)dims[0] == strlen(names) + 1 &&
+          !memcmp(ids, names, strlen(names)));
+    CHECK(st_meta(&o, "saeflow_extract") &&
+          strstr(st_meta(&o, "saeflow_extract"), "vision=layer:-2"));
     st_close(&o);
 
     /* a second run with the same settings does nothing */
@@ -162,14 +170,16 @@ TEST(images_and_captions) {
     free(log);
 
     /* BF16 weights: close to the F32 reference, not equal */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s/bf16.safetensors' "
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                       "e2e_captions.txt' --out '%s/bf16.safetensors' "
                        "--dtype bf16",
                   tmp),
              &log);
     CHECK_MSG(rc == 0, "%s", log);
     free(log);
     if (st_open(&o, cmdf("%s/bf16.safetensors", tmp)) == 0) {
-        double e1 = compare(&o, &x, "vision", "vision", dims), e2 = compare(&o, &x, "text", "text", dims);
+        double e1 = compare(&o, &x, "vision", "vision", dims),
+               e2 = compare(&o, &x, "text", "text", dims);
         CHECK_MSG(e1 < 5e-2 && e2 < 5e-2 && e1 > 0, "bf16: %g %g", e1, e2);
         st_close(&o);
     }
@@ -180,10 +190,11 @@ TEST(text_tokens_of_a_layer) {
     const char *tmp = test_tmpdir("cli_extract_tokens");
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/t.safetensors", tmp);
-    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
-                           "--vision none --text layer:1 --tokens all --batch_size 7",
-                      out),
-                 &log);
+    int rc =
+        run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+                      "--vision none --text layer:1 --tokens all --batch_size 7",
+                 out),
+            &log);
     CHECK_MSG(rc == 0, "%s", log);
     free(log);
     stfile o, x;
@@ -193,7 +204,8 @@ TEST(text_tokens_of_a_layer) {
     CHECK(st_get(&o, "vision", "F32", dims) == NULL);
     double e = compare(&o, &x, "text", "text_l1", dims);
     CHECK_MSG(e <= 1e-4, "text hidden_states[1], non-padding tokens: rel err %g", e);
-    const void *r = st_get(&o, "text_rows", "I64", dims), *rx = st_get(&x, "text_l1_rows", "I64", d2);
+    const void *r = st_get(&o, "text_rows", "I64", dims),
+               *rx = st_get(&x, "text_l1_rows", "I64", d2);
     CHECK(r && rx && dims[0] == d2[0] && !memcmp(r, rx, (size_t)dims[0] * 8));
     const void *p = st_get(&o, "text_pos", "I32", dims), *px = st_get(&x, "text_l1_pos", "I32", d2);
     CHECK(p && px && dims[0] == d2[0] && !memcmp(p, px, (size_t)dims[0] * 4));
@@ -209,11 +221,14 @@ TEST(resume_after_interruption) {
     /* An "interrupted" run: OUT is a directory, so the final merge cannot
      * rename over it, but every shard is finished and kept. */
     CHECK(mkdir(out, 0755) == 0);
-    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' %s", out, args),
+    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                           "e2e_captions.txt' --out '%s' %s",
+                      out, args),
                  &log);
     CHECK(rc == 1);
     free(log);
-    for (int k = 0; k < 4; k++) CHECK(file_exists(cmdf("%s.part%05d.safetensors", out, k)));
+    for (int k = 0; k < 4; k++)
+        CHECK(file_exists(cmdf("%s.part%05d.safetensors", out, k)));
     /* A half-written part (a crash mid-write leaves only a temp file) is
      * ignored; a missing part is recomputed. */
     CHECK(unlink(cmdf("%s.part00002.safetensors", out)) == 0);
@@ -222,7 +237,8 @@ TEST(resume_after_interruption) {
     fclose(f);
     rmdir(out);
     /* different settings: refused, parts untouched */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' --shard_rows 6 "
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                       "e2e_captions.txt' --out '%s' --shard_rows 6 "
                        "--vision pooled",
                   out),
              &log);
@@ -230,14 +246,18 @@ TEST(resume_after_interruption) {
     free(log);
     CHECK(file_exists(cmdf("%s.part00000.safetensors", out)));
     /* same settings: resumes, computing only the missing shard */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' %s", out, args),
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                       "e2e_captions.txt' --out '%s' %s",
+                  out, args),
              &log);
     CHECK_MSG(rc == 0 && strstr(log, "1 of 4 shards computed now"), "%s", log);
     free(log);
     /* identical to an uninterrupted run */
     char ref[4096];
     snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' %s", ref, args),
+    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                       "e2e_captions.txt' --out '%s' %s",
+                  ref, args),
              &log);
     CHECK(rc == 0);
     free(log);
@@ -247,7 +267,8 @@ TEST(resume_after_interruption) {
     for (int i = 0; i < 2 && a.hdr && b.hdr; i++) {
         const char *name = i ? "text" : "vision";
         const void *p = st_get(&a, name, "F32", d1), *q = st_get(&b, name, "F32", d2);
-        CHECK(p && q && d1[0] == 20 && d1[1] == 16 && d1[0] == d2[0] && !memcmp(p, q, (size_t)(d1[0] * d1[1] * 4)));
+        CHECK(p && q && d1[0] == 20 && d1[1] == 16 && d1[0] == d2[0] &&
+              !memcmp(p, q, (size_t)(d1[0] * d1[1] * 4)));
     }
     st_close(&a);
     st_close(&b);
@@ -257,13 +278,15 @@ TEST(datasets_and_errors) {
     const char *tmp = test_tmpdir("cli_extract_errors");
     char *log = NULL;
     /* a folder dataset with captions.tsv (one image has none: skipped) */
-    int rc = run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
+    int rc = run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR
+                           "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
                       tmp),
                  &log);
     CHECK_MSG(rc == 0 && strstr(log, "skipped: no caption") && strstr(log, "5 rows"), "%s", log);
     free(log);
     /* undecodable images are skipped with their error */
-    rc = run(cmdf(BASE "--images '" SF_SOURCE_DIR "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
+    rc = run(cmdf(BASE "--images '" SF_SOURCE_DIR
+                       "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
                   tmp),
              &log);
     CHECK_MSG(rc == 0 && strstr(log, "truncated") && strstr(log, "1 rows"), "%s", log);
@@ -271,7 +294,8 @@ TEST(datasets_and_errors) {
     /* images without captions and text wanted: nothing to write */
     rc = run(cmdf(BASE "--images '" IMAGES "' --out '%s/n.safetensors' --limit 3", tmp), &log);
     CHECK(rc == 1 && strstr(log, "no row of 3"));
-    CHECK(!file_exists(cmdf("%s/n.safetensors", tmp)) && !file_exists(cmdf("%s/n.safetensors.part00000.safetensors", tmp)));
+    CHECK(!file_exists(cmdf("%s/n.safetensors", tmp)) &&
+          !file_exists(cmdf("%s/n.safetensors.part00000.safetensors", tmp)));
     free(log);
     /* usage errors */
     CHECK(run(BASE "--images x", NULL) == 2);
@@ -286,11 +310,16 @@ TEST(datasets_and_errors) {
     f = fopen(cmdf("%s/pytorch_model.bin", tmp), "w");
     fputs("pickle", f);
     fclose(f);
-    rc = run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'", SF_EXE, tmp, tmp), &log);
+    rc = run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'",
+                  SF_EXE, tmp, tmp),
+             &log);
     CHECK(rc == 1 && strstr(log, "safetensors") && strstr(log, "Convert"));
     free(log);
     /* a layer the model does not have */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --text none --vision-layer 7 --out '%s/l.safetensors'", tmp), &log);
+    rc =
+        run(cmdf(BASE "--images '" IMAGES "' --text none --vision-layer 7 --out '%s/l.safetensors'",
+                 tmp),
+            &log);
     CHECK(rc == 1 && strstr(log, "out of range"));
     free(log);
     CHECK(run("'" SF_EXE "' extract --help", NULL) == 0);

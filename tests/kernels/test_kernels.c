@@ -10,7 +10,8 @@ static sf_rng rng;
 
 static float *randn(size_t n, float scale) {
     float *x = malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = sf_rng_normal(&rng) * scale;
+    for (size_t i = 0; i < n; i++)
+        x[i] = sf_rng_normal(&rng) * scale;
     return x;
 }
 
@@ -25,18 +26,20 @@ static double rel_err(const float *a, const double *b, size_t n) {
     return md / mb;
 }
 
-static void ref_linear(const float *x, int64_t M, int64_t K, const float *W, int64_t N, const float *b,
-                       double *y) {
+static void ref_linear(const float *x, int64_t M, int64_t K, const float *W, int64_t N,
+                       const float *b, double *y) {
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
             double s = b ? b[n] : 0;
-            for (int64_t k = 0; k < K; k++) s += (double)x[m * K + k] * W[n * K + k];
+            for (int64_t k = 0; k < K; k++)
+                s += (double)x[m * K + k] * W[n * K + k];
             y[m * N + n] = s;
         }
 }
 
 TEST(weight_make_and_bf16) {
-    float src[5] = {1.0f, -2.5f, 3.14159265f, 1.00390625f /* tie: 1 + 2^-8 */, 1.01171875f /* 1+3*2^-8 */};
+    float src[5] = {1.0f, -2.5f, 3.14159265f, 1.00390625f /* tie: 1 + 2^-8 */,
+                    1.01171875f /* 1+3*2^-8 */};
     int64_t shape[1] = {5};
     sf_weight w;
     CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, src, 1, shape) == 0);
@@ -68,7 +71,8 @@ TEST(weight_make_and_bf16) {
 
 TEST(linear_f32_bf16) {
     const int64_t M = 37, K = 70, N = 45, ldy = 50;
-    float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.2f), *b = randn((size_t)N, 1);
+    float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.2f),
+          *b = randn((size_t)N, 1);
     double *ref = malloc(sizeof(double) * (size_t)(M * N));
     float *y = calloc((size_t)(M * ldy), sizeof(float));
     int64_t shape[2] = {N, K};
@@ -76,10 +80,12 @@ TEST(linear_f32_bf16) {
     CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, W, 2, shape) == 0);
 
     ref_linear(x, M, K, W, N, b, ref);
-    for (int64_t i = 0; i < M * ldy; i++) y[i] = 99.0f; /* padding columns must survive */
+    for (int64_t i = 0; i < M * ldy; i++)
+        y[i] = 99.0f; /* padding columns must survive */
     sf_linear(x, M, K, &w, b, y, ldy, 0);
     float *yc = malloc(sizeof(float) * (size_t)(M * N));
-    for (int64_t m = 0; m < M; m++) memcpy(yc + m * N, y + m * ldy, sizeof(float) * (size_t)N);
+    for (int64_t m = 0; m < M; m++)
+        memcpy(yc + m * N, y + m * ldy, sizeof(float) * (size_t)N);
     CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "f32 bias");
     CHECK(y[N] == 99.0f && y[ldy - 1] == 99.0f);
 
@@ -88,8 +94,10 @@ TEST(linear_f32_bf16) {
     ref_linear(x, M, K, W, N, NULL, ref + 0);
     double *ref2 = malloc(sizeof(double) * (size_t)(M * N));
     ref_linear(x, M, K, W, N, b, ref2);
-    for (int64_t i = 0; i < M * N; i++) ref2[i] += ref[i];
-    for (int64_t m = 0; m < M; m++) memcpy(yc + m * N, y + m * ldy, sizeof(float) * (size_t)N);
+    for (int64_t i = 0; i < M * N; i++)
+        ref2[i] += ref[i];
+    for (int64_t m = 0; m < M; m++)
+        memcpy(yc + m * N, y + m * ldy, sizeof(float) * (size_t)N);
     CHECK_MSG(rel_err(yc, ref2, (size_t)(M * N)) < 1e-6, "accumulate");
 
     /* BF16 storage: equals F32 compute on the rounded weights */
@@ -123,16 +131,19 @@ TEST(linear_f32_bf16) {
 TEST(norms) {
     const int64_t M = 9, D = 33;
     float *x = randn((size_t)(M * D), 3), *g = randn((size_t)D, 1), *bb = randn((size_t)D, 1);
-    for (int64_t i = 0; i < M * D; i++) x[i] += 5.0f; /* a large mean tests the centring */
+    for (int64_t i = 0; i < M * D; i++)
+        x[i] += 5.0f; /* a large mean tests the centring */
     float *y = malloc(sizeof(float) * (size_t)(M * D));
     double *r = malloc(sizeof(double) * (size_t)(M * D));
     for (int affine = 0; affine < 2; affine++) {
         sf_layernorm(x, y, M, D, affine ? g : NULL, affine ? bb : NULL, 1e-5f);
         for (int64_t m = 0; m < M; m++) {
             double mu = 0, var = 0;
-            for (int64_t i = 0; i < D; i++) mu += x[m * D + i];
+            for (int64_t i = 0; i < D; i++)
+                mu += x[m * D + i];
             mu /= D;
-            for (int64_t i = 0; i < D; i++) var += (x[m * D + i] - mu) * (x[m * D + i] - mu);
+            for (int64_t i = 0; i < D; i++)
+                var += (x[m * D + i] - mu) * (x[m * D + i] - mu);
             var /= D;
             for (int64_t i = 0; i < D; i++) {
                 double t = (x[m * D + i] - mu) / sqrt(var + 1e-5);
@@ -144,8 +155,10 @@ TEST(norms) {
     sf_rmsnorm(x, y, M, D, g, 1e-6f);
     for (int64_t m = 0; m < M; m++) {
         double ss = 0;
-        for (int64_t i = 0; i < D; i++) ss += (double)x[m * D + i] * x[m * D + i];
-        for (int64_t i = 0; i < D; i++) r[m * D + i] = x[m * D + i] / sqrt(ss / D + 1e-6) * g[i];
+        for (int64_t i = 0; i < D; i++)
+            ss += (double)x[m * D + i] * x[m * D + i];
+        for (int64_t i = 0; i < D; i++)
+            r[m * D + i] = x[m * D + i] / sqrt(ss / D + 1e-6) * g[i];
     }
     CHECK_MSG(rel_err(y, r, (size_t)(M * D)) < 1e-6, "rmsnorm");
     /* in place */
@@ -156,32 +169,48 @@ TEST(norms) {
 }
 
 TEST(softmax_and_activations) {
-    float x[3][4] = {{1, 2, 3, 4}, {1000, -INFINITY, 999, 1000}, {-INFINITY, -INFINITY, -INFINITY, -INFINITY}};
+    float x[3][4] = {
+        {1, 2, 3, 4}, {1000, -INFINITY, 999, 1000}, {-INFINITY, -INFINITY, -INFINITY, -INFINITY}};
     sf_softmax_rows(&x[0][0], 3, 4);
     double e[4] = {exp(-3), exp(-2), exp(-1), 1}, s = e[0] + e[1] + e[2] + e[3];
-    for (int i = 0; i < 4; i++) CHECK_NEAR(x[0][i], e[i] / s, 1e-7);
+    for (int i = 0; i < 4; i++)
+        CHECK_NEAR(x[0][i], e[i] / s, 1e-7);
     double s1 = 2 + exp(-1);
     CHECK_NEAR(x[1][0], 1 / s1, 1e-7);
     CHECK(x[1][1] == 0.0f);
     CHECK_NEAR(x[1][2], exp(-1) / s1, 1e-7);
-    for (int i = 0; i < 4; i++) CHECK(x[2][i] == 0.0f);
+    for (int i = 0; i < 4; i++)
+        CHECK(x[2][i] == 0.0f);
 
     enum { n = 2001 };
     static float v[n];
     double worst[6] = {0};
     for (int a = SF_ACT_IDENTITY; a <= SF_ACT_RELU; a++) {
-        for (int i = 0; i < n; i++) v[i] = -20.0f + 40.0f * (float)i / (n - 1);
+        for (int i = 0; i < n; i++)
+            v[i] = -20.0f + 40.0f * (float)i / (n - 1);
         sf_activation(v, n, (sf_act)a);
         for (int i = 0; i < n; i++) {
             double t = (double)(-20.0f + 40.0f * (float)i / (n - 1));
             double r = t;
             switch ((sf_act)a) {
-            case SF_ACT_IDENTITY: r = t; break;
-            case SF_ACT_QUICK_GELU: r = t / (1 + exp(-1.702 * t)); break;
-            case SF_ACT_GELU: r = 0.5 * t * (1 + erf(t / sqrt(2.0))); break;
-            case SF_ACT_GELU_TANH: r = 0.5 * t * (1 + tanh(sqrt(2 / M_PI) * (t + 0.044715 * t * t * t))); break;
-            case SF_ACT_SILU: r = t / (1 + exp(-t)); break;
-            case SF_ACT_RELU: r = t > 0 ? t : 0; break;
+            case SF_ACT_IDENTITY:
+                r = t;
+                break;
+            case SF_ACT_QUICK_GELU:
+                r = t / (1 + exp(-1.702 * t));
+                break;
+            case SF_ACT_GELU:
+                r = 0.5 * t * (1 + erf(t / sqrt(2.0)));
+                break;
+            case SF_ACT_GELU_TANH:
+                r = 0.5 * t * (1 + tanh(sqrt(2 / M_PI) * (t + 0.044715 * t * t * t)));
+                break;
+            case SF_ACT_SILU:
+                r = t / (1 + exp(-t));
+                break;
+            case SF_ACT_RELU:
+                r = t > 0 ? t : 0;
+                break;
             }
             /* absolute error relative to max(1, |x|): the activations are ~x or ~0 */
             double d = fabs(v[i] - r) / (fabs(t) > 1 ? fabs(t) : 1);
@@ -201,16 +230,19 @@ TEST(softmax_and_activations) {
 }
 
 /* Reference attention: q (B,Tq,ldq) etc. as in the header, in double. */
-static void ref_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v, double *out) {
+static void ref_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v,
+                          double *out) {
     for (int64_t b = 0; b < s->B; b++)
         for (int64_t h = 0; h < s->H; h++)
             for (int64_t i = 0; i < s->Tq; i++) {
                 double sc[64], mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < s->Tk; j++) {
-                    int ok = (!s->causal || j <= i + (s->Tk - s->Tq)) && (!s->key_mask || s->key_mask[b * s->Tk + j]);
+                    int ok = (!s->causal || j <= i + (s->Tk - s->Tq)) &&
+                             (!s->key_mask || s->key_mask[b * s->Tk + j]);
                     double d = 0;
                     for (int64_t t = 0; t < s->Dh; t++)
-                        d += (double)q[(b * s->Tq + i) * s->ldq + h * s->Dh + t] * k[(b * s->Tk + j) * s->ldk + h * s->Dh + t];
+                        d += (double)q[(b * s->Tq + i) * s->ldq + h * s->Dh + t] *
+                             k[(b * s->Tk + j) * s->ldk + h * s->Dh + t];
                     sc[j] = ok ? d * s->scale : -INFINITY;
                     if (sc[j] > mx) mx = sc[j];
                 }
@@ -220,7 +252,8 @@ static void ref_attention(const sf_attn_shape *s, const float *q, const float *k
                 }
                 for (int64_t t = 0; t < s->Dh; t++) {
                     double o = 0;
-                    for (int64_t j = 0; j < s->Tk; j++) o += sc[j] * v[(b * s->Tk + j) * s->ldv + h * s->Dh + t];
+                    for (int64_t j = 0; j < s->Tk; j++)
+                        o += sc[j] * v[(b * s->Tk + j) * s->ldv + h * s->Dh + t];
                     out[(b * s->Tq + i) * s->H * s->Dh + h * s->Dh + t] = sum > 0 ? o / sum : 0;
                 }
             }
@@ -232,29 +265,61 @@ TEST(attention) {
     float *qkv = randn((size_t)(B * T * 3 * D), 1);
     int32_t mask[3 * 7] = {1, 1, 1, 1, 1, 0, 0, /**/ 1, 1, 1, 1, 1, 1, 1, /**/ 0, 1, 1, 0, 1, 1, 1};
     const int64_t ldo = D + 3;
-    float *out = malloc(sizeof(float) * (size_t)(B * T * ldo)), *oc = malloc(sizeof(float) * (size_t)(B * T * D));
+    float *out = malloc(sizeof(float) * (size_t)(B * T * ldo)),
+          *oc = malloc(sizeof(float) * (size_t)(B * T * D));
     double *ref = malloc(sizeof(double) * (size_t)(B * T * D));
     for (int variant = 0; variant < 4; variant++) {
-        sf_attn_shape s = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D,
-                           .ldv = 3 * D, .ldo = ldo, .scale = 1.0f / sqrtf((float)Dh),
-                           .causal = variant & 1, .key_mask = (variant & 2) ? mask : NULL};
+        sf_attn_shape s = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .Dh = Dh,
+                           .ldq = 3 * D,
+                           .ldk = 3 * D,
+                           .ldv = 3 * D,
+                           .ldo = ldo,
+                           .scale = 1.0f / sqrtf((float)Dh),
+                           .causal = variant & 1,
+                           .key_mask = (variant & 2) ? mask : NULL};
         sf_attention(&s, qkv, qkv + D, qkv + 2 * D, out);
         ref_attention(&s, qkv, qkv + D, qkv + 2 * D, ref);
-        for (int64_t r = 0; r < B * T; r++) memcpy(oc + r * D, out + r * ldo, sizeof(float) * (size_t)D);
+        for (int64_t r = 0; r < B * T; r++)
+            memcpy(oc + r * D, out + r * ldo, sizeof(float) * (size_t)D);
         CHECK_MSG(rel_err(oc, ref, (size_t)(B * T * D)) < 2e-6, "variant %d: %g", variant,
                   rel_err(oc, ref, (size_t)(B * T * D)));
     }
     /* causal + mask where the first key is padding: row 0 of batch 2 sees
      * nothing and must be zeros, not NaN */
-    sf_attn_shape s = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D, .ldv = 3 * D,
-                       .ldo = ldo, .scale = 0.5f, .causal = 1, .key_mask = mask};
+    sf_attn_shape s = {.B = B,
+                       .Tq = T,
+                       .Tk = T,
+                       .H = H,
+                       .Dh = Dh,
+                       .ldq = 3 * D,
+                       .ldk = 3 * D,
+                       .ldv = 3 * D,
+                       .ldo = ldo,
+                       .scale = 0.5f,
+                       .causal = 1,
+                       .key_mask = mask};
     sf_attention(&s, qkv, qkv + D, qkv + 2 * D, out);
-    for (int64_t t = 0; t < D; t++) CHECK(out[(2 * T) * ldo + t] == 0.0f);
+    for (int64_t t = 0; t < D; t++)
+        CHECK(out[(2 * T) * ldo + t] == 0.0f);
     /* Tq < Tk (a query suffix), separate buffers */
     const int64_t Tq = 2;
     float *q = randn((size_t)(B * Tq * D), 1);
-    sf_attn_shape s2 = {.B = B, .Tq = Tq, .Tk = T, .H = H, .Dh = Dh, .ldq = D, .ldk = 3 * D, .ldv = 3 * D,
-                        .ldo = D, .scale = 0.3f, .causal = 1, .key_mask = NULL};
+    sf_attn_shape s2 = {.B = B,
+                        .Tq = Tq,
+                        .Tk = T,
+                        .H = H,
+                        .Dh = Dh,
+                        .ldq = D,
+                        .ldk = 3 * D,
+                        .ldv = 3 * D,
+                        .ldo = D,
+                        .scale = 0.3f,
+                        .causal = 1,
+                        .key_mask = NULL};
     sf_attention(&s2, q, qkv + D, qkv + 2 * D, oc);
     ref_attention(&s2, q, qkv + D, qkv + 2 * D, ref);
     CHECK(rel_err(oc, ref, (size_t)(B * Tq * D)) < 2e-6);
@@ -263,7 +328,8 @@ TEST(attention) {
 
 TEST(patch_embed) {
     const int64_t B = 2, C = 3, Hh = 14, Ww = 11, p = 4, D = 6; /* 3x2 grid; ragged edges ignored */
-    float *px = randn((size_t)(B * C * Hh * Ww), 1), *W = randn((size_t)(D * C * p * p), 0.3f), *bias = randn(D, 1);
+    float *px = randn((size_t)(B * C * Hh * Ww), 1), *W = randn((size_t)(D * C * p * p), 0.3f),
+          *bias = randn(D, 1);
     int64_t shape[2] = {D, C * p * p};
     sf_weight w;
     CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, W, 2, shape) == 0);

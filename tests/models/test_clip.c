@@ -58,7 +58,8 @@ static void free_expected(expected *e) {
 
 /* Compares out (n floats) to the expected tensor `name` (or the row gather
  * of it: rows[b] = token index per batch entry, D per row). */
-static double compare(const expected *e, const char *name, const float *out, const int64_t *rows, int64_t B) {
+static double compare(const expected *e, const char *name, const float *out, const int64_t *rows,
+                      int64_t B) {
     const sf_tensor_info *t = sf_st_find(&e->st, name);
     if (!t) {
         fprintf(stderr, "expected tensor %s missing\n", name);
@@ -72,7 +73,8 @@ static double compare(const expected *e, const char *name, const float *out, con
     } else {
         int64_t T = t->shape[1], D = t->shape[2];
         float *g = malloc(sizeof(float) * (size_t)(B * D));
-        for (int64_t b = 0; b < B; b++) memcpy(g + b * D, ref + (b * T + rows[b]) * D, sizeof(float) * (size_t)D);
+        for (int64_t b = 0; b < B; b++)
+            memcpy(g + b * D, ref + (b * T + rows[b]) * D, sizeof(float) * (size_t)D);
         err = max_rel(out, g, (size_t)(B * D));
         free(g);
     }
@@ -197,8 +199,12 @@ static void check_model(const char *model, sf_dtype dt, int want_vision, int wan
     free_expected(&e);
 }
 
-TEST(tiny_clipmodel) { check_model("tiny", SF_DT_F32, 1, 1); }
-TEST(gelu_legacy_eos) { check_model("gelu", SF_DT_F32, 1, 1); }
+TEST(tiny_clipmodel) {
+    check_model("tiny", SF_DT_F32, 1, 1);
+}
+TEST(gelu_legacy_eos) {
+    check_model("gelu", SF_DT_F32, 1, 1);
+}
 TEST(b32_vision_only) {
     check_model("b32", SF_DT_F32, 1, 0);
     sf_clip *m = sf_clip_load(FIX "b32", NULL);
@@ -209,7 +215,9 @@ TEST(b32_vision_only) {
     CHECK_ERR_HAS("no text tower");
     sf_clip_free(m);
 }
-TEST(text_with_projection) { check_model("text_proj", SF_DT_F32, 0, 1); }
+TEST(text_with_projection) {
+    check_model("text_proj", SF_DT_F32, 0, 1);
+}
 TEST(bf16_checkpoint) {
     /* The BF16 weights are exact in both in-memory dtypes. */
     check_model("bf16", SF_DT_F32, 1, 1);
@@ -273,19 +281,24 @@ TEST(load_errors) {
     CHECK(sf_clip_load(d, NULL) == NULL);
     CHECK_ERR_HAS("not a CLIP model");
     /* config that disagrees with the weights; unsupported activation */
-    snprintf(cmd, sizeof cmd, "rm -f '%s/pytorch_model.bin' && ln -sf '%s/tiny/model.safetensors' '%s/model.safetensors'",
-             d, SF_SOURCE_DIR "/fixtures/clip", d);
+    snprintf(
+        cmd, sizeof cmd,
+        "rm -f '%s/pytorch_model.bin' && ln -sf '%s/tiny/model.safetensors' '%s/model.safetensors'",
+        d, SF_SOURCE_DIR "/fixtures/clip", d);
     CHECK(system(cmd) == 0);
-    write_text(p, "{\"model_type\": \"clip\", \"projection_dim\": 32, \"vision_config\": {\"hidden_size\": 64, "
-                  "\"intermediate_size\": 100, \"num_attention_heads\": 4, \"num_hidden_layers\": 3, "
-                  "\"image_size\": 32, \"patch_size\": 8}, \"text_config\": {\"hidden_size\": 48}}");
+    write_text(p,
+               "{\"model_type\": \"clip\", \"projection_dim\": 32, \"vision_config\": "
+               "{\"hidden_size\": 64, "
+               "\"intermediate_size\": 100, \"num_attention_heads\": 4, \"num_hidden_layers\": 3, "
+               "\"image_size\": 32, \"patch_size\": 8}, \"text_config\": {\"hidden_size\": 48}}");
     CHECK(sf_clip_load(d, NULL) == NULL);
     CHECK_ERR_HAS("mlp.fc1.weight");
     CHECK_ERR_HAS("disagree");
     write_text(p, "{\"model_type\": \"clip\", \"vision_config\": {\"hidden_act\": \"mish\"}}");
     CHECK(sf_clip_load(d, NULL) == NULL);
     CHECK_ERR_HAS("hidden_act");
-    write_text(p, "{\"model_type\": \"clip\", \"vision_config\": {\"hidden_size\": 65, \"num_attention_heads\": 4}}");
+    write_text(p, "{\"model_type\": \"clip\", \"vision_config\": {\"hidden_size\": 65, "
+                  "\"num_attention_heads\": 4}}");
     CHECK(sf_clip_load(d, NULL) == NULL);
     CHECK_ERR_HAS("multiple of num_attention_heads");
     write_text(p, "{\"model_type\": \"clip\", \"vision_config\": {\"patch_size\": \"8\"}}");
@@ -296,8 +309,8 @@ TEST(load_errors) {
     CHECK_ERR_HAS("JSON");
 
     sf_clip_request r;
-    CHECK(sf_clip_parse_request("layer:-2", SF_CLIP_TOK_FIRST, &r) == 0 && r.what == SF_CLIP_HIDDEN &&
-          r.layer == -2 && r.tokens == SF_CLIP_TOK_FIRST);
+    CHECK(sf_clip_parse_request("layer:-2", SF_CLIP_TOK_FIRST, &r) == 0 &&
+          r.what == SF_CLIP_HIDDEN && r.layer == -2 && r.tokens == SF_CLIP_TOK_FIRST);
     CHECK(sf_clip_parse_request("pooled", SF_CLIP_TOK_ALL, &r) == 0 && r.what == SF_CLIP_POOLED);
     CHECK(sf_clip_parse_request("embeds", SF_CLIP_TOK_ALL, &r) == 0 && r.what == SF_CLIP_EMBEDS);
     CHECK(sf_clip_parse_request("layer:x", SF_CLIP_TOK_ALL, &r) == -1);
