@@ -28,13 +28,18 @@ echo "--- torch"
 t_out="$("$py" "$here/bench_train_torch.py" --threads $threads "$@")"
 echo "$t_out" | grep -v '^RESULT'
 echo "--- summary (threads $threads)"
-printf '%-28s %14s %14s %8s %10s %10s\n' shape saeflow/s torch/s ratio step/GEMM adam
-echo "$c_out" | grep '^RESULT' | while read -r _ d n k B sps msps sog adam gf; do
+printf '%-24s %11s %11s %7s %10s %7s %9s\n' shape saeflow/s torch/s ratio step/GEMM adam cpu-ratio
+echo "$c_out" | grep '^RESULT' | while read -r _ d n k B sps msps sog adam gf ccpu; do
     key="$d $n $k $B"
     tl="$(echo "$t_out" | grep "^RESULT $key " || true)"
     tsps="$(echo "$tl" | sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' | head -1)"
+    tcpu="$(echo "$tl" | sed -n 's/.* cpu_s_per_step=\([0-9.]*\).*/\1/p' | head -1)"
     c="${sps#samples_per_s=}"
     ratio="$(awk -v a="$c" -v b="${tsps:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')"
-    printf '%-28s %14s %14s %8s %10s %10s\n' "$d,$n,$k,$B" "$c" "${tsps:-n/a}" "$ratio" \
-        "${sog#step_over_gemm=}" "${adam#adam_share=}"
+    cratio="$(awk -v a="${ccpu#cpu_s_per_step=}" -v b="${tcpu:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", b / a; else print "n/a" }')"
+    printf '%-24s %11s %11s %7s %10s %7s %9s\n' "$d,$n,$k,$B" "$c" "${tsps:-n/a}" "$ratio" \
+        "${sog#step_over_gemm=}" "${adam#adam_share=}" "$cratio"
 done
+echo "ratio: samples/s (best step) saeflow / torch; step/GEMM: median of adjacent step/GEMM"
+echo "pairs; adam: Adam's share of saeflow's step; cpu-ratio: torch / saeflow CPU seconds"
+echo "per step (all threads; steadier than wall time when other jobs share the cores)."
