@@ -80,6 +80,7 @@ typedef struct {
     int64_t row0;     /* global row of the shard's first sample */
     int64_t n;        /* samples */
     int64_t *offsets; /* (n) header offset of each sample's first member */
+    uint64_t *keys;   /* (n) hash of each sample's key, to verify a reopen */
     int compressed;
 } shard_index;
 
@@ -104,6 +105,14 @@ typedef struct {
     size_t cap_len, json_len, cap_cap, json_cap;
     int have_img, have_cap, have_json;
 } tar_src;
+
+/* FNV-1a, 64-bit. */
+static uint64_t key_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
 
 static void close_shard(tar_src *t) {
     if (t->a) archive_read_free(t->a);
@@ -322,8 +331,12 @@ static int build_index(sf_dataset *ds, tar_src *t) {
         size_t cap = 0;
         int r;
         while ((r = read_sample(ds, &s, 0)) == 1) {
-            if ((size_t)idx[i].n == cap)
-                idx[i].offsets = sf_realloc(idx[i].offsets, (cap = cap * 2 + 64) * sizeof(int64_t));
+            if ((size_t)idx[i].n == cap) {
+                cap = cap * 2 + 64;
+                idx[i].offsets = sf_realloc(idx[i].offsets, cap * sizeof(int64_t));
+                idx[i].keys = sf_realloc(idx[i].keys, cap * sizeof(uint64_t));
+            }
+            idx[i].keys[idx[i].n] = key_hash(s.key);
             idx[i].offsets[idx[i].n++] = s.key_off;
         }
         if (r < 0) rc = -1;
@@ -337,8 +350,10 @@ static int build_index(sf_dataset *ds, tar_src *t) {
     free(s.cap);
     free(s.json);
     if (rc) {
-        for (int i = 0; i < ds->n_files; i++)
+        for (int i = 0; i < ds->n_files; i++) {
             free(idx[i].offsets);
+            free(idx[i].keys);
+        }
         free(idx);
         return -1;
     }
@@ -368,11 +383,30 @@ static int tar_seek(sf_dataset *ds, int64_t row) {
         i++;
     int64_t k = row - t->idx[i].row0;
     if (!t->idx[i].compressed) {
-        if (open_shard(ds, t, i, t->idx[i].offsets[k])) return -1;
-        t->row = row;
-        return 0;
+        /* Reopen at the sample's first header; check that it is the indexed
+         * key (a tar variant whose headers depend on earlier ones, such as
+         * pax global headers, could read differently from the middle). */
+        if (open_shard(ds, t, i, t->idx[i].offsets[k]) == 0) {
+            int r = next_header(ds, t);
+            if (r == 1) {
+                size_t kl = 0;
+                const char *ext = NULL;
+                split_key(t->pend_path, &kl, &ext);
+                char *key = sf_malloc(kl + 1);
+                memcpy(key, t->pend_path, kl);
+                key[kl] = 0;
+                int same = key_hash(key) == t->idx[i].keys[k];
+                free(key);
+                if (same) {
+                    t->row = row;
+                    return 0;
+                }
+            }
+        }
+        sf_error_clear();
+        close_shard(t);
     }
-    /* Compressed: no random access; re-read from the shard start. */
+    /* Compressed (or the reopen did not match): re-read from the shard start. */
     if (open_shard(ds, t, i, 0)) return -1;
     for (int64_t j = 0; j < k; j++)
         if (read_sample(ds, t, 0) != 1)
@@ -401,8 +435,10 @@ static void tar_close(sf_dataset *ds) {
     if (!t) return;
     close_shard(t);
     if (t->idx)
-        for (int i = 0; i < ds->n_files; i++)
+        for (int i = 0; i < ds->n_files; i++) {
             free(t->idx[i].offsets);
+            free(t->idx[i].keys);
+        }
     free(t->idx);
     free(t->key);
     free(t->img);
