@@ -292,6 +292,7 @@ struct sae_arch_state {
     float *wn;          /* (n) decoder column norms */
     int32_t *cnt;       /* (n) rows where each latent fired */
     double *lat_ss;     /* (n) */
+    void *sp;           /* sparse step buffers (batchtopk, matryoshka) */
     float last_min;     /* batchtopk: smallest selected activation of the last batch */
     int have_min;
     int lastB;
@@ -316,14 +317,17 @@ sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     a->Xh = sf_malloc_aligned((size_t)ng * B * d * sizeof(float));
     a->P = sf_malloc_aligned(bn * sizeof(float));
     a->Z = sf_malloc_aligned(bn * sizeof(float));
-    a->G = sf_malloc_aligned(bn * sizeof(float));
-    a->H = sf_malloc_aligned(bn * sizeof(float));
+    const int sparse = s->arch == SF_SAE_BATCHTOPK || s->arch == SF_SAE_MATRYOSHKA;
+    if (!sparse) { /* the sparse step keeps only P and Z dense */
+        a->G = sf_malloc_aligned(bn * sizeof(float));
+        a->H = sf_malloc_aligned(bn * sizeof(float));
+        a->Za = sf_malloc_aligned(bn * sizeof(float));
+    }
     if (s->arch == SF_SAE_GATED) {
         a->A = sf_malloc_aligned(bn * sizeof(float));
         a->GA = sf_malloc_aligned(bn * sizeof(float));
         a->E = sf_malloc_aligned(bn * sizeof(float));
     }
-    a->Za = sf_malloc_aligned(bn * sizeof(float));
     a->Ra = sf_malloc_aligned(B * d * sizeof(float));
     a->Ta = sf_malloc_aligned(B * d * sizeof(float));
     a->rowst = sf_calloc(B * 8, sizeof(double));
@@ -337,6 +341,8 @@ sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     return a;
 }
 
+void sae_sparse_free(void *p);
+
 void sae_arch_state_free(sae_arch_state *a) {
     if (!a) return;
     float *bufs[] = {a->xc, a->Xh, a->P, a->Z, a->G, a->H, a->A, a->GA, a->E, a->Za, a->Ra, a->Ta};
@@ -349,6 +355,7 @@ void sae_arch_state_free(sae_arch_state *a) {
     free(a->wn);
     free(a->cnt);
     free(a->lat_ss);
+    sae_sparse_free(a->sp);
     free(a);
 }
 
@@ -390,64 +397,11 @@ static inline void gemm_tn(int cols, int d, int rows, const float *A, int lda, c
                 C, ldc);
 }
 
-/* AuxK (batchtopk, matryoshka): dead latents' top aux_k ReLU pre-activations
- * reconstruct e = x - x_hat. Ra holds x_hat - x on entry. Fills Za, Ra
- * (dL/de_hat), and H = dL/dP for the aux term; returns the aux loss. */
-static double auxk_term(sae_arch_state *a, const sae_train_io *io, int B, const uint8_t *dead,
-                        int ndead, int chunk, int par) {
-    sf_sae *s = a->s;
-    const int n = s->n, d = s->d, ak = io->o->aux_k < ndead ? io->o->aux_k : ndead;
-    const double coef = io->o->auxk_coef;
-    /* sum ||e - mean e||^2 = sum ||e||^2 - B ||mean e||^2 */
-    sae_colsum(a->Ra, B, d, a->csd, par);
-    double e2 = 0, me2 = 0;
-    for (int b = 0; b < B; b++) e2 += a->rowst[(size_t)b * 8 + RS_SQ];
-    for (int q = 0; q < d; q++) me2 += (a->csd[q] / B) * (a->csd[q] / B);
-    const double D = e2 - (double)B * me2;
-    int32_t *tix = sf_malloc((size_t)B * ak * sizeof(int32_t));
-    float *tvl = sf_malloc((size_t)B * ak * sizeof(float));
-    double r2 = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : r2) if (par)
-    for (int r0 = 0; r0 < B; r0 += chunk) {
-        int m = B - r0 < chunk ? B - r0 : chunk;
-        for (int r = r0; r < r0 + m; r++) {
-            float *za = a->Za + (size_t)r * n;
-            memset(za, 0, (size_t)n * sizeof(float));
-            int32_t *ix = tix + (size_t)r * ak;
-            float *vl = tvl + (size_t)r * ak;
-            int c = sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, ak, dead, ix, vl);
-            for (int u = 0; u < c; u++) za[ix[u]] = vl[u];
-        }
-        /* r = e_hat - e = Za W_decT + (x_hat - x) */
-        gemm_nn(m, d, n, a->Za + (size_t)r0 * n, n, s->W_decT, d, 1.0f, a->Ra + (size_t)r0 * d, d);
-        double acc = 0;
-        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++) acc += (double)a->Ra[i] * a->Ra[i];
-        r2 += acc;
-    }
-    free(tix);
-    free(tvl);
-    if (!(D > 0) || !isfinite(D) || !isfinite(r2)) {
-        memset(a->Za, 0, (size_t)B * n * sizeof(float));
-        memset(a->H, 0, (size_t)B * n * sizeof(float));
-        memset(a->Ra, 0, (size_t)B * d * sizeof(float));
-        return 0;
-    }
-    const float sc = (float)(2.0 * coef / D);
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-    for (int r0 = 0; r0 < B; r0 += chunk) {
-        int m = B - r0 < chunk ? B - r0 : chunk;
-        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++) a->Ra[i] *= sc;
-        gemm_nt(m, n, d, a->Ra + (size_t)r0 * d, d, s->W_decT, d, 0.0f, a->H + (size_t)r0 * n, n);
-        for (size_t i = (size_t)r0 * n; i < (size_t)(r0 + m) * n; i++)
-            if (!(a->Za[i] > 0)) a->H[i] = 0;
-    }
-    return coef * r2 / D;
-}
-
 /* Ghost grads (standard; Anthropic, January 2024): dead latents' exp(pre)
  * reconstruct e = x - x_hat, rescaled per row to half of ||e|| (scale
  * detached); the MSE is rescaled to the main MSE (factor detached). Ra holds
- * x_hat - x on entry. Fills Za, Ra, H like auxk_term; returns the ghost loss. */
+ * x_hat - x on entry. Fills Za (B, n), Ra = dL/dg_hat (B, d) and H = dL/dP;
+ * returns the ghost loss. */
 static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chunk, int par) {
     sf_sae *s = a->s;
     const int n = s->n, d = s->d;
@@ -504,6 +458,357 @@ static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chun
         }
     }
     return mse / B;
+}
+
+/* ------------------------------------------------- sparse step (k archs) -- */
+
+/* batchtopk and matryoshka: codes have ~k nonzeros per row, so after the
+ * encoder GEMM everything touches only the active (row, latent) pairs, as
+ * the TopK trainer does: sparse prefix decode, dL/dz at the active slots,
+ * then per latent (rows ascending, fixed order) the encoder/decoder
+ * gradient rows. Dead latents (AuxK) add their own sparse entries. */
+typedef struct {
+    int32_t *rp, *idx; /* CSR over rows: rp (B + 1), idx (nnz) */
+    float *val, *g;    /* (nnz) code, dL/dpre */
+    size_t cap;
+    int32_t *arp, *aidx; /* aux entries */
+    float *aval, *ag;
+    size_t acap;
+    int32_t *loff, *aloff;   /* (n + 1) per-latent offsets */
+    int32_t *lent, *alent;   /* entry ids sorted by latent, rows ascending */
+    int32_t *erow, *aerow;   /* row of each entry */
+    int32_t *grp;            /* (n) group of each latent */
+} sparse_buf;
+
+static void sp_reserve(int32_t **i, float **v, float **g, int32_t **row, int32_t **lent, size_t *cap,
+                       size_t want) {
+    if (want <= *cap) return;
+    *cap = want + want / 4 + 16;
+    free(*i);
+    free(*v);
+    free(*g);
+    free(*row);
+    free(*lent);
+    *i = sf_malloc(*cap * sizeof(int32_t));
+    *v = sf_malloc(*cap * sizeof(float));
+    *g = sf_malloc(*cap * sizeof(float));
+    *row = sf_malloc(*cap * sizeof(int32_t));
+    *lent = sf_malloc(*cap * sizeof(int32_t));
+}
+
+void sae_sparse_free(void *p) {
+    sparse_buf *b = p;
+    if (!b) return;
+    void *ptrs[] = {b->rp, b->idx, b->val, b->g, b->arp, b->aidx, b->aval, b->ag, b->loff, b->aloff,
+                    b->lent, b->alent, b->erow, b->aerow, b->grp};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
+    free(b);
+}
+
+/* counting sort of entries by latent; rows stay ascending within a latent */
+static void by_latent(int n, size_t nnz, const int32_t *idx, int32_t *off, int32_t *lent) {
+    memset(off, 0, (size_t)(n + 1) * sizeof(int32_t));
+    for (size_t e = 0; e < nnz; e++) off[idx[e] + 1]++;
+    for (int j = 0; j < n; j++) off[j + 1] += off[j];
+    int32_t *cur = sf_malloc((size_t)n * sizeof(int32_t));
+    memcpy(cur, off, (size_t)n * sizeof(int32_t));
+    for (size_t e = 0; e < nnz; e++) lent[cur[idx[e]]++] = (int32_t)e;
+    free(cur);
+}
+
+static inline float dotf_(const float *a, const float *b, int d) {
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int q = 0; q < d; q++) acc += a[q] * b[q];
+    return acc;
+}
+
+static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
+                       sf_sae_metrics *met, int par, int chunk, int ng, const int *gs, const int *ge,
+                       double t0, double tg) {
+    sf_sae *s = a->s;
+    const sf_sae_train_opts *o = io->o;
+    const int d = s->d, n = s->n;
+    const size_t BD = (size_t)B * d;
+    const float invB = 1.0f / (float)B, rscale = 2.0f * invB / (float)ng;
+    if (!a->sp) a->sp = sf_calloc(1, sizeof(sparse_buf));
+    sparse_buf *sp = a->sp;
+    if (!sp->rp) {
+        sp->rp = sf_malloc((size_t)(a->maxB + 1) * sizeof(int32_t));
+        sp->arp = sf_malloc((size_t)(a->maxB + 1) * sizeof(int32_t));
+        sp->loff = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
+        sp->aloff = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
+        sp->grp = sf_malloc((size_t)n * sizeof(int32_t));
+    }
+    for (int g = 0; g < ng; g++)
+        for (int j = gs[g]; j < ge[g]; j++) sp->grp[j] = g;
+    /* ---- CSR of Z (ascending latents per row) ---- */
+    sp->rp[0] = 0;
+    for (int b = 0; b < B; b++) {
+        const float *z = a->Z + (size_t)b * n;
+        int c = 0;
+        for (int j = 0; j < n; j++) c += z[j] > 0;
+        sp->rp[b + 1] = sp->rp[b] + c;
+    }
+    const size_t nnz = (size_t)sp->rp[B];
+    sp_reserve(&sp->idx, &sp->val, &sp->g, &sp->erow, &sp->lent, &sp->cap, nnz);
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < B; b++) {
+        const float *z = a->Z + (size_t)b * n;
+        int32_t e = sp->rp[b];
+        for (int j = 0; j < n; j++)
+            if (z[j] > 0) {
+                sp->idx[e] = j;
+                sp->val[e] = z[j];
+                sp->erow[e++] = b;
+            }
+    }
+    /* dead latents -> AuxK */
+    uint8_t *dead = sf_calloc((size_t)n, 1);
+    int ndead = 0;
+    for (int j = 0; j < n; j++) ndead += dead[j] = io->since[j] >= o->bodycount;
+    const int do_aux = o->auxk_coef > 0 && o->aux_k > 0 && ndead > 0;
+    const int ak = do_aux ? (o->aux_k < ndead ? o->aux_k : ndead) : 0;
+    /* ---- decode prefixes, stats, dL/dx_hat suffix sums, dL/dz ---- */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int r0 = 0; r0 < B; r0 += chunk) {
+        int m = B - r0 < chunk ? B - r0 : chunk;
+        for (int r = r0; r < r0 + m; r++) {
+            const float *xr = x + (size_t)r * d;
+            int32_t e = sp->rp[r], e1 = sp->rp[r + 1];
+            for (int g = 0; g < ng; g++) {
+                float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+                memcpy(xh, g ? xh - BD : s->b_dec, (size_t)d * sizeof(float));
+                for (; e < e1 && sp->idx[e] < ge[g]; e++) {
+                    const float *w = s->W_decT + (size_t)sp->idx[e] * d;
+                    const float v = sp->val[e];
+#pragma omp simd
+                    for (int q = 0; q < d; q++) xh[q] += v * w[q];
+                }
+            }
+            double *st = a->rowst + (size_t)r * 8;
+            const float *xf = a->Xh + (size_t)(ng - 1) * BD + (size_t)r * d;
+            double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0, lsum = 0;
+            for (int q = 0; q < d; q++) {
+                double xh = xf[q], xv = xr[q], df = xh - xv;
+                sq += df * df;
+                x2 += xv * xv;
+                xxh += xv * xh;
+                xh2 += xh * xh;
+            }
+            for (int32_t u = sp->rp[r]; u < e1; u++) l1 += sp->val[u];
+            if (do_aux)
+                for (int q = 0; q < d; q++) a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
+            for (int g = 0; g < ng; g++) {
+                float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+                for (int q = 0; q < d; q++) {
+                    double df = (double)xh[q] - xr[q];
+                    lsum += df * df;
+                    xh[q] = rscale * (xh[q] - xr[q]);
+                }
+            }
+            for (int g = ng - 2; g >= 0; g--) {
+                float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+                const float *nx = xh + BD;
+                for (int q = 0; q < d; q++) xh[q] += nx[q];
+            }
+            for (int32_t u = sp->rp[r]; u < e1; u++) {
+                const int j = sp->idx[u];
+                sp->g[u] = dotf_(s->W_decT + (size_t)j * d, a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
+            }
+            st[RS_SQ] = sq;
+            st[RS_X2] = x2;
+            st[RS_XXH] = xxh;
+            st[RS_XH2] = xh2;
+            st[RS_L1] = l1;
+            st[RS_L0] = (double)(e1 - sp->rp[r]);
+            st[RS_PEN] = 0;
+            st[RS_AUX] = lsum / ng;
+        }
+    }
+    double t1 = sf_now();
+    /* ---- AuxK: sparse entries among dead latents ---- */
+    double aux_loss = 0;
+    size_t annz = 0;
+    if (do_aux) {
+        sp_reserve(&sp->aidx, &sp->aval, &sp->ag, &sp->aerow, &sp->alent, &sp->acap, (size_t)B * ak);
+        sae_colsum(a->Ra, B, d, a->csd, par);
+        double e2 = 0, me2 = 0, r2 = 0;
+        for (int b = 0; b < B; b++) e2 += a->rowst[(size_t)b * 8 + RS_SQ];
+        for (int q = 0; q < d; q++) me2 += (a->csd[q] / B) * (a->csd[q] / B);
+        const double D = e2 - (double)B * me2;
+        int32_t *acnt = sf_malloc((size_t)B * sizeof(int32_t));
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : r2) if (par)
+        for (int r0 = 0; r0 < B; r0 += chunk) {
+            int m = B - r0 < chunk ? B - r0 : chunk;
+            for (int r = r0; r < r0 + m; r++) {
+                int32_t *ix = sp->aidx + (size_t)r * ak;
+                float *vl = sp->aval + (size_t)r * ak;
+                int c = acnt[r] = sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, ak, dead, ix, vl);
+                sae_sort_pairs(ix, vl, c);
+                float *rr = a->Ra + (size_t)r * d;
+                for (int u = 0; u < c; u++) {
+                    const float *w = s->W_decT + (size_t)ix[u] * d;
+#pragma omp simd
+                    for (int q = 0; q < d; q++) rr[q] += vl[u] * w[q];
+                }
+                double acc = 0;
+                for (int q = 0; q < d; q++) acc += (double)rr[q] * rr[q];
+                r2 += acc;
+            }
+        }
+        /* compact the (B, ak) slots into CSR order */
+        sp->arp[0] = 0;
+        for (int b = 0; b < B; b++) {
+            int32_t base = sp->arp[b];
+            for (int u = 0; u < acnt[b]; u++) {
+                sp->aidx[base + u] = sp->aidx[(size_t)b * ak + u];
+                sp->aval[base + u] = sp->aval[(size_t)b * ak + u];
+                sp->aerow[base + u] = b;
+            }
+            sp->arp[b + 1] = base + acnt[b];
+        }
+        free(acnt);
+        annz = (size_t)sp->arp[B];
+        if (D > 0 && isfinite(D) && isfinite(r2)) {
+            aux_loss = o->auxk_coef * r2 / D;
+            const float sc = (float)(2.0 * o->auxk_coef / D);
+#pragma omp parallel for schedule(static) if (par)
+            for (int b = 0; b < B; b++) {
+                float *rr = a->Ra + (size_t)b * d;
+                for (int q = 0; q < d; q++) rr[q] *= sc;
+                for (int32_t u = sp->arp[b]; u < sp->arp[b + 1]; u++)
+                    sp->ag[u] = dotf_(s->W_decT + (size_t)sp->aidx[u] * d, rr, d);
+            }
+        } else {
+            annz = 0;
+        }
+    }
+    /* ---- per latent ---- */
+    by_latent(n, nnz, sp->idx, sp->loff, sp->lent);
+    if (annz) by_latent(n, annz, sp->aidx, sp->aloff, sp->alent);
+    const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT), ibd = param_of(s, s->b_dec),
+              ibe = param_of(s, s->b_enc);
+    float *gWe = io->gr[iWe], *gWd = io->gr[iWd], *gbd = io->gr[ibd], *gbe = io->gr[ibe];
+#pragma omp parallel for schedule(dynamic, 16) if (par)
+    for (int j = 0; j < n; j++) {
+        const int32_t e0 = sp->loff[j], e1 = sp->loff[j + 1];
+        const int32_t a0 = annz ? sp->aloff[j] : 0, a1 = annz ? sp->aloff[j + 1] : 0;
+        float *ge_ = gWe + (size_t)j * d, *gd = gWd + (size_t)j * d;
+        a->cnt[j] = e1 - e0;
+        if (e0 == e1 && a0 == a1) {
+            if (io->has_grad[j]) {
+                memset(ge_, 0, (size_t)d * sizeof(float));
+                memset(gd, 0, (size_t)d * sizeof(float));
+            }
+            io->has_grad[j] = 0;
+            gbe[j] = 0;
+            a->cs[j] = 0;
+            a->lat_ss[j] = 0;
+            continue;
+        }
+        io->has_grad[j] = 1;
+        memset(ge_, 0, (size_t)d * sizeof(float));
+        memset(gd, 0, (size_t)d * sizeof(float));
+        const float *S = a->Xh + (size_t)sp->grp[j] * BD;
+        float sg = 0, sga = 0;
+        for (int32_t u = e0; u < e1; u++) {
+            const int32_t e = sp->lent[u], row = sp->erow[e];
+            const float g = sp->g[e], z = sp->val[e];
+            const float *xr = a->xc + (size_t)row * d, *rr = S + (size_t)row * d;
+#pragma omp simd
+            for (int q = 0; q < d; q++) {
+                ge_[q] += g * xr[q];
+                gd[q] += z * rr[q];
+            }
+            sg += g;
+        }
+        for (int32_t u = a0; u < a1; u++) {
+            const int32_t e = sp->alent[u], row = sp->aerow[e];
+            const float g = sp->ag[e], z = sp->aval[e];
+            const float *xr = a->xc + (size_t)row * d, *rr = a->Ra + (size_t)row * d;
+#pragma omp simd
+            for (int q = 0; q < d; q++) {
+                ge_[q] += g * xr[q];
+                gd[q] += z * rr[q];
+            }
+            sga += g;
+        }
+        gbe[j] = sg + sga;
+        a->cs[j] = sg; /* main path only reaches b_dec (as TopK's AuxK) */
+        if (o->normalise) {
+            const float *w = s->W_decT + (size_t)j * d;
+            float ww = dotf_(w, w, d);
+            if (ww > 0) {
+                float al = dotf_(gd, w, d) / ww;
+                for (int q = 0; q < d; q++) gd[q] -= al * w[q];
+            }
+        }
+        double ss = (double)gbe[j] * gbe[j];
+        for (int q = 0; q < d; q++) ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
+        a->lat_ss[j] = ss;
+    }
+    /* b_dec: sum_rows dL/dx_hat - W_enc^T cs */
+    sae_colsum(a->Xh, B, d, a->csd, par);
+#pragma omp parallel for schedule(static) if (par)
+    for (int q0 = 0; q0 < d; q0 += 64) {
+        int q1 = q0 + 64 < d ? q0 + 64 : d;
+        double acc[64];
+        for (int q = q0; q < q1; q++) acc[q - q0] = a->csd[q];
+        for (int j = 0; j < n; j++) {
+            if (a->cs[j] == 0) continue;
+            const double c = a->cs[j];
+            const float *w = s->W_enc + (size_t)j * d;
+            for (int q = q0; q < q1; q++) acc[q - q0] -= c * w[q];
+        }
+        for (int q = q0; q < q1; q++) gbd[q] = (float)acc[q - q0];
+    }
+    double gss = 0;
+    for (int j = 0; j < n; j++) gss += a->lat_ss[j];
+    for (int q = 0; q < d; q++) gss += (double)gbd[q] * gbd[q];
+    *io->grad_ss = gss;
+    io->off[0] = 0;
+    for (int j = 0; j < n; j++) io->off[j + 1] = io->off[j] + a->cnt[j];
+    double t3 = sf_now();
+    io->tm->encode += t1 - t0;
+    io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);
+    io->tm->backward += t3 - t1;
+    if (met) {
+        memset(met, 0, sizeof *met);
+        double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, rec = 0;
+        for (int b = 0; b < B; b++) {
+            const double *st = a->rowst + (size_t)b * 8;
+            sq += st[RS_SQ];
+            x2 += st[RS_X2];
+            l1 += st[RS_L1];
+            l0 += st[RS_L0];
+            rec += st[RS_AUX];
+            double den = sqrt(st[RS_X2] * st[RS_XH2]);
+            cs += den > 0 ? st[RS_XXH] / den : 0;
+        }
+        int surv = 0;
+        for (int j = 0; j < n; j++) {
+            surv += a->cnt[j] > 0;
+            double lg = log10((double)a->cnt[j] / B + 1e-6);
+            int bin = (int)floor((lg + 6.0) / 0.5);
+            if (bin < 0) bin = 0;
+            if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
+            met->hist[bin]++;
+        }
+        met->l2 = sq / B;
+        met->auxk = aux_loss;
+        met->loss = rec / B + aux_loss;
+        met->l2_normalised = x2 > 0 ? sq / x2 : 0;
+        met->l1 = l1 / B;
+        met->l0 = l0 / B;
+        met->cossim = cs / B;
+        met->alive = met->l0 / n;
+        met->survival = (double)surv / n;
+        met->dead = (double)ndead / n;
+        met->grad_norm = sqrt(gss);
+    }
+    free(dead);
+    return 0;
 }
 
 int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
@@ -588,14 +893,15 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         }
     }
 
+    if (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA)
+        return sparse_step(a, io, x, B, met, par, chunk, ng, gs, ge, t0, tg);
+
     /* ---- decode prefixes, stats, dL/dx_hat, dL/dZ ---- */
-    const int aux_on = (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA) && o->auxk_coef > 0 &&
-                       o->aux_k > 0;
     const int ghost_on = arch == SF_SAE_STANDARD && o->ghost_grads;
     uint8_t *dead = sf_calloc((size_t)n, 1);
     int ndead = 0;
     for (int j = 0; j < n; j++) ndead += dead[j] = io->since[j] >= o->bodycount;
-    const int do_aux = (aux_on || ghost_on) && ndead > 0;
+    const int do_aux = ghost_on && ndead > 0;
     const float rscale = 2.0f * invB / (float)ng;
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : tg) if (par)
     for (int r0 = 0; r0 < B; r0 += chunk) {
@@ -702,10 +1008,9 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         }
     }
 
-    /* ---- aux terms (AuxK / ghost grads): Za, Ra, H = dL_aux/dP ---- */
+    /* ---- ghost grads: Za, Ra, H = dL_ghost/dP ---- */
     double aux_loss = 0;
-    if (do_aux) aux_loss = ghost_on ? ghost_term(a, B, dead, chunk, par)
-                                    : auxk_term(a, io, B, dead, ndead, chunk, par);
+    if (do_aux) aux_loss = ghost_term(a, B, dead, chunk, par);
 
     /* ---- parameter gradients ---- */
     const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT), ibd = param_of(s, s->b_dec),

@@ -14,7 +14,11 @@
  *   G  = dL/dP                       (B, n)   per architecture
  *   gW_enc = G^T xc, gW_decT = Z^T R + (L1 norm term), gb_dec = sum R - W_enc^T colsum(G)
  * Every product runs on fixed row chunks / latent blocks, so results do not
- * depend on the thread count. */
+ * depend on the thread count. batchtopk and matryoshka (codes always ~k per
+ * row) take a sparse step instead after the encoder GEMM (sparse_step in
+ * arch_common.c): sparse prefix decode, dL/dz at active slots only, and
+ * per-latent gradient rows from the entries bucketed by latent, as the TopK
+ * trainer does. */
 #ifndef SAEFLOW_ARCH_INTERNAL_H
 #define SAEFLOW_ARCH_INTERNAL_H
 
