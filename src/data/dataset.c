@@ -258,8 +258,6 @@ const char *sf_image_ext_from_magic(const uint8_t *p, size_t n) {
 
 static sf_dataset *finish_open(sf_dataset *ds, int (*init)(sf_dataset *)) {
     if (init(ds)) {
-        int sv = 0;
-        (void)sv;
         for (int i = 0; i < ds->n_files; i++)
             free(ds->files[i]);
         free(ds->files);
