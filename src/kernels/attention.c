@@ -19,7 +19,10 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
     if (B <= 0 || Tq <= 0 || H <= 0) return;
     const int64_t pairs = B * H;
     sf_blas_single_threaded();
-#pragma omp parallel
+    /* Tiny problems (test models, one-token layers) run on one thread: a
+     * parallel region costs more than they do, and much more on a busy box. */
+    const double work = (double)pairs * (double)Tq * (double)Tk * (double)Dh;
+#pragma omp parallel if (pairs > 1 && work > 2e5)
     {
         float *S = sf_malloc_aligned((size_t)(Tq * (Tk > 0 ? Tk : 1)) * sizeof(float));
 #pragma omp for schedule(dynamic, 1)

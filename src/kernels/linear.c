@@ -116,7 +116,7 @@ void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W,
     float *cols = sf_malloc_aligned((size_t)(B * G * Kc) * sizeof(float) + 64);
     /* Column order c*p*p + ky*p + kx matches a Conv2d weight (D, C, p, p)
      * flattened to (D, C*p*p), so the convolution is exactly cols @ W^T. */
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (B * G * Kc > 65536)
     for (int64_t b = 0; b < B; b++)
         for (int64_t gy = 0; gy < gh; gy++)
             for (int64_t gx = 0; gx < gw; gx++) {

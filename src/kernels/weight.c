@@ -49,7 +49,7 @@ int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *
         memcpy(buf, src, bytes);
     } else if (want == SF_DT_F32) { /* BF16 -> F32, exact */
         float *d = buf;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 65536)
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);
@@ -57,7 +57,7 @@ int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *
         }
     } else { /* F32 -> BF16, round to nearest even */
         uint16_t *d = buf;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 65536)
         for (size_t i = 0; i < n; i++) {
             float f;
             memcpy(&f, s + 4 * i, 4);

@@ -622,7 +622,7 @@ int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B,
     float *x = sf_malloc_aligned((size_t)(B * T * D) * sizeof(float));
     float *pe = sf_malloc_aligned((size_t)(B * G * D) * sizeof(float));
     sf_patch_embed(pixels, B, c->channels, S, S, c->patch_size, &tw->patch, NULL, pe);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * T * D > 65536)
     for (int64_t b = 0; b < B; b++) {
         float *xb = x + b * T * D;
         for (int64_t d = 0; d < D; d++)
@@ -691,7 +691,7 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
         for (int64_t b = 0; b < B; b++)
             memcpy(mk + b * Te, mask + b * T, (size_t)Te * sizeof(int32_t));
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * Te * D > 65536)
     for (int64_t i = 0; i < B * Te; i++) {
         float *xi = x + i * D;
         int64_t b = i / Te, t = i % Te;
