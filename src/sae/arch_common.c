@@ -10,7 +10,8 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 
-#define ALB 128 /* latents per block in the reduction GEMMs (fixed: determinism) */
+#define ALB 512 /* latents per block in the reduction GEMMs (fixed: determinism; large
+                 * enough that re-packing the (B, d) operand per block is amortised) */
 
 /* Below ~16 MFLOP a step runs on one thread: on a busy machine an OpenMP
  * barrier costs more than the work (results are the same either way). */
