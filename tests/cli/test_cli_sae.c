@@ -148,9 +148,29 @@ TEST(errors) {
     HAS("no CSR tensors");
 }
 
+/* Big enough for the parallel path (B n d >= 2^26), with AuxK and
+ * --normalise active: 1 and 2 threads give the same bytes. */
+TEST(thread_count_independent) {
+    const char *dir = test_tmpdir("cli_sae_threads");
+    char a[4096];
+    snprintf(a, sizeof a, "synth --out %s/s.safetensors --d 256 --n_true 512 --samples 4096", dir);
+    CHECK(run(a) == 0);
+    for (int th = 1; th <= 2; th++) {
+        snprintf(a, sizeof a,
+                 "train --tensorpath %s/s.safetensors --k 16 --expansion 8 --batch_size 512 "
+                 "--num_epochs 2 --lr 1e-3 --bodycount 1024 --aux_k 64 --normalise --savedir %s "
+                 "--name t%d --threads %d --quiet",
+                 dir, dir, th, th);
+        CHECK(run(a) == 0);
+    }
+    snprintf(a, sizeof a, "cmp -s %s/t1/model.safetensors %s/t2/model.safetensors", dir, dir);
+    CHECK(system(a) == 0);
+}
+
 int main(void) {
     RUN(help_each);
     RUN(pipeline);
     RUN(errors);
+    RUN(thread_count_independent);
     return test_summary();
 }
