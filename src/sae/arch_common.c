@@ -479,6 +479,9 @@ typedef struct {
     int32_t *lent, *alent;   /* entry ids sorted by latent, rows ascending */
     int32_t *erow, *aerow;   /* row of each entry */
     int32_t *grp;            /* (n) group of each latent */
+    float *th;               /* (n) jumprelu thresholds */
+    float *h;                /* (nnz) jumprelu dL/dlogthres per entry */
+    size_t hcap;
 } sparse_buf;
 
 static void sp_reserve(int32_t **i, float **v, float **g, int32_t **row, int32_t **lent, size_t *cap,
@@ -501,7 +504,7 @@ void sae_sparse_free(void *p) {
     sparse_buf *b = p;
     if (!b) return;
     void *ptrs[] = {b->rp, b->idx, b->val, b->g, b->arp, b->aidx, b->aval, b->ag, b->loff, b->aloff,
-                    b->lent, b->alent, b->erow, b->aerow, b->grp};
+                    b->lent, b->alent, b->erow, b->aerow, b->grp, b->th, b->h};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
     free(b);
 }
@@ -524,12 +527,17 @@ static inline float dotf_(const float *a, const float *b, int d) {
     return acc;
 }
 
+/* Also standard and jumprelu once their codes are sparse (sae_arch_grad
+ * decides): entries are the active latents, plus for jumprelu the inactive
+ * ones inside the STE window (they carry threshold gradient only). */
 static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
                        sf_sae_metrics *met, int par, int chunk, int ng, const int *gs, const int *ge,
-                       double t0, double tg) {
+                       double t0, double tg, double lm) {
     sf_sae *s = a->s;
     const sf_sae_train_opts *o = io->o;
-    const int d = s->d, n = s->n;
+    const int d = s->d, n = s->n, arch = s->arch;
+    const int jr = arch == SF_SAE_JUMPRELU;
+    const float eps = (float)o->bandwidth, half = 0.5f * eps;
     const size_t BD = (size_t)B * d;
     const float invB = 1.0f / (float)B, rscale = 2.0f * invB / (float)ng;
     if (!a->sp) a->sp = sf_calloc(1, sizeof(sparse_buf));
@@ -540,7 +548,10 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         sp->loff = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
         sp->aloff = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
         sp->grp = sf_malloc((size_t)n * sizeof(int32_t));
+        sp->th = sf_malloc((size_t)n * sizeof(float));
     }
+    if (jr)
+        for (int j = 0; j < n; j++) sp->th[j] = expf(s->logthres[j]);
     for (int g = 0; g < ng; g++)
         for (int j = gs[g]; j < ge[g]; j++) sp->grp[j] = g;
     /* ---- CSR of Z (ascending latents per row) ---- */
@@ -548,17 +559,27 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     for (int b = 0; b < B; b++) {
         const float *z = a->Z + (size_t)b * n;
         int c = 0;
-        for (int j = 0; j < n; j++) c += z[j] > 0;
+        if (jr) {
+            const float *p = a->P + (size_t)b * n;
+            for (int j = 0; j < n; j++) c += z[j] > 0 || fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half;
+        } else {
+            for (int j = 0; j < n; j++) c += z[j] > 0;
+        }
         sp->rp[b + 1] = sp->rp[b] + c;
     }
     const size_t nnz = (size_t)sp->rp[B];
     sp_reserve(&sp->idx, &sp->val, &sp->g, &sp->erow, &sp->lent, &sp->cap, nnz);
+    if (jr && nnz > sp->hcap) {
+        free(sp->h);
+        sp->hcap = sp->cap;
+        sp->h = sf_malloc(sp->hcap * sizeof(float));
+    }
 #pragma omp parallel for schedule(static) if (par)
     for (int b = 0; b < B; b++) {
-        const float *z = a->Z + (size_t)b * n;
+        const float *z = a->Z + (size_t)b * n, *p = a->P + (size_t)b * n;
         int32_t e = sp->rp[b];
         for (int j = 0; j < n; j++)
-            if (z[j] > 0) {
+            if (z[j] > 0 || (jr && fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half)) {
                 sp->idx[e] = j;
                 sp->val[e] = z[j];
                 sp->erow[e++] = b;
@@ -568,7 +589,9 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     uint8_t *dead = sf_calloc((size_t)n, 1);
     int ndead = 0;
     for (int j = 0; j < n; j++) ndead += dead[j] = io->since[j] >= o->bodycount;
-    const int do_aux = o->auxk_coef > 0 && o->aux_k > 0 && ndead > 0;
+    const int do_aux = (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA) && o->auxk_coef > 0 &&
+                       o->aux_k > 0 && ndead > 0;
+    const float l1c = (float)(lm / B), l0c = (float)(lm / B) / eps;
     const int ak = do_aux ? (o->aux_k < ndead ? o->aux_k : ndead) : 0;
     /* ---- decode prefixes, stats, dL/dx_hat suffix sums, dL/dz ---- */
 #pragma omp parallel for schedule(dynamic, 1) if (par)
@@ -613,17 +636,28 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 const float *nx = xh + BD;
                 for (int q = 0; q < d; q++) xh[q] += nx[q];
             }
+            int l0r = 0;
             for (int32_t u = sp->rp[r]; u < e1; u++) {
                 const int j = sp->idx[u];
-                sp->g[u] = dotf_(s->W_decT + (size_t)j * d, a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
+                const float gz = dotf_(s->W_decT + (size_t)j * d, a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
+                const int on = sp->val[u] > 0;
+                l0r += on;
+                if (arch == SF_SAE_STANDARD) {
+                    sp->g[u] = gz + l1c * a->wn[j]; /* dL/dpre incl. the L1 x norm term */
+                } else if (jr) {
+                    const float t = sp->th[j], v = a->P[(size_t)r * n + j] + s->b_enc[j];
+                    sp->h[u] = fabsf(v - t) < half ? t * (-(t / eps) * gz - l0c) : 0.0f;
+                    sp->g[u] = on ? gz : 0.0f;
+                } else {
+                    sp->g[u] = gz;
+                }
             }
             st[RS_SQ] = sq;
             st[RS_X2] = x2;
             st[RS_XXH] = xxh;
             st[RS_XH2] = xh2;
             st[RS_L1] = l1;
-            st[RS_L0] = (double)(e1 - sp->rp[r]);
-            st[RS_PEN] = 0;
+            st[RS_L0] = (double)l0r; /* penalty (RS_PEN) was set by the forward */
             st[RS_AUX] = lsum / ng;
         }
     }
@@ -696,7 +730,14 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         const int32_t e0 = sp->loff[j], e1 = sp->loff[j + 1];
         const int32_t a0 = annz ? sp->aloff[j] : 0, a1 = annz ? sp->aloff[j + 1] : 0;
         float *ge_ = gWe + (size_t)j * d, *gd = gWd + (size_t)j * d;
-        a->cnt[j] = e1 - e0;
+        int fired = 0;
+        for (int32_t u = e0; u < e1; u++) fired += sp->val[sp->lent[u]] > 0;
+        a->cnt[j] = fired;
+        if (jr) {
+            float gt = 0;
+            for (int32_t u = e0; u < e1; u++) gt += sp->h[sp->lent[u]];
+            io->gr[param_of(s, s->logthres)][j] = gt;
+        }
         if (e0 == e1 && a0 == a1) {
             if (io->has_grad[j]) {
                 memset(ge_, 0, (size_t)d * sizeof(float));
@@ -737,6 +778,14 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         }
         gbe[j] = sg + sga;
         a->cs[j] = sg; /* main path only reaches b_dec (as TopK's AuxK) */
+        if (arch == SF_SAE_STANDARD && a->wn[j] > 0) {
+            /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| */
+            float fs = 0;
+            for (int32_t u = e0; u < e1; u++) fs += sp->val[sp->lent[u]];
+            const float c = l1c * fs / a->wn[j];
+            const float *w = s->W_decT + (size_t)j * d;
+            for (int q = 0; q < d; q++) gd[q] += c * w[q];
+        }
         if (o->normalise) {
             const float *w = s->W_decT + (size_t)j * d;
             float ww = dotf_(w, w, d);
@@ -746,6 +795,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             }
         }
         double ss = (double)gbe[j] * gbe[j];
+        if (jr) ss += (double)io->gr[param_of(s, s->logthres)][j] * io->gr[param_of(s, s->logthres)][j];
         for (int q = 0; q < d; q++) ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
         a->lat_ss[j] = ss;
     }
@@ -776,7 +826,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     io->tm->backward += t3 - t1;
     if (met) {
         memset(met, 0, sizeof *met);
-        double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, rec = 0;
+        double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, rec = 0, pen = 0;
         for (int b = 0; b < B; b++) {
             const double *st = a->rowst + (size_t)b * 8;
             sq += st[RS_SQ];
@@ -784,6 +834,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             l1 += st[RS_L1];
             l0 += st[RS_L0];
             rec += st[RS_AUX];
+            pen += st[RS_PEN];
             double den = sqrt(st[RS_X2] * st[RS_XH2]);
             cs += den > 0 ? st[RS_XXH] / den : 0;
         }
@@ -798,7 +849,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         }
         met->l2 = sq / B;
         met->auxk = aux_loss;
-        met->loss = rec / B + aux_loss;
+        met->loss = rec / B + lm * pen / B + aux_loss;
         met->l2_normalised = x2 > 0 ? sq / x2 : 0;
         met->l1 = l1 / B;
         met->l0 = l0 / B;
@@ -894,8 +945,22 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         }
     }
 
-    if (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA)
-        return sparse_step(a, io, x, B, met, par, chunk, ng, gs, ge, t0, tg);
+    /* Sparse step for the k architectures always; for standard (without
+     * ghost grads) and jumprelu once at most 1/16 of the codes are active
+     * (below that the scattered per-latent updates beat the dense GEMMs).
+     * SAEFLOW_ARCH_SPARSE=1/0 forces it on/off (tests, benchmarks). */
+    int use_sparse = arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
+    if ((arch == SF_SAE_STANDARD && !o->ghost_grads) || arch == SF_SAE_JUMPRELU) {
+        const char *env = getenv("SAEFLOW_ARCH_SPARSE");
+        if (env && *env) {
+            use_sparse = atoi(env) != 0;
+        } else {
+            size_t nz = 0;
+            for (size_t i = 0; i < (size_t)B * n; i++) nz += a->Z[i] > 0;
+            use_sparse = nz * 16 <= (size_t)B * n;
+        }
+    }
+    if (use_sparse) return sparse_step(a, io, x, B, met, par, chunk, ng, gs, ge, t0, tg, lm);
 
     /* ---- decode prefixes, stats, dL/dx_hat, dL/dZ ---- */
     const int ghost_on = arch == SF_SAE_STANDARD && o->ghost_grads;

@@ -4,8 +4,10 @@
  * nested prefixes (matryoshka), AuxK on dead latents. JumpReLU's threshold
  * gradient is a straight-through pseudo-gradient (no finite difference
  * exists), so it is checked against a scalar re-statement of the paper's
- * formula instead. */
+ * formula instead. standard and jumprelu are checked on both the dense and
+ * the sparse step (SAEFLOW_ARCH_SPARSE=1). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "saeflow/sae_arch.h"
@@ -308,6 +310,11 @@ TEST(grad_auxk_matryoshka) { check_auxk(SF_SAE_MATRYOSHKA, 22); }
  * the derivative of the ghost MSE with the per-row scale and the MSE ratio
  * held at their current values (re-stated here in double). */
 TEST(ghost_grads) {
+    /* ghost grads run on the dense step; compare with the dense step */
+    const char *env = getenv("SAEFLOW_ARCH_SPARSE");
+    char saved[8] = "";
+    if (env) snprintf(saved, sizeof saved, "%s", env);
+    setenv("SAEFLOW_ARCH_SPARSE", "0", 1);
     sf_sae s;
     float x[B * D];
     make_model(&s, SF_SAE_STANDARD, 0, x, 31);
@@ -379,6 +386,8 @@ TEST(ghost_grads) {
         }
     sf_sae_trainer_free(t);
     sf_sae_free(&s);
+    if (env) setenv("SAEFLOW_ARCH_SPARSE", saved, 1);
+    else unsetenv("SAEFLOW_ARCH_SPARSE");
 }
 
 int main(void) {
@@ -394,5 +403,14 @@ int main(void) {
     RUN(grad_auxk_batchtopk);
     RUN(grad_auxk_matryoshka);
     RUN(ghost_grads);
+    /* standard and jumprelu switch to the sparse step once codes are sparse:
+     * the same checks with it forced */
+    setenv("SAEFLOW_ARCH_SPARSE", "1", 1);
+    RUN(grad_standard);
+    RUN(grad_jumprelu);
+    RUN(grad_standard_penalty_only);
+    RUN(lmbda_warmup);
+    RUN(jumprelu_threshold_ste);
+    unsetenv("SAEFLOW_ARCH_SPARSE");
     return test_summary();
 }
