@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--arch", action="append", default=[])
     ap.add_argument("--shape", action="append", default=[])
+    ap.add_argument("--sparse", action="store_true",
+                    help="accepted for symmetry with bench_arch; a dense torch step costs the same")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     shapes = [tuple(int(v) for v in s.split(",")) for s in a.shape] or [

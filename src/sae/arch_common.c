@@ -480,7 +480,8 @@ typedef struct {
     int32_t *erow, *aerow;   /* row of each entry */
     int32_t *grp;            /* (n) group of each latent */
     float *th;               /* (n) jumprelu thresholds */
-    float *h;                /* (nnz) jumprelu dL/dlogthres per entry */
+    float *h;                /* (nnz) jumprelu dL/dlogthres; gated dL/dgate per entry */
+    float *h2;               /* (nnz) gated dL/dmag per entry */
     size_t hcap;
 } sparse_buf;
 
@@ -504,7 +505,7 @@ void sae_sparse_free(void *p) {
     sparse_buf *b = p;
     if (!b) return;
     void *ptrs[] = {b->rp, b->idx, b->val, b->g, b->arp, b->aidx, b->aval, b->ag, b->loff, b->aloff,
-                    b->lent, b->alent, b->erow, b->aerow, b->grp, b->th, b->h};
+                    b->lent, b->alent, b->erow, b->aerow, b->grp, b->th, b->h, b->h2};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
     free(b);
 }
@@ -536,7 +537,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     sf_sae *s = a->s;
     const sf_sae_train_opts *o = io->o;
     const int d = s->d, n = s->n, arch = s->arch;
-    const int jr = arch == SF_SAE_JUMPRELU;
+    const int jr = arch == SF_SAE_JUMPRELU, gt = arch == SF_SAE_GATED;
     const float eps = (float)o->bandwidth, half = 0.5f * eps;
     const size_t BD = (size_t)B * d;
     const float invB = 1.0f / (float)B, rscale = 2.0f * invB / (float)ng;
@@ -562,6 +563,9 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         if (jr) {
             const float *p = a->P + (size_t)b * n;
             for (int j = 0; j < n; j++) c += z[j] > 0 || fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half;
+        } else if (gt) {
+            const float *ar = a->A + (size_t)b * n;
+            for (int j = 0; j < n; j++) c += ar[j] > 0;
         } else {
             for (int j = 0; j < n; j++) c += z[j] > 0;
         }
@@ -569,17 +573,20 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     }
     const size_t nnz = (size_t)sp->rp[B];
     sp_reserve(&sp->idx, &sp->val, &sp->g, &sp->erow, &sp->lent, &sp->cap, nnz);
-    if (jr && nnz > sp->hcap) {
+    if ((jr || gt) && nnz > sp->hcap) {
         free(sp->h);
+        free(sp->h2);
         sp->hcap = sp->cap;
         sp->h = sf_malloc(sp->hcap * sizeof(float));
+        sp->h2 = sf_malloc(sp->hcap * sizeof(float));
     }
 #pragma omp parallel for schedule(static) if (par)
     for (int b = 0; b < B; b++) {
         const float *z = a->Z + (size_t)b * n, *p = a->P + (size_t)b * n;
         int32_t e = sp->rp[b];
         for (int j = 0; j < n; j++)
-            if (z[j] > 0 || (jr && fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half)) {
+            if (gt ? a->A[(size_t)b * n + j] > 0
+                   : (z[j] > 0 || (jr && fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half))) {
                 sp->idx[e] = j;
                 sp->val[e] = z[j];
                 sp->erow[e++] = b;
@@ -636,6 +643,24 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 const float *nx = xh + BD;
                 for (int q = 0; q < d; q++) xh[q] += nx[q];
             }
+            if (gt) {
+                /* aux: ReLU(gate) through the frozen decoder -> Ta = 2/B (x_aux - x) */
+                float *ta = a->Ta + (size_t)r * d;
+                memcpy(ta, s->b_dec, (size_t)d * sizeof(float));
+                for (int32_t u = sp->rp[r]; u < e1; u++) {
+                    const float av = a->A[(size_t)r * n + sp->idx[u]];
+                    const float *w = s->W_decT + (size_t)sp->idx[u] * d;
+#pragma omp simd
+                    for (int q = 0; q < d; q++) ta[q] += av * w[q];
+                }
+                double acc = 0;
+                for (int q = 0; q < d; q++) {
+                    double df = (double)ta[q] - xr[q];
+                    acc += df * df;
+                    ta[q] = 2.0f * invB * (ta[q] - xr[q]);
+                }
+                lsum += acc; /* ng = 1: RS_AUX = recon + aux recon */
+            }
             int l0r = 0;
             for (int32_t u = sp->rp[r]; u < e1; u++) {
                 const int j = sp->idx[u];
@@ -644,6 +669,14 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 l0r += on;
                 if (arch == SF_SAE_STANDARD) {
                     sp->g[u] = gz + l1c * a->wn[j]; /* dL/dpre incl. the L1 x norm term */
+                } else if (gt) {
+                    const float er = expf(s->r_mag[j]), pre = a->P[(size_t)r * n + j];
+                    const float ga = dotf_(s->W_decT + (size_t)j * d, a->Ta + (size_t)r * d, d);
+                    const float gm = er * pre + s->b_mag[j] > 0 ? gz : 0.0f;
+                    const float gg = ga + l1c * a->wn[j];
+                    sp->h[u] = gg;
+                    sp->h2[u] = gm;
+                    sp->g[u] = gg + er * gm;
                 } else if (jr) {
                     const float t = sp->th[j], v = a->P[(size_t)r * n + j] + s->b_enc[j];
                     sp->h[u] = fabsf(v - t) < half ? t * (-(t / eps) * gz - l0c) : 0.0f;
@@ -734,9 +767,20 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         for (int32_t u = e0; u < e1; u++) fired += sp->val[sp->lent[u]] > 0;
         a->cnt[j] = fired;
         if (jr) {
-            float gt = 0;
-            for (int32_t u = e0; u < e1; u++) gt += sp->h[sp->lent[u]];
-            io->gr[param_of(s, s->logthres)][j] = gt;
+            float gth = 0;
+            for (int32_t u = e0; u < e1; u++) gth += sp->h[sp->lent[u]];
+            io->gr[param_of(s, s->logthres)][j] = gth;
+        }
+        float gate_g = 0, mag_g = 0, rmag_g = 0;
+        if (gt) {
+            for (int32_t u = e0; u < e1; u++) {
+                const int32_t e = sp->lent[u];
+                gate_g += sp->h[e];
+                mag_g += sp->h2[e];
+                rmag_g += sp->h2[e] * a->P[(size_t)sp->erow[e] * n + j];
+            }
+            io->gr[param_of(s, s->b_mag)][j] = mag_g;
+            io->gr[param_of(s, s->r_mag)][j] = expf(s->r_mag[j]) * rmag_g;
         }
         if (e0 == e1 && a0 == a1) {
             if (io->has_grad[j]) {
@@ -776,12 +820,15 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             }
             sga += g;
         }
-        gbe[j] = sg + sga;
+        gbe[j] = gt ? gate_g : sg + sga;
         a->cs[j] = sg; /* main path only reaches b_dec (as TopK's AuxK) */
-        if (arch == SF_SAE_STANDARD && a->wn[j] > 0) {
-            /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| */
+        if ((arch == SF_SAE_STANDARD || gt) && a->wn[j] > 0) {
+            /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| (gated: f = ReLU(gate)) */
             float fs = 0;
-            for (int32_t u = e0; u < e1; u++) fs += sp->val[sp->lent[u]];
+            for (int32_t u = e0; u < e1; u++) {
+                const int32_t e = sp->lent[u];
+                fs += gt ? a->A[(size_t)sp->erow[e] * n + j] : sp->val[e];
+            }
             const float c = l1c * fs / a->wn[j];
             const float *w = s->W_decT + (size_t)j * d;
             for (int q = 0; q < d; q++) gd[q] += c * w[q];
@@ -796,6 +843,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         }
         double ss = (double)gbe[j] * gbe[j];
         if (jr) ss += (double)io->gr[param_of(s, s->logthres)][j] * io->gr[param_of(s, s->logthres)][j];
+        if (gt) ss += (double)mag_g * mag_g + (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
         for (int q = 0; q < d; q++) ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
         a->lat_ss[j] = ss;
     }
@@ -850,6 +898,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         met->l2 = sq / B;
         met->auxk = aux_loss;
         met->loss = rec / B + lm * pen / B + aux_loss;
+        if (gt) met->auxk = rec / B - met->l2; /* the aux reconstruction */
         met->l2_normalised = x2 > 0 ? sq / x2 : 0;
         met->l1 = l1 / B;
         met->l0 = l0 / B;
@@ -950,13 +999,14 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
      * (below that the scattered per-latent updates beat the dense GEMMs).
      * SAEFLOW_ARCH_SPARSE=1/0 forces it on/off (tests, benchmarks). */
     int use_sparse = arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
-    if ((arch == SF_SAE_STANDARD && !o->ghost_grads) || arch == SF_SAE_JUMPRELU) {
+    if ((arch == SF_SAE_STANDARD && !o->ghost_grads) || arch == SF_SAE_JUMPRELU || arch == SF_SAE_GATED) {
         const char *env = getenv("SAEFLOW_ARCH_SPARSE");
         if (env && *env) {
             use_sparse = atoi(env) != 0;
         } else {
             size_t nz = 0;
-            for (size_t i = 0; i < (size_t)B * n; i++) nz += a->Z[i] > 0;
+            const float *act = arch == SF_SAE_GATED ? a->A : a->Z; /* gated: open gates */
+            for (size_t i = 0; i < (size_t)B * n; i++) nz += act[i] > 0;
             use_sparse = nz * 16 <= (size_t)B * n;
         }
     }

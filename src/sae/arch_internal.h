@@ -15,7 +15,8 @@
  *   gW_enc = G^T xc, gW_decT = Z^T R + (L1 norm term), gb_dec = sum R - W_enc^T colsum(G)
  * Every product runs on fixed row chunks / latent blocks, so results do not
  * depend on the thread count. batchtopk and matryoshka (codes always ~k per
- * row) take a sparse step instead after the encoder GEMM (sparse_step in
+ * row), and standard / gated / jumprelu once at most 1/16 of their codes are
+ * active, take a sparse step instead after the encoder GEMM (sparse_step in
  * arch_common.c): sparse prefix decode, dL/dz at active slots only, and
  * per-latent gradient rows from the entries bucketed by latent, as the TopK
  * trainer does. */

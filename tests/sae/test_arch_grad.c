@@ -4,7 +4,7 @@
  * nested prefixes (matryoshka), AuxK on dead latents. JumpReLU's threshold
  * gradient is a straight-through pseudo-gradient (no finite difference
  * exists), so it is checked against a scalar re-statement of the paper's
- * formula instead. standard and jumprelu are checked on both the dense and
+ * formula instead. standard, gated and jumprelu are checked on both the dense and
  * the sparse step (SAEFLOW_ARCH_SPARSE=1). */
 #include <math.h>
 #include <stdlib.h>
@@ -403,10 +403,11 @@ int main(void) {
     RUN(grad_auxk_batchtopk);
     RUN(grad_auxk_matryoshka);
     RUN(ghost_grads);
-    /* standard and jumprelu switch to the sparse step once codes are sparse:
+    /* standard, gated and jumprelu switch to the sparse step once codes are sparse:
      * the same checks with it forced */
     setenv("SAEFLOW_ARCH_SPARSE", "1", 1);
     RUN(grad_standard);
+    RUN(grad_gated);
     RUN(grad_jumprelu);
     RUN(grad_standard_penalty_only);
     RUN(lmbda_warmup);
