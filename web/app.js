@@ -189,7 +189,7 @@
     (pending[c] = pending[c] || []).push(function () { cb(chunks[c][j - c * CHUNK]); });
     if (first) {
       var sc = document.createElement("script");
-      sc.src = "data/f/" + ("000" + c).slice(-4) + ".js";
+      sc.src = "data/f/" + String(c).padStart(4, "0") + ".js";
       sc.onerror = function () { app.innerHTML = ""; app.appendChild(el("div", { "class": "card empty", text: "Missing " + sc.src })); };
       document.head.appendChild(sc);
     }
