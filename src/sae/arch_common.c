@@ -406,8 +406,10 @@ static inline void gemm_tn(int cols, int d, int rows, const float *A, int lda, c
 static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chunk, int par) {
     sf_sae *s = a->s;
     const int n = s->n, d = s->d;
-    double raw = 0, mse = 0;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : raw, mse) if (par)
+    /* per-row sums, added in row order below: an OpenMP reduction over a
+     * dynamic schedule would depend on which thread took which chunk */
+    double *rs = sf_malloc((size_t)B * 2 * sizeof(double)), raw = 0, mse = 0;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int r0 = 0; r0 < B; r0 += chunk) {
         int m = B - r0 < chunk ? B - r0 : chunk;
         for (int r = r0; r < r0 + m; r++) {
@@ -434,10 +436,15 @@ static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chun
                 rr[q] += sb * h[q]; /* g_hat - e */
                 acc += (double)rr[q] * rr[q];
             }
-            raw += acc;
-            mse += ee;
+            rs[2 * r] = acc;
+            rs[2 * r + 1] = ee;
         }
     }
+    for (int b = 0; b < B; b++) {
+        raw += rs[2 * b];
+        mse += rs[2 * b + 1];
+    }
+    free(rs);
     if (!(raw > 0) || !isfinite(raw)) {
         memset(a->Za, 0, (size_t)B * n * sizeof(float));
         memset(a->H, 0, (size_t)B * n * sizeof(float));
@@ -706,7 +713,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         for (int q = 0; q < d; q++) me2 += (a->csd[q] / B) * (a->csd[q] / B);
         const double D = e2 - (double)B * me2;
         int32_t *acnt = sf_malloc((size_t)B * sizeof(int32_t));
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : r2) if (par)
+        double *rr2 = sf_malloc((size_t)B * sizeof(double)); /* per row: fixed-order sum */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int r0 = 0; r0 < B; r0 += chunk) {
             int m = B - r0 < chunk ? B - r0 : chunk;
             for (int r = r0; r < r0 + m; r++) {
@@ -722,9 +730,11 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 }
                 double acc = 0;
                 for (int q = 0; q < d; q++) acc += (double)rr[q] * rr[q];
-                r2 += acc;
+                rr2[r] = acc;
             }
         }
+        for (int b = 0; b < B; b++) r2 += rr2[b];
+        free(rr2);
         /* compact the (B, ak) slots into CSR order */
         sp->arp[0] = 0;
         for (int b = 0; b < B; b++) {

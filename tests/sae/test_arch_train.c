@@ -292,6 +292,73 @@ TEST(bias_init_and_input_norm) {
     sf_sae_data_close(&D);
 }
 
+/* Same seed, same threads, same data -> bit-identical parameters (AuxK and
+ * ghost grads active: their sums must not depend on thread scheduling). */
+TEST(deterministic) {
+    sf_sae_data D;
+    const char *paths[1] = {data_path};
+    CHECK(sf_sae_data_open(&D, paths, 1, "activations") == 0);
+    const sf_sae_arch archs[3] = {SF_SAE_BATCHTOPK, SF_SAE_STANDARD, SF_SAE_GATED};
+    for (int a = 0; a < 3; a++) {
+        sf_sae s[2];
+        for (int rep = 0; rep < 2; rep++) {
+            CHECK(sf_sae_init(&s[rep], archs[a], 32, 128, 3, 11) == 0);
+            sf_sae_run_opts ro;
+            memset(&ro, 0, sizeof ro);
+            sf_sae_train_opts_default(&ro.train);
+            ro.train.lr = 3e-3;
+            ro.train.lmbda = archs[a] == SF_SAE_STANDARD ? 3 : 0.6;
+            ro.train.lmbda_warmup_steps = 0;
+            ro.train.bodycount = archs[a] == SF_SAE_STANDARD ? 64 : 256;
+            ro.train.aux_k = 16;
+            ro.train.ghost_grads = archs[a] == SF_SAE_STANDARD;
+            ro.train.resample_every = archs[a] == SF_SAE_GATED ? 50 : 0;
+            ro.batch_size = 256;
+            ro.num_epochs = 1;
+            ro.quiet = 1;
+            char dir[2400];
+            snprintf(dir, sizeof dir, "%s/tmp/arch_train/det%d", SF_BINARY_DIR, rep);
+            ro.outdir = dir;
+            sf_sae_metrics m;
+            CHECK(sf_sae_train_run(&s[rep], &D, &ro, &m) == 0);
+            if (rep == 0) fprintf(stderr, "%s: dead %.3f auxk %.4g\n", sf_sae_arch_name(archs[a]), m.dead, m.auxk);
+        }
+        for (int i = 0; i < s[0].n_params; i++)
+            CHECK(!memcmp(s[0].params[i].data, s[1].params[i].data, s[0].params[i].numel * sizeof(float)));
+        sf_sae_free(&s[0]);
+        sf_sae_free(&s[1]);
+    }
+    /* ghost grads: dead latents marked by hand, ten steps, twice */
+    float *x = malloc((size_t)256 * 32 * sizeof(float));
+    CHECK(sf_sae_data_range(&D, 0, 256, x) == 0);
+    sf_sae g[2];
+    double aux = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        CHECK(sf_sae_init(&g[rep], SF_SAE_STANDARD, 32, 128, 0, 5) == 0);
+        sf_sae_train_opts o;
+        sf_sae_train_opts_default(&o);
+        o.ghost_grads = 1;
+        o.bodycount = 1000000;
+        o.lr_warmup_steps = 0;
+        sf_sae_trainer *t = sf_sae_trainer_new(&g[rep], &o, 256);
+        int64_t *since = sf_sae_trainer_since_fired(t);
+        for (int j = 0; j < 128; j += 3) since[j] = 2000000;
+        for (int i = 0; i < 10; i++) {
+            sf_sae_metrics m;
+            CHECK(sf_sae_trainer_step(t, x, 256, &m) == 0);
+            aux += m.auxk;
+        }
+        sf_sae_trainer_free(t);
+    }
+    CHECK(aux > 0);
+    for (int i = 0; i < g[0].n_params; i++)
+        CHECK(!memcmp(g[0].params[i].data, g[1].params[i].data, g[0].params[i].numel * sizeof(float)));
+    sf_sae_free(&g[0]);
+    sf_sae_free(&g[1]);
+    free(x);
+    sf_sae_data_close(&D);
+}
+
 int main(void) {
     make_data();
     RUN(recovery_all_archs);
@@ -299,5 +366,6 @@ int main(void) {
     RUN(bad_arch_and_incompatible_checkpoint);
     RUN(resample_dead);
     RUN(bias_init_and_input_norm);
+    RUN(deterministic);
     return test_summary();
 }
