@@ -326,9 +326,11 @@ int cmd_train(int argc, char **argv) {
     ro.save_every = save_every;
     ro.quiet = quiet;
     if (!quiet)
-        printf("training %s SAE: features %d, pages %d, k %d on %lld rows of '%s' (%d file%s), "
+        printf("training %s SAE: features %d, pages %d, %s %g on %lld rows of '%s' (%d file%s), "
                "%d threads, OpenBLAS core %s\n",
-               sf_sae_arch_name(s.arch), s.d, s.n, s.k, (long long)D.N, key, D.n_files,
+               sf_sae_arch_name(s.arch), s.d, s.n,
+               s.arch == SF_SAE_TOPK || s.k_sel ? "k" : "lmbda",
+               s.arch == SF_SAE_TOPK ? (double)s.k : s.k_sel ? (double)s.k_sel : lmbda, (long long)D.N, key, D.n_files,
                D.n_files > 1 ? "s" : "", omp_get_max_threads(), sf_sae_blas_core());
     fflush(stdout);
     rc = sf_sae_train_run(&s, &D, &ro, NULL) ? cli_fail(cmd) : 0;
