@@ -303,7 +303,7 @@ int sae_chunk_rows(int64_t B, int n) {
     int T = omp_get_max_threads();
     int64_t c = (B + T - 1) / (T > 0 ? T : 1);
     int64_t cap = ((int64_t)16 << 20) / (n > 0 ? n : 1);
-    const char *env = getenv("SAEFLOW_CHUNK");
+    const char *env = getenv("SAEFLOW_CHUNK"); /* rows per chunk, for experiments */
     if (env && atoi(env) > 0) c = atoi(env);
     if (c > cap) c = cap;
     if (c < 16) c = 16;

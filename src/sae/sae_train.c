@@ -30,7 +30,8 @@
 
 #define LBLK 64 /* latents per block in the per-latent pass (fixed: determinism) */
 
-enum { ST_SQERR, ST_X2, ST_XXH, ST_XH2, ST_L1, ST_AUX, ST_N };
+/* per-row statistics for the metrics: ||x_hat - x||^2, ||x||^2, <x, x_hat>, ||x_hat||^2, sum z */
+enum { ST_SQERR, ST_X2, ST_XXH, ST_XH2, ST_L1, ST_N };
 
 struct sf_sae_trainer {
     sf_sae *s;
@@ -355,7 +356,6 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 st[ST_XXH] = xxh;
                 st[ST_XH2] = xh2;
                 st[ST_L1] = l1;
-                st[ST_AUX] = 0;
             }
         }
     }
