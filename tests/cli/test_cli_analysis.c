@@ -118,7 +118,45 @@ TEST(topk_errors) {
     CHECK(!file_exists(outp));
 }
 
-/* A 2-D I64 tensor of a safetensors file (this test links only sf_core). */
+/* The raw bytes of tensor `name` with dtype `dt` (this test links only sf_core). */
+static void *read_tensor(const char *file, const char *name, const char *dt, size_t *nbytes) {
+    size_t len;
+    char *buf = sf_read_file(file, &len);
+    char *out = NULL;
+    uint64_t hl;
+    if (!buf || len < 8) goto done;
+    memcpy(&hl, buf, 8);
+    if (hl > len - 8) goto done;
+    char *h = sf_malloc(hl + 1);
+    memcpy(h, buf + 8, hl);
+    h[hl] = 0;
+    cJSON *j = cJSON_Parse(h);
+    free(h);
+    cJSON *t = cJSON_GetObjectItem(j, name), *off = cJSON_GetObjectItem(t, "data_offsets");
+    if (off && !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, dt)) {
+        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        if (8 + hl + e <= len && b <= e) {
+            out = sf_malloc(e - b + 8);
+            memcpy(out, buf + 8 + hl + b, e - b);
+            *nbytes = e - b;
+        }
+    }
+    cJSON_Delete(j);
+done:
+    free(buf);
+    return out;
+}
+
+static int same_tensor(const char *a, const char *b, const char *name, const char *dt) {
+    size_t na = 0, nb = 0;
+    char *x = read_tensor(a, name, dt, &na), *y = read_tensor(b, name, dt, &nb);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A 2-D I64 tensor of a safetensors file. */
 static int64_t *read_i64(const char *file, const char *name, int64_t *numel) {
     size_t len;
     char *buf = sf_read_file(file, &len);
@@ -184,6 +222,56 @@ TEST(topk_row_map) {
     snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --row-offset 5 "
              "--out '%s'", SF_EXE, ckpt, FIX, b);
     CHECK(run(cmd, NULL) == 2);
+}
+
+/* A dataset through the tiny CLIP fixture on the fly gives the same top-k as
+ * `saeflow extract` followed by topk on its file; undecodable rows are skipped. */
+TEST(topk_from_dataset) {
+    char acts[8192], a[8192], b[8192], ds[8192], *out = NULL;
+    snprintf(acts, sizeof acts, "%s/clip_acts.safetensors", tmp);
+    snprintf(a, sizeof a, "%s/clip_a.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/clip_b.safetensors", tmp);
+    const char *model = SF_SOURCE_DIR "/fixtures/clip/e2e";
+    snprintf(cmd, sizeof cmd, "'%s' extract --model '%s' --dataset 'folder:%sshapes' --out '%s' --text none", SF_EXE, model,
+             FIX, acts);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' train --tensorpath '%s' --tensorkey vision --pages 64 --k 4 --num_epochs 5 "
+             "--savedir '%s' --name clipsae --quiet", SF_EXE, acts, tmp);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --acts '%s' --key vision --out '%s' --quiet", SF_EXE,
+             tmp, acts, a);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%sshapes' --model '%s' --out '%s' "
+             "--batch 7 --threads 2 --quiet", SF_EXE, tmp, FIX, model, b);
+    CHECK(run(cmd, NULL) == 0);
+    CHECK(same_tensor(a, b, "topk_values", "F32") && same_tensor(a, b, "topk_rows", "I64"));
+    CHECK(same_tensor(a, b, "hist", "I64") && same_tensor(a, b, "mean", "F32"));
+    /* a folder with an undecodable image: that row is skipped and never listed */
+    snprintf(ds, sizeof ds, "%s/ds", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%sshapes/'00[0-9].* '%s/' && echo broken > '%s/004.png'", ds, FIX, ds, ds);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --out '%s' -N 4", SF_EXE,
+             tmp, ds, model, b);
+    CHECK(run(cmd, &out) == 0);
+    CHECK(out && strstr(out, "row 4 has no decodable image") && strstr(out, "9 rows x 64 features"));
+    free(out);
+    int64_t n = 0, *r = read_i64(b, "topk_rows", &n);
+    int seen4 = 0, seen9 = 0;
+    for (int64_t i = 0; r && i < n; i++) seen4 |= r[i] == 4, seen9 |= r[i] == 9;
+    CHECK(r && n == 64 * 4 && !seen4 && seen9);
+    free(r);
+    /* usage errors */
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --out '%s'", SF_EXE, tmp, ds, b);
+    CHECK(run(cmd, NULL) == 2); /* no --model */
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --clip-batch 3 --out '%s'",
+             SF_EXE, tmp, ds, model, b);
+    CHECK(run(cmd, NULL) == 2);
+    /* width mismatch: the shapes SAE (d 64) on this tower (width 32) */
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --dataset 'folder:%s' --model '%s' --out '%s'", SF_EXE, ckpt, ds,
+             model, b);
+    CHECK(run(cmd, &out) == 1);
+    CHECK(out && strstr(out, "expects 64"));
+    free(out);
 }
 
 static char site[4096];
@@ -303,6 +391,7 @@ int main(void) {
     RUN(topk_deterministic);
     RUN(topk_errors);
     RUN(topk_row_map);
+    RUN(topk_from_dataset);
     RUN(explore_site);
     RUN(serve);
     return test_summary();
