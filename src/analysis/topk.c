@@ -272,8 +272,15 @@ static const sf_tensor_info *need(const sf_st *st, const char *name, sf_dtype dt
     }
     if (ti->dtype != dt || ti->ndim != ndim || (d0 >= 0 && ti->shape[0] != d0) ||
         (ndim > 1 && d1 >= 0 && ti->shape[1] != d1)) {
-        sf_error("%s: tensor '%s': expected %s rank %d, got %s rank %d", st->path, name, sf_dtype_name(dt),
-                 ndim, sf_dtype_name(ti->dtype), ti->ndim);
+        /* "-1" in the expected shape means any size */
+        char want[64], got[64];
+        if (ndim == 1) snprintf(want, sizeof want, "[%lld]", (long long)d0);
+        else snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
+        if (ti->ndim == 1) snprintf(got, sizeof got, "[%lld]", (long long)ti->shape[0]);
+        else if (ti->ndim == 2) snprintf(got, sizeof got, "[%lld, %lld]", (long long)ti->shape[0], (long long)ti->shape[1]);
+        else snprintf(got, sizeof got, "rank %d", ti->ndim);
+        sf_error("%s: tensor '%s': expected %s %s, got %s %s", st->path, name, sf_dtype_name(dt), want,
+                 sf_dtype_name(ti->dtype), got);
         return NULL;
     }
     return ti;

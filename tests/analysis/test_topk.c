@@ -203,6 +203,29 @@ TEST(file_round_trip) {
     sf_stw_free(w);
     CHECK(sf_topk_open(&f, path) == -1);
     CHECK_ERR_HAS("topk_values");
+    /* the right names with shapes that disagree, and a row id below -1 */
+    float vals[6] = {3, 2, 1, 0, 0, 0}, one[2] = {1, 1};
+    int64_t rows[6] = {0, 1, 2, -1, -1, -1}, rows_bad[4] = {0, 1, 2, 3}, cnt[2] = {3, 0}, hist[64] = {0};
+    int64_t s23[2] = {2, 3}, s22[2] = {2, 2}, s2[1] = {2}, sh[2] = {2, 32};
+    for (int variant = 0; variant < 2; variant++) {
+        w = sf_stw_new();
+        sf_stw_add(w, "topk_values", SF_DT_F32, 2, s23, vals);
+        if (variant == 0) sf_stw_add(w, "topk_rows", SF_DT_I64, 2, s22, rows_bad);
+        else {
+            rows[5] = -7;
+            sf_stw_add(w, "topk_rows", SF_DT_I64, 2, s23, rows);
+        }
+        sf_stw_add(w, "count", SF_DT_I64, 1, s2, cnt);
+        sf_stw_add(w, "hist", SF_DT_I64, 2, sh, hist);
+        sf_stw_add(w, "density", SF_DT_F32, 1, s2, one);
+        sf_stw_add(w, "mean", SF_DT_F32, 1, s2, one);
+        sf_stw_add(w, "max", SF_DT_F32, 1, s2, one);
+        sf_stw_add(w, "hist_max", SF_DT_F32, 1, s2, one);
+        CHECK(sf_stw_write(w, path) == 0);
+        sf_stw_free(w);
+        CHECK(sf_topk_open(&f, path) == -1);
+        CHECK_ERR_HAS(variant == 0 ? "tensor 'topk_rows': expected I64 [2, 3], got I64 [2, 2]" : "negative row id");
+    }
 }
 
 int main(void) {
