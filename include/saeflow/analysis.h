@@ -52,18 +52,18 @@ extern "C" {
 /* ---- online top-k -------------------------------------------------------- */
 
 typedef struct {
-    int64_t n;          /* features */
-    int N;              /* rows kept per feature */
-    int64_t rows;       /* rows seen so far */
-    float *heap_val;    /* (n, N) per-feature min-heap on the "beats" order */
-    int64_t *heap_row;  /* (n, N) */
-    int32_t *heap_len;  /* (n) */
-    int64_t *count;     /* (n) */
-    double *sum;        /* (n) */
-    float *max;         /* (n) */
-    int64_t *hist;      /* (n, SF_TOPK_HIST_BINS) */
-    int32_t *hist_exp;  /* (n) hist range is [0, 2^hist_exp); INT32_MIN while empty */
-    int64_t *stamp;     /* (n) scratch for the duplicate check */
+    int64_t n;         /* features */
+    int N;             /* rows kept per feature */
+    int64_t rows;      /* rows seen so far */
+    float *heap_val;   /* (n, N) per-feature min-heap on the "beats" order */
+    int64_t *heap_row; /* (n, N) */
+    int32_t *heap_len; /* (n) */
+    int64_t *count;    /* (n) */
+    double *sum;       /* (n) */
+    float *max;        /* (n) */
+    int64_t *hist;     /* (n, SF_TOPK_HIST_BINS) */
+    int32_t *hist_exp; /* (n) hist range is [0, 2^hist_exp); INT32_MIN while empty */
+    int64_t *stamp;    /* (n) scratch for the duplicate check */
     int64_t stamp_ctr;
 } sf_topk;
 
@@ -95,12 +95,12 @@ typedef struct {
     sf_st st;
     int64_t n, rows;
     int N, bins;
-    const float *values;   /* (n, N) */
-    const int64_t *row_ids;/* (n, N) */
+    const float *values;                          /* (n, N) */
+    const int64_t *row_ids;                       /* (n, N) */
     const float *density, *mean, *max, *hist_max; /* (n) */
-    const int64_t *count;  /* (n) */
-    const int64_t *hist;   /* (n, bins) */
-    void *owned[2];        /* aligned copies of the I64 tensors */
+    const int64_t *count;                         /* (n) */
+    const int64_t *hist;                          /* (n, bins) */
+    void *owned[2];                               /* aligned copies of the I64 tensors */
 } sf_topk_file;
 int sf_topk_open(sf_topk_file *f, const char *path);
 void sf_topk_close(sf_topk_file *f);
@@ -117,18 +117,18 @@ typedef struct {
 } sf_row_source;
 
 typedef struct {
-    const char *topk_path;   /* input top-k file */
-    const char *out_dir;     /* site folder (created; existing files replaced) */
-    const char *checkpoint;  /* SAE checkpoint dir (decoder neighbours, training log); may be NULL */
-    const char *train_log;   /* JSON-lines training log; NULL: look in checkpoint dir */
-    const char *title;       /* page title; NULL: "saeflow explorer" */
+    const char *topk_path;  /* input top-k file */
+    const char *out_dir;    /* site folder (created; existing files replaced) */
+    const char *checkpoint; /* SAE checkpoint dir (decoder neighbours, training log); may be NULL */
+    const char *train_log;  /* JSON-lines training log; NULL: look in checkpoint dir */
+    const char *title;      /* page title; NULL: "saeflow explorer" */
     const sf_row_source *rows; /* may be NULL: no thumbnails/captions */
-    int thumb_size;          /* longest thumbnail edge in pixels (default 160) */
-    int jpeg_quality;        /* default 85 */
-    int neighbours;          /* decoder-cosine neighbours per feature (default 10) */
-    int min_word_rows;       /* search: a word must be in this many of a feature's top
-                                captions (0: 2 when N >= 8, else 1) */
-    int quiet;               /* no progress output */
+    int thumb_size;            /* longest thumbnail edge in pixels (default 160) */
+    int jpeg_quality;          /* default 85 */
+    int neighbours;            /* decoder-cosine neighbours per feature (default 10) */
+    int min_word_rows;         /* search: a word must be in this many of a feature's top
+                                  captions (0: 2 when N >= 8, else 1) */
+    int quiet;                 /* no progress output */
 } sf_explore_opts;
 
 int sf_explore_build(const sf_explore_opts *o);

@@ -43,7 +43,8 @@ void sb_free(sbuf *b) {
 }
 static void sb_reserve(sbuf *b, size_t extra) {
     if (b->len + extra + 1 <= b->cap) return;
-    while (b->len + extra + 1 > b->cap) b->cap *= 2;
+    while (b->len + extra + 1 > b->cap)
+        b->cap *= 2;
     b->s = sf_realloc(b->s, b->cap);
 }
 void sb_put(sbuf *b, const char *s, size_t n) {
@@ -52,7 +53,9 @@ void sb_put(sbuf *b, const char *s, size_t n) {
     b->len += n;
     b->s[b->len] = 0;
 }
-void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+void sb_puts(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 void sb_printf(sbuf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -81,16 +84,21 @@ static int utf8_len(const unsigned char *s, size_t avail) {
     int n;
     uint32_t cp;
     if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4, cp = c & 0x07;
+    else
+        return 0;
     if ((size_t)n > avail) return 0;
     for (int i = 1; i < n; i++) {
         if ((s[i] & 0xC0) != 0x80) return 0;
         cp = (cp << 6) | (s[i] & 0x3F);
     }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
         return 0;
     return n;
 }
@@ -125,16 +133,23 @@ void sb_json_str(sbuf *b, const char *s) {
     sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         unsigned c = *p;
-        if (c == '"') sb_puts(b, "\\\"");
-        else if (c == '\\') sb_puts(b, "\\\\");
-        else if (c == '\n') sb_puts(b, "\\n");
-        else if (c == '\r') sb_puts(b, "\\r");
-        else if (c == '\t') sb_puts(b, "\\t");
-        else if (c < 0x20 || c == '<') sb_printf(b, "\\u%04x", c);
+        if (c == '"')
+            sb_puts(b, "\\\"");
+        else if (c == '\\')
+            sb_puts(b, "\\\\");
+        else if (c == '\n')
+            sb_puts(b, "\\n");
+        else if (c == '\r')
+            sb_puts(b, "\\r");
+        else if (c == '\t')
+            sb_puts(b, "\\t");
+        else if (c < 0x20 || c == '<')
+            sb_printf(b, "\\u%04x", c);
         else if (c == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {
             sb_printf(b, "\\u%04x", p[2] == 0xA8 ? 0x2028 : 0x2029);
             p += 2;
-        } else sb_put(b, (const char *)p, 1);
+        } else
+            sb_put(b, (const char *)p, 1);
     }
     sb_put(b, "\"", 1);
 }
@@ -148,9 +163,10 @@ static int write_sb(const char *dir, const char *name, const sbuf *b) {
 
 /* ---- caption words -> features ------------------------------------------ */
 
-static const char *const STOPWORDS[] = {
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "in", "into", "is", "it",
-    "its", "of", "on", "or", "that", "the", "their", "this", "to", "was", "with", NULL};
+static const char *const STOPWORDS[] = {"a",     "an",   "and",  "are", "as",   "at",   "be",
+                                        "by",    "for",  "from", "has", "in",   "into", "is",
+                                        "it",    "its",  "of",   "on",  "or",   "that", "the",
+                                        "their", "this", "to",   "was", "with", NULL};
 
 static int is_stopword(const char *w) {
     for (int i = 0; STOPWORDS[i]; i++)
@@ -201,7 +217,8 @@ typedef struct {
 
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
@@ -212,7 +229,8 @@ static word_entry *wm_get(word_map *m, const char *w) {
         for (size_t i = 0; i < m->size; i++) {
             if (!m->e[i].word) continue;
             size_t h = hash_str(m->e[i].word) & (ns - 1);
-            while (ne[h].word) h = (h + 1) & (ns - 1);
+            while (ne[h].word)
+                h = (h + 1) & (ns - 1);
             ne[h] = m->e[i];
         }
         free(m->e);
@@ -220,7 +238,8 @@ static word_entry *wm_get(word_map *m, const char *w) {
         m->size = ns;
     }
     size_t h = hash_str(w) & (m->size - 1);
-    while (m->e[h].word && strcmp(m->e[h].word, w)) h = (h + 1) & (m->size - 1);
+    while (m->e[h].word && strcmp(m->e[h].word, w))
+        h = (h + 1) & (m->size - 1);
     if (!m->e[h].word) {
         m->e[h].word = sf_strdup(w);
         m->used++;
@@ -268,7 +287,8 @@ static void ws_add(void *ctx, const char *w) {
     s->w[s->n++] = sf_strdup(w);
 }
 static void ws_clear(word_set *s) {
-    for (int i = 0; i < s->n; i++) free(s->w[i]);
+    for (int i = 0; i < s->n; i++)
+        free(s->w[i]);
     s->n = 0;
 }
 
@@ -293,8 +313,10 @@ static int64_t row_pos(const int64_t *u, int64_t nu, int64_t r) {
     int64_t lo = 0, hi = nu;
     while (lo < hi) {
         int64_t mid = (lo + hi) / 2;
-        if (u[mid] < r) lo = mid + 1;
-        else hi = mid;
+        if (u[mid] < r)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < nu && u[lo] == r ? lo : -1;
 }
@@ -322,7 +344,8 @@ static int read_curves(const char *path, curves *c) {
     char *txt = sf_read_file(path, &len);
     if (!txt) return -1;
     int lines = 0;
-    for (char *p = txt; *p; p++) lines += *p == '\n';
+    for (char *p = txt; *p; p++)
+        lines += *p == '\n';
     int stride = lines > 2000 ? (lines + 1999) / 2000 : 1, li = 0;
     for (char *line = txt; line && *line;) {
         char *nl = strchr(line, '\n');
@@ -332,7 +355,8 @@ static int read_curves(const char *path, curves *c) {
             if (cJSON_IsObject(o)) {
                 if (c->n == c->cap) {
                     c->cap = c->cap ? c->cap * 2 : 256;
-                    for (int k = 0; k < 5; k++) c->v[k] = sf_realloc(c->v[k], (size_t)c->cap * sizeof(double));
+                    for (int k = 0; k < 5; k++)
+                        c->v[k] = sf_realloc(c->v[k], (size_t)c->cap * sizeof(double));
                 }
                 double step = jnum(o, "step", NULL);
                 c->v[0][c->n] = isfinite(step) ? step : c->n;
@@ -351,7 +375,8 @@ static int read_curves(const char *path, curves *c) {
 }
 
 static void curves_free(curves *c) {
-    for (int k = 0; k < 5; k++) free(c->v[k]);
+    for (int k = 0; k < 5; k++)
+        free(c->v[k]);
     memset(c, 0, sizeof *c);
 }
 
@@ -415,8 +440,8 @@ int sf_explore_build(const sf_explore_opts *o) {
         sf_sae sae;
         if (sf_sae_load(&sae, o->checkpoint)) goto done;
         if (sae.n != n) {
-            sf_error("%s: SAE has %d features, top-k file %s has %lld", o->checkpoint, sae.n, o->topk_path,
-                     (long long)n);
+            sf_error("%s: SAE has %d features, top-k file %s has %lld", o->checkpoint, sae.n,
+                     o->topk_path, (long long)n);
             sf_sae_free(&sae);
             goto done;
         }
@@ -424,12 +449,14 @@ int sf_explore_build(const sf_explore_opts *o) {
         sae_k = sae.k;
         nb_idx = sf_malloc((size_t)n * (size_t)m_nb * sizeof(int32_t));
         nb_cos = sf_malloc((size_t)n * (size_t)m_nb * sizeof(float));
-        sf_decoder_neighbours(sae.W_decT, n, sae.d, m_nb, nb_idx, nb_cos); /* rows = decoder columns */
+        sf_decoder_neighbours(sae.W_decT, n, sae.d, m_nb, nb_idx,
+                              nb_cos); /* rows = decoder columns */
         have_nb = 1;
         sf_sae_free(&sae);
     }
     /* training log */
-    if (o->train_log) log_path = sf_strdup(o->train_log);
+    if (o->train_log)
+        log_path = sf_strdup(o->train_log);
     else if (o->checkpoint) {
         log_path = sf_path_join(o->checkpoint, "metrics.jsonl");
         if (!file_exists(log_path)) {
@@ -492,7 +519,8 @@ int sf_explore_build(const sf_explore_opts *o) {
                     char fn[64];
                     snprintf(fn, sizeof fn, "img/%lld.jpg", (long long)urows[i]);
                     char *pth = sf_path_join(out, fn);
-                    if (sf_write_file_atomic(pth, jpg, jl) == 0) ri[i].has_img = 1;
+                    if (sf_write_file_atomic(pth, jpg, jl) == 0)
+                        ri[i].has_img = 1;
                     else {
 #pragma omp critical(sf_explore_source)
                         snprintf(errbuf, sizeof errbuf, "%s", sf_errmsg());
@@ -518,7 +546,8 @@ int sf_explore_build(const sf_explore_opts *o) {
             sf_error("%s", errbuf);
             goto done;
         }
-        if (n_badimg > 5) fprintf(stderr, "explore: warning: %d images could not be decoded\n", n_badimg);
+        if (n_badimg > 5)
+            fprintf(stderr, "explore: warning: %d images could not be decoded\n", n_badimg);
     }
 
     /* words -> features */
@@ -532,7 +561,8 @@ int sf_explore_build(const sf_explore_opts *o) {
                 if (p < 0 || !ri[p].caption) continue;
                 ws_clear(&ws);
                 caption_words(ri[p].caption, ws_add, &ws);
-                for (int q = 0; q < ws.n; q++) add_word(&wc, ws.w[q]);
+                for (int q = 0; q < ws.n; q++)
+                    add_word(&wc, ws.w[q]);
             }
         }
         ws_clear(&ws);
@@ -542,8 +572,8 @@ int sf_explore_build(const sf_explore_opts *o) {
     /* data/index.js */
     {
         sb_puts(&b, "window.SF_INDEX = {\"version\":1,");
-        sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,", (long long)n, N,
-                  (long long)tk.rows, tk.bins, sae_d, sae_k);
+        sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,",
+                  (long long)n, N, (long long)tk.rows, tk.bins, sae_d, sae_k);
         sb_puts(&b, "\"title\":");
         sb_json_str(&b, o->title ? o->title : "saeflow explorer");
         sb_puts(&b, ",\"meta\":{");
@@ -563,7 +593,8 @@ int sf_explore_build(const sf_explore_opts *o) {
         sb_puts(&b, ",\"mean\":");
         json_arr_f32(&b, tk.mean, n);
         sb_puts(&b, ",\"count\":[");
-        for (int64_t j = 0; j < n; j++) sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
+        for (int64_t j = 0; j < n; j++)
+            sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
         /* top-1 row per feature: thumbnail flag and caption, for the list */
         sb_puts(&b, "],\"top\":[");
         for (int64_t j = 0; j < n; j++) {
@@ -579,7 +610,8 @@ int sf_explore_build(const sf_explore_opts *o) {
             const char *cap = ri[p].caption;
             if (cap && strlen(cap) > 160) {
                 size_t cut = 160;
-                while (cut > 0 && ((unsigned char)cap[cut] & 0xC0) == 0x80) cut--; /* UTF-8 boundary */
+                while (cut > 0 && ((unsigned char)cap[cut] & 0xC0) == 0x80)
+                    cut--; /* UTF-8 boundary */
                 char *sh = sf_malloc(cut + 4);
                 memcpy(sh, cap, cut);
                 memcpy(sh + cut, "\xE2\x80\xA6", 4); /* U+2026 and NUL */
@@ -629,7 +661,8 @@ int sf_explore_build(const sf_explore_opts *o) {
         for (size_t i = 0; i < ne; i++) {
             qsort(es[i].p, (size_t)es[i].n, sizeof(posting), posting_cmp);
             int lim = es[i].n < 1000 ? es[i].n : 1000;
-            while (lim > 0 && es[i].p[lim - 1].hits < min_rows) lim--; /* sorted by hits desc */
+            while (lim > 0 && es[i].p[lim - 1].hits < min_rows)
+                lim--; /* sorted by hits desc */
             if (!lim) continue;
             if (written++) sb_puts(&b, ",\n");
             sb_json_str(&b, es[i].word);
@@ -653,7 +686,8 @@ int sf_explore_build(const sf_explore_opts *o) {
             sb_printf(&b, "{\"id\":%lld,\"hist_max\":", (long long)j);
             sb_num(&b, tk.hist_max[j]);
             sb_puts(&b, ",\"hist\":[");
-            for (int q = 0; q < tk.bins; q++) sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
+            for (int q = 0; q < tk.bins; q++)
+                sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
             sb_puts(&b, "],\"top\":[");
             int first = 1;
             for (int i = 0; i < N; i++) {
@@ -682,7 +716,8 @@ int sf_explore_build(const sf_explore_opts *o) {
         if (write_sb(p_f, name, &b)) goto done;
     }
     if (!o->quiet)
-        printf("explore: %lld features, %lld rows with %s, %zu searchable caption words; site in %s/index.html\n",
+        printf("explore: %lld features, %lld rows with %s, %zu searchable caption words; site in "
+               "%s/index.html\n",
                (long long)n, (long long)nu, o->rows ? "thumbnails" : "no images", n_words, out);
     rc = 0;
 done:
@@ -691,7 +726,8 @@ done:
         free(wm.e[i].p);
     }
     free(wm.e);
-    for (int64_t i = 0; ri && i < nu; i++) free(ri[i].caption);
+    for (int64_t i = 0; ri && i < nu; i++)
+        free(ri[i].caption);
     free(ri);
     free(urows);
     free(nb_idx);

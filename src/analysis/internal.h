@@ -27,7 +27,7 @@ void caption_words(const char *s, void (*fn)(void *, const char *), void *ctx);
 
 /* The explorer's static files, embedded from web/ at build time. */
 typedef struct {
-    const char *path; /* relative to the site folder */
+    const char *path;       /* relative to the site folder */
     const char *data, *end; /* bytes [data, end) */
 } sf_web_asset;
 extern const sf_web_asset sf_web_assets[];

@@ -24,9 +24,11 @@ void sf_decoder_neighbours(const float *W, int64_t n, int64_t d, int m, int32_t 
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         double s = 0;
-        for (int64_t q = 0; q < d; q++) s += (double)W[i * d + q] * W[i * d + q];
+        for (int64_t q = 0; q < d; q++)
+            s += (double)W[i * d + q] * W[i * d + q];
         float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
-        for (int64_t q = 0; q < d; q++) Wn[i * d + q] = W[i * d + q] * inv;
+        for (int64_t q = 0; q < d; q++)
+            Wn[i * d + q] = W[i * d + q] * inv;
     }
     const int64_t bs = 64; /* rows per GEMM block: G (bs, n) stays small */
     const int64_t nblocks = (n + bs - 1) / bs;

@@ -22,12 +22,18 @@
 #include "saeflow/analysis.h"
 
 const char *sf_content_type(const char *path) {
-    static const char *const map[][2] = {
-        {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
-        {".json", "application/json"}, {".jpg", "image/jpeg"}, {".jpeg", "image/jpeg"},
-        {".png", "image/png"}, {".webp", "image/webp"}, {".svg", "image/svg+xml"},
-        {".txt", "text/plain; charset=utf-8"}, {".ico", "image/x-icon"}};
+    static const char *const map[][2] = {{".html", "text/html; charset=utf-8"},
+                                         {".htm", "text/html; charset=utf-8"},
+                                         {".js", "text/javascript; charset=utf-8"},
+                                         {".css", "text/css; charset=utf-8"},
+                                         {".json", "application/json"},
+                                         {".jpg", "image/jpeg"},
+                                         {".jpeg", "image/jpeg"},
+                                         {".png", "image/png"},
+                                         {".webp", "image/webp"},
+                                         {".svg", "image/svg+xml"},
+                                         {".txt", "text/plain; charset=utf-8"},
+                                         {".ico", "image/x-icon"}};
     const char *slash = strrchr(path, '/');
     const char *dot = strrchr(slash ? slash : path, '.');
     if (dot)
@@ -58,7 +64,8 @@ int sf_site_resolve(const char *root_real, const char *url, char **out) {
     free(joined);
     if (!real) return (e == ENOENT || e == ENOTDIR || e == ENAMETOOLONG) ? 404 : 403;
     /* inside the root? (root "/" contains everything) */
-    int inside = rl == 1 ? 1 : (strncmp(real, root_real, rl) == 0 && (real[rl] == '/' || real[rl] == 0));
+    int inside =
+        rl == 1 ? 1 : (strncmp(real, root_real, rl) == 0 && (real[rl] == '/' || real[rl] == 0));
     struct stat st;
     if (!inside || stat(real, &st) != 0) {
         free(real);
@@ -79,7 +86,8 @@ struct sf_server {
 };
 
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status, const char *msg) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
@@ -89,16 +97,17 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status, cons
     return ret;
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                              const char *version, const char *upload_data, size_t *upload_data_size,
-                              void **con_cls) {
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls) {
     (void)version;
     (void)upload_data;
     (void)con_cls;
     const sf_server *s = cls;
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
         *upload_data_size = 0; /* ignore any body */
-        return send_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "405 method not allowed (read-only server)\n");
+        return send_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                         "405 method not allowed (read-only server)\n");
     }
     char *path;
     int status = sf_site_resolve(s->root, url ? url : "", &path);
@@ -145,7 +154,8 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
     char *w = s;
     for (const char *r = s; *r;) {
         int h, l;
-        if (r[0] == '%' && (h = hexval((unsigned char)r[1])) >= 0 && (l = hexval((unsigned char)r[2])) >= 0) {
+        if (r[0] == '%' && (h = hexval((unsigned char)r[1])) >= 0 &&
+            (l = hexval((unsigned char)r[2])) >= 0) {
             int v = h * 16 + l;
             *w++ = (char)(v ? v : 1);
             r += 3;
@@ -191,13 +201,14 @@ sf_server *sf_server_start(const char *dir, const char *host, int port) {
     }
     sf_server *s = sf_calloc(1, sizeof *s);
     s->root = root;
-    s->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, addr,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)15, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+    s->d = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)15,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
     if (!s->d) {
-        sf_error("serve: cannot listen on %s port %d (in use, or not a local address?)", host, port);
+        sf_error("serve: cannot listen on %s port %d (in use, or not a local address?)", host,
+                 port);
         free(root);
         free(s);
         return NULL;
@@ -207,7 +218,9 @@ sf_server *sf_server_start(const char *dir, const char *host, int port) {
     return s;
 }
 
-int sf_server_port(const sf_server *s) { return s->port; }
+int sf_server_port(const sf_server *s) {
+    return s->port;
+}
 
 void sf_server_stop(sf_server *s) {
     if (!s) return;

@@ -14,7 +14,8 @@ _Static_assert(SF_TOPK_HIST_BINS == (1 << HIST_BITS), "hist bins must be 2^HIST_
 
 int sf_topk_init(sf_topk *t, int64_t n, int N) {
     memset(t, 0, sizeof *t);
-    if (n <= 0 || N <= 0 || N > 1 << 20) return sf_error("topk: bad sizes n=%lld N=%d", (long long)n, N);
+    if (n <= 0 || N <= 0 || N > 1 << 20)
+        return sf_error("topk: bad sizes n=%lld N=%d", (long long)n, N);
     size_t nn;
     if (sf_mul_size((size_t)n, (size_t)N, &nn) || nn > ((size_t)1 << 40))
         return sf_error("topk: n x N = %lld x %d is too large", (long long)n, N);
@@ -92,8 +93,10 @@ static void heap_offer(float *hv, int64_t *hr, int32_t *len, int N, float v, int
 static void hist_widen(int64_t *h, int times) {
     if (times > HIST_BITS) times = HIST_BITS + 1; /* everything ends up in bin 0 */
     for (int s = 0; s < times; s++) {
-        for (int i = 0; i < SF_TOPK_HIST_BINS / 2; i++) h[i] = h[2 * i] + h[2 * i + 1];
-        for (int i = SF_TOPK_HIST_BINS / 2; i < SF_TOPK_HIST_BINS; i++) h[i] = 0;
+        for (int i = 0; i < SF_TOPK_HIST_BINS / 2; i++)
+            h[i] = h[2 * i] + h[2 * i + 1];
+        for (int i = SF_TOPK_HIST_BINS / 2; i < SF_TOPK_HIST_BINS; i++)
+            h[i] = 0;
     }
 }
 
@@ -124,15 +127,17 @@ int sf_topk_add_sparse(sf_topk *t, int64_t B, int k, const int32_t *idx, const f
     /* Validate everything first, so a bad batch adds nothing. */
     for (int64_t b = 0; b < B; b++) {
         int c = cnt ? cnt[b] : k;
-        if (c < 0 || c > k) return sf_error("topk: row %lld: count %d outside [0, %d]", (long long)b, c, k);
+        if (c < 0 || c > k)
+            return sf_error("topk: row %lld: count %d outside [0, %d]", (long long)b, c, k);
         int64_t stamp = t->stamp_ctr++;
         for (int i = 0; i < c; i++) {
             int32_t j = idx[b * k + i];
             float v = val[b * k + i];
             if (j < 0 || j >= t->n)
-                return sf_error("topk: row %lld: feature index %d outside [0, %lld)", (long long)b, j,
-                                (long long)t->n);
-            if (!isfinite(v)) return sf_error("topk: row %lld: feature %d: non-finite value", (long long)b, j);
+                return sf_error("topk: row %lld: feature index %d outside [0, %lld)", (long long)b,
+                                j, (long long)t->n);
+            if (!isfinite(v))
+                return sf_error("topk: row %lld: feature %d: non-finite value", (long long)b, j);
             if (t->stamp[j] == stamp)
                 return sf_error("topk: row %lld: feature %d listed twice", (long long)b, j);
             t->stamp[j] = stamp;
@@ -250,7 +255,8 @@ int sf_topk_write(const sf_topk *t, const char *path, const char *const *meta) {
     snprintf(buf, sizeof buf, "%d", SF_TOPK_HIST_BINS);
     sf_stw_meta(w, "hist_bins", buf);
     sf_stw_meta(w, "tie_break", "equal values: lower row id first");
-    for (int i = 0; meta && meta[i] && meta[i + 1]; i += 2) sf_stw_meta(w, meta[i], meta[i + 1]);
+    for (int i = 0; meta && meta[i] && meta[i + 1]; i += 2)
+        sf_stw_meta(w, meta[i], meta[i + 1]);
     int rc = sf_stw_write(w, path);
     sf_stw_free(w);
     free(values);
@@ -274,13 +280,19 @@ static const sf_tensor_info *need(const sf_st *st, const char *name, sf_dtype dt
         (ndim > 1 && d1 >= 0 && ti->shape[1] != d1)) {
         /* "-1" in the expected shape means any size */
         char want[64], got[64];
-        if (ndim == 1) snprintf(want, sizeof want, "[%lld]", (long long)d0);
-        else snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
-        if (ti->ndim == 1) snprintf(got, sizeof got, "[%lld]", (long long)ti->shape[0]);
-        else if (ti->ndim == 2) snprintf(got, sizeof got, "[%lld, %lld]", (long long)ti->shape[0], (long long)ti->shape[1]);
-        else snprintf(got, sizeof got, "rank %d", ti->ndim);
-        sf_error("%s: tensor '%s': expected %s %s, got %s %s", st->path, name, sf_dtype_name(dt), want,
-                 sf_dtype_name(ti->dtype), got);
+        if (ndim == 1)
+            snprintf(want, sizeof want, "[%lld]", (long long)d0);
+        else
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)d0, (long long)d1);
+        if (ti->ndim == 1)
+            snprintf(got, sizeof got, "[%lld]", (long long)ti->shape[0]);
+        else if (ti->ndim == 2)
+            snprintf(got, sizeof got, "[%lld, %lld]", (long long)ti->shape[0],
+                     (long long)ti->shape[1]);
+        else
+            snprintf(got, sizeof got, "rank %d", ti->ndim);
+        sf_error("%s: tensor '%s': expected %s %s, got %s %s", st->path, name, sf_dtype_name(dt),
+                 want, sf_dtype_name(ti->dtype), got);
         return NULL;
     }
     return ti;
@@ -332,7 +344,8 @@ int sf_topk_open(sf_topk_file *f, const char *path) {
     f->rows = r ? strtoll(r, NULL, 10) : 0;
     for (int64_t i = 0; i < f->n * f->N; i++)
         if (f->row_ids[i] < -1) {
-            sf_error("%s: tensor 'topk_rows': negative row id %lld", path, (long long)f->row_ids[i]);
+            sf_error("%s: tensor 'topk_rows': negative row id %lld", path,
+                     (long long)f->row_ids[i]);
             goto fail;
         }
     return 0;

@@ -9,14 +9,14 @@
 #error "SF_WEB_DIR must name the web/ folder (set in CMakeLists.txt)"
 #endif
 
-#define SF_INCBIN(sym, file)                                                                   \
-    __asm__(".section .rodata\n"                                                               \
-            ".balign 16\n"                                                                     \
-            ".global " #sym "\n" #sym ":\n"                                                    \
-            ".incbin \"" SF_WEB_DIR "/" file "\"\n"                                            \
-            ".global " #sym "_end\n" #sym "_end:\n"                                            \
-            ".byte 0\n"                                                                        \
-            ".previous\n");                                                                    \
+#define SF_INCBIN(sym, file)                                                                       \
+    __asm__(".section .rodata\n"                                                                   \
+            ".balign 16\n"                                                                         \
+            ".global " #sym "\n" #sym ":\n"                                                        \
+            ".incbin \"" SF_WEB_DIR "/" file "\"\n"                                                \
+            ".global " #sym "_end\n" #sym "_end:\n"                                                \
+            ".byte 0\n"                                                                            \
+            ".previous\n");                                                                        \
     extern const char sym[], sym##_end[]
 
 SF_INCBIN(sf_web_index_html, "index.html");

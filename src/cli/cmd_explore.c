@@ -8,32 +8,33 @@
 #include "saeflow/sae.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow explore --topk FILE --out SITE [--data SPEC] [--checkpoint DIR] [options]\n"
-            "\n"
-            "Writes a self-contained static site (HTML + JS + CSS + data, no network access,\n"
-            "no build step) to SITE: a feature index sortable by density and activation with\n"
-            "a log-density histogram, search by feature id and caption words, and a page per\n"
-            "feature with its top images, activation histogram and decoder neighbours, plus\n"
-            "the training curves. Open SITE/index.html directly or run `saeflow serve`.\n"
-            "\n"
-            "  --topk FILE        output of `saeflow topk`\n"
-            "  --out SITE         site folder (created; files in it are replaced)\n"
-            "  --data SPEC        dataset for images and captions (cc3m:, wds:, folder:);\n"
-            "                     default: the 'dataset' recorded in the top-k file (a\n"
-            "                     relative path there is relative to where topk ran);\n"
-            "                     'none' builds a site without images\n"
-            "  --checkpoint DIR   SAE checkpoint, for decoder neighbours and metrics.jsonl\n"
-            "                     (default: the 'checkpoint' recorded in the top-k file)\n"
-            "  --log FILE         training log (default: DIR/metrics.jsonl if present)\n"
-            "  --title TEXT       page title\n"
-            "  --thumb PX         longest thumbnail edge (default 160)\n"
-            "  --quality Q        JPEG quality (default 85)\n"
-            "  --neighbours M     decoder neighbours per feature (default 10)\n"
-            "  --word-rows R      search: a caption word must be in R of a feature's top rows\n"
-            "                     (default 2 when N >= 8, else 1)\n"
-            "  --threads T        threads (default: all cores)\n"
-            "  --quiet            no progress output\n");
+    fprintf(
+        out,
+        "usage: saeflow explore --topk FILE --out SITE [--data SPEC] [--checkpoint DIR] [options]\n"
+        "\n"
+        "Writes a self-contained static site (HTML + JS + CSS + data, no network access,\n"
+        "no build step) to SITE: a feature index sortable by density and activation with\n"
+        "a log-density histogram, search by feature id and caption words, and a page per\n"
+        "feature with its top images, activation histogram and decoder neighbours, plus\n"
+        "the training curves. Open SITE/index.html directly or run `saeflow serve`.\n"
+        "\n"
+        "  --topk FILE        output of `saeflow topk`\n"
+        "  --out SITE         site folder (created; files in it are replaced)\n"
+        "  --data SPEC        dataset for images and captions (cc3m:, wds:, folder:);\n"
+        "                     default: the 'dataset' recorded in the top-k file (a\n"
+        "                     relative path there is relative to where topk ran);\n"
+        "                     'none' builds a site without images\n"
+        "  --checkpoint DIR   SAE checkpoint, for decoder neighbours and metrics.jsonl\n"
+        "                     (default: the 'checkpoint' recorded in the top-k file)\n"
+        "  --log FILE         training log (default: DIR/metrics.jsonl if present)\n"
+        "  --title TEXT       page title\n"
+        "  --thumb PX         longest thumbnail edge (default 160)\n"
+        "  --quality Q        JPEG quality (default 85)\n"
+        "  --neighbours M     decoder neighbours per feature (default 10)\n"
+        "  --word-rows R      search: a caption word must be in R of a feature's top rows\n"
+        "                     (default 2 when N >= 8, else 1)\n"
+        "  --threads T        threads (default: all cores)\n"
+        "  --quiet            no progress output\n");
 }
 
 typedef struct {
@@ -64,32 +65,64 @@ int cmd_explore(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     const char *data = NULL;
     long long thumb = 160, quality = 85, nb = 10, threads = 0, word_rows = 0;
-    static const struct option opts[] = {
-        {"topk", required_argument, 0, 't'},       {"out", required_argument, 0, 'o'},
-        {"data", required_argument, 0, 'd'},       {"checkpoint", required_argument, 0, 'c'},
-        {"log", required_argument, 0, 'l'},        {"title", required_argument, 0, 'T'},
-        {"thumb", required_argument, 0, 's'},      {"quality", required_argument, 0, 'q'},
-        {"neighbours", required_argument, 0, 'n'}, {"threads", required_argument, 0, 'j'},
-        {"quiet", no_argument, 0, 'Q'},            {"help", no_argument, 0, 'h'},
-        {"word-rows", required_argument, 0, 'w'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"topk", required_argument, 0, 't'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"data", required_argument, 0, 'd'},
+                                         {"checkpoint", required_argument, 0, 'c'},
+                                         {"log", required_argument, 0, 'l'},
+                                         {"title", required_argument, 0, 'T'},
+                                         {"thumb", required_argument, 0, 's'},
+                                         {"quality", required_argument, 0, 'q'},
+                                         {"neighbours", required_argument, 0, 'n'},
+                                         {"threads", required_argument, 0, 'j'},
+                                         {"quiet", no_argument, 0, 'Q'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"word-rows", required_argument, 0, 'w'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 't': o.topk_path = optarg; break;
-        case 'o': o.out_dir = optarg; break;
-        case 'd': data = optarg; break;
-        case 'c': o.checkpoint = optarg; break;
-        case 'l': o.train_log = optarg; break;
-        case 'T': o.title = optarg; break;
-        case 'Q': o.quiet = 1; break;
-        case 's': if (cli_parse_int(cmd, "thumb", optarg, &thumb)) return 2; break;
-        case 'q': if (cli_parse_int(cmd, "quality", optarg, &quality)) return 2; break;
-        case 'n': if (cli_parse_int(cmd, "neighbours", optarg, &nb)) return 2; break;
-        case 'j': if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2; break;
-        case 'w': if (cli_parse_int(cmd, "word-rows", optarg, &word_rows)) return 2; break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 't':
+            o.topk_path = optarg;
+            break;
+        case 'o':
+            o.out_dir = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'c':
+            o.checkpoint = optarg;
+            break;
+        case 'l':
+            o.train_log = optarg;
+            break;
+        case 'T':
+            o.title = optarg;
+            break;
+        case 'Q':
+            o.quiet = 1;
+            break;
+        case 's':
+            if (cli_parse_int(cmd, "thumb", optarg, &thumb)) return 2;
+            break;
+        case 'q':
+            if (cli_parse_int(cmd, "quality", optarg, &quality)) return 2;
+            break;
+        case 'n':
+            if (cli_parse_int(cmd, "neighbours", optarg, &nb)) return 2;
+            break;
+        case 'j':
+            if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
+            break;
+        case 'w':
+            if (cli_parse_int(cmd, "word-rows", optarg, &word_rows)) return 2;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -98,7 +131,8 @@ int cmd_explore(int argc, char **argv) {
     if (quality < 1 || quality > 100) return cli_usage_error(cmd, "--quality must be in [1, 100]");
     if (nb < 0 || nb > 100) return cli_usage_error(cmd, "--neighbours must be in [0, 100]");
     if (threads < 0) return cli_usage_error(cmd, "--threads must be >= 0");
-    if (word_rows < 0 || word_rows > 4096) return cli_usage_error(cmd, "--word-rows must be in [0, 4096]");
+    if (word_rows < 0 || word_rows > 4096)
+        return cli_usage_error(cmd, "--word-rows must be in [0, 4096]");
     o.min_word_rows = (int)word_rows;
     o.thumb_size = (int)thumb;
     o.jpeg_quality = (int)quality;
@@ -128,7 +162,8 @@ int cmd_explore(int argc, char **argv) {
         }
         o.rows = &src;
     } else if (!o.quiet) {
-        fprintf(stderr, "saeflow explore: no dataset (--data): the site will have no images or captions\n");
+        fprintf(stderr,
+                "saeflow explore: no dataset (--data): the site will have no images or captions\n");
     }
     rc = sf_explore_build(&o) ? cli_fail(cmd) : 0;
 done:

@@ -31,11 +31,20 @@ int cmd_serve(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
-        case 'H': host = optarg; break;
-        case 'p': if (cli_parse_int(cmd, "port", optarg, &port)) return 2; break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'd':
+            dir = optarg;
+            break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            if (cli_parse_int(cmd, "port", optarg, &port)) return 2;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
@@ -53,11 +62,13 @@ int cmd_serve(int argc, char **argv) {
     sf_server *s = sf_server_start(dir, host, (int)port);
     if (!s) return cli_fail(cmd);
     int v6 = strchr(host, ':') != NULL;
-    printf("serving %s on http://%s%s%s:%d/ (Ctrl-C to stop)\n", dir, v6 ? "[" : "", host, v6 ? "]" : "",
-           sf_server_port(s));
+    printf("serving %s on http://%s%s%s:%d/ (Ctrl-C to stop)\n", dir, v6 ? "[" : "", host,
+           v6 ? "]" : "", sf_server_port(s));
     if (strcmp(host, "127.0.0.1") && strcmp(host, "::1") && strncmp(host, "127.", 4))
-        fprintf(stderr, "saeflow serve: warning: %s is not a loopback address; the site is reachable "
-                        "from other machines\n", host);
+        fprintf(stderr,
+                "saeflow serve: warning: %s is not a loopback address; the site is reachable "
+                "from other machines\n",
+                host);
     fflush(stdout);
     int sig;
     sigwait(&stop, &sig);

@@ -22,7 +22,8 @@
  * the whole output, identical for any --batch and --threads. */
 #define SLICE 256
 
-static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_codes *codes, int64_t r0) {
+static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_codes *codes,
+                         int64_t r0) {
     const int64_t ns = (m + SLICE - 1) / SLICE;
     int64_t bad = -1;
     char msg[1024] = "";
@@ -30,7 +31,8 @@ static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_code
     for (int64_t i = 0; i < ns; i++) {
         int64_t b0 = i * SLICE, mb = m - b0 < SLICE ? m - b0 : SLICE;
         /* a view of the slice's rows in the batch's code buffer */
-        sf_sae_codes v = {mb, codes->k, codes->idx + b0 * codes->k, codes->val + b0 * codes->k, codes->cnt + b0};
+        sf_sae_codes v = {mb, codes->k, codes->idx + b0 * codes->k, codes->val + b0 * codes->k,
+                          codes->cnt + b0};
         if (sf_sae_encode(s, x + b0 * s->d, mb, &v)) {
 #pragma omp critical(topk_encode_err)
             if (bad < 0 || i < bad) {
@@ -82,14 +84,19 @@ static int row_map_open(row_map *rm, const sf_sae_data *D, const char *key, cons
 }
 
 /* out[i] = dataset row of activation row r0 + i, i < m. */
-static int row_map_read(const row_map *rm, const sf_sae_data *D, int64_t r0, int64_t m, int64_t *out) {
+static int row_map_read(const row_map *rm, const sf_sae_data *D, int64_t r0, int64_t m,
+                        int64_t *out) {
     int f = 0;
     for (int64_t i = 0; i < m; i++) {
         int64_t r = r0 + i;
-        while (r >= D->start[f + 1]) f++;
+        while (r >= D->start[f + 1])
+            f++;
         int64_t v;
-        memcpy(&v, (const char *)rm->t[f]->data + (size_t)(r - D->start[f]) * 8, 8); /* may be unaligned */
-        if (v < 0) return sf_error("%s: row map: entry %lld is negative", D->files[f].path, (long long)(r - D->start[f]));
+        memcpy(&v, (const char *)rm->t[f]->data + (size_t)(r - D->start[f]) * 8,
+               8); /* may be unaligned */
+        if (v < 0)
+            return sf_error("%s: row map: entry %lld is negative", D->files[f].path,
+                            (long long)(r - D->start[f]));
         out[i] = v;
     }
     return 0;
@@ -110,11 +117,11 @@ typedef struct {
     sf_clip_preproc pp;
     sf_clip_request req;
     int G, d;
-    int64_t pxf;         /* floats per preprocessed image */
-    float *px;           /* (2G, pxf) queue of preprocessed images */
-    int64_t *qrow;       /* (2G) their dataset rows */
-    int qn;              /* queued */
-    uint8_t **img;       /* (G) image bytes of the samples being decoded */
+    int64_t pxf;   /* floats per preprocessed image */
+    float *px;     /* (2G, pxf) queue of preprocessed images */
+    int64_t *qrow; /* (2G) their dataset rows */
+    int qn;        /* queued */
+    uint8_t **img; /* (G) image bytes of the samples being decoded */
     size_t *img_len;
     int64_t *img_row;
     int *ok;
@@ -125,7 +132,8 @@ typedef struct {
 static void clip_src_close(clip_src *c) {
     if (c->ds) sf_dataset_close(c->ds);
     if (c->m) sf_clip_free(c->m);
-    for (int i = 0; c->img && i < c->G; i++) free(c->img[i]);
+    for (int i = 0; c->img && i < c->G; i++)
+        free(c->img[i]);
     free(c->img);
     free(c->img_len);
     free(c->img_row);
@@ -135,12 +143,14 @@ static void clip_src_close(clip_src *c) {
     memset(c, 0, sizeof *c);
 }
 
-static int clip_src_open(clip_src *c, const char *spec, const char *model, const char *what, int G, int64_t limit) {
+static int clip_src_open(clip_src *c, const char *spec, const char *model, const char *what, int G,
+                         int64_t limit) {
     memset(c, 0, sizeof *c);
     c->G = G;
     if (sf_clip_parse_request(what, SF_CLIP_TOK_FIRST, &c->req)) return sf_error_prefix("--vision");
     if (c->req.what == SF_CLIP_HIDDEN && c->req.tokens == SF_CLIP_TOK_ALL)
-        return sf_error("--vision: per-token activations are not supported here (use saeflow extract)");
+        return sf_error(
+            "--vision: per-token activations are not supported here (use saeflow extract)");
     sf_clip_load_opts lo = {SF_DT_F32, 1, 0};
     if (!(c->m = sf_clip_load(model, &lo))) return -1;
     const sf_clip_config *vc = sf_clip_vision_config(c->m);
@@ -158,9 +168,11 @@ static int clip_src_open(clip_src *c, const char *spec, const char *model, const
         sf_clip_preproc_default(&c->pp);
         c->pp.shortest_edge = c->pp.crop_height = c->pp.crop_width = vc->image_size;
     }
-    if (!c->pp.do_center_crop || c->pp.crop_height != vc->image_size || c->pp.crop_width != vc->image_size)
-        return sf_error("%s: the image processor makes %dx%d crops but the model's image_size is %d", model,
-                        c->pp.crop_height, c->pp.crop_width, vc->image_size);
+    if (!c->pp.do_center_crop || c->pp.crop_height != vc->image_size ||
+        c->pp.crop_width != vc->image_size)
+        return sf_error(
+            "%s: the image processor makes %dx%d crops but the model's image_size is %d", model,
+            c->pp.crop_height, c->pp.crop_width, vc->image_size);
     c->pxf = (int64_t)sf_clip_preproc_floats(&c->pp);
     if (!(c->ds = sf_dataset_open(spec, SF_DS_IMAGES))) return -1;
     int64_t n = sf_dataset_count(c->ds);
@@ -210,8 +222,9 @@ static int clip_src_read(clip_src *c) {
     }
     for (int i = 0; i < n; i++) { /* compact: decoded images join the queue in row order */
         if (!c->ok[i]) {
-            if (c->skipped++ < 5) fprintf(stderr, "saeflow topk: warning: row %lld has no decodable image, skipped\n",
-                                          (long long)c->img_row[i]);
+            if (c->skipped++ < 5)
+                fprintf(stderr, "saeflow topk: warning: row %lld has no decodable image, skipped\n",
+                        (long long)c->img_row[i]);
             continue;
         }
         if (c->px + (size_t)c->qn * (size_t)c->pxf != dst + (size_t)i * (size_t)c->pxf)
@@ -235,7 +248,8 @@ static int64_t clip_src_fill(clip_src *c, float *x, int64_t *rows, int64_t B) {
         memcpy(rows + m, c->qrow, (size_t)g * sizeof(int64_t));
         m += g;
         c->qn -= g; /* move the rest (< G) to the front */
-        memmove(c->px, c->px + (size_t)g * (size_t)c->pxf, (size_t)c->qn * (size_t)c->pxf * sizeof(float));
+        memmove(c->px, c->px + (size_t)g * (size_t)c->pxf,
+                (size_t)c->qn * (size_t)c->pxf * sizeof(float));
         memmove(c->qrow, c->qrow + g, (size_t)c->qn * sizeof(int64_t));
         if (g < c->G) break; /* the last, short group */
     }
@@ -243,42 +257,44 @@ static int64_t clip_src_fill(clip_src *c, float *x, int64_t *rows, int64_t B) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow topk --checkpoint DIR --acts FILE [--acts FILE ...] --out FILE [options]\n"
-            "       saeflow topk --checkpoint DIR --dataset SPEC --model CLIP_DIR --out FILE [options]\n"
-            "\n"
-            "For every SAE feature, keeps the N rows with the highest activation and\n"
-            "per-feature statistics (density, mean and max activation, histogram), in one\n"
-            "safetensors file for `saeflow explore`. Memory does not grow with the number\n"
-            "of rows; results are identical for any --batch and --threads (equal values:\n"
-            "the lower row id is kept first).\n"
-            "\n"
-            "  --checkpoint DIR   SAE checkpoint (config.json + model.safetensors)\n"
-            "  --out FILE         output top-k file (written atomically)\n"
-            "  -N, --top N        rows kept per feature (default 16)\n"
-            "  --limit ROWS       only the first ROWS activation (or dataset) rows\n"
-            "  --batch B          rows per batch, rounded up to a multiple of 256 (default 4096)\n"
-            "  --threads T        threads (default: all cores)\n"
-            "  --quiet            no progress bar or summary\n"
-            "activation files:\n"
-            "  --acts FILE        activations, safetensors [rows, d]; repeat for shards\n"
-            "                     (row ids continue across files, in the order given)\n"
-            "  --key NAME         tensor name in the activation files (default: activations)\n"
-            "  --data SPEC        dataset the activation rows come from, recorded for\n"
-            "                     explore (default: the activation file's 'dataset' metadata)\n"
-            "  --rows-key NAME    I64 tensor giving each activation row's dataset row\n"
-            "                     (default: '<key>_rows', else 'rows', as `saeflow extract`\n"
-            "                     writes them, when present; 'none' to ignore them)\n"
-            "  --row-offset R     without a row map: dataset row of activation row 0\n"
-            "                     (default 0; row i is dataset row R + i)\n"
-            "a dataset through CLIP's vision tower (no activation file):\n"
-            "  --dataset SPEC     cc3m:, wds: or folder: (see saeflow data); rows whose image\n"
-            "                     does not decode are skipped with a warning\n"
-            "  --model DIR        Hugging Face CLIP checkpoint (+ preprocessor_config.json)\n"
-            "  --vision WHAT      layer:N (CLS token of hidden_states[N]), pooled or embeds\n"
-            "                     (default layer:-2, what the reference SAEs were trained on)\n"
-            "  --clip-batch G     images per forward: 1, 2, 4 ... 256 (default 32); results\n"
-            "                     depend on G in the last bits, like extract's --batch_size\n");
+    fprintf(
+        out,
+        "usage: saeflow topk --checkpoint DIR --acts FILE [--acts FILE ...] --out FILE [options]\n"
+        "       saeflow topk --checkpoint DIR --dataset SPEC --model CLIP_DIR --out FILE "
+        "[options]\n"
+        "\n"
+        "For every SAE feature, keeps the N rows with the highest activation and\n"
+        "per-feature statistics (density, mean and max activation, histogram), in one\n"
+        "safetensors file for `saeflow explore`. Memory does not grow with the number\n"
+        "of rows; results are identical for any --batch and --threads (equal values:\n"
+        "the lower row id is kept first).\n"
+        "\n"
+        "  --checkpoint DIR   SAE checkpoint (config.json + model.safetensors)\n"
+        "  --out FILE         output top-k file (written atomically)\n"
+        "  -N, --top N        rows kept per feature (default 16)\n"
+        "  --limit ROWS       only the first ROWS activation (or dataset) rows\n"
+        "  --batch B          rows per batch, rounded up to a multiple of 256 (default 4096)\n"
+        "  --threads T        threads (default: all cores)\n"
+        "  --quiet            no progress bar or summary\n"
+        "activation files:\n"
+        "  --acts FILE        activations, safetensors [rows, d]; repeat for shards\n"
+        "                     (row ids continue across files, in the order given)\n"
+        "  --key NAME         tensor name in the activation files (default: activations)\n"
+        "  --data SPEC        dataset the activation rows come from, recorded for\n"
+        "                     explore (default: the activation file's 'dataset' metadata)\n"
+        "  --rows-key NAME    I64 tensor giving each activation row's dataset row\n"
+        "                     (default: '<key>_rows', else 'rows', as `saeflow extract`\n"
+        "                     writes them, when present; 'none' to ignore them)\n"
+        "  --row-offset R     without a row map: dataset row of activation row 0\n"
+        "                     (default 0; row i is dataset row R + i)\n"
+        "a dataset through CLIP's vision tower (no activation file):\n"
+        "  --dataset SPEC     cc3m:, wds: or folder: (see saeflow data); rows whose image\n"
+        "                     does not decode are skipped with a warning\n"
+        "  --model DIR        Hugging Face CLIP checkpoint (+ preprocessor_config.json)\n"
+        "  --vision WHAT      layer:N (CLS token of hidden_states[N]), pooled or embeds\n"
+        "                     (default layer:-2, what the reference SAEs were trained on)\n"
+        "  --clip-batch G     images per forward: 1, 2, 4 ... 256 (default 32); results\n"
+        "                     depend on G in the last bits, like extract's --batch_size\n");
 }
 
 int cmd_topk(int argc, char **argv) {
@@ -288,56 +304,130 @@ int cmd_topk(int argc, char **argv) {
     const char **acts = sf_calloc((size_t)argc + 1, sizeof(char *));
     int n_acts = 0, quiet = 0;
     long long top = 16, batch = 4096, threads = 0, limit = -1, row_offset = 0, G = 32;
-    static const struct option opts[] = {
-        {"checkpoint", required_argument, 0, 'c'}, {"acts", required_argument, 0, 'a'},
-        {"key", required_argument, 0, 'k'},        {"out", required_argument, 0, 'o'},
-        {"top", required_argument, 0, 'N'},        {"data", required_argument, 0, 'd'},
-        {"row-offset", required_argument, 0, 'r'}, {"limit", required_argument, 0, 'l'},
-        {"batch", required_argument, 0, 'b'},      {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
-        {"rows-key", required_argument, 0, 'R'},   {"dataset", required_argument, 0, 'D'},
-        {"model", required_argument, 0, 'M'},      {"vision", required_argument, 0, 'V'},
-        {"clip-batch", required_argument, 0, 'G'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
+                                         {"acts", required_argument, 0, 'a'},
+                                         {"key", required_argument, 0, 'k'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"top", required_argument, 0, 'N'},
+                                         {"data", required_argument, 0, 'd'},
+                                         {"row-offset", required_argument, 0, 'r'},
+                                         {"limit", required_argument, 0, 'l'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"quiet", no_argument, 0, 'q'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"rows-key", required_argument, 0, 'R'},
+                                         {"dataset", required_argument, 0, 'D'},
+                                         {"model", required_argument, 0, 'M'},
+                                         {"vision", required_argument, 0, 'V'},
+                                         {"clip-batch", required_argument, 0, 'G'},
+                                         {0, 0, 0, 0}};
     int c, rc = 2;
     while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'a': acts[n_acts++] = optarg; break;
-        case 'k': key = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': data_spec = optarg; break;
-        case 'R': rows_key = optarg; break;
-        case 'D': dataset = optarg; break;
-        case 'M': model = optarg; break;
-        case 'V': vision = optarg; break;
-        case 'q': quiet = 1; break;
-        case 'N': if (cli_parse_int(cmd, "top", optarg, &top)) goto done; break;
-        case 'r': if (cli_parse_int(cmd, "row-offset", optarg, &row_offset)) goto done; break;
-        case 'l': if (cli_parse_int(cmd, "limit", optarg, &limit)) goto done; break;
-        case 'b': if (cli_parse_int(cmd, "batch", optarg, &batch)) goto done; break;
-        case 't': if (cli_parse_int(cmd, "threads", optarg, &threads)) goto done; break;
-        case 'G': if (cli_parse_int(cmd, "clip-batch", optarg, &G)) goto done; break;
-        case 'h': usage(stdout); rc = 0; goto done;
-        default: rc = cli_usage_error(cmd, "unknown option"); goto done;
+        case 'c':
+            ckpt = optarg;
+            break;
+        case 'a':
+            acts[n_acts++] = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'd':
+            data_spec = optarg;
+            break;
+        case 'R':
+            rows_key = optarg;
+            break;
+        case 'D':
+            dataset = optarg;
+            break;
+        case 'M':
+            model = optarg;
+            break;
+        case 'V':
+            vision = optarg;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'N':
+            if (cli_parse_int(cmd, "top", optarg, &top)) goto done;
+            break;
+        case 'r':
+            if (cli_parse_int(cmd, "row-offset", optarg, &row_offset)) goto done;
+            break;
+        case 'l':
+            if (cli_parse_int(cmd, "limit", optarg, &limit)) goto done;
+            break;
+        case 'b':
+            if (cli_parse_int(cmd, "batch", optarg, &batch)) goto done;
+            break;
+        case 't':
+            if (cli_parse_int(cmd, "threads", optarg, &threads)) goto done;
+            break;
+        case 'G':
+            if (cli_parse_int(cmd, "clip-batch", optarg, &G)) goto done;
+            break;
+        case 'h':
+            usage(stdout);
+            rc = 0;
+            goto done;
+        default:
+            rc = cli_usage_error(cmd, "unknown option");
+            goto done;
         }
     }
-    if (optind < argc) { rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]); goto done; }
-    if (!ckpt || !out || (!n_acts && !dataset))
-        { rc = cli_usage_error(cmd, "--checkpoint, --out and --acts (or --dataset) are required"); goto done; }
-    if (n_acts && dataset) { rc = cli_usage_error(cmd, "give --acts or --dataset, not both"); goto done; }
-    if (dataset && !model) { rc = cli_usage_error(cmd, "--dataset needs --model (a CLIP checkpoint)"); goto done; }
-    if (dataset && (rows_key || row_offset || data_spec))
-        { rc = cli_usage_error(cmd, "--rows-key, --row-offset and --data apply to --acts only"); goto done; }
-    if (top < 1 || top > 4096) { rc = cli_usage_error(cmd, "--top must be in [1, 4096]"); goto done; }
-    if (batch < 1 || batch > (1 << 20)) { rc = cli_usage_error(cmd, "--batch must be in [1, 1048576]"); goto done; }
-    if (threads < 0 || threads > 4096) { rc = cli_usage_error(cmd, "--threads must be >= 0"); goto done; }
-    if (row_offset < 0) { rc = cli_usage_error(cmd, "--row-offset must be >= 0"); goto done; }
-    if (G < 1 || G > SLICE || (G & (G - 1))) { rc = cli_usage_error(cmd, "--clip-batch must be a power of two <= 256"); goto done; }
+    if (optind < argc) {
+        rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+        goto done;
+    }
+    if (!ckpt || !out || (!n_acts && !dataset)) {
+        rc = cli_usage_error(cmd, "--checkpoint, --out and --acts (or --dataset) are required");
+        goto done;
+    }
+    if (n_acts && dataset) {
+        rc = cli_usage_error(cmd, "give --acts or --dataset, not both");
+        goto done;
+    }
+    if (dataset && !model) {
+        rc = cli_usage_error(cmd, "--dataset needs --model (a CLIP checkpoint)");
+        goto done;
+    }
+    if (dataset && (rows_key || row_offset || data_spec)) {
+        rc = cli_usage_error(cmd, "--rows-key, --row-offset and --data apply to --acts only");
+        goto done;
+    }
+    if (top < 1 || top > 4096) {
+        rc = cli_usage_error(cmd, "--top must be in [1, 4096]");
+        goto done;
+    }
+    if (batch < 1 || batch > (1 << 20)) {
+        rc = cli_usage_error(cmd, "--batch must be in [1, 1048576]");
+        goto done;
+    }
+    if (threads < 0 || threads > 4096) {
+        rc = cli_usage_error(cmd, "--threads must be >= 0");
+        goto done;
+    }
+    if (row_offset < 0) {
+        rc = cli_usage_error(cmd, "--row-offset must be >= 0");
+        goto done;
+    }
+    if (G < 1 || G > SLICE || (G & (G - 1))) {
+        rc = cli_usage_error(cmd, "--clip-batch must be a power of two <= 256");
+        goto done;
+    }
 
     sf_sae_blas_fixup(); /* may re-exec with a faster OpenBLAS core; before any output */
     sf_sae_set_threads((int)threads);
     omp_set_max_active_levels(1); /* sf_sae_encode inside our slice loop runs single-threaded */
-    batch = (batch + SLICE - 1) / SLICE * SLICE; /* whole slices (see encode_slices); G divides it */
+    batch =
+        (batch + SLICE - 1) / SLICE * SLICE; /* whole slices (see encode_slices); G divides it */
 
     sf_sae sae;
     sf_sae_data D;
@@ -349,43 +439,61 @@ int cmd_topk(int argc, char **argv) {
     int64_t *row_ids = NULL, total;
     sf_sae_codes codes = {0};
     rc = 1;
-    if (sf_sae_load(&sae, ckpt)) { rc = cli_fail(cmd); goto done; }
+    if (sf_sae_load(&sae, ckpt)) {
+        rc = cli_fail(cmd);
+        goto done;
+    }
     const char *src_name;
     if (n_acts) {
-        if (sf_sae_data_open(&D, acts, n_acts, key)) { rc = cli_fail(cmd); goto close; }
+        if (sf_sae_data_open(&D, acts, n_acts, key)) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
         have_data = 1;
         src_name = acts[0];
         if (D.d != sae.d) {
-            sf_error("%s: key '%s' has width %d, the SAE in %s expects %d", acts[0], key, D.d, ckpt, sae.d);
+            sf_error("%s: key '%s' has width %d, the SAE in %s expects %d", acts[0], key, D.d, ckpt,
+                     sae.d);
             rc = cli_fail(cmd);
             goto close;
         }
         if (!data_spec) data_spec = sf_st_meta(&D.files[0], "dataset");
         have_map = row_map_open(&rm, &D, key, rows_key);
-        if (have_map < 0) { rc = cli_fail(cmd); goto close; }
+        if (have_map < 0) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
         if (have_map && row_offset) {
-            rc = cli_usage_error(cmd, "--row-offset cannot be combined with a row map (use --rows-key none)");
+            rc = cli_usage_error(
+                cmd, "--row-offset cannot be combined with a row map (use --rows-key none)");
             goto close;
         }
         total = limit >= 0 && limit < D.N ? limit : D.N;
     } else {
         have_clip = 1;
-        if (clip_src_open(&cs, dataset, model, vision, (int)G, limit)) { rc = cli_fail(cmd); goto close; }
+        if (clip_src_open(&cs, dataset, model, vision, (int)G, limit)) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
         src_name = dataset;
         data_spec = dataset;
         if (cs.d != sae.d) {
-            sf_error("%s: --vision %s gives width %d, the SAE in %s expects %d", model, vision, cs.d, ckpt, sae.d);
+            sf_error("%s: --vision %s gives width %d, the SAE in %s expects %d", model, vision,
+                     cs.d, ckpt, sae.d);
             rc = cli_fail(cmd);
             goto close;
         }
         total = cs.end_row;
     }
-    if (sf_topk_init(&tk, sae.n, (int)top)) { rc = cli_fail(cmd); goto close; }
+    if (sf_topk_init(&tk, sae.n, (int)top)) {
+        rc = cli_fail(cmd);
+        goto close;
+    }
     have_tk = 1;
 
     const int64_t B = batch < total ? batch : (total > 0 ? total : 1);
     x = sf_malloc((size_t)(have_clip ? batch : B) * (size_t)sae.d * sizeof(float)); // (B, d)
-    row_ids = sf_malloc((size_t)(have_clip ? batch : B) * sizeof(int64_t));           // (B)
+    row_ids = sf_malloc((size_t)(have_clip ? batch : B) * sizeof(int64_t));         // (B)
     sf_sae_codes_alloc(&codes, have_clip ? batch : B, sae.k);
     sf_progress pg;
     sf_progress_start(&pg, "topk", (uint64_t)total, "rows");
@@ -398,12 +506,20 @@ int cmd_topk(int argc, char **argv) {
         if (have_data) {
             m = total - r0 < B ? total - r0 : B;
             if (m <= 0) break;
-            if (sf_sae_data_range(&D, r0, m, x) || (have_map && row_map_read(&rm, &D, r0, m, row_ids))) { err = 1; break; }
+            if (sf_sae_data_range(&D, r0, m, x) ||
+                (have_map && row_map_read(&rm, &D, r0, m, row_ids))) {
+                err = 1;
+                break;
+            }
             if (!have_map)
-                for (int64_t i = 0; i < m; i++) row_ids[i] = row_offset + r0 + i;
+                for (int64_t i = 0; i < m; i++)
+                    row_ids[i] = row_offset + r0 + i;
         } else {
             m = clip_src_fill(&cs, x, row_ids, batch);
-            if (m < 0) { err = 1; break; }
+            if (m < 0) {
+                err = 1;
+                break;
+            }
             if (m == 0) break;
         }
         double te = sf_now();
@@ -413,7 +529,10 @@ int cmd_topk(int argc, char **argv) {
             break;
         }
         t_enc += sf_now() - te;
-        if (sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, 0, row_ids)) { err = 1; break; }
+        if (sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, 0, row_ids)) {
+            err = 1;
+            break;
+        }
         r0 += m;
         sf_progress_update(&pg, (uint64_t)(have_data ? r0 : cs.next_row), NULL);
     }
@@ -428,17 +547,25 @@ int cmd_topk(int argc, char **argv) {
         snprintf(skbuf, sizeof skbuf, "%lld", have_clip ? (long long)cs.skipped : 0LL);
         /* the activation file list, comma-separated */
         size_t al = 1;
-        for (int i = 0; i < n_acts; i++) al += strlen(acts[i]) + 1;
+        for (int i = 0; i < n_acts; i++)
+            al += strlen(acts[i]) + 1;
         char *alist = sf_calloc(al, 1);
         for (int i = 0; i < n_acts; i++) {
             if (i) strcat(alist, ",");
             strcat(alist, acts[i]);
         }
-        const char *meta_acts[] = {"dataset", data_spec ? data_spec : "", "activations", alist, "key", key,
-                                   "checkpoint", ckpt, "top_n", nbuf, "sae_k", kbuf, "row_offset", obuf,
-                                   "rows_key", have_map ? rm.t[0]->name : "", NULL};
-        const char *meta_clip[] = {"dataset", dataset, "model", model, "vision", vision, "clip_batch", gbuf,
-                                   "checkpoint", ckpt, "top_n", nbuf, "sae_k", kbuf, "skipped", skbuf, NULL};
+        const char *meta_acts[] = {"dataset",     data_spec ? data_spec : "",
+                                   "activations", alist,
+                                   "key",         key,
+                                   "checkpoint",  ckpt,
+                                   "top_n",       nbuf,
+                                   "sae_k",       kbuf,
+                                   "row_offset",  obuf,
+                                   "rows_key",    have_map ? rm.t[0]->name : "",
+                                   NULL};
+        const char *meta_clip[] = {"dataset",    dataset, "model",      model, "vision", vision,
+                                   "clip_batch", gbuf,    "checkpoint", ckpt,  "top_n",  nbuf,
+                                   "sae_k",      kbuf,    "skipped",    skbuf, NULL};
         if (sf_topk_write(&tk, out, have_clip ? meta_clip : meta_acts)) err = 1;
         free(alist);
     }
@@ -448,12 +575,15 @@ int cmd_topk(int argc, char **argv) {
         rc = 0;
         if (!quiet) {
             int64_t dead = 0;
-            for (int64_t j = 0; j < tk.n; j++) dead += tk.count[j] == 0;
+            for (int64_t j = 0; j < tk.n; j++)
+                dead += tk.count[j] == 0;
             printf("topk: %lld rows x %d features in %.2f s (%.0f rows/s; encode %.2f s), "
                    "%lld dead features, wrote %s\n",
-                   (long long)r0, sae.n, dt, dt > 0 ? (double)r0 / dt : 0.0, t_enc, (long long)dead, out);
+                   (long long)r0, sae.n, dt, dt > 0 ? (double)r0 / dt : 0.0, t_enc, (long long)dead,
+                   out);
             if (have_clip && cs.skipped)
-                printf("topk: %lld dataset rows skipped (no decodable image)\n", (long long)cs.skipped);
+                printf("topk: %lld dataset rows skipped (no decodable image)\n",
+                       (long long)cs.skipped);
         }
     }
 close:

@@ -16,7 +16,8 @@ TEST(neighbours_brute_force) {
     static float W[n * d];
     sf_rng r;
     sf_rng_seed(&r, 7);
-    for (int i = 0; i < n * d; i++) W[i] = sf_rng_normal(&r);
+    for (int i = 0; i < n * d; i++)
+        W[i] = sf_rng_normal(&r);
     for (int q = 0; q < d; q++) {
         W[3 * d + q] = 2.0f * W[10 * d + q]; /* exact duplicate direction: cosine 1 */
         W[4 * d + q] = W[10 * d + q];
@@ -43,8 +44,9 @@ TEST(neighbours_brute_force) {
             for (int j = 0; j < n; j++)
                 if (j != i && (best < 0 || c[j] > c[best] + 1e-5)) best = j;
             /* float GEMM vs double: accept any index within 1e-5 of the best */
-            CHECK_MSG(fabs(c[idx[i * m + k]] - c[best]) < 1e-5, "row %d slot %d: got %d (%g) want %d (%g)", i, k,
-                      idx[i * m + k], c[idx[i * m + k]], best, c[best]);
+            CHECK_MSG(fabs(c[idx[i * m + k]] - c[best]) < 1e-5,
+                      "row %d slot %d: got %d (%g) want %d (%g)", i, k, idx[i * m + k],
+                      c[idx[i * m + k]], best, c[best]);
             CHECK_NEAR(cs[i * m + k], c[idx[i * m + k]], 1e-5);
             c[idx[i * m + k]] = -INFINITY;
         }
@@ -108,7 +110,8 @@ TEST(words_and_json) {
     CHECK_STR(b.s, "red|circle|big|über|東京|1999s|");
     b.len = 0;
     char *s = utf8_sanitize("ok \xff\xfe caf\xc3\xa9 \xe2\x80\xa8 \xed\xa0\x80 \xf0\x9f\x99\x82");
-    CHECK_STR(s, "ok \xEF\xBF\xBD\xEF\xBF\xBD caf\xc3\xa9 \xe2\x80\xa8 \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD \xf0\x9f\x99\x82");
+    CHECK_STR(s, "ok \xEF\xBF\xBD\xEF\xBF\xBD caf\xc3\xa9 \xe2\x80\xa8 "
+                 "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD \xf0\x9f\x99\x82");
     sb_json_str(&b, s);
     free(s);
     CHECK(strstr(b.s, "\\u2028") != NULL);
@@ -200,9 +203,10 @@ TEST(site) {
     CHECK(sf_sae_save(&sae, ckpt) == 0);
     sf_sae_free(&sae);
     snprintf(path, sizeof path, "%.4000s/metrics.jsonl", ckpt);
-    const char *log = "{\"step\": 1, \"loss\": 4.5, \"l2_normalised\": 0.9, \"l0\": 3, \"dead\": 0}\n"
-                      "{\"step\": 2, \"loss\": 2.5, \"l2_normalised\": 0.5, \"l0\": 3, \"dead\": 0.25}\n"
-                      "{\"step\": 3, \"loss\": 1.5, \"l2_n";
+    const char *log =
+        "{\"step\": 1, \"loss\": 4.5, \"l2_normalised\": 0.9, \"l0\": 3, \"dead\": 0}\n"
+        "{\"step\": 2, \"loss\": 2.5, \"l2_normalised\": 0.5, \"l0\": 3, \"dead\": 0.25}\n"
+        "{\"step\": 3, \"loss\": 1.5, \"l2_n";
     CHECK(sf_write_file_atomic(path, log, strlen(log)) == 0);
 
     fake_ctx fc = {0, -1};
@@ -217,12 +221,15 @@ TEST(site) {
     o.min_word_rows = 1;
     o.quiet = 1;
     CHECK(sf_explore_build(&o) == 0);
-    CHECK(exists(site, "index.html") && exists(site, "assets/app.js") && exists(site, "assets/style.css"));
-    CHECK(exists(site, "data/f/0000.js") && exists(site, "data/f/0001.js") && !exists(site, "data/f/0002.js"));
+    CHECK(exists(site, "index.html") && exists(site, "assets/app.js") &&
+          exists(site, "assets/style.css"));
+    CHECK(exists(site, "data/f/0000.js") && exists(site, "data/f/0001.js") &&
+          !exists(site, "data/f/0002.js"));
 
     snprintf(path, sizeof path, "%.4000s/index.html", site);
     char *html = sf_read_file(path, NULL);
-    CHECK(html && strstr(html, "data/index.js") && strstr(html, "assets/app.js") && !strstr(html, "http"));
+    CHECK(html && strstr(html, "data/index.js") && strstr(html, "assets/app.js") &&
+          !strstr(html, "http"));
     free(html);
 
     snprintf(path, sizeof path, "%.4000s/data/index.js", site);
@@ -233,10 +240,13 @@ TEST(site) {
         CHECK(cJSON_GetObjectItem(ix, "rows")->valueint == ROWS);
         CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(ix, "density")) == NF);
         CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(ix, "count"), 65)->valueint == 0);
-        CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(ix, "density"), 3)->valuedouble, t.count[3] / 300.0, 1e-4);
-        CHECK_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(ix, "meta"), "dataset")->valuestring, "fake:");
+        CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(ix, "density"), 3)->valuedouble,
+                   t.count[3] / 300.0, 1e-4);
+        CHECK_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(ix, "meta"), "dataset")->valuestring,
+                  "fake:");
         cJSON *cv = cJSON_GetObjectItem(ix, "curves");
-        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(cv, "loss")) == 2); /* the cut last line is skipped */
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(cv, "loss")) ==
+              2); /* the cut last line is skipped */
         CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(cv, "fvu"), 1)->valuedouble, 0.5, 1e-9);
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(ix, "neighbours")));
         cJSON *top3 = cJSON_GetArrayItem(cJSON_GetObjectItem(ix, "top"), 3);
@@ -258,8 +268,10 @@ TEST(site) {
         /* "red" rows are r % 3 == 0; every alive feature has some in its top 8 */
         cJSON *red = cJSON_GetObjectItem(w, "red");
         CHECK(cJSON_GetArraySize(red) == 60);
-        CHECK(cJSON_GetObjectItem(w, "shiny") && cJSON_GetArraySize(cJSON_GetObjectItem(w, "shiny")) == 60);
-        CHECK(cJSON_GetObjectItem(w, "the") == NULL && cJSON_GetObjectItem(w, "and") == NULL); /* stopwords */
+        CHECK(cJSON_GetObjectItem(w, "shiny") &&
+              cJSON_GetArraySize(cJSON_GetObjectItem(w, "shiny")) == 60);
+        CHECK(cJSON_GetObjectItem(w, "the") == NULL &&
+              cJSON_GetObjectItem(w, "and") == NULL); /* stopwords */
         /* postings sorted by hits desc: hits of the first >= hits of the last */
         int h0 = cJSON_GetArrayItem(cJSON_GetArrayItem(red, 0), 1)->valueint;
         int hl = cJSON_GetArrayItem(cJSON_GetArrayItem(red, 59), 1)->valueint;

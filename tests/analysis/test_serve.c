@@ -52,7 +52,9 @@ static int request(const char *raw, size_t rawlen, char *reply, size_t cap) {
 
 static int status_of(const char *method, const char *path, char *reply, size_t cap) {
     char raw[4096];
-    int n = snprintf(raw, sizeof raw, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", method, path);
+    int n =
+        snprintf(raw, sizeof raw, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                 method, path);
     if (request(raw, (size_t)n, reply, cap) <= 0) return -1;
     int st = -1;
     sscanf(reply, "HTTP/1.%*d %d", &st);
@@ -123,17 +125,28 @@ TEST(http) {
     CHECK(status_of("OPTIONS", "*", reply, sizeof reply) == 405);
     /* missing / escapes */
     CHECK(status_of("GET", "/nope.js", reply, sizeof reply) == 404);
-    const char *bad[] = {"/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/data/%2E%2E/%2e%2e/etc/passwd",
-                         "/..%2f..%2fetc/passwd", "/%252e%252e/etc/passwd", "/data%5c..%5c..%5cetc%5cpasswd",
-                         "/out/passwd", "/link.txt", "/.secret", "/index.html%00.png", "//etc/passwd",
-                         "http://localhost/../etc/passwd", "/data/x.js/..", "/%"};
+    const char *bad[] = {"/../../../../etc/passwd",
+                         "/%2e%2e/%2e%2e/etc/passwd",
+                         "/data/%2E%2E/%2e%2e/etc/passwd",
+                         "/..%2f..%2fetc/passwd",
+                         "/%252e%252e/etc/passwd",
+                         "/data%5c..%5c..%5cetc%5cpasswd",
+                         "/out/passwd",
+                         "/link.txt",
+                         "/.secret",
+                         "/index.html%00.png",
+                         "//etc/passwd",
+                         "http://localhost/../etc/passwd",
+                         "/data/x.js/..",
+                         "/%"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int st = status_of("GET", bad[i], reply, sizeof reply);
         CHECK_MSG(st >= 400 && st < 500, "%s -> %d", bad[i], st);
         CHECK_MSG(!strstr(reply, "root:"), "%s leaked a file", bad[i]);
     }
     /* garbage requests: the server answers 4xx or closes, and stays up */
-    const char *junk[] = {"GARBAGE\r\n\r\n", "GET\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "\x01\x02\x03\r\n\r\n"};
+    const char *junk[] = {"GARBAGE\r\n\r\n", "GET\r\n\r\n", "GET / HTTP/9.9\r\n\r\n",
+                          "\x01\x02\x03\r\n\r\n"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         request(junk[i], strlen(junk[i]), reply, sizeof reply);
         int st = -1;

@@ -40,7 +40,8 @@ static void make_data(void) {
             if (sf_rng_below(&r, NF) >= K) continue;
             /* features 0..3 get a wide range to exercise the histogram widening */
             float v = (float)(int)sf_rng_below(&r, 8) * 0.25f - 0.25f;
-            if (j < 4) v = (float)ldexp(1.0 + (double)sf_rng_below(&r, 4), (int)sf_rng_below(&r, 12) - 4);
+            if (j < 4)
+                v = (float)ldexp(1.0 + (double)sf_rng_below(&r, 4), (int)sf_rng_below(&r, 12) - 4);
             Z[b][j] = v;
             IDX[b][c] = j;
             VAL[b][c] = v;
@@ -65,8 +66,9 @@ static void run(result *res, int batch, int threads, int sparse) {
     omp_set_num_threads(threads);
     for (int b0 = 0; b0 < ROWS; b0 += batch) {
         int B = ROWS - b0 < batch ? ROWS - b0 : batch;
-        int rc = sparse ? sf_topk_add_sparse(&t, B, K, &IDX[b0][0], &VAL[b0][0], &CNT[b0], 0, &RID[b0])
-                        : sf_topk_add_dense(&t, &Z[b0][0], B, 0, &RID[b0]);
+        int rc = sparse
+                     ? sf_topk_add_sparse(&t, B, K, &IDX[b0][0], &VAL[b0][0], &CNT[b0], 0, &RID[b0])
+                     : sf_topk_add_dense(&t, &Z[b0][0], B, 0, &RID[b0]);
         CHECK(rc == 0);
     }
     CHECK(t.rows == ROWS);
@@ -103,8 +105,9 @@ TEST(against_brute_force) {
             float ev = i < m ? all[i].v : 0.0f;
             int64_t er = i < m ? all[i].r : -1;
             CHECK_MSG(res.values[j * KEEP + i] == ev && res.rows[j * KEEP + i] == er,
-                      "feature %d slot %d: got (%g, %lld) want (%g, %lld)", j, i, res.values[j * KEEP + i],
-                      (long long)res.rows[j * KEEP + i], ev, (long long)er);
+                      "feature %d slot %d: got (%g, %lld) want (%g, %lld)", j, i,
+                      res.values[j * KEEP + i], (long long)res.rows[j * KEEP + i], ev,
+                      (long long)er);
             if (i + 1 < m && i + 1 < KEEP && all[i].v == all[i + 1].v) ties++;
         }
         /* the tie at the cut-off: the (N+1)-th must not beat the N-th */
@@ -117,7 +120,8 @@ TEST(against_brute_force) {
             frexp(mx, &e);
             CHECK(res.hexp[j] == e);
             int64_t h[SF_TOPK_HIST_BINS] = {0};
-            for (int i = 0; i < m; i++) h[(int)(all[i].v / ldexp(1.0, e) * SF_TOPK_HIST_BINS)]++;
+            for (int i = 0; i < m; i++)
+                h[(int)(all[i].v / ldexp(1.0, e) * SF_TOPK_HIST_BINS)]++;
             CHECK(memcmp(h, res.hist + j * SF_TOPK_HIST_BINS, sizeof h) == 0);
         }
     }
@@ -133,8 +137,8 @@ TEST(independent_of_batch_threads_form) {
         for (int ti = 0; ti < 4; ti++)
             for (int sp = 0; sp < 2; sp++) {
                 run(&other, batches[bi], threads[ti], sp);
-                CHECK_MSG(memcmp(&ref, &other, sizeof ref) == 0, "batch %d threads %d sparse %d differs",
-                          batches[bi], threads[ti], sp);
+                CHECK_MSG(memcmp(&ref, &other, sizeof ref) == 0,
+                          "batch %d threads %d sparse %d differs", batches[bi], threads[ti], sp);
             }
 }
 
@@ -205,12 +209,14 @@ TEST(file_round_trip) {
     CHECK_ERR_HAS("topk_values");
     /* the right names with shapes that disagree, and a row id below -1 */
     float vals[6] = {3, 2, 1, 0, 0, 0}, one[2] = {1, 1};
-    int64_t rows[6] = {0, 1, 2, -1, -1, -1}, rows_bad[4] = {0, 1, 2, 3}, cnt[2] = {3, 0}, hist[64] = {0};
+    int64_t rows[6] = {0, 1, 2, -1, -1, -1}, rows_bad[4] = {0, 1, 2, 3}, cnt[2] = {3, 0},
+            hist[64] = {0};
     int64_t s23[2] = {2, 3}, s22[2] = {2, 2}, s2[1] = {2}, sh[2] = {2, 32};
     for (int variant = 0; variant < 2; variant++) {
         w = sf_stw_new();
         sf_stw_add(w, "topk_values", SF_DT_F32, 2, s23, vals);
-        if (variant == 0) sf_stw_add(w, "topk_rows", SF_DT_I64, 2, s22, rows_bad);
+        if (variant == 0)
+            sf_stw_add(w, "topk_rows", SF_DT_I64, 2, s22, rows_bad);
         else {
             rows[5] = -7;
             sf_stw_add(w, "topk_rows", SF_DT_I64, 2, s23, rows);
@@ -224,7 +230,8 @@ TEST(file_round_trip) {
         CHECK(sf_stw_write(w, path) == 0);
         sf_stw_free(w);
         CHECK(sf_topk_open(&f, path) == -1);
-        CHECK_ERR_HAS(variant == 0 ? "tensor 'topk_rows': expected I64 [2, 3], got I64 [2, 2]" : "negative row id");
+        CHECK_ERR_HAS(variant == 0 ? "tensor 'topk_rows': expected I64 [2, 3], got I64 [2, 2]"
+                                   : "negative row id");
     }
 }
 

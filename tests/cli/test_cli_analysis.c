@@ -31,8 +31,10 @@ static int run(const char *cmd, char **out) {
     }
     buf[n] = 0;
     int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -57,15 +59,21 @@ TEST(topk_deterministic) {
     snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
     snprintf(other, sizeof other, "%s/other.safetensors", tmp);
     /* the batch and thread settings are not recorded, so files must match byte for byte */
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors --out '%s' "
-             "--batch 192 --threads 1", SF_SOURCE_DIR, SF_EXE, ckpt, ref);
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
+             "--out '%s' "
+             "--batch 192 --threads 1",
+             SF_SOURCE_DIR, SF_EXE, ckpt, ref);
     CHECK(run(cmd, &out) == 0);
     CHECK(out && strstr(out, "192 rows x 48 features"));
     free(out);
-    const char *variants[] = {"--batch 1 --threads 2", "--batch 7 --threads 3", "--batch 64 --threads 2 --quiet"};
+    const char *variants[] = {"--batch 1 --threads 2", "--batch 7 --threads 3",
+                              "--batch 64 --threads 2 --quiet"};
     for (int i = 0; i < 3; i++) {
-        snprintf(cmd, sizeof cmd, "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
-                 "--out '%s' %s", SF_SOURCE_DIR, SF_EXE, ckpt, other, variants[i]);
+        snprintf(cmd, sizeof cmd,
+                 "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
+                 "--out '%s' %s",
+                 SF_SOURCE_DIR, SF_EXE, ckpt, other, variants[i]);
         CHECK(run(cmd, NULL) == 0);
         CHECK_MSG(same_file(ref, other), "topk output differs with %s", variants[i]);
     }
@@ -74,10 +82,11 @@ TEST(topk_deterministic) {
     snprintf(syn, sizeof syn, "%s/syn64.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "'%s' synth --out '%s' --d 64 --samples 3000 --seed 3", SF_EXE, syn);
     CHECK(run(cmd, NULL) == 0);
-    const char *v2[] = {"--batch 256 --threads 1", "--batch 1000 --threads 2", "--batch 100000 --threads 3",
-                        "--batch 1 --threads 2"};
+    const char *v2[] = {"--batch 256 --threads 1", "--batch 1000 --threads 2",
+                        "--batch 100000 --threads 3", "--batch 1 --threads 2"};
     for (int i = 0; i < 4; i++) {
-        snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s' --out '%s/syn%d.safetensors' --quiet %s",
+        snprintf(cmd, sizeof cmd,
+                 "'%s' topk --checkpoint '%s' --acts '%s' --out '%s/syn%d.safetensors' --quiet %s",
                  SF_EXE, ckpt, syn, tmp, i, v2[i]);
         CHECK(run(cmd, NULL) == 0);
         char a[8192], b[8192];
@@ -86,8 +95,10 @@ TEST(topk_deterministic) {
         if (i) CHECK_MSG(same_file(a, b), "topk output differs with %s", v2[i]);
     }
     /* -N and --limit change the result */
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
-             "--out '%s' -N 4 --limit 100 --quiet", SF_SOURCE_DIR, SF_EXE, ckpt, other);
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
+             "--out '%s' -N 4 --limit 100 --quiet",
+             SF_SOURCE_DIR, SF_EXE, ckpt, other);
     CHECK(run(cmd, NULL) == 0);
     CHECK(!same_file(ref, other));
 }
@@ -97,13 +108,18 @@ TEST(topk_errors) {
     snprintf(outp, sizeof outp, "%s/err.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "'%s' topk --acts x --out '%s'", SF_EXE, outp);
     CHECK(run(cmd, NULL) == 2);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' -N 0", SF_EXE, ckpt, FIX, outp);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' -N 0", SF_EXE,
+             ckpt, FIX, outp);
     CHECK(run(cmd, NULL) == 2);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s/nope.safetensors' --out '%s'", SF_EXE, ckpt, tmp, outp);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s/nope.safetensors' --out '%s'",
+             SF_EXE, ckpt, tmp, outp);
     CHECK(run(cmd, &out) == 1);
     CHECK(out && strstr(out, "nope.safetensors"));
     free(out);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --key nokey --out '%s'", SF_EXE, ckpt, FIX, outp);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --key nokey --out '%s'",
+             SF_EXE, ckpt, FIX, outp);
     CHECK(run(cmd, &out) == 1);
     CHECK(out && strstr(out, "nokey"));
     free(out);
@@ -111,7 +127,8 @@ TEST(topk_errors) {
     snprintf(path, sizeof path, "%s/w32.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "'%s' synth --out '%s' --d 32 --samples 50", SF_EXE, path);
     CHECK(run(cmd, NULL) == 0);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s' --out '%s'", SF_EXE, ckpt, path, outp);
+    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s' --out '%s'", SF_EXE, ckpt,
+             path, outp);
     CHECK(run(cmd, &out) == 1);
     CHECK(out && strstr(out, "width 32"));
     free(out);
@@ -134,7 +151,8 @@ static void *read_tensor(const char *file, const char *name, const char *dt, siz
     free(h);
     cJSON *t = cJSON_GetObjectItem(j, name), *off = cJSON_GetObjectItem(t, "data_offsets");
     if (off && !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, dt)) {
-        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble,
+               e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
         if (8 + hl + e <= len && b <= e) {
             out = sf_malloc(e - b + 8);
             memcpy(out, buf + 8 + hl + b, e - b);
@@ -172,7 +190,8 @@ static int64_t *read_i64(const char *file, const char *name, int64_t *numel) {
     free(h);
     cJSON *t = cJSON_GetObjectItem(j, name), *off = cJSON_GetObjectItem(t, "data_offsets");
     if (off && !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "I64")) {
-        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble,
+               e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
         if (8 + hl + e <= len && b <= e) {
             out = sf_malloc(e - b + 8);
             memcpy(out, buf + 8 + hl + b, e - b);
@@ -189,10 +208,14 @@ TEST(topk_row_map) {
     char a[8192], b[8192];
     snprintf(a, sizeof a, "%s/plain.safetensors", tmp);
     snprintf(b, sizeof b, "%s/mapped.safetensors", tmp);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' --quiet", SF_EXE, ckpt, FIX, a);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' --quiet", SF_EXE,
+             ckpt, FIX, a);
     CHECK(run(cmd, NULL) == 0);
     /* acts_rows: the same activations as `vision`, with rows = 1000 + 2i */
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --out '%s' --quiet",
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --out '%s' "
+             "--quiet",
              SF_EXE, ckpt, FIX, b);
     CHECK(run(cmd, NULL) == 0);
     int64_t na = 0, nb = 0;
@@ -205,8 +228,11 @@ TEST(topk_row_map) {
     free(ra);
     free(rb);
     /* --rows-key none: the activation row index again */
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key none "
-             "--out '%s' --quiet", SF_EXE, ckpt, FIX, b);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key none "
+        "--out '%s' --quiet",
+        SF_EXE, ckpt, FIX, b);
     CHECK(run(cmd, NULL) == 0);
     ra = read_i64(a, "topk_rows", &na);
     rb = read_i64(b, "topk_rows", &nb);
@@ -214,13 +240,19 @@ TEST(topk_row_map) {
     free(ra);
     free(rb);
     char *out = NULL;
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key nope "
-             "--out '%s'", SF_EXE, ckpt, FIX, b);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key nope "
+        "--out '%s'",
+        SF_EXE, ckpt, FIX, b);
     CHECK(run(cmd, &out) == 1);
     CHECK(out && strstr(out, "'nope'"));
     free(out);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --row-offset 5 "
-             "--out '%s'", SF_EXE, ckpt, FIX, b);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --row-offset 5 "
+        "--out '%s'",
+        SF_EXE, ckpt, FIX, b);
     CHECK(run(cmd, NULL) == 2);
 }
 
@@ -232,43 +264,61 @@ TEST(topk_from_dataset) {
     snprintf(a, sizeof a, "%s/clip_a.safetensors", tmp);
     snprintf(b, sizeof b, "%s/clip_b.safetensors", tmp);
     const char *model = SF_SOURCE_DIR "/fixtures/clip/e2e";
-    snprintf(cmd, sizeof cmd, "'%s' extract --model '%s' --dataset 'folder:%sshapes' --out '%s' --text none", SF_EXE, model,
-             FIX, acts);
+    snprintf(cmd, sizeof cmd,
+             "'%s' extract --model '%s' --dataset 'folder:%sshapes' --out '%s' --text none", SF_EXE,
+             model, FIX, acts);
     CHECK(run(cmd, NULL) == 0);
-    snprintf(cmd, sizeof cmd, "'%s' train --tensorpath '%s' --tensorkey vision --pages 64 --k 4 --num_epochs 5 "
-             "--savedir '%s' --name clipsae --quiet", SF_EXE, acts, tmp);
+    snprintf(cmd, sizeof cmd,
+             "'%s' train --tensorpath '%s' --tensorkey vision --pages 64 --k 4 --num_epochs 5 "
+             "--savedir '%s' --name clipsae --quiet",
+             SF_EXE, acts, tmp);
     CHECK(run(cmd, NULL) == 0);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --acts '%s' --key vision --out '%s' --quiet", SF_EXE,
-             tmp, acts, a);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s/clipsae' --acts '%s' --key vision --out '%s' --quiet",
+             SF_EXE, tmp, acts, a);
     CHECK(run(cmd, NULL) == 0);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%sshapes' --model '%s' --out '%s' "
-             "--batch 7 --threads 2 --quiet", SF_EXE, tmp, FIX, model, b);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%sshapes' --model '%s' --out '%s' "
+        "--batch 7 --threads 2 --quiet",
+        SF_EXE, tmp, FIX, model, b);
     CHECK(run(cmd, NULL) == 0);
     CHECK(same_tensor(a, b, "topk_values", "F32") && same_tensor(a, b, "topk_rows", "I64"));
     CHECK(same_tensor(a, b, "hist", "I64") && same_tensor(a, b, "mean", "F32"));
     /* a folder with an undecodable image: that row is skipped and never listed */
     snprintf(ds, sizeof ds, "%s/ds", tmp);
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%sshapes/'00[0-9].* '%s/' && echo broken > '%s/004.png'", ds, FIX, ds, ds);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && cp '%sshapes/'00[0-9].* '%s/' && echo broken > '%s/004.png'", ds,
+             FIX, ds, ds);
     CHECK(run(cmd, NULL) == 0);
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --out '%s' -N 4", SF_EXE,
-             tmp, ds, model, b);
+    snprintf(
+        cmd, sizeof cmd,
+        "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --out '%s' -N 4",
+        SF_EXE, tmp, ds, model, b);
     CHECK(run(cmd, &out) == 0);
-    CHECK(out && strstr(out, "row 4 has no decodable image") && strstr(out, "9 rows x 64 features"));
+    CHECK(out && strstr(out, "row 4 has no decodable image") &&
+          strstr(out, "9 rows x 64 features"));
     free(out);
     int64_t n = 0, *r = read_i64(b, "topk_rows", &n);
     int seen4 = 0, seen9 = 0;
-    for (int64_t i = 0; r && i < n; i++) seen4 |= r[i] == 4, seen9 |= r[i] == 9;
+    for (int64_t i = 0; r && i < n; i++)
+        seen4 |= r[i] == 4, seen9 |= r[i] == 9;
     CHECK(r && n == 64 * 4 && !seen4 && seen9);
     free(r);
     /* usage errors */
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --out '%s'", SF_EXE, tmp, ds, b);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --out '%s'", SF_EXE, tmp,
+             ds, b);
     CHECK(run(cmd, NULL) == 2); /* no --model */
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --clip-batch 3 --out '%s'",
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --clip-batch "
+             "3 --out '%s'",
              SF_EXE, tmp, ds, model, b);
     CHECK(run(cmd, NULL) == 2);
     /* width mismatch: the shapes SAE (d 64) on this tower (width 32) */
-    snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --dataset 'folder:%s' --model '%s' --out '%s'", SF_EXE, ckpt, ds,
-             model, b);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s' --dataset 'folder:%s' --model '%s' --out '%s'", SF_EXE,
+             ckpt, ds, model, b);
     CHECK(run(cmd, &out) == 1);
     CHECK(out && strstr(out, "expects 64"));
     free(out);
@@ -279,12 +329,13 @@ static char site[4096];
 TEST(explore_site) {
     char *out = NULL;
     snprintf(site, sizeof site, "%s/site", tmp);
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s' --thumb 48 --quiet",
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s' --thumb 48 --quiet",
              SF_SOURCE_DIR, SF_EXE, tmp, site);
     CHECK(run(cmd, &out) == 0);
     free(out);
-    const char *files[] = {"index.html", "assets/app.js", "assets/style.css", "data/index.js", "data/words.js",
-                           "data/f/0000.js"};
+    const char *files[] = {"index.html",    "assets/app.js", "assets/style.css",
+                           "data/index.js", "data/words.js", "data/f/0000.js"};
     for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof path, "%s/%s", site, files[i]);
         CHECK_MSG(file_exists(path), "%s missing", files[i]);
@@ -297,13 +348,16 @@ TEST(explore_site) {
     snprintf(path, sizeof path, "%s/img", site);
     CHECK(file_exists(path));
     /* errors */
-    snprintf(cmd, sizeof cmd, "'%s' explore --topk '%sacts.safetensors' --out '%s/x'", SF_EXE, FIX, tmp);
+    snprintf(cmd, sizeof cmd, "'%s' explore --topk '%sacts.safetensors' --out '%s/x'", SF_EXE, FIX,
+             tmp);
     CHECK(run(cmd, &out) == 1);
     CHECK_MSG(out && strstr(out, "topk_values"), "got: %s", out ? out : "");
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' explore --out '%s/x'", SF_EXE, tmp);
     CHECK(run(cmd, NULL) == 2);
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s/y' --data folder:/nonexistent",
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s/y' --data "
+             "folder:/nonexistent",
              SF_SOURCE_DIR, SF_EXE, tmp, tmp);
     CHECK(run(cmd, &out) == 1);
     free(out);
@@ -380,8 +434,10 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     snprintf(tmp, sizeof tmp, "%.2000s", test_tmpdir("cli_analysis"));
     /* a small SAE on the shapes activations (d 64 -> 48 features, k 4) */
-    snprintf(cmd, sizeof cmd, "'%s' train --tensorpath '%sacts.safetensors' --pages 48 --k 4 --batch_size 32 "
-             "--num_epochs 20 --lr 2e-3 --lr_warmup_steps 10 --bodycount 2000 --savedir '%s' --name sae --threads 2 --quiet",
+    snprintf(cmd, sizeof cmd,
+             "'%s' train --tensorpath '%sacts.safetensors' --pages 48 --k 4 --batch_size 32 "
+             "--num_epochs 20 --lr 2e-3 --lr_warmup_steps 10 --bodycount 2000 --savedir '%s' "
+             "--name sae --threads 2 --quiet",
              SF_EXE, FIX, tmp);
     char *out = NULL;
     int rc = run(cmd, &out);
