@@ -400,7 +400,7 @@
             el("span", { "class": "cap", text: IDX.count[e[0]] === 0 ? "(dead)" : t && t[2] ? t[2] : "" })]));
         });
         nbCard.appendChild(ul);
-      } else nbCard.appendChild(el("p", { "class": "muted", text: "No decoder weights (build with --checkpoint)." }));
+      } else nbCard.appendChild(el("p", { "class": "muted", text: IDX.neighbours ? "No neighbours." : "Not computed (build with --checkpoint, --neighbours > 0)." }));
       var common = commonWords(f.top);
       if (common.length) {
         var chips = el("div", { "class": "chips", id: "common-words" }, [el("span", { "class": "muted", text: "Words in its top captions: " })]);

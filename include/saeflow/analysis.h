@@ -125,7 +125,7 @@ typedef struct {
     const sf_row_source *rows; /* may be NULL: no thumbnails/captions */
     int thumb_size;            /* longest thumbnail edge in pixels (default 160) */
     int jpeg_quality;          /* default 85 */
-    int neighbours;            /* decoder-cosine neighbours per feature (default 10) */
+    int neighbours;            /* decoder-cosine neighbours per feature (0: none; CLI default 10) */
     int min_word_rows;         /* search: a word must be in this many of a feature's top
                                   captions (0: 2 when N >= 8, else 1) */
     int quiet;                 /* no progress output */

@@ -405,7 +405,7 @@ int sf_explore_build(const sf_explore_opts *o) {
     const char *out = o->out_dir;
     int thumb = o->thumb_size > 0 ? o->thumb_size : 160;
     int quality = o->jpeg_quality > 0 ? o->jpeg_quality : 85;
-    int m_nb = o->neighbours > 0 ? o->neighbours : 10;
+    int m_nb = o->neighbours > 0 ? o->neighbours : 0; /* 0: none */
     sf_topk_file tk;
     if (sf_topk_open(&tk, o->topk_path)) return -1;
     const int64_t n = tk.n;
@@ -447,11 +447,12 @@ int sf_explore_build(const sf_explore_opts *o) {
         }
         sae_d = sae.d;
         sae_k = sae.k;
-        nb_idx = sf_malloc((size_t)n * (size_t)m_nb * sizeof(int32_t));
-        nb_cos = sf_malloc((size_t)n * (size_t)m_nb * sizeof(float));
-        sf_decoder_neighbours(sae.W_decT, n, sae.d, m_nb, nb_idx,
-                              nb_cos); /* rows = decoder columns */
-        have_nb = 1;
+        if (m_nb > 0) { /* W_decT rows are the decoder columns */
+            nb_idx = sf_malloc((size_t)n * (size_t)m_nb * sizeof(int32_t));
+            nb_cos = sf_malloc((size_t)n * (size_t)m_nb * sizeof(float));
+            sf_decoder_neighbours(sae.W_decT, n, sae.d, m_nb, nb_idx, nb_cos);
+            have_nb = 1;
+        }
         sf_sae_free(&sae);
     }
     /* training log */

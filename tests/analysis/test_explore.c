@@ -218,6 +218,7 @@ TEST(site) {
     o.checkpoint = ckpt;
     o.rows = &src;
     o.thumb_size = 64;
+    o.neighbours = 10;
     o.min_word_rows = 1;
     o.quiet = 1;
     CHECK(sf_explore_build(&o) == 0);
