@@ -90,7 +90,31 @@ TEST(bad_arguments) {
     CHECK(run("sweep --tensorpath %s/syn.st --archs topk --ks 2,x", T) == 2);
 }
 
+/* 1 and 2 threads give the same checkpoint bytes (shapes large enough for
+ * the parallel path: B*n*d >= 2^23). */
+TEST(thread_count_identity) {
+    const char *T = test_tmpdir("cli_arch_threads");
+    CHECK(run("synth --out %s/syn.st --d 64 --n_true 128 --samples 1024 --active 4", T) == 0);
+    const char *archs[4] = {"standard --lmbda 0.3", "gated --lmbda 1.5", "jumprelu --lmbda 0.2 --jumpthreshold 0.1",
+                            "batchtopk --k 4"};
+    for (int i = 0; i < 4; i++) {
+        for (int th = 1; th <= 2; th++)
+            CHECK(run("train --tensorpath %s/syn.st --arch %s --expansion 8 --lr 3e-3 --batch_size 256 "
+                      "--num_epochs 2 --savedir %s --name a%dt%d --threads %d --quiet",
+                      T, archs[i], T, i, th, th) == 0);
+        char p1[2400], p2[2400];
+        snprintf(p1, sizeof p1, "%s/a%dt1/model.safetensors", T, i);
+        snprintf(p2, sizeof p2, "%s/a%dt2/model.safetensors", T, i);
+        size_t l1 = 0, l2 = 0;
+        char *b1 = sf_read_file(p1, &l1), *b2 = sf_read_file(p2, &l2);
+        CHECK_MSG(b1 && b2 && l1 == l2 && !memcmp(b1, b2, l1), "%s: 1 vs 2 threads differ", archs[i]);
+        free(b1);
+        free(b2);
+    }
+}
+
 int main(void) {
+    RUN(thread_count_identity);
     RUN(train_convert_sweep);
     RUN(bad_arguments);
     return test_summary();
