@@ -42,18 +42,22 @@ static int cmp_f_desc(const void *a, const void *b) {
 static void make_sparse(sf_sae *s, const float *x, int B, int k, float *pre) {
     const int d = s->d, n = s->n;
     openblas_set_num_threads(2);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s->W_enc, d, 0.0f, pre, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s->W_enc, d, 0.0f,
+                pre, n);
     openblas_set_num_threads(1);
     size_t m = (size_t)B * n / 16;
     float *smp = sf_malloc(m * sizeof(float));
-    for (size_t i = 0; i < m; i++) smp[i] = pre[i * 16];
+    for (size_t i = 0; i < m; i++)
+        smp[i] = pre[i * 16];
     qsort(smp, m, sizeof(float), cmp_f_desc);
     float T = smp[(size_t)k * m / n];
     free(smp);
     if (s->arch == SF_SAE_JUMPRELU)
-        for (int j = 0; j < n; j++) s->logthres[j] = logf(T > 1e-6f ? T : 1e-6f);
+        for (int j = 0; j < n; j++)
+            s->logthres[j] = logf(T > 1e-6f ? T : 1e-6f);
     else
-        for (int j = 0; j < n; j++) s->b_enc[j] = -T;
+        for (int j = 0; j < n; j++)
+            s->b_enc[j] = -T;
 }
 
 static int sparse_flag = 0;
@@ -65,7 +69,8 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
     float *x = sf_malloc_aligned((size_t)B * d * sizeof(float));
     sf_rng r;
     sf_rng_seed(&r, 7);
-    for (size_t i = 0; i < (size_t)B * d; i++) x[i] = sf_rng_normal(&r);
+    for (size_t i = 0; i < (size_t)B * d; i++)
+        x[i] = sf_rng_normal(&r);
     float *pre = sf_malloc_aligned((size_t)B * n * sizeof(float));
     if (sparse_flag && (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED || arch == SF_SAE_JUMPRELU))
         make_sparse(&s, x, B, k, pre);
@@ -78,14 +83,16 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
     if (!t) return -1;
     sf_sae_metrics m;
     if (sf_sae_trainer_step(t, x, B, &m)) return -1;
-    double *ts = sf_malloc((size_t)steps * sizeof(double)), *gs = sf_malloc((size_t)steps * sizeof(double));
+    double *ts = sf_malloc((size_t)steps * sizeof(double)),
+           *gs = sf_malloc((size_t)steps * sizeof(double));
     for (int i = 0; i < steps; i++) {
         double t0 = sf_now();
         if (sf_sae_trainer_step(t, x, B, &m)) return -1;
         ts[i] = sf_now() - t0;
         openblas_set_num_threads(threads);
         t0 = sf_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s.W_enc, d, 0.0f, pre, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s.W_enc, d, 0.0f,
+                    pre, n);
         gs[i] = sf_now() - t0;
         openblas_set_num_threads(1);
     }
@@ -93,15 +100,20 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
     qsort(gs, (size_t)steps, sizeof(double), cmp_d);
     /* the bound: 5 dense GEMMs (gated 7); a sparse step's floor is the one
      * encoder GEMM, so report against that when the step ran sparse */
-    const int sparse_step = arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA ||
-                            ((arch == SF_SAE_STANDARD || arch == SF_SAE_JUMPRELU || arch == SF_SAE_GATED) && m.l0 * 16 <= n);
+    const int sparse_step =
+        arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA ||
+        ((arch == SF_SAE_STANDARD || arch == SF_SAE_JUMPRELU || arch == SF_SAE_GATED) &&
+         m.l0 * 16 <= n);
     const int ngemm = sparse_step ? 1 : arch == SF_SAE_GATED ? 7 : 5;
-    const char *label = arch == SF_SAE_MATRYOSHKA && bsel ? "matryoshka-batchtopk" : sf_sae_arch_name(arch);
+    const char *label =
+        arch == SF_SAE_MATRYOSHKA && bsel ? "matryoshka-batchtopk" : sf_sae_arch_name(arch);
     double best = ts[0], g = gs[0];
     printf("%-22s d=%d n=%d k=%d B=%d: step best %.3f s (%.1f samples/s), L0 %.1f; GEMM %.3f s "
            "(%.0f GFLOP/s); step / (%d GEMMs) = %.2f\n",
-           label, d, n, k, B, best, B / best, m.l0, g, 2.0 * B * d * n / g * 1e-9, ngemm, best / (ngemm * g));
-    printf("RESULT arch=%s d=%d n=%d k=%d B=%d samples_per_s=%.3f l0=%.2f step_over_bound=%.4f gemms=%d\n",
+           label, d, n, k, B, best, B / best, m.l0, g, 2.0 * B * d * n / g * 1e-9, ngemm,
+           best / (ngemm * g));
+    printf("RESULT arch=%s d=%d n=%d k=%d B=%d samples_per_s=%.3f l0=%.2f step_over_bound=%.4f "
+           "gemms=%d\n",
            label, d, n, k, B, B / best, m.l0, best / (ngemm * g), ngemm);
     fflush(stdout);
     free(ts);
@@ -119,21 +131,29 @@ int main(int argc, char **argv) {
     int shapes[8][4];
     const char *archs[16];
     static const struct option opts[] = {{"sparse", no_argument, 0, 'p'},
-                                         {"threads", required_argument, 0, 't'}, {"steps", required_argument, 0, 's'},
-                                         {"shape", required_argument, 0, 'S'},   {"arch", required_argument, 0, 'a'},
-                                         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+                                         {"threads", required_argument, 0, 't'},
+                                         {"steps", required_argument, 0, 's'},
+                                         {"shape", required_argument, 0, 'S'},
+                                         {"arch", required_argument, 0, 'a'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == 'p') sparse_flag = 1;
-        else if (c == 't') threads = atoi(optarg);
-        else if (c == 's') steps = atoi(optarg);
-        else if (c == 'a' && narch < 16) archs[narch++] = optarg;
+        if (c == 'p')
+            sparse_flag = 1;
+        else if (c == 't')
+            threads = atoi(optarg);
+        else if (c == 's')
+            steps = atoi(optarg);
+        else if (c == 'a' && narch < 16)
+            archs[narch++] = optarg;
         else if (c == 'S' && nshapes < 8) {
             int *sh = shapes[nshapes];
             if (sscanf(optarg, "%d,%d,%d,%d", &sh[0], &sh[1], &sh[2], &sh[3]) != 4) return 2;
             nshapes++;
         } else {
-            printf("usage: bench_arch [--sparse] [--threads 2] [--steps 3] [--arch NAME]... [--shape d,n,k,B]...\n");
+            printf("usage: bench_arch [--sparse] [--threads 2] [--steps 3] [--arch NAME]... "
+                   "[--shape d,n,k,B]...\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -144,20 +164,24 @@ int main(int argc, char **argv) {
         nshapes = 2;
     }
     if (!narch) {
-        static const char *all[] = {"standard", "gated", "jumprelu", "batchtopk", "matryoshka", "matryoshka-batchtopk"};
-        for (int i = 0; i < 6; i++) archs[narch++] = all[i];
+        static const char *all[] = {"standard",  "gated",      "jumprelu",
+                                    "batchtopk", "matryoshka", "matryoshka-batchtopk"};
+        for (int i = 0; i < 6; i++)
+            archs[narch++] = all[i];
     }
     sf_sae_set_threads(threads);
     for (int i = 0; i < nshapes; i++)
         for (int a = 0; a < narch; a++) {
             sf_sae_arch arch;
             int bsel = !strcmp(archs[a], "matryoshka-batchtopk");
-            if (bsel) arch = SF_SAE_MATRYOSHKA;
+            if (bsel)
+                arch = SF_SAE_MATRYOSHKA;
             else if (sf_sae_arch_parse(archs[a], &arch)) {
                 fprintf(stderr, "bench_arch: %s\n", sf_errmsg());
                 return 2;
             }
-            if (run(arch, bsel, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], steps, threads)) {
+            if (run(arch, bsel, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], steps,
+                    threads)) {
                 fprintf(stderr, "bench_arch: %s\n", sf_errmsg());
                 return 1;
             }

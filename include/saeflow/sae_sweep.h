@@ -26,19 +26,19 @@ typedef struct {
     int batch_size, num_epochs;
     uint64_t seed;
     double jumpthreshold;
-    const char *outdir;   /* checkpoints under outdir/<name>/ when save_checkpoints */
+    const char *outdir; /* checkpoints under outdir/<name>/ when save_checkpoints */
     int save_checkpoints;
-    int64_t eval_rows;    /* <= 0: all rows */
-    const float *dict;    /* (n_true, d) or NULL */
+    int64_t eval_rows; /* <= 0: all rows */
+    const float *dict; /* (n_true, d) or NULL */
     int n_true;
     int quiet;
 } sf_sweep_opts;
 
 typedef struct {
     sf_sweep_point p;
-    char name[64];         /* e.g. "jumprelu-l0.3-x4" */
+    char name[64]; /* e.g. "jumprelu-l0.3-x4" */
     sf_sae_eval_result r;
-    double train_seconds;  /* time in this model's steps */
+    double train_seconds; /* time in this model's steps */
 } sf_sweep_result;
 
 /* Label of an architecture in sweep output ("matryoshka-batchtopk" etc.). */

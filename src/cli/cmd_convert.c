@@ -7,22 +7,23 @@
 #include "saeflow/sae_formats.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow convert --checkpoint DIR --out DIR --to seed|saelens|sparsify\n"
-            "\n"
-            "Reads a checkpoint in any layout (detected from its files) and writes it in\n"
-            "another, with the same codes and reconstructions:\n"
-            "  seed      config.json + model.safetensors (the reference project's layout)\n"
-            "  saelens   cfg.json + sae_weights.safetensors (W_enc [d,n], b_enc, W_dec [n,d],\n"
-            "            b_dec; threshold for jumprelu and batchtopk; gated: b_gate, b_mag, r_mag)\n"
-            "  sparsify  cfg.json + sae.safetensors (encoder.weight, encoder.bias, W_dec, b_dec;\n"
-            "            TopK SAEs only)\n"
-            "BatchTopK (and matryoshka over it) is written to SAELens as a JumpReLU with its\n"
-            "learned threshold; matryoshka over TopK as a plain TopK.\n"
-            "\n"
-            "  --checkpoint DIR   input checkpoint\n"
-            "  --out DIR          output directory (created; files written atomically)\n"
-            "  --to FORMAT        seed, saelens or sparsify\n");
+    fprintf(
+        out,
+        "usage: saeflow convert --checkpoint DIR --out DIR --to seed|saelens|sparsify\n"
+        "\n"
+        "Reads a checkpoint in any layout (detected from its files) and writes it in\n"
+        "another, with the same codes and reconstructions:\n"
+        "  seed      config.json + model.safetensors (the reference project's layout)\n"
+        "  saelens   cfg.json + sae_weights.safetensors (W_enc [d,n], b_enc, W_dec [n,d],\n"
+        "            b_dec; threshold for jumprelu and batchtopk; gated: b_gate, b_mag, r_mag)\n"
+        "  sparsify  cfg.json + sae.safetensors (encoder.weight, encoder.bias, W_dec, b_dec;\n"
+        "            TopK SAEs only)\n"
+        "BatchTopK (and matryoshka over it) is written to SAELens as a JumpReLU with its\n"
+        "learned threshold; matryoshka over TopK as a plain TopK.\n"
+        "\n"
+        "  --checkpoint DIR   input checkpoint\n"
+        "  --out DIR          output directory (created; files written atomically)\n"
+        "  --to FORMAT        seed, saelens or sparsify\n");
 }
 
 int cmd_convert(int argc, char **argv) {
@@ -36,15 +37,25 @@ int cmd_convert(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': in = optarg; break;
-        case 'o': out = optarg; break;
-        case 't': to = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'c':
+            in = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 't':
+            to = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!in || !out || !to) return cli_usage_error(cmd, "--checkpoint, --out and --to are required");
+    if (!in || !out || !to)
+        return cli_usage_error(cmd, "--checkpoint, --out and --to are required");
     sf_sae_format f, from;
     if (sf_sae_format_parse(to, &f)) return cli_usage_error(cmd, "%s", sf_errmsg());
     if (sf_sae_detect_format(in, &from)) return cli_fail(cmd);

@@ -51,8 +51,10 @@ static int parse_list_d(const char *s, double *v, int max) {
         if (end == p || !(v[n] >= 0) || !isfinite(v[n])) return -1;
         n++;
         p = end;
-        if (*p == ',') p++;
-        else if (*p) return -1;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            return -1;
     }
     return *p ? -1 : n;
 }
@@ -61,35 +63,73 @@ int cmd_sweep(int argc, char **argv) {
     const char *cmd = "sweep";
     sf_sae_blas_fixup();
     enum {
-        O_TP = 1000, O_TK, O_DICT, O_DKEY, O_ARCHS, O_KS, O_LM, O_EXP, O_EVAL, O_LR, O_WARM, O_LWARM, O_BS,
-        O_EP, O_AUXK, O_AUX_K, O_BODY, O_BW, O_JT, O_NORM, O_SEED, O_THREADS, O_OUT, O_SAVE, O_TITLE,
-        O_QUIET, O_HELP
+        O_TP = 1000,
+        O_TK,
+        O_DICT,
+        O_DKEY,
+        O_ARCHS,
+        O_KS,
+        O_LM,
+        O_EXP,
+        O_EVAL,
+        O_LR,
+        O_WARM,
+        O_LWARM,
+        O_BS,
+        O_EP,
+        O_AUXK,
+        O_AUX_K,
+        O_BODY,
+        O_BW,
+        O_JT,
+        O_NORM,
+        O_SEED,
+        O_THREADS,
+        O_OUT,
+        O_SAVE,
+        O_TITLE,
+        O_QUIET,
+        O_HELP
     };
-    static const struct option opts[] = {
-        {"tensorpath", required_argument, 0, O_TP}, {"tensorkey", required_argument, 0, O_TK},
-        {"dictionary", required_argument, 0, O_DICT}, {"dictkey", required_argument, 0, O_DKEY},
-        {"archs", required_argument, 0, O_ARCHS}, {"ks", required_argument, 0, O_KS},
-        {"lmbdas", required_argument, 0, O_LM}, {"expansions", required_argument, 0, O_EXP},
-        {"eval_rows", required_argument, 0, O_EVAL}, {"lr", required_argument, 0, O_LR},
-        {"lr_warmup_steps", required_argument, 0, O_WARM},
-        {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
-        {"batch_size", required_argument, 0, O_BS}, {"num_epochs", required_argument, 0, O_EP},
-        {"auxk", required_argument, 0, O_AUXK}, {"aux_k", required_argument, 0, O_AUX_K},
-        {"bodycount", required_argument, 0, O_BODY}, {"bandwidth", required_argument, 0, O_BW},
-        {"jumpthreshold", required_argument, 0, O_JT}, {"normalise", no_argument, 0, O_NORM},
-        {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, O_THREADS},
-        {"out", required_argument, 0, O_OUT}, {"save_checkpoints", no_argument, 0, O_SAVE},
-        {"title", required_argument, 0, O_TITLE}, {"quiet", no_argument, 0, O_QUIET},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"tensorpath", required_argument, 0, O_TP},
+                                         {"tensorkey", required_argument, 0, O_TK},
+                                         {"dictionary", required_argument, 0, O_DICT},
+                                         {"dictkey", required_argument, 0, O_DKEY},
+                                         {"archs", required_argument, 0, O_ARCHS},
+                                         {"ks", required_argument, 0, O_KS},
+                                         {"lmbdas", required_argument, 0, O_LM},
+                                         {"expansions", required_argument, 0, O_EXP},
+                                         {"eval_rows", required_argument, 0, O_EVAL},
+                                         {"lr", required_argument, 0, O_LR},
+                                         {"lr_warmup_steps", required_argument, 0, O_WARM},
+                                         {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
+                                         {"batch_size", required_argument, 0, O_BS},
+                                         {"num_epochs", required_argument, 0, O_EP},
+                                         {"auxk", required_argument, 0, O_AUXK},
+                                         {"aux_k", required_argument, 0, O_AUX_K},
+                                         {"bodycount", required_argument, 0, O_BODY},
+                                         {"bandwidth", required_argument, 0, O_BW},
+                                         {"jumpthreshold", required_argument, 0, O_JT},
+                                         {"normalise", no_argument, 0, O_NORM},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"out", required_argument, 0, O_OUT},
+                                         {"save_checkpoints", no_argument, 0, O_SAVE},
+                                         {"title", required_argument, 0, O_TITLE},
+                                         {"quiet", no_argument, 0, O_QUIET},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     const char *paths[64];
     char *pathbuf[64];
     int npaths = 0, npathbuf = 0, rc = 2, c;
-    const char *key = "activations", *dictp = NULL, *dkey = "dictionary", *out = "sweep", *title = NULL;
-    const char *archs = "topk,batchtopk,matryoshka,standard,gated,jumprelu", *ks = "2,4,8,16", *exps = "4";
+    const char *key = "activations", *dictp = NULL, *dkey = "dictionary", *out = "sweep",
+               *title = NULL;
+    const char *archs = "topk,batchtopk,matryoshka,standard,gated,jumprelu", *ks = "2,4,8,16",
+               *exps = "4";
     /* lmbda lists: index 0 = all, then per architecture */
     const char *lm_all = NULL, *lm_arch[SF_SAE_ARCH_COUNT] = {0};
-    long long warm = 50, lwarm = 200, bs = 64, ep = 3, aux_k = 512, body = 16384, seed = 0, threads = 0,
-              eval_rows = 0;
+    long long warm = 50, lwarm = 200, bs = 64, ep = 3, aux_k = 512, body = 16384, seed = 0,
+              threads = 0, eval_rows = 0;
     double lr = 1e-3, auxk = 1.0 / 32, bw = 0.05, jt = 0.1;
     int normalise = 0, save = 0, quiet = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -112,11 +152,21 @@ int cmd_sweep(int argc, char **argv) {
             }
             break;
         }
-        case O_TK: key = optarg; break;
-        case O_DICT: dictp = optarg; break;
-        case O_DKEY: dkey = optarg; break;
-        case O_ARCHS: archs = optarg; break;
-        case O_KS: ks = optarg; break;
+        case O_TK:
+            key = optarg;
+            break;
+        case O_DICT:
+            dictp = optarg;
+            break;
+        case O_DKEY:
+            dkey = optarg;
+            break;
+        case O_ARCHS:
+            archs = optarg;
+            break;
+        case O_KS:
+            ks = optarg;
+            break;
         case O_LM: {
             const char *colon = strchr(optarg, ':');
             if (colon) {
@@ -136,27 +186,70 @@ int cmd_sweep(int argc, char **argv) {
             }
             break;
         }
-        case O_EXP: exps = optarg; break;
-        case O_EVAL: bad = cli_parse_int(cmd, "eval_rows", optarg, &eval_rows); break;
-        case O_LR: bad = cli_parse_double(cmd, "lr", optarg, &lr); break;
-        case O_WARM: bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm); break;
-        case O_LWARM: bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm); break;
-        case O_BS: bad = cli_parse_int(cmd, "batch_size", optarg, &bs); break;
-        case O_EP: bad = cli_parse_int(cmd, "num_epochs", optarg, &ep); break;
-        case O_AUXK: bad = cli_parse_double(cmd, "auxk", optarg, &auxk); break;
-        case O_AUX_K: bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k); break;
-        case O_BODY: bad = cli_parse_int(cmd, "bodycount", optarg, &body); break;
-        case O_BW: bad = cli_parse_double(cmd, "bandwidth", optarg, &bw); break;
-        case O_JT: bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jt); break;
-        case O_NORM: normalise = 1; break;
-        case O_SEED: bad = cli_parse_int(cmd, "seed", optarg, &seed); break;
-        case O_THREADS: bad = cli_parse_int(cmd, "threads", optarg, &threads); break;
-        case O_OUT: out = optarg; break;
-        case O_SAVE: save = 1; break;
-        case O_TITLE: title = optarg; break;
-        case O_QUIET: quiet = 1; break;
-        case O_HELP: usage(stdout); rc = 0; goto out;
-        default: rc = cli_usage_error(cmd, "unknown option"); goto out;
+        case O_EXP:
+            exps = optarg;
+            break;
+        case O_EVAL:
+            bad = cli_parse_int(cmd, "eval_rows", optarg, &eval_rows);
+            break;
+        case O_LR:
+            bad = cli_parse_double(cmd, "lr", optarg, &lr);
+            break;
+        case O_WARM:
+            bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm);
+            break;
+        case O_LWARM:
+            bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm);
+            break;
+        case O_BS:
+            bad = cli_parse_int(cmd, "batch_size", optarg, &bs);
+            break;
+        case O_EP:
+            bad = cli_parse_int(cmd, "num_epochs", optarg, &ep);
+            break;
+        case O_AUXK:
+            bad = cli_parse_double(cmd, "auxk", optarg, &auxk);
+            break;
+        case O_AUX_K:
+            bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k);
+            break;
+        case O_BODY:
+            bad = cli_parse_int(cmd, "bodycount", optarg, &body);
+            break;
+        case O_BW:
+            bad = cli_parse_double(cmd, "bandwidth", optarg, &bw);
+            break;
+        case O_JT:
+            bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jt);
+            break;
+        case O_NORM:
+            normalise = 1;
+            break;
+        case O_SEED:
+            bad = cli_parse_int(cmd, "seed", optarg, &seed);
+            break;
+        case O_THREADS:
+            bad = cli_parse_int(cmd, "threads", optarg, &threads);
+            break;
+        case O_OUT:
+            out = optarg;
+            break;
+        case O_SAVE:
+            save = 1;
+            break;
+        case O_TITLE:
+            title = optarg;
+            break;
+        case O_QUIET:
+            quiet = 1;
+            break;
+        case O_HELP:
+            usage(stdout);
+            rc = 0;
+            goto out;
+        default:
+            rc = cli_usage_error(cmd, "unknown option");
+            goto out;
         }
         if (bad) goto out;
     }
@@ -168,8 +261,8 @@ int cmd_sweep(int argc, char **argv) {
         rc = cli_usage_error(cmd, "--tensorpath is required");
         goto out;
     }
-    if (!(lr > 0) || bs < 1 || ep < 1 || warm < 0 || lwarm < 0 || body < 1 || aux_k < 0 || !(bw > 0) ||
-        !(jt > 0) || !(auxk >= 0) || seed < 0 || threads < 0 || eval_rows < 0) {
+    if (!(lr > 0) || bs < 1 || ep < 1 || warm < 0 || lwarm < 0 || body < 1 || aux_k < 0 ||
+        !(bw > 0) || !(jt > 0) || !(auxk >= 0) || seed < 0 || threads < 0 || eval_rows < 0) {
         rc = cli_usage_error(cmd, "bad training option (see --help for the ranges)");
         goto out;
     }
@@ -207,7 +300,9 @@ int cmd_sweep(int argc, char **argv) {
         int lm = p.arch == SF_SAE_STANDARD || p.arch == SF_SAE_GATED || p.arch == SF_SAE_JUMPRELU;
         int nv = nk;
         if (lm) {
-            const char *dflt = p.arch == SF_SAE_STANDARD ? "0.1,0.3,1" : p.arch == SF_SAE_GATED ? "0.5,1.5,4" : "0.05,0.2,0.8";
+            const char *dflt = p.arch == SF_SAE_STANDARD ? "0.1,0.3,1"
+                               : p.arch == SF_SAE_GATED  ? "0.5,1.5,4"
+                                                         : "0.05,0.2,0.8";
             const char *src = lm_arch[p.arch] ? lm_arch[p.arch] : lm_all ? lm_all : dflt;
             nv = parse_list_d(src, lv, 64);
             if (nv <= 0) {
@@ -224,8 +319,10 @@ int cmd_sweep(int argc, char **argv) {
                     goto out;
                 }
                 p.expansion = (int)ev[e];
-                if (lm) p.lmbda = lv[v];
-                else p.k = (int)kv[v];
+                if (lm)
+                    p.lmbda = lv[v];
+                else
+                    p.k = (int)kv[v];
                 pts[np++] = p;
             }
     }
@@ -268,8 +365,8 @@ int cmd_sweep(int argc, char **argv) {
     }
     for (int i = 0; i < np; i++)
         if (pts[i].k > D.d * pts[i].expansion) {
-            sf_error("k %d exceeds pages %d (features %d x expansion %d)", pts[i].k, D.d * pts[i].expansion,
-                     D.d, pts[i].expansion);
+            sf_error("k %d exceeds pages %d (features %d x expansion %d)", pts[i].k,
+                     D.d * pts[i].expansion, D.d, pts[i].expansion);
             free(dict);
             sf_sae_data_close(&D);
             rc = cli_fail(cmd);
@@ -298,14 +395,15 @@ int cmd_sweep(int argc, char **argv) {
     so.quiet = quiet;
     sf_sweep_result *res = sf_calloc((size_t)np, sizeof *res);
     if (!quiet)
-        fprintf(stderr, "sweep: %d models on %lld rows of '%s' (d %d), %lld epochs, batch %lld\n", np,
-                (long long)D.N, key, D.d, ep, bs);
+        fprintf(stderr, "sweep: %d models on %lld rows of '%s' (d %d), %lld epochs, batch %lld\n",
+                np, (long long)D.N, key, D.d, ep, bs);
     int src = sf_mkdirs(out) || sf_sae_sweep(&D, pts, np, &so, res);
     if (!src) {
         char *p1 = sf_path_join(out, "sweep.tsv"), *p2 = sf_path_join(out, "sweep.md"),
              *p3 = sf_path_join(out, "sweep.svg");
         char tbuf[256];
-        snprintf(tbuf, sizeof tbuf, "L0 vs FVU, %d models, d %d, %lld rows", np, D.d, (long long)D.N);
+        snprintf(tbuf, sizeof tbuf, "L0 vs FVU, %d models, d %d, %lld rows", np, D.d,
+                 (long long)D.N);
         src = sf_sweep_write_tsv(res, np, p1) || sf_sweep_write_markdown(res, np, p2) ||
               sf_sweep_write_svg(res, np, p3, title ? title : tbuf);
         if (!src) printf("wrote %s, %s, %s\n", p1, p2, p3);
@@ -318,6 +416,7 @@ int cmd_sweep(int argc, char **argv) {
     free(dict);
     sf_sae_data_close(&D);
 out:
-    for (int i = 0; i < npathbuf; i++) free(pathbuf[i]);
+    for (int i = 0; i < npathbuf; i++)
+        free(pathbuf[i]);
     return rc;
 }

@@ -20,8 +20,10 @@ static float kth_largest(float *a, int64_t m, int64_t k) {
         float piv = a[lo + (hi - lo) / 2];
         int64_t i = lo, j = hi;
         while (i <= j) {
-            while (a[i] > piv) i++;
-            while (a[j] < piv) j--;
+            while (a[i] > piv)
+                i++;
+            while (a[j] < piv)
+                j--;
             if (i <= j) {
                 float t = a[i];
                 a[i] = a[j];
@@ -30,9 +32,12 @@ static float kth_largest(float *a, int64_t m, int64_t k) {
                 j--;
             }
         }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return a[want];
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return a[want];
     }
     return a[want];
 }
@@ -52,7 +57,8 @@ float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int
         cnt[b] = sae_topk_relu(P + (size_t)b * n, b_enc, n, c, NULL, ix + (size_t)b * c,
                                vl + (size_t)b * c);
     int64_t total = 0;
-    for (int b = 0; b < B; b++) total += cnt[b];
+    for (int b = 0; b < B; b++)
+        total += cnt[b];
     float T = 0;
     int full = 0;
     float *buf = malloc((size_t)(total > 0 ? total : 1) * sizeof(float));
@@ -61,15 +67,18 @@ float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int
         w += cnt[b];
     }
     if (total <= kB) {
-        for (int b = 0; b < B; b++) full |= cnt[b] == c;
+        for (int b = 0; b < B; b++)
+            full |= cnt[b] == c;
         T = 0;
-        for (int64_t i = 0; i < total; i++) T = (T == 0 || buf[i] < T) ? buf[i] : T;
+        for (int64_t i = 0; i < total; i++)
+            T = (T == 0 || buf[i] < T) ? buf[i] : T;
     } else {
         T = kth_largest(buf, total, kB);
         for (int b = 0; b < B && !full; b++) {
             if (cnt[b] < c) continue;
             float mn = vl[(size_t)b * c];
-            for (int u = 1; u < c; u++) mn = vl[(size_t)b * c + u] < mn ? vl[(size_t)b * c + u] : mn;
+            for (int u = 1; u < c; u++)
+                mn = vl[(size_t)b * c + u] < mn ? vl[(size_t)b * c + u] : mn;
             full |= mn >= T;
         }
     }
@@ -84,7 +93,8 @@ float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int
             }
         if ((int64_t)m <= kB) {
             T = 0;
-            for (size_t i = 0; i < m; i++) T = (T == 0 || all[i] < T) ? all[i] : T;
+            for (size_t i = 0; i < m; i++)
+                T = (T == 0 || all[i] < T) ? all[i] : T;
         } else {
             T = kth_largest(all, (int64_t)m, kB);
         }

@@ -10,12 +10,15 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 
-#define ALB 512 /* latents per block in the reduction GEMMs (fixed: determinism; large
-                 * enough that re-packing the (B, d) operand per block is amortised) */
+#define ALB                                                                                        \
+    512 /* latents per block in the reduction GEMMs (fixed: determinism; large                     \
+         * enough that re-packing the (B, d) operand per block is amortised) */
 
 /* Below ~16 MFLOP a step runs on one thread: on a busy machine an OpenMP
  * barrier costs more than the work (results are the same either way). */
-int sae_arch_par(size_t work) { return work >= ((size_t)1 << 23); }
+int sae_arch_par(size_t work) {
+    return work >= ((size_t)1 << 23);
+}
 
 /* out[j] = sum_r M[r, j] in a fixed row order (parallel over column blocks). */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par) {
@@ -25,15 +28,19 @@ void sae_colsum(const float *M, int rows, int cols, double *out, int par) {
         double acc[64] = {0};
         for (int r = 0; r < rows; r++) {
             const float *m = M + (size_t)r * cols;
-            for (int c = c0; c < c1; c++) acc[c - c0] += m[c];
+            for (int c = c0; c < c1; c++)
+                acc[c - c0] += m[c];
         }
-        for (int c = c0; c < c1; c++) out[c] = acc[c - c0];
+        for (int c = c0; c < c1; c++)
+            out[c] = acc[c - c0];
     }
 }
 
 /* ------------------------------------------------------------ the model -- */
 
-static int uses_k(sf_sae_arch a) { return a == SF_SAE_BATCHTOPK || a == SF_SAE_MATRYOSHKA; }
+static int uses_k(sf_sae_arch a) {
+    return a == SF_SAE_BATCHTOPK || a == SF_SAE_MATRYOSHKA;
+}
 
 static void set_capacity(sf_sae *s) {
     /* thresholded codes have no per-row bound; TopK-selected ones have k */
@@ -85,7 +92,8 @@ int sae_arch_alloc(sf_sae *s) {
         if (s->n_groups == 0) default_groups(s);
         long sum = 0;
         for (int g = 0; g < s->n_groups; g++) {
-            if (s->groups[g] < 1) return sf_error("matryoshka: group %d has size %d", g, s->groups[g]);
+            if (s->groups[g] < 1)
+                return sf_error("matryoshka: group %d has size %d", g, s->groups[g]);
             sum += s->groups[g];
         }
         if (sum != s->n)
@@ -134,22 +142,27 @@ void sae_arch_init(sf_sae *s, uint64_t seed) {
         /* reference StandardSAE: decoder ~ N(0, 1) with unit columns, encoder as nn.Linear */
         sf_rng r;
         sf_rng_seed(&r, seed ^ 0x5354414e44415244ull);
-        for (size_t i = 0; i < (size_t)n * d; i++) s->W_decT[i] = sf_rng_normal(&r);
+        for (size_t i = 0; i < (size_t)n * d; i++)
+            s->W_decT[i] = sf_rng_normal(&r);
         for (int j = 0; j < n; j++) {
             float *w = s->W_decT + (size_t)j * d;
             double ss = 0;
-            for (int q = 0; q < d; q++) ss += (double)w[q] * w[q];
+            for (int q = 0; q < d; q++)
+                ss += (double)w[q] * w[q];
             float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-            for (int q = 0; q < d; q++) w[q] *= inv;
+            for (int q = 0; q < d; q++)
+                w[q] *= inv;
         }
     } else if (s->arch == SF_SAE_JUMPRELU) {
-        for (int j = 0; j < n; j++) s->logthres[j] = logf(0.001f); /* --jumpthreshold default */
+        for (int j = 0; j < n; j++)
+            s->logthres[j] = logf(0.001f); /* --jumpthreshold default */
     }
 }
 
 void sae_arch_config(const sf_sae *s, cJSON *cfg) {
     const char *drop[] = {"arch", "k", "threshold", "groups", "matryoshka_base"};
-    for (int i = 0; i < 5; i++) cJSON_DeleteItemFromObjectCaseSensitive(cfg, drop[i]);
+    for (int i = 0; i < 5; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, drop[i]);
     cJSON_AddStringToObject(cfg, "arch", sf_sae_arch_name(s->arch));
     if (uses_k(s->arch)) cJSON_AddNumberToObject(cfg, "k", s->k_sel);
     if (s->arch == SF_SAE_BATCHTOPK || (s->arch == SF_SAE_MATRYOSHKA && s->batch_select))
@@ -163,7 +176,8 @@ void sae_arch_config(const sf_sae *s, cJSON *cfg) {
 int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path) {
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(cfg, "k");
     if (uses_k(s->arch)) {
-        if (!k) return sf_error("%s: missing key 'k' (needed by %s)", path, sf_sae_arch_name(s->arch));
+        if (!k)
+            return sf_error("%s: missing key 'k' (needed by %s)", path, sf_sae_arch_name(s->arch));
         if (!cJSON_IsNumber(k) || k->valuedouble != floor(k->valuedouble) || k->valuedouble < 1 ||
             k->valuedouble > 1e9)
             return sf_error("%s: key 'k' must be a positive integer", path);
@@ -180,7 +194,8 @@ int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path) {
         if (base) {
             if (!cJSON_IsString(base) ||
                 (strcmp(base->valuestring, "topk") && strcmp(base->valuestring, "batchtopk")))
-                return sf_error("%s: key 'matryoshka_base' must be \"topk\" or \"batchtopk\"", path);
+                return sf_error("%s: key 'matryoshka_base' must be \"topk\" or \"batchtopk\"",
+                                path);
             s->batch_select = !strcmp(base->valuestring, "batchtopk");
         }
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(cfg, "groups");
@@ -193,7 +208,8 @@ int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path) {
                 const cJSON *v = cJSON_GetArrayItem(g, i);
                 if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 1e9 ||
                     v->valuedouble != floor(v->valuedouble))
-                    return sf_error("%s: key 'groups': entry %d is not a positive integer", path, i);
+                    return sf_error("%s: key 'groups': entry %d is not a positive integer", path,
+                                    i);
                 s->groups[i] = (int)v->valuedouble;
             }
             s->n_groups = ng;
@@ -248,7 +264,8 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
 #pragma omp critical(sae_arch_bad_row)
                     if (bad_row < 0 || r0 + r < bad_row) bad_row = r0 + r;
                 }
-                for (int q = 0; q < d; q++) xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+                for (int q = 0; q < d; q++)
+                    xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
             }
             sae_encoder_gemm(s, xc, (int)m, pre);
             for (int64_t r = 0; r < m; r++) {
@@ -283,18 +300,18 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
 struct sae_arch_state {
     sf_sae *s;
     int maxB;
-    float *xc;          /* (B, d) x - b_dec */
-    float *Xh;          /* (ng, B, d) prefix reconstructions, then dL/dx_hat suffix sums */
-    float *P, *Z, *G;   /* (B, n) */
+    float *xc;             /* (B, d) x - b_dec */
+    float *Xh;             /* (ng, B, d) prefix reconstructions, then dL/dx_hat suffix sums */
+    float *P, *Z, *G;      /* (B, n) */
     float *H, *A, *GA, *E; /* (B, n) per architecture (NULL where unused) */
     float *Za, *Ra, *Ta;   /* aux: (B, n), (B, d), (B, d) */
-    double *rowst;      /* (B, 8) */
+    double *rowst;         /* (B, 8) */
     double *cs, *cs2, *cs3, *csd; /* (n), (n), (n), (d) */
-    float *wn;          /* (n) decoder column norms */
-    int32_t *cnt;       /* (n) rows where each latent fired */
-    double *lat_ss;     /* (n) */
-    void *sp;           /* sparse step buffers (batchtopk, matryoshka) */
-    float last_min;     /* batchtopk: smallest selected activation of the last batch */
+    float *wn;                    /* (n) decoder column norms */
+    int32_t *cnt;                 /* (n) rows where each latent fired */
+    double *lat_ss;               /* (n) */
+    void *sp;                     /* sparse step buffers (batchtopk, matryoshka) */
+    float last_min;               /* batchtopk: smallest selected activation of the last batch */
     int have_min;
     int lastB;
 };
@@ -347,7 +364,8 @@ void sae_sparse_free(void *p);
 void sae_arch_state_free(sae_arch_state *a) {
     if (!a) return;
     float *bufs[] = {a->xc, a->Xh, a->P, a->Z, a->G, a->H, a->A, a->GA, a->E, a->Za, a->Ra, a->Ta};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) sf_free_aligned(bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        sf_free_aligned(bufs[i]);
     free(a->rowst);
     free(a->cs);
     free(a->cs2);
@@ -360,17 +378,22 @@ void sae_arch_state_free(sae_arch_state *a) {
     free(a);
 }
 
-const float *sae_arch_residual(const sae_arch_state *a) { return a->Xh; }
+const float *sae_arch_residual(const sae_arch_state *a) {
+    return a->Xh;
+}
 
 void sae_arch_after_step(sae_arch_state *a, const sae_train_io *io) {
     sf_sae *s = a->s;
-    const int bsel = s->arch == SF_SAE_BATCHTOPK || (s->arch == SF_SAE_MATRYOSHKA && s->batch_select);
+    const int bsel =
+        s->arch == SF_SAE_BATCHTOPK || (s->arch == SF_SAE_MATRYOSHKA && s->batch_select);
     if (!bsel || !a->have_min) return;
     /* Inference threshold: EMA of the smallest activation BatchTopK kept
      * (Bussmann et al. 2024); the first step sets it. */
     const double dc = io->o->threshold_decay;
-    if (io->steps <= 1 || s->threshold <= 0) s->threshold = a->last_min;
-    else s->threshold = (float)(dc * s->threshold + (1.0 - dc) * a->last_min);
+    if (io->steps <= 1 || s->threshold <= 0)
+        s->threshold = a->last_min;
+    else
+        s->threshold = (float)(dc * s->threshold + (1.0 - dc) * a->last_min);
 }
 
 static int param_of(const sf_sae *s, const float *data) {
@@ -430,7 +453,8 @@ static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chun
             }
             float sb = hh > 0 ? (float)(sqrt(ee) / (2.0 * sqrt(hh))) : 0.0f;
             float *za = a->Za + (size_t)r * n;
-            for (int j = 0; j < n; j++) za[j] *= sb;
+            for (int j = 0; j < n; j++)
+                za[j] *= sb;
             double acc = 0;
             for (int q = 0; q < d; q++) {
                 rr[q] += sb * h[q]; /* g_hat - e */
@@ -456,7 +480,8 @@ static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chun
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int r0 = 0; r0 < B; r0 += chunk) {
         int m = B - r0 < chunk ? B - r0 : chunk;
-        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++) a->Ra[i] *= sc;
+        for (size_t i = (size_t)r0 * d; i < (size_t)(r0 + m) * d; i++)
+            a->Ra[i] *= sc;
         gemm_nt(m, n, d, a->Ra + (size_t)r0 * d, d, s->W_decT, d, 0.0f, a->H + (size_t)r0 * n, n);
         for (size_t i = (size_t)r0 * n; i < (size_t)(r0 + m) * n; i++) {
             /* d/dP of s_b exp(P + b): Za (the clamp region has zero slope) */
@@ -482,18 +507,18 @@ typedef struct {
     int32_t *arp, *aidx; /* aux entries */
     float *aval, *ag;
     size_t acap;
-    int32_t *loff, *aloff;   /* (n + 1) per-latent offsets */
-    int32_t *lent, *alent;   /* entry ids sorted by latent, rows ascending */
-    int32_t *erow, *aerow;   /* row of each entry */
-    int32_t *grp;            /* (n) group of each latent */
-    float *th;               /* (n) jumprelu thresholds */
-    float *h;                /* (nnz) jumprelu dL/dlogthres; gated dL/dgate per entry */
-    float *h2;               /* (nnz) gated dL/dmag per entry */
+    int32_t *loff, *aloff; /* (n + 1) per-latent offsets */
+    int32_t *lent, *alent; /* entry ids sorted by latent, rows ascending */
+    int32_t *erow, *aerow; /* row of each entry */
+    int32_t *grp;          /* (n) group of each latent */
+    float *th;             /* (n) jumprelu thresholds */
+    float *h;              /* (nnz) jumprelu dL/dlogthres; gated dL/dgate per entry */
+    float *h2;             /* (nnz) gated dL/dmag per entry */
     size_t hcap;
 } sparse_buf;
 
-static void sp_reserve(int32_t **i, float **v, float **g, int32_t **row, int32_t **lent, size_t *cap,
-                       size_t want) {
+static void sp_reserve(int32_t **i, float **v, float **g, int32_t **row, int32_t **lent,
+                       size_t *cap, size_t want) {
     if (want <= *cap) return;
     *cap = want + want / 4 + 16;
     free(*i);
@@ -511,27 +536,33 @@ static void sp_reserve(int32_t **i, float **v, float **g, int32_t **row, int32_t
 void sae_sparse_free(void *p) {
     sparse_buf *b = p;
     if (!b) return;
-    void *ptrs[] = {b->rp, b->idx, b->val, b->g, b->arp, b->aidx, b->aval, b->ag, b->loff, b->aloff,
-                    b->lent, b->alent, b->erow, b->aerow, b->grp, b->th, b->h, b->h2};
-    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
+    void *ptrs[] = {b->rp,   b->idx,   b->val,  b->g,     b->arp,  b->aidx,
+                    b->aval, b->ag,    b->loff, b->aloff, b->lent, b->alent,
+                    b->erow, b->aerow, b->grp,  b->th,    b->h,    b->h2};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
+        free(ptrs[i]);
     free(b);
 }
 
 /* counting sort of entries by latent; rows stay ascending within a latent */
 static void by_latent(int n, size_t nnz, const int32_t *idx, int32_t *off, int32_t *lent) {
     memset(off, 0, (size_t)(n + 1) * sizeof(int32_t));
-    for (size_t e = 0; e < nnz; e++) off[idx[e] + 1]++;
-    for (int j = 0; j < n; j++) off[j + 1] += off[j];
+    for (size_t e = 0; e < nnz; e++)
+        off[idx[e] + 1]++;
+    for (int j = 0; j < n; j++)
+        off[j + 1] += off[j];
     int32_t *cur = sf_malloc((size_t)n * sizeof(int32_t));
     memcpy(cur, off, (size_t)n * sizeof(int32_t));
-    for (size_t e = 0; e < nnz; e++) lent[cur[idx[e]]++] = (int32_t)e;
+    for (size_t e = 0; e < nnz; e++)
+        lent[cur[idx[e]]++] = (int32_t)e;
     free(cur);
 }
 
 static inline float dotf_(const float *a, const float *b, int d) {
     float acc = 0;
 #pragma omp simd reduction(+ : acc)
-    for (int q = 0; q < d; q++) acc += a[q] * b[q];
+    for (int q = 0; q < d; q++)
+        acc += a[q] * b[q];
     return acc;
 }
 
@@ -539,8 +570,8 @@ static inline float dotf_(const float *a, const float *b, int d) {
  * decides): entries are the active latents, plus for jumprelu the inactive
  * ones inside the STE window (they carry threshold gradient only). */
 static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
-                       sf_sae_metrics *met, int par, int chunk, int ng, const int *gs, const int *ge,
-                       double t0, double tg, double lm) {
+                       sf_sae_metrics *met, int par, int chunk, int ng, const int *gs,
+                       const int *ge, double t0, double tg, double lm) {
     sf_sae *s = a->s;
     const sf_sae_train_opts *o = io->o;
     const int d = s->d, n = s->n, arch = s->arch;
@@ -559,9 +590,11 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         sp->th = sf_malloc((size_t)n * sizeof(float));
     }
     if (jr)
-        for (int j = 0; j < n; j++) sp->th[j] = expf(s->logthres[j]);
+        for (int j = 0; j < n; j++)
+            sp->th[j] = expf(s->logthres[j]);
     for (int g = 0; g < ng; g++)
-        for (int j = gs[g]; j < ge[g]; j++) sp->grp[j] = g;
+        for (int j = gs[g]; j < ge[g]; j++)
+            sp->grp[j] = g;
     /* ---- CSR of Z (ascending latents per row) ---- */
     sp->rp[0] = 0;
     for (int b = 0; b < B; b++) {
@@ -569,12 +602,15 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         int c = 0;
         if (jr) {
             const float *p = a->P + (size_t)b * n;
-            for (int j = 0; j < n; j++) c += z[j] > 0 || fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half;
+            for (int j = 0; j < n; j++)
+                c += z[j] > 0 || fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half;
         } else if (gt) {
             const float *ar = a->A + (size_t)b * n;
-            for (int j = 0; j < n; j++) c += ar[j] > 0;
+            for (int j = 0; j < n; j++)
+                c += ar[j] > 0;
         } else {
-            for (int j = 0; j < n; j++) c += z[j] > 0;
+            for (int j = 0; j < n; j++)
+                c += z[j] > 0;
         }
         sp->rp[b + 1] = sp->rp[b] + c;
     }
@@ -602,9 +638,10 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     /* dead latents -> AuxK */
     uint8_t *dead = sf_calloc((size_t)n, 1);
     int ndead = 0;
-    for (int j = 0; j < n; j++) ndead += dead[j] = io->since[j] >= o->bodycount;
-    const int do_aux = (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA) && o->auxk_coef > 0 &&
-                       o->aux_k > 0 && ndead > 0;
+    for (int j = 0; j < n; j++)
+        ndead += dead[j] = io->since[j] >= o->bodycount;
+    const int do_aux = (arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA) &&
+                       o->auxk_coef > 0 && o->aux_k > 0 && ndead > 0;
     const float l1c = (float)(lm / B), l0c = (float)(lm / B) / eps;
     const int ak = do_aux ? (o->aux_k < ndead ? o->aux_k : ndead) : 0;
     /* ---- decode prefixes, stats, dL/dx_hat suffix sums, dL/dz ---- */
@@ -621,7 +658,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                     const float *w = s->W_decT + (size_t)sp->idx[e] * d;
                     const float v = sp->val[e];
 #pragma omp simd
-                    for (int q = 0; q < d; q++) xh[q] += v * w[q];
+                    for (int q = 0; q < d; q++)
+                        xh[q] += v * w[q];
                 }
             }
             double *st = a->rowst + (size_t)r * 8;
@@ -634,9 +672,11 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 xxh += xv * xh;
                 xh2 += xh * xh;
             }
-            for (int32_t u = sp->rp[r]; u < e1; u++) l1 += sp->val[u];
+            for (int32_t u = sp->rp[r]; u < e1; u++)
+                l1 += sp->val[u];
             if (do_aux)
-                for (int q = 0; q < d; q++) a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
+                for (int q = 0; q < d; q++)
+                    a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
             for (int g = 0; g < ng; g++) {
                 float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
                 for (int q = 0; q < d; q++) {
@@ -648,7 +688,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             for (int g = ng - 2; g >= 0; g--) {
                 float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
                 const float *nx = xh + BD;
-                for (int q = 0; q < d; q++) xh[q] += nx[q];
+                for (int q = 0; q < d; q++)
+                    xh[q] += nx[q];
             }
             if (gt) {
                 /* aux: ReLU(gate) through the frozen decoder -> Ta = 2/B (x_aux - x) */
@@ -658,7 +699,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                     const float av = a->A[(size_t)r * n + sp->idx[u]];
                     const float *w = s->W_decT + (size_t)sp->idx[u] * d;
 #pragma omp simd
-                    for (int q = 0; q < d; q++) ta[q] += av * w[q];
+                    for (int q = 0; q < d; q++)
+                        ta[q] += av * w[q];
                 }
                 double acc = 0;
                 for (int q = 0; q < d; q++) {
@@ -671,7 +713,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             int l0r = 0;
             for (int32_t u = sp->rp[r]; u < e1; u++) {
                 const int j = sp->idx[u];
-                const float gz = dotf_(s->W_decT + (size_t)j * d, a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
+                const float gz = dotf_(s->W_decT + (size_t)j * d,
+                                       a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
                 const int on = sp->val[u] > 0;
                 l0r += on;
                 if (arch == SF_SAE_STANDARD) {
@@ -706,11 +749,14 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     double aux_loss = 0;
     size_t annz = 0;
     if (do_aux) {
-        sp_reserve(&sp->aidx, &sp->aval, &sp->ag, &sp->aerow, &sp->alent, &sp->acap, (size_t)B * ak);
+        sp_reserve(&sp->aidx, &sp->aval, &sp->ag, &sp->aerow, &sp->alent, &sp->acap,
+                   (size_t)B * ak);
         sae_colsum(a->Ra, B, d, a->csd, par);
         double e2 = 0, me2 = 0, r2 = 0;
-        for (int b = 0; b < B; b++) e2 += a->rowst[(size_t)b * 8 + RS_SQ];
-        for (int q = 0; q < d; q++) me2 += (a->csd[q] / B) * (a->csd[q] / B);
+        for (int b = 0; b < B; b++)
+            e2 += a->rowst[(size_t)b * 8 + RS_SQ];
+        for (int q = 0; q < d; q++)
+            me2 += (a->csd[q] / B) * (a->csd[q] / B);
         const double D = e2 - (double)B * me2;
         int32_t *acnt = sf_malloc((size_t)B * sizeof(int32_t));
         double *rr2 = sf_malloc((size_t)B * sizeof(double)); /* per row: fixed-order sum */
@@ -720,20 +766,24 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             for (int r = r0; r < r0 + m; r++) {
                 int32_t *ix = sp->aidx + (size_t)r * ak;
                 float *vl = sp->aval + (size_t)r * ak;
-                int c = acnt[r] = sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, ak, dead, ix, vl);
+                int c = acnt[r] =
+                    sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, ak, dead, ix, vl);
                 sae_sort_pairs(ix, vl, c);
                 float *rr = a->Ra + (size_t)r * d;
                 for (int u = 0; u < c; u++) {
                     const float *w = s->W_decT + (size_t)ix[u] * d;
 #pragma omp simd
-                    for (int q = 0; q < d; q++) rr[q] += vl[u] * w[q];
+                    for (int q = 0; q < d; q++)
+                        rr[q] += vl[u] * w[q];
                 }
                 double acc = 0;
-                for (int q = 0; q < d; q++) acc += (double)rr[q] * rr[q];
+                for (int q = 0; q < d; q++)
+                    acc += (double)rr[q] * rr[q];
                 rr2[r] = acc;
             }
         }
-        for (int b = 0; b < B; b++) r2 += rr2[b];
+        for (int b = 0; b < B; b++)
+            r2 += rr2[b];
         free(rr2);
         /* compact the (B, ak) slots into CSR order */
         sp->arp[0] = 0;
@@ -754,7 +804,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
 #pragma omp parallel for schedule(static) if (par)
             for (int b = 0; b < B; b++) {
                 float *rr = a->Ra + (size_t)b * d;
-                for (int q = 0; q < d; q++) rr[q] *= sc;
+                for (int q = 0; q < d; q++)
+                    rr[q] *= sc;
                 for (int32_t u = sp->arp[b]; u < sp->arp[b + 1]; u++)
                     sp->ag[u] = dotf_(s->W_decT + (size_t)sp->aidx[u] * d, rr, d);
             }
@@ -765,8 +816,8 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     /* ---- per latent ---- */
     by_latent(n, nnz, sp->idx, sp->loff, sp->lent);
     if (annz) by_latent(n, annz, sp->aidx, sp->aloff, sp->alent);
-    const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT), ibd = param_of(s, s->b_dec),
-              ibe = param_of(s, s->b_enc);
+    const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT),
+              ibd = param_of(s, s->b_dec), ibe = param_of(s, s->b_enc);
     float *gWe = io->gr[iWe], *gWd = io->gr[iWd], *gbd = io->gr[ibd], *gbe = io->gr[ibe];
 #pragma omp parallel for schedule(dynamic, 16) if (par)
     for (int j = 0; j < n; j++) {
@@ -774,11 +825,13 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         const int32_t a0 = annz ? sp->aloff[j] : 0, a1 = annz ? sp->aloff[j + 1] : 0;
         float *ge_ = gWe + (size_t)j * d, *gd = gWd + (size_t)j * d;
         int fired = 0;
-        for (int32_t u = e0; u < e1; u++) fired += sp->val[sp->lent[u]] > 0;
+        for (int32_t u = e0; u < e1; u++)
+            fired += sp->val[sp->lent[u]] > 0;
         a->cnt[j] = fired;
         if (jr) {
             float gth = 0;
-            for (int32_t u = e0; u < e1; u++) gth += sp->h[sp->lent[u]];
+            for (int32_t u = e0; u < e1; u++)
+                gth += sp->h[sp->lent[u]];
             io->gr[param_of(s, s->logthres)][j] = gth;
         }
         float gate_g = 0, mag_g = 0, rmag_g = 0;
@@ -841,20 +894,26 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             }
             const float c = l1c * fs / a->wn[j];
             const float *w = s->W_decT + (size_t)j * d;
-            for (int q = 0; q < d; q++) gd[q] += c * w[q];
+            for (int q = 0; q < d; q++)
+                gd[q] += c * w[q];
         }
         if (o->normalise) {
             const float *w = s->W_decT + (size_t)j * d;
             float ww = dotf_(w, w, d);
             if (ww > 0) {
                 float al = dotf_(gd, w, d) / ww;
-                for (int q = 0; q < d; q++) gd[q] -= al * w[q];
+                for (int q = 0; q < d; q++)
+                    gd[q] -= al * w[q];
             }
         }
         double ss = (double)gbe[j] * gbe[j];
-        if (jr) ss += (double)io->gr[param_of(s, s->logthres)][j] * io->gr[param_of(s, s->logthres)][j];
-        if (gt) ss += (double)mag_g * mag_g + (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
-        for (int q = 0; q < d; q++) ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
+        if (jr)
+            ss += (double)io->gr[param_of(s, s->logthres)][j] * io->gr[param_of(s, s->logthres)][j];
+        if (gt)
+            ss += (double)mag_g * mag_g +
+                  (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
+        for (int q = 0; q < d; q++)
+            ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
         a->lat_ss[j] = ss;
     }
     /* b_dec: sum_rows dL/dx_hat - W_enc^T cs */
@@ -863,21 +922,27 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     for (int q0 = 0; q0 < d; q0 += 64) {
         int q1 = q0 + 64 < d ? q0 + 64 : d;
         double acc[64];
-        for (int q = q0; q < q1; q++) acc[q - q0] = a->csd[q];
+        for (int q = q0; q < q1; q++)
+            acc[q - q0] = a->csd[q];
         for (int j = 0; j < n; j++) {
             if (a->cs[j] == 0) continue;
             const double c = a->cs[j];
             const float *w = s->W_enc + (size_t)j * d;
-            for (int q = q0; q < q1; q++) acc[q - q0] -= c * w[q];
+            for (int q = q0; q < q1; q++)
+                acc[q - q0] -= c * w[q];
         }
-        for (int q = q0; q < q1; q++) gbd[q] = (float)acc[q - q0];
+        for (int q = q0; q < q1; q++)
+            gbd[q] = (float)acc[q - q0];
     }
     double gss = 0;
-    for (int j = 0; j < n; j++) gss += a->lat_ss[j];
-    for (int q = 0; q < d; q++) gss += (double)gbd[q] * gbd[q];
+    for (int j = 0; j < n; j++)
+        gss += a->lat_ss[j];
+    for (int q = 0; q < d; q++)
+        gss += (double)gbd[q] * gbd[q];
     *io->grad_ss = gss;
     io->off[0] = 0;
-    for (int j = 0; j < n; j++) io->off[j + 1] = io->off[j] + a->cnt[j];
+    for (int j = 0; j < n; j++)
+        io->off[j + 1] = io->off[j] + a->cnt[j];
     double t3 = sf_now();
     io->tm->encode += t1 - t0;
     io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);
@@ -936,12 +1001,13 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     double lm = o->lmbda;
     if (o->lmbda_warmup_steps > 0 && io->steps < o->lmbda_warmup_steps)
         lm *= (double)io->steps / (double)o->lmbda_warmup_steps;
-    /* decoder column norms (L1 weighting) */
+        /* decoder column norms (L1 weighting) */
 #pragma omp parallel for schedule(static) if (par)
     for (int j = 0; j < n; j++) {
         const float *w = s->W_decT + (size_t)j * d;
         double ss = 0;
-        for (int q = 0; q < d; q++) ss += (double)w[q] * w[q];
+        for (int q = 0; q < d; q++)
+            ss += (double)w[q] * w[q];
         a->wn[j] = (float)sqrt(ss);
     }
     /* nested prefixes [gs[g], ge[g]) (one group = all latents unless matryoshka) */
@@ -969,7 +1035,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
 #pragma omp critical(sae_arch_bad)
                 if (bad_row < 0 || r < bad_row) bad_row = r;
             }
-            for (int q = 0; q < d; q++) a->xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+            for (int q = 0; q < d; q++)
+                a->xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
         }
         double t1 = sf_now();
         sae_encoder_gemm(s, a->xc + (size_t)r0 * d, m, a->P + (size_t)r0 * n);
@@ -979,7 +1046,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
 
     /* ---- activations ---- */
     const int bsel = arch == SF_SAE_BATCHTOPK || (arch == SF_SAE_MATRYOSHKA && s->batch_select);
-    for (int b = 0; b < B; b++) a->rowst[(size_t)b * 8 + RS_PEN] = 0;
+    for (int b = 0; b < B; b++)
+        a->rowst[(size_t)b * 8 + RS_PEN] = 0;
     if (bsel) {
         a->last_min = sae_batchtopk_select(a->P, s->b_enc, B, n, (int64_t)s->k_sel * B, a->Z, par);
         a->have_min = a->last_min > 0;
@@ -989,17 +1057,38 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
             int m = B - r0 < chunk ? B - r0 : chunk;
             size_t off = (size_t)r0 * n;
             double *pen = sf_malloc((size_t)m * sizeof(double)); /* chunks can be large */
-            sae_arch_rows rw = {s, o, n, m, lm, invB, a->wn, a->P + off, a->Z + off, a->G + off,
-                                a->H + off, a->A ? a->A + off : NULL, a->GA ? a->GA + off : NULL,
-                                a->E ? a->E + off : NULL, pen};
+            sae_arch_rows rw = {s,
+                                o,
+                                n,
+                                m,
+                                lm,
+                                invB,
+                                a->wn,
+                                a->P + off,
+                                a->Z + off,
+                                a->G + off,
+                                a->H + off,
+                                a->A ? a->A + off : NULL,
+                                a->GA ? a->GA + off : NULL,
+                                a->E ? a->E + off : NULL,
+                                pen};
             switch (arch) {
-            case SF_SAE_STANDARD: sae_standard_forward(&rw); break;
-            case SF_SAE_GATED: sae_gated_forward(&rw); break;
-            case SF_SAE_JUMPRELU: sae_jumprelu_forward(&rw); break;
-            default: sae_topk_dense_rows(a->P + off, s->b_enc, m, n, s->k_sel, a->Z + off); break;
+            case SF_SAE_STANDARD:
+                sae_standard_forward(&rw);
+                break;
+            case SF_SAE_GATED:
+                sae_gated_forward(&rw);
+                break;
+            case SF_SAE_JUMPRELU:
+                sae_jumprelu_forward(&rw);
+                break;
+            default:
+                sae_topk_dense_rows(a->P + off, s->b_enc, m, n, s->k_sel, a->Z + off);
+                break;
             }
             if (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED || arch == SF_SAE_JUMPRELU)
-                for (int r = 0; r < m; r++) a->rowst[(size_t)(r0 + r) * 8 + RS_PEN] = pen[r];
+                for (int r = 0; r < m; r++)
+                    a->rowst[(size_t)(r0 + r) * 8 + RS_PEN] = pen[r];
             free(pen);
         }
     }
@@ -1009,14 +1098,16 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
      * (below that the scattered per-latent updates beat the dense GEMMs).
      * SAEFLOW_ARCH_SPARSE=1/0 forces it on/off (tests, benchmarks). */
     int use_sparse = arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
-    if ((arch == SF_SAE_STANDARD && !o->ghost_grads) || arch == SF_SAE_JUMPRELU || arch == SF_SAE_GATED) {
+    if ((arch == SF_SAE_STANDARD && !o->ghost_grads) || arch == SF_SAE_JUMPRELU ||
+        arch == SF_SAE_GATED) {
         const char *env = getenv("SAEFLOW_ARCH_SPARSE");
         if (env && *env) {
             use_sparse = atoi(env) != 0;
         } else {
             size_t nz = 0;
             const float *act = arch == SF_SAE_GATED ? a->A : a->Z; /* gated: open gates */
-            for (size_t i = 0; i < (size_t)B * n; i++) nz += act[i] > 0;
+            for (size_t i = 0; i < (size_t)B * n; i++)
+                nz += act[i] > 0;
             use_sparse = nz * 16 <= (size_t)B * n;
         }
     }
@@ -1026,7 +1117,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     const int ghost_on = arch == SF_SAE_STANDARD && o->ghost_grads;
     uint8_t *dead = sf_calloc((size_t)n, 1);
     int ndead = 0;
-    for (int j = 0; j < n; j++) ndead += dead[j] = io->since[j] >= o->bodycount;
+    for (int j = 0; j < n; j++)
+        ndead += dead[j] = io->since[j] >= o->bodycount;
     const int do_aux = ghost_on && ndead > 0;
     const float rscale = 2.0f * invB / (float)ng;
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : tg) if (par)
@@ -1037,9 +1129,10 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         for (int g = 0; g < ng; g++) {
             float *xh = a->Xh + (size_t)g * BD + xo;
             for (int r = 0; r < m; r++)
-                memcpy(xh + (size_t)r * d, g ? xh - BD + (size_t)r * d : s->b_dec, (size_t)d * sizeof(float));
-            gemm_nn(m, d, ge[g] - gs[g], a->Z + zo + gs[g], n, s->W_decT + (size_t)gs[g] * d, d, 1.0f,
-                    xh, d);
+                memcpy(xh + (size_t)r * d, g ? xh - BD + (size_t)r * d : s->b_dec,
+                       (size_t)d * sizeof(float));
+            gemm_nn(m, d, ge[g] - gs[g], a->Z + zo + gs[g], n, s->W_decT + (size_t)gs[g] * d, d,
+                    1.0f, xh, d);
         }
         tg += sf_now() - t1;
         for (int r = r0; r < r0 + m; r++) {
@@ -1059,7 +1152,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 l0 += zr[j] > 0;
             }
             if (do_aux)
-                for (int q = 0; q < d; q++) a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
+                for (int q = 0; q < d; q++)
+                    a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
             /* the loss: mean over prefixes of ||x - x_hat_g||^2 */
             double lsum = 0;
             for (int g = 0; g < ng; g++) {
@@ -1074,7 +1168,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
             for (int g = ng - 2; g >= 0; g--) {
                 float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
                 const float *nx = xh + BD;
-                for (int q = 0; q < d; q++) xh[q] += nx[q];
+                for (int q = 0; q < d; q++)
+                    xh[q] += nx[q];
             }
             st[RS_SQ] = sq;
             st[RS_X2] = x2;
@@ -1086,12 +1181,13 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         }
         double t2 = sf_now();
         for (int g = 0; g < ng; g++)
-            gemm_nt(m, ge[g] - gs[g], d, a->Xh + (size_t)g * BD + xo, d, s->W_decT + (size_t)gs[g] * d,
-                    d, 0.0f, a->G + zo + gs[g], n);
+            gemm_nt(m, ge[g] - gs[g], d, a->Xh + (size_t)g * BD + xo, d,
+                    s->W_decT + (size_t)gs[g] * d, d, 0.0f, a->G + zo + gs[g], n);
         if (arch == SF_SAE_GATED) {
             /* aux: x_hat_aux = ReLU(gate) W_dec + b_dec through a frozen decoder copy */
             float *ta = a->Ta + xo;
-            for (int r = 0; r < m; r++) memcpy(ta + (size_t)r * d, s->b_dec, (size_t)d * sizeof(float));
+            for (int r = 0; r < m; r++)
+                memcpy(ta + (size_t)r * d, s->b_dec, (size_t)d * sizeof(float));
             gemm_nn(m, d, n, a->A + zo, n, s->W_decT, d, 1.0f, ta, d);
             for (int r = r0; r < r0 + m; r++) {
                 float *t = a->Ta + (size_t)r * d;
@@ -1102,7 +1198,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                     acc += df * df;
                     t[q] = 2.0f * invB * (t[q] - xr[q]);
                 }
-                a->rowst[(size_t)r * 8 + RS_PEN] += 0; /* penalty already set */
+                a->rowst[(size_t)r * 8 + RS_PEN] += 0;   /* penalty already set */
                 a->rowst[(size_t)r * 8 + RS_AUX] += acc; /* gated: recon + aux recon */
             }
             gemm_nt(m, n, d, ta, d, s->W_decT, d, 0.0f, a->GA + zo, n);
@@ -1116,18 +1212,36 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     if (arch == SF_SAE_STANDARD) sae_colsum(a->Z, B, n, a->cs3, par);
     if (arch == SF_SAE_GATED) sae_colsum(a->A, B, n, a->cs3, par);
 
-    /* ---- backward to dL/dP ---- */
+        /* ---- backward to dL/dP ---- */
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int r0 = 0; r0 < B; r0 += chunk) {
         int m = B - r0 < chunk ? B - r0 : chunk;
         size_t off = (size_t)r0 * n;
-        sae_arch_rows rw = {s, o, n, m, lm, invB, a->wn, a->P + off, a->Z + off, a->G + off,
-                            a->H + off, a->A ? a->A + off : NULL, a->GA ? a->GA + off : NULL,
-                            a->E ? a->E + off : NULL, NULL};
+        sae_arch_rows rw = {s,
+                            o,
+                            n,
+                            m,
+                            lm,
+                            invB,
+                            a->wn,
+                            a->P + off,
+                            a->Z + off,
+                            a->G + off,
+                            a->H + off,
+                            a->A ? a->A + off : NULL,
+                            a->GA ? a->GA + off : NULL,
+                            a->E ? a->E + off : NULL,
+                            NULL};
         switch (arch) {
-        case SF_SAE_STANDARD: sae_standard_backward(&rw); break;
-        case SF_SAE_GATED: sae_gated_backward(&rw); break;
-        case SF_SAE_JUMPRELU: sae_jumprelu_backward(&rw); break;
+        case SF_SAE_STANDARD:
+            sae_standard_backward(&rw);
+            break;
+        case SF_SAE_GATED:
+            sae_gated_backward(&rw);
+            break;
+        case SF_SAE_JUMPRELU:
+            sae_jumprelu_backward(&rw);
+            break;
         default:
             for (size_t i = off; i < off + (size_t)m * n; i++)
                 if (!(a->Z[i] > 0)) a->G[i] = 0;
@@ -1139,19 +1253,21 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     if (do_aux) aux_loss = ghost_term(a, B, dead, chunk, par);
 
     /* ---- parameter gradients ---- */
-    const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT), ibd = param_of(s, s->b_dec),
-              ibe = param_of(s, s->b_enc);
+    const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT),
+              ibd = param_of(s, s->b_dec), ibe = param_of(s, s->b_enc);
     float *gWe = io->gr[iWe], *gWd = io->gr[iWd], *gbd = io->gr[ibd], *gbe = io->gr[ibe];
     /* b_dec: sum_rows dL/dx_hat - W_enc^T colsum(dL/dP) (main path only, as TopK's AuxK) */
     sae_colsum(a->G, B, n, a->cs, par);
     sae_colsum(a->Xh, B, d, a->csd, par);
     for (int q = 0; q < d; q++) {
         double v = a->csd[q];
-        for (int j = 0; j < n; j++) v -= a->cs[j] * s->W_enc[(size_t)j * d + q];
+        for (int j = 0; j < n; j++)
+            v -= a->cs[j] * s->W_enc[(size_t)j * d + q];
         gbd[q] = (float)v;
     }
     if (do_aux) {
-        for (size_t i = 0; i < (size_t)B * n; i++) a->G[i] += a->H[i];
+        for (size_t i = 0; i < (size_t)B * n; i++)
+            a->G[i] += a->H[i];
         sae_colsum(a->G, B, n, a->cs, par); /* encoder bias sees both */
     }
     switch (arch) {
@@ -1159,22 +1275,28 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         /* backward left: G = dL/dP, H = dL/dmag, A = dL/dgate, E = dL/dmag * P */
         const int ir = param_of(s, s->r_mag), im = param_of(s, s->b_mag);
         sae_colsum(a->A, B, n, a->cs, par);
-        for (int j = 0; j < n; j++) gbe[j] = (float)a->cs[j];
+        for (int j = 0; j < n; j++)
+            gbe[j] = (float)a->cs[j];
         sae_colsum(a->H, B, n, a->cs2, par);
-        for (int j = 0; j < n; j++) io->gr[im][j] = (float)a->cs2[j];
+        for (int j = 0; j < n; j++)
+            io->gr[im][j] = (float)a->cs2[j];
         sae_colsum(a->E, B, n, a->cs2, par);
-        for (int j = 0; j < n; j++) io->gr[ir][j] = (float)(expf(s->r_mag[j]) * a->cs2[j]);
+        for (int j = 0; j < n; j++)
+            io->gr[ir][j] = (float)(expf(s->r_mag[j]) * a->cs2[j]);
         break;
     }
     case SF_SAE_JUMPRELU: {
         const int it = param_of(s, s->logthres);
-        for (int j = 0; j < n; j++) gbe[j] = (float)a->cs[j];
+        for (int j = 0; j < n; j++)
+            gbe[j] = (float)a->cs[j];
         sae_colsum(a->H, B, n, a->cs2, par);
-        for (int j = 0; j < n; j++) io->gr[it][j] = (float)a->cs2[j];
+        for (int j = 0; j < n; j++)
+            io->gr[it][j] = (float)a->cs2[j];
         break;
     }
     default:
-        for (int j = 0; j < n; j++) gbe[j] = (float)a->cs[j];
+        for (int j = 0; j < n; j++)
+            gbe[j] = (float)a->cs[j];
     }
     const int nblk = (n + ALB - 1) / ALB;
     const double l1c = lm * invB;
@@ -1198,7 +1320,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 float c = (float)(l1c * a->cs3[j] / a->wn[j]);
                 float *gd = gWd + (size_t)j * d;
                 const float *w = s->W_decT + (size_t)j * d;
-                for (int q = 0; q < d; q++) gd[q] += c * w[q];
+                for (int q = 0; q < d; q++)
+                    gd[q] += c * w[q];
             }
         for (int j = j0; j < j1; j++) {
             if (o->normalise) {
@@ -1212,7 +1335,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 }
                 if (ww > 0) {
                     float al = (float)(gw / ww);
-                    for (int q = 0; q < d; q++) gd[q] -= al * w[q];
+                    for (int q = 0; q < d; q++)
+                        gd[q] -= al * w[q];
                 }
             }
             double ss = 0;
@@ -1220,16 +1344,19 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 if (!s->params[i].per_latent) continue;
                 size_t w = s->params[i].numel / (size_t)n;
                 const float *g = io->gr[i] + (size_t)j * w;
-                for (size_t q = 0; q < w; q++) ss += (double)g[q] * g[q];
+                for (size_t q = 0; q < w; q++)
+                    ss += (double)g[q] * g[q];
             }
             a->lat_ss[j] = ss;
         }
     }
     double gss = 0;
-    for (int j = 0; j < n; j++) gss += a->lat_ss[j];
+    for (int j = 0; j < n; j++)
+        gss += a->lat_ss[j];
     for (int i = 0; i < s->n_params; i++) {
         if (s->params[i].per_latent) continue;
-        for (size_t q = 0; q < s->params[i].numel; q++) gss += (double)io->gr[i][q] * io->gr[i][q];
+        for (size_t q = 0; q < s->params[i].numel; q++)
+            gss += (double)io->gr[i][q] * io->gr[i][q];
     }
     *io->grad_ss = gss;
     memset(io->has_grad, 1, (size_t)n);
@@ -1237,14 +1364,17 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
 #pragma omp parallel for schedule(static) if (par)
     for (int j0 = 0; j0 < n; j0 += 64) {
         int j1 = j0 + 64 < n ? j0 + 64 : n;
-        for (int j = j0; j < j1; j++) a->cnt[j] = 0;
+        for (int j = j0; j < j1; j++)
+            a->cnt[j] = 0;
         for (int b = 0; b < B; b++) {
             const float *z = a->Z + (size_t)b * n;
-            for (int j = j0; j < j1; j++) a->cnt[j] += z[j] > 0;
+            for (int j = j0; j < j1; j++)
+                a->cnt[j] += z[j] > 0;
         }
     }
     io->off[0] = 0;
-    for (int j = 0; j < n; j++) io->off[j + 1] = io->off[j] + a->cnt[j];
+    for (int j = 0; j < n; j++)
+        io->off[j + 1] = io->off[j] + a->cnt[j];
     double t3 = sf_now();
     io->tm->encode += t1 - t0;
     io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);

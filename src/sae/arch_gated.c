@@ -17,7 +17,8 @@ void sae_gated_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
     const int n = r->n;
     float *er = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++) er[j] = expf(s->r_mag[j]);
+    for (int j = 0; j < n; j++)
+        er[j] = expf(s->r_mag[j]);
     for (int i = 0; i < r->m; i++) {
         const float *p = r->P + (size_t)i * n;
         float *z = r->Z + (size_t)i * n, *a = r->A + (size_t)i * n;
@@ -40,7 +41,8 @@ void sae_gated_backward(sae_arch_rows *r) {
     const int n = r->n;
     const float c = (float)(r->lmbda * r->inv_B);
     float *er = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++) er[j] = expf(s->r_mag[j]);
+    for (int j = 0; j < n; j++)
+        er[j] = expf(s->r_mag[j]);
     for (int i = 0; i < r->m; i++) {
         const size_t o = (size_t)i * n;
         const float *p = r->P + o, *ga = r->GA + o;

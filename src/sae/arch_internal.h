@@ -109,8 +109,8 @@ void sae_jumprelu_forward(sae_arch_rows *r);
 void sae_jumprelu_backward(sae_arch_rows *r);
 /* batchtopk (arch_batchtopk.c): selection over the whole batch. P (B, n),
  * b_enc (n) -> Z (B, n); returns the smallest selected value (for the EMA). */
-float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB,
-                           float *Z, int par);
+float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
+                           int par);
 /* Per-row TopK on P + b_enc into dense Z (matryoshka over TopK). */
 void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z);
 

@@ -17,7 +17,8 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
     const int n = r->n;
     float *th = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++) th[j] = expf(s->logthres[j]);
+    for (int j = 0; j < n; j++)
+        th[j] = expf(s->logthres[j]);
     for (int i = 0; i < r->m; i++) {
         const float *p = r->P + (size_t)i * n;
         float *z = r->Z + (size_t)i * n;
@@ -40,7 +41,8 @@ void sae_jumprelu_backward(sae_arch_rows *r) {
     const float eps = (float)r->o->bandwidth, half = 0.5f * eps;
     const float c0 = (float)(r->lmbda * r->inv_B) / eps;
     float *th = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++) th[j] = expf(s->logthres[j]);
+    for (int j = 0; j < n; j++)
+        th[j] = expf(s->logthres[j]);
     for (int i = 0; i < r->m; i++) {
         const size_t o = (size_t)i * n;
         const float *p = r->P + o;

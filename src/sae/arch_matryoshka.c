@@ -22,7 +22,8 @@ void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k
         float *z = Z + (size_t)r * n;
         memset(z, 0, (size_t)n * sizeof(float));
         int c = sae_topk_relu(P + (size_t)r * n, b_enc, n, k, NULL, ix, vl);
-        for (int u = 0; u < c; u++) z[ix[u]] = vl[u];
+        for (int u = 0; u < c; u++)
+            z[ix[u]] = vl[u];
     }
     free(ix);
     free(vl);
@@ -34,7 +35,8 @@ int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
     long sum = 0;
     const char *p = spec;
     while (*p) {
-        if (ng == SF_SAE_MAX_GROUPS) return sf_error("--groups: at most %d groups", SF_SAE_MAX_GROUPS);
+        if (ng == SF_SAE_MAX_GROUPS)
+            return sf_error("--groups: at most %d groups", SF_SAE_MAX_GROUPS);
         char *end;
         long v;
         if (!strncmp(p, "rest", 4)) {
@@ -49,8 +51,10 @@ int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
         groups[ng++] = (int)v;
         sum += v;
         p = end;
-        if (*p == ',') p++;
-        else if (*p) return sf_error("--groups: unexpected '%c' in '%s'", *p, spec);
+        if (*p == ',')
+            p++;
+        else if (*p)
+            return sf_error("--groups: unexpected '%c' in '%s'", *p, spec);
     }
     if (ng == 0) return sf_error("--groups: empty list");
     if (sum != n) return sf_error("--groups: sizes sum to %ld, pages is %d", sum, n);
@@ -61,13 +65,15 @@ int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
 int sf_sae_set_matryoshka(sf_sae *s, int batch_select, const int *groups, int n_groups) {
     if (s->arch != SF_SAE_MATRYOSHKA) return sf_error("not a matryoshka SAE");
     if (groups) {
-        if (n_groups < 1 || n_groups > SF_SAE_MAX_GROUPS) return sf_error("matryoshka: bad group count");
+        if (n_groups < 1 || n_groups > SF_SAE_MAX_GROUPS)
+            return sf_error("matryoshka: bad group count");
         long sum = 0;
         for (int g = 0; g < n_groups; g++) {
             if (groups[g] < 1) return sf_error("matryoshka: group sizes must be positive");
             sum += groups[g];
         }
-        if (sum != s->n) return sf_error("matryoshka: group sizes sum to %ld, pages is %d", sum, s->n);
+        if (sum != s->n)
+            return sf_error("matryoshka: group sizes sum to %ld, pages is %d", sum, s->n);
         memcpy(s->groups, groups, (size_t)n_groups * sizeof(int));
         s->n_groups = n_groups;
     }

@@ -30,6 +30,7 @@ void sae_standard_backward(sae_arch_rows *r) {
     for (int i = 0; i < r->m; i++) {
         const float *z = r->Z + (size_t)i * n;
         float *g = r->G + (size_t)i * n;
-        for (int j = 0; j < n; j++) g[j] = z[j] > 0 ? g[j] + c * r->wn[j] : 0.0f;
+        for (int j = 0; j < n; j++)
+            g[j] = z[j] > 0 ? g[j] + c * r->wn[j] : 0.0f;
     }
 }

@@ -48,7 +48,8 @@ int sf_sae_detect_format(const char *dir, sf_sae_format *f) {
     else
         return sf_error("%s: not an SAE checkpoint (looked for config.json + model.safetensors, "
                         "cfg.json + sae_weights.safetensors (SAELens), cfg.json + sae.safetensors "
-                        "(sparsify))", dir);
+                        "(sparsify))",
+                        dir);
     return 0;
 }
 
@@ -111,8 +112,10 @@ static int get(const sf_st *f, const char *name, int64_t r, int64_t c, int trans
     }
     if (transpose)
         for (int64_t i = 0; i < r; i++)
-            for (int64_t j = 0; j < c; j++) dst[j * r + i] = src[i * c + j];
-    else memcpy(dst, src, m * sizeof(float));
+            for (int64_t j = 0; j < c; j++)
+                dst[j * r + i] = src[i * c + j];
+    else
+        memcpy(dst, src, m * sizeof(float));
     free(owned);
     return 0;
 }
@@ -131,7 +134,8 @@ static int load_saelens(sf_sae *s, const char *dir) {
     if (!arch) arch = "standard"; /* pre-v4 configs had no key: ReLU SAEs */
     if (norm && strcmp(norm, "none")) {
         sf_error("%s: normalize_activations '%s' is not supported (it rescales inputs by a "
-                 "factor the checkpoint does not hold); only 'none'", cpath, norm);
+                 "factor the checkpoint does not hold); only 'none'",
+                 cpath, norm);
         goto done;
     }
     sf_sae_arch a;
@@ -161,7 +165,8 @@ static int load_saelens(sf_sae *s, const char *dir) {
         a = SF_SAE_JUMPRELU; /* batchtopk is stored for inference as a JumpReLU */
     } else {
         sf_error("%s: architecture '%s' is not supported (standard, topk, gated, jumprelu, "
-                 "batchtopk)", cpath, arch);
+                 "batchtopk)",
+                 cpath, arch);
         goto done;
     }
     if (sf_sae_init(s, a, d, n, a == SF_SAE_TOPK ? k : 1, 0)) goto done;
@@ -194,7 +199,8 @@ static int load_saelens(sf_sae *s, const char *dir) {
         /* pre = W x + b_enc = W (x - b_dec) + (b_enc + W b_dec): fold into the biases */
         for (int j = 0; j < n; j++) {
             double wb = 0;
-            for (int q = 0; q < d; q++) wb += (double)s->W_enc[(size_t)j * d + q] * s->b_dec[q];
+            for (int q = 0; q < d; q++)
+                wb += (double)s->W_enc[(size_t)j * d + q] * s->b_dec[q];
             s->b_enc[j] += (float)wb;
             if (a == SF_SAE_GATED) s->b_mag[j] += (float)(exp(s->r_mag[j]) * wb);
         }
@@ -249,8 +255,9 @@ static int load_sparsify(sf_sae *s, const char *dir) {
         goto done;
     }
     if (sf_sae_init(s, SF_SAE_TOPK, d, n, k, 0)) goto done;
-    if (get(&f, "encoder.weight", n, d, 0, s->W_enc) || get(&f, "encoder.bias", n, -1, 0, s->b_enc) ||
-        get(&f, "W_dec", n, d, 0, s->W_decT) || get(&f, "b_dec", d, -1, 0, s->b_dec))
+    if (get(&f, "encoder.weight", n, d, 0, s->W_enc) ||
+        get(&f, "encoder.bias", n, -1, 0, s->b_enc) || get(&f, "W_dec", n, d, 0, s->W_decT) ||
+        get(&f, "b_dec", d, -1, 0, s->b_dec))
         goto done;
     sf_sae_config_set_string(s, "converted_from", "sparsify");
     rc = 0;
@@ -262,9 +269,13 @@ done:
     return rc;
 }
 
-int sae_is_foreign(const char *dir) { return !exists(dir, "config.json") && exists(dir, "cfg.json"); }
+int sae_is_foreign(const char *dir) {
+    return !exists(dir, "config.json") && exists(dir, "cfg.json");
+}
 
-int sae_load_foreign(sf_sae *s, const char *dir) { return sf_sae_load_any(s, dir); }
+int sae_load_foreign(sf_sae *s, const char *dir) {
+    return sf_sae_load_any(s, dir);
+}
 
 int sf_sae_load_any(sf_sae *s, const char *dir) {
     memset(s, 0, sizeof *s);
@@ -272,9 +283,14 @@ int sf_sae_load_any(sf_sae *s, const char *dir) {
     if (sf_sae_detect_format(dir, &f)) return -1;
     int rc;
     switch (f) {
-    case SF_FMT_SAELENS: rc = load_saelens(s, dir); break;
-    case SF_FMT_SPARSIFY: rc = load_sparsify(s, dir); break;
-    default: return sf_sae_load(s, dir);
+    case SF_FMT_SAELENS:
+        rc = load_saelens(s, dir);
+        break;
+    case SF_FMT_SPARSIFY:
+        rc = load_sparsify(s, dir);
+        break;
+    default:
+        return sf_sae_load(s, dir);
     }
     if (rc) sf_sae_free(s);
     return rc;
@@ -299,22 +315,33 @@ static int save_saelens(const sf_sae *s, const char *dir) {
     const char *arch;
     int k = 0;
     switch (s->arch) {
-    case SF_SAE_TOPK: arch = "topk"; k = s->k; break;
-    case SF_SAE_STANDARD: arch = "standard"; break;
-    case SF_SAE_GATED: arch = "gated"; break;
+    case SF_SAE_TOPK:
+        arch = "topk";
+        k = s->k;
+        break;
+    case SF_SAE_STANDARD:
+        arch = "standard";
+        break;
+    case SF_SAE_GATED:
+        arch = "gated";
+        break;
     case SF_SAE_MATRYOSHKA:
         /* inference only needs the selection: TopK per row, or the threshold */
-        if (s->batch_select) arch = "jumprelu";
+        if (s->batch_select)
+            arch = "jumprelu";
         else {
             arch = "topk";
             k = s->k_sel;
         }
         break;
-    default: arch = "jumprelu"; break; /* jumprelu; batchtopk runs as JumpReLU */
+    default:
+        arch = "jumprelu";
+        break; /* jumprelu; batchtopk runs as JumpReLU */
     }
     float *We = sf_malloc((size_t)n * d * sizeof(float)), *th = NULL;
     for (int j = 0; j < n; j++)
-        for (int q = 0; q < d; q++) We[(size_t)q * n + j] = s->W_enc[(size_t)j * d + q];
+        for (int q = 0; q < d; q++)
+            We[(size_t)q * n + j] = s->W_enc[(size_t)j * d + q];
     int64_t sdn[2] = {d, n}, snd[2] = {n, d}, sn[1] = {n}, sd[1] = {d};
     sf_st_writer *w = sf_stw_new();
     sf_stw_add(w, "W_enc", SF_DT_F32, 2, sdn, We);
@@ -329,7 +356,8 @@ static int save_saelens(const sf_sae *s, const char *dir) {
     }
     if (!strcmp(arch, "jumprelu")) {
         th = sf_malloc((size_t)n * sizeof(float));
-        for (int j = 0; j < n; j++) th[j] = s->arch == SF_SAE_JUMPRELU ? expf(s->logthres[j]) : s->threshold;
+        for (int j = 0; j < n; j++)
+            th[j] = s->arch == SF_SAE_JUMPRELU ? expf(s->logthres[j]) : s->threshold;
         sf_stw_add(w, "threshold", SF_DT_F32, 1, sn, th);
     }
     sf_stw_meta(w, "format", "pt");
@@ -360,11 +388,14 @@ static int save_saelens(const sf_sae *s, const char *dir) {
 
 static int save_sparsify(const sf_sae *s, const char *dir) {
     int k;
-    if (s->arch == SF_SAE_TOPK) k = s->k;
-    else if (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select) k = s->k_sel;
+    if (s->arch == SF_SAE_TOPK)
+        k = s->k;
+    else if (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select)
+        k = s->k_sel;
     else
         return sf_error("sparsify checkpoints hold TopK SAEs only; a %s SAE cannot be saved as "
-                        "sparsify (use seed or saelens)", sf_sae_arch_name(s->arch));
+                        "sparsify (use seed or saelens)",
+                        sf_sae_arch_name(s->arch));
     const int d = s->d, n = s->n;
     int64_t snd[2] = {n, d}, sn[1] = {n}, sd[1] = {d};
     sf_st_writer *w = sf_stw_new();
@@ -403,13 +434,15 @@ int sf_sae_save_as(const sf_sae *s, const char *dir, sf_sae_format f) {
             c.W_enc[i] *= sc;
             c.W_decT[i] *= ic;
         }
-        for (int q = 0; q < s->d; q++) c.b_dec[q] *= ic;
+        for (int q = 0; q < s->d; q++)
+            c.b_dec[q] *= ic;
         c.input_scale = 0;
         int rc = sf_sae_save_as(&c, dir, f);
         sf_sae_free(&c);
         return rc;
     }
-    if (f == SF_FMT_SPARSIFY && !(s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select)))
+    if (f == SF_FMT_SPARSIFY &&
+        !(s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select)))
         return save_sparsify(s, dir); /* the error, before any file is made */
     if (sf_mkdirs(dir)) return -1;
     return f == SF_FMT_SAELENS ? save_saelens(s, dir) : save_sparsify(s, dir);

@@ -12,7 +12,8 @@
 int sf_sae_set_jumpthreshold(sf_sae *s, double thr) {
     if (s->arch != SF_SAE_JUMPRELU) return sf_error("--jumpthreshold applies to jumprelu only");
     if (!(thr > 0) || !isfinite(thr)) return sf_error("--jumpthreshold must be > 0");
-    for (int j = 0; j < s->n; j++) s->logthres[j] = (float)log(thr);
+    for (int j = 0; j < s->n; j++)
+        s->logthres[j] = (float)log(thr);
     return 0;
 }
 
@@ -27,12 +28,14 @@ int sae_resample(const sae_train_io *io, const float *x, const float *resid, int
     sf_sae *s = io->s;
     const int n = s->n, d = s->d;
     int ndead = 0;
-    for (int j = 0; j < n; j++) ndead += io->since[j] >= io->o->bodycount;
+    for (int j = 0; j < n; j++)
+        ndead += io->since[j] >= io->o->bodycount;
     if (!ndead) return 0;
     double *cum = sf_malloc((size_t)B * sizeof(double)), tot = 0;
     for (int b = 0; b < B; b++) {
         double e = 0;
-        for (int q = 0; q < d; q++) e += (double)resid[(size_t)b * d + q] * resid[(size_t)b * d + q];
+        for (int q = 0; q < d; q++)
+            e += (double)resid[(size_t)b * d + q] * resid[(size_t)b * d + q];
         tot += e;
         cum[b] = tot;
     }
@@ -41,7 +44,8 @@ int sae_resample(const sae_train_io *io, const float *x, const float *resid, int
     for (int j = 0; j < n; j++) {
         if (io->since[j] >= io->o->bodycount) continue;
         double ss = 0;
-        for (int q = 0; q < d; q++) ss += (double)s->W_enc[(size_t)j * d + q] * s->W_enc[(size_t)j * d + q];
+        for (int q = 0; q < d; q++)
+            ss += (double)s->W_enc[(size_t)j * d + q] * s->W_enc[(size_t)j * d + q];
         alive_norm += sqrt(ss);
         nalive++;
     }
@@ -56,8 +60,10 @@ int sae_resample(const sae_train_io *io, const float *x, const float *resid, int
             int lo = 0, hi = B - 1;
             while (lo < hi) {
                 int mid = (lo + hi) / 2;
-                if (cum[mid] > u) hi = mid;
-                else lo = mid + 1;
+                if (cum[mid] > u)
+                    hi = mid;
+                else
+                    lo = mid + 1;
             }
             b = lo;
         } else {
@@ -96,7 +102,8 @@ int sae_resample(const sae_train_io *io, const float *x, const float *resid, int
 static float *sample_rows(const sf_sae *s, const sf_sae_data *D, int64_t rows, int64_t *m) {
     if (rows <= 0 || rows > D->N) rows = D->N;
     int64_t *idx = sf_malloc((size_t)rows * sizeof(int64_t));
-    for (int64_t i = 0; i < rows; i++) idx[i] = (int64_t)((double)i * D->N / rows);
+    for (int64_t i = 0; i < rows; i++)
+        idx[i] = (int64_t)((double)i * D->N / rows);
     float *x = sf_malloc((size_t)rows * D->d * sizeof(float));
     if (sf_sae_data_gather(D, idx, rows, x)) {
         free(idx);
@@ -105,13 +112,15 @@ static float *sample_rows(const sf_sae *s, const sf_sae_data *D, int64_t rows, i
     }
     free(idx);
     if (s->input_scale > 0)
-        for (size_t i = 0; i < (size_t)rows * D->d; i++) x[i] *= s->input_scale;
+        for (size_t i = 0; i < (size_t)rows * D->d; i++)
+            x[i] *= s->input_scale;
     *m = rows;
     return x;
 }
 
 int sf_sae_set_input_norm(sf_sae *s, const sf_sae_data *D, int64_t rows) {
-    if (D->d != s->d) return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
+    if (D->d != s->d)
+        return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
     s->input_scale = 0;
     int64_t m;
     float *x = sample_rows(s, D, rows, &m);
@@ -119,7 +128,8 @@ int sf_sae_set_input_norm(sf_sae *s, const sf_sae_data *D, int64_t rows) {
     double tot = 0;
     for (int64_t b = 0; b < m; b++) {
         double ss = 0;
-        for (int q = 0; q < s->d; q++) ss += (double)x[(size_t)b * s->d + q] * x[(size_t)b * s->d + q];
+        for (int q = 0; q < s->d; q++)
+            ss += (double)x[(size_t)b * s->d + q] * x[(size_t)b * s->d + q];
         tot += sqrt(ss);
     }
     free(x);
@@ -132,19 +142,25 @@ int sf_sae_set_input_norm(sf_sae *s, const sf_sae_data *D, int64_t rows) {
 }
 
 int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t rows) {
-    if (D->d != s->d) return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
+    if (D->d != s->d)
+        return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
     int med;
-    if (!strcmp(mode, "mean")) med = 0;
-    else if (!strcmp(mode, "median") || !strcmp(mode, "geometric_median")) med = 1;
-    else return sf_error("--b_dec_init: unknown mode '%s' (mean, median, zero)", mode);
+    if (!strcmp(mode, "mean"))
+        med = 0;
+    else if (!strcmp(mode, "median") || !strcmp(mode, "geometric_median"))
+        med = 1;
+    else
+        return sf_error("--b_dec_init: unknown mode '%s' (mean, median, zero)", mode);
     int64_t m;
     float *x = sample_rows(s, D, rows, &m);
     if (!x) return -1;
     const int d = s->d;
     double *g = sf_calloc((size_t)d, sizeof(double)), *nx = sf_calloc((size_t)d, sizeof(double));
     for (int64_t b = 0; b < m; b++)
-        for (int q = 0; q < d; q++) g[q] += x[(size_t)b * d + q];
-    for (int q = 0; q < d; q++) g[q] /= (double)m;
+        for (int q = 0; q < d; q++)
+            g[q] += x[(size_t)b * d + q];
+    for (int q = 0; q < d; q++)
+        g[q] /= (double)m;
     if (med) {
         /* Weiszfeld: g <- sum_b x_b / ||x_b - g|| / sum_b 1 / ||x_b - g|| */
         for (int it = 0; it < 100; it++) {
@@ -153,12 +169,14 @@ int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t 
             for (int64_t b = 0; b < m; b++) {
                 const float *xr = x + (size_t)b * d;
                 double dist = 0;
-                for (int q = 0; q < d; q++) dist += (xr[q] - g[q]) * (xr[q] - g[q]);
+                for (int q = 0; q < d; q++)
+                    dist += (xr[q] - g[q]) * (xr[q] - g[q]);
                 dist = sqrt(dist);
                 if (dist < 1e-12) continue; /* a sample on the estimate: skip it */
                 double w = 1.0 / dist;
                 wsum += w;
-                for (int q = 0; q < d; q++) nx[q] += w * xr[q];
+                for (int q = 0; q < d; q++)
+                    nx[q] += w * xr[q];
             }
             if (!(wsum > 0)) break;
             double move = 0;
@@ -170,7 +188,8 @@ int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t 
             if (sqrt(move) < 1e-6) break;
         }
     }
-    for (int q = 0; q < d; q++) s->b_dec[q] = (float)g[q];
+    for (int q = 0; q < d; q++)
+        s->b_dec[q] = (float)g[q];
     sf_sae_config_set_string(s, "b_dec_init", med ? "geometric_median" : "mean");
     free(g);
     free(nx);
@@ -192,7 +211,8 @@ int sae_copy(sf_sae *dst, const sf_sae *src) {
     dst->n_groups = src->n_groups;
     memcpy(dst->groups, src->groups, sizeof dst->groups);
     dst->threshold = src->threshold;
-    if (sf_sae_init(dst, src->arch, src->d, src->n, src->arch == SF_SAE_TOPK ? src->k : (src->k_sel ? src->k_sel : src->k), 0))
+    if (sf_sae_init(dst, src->arch, src->d, src->n,
+                    src->arch == SF_SAE_TOPK ? src->k : (src->k_sel ? src->k_sel : src->k), 0))
         return -1;
     dst->k = src->k;
     dst->batch_select = src->batch_select;
@@ -218,7 +238,8 @@ int sae_save_folded(const sf_sae *s, const char *dir) {
         f.W_enc[i] *= c;
         f.W_decT[i] *= ic;
     }
-    for (int q = 0; q < s->d; q++) f.b_dec[q] *= ic;
+    for (int q = 0; q < s->d; q++)
+        f.b_dec[q] *= ic;
     f.input_scale = 0;
     int rc = sf_sae_save(&f, dir);
     sf_sae_free(&f);

@@ -21,7 +21,8 @@ static int uses_lmbda(sf_sae_arch a) {
 int sf_sae_sweep(const sf_sae_data *D, const sf_sweep_point *pts, int npts, const sf_sweep_opts *o,
                  sf_sweep_result *res) {
     if (npts <= 0) return sf_error("sweep: empty grid");
-    if (o->batch_size <= 0 || o->num_epochs <= 0) return sf_error("sweep: batch size and epochs must be positive");
+    if (o->batch_size <= 0 || o->num_epochs <= 0)
+        return sf_error("sweep: batch size and epochs must be positive");
     if (sf_sae_data_check_finite(D)) return -1;
     const int d = D->d, B = (int)(o->batch_size < D->N ? o->batch_size : D->N);
     sf_sae *S = sf_calloc((size_t)npts, sizeof(sf_sae));
@@ -33,21 +34,27 @@ int sf_sae_sweep(const sf_sae_data *D, const sf_sweep_point *pts, int npts, cons
         sf_sweep_result *r = &res[i];
         memset(r, 0, sizeof *r);
         r->p = *p;
-        if (uses_lmbda(p->arch)) snprintf(r->name, sizeof r->name, "%s-l%g-x%d", sf_sweep_arch_label(p), p->lmbda, p->expansion);
-        else snprintf(r->name, sizeof r->name, "%s-k%d-x%d", sf_sweep_arch_label(p), p->k, p->expansion);
+        if (uses_lmbda(p->arch))
+            snprintf(r->name, sizeof r->name, "%s-l%g-x%d", sf_sweep_arch_label(p), p->lmbda,
+                     p->expansion);
+        else
+            snprintf(r->name, sizeof r->name, "%s-k%d-x%d", sf_sweep_arch_label(p), p->k,
+                     p->expansion);
         long long n = (long long)d * p->expansion;
         if (p->expansion < 1 || n > (1 << 26)) {
             sf_error("sweep: %s: bad expansion %d", r->name, p->expansion);
             goto done;
         }
-        if (sf_sae_init(&S[i], p->arch, d, (int)n, p->arch == SF_SAE_TOPK || !uses_lmbda(p->arch) ? p->k : 1,
-                        o->seed)) {
+        if (sf_sae_init(&S[i], p->arch, d, (int)n,
+                        p->arch == SF_SAE_TOPK || !uses_lmbda(p->arch) ? p->k : 1, o->seed)) {
             sf_error_prefix("sweep: %s", r->name);
             goto done;
         }
         made = i + 1;
-        if (p->arch == SF_SAE_MATRYOSHKA && sf_sae_set_matryoshka(&S[i], p->batch_select, NULL, 0)) goto done;
-        if (p->arch == SF_SAE_JUMPRELU && sf_sae_set_jumpthreshold(&S[i], o->jumpthreshold)) goto done;
+        if (p->arch == SF_SAE_MATRYOSHKA && sf_sae_set_matryoshka(&S[i], p->batch_select, NULL, 0))
+            goto done;
+        if (p->arch == SF_SAE_JUMPRELU && sf_sae_set_jumpthreshold(&S[i], o->jumpthreshold))
+            goto done;
         TO[i] = o->train;
         TO[i].lmbda = p->lmbda;
         if (TO[i].aux_k > S[i].n) TO[i].aux_k = S[i].n;
@@ -68,7 +75,8 @@ int sf_sae_sweep(const sf_sae_data *D, const sf_sweep_point *pts, int npts, cons
         int64_t step = 0;
         int err = 0;
         for (int ep = 0; ep < o->num_epochs && !err; ep++) {
-            for (int64_t i = 0; i < D->N; i++) perm[i] = i;
+            for (int64_t i = 0; i < D->N; i++)
+                perm[i] = i;
             sf_rng_shuffle_u64(&rng, (uint64_t *)perm, (size_t)D->N);
             for (int64_t it = 0; it < spe && !err; it++) {
                 if (sf_sae_data_gather(D, perm + it * B, B, x)) {
@@ -107,8 +115,10 @@ int sf_sae_sweep(const sf_sae_data *D, const sf_sweep_point *pts, int npts, cons
     }
     rc = 0;
 done:
-    for (int i = 0; i < npts; i++) sf_sae_trainer_free(T[i]);
-    for (int i = 0; i < made; i++) sf_sae_free(&S[i]);
+    for (int i = 0; i < npts; i++)
+        sf_sae_trainer_free(T[i]);
+    for (int i = 0; i < made; i++)
+        sf_sae_free(&S[i]);
     free(S);
     free(T);
     free(TO);
@@ -143,19 +153,24 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
 }
 
 static const char *knob(const sf_sweep_result *r, char *buf, size_t n) {
-    if (uses_lmbda(r->p.arch)) snprintf(buf, n, "lmbda=%g", r->p.lmbda);
-    else snprintf(buf, n, "k=%d", r->p.k);
+    if (uses_lmbda(r->p.arch))
+        snprintf(buf, n, "lmbda=%g", r->p.lmbda);
+    else
+        snprintf(buf, n, "k=%d", r->p.k);
     return buf;
 }
 
 int sf_sweep_write_tsv(const sf_sweep_result *r, int n, const char *path) {
     sbuf b = {0};
-    sb_printf(&b, "name\tarch\tk\tlmbda\texpansion\tl0\tfvu\tmse\tdead\tmmcs\trecovered\ttrain_seconds\n");
+    sb_printf(
+        &b,
+        "name\tarch\tk\tlmbda\texpansion\tl0\tfvu\tmse\tdead\tmmcs\trecovered\ttrain_seconds\n");
     for (int i = 0; i < n; i++)
         sb_printf(&b, "%s\t%s\t%d\t%g\t%d\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.3f\n", r[i].name,
                   sf_sweep_arch_label(&r[i].p), uses_lmbda(r[i].p.arch) ? 0 : r[i].p.k,
-                  uses_lmbda(r[i].p.arch) ? r[i].p.lmbda : 0, r[i].p.expansion, r[i].r.l0, r[i].r.fvu,
-                  r[i].r.mse, r[i].r.dead, r[i].r.mmcs, r[i].r.recovered, r[i].train_seconds);
+                  uses_lmbda(r[i].p.arch) ? r[i].p.lmbda : 0, r[i].p.expansion, r[i].r.l0,
+                  r[i].r.fvu, r[i].r.mse, r[i].r.dead, r[i].r.mmcs, r[i].r.recovered,
+                  r[i].train_seconds);
     int rc = write_text(path, b.s);
     free(b.s);
     return rc;
@@ -170,7 +185,8 @@ int sf_sweep_write_markdown(const sf_sweep_result *r, int n, const char *path) {
     sb_printf(&b, "|---|---|---:|---:|---:|---:|%s---:|\n", dict ? "---:|---:|" : "");
     for (int i = 0; i < n; i++) {
         sb_printf(&b, "| %s | %s | %d | %.2f | %.4f | %.1f |", sf_sweep_arch_label(&r[i].p),
-                  knob(&r[i], kb, sizeof kb), r[i].p.expansion, r[i].r.l0, r[i].r.fvu, 100 * r[i].r.dead);
+                  knob(&r[i], kb, sizeof kb), r[i].p.expansion, r[i].r.l0, r[i].r.fvu,
+                  100 * r[i].r.dead);
         if (dict) sb_printf(&b, " %.4f | %.1f%% |", r[i].r.mmcs, 100 * r[i].r.recovered);
         sb_printf(&b, " %.1f |\n", r[i].train_seconds);
     }
@@ -181,13 +197,13 @@ int sf_sweep_write_markdown(const sf_sweep_result *r, int n, const char *path) {
 
 /* -------------------------------------------------------------------- SVG -- */
 
-static const char *palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-                                "#e377c2", "#17becf"};
+static const char *palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                                "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
 
 typedef struct {
-    double x0, y0, w, h;     /* plot area in pixels */
-    double lx0, lx1;         /* log10 L0 range */
-    double y_lo, y_hi;       /* value range */
+    double x0, y0, w, h; /* plot area in pixels */
+    double lx0, lx1;     /* log10 L0 range */
+    double y_lo, y_hi;   /* value range */
 } panel;
 
 static double px(const panel *p, double l0) {
@@ -208,18 +224,25 @@ static void axes(sbuf *b, const panel *p, const char *ylabel) {
             double v = e + log10((double)mult[t]);
             if (v < p->lx0 - 1e-9 || v > p->lx1 + 1e-9) continue;
             double x = p->x0 + (v - p->lx0) / (p->lx1 - p->lx0) * p->w;
-            sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", x, p->y0, x, p->y0 + p->h);
-            sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%g</text>\n", x,
-                      p->y0 + p->h + 14, pow(10, v));
+            sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", x,
+                      p->y0, x, p->y0 + p->h);
+            sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%g</text>\n",
+                      x, p->y0 + p->h + 14, pow(10, v));
         }
     for (int i = 0; i <= 5; i++) {
         double v = p->y_lo + (p->y_hi - p->y_lo) * i / 5, y = py(p, v);
-        sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", p->x0, y, p->x0 + p->w, y);
-        sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n", p->x0 - 4, y + 4, v);
+        sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", p->x0, y,
+                  p->x0 + p->w, y);
+        sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n",
+                  p->x0 - 4, y + 4, v);
     }
-    sb_printf(b, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>L0 (active latents per row, log scale)</text>\n",
+    sb_printf(b,
+              "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>L0 (active latents per "
+              "row, log scale)</text>\n",
               p->x0 + p->w / 2, p->y0 + p->h + 32);
-    sb_printf(b, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
+    sb_printf(b,
+              "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
+              "%.1f %.1f)'>%s</text>\n",
               p->x0 - 42, p->y0 + p->h / 2, p->x0 - 42, p->y0 + p->h / 2, ylabel);
 }
 
@@ -251,10 +274,14 @@ int sf_sweep_write_svg(const sf_sweep_result *r, int n, const char *path, const 
     if (pm.y_lo < 0) pm.y_lo = 0;
     pm.y_hi = 1.0;
     sbuf b = {0};
-    sb_printf(&b, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
-                  "font-family='Helvetica, Arial, sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+    sb_printf(&b,
+              "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 "
+              "%.0f %.0f' "
+              "font-family='Helvetica, Arial, sans-serif'>\n<rect width='100%%' height='100%%' "
+              "fill='white'/>\n",
               W, H, W, H);
-    sb_printf(&b, "<text x='%.1f' y='24' font-size='15' text-anchor='middle'>%s</text>\n", W / 2, title ? title : "saeflow sweep");
+    sb_printf(&b, "<text x='%.1f' y='24' font-size='15' text-anchor='middle'>%s</text>\n", W / 2,
+              title ? title : "saeflow sweep");
     axes(&b, &pf, "FVU (lower is better)");
     if (dict) axes(&b, &pm, "MMCS with the true dictionary");
     /* architectures in first-seen order */
@@ -263,7 +290,8 @@ int sf_sweep_write_svg(const sf_sweep_result *r, int n, const char *path, const 
     for (int i = 0; i < n; i++) {
         const char *l = sf_sweep_arch_label(&r[i].p);
         int f = 0;
-        for (int u = 0; u < nl; u++) f |= !strcmp(labels[u], l);
+        for (int u = 0; u < nl; u++)
+            f |= !strcmp(labels[u], l);
         if (!f && nl < 16) labels[nl++] = l;
     }
     int *idx = sf_malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
@@ -271,7 +299,9 @@ int sf_sweep_write_svg(const sf_sweep_result *r, int n, const char *path, const 
         const char *col = palette[a % 8];
         int m = 0;
         for (int i = 0; i < n; i++)
-            if (!strcmp(sf_sweep_arch_label(&r[i].p), labels[a]) && r[i].r.l0 > 0 && isfinite(r[i].r.fvu)) idx[m++] = i;
+            if (!strcmp(sf_sweep_arch_label(&r[i].p), labels[a]) && r[i].r.l0 > 0 &&
+                isfinite(r[i].r.fvu))
+                idx[m++] = i;
         sort_ctx = r;
         qsort(idx, (size_t)m, sizeof(int), cmp_idx);
         /* Pareto frontier: points whose FVU beats every point with smaller L0 */
@@ -281,37 +311,50 @@ int sf_sweep_write_svg(const sf_sweep_result *r, int n, const char *path, const 
             const sf_sweep_result *q = &r[idx[u]];
             if (q->r.fvu < best) {
                 best = q->r.fvu;
-                sb_printf(&line, "%s%.1f,%.1f", line.n ? " " : "", px(&pf, q->r.l0), py(&pf, q->r.fvu));
+                sb_printf(&line, "%s%.1f,%.1f", line.n ? " " : "", px(&pf, q->r.l0),
+                          py(&pf, q->r.fvu));
             }
         }
         if (line.s)
-            sb_printf(&b, "<polyline points='%s' fill='none' stroke='%s' stroke-width='2'/>\n", line.s, col);
+            sb_printf(&b, "<polyline points='%s' fill='none' stroke='%s' stroke-width='2'/>\n",
+                      line.s, col);
         free(line.s);
         for (int u = 0; u < m; u++) {
             const sf_sweep_result *q = &r[idx[u]];
-            sb_printf(&b, "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, FVU %.4f</title></circle>\n",
+            sb_printf(&b,
+                      "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, FVU "
+                      "%.4f</title></circle>\n",
                       px(&pf, q->r.l0), py(&pf, q->r.fvu), col, q->name, q->r.l0, q->r.fvu);
             if (dict && isfinite(q->r.mmcs))
-                sb_printf(&b, "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, MMCS %.4f</title></circle>\n",
+                sb_printf(&b,
+                          "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, MMCS "
+                          "%.4f</title></circle>\n",
                           px(&pm, q->r.l0), py(&pm, q->r.mmcs), col, q->name, q->r.l0, q->r.mmcs);
         }
         if (dict) {
             sbuf l2 = {0};
             for (int u = 0; u < m; u++)
                 if (isfinite(r[idx[u]].r.mmcs))
-                    sb_printf(&l2, "%s%.1f,%.1f", l2.n ? " " : "", px(&pm, r[idx[u]].r.l0), py(&pm, r[idx[u]].r.mmcs));
+                    sb_printf(&l2, "%s%.1f,%.1f", l2.n ? " " : "", px(&pm, r[idx[u]].r.l0),
+                              py(&pm, r[idx[u]].r.mmcs));
             if (l2.s)
-                sb_printf(&b, "<polyline points='%s' fill='none' stroke='%s' stroke-width='1' stroke-dasharray='4 3'/>\n",
+                sb_printf(&b,
+                          "<polyline points='%s' fill='none' stroke='%s' stroke-width='1' "
+                          "stroke-dasharray='4 3'/>\n",
                           l2.s, col);
             free(l2.s);
         }
         /* legend */
         double lx = pf.x0 + pf.w - 150, ly = pf.y0 + 14 + 16 * a;
-        sb_printf(&b, "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/><text x='%.1f' y='%.1f' font-size='11'>%s</text>\n",
+        sb_printf(&b,
+                  "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/><text x='%.1f' "
+                  "y='%.1f' font-size='11'>%s</text>\n",
                   lx, ly - 4, col, lx + 16, ly + 1, labels[a]);
     }
     free(idx);
-    sb_printf(&b, "<text x='%.1f' y='%.1f' font-size='10' fill='#666'>lines: each architecture's L0-FVU Pareto frontier%s</text>\n",
+    sb_printf(&b,
+              "<text x='%.1f' y='%.1f' font-size='10' fill='#666'>lines: each architecture's "
+              "L0-FVU Pareto frontier%s</text>\n",
               pf.x0, H - 12, dict ? "; right: dictionary recovery" : "");
     sb_printf(&b, "</svg>\n");
     int rc = write_text(path, b.s);

@@ -20,16 +20,23 @@ static void make_model(sf_sae *s, sf_sae_arch arch, int k, float *x, uint64_t se
     CHECK(sf_sae_init(s, arch, D, N, k, seed) == 0);
     sf_rng r;
     sf_rng_seed(&r, seed + 100);
-    for (int q = 0; q < D; q++) s->b_dec[q] = 0.3f * sf_rng_normal(&r);
-    for (int j = 0; j < N; j++) s->b_enc[j] = 0.05f * sf_rng_normal(&r);
-    for (int i = 0; i < N * D; i++) s->W_decT[i] *= 1.0f + 0.3f * (float)sf_rng_uniform(&r);
+    for (int q = 0; q < D; q++)
+        s->b_dec[q] = 0.3f * sf_rng_normal(&r);
+    for (int j = 0; j < N; j++)
+        s->b_enc[j] = 0.05f * sf_rng_normal(&r);
+    for (int i = 0; i < N * D; i++)
+        s->W_decT[i] *= 1.0f + 0.3f * (float)sf_rng_uniform(&r);
     if (s->r_mag)
-        for (int j = 0; j < N; j++) s->r_mag[j] = 0.3f * sf_rng_normal(&r);
+        for (int j = 0; j < N; j++)
+            s->r_mag[j] = 0.3f * sf_rng_normal(&r);
     if (s->b_mag)
-        for (int j = 0; j < N; j++) s->b_mag[j] = 0.05f * sf_rng_normal(&r);
+        for (int j = 0; j < N; j++)
+            s->b_mag[j] = 0.05f * sf_rng_normal(&r);
     if (s->logthres)
-        for (int j = 0; j < N; j++) s->logthres[j] = logf(0.05f + 0.1f * (float)sf_rng_uniform(&r));
-    for (int i = 0; i < B * D; i++) x[i] = sf_rng_normal(&r);
+        for (int j = 0; j < N; j++)
+            s->logthres[j] = logf(0.05f + 0.1f * (float)sf_rng_uniform(&r));
+    for (int i = 0; i < B * D; i++)
+        x[i] = sf_rng_normal(&r);
 }
 
 static double loss_of(sf_sae_trainer *t, const float *x, int which) {
@@ -42,11 +49,12 @@ static double loss_of(sf_sae_trainer *t, const float *x, int which) {
  * selection or ReLU boundary) lies within reach and the point is skipped.
  * `skip_param` names a parameter not to difference (pseudo-gradients);
  * only_latents restricts to per-latent rows. */
-static const char *only_param = NULL; /* when set, difference only this parameter */
+static const char *only_param = NULL;   /* when set, difference only this parameter */
 static const float *grad_offset = NULL; /* subtracted from the analytic gradient of only_param */
 
-static void fd_check(sf_sae *s, sf_sae_trainer *t, const float *x, int which, const char *skip_param,
-                     const uint8_t *only_latents, int *checked, int *skipped) {
+static void fd_check(sf_sae *s, sf_sae_trainer *t, const float *x, int which,
+                     const char *skip_param, const uint8_t *only_latents, int *checked,
+                     int *skipped) {
     sf_sae_metrics m;
     CHECK(sf_sae_trainer_grad(t, x, B, &m) == 0);
     float *g[SF_SAE_MAX_PARAMS];
@@ -86,7 +94,8 @@ static void fd_check(sf_sae *s, sf_sae_trainer *t, const float *x, int which, co
             (*checked)++;
         }
     }
-    for (int i = 0; i < s->n_params; i++) free(g[i]);
+    for (int i = 0; i < s->n_params; i++)
+        free(g[i]);
 }
 
 static sf_sae_train_opts opts(void) {
@@ -113,7 +122,8 @@ static void check_arch(sf_sae_arch arch, int k, int batch_select, const char *sk
     int checked = 0, skipped = 0;
     fd_check(&s, t, x, 0, skip, NULL, &checked, &skipped);
     int total = 0;
-    for (int i = 0; i < s.n_params; i++) total += (int)s.params[i].numel;
+    for (int i = 0; i < s.n_params; i++)
+        total += (int)s.params[i].numel;
     fprintf(stderr, "%s%s: %d of %d coordinates checked, %d skipped (kinks)\n",
             sf_sae_arch_name(arch), batch_select ? "/batchtopk" : "", checked, total, skipped);
     CHECK(checked > total / 2);
@@ -121,7 +131,9 @@ static void check_arch(sf_sae_arch arch, int k, int batch_select, const char *sk
     sf_sae_free(&s);
 }
 
-TEST(grad_standard) { check_arch(SF_SAE_STANDARD, 0, 0, NULL, 1); }
+TEST(grad_standard) {
+    check_arch(SF_SAE_STANDARD, 0, 0, NULL, 1);
+}
 /* Gated: the aux reconstruction runs through a frozen decoder copy, so the
  * decoder's gradient is that of the loss without the aux term, and the
  * decoder bias's gradient lacks the frozen copy's share (2/B sum (x_aux - x)),
@@ -139,14 +151,18 @@ TEST(grad_gated) {
     float frozen[D] = {0};
     for (int b = 0; b < B; b++) {
         double xa[D];
-        for (int q = 0; q < D; q++) xa[q] = s.b_dec[q];
+        for (int q = 0; q < D; q++)
+            xa[q] = s.b_dec[q];
         for (int j = 0; j < N; j++) {
             double a = s.b_enc[j];
-            for (int q = 0; q < D; q++) a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
+            for (int q = 0; q < D; q++)
+                a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
             if (a > 0)
-                for (int q = 0; q < D; q++) xa[q] += a * s.W_decT[j * D + q];
+                for (int q = 0; q < D; q++)
+                    xa[q] += a * s.W_decT[j * D + q];
         }
-        for (int q = 0; q < D; q++) frozen[q] += (float)(2.0 / B * (xa[q] - x[b * D + q]));
+        for (int q = 0; q < D; q++)
+            frozen[q] += (float)(2.0 / B * (xa[q] - x[b * D + q]));
     }
     only_param = "decoder_bias";
     grad_offset = frozen;
@@ -157,10 +173,18 @@ TEST(grad_gated) {
     sf_sae_trainer_free(t);
     sf_sae_free(&s);
 }
-TEST(grad_jumprelu) { check_arch(SF_SAE_JUMPRELU, 0, 0, "logthres", 3); }
-TEST(grad_batchtopk) { check_arch(SF_SAE_BATCHTOPK, 4, 0, NULL, 4); }
-TEST(grad_matryoshka_topk) { check_arch(SF_SAE_MATRYOSHKA, 4, 0, NULL, 5); }
-TEST(grad_matryoshka_batchtopk) { check_arch(SF_SAE_MATRYOSHKA, 4, 1, NULL, 6); }
+TEST(grad_jumprelu) {
+    check_arch(SF_SAE_JUMPRELU, 0, 0, "logthres", 3);
+}
+TEST(grad_batchtopk) {
+    check_arch(SF_SAE_BATCHTOPK, 4, 0, NULL, 4);
+}
+TEST(grad_matryoshka_topk) {
+    check_arch(SF_SAE_MATRYOSHKA, 4, 0, NULL, 5);
+}
+TEST(grad_matryoshka_batchtopk) {
+    check_arch(SF_SAE_MATRYOSHKA, 4, 1, NULL, 6);
+}
 
 /* The L1 term alone (zero reconstruction signal is impossible, so compare
  * lmbda on/off: the difference of the gradients is the penalty's gradient,
@@ -216,25 +240,31 @@ TEST(jumprelu_threshold_ste) {
         double pi[N], xh[D], gx[D];
         for (int j = 0; j < N; j++) {
             double a = s.b_enc[j];
-            for (int q = 0; q < D; q++) a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
+            for (int q = 0; q < D; q++)
+                a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
             pi[j] = a;
         }
-        for (int q = 0; q < D; q++) xh[q] = s.b_dec[q];
+        for (int q = 0; q < D; q++)
+            xh[q] = s.b_dec[q];
         for (int j = 0; j < N; j++)
             if (pi[j] > exp(s.logthres[j]))
-                for (int q = 0; q < D; q++) xh[q] += pi[j] * s.W_decT[j * D + q];
-        for (int q = 0; q < D; q++) gx[q] = 2.0 / B * (xh[q] - x[b * D + q]);
+                for (int q = 0; q < D; q++)
+                    xh[q] += pi[j] * s.W_decT[j * D + q];
+        for (int q = 0; q < D; q++)
+            gx[q] = 2.0 / B * (xh[q] - x[b * D + q]);
         for (int j = 0; j < N; j++) {
             double th = exp(s.logthres[j]);
             if (fabs(pi[j] - th) >= o.bandwidth / 2) continue;
             inside++;
             double gz = 0;
-            for (int q = 0; q < D; q++) gz += s.W_decT[j * D + q] * gx[q];
+            for (int q = 0; q < D; q++)
+                gz += s.W_decT[j * D + q] * gx[q];
             want[j] += th * (-(th / o.bandwidth) * gz - o.lmbda / B / o.bandwidth);
         }
     }
     CHECK(inside > 3);
-    for (int j = 0; j < N; j++) CHECK_NEAR(g[j], want[j], 1e-4 + 1e-3 * fabs(want[j]));
+    for (int j = 0; j < N; j++)
+        CHECK_NEAR(g[j], want[j], 1e-4 + 1e-3 * fabs(want[j]));
     /* and the L0 part of it is exactly the derivative of the smoothed L0
      * sum clamp((pi - theta + eps/2) / eps, 0, 1): check by differences */
     sf_sae_trainer_free(t);
@@ -247,7 +277,8 @@ static void check_auxk(sf_sae_arch arch, uint64_t seed) {
     sf_sae s;
     float x[B * D];
     make_model(&s, arch, 3, x, seed);
-    for (int j = 0; j < N; j++) s.b_enc[j] += 0.2f;
+    for (int j = 0; j < N; j++)
+        s.b_enc[j] += 0.2f;
     sf_sae_train_opts o = opts();
     o.auxk_coef = 0.5;
     o.aux_k = 5;
@@ -262,14 +293,16 @@ static void check_auxk(sf_sae_arch arch, uint64_t seed) {
     CHECK(sf_sae_encode(&s, x, B, &c) == 0);
     if (arch == SF_SAE_MATRYOSHKA)
         for (int b = 0; b < B; b++)
-            for (int u = 0; u < c.cnt[b]; u++) used[c.idx[b * s.k + u]] = 1;
+            for (int u = 0; u < c.cnt[b]; u++)
+                used[c.idx[b * s.k + u]] = 1;
     if (arch == SF_SAE_BATCHTOPK) {
         /* batch selection: top 3 * B of all ReLU pre-activations */
         float v[B * N];
         for (int b = 0; b < B; b++)
             for (int j = 0; j < N; j++) {
                 double a = s.b_enc[j];
-                for (int q = 0; q < D; q++) a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
+                for (int q = 0; q < D; q++)
+                    a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
                 v[b * N + j] = (float)a;
             }
         float sorted[B * N];
@@ -303,8 +336,12 @@ static void check_auxk(sf_sae_arch arch, uint64_t seed) {
     sf_sae_trainer_free(t);
     sf_sae_free(&s);
 }
-TEST(grad_auxk_batchtopk) { check_auxk(SF_SAE_BATCHTOPK, 21); }
-TEST(grad_auxk_matryoshka) { check_auxk(SF_SAE_MATRYOSHKA, 22); }
+TEST(grad_auxk_batchtopk) {
+    check_auxk(SF_SAE_BATCHTOPK, 21);
+}
+TEST(grad_auxk_matryoshka) {
+    check_auxk(SF_SAE_MATRYOSHKA, 22);
+}
 
 /* Ghost grads: the gradient reaches only dead latents, and for them it is
  * the derivative of the ghost MSE with the per-row scale and the MSE ratio
@@ -325,7 +362,8 @@ TEST(ghost_grads) {
     sf_sae_trainer *t = sf_sae_trainer_new(&s, &o, B);
     int64_t *since = sf_sae_trainer_since_fired(t);
     uint8_t dead[N];
-    for (int j = 0; j < N; j++) since[j] = (dead[j] = (j % 3 == 0)) ? 100 : 0;
+    for (int j = 0; j < N; j++)
+        since[j] = (dead[j] = (j % 3 == 0)) ? 100 : 0;
     sf_sae_metrics m;
     CHECK(sf_sae_trainer_grad(t, x, B, &m) == 0);
     CHECK_NEAR(m.auxk, m.l2, 1e-6 * m.l2); /* ghost loss rescaled to the MSE */
@@ -344,13 +382,16 @@ TEST(ghost_grads) {
         double pi[N], xh[D];
         for (int j = 0; j < N; j++) {
             double a = s.b_enc[j];
-            for (int q = 0; q < D; q++) a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
+            for (int q = 0; q < D; q++)
+                a += (double)s.W_enc[j * D + q] * (x[b * D + q] - s.b_dec[q]);
             pi[j] = a;
         }
-        for (int q = 0; q < D; q++) xh[q] = s.b_dec[q];
+        for (int q = 0; q < D; q++)
+            xh[q] = s.b_dec[q];
         for (int j = 0; j < N; j++)
             if (pi[j] > 0)
-                for (int q = 0; q < D; q++) xh[q] += pi[j] * s.W_decT[j * D + q];
+                for (int q = 0; q < D; q++)
+                    xh[q] += pi[j] * s.W_decT[j * D + q];
         double ee = 0, hh = 0;
         for (int q = 0; q < D; q++) {
             e[b][q] = x[b * D + q] - xh[q];
@@ -359,9 +400,11 @@ TEST(ghost_grads) {
         }
         for (int j = 0; j < N; j++) {
             za[b][j] = dead[j] ? exp(pi[j]) : 0;
-            for (int q = 0; q < D; q++) h[b][q] += za[b][j] * s.W_decT[j * D + q];
+            for (int q = 0; q < D; q++)
+                h[b][q] += za[b][j] * s.W_decT[j * D + q];
         }
-        for (int q = 0; q < D; q++) hh += h[b][q] * h[b][q];
+        for (int q = 0; q < D; q++)
+            hh += h[b][q] * h[b][q];
         sb[b] = sqrt(ee) / (2 * sqrt(hh));
         for (int q = 0; q < D; q++) {
             double r = sb[b] * h[b][q] - e[b][q];
@@ -374,20 +417,26 @@ TEST(ghost_grads) {
         for (int j = 0; j < N; j++) {
             if (!dead[j]) continue;
             double gz = 0;
-            for (int q = 0; q < D; q++) gz += s.W_decT[j * D + q] * c * 2.0 / B * (sb[b] * h[b][q] - e[b][q]);
+            for (int q = 0; q < D; q++)
+                gz += s.W_decT[j * D + q] * c * 2.0 / B * (sb[b] * h[b][q] - e[b][q]);
             double gp = sb[b] * za[b][j] * gz;
-            for (int q = 0; q < D; q++) want[j * D + q] += gp * (x[b * D + q] - s.b_dec[q]);
+            for (int q = 0; q < D; q++)
+                want[j * D + q] += gp * (x[b * D + q] - s.b_dec[q]);
         }
     for (int j = 0; j < N; j++)
         for (int q = 0; q < D; q++) {
             double diff = (double)gw_on[j * D + q] - gw_off[j * D + q];
-            if (!dead[j]) CHECK(diff == 0);
-            else CHECK_NEAR(diff, want[j * D + q], 1e-4 + 1e-3 * fabs(want[j * D + q]));
+            if (!dead[j])
+                CHECK(diff == 0);
+            else
+                CHECK_NEAR(diff, want[j * D + q], 1e-4 + 1e-3 * fabs(want[j * D + q]));
         }
     sf_sae_trainer_free(t);
     sf_sae_free(&s);
-    if (env) setenv("SAEFLOW_ARCH_SPARSE", saved, 1);
-    else unsetenv("SAEFLOW_ARCH_SPARSE");
+    if (env)
+        setenv("SAEFLOW_ARCH_SPARSE", saved, 1);
+    else
+        unsetenv("SAEFLOW_ARCH_SPARSE");
 }
 
 int main(void) {

@@ -38,7 +38,8 @@ static void train_one(const arch_case *c, double *mmcs, double *l0, sf_sae *out)
     CHECK(sf_sae_data_open(&D, paths, 1, "activations") == 0);
     sf_sae s;
     CHECK(sf_sae_init(&s, c->arch, 32, 128, c->k, 7) == 0);
-    if (c->arch == SF_SAE_MATRYOSHKA) CHECK(sf_sae_set_matryoshka(&s, c->batch_select, NULL, 0) == 0);
+    if (c->arch == SF_SAE_MATRYOSHKA)
+        CHECK(sf_sae_set_matryoshka(&s, c->batch_select, NULL, 0) == 0);
     if (c->arch == SF_SAE_JUMPRELU) CHECK(sf_sae_set_jumpthreshold(&s, 0.1) == 0);
     sf_sae_run_opts ro;
     memset(&ro, 0, sizeof ro);
@@ -78,21 +79,24 @@ static void train_one(const arch_case *c, double *mmcs, double *l0, sf_sae *out)
     sf_st_close(&f);
     sf_sae_data_close(&D);
     sf_sae_free(&s);
-    if (out) *out = L;
-    else sf_sae_free(&L);
+    if (out)
+        *out = L;
+    else
+        sf_sae_free(&L);
 }
 
 TEST(recovery_all_archs) {
     const arch_case cases[] = {
-        {SF_SAE_STANDARD, 0, 0, 0.6, 10},  {SF_SAE_GATED, 0, 0, 2.5, 10},
-        {SF_SAE_JUMPRELU, 0, 0, 0.5, 6},   {SF_SAE_BATCHTOPK, 3, 0, 0, 4.5},
+        {SF_SAE_STANDARD, 0, 0, 0.6, 10},   {SF_SAE_GATED, 0, 0, 2.5, 10},
+        {SF_SAE_JUMPRELU, 0, 0, 0.5, 6},    {SF_SAE_BATCHTOPK, 3, 0, 0, 4.5},
         {SF_SAE_MATRYOSHKA, 3, 0, 0, 3.01}, {SF_SAE_MATRYOSHKA, 3, 1, 0, 4.5},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double mmcs, l0;
         train_one(&cases[i], &mmcs, &l0, NULL);
         CHECK_MSG(mmcs >= 0.85, "%s: MMCS %.4f", sf_sae_arch_name(cases[i].arch), mmcs);
-        CHECK_MSG(l0 <= cases[i].l0_max && l0 >= 1.5, "%s: L0 %.2f", sf_sae_arch_name(cases[i].arch), l0);
+        CHECK_MSG(l0 <= cases[i].l0_max && l0 >= 1.5, "%s: L0 %.2f",
+                  sf_sae_arch_name(cases[i].arch), l0);
     }
 }
 
@@ -103,12 +107,14 @@ TEST(checkpoint_round_trip) {
     sf_rng r;
     sf_rng_seed(&r, 5);
     float x[16 * 12];
-    for (int i = 0; i < 16 * 12; i++) x[i] = sf_rng_normal(&r);
+    for (int i = 0; i < 16 * 12; i++)
+        x[i] = sf_rng_normal(&r);
     for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
         sf_sae s, L;
         CHECK(sf_sae_init(&s, archs[a], 12, 40, 4, 3) == 0);
         for (int i = 0; i < s.n_params; i++)
-            for (size_t e = 0; e < s.params[i].numel; e++) s.params[i].data[e] += 0.01f * sf_rng_normal(&r);
+            for (size_t e = 0; e < s.params[i].numel; e++)
+                s.params[i].data[e] += 0.01f * sf_rng_normal(&r);
         if (archs[a] == SF_SAE_BATCHTOPK) s.threshold = 0.05f;
         if (archs[a] == SF_SAE_MATRYOSHKA) {
             int g[3] = {5, 15, 20};
@@ -116,11 +122,13 @@ TEST(checkpoint_round_trip) {
             s.threshold = 0.02f;
         }
         char dir[2400];
-        snprintf(dir, sizeof dir, "%s/tmp/arch_train/rt_%s", SF_BINARY_DIR, sf_sae_arch_name(archs[a]));
+        snprintf(dir, sizeof dir, "%s/tmp/arch_train/rt_%s", SF_BINARY_DIR,
+                 sf_sae_arch_name(archs[a]));
         CHECK(sf_sae_save(&s, dir) == 0);
         CHECK(sf_sae_load(&L, dir) == 0);
         CHECK(L.arch == s.arch && L.n == s.n && L.k == s.k && L.k_sel == s.k_sel);
-        CHECK(L.threshold == s.threshold && L.n_groups == s.n_groups && L.batch_select == s.batch_select);
+        CHECK(L.threshold == s.threshold && L.n_groups == s.n_groups &&
+              L.batch_select == s.batch_select);
         for (int i = 0; i < s.n_params; i++)
             CHECK(!memcmp(s.params[i].data, L.params[i].data, s.params[i].numel * sizeof(float)));
         sf_sae_codes c1, c2;
@@ -133,7 +141,8 @@ TEST(checkpoint_round_trip) {
             CHECK(c1.cnt[b] == c2.cnt[b]);
             nnz += c1.cnt[b];
             for (int u = 0; u < c1.cnt[b]; u++)
-                CHECK(c1.idx[b * s.k + u] == c2.idx[b * L.k + u] && c1.val[b * s.k + u] == c2.val[b * L.k + u]);
+                CHECK(c1.idx[b * s.k + u] == c2.idx[b * L.k + u] &&
+                      c1.val[b * s.k + u] == c2.val[b * L.k + u]);
         }
         CHECK(nnz > 0);
         sf_sae_codes_free(&c1);
@@ -163,7 +172,9 @@ TEST(bad_arch_and_incompatible_checkpoint) {
     CHECK(sf_write_file_atomic(cfg, text, strlen(text)) == 0);
     CHECK(sf_sae_load(&L, dir) == -1);
     CHECK_ERR_HAS("missing key 'k'");
-    snprintf(text, sizeof text, "{\"features\": 8, \"pages\": 16, \"k\": 2, \"arch\": \"matryoshka\", \"groups\": [4, 4]}\n");
+    snprintf(text, sizeof text,
+             "{\"features\": 8, \"pages\": 16, \"k\": 2, \"arch\": \"matryoshka\", \"groups\": [4, "
+             "4]}\n");
     CHECK(sf_write_file_atomic(cfg, text, strlen(text)) == 0);
     CHECK(sf_sae_load(&L, dir) == -1);
     CHECK_ERR_HAS("sum to 8, pages is 16");
@@ -182,8 +193,10 @@ TEST(resample_dead) {
     sf_rng r;
     sf_rng_seed(&r, 9);
     float x[B * d];
-    for (int i = 0; i < B * d; i++) x[i] = sf_rng_normal(&r);
-    for (int q = 0; q < d; q++) s.b_dec[q] = 0.1f * q;
+    for (int i = 0; i < B * d; i++)
+        x[i] = sf_rng_normal(&r);
+    for (int q = 0; q < d; q++)
+        s.b_dec[q] = 0.1f * q;
     sf_sae_train_opts o;
     sf_sae_train_opts_default(&o);
     o.resample_every = 2;
@@ -193,7 +206,7 @@ TEST(resample_dead) {
     CHECK(sf_sae_trainer_step(t, x, B, NULL) == 0); /* step 1: no resample */
     int64_t *since = sf_sae_trainer_since_fired(t);
     since[3] = since[7] = 5000;
-    s.b_enc[3] = s.b_enc[7] = -100; /* cannot fire in step 2 */
+    s.b_enc[3] = s.b_enc[7] = -100;                 /* cannot fire in step 2 */
     CHECK(sf_sae_trainer_step(t, x, B, NULL) == 0); /* step 2: resample */
     CHECK(since[3] == 0 && since[7] == 0);
     const int dead[2] = {3, 7};
@@ -226,11 +239,13 @@ TEST(bias_init_and_input_norm) {
     CHECK(sf_sae_init_bias(&s, &D, "mean", 4096) == 0);
     float *x = malloc((size_t)4096 * 32 * sizeof(float));
     int64_t idx[4096];
-    for (int i = 0; i < 4096; i++) idx[i] = (int64_t)((double)i * D.N / 4096);
+    for (int i = 0; i < 4096; i++)
+        idx[i] = (int64_t)((double)i * D.N / 4096);
     CHECK(sf_sae_data_gather(&D, idx, 4096, x) == 0);
     for (int q = 0; q < 32; q++) {
         double m = 0;
-        for (int b = 0; b < 4096; b++) m += x[b * 32 + q];
+        for (int b = 0; b < 4096; b++)
+            m += x[b * 32 + q];
         CHECK_NEAR(s.b_dec[q], m / 4096, 1e-4);
     }
     /* geometric median: minimises the sum of distances (<= the mean's) */
@@ -257,13 +272,15 @@ TEST(bias_init_and_input_norm) {
     CHECK(sf_sae_data_range(&D, 0, D.N, all) == 0);
     for (int64_t b = 0; b < D.N; b++) {
         double ss = 0;
-        for (int q = 0; q < 32; q++) ss += (double)all[b * 32 + q] * all[b * 32 + q];
+        for (int q = 0; q < 32; q++)
+            ss += (double)all[b * 32 + q] * all[b * 32 + q];
         tot += sqrt(ss);
     }
     CHECK_NEAR(s.input_scale * tot / D.N, sqrt(32.0), 1e-3);
     /* folding: the saved model on raw x equals the training model on scale * x */
     for (int i = 0; i < s.n_params; i++)
-        for (size_t e = 0; e < s.params[i].numel; e++) s.params[i].data[e] += 0.001f * (float)(e % 7);
+        for (size_t e = 0; e < s.params[i].numel; e++)
+            s.params[i].data[e] += 0.001f * (float)(e % 7);
     s.threshold = 0.01f;
     char dir[2400];
     snprintf(dir, sizeof dir, "%s/tmp/arch_train/folded", SF_BINARY_DIR);
@@ -273,7 +290,8 @@ TEST(bias_init_and_input_norm) {
     CHECK(L.input_scale == 0);
     enum { M = 64 };
     float xs[M * 32], h1[M * 32], h2[M * 32];
-    for (int i = 0; i < M * 32; i++) xs[i] = s.input_scale * all[i];
+    for (int i = 0; i < M * 32; i++)
+        xs[i] = s.input_scale * all[i];
     sf_sae_codes c1, c2;
     sf_sae_codes_alloc(&c1, M, s.k);
     sf_sae_codes_alloc(&c2, M, L.k);
@@ -281,8 +299,10 @@ TEST(bias_init_and_input_norm) {
     CHECK(sf_sae_encode(&L, all, M, &c2) == 0);
     sf_sae_decode(&s, &c1, h1);
     sf_sae_decode(&L, &c2, h2);
-    for (int b = 0; b < M; b++) CHECK(c1.cnt[b] == c2.cnt[b]);
-    for (int i = 0; i < M * 32; i++) CHECK_NEAR(h2[i] * s.input_scale, h1[i], 1e-3 * (1 + fabs(h1[i])));
+    for (int b = 0; b < M; b++)
+        CHECK(c1.cnt[b] == c2.cnt[b]);
+    for (int i = 0; i < M * 32; i++)
+        CHECK_NEAR(h2[i] * s.input_scale, h1[i], 1e-3 * (1 + fabs(h1[i])));
     sf_sae_codes_free(&c1);
     sf_sae_codes_free(&c2);
     sf_sae_free(&L);
@@ -321,10 +341,13 @@ TEST(deterministic) {
             ro.outdir = dir;
             sf_sae_metrics m;
             CHECK(sf_sae_train_run(&s[rep], &D, &ro, &m) == 0);
-            if (rep == 0) fprintf(stderr, "%s: dead %.3f auxk %.4g\n", sf_sae_arch_name(archs[a]), m.dead, m.auxk);
+            if (rep == 0)
+                fprintf(stderr, "%s: dead %.3f auxk %.4g\n", sf_sae_arch_name(archs[a]), m.dead,
+                        m.auxk);
         }
         for (int i = 0; i < s[0].n_params; i++)
-            CHECK(!memcmp(s[0].params[i].data, s[1].params[i].data, s[0].params[i].numel * sizeof(float)));
+            CHECK(!memcmp(s[0].params[i].data, s[1].params[i].data,
+                          s[0].params[i].numel * sizeof(float)));
         sf_sae_free(&s[0]);
         sf_sae_free(&s[1]);
     }
@@ -342,7 +365,8 @@ TEST(deterministic) {
         o.lr_warmup_steps = 0;
         sf_sae_trainer *t = sf_sae_trainer_new(&g[rep], &o, 256);
         int64_t *since = sf_sae_trainer_since_fired(t);
-        for (int j = 0; j < 128; j += 3) since[j] = 2000000;
+        for (int j = 0; j < 128; j += 3)
+            since[j] = 2000000;
         for (int i = 0; i < 10; i++) {
             sf_sae_metrics m;
             CHECK(sf_sae_trainer_step(t, x, 256, &m) == 0);
@@ -352,7 +376,8 @@ TEST(deterministic) {
     }
     CHECK(aux > 0);
     for (int i = 0; i < g[0].n_params; i++)
-        CHECK(!memcmp(g[0].params[i].data, g[1].params[i].data, g[0].params[i].numel * sizeof(float)));
+        CHECK(!memcmp(g[0].params[i].data, g[1].params[i].data,
+                      g[0].params[i].numel * sizeof(float)));
     sf_sae_free(&g[0]);
     sf_sae_free(&g[1]);
     free(x);

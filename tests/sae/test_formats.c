@@ -39,25 +39,37 @@ static void check_fixture(const char *dir, const char *key, sf_sae_arch want_arc
     float dense[10 * 48] = {0};
     int nnz = 0;
     for (int b = 0; b < R; b++)
-        for (int u = 0; u < c.cnt[b]; u++) dense[b * 48 + c.idx[b * s.k + u]] = c.val[b * s.k + u];
+        for (int u = 0; u < c.cnt[b]; u++)
+            dense[b * 48 + c.idx[b * s.k + u]] = c.val[b * s.k + u];
     for (int i = 0; i < R * 48; i++) {
         CHECK_NEAR(dense[i], codes[i], 2e-5 * (1 + fabs(codes[i])));
         nnz += codes[i] != 0;
     }
     CHECK(nnz > R);
     sf_sae_decode(&s, &c, xh);
-    for (int i = 0; i < R * 16; i++) CHECK_NEAR(xh[i], recon[i], 2e-5 * (1 + fabs(recon[i])));
+    for (int i = 0; i < R * 16; i++)
+        CHECK_NEAR(xh[i], recon[i], 2e-5 * (1 + fabs(recon[i])));
     fprintf(stderr, "%s: %s, %d nonzero codes match\n", key, sf_sae_arch_name(s.arch), nnz);
     sf_sae_codes_free(&c);
     sf_sae_free(&s);
     sf_st_close(&in);
 }
 
-TEST(saelens_standard) { check_fixture(FX "/saelens_standard", "saelens_standard", SF_SAE_STANDARD); }
-TEST(saelens_gated_no_bdec_input) { check_fixture(FX "/saelens_gated", "saelens_gated", SF_SAE_GATED); }
-TEST(saelens_jumprelu) { check_fixture(FX "/saelens_jumprelu", "saelens_jumprelu", SF_SAE_JUMPRELU); }
-TEST(saelens_topk) { check_fixture(FX "/saelens_topk", "saelens_topk", SF_SAE_TOPK); }
-TEST(sparsify_topk) { check_fixture(FX "/sparsify/layers.6", "sparsify", SF_SAE_TOPK); }
+TEST(saelens_standard) {
+    check_fixture(FX "/saelens_standard", "saelens_standard", SF_SAE_STANDARD);
+}
+TEST(saelens_gated_no_bdec_input) {
+    check_fixture(FX "/saelens_gated", "saelens_gated", SF_SAE_GATED);
+}
+TEST(saelens_jumprelu) {
+    check_fixture(FX "/saelens_jumprelu", "saelens_jumprelu", SF_SAE_JUMPRELU);
+}
+TEST(saelens_topk) {
+    check_fixture(FX "/saelens_topk", "saelens_topk", SF_SAE_TOPK);
+}
+TEST(sparsify_topk) {
+    check_fixture(FX "/sparsify/layers.6", "sparsify", SF_SAE_TOPK);
+}
 
 TEST(detect) {
     sf_sae_format f;
@@ -73,12 +85,13 @@ TEST(detect) {
 
 /* Every architecture through every layout that can hold it: same codes. */
 TEST(round_trips) {
-    const sf_sae_arch archs[] = {SF_SAE_TOPK, SF_SAE_STANDARD, SF_SAE_GATED, SF_SAE_JUMPRELU,
-                                 SF_SAE_BATCHTOPK, SF_SAE_MATRYOSHKA};
+    const sf_sae_arch archs[] = {SF_SAE_TOPK,     SF_SAE_STANDARD,  SF_SAE_GATED,
+                                 SF_SAE_JUMPRELU, SF_SAE_BATCHTOPK, SF_SAE_MATRYOSHKA};
     sf_rng r;
     sf_rng_seed(&r, 3);
     float x[12 * 8];
-    for (int i = 0; i < 12 * 8; i++) x[i] = sf_rng_normal(&r);
+    for (int i = 0; i < 12 * 8; i++)
+        x[i] = sf_rng_normal(&r);
     int done = 0;
     for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++)
         for (int f = 0; f < SF_FMT_COUNT; f++) {
@@ -89,9 +102,10 @@ TEST(round_trips) {
                     s.params[i].data[e] += 0.05f * sf_rng_normal(&r);
             if (archs[a] == SF_SAE_BATCHTOPK) s.threshold = 0.1f;
             char dir[2400];
-            snprintf(dir, sizeof dir, "%s/tmp/formats/%s_%s", SF_BINARY_DIR, sf_sae_arch_name(archs[a]),
-                     sf_sae_format_name((sf_sae_format)f));
-            int can = f != SF_FMT_SPARSIFY || archs[a] == SF_SAE_TOPK || archs[a] == SF_SAE_MATRYOSHKA;
+            snprintf(dir, sizeof dir, "%s/tmp/formats/%s_%s", SF_BINARY_DIR,
+                     sf_sae_arch_name(archs[a]), sf_sae_format_name((sf_sae_format)f));
+            int can =
+                f != SF_FMT_SPARSIFY || archs[a] == SF_SAE_TOPK || archs[a] == SF_SAE_MATRYOSHKA;
             int rc = sf_sae_save_as(&s, dir, (sf_sae_format)f);
             if (!can) {
                 CHECK(rc == -1);
@@ -116,7 +130,8 @@ TEST(round_trips) {
                     CHECK_NEAR(c1.val[b * s.k + u], c2.val[b * L.k + u], 1e-5);
                 }
             }
-            for (int i = 0; i < 12 * 8; i++) CHECK_NEAR(h1[i], h2[i], 1e-5);
+            for (int i = 0; i < 12 * 8; i++)
+                CHECK_NEAR(h1[i], h2[i], 1e-5);
             done++;
             sf_sae_codes_free(&c1);
             sf_sae_codes_free(&c2);
