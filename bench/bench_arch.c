@@ -83,6 +83,7 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
     if (!t) return -1;
     sf_sae_metrics m;
     if (sf_sae_trainer_step(t, x, B, &m)) return -1;
+    const sf_sae_timing tb = *sf_sae_trainer_timing(t);
     double *ts = sf_malloc((size_t)steps * sizeof(double)),
            *gs = sf_malloc((size_t)steps * sizeof(double));
     for (int i = 0; i < steps; i++) {
@@ -112,6 +113,13 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
            "(%.0f GFLOP/s); step / (%d GEMMs) = %.2f\n",
            label, d, n, k, B, best, B / best, m.l0, g, 2.0 * B * d * n / g * 1e-9, ngemm,
            best / (ngemm * g));
+    const sf_sae_timing *tm = sf_sae_trainer_timing(t);
+    double ge = tm->gemm - tb.gemm, fw = tm->encode - tb.encode - ge,
+           bw = tm->backward - tb.backward, ad = tm->adam - tb.adam, tot = ge + fw + bw + ad;
+    if (tot > 0)
+        printf(
+            "  phases: encoder GEMM %.0f%%, rest of forward %.0f%%, backward %.0f%%, adam %.0f%%\n",
+            100 * ge / tot, 100 * fw / tot, 100 * bw / tot, 100 * ad / tot);
     printf("RESULT arch=%s d=%d n=%d k=%d B=%d samples_per_s=%.3f l0=%.2f step_over_bound=%.4f "
            "gemms=%d\n",
            label, d, n, k, B, B / best, m.l0, best / (ngemm * g), ngemm);

@@ -43,7 +43,7 @@ static float kth_largest(float *a, int64_t m, int64_t k) {
 }
 
 float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
-                           int par) {
+                           int32_t *rowcnt, int par) {
     /* Candidates: each row's top c = 4k. The global threshold T from them is
      * exact unless a row filled all c slots at or above T (it may hide more):
      * then fall back to all positive values of the batch. */
@@ -105,10 +105,14 @@ float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int
     for (int b = 0; b < B; b++) {
         const float *p = P + (size_t)b * n;
         float *z = Z + (size_t)b * n;
+        int32_t c = 0;
         for (int j = 0; j < n; j++) {
             float v = p[j] + b_enc[j];
-            z[j] = (v > 0 && v >= T) ? v : 0.0f;
+            int on = v > 0 && v >= T;
+            z[j] = on ? v : 0.0f;
+            c += on;
         }
+        rowcnt[b] = c;
     }
     free(ix);
     free(vl);

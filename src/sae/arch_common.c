@@ -309,6 +309,7 @@ struct sae_arch_state {
     double *cs, *cs2, *cs3, *csd; /* (n), (n), (n), (d) */
     float *wn;                    /* (n) decoder column norms */
     int32_t *cnt;                 /* (n) rows where each latent fired */
+    int32_t *rcnt;                /* (B) entries per row for the sparse step */
     double *lat_ss;               /* (n) */
     void *sp;                     /* sparse step buffers (batchtopk, matryoshka) */
     float last_min;               /* batchtopk: smallest selected activation of the last batch */
@@ -355,6 +356,7 @@ sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     a->csd = sf_calloc(d, sizeof(double));
     a->wn = sf_malloc(n * sizeof(float));
     a->cnt = sf_calloc(n, sizeof(int32_t));
+    a->rcnt = sf_calloc(B, sizeof(int32_t));
     a->lat_ss = sf_calloc(n, sizeof(double));
     return a;
 }
@@ -373,6 +375,7 @@ void sae_arch_state_free(sae_arch_state *a) {
     free(a->csd);
     free(a->wn);
     free(a->cnt);
+    free(a->rcnt);
     free(a->lat_ss);
     sae_sparse_free(a->sp);
     free(a);
@@ -595,25 +598,11 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     for (int g = 0; g < ng; g++)
         for (int j = gs[g]; j < ge[g]; j++)
             sp->grp[j] = g;
-    /* ---- CSR of Z (ascending latents per row) ---- */
+    /* ---- CSR of Z (ascending latents per row); the forward counted the
+     * entries of each row (a->rcnt) ---- */
     sp->rp[0] = 0;
-    for (int b = 0; b < B; b++) {
-        const float *z = a->Z + (size_t)b * n;
-        int c = 0;
-        if (jr) {
-            const float *p = a->P + (size_t)b * n;
-            for (int j = 0; j < n; j++)
-                c += z[j] > 0 || fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half;
-        } else if (gt) {
-            const float *ar = a->A + (size_t)b * n;
-            for (int j = 0; j < n; j++)
-                c += ar[j] > 0;
-        } else {
-            for (int j = 0; j < n; j++)
-                c += z[j] > 0;
-        }
-        sp->rp[b + 1] = sp->rp[b] + c;
-    }
+    for (int b = 0; b < B; b++)
+        sp->rp[b + 1] = sp->rp[b] + a->rcnt[b];
     const size_t nnz = (size_t)sp->rp[B];
     sp_reserve(&sp->idx, &sp->val, &sp->g, &sp->erow, &sp->lent, &sp->cap, nnz);
     if ((jr || gt) && nnz > sp->hcap) {
@@ -1049,7 +1038,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     for (int b = 0; b < B; b++)
         a->rowst[(size_t)b * 8 + RS_PEN] = 0;
     if (bsel) {
-        a->last_min = sae_batchtopk_select(a->P, s->b_enc, B, n, (int64_t)s->k_sel * B, a->Z, par);
+        a->last_min =
+            sae_batchtopk_select(a->P, s->b_enc, B, n, (int64_t)s->k_sel * B, a->Z, a->rcnt, par);
         a->have_min = a->last_min > 0;
     } else {
 #pragma omp parallel for schedule(dynamic, 1) if (par)
@@ -1071,7 +1061,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                                 a->A ? a->A + off : NULL,
                                 a->GA ? a->GA + off : NULL,
                                 a->E ? a->E + off : NULL,
-                                pen};
+                                pen,
+                                a->rcnt + r0};
             switch (arch) {
             case SF_SAE_STANDARD:
                 sae_standard_forward(&rw);
@@ -1083,7 +1074,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 sae_jumprelu_forward(&rw);
                 break;
             default:
-                sae_topk_dense_rows(a->P + off, s->b_enc, m, n, s->k_sel, a->Z + off);
+                sae_topk_dense_rows(a->P + off, s->b_enc, m, n, s->k_sel, a->Z + off, a->rcnt + r0);
                 break;
             }
             if (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED || arch == SF_SAE_JUMPRELU)
@@ -1104,10 +1095,9 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         if (env && *env) {
             use_sparse = atoi(env) != 0;
         } else {
-            size_t nz = 0;
-            const float *act = arch == SF_SAE_GATED ? a->A : a->Z; /* gated: open gates */
-            for (size_t i = 0; i < (size_t)B * n; i++)
-                nz += act[i] > 0;
+            size_t nz = 0; /* entries counted by the forward (gated: open gates) */
+            for (int b = 0; b < B; b++)
+                nz += (size_t)a->rcnt[b];
             use_sparse = nz * 16 <= (size_t)B * n;
         }
     }
@@ -1231,6 +1221,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                             a->A ? a->A + off : NULL,
                             a->GA ? a->GA + off : NULL,
                             a->E ? a->E + off : NULL,
+                            NULL,
                             NULL};
         switch (arch) {
         case SF_SAE_STANDARD:

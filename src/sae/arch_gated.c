@@ -23,13 +23,16 @@ void sae_gated_forward(sae_arch_rows *r) {
         const float *p = r->P + (size_t)i * n;
         float *z = r->Z + (size_t)i * n, *a = r->A + (size_t)i * n;
         double pen = 0;
+        int c = 0;
         for (int j = 0; j < n; j++) {
             float pg = p[j] + s->b_enc[j], pm = er[j] * p[j] + s->b_mag[j];
             a[j] = pg > 0 ? pg : 0;
             z[j] = (pg > 0 && pm > 0) ? pm : 0;
             pen += (double)a[j] * r->wn[j];
+            c += pg > 0;
         }
         r->pen[i] = pen;
+        r->cnt[i] = c;
     }
     free(er);
 }

@@ -96,6 +96,8 @@ typedef struct {
     const float *GA; /* (m, n) gated: dL/dA from the aux reconstruction */
     float *E;        /* (m, n) gated: dL/d mag * P (for r_mag) */
     double *pen;     /* per row sparsity penalty (out, (m)) */
+    int32_t *cnt;    /* per row entries of the sparse step (out, (m)): active
+                      * latents (gated: open gates; jumprelu: + STE window) */
 } sae_arch_rows;
 
 /* standard (arch_standard.c) */
@@ -110,9 +112,10 @@ void sae_jumprelu_backward(sae_arch_rows *r);
 /* batchtopk (arch_batchtopk.c): selection over the whole batch. P (B, n),
  * b_enc (n) -> Z (B, n); returns the smallest selected value (for the EMA). */
 float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
-                           int par);
+                           int32_t *rowcnt, int par);
 /* Per-row TopK on P + b_enc into dense Z (matryoshka over TopK). */
-void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z);
+void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z,
+                         int32_t *rowcnt);
 
 /* small helpers (arch_common.c) */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par);

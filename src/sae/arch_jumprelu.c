@@ -16,6 +16,7 @@
 void sae_jumprelu_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
     const int n = r->n;
+    const float half = 0.5f * (float)r->o->bandwidth;
     float *th = malloc((size_t)n * sizeof(float));
     for (int j = 0; j < n; j++)
         th[j] = expf(s->logthres[j]);
@@ -23,13 +24,16 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
         const float *p = r->P + (size_t)i * n;
         float *z = r->Z + (size_t)i * n;
         double l0 = 0;
+        int c = 0;
         for (int j = 0; j < n; j++) {
             float v = p[j] + s->b_enc[j];
             int on = v > th[j];
             z[j] = on ? v : 0;
             l0 += on;
+            c += on || fabsf(v - th[j]) < half; /* entries of the sparse step */
         }
         r->pen[i] = l0;
+        r->cnt[i] = c;
     }
     free(th);
 }

@@ -15,7 +15,8 @@
 #include "sae/sae_internal.h"
 #include "saeflow/sae_arch.h"
 
-void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z) {
+void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z,
+                         int32_t *rowcnt) {
     int32_t *ix = malloc((size_t)k * sizeof(int32_t));
     float *vl = malloc((size_t)k * sizeof(float));
     for (int r = 0; r < m; r++) {
@@ -24,6 +25,7 @@ void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k
         int c = sae_topk_relu(P + (size_t)r * n, b_enc, n, k, NULL, ix, vl);
         for (int u = 0; u < c; u++)
             z[ix[u]] = vl[u];
+        rowcnt[r] = c;
     }
     free(ix);
     free(vl);

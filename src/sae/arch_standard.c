@@ -14,12 +14,15 @@ void sae_standard_forward(sae_arch_rows *r) {
         const float *p = r->P + (size_t)i * n;
         float *z = r->Z + (size_t)i * n;
         double pen = 0;
+        int c = 0;
         for (int j = 0; j < n; j++) {
             float v = p[j] + be[j];
             z[j] = v > 0 ? v : 0;
             pen += (double)z[j] * r->wn[j];
+            c += v > 0;
         }
         r->pen[i] = pen;
+        r->cnt[i] = c;
     }
 }
 
