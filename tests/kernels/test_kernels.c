@@ -107,8 +107,10 @@ TEST(linear_f32_bf16) {
     ref_linear(x, M, K, wr.data, N, b, ref);
     sf_linear(x, M, K, &wb, b, yc, N, 0);
     CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "bf16");
-    /* BF16 with many panels: K large enough that a panel holds < N rows */
-    const int64_t K2 = 70000, N2 = 40, M2 = 3;
+    /* BF16 in several panels: on one thread, 16 MB of F32 scratch holds 255
+     * rows of K = 16400, so the 300 rows take two panels (256 + 44). */
+    sf_kernels_set_threads(1);
+    const int64_t K2 = 16400, N2 = 300, M2 = 3;
     float *x2 = randn((size_t)(M2 * K2), 1), *W2 = randn((size_t)(N2 * K2), 0.01f);
     int64_t shape2[2] = {N2, K2};
     sf_weight wb2, wr2;
@@ -119,6 +121,7 @@ TEST(linear_f32_bf16) {
     ref_linear(x2, M2, K2, wr2.data, N2, NULL, ref3);
     sf_linear(x2, M2, K2, &wb2, NULL, y3, N2, 0);
     CHECK_MSG(rel_err(y3, ref3, (size_t)(M2 * N2)) < 1e-5, "bf16 panels");
+    sf_kernels_set_threads(2);
     sf_weight_free(&wb2);
     sf_weight_free(&wr2);
     free(x2), free(W2), free(ref3), free(y3);
