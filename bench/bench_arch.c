@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saeflow/kernels.h"
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_train.h"
 
@@ -134,7 +135,7 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
 }
 
 int main(int argc, char **argv) {
-    sf_sae_blas_fixup();
+    sf_kernels_fix_blas_core();
     int threads = 2, steps = 3, nshapes = 0, narch = 0;
     int shapes[8][4];
     const char *archs[16];

@@ -22,13 +22,14 @@
 #include <unistd.h>
 
 #include "saeflow/analysis.h"
+#include "saeflow/kernels.h"
 #include "saeflow/sae.h"
 #include "saeflow/safetensors.h"
 
 #define SLICE 256
 
 int main(int argc, char **argv) {
-    sf_sae_blas_fixup();
+    sf_kernels_fix_blas_core();
     int threads = 0, d = 1024, n = 4096, k = 32, rounds = 5;
     long long rows = 16384;
     char exe[4096] = "";

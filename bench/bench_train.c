@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "saeflow/kernels.h"
 #include "saeflow/sae_train.h"
 
 static int cmp_d(const void *a, const void *b) {
@@ -110,7 +111,7 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
 }
 
 int main(int argc, char **argv) {
-    sf_sae_blas_fixup();
+    sf_kernels_fix_blas_core();
     int threads = 2, steps = 5;
     int shapes[16][4], nshapes = 0;
     static const struct option opts[] = {{"threads", required_argument, 0, 't'},

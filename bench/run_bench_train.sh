@@ -15,7 +15,7 @@ threads=2
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=1
 # Debian's OpenBLAS 0.3.21 picks its slow "Prescott" kernels on CPUs it does
 # not know; bench_train re-execs itself with OPENBLAS_CORETYPE set when it sees
-# that (sf_sae_blas_fixup), so nothing to do here.
+# that (sf_kernels_fix_blas_core), so nothing to do here.
 py="${PYTHON:-python3}"
 exe="$build/bench_train"
 [ -x "$exe" ] || { echo "missing $exe (cmake --build $build --target bench_train)" >&2; exit 1; }

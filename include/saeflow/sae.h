@@ -128,13 +128,6 @@ int sf_sae_surgery(const sf_sae *s, const float *x, int64_t B, int feature, floa
  * and every row's result is independent of the thread count). */
 void sf_sae_set_threads(int threads);
 
-/* Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) falls back to its "Prescott" SSE3
- * kernels on CPUs newer than it knows (e.g. Emerald Rapids), ~10x slower; the
- * choice is made when the library loads, from OPENBLAS_CORETYPE, so the fix
- * is to re-exec the process with it set. Same as sf_kernels_fix_blas_core()
- * (saeflow/kernels.h), which does the work. Returns only if it did not
- * re-exec. No-op when OPENBLAS_CORETYPE or SAEFLOW_NO_REEXEC is set. */
-void sf_sae_blas_fixup(void);
 /* OpenBLAS's kernel name ("SkylakeX", "Haswell", "Prescott"...). */
 const char *sf_sae_blas_core(void);
 

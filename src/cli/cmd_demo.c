@@ -32,7 +32,6 @@ static void usage(FILE *out) {
 
 int cmd_demo(int argc, char **argv) {
     const char *cmd = "demo";
-    sf_sae_blas_fixup();
     static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
                                          {"threads", required_argument, 0, 't'},
                                          {"num_epochs", required_argument, 0, 'e'},

@@ -25,7 +25,6 @@ static void usage(FILE *out) {
 
 int cmd_encode(int argc, char **argv) {
     const char *cmd = "encode";
-    sf_sae_blas_fixup();
     static const struct option opts[] = {
         {"checkpoint", required_argument, 0, 'c'}, {"input", required_argument, 0, 'i'},
         {"key", required_argument, 0, 'k'},        {"out", required_argument, 0, 'o'},

@@ -28,7 +28,6 @@ static void usage(FILE *out) {
 
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
-    sf_sae_blas_fixup();
     static const struct option opts[] = {
         {"checkpoint", required_argument, 0, 'c'}, {"tensorpath", required_argument, 0, 'p'},
         {"tensorkey", required_argument, 0, 'k'},  {"dictionary", required_argument, 0, 'D'},

@@ -28,7 +28,6 @@ static void usage(FILE *out) {
 
 int cmd_surgery(int argc, char **argv) {
     const char *cmd = "surgery";
-    sf_sae_blas_fixup();
     static const struct option opts[] = {
         {"checkpoint", required_argument, 0, 'c'}, {"input", required_argument, 0, 'i'},
         {"key", required_argument, 0, 'k'},        {"feature", required_argument, 0, 'f'},

@@ -61,7 +61,6 @@ static int parse_list_d(const char *s, double *v, int max) {
 
 int cmd_sweep(int argc, char **argv) {
     const char *cmd = "sweep";
-    sf_sae_blas_fixup();
     enum {
         O_TP = 1000,
         O_TK,

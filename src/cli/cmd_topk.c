@@ -423,7 +423,6 @@ int cmd_topk(int argc, char **argv) {
         goto done;
     }
 
-    sf_sae_blas_fixup(); /* may re-exec with a faster OpenBLAS core; before any output */
     sf_sae_set_threads((int)threads);
     omp_set_max_active_levels(1); /* sf_sae_encode inside our slice loop runs single-threaded */
     batch =

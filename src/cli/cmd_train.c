@@ -66,7 +66,6 @@ static void usage(FILE *out) {
 
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
-    sf_sae_blas_fixup();
     enum {
         O_TP = 1000, O_TK, O_ARCH, O_FEAT, O_EXP, O_PAGES, O_K, O_INIT, O_LR, O_B1, O_B2, O_WD,
         O_WARM, O_CLIP, O_NORM, O_AUXK, O_AUX_K, O_BODY, O_BS, O_EP, O_SAVEDIR, O_NAME, O_SAVEEV,

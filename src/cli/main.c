@@ -5,6 +5,7 @@
 #include <errno.h>
 
 #include "cli/cli.h"
+#include "saeflow/kernels.h"
 
 typedef struct {
     const char *name;
@@ -81,6 +82,9 @@ int cmd_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* Before anything is printed or opened: this may re-exec the process so
+     * that OpenBLAS loads its kernels for this CPU (see kernels.h). */
+    sf_kernels_fix_blas_core();
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -1,4 +1,5 @@
-/* Thread setup for the SAE kernels and the OpenBLAS core-type fix-up. */
+/* Thread setup for the SAE kernels. The OpenBLAS core-type fix-up is
+ * sf_kernels_fix_blas_core (saeflow/kernels.h), called once in main(). */
 #include <cblas.h>
 #include <omp.h>
 
@@ -11,7 +12,3 @@ void sf_sae_set_threads(int threads) {
 }
 
 const char *sf_sae_blas_core(void) { return openblas_get_corename(); }
-
-/* One implementation of the core-type fix lives in the kernels layer
- * (sf_kernels_fix_blas_core); this name stays for the SAE commands. */
-void sf_sae_blas_fixup(void) { sf_kernels_fix_blas_core(); }
