@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 static int test_failures_ = 0, test_checks_ = 0, test_run_ = 0, test_failed_tests_ = 0;
 
@@ -94,6 +96,48 @@ static inline const char *test_tmpdir(const char *name) {
         exit(2);
     }
     return buf;
+}
+
+/* Runs a shell command line with stderr merged into stdout. Returns the exit
+ * code (-1 if it did not exit normally); the output goes to *out (malloc'd,
+ * NUL-terminated) when out is non-NULL. */
+static inline int test_run(const char *cmdline, char **out) {
+    size_t len = strlen(cmdline) + 8;
+    char *full = malloc(len);
+    snprintf(full, len, "%s 2>&1", cmdline);
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p) return -1;
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static inline int test_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Byte-for-byte equality of two files (0 if either cannot be read). */
+static inline int test_same_file(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
 }
 
 #endif

@@ -18,40 +18,6 @@
 
 #define FIX SF_SOURCE_DIR "/fixtures/analysis/"
 
-static int run(const char *cmd, char **out) {
-    char full[33000];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = sf_malloc(cap);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 >= cap) buf = sf_realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = sf_read_file(a, &na), *y = sf_read_file(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 static char tmp[2048], ckpt[4096], cmd[32768], path[8192];
 
 TEST(topk_deterministic) {
@@ -64,7 +30,7 @@ TEST(topk_deterministic) {
              "--out '%s' "
              "--batch 192 --threads 1",
              SF_SOURCE_DIR, SF_EXE, ckpt, ref);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     CHECK(out && strstr(out, "192 rows x 48 features"));
     free(out);
     const char *variants[] = {"--batch 1 --threads 2", "--batch 7 --threads 3",
@@ -74,65 +40,65 @@ TEST(topk_deterministic) {
                  "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
                  "--out '%s' %s",
                  SF_SOURCE_DIR, SF_EXE, ckpt, other, variants[i]);
-        CHECK(run(cmd, NULL) == 0);
-        CHECK_MSG(same_file(ref, other), "topk output differs with %s", variants[i]);
+        CHECK(test_run(cmd, NULL) == 0);
+        CHECK_MSG(test_same_file(ref, other), "topk output differs with %s", variants[i]);
     }
     /* more rows than one encoder slice (256): batches split rows differently */
     char syn[4096];
     snprintf(syn, sizeof syn, "%s/syn64.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "'%s' synth --out '%s' --d 64 --samples 3000 --seed 3", SF_EXE, syn);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     const char *v2[] = {"--batch 256 --threads 1", "--batch 1000 --threads 2",
                         "--batch 100000 --threads 3", "--batch 1 --threads 2"};
     for (int i = 0; i < 4; i++) {
         snprintf(cmd, sizeof cmd,
                  "'%s' topk --checkpoint '%s' --acts '%s' --out '%s/syn%d.safetensors' --quiet %s",
                  SF_EXE, ckpt, syn, tmp, i, v2[i]);
-        CHECK(run(cmd, NULL) == 0);
+        CHECK(test_run(cmd, NULL) == 0);
         char a[8192], b[8192];
         snprintf(a, sizeof a, "%s/syn0.safetensors", tmp);
         snprintf(b, sizeof b, "%s/syn%d.safetensors", tmp, i);
-        if (i) CHECK_MSG(same_file(a, b), "topk output differs with %s", v2[i]);
+        if (i) CHECK_MSG(test_same_file(a, b), "topk output differs with %s", v2[i]);
     }
     /* -N and --limit change the result */
     snprintf(cmd, sizeof cmd,
              "cd '%s' && '%s' topk --checkpoint '%s' --acts fixtures/analysis/acts.safetensors "
              "--out '%s' -N 4 --limit 100 --quiet",
              SF_SOURCE_DIR, SF_EXE, ckpt, other);
-    CHECK(run(cmd, NULL) == 0);
-    CHECK(!same_file(ref, other));
+    CHECK(test_run(cmd, NULL) == 0);
+    CHECK(!test_same_file(ref, other));
 }
 
 TEST(topk_errors) {
     char outp[4096], *out = NULL;
     snprintf(outp, sizeof outp, "%s/err.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "'%s' topk --acts x --out '%s'", SF_EXE, outp);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' -N 0", SF_EXE,
              ckpt, FIX, outp);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s/nope.safetensors' --out '%s'",
              SF_EXE, ckpt, tmp, outp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK(out && strstr(out, "nope.safetensors"));
     free(out);
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --key nokey --out '%s'",
              SF_EXE, ckpt, FIX, outp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK(out && strstr(out, "nokey"));
     free(out);
     /* width mismatch: synthetic activations of another width */
     snprintf(path, sizeof path, "%s/w32.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "'%s' synth --out '%s' --d 32 --samples 50", SF_EXE, path);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s' --out '%s'", SF_EXE, ckpt,
              path, outp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK(out && strstr(out, "width 32"));
     free(out);
-    CHECK(!file_exists(outp));
+    CHECK(!test_file_exists(outp));
 }
 
 /* The raw bytes of tensor `name` with dtype `dt` (this test links only sf_core). */
@@ -211,13 +177,13 @@ TEST(topk_row_map) {
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' --quiet", SF_EXE,
              ckpt, FIX, a);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     /* acts_rows: the same activations as `vision`, with rows = 1000 + 2i */
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --out '%s' "
              "--quiet",
              SF_EXE, ckpt, FIX, b);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     int64_t na = 0, nb = 0;
     int64_t *ra = read_i64(a, "topk_rows", &na), *rb = read_i64(b, "topk_rows", &nb);
     CHECK(ra && rb && na == nb && na == 48 * 16);
@@ -233,7 +199,7 @@ TEST(topk_row_map) {
         "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key none "
         "--out '%s' --quiet",
         SF_EXE, ckpt, FIX, b);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     ra = read_i64(a, "topk_rows", &na);
     rb = read_i64(b, "topk_rows", &nb);
     CHECK(ra && rb && na == nb && !memcmp(ra, rb, (size_t)na * 8));
@@ -245,7 +211,7 @@ TEST(topk_row_map) {
         "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --rows-key nope "
         "--out '%s'",
         SF_EXE, ckpt, FIX, b);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK(out && strstr(out, "'nope'"));
     free(out);
     snprintf(
@@ -253,7 +219,7 @@ TEST(topk_row_map) {
         "'%s' topk --checkpoint '%s' --acts '%sacts_rows.safetensors' --key vision --row-offset 5 "
         "--out '%s'",
         SF_EXE, ckpt, FIX, b);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
 }
 
 /* A dataset through the tiny CLIP fixture on the fly gives the same top-k as
@@ -267,22 +233,22 @@ TEST(topk_from_dataset) {
     snprintf(cmd, sizeof cmd,
              "'%s' extract --model '%s' --dataset 'folder:%sshapes' --out '%s' --text none", SF_EXE,
              model, FIX, acts);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     snprintf(cmd, sizeof cmd,
              "'%s' train --tensorpath '%s' --tensorkey vision --pages 64 --k 4 --num_epochs 5 "
              "--savedir '%s' --name clipsae --quiet",
              SF_EXE, acts, tmp);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s/clipsae' --acts '%s' --key vision --out '%s' --quiet",
              SF_EXE, tmp, acts, a);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     snprintf(
         cmd, sizeof cmd,
         "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%sshapes' --model '%s' --out '%s' "
         "--batch 7 --threads 2 --quiet",
         SF_EXE, tmp, FIX, model, b);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     CHECK(same_tensor(a, b, "topk_values", "F32") && same_tensor(a, b, "topk_rows", "I64"));
     CHECK(same_tensor(a, b, "hist", "I64") && same_tensor(a, b, "mean", "F32"));
     /* a folder with an undecodable image: that row is skipped and never listed */
@@ -290,12 +256,12 @@ TEST(topk_from_dataset) {
     snprintf(cmd, sizeof cmd,
              "mkdir -p '%s' && cp '%sshapes/'00[0-9].* '%s/' && echo broken > '%s/004.png'", ds,
              FIX, ds, ds);
-    CHECK(run(cmd, NULL) == 0);
+    CHECK(test_run(cmd, NULL) == 0);
     snprintf(
         cmd, sizeof cmd,
         "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --out '%s' -N 4",
         SF_EXE, tmp, ds, model, b);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     CHECK(out && strstr(out, "row 4 has no decodable image") &&
           strstr(out, "9 rows x 64 features"));
     free(out);
@@ -309,17 +275,17 @@ TEST(topk_from_dataset) {
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --out '%s'", SF_EXE, tmp,
              ds, b);
-    CHECK(run(cmd, NULL) == 2); /* no --model */
+    CHECK(test_run(cmd, NULL) == 2); /* no --model */
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s' --model '%s' --clip-batch "
              "3 --out '%s'",
              SF_EXE, tmp, ds, model, b);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
     /* width mismatch: the shapes SAE (d 64) on this tower (width 32) */
     snprintf(cmd, sizeof cmd,
              "'%s' topk --checkpoint '%s' --dataset 'folder:%s' --model '%s' --out '%s'", SF_EXE,
              ckpt, ds, model, b);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK(out && strstr(out, "expects 64"));
     free(out);
 }
@@ -332,13 +298,13 @@ TEST(explore_site) {
     snprintf(cmd, sizeof cmd,
              "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s' --thumb 48 --quiet",
              SF_SOURCE_DIR, SF_EXE, tmp, site);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     free(out);
     const char *files[] = {"index.html",    "assets/app.js", "assets/style.css",
                            "data/index.js", "data/words.js", "data/f/0000.js"};
     for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof path, "%s/%s", site, files[i]);
-        CHECK_MSG(file_exists(path), "%s missing", files[i]);
+        CHECK_MSG(test_file_exists(path), "%s missing", files[i]);
     }
     snprintf(path, sizeof path, "%s/data/words.js", site);
     char *w = sf_read_file(path, NULL);
@@ -346,20 +312,20 @@ TEST(explore_site) {
     free(w);
     /* the top row of the most active red feature has a thumbnail */
     snprintf(path, sizeof path, "%s/img", site);
-    CHECK(file_exists(path));
+    CHECK(test_file_exists(path));
     /* errors */
     snprintf(cmd, sizeof cmd, "'%s' explore --topk '%sacts.safetensors' --out '%s/x'", SF_EXE, FIX,
              tmp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK_MSG(out && strstr(out, "topk_values"), "got: %s", out ? out : "");
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' explore --out '%s/x'", SF_EXE, tmp);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd,
              "cd '%s' && '%s' explore --topk '%s/ref.safetensors' --out '%s/y' --data "
              "folder:/nonexistent",
              SF_SOURCE_DIR, SF_EXE, tmp, tmp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     free(out);
 }
 
@@ -424,10 +390,10 @@ TEST(serve) {
     close(pfd[0]);
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "'%s' serve --dir '%s/nonexistent'", SF_EXE, tmp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' serve --dir '%s' --port 99999", SF_EXE, site);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
 }
 
 int main(void) {
@@ -440,7 +406,7 @@ int main(void) {
              "--name sae --threads 2 --quiet",
              SF_EXE, FIX, tmp);
     char *out = NULL;
-    int rc = run(cmd, &out);
+    int rc = test_run(cmd, &out);
     CHECK_MSG(rc == 0, "train failed: %s", out ? out : "");
     free(out);
     snprintf(ckpt, sizeof ckpt, "%s/sae", tmp);

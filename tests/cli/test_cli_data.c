@@ -8,41 +8,6 @@
 #define FIX SF_SOURCE_DIR "/fixtures/data/"
 
 /* Runs a shell command; returns the exit code, output in *out (stdout+stderr). */
-static int run(const char *cmd, char **out) {
-    char full[20000];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = sf_malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 >= cap) buf = sf_realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = sf_read_file(a, &na), *y = sf_read_file(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 TEST(captions_parquet) {
     const char *tmp = test_tmpdir("cli_data_captions");
     char cmd[16384], path[4096], *out = NULL;
@@ -50,7 +15,7 @@ TEST(captions_parquet) {
     snprintf(cmd, sizeof cmd,
              "'%s' data captions --dataset 'cc3m:%srecap_snappy_dict_v1.parquet' --out '%s'",
              SF_EXE, FIX, path);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     free(out);
     size_t n;
     char *txt = sf_read_file(path, &n);
@@ -74,7 +39,7 @@ TEST(captions_parquet) {
         cmd, sizeof cmd,
         "'%s' data captions --dataset 'cc3m:%srecap_snappy_dict_v1.parquet' --start 11 --limit 1",
         SF_EXE, FIX);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     CHECK_STR(out, "line one line two Tabbed  end\n");
     free(out);
 }
@@ -84,50 +49,50 @@ TEST(write_images) {
     char cmd[16384], a[4096], b[4096], *out = NULL;
     snprintf(cmd, sizeof cmd, "'%s' data write --dataset 'folder:%sfolder_tsv' --out '%s/img'",
              SF_EXE, FIX, tmp);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     CHECK(strstr(out, "wrote 6 images"));
     free(out);
     /* Sorted names: D.JPEG, b.png, c.webp, img00.jpg, ... ; bytes unchanged. */
     snprintf(a, sizeof a, "%s/img/0.jpg", tmp);
     snprintf(b, sizeof b, "%sfolder_tsv/D.JPEG", FIX);
-    CHECK(same_file(a, b));
+    CHECK(test_same_file(a, b));
     snprintf(a, sizeof a, "%s/img/2.webp", tmp);
     snprintf(b, sizeof b, "%sfolder_tsv/c.webp", FIX);
-    CHECK(same_file(a, b));
+    CHECK(test_same_file(a, b));
 
     /* Tar shards: the sample without an image is reported and skipped. */
     snprintf(
         cmd, sizeof cmd,
         "'%s' data write --dataset 'wds:%swds/{00000.tar,00001.tar,00002.tar.gz}' --out '%s/wds'",
         SF_EXE, FIX, tmp);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     CHECK(strstr(out, "row 6 (id 000006): no image"));
     CHECK(strstr(out, "wrote 8 images"));
     free(out);
     snprintf(a, sizeof a, "%s/wds/1.png", tmp);
-    CHECK(file_exists(a));
+    CHECK(test_file_exists(a));
     snprintf(a, sizeof a, "%s/wds/6.jpg", tmp);
-    CHECK(!file_exists(a));
+    CHECK(!test_file_exists(a));
 }
 
 TEST(info_and_errors) {
     char cmd[16384], *out = NULL;
     snprintf(cmd, sizeof cmd, "'%s' data info --dataset 'wds:%swds/*.tar*' --images", SF_EXE, FIX);
-    CHECK(run(cmd, &out) == 0);
+    CHECK(test_run(cmd, &out) == 0);
     CHECK(strstr(out, "rows:       9"));
     CHECK(strstr(out, "images:     8 present, 1 missing"));
     free(out);
 
     snprintf(cmd, sizeof cmd, "'%s' data info --dataset 'cc3m:%snothing*.parquet'", SF_EXE, FIX);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK(strstr(out, "saeflow data info: ") && strstr(out, "no files match"));
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' data frobnicate", SF_EXE);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd, "'%s' data info", SF_EXE);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd, "'%s' data write --dataset 'folder:%sfolder_tsv'", SF_EXE, FIX);
-    CHECK(run(cmd, NULL) == 2);
+    CHECK(test_run(cmd, NULL) == 2);
 
     /* A truncated parquet file: clear error naming the file, no output left. */
     const char *tmp = test_tmpdir("cli_data_errors");
@@ -140,10 +105,10 @@ TEST(info_and_errors) {
     snprintf(outp, sizeof outp, "%s/c.txt", tmp);
     snprintf(cmd, sizeof cmd, "'%s' data captions --dataset 'cc3m:%s' --out '%s'", SF_EXE, bad,
              outp);
-    CHECK(run(cmd, &out) == 1);
+    CHECK(test_run(cmd, &out) == 1);
     CHECK_MSG(strstr(out, "bad.parquet: not a parquet file or truncated"), "%s", out);
     free(out);
-    CHECK(!file_exists(outp));
+    CHECK(!test_file_exists(outp));
 }
 
 int main(void) {
