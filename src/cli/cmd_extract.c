@@ -768,7 +768,6 @@ int cmd_extract(int argc, char **argv) {
     if ((strcmp(vision_s, "none") && sf_clip_parse_request(vision_s, SF_CLIP_TOK_FIRST, &probe)) ||
         (strcmp(text_s, "none") && sf_clip_parse_request(text_s, SF_CLIP_TOK_FIRST, &probe)))
         return cli_usage_error(CMD, "%s", sf_errmsg());
-    sf_kernels_fix_blas_core(); /* may re-exec us with a faster OpenBLAS kernel set */
     sf_kernels_set_threads((int)threads);
     e.tokens_all = !strcmp(tokens, "all");
     e.batch = batch, e.shard_rows = shard_rows, e.limit = limit;

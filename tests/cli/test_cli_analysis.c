@@ -11,9 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 
 #include "saeflow/common.h"
+#include "saeflow/safetensors.h"
 #include "test.h"
 
 #define FIX SF_SOURCE_DIR "/fixtures/analysis/"
@@ -101,33 +101,18 @@ TEST(topk_errors) {
     CHECK(!test_file_exists(outp));
 }
 
-/* The raw bytes of tensor `name` with dtype `dt` (this test links only sf_core). */
+/* The raw bytes of tensor `name` with dtype `dt` (malloc'd), or NULL. */
 static void *read_tensor(const char *file, const char *name, const char *dt, size_t *nbytes) {
-    size_t len;
-    char *buf = sf_read_file(file, &len);
-    char *out = NULL;
-    uint64_t hl;
-    if (!buf || len < 8) goto done;
-    memcpy(&hl, buf, 8);
-    if (hl > len - 8) goto done;
-    char *h = sf_malloc(hl + 1);
-    memcpy(h, buf + 8, hl);
-    h[hl] = 0;
-    cJSON *j = cJSON_Parse(h);
-    free(h);
-    cJSON *t = cJSON_GetObjectItem(j, name), *off = cJSON_GetObjectItem(t, "data_offsets");
-    if (off && !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, dt)) {
-        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble,
-               e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
-        if (8 + hl + e <= len && b <= e) {
-            out = sf_malloc(e - b + 8);
-            memcpy(out, buf + 8 + hl + b, e - b);
-            *nbytes = e - b;
-        }
+    sf_st f;
+    if (sf_st_open(&f, file)) return NULL;
+    const sf_tensor_info *t = sf_st_find(&f, name);
+    void *out = NULL;
+    if (t && !strcmp(sf_dtype_name(t->dtype), dt)) {
+        out = sf_malloc(t->nbytes + 8);
+        memcpy(out, t->data, t->nbytes);
+        *nbytes = t->nbytes;
     }
-    cJSON_Delete(j);
-done:
-    free(buf);
+    sf_st_close(&f);
     return out;
 }
 
@@ -140,33 +125,11 @@ static int same_tensor(const char *a, const char *b, const char *name, const cha
     return same;
 }
 
-/* A 2-D I64 tensor of a safetensors file. */
+/* An I64 tensor of a safetensors file. */
 static int64_t *read_i64(const char *file, const char *name, int64_t *numel) {
-    size_t len;
-    char *buf = sf_read_file(file, &len);
-    int64_t *out = NULL;
-    uint64_t hl;
-    if (!buf || len < 8) goto done;
-    memcpy(&hl, buf, 8);
-    if (hl > len - 8) goto done;
-    char *h = sf_malloc(hl + 1);
-    memcpy(h, buf + 8, hl);
-    h[hl] = 0;
-    cJSON *j = cJSON_Parse(h);
-    free(h);
-    cJSON *t = cJSON_GetObjectItem(j, name), *off = cJSON_GetObjectItem(t, "data_offsets");
-    if (off && !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "I64")) {
-        size_t b = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble,
-               e = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
-        if (8 + hl + e <= len && b <= e) {
-            out = sf_malloc(e - b + 8);
-            memcpy(out, buf + 8 + hl + b, e - b);
-            *numel = (int64_t)((e - b) / 8);
-        }
-    }
-    cJSON_Delete(j);
-done:
-    free(buf);
+    size_t nb = 0;
+    int64_t *out = read_tensor(file, name, "I64", &nb);
+    if (out) *numel = (int64_t)(nb / 8);
     return out;
 }
 

@@ -4,85 +4,32 @@
  * same files (fixtures/clip/e2e.expected.safetensors, from
  * tools/make_clip_fixtures.py). Error norm: max |ours - theirs| / max |theirs|
  * per tensor, <= 1e-4. Also resuming, settings mismatch, bad inputs. */
-#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "saeflow/common.h"
+#include "saeflow/safetensors.h"
 #include "test.h"
 
 #define CLIPFIX SF_SOURCE_DIR "/fixtures/clip/"
 #define IMAGES SF_SOURCE_DIR "/fixtures/clip-inputs/images"
 
-static int run(const char *cmd, char **out) {
-    char full[20000];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = sf_malloc(cap);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 >= cap) buf = sf_realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-/* A minimal safetensors reader (the CLI tests link only sf_core). */
-typedef struct {
-    char *buf;
-    size_t len;
-    cJSON *hdr;
-    const char *data;
-} stfile;
-
-static int st_open(stfile *f, const char *path) {
-    memset(f, 0, sizeof *f);
-    f->buf = sf_read_file(path, &f->len);
-    if (!f->buf || f->len < 8) return -1;
-    uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--)
-        hl = hl << 8 | (unsigned char)f->buf[i];
-    if (hl > f->len - 8) return -1;
-    f->hdr = cJSON_ParseWithLength(f->buf + 8, hl);
-    f->data = f->buf + 8 + hl;
-    return f->hdr ? 0 : -1;
-}
-static void st_close(stfile *f) {
-    cJSON_Delete(f->hdr);
-    free(f->buf);
-}
+/* Thin views over the safetensors reader for the checks below. */
+typedef sf_st stfile;
+static int st_open(stfile *f, const char *path) { return sf_st_open(f, path); }
+static void st_close(stfile *f) { sf_st_close(f); }
 /* Pointer to the data of `name` (copy before use: may be unaligned), its
- * shape in dims[0..1] (dims[1] = 1 for 1-D); NULL if absent. */
+ * shape in dims[0..1] (dims[1] = 1 for 1-D); NULL if absent or another dtype. */
 static const void *st_get(const stfile *f, const char *name, const char *dtype, int64_t dims[2]) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(f->hdr, name);
-    if (!t) return NULL;
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype"),
-                *sh = cJSON_GetObjectItemCaseSensitive(t, "shape"),
-                *off = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
-    if (!cJSON_IsString(dt) || strcmp(dt->valuestring, dtype)) return NULL;
-    dims[0] = (int64_t)cJSON_GetArrayItem(sh, 0)->valuedouble;
-    dims[1] = cJSON_GetArraySize(sh) > 1 ? (int64_t)cJSON_GetArrayItem(sh, 1)->valuedouble : 1;
-    return f->data + (size_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+    const sf_tensor_info *t = sf_st_find(f, name);
+    if (!t || strcmp(sf_dtype_name(t->dtype), dtype)) return NULL;
+    dims[0] = t->ndim > 0 ? t->shape[0] : 1;
+    dims[1] = t->ndim > 1 ? t->shape[1] : 1;
+    return t->data;
 }
-static const char *st_meta(const stfile *f, const char *key) {
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(f->hdr, "__metadata__");
-    const cJSON *v = m ? cJSON_GetObjectItemCaseSensitive(m, key) : NULL;
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
+static const char *st_meta(const stfile *f, const char *key) { return sf_st_meta(f, key); }
 
 static double rel_err(const void *a, const void *b, int64_t n) {
     double md = 0, mb = 1e-30;
@@ -127,18 +74,18 @@ TEST(images_and_captions) {
     snprintf(out, sizeof out, "%s/acts.safetensors", tmp);
     /* 20 images in 3 shards of 8 rows, batches of 6 */
     int rc =
-        run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+        test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
                       "--shard_rows 8 --batch_size 6 --threads 2",
                  out),
             &log);
     CHECK_MSG(rc == 0, "%s", log);
     CHECK(strstr(log, "20 rows") != NULL);
     free(log);
-    CHECK(!file_exists(cmdf("%s.part00000.safetensors", out))); /* parts removed after the merge */
+    CHECK(!test_file_exists(cmdf("%s.part00000.safetensors", out))); /* parts removed after the merge */
     stfile o, x;
     CHECK(st_open(&o, out) == 0);
     CHECK(st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
-    if (!o.hdr || !x.hdr) return;
+    if (!o.map || !x.map) return;
     int64_t dims[2];
     double ev = compare(&o, &x, "vision", "vision", dims);
     CHECK_MSG(ev <= 1e-4, "vision hidden_states[-2][:, 0]: rel err %g", ev);
@@ -162,7 +109,7 @@ TEST(images_and_captions) {
     st_close(&o);
 
     /* a second run with the same settings does nothing */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
                        "--shard_rows 8 --batch_size 6 --threads 2",
                   out),
              &log);
@@ -170,7 +117,7 @@ TEST(images_and_captions) {
     free(log);
 
     /* BF16 weights: close to the F32 reference, not equal */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
                        "e2e_captions.txt' --out '%s/bf16.safetensors' "
                        "--dtype bf16",
                   tmp),
@@ -191,7 +138,7 @@ TEST(text_tokens_of_a_layer) {
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/t.safetensors", tmp);
     int rc =
-        run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
+        test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
                       "--vision none --text layer:1 --tokens all --batch_size 7",
                  out),
             &log);
@@ -199,7 +146,7 @@ TEST(text_tokens_of_a_layer) {
     free(log);
     stfile o, x;
     CHECK(st_open(&o, out) == 0 && st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
-    if (!o.hdr || !x.hdr) return;
+    if (!o.map || !x.map) return;
     int64_t dims[2], d2[2];
     CHECK(st_get(&o, "vision", "F32", dims) == NULL);
     double e = compare(&o, &x, "text", "text_l1", dims);
@@ -221,14 +168,14 @@ TEST(resume_after_interruption) {
     /* An "interrupted" run: OUT is a directory, so the final merge cannot
      * rename over it, but every shard is finished and kept. */
     CHECK(mkdir(out, 0755) == 0);
-    int rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+    int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
                            "e2e_captions.txt' --out '%s' %s",
                       out, args),
                  &log);
     CHECK(rc == 1);
     free(log);
     for (int k = 0; k < 4; k++)
-        CHECK(file_exists(cmdf("%s.part%05d.safetensors", out, k)));
+        CHECK(test_file_exists(cmdf("%s.part%05d.safetensors", out, k)));
     /* A half-written part (a crash mid-write leaves only a temp file) is
      * ignored; a missing part is recomputed. */
     CHECK(unlink(cmdf("%s.part00002.safetensors", out)) == 0);
@@ -237,16 +184,16 @@ TEST(resume_after_interruption) {
     fclose(f);
     rmdir(out);
     /* different settings: refused, parts untouched */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
                        "e2e_captions.txt' --out '%s' --shard_rows 6 "
                        "--vision pooled",
                   out),
              &log);
     CHECK(rc == 1 && strstr(log, "different settings"));
     free(log);
-    CHECK(file_exists(cmdf("%s.part00000.safetensors", out)));
+    CHECK(test_file_exists(cmdf("%s.part00000.safetensors", out)));
     /* same settings: resumes, computing only the missing shard */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
                        "e2e_captions.txt' --out '%s' %s",
                   out, args),
              &log);
@@ -255,7 +202,7 @@ TEST(resume_after_interruption) {
     /* identical to an uninterrupted run */
     char ref[4096];
     snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
-    rc = run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
                        "e2e_captions.txt' --out '%s' %s",
                   ref, args),
              &log);
@@ -263,8 +210,8 @@ TEST(resume_after_interruption) {
     free(log);
     stfile a, b;
     CHECK(st_open(&a, out) == 0 && st_open(&b, ref) == 0);
-    int64_t d1[2], d2[2];
-    for (int i = 0; i < 2 && a.hdr && b.hdr; i++) {
+    int64_t d1[2] = {0, 0}, d2[2] = {0, 0};
+    for (int i = 0; i < 2 && a.map && b.map; i++) {
         const char *name = i ? "text" : "vision";
         const void *p = st_get(&a, name, "F32", d1), *q = st_get(&b, name, "F32", d2);
         CHECK(p && q && d1[0] == 20 && d1[1] == 16 && d1[0] == d2[0] &&
@@ -278,31 +225,31 @@ TEST(datasets_and_errors) {
     const char *tmp = test_tmpdir("cli_extract_errors");
     char *log = NULL;
     /* a folder dataset with captions.tsv (one image has none: skipped) */
-    int rc = run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR
+    int rc = test_run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR
                            "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
                       tmp),
                  &log);
     CHECK_MSG(rc == 0 && strstr(log, "skipped: no caption") && strstr(log, "5 rows"), "%s", log);
     free(log);
     /* undecodable images are skipped with their error */
-    rc = run(cmdf(BASE "--images '" SF_SOURCE_DIR
+    rc = test_run(cmdf(BASE "--images '" SF_SOURCE_DIR
                        "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
                   tmp),
              &log);
     CHECK_MSG(rc == 0 && strstr(log, "truncated") && strstr(log, "1 rows"), "%s", log);
     free(log);
     /* images without captions and text wanted: nothing to write */
-    rc = run(cmdf(BASE "--images '" IMAGES "' --out '%s/n.safetensors' --limit 3", tmp), &log);
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --out '%s/n.safetensors' --limit 3", tmp), &log);
     CHECK(rc == 1 && strstr(log, "no row of 3"));
-    CHECK(!file_exists(cmdf("%s/n.safetensors", tmp)) &&
-          !file_exists(cmdf("%s/n.safetensors.part00000.safetensors", tmp)));
+    CHECK(!test_file_exists(cmdf("%s/n.safetensors", tmp)) &&
+          !test_file_exists(cmdf("%s/n.safetensors.part00000.safetensors", tmp)));
     free(log);
     /* usage errors */
-    CHECK(run(BASE "--images x", NULL) == 2);
-    CHECK(run(BASE "--images x --dataset y --out z", NULL) == 2);
-    CHECK(run(BASE "--images x --out z --dtype f16", NULL) == 2);
-    CHECK(run(BASE "--images x --out z --tokens some", NULL) == 2);
-    CHECK(run(BASE "--images x --out z --vision layer:x", NULL) == 2);
+    CHECK(test_run(BASE "--images x", NULL) == 2);
+    CHECK(test_run(BASE "--images x --dataset y --out z", NULL) == 2);
+    CHECK(test_run(BASE "--images x --out z --dtype f16", NULL) == 2);
+    CHECK(test_run(BASE "--images x --out z --tokens some", NULL) == 2);
+    CHECK(test_run(BASE "--images x --out z --vision layer:x", NULL) == 2);
     /* a .bin-only model directory */
     FILE *f = fopen(cmdf("%s/config.json", tmp), "w");
     fputs("{\"model_type\": \"clip\"}", f);
@@ -310,19 +257,19 @@ TEST(datasets_and_errors) {
     f = fopen(cmdf("%s/pytorch_model.bin", tmp), "w");
     fputs("pickle", f);
     fclose(f);
-    rc = run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'",
+    rc = test_run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'",
                   SF_EXE, tmp, tmp),
              &log);
     CHECK(rc == 1 && strstr(log, "safetensors") && strstr(log, "Convert"));
     free(log);
     /* a layer the model does not have */
     rc =
-        run(cmdf(BASE "--images '" IMAGES "' --text none --vision-layer 7 --out '%s/l.safetensors'",
+        test_run(cmdf(BASE "--images '" IMAGES "' --text none --vision-layer 7 --out '%s/l.safetensors'",
                  tmp),
             &log);
     CHECK(rc == 1 && strstr(log, "out of range"));
     free(log);
-    CHECK(run("'" SF_EXE "' extract --help", NULL) == 0);
+    CHECK(test_run("'" SF_EXE "' extract --help", NULL) == 0);
 }
 
 int main(void) {
