@@ -20,7 +20,8 @@
 #endif
 
 int main(int argc, char **argv) {
-    const char *img = argc > 1 ? argv[1] : "fixtures/clip-inputs/images/landscape_640x480_q90_420.jpg";
+    const char *img =
+        argc > 1 ? argv[1] : "fixtures/clip-inputs/images/landscape_640x480_q90_420.jpg";
     int iters = argc > 2 ? atoi(argv[2]) : 200;
     size_t len;
     char *data = sf_read_file(img, &len);
@@ -55,7 +56,8 @@ int main(int argc, char **argv) {
     printf("total       %.1f images/s (1 thread)\n", n / (t_dec + t_pre));
 
     /* tokenizer: the fixture captions (Unicode, long ones included) */
-    sf_tokenizer *tok = sf_tokenizer_load("fixtures/clip-inputs/vocab.json", "fixtures/clip-inputs/merges.txt");
+    sf_tokenizer *tok =
+        sf_tokenizer_load("fixtures/clip-inputs/vocab.json", "fixtures/clip-inputs/merges.txt");
     char *cj = sf_read_file("fixtures/clip-inputs/captions.json", &len);
     if (!tok || !cj) {
         fprintf(stderr, "%s\n", sf_errmsg());
@@ -67,21 +69,24 @@ int main(int argc, char **argv) {
     const char *texts[1024];
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(j, "captions")) texts[nc++] =
         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "text"));
-    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(j, "random")) if (nc < 1024) texts[nc++] =
-        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "text"));
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(j, "random")) if (nc < 1024)
+        texts[nc++] = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "text"));
     int32_t ids[77], mask[77];
     double t0 = sf_now();
-    for (int i = 0; i < nc; i++) sf_tokenizer_encode(tok, texts[i], 77, ids, mask);
+    for (int i = 0; i < nc; i++)
+        sf_tokenizer_encode(tok, texts[i], 77, ids, mask);
     double cold = sf_now() - t0;
     int reps = 50;
     t0 = sf_now();
     for (int r = 0; r < reps; r++)
-        for (int i = 0; i < nc; i++) sf_tokenizer_encode(tok, texts[i], 77, ids, mask);
+        for (int i = 0; i < nc; i++)
+            sf_tokenizer_encode(tok, texts[i], 77, ids, mask);
     double warm = sf_now() - t0;
-    printf("tokenizer   %d captions: %.0f captions/s cold cache, %.0f captions/s warm (1 thread)\n", nc,
-           nc / cold, reps * nc / warm);
+    printf("tokenizer   %d captions: %.0f captions/s cold cache, %.0f captions/s warm (1 thread)\n",
+           nc, nc / cold, reps * nc / warm);
     t0 = sf_now();
-    sf_tokenizer *t2 = sf_tokenizer_load("fixtures/clip-inputs/vocab.json", "fixtures/clip-inputs/merges.txt");
+    sf_tokenizer *t2 =
+        sf_tokenizer_load("fixtures/clip-inputs/vocab.json", "fixtures/clip-inputs/merges.txt");
     printf("tokenizer   load vocab.json + merges.txt: %.1f ms\n", 1e3 * (sf_now() - t0));
     sf_tokenizer_free(t2);
     sf_tokenizer_free(tok);

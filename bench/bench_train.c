@@ -40,7 +40,8 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
     float *x = sf_malloc_aligned((size_t)B * d * sizeof(float));
     sf_rng r;
     sf_rng_seed(&r, 7);
-    for (size_t i = 0; i < (size_t)B * d; i++) x[i] = sf_rng_normal(&r);
+    for (size_t i = 0; i < (size_t)B * d; i++)
+        x[i] = sf_rng_normal(&r);
     sf_sae_train_opts o;
     sf_sae_train_opts_default(&o);
     o.lr = 3e-4;
@@ -92,7 +93,8 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
     printf("  encoder GEMM alone: best %.4f s (%.1f GFLOP/s); step/GEMM: %.3f (best/best), %.3f "
            "(median of adjacent pairs)\n",
            g, gflops, best / g, rmed);
-    printf("  phases: encoder GEMM %.1f%%, select+decode+dz %.1f%%, colsums+auxk %.1f%%, sparse backward "
+    printf("  phases: encoder GEMM %.1f%%, select+decode+dz %.1f%%, colsums+auxk %.1f%%, sparse "
+           "backward "
            "%.1f%%, adam %.1f%%\n",
            100 * gemm_in / tot, 100 * (enc - gemm_in) / tot, 100 * aux / tot, 100 * bwd / tot,
            100 * adam / tot);
@@ -121,8 +123,10 @@ int main(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == 't') threads = atoi(optarg);
-        else if (c == 's') steps = atoi(optarg);
+        if (c == 't')
+            threads = atoi(optarg);
+        else if (c == 's')
+            steps = atoi(optarg);
         else if (c == 'S' && nshapes < 16) {
             int *sh = shapes[nshapes];
             if (sscanf(optarg, "%d,%d,%d,%d", &sh[0], &sh[1], &sh[2], &sh[3]) != 4) {

@@ -23,11 +23,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         p.crop_width = 28;
         float px[3 * 20 * 28];
         (void)sf_clip_preprocess(&p, &im, px);
-        int w = 1 + (size > 0 ? data[size - 1] % 67 : 0), h = 1 + (size > 1 ? data[size - 2] % 53 : 0);
+        int w = 1 + (size > 0 ? data[size - 1] % 67 : 0),
+            h = 1 + (size > 1 ? data[size - 2] % 53 : 0);
         sf_image out;
-        if (sf_image_resize(&im, w, h, size % 2 ? SF_RESAMPLE_BICUBIC : SF_RESAMPLE_BILINEAR, &out) == 0)
+        if (sf_image_resize(&im, w, h, size % 2 ? SF_RESAMPLE_BICUBIC : SF_RESAMPLE_BILINEAR,
+                            &out) == 0)
             sf_image_free(&out);
-        if (sf_image_resize_compat(&im, w, h, SF_RESAMPLE_BICUBIC, 1, &out) == 0) sf_image_free(&out);
+        if (sf_image_resize_compat(&im, w, h, SF_RESAMPLE_BICUBIC, 1, &out) == 0)
+            sf_image_free(&out);
     }
     sf_image_free(&im);
     return 0;

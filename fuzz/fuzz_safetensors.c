@@ -20,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         volatile uint8_t acc = 0;
         for (int i = 0; i < f.n_tensors; i++) {
             const uint8_t *p = f.tensors[i].data;
-            for (uint64_t j = 0; j < f.tensors[i].nbytes; j++) acc ^= p[j];
+            for (uint64_t j = 0; j < f.tensors[i].nbytes; j++)
+                acc ^= p[j];
             float *own = NULL;
             const float *v = sf_st_get_f32(&f, f.tensors[i].name, -1, NULL, &own);
             if (v && sf_tensor_numel(&f.tensors[i]) > 0) acc ^= (uint8_t)(v[0] != v[0]);

@@ -56,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     text[size] = 0;
     int32_t ids[77], mask[77], raw[256];
     int n = sf_tokenizer_encode(tok, text, 77, ids, mask);
-    if (n >= 0 && (n < 2 || n > 77 || ids[0] != sf_tokenizer_bos(tok) || ids[n - 1] != sf_tokenizer_eos(tok)))
+    if (n >= 0 &&
+        (n < 2 || n > 77 || ids[0] != sf_tokenizer_bos(tok) || ids[n - 1] != sf_tokenizer_eos(tok)))
         abort(); /* invariant broken */
     (void)sf_tokenizer_encode_raw(tok, text, raw, 256);
     free(text);

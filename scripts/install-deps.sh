@@ -2,7 +2,7 @@
 # Installs every Debian package saeflow needs to build and test. Idempotent.
 # Usage: scripts/install-deps.sh [--with-browser]
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config clang
+pkgs=(build-essential cmake pkg-config clang clang-format
       libopenblas-dev libcjson-dev libomp-dev
       libjpeg62-turbo-dev libpng-dev libwebp-dev
       libarchive-dev libzstd-dev libsnappy-dev zlib1g-dev

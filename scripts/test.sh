@@ -2,7 +2,8 @@
 # The whole test suite: installs missing Debian packages, then
 #   1. Release build (-Werror) + ctest,
 #   2. ASan+UBSan build + ctest,
-#   3. a short libFuzzer run of every fuzz target (clang).
+#   3. a short libFuzzer run of every fuzz target (clang, fuzz/run.sh),
+# after a clang-format check.
 # Env: SAEFLOW_FUZZ_SECONDS (default 20 per target; 0 skips fuzzing),
 #      SAEFLOW_SKIP_ASAN=1 to skip step 2, JOBS (default: nproc).
 set -euo pipefail
@@ -10,6 +11,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --with-browser
 JOBS=${JOBS:-$(nproc)}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+echo "== clang-format"
+bash scripts/format.sh --check
 
 echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -28,17 +32,6 @@ fi
 secs=${SAEFLOW_FUZZ_SECONDS:-20}
 if [ "$secs" != 0 ]; then
   echo "== fuzz smoke (${secs}s per target)"
-  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAEFLOW_FUZZ=ON >/dev/null
-  cmake --build build-fuzz -j"$JOBS"
-  for f in build-fuzz/fuzz_*; do
-    [ -x "$f" ] || continue
-    name=$(basename "$f"); name=${name#fuzz_}
-    work=$(mktemp -d)
-    [ -d "fuzz/corpus/$name" ] && cp -r "fuzz/corpus/$name/." "$work/"
-    echo "-- fuzz_$name"
-    (cd build-fuzz && ASAN_OPTIONS=detect_leaks=0 "./fuzz_$name" -max_total_time="$secs" \
-        -rss_limit_mb=4096 -print_final_stats=0 "$work" 2>&1 | tail -2)
-    rm -rf "$work"
-  done
+  bash fuzz/run.sh "$secs"
 fi
 echo "== all tests passed"

@@ -18,70 +18,70 @@
 static int test_failures_ = 0, test_checks_ = 0, test_run_ = 0, test_failed_tests_ = 0;
 
 #define TEST(name) static void name(void)
-#define RUN(name)                                                                      \
-    do {                                                                               \
-        int before_ = test_failures_;                                                  \
-        fprintf(stderr, "-- %s\n", #name);                                             \
-        name();                                                                        \
-        test_run_++;                                                                   \
-        if (test_failures_ != before_) {                                               \
-            test_failed_tests_++;                                                      \
-            fprintf(stderr, "FAIL %s\n", #name);                                       \
-        }                                                                              \
+#define RUN(name)                                                                                  \
+    do {                                                                                           \
+        int before_ = test_failures_;                                                              \
+        fprintf(stderr, "-- %s\n", #name);                                                         \
+        name();                                                                                    \
+        test_run_++;                                                                               \
+        if (test_failures_ != before_) {                                                           \
+            test_failed_tests_++;                                                                  \
+            fprintf(stderr, "FAIL %s\n", #name);                                                   \
+        }                                                                                          \
     } while (0)
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        test_checks_++;                                                                \
-        if (!(cond)) {                                                                 \
-            test_failures_++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);   \
-        }                                                                              \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        test_checks_++;                                                                            \
+        if (!(cond)) {                                                                             \
+            test_failures_++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
-#define CHECK_MSG(cond, ...)                                                           \
-    do {                                                                               \
-        test_checks_++;                                                                \
-        if (!(cond)) {                                                                 \
-            test_failures_++;                                                          \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);   \
-            fprintf(stderr, __VA_ARGS__);                                              \
-            fputc('\n', stderr);                                                       \
-        }                                                                              \
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        test_checks_++;                                                                            \
+        if (!(cond)) {                                                                             \
+            test_failures_++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
-#define CHECK_NEAR(a, b, tol)                                                          \
-    do {                                                                               \
-        double a_ = (double)(a), b_ = (double)(b);                                     \
-        test_checks_++;                                                                \
-        if (!(fabs(a_ - b_) <= (tol)) || a_ != a_ || b_ != b_) {                       \
-            test_failures_++;                                                          \
-            fprintf(stderr, "%s:%d: %s = %.9g vs %s = %.9g (tol %g)\n", __FILE__,      \
-                    __LINE__, #a, a_, #b, b_, (double)(tol));                          \
-        }                                                                              \
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    do {                                                                                           \
+        double a_ = (double)(a), b_ = (double)(b);                                                 \
+        test_checks_++;                                                                            \
+        if (!(fabs(a_ - b_) <= (tol)) || a_ != a_ || b_ != b_) {                                   \
+            test_failures_++;                                                                      \
+            fprintf(stderr, "%s:%d: %s = %.9g vs %s = %.9g (tol %g)\n", __FILE__, __LINE__, #a,    \
+                    a_, #b, b_, (double)(tol));                                                    \
+        }                                                                                          \
     } while (0)
-#define CHECK_STR(a, b)                                                                \
-    do {                                                                               \
-        const char *a_ = (a), *b_ = (b);                                               \
-        test_checks_++;                                                                \
-        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                       \
-            test_failures_++;                                                          \
-            fprintf(stderr, "%s:%d: \"%s\" != \"%s\"\n", __FILE__, __LINE__,           \
-                    a_ ? a_ : "(null)", b_ ? b_ : "(null)");                           \
-        }                                                                              \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        test_checks_++;                                                                            \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                   \
+            test_failures_++;                                                                      \
+            fprintf(stderr, "%s:%d: \"%s\" != \"%s\"\n", __FILE__, __LINE__, a_ ? a_ : "(null)",   \
+                    b_ ? b_ : "(null)");                                                           \
+        }                                                                                          \
     } while (0)
 /* Message of the last error contains `sub`. */
-#define CHECK_ERR_HAS(sub)                                                             \
-    do {                                                                               \
-        const char *m_ = sf_errmsg();                                                  \
-        test_checks_++;                                                                \
-        if (!m_ || !strstr(m_, (sub))) {                                               \
-            test_failures_++;                                                          \
-            fprintf(stderr, "%s:%d: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__,  \
-                    m_ ? m_ : "(null)", (sub));                                        \
-        }                                                                              \
+#define CHECK_ERR_HAS(sub)                                                                         \
+    do {                                                                                           \
+        const char *m_ = sf_errmsg();                                                              \
+        test_checks_++;                                                                            \
+        if (!m_ || !strstr(m_, (sub))) {                                                           \
+            test_failures_++;                                                                      \
+            fprintf(stderr, "%s:%d: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__,              \
+                    m_ ? m_ : "(null)", (sub));                                                    \
+        }                                                                                          \
     } while (0)
 
 static inline int test_summary(void) {
-    fprintf(stderr, "%d checks, %d failed, in %d tests (%d failed)\n", test_checks_,
-            test_failures_, test_run_, test_failed_tests_);
+    fprintf(stderr, "%d checks, %d failed, in %d tests (%d failed)\n", test_checks_, test_failures_,
+            test_run_, test_failed_tests_);
     return test_failures_ ? 1 : 0;
 }
 
@@ -116,8 +116,10 @@ static inline int test_run(const char *cmdline, char **out) {
     }
     buf[n] = 0;
     int st = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 

@@ -56,8 +56,8 @@ typedef struct {
 } sf_rng;
 void sf_rng_seed(sf_rng *r, uint64_t seed);
 uint64_t sf_rng_u64(sf_rng *r);
-double sf_rng_uniform(sf_rng *r);        /* [0, 1) */
-float sf_rng_normal(sf_rng *r);          /* standard normal (Box-Muller) */
+double sf_rng_uniform(sf_rng *r);             /* [0, 1) */
+float sf_rng_normal(sf_rng *r);               /* standard normal (Box-Muller) */
 uint64_t sf_rng_below(sf_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
 void sf_rng_shuffle_u64(sf_rng *r, uint64_t *a, size_t n);
 /* An independent stream for worker `i` (for reproducible parallel RNG). */

@@ -79,7 +79,8 @@ int sf_image_load(const char *path, sf_image *out);
  *   or tRNS and WebP with alpha. Default (0): alpha dropped, as Pillow's
  *   convert("RGB") and transformers 4.x (the reference) do. */
 #define SF_IMAGE_ALPHA_WHITE 1u
-int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned flags, sf_image *out);
+int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned flags,
+                       sf_image *out);
 int sf_image_load_ex(const char *path, unsigned flags, sf_image *out);
 /* Allocates a zero-filled width x height image (sizes must be > 0). */
 int sf_image_alloc(sf_image *im, int width, int height);
@@ -90,9 +91,9 @@ void sf_image_free(sf_image *im);
  * separable, horizontal pass first, then vertical, uint8 in between, support
  * widened by the scale factor when downscaling (antialias). */
 typedef enum {
-    SF_RESAMPLE_NEAREST = 0, /* PIL.Image.NEAREST */
+    SF_RESAMPLE_NEAREST = 0,  /* PIL.Image.NEAREST */
     SF_RESAMPLE_BILINEAR = 2, /* PIL.Image.BILINEAR */
-    SF_RESAMPLE_BICUBIC = 3, /* PIL.Image.BICUBIC (CLIP's default) */
+    SF_RESAMPLE_BICUBIC = 3,  /* PIL.Image.BICUBIC (CLIP's default) */
 } sf_resample;
 int sf_image_resize(const sf_image *in, int width, int height, sf_resample filter, sf_image *out);
 /* The order of the two passes changed in Pillow 13: it runs the vertical pass
@@ -101,25 +102,25 @@ int sf_image_resize(const sf_image *in, int width, int height, sf_resample filte
  * horizontal first. The results differ in a few +-1 values for such (tall)
  * images only. sf_image_resize follows Pillow 13 (legacy_order = 0);
  * legacy_order = 1 gives Pillow <= 12. */
-int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resample filter, int legacy_order,
-                           sf_image *out);
+int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resample filter,
+                           int legacy_order, sf_image *out);
 
 /* CLIPImageProcessor parameters. The defaults are those of
  * openai/clip-vit-large-patch14 (and every OpenAI CLIP checkpoint at 224):
  * shortest_edge 224, crop 224x224, bicubic, rescale 1/255, CLIP mean/std. */
 typedef struct {
-    int do_convert_rgb;   /* images are always RGB here; kept for completeness */
+    int do_convert_rgb; /* images are always RGB here; kept for completeness */
     int do_resize;
-    int shortest_edge;    /* size["shortest_edge"] */
+    int shortest_edge;               /* size["shortest_edge"] */
     int resize_height, resize_width; /* size {"height","width"}: exact resize
                                       * target instead of shortest_edge (0 = unused) */
-    sf_resample resample; /* "resample" (PIL enum value) */
+    sf_resample resample;            /* "resample" (PIL enum value) */
     int do_center_crop;
     int crop_height, crop_width; /* crop_size */
     int do_rescale;
     double rescale_factor; /* 1/255 (a double, as in Python) */
     int do_normalize;
-    float mean[3], std[3]; /* image_mean, image_std */
+    float mean[3], std[3];   /* image_mean, image_std */
     int pillow_legacy_order; /* 1: resize pass order of Pillow <= 12 (see
                               * sf_image_resize_compat); default 0 = Pillow 13 */
 } sf_clip_preproc;

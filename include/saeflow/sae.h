@@ -63,10 +63,10 @@ struct cJSON;
 
 typedef struct {
     sf_sae_arch arch;
-    int d; /* "features": input width */
-    int n; /* "pages": dictionary size */
-    int k; /* active latents per row (TopK); for the other architectures the
-            * code capacity per row (n, or k for matryoshka over TopK) */
+    int d;         /* "features": input width */
+    int n;         /* "pages": dictionary size */
+    int k;         /* active latents per row (TopK); for the other architectures the
+                    * code capacity per row (n, or k for matryoshka over TopK) */
     float *W_enc;  /* (n, d) encoder.weight */
     float *b_enc;  /* (n)    encoder.bias */
     float *W_decT; /* (n, d) decoder.weight transposed */
@@ -75,13 +75,13 @@ typedef struct {
     int n_params;
     struct cJSON *config; /* config.json as loaded or built; extra keys preserved */
     /* Other architectures (src/sae/arch_*.c); NULL / 0 where unused. */
-    float *r_mag;      /* (n) gated: magnitude path scale exp(r_mag) */
-    float *b_mag;      /* (n) gated: mag_bias (gate_bias is b_enc, decoder_bias b_dec) */
-    float *logthres;   /* (n) jumprelu: log of the per-latent threshold */
-    float threshold;   /* batchtopk (and matryoshka over it): global inference threshold */
-    int k_sel;         /* batchtopk / matryoshka: mean active latents per row in training */
-    int batch_select;  /* matryoshka: 1 = BatchTopK selection, 0 = TopK */
-    int n_groups;      /* matryoshka: nested group sizes, summing to n */
+    float *r_mag;     /* (n) gated: magnitude path scale exp(r_mag) */
+    float *b_mag;     /* (n) gated: mag_bias (gate_bias is b_enc, decoder_bias b_dec) */
+    float *logthres;  /* (n) jumprelu: log of the per-latent threshold */
+    float threshold;  /* batchtopk (and matryoshka over it): global inference threshold */
+    int k_sel;        /* batchtopk / matryoshka: mean active latents per row in training */
+    int batch_select; /* matryoshka: 1 = BatchTopK selection, 0 = TopK */
+    int n_groups;     /* matryoshka: nested group sizes, summing to n */
     int groups[SF_SAE_MAX_GROUPS];
     float input_scale; /* training-time input scale (0 = none); folded into the weights on save */
 } sf_sae;

@@ -36,8 +36,8 @@ void sf_synth_opts_default(sf_synth_opts *o);
 int sf_sae_synth(const sf_synth_opts *o, const char *path, const char *key, const char *dict_key);
 
 typedef struct {
-    double fvu, mse, l0, dead;      /* dead: fraction of latents never active on the data */
-    double mmcs, recovered;          /* NaN without a dictionary */
+    double fvu, mse, l0, dead; /* dead: fraction of latents never active on the data */
+    double mmcs, recovered;    /* NaN without a dictionary */
     int64_t rows;
 } sf_sae_eval_result;
 

@@ -118,10 +118,10 @@ typedef struct {
     sf_sae_train_opts train;
     int batch_size;
     int num_epochs;
-    uint64_t seed;       /* shuffling (the model has its own init seed) */
-    const char *outdir;  /* checkpoint directory: savedir/name */
-    int64_t save_every;  /* steps; 0 = only at the end */
-    int quiet;           /* no summary on stdout */
+    uint64_t seed;      /* shuffling (the model has its own init seed) */
+    const char *outdir; /* checkpoint directory: savedir/name */
+    int64_t save_every; /* steps; 0 = only at the end */
+    int quiet;          /* no summary on stdout */
 } sf_sae_run_opts;
 
 /* Trains s on D for num_epochs, reshuffling rows every epoch with the seeded

@@ -20,14 +20,25 @@ extern "C" {
 #endif
 
 typedef enum {
-    SF_DT_BOOL, SF_DT_U8, SF_DT_I8, SF_DT_U16, SF_DT_I16, SF_DT_F16, SF_DT_BF16,
-    SF_DT_U32, SF_DT_I32, SF_DT_F32, SF_DT_U64, SF_DT_I64, SF_DT_F64,
+    SF_DT_BOOL,
+    SF_DT_U8,
+    SF_DT_I8,
+    SF_DT_U16,
+    SF_DT_I16,
+    SF_DT_F16,
+    SF_DT_BF16,
+    SF_DT_U32,
+    SF_DT_I32,
+    SF_DT_F32,
+    SF_DT_U64,
+    SF_DT_I64,
+    SF_DT_F64,
     SF_DT_COUNT
 } sf_dtype;
 
 #define SF_MAX_DIMS 8
 
-const char *sf_dtype_name(sf_dtype dt);       /* "F32", ... */
+const char *sf_dtype_name(sf_dtype dt);          /* "F32", ... */
 int sf_dtype_parse(const char *s, sf_dtype *dt); /* -1 if unknown */
 size_t sf_dtype_size(sf_dtype dt);
 

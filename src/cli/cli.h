@@ -18,21 +18,21 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *out);
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
 
-#define SF_COMMANDS(X)                                                                     \
-    X(help, "show commands, or `saeflow help <cmd>` for one")                             \
-    X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")      \
-    X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")    \
-    X(train, "train a sparse autoencoder (topk, standard, gated, jumprelu, ...)")          \
-    X(encode, "activations -> sparse SAE codes (CSR safetensors)")                        \
-    X(decode, "SAE codes -> reconstructed activations")                                   \
-    X(surgery, "activations -> reconstructions with one SAE feature steered")             \
-    X(synth, "synthetic activations from a known sparse dictionary")                      \
-    X(eval, "FVU, L0 and dictionary recovery (MMCS) of a checkpoint")                     \
-    X(convert, "SAE checkpoints between seed, SAELens and sparsify layouts")              \
-    X(sweep, "train a grid of SAEs on the same data: table + L0/FVU frontier plot")       \
-    X(demo, "synth + train + eval on embedded synthetic ground truth (the main job)")      \
-    X(topk, "top-N activating rows and statistics of every SAE feature")                  \
-    X(explore, "build the static feature explorer site from a top-k file")               \
+#define SF_COMMANDS(X)                                                                             \
+    X(help, "show commands, or `saeflow help <cmd>` for one")                                      \
+    X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")               \
+    X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")              \
+    X(train, "train a sparse autoencoder (topk, standard, gated, jumprelu, ...)")                  \
+    X(encode, "activations -> sparse SAE codes (CSR safetensors)")                                 \
+    X(decode, "SAE codes -> reconstructed activations")                                            \
+    X(surgery, "activations -> reconstructions with one SAE feature steered")                      \
+    X(synth, "synthetic activations from a known sparse dictionary")                               \
+    X(eval, "FVU, L0 and dictionary recovery (MMCS) of a checkpoint")                              \
+    X(convert, "SAE checkpoints between seed, SAELens and sparsify layouts")                       \
+    X(sweep, "train a grid of SAEs on the same data: table + L0/FVU frontier plot")                \
+    X(demo, "synth + train + eval on embedded synthetic ground truth (the main job)")              \
+    X(topk, "top-N activating rows and statistics of every SAE feature")                           \
+    X(explore, "build the static feature explorer site from a top-k file")                         \
     X(serve, "serve an explorer site read-only on localhost")
 
 #define X(name, desc) int cmd_##name(int argc, char **argv);

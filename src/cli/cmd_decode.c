@@ -8,26 +8,27 @@
 #include "saeflow/sae_train.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow decode --checkpoint DIR --input FILE --out FILE [options]\n"
-            "\n"
-            "Decodes codes into activations x_hat = W_dec z + b. The input holds either CSR\n"
-            "codes (indptr I64 [N+1], indices I32 [nnz], values F32 [nnz], as written by\n"
-            "`saeflow encode`) or, with --key, a dense [N, pages] float tensor.\n"
-            "\n"
-            "  --checkpoint DIR   SAE checkpoint\n"
-            "  --input FILE       safetensors file with the codes\n"
-            "  --key KEY          dense codes under KEY instead of CSR\n"
-            "  --out FILE         output safetensors (written atomically)\n"
-            "  --outkey KEY       output tensor name (default reconstruction)\n"
-            "  --threads T        OpenMP threads (default: all cores)\n");
+    fprintf(out, "usage: saeflow decode --checkpoint DIR --input FILE --out FILE [options]\n"
+                 "\n"
+                 "Decodes codes into activations x_hat = W_dec z + b. The input holds either CSR\n"
+                 "codes (indptr I64 [N+1], indices I32 [nnz], values F32 [nnz], as written by\n"
+                 "`saeflow encode`) or, with --key, a dense [N, pages] float tensor.\n"
+                 "\n"
+                 "  --checkpoint DIR   SAE checkpoint\n"
+                 "  --input FILE       safetensors file with the codes\n"
+                 "  --key KEY          dense codes under KEY instead of CSR\n"
+                 "  --out FILE         output safetensors (written atomically)\n"
+                 "  --outkey KEY       output tensor name (default reconstruction)\n"
+                 "  --threads T        OpenMP threads (default: all cores)\n");
 }
 
 /* CSR tensors, validated: monotone indptr, indices in range. */
 static int load_csr(const sf_st *f, int n, int64_t *N, const int64_t **indptr,
                     const int32_t **indices, const float **values, float **owned) {
     const sf_tensor_info *ip = sf_st_find(f, "indptr"), *ix = sf_st_find(f, "indices");
-    if (!ip || !ix) return sf_error("%s: no CSR tensors 'indptr' and 'indices' (use --key for dense codes)", f->path);
+    if (!ip || !ix)
+        return sf_error("%s: no CSR tensors 'indptr' and 'indices' (use --key for dense codes)",
+                        f->path);
     if (ip->dtype != SF_DT_I64 || ip->ndim != 1 || ip->shape[0] < 1)
         return sf_error("%s: tensor 'indptr': expected I64 [N+1]", f->path);
     if (ix->dtype != SF_DT_I32 || ix->ndim != 1)
@@ -43,12 +44,16 @@ static int load_csr(const sf_st *f, int n, int64_t *N, const int64_t **indptr,
     const int64_t *p = ip->data;
     const int32_t *q = ix->data;
     *N = ip->shape[0] - 1;
-    if (p[0] != 0 || p[*N] != nnz) return sf_error("%s: tensor 'indptr': must run from 0 to nnz %lld", f->path, (long long)nnz);
+    if (p[0] != 0 || p[*N] != nnz)
+        return sf_error("%s: tensor 'indptr': must run from 0 to nnz %lld", f->path,
+                        (long long)nnz);
     for (int64_t r = 0; r < *N; r++)
-        if (p[r + 1] < p[r]) return sf_error("%s: tensor 'indptr': decreases at row %lld", f->path, (long long)r);
+        if (p[r + 1] < p[r])
+            return sf_error("%s: tensor 'indptr': decreases at row %lld", f->path, (long long)r);
     for (int64_t e = 0; e < nnz; e++)
         if (q[e] < 0 || q[e] >= n)
-            return sf_error("%s: tensor 'indices': entry %lld = %d outside [0, %d)", f->path, (long long)e, q[e], n);
+            return sf_error("%s: tensor 'indices': entry %lld = %d outside [0, %d)", f->path,
+                            (long long)e, q[e], n);
     *indptr = p;
     *indices = q;
     *values = v;
@@ -57,30 +62,47 @@ static int load_csr(const sf_st *f, int n, int64_t *N, const int64_t **indptr,
 
 int cmd_decode(int argc, char **argv) {
     const char *cmd = "decode";
-    static const struct option opts[] = {
-        {"checkpoint", required_argument, 0, 'c'}, {"input", required_argument, 0, 'i'},
-        {"key", required_argument, 0, 'k'},        {"out", required_argument, 0, 'o'},
-        {"outkey", required_argument, 0, 'K'},     {"threads", required_argument, 0, 't'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
+                                         {"input", required_argument, 0, 'i'},
+                                         {"key", required_argument, 0, 'k'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"outkey", required_argument, 0, 'K'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *ckpt = NULL, *input = NULL, *key = NULL, *outp = NULL, *outkey = "reconstruction";
     long long threads = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'i': input = optarg; break;
-        case 'k': key = optarg; break;
-        case 'o': outp = optarg; break;
-        case 'K': outkey = optarg; break;
+        case 'c':
+            ckpt = optarg;
+            break;
+        case 'i':
+            input = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'o':
+            outp = optarg;
+            break;
+        case 'K':
+            outkey = optarg;
+            break;
         case 't':
             if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!ckpt || !input || !outp) return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
+    if (!ckpt || !input || !outp)
+        return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
     if (threads < 0 || threads > 1024) return cli_usage_error(cmd, "--threads must be >= 0");
     sf_sae_set_threads((int)threads);
     sf_sae s;
@@ -112,7 +134,8 @@ int cmd_decode(int argc, char **argv) {
                     bad = r;
                 }
                 const float *w = s.W_decT + (size_t)j * s.d;
-                for (int q = 0; q < s.d; q++) o[q] += zr[j] * w[q];
+                for (int q = 0; q < s.d; q++)
+                    o[q] += zr[j] * w[q];
             }
         }
         if (bad >= 0) {
@@ -136,7 +159,8 @@ int cmd_decode(int argc, char **argv) {
                     bad = r;
                 }
                 const float *w = s.W_decT + (size_t)ix[e] * s.d;
-                for (int q = 0; q < s.d; q++) o[q] += v[e] * w[q];
+                for (int q = 0; q < s.d; q++)
+                    o[q] += v[e] * w[q];
             }
         }
         if (bad >= 0) {
@@ -150,7 +174,8 @@ int cmd_decode(int argc, char **argv) {
     int wrc = sf_stw_write(w, outp);
     sf_stw_free(w);
     if (wrc) goto done;
-    printf("decoded %lld rows -> %s ('%s' [%lld, %d])\n", (long long)N, outp, outkey, (long long)N, s.d);
+    printf("decoded %lld rows -> %s ('%s' [%lld, %d])\n", (long long)N, outp, outkey, (long long)N,
+           s.d);
     rc = 0;
 done:
     if (rc) cli_fail(cmd);

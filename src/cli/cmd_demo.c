@@ -43,7 +43,9 @@ int cmd_demo(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
+        case 'd':
+            dir = optarg;
+            break;
         case 't':
             if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
             break;
@@ -53,8 +55,11 @@ int cmd_demo(int argc, char **argv) {
         case 's':
             if (cli_parse_int(cmd, "seed", optarg, &seed)) return 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);

@@ -25,32 +25,47 @@ static void usage(FILE *out) {
 
 int cmd_encode(int argc, char **argv) {
     const char *cmd = "encode";
-    static const struct option opts[] = {
-        {"checkpoint", required_argument, 0, 'c'}, {"input", required_argument, 0, 'i'},
-        {"key", required_argument, 0, 'k'},        {"out", required_argument, 0, 'o'},
-        {"batch", required_argument, 0, 'b'},      {"threads", required_argument, 0, 't'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
+                                         {"input", required_argument, 0, 'i'},
+                                         {"key", required_argument, 0, 'k'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *ckpt = NULL, *input = NULL, *key = "activations", *outp = NULL;
     long long batch = 4096, threads = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'i': input = optarg; break;
-        case 'k': key = optarg; break;
-        case 'o': outp = optarg; break;
+        case 'c':
+            ckpt = optarg;
+            break;
+        case 'i':
+            input = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'o':
+            outp = optarg;
+            break;
         case 'b':
             if (cli_parse_int(cmd, "batch", optarg, &batch)) return 2;
             break;
         case 't':
             if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
             break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!ckpt || !input || !outp) return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
+    if (!ckpt || !input || !outp)
+        return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
     if (batch < 1 || batch > (1 << 22) || threads < 0 || threads > 1024)
         return cli_usage_error(cmd, "--batch must be in [1, 2^22], --threads >= 0");
     sf_sae_set_threads((int)threads);
@@ -88,7 +103,8 @@ int cmd_encode(int argc, char **argv) {
             goto done;
         }
         for (int64_t b = 0; b < m; b++) {
-            memcpy(indices + nnz, codes.idx + (size_t)b * s.k, (size_t)codes.cnt[b] * sizeof(int32_t));
+            memcpy(indices + nnz, codes.idx + (size_t)b * s.k,
+                   (size_t)codes.cnt[b] * sizeof(int32_t));
             memcpy(values + nnz, codes.val + (size_t)b * s.k, (size_t)codes.cnt[b] * sizeof(float));
             nnz += codes.cnt[b];
             indptr[r0 + b + 1] = nnz;

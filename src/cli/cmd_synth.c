@@ -44,9 +44,15 @@ int cmd_synth(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'o': outp = optarg; break;
-        case 'k': key = optarg; break;
-        case 'K': dkey = optarg; break;
+        case 'o':
+            outp = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'K':
+            dkey = optarg;
+            break;
         case 'd':
             if (cli_parse_int(cmd, "d", optarg, &v)) return 2;
             if (v < 1 || v > (1 << 20)) return cli_usage_error(cmd, "--d must be in [1, 2^20]");
@@ -54,7 +60,8 @@ int cmd_synth(int argc, char **argv) {
             break;
         case 'n':
             if (cli_parse_int(cmd, "n_true", optarg, &v)) return 2;
-            if (v < 1 || v > (1 << 24)) return cli_usage_error(cmd, "--n_true must be in [1, 2^24]");
+            if (v < 1 || v > (1 << 24))
+                return cli_usage_error(cmd, "--n_true must be in [1, 2^24]");
             o.n_true = (int)v;
             break;
         case 's':
@@ -75,8 +82,11 @@ int cmd_synth(int argc, char **argv) {
             if (cli_parse_int(cmd, "seed", optarg, &v)) return 2;
             o.seed = (uint64_t)v;
             break;
-        case 'h': usage(stdout, &o); return 0;
-        default: return cli_usage_error(cmd, "unknown option");
+        case 'h':
+            usage(stdout, &o);
+            return 0;
+        default:
+            return cli_usage_error(cmd, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);

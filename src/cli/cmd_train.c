@@ -10,91 +10,142 @@
 #include "saeflow/sae_train.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow train --tensorpath FILE [--tensorpath FILE ...] [options]\n"
-            "\n"
-            "Trains a TopK sparse autoencoder on rows of a [N, d] tensor (F32/F16/BF16/F64)\n"
-            "read through mmap from one or more safetensors files; writes SAVEDIR/NAME/\n"
-            "{config.json, model.safetensors, metrics.jsonl}, loadable by the reference project.\n"
-            "\n"
-            "data:\n"
-            "  --tensorpath FILE     safetensors file (repeat, or comma-separate, for several)\n"
-            "  --tensorkey KEY       tensor name in every file (default activations)\n"
-            "model:\n"
-            "  --arch NAME           topk, standard, gated, jumprelu, batchtopk, matryoshka\n"
-            "                        (default topk; docs/architectures.md)\n"
-            "  --features D          input width; must match the data (default: from the data)\n"
-            "  --expansion E         pages = features x E (default 32)\n"
-            "  --pages N             dictionary size, overrides --expansion\n"
-            "  --k K                 active latents per row (default 128)\n"
-            "  --init DIR            start from this checkpoint instead of a fresh init\n"
-            "  --lmbda L             standard/gated: L1 weight; jumprelu: L0 weight (default 0.01)\n"
-            "  --lmbda_warmup_steps S  lmbda ramps up linearly over S steps (default 256)\n"
-            "  --bandwidth E         jumprelu: STE rectangle kernel width (default 0.001)\n"
-            "  --jumpthreshold T     jumprelu: initial threshold (default 0.001)\n"
-            "  --groups LIST         matryoshka: group sizes, e.g. 512,512,1024,rest\n"
-            "                        (default n/8,n/8,n/4,n/2)\n"
-            "  --matryoshka_base B   matryoshka: topk or batchtopk selection (default topk)\n"
-            "  --threshold_decay D   batchtopk: EMA decay of the inference threshold (default 0.99)\n"
-            "  --ghost_grads         standard: ghost grads for dead latents\n"
-            "  --resample_every S    resample dead latents every S steps (default 0: off)\n"
-            "  --b_dec_init MODE     zero, mean or median (geometric) of a data sample (default zero)\n"
-            "  --normalize_input     scale inputs to average norm sqrt(d) while training; the\n"
-            "                        factor is folded into the saved weights\n"
-            "optimisation:\n"
-            "  --lr LR               AdamW learning rate (default 5e-5)\n"
-            "  --beta1 B1 --beta2 B2 AdamW betas (default 0.9, 0.999)\n"
-            "  --wd WD               AdamW weight decay (default 0)\n"
-            "  --lr_warmup_steps S   linear warmup, then constant (default 256)\n"
-            "  --clip C              max global gradient norm, 0 = off (default 1)\n"
-            "  --normalise           unit-norm decoder columns, parallel gradient removed\n"
-            "  --auxk COEF           AuxK loss coefficient, 0 = off (default 1/32)\n"
-            "  --aux_k N             dead latents used by AuxK per row (default 512)\n"
-            "  --bodycount S         samples without firing before a latent is dead (default 16384)\n"
-            "  --batch_size B        rows per step (default 32)\n"
-            "  --num_epochs E        passes over the data, reshuffled each (default 10)\n"
-            "run:\n"
-            "  --savedir DIR         (default checkpoints)\n"
-            "  --name NAME           (default <arch>-k<k>-x<expansion>)\n"
-            "  --save_every S        also checkpoint every S steps (default 0: only at the end)\n"
-            "  --seed S              init and shuffling seed (default 0)\n"
-            "  --threads T           OpenMP threads (default: all cores)\n"
-            "  --quiet               no summary\n"
-            "\n"
-            "Same seed, threads and data give a bit-identical checkpoint.\n");
+    fprintf(
+        out,
+        "usage: saeflow train --tensorpath FILE [--tensorpath FILE ...] [options]\n"
+        "\n"
+        "Trains a TopK sparse autoencoder on rows of a [N, d] tensor (F32/F16/BF16/F64)\n"
+        "read through mmap from one or more safetensors files; writes SAVEDIR/NAME/\n"
+        "{config.json, model.safetensors, metrics.jsonl}, loadable by the reference project.\n"
+        "\n"
+        "data:\n"
+        "  --tensorpath FILE     safetensors file (repeat, or comma-separate, for several)\n"
+        "  --tensorkey KEY       tensor name in every file (default activations)\n"
+        "model:\n"
+        "  --arch NAME           topk, standard, gated, jumprelu, batchtopk, matryoshka\n"
+        "                        (default topk; docs/architectures.md)\n"
+        "  --features D          input width; must match the data (default: from the data)\n"
+        "  --expansion E         pages = features x E (default 32)\n"
+        "  --pages N             dictionary size, overrides --expansion\n"
+        "  --k K                 active latents per row (default 128)\n"
+        "  --init DIR            start from this checkpoint instead of a fresh init\n"
+        "  --lmbda L             standard/gated: L1 weight; jumprelu: L0 weight (default 0.01)\n"
+        "  --lmbda_warmup_steps S  lmbda ramps up linearly over S steps (default 256)\n"
+        "  --bandwidth E         jumprelu: STE rectangle kernel width (default 0.001)\n"
+        "  --jumpthreshold T     jumprelu: initial threshold (default 0.001)\n"
+        "  --groups LIST         matryoshka: group sizes, e.g. 512,512,1024,rest\n"
+        "                        (default n/8,n/8,n/4,n/2)\n"
+        "  --matryoshka_base B   matryoshka: topk or batchtopk selection (default topk)\n"
+        "  --threshold_decay D   batchtopk: EMA decay of the inference threshold (default 0.99)\n"
+        "  --ghost_grads         standard: ghost grads for dead latents\n"
+        "  --resample_every S    resample dead latents every S steps (default 0: off)\n"
+        "  --b_dec_init MODE     zero, mean or median (geometric) of a data sample (default zero)\n"
+        "  --normalize_input     scale inputs to average norm sqrt(d) while training; the\n"
+        "                        factor is folded into the saved weights\n"
+        "optimisation:\n"
+        "  --lr LR               AdamW learning rate (default 5e-5)\n"
+        "  --beta1 B1 --beta2 B2 AdamW betas (default 0.9, 0.999)\n"
+        "  --wd WD               AdamW weight decay (default 0)\n"
+        "  --lr_warmup_steps S   linear warmup, then constant (default 256)\n"
+        "  --clip C              max global gradient norm, 0 = off (default 1)\n"
+        "  --normalise           unit-norm decoder columns, parallel gradient removed\n"
+        "  --auxk COEF           AuxK loss coefficient, 0 = off (default 1/32)\n"
+        "  --aux_k N             dead latents used by AuxK per row (default 512)\n"
+        "  --bodycount S         samples without firing before a latent is dead (default 16384)\n"
+        "  --batch_size B        rows per step (default 32)\n"
+        "  --num_epochs E        passes over the data, reshuffled each (default 10)\n"
+        "run:\n"
+        "  --savedir DIR         (default checkpoints)\n"
+        "  --name NAME           (default <arch>-k<k>-x<expansion>)\n"
+        "  --save_every S        also checkpoint every S steps (default 0: only at the end)\n"
+        "  --seed S              init and shuffling seed (default 0)\n"
+        "  --threads T           OpenMP threads (default: all cores)\n"
+        "  --quiet               no summary\n"
+        "\n"
+        "Same seed, threads and data give a bit-identical checkpoint.\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
     enum {
-        O_TP = 1000, O_TK, O_ARCH, O_FEAT, O_EXP, O_PAGES, O_K, O_INIT, O_LR, O_B1, O_B2, O_WD,
-        O_WARM, O_CLIP, O_NORM, O_AUXK, O_AUX_K, O_BODY, O_BS, O_EP, O_SAVEDIR, O_NAME, O_SAVEEV,
-        O_SEED, O_THREADS, O_QUIET, O_HELP, O_LMBDA, O_LWARM, O_BW, O_JT, O_GROUPS, O_MBASE, O_TDEC,
-        O_GHOST, O_RESAMPLE, O_BINIT, O_NORMIN
+        O_TP = 1000,
+        O_TK,
+        O_ARCH,
+        O_FEAT,
+        O_EXP,
+        O_PAGES,
+        O_K,
+        O_INIT,
+        O_LR,
+        O_B1,
+        O_B2,
+        O_WD,
+        O_WARM,
+        O_CLIP,
+        O_NORM,
+        O_AUXK,
+        O_AUX_K,
+        O_BODY,
+        O_BS,
+        O_EP,
+        O_SAVEDIR,
+        O_NAME,
+        O_SAVEEV,
+        O_SEED,
+        O_THREADS,
+        O_QUIET,
+        O_HELP,
+        O_LMBDA,
+        O_LWARM,
+        O_BW,
+        O_JT,
+        O_GROUPS,
+        O_MBASE,
+        O_TDEC,
+        O_GHOST,
+        O_RESAMPLE,
+        O_BINIT,
+        O_NORMIN
     };
-    static const struct option opts[] = {
-        {"tensorpath", required_argument, 0, O_TP}, {"tensorkey", required_argument, 0, O_TK},
-        {"arch", required_argument, 0, O_ARCH},     {"features", required_argument, 0, O_FEAT},
-        {"expansion", required_argument, 0, O_EXP}, {"pages", required_argument, 0, O_PAGES},
-        {"k", required_argument, 0, O_K},           {"init", required_argument, 0, O_INIT},
-        {"lr", required_argument, 0, O_LR},         {"beta1", required_argument, 0, O_B1},
-        {"beta2", required_argument, 0, O_B2},      {"wd", required_argument, 0, O_WD},
-        {"lr_warmup_steps", required_argument, 0, O_WARM},
-        {"clip", required_argument, 0, O_CLIP},     {"normalise", no_argument, 0, O_NORM},
-        {"auxk", required_argument, 0, O_AUXK},     {"aux_k", required_argument, 0, O_AUX_K},
-        {"bodycount", required_argument, 0, O_BODY},
-        {"batch_size", required_argument, 0, O_BS}, {"num_epochs", required_argument, 0, O_EP},
-        {"savedir", required_argument, 0, O_SAVEDIR},
-        {"name", required_argument, 0, O_NAME},     {"save_every", required_argument, 0, O_SAVEEV},
-        {"seed", required_argument, 0, O_SEED},     {"threads", required_argument, 0, O_THREADS},
-        {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
-        {"lmbda", required_argument, 0, O_LMBDA},   {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
-        {"bandwidth", required_argument, 0, O_BW},  {"jumpthreshold", required_argument, 0, O_JT},
-        {"groups", required_argument, 0, O_GROUPS}, {"matryoshka_base", required_argument, 0, O_MBASE},
-        {"threshold_decay", required_argument, 0, O_TDEC}, {"ghost_grads", no_argument, 0, O_GHOST},
-        {"resample_every", required_argument, 0, O_RESAMPLE},
-        {"b_dec_init", required_argument, 0, O_BINIT}, {"normalize_input", no_argument, 0, O_NORMIN},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"tensorpath", required_argument, 0, O_TP},
+                                         {"tensorkey", required_argument, 0, O_TK},
+                                         {"arch", required_argument, 0, O_ARCH},
+                                         {"features", required_argument, 0, O_FEAT},
+                                         {"expansion", required_argument, 0, O_EXP},
+                                         {"pages", required_argument, 0, O_PAGES},
+                                         {"k", required_argument, 0, O_K},
+                                         {"init", required_argument, 0, O_INIT},
+                                         {"lr", required_argument, 0, O_LR},
+                                         {"beta1", required_argument, 0, O_B1},
+                                         {"beta2", required_argument, 0, O_B2},
+                                         {"wd", required_argument, 0, O_WD},
+                                         {"lr_warmup_steps", required_argument, 0, O_WARM},
+                                         {"clip", required_argument, 0, O_CLIP},
+                                         {"normalise", no_argument, 0, O_NORM},
+                                         {"auxk", required_argument, 0, O_AUXK},
+                                         {"aux_k", required_argument, 0, O_AUX_K},
+                                         {"bodycount", required_argument, 0, O_BODY},
+                                         {"batch_size", required_argument, 0, O_BS},
+                                         {"num_epochs", required_argument, 0, O_EP},
+                                         {"savedir", required_argument, 0, O_SAVEDIR},
+                                         {"name", required_argument, 0, O_NAME},
+                                         {"save_every", required_argument, 0, O_SAVEEV},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"quiet", no_argument, 0, O_QUIET},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {"lmbda", required_argument, 0, O_LMBDA},
+                                         {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
+                                         {"bandwidth", required_argument, 0, O_BW},
+                                         {"jumpthreshold", required_argument, 0, O_JT},
+                                         {"groups", required_argument, 0, O_GROUPS},
+                                         {"matryoshka_base", required_argument, 0, O_MBASE},
+                                         {"threshold_decay", required_argument, 0, O_TDEC},
+                                         {"ghost_grads", no_argument, 0, O_GHOST},
+                                         {"resample_every", required_argument, 0, O_RESAMPLE},
+                                         {"b_dec_init", required_argument, 0, O_BINIT},
+                                         {"normalize_input", no_argument, 0, O_NORMIN},
+                                         {0, 0, 0, 0}};
     const char *paths[256];
     int npaths = 0;
     char *pathbuf[256];
@@ -130,49 +181,125 @@ int cmd_train(int argc, char **argv) {
             }
             break;
         }
-        case O_TK: key = optarg; break;
+        case O_TK:
+            key = optarg;
+            break;
         case O_ARCH:
             if (sf_sae_arch_parse(optarg, &arch)) {
                 rc = cli_usage_error(cmd, "%s", sf_errmsg());
                 goto out;
             }
             break;
-        case O_FEAT: bad = cli_parse_int(cmd, "features", optarg, &features); break;
-        case O_EXP: bad = cli_parse_int(cmd, "expansion", optarg, &expansion); break;
-        case O_PAGES: bad = cli_parse_int(cmd, "pages", optarg, &pages); break;
-        case O_K: bad = cli_parse_int(cmd, "k", optarg, &k); break;
-        case O_INIT: init = optarg; break;
-        case O_LR: bad = cli_parse_double(cmd, "lr", optarg, &lr); break;
-        case O_B1: bad = cli_parse_double(cmd, "beta1", optarg, &b1); break;
-        case O_B2: bad = cli_parse_double(cmd, "beta2", optarg, &b2); break;
-        case O_WD: bad = cli_parse_double(cmd, "wd", optarg, &wd); break;
-        case O_WARM: bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm); break;
-        case O_CLIP: bad = cli_parse_double(cmd, "clip", optarg, &clip); break;
-        case O_NORM: normalise = 1; break;
-        case O_AUXK: bad = cli_parse_double(cmd, "auxk", optarg, &auxk); break;
-        case O_AUX_K: bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k); break;
-        case O_BODY: bad = cli_parse_int(cmd, "bodycount", optarg, &body); break;
-        case O_BS: bad = cli_parse_int(cmd, "batch_size", optarg, &bs); break;
-        case O_EP: bad = cli_parse_int(cmd, "num_epochs", optarg, &ep); break;
-        case O_SAVEDIR: savedir = optarg; break;
-        case O_NAME: name = optarg; break;
-        case O_SAVEEV: bad = cli_parse_int(cmd, "save_every", optarg, &save_every); break;
-        case O_SEED: bad = cli_parse_int(cmd, "seed", optarg, &seed); break;
-        case O_THREADS: bad = cli_parse_int(cmd, "threads", optarg, &threads); break;
-        case O_QUIET: quiet = 1; break;
-        case O_LMBDA: bad = cli_parse_double(cmd, "lmbda", optarg, &lmbda); break;
-        case O_LWARM: bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm); break;
-        case O_BW: bad = cli_parse_double(cmd, "bandwidth", optarg, &bandwidth); break;
-        case O_JT: bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jumpthr); jt_set = 1; break;
-        case O_GROUPS: groups = optarg; break;
-        case O_MBASE: mbase = optarg; break;
-        case O_TDEC: bad = cli_parse_double(cmd, "threshold_decay", optarg, &tdecay); break;
-        case O_GHOST: ghost = 1; break;
-        case O_RESAMPLE: bad = cli_parse_int(cmd, "resample_every", optarg, &resample_every); break;
-        case O_BINIT: binit = optarg; break;
-        case O_NORMIN: normin = 1; break;
-        case O_HELP: usage(stdout); rc = 0; goto out;
-        default: rc = cli_usage_error(cmd, "unknown option"); goto out;
+        case O_FEAT:
+            bad = cli_parse_int(cmd, "features", optarg, &features);
+            break;
+        case O_EXP:
+            bad = cli_parse_int(cmd, "expansion", optarg, &expansion);
+            break;
+        case O_PAGES:
+            bad = cli_parse_int(cmd, "pages", optarg, &pages);
+            break;
+        case O_K:
+            bad = cli_parse_int(cmd, "k", optarg, &k);
+            break;
+        case O_INIT:
+            init = optarg;
+            break;
+        case O_LR:
+            bad = cli_parse_double(cmd, "lr", optarg, &lr);
+            break;
+        case O_B1:
+            bad = cli_parse_double(cmd, "beta1", optarg, &b1);
+            break;
+        case O_B2:
+            bad = cli_parse_double(cmd, "beta2", optarg, &b2);
+            break;
+        case O_WD:
+            bad = cli_parse_double(cmd, "wd", optarg, &wd);
+            break;
+        case O_WARM:
+            bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm);
+            break;
+        case O_CLIP:
+            bad = cli_parse_double(cmd, "clip", optarg, &clip);
+            break;
+        case O_NORM:
+            normalise = 1;
+            break;
+        case O_AUXK:
+            bad = cli_parse_double(cmd, "auxk", optarg, &auxk);
+            break;
+        case O_AUX_K:
+            bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k);
+            break;
+        case O_BODY:
+            bad = cli_parse_int(cmd, "bodycount", optarg, &body);
+            break;
+        case O_BS:
+            bad = cli_parse_int(cmd, "batch_size", optarg, &bs);
+            break;
+        case O_EP:
+            bad = cli_parse_int(cmd, "num_epochs", optarg, &ep);
+            break;
+        case O_SAVEDIR:
+            savedir = optarg;
+            break;
+        case O_NAME:
+            name = optarg;
+            break;
+        case O_SAVEEV:
+            bad = cli_parse_int(cmd, "save_every", optarg, &save_every);
+            break;
+        case O_SEED:
+            bad = cli_parse_int(cmd, "seed", optarg, &seed);
+            break;
+        case O_THREADS:
+            bad = cli_parse_int(cmd, "threads", optarg, &threads);
+            break;
+        case O_QUIET:
+            quiet = 1;
+            break;
+        case O_LMBDA:
+            bad = cli_parse_double(cmd, "lmbda", optarg, &lmbda);
+            break;
+        case O_LWARM:
+            bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm);
+            break;
+        case O_BW:
+            bad = cli_parse_double(cmd, "bandwidth", optarg, &bandwidth);
+            break;
+        case O_JT:
+            bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jumpthr);
+            jt_set = 1;
+            break;
+        case O_GROUPS:
+            groups = optarg;
+            break;
+        case O_MBASE:
+            mbase = optarg;
+            break;
+        case O_TDEC:
+            bad = cli_parse_double(cmd, "threshold_decay", optarg, &tdecay);
+            break;
+        case O_GHOST:
+            ghost = 1;
+            break;
+        case O_RESAMPLE:
+            bad = cli_parse_int(cmd, "resample_every", optarg, &resample_every);
+            break;
+        case O_BINIT:
+            binit = optarg;
+            break;
+        case O_NORMIN:
+            normin = 1;
+            break;
+        case O_HELP:
+            usage(stdout);
+            rc = 0;
+            goto out;
+        default:
+            rc = cli_usage_error(cmd, "unknown option");
+            goto out;
         }
         if (bad) goto out;
     }
@@ -187,20 +314,23 @@ int cmd_train(int argc, char **argv) {
     if (k < 1 || expansion < 1 || pages < 0 || features < 0 || bs < 1 || bs > (1 << 24) || ep < 1 ||
         warm < 0 || aux_k < 0 || body < 1 || save_every < 0 || threads < 0 || threads > 1024 ||
         seed < 0) {
-        rc = cli_usage_error(cmd, "--k, --expansion, --batch_size, --num_epochs, --bodycount must be "
-                                  "positive; --pages, --features, --lr_warmup_steps, --aux_k, "
-                                  "--save_every, --threads, --seed non-negative");
+        rc = cli_usage_error(cmd,
+                             "--k, --expansion, --batch_size, --num_epochs, --bodycount must be "
+                             "positive; --pages, --features, --lr_warmup_steps, --aux_k, "
+                             "--save_every, --threads, --seed non-negative");
         goto out;
     }
     if (!(lr > 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(wd >= 0) || !(clip >= 0) ||
         !(auxk >= 0)) {
-        rc = cli_usage_error(cmd, "need --lr > 0, 0 <= --beta1, --beta2 < 1, --wd, --clip, --auxk >= 0");
+        rc = cli_usage_error(cmd,
+                             "need --lr > 0, 0 <= --beta1, --beta2 < 1, --wd, --clip, --auxk >= 0");
         goto out;
     }
     if (!(lmbda >= 0) || lwarm < 0 || !(bandwidth > 0) || !(jumpthr > 0) || resample_every < 0 ||
         !(tdecay >= 0 && tdecay < 1)) {
-        rc = cli_usage_error(cmd, "need --lmbda >= 0, --bandwidth > 0, --jumpthreshold > 0, "
-                                  "--lmbda_warmup_steps, --resample_every >= 0, 0 <= --threshold_decay < 1");
+        rc = cli_usage_error(
+            cmd, "need --lmbda >= 0, --bandwidth > 0, --jumpthreshold > 0, "
+                 "--lmbda_warmup_steps, --resample_every >= 0, 0 <= --threshold_decay < 1");
         goto out;
     }
     if (strcmp(mbase, "topk") && strcmp(mbase, "batchtopk")) {
@@ -247,7 +377,8 @@ int cmd_train(int argc, char **argv) {
         }
     } else {
         long long n = pages ? pages : (long long)D.d * expansion;
-        const int uses_k = arch == SF_SAE_TOPK || arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
+        const int uses_k =
+            arch == SF_SAE_TOPK || arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
         if (n > (1 << 26) || (uses_k && k > n)) {
             sf_error("pages %lld (features x expansion) must be >= k %lld and at most 2^26", n, k);
             sf_sae_data_close(&D);
@@ -277,8 +408,7 @@ int cmd_train(int argc, char **argv) {
     char autoname[128];
     if (!name) {
         snprintf(autoname, sizeof autoname, "%s-k%d-x%d", sf_sae_arch_name(s.arch),
-                 s.arch == SF_SAE_TOPK ? s.k : s.k_sel,
-                 s.n % s.d == 0 ? s.n / s.d : 0);
+                 s.arch == SF_SAE_TOPK ? s.k : s.k_sel, s.n % s.d == 0 ? s.n / s.d : 0);
         name = autoname;
     }
     char *outdir = sf_path_join(savedir, name);
@@ -315,7 +445,8 @@ int cmd_train(int argc, char **argv) {
     if (ghost) sf_sae_config_set_number(&s, "ghost_grads", 1);
     if (resample_every) sf_sae_config_set_number(&s, "resample_every", (double)resample_every);
     if (!init) {
-        sf_sae_config_set_string(&s, "b_dec_init", !strcmp(binit, "median") ? "geometric_median" : binit);
+        sf_sae_config_set_string(&s, "b_dec_init",
+                                 !strcmp(binit, "median") ? "geometric_median" : binit);
         sf_sae_config_set_number(&s, "normalize_input", normin);
     }
     ro.batch_size = (int)bs;
@@ -327,16 +458,19 @@ int cmd_train(int argc, char **argv) {
     if (!quiet)
         printf("training %s SAE: features %d, pages %d, %s %g on %lld rows of '%s' (%d file%s), "
                "%d threads, OpenBLAS core %s\n",
-               sf_sae_arch_name(s.arch), s.d, s.n,
-               s.arch == SF_SAE_TOPK || s.k_sel ? "k" : "lmbda",
-               s.arch == SF_SAE_TOPK ? (double)s.k : s.k_sel ? (double)s.k_sel : lmbda, (long long)D.N, key, D.n_files,
-               D.n_files > 1 ? "s" : "", omp_get_max_threads(), sf_sae_blas_core());
+               sf_sae_arch_name(s.arch), s.d, s.n, s.arch == SF_SAE_TOPK || s.k_sel ? "k" : "lmbda",
+               s.arch == SF_SAE_TOPK ? (double)s.k
+               : s.k_sel             ? (double)s.k_sel
+                                     : lmbda,
+               (long long)D.N, key, D.n_files, D.n_files > 1 ? "s" : "", omp_get_max_threads(),
+               sf_sae_blas_core());
     fflush(stdout);
     rc = sf_sae_train_run(&s, &D, &ro, NULL) ? cli_fail(cmd) : 0;
     free(outdir);
     sf_sae_free(&s);
     sf_sae_data_close(&D);
 out:
-    for (int i = 0; i < npathbuf; i++) free(pathbuf[i]);
+    for (int i = 0; i < npathbuf; i++)
+        free(pathbuf[i]);
     return rc;
 }

@@ -60,10 +60,12 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double *o
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "saeflow %s: sparse autoencoders for CLIP and FLUX activations\n\n"
-                 "usage: saeflow <command> [options]   (saeflow <command> --help)\n\ncommands:\n",
+    fprintf(out,
+            "saeflow %s: sparse autoencoders for CLIP and FLUX activations\n\n"
+            "usage: saeflow <command> [options]   (saeflow <command> --help)\n\ncommands:\n",
             SF_VERSION);
-    for (int i = 0; i < n_commands; i++) fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].desc);
+    for (int i = 0; i < n_commands; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].desc);
 }
 
 int cmd_help(int argc, char **argv) {

@@ -41,7 +41,9 @@ void *sf_malloc_aligned(size_t n) {
     return p;
 }
 
-void sf_free_aligned(void *p) { free(p); }
+void sf_free_aligned(void *p) {
+    free(p);
+}
 
 int sf_mul_size(size_t a, size_t b, size_t *out) {
     if (a && b > SIZE_MAX / a) return -1;

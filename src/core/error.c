@@ -35,6 +35,10 @@ int sf_error_prefix(const char *fmt, ...) {
     return -1;
 }
 
-const char *sf_errmsg(void) { return errbuf[0] ? errbuf : "unknown error"; }
+const char *sf_errmsg(void) {
+    return errbuf[0] ? errbuf : "unknown error";
+}
 
-void sf_error_clear(void) { errbuf[0] = 0; }
+void sf_error_clear(void) {
+    errbuf[0] = 0;
+}

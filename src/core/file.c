@@ -42,11 +42,14 @@ void sf_atomic_abort(sf_atomic_file *f) {
 
 int sf_atomic_commit(sf_atomic_file *f) {
     int rc = 0;
-    if (fflush(f->fp) != 0 || ferror(f->fp)) rc = sf_error("%s: write failed: %s", f->path, strerror(errno));
-    if (!rc && fsync(fileno(f->fp)) != 0) rc = sf_error("%s: fsync failed: %s", f->path, strerror(errno));
+    if (fflush(f->fp) != 0 || ferror(f->fp))
+        rc = sf_error("%s: write failed: %s", f->path, strerror(errno));
+    if (!rc && fsync(fileno(f->fp)) != 0)
+        rc = sf_error("%s: fsync failed: %s", f->path, strerror(errno));
     if (fclose(f->fp) != 0 && !rc) rc = sf_error("%s: close failed: %s", f->path, strerror(errno));
     f->fp = NULL;
-    if (!rc && rename(f->tmp, f->path) != 0) rc = sf_error("%s: rename failed: %s", f->path, strerror(errno));
+    if (!rc && rename(f->tmp, f->path) != 0)
+        rc = sf_error("%s: rename failed: %s", f->path, strerror(errno));
     if (rc) unlink(f->tmp);
     free(f->path);
     free(f->tmp);

@@ -18,8 +18,10 @@ void sf_progress_start(sf_progress *p, const char *label, uint64_t total, const 
 static void fmt_time(char *buf, size_t n, double s) {
     if (s < 0 || s > 1e7) s = 0;
     long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
 static void draw(sf_progress *p, const char *extra, int final) {
@@ -29,7 +31,8 @@ static void draw(sf_progress *p, const char *extra, int final) {
     if (frac > 1) frac = 1;
     char bar[31];
     int w = (int)(frac * 30);
-    for (int i = 0; i < 30; i++) bar[i] = i < w ? '=' : (i == w ? '>' : ' ');
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < w ? '=' : (i == w ? '>' : ' ');
     bar[30] = 0;
     char eta[32], elapsed[32];
     fmt_time(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : 0);

@@ -11,10 +11,13 @@ static uint64_t splitmix64(uint64_t *x) {
 
 void sf_rng_seed(sf_rng *r, uint64_t seed) {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t sf_rng_u64(sf_rng *r) {
     uint64_t *s = r->s;
@@ -29,7 +32,9 @@ uint64_t sf_rng_u64(sf_rng *r) {
     return result;
 }
 
-double sf_rng_uniform(sf_rng *r) { return (double)(sf_rng_u64(r) >> 11) * 0x1.0p-53; }
+double sf_rng_uniform(sf_rng *r) {
+    return (double)(sf_rng_u64(r) >> 11) * 0x1.0p-53;
+}
 
 float sf_rng_normal(sf_rng *r) {
     /* Box-Muller; one value per call keeps the stream position simple. */
@@ -42,7 +47,8 @@ uint64_t sf_rng_below(sf_rng *r, uint64_t n) {
     if (n == 0) return 0;
     uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t x;
-    do x = sf_rng_u64(r);
+    do
+        x = sf_rng_u64(r);
     while (x >= limit);
     return x % n;
 }
@@ -59,5 +65,6 @@ void sf_rng_shuffle_u64(sf_rng *r, uint64_t *a, size_t n) {
 void sf_rng_split(const sf_rng *r, uint64_t i, sf_rng *out) {
     uint64_t x = r->s[0] ^ rotl(r->s[1], 13) ^ rotl(r->s[2], 29) ^ rotl(r->s[3], 47);
     x ^= (i + 1) * 0xd1342543de82ef95ULL;
-    for (int k = 0; k < 4; k++) out->s[k] = splitmix64(&x);
+    for (int k = 0; k < 4; k++)
+        out->s[k] = splitmix64(&x);
 }

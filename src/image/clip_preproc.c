@@ -97,7 +97,8 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
         json_bool(root, "do_center_crop", &p->do_center_crop, file) ||
         json_bool(root, "do_rescale", &p->do_rescale, file) ||
         json_bool(root, "do_normalize", &p->do_normalize, file) ||
-        json_triple(root, "image_mean", p->mean, file) || json_triple(root, "image_std", p->std, file)) {
+        json_triple(root, "image_mean", p->mean, file) ||
+        json_triple(root, "image_std", p->std, file)) {
         rc = -1;
         goto done;
     }
@@ -134,8 +135,9 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
             for (const cJSON *e = v->child; e; e = e->next)
                 if (strcmp(e->string, "shortest_edge") && strcmp(e->string, "height") &&
                     strcmp(e->string, "width")) {
-                    rc = sf_error("%s: 'size' key '%s' is not supported (use shortest_edge or height+width)",
-                                  file, e->string);
+                    rc = sf_error(
+                        "%s: 'size' key '%s' is not supported (use shortest_edge or height+width)",
+                        file, e->string);
                     goto done;
                 }
             if (se) {
@@ -210,7 +212,9 @@ void sf_clip_resize_size(const sf_clip_preproc *p, int w, int h, int *out_w, int
 }
 
 /* Python's floor division, for the crop offsets that may be negative. */
-static int floordiv2(int a) { return a >= 0 ? a / 2 : -((-a + 1) / 2); }
+static int floordiv2(int a) {
+    return a >= 0 ? a / 2 : -((-a + 1) / 2);
+}
 
 int sf_clip_resize_crop(const sf_clip_preproc *p, const sf_image *in, sf_image *out) {
     memset(out, 0, sizeof *out);
@@ -219,7 +223,9 @@ int sf_clip_resize_crop(const sf_clip_preproc *p, const sf_image *in, sf_image *
     if (p->do_resize) {
         int w, h;
         sf_clip_resize_size(p, in->width, in->height, &w, &h);
-        if (w < 1 || h < 1) return sf_error("resize: %dx%d image gives an empty %dx%d result", in->width, in->height, w, h);
+        if (w < 1 || h < 1)
+            return sf_error("resize: %dx%d image gives an empty %dx%d result", in->width,
+                            in->height, w, h);
         if (sf_image_resize_compat(in, w, h, p->resample, p->pillow_legacy_order, &rs)) return -1;
         cur = &rs;
     }
@@ -287,8 +293,9 @@ void sf_clip_normalize(const sf_clip_preproc *p, const sf_image *in, float *px) 
 
 int sf_clip_preprocess(const sf_clip_preproc *p, const sf_image *in, float *px) {
     if (!p->do_center_crop)
-        return sf_error("preprocess: do_center_crop=false gives image-dependent sizes; not supported for "
-                        "fixed-size pixel_values");
+        return sf_error(
+            "preprocess: do_center_crop=false gives image-dependent sizes; not supported for "
+            "fixed-size pixel_values");
     sf_image crop;
     if (sf_clip_resize_crop(p, in, &crop)) return -1;
     sf_clip_normalize(p, &crop, px);

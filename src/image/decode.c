@@ -37,16 +37,21 @@ sf_image_format sf_image_sniff(const void *data, size_t len) {
 
 const char *sf_image_format_name(sf_image_format f) {
     switch (f) {
-    case SF_IMAGE_JPEG: return "jpeg";
-    case SF_IMAGE_PNG: return "png";
-    case SF_IMAGE_WEBP: return "webp";
-    default: return "unknown";
+    case SF_IMAGE_JPEG:
+        return "jpeg";
+    case SF_IMAGE_PNG:
+        return "png";
+    case SF_IMAGE_WEBP:
+        return "webp";
+    default:
+        return "unknown";
     }
 }
 
 int sf_image_alloc(sf_image *im, int width, int height) {
     memset(im, 0, sizeof *im);
-    if (width <= 0 || height <= 0) return sf_error("image size %dx%d is not positive", width, height);
+    if (width <= 0 || height <= 0)
+        return sf_error("image size %dx%d is not positive", width, height);
     if ((int64_t)width * height > SF_IMAGE_MAX_PIXELS)
         return sf_error("image %dx%d has more than %lld pixels", width, height,
                         (long long)SF_IMAGE_MAX_PIXELS);
@@ -86,7 +91,9 @@ static void jpeg_emit_message_(j_common_ptr c, int level) {
     }
 }
 
-static void jpeg_output_message_(j_common_ptr c) { (void)c; }
+static void jpeg_output_message_(j_common_ptr c) {
+    (void)c;
+}
 
 static int decode_jpeg(const unsigned char *data, size_t len, sf_image *out) {
     struct jpeg_decompress_struct cinfo;
@@ -142,7 +149,8 @@ static int decode_jpeg(const unsigned char *data, size_t len, sf_image *out) {
         jpeg_read_scanlines(&cinfo, &rp, 1);
         uint8_t *o = out->rgb + (size_t)y * (size_t)w * 3;
         if (oc == 1) {
-            for (int x = 0; x < w; x++) o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = row[x];
+            for (int x = 0; x < w; x++)
+                o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = row[x];
         } else if (oc == 3) {
             memcpy(o, row, (size_t)w * 3);
         } else {
@@ -207,7 +215,8 @@ static void png_warning_fn_(png_structp p, png_const_charp msg) {
 
 static int decode_png(const unsigned char *data, size_t len, unsigned flags, sf_image *out) {
     png_src src = {data, len, 0, {0}};
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_error_fn_, png_warning_fn_);
+    png_structp png =
+        png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_error_fn_, png_warning_fn_);
     if (!png) return sf_error("png: cannot create decoder");
     png_infop info = png_create_info_struct(png);
     /* volatile: modified between setjmp and a possible longjmp */
@@ -232,7 +241,8 @@ static int decode_png(const unsigned char *data, size_t len, unsigned flags, sf_
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int depth = png_get_bit_depth(png, info), ct = png_get_color_type(png, info);
     if ((int64_t)w * h > SF_IMAGE_MAX_PIXELS) {
-        snprintf(src.msg, sizeof src.msg, "image size %ux%u out of range", (unsigned)w, (unsigned)h);
+        snprintf(src.msg, sizeof src.msg, "image size %ux%u out of range", (unsigned)w,
+                 (unsigned)h);
         png_longjmp(png, 1);
     }
     /* The one case where Pillow does not take the high byte: 16-bit grey
@@ -262,7 +272,8 @@ static int decode_png(const unsigned char *data, size_t len, unsigned flags, sf_
     }
     buf = sf_malloc(need);
     rows = sf_malloc(sizeof(png_bytep) * h);
-    for (png_uint_32 y = 0; y < h; y++) rows[y] = buf + (size_t)y * rowbytes;
+    for (png_uint_32 y = 0; y < h; y++)
+        rows[y] = buf + (size_t)y * rowbytes;
     png_read_image(png, rows);
     /* Pillow stops at the end of the image data; trailing chunks are not
      * needed (and a file truncated after IDAT still opens in Pillow). */
@@ -280,9 +291,11 @@ static int decode_png(const unsigned char *data, size_t len, unsigned flags, sf_
                 o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = over_white(r[2 * x], r[2 * x + 1]);
         } else if (white && ch == 4) {
             for (png_uint_32 x = 0; x < w; x++)
-                for (int c = 0; c < 3; c++) o[3 * x + c] = over_white(r[4 * x + c], r[4 * x + 3]);
+                for (int c = 0; c < 3; c++)
+                    o[3 * x + c] = over_white(r[4 * x + c], r[4 * x + 3]);
         } else if (ch == 1 || ch == 2) { /* grey, grey+alpha: alpha dropped */
-            for (png_uint_32 x = 0; x < w; x++) o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = r[x * ch];
+            for (png_uint_32 x = 0; x < w; x++)
+                o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = r[x * ch];
         } else if (ch == 3) {
             memcpy(o, r, (size_t)w * 3);
         } else { /* RGBA: alpha dropped, not composited */
@@ -303,14 +316,22 @@ static int decode_png(const unsigned char *data, size_t len, unsigned flags, sf_
 
 static const char *webp_status(VP8StatusCode s) {
     switch (s) {
-    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
-    case VP8_STATUS_INVALID_PARAM: return "invalid parameter";
-    case VP8_STATUS_BITSTREAM_ERROR: return "corrupt bitstream";
-    case VP8_STATUS_UNSUPPORTED_FEATURE: return "unsupported feature";
-    case VP8_STATUS_SUSPENDED: return "suspended";
-    case VP8_STATUS_USER_ABORT: return "aborted";
-    case VP8_STATUS_NOT_ENOUGH_DATA: return "truncated file (not enough data)";
-    default: return "decoding failed";
+    case VP8_STATUS_OUT_OF_MEMORY:
+        return "out of memory";
+    case VP8_STATUS_INVALID_PARAM:
+        return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR:
+        return "corrupt bitstream";
+    case VP8_STATUS_UNSUPPORTED_FEATURE:
+        return "unsupported feature";
+    case VP8_STATUS_SUSPENDED:
+        return "suspended";
+    case VP8_STATUS_USER_ABORT:
+        return "aborted";
+    case VP8_STATUS_NOT_ENOUGH_DATA:
+        return "truncated file (not enough data)";
+    default:
+        return "decoding failed";
     }
 }
 
@@ -331,7 +352,8 @@ static int decode_webp(const unsigned char *data, size_t len, unsigned flags, sf
             return sf_error("webp: decoding failed");
         }
         for (size_t i = 0; i < n; i++)
-            for (int c = 0; c < 3; c++) out->rgb[3 * i + c] = over_white(rgba[4 * i + c], rgba[4 * i + 3]);
+            for (int c = 0; c < 3; c++)
+                out->rgb[3 * i + c] = over_white(rgba[4 * i + c], rgba[4 * i + 3]);
         free(rgba);
         return 0;
     }
@@ -357,13 +379,20 @@ int sf_image_decode(const void *data, size_t len, const char *name, sf_image *ou
     return sf_image_decode_ex(data, len, name, 0, out);
 }
 
-int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned flags, sf_image *out) {
+int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned flags,
+                       sf_image *out) {
     memset(out, 0, sizeof *out);
     int rc;
     switch (sf_image_sniff(data, len)) {
-    case SF_IMAGE_JPEG: rc = decode_jpeg(data, len, out); break;
-    case SF_IMAGE_PNG: rc = decode_png(data, len, flags, out); break;
-    case SF_IMAGE_WEBP: rc = decode_webp(data, len, flags, out); break;
+    case SF_IMAGE_JPEG:
+        rc = decode_jpeg(data, len, out);
+        break;
+    case SF_IMAGE_PNG:
+        rc = decode_png(data, len, flags, out);
+        break;
+    case SF_IMAGE_WEBP:
+        rc = decode_webp(data, len, flags, out);
+        break;
     default:
         rc = len == 0 ? sf_error("empty file")
                       : sf_error("not a JPEG, PNG or WebP image (unrecognised magic bytes)");
@@ -372,7 +401,9 @@ int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned 
     return rc;
 }
 
-int sf_image_load(const char *path, sf_image *out) { return sf_image_load_ex(path, 0, out); }
+int sf_image_load(const char *path, sf_image *out) {
+    return sf_image_load_ex(path, 0, out);
+}
 
 int sf_image_load_ex(const char *path, unsigned flags, sf_image *out) {
     memset(out, 0, sizeof *out);

@@ -54,7 +54,8 @@ typedef struct {
     int32_t *kk; /* (out, ksize) */
 } coeffs;
 
-static int precompute(int in_size, float in0, float in1, int out_size, sf_resample filter, coeffs *c) {
+static int precompute(int in_size, float in0, float in1, int out_size, sf_resample filter,
+                      coeffs *c) {
     double (*fn)(double) = filter == SF_RESAMPLE_BICUBIC ? bicubic : bilinear;
     double fsupport = filter == SF_RESAMPLE_BICUBIC ? 2.0 : 1.0;
     double scale = (double)(in1 - in0) / out_size, filterscale = scale;
@@ -134,16 +135,19 @@ static void pass_v(const uint8_t *in, int w, const coeffs *c, uint8_t *out, int 
     for (int yy = 0; yy < out_h; yy++) {
         int ymin = c->bounds[2 * yy], ymax = c->bounds[2 * yy + 1];
         const int32_t *k = c->kk + (size_t)yy * c->ksize;
-        for (size_t i = 0; i < stride; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+        for (size_t i = 0; i < stride; i++)
+            acc[i] = 1 << (PRECISION_BITS - 1);
         /* row-wise accumulation: same integer sums as Pillow's per-pixel
          * loop (integer addition is exact), but streams through memory */
         for (int y = 0; y < ymax; y++) {
             const uint8_t *li = in + (size_t)(y + ymin) * stride;
             int32_t ky = k[y];
-            for (size_t i = 0; i < stride; i++) acc[i] += li[i] * ky;
+            for (size_t i = 0; i < stride; i++)
+                acc[i] += li[i] * ky;
         }
         uint8_t *lo = out + (size_t)yy * stride;
-        for (size_t i = 0; i < stride; i++) lo[i] = clip8(acc[i]);
+        for (size_t i = 0; i < stride; i++)
+            lo[i] = clip8(acc[i]);
     }
     free(acc);
 }
@@ -152,13 +156,16 @@ int sf_image_resize(const sf_image *in, int width, int height, sf_resample filte
     return sf_image_resize_compat(in, width, height, filter, 0, out);
 }
 
-int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resample filter, int legacy_order,
-                           sf_image *out) {
+int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resample filter,
+                           int legacy_order, sf_image *out) {
     memset(out, 0, sizeof *out);
-    if (!in || !in->rgb || in->width <= 0 || in->height <= 0) return sf_error("resize: empty input image");
-    if (filter != SF_RESAMPLE_NEAREST && filter != SF_RESAMPLE_BILINEAR && filter != SF_RESAMPLE_BICUBIC)
-        return sf_error("resize: unsupported resample filter %d (supported: 0 nearest, 2 bilinear, 3 bicubic)",
-                        (int)filter);
+    if (!in || !in->rgb || in->width <= 0 || in->height <= 0)
+        return sf_error("resize: empty input image");
+    if (filter != SF_RESAMPLE_NEAREST && filter != SF_RESAMPLE_BILINEAR &&
+        filter != SF_RESAMPLE_BICUBIC)
+        return sf_error(
+            "resize: unsupported resample filter %d (supported: 0 nearest, 2 bilinear, 3 bicubic)",
+            (int)filter);
     if (sf_image_alloc(out, width, height)) return sf_error_prefix("resize");
     int iw = in->width, ih = in->height;
     if (iw == width && ih == height) { /* Pillow returns a copy */
@@ -175,7 +182,8 @@ int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resampl
             for (int x = 0; x < width; x++) {
                 int sx = (int)((x + 0.5) * iw / width);
                 if (sx >= iw) sx = iw - 1;
-                memcpy(out->rgb + ((size_t)y * width + x) * 3, in->rgb + ((size_t)sy * iw + sx) * 3, 3);
+                memcpy(out->rgb + ((size_t)y * width + x) * 3, in->rgb + ((size_t)sy * iw + sx) * 3,
+                       3);
             }
         }
         return 0;
@@ -206,7 +214,8 @@ int sf_image_resize_compat(const sf_image *in, int width, int height, sf_resampl
     uint8_t *tmp = NULL;
     if (need_h) {
         if (precompute(iw, 0.0f, (float)iw, width, filter, &ch)) goto fail;
-        for (int i = 0; i < height; i++) cv.bounds[2 * i] -= y_first;
+        for (int i = 0; i < height; i++)
+            cv.bounds[2 * i] -= y_first;
         int rows = need_v ? y_last - y_first : ih;
         int y0 = need_v ? y_first : 0;
         uint8_t *dst = need_v ? (tmp = sf_malloc((size_t)rows * width * 3)) : out->rgb;

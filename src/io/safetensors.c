@@ -27,15 +27,19 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[SF_DT_COUNT] = {
-    [SF_DT_BOOL] = {"BOOL", 1}, [SF_DT_U8] = {"U8", 1},     [SF_DT_I8] = {"I8", 1},
-    [SF_DT_U16] = {"U16", 2},   [SF_DT_I16] = {"I16", 2},   [SF_DT_F16] = {"F16", 2},
-    [SF_DT_BF16] = {"BF16", 2}, [SF_DT_U32] = {"U32", 4},   [SF_DT_I32] = {"I32", 4},
-    [SF_DT_F32] = {"F32", 4},   [SF_DT_U64] = {"U64", 8},   [SF_DT_I64] = {"I64", 8},
+    [SF_DT_BOOL] = {"BOOL", 1}, [SF_DT_U8] = {"U8", 1},   [SF_DT_I8] = {"I8", 1},
+    [SF_DT_U16] = {"U16", 2},   [SF_DT_I16] = {"I16", 2}, [SF_DT_F16] = {"F16", 2},
+    [SF_DT_BF16] = {"BF16", 2}, [SF_DT_U32] = {"U32", 4}, [SF_DT_I32] = {"I32", 4},
+    [SF_DT_F32] = {"F32", 4},   [SF_DT_U64] = {"U64", 8}, [SF_DT_I64] = {"I64", 8},
     [SF_DT_F64] = {"F64", 8},
 };
 
-const char *sf_dtype_name(sf_dtype dt) { return (unsigned)dt < SF_DT_COUNT ? dtypes[dt].name : "?"; }
-size_t sf_dtype_size(sf_dtype dt) { return (unsigned)dt < SF_DT_COUNT ? dtypes[dt].size : 0; }
+const char *sf_dtype_name(sf_dtype dt) {
+    return (unsigned)dt < SF_DT_COUNT ? dtypes[dt].name : "?";
+}
+size_t sf_dtype_size(sf_dtype dt) {
+    return (unsigned)dt < SF_DT_COUNT ? dtypes[dt].size : 0;
+}
 
 int sf_dtype_parse(const char *s, sf_dtype *dt) {
     for (int i = 0; i < SF_DT_COUNT; i++)
@@ -59,7 +63,9 @@ static inline float u2f(uint32_t u) {
     return f;
 }
 
-float sf_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+float sf_bf16_to_f32(uint16_t h) {
+    return u2f((uint32_t)h << 16);
+}
 
 uint16_t sf_f32_to_bf16(float f) {
     uint32_t u = f2u(f);
@@ -83,11 +89,11 @@ float sf_f16_to_f32(uint16_t h) {
 uint16_t sf_f32_to_f16(float f) {
     uint32_t u = f2u(f), sign = (u >> 16) & 0x8000;
     uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);       /* NaN */
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);      /* overflow -> inf */
-    if (a < 0x38800000u) {                                       /* subnormal or zero */
-        float v = u2f(a) * 0x1p24f;                              /* in units of 2^-24 */
-        uint32_t m = (uint32_t)lrintf(v);                        /* nearest even */
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* overflow -> inf */
+    if (a < 0x38800000u) {                                  /* subnormal or zero */
+        float v = u2f(a) * 0x1p24f;                         /* in units of 2^-24 */
+        uint32_t m = (uint32_t)lrintf(v);                   /* nearest even */
         return (uint16_t)(sign | m);
     }
     uint32_t r = a + 0xfffu + ((a >> 13) & 1) - (112u << 23);
@@ -97,7 +103,9 @@ uint16_t sf_f32_to_f16(float f) {
 int sf_convert_to_f32(sf_dtype dt, const void *src, size_t n, float *dst) {
     const unsigned char *s = src;
     switch (dt) {
-    case SF_DT_F32: memcpy(dst, src, n * 4); return 0;
+    case SF_DT_F32:
+        memcpy(dst, src, n * 4);
+        return 0;
     case SF_DT_BF16:
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
@@ -119,7 +127,8 @@ int sf_convert_to_f32(sf_dtype dt, const void *src, size_t n, float *dst) {
             dst[i] = (float)d;
         }
         return 0;
-    default: return sf_error("dtype %s is not a float type", sf_dtype_name(dt));
+    default:
+        return sf_error("dtype %s is not a float type", sf_dtype_name(dt));
     }
 }
 
@@ -127,7 +136,8 @@ int sf_convert_to_f32(sf_dtype dt, const void *src, size_t n, float *dst) {
 
 int64_t sf_tensor_numel(const sf_tensor_info *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
@@ -153,31 +163,38 @@ static int parse_entry(sf_st *f, const cJSON *e, sf_tensor_info *t) {
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(dt)) return sf_error("%s: tensor '%s': missing or non-string 'dtype'", f->path, nm);
+    if (!cJSON_IsString(dt))
+        return sf_error("%s: tensor '%s': missing or non-string 'dtype'", f->path, nm);
     if (sf_dtype_parse(dt->valuestring, &t->dtype))
         return sf_error("%s: tensor '%s': unknown dtype '%s'", f->path, nm, dt->valuestring);
-    if (!cJSON_IsArray(sh)) return sf_error("%s: tensor '%s': missing or non-array 'shape'", f->path, nm);
+    if (!cJSON_IsArray(sh))
+        return sf_error("%s: tensor '%s': missing or non-array 'shape'", f->path, nm);
     int nd = cJSON_GetArraySize(sh);
     if (nd > SF_MAX_DIMS)
-        return sf_error("%s: tensor '%s': %d dimensions (at most %d supported)", f->path, nm, nd, SF_MAX_DIMS);
+        return sf_error("%s: tensor '%s': %d dimensions (at most %d supported)", f->path, nm, nd,
+                        SF_MAX_DIMS);
     t->ndim = nd;
     uint64_t numel = 1;
     int overflow = 0;
     for (int i = 0; i < nd; i++) {
         uint64_t v;
         if (json_u64(cJSON_GetArrayItem(sh, i), &v))
-            return sf_error("%s: tensor '%s': shape[%d] is not a non-negative integer", f->path, nm, i);
+            return sf_error("%s: tensor '%s': shape[%d] is not a non-negative integer", f->path, nm,
+                            i);
         t->shape[i] = (int64_t)v;
-        if (v && numel > UINT64_MAX / v) overflow = 1;
-        else numel *= v;
+        if (v && numel > UINT64_MAX / v)
+            overflow = 1;
+        else
+            numel *= v;
     }
     if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2)
         return sf_error("%s: tensor '%s': 'data_offsets' must be [begin, end]", f->path, nm);
     uint64_t b, en;
     if (json_u64(cJSON_GetArrayItem(off, 0), &b) || json_u64(cJSON_GetArrayItem(off, 1), &en))
         return sf_error("%s: tensor '%s': data_offsets are not non-negative integers", f->path, nm);
-    if (en < b) return sf_error("%s: tensor '%s': data_offsets end %llu < begin %llu", f->path, nm,
-                                (unsigned long long)en, (unsigned long long)b);
+    if (en < b)
+        return sf_error("%s: tensor '%s': data_offsets end %llu < begin %llu", f->path, nm,
+                        (unsigned long long)en, (unsigned long long)b);
     if (en > f->buf_len)
         return sf_error("%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the file "
                         "(data buffer is %llu bytes)",
@@ -192,7 +209,8 @@ static int parse_entry(sf_st *f, const cJSON *e, sf_tensor_info *t) {
         shp[p] = 0;
         return sf_error("%s: tensor '%s': shape [%s] of %s needs %s bytes, data_offsets give %llu",
                         f->path, nm, shp, dtypes[t->dtype].name,
-                        overflow || numel > UINT64_MAX / esz ? "more than 2^64" : "a different number of",
+                        overflow || numel > UINT64_MAX / esz ? "more than 2^64"
+                                                             : "a different number of",
                         (unsigned long long)(en - b));
     }
     t->nbytes = en - b;
@@ -210,7 +228,8 @@ static int parse_header(sf_st *f, const char *hdr, size_t hlen) {
         goto done;
     }
     int n = 0;
-    for (cJSON *e = root->child; e; e = e->next) n++;
+    for (cJSON *e = root->child; e; e = e->next)
+        n++;
     f->tensors = sf_calloc((size_t)n, sizeof *f->tensors);
     for (cJSON *e = root->child; e; e = e->next) {
         if (!e->string) {
@@ -224,7 +243,8 @@ static int parse_header(sf_st *f, const char *hdr, size_t hlen) {
             }
             for (cJSON *m = e->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) {
-                    rc = sf_error("%s: __metadata__ value '%s' is not a string", f->path, m->string);
+                    rc =
+                        sf_error("%s: __metadata__ value '%s' is not a string", f->path, m->string);
                     goto done;
                 }
                 f->meta_keys = sf_realloc(f->meta_keys, (size_t)(f->n_meta + 1) * sizeof(char *));
@@ -253,11 +273,14 @@ static int parse_header(sf_st *f, const char *hdr, size_t hlen) {
         for (int i = 0; i < f->n_tensors && !rc; i++) {
             uint64_t b = (uint64_t)((const uint8_t *)s[i].data - f->buf);
             if (b < pos)
-                rc = sf_error("%s: tensor '%s' overlaps the previous tensor (begins at %llu, previous ends "
-                              "at %llu)", f->path, s[i].name, (unsigned long long)b, (unsigned long long)pos);
+                rc = sf_error(
+                    "%s: tensor '%s' overlaps the previous tensor (begins at %llu, previous ends "
+                    "at %llu)",
+                    f->path, s[i].name, (unsigned long long)b, (unsigned long long)pos);
             else if (b > pos)
-                rc = sf_error("%s: tensor '%s': gap in the data buffer (begins at %llu, expected %llu)",
-                              f->path, s[i].name, (unsigned long long)b, (unsigned long long)pos);
+                rc = sf_error(
+                    "%s: tensor '%s': gap in the data buffer (begins at %llu, expected %llu)",
+                    f->path, s[i].name, (unsigned long long)b, (unsigned long long)pos);
             pos = b + s[i].nbytes;
         }
         free(s);
@@ -265,7 +288,8 @@ static int parse_header(sf_st *f, const char *hdr, size_t hlen) {
             rc = sf_error("%s: data buffer is %llu bytes but tensors cover %llu", f->path,
                           (unsigned long long)f->buf_len, (unsigned long long)pos);
     } else if (f->buf_len) {
-        rc = sf_error("%s: no tensors but %llu bytes of data", f->path, (unsigned long long)f->buf_len);
+        rc = sf_error("%s: no tensors but %llu bytes of data", f->path,
+                      (unsigned long long)f->buf_len);
     }
 done:
     cJSON_Delete(root);
@@ -303,7 +327,8 @@ int sf_st_open(sf_st *f, const char *path) {
     uint64_t hlen;
     memcpy(&hlen, map, 8);
     if (hlen > size - 8) {
-        sf_error("%s: header length %llu is longer than the file (%zu bytes): truncated or not safetensors",
+        sf_error("%s: header length %llu is longer than the file (%zu bytes): truncated or not "
+                 "safetensors",
                  path, (unsigned long long)hlen, size);
         goto fail;
     }
@@ -329,7 +354,8 @@ fail:
 }
 
 void sf_st_close(sf_st *f) {
-    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (int i = 0; i < f->n_tensors; i++)
+        free(f->tensors[i].name);
     free(f->tensors);
     for (int i = 0; i < f->n_meta; i++) {
         free(f->meta_keys[i]);
@@ -358,21 +384,25 @@ static void fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t p = 0;
     p += (size_t)snprintf(buf + p, n - p, "[");
     for (int i = 0; i < ndim && p < n - 24; i++) {
-        if (shape[i] < 0) p += (size_t)snprintf(buf + p, n - p, "%s*", i ? "," : "");
-        else p += (size_t)snprintf(buf + p, n - p, "%s%lld", i ? "," : "", (long long)shape[i]);
+        if (shape[i] < 0)
+            p += (size_t)snprintf(buf + p, n - p, "%s*", i ? "," : "");
+        else
+            p += (size_t)snprintf(buf + p, n - p, "%s%lld", i ? "," : "", (long long)shape[i]);
     }
     snprintf(buf + p, n - p, "]");
 }
 
-static const sf_tensor_info *find_checked(const sf_st *f, const char *name, int ndim, const int64_t *shape) {
+static const sf_tensor_info *find_checked(const sf_st *f, const char *name, int ndim,
+                                          const int64_t *shape) {
     const sf_tensor_info *t = sf_st_find(f, name);
     if (!t) {
         sf_error("%s: no tensor named '%s'", f->path, name);
         return NULL;
     }
-    if (t->dtype != SF_DT_F32 && t->dtype != SF_DT_BF16 && t->dtype != SF_DT_F16 && t->dtype != SF_DT_F64) {
-        sf_error("%s: tensor '%s' has dtype %s, expected a float type (F32, BF16, F16, F64)", f->path, name,
-                 sf_dtype_name(t->dtype));
+    if (t->dtype != SF_DT_F32 && t->dtype != SF_DT_BF16 && t->dtype != SF_DT_F16 &&
+        t->dtype != SF_DT_F64) {
+        sf_error("%s: tensor '%s' has dtype %s, expected a float type (F32, BF16, F16, F64)",
+                 f->path, name, sf_dtype_name(t->dtype));
         return NULL;
     }
     if (ndim >= 0) {
@@ -390,7 +420,8 @@ static const sf_tensor_info *find_checked(const sf_st *f, const char *name, int 
     return t;
 }
 
-const float *sf_st_get_f32(const sf_st *f, const char *name, int ndim, const int64_t *shape, float **owned) {
+const float *sf_st_get_f32(const sf_st *f, const char *name, int ndim, const int64_t *shape,
+                           float **owned) {
     *owned = NULL;
     const sf_tensor_info *t = find_checked(f, name, ndim, shape);
     if (!t) return NULL;
@@ -413,10 +444,11 @@ int sf_st_read_f32(const sf_st *f, const char *name, int ndim, const int64_t *sh
 int sf_tensor_rows_f32(const sf_tensor_info *t, int64_t row0, int64_t nrows, float *dst) {
     if (t->ndim < 1) return sf_error("tensor '%s' is a scalar, it has no rows", t->name);
     int64_t rowlen = 1;
-    for (int i = 1; i < t->ndim; i++) rowlen *= t->shape[i];
+    for (int i = 1; i < t->ndim; i++)
+        rowlen *= t->shape[i];
     if (row0 < 0 || nrows < 0 || row0 > t->shape[0] || nrows > t->shape[0] - row0)
-        return sf_error("tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name, (long long)row0,
-                        (long long)(row0 + nrows), (long long)t->shape[0]);
+        return sf_error("tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name,
+                        (long long)row0, (long long)(row0 + nrows), (long long)t->shape[0]);
     size_t esz = sf_dtype_size(t->dtype);
     const uint8_t *src = (const uint8_t *)t->data + (size_t)row0 * (size_t)rowlen * esz;
     return sf_convert_to_f32(t->dtype, src, (size_t)(nrows * rowlen), dst);
@@ -429,7 +461,9 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
     memset(s, 0, sizeof *s);
@@ -459,13 +493,15 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
             int ex = file_exists(p);
             free(p);
             if (ex)
-                return sf_error("%s: has only PyTorch pickle weights (%s); saeflow reads safetensors. Convert "
-                                "with: python -c \"from transformers import AutoModel; "
-                                "AutoModel.from_pretrained('%s').save_pretrained('%s', "
-                                "safe_serialization=True)\"",
-                                dir, bins[i], dir, dir);
+                return sf_error(
+                    "%s: has only PyTorch pickle weights (%s); saeflow reads safetensors. Convert "
+                    "with: python -c \"from transformers import AutoModel; "
+                    "AutoModel.from_pretrained('%s').save_pretrained('%s', "
+                    "safe_serialization=True)\"",
+                    dir, bins[i], dir, dir);
         }
-        return sf_error("%s: no %s.safetensors or %s.safetensors.index.json found", dir, base, base);
+        return sf_error("%s: no %s.safetensors or %s.safetensors.index.json found", dir, base,
+                        base);
     }
     size_t len;
     char *txt = sf_read_file(index, &len);
@@ -486,11 +522,13 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
     char **names = NULL;
     for (cJSON *e = wm->child; e; e = e->next) {
         if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || !strcmp(e->valuestring, "..")) {
-            sf_error("%s: weight_map entry '%s' is not a file name in the same folder", index, e->string);
+            sf_error("%s: weight_map entry '%s' is not a file name in the same folder", index,
+                     e->string);
             goto fail;
         }
         int seen = 0;
-        for (int i = 0; i < n && !seen; i++) seen = !strcmp(names[i], e->valuestring);
+        for (int i = 0; i < n && !seen; i++)
+            seen = !strcmp(names[i], e->valuestring);
         if (seen) continue;
         names = sf_realloc(names, (size_t)(n + 1) * sizeof *names);
         names[n++] = sf_strdup(e->valuestring);
@@ -507,18 +545,21 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
     /* Every tensor the index names must be in the shard it names. */
     for (cJSON *e = wm->child; e; e = e->next) {
         const sf_st *fl = NULL;
-        if (!sf_st_set_find(s, e->string, &fl) || strcmp(strrchr(fl->path, '/') + 1, e->valuestring)) {
+        if (!sf_st_set_find(s, e->string, &fl) ||
+            strcmp(strrchr(fl->path, '/') + 1, e->valuestring)) {
             sf_error("%s: tensor '%s' is not in shard %s", index, e->string, e->valuestring);
             goto fail;
         }
     }
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     cJSON_Delete(root);
     free(index);
     return 0;
 fail:
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     cJSON_Delete(root);
     free(index);
@@ -527,7 +568,8 @@ fail:
 }
 
 void sf_st_set_close(sf_st_set *s) {
-    for (int i = 0; i < s->n_files; i++) sf_st_close(&s->files[i]);
+    for (int i = 0; i < s->n_files; i++)
+        sf_st_close(&s->files[i]);
     free(s->files);
     memset(s, 0, sizeof *s);
 }
@@ -561,12 +603,16 @@ struct sf_st_writer {
     int nm;
 };
 
-sf_st_writer *sf_stw_new(void) { return sf_calloc(1, sizeof(sf_st_writer)); }
+sf_st_writer *sf_stw_new(void) {
+    return sf_calloc(1, sizeof(sf_st_writer));
+}
 
 int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
                const void *data) {
-    if (ndim < 0 || ndim > SF_MAX_DIMS) return sf_error("tensor '%s': %d dimensions not supported", name, ndim);
-    if (!strcmp(name, "__metadata__")) return sf_error("'__metadata__' is reserved, not a tensor name");
+    if (ndim < 0 || ndim > SF_MAX_DIMS)
+        return sf_error("tensor '%s': %d dimensions not supported", name, ndim);
+    if (!strcmp(name, "__metadata__"))
+        return sf_error("'__metadata__' is reserved, not a tensor name");
     for (int i = 0; i < w->n; i++)
         if (!strcmp(w->t[i].name, name)) return sf_error("tensor '%s' added twice", name);
     uint64_t numel = 1;
@@ -574,12 +620,14 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
         if (shape[i] < 0) return sf_error("tensor '%s': negative dimension", name);
         numel *= (uint64_t)shape[i];
     }
-    if (w->n == w->cap) w->t = sf_realloc(w->t, (size_t)(w->cap = w->cap ? 2 * w->cap : 8) * sizeof *w->t);
+    if (w->n == w->cap)
+        w->t = sf_realloc(w->t, (size_t)(w->cap = w->cap ? 2 * w->cap : 8) * sizeof *w->t);
     wtensor *t = &w->t[w->n++];
     t->name = sf_strdup(name);
     t->dt = dt;
     t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
     t->nbytes = numel * sf_dtype_size(dt);
     t->data = data;
     return 0;
@@ -606,14 +654,17 @@ typedef struct {
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
-        while (b->n + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 1024;
+        while (b->n + n + 1 > b->cap)
+            b->cap = b->cap ? 2 * b->cap : 1024;
         b->s = sf_realloc(b->s, b->cap);
     }
     memcpy(b->s + b->n, s, n);
     b->n += n;
     b->s[b->n] = 0;
 }
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 
 static void sb_json_string(sbuf *b, const char *s) {
     sb_put(b, "\"", 1);
@@ -667,7 +718,8 @@ int sf_stw_write(sf_st_writer *w, const char *path) {
     sb_str(&h, "}");
     /* Pad with spaces so the data buffer starts 8-byte aligned, as the
      * reference writer does; F32 tensors can then be used in place. */
-    while ((h.n + 8) % 8) sb_str(&h, " ");
+    while ((h.n + 8) % 8)
+        sb_str(&h, " ");
     sf_atomic_file f;
     if (sf_atomic_open(&f, path)) {
         free(h.s);
@@ -687,7 +739,8 @@ int sf_stw_write(sf_st_writer *w, const char *path) {
 
 void sf_stw_free(sf_st_writer *w) {
     if (!w) return;
-    for (int i = 0; i < w->n; i++) free(w->t[i].name);
+    for (int i = 0; i < w->n; i++)
+        free(w->t[i].name);
     free(w->t);
     for (int i = 0; i < w->nm; i++) {
         free(w->mk[i]);

@@ -15,7 +15,7 @@
 #include "saeflow/sae.h"
 
 static const char *arch_names[SF_SAE_ARCH_COUNT] = {"topk",     "standard",  "gated",
-                                                     "jumprelu", "batchtopk", "matryoshka"};
+                                                    "jumprelu", "batchtopk", "matryoshka"};
 
 const char *sf_sae_arch_name(sf_sae_arch a) {
     return (unsigned)a < SF_SAE_ARCH_COUNT ? arch_names[a] : "?";
@@ -28,7 +28,8 @@ int sf_sae_arch_parse(const char *s, sf_sae_arch *a) {
             return 0;
         }
     return sf_error("unknown SAE architecture '%s' (known: topk, standard, gated, jumprelu, "
-                    "batchtopk, matryoshka)", s);
+                    "batchtopk, matryoshka)",
+                    s);
 }
 
 /* ---------------------------------------------------------------- params -- */
@@ -120,10 +121,12 @@ static void normalise_rows(float *W, int n, int d) {
     for (int j = 0; j < n; j++) {
         float *w = W + (size_t)j * d;
         double ss = 0;
-        for (int c = 0; c < d; c++) ss += (double)w[c] * w[c];
+        for (int c = 0; c < d; c++)
+            ss += (double)w[c] * w[c];
         if (ss > 0) {
             float inv = (float)(1.0 / sqrt(ss));
-            for (int c = 0; c < d; c++) w[c] *= inv;
+            for (int c = 0; c < d; c++)
+                w[c] *= inv;
         }
     }
 }
@@ -145,7 +148,8 @@ int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed)
     sf_rng_seed(&r, seed);
     const double bound = 1.0 / sqrt((double)d);
     size_t nd = (size_t)n * d;
-    for (size_t i = 0; i < nd; i++) s->W_enc[i] = (float)((2.0 * sf_rng_uniform(&r) - 1.0) * bound);
+    for (size_t i = 0; i < nd; i++)
+        s->W_enc[i] = (float)((2.0 * sf_rng_uniform(&r) - 1.0) * bound);
     /* decoder = encoder^T: in our transposed layout W_decT = W_enc, then unit rows. */
     memcpy(s->W_decT, s->W_enc, nd * sizeof(float));
     normalise_rows(s->W_decT, n, d);
@@ -226,7 +230,8 @@ int sf_sae_load(sf_sae *s, const char *dir) {
             int64_t R = p->shape[0], C = p->shape[1];
 #pragma omp parallel for schedule(static)
             for (int64_t c = 0; c < C; c++)
-                for (int64_t r = 0; r < R; r++) p->data[c * R + r] = src[r * C + c];
+                for (int64_t r = 0; r < R; r++)
+                    p->data[c * R + r] = src[r * C + c];
         } else {
             memcpy(p->data, src, p->numel * sizeof(float));
         }
@@ -257,7 +262,8 @@ int sf_sae_save(const sf_sae *s, const char *dir) {
             float *t = tbuf[i] = sf_malloc(p->numel * sizeof(float));
 #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < R; r++)
-                for (int64_t c = 0; c < C; c++) t[r * C + c] = p->data[c * R + r];
+                for (int64_t c = 0; c < C; c++)
+                    t[r * C + c] = p->data[c * R + r];
             data = t;
         }
         if (sf_stw_add(w, p->name, SF_DT_F32, p->ndim, p->shape, data)) goto done;
@@ -288,7 +294,8 @@ int sf_sae_save(const sf_sae *s, const char *dir) {
     free(json);
 done:
     sf_stw_free(w);
-    for (int i = 0; i < SF_SAE_MAX_PARAMS; i++) free(tbuf[i]);
+    for (int i = 0; i < SF_SAE_MAX_PARAMS; i++)
+        free(tbuf[i]);
     return rc;
 }
 
@@ -355,8 +362,10 @@ static float kth_largest(float *a, int m, int k) {
         float piv = a[lo + (hi - lo) / 2];
         int i = lo, j = hi;
         while (i <= j) {
-            while (a[i] > piv) i++;
-            while (a[j] < piv) j--;
+            while (a[i] > piv)
+                i++;
+            while (a[j] < piv)
+                j--;
             if (i <= j) {
                 float t = a[i];
                 a[i] = a[j];
@@ -365,9 +374,12 @@ static float kth_largest(float *a, int m, int k) {
                 j--;
             }
         }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return a[want];
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return a[want];
     }
     return a[want];
 }
@@ -386,8 +398,8 @@ static inline void topk_offer(int32_t *idx, float *val, int *c, int k, float *th
     if (*c == k) *thr = val[0];
 }
 
-int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask,
-                  int32_t *idx, float *val) {
+int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask, int32_t *idx,
+                  float *val) {
     int c = 0;
     float thr = 0.0f; /* ReLU: only v > 0 can enter; once full, v > heap minimum */
     int j0 = 0;
@@ -403,7 +415,8 @@ int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t 
             __m512 mx = _mm512_set1_ps(-INFINITY);
             for (int u = 0; u < 256; u += 16) {
                 const int j = g * 256 + u;
-                mx = _mm512_max_ps(mx, _mm512_add_ps(_mm512_loadu_ps(pre + j), _mm512_loadu_ps(b + j)));
+                mx = _mm512_max_ps(mx,
+                                   _mm512_add_ps(_mm512_loadu_ps(pre + j), _mm512_loadu_ps(b + j)));
             }
             _mm512_storeu_ps(lm + g * 16, mx);
         }
@@ -450,27 +463,32 @@ void sae_sort_pairs(int32_t *idx, float *val, int c) {
 
 void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t *idx,
                     const float *val, int c, float *out) {
-    if (bias) memcpy(out, bias, (size_t)d * sizeof(float));
-    else memset(out, 0, (size_t)d * sizeof(float));
+    if (bias)
+        memcpy(out, bias, (size_t)d * sizeof(float));
+    else
+        memset(out, 0, (size_t)d * sizeof(float));
     int s = 0;
     for (; s + 1 < c; s += 2) { /* two rows per sweep over out */
         const float *w0 = W_decT + (size_t)idx[s] * d, *w1 = W_decT + (size_t)idx[s + 1] * d;
         const float v0 = val[s], v1 = val[s + 1];
 #pragma omp simd
-        for (int q = 0; q < d; q++) out[q] += v0 * w0[q] + v1 * w1[q];
+        for (int q = 0; q < d; q++)
+            out[q] += v0 * w0[q] + v1 * w1[q];
     }
     for (; s < c; s++) {
         const float *w = W_decT + (size_t)idx[s] * d;
         const float v = val[s];
 #pragma omp simd
-        for (int q = 0; q < d; q++) out[q] += v * w[q];
+        for (int q = 0; q < d; q++)
+            out[q] += v * w[q];
     }
 }
 
 int sae_all_finite(const float *x, size_t m) {
     /* x*0 is 0 for finite x and NaN for Inf/NaN; the OR-reduction vectorises. */
     int bad = 0;
-    for (size_t i = 0; i < m; i++) bad |= (x[i] * 0.0f != 0.0f);
+    for (size_t i = 0; i < m; i++)
+        bad |= (x[i] * 0.0f != 0.0f);
     return !bad;
 }
 
@@ -512,7 +530,8 @@ int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out)
 #pragma omp critical(sae_bad_row)
                     if (bad_row < 0 || r0 + r < bad_row) bad_row = r0 + r;
                 }
-                for (int q = 0; q < d; q++) xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+                for (int q = 0; q < d; q++)
+                    xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
             }
             sae_encoder_gemm(s, xc, (int)m, pre);
             for (int64_t r = 0; r < m; r++) {
@@ -555,7 +574,8 @@ int sf_sae_surgery(const sf_sae *s, const float *x, int64_t B, int feature, floa
         sae_decode_row(s->W_decT, s->b_dec, s->d, c.idx + (size_t)b * s->k,
                        c.val + (size_t)b * s->k, c.cnt[b], o);
         const float *w = s->W_decT + (size_t)feature * s->d;
-        for (int q = 0; q < s->d; q++) o[q] += strength * w[q];
+        for (int q = 0; q < s->d; q++)
+            o[q] += strength * w[q];
     }
     sf_sae_codes_free(&c);
     return 0;

@@ -11,4 +11,6 @@ void sf_sae_set_threads(int threads) {
     openblas_set_num_threads(1);
 }
 
-const char *sf_sae_blas_core(void) { return openblas_get_corename(); }
+const char *sf_sae_blas_core(void) {
+    return openblas_get_corename();
+}

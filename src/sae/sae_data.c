@@ -10,7 +10,8 @@
 
 void sf_sae_data_close(sf_sae_data *D) {
     if (!D) return;
-    for (int i = 0; i < D->n_files; i++) sf_st_close(&D->files[i]);
+    for (int i = 0; i < D->n_files; i++)
+        sf_st_close(&D->files[i]);
     free(D->files);
     free(D->t);
     free(D->start);
@@ -48,7 +49,8 @@ int sf_sae_data_open(sf_sae_data *D, const char *const *paths, int n_paths, cons
             sf_error("%s: tensor '%s': bad width %lld", paths[i], key, (long long)t->shape[1]);
             goto fail;
         }
-        if (i == 0) D->d = (int)t->shape[1];
+        if (i == 0)
+            D->d = (int)t->shape[1];
         else if (t->shape[1] != D->d) {
             sf_error("%s: tensor '%s': width %lld differs from %d in %s", paths[i], key,
                      (long long)t->shape[1], D->d, paths[0]);
@@ -72,8 +74,10 @@ static int file_of(const sf_sae_data *D, int64_t row) {
     int lo = 0, hi = D->n_files - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (D->start[mid] <= row) lo = mid;
-        else hi = mid - 1;
+        if (D->start[mid] <= row)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return lo;
 }
@@ -114,7 +118,8 @@ int sf_sae_data_gather(const sf_sae_data *D, const int64_t *rows, int64_t m, flo
 
 int sf_sae_data_range(const sf_sae_data *D, int64_t r0, int64_t m, float *dst) {
     int64_t *rows = sf_malloc((size_t)(m > 0 ? m : 1) * sizeof(int64_t));
-    for (int64_t i = 0; i < m; i++) rows[i] = r0 + i;
+    for (int64_t i = 0; i < m; i++)
+        rows[i] = r0 + i;
     int rc = sf_sae_data_gather(D, rows, m, dst);
     free(rows);
     return rc;

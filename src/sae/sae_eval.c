@@ -22,7 +22,8 @@ int sf_sae_synth(const sf_synth_opts *o, const char *path, const char *key, cons
         return sf_error("synth: --d, --n_true and --samples must be positive");
     if (!(o->active > 0) || o->active > o->n_true)
         return sf_error("synth: --active must be in (0, n_true]");
-    if (!(o->alpha >= 0) || !(o->noise >= 0)) return sf_error("synth: --alpha and --noise must be >= 0");
+    if (!(o->alpha >= 0) || !(o->noise >= 0))
+        return sf_error("synth: --alpha and --noise must be >= 0");
     const int d = o->d, nt = o->n_true;
     const int64_t N = o->samples;
     size_t xs;
@@ -40,12 +41,14 @@ int sf_sae_synth(const sf_synth_opts *o, const char *path, const char *key, cons
             ss += (double)f[q] * f[q];
         }
         float inv = (float)(1.0 / sqrt(ss));
-        for (int q = 0; q < d; q++) f[q] *= inv;
+        for (int q = 0; q < d; q++)
+            f[q] *= inv;
     }
     /* feature probabilities p_i ~ (i+1)^-alpha, scaled to `active` on average
      * (capped at 1; the excess is not redistributed) */
     double *p = sf_malloc((size_t)nt * sizeof(double)), wsum = 0;
-    for (int i = 0; i < nt; i++) wsum += p[i] = pow(i + 1.0, -o->alpha);
+    for (int i = 0; i < nt; i++)
+        wsum += p[i] = pow(i + 1.0, -o->alpha);
     for (int i = 0; i < nt; i++) {
         p[i] = o->active * p[i] / wsum;
         if (p[i] > 1) p[i] = 1;
@@ -57,12 +60,14 @@ int sf_sae_synth(const sf_synth_opts *o, const char *path, const char *key, cons
         sf_rng rr; /* one stream per row: same data for any thread count */
         sf_rng_split(&base, (uint64_t)r, &rr);
         float *xr = x + (size_t)r * d;
-        for (int q = 0; q < d; q++) xr[q] = (float)o->noise * sf_rng_normal(&rr);
+        for (int q = 0; q < d; q++)
+            xr[q] = (float)o->noise * sf_rng_normal(&rr);
         for (int i = 0; i < nt; i++) {
             if (sf_rng_uniform(&rr) >= p[i]) continue;
             float c = (float)(0.5 + sf_rng_uniform(&rr));
             const float *f = dict + (size_t)i * d;
-            for (int q = 0; q < d; q++) xr[q] += c * f[q];
+            for (int q = 0; q < d; q++)
+                xr[q] += c * f[q];
         }
     }
     sf_st_writer *w = sf_stw_new();
@@ -98,9 +103,11 @@ double sf_sae_mmcs(const sf_sae *s, const float *dict, int n_true, double *recov
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < rows; i++) {
             double ss = 0;
-            for (int q = 0; q < d; q++) ss += (double)src[(size_t)i * d + q] * src[(size_t)i * d + q];
+            for (int q = 0; q < d; q++)
+                ss += (double)src[(size_t)i * d + q] * src[(size_t)i * d + q];
             float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-            for (int q = 0; q < d; q++) dst[(size_t)i * d + q] = src[(size_t)i * d + q] * inv;
+            for (int q = 0; q < d; q++)
+                dst[(size_t)i * d + q] = src[(size_t)i * d + q] * inv;
         }
     }
     float *best = sf_malloc((size_t)n_true * sizeof(float));
@@ -112,11 +119,12 @@ double sf_sae_mmcs(const sf_sae *s, const float *dict, int n_true, double *recov
         for (int i0 = 0; i0 < n_true; i0 += ch) {
             int m = n_true - i0 < ch ? n_true - i0 : ch;
             /* cs (m, n) = dn[i0..] (m, d) . wn^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f,
-                        dn + (size_t)i0 * d, d, wn, d, 0.0f, cs, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, dn + (size_t)i0 * d,
+                        d, wn, d, 0.0f, cs, n);
             for (int i = 0; i < m; i++) {
                 float b = -2.0f;
-                for (int j = 0; j < n; j++) b = cs[(size_t)i * n + j] > b ? cs[(size_t)i * n + j] : b;
+                for (int j = 0; j < n; j++)
+                    b = cs[(size_t)i * n + j] > b ? cs[(size_t)i * n + j] : b;
                 best[i0 + i] = b;
             }
         }
@@ -170,15 +178,18 @@ int sf_sae_evaluate(const sf_sae *s, const sf_sae_data *D, int64_t max_rows, con
                 colsum[q] += xr[q];
             }
             l0 += c.cnt[b];
-            for (int u = 0; u < c.cnt[b]; u++) fired[c.idx[(size_t)b * s->k + u]] = 1;
+            for (int u = 0; u < c.cnt[b]; u++)
+                fired[c.idx[(size_t)b * s->k + u]] = 1;
         }
     }
     if (!rc) {
         double mean2 = 0;
-        for (int q = 0; q < d; q++) mean2 += (colsum[q] / N) * (colsum[q] / N);
+        for (int q = 0; q < d; q++)
+            mean2 += (colsum[q] / N) * (colsum[q] / N);
         double var = x2 - (double)N * mean2;
         int nf = 0;
-        for (int j = 0; j < n; j++) nf += fired[j];
+        for (int j = 0; j < n; j++)
+            nf += fired[j];
         r->rows = N;
         r->mse = sq / N;
         r->fvu = var > 0 ? sq / var : NAN;

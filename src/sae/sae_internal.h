@@ -17,8 +17,8 @@ void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre);
  * particular order; returns how many (fewer than k when fewer are positive).
  * Ties keep the lower index. With `mask` non-NULL only latents with mask[j]
  * are candidates (AuxK: dead latents). */
-int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask,
-                  int32_t *idx, float *val);
+int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask, int32_t *idx,
+                  float *val);
 
 /* Sorts (idx, val) pairs by idx ascending (k is small: insertion sort). */
 void sae_sort_pairs(int32_t *idx, float *val, int c);
@@ -28,7 +28,9 @@ void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t
                     const float *val, int c, float *out);
 
 /* Whether `flops` of work is worth an OpenMP parallel region (else run serial). */
-static inline int sae_parallel_worth(size_t flops) { return flops >= ((size_t)1 << 26); }
+static inline int sae_parallel_worth(size_t flops) {
+    return flops >= ((size_t)1 << 26);
+}
 
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);

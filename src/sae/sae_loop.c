@@ -72,11 +72,11 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     char line[2048], extra[128];
     double t0 = sf_now();
     for (int ep = 0; ep < o->num_epochs && !rc; ep++) {
-        for (int64_t i = 0; i < D->N; i++) perm[i] = i;
+        for (int64_t i = 0; i < D->N; i++)
+            perm[i] = i;
         sf_rng_shuffle_u64(&rng, (uint64_t *)perm, (size_t)D->N);
         for (int64_t it = 0; it < steps_per_epoch; it++) {
-            if (sf_sae_data_gather(D, perm + it * B, B, x) ||
-                sf_sae_trainer_step(t, x, B, &m)) {
+            if (sf_sae_data_gather(D, perm + it * B, B, x) || sf_sae_trainer_step(t, x, B, &m)) {
                 sf_error_prefix("step %lld", (long long)step);
                 rc = -1;
                 break;
@@ -113,10 +113,11 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                m.loss, m.l2_normalised, m.l0, m.cossim, m.survival, m.dead, m.auxk);
         double st = tm->encode + tm->aux + tm->backward + tm->adam;
         if (st > 0)
-            printf("time: encoder GEMM %.0f%%, rest of forward %.0f%%, colsums+auxk %.0f%%, backward "
-                   "%.0f%%, adam %.0f%%\n",
-                   100 * tm->gemm / st, 100 * (tm->encode - tm->gemm) / st, 100 * tm->aux / st,
-                   100 * tm->backward / st, 100 * tm->adam / st);
+            printf(
+                "time: encoder GEMM %.0f%%, rest of forward %.0f%%, colsums+auxk %.0f%%, backward "
+                "%.0f%%, adam %.0f%%\n",
+                100 * tm->gemm / st, 100 * (tm->encode - tm->gemm) / st, 100 * tm->aux / st,
+                100 * tm->backward / st, 100 * tm->adam / st);
         printf("checkpoint: %s (config.json, model.safetensors, metrics.jsonl)\n", o->outdir);
     }
     if (last) *last = m;

@@ -42,25 +42,25 @@ struct sf_sae_trainer {
     float *m1[SF_SAE_MAX_PARAMS], *m2[SF_SAE_MAX_PARAMS];
     int dec_param; /* index of the decoder in params (normalise) */
     /* batch buffers */
-    float *xc, *gx, *r;        /* (B, d) */
-    int32_t *idx, *cnt;        /* (B, k), (B) */
-    float *val, *gz;           /* (B, k) */
-    int aux_cap;               /* aux_k buffers allocated */
-    int32_t *aidx, *acnt;      /* (B, aux_k), (B) */
-    float *aval, *agz;         /* (B, aux_k) */
-    double *rowst;             /* (B, ST_N) */
-    double *colsum;            /* (d) column sums of gx */
-    float **pre;               /* per thread (chunk, n) pre-activations */
+    float *xc, *gx, *r;   /* (B, d) */
+    int32_t *idx, *cnt;   /* (B, k), (B) */
+    float *val, *gz;      /* (B, k) */
+    int aux_cap;          /* aux_k buffers allocated */
+    int32_t *aidx, *acnt; /* (B, aux_k), (B) */
+    float *aval, *agz;    /* (B, aux_k) */
+    double *rowst;        /* (B, ST_N) */
+    double *colsum;       /* (d) column sums of gx */
+    float **pre;          /* per thread (chunk, n) pre-activations */
     int n_pre, pre_rows;
     /* bucketing by latent */
-    int32_t *off, *aoff;       /* (n + 1) */
-    int32_t *e_row, *ae_row;   /* entries */
+    int32_t *off, *aoff;     /* (n + 1) */
+    int32_t *e_row, *ae_row; /* entries */
     float *e_z, *e_g, *ae_z, *ae_g;
-    int32_t *cnt_t;            /* (T, n) per row-range counts */
-    uint8_t *has_grad, *dead;  /* (n) */
-    int64_t *since;            /* (n) */
-    double *lat_ss;            /* (n) */
-    float *gb_part;            /* (n / LBLK + 1, d) */
+    int32_t *cnt_t;           /* (T, n) per row-range counts */
+    uint8_t *has_grad, *dead; /* (n) */
+    int64_t *since;           /* (n) */
+    double *lat_ss;           /* (n) */
+    float *gb_part;           /* (n / LBLK + 1, d) */
     double grad_ss;
     sf_sae_timing tm;
     sae_arch_state *arch; /* other architectures (arch_common.c) */
@@ -176,7 +176,8 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
     free(t->since);
     free(t->lat_ss);
     sf_free_aligned(t->gb_part);
-    for (int i = 0; i < t->n_pre; i++) sf_free_aligned(t->pre[i]);
+    for (int i = 0; i < t->n_pre; i++)
+        sf_free_aligned(t->pre[i]);
     free(t->pre);
     free_aux(t);
     sae_arch_state_free(t->arch);
@@ -187,9 +188,15 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
 const float *sf_sae_trainer_grad_of(const sf_sae_trainer *t, int param) {
     return (param >= 0 && param < t->s->n_params) ? t->gr[param] : NULL;
 }
-int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t) { return t->since; }
-int64_t sf_sae_trainer_steps(const sf_sae_trainer *t) { return t->steps; }
-const sf_sae_timing *sf_sae_trainer_timing(const sf_sae_trainer *t) { return &t->tm; }
+int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t) {
+    return t->since;
+}
+int64_t sf_sae_trainer_steps(const sf_sae_trainer *t) {
+    return t->steps;
+}
+const sf_sae_timing *sf_sae_trainer_timing(const sf_sae_trainer *t) {
+    return &t->tm;
+}
 
 static void ensure_aux(sf_sae_trainer *t) {
     if (t->aux_cap == t->o.aux_k) return;
@@ -209,7 +216,8 @@ static void ensure_aux(sf_sae_trainer *t) {
 static inline float dotf(const float *a, const float *b, int d) {
     float acc = 0;
 #pragma omp simd reduction(+ : acc)
-    for (int q = 0; q < d; q++) acc += a[q] * b[q];
+    for (int q = 0; q < d; q++)
+        acc += a[q] * b[q];
     return acc;
 }
 
@@ -235,7 +243,8 @@ static void bucket(sf_sae_trainer *t, int B, int kk, const int32_t *idx, const i
         int32_t *c = ct + (size_t)th * n;
         memset(c, 0, (size_t)n * sizeof(int32_t));
         for (int b = r0; b < r1; b++)
-            for (int s = 0; s < cnt[b]; s++) c[idx[(size_t)b * kk + s]]++;
+            for (int s = 0; s < cnt[b]; s++)
+                c[idx[(size_t)b * kk + s]]++;
 #pragma omp barrier
 #pragma omp single
         {
@@ -291,10 +300,12 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
      * mapped pages would cost a page fault per 4 KiB every step. */
     const int T = omp_get_max_threads();
     if (t->n_pre < T || t->pre_rows < chunk) {
-        for (int i = 0; i < t->n_pre; i++) sf_free_aligned(t->pre[i]);
+        for (int i = 0; i < t->n_pre; i++)
+            sf_free_aligned(t->pre[i]);
         free(t->pre);
         t->pre = sf_calloc((size_t)T, sizeof(float *));
-        for (int i = 0; i < T; i++) t->pre[i] = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+        for (int i = 0; i < T; i++)
+            t->pre[i] = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
         t->n_pre = T;
         t->pre_rows = chunk;
     }
@@ -312,7 +323,8 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                     if (bad_row < 0 || r < bad_row) bad_row = r;
                 }
 #pragma omp simd
-                for (int q = 0; q < d; q++) xcr[q] = xr[q] - s->b_dec[q];
+                for (int q = 0; q < d; q++)
+                    xcr[q] = xr[q] - s->b_dec[q];
             }
             double tg = sf_now();
             sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
@@ -336,7 +348,8 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                     xxh += xv * xh;
                     xh2 += xh * xh;
                 }
-                for (int u = 0; u < c; u++) l1 += z[u];
+                for (int u = 0; u < c; u++)
+                    l1 += z[u];
                 if (use_aux) {
                     /* r = e_hat - e, with e = x - x_hat and e_hat = W_dec z_aux */
                     int32_t *aix = t->aidx + (size_t)r * ak;
@@ -345,11 +358,14 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                     float *rr = t->r + (size_t)r * d;
                     sae_decode_row(s->W_decT, NULL, d, aix, az, ac, rr);
 #pragma omp simd
-                    for (int q = 0; q < d; q++) rr[q] += gxr[q] - xr[q];
+                    for (int q = 0; q < d; q++)
+                        rr[q] += gxr[q] - xr[q];
                 }
 #pragma omp simd
-                for (int q = 0; q < d; q++) gxr[q] = gscale * (gxr[q] - xr[q]);
-                for (int u = 0; u < c; u++) gz[u] = dotf(s->W_decT + (size_t)ix[u] * d, gxr, d);
+                for (int q = 0; q < d; q++)
+                    gxr[q] = gscale * (gxr[q] - xr[q]);
+                for (int u = 0; u < c; u++)
+                    gz[u] = dotf(s->W_decT + (size_t)ix[u] * d, gxr, d);
                 double *st = t->rowst + (size_t)r * ST_N;
                 st[ST_SQERR] = sq;
                 st[ST_X2] = x2;
@@ -365,16 +381,18 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     t->tm.encode += t1 - t0;
     if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);
 
-    /* ---- B: column sums of gx (fixed row order per column) ---- */
+        /* ---- B: column sums of gx (fixed row order per column) ---- */
 #pragma omp parallel for schedule(static) if (par)
     for (int q0 = 0; q0 < d; q0 += 16) {
         int q1 = q0 + 16 < d ? q0 + 16 : d;
         double acc[16] = {0};
         for (int b = 0; b < B; b++) {
             const float *g = t->gx + (size_t)b * d;
-            for (int q = q0; q < q1; q++) acc[q - q0] += g[q];
+            for (int q = q0; q < q1; q++)
+                acc[q - q0] += g[q];
         }
-        for (int q = q0; q < q1; q++) t->colsum[q] = acc[q - q0];
+        for (int q = q0; q < q1; q++)
+            t->colsum[q] = acc[q - q0];
     }
     double sq_tot = 0, x2_tot = 0, l1_tot = 0, cos_tot = 0;
     for (int b = 0; b < B; b++) {
@@ -390,14 +408,16 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         /* sum_b ||e_b - mean e||^2 = sum_b ||e_b||^2 - B ||mean e||^2, and
          * mean e = -(1/B) sum_b diff_b = -colsum(gx) / 2. */
         double me2 = 0;
-        for (int q = 0; q < d; q++) me2 += 0.25 * t->colsum[q] * t->colsum[q];
+        for (int q = 0; q < d; q++)
+            me2 += 0.25 * t->colsum[q] * t->colsum[q];
         double D = sq_tot - (double)B * me2;
         double r2 = 0;
         for (int b = 0; b < B; b++) {
             const float *rr = t->r + (size_t)b * d;
             double a = 0;
 #pragma omp simd reduction(+ : a)
-            for (int q = 0; q < d; q++) a += (double)rr[q] * rr[q];
+            for (int q = 0; q < d; q++)
+                a += (double)rr[q] * rr[q];
             r2 += a;
         }
         if (D > 0 && isfinite(D) && isfinite(r2)) {
@@ -407,14 +427,16 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             for (int b = 0; b < B; b++) {
                 float *rr = t->r + (size_t)b * d;
 #pragma omp simd
-                for (int q = 0; q < d; q++) rr[q] *= sc; /* -> dL_aux/de_hat */
+                for (int q = 0; q < d; q++)
+                    rr[q] *= sc; /* -> dL_aux/de_hat */
                 const int32_t *aix = t->aidx + (size_t)b * ak;
                 float *ag = t->agz + (size_t)b * ak;
                 for (int u = 0; u < t->acnt[b]; u++)
                     ag[u] = dotf(s->W_decT + (size_t)aix[u] * d, rr, d);
             }
         } else {
-            for (int b = 0; b < B; b++) t->acnt[b] = 0;
+            for (int b = 0; b < B; b++)
+                t->acnt[b] = 0;
         }
     }
     double t2 = sf_now();
@@ -423,7 +445,8 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     /* ---- C: bucket entries by latent ---- */
     bucket(t, B, k, t->idx, t->cnt, t->val, t->gz, t->off, t->e_row, t->e_z, t->e_g, par);
     if (use_aux)
-        bucket(t, B, ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g, par);
+        bucket(t, B, ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g,
+               par);
 
     /* ---- D: per-latent gradients ---- */
     float *gWe = t->gr[0], *gbe = t->gr[1], *gWd = t->gr[2], *gbd = t->gr[3];
@@ -494,7 +517,8 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             /* b enters through xc = x - b: d pre / d b = -W_enc (main path only) */
             const float *we = s->W_enc + (size_t)j * d;
 #pragma omp simd
-            for (int q = 0; q < d; q++) part[q] += sg * we[q];
+            for (int q = 0; q < d; q++)
+                part[q] += sg * we[q];
             if (normalise) {
                 /* drop the component of the decoder gradient along its column */
                 const float *w = s->W_decT + (size_t)j * d;
@@ -502,12 +526,14 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 if (ww > 0) {
                     float a = dotf(gd, w, d) / ww;
 #pragma omp simd
-                    for (int q = 0; q < d; q++) gd[q] -= a * w[q];
+                    for (int q = 0; q < d; q++)
+                        gd[q] -= a * w[q];
                 }
             }
             double ss = (double)gbe[j] * gbe[j];
 #pragma omp simd reduction(+ : ss)
-            for (int q = 0; q < d; q++) ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
+            for (int q = 0; q < d; q++)
+                ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
             t->lat_ss[j] = ss;
         }
     }
@@ -516,11 +542,13 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     double gss = 0;
     for (int q = 0; q < d; q++) {
         double v = t->colsum[q];
-        for (int blk = 0; blk < nblk; blk++) v -= t->gb_part[(size_t)blk * d + q];
+        for (int blk = 0; blk < nblk; blk++)
+            v -= t->gb_part[(size_t)blk * d + q];
         gbd[q] = (float)v;
         gss += v * v;
     }
-    for (int j = 0; j < n; j++) gss += t->lat_ss[j];
+    for (int j = 0; j < n; j++)
+        gss += t->lat_ss[j];
     t->grad_ss = gss;
     t->tm.backward += sf_now() - t2;
 
@@ -562,15 +590,16 @@ int sf_sae_trainer_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
         /* --normalize_input: train on x * scale (folded back on save, sae.c) */
         if (!t->xs) t->xs = sf_malloc_aligned((size_t)t->max_batch * t->s->d * sizeof(float));
         const float sc = t->s->input_scale;
-        for (size_t i = 0; i < (size_t)B * t->s->d; i++) t->xs[i] = sc * x[i];
+        for (size_t i = 0; i < (size_t)B * t->s->d; i++)
+            t->xs[i] = sc * x[i];
         x = t->xs;
     }
     switch (t->s->arch) {
     case SF_SAE_TOPK:
         return topk_grad(t, x, B, m);
     default: {
-        sae_train_io io = {t->s, &t->o, t->gr, t->m1, t->m2, t->has_grad, t->off, t->since,
-                           &t->grad_ss, t->steps, &t->tm};
+        sae_train_io io = {t->s,   &t->o,    t->gr,       t->m1,    t->m2, t->has_grad,
+                           t->off, t->since, &t->grad_ss, t->steps, &t->tm};
         return sae_arch_grad(t->arch, &io, x, B, m);
     }
     }
@@ -641,18 +670,20 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
             const sf_sae_param *p = &s->params[i];
             if (!p->per_latent) continue;
             size_t w = p->numel / (size_t)n, o0 = (size_t)j * w;
-            adam_span(p->data + o0, t->m1[i] + o0, t->m2[i] + o0, hg ? t->gr[i] + o0 : NULL, w,
-                      cs, b1, b2, decay, step, inv_bc2s, eps);
+            adam_span(p->data + o0, t->m1[i] + o0, t->m2[i] + o0, hg ? t->gr[i] + o0 : NULL, w, cs,
+                      b1, b2, decay, step, inv_bc2s, eps);
         }
         if (normalise && dp >= 0) {
             size_t w = s->params[dp].numel / (size_t)n;
             float *row = s->params[dp].data + (size_t)j * w;
             double ss = 0;
 #pragma omp simd reduction(+ : ss)
-            for (size_t q = 0; q < w; q++) ss += (double)row[q] * row[q];
+            for (size_t q = 0; q < w; q++)
+                ss += (double)row[q] * row[q];
             if (ss > 0) {
                 float inv = (float)(1.0 / sqrt(ss));
-                for (size_t q = 0; q < w; q++) row[q] *= inv;
+                for (size_t q = 0; q < w; q++)
+                    row[q] *= inv;
             }
         }
     }
@@ -664,17 +695,20 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     }
     /* dead-latent counters: samples since each latent last fired */
     for (int j = 0; j < n; j++) {
-        if (t->off[j + 1] > t->off[j]) t->since[j] = 0;
-        else t->since[j] += B;
+        if (t->off[j + 1] > t->off[j])
+            t->since[j] = 0;
+        else
+            t->since[j] += B;
     }
     int64_t nd = 0;
-    for (int j = 0; j < n; j++) nd += t->since[j] >= o->bodycount;
+    for (int j = 0; j < n; j++)
+        nd += t->since[j] >= o->bodycount;
     m->dead = (double)nd / n;
     m->lr = lr;
     t->steps++;
     /* batchtopk threshold EMA; dead-latent resampling (arch_common.c, resample.c) */
-    sae_train_io io = {s, o, t->gr, t->m1, t->m2, t->has_grad, t->off, t->since,
-                       &t->grad_ss, t->steps, &t->tm};
+    sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2, t->has_grad,
+                       t->off, t->since, &t->grad_ss, t->steps, &t->tm};
     if (t->arch) sae_arch_after_step(t->arch, &io);
     if (o->resample_every > 0 && t->steps % o->resample_every == 0) {
         const float *xin = (s->input_scale > 0 && s->input_scale != 1.0f) ? t->xs : x;

@@ -41,13 +41,15 @@ typedef struct {
 static uint64_t hash_bytes(const void *p, size_t n) {
     const unsigned char *s = p;
     uint64_t h = 0xCBF29CE484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001B3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001B3ull;
     return h ^ (h >> 29);
 }
 
 static void strmap_init(strmap *m, size_t cap) {
     m->cap = 16;
-    while (m->cap < cap * 2) m->cap <<= 1;
+    while (m->cap < cap * 2)
+        m->cap <<= 1;
     m->keys = sf_calloc(m->cap, sizeof(char *));
     m->vals = sf_calloc(m->cap, sizeof(int32_t));
     m->n = 0;
@@ -55,7 +57,8 @@ static void strmap_init(strmap *m, size_t cap) {
 
 static void strmap_free(strmap *m) {
     if (!m->keys) return;
-    for (size_t i = 0; i < m->cap; i++) free(m->keys[i]);
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->keys[i]);
     free(m->keys);
     free(m->vals);
     memset(m, 0, sizeof *m);
@@ -63,7 +66,8 @@ static void strmap_free(strmap *m) {
 
 static size_t strmap_slot(const strmap *m, const char *k, size_t len) {
     size_t i = hash_bytes(k, len) & (m->cap - 1);
-    while (m->keys[i] && !(strlen(m->keys[i]) == len && !memcmp(m->keys[i], k, len))) i = (i + 1) & (m->cap - 1);
+    while (m->keys[i] && !(strlen(m->keys[i]) == len && !memcmp(m->keys[i], k, len)))
+        i = (i + 1) & (m->cap - 1);
     return i;
 }
 
@@ -111,12 +115,15 @@ typedef struct {
     size_t cap;
 } mergemap;
 
-static uint64_t merge_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1); }
+static uint64_t merge_key(int32_t a, int32_t b) {
+    return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1);
+}
 
 static size_t merge_find(const mergemap *m, uint64_t key) {
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
     size_t i = (size_t)(h >> 20) & (m->cap - 1);
-    while (m->slots[i].key && m->slots[i].key != key) i = (i + 1) & (m->cap - 1);
+    while (m->slots[i].key && m->slots[i].key != key)
+        i = (i + 1) & (m->cap - 1);
     return i;
 }
 
@@ -131,9 +138,9 @@ typedef struct {
 #define CACHE_MAX_WORDS 100000 /* then it is cleared: memory stays bounded */
 
 struct sf_tokenizer {
-    strmap vocab;      /* token string -> id */
-    char **id_to_tok;  /* id -> token string (NULL for holes) */
-    int n_ids;         /* max id + 1 */
+    strmap vocab;     /* token string -> id */
+    char **id_to_tok; /* id -> token string (NULL for holes) */
+    int n_ids;        /* max id + 1 */
     mergemap merges;
     int32_t byte_id[256];     /* id of the byte-level char of each byte */
     int32_t byte_id_eow[256]; /* same with "</w>" */
@@ -159,7 +166,8 @@ struct sf_tokenizer {
 static void init_bytes_to_unicode(sf_tokenizer *t) {
     int n = 0;
     for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        int printable =
+            (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
         int cp = printable ? b : 256 + n++;
         utf8proc_uint8_t buf[4];
         utf8proc_ssize_t k = utf8proc_encode_char(cp, buf);
@@ -173,9 +181,12 @@ static void init_bytes_to_unicode(sf_tokenizer *t) {
  * with \s spelled out as Oniguruma's (= Unicode White_Space): PCRE2's UCP \s
  * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, in its legacy \h list),
  * which HF keeps as a character -- found by the random-string test. */
-#define WS_CLASS "\\t\\n\\x{0b}\\f\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
-static const char CLIP_PATTERN[] = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"
-                                   "[^" WS_CLASS "\\p{L}\\p{N}]+";
+#define WS_CLASS                                                                                   \
+    "\\t\\n\\x{0b}\\f\\r "                                                                         \
+    "\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+static const char CLIP_PATTERN[] =
+    "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"
+    "[^" WS_CLASS "\\p{L}\\p{N}]+";
 
 static sf_tokenizer *tok_new(void) {
     sf_tokenizer *t = sf_calloc(1, sizeof *t);
@@ -186,7 +197,8 @@ static sf_tokenizer *tok_new(void) {
     t->bos = t->eos = t->pad = t->unk = -1;
     int err;
     PCRE2_SIZE off;
-    t->re = pcre2_compile((PCRE2_SPTR)CLIP_PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+    t->re = pcre2_compile((PCRE2_SPTR)CLIP_PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                          &err, &off, NULL);
     if (t->re) pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* optional speed-up */
     return t;
 }
@@ -200,7 +212,8 @@ void sf_tokenizer_free(sf_tokenizer *t) {
     free(t->merges.slots);
     free(t->bos_str);
     free(t->eos_str);
-    for (int i = 0; i < t->n_added; i++) free(t->added[i].s);
+    for (int i = 0; i < t->n_added; i++)
+        free(t->added[i].s);
     if (t->re) pcre2_code_free(t->re);
     pthread_mutex_destroy(&t->lock);
     free(t);
@@ -259,8 +272,8 @@ static int finish_vocab(sf_tokenizer *t, const char *src) {
 }
 
 /* One merge "a b" (a and b are token strings). */
-static int add_merge(sf_tokenizer *t, const char *a, size_t la, const char *b, size_t lb, int rank, const char *src,
-                     size_t line) {
+static int add_merge(sf_tokenizer *t, const char *a, size_t la, const char *b, size_t lb, int rank,
+                     const char *src, size_t line) {
     int32_t ia, ib, im;
     char *cat = sf_malloc(la + lb + 1);
     memcpy(cat, a, la);
@@ -269,7 +282,8 @@ static int add_merge(sf_tokenizer *t, const char *a, size_t la, const char *b, s
     int ok = strmap_get(&t->vocab, a, la, &ia) && strmap_get(&t->vocab, b, lb, &ib) &&
              strmap_get(&t->vocab, cat, la + lb, &im);
     if (!ok) {
-        sf_error("%s: merge %zu ('%.*s' '%.*s'): token not in the vocabulary", src, line, (int)la, a, (int)lb, b);
+        sf_error("%s: merge %zu ('%.*s' '%.*s'): token not in the vocabulary", src, line, (int)la,
+                 a, (int)lb, b);
         free(cat);
         return -1;
     }
@@ -285,7 +299,8 @@ static int add_merge(sf_tokenizer *t, const char *a, size_t la, const char *b, s
 
 static void merges_alloc(sf_tokenizer *t, size_t n) {
     t->merges.cap = 16;
-    while (t->merges.cap < n * 2 + 16) t->merges.cap <<= 1;
+    while (t->merges.cap < n * 2 + 16)
+        t->merges.cap <<= 1;
     t->merges.slots = sf_calloc(t->merges.cap, sizeof(merge_slot));
 }
 
@@ -318,7 +333,8 @@ sf_tokenizer *sf_tokenizer_load(const char *vocab_json, const char *merges_txt) 
     txt = sf_read_file(merges_txt, &len);
     if (!txt) goto fail;
     size_t lines = 1;
-    for (size_t i = 0; i < len; i++) lines += txt[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        lines += txt[i] == '\n';
     merges_alloc(t, lines);
     int rank = 0;
     size_t lineno = 0;
@@ -332,11 +348,13 @@ sf_tokenizer *sf_tokenizer_load(const char *vocab_json, const char *merges_txt) 
         if (ll && !(lineno == 1 && p[0] == '#')) {
             char *sp = memchr(p, ' ', ll);
             if (!sp || memchr(sp + 1, ' ', ll - (size_t)(sp + 1 - p))) {
-                sf_error("%s: line %zu: expected two tokens separated by one space", merges_txt, lineno);
+                sf_error("%s: line %zu: expected two tokens separated by one space", merges_txt,
+                         lineno);
                 free(txt);
                 goto fail;
             }
-            if (add_merge(t, p, (size_t)(sp - p), sp + 1, ll - (size_t)(sp + 1 - p), rank++, merges_txt, lineno)) {
+            if (add_merge(t, p, (size_t)(sp - p), sp + 1, ll - (size_t)(sp + 1 - p), rank++,
+                          merges_txt, lineno)) {
                 free(txt);
                 goto fail;
             }
@@ -373,14 +391,15 @@ sf_tokenizer *sf_tokenizer_load_json(const char *path) {
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "type"));
-    const char *eow = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix"));
+    const char *eow =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix"));
     if (!type || strcmp(type, "BPE")) {
         sf_error("%s: model.type is '%s', expected 'BPE'", path, type ? type : "(missing)");
         goto fail;
     }
     if (!eow || strcmp(eow, "</w>")) {
-        sf_error("%s: model.end_of_word_suffix is '%s', expected '</w>' (not a CLIP tokenizer)", path,
-                 eow ? eow : "(missing)");
+        sf_error("%s: model.end_of_word_suffix is '%s', expected '</w>' (not a CLIP tokenizer)",
+                 path, eow ? eow : "(missing)");
         goto fail;
     }
     if (load_vocab_json(t, cJSON_GetObjectItemCaseSensitive(model, "vocab"), path)) goto fail;
@@ -390,12 +409,14 @@ sf_tokenizer *sf_tokenizer_load_json(const char *path) {
         const char *c = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "content"));
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (c && cJSON_IsNumber(id) &&
-            (add_token(t, c, strlen(c), (int)id->valuedouble, path) || add_added(t, c, (int)id->valuedouble, path)))
+            (add_token(t, c, strlen(c), (int)id->valuedouble, path) ||
+             add_added(t, c, (int)id->valuedouble, path)))
             goto fail;
     }
     /* the post-processor names the BOS (cls) and EOS (sep) tokens */
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(j, "post_processor");
-    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(pp, "cls"), *sep = cJSON_GetObjectItemCaseSensitive(pp, "sep");
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(pp, "cls"),
+                *sep = cJSON_GetObjectItemCaseSensitive(pp, "sep");
     if (cJSON_IsArray(cls) && cJSON_IsString(cJSON_GetArrayItem(cls, 0)))
         t->bos_str = sf_strdup(cJSON_GetArrayItem(cls, 0)->valuestring);
     if (cJSON_IsArray(sep) && cJSON_IsString(cJSON_GetArrayItem(sep, 0)))
@@ -419,10 +440,13 @@ sf_tokenizer *sf_tokenizer_load_json(const char *path) {
                 sf_error("%s: merge %d '%s' is not two tokens", path, rank, s);
                 goto fail;
             }
-            if (add_merge(t, s, (size_t)(sp - s), sp + 1, strlen(sp + 1), rank, path, (size_t)rank)) goto fail;
-        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
+            if (add_merge(t, s, (size_t)(sp - s), sp + 1, strlen(sp + 1), rank, path, (size_t)rank))
+                goto fail;
+        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 &&
+                   cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
                    cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
-            const char *a = cJSON_GetArrayItem(e, 0)->valuestring, *b = cJSON_GetArrayItem(e, 1)->valuestring;
+            const char *a = cJSON_GetArrayItem(e, 0)->valuestring,
+                       *b = cJSON_GetArrayItem(e, 1)->valuestring;
             if (add_merge(t, a, strlen(a), b, strlen(b), rank, path, (size_t)rank)) goto fail;
         } else {
             sf_error("%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
@@ -510,10 +534,18 @@ sf_tokenizer *sf_tokenizer_load_dir(const char *dir) {
     return t;
 }
 
-int sf_tokenizer_bos(const sf_tokenizer *t) { return t->bos; }
-int sf_tokenizer_eos(const sf_tokenizer *t) { return t->eos; }
-int sf_tokenizer_pad(const sf_tokenizer *t) { return t->pad; }
-int sf_tokenizer_vocab_size(const sf_tokenizer *t) { return t->n_ids; }
+int sf_tokenizer_bos(const sf_tokenizer *t) {
+    return t->bos;
+}
+int sf_tokenizer_eos(const sf_tokenizer *t) {
+    return t->eos;
+}
+int sf_tokenizer_pad(const sf_tokenizer *t) {
+    return t->pad;
+}
+int sf_tokenizer_vocab_size(const sf_tokenizer *t) {
+    return t->n_ids;
+}
 const char *sf_tokenizer_token(const sf_tokenizer *t, int id) {
     return id >= 0 && id < t->n_ids ? t->id_to_tok[id] : NULL;
 }
@@ -535,26 +567,26 @@ static void ibuf_push(ibuf *b, int32_t x) {
 
 static int is_white_space(int32_t c) {
     return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-           c == 0x3000;
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
 }
 
 /* Case pairs of Unicode 16 that utf8proc 2.8 (Unicode 15) lacks, sorted. */
 static const int32_t LOWER_U16[][2] = {
-    {0x1C89, 0x1C8A}, {0xA7CB, 0x0264}, {0xA7CC, 0xA7CD}, {0xA7CE, 0xA7CF}, {0xA7D2, 0xA7D3},
-    {0xA7D4, 0xA7D5}, {0xA7DA, 0xA7DB}, {0xA7DC, 0x019B}, {0x10D50, 0x10D70}, {0x10D51, 0x10D71},
-    {0x10D52, 0x10D72}, {0x10D53, 0x10D73}, {0x10D54, 0x10D74}, {0x10D55, 0x10D75},
-    {0x10D56, 0x10D76}, {0x10D57, 0x10D77}, {0x10D58, 0x10D78}, {0x10D59, 0x10D79},
-    {0x10D5A, 0x10D7A}, {0x10D5B, 0x10D7B}, {0x10D5C, 0x10D7C}, {0x10D5D, 0x10D7D},
-    {0x10D5E, 0x10D7E}, {0x10D5F, 0x10D7F}, {0x10D60, 0x10D80}, {0x10D61, 0x10D81},
-    {0x10D62, 0x10D82}, {0x10D63, 0x10D83}, {0x10D64, 0x10D84}, {0x10D65, 0x10D85},
-    {0x16EA0, 0x16EBB}, {0x16EA1, 0x16EBC}, {0x16EA2, 0x16EBD}, {0x16EA3, 0x16EBE},
-    {0x16EA4, 0x16EBF}, {0x16EA5, 0x16EC0}, {0x16EA6, 0x16EC1}, {0x16EA7, 0x16EC2},
-    {0x16EA8, 0x16EC3}, {0x16EA9, 0x16EC4}, {0x16EAA, 0x16EC5}, {0x16EAB, 0x16EC6},
-    {0x16EAC, 0x16EC7}, {0x16EAD, 0x16EC8}, {0x16EAE, 0x16EC9}, {0x16EAF, 0x16ECA},
-    {0x16EB0, 0x16ECB}, {0x16EB1, 0x16ECC}, {0x16EB2, 0x16ECD}, {0x16EB3, 0x16ECE},
-    {0x16EB4, 0x16ECF}, {0x16EB5, 0x16ED0}, {0x16EB6, 0x16ED1}, {0x16EB7, 0x16ED2},
-    {0x16EB8, 0x16ED3},
+    {0x1C89, 0x1C8A},   {0xA7CB, 0x0264},   {0xA7CC, 0xA7CD},   {0xA7CE, 0xA7CF},
+    {0xA7D2, 0xA7D3},   {0xA7D4, 0xA7D5},   {0xA7DA, 0xA7DB},   {0xA7DC, 0x019B},
+    {0x10D50, 0x10D70}, {0x10D51, 0x10D71}, {0x10D52, 0x10D72}, {0x10D53, 0x10D73},
+    {0x10D54, 0x10D74}, {0x10D55, 0x10D75}, {0x10D56, 0x10D76}, {0x10D57, 0x10D77},
+    {0x10D58, 0x10D78}, {0x10D59, 0x10D79}, {0x10D5A, 0x10D7A}, {0x10D5B, 0x10D7B},
+    {0x10D5C, 0x10D7C}, {0x10D5D, 0x10D7D}, {0x10D5E, 0x10D7E}, {0x10D5F, 0x10D7F},
+    {0x10D60, 0x10D80}, {0x10D61, 0x10D81}, {0x10D62, 0x10D82}, {0x10D63, 0x10D83},
+    {0x10D64, 0x10D84}, {0x10D65, 0x10D85}, {0x16EA0, 0x16EBB}, {0x16EA1, 0x16EBC},
+    {0x16EA2, 0x16EBD}, {0x16EA3, 0x16EBE}, {0x16EA4, 0x16EBF}, {0x16EA5, 0x16EC0},
+    {0x16EA6, 0x16EC1}, {0x16EA7, 0x16EC2}, {0x16EA8, 0x16EC3}, {0x16EA9, 0x16EC4},
+    {0x16EAA, 0x16EC5}, {0x16EAB, 0x16EC6}, {0x16EAC, 0x16EC7}, {0x16EAD, 0x16EC8},
+    {0x16EAE, 0x16EC9}, {0x16EAF, 0x16ECA}, {0x16EB0, 0x16ECB}, {0x16EB1, 0x16ECC},
+    {0x16EB2, 0x16ECD}, {0x16EB3, 0x16ECE}, {0x16EB4, 0x16ECF}, {0x16EB5, 0x16ED0},
+    {0x16EB6, 0x16ED1}, {0x16EB7, 0x16ED2}, {0x16EB8, 0x16ED3},
 };
 
 /* Rust's char::to_lowercase (what tokenizers' Lowercase uses), built on
@@ -616,7 +648,8 @@ static char *normalize(const char *text, size_t len, size_t *olen) {
         in_ws = 0;
         int32_t lc[2];
         int m = lower_full(c, lc);
-        for (int j = 0; j < m; j++) o += (size_t)utf8proc_encode_char(lc[j], (utf8proc_uint8_t *)out + o);
+        for (int j = 0; j < m; j++)
+            o += (size_t)utf8proc_encode_char(lc[j], (utf8proc_uint8_t *)out + o);
     }
     free(nfc);
     out[o] = 0;
@@ -714,7 +747,8 @@ static void bpe_piece(const sf_tokenizer *t, const unsigned char *p, size_t n, i
             if (mr) heap_push(heap, &hn, (cand){mr->rank, c.pos, a->id, s[a->next].id});
         }
     }
-    for (int32_t i = 0; i >= 0; i = s[i].next) ibuf_push(out, s[i].id);
+    for (int32_t i = 0; i >= 0; i = s[i].next)
+        ibuf_push(out, s[i].id);
     free(s);
     free(heap);
 }
@@ -725,7 +759,8 @@ static void bpe_cached(sf_tokenizer *t, const unsigned char *p, size_t n, ibuf *
     pthread_mutex_lock(&t->lock);
     if (strmap_get(&t->cache.index, (const char *)p, n, &off)) {
         int32_t len = t->cache.ids[off];
-        for (int32_t i = 0; i < len; i++) ibuf_push(out, t->cache.ids[off + 1 + i]);
+        for (int32_t i = 0; i < len; i++)
+            ibuf_push(out, t->cache.ids[off + 1 + i]);
         pthread_mutex_unlock(&t->lock);
         return;
     }
@@ -832,13 +867,15 @@ int sf_tokenizer_encode_raw(sf_tokenizer *t, const char *text, int32_t *ids, int
         free(b.v);
         return -1;
     }
-    for (size_t i = 0; i < b.n && (int)i < cap; i++) ids[i] = b.v[i];
+    for (size_t i = 0; i < b.n && (int)i < cap; i++)
+        ids[i] = b.v[i];
     int n = (int)b.n;
     free(b.v);
     return n;
 }
 
-int sf_tokenizer_encode(sf_tokenizer *t, const char *text, int context_length, int32_t *ids, int32_t *mask) {
+int sf_tokenizer_encode(sf_tokenizer *t, const char *text, int context_length, int32_t *ids,
+                        int32_t *mask) {
     if (context_length < 2) return sf_error("tokenizer: context length %d < 2", context_length);
     ibuf b = {0};
     if (encode_all(t, text, &b)) {
@@ -850,12 +887,15 @@ int sf_tokenizer_encode(sf_tokenizer *t, const char *text, int context_length, i
     size_t keep = b.n < (size_t)context_length - 2 ? b.n : (size_t)context_length - 2;
     int n = 0;
     ids[n++] = t->bos;
-    for (size_t i = 0; i < keep; i++) ids[n++] = b.v[i];
+    for (size_t i = 0; i < keep; i++)
+        ids[n++] = b.v[i];
     ids[n++] = t->eos;
     int used = n;
-    while (n < context_length) ids[n++] = t->pad;
+    while (n < context_length)
+        ids[n++] = t->pad;
     if (mask)
-        for (int i = 0; i < context_length; i++) mask[i] = i < used;
+        for (int i = 0; i < context_length; i++)
+            mask[i] = i < used;
     free(b.v);
     return used;
 }

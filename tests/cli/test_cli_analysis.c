@@ -11,7 +11,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
 #include "saeflow/common.h"
 #include "saeflow/safetensors.h"
 #include "test.h"

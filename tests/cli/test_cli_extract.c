@@ -18,8 +18,12 @@
 
 /* Thin views over the safetensors reader for the checks below. */
 typedef sf_st stfile;
-static int st_open(stfile *f, const char *path) { return sf_st_open(f, path); }
-static void st_close(stfile *f) { sf_st_close(f); }
+static int st_open(stfile *f, const char *path) {
+    return sf_st_open(f, path);
+}
+static void st_close(stfile *f) {
+    sf_st_close(f);
+}
 /* Pointer to the data of `name` (copy before use: may be unaligned), its
  * shape in dims[0..1] (dims[1] = 1 for 1-D); NULL if absent or another dtype. */
 static const void *st_get(const stfile *f, const char *name, const char *dtype, int64_t dims[2]) {
@@ -29,7 +33,9 @@ static const void *st_get(const stfile *f, const char *name, const char *dtype, 
     dims[1] = t->ndim > 1 ? t->shape[1] : 1;
     return t->data;
 }
-static const char *st_meta(const stfile *f, const char *key) { return sf_st_meta(f, key); }
+static const char *st_meta(const stfile *f, const char *key) {
+    return sf_st_meta(f, key);
+}
 
 static double rel_err(const void *a, const void *b, int64_t n) {
     double md = 0, mb = 1e-30;
@@ -73,15 +79,16 @@ TEST(images_and_captions) {
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/acts.safetensors", tmp);
     /* 20 images in 3 shards of 8 rows, batches of 6 */
-    int rc =
-        test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
-                      "--shard_rows 8 --batch_size 6 --threads 2",
-                 out),
-            &log);
+    int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s' "
+                                "--shard_rows 8 --batch_size 6 --threads 2",
+                           out),
+                      &log);
     CHECK_MSG(rc == 0, "%s", log);
     CHECK(strstr(log, "20 rows") != NULL);
     free(log);
-    CHECK(!test_file_exists(cmdf("%s.part00000.safetensors", out))); /* parts removed after the merge */
+    CHECK(!test_file_exists(
+        cmdf("%s.part00000.safetensors", out))); /* parts removed after the merge */
     stfile o, x;
     CHECK(st_open(&o, out) == 0);
     CHECK(st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
@@ -109,19 +116,20 @@ TEST(images_and_captions) {
     st_close(&o);
 
     /* a second run with the same settings does nothing */
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
-                       "--shard_rows 8 --batch_size 6 --threads 2",
-                  out),
-             &log);
+    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                            "e2e_captions.txt' --out '%s' "
+                            "--shard_rows 8 --batch_size 6 --threads 2",
+                       out),
+                  &log);
     CHECK(rc == 0 && strstr(log, "already complete"));
     free(log);
 
     /* BF16 weights: close to the F32 reference, not equal */
     rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                       "e2e_captions.txt' --out '%s/bf16.safetensors' "
-                       "--dtype bf16",
-                  tmp),
-             &log);
+                            "e2e_captions.txt' --out '%s/bf16.safetensors' "
+                            "--dtype bf16",
+                       tmp),
+                  &log);
     CHECK_MSG(rc == 0, "%s", log);
     free(log);
     if (st_open(&o, cmdf("%s/bf16.safetensors", tmp)) == 0) {
@@ -137,11 +145,11 @@ TEST(text_tokens_of_a_layer) {
     const char *tmp = test_tmpdir("cli_extract_tokens");
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/t.safetensors", tmp);
-    int rc =
-        test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX "e2e_captions.txt' --out '%s' "
-                      "--vision none --text layer:1 --tokens all --batch_size 7",
-                 out),
-            &log);
+    int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s' "
+                                "--vision none --text layer:1 --tokens all --batch_size 7",
+                           out),
+                      &log);
     CHECK_MSG(rc == 0, "%s", log);
     free(log);
     stfile o, x;
@@ -169,9 +177,9 @@ TEST(resume_after_interruption) {
      * rename over it, but every shard is finished and kept. */
     CHECK(mkdir(out, 0755) == 0);
     int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                           "e2e_captions.txt' --out '%s' %s",
-                      out, args),
-                 &log);
+                                "e2e_captions.txt' --out '%s' %s",
+                           out, args),
+                      &log);
     CHECK(rc == 1);
     free(log);
     for (int k = 0; k < 4; k++)
@@ -185,27 +193,27 @@ TEST(resume_after_interruption) {
     rmdir(out);
     /* different settings: refused, parts untouched */
     rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                       "e2e_captions.txt' --out '%s' --shard_rows 6 "
-                       "--vision pooled",
-                  out),
-             &log);
+                            "e2e_captions.txt' --out '%s' --shard_rows 6 "
+                            "--vision pooled",
+                       out),
+                  &log);
     CHECK(rc == 1 && strstr(log, "different settings"));
     free(log);
     CHECK(test_file_exists(cmdf("%s.part00000.safetensors", out)));
     /* same settings: resumes, computing only the missing shard */
     rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                       "e2e_captions.txt' --out '%s' %s",
-                  out, args),
-             &log);
+                            "e2e_captions.txt' --out '%s' %s",
+                       out, args),
+                  &log);
     CHECK_MSG(rc == 0 && strstr(log, "1 of 4 shards computed now"), "%s", log);
     free(log);
     /* identical to an uninterrupted run */
     char ref[4096];
     snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
     rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                       "e2e_captions.txt' --out '%s' %s",
-                  ref, args),
-             &log);
+                            "e2e_captions.txt' --out '%s' %s",
+                       ref, args),
+                  &log);
     CHECK(rc == 0);
     free(log);
     stfile a, b;
@@ -226,16 +234,16 @@ TEST(datasets_and_errors) {
     char *log = NULL;
     /* a folder dataset with captions.tsv (one image has none: skipped) */
     int rc = test_run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR
-                           "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
-                      tmp),
-                 &log);
+                                "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
+                           tmp),
+                      &log);
     CHECK_MSG(rc == 0 && strstr(log, "skipped: no caption") && strstr(log, "5 rows"), "%s", log);
     free(log);
     /* undecodable images are skipped with their error */
     rc = test_run(cmdf(BASE "--images '" SF_SOURCE_DIR
-                       "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
-                  tmp),
-             &log);
+                            "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
+                       tmp),
+                  &log);
     CHECK_MSG(rc == 0 && strstr(log, "truncated") && strstr(log, "1 rows"), "%s", log);
     free(log);
     /* images without captions and text wanted: nothing to write */
@@ -258,15 +266,15 @@ TEST(datasets_and_errors) {
     fputs("pickle", f);
     fclose(f);
     rc = test_run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'",
-                  SF_EXE, tmp, tmp),
-             &log);
+                       SF_EXE, tmp, tmp),
+                  &log);
     CHECK(rc == 1 && strstr(log, "safetensors") && strstr(log, "Convert"));
     free(log);
     /* a layer the model does not have */
-    rc =
-        test_run(cmdf(BASE "--images '" IMAGES "' --text none --vision-layer 7 --out '%s/l.safetensors'",
-                 tmp),
-            &log);
+    rc = test_run(cmdf(BASE "--images '" IMAGES
+                            "' --text none --vision-layer 7 --out '%s/l.safetensors'",
+                       tmp),
+                  &log);
     CHECK(rc == 1 && strstr(log, "out of range"));
     free(log);
     CHECK(test_run("'" SF_EXE "' extract --help", NULL) == 0);

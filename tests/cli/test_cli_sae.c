@@ -38,11 +38,14 @@ TEST(help_each) {
         HAS("usage: saeflow");
     }
     CHECK(run("train --help") == 0);
-    const char *flags[] = {"--features", "--expansion", "--k", "--lr", "--beta1", "--beta2", "--wd",
-                           "--lr_warmup_steps", "--auxk", "--aux_k", "--bodycount", "--batch_size",
-                           "--num_epochs", "--tensorpath", "--tensorkey", "--savedir", "--name",
-                           "--normalise", "--seed", "--threads", "--save_every"};
-    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) HAS(flags[i]);
+    const char *flags[] = {"--features",   "--expansion",  "--k",         "--lr",
+                           "--beta1",      "--beta2",      "--wd",        "--lr_warmup_steps",
+                           "--auxk",       "--aux_k",      "--bodycount", "--batch_size",
+                           "--num_epochs", "--tensorpath", "--tensorkey", "--savedir",
+                           "--name",       "--normalise",  "--seed",      "--threads",
+                           "--save_every"};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        HAS(flags[i]);
     CHECK(run("help") == 0);
     HAS("train");
     HAS("surgery");
@@ -51,7 +54,9 @@ TEST(help_each) {
 TEST(pipeline) {
     const char *dir = test_tmpdir("cli_sae");
     char a[4096], p[4096];
-    snprintf(a, sizeof a, "synth --out %s/s.safetensors --d 32 --n_true 64 --samples 4096 --active 3 --seed 1", dir);
+    snprintf(a, sizeof a,
+             "synth --out %s/s.safetensors --d 32 --n_true 64 --samples 4096 --active 3 --seed 1",
+             dir);
     CHECK(run(a) == 0);
     HAS("'activations' [4096, 32]");
     snprintf(a, sizeof a,
@@ -67,7 +72,9 @@ TEST(pipeline) {
     CHECK(exists(p));
     snprintf(p, sizeof p, "%s/ck/m/metrics.jsonl", dir);
     CHECK(exists(p));
-    snprintf(a, sizeof a, "eval --checkpoint %s/ck/m --tensorpath %s/s.safetensors --dictionary %s/s.safetensors --json",
+    snprintf(a, sizeof a,
+             "eval --checkpoint %s/ck/m --tensorpath %s/s.safetensors --dictionary "
+             "%s/s.safetensors --json",
              dir, dir, dir);
     CHECK(run(a) == 0);
     HAS("\"mmcs\"");
@@ -75,19 +82,27 @@ TEST(pipeline) {
     const char *m = strstr(out_buf, "\"mmcs\": ");
     if (m) mmcs = atof(m + 8);
     CHECK_MSG(mmcs >= 0.9, "mmcs %.4f", mmcs);
-    snprintf(a, sizeof a, "encode --checkpoint %s/ck/m --input %s/s.safetensors --out %s/codes.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "encode --checkpoint %s/ck/m --input %s/s.safetensors --out %s/codes.safetensors", dir,
+             dir, dir);
     CHECK(run(a) == 0);
     HAS("encoded 4096 rows");
-    snprintf(a, sizeof a, "decode --checkpoint %s/ck/m --input %s/codes.safetensors --out %s/rec.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "decode --checkpoint %s/ck/m --input %s/codes.safetensors --out %s/rec.safetensors",
+             dir, dir, dir);
     CHECK(run(a) == 0);
     HAS("decoded 4096 rows");
-    snprintf(a, sizeof a, "surgery --checkpoint %s/ck/m --input %s/s.safetensors --feature 5 --strength 42 --out %s/steer.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "surgery --checkpoint %s/ck/m --input %s/s.safetensors --feature 5 --strength 42 "
+             "--out %s/steer.safetensors",
+             dir, dir, dir);
     CHECK(run(a) == 0);
     HAS("steered 4096 rows");
     /* same seed, same threads -> identical checkpoint bytes */
     snprintf(a, sizeof a,
              "train --tensorpath %s/s.safetensors --k 3 --expansion 4 --lr 2e-3 --batch_size 128 "
-             "--num_epochs 12 --lr_warmup_steps 20 --savedir %s/ck --name m2 --threads 2 --seed 3 --quiet",
+             "--num_epochs 12 --lr_warmup_steps 20 --savedir %s/ck --name m2 --threads 2 --seed 3 "
+             "--quiet",
              dir, dir);
     CHECK(run(a) == 0);
     snprintf(a, sizeof a, "cmp -s %s/ck/m/model.safetensors %s/ck/m2/model.safetensors", dir, dir);
@@ -110,21 +125,29 @@ TEST(errors) {
     CHECK(run(a) == 0);
     snprintf(a, sizeof a, "synth --out %s/s8.safetensors --d 8 --n_true 16 --samples 256", dir);
     CHECK(run(a) == 0);
-    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors --tensorkey nope --savedir %s/ck", dir, dir);
+    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors --tensorkey nope --savedir %s/ck",
+             dir, dir);
     CHECK(run(a) == 1);
     HAS("no tensor 'nope'");
-    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors --features 32 --savedir %s/ck", dir, dir);
+    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors --features 32 --savedir %s/ck",
+             dir, dir);
     CHECK(run(a) == 1);
     HAS("--features 32 does not match");
-    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors,%s/s8.safetensors --savedir %s/ck", dir, dir, dir);
+    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors,%s/s8.safetensors --savedir %s/ck",
+             dir, dir, dir);
     CHECK(run(a) == 1);
     HAS("differs");
     snprintf(p, sizeof p, "%s/ck", dir);
     CHECK(!exists(p));
     /* a checkpoint for 16-wide data, then 8-wide data through it */
-    snprintf(a, sizeof a, "train --tensorpath %s/s16.safetensors --k 2 --expansion 2 --batch_size 64 --num_epochs 1 --savedir %s/ck --name m --quiet", dir, dir);
+    snprintf(a, sizeof a,
+             "train --tensorpath %s/s16.safetensors --k 2 --expansion 2 --batch_size 64 "
+             "--num_epochs 1 --savedir %s/ck --name m --quiet",
+             dir, dir);
     CHECK(run(a) == 0);
-    snprintf(a, sizeof a, "encode --checkpoint %s/ck/m --input %s/s8.safetensors --out %s/c.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "encode --checkpoint %s/ck/m --input %s/s8.safetensors --out %s/c.safetensors", dir,
+             dir, dir);
     CHECK(run(a) == 1);
     HAS("width 8 but the checkpoint");
     snprintf(p, sizeof p, "%s/c.safetensors", dir);
@@ -132,18 +155,25 @@ TEST(errors) {
     snprintf(a, sizeof a, "eval --checkpoint %s/ck/m --tensorpath %s/s8.safetensors", dir, dir);
     CHECK(run(a) == 1);
     HAS("does not match");
-    snprintf(a, sizeof a, "surgery --checkpoint %s/ck/m --input %s/s16.safetensors --feature 32 --strength 1 --out %s/o.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "surgery --checkpoint %s/ck/m --input %s/s16.safetensors --feature 32 --strength 1 "
+             "--out %s/o.safetensors",
+             dir, dir, dir);
     CHECK(run(a) == 2);
     HAS("--feature 32 is outside [0, 32)");
     /* truncated data file */
     snprintf(a, sizeof a, "head -c 1000 %s/s16.safetensors > %s/t.safetensors", dir, dir);
     CHECK(system(a) == 0);
-    snprintf(a, sizeof a, "encode --checkpoint %s/ck/m --input %s/t.safetensors --out %s/c.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "encode --checkpoint %s/ck/m --input %s/t.safetensors --out %s/c.safetensors", dir,
+             dir, dir);
     CHECK(run(a) == 1);
     HAS("t.safetensors");
     CHECK(!exists(p));
     /* decode: CSR indices out of range are caught */
-    snprintf(a, sizeof a, "decode --checkpoint %s/ck/m --input %s/s16.safetensors --out %s/d.safetensors", dir, dir, dir);
+    snprintf(a, sizeof a,
+             "decode --checkpoint %s/ck/m --input %s/s16.safetensors --out %s/d.safetensors", dir,
+             dir, dir);
     CHECK(run(a) == 1);
     HAS("no CSR tensors");
 }

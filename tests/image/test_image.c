@@ -83,8 +83,8 @@ TEST(resize_matches_pillow) {
                 int dd = abs((int)out.rgb[i] - (int)want[i]);
                 if (dd > maxd) maxd = dd;
             }
-        CHECK_MSG(bad == 0, "case %u (%ux%u -> %ux%u filter %u): %zu bytes differ, max %d", c, h[0], h[1],
-                  h[2], h[3], h[4], bad, maxd);
+        CHECK_MSG(bad == 0, "case %u (%ux%u -> %ux%u filter %u): %zu bytes differ, max %d", c, h[0],
+                  h[1], h[2], h[3], h[4], bad, maxd);
         sf_image_free(&out);
     }
     free(d);
@@ -97,7 +97,8 @@ TEST(normalize_table) {
     sf_clip_preproc_default(&p);
     sf_image im;
     CHECK(sf_image_alloc(&im, 256, 1) == 0);
-    for (int v = 0; v < 256; v++) im.rgb[3 * v] = im.rgb[3 * v + 1] = im.rgb[3 * v + 2] = (uint8_t)v;
+    for (int v = 0; v < 256; v++)
+        im.rgb[3 * v] = im.rgb[3 * v + 1] = im.rgb[3 * v + 2] = (uint8_t)v;
     float px[3 * 256];
     sf_clip_normalize(&p, &im, px);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "table");
@@ -125,10 +126,11 @@ static void check_images(const cJSON *images, const sf_clip_preproc *p, const ch
         int rc = sf_image_load(path, &im);
         CHECK_MSG(rc == 0, "%s: %s", fn, sf_errmsg());
         if (rc) continue;
-        CHECK_MSG(im.width == (int)jnum(rec, "width") && im.height == (int)jnum(rec, "height"), "%s: size %dx%d",
-                  fn, im.width, im.height);
+        CHECK_MSG(im.width == (int)jnum(rec, "width") && im.height == (int)jnum(rec, "height"),
+                  "%s: size %dx%d", fn, im.width, im.height);
         CHECK_MSG(hash_is(im.rgb, (size_t)im.width * im.height * 3, jstr(rec, "decoded_fnv64")),
-                  "%s [%s]: decoded RGB differs from Pillow's convert(\"RGB\")", fn, jstr(rec, "pil_mode"));
+                  "%s [%s]: decoded RGB differs from Pillow's convert(\"RGB\")", fn,
+                  jstr(rec, "pil_mode"));
         int rw, rh;
         sf_clip_resize_size(p, im.width, im.height, &rw, &rh);
         CHECK_MSG(rw == (int)jnum(rec, "resized_width") && rh == (int)jnum(rec, "resized_height"),
@@ -143,13 +145,14 @@ static void check_images(const cJSON *images, const sf_clip_preproc *p, const ch
         rc = sf_clip_resize_crop(p, &im, &crop);
         CHECK_MSG(rc == 0 && crop.width == cw && crop.height == ch, "%s: crop", fn);
         if (rc == 0) {
-            CHECK_MSG(hash_is(crop.rgb, (size_t)cw * ch * 3, jstr(rec, "crop_fnv64")), "%s (%s): crop differs", fn,
-                      label);
+            CHECK_MSG(hash_is(crop.rgb, (size_t)cw * ch * 3, jstr(rec, "crop_fnv64")),
+                      "%s (%s): crop differs", fn, label);
             const cJSON *rows = cJSON_GetObjectItemCaseSensitive(rec, "crop_row_sums");
             int bad_rows = 0, first_bad = -1;
             for (int y = 0; y < ch; y++) {
                 long s = 0;
-                for (int x = 0; x < cw * 3; x++) s += crop.rgb[(size_t)y * cw * 3 + x];
+                for (int x = 0; x < cw * 3; x++)
+                    s += crop.rgb[(size_t)y * cw * 3 + x];
                 if (s != (long)cJSON_GetArrayItem(rows, y)->valuedouble) {
                     if (first_bad < 0) first_bad = y;
                     bad_rows++;
@@ -164,10 +167,12 @@ static void check_images(const cJSON *images, const sf_clip_preproc *p, const ch
         const cJSON *at = cJSON_GetObjectItemCaseSensitive(rec, "pixel_values_at");
         double maxd = 0, sum = 0;
         for (int i = 0; i < cJSON_GetArraySize(idx); i++) {
-            double d = fabs(px[(int)cJSON_GetArrayItem(idx, i)->valuedouble] - cJSON_GetArrayItem(at, i)->valuedouble);
+            double d = fabs(px[(int)cJSON_GetArrayItem(idx, i)->valuedouble] -
+                            cJSON_GetArrayItem(at, i)->valuedouble);
             if (d > maxd) maxd = d;
         }
-        for (size_t i = 0; i < sf_clip_preproc_floats(p); i++) sum += px[i];
+        for (size_t i = 0; i < sf_clip_preproc_floats(p); i++)
+            sum += px[i];
         CHECK_MSG(maxd <= 1e-6, "%s: pixel_values differ by %g", fn, maxd);
         CHECK_MSG(fabs(sum - jnum(rec, "pixel_values_sum")) <= 1e-6 * sf_clip_preproc_floats(p),
                   "%s: pixel_values sum %.6f vs %.6f", fn, sum, jnum(rec, "pixel_values_sum"));
@@ -261,7 +266,8 @@ static uint32_t crc32_(const uint8_t *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
         c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
     }
     return ~c;
 }
@@ -271,14 +277,18 @@ static uint32_t crc32_(const uint8_t *p, size_t n) {
 TEST(huge_dimensions_refused) {
     /* signature, IHDR chunk, then the start of an (empty) IDAT so that
      * png_read_info returns with the header parsed */
-    uint8_t png[8 + 25 + 8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    uint8_t png[8 + 25 + 8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                               0,    0,   0,   13,  'I',  'H',  'D',  'R'};
     uint32_t w = 20000, h = 20000;
     uint8_t *d = png + 16;
-    d[0] = (uint8_t)(w >> 24), d[1] = (uint8_t)(w >> 16), d[2] = (uint8_t)(w >> 8), d[3] = (uint8_t)w;
-    d[4] = (uint8_t)(h >> 24), d[5] = (uint8_t)(h >> 16), d[6] = (uint8_t)(h >> 8), d[7] = (uint8_t)h;
+    d[0] = (uint8_t)(w >> 24), d[1] = (uint8_t)(w >> 16), d[2] = (uint8_t)(w >> 8),
+    d[3] = (uint8_t)w;
+    d[4] = (uint8_t)(h >> 24), d[5] = (uint8_t)(h >> 16), d[6] = (uint8_t)(h >> 8),
+    d[7] = (uint8_t)h;
     d[8] = 8, d[9] = 2, d[10] = d[11] = d[12] = 0; /* 8-bit RGB */
     uint32_t c = crc32_(png + 12, 17);
-    png[29] = (uint8_t)(c >> 24), png[30] = (uint8_t)(c >> 16), png[31] = (uint8_t)(c >> 8), png[32] = (uint8_t)c;
+    png[29] = (uint8_t)(c >> 24), png[30] = (uint8_t)(c >> 16), png[31] = (uint8_t)(c >> 8),
+    png[32] = (uint8_t)c;
     memcpy(png + 37, "IDAT", 4);
     sf_image im;
     CHECK(sf_image_decode(png, sizeof png, "huge.png", &im) == -1);
@@ -300,8 +310,10 @@ TEST(config_loading) {
     sf_clip_preproc p;
     /* a model directory with an old-style config: ints for size/crop_size */
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
-    const char *old = "{\"crop_size\": 336, \"size\": 336, \"do_center_crop\": true, \"resample\": 3,"
-                      " \"image_mean\": [0.5, 0.25, 0.125], \"feature_extractor_type\": \"CLIPFeatureExtractor\"}";
+    const char *old =
+        "{\"crop_size\": 336, \"size\": 336, \"do_center_crop\": true, \"resample\": 3,"
+        " \"image_mean\": [0.5, 0.25, 0.125], \"feature_extractor_type\": "
+        "\"CLIPFeatureExtractor\"}";
     CHECK(sf_write_file_atomic(path, old, strlen(old)) == 0);
     CHECK(sf_clip_preproc_load(&p, dir) == 0);
     CHECK(p.shortest_edge == 336 && p.crop_height == 336 && p.crop_width == 336);
@@ -309,7 +321,8 @@ TEST(config_loading) {
     CHECK(sf_clip_preproc_floats(&p) == 3 * 336 * 336);
     /* size as height/width: exact resize */
     snprintf(path, sizeof path, "%s/hw.json", dir);
-    const char *hw = "{\"size\": {\"height\": 64, \"width\": 32}, \"crop_size\": {\"height\": 32, \"width\": 32}}";
+    const char *hw = "{\"size\": {\"height\": 64, \"width\": 32}, \"crop_size\": {\"height\": 32, "
+                     "\"width\": 32}}";
     CHECK(sf_write_file_atomic(path, hw, strlen(hw)) == 0);
     CHECK(sf_clip_preproc_load(&p, path) == 0);
     int w, h;
@@ -355,20 +368,26 @@ TEST(alpha_white_matches_transformers5) {
         int rc = sf_image_load_ex(path, SF_IMAGE_ALPHA_WHITE, &im);
         CHECK_MSG(rc == 0, "%s: %s", fn, sf_errmsg());
         if (rc) continue;
-        n_differs += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "transformers_convert_differs"));
-        CHECK_MSG(hash_is(im.rgb, (size_t)im.width * im.height * 3, jstr(rec, "white_decoded_fnv64")),
-                  "%s [%s]: white-composited RGB differs from transformers' convert_to_rgb", fn, jstr(rec, "pil_mode"));
+        n_differs +=
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "transformers_convert_differs"));
+        CHECK_MSG(
+            hash_is(im.rgb, (size_t)im.width * im.height * 3, jstr(rec, "white_decoded_fnv64")),
+            "%s [%s]: white-composited RGB differs from transformers' convert_to_rgb", fn,
+            jstr(rec, "pil_mode"));
         sf_image crop;
         if (sf_clip_resize_crop(&p, &im, &crop) == 0) {
-            CHECK_MSG(hash_is(crop.rgb, (size_t)crop.width * crop.height * 3, jstr(rec, "white_crop_fnv64")),
+            CHECK_MSG(hash_is(crop.rgb, (size_t)crop.width * crop.height * 3,
+                              jstr(rec, "white_crop_fnv64")),
                       "%s: white crop differs", fn);
             sf_image_free(&crop);
         }
         CHECK(sf_clip_preprocess(&p, &im, px) == 0);
         double sum = 0;
-        for (size_t i = 0; i < sf_clip_preproc_floats(&p); i++) sum += px[i];
-        CHECK_MSG(fabs(sum - jnum(rec, "white_pixel_values_sum")) <= 1e-6 * sf_clip_preproc_floats(&p),
-                  "%s: pixel_values sum %.6f vs %.6f", fn, sum, jnum(rec, "white_pixel_values_sum"));
+        for (size_t i = 0; i < sf_clip_preproc_floats(&p); i++)
+            sum += px[i];
+        CHECK_MSG(
+            fabs(sum - jnum(rec, "white_pixel_values_sum")) <= 1e-6 * sf_clip_preproc_floats(&p),
+            "%s: pixel_values sum %.6f vs %.6f", fn, sum, jnum(rec, "white_pixel_values_sum"));
         sf_image_free(&im);
     }
     CHECK(n_differs >= 4);

@@ -19,7 +19,8 @@ TEST(reads_reference_file) {
     CHECK_STR(sf_st_meta(&f, "format"), "pt");
     CHECK_STR(sf_st_meta(&f, "note"), "saeflow fixture");
     CHECK(sf_st_meta(&f, "absent") == NULL);
-    const char *floats[] = {"f32", "bf16", "f16", "f64", "scalar", "empty", "special_f16", "special_bf16"};
+    const char *floats[] = {"f32",    "bf16",  "f16",         "f64",
+                            "scalar", "empty", "special_f16", "special_bf16"};
     for (size_t i = 0; i < sizeof floats / sizeof *floats; i++) {
         float *own1, *own2;
         const sf_tensor_info *t = sf_st_find(&f, floats[i]);
@@ -45,7 +46,8 @@ TEST(reads_reference_file) {
         CHECK(v[0] == -3 && v[5] == 2);
     }
     t = sf_st_find(&f, "bool");
-    CHECK(t && t->dtype == SF_DT_BOOL && ((const uint8_t *)t->data)[0] == 1 && ((const uint8_t *)t->data)[1] == 0);
+    CHECK(t && t->dtype == SF_DT_BOOL && ((const uint8_t *)t->data)[0] == 1 &&
+          ((const uint8_t *)t->data)[1] == 0);
     t = sf_st_find(&f, "scalar");
     CHECK(t && t->ndim == 0 && sf_tensor_numel(t) == 1);
     t = sf_st_find(&f, "empty");
@@ -85,12 +87,12 @@ TEST(half_conversions_exhaustive) {
     CHECK(bad16 == 0);
     CHECK(badbf == 0);
     /* round to nearest even */
-    CHECK(sf_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);          /* tie -> even (down) */
-    CHECK(sf_f32_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82);      /* tie -> even (up) */
+    CHECK(sf_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);     /* tie -> even (down) */
+    CHECK(sf_f32_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82); /* tie -> even (up) */
     CHECK(sf_f32_to_f16(1.0f + 0x1p-11f) == 0x3c00);
-    CHECK(sf_f32_to_f16(65520.0f) == 0x7c00);                 /* rounds to inf */
+    CHECK(sf_f32_to_f16(65520.0f) == 0x7c00); /* rounds to inf */
     CHECK(sf_f32_to_f16(65519.0f) == 0x7bff);
-    CHECK(sf_f32_to_f16(0x1p-25f) == 0);                      /* tie with 0 -> even */
+    CHECK(sf_f32_to_f16(0x1p-25f) == 0); /* tie with 0 -> even */
     CHECK(sf_f32_to_f16(0x1.8p-25f) == 1);
 }
 
@@ -143,20 +145,22 @@ TEST(write_round_trip) {
 }
 
 /* Writes an 8-byte length + header + `datalen` zero bytes. */
-static const char *write_raw(const char *dir, const char *name, const char *hdr, uint64_t hlen_claim,
-                             size_t datalen) {
+static const char *write_raw(const char *dir, const char *name, const char *hdr,
+                             uint64_t hlen_claim, size_t datalen) {
     static char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *fp = fopen(path, "wb");
     uint64_t hl = hlen_claim ? hlen_claim : strlen(hdr);
     fwrite(&hl, 8, 1, fp);
     fwrite(hdr, 1, strlen(hdr), fp);
-    for (size_t i = 0; i < datalen; i++) fputc(0, fp);
+    for (size_t i = 0; i < datalen; i++)
+        fputc(0, fp);
     fclose(fp);
     return path;
 }
 
-static void expect_bad(const char *dir, const char *hdr, uint64_t claim, size_t datalen, const char *msg) {
+static void expect_bad(const char *dir, const char *hdr, uint64_t claim, size_t datalen,
+                       const char *msg) {
     sf_st f;
     const char *p = write_raw(dir, "bad.safetensors", hdr, claim, datalen);
     int rc = sf_st_open(&f, p);
@@ -175,17 +179,19 @@ TEST(rejects_corrupt_headers) {
     sf_st f;
     CHECK(sf_st_open(&f, write_raw(dir, "ok.safetensors", ok, 0, 8)) == 0);
     sf_st_close(&f);
-    expect_bad(dir, ok, 0, 4, "run past the end of the file");                 /* truncated data */
-    expect_bad(dir, ok, 1000, 8, "longer than the file");                       /* header longer than file */
+    expect_bad(dir, ok, 0, 4, "run past the end of the file"); /* truncated data */
+    expect_bad(dir, ok, 1000, 8, "longer than the file");      /* header longer than file */
     expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 0, 8,
-               "tensor 'a': shape [3] of F32 needs");                           /* lying shape */
+               "tensor 'a': shape [3] of F32 needs"); /* lying shape */
     expect_bad(dir, "{\"a\":{\"dtype\":\"F48\",\"shape\":[2],\"data_offsets\":[0,8]}}", 0, 8,
                "unknown dtype 'F48'");
-    expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 0, 8, "not valid JSON");
+    expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 0, 8,
+               "not valid JSON");
     expect_bad(dir, "[1,2]", 0, 0, "does not start with '{'");
     expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 0, 8,
                "shape[0] is not a non-negative integer");
-    expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 0, 8, "end 0 < begin 8");
+    expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 0, 8,
+               "end 0 < begin 8");
     expect_bad(dir,
                "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
@@ -200,8 +206,10 @@ TEST(rejects_corrupt_headers) {
                "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
                0, 16, "appears twice");
     expect_bad(dir, "{\"__metadata__\":{\"k\":1}}", 0, 0, "is not a string");
-    expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
-               "\"data_offsets\":[0,8]}}", 0, 8, "needs more than 2^64 bytes");
+    expect_bad(dir,
+               "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
+               "\"data_offsets\":[0,8]}}",
+               0, 8, "needs more than 2^64 bytes");
     expect_bad(dir, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8.5]}}", 0, 8,
                "not non-negative integers");
     /* a file shorter than the length prefix */
@@ -231,8 +239,9 @@ TEST(sharded_sets) {
     snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", dir);
     CHECK(sf_stw_write(w, p) == 0);
     sf_stw_free(w);
-    const char *idx = "{\"metadata\":{\"total_size\":20},\"weight_map\":{\"x.weight\":\"model-00001-of-00002."
-                      "safetensors\",\"y.weight\":\"model-00002-of-00002.safetensors\"}}";
+    const char *idx =
+        "{\"metadata\":{\"total_size\":20},\"weight_map\":{\"x.weight\":\"model-00001-of-00002."
+        "safetensors\",\"y.weight\":\"model-00002-of-00002.safetensors\"}}";
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
     CHECK(sf_write_file_atomic(p, idx, strlen(idx)) == 0);
     sf_st_set s;

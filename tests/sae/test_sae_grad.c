@@ -14,11 +14,15 @@ static void make_model(sf_sae *s, float *x, uint64_t seed) {
     sf_rng r;
     sf_rng_seed(&r, seed + 100);
     /* non-zero biases so every path carries signal */
-    for (int q = 0; q < D; q++) s->b_dec[q] = 0.3f * sf_rng_normal(&r);
-    for (int j = 0; j < N; j++) s->b_enc[j] = 0.05f * sf_rng_normal(&r);
+    for (int q = 0; q < D; q++)
+        s->b_dec[q] = 0.3f * sf_rng_normal(&r);
+    for (int j = 0; j < N; j++)
+        s->b_enc[j] = 0.05f * sf_rng_normal(&r);
     /* decoder not exactly tied, not unit norm */
-    for (int i = 0; i < N * D; i++) s->W_decT[i] *= 1.0f + 0.3f * (float)sf_rng_uniform(&r);
-    for (int i = 0; i < B * D; i++) x[i] = sf_rng_normal(&r);
+    for (int i = 0; i < N * D; i++)
+        s->W_decT[i] *= 1.0f + 0.3f * (float)sf_rng_uniform(&r);
+    for (int i = 0; i < B * D; i++)
+        x[i] = sf_rng_normal(&r);
 }
 
 /* Active sets of all rows, to skip perturbations that change the selection
@@ -30,7 +34,8 @@ static int codes_equal(const sf_sae *s, const float *x, const sf_sae_codes *ref)
     int eq = 1;
     for (int b = 0; b < B && eq; b++) {
         if (c.cnt[b] != ref->cnt[b]) eq = 0;
-        for (int u = 0; u < c.cnt[b] && eq; u++) eq = c.idx[b * K + u] == ref->idx[b * K + u];
+        for (int u = 0; u < c.cnt[b] && eq; u++)
+            eq = c.idx[b * K + u] == ref->idx[b * K + u];
     }
     sf_sae_codes_free(&c);
     return eq;
@@ -84,7 +89,8 @@ static void fd_check(sf_sae *s, sf_sae_trainer *t, const float *x, int aux_only,
         }
     }
     sf_sae_codes_free(&ref);
-    for (int i = 0; i < s->n_params; i++) free(g[i]);
+    for (int i = 0; i < s->n_params; i++)
+        free(g[i]);
 }
 
 TEST(grad_main_loss) {
@@ -106,12 +112,14 @@ TEST(grad_main_loss) {
     sf_sae_encode(&s, x, B, &c);
     uint8_t used[N] = {0};
     for (int b = 0; b < B; b++)
-        for (int u = 0; u < c.cnt[b]; u++) used[c.idx[b * K + u]] = 1;
+        for (int u = 0; u < c.cnt[b]; u++)
+            used[c.idx[b * K + u]] = 1;
     sf_sae_trainer_grad(t, x, B, NULL);
     const float *gw = sf_sae_trainer_grad_of(t, 0);
     for (int j = 0; j < N; j++)
         if (!used[j])
-            for (int q = 0; q < D; q++) CHECK(gw[j * D + q] == 0.0f);
+            for (int q = 0; q < D; q++)
+                CHECK(gw[j * D + q] == 0.0f);
     sf_sae_codes_free(&c);
     sf_sae_trainer_free(t);
     sf_sae_free(&s);
@@ -121,7 +129,8 @@ TEST(grad_auxk) {
     sf_sae s;
     float x[B * D];
     make_model(&s, x, 2);
-    for (int j = 0; j < N; j++) s.b_enc[j] += 0.2f; /* more positive pre-activations */
+    for (int j = 0; j < N; j++)
+        s.b_enc[j] += 0.2f; /* more positive pre-activations */
     sf_sae_train_opts o;
     sf_sae_train_opts_default(&o);
     o.auxk_coef = 0.5;
@@ -134,7 +143,8 @@ TEST(grad_auxk) {
     sf_sae_encode(&s, x, B, &c);
     uint8_t used[N] = {0}, dead_unused[N] = {0};
     for (int b = 0; b < B; b++)
-        for (int u = 0; u < c.cnt[b]; u++) used[c.idx[b * K + u]] = 1;
+        for (int u = 0; u < c.cnt[b]; u++)
+            used[c.idx[b * K + u]] = 1;
     int64_t *since = sf_sae_trainer_since_fired(t);
     int nd = 0;
     for (int j = 0; j < N; j++) {
@@ -164,8 +174,10 @@ TEST(grad_auxk) {
     const float *g_off = sf_sae_trainer_grad_of(t, 0);
     for (int j = 0; j < N; j++)
         if (used[j] && j % 7 != 0)
-            for (int q = 0; q < D; q++) CHECK(g_on[j * D + q] == g_off[j * D + q]);
-    for (int q = 0; q < D; q++) CHECK(gb_on[q] == sf_sae_trainer_grad_of(t, 3)[q]);
+            for (int q = 0; q < D; q++)
+                CHECK(g_on[j * D + q] == g_off[j * D + q]);
+    for (int q = 0; q < D; q++)
+        CHECK(gb_on[q] == sf_sae_trainer_grad_of(t, 3)[q]);
     free(g_on);
     free(gb_on);
     sf_sae_codes_free(&c);
@@ -195,7 +207,8 @@ TEST(normalise_projection) {
     CHECK(sf_sae_trainer_step(t, x, B, NULL) == 0);
     for (int j = 0; j < N; j++) {
         double ss = 0;
-        for (int q = 0; q < D; q++) ss += (double)s.W_decT[j * D + q] * s.W_decT[j * D + q];
+        for (int q = 0; q < D; q++)
+            ss += (double)s.W_decT[j * D + q] * s.W_decT[j * D + q];
         CHECK_NEAR(ss, 1.0, 1e-5);
     }
     sf_sae_trainer_free(t);
@@ -225,7 +238,8 @@ TEST(adamw_clip_step) {
         p0[i] = malloc(ne * sizeof(float));
         memcpy(g[i], sf_sae_trainer_grad_of(t, i), ne * sizeof(float));
         memcpy(p0[i], s.params[i].data, ne * sizeof(float));
-        for (size_t e = 0; e < ne; e++) ss += (double)g[i][e] * g[i][e];
+        for (size_t e = 0; e < ne; e++)
+            ss += (double)g[i][e] * g[i][e];
     }
     CHECK_NEAR(sqrt(ss), m.grad_norm, 1e-6 * m.grad_norm);
     double cs = o.clip / (sqrt(ss) + 1e-6);

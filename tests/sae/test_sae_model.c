@@ -38,7 +38,8 @@ static void check_against(const char *ckpt, const char *zkey, const char *xhkey,
     int short_rows = 0;
     for (int b = 0; b < N; b++) {
         int nz = 0;
-        for (int j = 0; j < 512; j++) nz += z[b * 512 + j] > 0;
+        for (int j = 0; j < 512; j++)
+            nz += z[b * 512 + j] > 0;
         CHECK_MSG(c.cnt[b] == nz, "row %d: %d codes, torch has %d nonzeros", b, c.cnt[b], nz);
         short_rows += nz < s.k;
         for (int u = 0; u < c.cnt[b]; u++) {
@@ -51,7 +52,8 @@ static void check_against(const char *ckpt, const char *zkey, const char *xhkey,
     if (want_short) CHECK(short_rows >= 1); /* a row with < k positive pre-activations */
     float *rec = malloc((size_t)N * 16 * sizeof(float));
     sf_sae_decode(&s, &c, rec);
-    for (int i = 0; i < N * 16; i++) CHECK_NEAR(rec[i], xh[i], tol);
+    for (int i = 0; i < N * 16; i++)
+        CHECK_NEAR(rec[i], xh[i], tol);
     free(rec);
     sf_sae_codes_free(&c);
     free(o1);
@@ -61,7 +63,9 @@ static void check_against(const char *ckpt, const char *zkey, const char *xhkey,
     sf_sae_free(&s);
 }
 
-TEST(fixture_f32) { check_against(FIX "/topk", "z", "x_hat", 2e-5, 1); }
+TEST(fixture_f32) {
+    check_against(FIX "/topk", "z", "x_hat", 2e-5, 1);
+}
 
 TEST(fixture_bf16) {
     check_against(FIX "/topk-bf16", "z_bf16", "x_hat_bf16", 2e-5, 0);
@@ -92,7 +96,8 @@ TEST(fixture_surgery) {
     const int N = (int)sf_st_find(&io, "x")->shape[0];
     float *out = malloc((size_t)N * 16 * sizeof(float));
     CHECK(sf_sae_surgery(&s, x, N, 12, 42.0f, out) == 0);
-    for (int i = 0; i < N * 16; i++) CHECK_NEAR(out[i], want[i], 1e-4);
+    for (int i = 0; i < N * 16; i++)
+        CHECK_NEAR(out[i], want[i], 1e-4);
     CHECK(sf_sae_surgery(&s, x, N, 512, 1.0f, out) == -1);
     CHECK_ERR_HAS("feature 512 out of range");
     free(out);
@@ -118,12 +123,15 @@ TEST(topk_brute_force) {
         CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 9 + t) == 0);
         sf_rng r;
         sf_rng_seed(&r, 77);
-        for (int j = 0; j < n; j++) s.b_enc[j] = 0.1f * sf_rng_normal(&r);
+        for (int j = 0; j < n; j++)
+            s.b_enc[j] = 0.1f * sf_rng_normal(&r);
         /* exact ties: duplicate some encoder rows */
-        for (int j = 1; j < n; j += 97) memcpy(s.W_enc + (size_t)j * d, s.W_enc, d * sizeof(float)), s.b_enc[j] = s.b_enc[0];
+        for (int j = 1; j < n; j += 97)
+            memcpy(s.W_enc + (size_t)j * d, s.W_enc, d * sizeof(float)), s.b_enc[j] = s.b_enc[0];
         const int B = 50;
         float *x = malloc((size_t)B * d * sizeof(float));
-        for (int i = 0; i < B * d; i++) x[i] = sf_rng_normal(&r);
+        for (int i = 0; i < B * d; i++)
+            x[i] = sf_rng_normal(&r);
         sf_sae_codes c;
         sf_sae_codes_alloc(&c, B, k);
         CHECK(sf_sae_encode(&s, x, B, &c) == 0);
@@ -131,7 +139,8 @@ TEST(topk_brute_force) {
         for (int b = 0; b < B; b++) {
             for (int j = 0; j < n; j++) {
                 double a = s.b_enc[j];
-                for (int q = 0; q < d; q++) a += (double)s.W_enc[(size_t)j * d + q] * (x[b * d + q] - s.b_dec[q]);
+                for (int q = 0; q < d; q++)
+                    a += (double)s.W_enc[(size_t)j * d + q] * (x[b * d + q] - s.b_dec[q]);
                 v[j] = (float)a;
             }
             /* brute force: sort the positive values, take the k-th largest */
@@ -160,7 +169,8 @@ TEST(init_like_torch) {
     sf_sae s;
     CHECK(sf_sae_init(&s, SF_SAE_TOPK, 64, 256, 8, 5) == 0);
     double bound = 1.0 / 8.0, mx = 0;
-    for (int i = 0; i < 64 * 256; i++) mx = fmax(mx, fabs(s.W_enc[i]));
+    for (int i = 0; i < 64 * 256; i++)
+        mx = fmax(mx, fabs(s.W_enc[i]));
     CHECK(mx <= bound && mx > 0.95 * bound);
     for (int j = 0; j < 256; j++) {
         double ss = 0, dot = 0, we = 0;
@@ -173,7 +183,8 @@ TEST(init_like_torch) {
         CHECK_NEAR(dot / sqrt(we), 1.0, 1e-5); /* decoder column j = encoder row j, normalised */
         CHECK(s.b_enc[j] == 0);
     }
-    for (int q = 0; q < 64; q++) CHECK(s.b_dec[q] == 0);
+    for (int q = 0; q < 64; q++)
+        CHECK(s.b_dec[q] == 0);
     sf_sae t;
     CHECK(sf_sae_init(&t, SF_SAE_TOPK, 64, 256, 8, 5) == 0);
     CHECK(memcmp(s.W_enc, t.W_enc, 64 * 256 * sizeof(float)) == 0);
@@ -186,8 +197,10 @@ TEST(init_like_torch) {
 TEST(round_trip) {
     sf_sae s, t;
     CHECK(sf_sae_init(&s, SF_SAE_TOPK, 24, 96, 6, 11) == 0);
-    for (int j = 0; j < 96; j++) s.b_enc[j] = 0.01f * j;
-    for (int q = 0; q < 24; q++) s.b_dec[q] = -0.1f * q;
+    for (int j = 0; j < 96; j++)
+        s.b_enc[j] = 0.01f * j;
+    for (int q = 0; q < 24; q++)
+        s.b_dec[q] = -0.1f * q;
     s.W_decT[5] = 3.0f; /* not unit norm: must survive as is */
     sf_sae_config_set_string(&s, "trained_on", "synthetic");
     const char *dir = test_tmpdir("sae_round_trip");
@@ -202,8 +215,11 @@ TEST(round_trip) {
     CHECK(sf_st_open(&f, mp) == 0);
     const sf_tensor_info *dw = sf_st_find(&f, "decoder.weight");
     CHECK(dw && dw->shape[0] == 24 && dw->shape[1] == 96 && dw->dtype == SF_DT_F32);
-    if (dw) CHECK(((const float *)dw->data)[0 * 96 + 0] == s.W_decT[0] && ((const float *)dw->data)[5 * 96 + 0] == 3.0f);
-    CHECK(sf_st_find(&f, "encoder.weight") && sf_st_find(&f, "encoder.bias") && sf_st_find(&f, "bias"));
+    if (dw)
+        CHECK(((const float *)dw->data)[0 * 96 + 0] == s.W_decT[0] &&
+              ((const float *)dw->data)[5 * 96 + 0] == 3.0f);
+    CHECK(sf_st_find(&f, "encoder.weight") && sf_st_find(&f, "encoder.bias") &&
+          sf_st_find(&f, "bias"));
     sf_st_close(&f);
     free(mp);
     char *cp = sf_path_join(dir, "config.json");
@@ -227,13 +243,17 @@ TEST(bad_checkpoints) {
     CHECK(sf_sae_load(&s, "/nonexistent/dir") == -1);
     CHECK_ERR_HAS("config.json: cannot open");
     /* config missing a key */
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/a && cp %s/topk/model.safetensors %s/a/ && echo '{\"features\": 16, \"k\": 8}' > %s/a/config.json", dir, FIX, dir, dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/a && cp %s/topk/model.safetensors %s/a/ && echo '{\"features\": 16, "
+             "\"k\": 8}' > %s/a/config.json",
+             dir, FIX, dir, dir);
     sh(cmd);
     snprintf(cmd, sizeof cmd, "%s/a", dir);
     CHECK(sf_sae_load(&s, cmd) == -1);
     CHECK_ERR_HAS("missing key 'pages'");
     /* config shape disagreeing with the tensors */
-    snprintf(cmd, sizeof cmd, "echo '{\"features\": 32, \"pages\": 512, \"k\": 8}' > %s/a/config.json", dir);
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"features\": 32, \"pages\": 512, \"k\": 8}' > %s/a/config.json", dir);
     sh(cmd);
     snprintf(cmd, sizeof cmd, "%s/a", dir);
     CHECK(sf_sae_load(&s, cmd) == -1);
@@ -245,7 +265,10 @@ TEST(bad_checkpoints) {
     CHECK(sf_sae_load(&s, cmd) == -1);
     CHECK_ERR_HAS("not a JSON object");
     /* truncated model.safetensors */
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/b && cp %s/topk/config.json %s/b/ && head -c 30000 %s/topk/model.safetensors > %s/b/model.safetensors", dir, FIX, dir, FIX, dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/b && cp %s/topk/config.json %s/b/ && head -c 30000 "
+             "%s/topk/model.safetensors > %s/b/model.safetensors",
+             dir, FIX, dir, FIX, dir);
     sh(cmd);
     snprintf(cmd, sizeof cmd, "%s/b", dir);
     CHECK(sf_sae_load(&s, cmd) == -1);
@@ -282,7 +305,10 @@ TEST(bad_checkpoints) {
     CHECK_ERR_HAS("tensor 'bias': contains NaN");
     free(buf);
     /* unknown architecture in config */
-    snprintf(cmd, sizeof cmd, "echo '{\"features\": 16, \"pages\": 512, \"k\": 8, \"arch\": \"banana\"}' > %s/c/config.json", dir);
+    snprintf(cmd, sizeof cmd,
+             "echo '{\"features\": 16, \"pages\": 512, \"k\": 8, \"arch\": \"banana\"}' > "
+             "%s/c/config.json",
+             dir);
     sh(cmd);
     snprintf(cmd, sizeof cmd, "%s/c", dir);
     CHECK(sf_sae_load(&s, cmd) == -1);

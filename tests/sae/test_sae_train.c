@@ -63,7 +63,8 @@ TEST(recovers_dictionary) {
     const float *dict = sf_st_get_f32(&f, "dictionary", 2, ds, &owned);
     sf_sae_eval_result r;
     CHECK(sf_sae_evaluate(&s, &D, 0, dict, 64, &r) == 0);
-    fprintf(stderr, "MMCS %.4f recovered %.3f FVU %.4f L0 %.2f\n", r.mmcs, r.recovered, r.fvu, r.l0);
+    fprintf(stderr, "MMCS %.4f recovered %.3f FVU %.4f L0 %.2f\n", r.mmcs, r.recovered, r.fvu,
+            r.l0);
     CHECK(r.mmcs >= 0.9);
     CHECK(r.fvu < 0.3);
     CHECK_NEAR(r.l0, 3.0, 0.05);
@@ -78,12 +79,22 @@ TEST(recovers_dictionary) {
     CHECK(txt != NULL);
     if (txt) {
         int lines = 0;
-        for (char *p = txt; *p; p++) lines += *p == '\n';
+        for (char *p = txt; *p; p++)
+            lines += *p == '\n';
         CHECK(lines == 12 * (8192 / 128));
-        const char *keys[] = {"\"loss\"", "\"l2\"", "\"l2_normalised\"", "\"l1\"", "\"l0\"",
-                              "\"cossim\"", "\"alive\"", "\"survival\"", "\"dead\"", "\"auxk\"",
+        const char *keys[] = {"\"loss\"",
+                              "\"l2\"",
+                              "\"l2_normalised\"",
+                              "\"l1\"",
+                              "\"l0\"",
+                              "\"cossim\"",
+                              "\"alive\"",
+                              "\"survival\"",
+                              "\"dead\"",
+                              "\"auxk\"",
                               "\"log10_density_hist\""};
-        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) CHECK(strstr(txt, keys[i]) != NULL);
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+            CHECK(strstr(txt, keys[i]) != NULL);
     }
     free(txt);
     free(mp);
@@ -161,7 +172,8 @@ TEST(auxk_revives_dead_latents) {
         /* 128 latents for 64 true features, 96 of them silenced: without
          * AuxK only 32 can ever learn anything */
         CHECK(sf_sae_init(&s, SF_SAE_TOPK, 32, 128, 3, 5) == 0);
-        for (int j = 32; j < 128; j++) s.b_enc[j] = -0.3f;
+        for (int j = 32; j < 128; j++)
+            s.b_enc[j] = -0.3f;
         sf_sae_run_opts ro;
         char *out = sf_path_join(dir, aux ? "aux" : "noaux");
         run_opts(&ro, out);
@@ -190,7 +202,8 @@ TEST(bad_data) {
     /* NaN in the data: clear error, no checkpoint directory */
     snprintf(path, sizeof path, "%s/nan.safetensors", dir);
     float *x = calloc(64 * 8, sizeof(float));
-    for (int i = 0; i < 64 * 8; i++) x[i] = (float)(i % 7) - 3;
+    for (int i = 0; i < 64 * 8; i++)
+        x[i] = (float)(i % 7) - 3;
     x[37 * 8 + 2] = NAN;
     sf_st_writer *w = sf_stw_new();
     int64_t sh[2] = {64, 8};
@@ -271,7 +284,8 @@ TEST(multi_file_bf16_data) {
     snprintf(p2, sizeof p2, "%s/b.safetensors", dir);
     float a[3 * 4] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     uint16_t bb[2 * 4];
-    for (int i = 0; i < 8; i++) bb[i] = sf_f32_to_bf16(100.0f + i);
+    for (int i = 0; i < 8; i++)
+        bb[i] = sf_f32_to_bf16(100.0f + i);
     sf_st_writer *w = sf_stw_new();
     int64_t s1[2] = {3, 4}, s2[2] = {2, 4};
     sf_stw_add(w, "x", SF_DT_F32, 2, s1, a);

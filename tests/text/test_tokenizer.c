@@ -59,9 +59,11 @@ static void check_captions(sf_tokenizer *t, const char *fixture) {
         if (!ok) {
             bad++;
             fprintf(stderr, "mismatch for \"%.60s\"\n  got ", text);
-            for (int i = 0; i < 20 && i < used; i++) fprintf(stderr, "%d ", ids[i]);
+            for (int i = 0; i < 20 && i < used; i++)
+                fprintf(stderr, "%d ", ids[i]);
             fprintf(stderr, "\n want ");
-            for (int i = 0; i < 20; i++) fprintf(stderr, "%d ", (int)cJSON_GetArrayItem(want, i)->valuedouble);
+            for (int i = 0; i < 20; i++)
+                fprintf(stderr, "%d ", (int)cJSON_GetArrayItem(want, i)->valuedouble);
             fprintf(stderr, "\n");
         }
         n++;
@@ -71,7 +73,9 @@ static void check_captions(sf_tokenizer *t, const char *fixture) {
     cJSON_Delete(j);
 }
 
-TEST(captions_match_fast_tokenizer) { check_captions(tok, FIX "/captions.json"); }
+TEST(captions_match_fast_tokenizer) {
+    check_captions(tok, FIX "/captions.json");
+}
 
 /* Random strings over many scripts (raw ids, no specials/padding). */
 TEST(random_strings_match_fast_tokenizer) {
@@ -89,11 +93,14 @@ TEST(random_strings_match_fast_tokenizer) {
             if (r[i] != (int32_t)cJSON_GetArrayItem(raw, i)->valuedouble) ok = 0;
         if (!ok && bad++ < 5) {
             fprintf(stderr, "mismatch for \"%s\" (", text);
-            for (const unsigned char *p = (const unsigned char *)text; *p; p++) fprintf(stderr, "%02x", *p);
+            for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+                fprintf(stderr, "%02x", *p);
             fprintf(stderr, ")\n  got ");
-            for (int i = 0; i < got && i < 30; i++) fprintf(stderr, "%d ", r[i]);
+            for (int i = 0; i < got && i < 30; i++)
+                fprintf(stderr, "%d ", r[i]);
             fprintf(stderr, "\n want ");
-            for (int i = 0; i < nraw && i < 30; i++) fprintf(stderr, "%d ", (int)cJSON_GetArrayItem(raw, i)->valuedouble);
+            for (int i = 0; i < nraw && i < 30; i++)
+                fprintf(stderr, "%d ", (int)cJSON_GetArrayItem(raw, i)->valuedouble);
             fprintf(stderr, "\n");
         }
         n++;
@@ -120,11 +127,13 @@ TEST(basics) {
     CHECK(sf_tokenizer_token(tok, 49408) == NULL);
     int32_t ids[77], mask[77];
     CHECK(sf_tokenizer_encode(tok, "a photo of a cat", 77, ids, mask) == 7);
-    CHECK(ids[0] == 49406 && ids[1] == 320 && ids[5] == 2368 && ids[6] == 49407 && ids[76] == 49407);
+    CHECK(ids[0] == 49406 && ids[1] == 320 && ids[5] == 2368 && ids[6] == 49407 &&
+          ids[76] == 49407);
     CHECK(mask[6] == 1 && mask[7] == 0);
     /* short contexts: BOS + EOS only, then one token */
     CHECK(sf_tokenizer_encode(tok, "a photo", 2, ids, NULL) == 2 && ids[1] == 49407);
-    CHECK(sf_tokenizer_encode(tok, "a photo", 3, ids, NULL) == 3 && ids[1] == 320 && ids[2] == 49407);
+    CHECK(sf_tokenizer_encode(tok, "a photo", 3, ids, NULL) == 3 && ids[1] == 320 &&
+          ids[2] == 49407);
     CHECK(sf_tokenizer_encode(tok, "x", 1, ids, NULL) == -1);
     /* invalid UTF-8 is an error, not garbage */
     CHECK(sf_tokenizer_encode(tok, "bad \xC3\x28 utf8", 77, ids, mask) == -1);
@@ -133,10 +142,12 @@ TEST(basics) {
     /* cached and uncached paths agree: encode twice */
     int32_t a[77], b[77], one[77];
     int k = sf_tokenizer_encode(tok, "repetitiveness", 77, one, NULL) - 2;
-    CHECK(sf_tokenizer_encode(tok, "repetitiveness repetitiveness repetitiveness", 77, a, NULL) == 3 * k + 2);
+    CHECK(sf_tokenizer_encode(tok, "repetitiveness repetitiveness repetitiveness", 77, a, NULL) ==
+          3 * k + 2);
     sf_tokenizer_encode(tok, "repetitiveness repetitiveness repetitiveness", 77, b, NULL);
     CHECK(!memcmp(a, b, sizeof a));
-    for (int r = 0; r < 3; r++) CHECK(!memcmp(a + 1 + r * k, one + 1, (size_t)k * sizeof(int32_t)));
+    for (int r = 0; r < 3; r++)
+        CHECK(!memcmp(a + 1 + r * k, one + 1, (size_t)k * sizeof(int32_t)));
 }
 
 TEST(load_errors) {
@@ -146,7 +157,8 @@ TEST(load_errors) {
     char v[4200], m[4200];
     snprintf(v, sizeof v, "%s/vocab.json", dir);
     snprintf(m, sizeof m, "%s/merges.txt", dir);
-    const char *vj = "{\"a\": 0, \"b\": 1, \"ab</w>\": 2, \"<|startoftext|>\": 3, \"<|endoftext|>\": 4}";
+    const char *vj =
+        "{\"a\": 0, \"b\": 1, \"ab</w>\": 2, \"<|startoftext|>\": 3, \"<|endoftext|>\": 4}";
     CHECK(sf_write_file_atomic(v, vj, strlen(vj)) == 0);
     const char *mt = "#version: 0.2\na b</w>\n";
     CHECK(sf_write_file_atomic(m, mt, strlen(mt)) == 0);
@@ -168,12 +180,14 @@ TEST(load_errors) {
 TEST(long_inputs) {
     size_t n = 200000;
     char *s = sf_malloc(n + 1);
-    for (size_t i = 0; i < n; i++) s[i] = "abcdefghij"[i * 7 % 10];
+    for (size_t i = 0; i < n; i++)
+        s[i] = "abcdefghij"[i * 7 % 10];
     s[n] = 0;
     int32_t ids[77];
     double t0 = sf_now();
     CHECK(sf_tokenizer_encode(tok, s, 77, ids, NULL) == 77);
-    for (size_t i = 5; i < n; i += 6) s[i] = ' ';
+    for (size_t i = 5; i < n; i += 6)
+        s[i] = ' ';
     CHECK(sf_tokenizer_encode(tok, s, 77, ids, NULL) == 77);
     double dt = sf_now() - t0;
     CHECK_MSG(dt < 5.0, "%.2f s", dt);
