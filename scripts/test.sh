@@ -18,7 +18,8 @@ bash scripts/format.sh --check
 echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"
-(cd build && ctest --output-on-failure -j"$JOBS")
+log=$(mktemp)
+(cd build && ctest --output-on-failure -j"$JOBS") | tee "$log"
 
 if [ "${SAEFLOW_SKIP_ASAN:-0}" != 1 ]; then
   echo "== ASan+UBSan build + tests"
@@ -26,7 +27,7 @@ if [ "${SAEFLOW_SKIP_ASAN:-0}" != 1 ]; then
   cmake --build build-asan -j"$JOBS"
   # OpenBLAS/OpenMP keep thread pools alive at exit; leaks there are not ours.
   (cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --output-on-failure -j"$JOBS")
+     ctest --output-on-failure -j"$JOBS") | tee -a "$log"
 fi
 
 secs=${SAEFLOW_FUZZ_SECONDS:-20}
@@ -34,4 +35,9 @@ if [ "$secs" != 0 ]; then
   echo "== fuzz smoke (${secs}s per target)"
   bash fuzz/run.sh "$secs"
 fi
+# One closing line over both ctest runs (ctest's own lines are per build).
+total=$(sed -n 's/.* tests failed out of \([0-9]*\)$/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(sed -n 's/.*, \([0-9]*\) tests failed out of .*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+rm -f "$log"
 echo "== all tests passed"
+echo "ctest: $((total - failed)) passed, $failed failed"
