@@ -1188,7 +1188,6 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                     acc += df * df;
                     t[q] = 2.0f * invB * (t[q] - xr[q]);
                 }
-                a->rowst[(size_t)r * 8 + RS_PEN] += 0;   /* penalty already set */
                 a->rowst[(size_t)r * 8 + RS_AUX] += acc; /* gated: recon + aux recon */
             }
             gemm_nt(m, n, d, ta, d, s->W_decT, d, 0.0f, a->GA + zo, n);
@@ -1196,7 +1195,6 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         tg += sf_now() - t2;
     }
     double t1 = sf_now();
-    t1 = t1; /* forward done */
 
     /* ---- L1 weights before the backward overwrites them ---- */
     if (arch == SF_SAE_STANDARD) sae_colsum(a->Z, B, n, a->cs3, par);

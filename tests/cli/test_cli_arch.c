@@ -43,8 +43,8 @@ TEST(train_convert_sweep) {
                            "batchtopk --k 2",
                            "matryoshka --k 2 --groups 8,8,16,rest",
                            "matryoshka --k 2 --matryoshka_base batchtopk",
-                           "standard --lmbda 0.5 --ghost_grads --resample_every 20 --b_dec_init "
-                           "median --normalize_input"};
+                           ("standard --lmbda 0.5 --ghost_grads --resample_every 20 --b_dec_init "
+                            "median --normalize_input")};
     for (int i = 0; i < 7; i++) {
         int rc = run("train --tensorpath %s/syn.st --arch %s --expansion 4 --lr 3e-3 --batch_size "
                      "64 --num_epochs 1 "
