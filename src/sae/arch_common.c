@@ -258,14 +258,10 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < nchunks; ci++) {
             int64_t r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
-            for (int64_t r = 0; r < m; r++) {
-                const float *xr = x + (size_t)(r0 + r) * d;
-                if (!sae_all_finite(xr, (size_t)d)) {
+            int64_t bad = sae_center_rows(s, x + (size_t)r0 * d, m, xc);
+            if (bad >= 0) {
 #pragma omp critical(sae_arch_bad_row)
-                    if (bad_row < 0 || r0 + r < bad_row) bad_row = r0 + r;
-                }
-                for (int q = 0; q < d; q++)
-                    xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+                if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + bad;
             }
             sae_encoder_gemm(s, xc, (int)m, pre);
             for (int64_t r = 0; r < m; r++) {
@@ -1018,14 +1014,10 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : tg) if (par)
     for (int r0 = 0; r0 < B; r0 += chunk) {
         int m = B - r0 < chunk ? B - r0 : chunk;
-        for (int r = r0; r < r0 + m; r++) {
-            const float *xr = x + (size_t)r * d;
-            if (!sae_all_finite(xr, (size_t)d)) {
+        int64_t bad = sae_center_rows(s, x + (size_t)r0 * d, m, a->xc + (size_t)r0 * d);
+        if (bad >= 0) {
 #pragma omp critical(sae_arch_bad)
-                if (bad_row < 0 || r < bad_row) bad_row = r;
-            }
-            for (int q = 0; q < d; q++)
-                a->xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+            if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + (int)bad;
         }
         double t1 = sf_now();
         sae_encoder_gemm(s, a->xc + (size_t)r0 * d, m, a->P + (size_t)r0 * n);

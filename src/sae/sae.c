@@ -492,6 +492,20 @@ int sae_all_finite(const float *x, size_t m) {
     return !bad;
 }
 
+int64_t sae_center_rows(const sf_sae *s, const float *x, int64_t m, float *xc) {
+    const int d = s->d;
+    int64_t bad = -1;
+    for (int64_t r = 0; r < m; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *xcr = xc + (size_t)r * d;
+        if (bad < 0 && !sae_all_finite(xr, (size_t)d)) bad = r;
+#pragma omp simd
+        for (int q = 0; q < d; q++)
+            xcr[q] = xr[q] - s->b_dec[q];
+    }
+    return bad;
+}
+
 /* ------------------------------------------------------------- inference -- */
 
 void sf_sae_codes_alloc(sf_sae_codes *c, int64_t B, int k) {
@@ -524,14 +538,10 @@ int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out)
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < nchunks; ci++) {
             int64_t r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
-            for (int64_t r = 0; r < m; r++) {
-                const float *xr = x + (size_t)(r0 + r) * d;
-                if (!sae_all_finite(xr, (size_t)d)) {
+            int64_t bad = sae_center_rows(s, x + (size_t)r0 * d, m, xc);
+            if (bad >= 0) {
 #pragma omp critical(sae_bad_row)
-                    if (bad_row < 0 || r0 + r < bad_row) bad_row = r0 + r;
-                }
-                for (int q = 0; q < d; q++)
-                    xc[(size_t)r * d + q] = xr[q] - s->b_dec[q];
+                if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + bad;
             }
             sae_encoder_gemm(s, xc, (int)m, pre);
             for (int64_t r = 0; r < m; r++) {

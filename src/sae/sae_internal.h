@@ -35,4 +35,8 @@ static inline int sae_parallel_worth(size_t flops) {
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);
 
+/* xc (m, d) = x (m, d) - b_dec: the encoder's input for m rows. Returns the
+ * index (in 0..m) of the first row holding a non-finite value, or -1. */
+int64_t sae_center_rows(const sf_sae *s, const float *x, int64_t m, float *xc);
+
 #endif

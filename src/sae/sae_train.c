@@ -315,16 +315,10 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
 #pragma omp for schedule(dynamic, 1)
         for (int ci = 0; ci < nchunks; ci++) {
             int r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
-            for (int r = r0; r < r0 + m; r++) {
-                const float *xr = x + (size_t)r * d;
-                float *xcr = t->xc + (size_t)r * d;
-                if (!sae_all_finite(xr, (size_t)d)) {
+            int64_t bad = sae_center_rows(s, x + (size_t)r0 * d, m, t->xc + (size_t)r0 * d);
+            if (bad >= 0) {
 #pragma omp critical(sae_train_bad)
-                    if (bad_row < 0 || r < bad_row) bad_row = r;
-                }
-#pragma omp simd
-                for (int q = 0; q < d; q++)
-                    xcr[q] = xr[q] - s->b_dec[q];
+                if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + (int)bad;
             }
             double tg = sf_now();
             sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
