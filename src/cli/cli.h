@@ -18,6 +18,18 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *out);
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
 
+/* Files named by repeatable, comma-separated flags (--tensorpath a,b --tensorpath c):
+ * shells make repeating a flag awkward, so both forms work. */
+typedef struct {
+    const char **v; /* the file names, in order */
+    int n;
+    char **bufs; /* copies of the flag values that v points into */
+    int nbufs;
+} cli_paths;
+/* Adds the files of one flag value; empty items are skipped. */
+void cli_paths_add(cli_paths *p, const char *arg);
+void cli_paths_free(cli_paths *p);
+
 #define SF_COMMANDS(X)                                                                             \
     X(help, "show commands, or `saeflow help <cmd>` for one")                                      \
     X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")               \

@@ -118,9 +118,8 @@ int cmd_sweep(int argc, char **argv) {
                                          {"quiet", no_argument, 0, O_QUIET},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
-    const char *paths[64];
-    char *pathbuf[64];
-    int npaths = 0, npathbuf = 0, rc = 2, c;
+    cli_paths paths = {0};
+    int rc = 2, c;
     const char *key = "activations", *dictp = NULL, *dkey = "dictionary", *out = "sweep",
                *title = NULL;
     const char *archs = "topk,batchtopk,matryoshka,standard,gated,jumprelu", *ks = "2,4,8,16",
@@ -134,23 +133,9 @@ int cmd_sweep(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case O_TP: {
-            char *copy = sf_strdup(optarg), *sv = NULL;
-            if (npathbuf == 64) {
-                free(copy);
-                rc = cli_usage_error(cmd, "too many --tensorpath flags");
-                goto out;
-            }
-            pathbuf[npathbuf++] = copy;
-            for (char *t = strtok_r(copy, ",", &sv); t; t = strtok_r(NULL, ",", &sv)) {
-                if (npaths == 64) {
-                    rc = cli_usage_error(cmd, "too many --tensorpath files (max 64)");
-                    goto out;
-                }
-                paths[npaths++] = t;
-            }
+        case O_TP:
+            cli_paths_add(&paths, optarg);
             break;
-        }
         case O_TK:
             key = optarg;
             break;
@@ -256,7 +241,7 @@ int cmd_sweep(int argc, char **argv) {
         rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if (!npaths) {
+    if (!paths.n) {
         rc = cli_usage_error(cmd, "--tensorpath is required");
         goto out;
     }
@@ -329,7 +314,7 @@ int cmd_sweep(int argc, char **argv) {
     sf_sae_set_threads((int)threads);
     rc = 1;
     sf_sae_data D;
-    if (sf_sae_data_open(&D, paths, npaths, key)) {
+    if (sf_sae_data_open(&D, paths.v, paths.n, key)) {
         rc = cli_fail(cmd);
         goto out;
     }
@@ -415,7 +400,6 @@ int cmd_sweep(int argc, char **argv) {
     free(dict);
     sf_sae_data_close(&D);
 out:
-    for (int i = 0; i < npathbuf; i++)
-        free(pathbuf[i]);
+    cli_paths_free(&paths);
     return rc;
 }

@@ -146,10 +146,7 @@ int cmd_train(int argc, char **argv) {
                                          {"b_dec_init", required_argument, 0, O_BINIT},
                                          {"normalize_input", no_argument, 0, O_NORMIN},
                                          {0, 0, 0, 0}};
-    const char *paths[256];
-    int npaths = 0;
-    char *pathbuf[256];
-    int npathbuf = 0;
+    cli_paths paths = {0};
     const char *key = "activations", *savedir = "checkpoints", *name = NULL, *init = NULL;
     sf_sae_arch arch = SF_SAE_TOPK;
     long long features = 0, expansion = 32, pages = 0, k = 128, warm = 256, aux_k = 512,
@@ -164,23 +161,9 @@ int cmd_train(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case O_TP: {
-            /* comma-separated lists too, as shells make repeating flags awkward */
-            char *copy = sf_strdup(optarg), *save = NULL;
-            pathbuf[npathbuf++] = copy;
-            for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-                if (npaths == 256) {
-                    rc = cli_usage_error(cmd, "too many --tensorpath files (max 256)");
-                    goto out;
-                }
-                paths[npaths++] = tok;
-            }
-            if (npathbuf == 256) {
-                rc = cli_usage_error(cmd, "too many --tensorpath flags");
-                goto out;
-            }
+        case O_TP:
+            cli_paths_add(&paths, optarg);
             break;
-        }
         case O_TK:
             key = optarg;
             break;
@@ -307,7 +290,7 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if (!npaths) {
+    if (!paths.n) {
         rc = cli_usage_error(cmd, "--tensorpath is required");
         goto out;
     }
@@ -357,13 +340,13 @@ int cmd_train(int argc, char **argv) {
 
     rc = 1;
     sf_sae_data D;
-    if (sf_sae_data_open(&D, paths, npaths, key)) {
+    if (sf_sae_data_open(&D, paths.v, paths.n, key)) {
         rc = cli_fail(cmd);
         goto out;
     }
     if (features && features != D.d) {
         sf_error("--features %lld does not match the data: tensor '%s' in %s has width %d",
-                 features, key, paths[0], D.d);
+                 features, key, paths.v[0], D.d);
         sf_sae_data_close(&D);
         rc = cli_fail(cmd);
         goto out;
@@ -470,7 +453,6 @@ int cmd_train(int argc, char **argv) {
     sf_sae_free(&s);
     sf_sae_data_close(&D);
 out:
-    for (int i = 0; i < npathbuf; i++)
-        free(pathbuf[i]);
+    cli_paths_free(&paths);
     return rc;
 }

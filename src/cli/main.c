@@ -59,6 +59,24 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double *o
     return 0;
 }
 
+void cli_paths_add(cli_paths *p, const char *arg) {
+    char *copy = sf_strdup(arg), *save = NULL;
+    p->bufs = sf_realloc(p->bufs, (size_t)(p->nbufs + 1) * sizeof *p->bufs);
+    p->bufs[p->nbufs++] = copy;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        p->v = sf_realloc(p->v, (size_t)(p->n + 1) * sizeof *p->v);
+        p->v[p->n++] = tok;
+    }
+}
+
+void cli_paths_free(cli_paths *p) {
+    for (int i = 0; i < p->nbufs; i++)
+        free(p->bufs[i]);
+    free(p->bufs);
+    free(p->v);
+    memset(p, 0, sizeof *p);
+}
+
 static void usage(FILE *out) {
     fprintf(out,
             "saeflow %s: sparse autoencoders for CLIP and FLUX activations\n\n"
