@@ -7,8 +7,12 @@
  * updated after each step (arch_common.c), saved as config key "threshold"
  * (and as a per-latent `threshold` tensor in the SAELens layout).
  * AuxK as TopK's (arch_common.c, auxk_term). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
@@ -42,26 +46,109 @@ static float kth_largest(float *a, int64_t m, int64_t k) {
     return a[want];
 }
 
-float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
-                           int32_t *rowcnt, int par) {
+int sae_rowlists_reserve(sae_rowlists *L, int B, int stride) {
+    size_t want = (size_t)B * (size_t)stride;
+    if (want > L->cap || !L->cnt) {
+        sae_rowlists_free(L);
+        L->ix = malloc((want ? want : 1) * sizeof(int32_t));
+        L->vl = malloc((want ? want : 1) * sizeof(float));
+        L->cnt = malloc((size_t)(B > 0 ? B : 1) * sizeof(int32_t));
+        L->buf = malloc((want ? want : 1) * sizeof(float));
+        if (!L->ix || !L->vl || !L->cnt || !L->buf) {
+            sae_rowlists_free(L);
+            return sf_error("out of memory for %d x %d code lists", B, stride);
+        }
+        L->cap = want;
+    }
+    L->stride = stride;
+    return 0;
+}
+
+void sae_rowlists_free(sae_rowlists *L) {
+    free(L->ix);
+    free(L->vl);
+    free(L->cnt);
+    free(L->buf);
+    L->buf = NULL;
+    L->ix = NULL;
+    L->vl = NULL;
+    L->cnt = NULL;
+    L->cap = 0;
+}
+
+/* Row values v = p + b >= t, latents ascending, into ix/vl; returns the
+ * count, or cap + 1 once there are more than cap. */
+static int collect_at_least(const float *p, const float *b, int n, float t, int cap, int32_t *ix,
+                            float *vl) {
+    int c = 0, j = 0;
+#ifdef __AVX512F__
+    const __m512 tv = _mm512_set1_ps(t);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(b + j));
+        __mmask16 m = _mm512_cmp_ps_mask(v, tv, _CMP_GE_OQ);
+        if (!m) continue;
+        int h = __builtin_popcount(m);
+        if (c + h > cap) return cap + 1;
+        _mm512_mask_compressstoreu_ps(vl + c, m, v);
+        _mm512_mask_compressstoreu_epi32(ix + c, m, _mm512_add_epi32(_mm512_set1_epi32(j), iota));
+        c += h;
+    }
+#endif
+    for (; j < n; j++) {
+        float v = p[j] + b[j];
+        if (!(v >= t)) continue;
+        if (c == cap) return cap + 1;
+        ix[c] = j;
+        vl[c++] = v;
+    }
+    return c;
+}
+
+int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
+                         int32_t *rowcnt, sae_rowlists *L, float hint, float *thr, int par) {
     /* Candidates: each row's top c = 4k. The global threshold T from them is
      * exact unless a row filled all c slots at or above T (it may hide more):
-     * then fall back to all positive values of the batch. */
+     * then fall back to all positive values of the batch.
+     * With a hint (last batch's T; it moves slowly) the candidates are first
+     * every value >= 3/4 of it, one compare per value instead of a heap per
+     * row. A row with more than c such values takes its heap top c instead.
+     * If at least kB values were collected, T >= the cut, so every value
+     * left out is below T (or sits in a heap row, which the "full" test
+     * below covers): the same T and codes as without the hint. */
     int64_t k = kB / B > 0 ? kB / B : 1;
-    int c = (int)(4 * k < n ? 4 * k : n);
-    int32_t *ix = malloc((size_t)B * c * sizeof(int32_t));
-    float *vl = malloc((size_t)B * c * sizeof(float));
-    int32_t *cnt = malloc((size_t)B * sizeof(int32_t));
-#pragma omp parallel for schedule(static) if (par)
-    for (int b = 0; b < B; b++)
-        cnt[b] = sae_topk_relu(P + (size_t)b * n, b_enc, n, c, NULL, ix + (size_t)b * c,
-                               vl + (size_t)b * c);
+    const int c = (int)(4 * k < n ? 4 * k : n);
+    L->valid = 0;
+    if (sae_rowlists_reserve(L, B, c)) return -1;
+    int32_t *ix = L->ix, *cnt = L->cnt;
+    float *vl = L->vl;
     int64_t total = 0;
-    for (int b = 0; b < B; b++)
-        total += cnt[b];
+    if (hint > 0 && isfinite(hint)) {
+        const float cut = 0.75f * hint;
+#pragma omp parallel for schedule(static) if (par)
+        for (int b = 0; b < B; b++) {
+            const float *p = P + (size_t)b * n;
+            int32_t *ib = ix + (size_t)b * c;
+            float *vb = vl + (size_t)b * c;
+            cnt[b] = collect_at_least(p, b_enc, n, cut, c, ib, vb);
+            if (cnt[b] > c) cnt[b] = sae_topk_relu(p, b_enc, n, c, NULL, ib, vb);
+        }
+        for (int b = 0; b < B; b++)
+            total += cnt[b];
+        if (total < kB) total = -1; /* cut too high: no proof, redo below */
+    }
+    if (total <= 0) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int b = 0; b < B; b++)
+            cnt[b] = sae_topk_relu(P + (size_t)b * n, b_enc, n, c, NULL, ix + (size_t)b * c,
+                                   vl + (size_t)b * c);
+        total = 0;
+        for (int b = 0; b < B; b++)
+            total += cnt[b];
+    }
     float T = 0;
     int full = 0;
-    float *buf = malloc((size_t)(total > 0 ? total : 1) * sizeof(float));
+    float *buf = L->buf; /* kept across steps: a fresh 2 MB+ block page-faults every step */
     for (int b = 0, w = 0; b < B; b++) {
         memcpy(buf + w, vl + (size_t)b * c, (size_t)cnt[b] * sizeof(float));
         w += cnt[b];
@@ -82,40 +169,48 @@ float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int
             full |= mn >= T;
         }
     }
-    free(buf);
-    if (full) {
-        size_t m = 0;
-        float *all = malloc((size_t)B * n * sizeof(float));
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < n; j++) {
-                float v = P[(size_t)b * n + j] + b_enc[j];
-                if (v > 0) all[m++] = v;
-            }
-        if ((int64_t)m <= kB) {
-            T = 0;
-            for (size_t i = 0; i < m; i++)
-                T = (T == 0 || all[i] < T) ? all[i] : T;
-        } else {
-            T = kth_largest(all, (int64_t)m, kB);
+    if (!full) {
+        /* keep v >= T (ties at T all kept): every such value is a candidate */
+        for (int b = 0; b < B; b++) {
+            int32_t m = 0;
+            const float *v = vl + (size_t)b * c;
+            for (int u = 0; u < cnt[b]; u++)
+                m += v[u] >= T;
+            rowcnt[b] = m;
         }
-        free(all);
+        L->thr = *thr = T;
+        L->valid = 1;
+        return 0;
     }
-    /* keep v >= T (ties at T all kept) */
+    size_t m = 0;
+    float *all = malloc((size_t)B * n * sizeof(float));
+    if (!all) return sf_error("out of memory for the batch-wide selection (%d x %d)", B, n);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < n; j++) {
+            float v = P[(size_t)b * n + j] + b_enc[j];
+            if (v > 0) all[m++] = v;
+        }
+    if ((int64_t)m <= kB) {
+        T = 0;
+        for (size_t i = 0; i < m; i++)
+            T = (T == 0 || all[i] < T) ? all[i] : T;
+    } else {
+        T = kth_largest(all, (int64_t)m, kB);
+    }
+    free(all);
 #pragma omp parallel for schedule(static) if (par)
     for (int b = 0; b < B; b++) {
         const float *p = P + (size_t)b * n;
         float *z = Z + (size_t)b * n;
-        int32_t c = 0;
+        int32_t cb = 0;
         for (int j = 0; j < n; j++) {
             float v = p[j] + b_enc[j];
             int on = v > 0 && v >= T;
             z[j] = on ? v : 0.0f;
-            c += on;
+            cb += on;
         }
-        rowcnt[b] = c;
+        rowcnt[b] = cb;
     }
-    free(ix);
-    free(vl);
-    free(cnt);
-    return T;
+    *thr = T;
+    return 0;
 }

@@ -308,6 +308,7 @@ struct sae_arch_state {
     int32_t *rcnt;                /* (B) entries per row for the sparse step */
     double *lat_ss;               /* (n) */
     void *sp;                     /* sparse step buffers (batchtopk, matryoshka) */
+    sae_rowlists rl;              /* k selections: codes per row (no dense Z) */
     float last_min;               /* batchtopk: smallest selected activation of the last batch */
     int have_min;
     int lastB;
@@ -374,6 +375,7 @@ void sae_arch_state_free(sae_arch_state *a) {
     free(a->rcnt);
     free(a->lat_ss);
     sae_sparse_free(a->sp);
+    sae_rowlists_free(&a->rl);
     free(a);
 }
 
@@ -608,17 +610,34 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         sp->h = sf_malloc(sp->hcap * sizeof(float));
         sp->h2 = sf_malloc(sp->hcap * sizeof(float));
     }
+    if (a->rl.valid) { /* the selection's row lists: kept codes, then latents ascending */
+        const sae_rowlists *L = &a->rl;
 #pragma omp parallel for schedule(static) if (par)
-    for (int b = 0; b < B; b++) {
-        const float *z = a->Z + (size_t)b * n, *p = a->P + (size_t)b * n;
-        int32_t e = sp->rp[b];
-        for (int j = 0; j < n; j++)
-            if (gt ? a->A[(size_t)b * n + j] > 0
-                   : (z[j] > 0 || (jr && fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half))) {
-                sp->idx[e] = j;
-                sp->val[e] = z[j];
-                sp->erow[e++] = b;
-            }
+        for (int b = 0; b < B; b++) {
+            const int32_t *ix = L->ix + (size_t)b * L->stride;
+            const float *vl = L->vl + (size_t)b * L->stride;
+            int32_t e0 = sp->rp[b], e = e0;
+            for (int u = 0; u < L->cnt[b]; u++)
+                if (vl[u] >= L->thr) {
+                    sp->idx[e] = ix[u];
+                    sp->val[e] = vl[u];
+                    sp->erow[e++] = b;
+                }
+            sae_sort_pairs(sp->idx + e0, sp->val + e0, e - e0);
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (par)
+        for (int b = 0; b < B; b++) {
+            const float *z = a->Z + (size_t)b * n, *p = a->P + (size_t)b * n;
+            int32_t e = sp->rp[b];
+            for (int j = 0; j < n; j++)
+                if (gt ? a->A[(size_t)b * n + j] > 0
+                       : (z[j] > 0 || (jr && fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half))) {
+                    sp->idx[e] = j;
+                    sp->val[e] = z[j];
+                    sp->erow[e++] = b;
+                }
+        }
     }
     /* dead latents -> AuxK */
     uint8_t *dead = sf_calloc((size_t)n, 1);
@@ -650,6 +669,9 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             double *st = a->rowst + (size_t)r * 8;
             const float *xf = a->Xh + (size_t)(ng - 1) * BD + (size_t)r * d;
             double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0, lsum = 0;
+            /* omp simd: vector partial sums in an order fixed at compile
+             * time, as in the TopK trainer */
+#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
             for (int q = 0; q < d; q++) {
                 double xh = xf[q], xv = xr[q], df = xh - xv;
                 sq += df * df;
@@ -664,6 +686,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                     a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
             for (int g = 0; g < ng; g++) {
                 float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+#pragma omp simd reduction(+ : lsum)
                 for (int q = 0; q < d; q++) {
                     double df = (double)xh[q] - xr[q];
                     lsum += df * df;
@@ -762,6 +785,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                         rr[q] += vl[u] * w[q];
                 }
                 double acc = 0;
+#pragma omp simd reduction(+ : acc)
                 for (int q = 0; q < d; q++)
                     acc += (double)rr[q] * rr[q];
                 rr2[r] = acc;
@@ -897,6 +921,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         if (gt)
             ss += (double)mag_g * mag_g +
                   (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
+#pragma omp simd reduction(+ : ss)
         for (int q = 0; q < d; q++)
             ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
         a->lat_ss[j] = ss;
@@ -986,9 +1011,10 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     double lm = o->lmbda;
     if (o->lmbda_warmup_steps > 0 && io->steps < o->lmbda_warmup_steps)
         lm *= (double)io->steps / (double)o->lmbda_warmup_steps;
-        /* decoder column norms (L1 weighting) */
-#pragma omp parallel for schedule(static) if (par)
-    for (int j = 0; j < n; j++) {
+        /* decoder column norms (the L1 weighting of standard and gated) */
+#pragma omp parallel for schedule(static) if (par &&                                               \
+                                              (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED))
+    for (int j = 0; j < (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED ? n : 0); j++) {
         const float *w = s->W_decT + (size_t)j * d;
         double ss = 0;
         for (int q = 0; q < d; q++)
@@ -1029,10 +1055,22 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     const int bsel = arch == SF_SAE_BATCHTOPK || (arch == SF_SAE_MATRYOSHKA && s->batch_select);
     for (int b = 0; b < B; b++)
         a->rowst[(size_t)b * 8 + RS_PEN] = 0;
+    a->rl.valid = 0;
     if (bsel) {
-        a->last_min =
-            sae_batchtopk_select(a->P, s->b_enc, B, n, (int64_t)s->k_sel * B, a->Z, a->rcnt, par);
+        if (sae_batchtopk_select(a->P, s->b_enc, B, n, (int64_t)s->k_sel * B, a->Z, a->rcnt, &a->rl,
+                                 a->have_min ? a->last_min : 0, &a->last_min, par))
+            return -1;
         a->have_min = a->last_min > 0;
+    } else if (arch == SF_SAE_MATRYOSHKA) { /* over TopK: row lists, no dense Z */
+        sae_rowlists *L = &a->rl;
+        const int k = s->k_sel;
+        if (sae_rowlists_reserve(L, B, k)) return -1;
+#pragma omp parallel for schedule(static) if (par)
+        for (int r = 0; r < B; r++)
+            a->rcnt[r] = L->cnt[r] = sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, k, NULL,
+                                                   L->ix + (size_t)r * k, L->vl + (size_t)r * k);
+        L->thr = -INFINITY;
+        L->valid = 1;
     } else {
 #pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int r0 = 0; r0 < B; r0 += chunk) {
@@ -1066,7 +1104,6 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 sae_jumprelu_forward(&rw);
                 break;
             default:
-                sae_topk_dense_rows(a->P + off, s->b_enc, m, n, s->k_sel, a->Z + off, a->rcnt + r0);
                 break;
             }
             if (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED || arch == SF_SAE_JUMPRELU)

@@ -109,13 +109,32 @@ void sae_gated_backward(sae_arch_rows *r);
 /* jumprelu (arch_jumprelu.c) */
 void sae_jumprelu_forward(sae_arch_rows *r);
 void sae_jumprelu_backward(sae_arch_rows *r);
+/* Per-row code lists from the k selections (batchtopk; matryoshka over
+ * TopK): row b's candidates are ix/vl[b * stride .. + cnt[b]), and its codes
+ * are those with vl >= thr. The sparse step builds its CSR from them, so
+ * these archs never write or scan a dense (B, n) code matrix. valid = 0: the
+ * selection wrote dense Z instead (batchtopk's rare exact fallback). */
+typedef struct {
+    int32_t *ix, *cnt; /* (B * stride), (B) */
+    float *vl;         /* (B * stride) */
+    float *buf;        /* (B * stride) batchtopk: the candidates, for the k-th largest */
+    int stride;
+    size_t cap; /* slots allocated */
+    float thr;
+    int valid;
+} sae_rowlists;
+
+/* Makes room for B rows of `stride` slots; returns 0 or -1 (out of memory). */
+int sae_rowlists_reserve(sae_rowlists *L, int B, int stride);
+void sae_rowlists_free(sae_rowlists *L);
+
 /* batchtopk (arch_batchtopk.c): selection over the whole batch. P (B, n),
- * b_enc (n) -> Z (B, n); returns the smallest selected value (for the EMA). */
-float sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
-                           int32_t *rowcnt, int par);
-/* Per-row TopK on P + b_enc into dense Z (matryoshka over TopK). */
-void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z,
-                         int32_t *rowcnt);
+ * b_enc (n) -> the codes as row lists in L (or, in the rare case the lists
+ * cannot prove the threshold, dense Z with L->valid = 0); rowcnt[b] = codes
+ * of row b; *thr = the smallest selected value (for the EMA). hint: the
+ * last batch's value (<= 0: none); it only speeds the search up. 0 or -1. */
+int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
+                         int32_t *rowcnt, sae_rowlists *L, float hint, float *thr, int par);
 
 /* small helpers (arch_common.c) */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par);

@@ -15,22 +15,6 @@
 #include "sae/sae_internal.h"
 #include "saeflow/sae_arch.h"
 
-void sae_topk_dense_rows(const float *P, const float *b_enc, int m, int n, int k, float *Z,
-                         int32_t *rowcnt) {
-    int32_t *ix = malloc((size_t)k * sizeof(int32_t));
-    float *vl = malloc((size_t)k * sizeof(float));
-    for (int r = 0; r < m; r++) {
-        float *z = Z + (size_t)r * n;
-        memset(z, 0, (size_t)n * sizeof(float));
-        int c = sae_topk_relu(P + (size_t)r * n, b_enc, n, k, NULL, ix, vl);
-        for (int u = 0; u < c; u++)
-            z[ix[u]] = vl[u];
-        rowcnt[r] = c;
-    }
-    free(ix);
-    free(vl);
-}
-
 int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
     /* "a,b,c": group sizes; a last entry of 0 or "rest" takes what is left. */
     int ng = 0;

@@ -9,6 +9,7 @@
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_eval.h"
 #include "saeflow/sae_train.h"
+#include "sae/arch_internal.h"
 #include "test.h"
 
 static char data_path[2300];
@@ -384,6 +385,82 @@ TEST(deterministic) {
     sf_sae_data_close(&D);
 }
 
+static int cmp_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* BatchTopK's selection against brute force (sort every positive value of
+ * the batch), with and without the last-batch hint: too low, about right,
+ * too high (no proof: the heap path), on data with ties and with rows that
+ * hold far more than their share (heap rows and the dense fallback). */
+TEST(batchtopk_select_exact) {
+    enum { RB = 48, RN = 640, RK = 6 };
+    const int64_t kB = (int64_t)RK * RB;
+    float *P = malloc(sizeof(float) * RB * RN), *Z = malloc(sizeof(float) * RB * RN);
+    float *bias = malloc(sizeof(float) * RN), *all = malloc(sizeof(float) * RB * RN);
+    int32_t *cnt = malloc(sizeof(int32_t) * RB);
+    sf_rng r;
+    sf_rng_seed(&r, 7);
+    for (int variant = 0; variant < 3; variant++) {
+        for (int j = 0; j < RN; j++)
+            bias[j] = 0.1f * sf_rng_normal(&r);
+        for (int i = 0; i < RB * RN; i++) {
+            float v = sf_rng_normal(&r);
+            if (variant == 1) v = roundf(v * 4) / 4; /* many ties */
+            P[i] = v;
+        }
+        if (variant == 2) /* one row holds more than 4k of the batch's top values */
+            for (int j = 0; j < RN; j++)
+                P[5 * RN + j] = 6.0f + 0.001f * (float)j;
+        int m = 0;
+        for (int i = 0; i < RB * RN; i++) {
+            float v = P[i] + bias[i % RN];
+            if (v > 0) all[m++] = v;
+        }
+        qsort(all, (size_t)m, sizeof(float), cmp_desc);
+        const float want = all[kB - 1];
+        const float hints[] = {0, want * 0.5f, want, want * 1.1f, want * 40.0f, 1e-6f};
+        for (size_t h = 0; h < sizeof hints / sizeof hints[0]; h++) {
+            sae_rowlists L = {0};
+            float T = 0;
+            CHECK(sae_batchtopk_select(P, bias, RB, RN, kB, Z, cnt, &L, hints[h], &T, 0) == 0);
+            CHECK(T == want);
+            for (int b = 0; b < RB; b++) {
+                int c = 0;
+                for (int j = 0; j < RN; j++) {
+                    float v = P[b * RN + j] + bias[j];
+                    c += v > 0 && v >= want;
+                }
+                CHECK(cnt[b] == c);
+                if (L.valid) { /* the listed codes are exactly those values */
+                    int got = 0;
+                    for (int u = 0; u < L.cnt[b]; u++) {
+                        int32_t j = L.ix[(size_t)b * L.stride + u];
+                        float v = L.vl[(size_t)b * L.stride + u];
+                        if (v < L.thr) continue;
+                        got++;
+                        CHECK(v == P[b * RN + j] + bias[j]);
+                    }
+                    CHECK(got == c);
+                } else {
+                    for (int j = 0; j < RN; j++) {
+                        float v = P[b * RN + j] + bias[j];
+                        CHECK(Z[b * RN + j] == (v > 0 && v >= want ? v : 0.0f));
+                    }
+                }
+            }
+            if (variant == 2) CHECK(!L.valid); /* row 5 forces the dense fallback */
+            sae_rowlists_free(&L);
+        }
+    }
+    free(P);
+    free(Z);
+    free(bias);
+    free(all);
+    free(cnt);
+}
+
 int main(void) {
     make_data();
     RUN(recovery_all_archs);
@@ -392,5 +469,6 @@ int main(void) {
     RUN(resample_dead);
     RUN(bias_init_and_input_norm);
     RUN(deterministic);
+    RUN(batchtopk_select_exact);
     return test_summary();
 }
