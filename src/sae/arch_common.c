@@ -20,19 +20,23 @@ int sae_arch_par(size_t work) {
     return work >= ((size_t)1 << 23);
 }
 
-/* out[j] = sum_r M[r, j] in a fixed row order (parallel over column blocks). */
+/* out[j] = sum_r M[r, j], rows ascending (in double), whatever the thread
+ * count. Each thread owns a contiguous column range and walks the rows in
+ * memory order: a walk down narrow column blocks strides by a whole row per
+ * step, which the prefetchers do not follow past a page. */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par) {
-#pragma omp parallel for schedule(static) if (par)
-    for (int c0 = 0; c0 < cols; c0 += 64) {
-        int c1 = c0 + 64 < cols ? c0 + 64 : cols;
-        double acc[64] = {0};
+#pragma omp parallel if (par)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int c0 = (int)((int64_t)cols * t / nt), c1 = (int)((int64_t)cols * (t + 1) / nt);
+        for (int c = c0; c < c1; c++)
+            out[c] = 0;
         for (int r = 0; r < rows; r++) {
             const float *m = M + (size_t)r * cols;
+#pragma omp simd
             for (int c = c0; c < c1; c++)
-                acc[c - c0] += m[c];
+                out[c] += m[c];
         }
-        for (int c = c0; c < c1; c++)
-            out[c] = acc[c - c0];
     }
 }
 
@@ -494,6 +498,29 @@ static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chun
     return mse / B;
 }
 
+/* gb_dec[q] = csd[q] - sum_j cs[j] W_enc[j, q], latents ascending per q:
+ * b_dec enters through xc = x - b_dec, so dP/db_dec = -W_enc. Blocks of 64
+ * columns walk W_enc by rows (a column walk would miss cache every step). */
+static void bdec_grad(const sf_sae *s, const double *csd, const double *cs, float *gbd, int par) {
+    const int d = s->d, n = s->n;
+#pragma omp parallel for schedule(static) if (par)
+    for (int q0 = 0; q0 < d; q0 += 64) {
+        int q1 = q0 + 64 < d ? q0 + 64 : d;
+        double acc[64];
+        for (int q = q0; q < q1; q++)
+            acc[q - q0] = csd[q];
+        for (int j = 0; j < n; j++) {
+            if (cs[j] == 0) continue;
+            const double c = cs[j];
+            const float *w = s->W_enc + (size_t)j * d;
+            for (int q = q0; q < q1; q++)
+                acc[q - q0] -= c * w[q];
+        }
+        for (int q = q0; q < q1; q++)
+            gbd[q] = (float)acc[q - q0];
+    }
+}
+
 /* ------------------------------------------------- sparse step (k archs) -- */
 
 /* batchtopk and matryoshka: codes have ~k nonzeros per row, so after the
@@ -928,22 +955,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     }
     /* b_dec: sum_rows dL/dx_hat - W_enc^T cs */
     sae_colsum(a->Xh, B, d, a->csd, par);
-#pragma omp parallel for schedule(static) if (par)
-    for (int q0 = 0; q0 < d; q0 += 64) {
-        int q1 = q0 + 64 < d ? q0 + 64 : d;
-        double acc[64];
-        for (int q = q0; q < q1; q++)
-            acc[q - q0] = a->csd[q];
-        for (int j = 0; j < n; j++) {
-            if (a->cs[j] == 0) continue;
-            const double c = a->cs[j];
-            const float *w = s->W_enc + (size_t)j * d;
-            for (int q = q0; q < q1; q++)
-                acc[q - q0] -= c * w[q];
-        }
-        for (int q = q0; q < q1; q++)
-            gbd[q] = (float)acc[q - q0];
-    }
+    bdec_grad(s, a->csd, a->cs, gbd, par);
     double gss = 0;
     for (int j = 0; j < n; j++)
         gss += a->lat_ss[j];
@@ -1159,6 +1171,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
             double *st = a->rowst + (size_t)r * 8;
             double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0, l0 = 0;
             const float *xf = a->Xh + (size_t)(ng - 1) * BD + (size_t)r * d; /* full x_hat */
+            /* omp simd: partial sums in an order fixed at compile time */
+#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
             for (int q = 0; q < d; q++) {
                 double xh = xf[q], xv = xr[q], df = xh - xv;
                 sq += df * df;
@@ -1166,6 +1180,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 xxh += xv * xh;
                 xh2 += xh * xh;
             }
+#pragma omp simd reduction(+ : l1, l0)
             for (int j = 0; j < n; j++) {
                 l1 += fabsf(zr[j]);
                 l0 += zr[j] > 0;
@@ -1177,6 +1192,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
             double lsum = 0;
             for (int g = 0; g < ng; g++) {
                 float *xh = a->Xh + (size_t)g * BD + (size_t)r * d;
+#pragma omp simd reduction(+ : lsum)
                 for (int q = 0; q < d; q++) {
                     double df = (double)xh[q] - xr[q];
                     lsum += df * df;
@@ -1212,6 +1228,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 float *t = a->Ta + (size_t)r * d;
                 const float *xr = x + (size_t)r * d;
                 double acc = 0;
+#pragma omp simd reduction(+ : acc)
                 for (int q = 0; q < d; q++) {
                     double df = (double)t[q] - xr[q];
                     acc += df * df;
@@ -1277,12 +1294,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     /* b_dec: sum_rows dL/dx_hat - W_enc^T colsum(dL/dP) (main path only, as TopK's AuxK) */
     sae_colsum(a->G, B, n, a->cs, par);
     sae_colsum(a->Xh, B, d, a->csd, par);
-    for (int q = 0; q < d; q++) {
-        double v = a->csd[q];
-        for (int j = 0; j < n; j++)
-            v -= a->cs[j] * s->W_enc[(size_t)j * d + q];
-        gbd[q] = (float)v;
-    }
+    bdec_grad(s, a->csd, a->cs, gbd, par);
     if (do_aux) {
         for (size_t i = 0; i < (size_t)B * n; i++)
             a->G[i] += a->H[i];
@@ -1347,6 +1359,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 float *gd = gWd + (size_t)j * d;
                 const float *w = s->W_decT + (size_t)j * d;
                 double ww = 0, gw = 0;
+#pragma omp simd reduction(+ : ww, gw)
                 for (int q = 0; q < d; q++) {
                     ww += (double)w[q] * w[q];
                     gw += (double)gd[q] * w[q];
@@ -1362,6 +1375,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 if (!s->params[i].per_latent) continue;
                 size_t w = s->params[i].numel / (size_t)n;
                 const float *g = io->gr[i] + (size_t)j * w;
+#pragma omp simd reduction(+ : ss)
                 for (size_t q = 0; q < w; q++)
                     ss += (double)g[q] * g[q];
             }

@@ -24,6 +24,7 @@ void sae_gated_forward(sae_arch_rows *r) {
         float *z = r->Z + (size_t)i * n, *a = r->A + (size_t)i * n;
         double pen = 0;
         int c = 0;
+#pragma omp simd reduction(+ : pen, c)
         for (int j = 0; j < n; j++) {
             float pg = p[j] + s->b_enc[j], pm = er[j] * p[j] + s->b_mag[j];
             a[j] = pg > 0 ? pg : 0;

@@ -25,6 +25,7 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
         float *z = r->Z + (size_t)i * n;
         double l0 = 0;
         int c = 0;
+#pragma omp simd reduction(+ : l0, c)
         for (int j = 0; j < n; j++) {
             float v = p[j] + s->b_enc[j];
             int on = v > th[j];

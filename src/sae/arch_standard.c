@@ -15,6 +15,7 @@ void sae_standard_forward(sae_arch_rows *r) {
         float *z = r->Z + (size_t)i * n;
         double pen = 0;
         int c = 0;
+#pragma omp simd reduction(+ : pen, c)
         for (int j = 0; j < n; j++) {
             float v = p[j] + be[j];
             z[j] = v > 0 ? v : 0;
