@@ -1029,6 +1029,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     for (int j = 0; j < (arch == SF_SAE_STANDARD || arch == SF_SAE_GATED ? n : 0); j++) {
         const float *w = s->W_decT + (size_t)j * d;
         double ss = 0;
+#pragma omp simd reduction(+ : ss)
         for (int q = 0; q < d; q++)
             ss += (double)w[q] * w[q];
         a->wn[j] = (float)sqrt(ss);
@@ -1393,15 +1394,18 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     *io->grad_ss = gss;
     memset(io->has_grad, 1, (size_t)n);
     /* firing counts -> off (the trainer's dead-latent counters read it) */
-#pragma omp parallel for schedule(static) if (par)
-    for (int j0 = 0; j0 < n; j0 += 64) {
-        int j1 = j0 + 64 < n ? j0 + 64 : n;
+#pragma omp parallel if (par)
+    { /* contiguous column ranges, rows in memory order (as sae_colsum) */
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int j0 = (int)((int64_t)n * t / nt), j1 = (int)((int64_t)n * (t + 1) / nt);
+        int32_t *restrict cnt = a->cnt;
         for (int j = j0; j < j1; j++)
-            a->cnt[j] = 0;
+            cnt[j] = 0;
         for (int b = 0; b < B; b++) {
-            const float *z = a->Z + (size_t)b * n;
+            const float *restrict z = a->Z + (size_t)b * n;
+#pragma omp simd
             for (int j = j0; j < j1; j++)
-                a->cnt[j] += z[j] > 0;
+                cnt[j] += z[j] > 0;
         }
     }
     io->off[0] = 0;

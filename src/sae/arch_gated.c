@@ -19,21 +19,23 @@ void sae_gated_forward(sae_arch_rows *r) {
     float *er = malloc((size_t)n * sizeof(float));
     for (int j = 0; j < n; j++)
         er[j] = expf(s->r_mag[j]);
+    const float *restrict be = s->b_enc, *restrict bm = s->b_mag, *restrict wn = r->wn;
     for (int i = 0; i < r->m; i++) {
-        const float *p = r->P + (size_t)i * n;
-        float *z = r->Z + (size_t)i * n, *a = r->A + (size_t)i * n;
-        double pen = 0;
-        int c = 0;
+        const float *restrict p = r->P + (size_t)i * n;
+        float *restrict z = r->Z + (size_t)i * n, *restrict a = r->A + (size_t)i * n;
+        double pen = 0, c = 0; /* c counts in double: gcc 12 does not vectorise a
+                                * loop reducing an int and a double together */
 #pragma omp simd reduction(+ : pen, c)
         for (int j = 0; j < n; j++) {
-            float pg = p[j] + s->b_enc[j], pm = er[j] * p[j] + s->b_mag[j];
-            a[j] = pg > 0 ? pg : 0;
-            z[j] = (pg > 0 && pm > 0) ? pm : 0;
-            pen += (double)a[j] * r->wn[j];
-            c += pg > 0;
+            float pg = p[j] + be[j], pm = er[j] * p[j] + bm[j];
+            float aj = pg > 0 ? pg : 0.0f;
+            a[j] = aj;
+            z[j] = (pg > 0 && pm > 0) ? pm : 0.0f;
+            pen += (double)aj * wn[j];
+            c += pg > 0 ? 1.0 : 0.0;
         }
         r->pen[i] = pen;
-        r->cnt[i] = c;
+        r->cnt[i] = (int32_t)c;
     }
     free(er);
 }
@@ -47,14 +49,17 @@ void sae_gated_backward(sae_arch_rows *r) {
     float *er = malloc((size_t)n * sizeof(float));
     for (int j = 0; j < n; j++)
         er[j] = expf(s->r_mag[j]);
+    const float *restrict be = s->b_enc, *restrict bm = s->b_mag, *restrict wn = r->wn;
     for (int i = 0; i < r->m; i++) {
         const size_t o = (size_t)i * n;
-        const float *p = r->P + o, *ga = r->GA + o;
-        float *g = r->G + o, *h = r->H + o, *a = r->A + o, *e = r->E + o;
+        const float *restrict p = r->P + o, *restrict ga = r->GA + o;
+        float *restrict g = r->G + o, *restrict h = r->H + o, *restrict a = r->A + o,
+                        *restrict e = r->E + o;
+#pragma omp simd
         for (int j = 0; j < n; j++) {
-            float pg = p[j] + s->b_enc[j], pm = er[j] * p[j] + s->b_mag[j];
+            float pg = p[j] + be[j], pm = er[j] * p[j] + bm[j];
             float gm = (pg > 0 && pm > 0) ? g[j] : 0.0f;
-            float gg = pg > 0 ? ga[j] + c * r->wn[j] : 0.0f;
+            float gg = pg > 0 ? ga[j] + c * wn[j] : 0.0f;
             h[j] = gm;
             e[j] = gm * p[j];
             a[j] = gg;

@@ -20,21 +20,22 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
     float *th = malloc((size_t)n * sizeof(float));
     for (int j = 0; j < n; j++)
         th[j] = expf(s->logthres[j]);
+    const float *restrict be = s->b_enc;
     for (int i = 0; i < r->m; i++) {
-        const float *p = r->P + (size_t)i * n;
-        float *z = r->Z + (size_t)i * n;
-        double l0 = 0;
-        int c = 0;
+        const float *restrict p = r->P + (size_t)i * n;
+        float *restrict z = r->Z + (size_t)i * n;
+        double l0 = 0, c = 0; /* c counts in double: gcc 12 does not vectorise a
+                               * loop reducing an int and a double together */
 #pragma omp simd reduction(+ : l0, c)
         for (int j = 0; j < n; j++) {
-            float v = p[j] + s->b_enc[j];
+            float v = p[j] + be[j];
             int on = v > th[j];
-            z[j] = on ? v : 0;
+            z[j] = on ? v : 0.0f;
             l0 += on;
-            c += on || fabsf(v - th[j]) < half; /* entries of the sparse step */
+            c += (on || fabsf(v - th[j]) < half) ? 1.0 : 0.0; /* sparse-step entries */
         }
         r->pen[i] = l0;
-        r->cnt[i] = c;
+        r->cnt[i] = (int32_t)c;
     }
     free(th);
 }
@@ -48,12 +49,14 @@ void sae_jumprelu_backward(sae_arch_rows *r) {
     float *th = malloc((size_t)n * sizeof(float));
     for (int j = 0; j < n; j++)
         th[j] = expf(s->logthres[j]);
+    const float *restrict be = s->b_enc;
     for (int i = 0; i < r->m; i++) {
         const size_t o = (size_t)i * n;
-        const float *p = r->P + o;
-        float *g = r->G + o, *h = r->H + o;
+        const float *restrict p = r->P + o;
+        float *restrict g = r->G + o, *restrict h = r->H + o;
+#pragma omp simd
         for (int j = 0; j < n; j++) {
-            float v = p[j] + s->b_enc[j], t = th[j];
+            float v = p[j] + be[j], t = th[j];
             h[j] = fabsf(v - t) < half ? t * (-(t / eps) * g[j] - c0) : 0.0f;
             g[j] = v > t ? g[j] : 0.0f;
         }
