@@ -1181,10 +1181,16 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 xxh += xv * xh;
                 xh2 += xh * xh;
             }
-#pragma omp simd reduction(+ : l1, l0)
-            for (int j = 0; j < n; j++) {
-                l1 += fabsf(zr[j]);
-                l0 += zr[j] > 0;
+            for (int j0 = 0; j0 < n; j0 += SAE_SUM_BLOCK) {
+                const int j1 = j0 + SAE_SUM_BLOCK < n ? j0 + SAE_SUM_BLOCK : n;
+                float b1 = 0, b0 = 0;
+#pragma omp simd reduction(+ : b1, b0)
+                for (int j = j0; j < j1; j++) {
+                    b1 += fabsf(zr[j]);
+                    b0 += zr[j] > 0 ? 1.0f : 0.0f;
+                }
+                l1 += b1;
+                l0 += b0;
             }
             if (do_aux)
                 for (int q = 0; q < d; q++)

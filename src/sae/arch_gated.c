@@ -23,19 +23,25 @@ void sae_gated_forward(sae_arch_rows *r) {
     for (int i = 0; i < r->m; i++) {
         const float *restrict p = r->P + (size_t)i * n;
         float *restrict z = r->Z + (size_t)i * n, *restrict a = r->A + (size_t)i * n;
-        double pen = 0, c = 0; /* c counts in double: gcc 12 does not vectorise a
-                                * loop reducing an int and a double together */
-#pragma omp simd reduction(+ : pen, c)
-        for (int j = 0; j < n; j++) {
-            float pg = p[j] + be[j], pm = er[j] * p[j] + bm[j];
-            float aj = pg > 0 ? pg : 0.0f;
-            a[j] = aj;
-            z[j] = (pg > 0 && pm > 0) ? pm : 0.0f;
-            pen += (double)aj * wn[j];
-            c += pg > 0 ? 1.0 : 0.0;
+        double pen = 0;
+        int32_t c = 0;
+        for (int j0 = 0; j0 < n; j0 += SAE_SUM_BLOCK) {
+            const int j1 = j0 + SAE_SUM_BLOCK < n ? j0 + SAE_SUM_BLOCK : n;
+            float bp = 0, bc = 0;
+#pragma omp simd reduction(+ : bp, bc)
+            for (int j = j0; j < j1; j++) {
+                float pg = p[j] + be[j], pm = er[j] * p[j] + bm[j];
+                float aj = pg > 0 ? pg : 0.0f;
+                a[j] = aj;
+                z[j] = (pg > 0 && pm > 0) ? pm : 0.0f;
+                bp += aj * wn[j];
+                bc += pg > 0 ? 1.0f : 0.0f;
+            }
+            pen += bp;
+            c += (int32_t)bc;
         }
         r->pen[i] = pen;
-        r->cnt[i] = (int32_t)c;
+        r->cnt[i] = c;
     }
     free(er);
 }

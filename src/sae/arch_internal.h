@@ -100,6 +100,12 @@ typedef struct {
                       * latents (gated: open gates; jumprelu: + STE window) */
 } sae_arch_rows;
 
+/* Row sums in the activation passes: float lanes over blocks of this many
+ * latents, blocks added in double. gcc 12 vectorises no loop that mixes a
+ * compare-select with a double (or int) reduction, and these passes touch
+ * every (row, latent) pair of a dense step. */
+#define SAE_SUM_BLOCK 256
+
 /* standard (arch_standard.c) */
 void sae_standard_forward(sae_arch_rows *r);
 void sae_standard_backward(sae_arch_rows *r);

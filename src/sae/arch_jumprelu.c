@@ -24,18 +24,22 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
     for (int i = 0; i < r->m; i++) {
         const float *restrict p = r->P + (size_t)i * n;
         float *restrict z = r->Z + (size_t)i * n;
-        double l0 = 0, c = 0; /* c counts in double: gcc 12 does not vectorise a
-                               * loop reducing an int and a double together */
-#pragma omp simd reduction(+ : l0, c)
-        for (int j = 0; j < n; j++) {
-            float v = p[j] + be[j];
-            int on = v > th[j];
-            z[j] = on ? v : 0.0f;
-            l0 += on;
-            c += (on || fabsf(v - th[j]) < half) ? 1.0 : 0.0; /* sparse-step entries */
+        int32_t l0 = 0, c = 0;
+        for (int j0 = 0; j0 < n; j0 += SAE_SUM_BLOCK) {
+            const int j1 = j0 + SAE_SUM_BLOCK < n ? j0 + SAE_SUM_BLOCK : n;
+            float bl = 0, bc = 0;
+#pragma omp simd reduction(+ : bl, bc)
+            for (int j = j0; j < j1; j++) {
+                float v = p[j] + be[j];
+                z[j] = v > th[j] ? v : 0.0f;
+                bl += v > th[j] ? 1.0f : 0.0f;
+                bc += (v > th[j] || fabsf(v - th[j]) < half) ? 1.0f : 0.0f; /* sparse entries */
+            }
+            l0 += (int32_t)bl;
+            c += (int32_t)bc;
         }
         r->pen[i] = l0;
-        r->cnt[i] = (int32_t)c;
+        r->cnt[i] = c;
     }
     free(th);
 }

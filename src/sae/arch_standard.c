@@ -16,18 +16,24 @@ void sae_standard_forward(sae_arch_rows *r) {
     for (int i = 0; i < r->m; i++) {
         const float *restrict p = r->P + (size_t)i * n;
         float *restrict z = r->Z + (size_t)i * n;
-        double pen = 0, c = 0; /* c counts in double: gcc 12 does not vectorise a
-                                * loop reducing an int and a double together */
-#pragma omp simd reduction(+ : pen, c)
-        for (int j = 0; j < n; j++) {
-            float v = p[j] + be[j];
-            float zj = v > 0 ? v : 0.0f;
-            z[j] = zj;
-            pen += (double)zj * wn[j];
-            c += v > 0 ? 1.0 : 0.0;
+        double pen = 0;
+        int32_t c = 0;
+        for (int j0 = 0; j0 < n; j0 += SAE_SUM_BLOCK) {
+            const int j1 = j0 + SAE_SUM_BLOCK < n ? j0 + SAE_SUM_BLOCK : n;
+            float bp = 0, bc = 0;
+#pragma omp simd reduction(+ : bp, bc)
+            for (int j = j0; j < j1; j++) {
+                float v = p[j] + be[j];
+                float zj = v > 0 ? v : 0.0f;
+                z[j] = zj;
+                bp += zj * wn[j];
+                bc += v > 0 ? 1.0f : 0.0f;
+            }
+            pen += bp;
+            c += (int32_t)bc;
         }
         r->pen[i] = pen;
-        r->cnt[i] = (int32_t)c;
+        r->cnt[i] = c;
     }
 }
 
