@@ -586,14 +586,6 @@ static void by_latent(int n, size_t nnz, const int32_t *idx, int32_t *off, int32
     free(cur);
 }
 
-static inline float dotf_(const float *a, const float *b, int d) {
-    float acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int q = 0; q < d; q++)
-        acc += a[q] * b[q];
-    return acc;
-}
-
 /* Also standard and jumprelu once their codes are sparse (sae_arch_grad
  * decides): entries are the active latents, plus for jumprelu the inactive
  * ones inside the STE window (they carry threshold gradient only). */
@@ -748,15 +740,15 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             int l0r = 0;
             for (int32_t u = sp->rp[r]; u < e1; u++) {
                 const int j = sp->idx[u];
-                const float gz = dotf_(s->W_decT + (size_t)j * d,
-                                       a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
+                const float gz = sae_dot(s->W_decT + (size_t)j * d,
+                                         a->Xh + (size_t)sp->grp[j] * BD + (size_t)r * d, d);
                 const int on = sp->val[u] > 0;
                 l0r += on;
                 if (arch == SF_SAE_STANDARD) {
                     sp->g[u] = gz + l1c * a->wn[j]; /* dL/dpre incl. the L1 x norm term */
                 } else if (gt) {
                     const float er = expf(s->r_mag[j]), pre = a->P[(size_t)r * n + j];
-                    const float ga = dotf_(s->W_decT + (size_t)j * d, a->Ta + (size_t)r * d, d);
+                    const float ga = sae_dot(s->W_decT + (size_t)j * d, a->Ta + (size_t)r * d, d);
                     const float gm = er * pre + s->b_mag[j] > 0 ? gz : 0.0f;
                     const float gg = ga + l1c * a->wn[j];
                     sp->h[u] = gg;
@@ -843,7 +835,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 for (int q = 0; q < d; q++)
                     rr[q] *= sc;
                 for (int32_t u = sp->arp[b]; u < sp->arp[b + 1]; u++)
-                    sp->ag[u] = dotf_(s->W_decT + (size_t)sp->aidx[u] * d, rr, d);
+                    sp->ag[u] = sae_dot(s->W_decT + (size_t)sp->aidx[u] * d, rr, d);
             }
         } else {
             annz = 0;
@@ -935,9 +927,9 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         }
         if (o->normalise) {
             const float *w = s->W_decT + (size_t)j * d;
-            float ww = dotf_(w, w, d);
+            float ww = sae_dot(w, w, d);
             if (ww > 0) {
-                float al = dotf_(gd, w, d) / ww;
+                float al = sae_dot(gd, w, d) / ww;
                 for (int q = 0; q < d; q++)
                     gd[q] -= al * w[q];
             }

@@ -32,6 +32,25 @@ static inline int sae_parallel_worth(size_t flops) {
     return flops >= ((size_t)1 << 26);
 }
 
+/* sum_q a[q] b[q] in float, in a fixed order: 64 lanes (four vectors, so
+ * the adds of one do not wait on the last), folded pairwise, then the tail. */
+static inline float sae_dot(const float *restrict a, const float *restrict b, int d) {
+    float acc[64] = {0};
+    int q = 0;
+    for (; q + 64 <= d; q += 64)
+#pragma omp simd
+        for (int u = 0; u < 64; u++)
+            acc[u] += a[q + u] * b[q + u];
+    for (int w = 32; w >= 1; w /= 2)
+#pragma omp simd
+        for (int u = 0; u < w; u++)
+            acc[u] += acc[u + w];
+    float s = acc[0];
+    for (; q < d; q++)
+        s += a[q] * b[q];
+    return s;
+}
+
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);
 

@@ -213,14 +213,6 @@ static void ensure_aux(sf_sae_trainer *t) {
     t->ae_g = sf_malloc(B * a * sizeof(float));
 }
 
-static inline float dotf(const float *a, const float *b, int d) {
-    float acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int q = 0; q < d; q++)
-        acc += a[q] * b[q];
-    return acc;
-}
-
 /* Sorts the (row, slot) entries of B rows by latent, rows ascending within a
  * latent. Rows are split into T ranges counted in parallel; range t's entries
  * of latent j follow those of ranges < t, so the result is the serial order
@@ -359,7 +351,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 for (int q = 0; q < d; q++)
                     gxr[q] = gscale * (gxr[q] - xr[q]);
                 for (int u = 0; u < c; u++)
-                    gz[u] = dotf(s->W_decT + (size_t)ix[u] * d, gxr, d);
+                    gz[u] = sae_dot(s->W_decT + (size_t)ix[u] * d, gxr, d);
                 double *st = t->rowst + (size_t)r * ST_N;
                 st[ST_SQERR] = sq;
                 st[ST_X2] = x2;
@@ -426,7 +418,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 const int32_t *aix = t->aidx + (size_t)b * ak;
                 float *ag = t->agz + (size_t)b * ak;
                 for (int u = 0; u < t->acnt[b]; u++)
-                    ag[u] = dotf(s->W_decT + (size_t)aix[u] * d, rr, d);
+                    ag[u] = sae_dot(s->W_decT + (size_t)aix[u] * d, rr, d);
             }
         } else {
             for (int b = 0; b < B; b++)
@@ -516,9 +508,9 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             if (normalise) {
                 /* drop the component of the decoder gradient along its column */
                 const float *w = s->W_decT + (size_t)j * d;
-                float ww = dotf(w, w, d);
+                float ww = sae_dot(w, w, d);
                 if (ww > 0) {
-                    float a = dotf(gd, w, d) / ww;
+                    float a = sae_dot(gd, w, d) / ww;
 #pragma omp simd
                     for (int q = 0; q < d; q++)
                         gd[q] -= a * w[q];
