@@ -2,6 +2,9 @@
  * shared dense training step (see arch_internal.h for the data flow and
  * docs/architectures.md for the maths). */
 #include <cblas.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -586,6 +589,40 @@ static void by_latent(int n, size_t nnz, const int32_t *idx, int32_t *off, int32
     free(cur);
 }
 
+/* The sparse step's entries of one row, latents ascending, into idx/val
+ * (val = the code): j with gate[j] > 0 (gated: open gates), else z[j] > 0,
+ * plus for jumprelu (p non-NULL) |p[j] + be[j] - th[j]| < half (inside the
+ * STE window: threshold gradient only). Returns the count. The forward
+ * counted the same set. */
+static int32_t row_entries(int n, const float *gate, const float *z, const float *p,
+                           const float *be, const float *th, float half, int32_t *idx, float *val) {
+    int32_t c = 0;
+    int j = 0;
+#ifdef __AVX512F__
+    const __m512 zero = _mm512_setzero_ps(), hv = _mm512_set1_ps(half);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16) {
+        __mmask16 m =
+            _mm512_cmp_ps_mask(_mm512_loadu_ps(gate ? gate + j : z + j), zero, _CMP_GT_OQ);
+        if (p) {
+            __m512 u = _mm512_sub_ps(_mm512_add_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(be + j)),
+                                     _mm512_loadu_ps(th + j));
+            m |= _mm512_cmp_ps_mask(_mm512_abs_ps(u), hv, _CMP_LT_OQ);
+        }
+        if (!m) continue;
+        _mm512_mask_compressstoreu_epi32(idx + c, m, _mm512_add_epi32(_mm512_set1_epi32(j), iota));
+        _mm512_mask_compressstoreu_ps(val + c, m, _mm512_loadu_ps(z + j));
+        c += __builtin_popcount(m);
+    }
+#endif
+    for (; j < n; j++)
+        if ((gate ? gate[j] : z[j]) > 0 || (p && fabsf(p[j] + be[j] - th[j]) < half)) {
+            idx[c] = j;
+            val[c++] = z[j];
+        }
+    return c;
+}
+
 /* Also standard and jumprelu once their codes are sparse (sae_arch_grad
  * decides): entries are the active latents, plus for jumprelu the inactive
  * ones inside the STE window (they carry threshold gradient only). */
@@ -647,15 +684,13 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     } else {
 #pragma omp parallel for schedule(static) if (par)
         for (int b = 0; b < B; b++) {
-            const float *z = a->Z + (size_t)b * n, *p = a->P + (size_t)b * n;
-            int32_t e = sp->rp[b];
-            for (int j = 0; j < n; j++)
-                if (gt ? a->A[(size_t)b * n + j] > 0
-                       : (z[j] > 0 || (jr && fabsf(p[j] + s->b_enc[j] - sp->th[j]) < half))) {
-                    sp->idx[e] = j;
-                    sp->val[e] = z[j];
-                    sp->erow[e++] = b;
-                }
+            const size_t o = (size_t)b * n;
+            const int32_t e0 = sp->rp[b];
+            const int32_t e1 =
+                e0 + row_entries(n, gt ? a->A + o : NULL, a->Z + o, jr ? a->P + o : NULL, s->b_enc,
+                                 sp->th, half, sp->idx + e0, sp->val + e0);
+            for (int32_t e = e0; e < e1; e++)
+                sp->erow[e] = b;
         }
     }
     /* dead latents -> AuxK */
