@@ -484,6 +484,24 @@ void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t
     }
 }
 
+void sae_store_row(float *dst, const float *src, int d, int stream) {
+#ifdef __AVX512F__
+    if (stream && d % 16 == 0 && (uintptr_t)dst % 64 == 0) {
+        for (int q = 0; q < d; q += 16)
+            _mm512_stream_ps(dst + q, _mm512_loadu_ps(src + q));
+        return;
+    }
+#endif
+    (void)stream;
+    memcpy(dst, src, (size_t)d * sizeof(float));
+}
+
+void sae_store_fence(void) {
+#ifdef __AVX512F__
+    _mm_sfence();
+#endif
+}
+
 int sae_all_finite(const float *x, size_t m) {
     /* x*0 is 0 for finite x and NaN for Inf/NaN; the OR-reduction vectorises. */
     int bad = 0;

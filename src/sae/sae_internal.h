@@ -51,6 +51,13 @@ static inline float sae_dot(const float *restrict a, const float *restrict b, in
     return s;
 }
 
+/* dst[0..d) = src[0..d). stream: the row is not read again before it has
+ * left the caches, so write it with streaming stores (when dst is 64-byte
+ * aligned and d % 16 == 0) rather than first reading the old line in; then
+ * call sae_store_fence() on the same thread before others read it. */
+void sae_store_row(float *dst, const float *src, int d, int stream);
+void sae_store_fence(void);
+
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);
 

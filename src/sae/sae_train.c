@@ -62,6 +62,8 @@ struct sf_sae_trainer {
     double *colsum;       /* (d) column sums of gx */
     float **pre;          /* per thread (chunk, n) pre-activations */
     int n_pre, pre_rows;
+    float *rowbuf; /* (T, 2 * dpad) per-thread gradient rows being summed */
+    int rowbuf_T;
     /* bucketing by latent */
     int32_t *off, *aoff;     /* (n + 1) */
     int32_t *e_row, *ae_row; /* entries */
@@ -188,6 +190,7 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
     free(t->since);
     free(t->lat_ss);
     sf_free_aligned(t->gb_part);
+    sf_free_aligned(t->rowbuf);
     for (int i = 0; i < t->n_pre; i++)
         sf_free_aligned(t->pre[i]);
     free(t->pre);
@@ -450,90 +453,110 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     float *gWe = t->gr[0], *gbe = t->gr[1], *gWd = t->gr[2], *gbd = t->gr[3];
     const int nblk = (n + LBLK - 1) / LBLK;
     const int normalise = o->normalise;
-#pragma omp parallel for schedule(static) if (par)
-    for (int blk = 0; blk < nblk; blk++) {
-        float *part = t->gb_part + (size_t)blk * d;
-        memset(part, 0, (size_t)d * sizeof(float));
-        int j1 = (blk + 1) * LBLK < n ? (blk + 1) * LBLK : n;
-        for (int j = blk * LBLK; j < j1; j++) {
-            int e0 = t->off[j], e1 = t->off[j + 1];
-            int a0 = use_aux ? t->aoff[j] : 0, a1 = use_aux ? t->aoff[j + 1] : 0;
-            if (e0 == e1 && a0 == a1) {
-                if (t->has_grad[j]) { /* keep the buffer exact: stale row -> zero */
-                    memset(gWe + (size_t)j * d, 0, (size_t)d * sizeof(float));
-                    memset(gWd + (size_t)j * d, 0, (size_t)d * sizeof(float));
+    /* Each latent's two gradient rows are summed in a per-thread buffer (L1)
+     * and then written out once; for large matrices with streaming stores, so
+     * the write does not first read the old row from memory (Adam reads it
+     * next, from memory either way). */
+    const int dpad = (d + 15) / 16 * 16;
+    const int stream = (size_t)n * d >= t->stream_min;
+    if (t->rowbuf_T < T) {
+        sf_free_aligned(t->rowbuf);
+        t->rowbuf = sf_malloc_aligned((size_t)T * 2 * dpad * sizeof(float));
+        t->rowbuf_T = T;
+    }
+#pragma omp parallel if (par)
+    {
+        float *const rbuf = t->rowbuf + (size_t)omp_get_thread_num() * 2 * dpad;
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < nblk; blk++) {
+            float *part = t->gb_part + (size_t)blk * d;
+            memset(part, 0, (size_t)d * sizeof(float));
+            int j1 = (blk + 1) * LBLK < n ? (blk + 1) * LBLK : n;
+            for (int j = blk * LBLK; j < j1; j++) {
+                int e0 = t->off[j], e1 = t->off[j + 1];
+                int a0 = use_aux ? t->aoff[j] : 0, a1 = use_aux ? t->aoff[j + 1] : 0;
+                if (e0 == e1 && a0 == a1) {
+                    if (t->has_grad[j]) { /* keep the buffer exact: stale row -> zero */
+                        memset(rbuf, 0, (size_t)d * sizeof(float));
+                        sae_store_row(gWe + (size_t)j * d, rbuf, d, stream);
+                        sae_store_row(gWd + (size_t)j * d, rbuf, d, stream);
+                    }
+                    t->has_grad[j] = 0;
+                    t->lat_ss[j] = 0;
+                    continue;
                 }
-                t->has_grad[j] = 0;
-                t->lat_ss[j] = 0;
-                continue;
-            }
-            t->has_grad[j] = 1;
-            float *ge = gWe + (size_t)j * d, *gd = gWd + (size_t)j * d;
-            memset(ge, 0, (size_t)d * sizeof(float));
-            memset(gd, 0, (size_t)d * sizeof(float));
-            float sg = 0, sga = 0;
-            /* Two entries per sweep: half the accumulator traffic and two
-             * independent row streams in flight (the rows come from L3). */
-            int e = e0;
-            for (; e + 1 < e1; e += 2) {
-                const float *xr0 = t->xc + (size_t)t->e_row[e] * d;
-                const float *gr0 = t->gx + (size_t)t->e_row[e] * d;
-                const float *xr1 = t->xc + (size_t)t->e_row[e + 1] * d;
-                const float *gr1 = t->gx + (size_t)t->e_row[e + 1] * d;
-                const float g0 = t->e_g[e], z0 = t->e_z[e], g1 = t->e_g[e + 1], z1 = t->e_z[e + 1];
+                t->has_grad[j] = 1;
+                float *restrict ge = rbuf, *restrict gd = rbuf + dpad;
+                memset(ge, 0, (size_t)d * sizeof(float));
+                memset(gd, 0, (size_t)d * sizeof(float));
+                float sg = 0, sga = 0;
+                /* Two entries per sweep: half the accumulator traffic and two
+                 * independent row streams in flight (the rows come from L3). */
+                int e = e0;
+                for (; e + 1 < e1; e += 2) {
+                    const float *xr0 = t->xc + (size_t)t->e_row[e] * d;
+                    const float *gr0 = t->gx + (size_t)t->e_row[e] * d;
+                    const float *xr1 = t->xc + (size_t)t->e_row[e + 1] * d;
+                    const float *gr1 = t->gx + (size_t)t->e_row[e + 1] * d;
+                    const float g0 = t->e_g[e], z0 = t->e_z[e], g1 = t->e_g[e + 1],
+                                z1 = t->e_z[e + 1];
 #pragma omp simd
-                for (int q = 0; q < d; q++) {
-                    ge[q] += g0 * xr0[q] + g1 * xr1[q];
-                    gd[q] += z0 * gr0[q] + z1 * gr1[q];
+                    for (int q = 0; q < d; q++) {
+                        ge[q] += g0 * xr0[q] + g1 * xr1[q];
+                        gd[q] += z0 * gr0[q] + z1 * gr1[q];
+                    }
+                    sg += g0;
+                    sg += g1;
                 }
-                sg += g0;
-                sg += g1;
-            }
-            for (; e < e1; e++) {
-                const float *xr = t->xc + (size_t)t->e_row[e] * d;
-                const float *gr = t->gx + (size_t)t->e_row[e] * d;
-                const float g = t->e_g[e], z = t->e_z[e];
+                for (; e < e1; e++) {
+                    const float *xr = t->xc + (size_t)t->e_row[e] * d;
+                    const float *gr = t->gx + (size_t)t->e_row[e] * d;
+                    const float g = t->e_g[e], z = t->e_z[e];
 #pragma omp simd
-                for (int q = 0; q < d; q++) {
-                    ge[q] += g * xr[q];
-                    gd[q] += z * gr[q];
+                    for (int q = 0; q < d; q++) {
+                        ge[q] += g * xr[q];
+                        gd[q] += z * gr[q];
+                    }
+                    sg += g;
                 }
-                sg += g;
-            }
-            for (int e = a0; e < a1; e++) {
-                const float *xr = t->xc + (size_t)t->ae_row[e] * d;
-                const float *rr = t->r + (size_t)t->ae_row[e] * d;
-                const float g = t->ae_g[e], z = t->ae_z[e];
+                for (int e = a0; e < a1; e++) {
+                    const float *xr = t->xc + (size_t)t->ae_row[e] * d;
+                    const float *rr = t->r + (size_t)t->ae_row[e] * d;
+                    const float g = t->ae_g[e], z = t->ae_z[e];
 #pragma omp simd
-                for (int q = 0; q < d; q++) {
-                    ge[q] += g * xr[q];
-                    gd[q] += z * rr[q];
+                    for (int q = 0; q < d; q++) {
+                        ge[q] += g * xr[q];
+                        gd[q] += z * rr[q];
+                    }
+                    sga += g;
                 }
-                sga += g;
-            }
-            gbe[j] = sg + sga;
-            /* b enters through xc = x - b: d pre / d b = -W_enc (main path only) */
-            const float *we = s->W_enc + (size_t)j * d;
+                gbe[j] = sg + sga;
+                /* b enters through xc = x - b: d pre / d b = -W_enc (main path only) */
+                const float *we = s->W_enc + (size_t)j * d;
 #pragma omp simd
-            for (int q = 0; q < d; q++)
-                part[q] += sg * we[q];
-            if (normalise) {
-                /* drop the component of the decoder gradient along its column */
-                const float *w = s->W_decT + (size_t)j * d;
-                float ww = sae_dot(w, w, d);
-                if (ww > 0) {
-                    float a = sae_dot(gd, w, d) / ww;
+                for (int q = 0; q < d; q++)
+                    part[q] += sg * we[q];
+                if (normalise) {
+                    /* drop the component of the decoder gradient along its column */
+                    const float *w = s->W_decT + (size_t)j * d;
+                    float ww = sae_dot(w, w, d);
+                    if (ww > 0) {
+                        float a = sae_dot(gd, w, d) / ww;
 #pragma omp simd
-                    for (int q = 0; q < d; q++)
-                        gd[q] -= a * w[q];
+                        for (int q = 0; q < d; q++)
+                            gd[q] -= a * w[q];
+                    }
                 }
-            }
-            double ss = (double)gbe[j] * gbe[j];
+                double ss = (double)gbe[j] * gbe[j];
 #pragma omp simd reduction(+ : ss)
-            for (int q = 0; q < d; q++)
-                ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
-            t->lat_ss[j] = ss;
+                for (int q = 0; q < d; q++)
+                    ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
+                t->lat_ss[j] = ss;
+                sae_store_row(gWe + (size_t)j * d, ge, d, stream);
+                sae_store_row(gWd + (size_t)j * d, gd, d, stream);
+            }
         }
+        sae_store_fence();
     }
     for (int j = 0; j < n; j++)
         if (!t->has_grad[j]) gbe[j] = 0;
