@@ -882,104 +882,117 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     const int iWe = param_of(s, s->W_enc), iWd = param_of(s, s->W_decT),
               ibd = param_of(s, s->b_dec), ibe = param_of(s, s->b_enc);
     float *gWe = io->gr[iWe], *gWd = io->gr[iWd], *gbd = io->gr[ibd], *gbe = io->gr[ibe];
-#pragma omp parallel for schedule(dynamic, 16) if (par)
-    for (int j = 0; j < n; j++) {
-        const int32_t e0 = sp->loff[j], e1 = sp->loff[j + 1];
-        const int32_t a0 = annz ? sp->aloff[j] : 0, a1 = annz ? sp->aloff[j + 1] : 0;
-        float *ge_ = gWe + (size_t)j * d, *gd = gWd + (size_t)j * d;
-        int fired = 0;
-        for (int32_t u = e0; u < e1; u++)
-            fired += sp->val[sp->lent[u]] > 0;
-        a->cnt[j] = fired;
-        if (jr) {
-            float gth = 0;
+    /* gradient rows summed in a per-thread buffer, written once (as TopK's) */
+    const int dpad = (d + 15) / 16 * 16, stream = (size_t)n * d >= io->stream_min;
+    float *rowbuf = sf_malloc_aligned((size_t)omp_get_max_threads() * 2 * dpad * sizeof(float));
+#pragma omp parallel if (par)
+    {
+        float *const rbuf = rowbuf + (size_t)omp_get_thread_num() * 2 * dpad;
+#pragma omp for schedule(dynamic, 16)
+        for (int j = 0; j < n; j++) {
+            const int32_t e0 = sp->loff[j], e1 = sp->loff[j + 1];
+            const int32_t a0 = annz ? sp->aloff[j] : 0, a1 = annz ? sp->aloff[j + 1] : 0;
+            float *restrict ge_ = rbuf, *restrict gd = rbuf + dpad;
+            int fired = 0;
             for (int32_t u = e0; u < e1; u++)
-                gth += sp->h[sp->lent[u]];
-            io->gr[param_of(s, s->logthres)][j] = gth;
-        }
-        float gate_g = 0, mag_g = 0, rmag_g = 0;
-        if (gt) {
+                fired += sp->val[sp->lent[u]] > 0;
+            a->cnt[j] = fired;
+            if (jr) {
+                float gth = 0;
+                for (int32_t u = e0; u < e1; u++)
+                    gth += sp->h[sp->lent[u]];
+                io->gr[param_of(s, s->logthres)][j] = gth;
+            }
+            float gate_g = 0, mag_g = 0, rmag_g = 0;
+            if (gt) {
+                for (int32_t u = e0; u < e1; u++) {
+                    const int32_t e = sp->lent[u];
+                    gate_g += sp->h[e];
+                    mag_g += sp->h2[e];
+                    rmag_g += sp->h2[e] * a->P[(size_t)sp->erow[e] * n + j];
+                }
+                io->gr[param_of(s, s->b_mag)][j] = mag_g;
+                io->gr[param_of(s, s->r_mag)][j] = expf(s->r_mag[j]) * rmag_g;
+            }
+            if (e0 == e1 && a0 == a1) {
+                if (io->has_grad[j]) {
+                    memset(ge_, 0, (size_t)d * sizeof(float));
+                    sae_store_row(gWe + (size_t)j * d, ge_, d, stream);
+                    sae_store_row(gWd + (size_t)j * d, ge_, d, stream);
+                }
+                io->has_grad[j] = 0;
+                gbe[j] = 0;
+                a->cs[j] = 0;
+                a->lat_ss[j] = 0;
+                continue;
+            }
+            io->has_grad[j] = 1;
+            memset(ge_, 0, (size_t)d * sizeof(float));
+            memset(gd, 0, (size_t)d * sizeof(float));
+            const float *S = a->Xh + (size_t)sp->grp[j] * BD;
+            float sg = 0, sga = 0;
             for (int32_t u = e0; u < e1; u++) {
-                const int32_t e = sp->lent[u];
-                gate_g += sp->h[e];
-                mag_g += sp->h2[e];
-                rmag_g += sp->h2[e] * a->P[(size_t)sp->erow[e] * n + j];
-            }
-            io->gr[param_of(s, s->b_mag)][j] = mag_g;
-            io->gr[param_of(s, s->r_mag)][j] = expf(s->r_mag[j]) * rmag_g;
-        }
-        if (e0 == e1 && a0 == a1) {
-            if (io->has_grad[j]) {
-                memset(ge_, 0, (size_t)d * sizeof(float));
-                memset(gd, 0, (size_t)d * sizeof(float));
-            }
-            io->has_grad[j] = 0;
-            gbe[j] = 0;
-            a->cs[j] = 0;
-            a->lat_ss[j] = 0;
-            continue;
-        }
-        io->has_grad[j] = 1;
-        memset(ge_, 0, (size_t)d * sizeof(float));
-        memset(gd, 0, (size_t)d * sizeof(float));
-        const float *S = a->Xh + (size_t)sp->grp[j] * BD;
-        float sg = 0, sga = 0;
-        for (int32_t u = e0; u < e1; u++) {
-            const int32_t e = sp->lent[u], row = sp->erow[e];
-            const float g = sp->g[e], z = sp->val[e];
-            const float *xr = a->xc + (size_t)row * d, *rr = S + (size_t)row * d;
+                const int32_t e = sp->lent[u], row = sp->erow[e];
+                const float g = sp->g[e], z = sp->val[e];
+                const float *xr = a->xc + (size_t)row * d, *rr = S + (size_t)row * d;
 #pragma omp simd
-            for (int q = 0; q < d; q++) {
-                ge_[q] += g * xr[q];
-                gd[q] += z * rr[q];
+                for (int q = 0; q < d; q++) {
+                    ge_[q] += g * xr[q];
+                    gd[q] += z * rr[q];
+                }
+                sg += g;
             }
-            sg += g;
-        }
-        for (int32_t u = a0; u < a1; u++) {
-            const int32_t e = sp->alent[u], row = sp->aerow[e];
-            const float g = sp->ag[e], z = sp->aval[e];
-            const float *xr = a->xc + (size_t)row * d, *rr = a->Ra + (size_t)row * d;
+            for (int32_t u = a0; u < a1; u++) {
+                const int32_t e = sp->alent[u], row = sp->aerow[e];
+                const float g = sp->ag[e], z = sp->aval[e];
+                const float *xr = a->xc + (size_t)row * d, *rr = a->Ra + (size_t)row * d;
 #pragma omp simd
-            for (int q = 0; q < d; q++) {
-                ge_[q] += g * xr[q];
-                gd[q] += z * rr[q];
+                for (int q = 0; q < d; q++) {
+                    ge_[q] += g * xr[q];
+                    gd[q] += z * rr[q];
+                }
+                sga += g;
             }
-            sga += g;
-        }
-        gbe[j] = gt ? gate_g : sg + sga;
-        a->cs[j] = sg; /* main path only reaches b_dec (as TopK's AuxK) */
-        if ((arch == SF_SAE_STANDARD || gt) && a->wn[j] > 0) {
-            /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| (gated: f = ReLU(gate)) */
-            float fs = 0;
-            for (int32_t u = e0; u < e1; u++) {
-                const int32_t e = sp->lent[u];
-                fs += gt ? a->A[(size_t)sp->erow[e] * n + j] : sp->val[e];
-            }
-            const float c = l1c * fs / a->wn[j];
-            const float *w = s->W_decT + (size_t)j * d;
-            for (int q = 0; q < d; q++)
-                gd[q] += c * w[q];
-        }
-        if (o->normalise) {
-            const float *w = s->W_decT + (size_t)j * d;
-            float ww = sae_dot(w, w, d);
-            if (ww > 0) {
-                float al = sae_dot(gd, w, d) / ww;
+            gbe[j] = gt ? gate_g : sg + sga;
+            a->cs[j] = sg; /* main path only reaches b_dec (as TopK's AuxK) */
+            if ((arch == SF_SAE_STANDARD || gt) && a->wn[j] > 0) {
+                /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| (gated: f = ReLU(gate)) */
+                float fs = 0;
+                for (int32_t u = e0; u < e1; u++) {
+                    const int32_t e = sp->lent[u];
+                    fs += gt ? a->A[(size_t)sp->erow[e] * n + j] : sp->val[e];
+                }
+                const float c = l1c * fs / a->wn[j];
+                const float *w = s->W_decT + (size_t)j * d;
                 for (int q = 0; q < d; q++)
-                    gd[q] -= al * w[q];
+                    gd[q] += c * w[q];
             }
-        }
-        double ss = (double)gbe[j] * gbe[j];
-        if (jr)
-            ss += (double)io->gr[param_of(s, s->logthres)][j] * io->gr[param_of(s, s->logthres)][j];
-        if (gt)
-            ss += (double)mag_g * mag_g +
-                  (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
+            if (o->normalise) {
+                const float *w = s->W_decT + (size_t)j * d;
+                float ww = sae_dot(w, w, d);
+                if (ww > 0) {
+                    float al = sae_dot(gd, w, d) / ww;
+                    for (int q = 0; q < d; q++)
+                        gd[q] -= al * w[q];
+                }
+            }
+            double ss = (double)gbe[j] * gbe[j];
+            if (jr)
+                ss += (double)io->gr[param_of(s, s->logthres)][j] *
+                      io->gr[param_of(s, s->logthres)][j];
+            if (gt)
+                ss += (double)mag_g * mag_g +
+                      (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
 #pragma omp simd reduction(+ : ss)
-        for (int q = 0; q < d; q++)
-            ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
-        a->lat_ss[j] = ss;
+            for (int q = 0; q < d; q++)
+                ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
+            a->lat_ss[j] = ss;
+            sae_store_row(gWe + (size_t)j * d, ge_, d, stream);
+            sae_store_row(gWd + (size_t)j * d, gd, d, stream);
+        }
+        sae_store_fence();
     }
+    sf_free_aligned(rowbuf);
     /* b_dec: sum_rows dL/dx_hat - W_enc^T cs */
     sae_colsum(a->Xh, B, d, a->csd, par);
     bdec_grad(s, a->csd, a->cs, gbd, par);

@@ -61,6 +61,7 @@ typedef struct {
     double *grad_ss;        /* squared global gradient norm (for clipping) */
     int64_t steps;          /* optimiser steps taken so far */
     sf_sae_timing *tm;
+    size_t stream_min; /* write gradient matrices of at least this many floats streaming */
 } sae_train_io;
 
 typedef struct sae_arch_state sae_arch_state;

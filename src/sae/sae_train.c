@@ -619,8 +619,8 @@ int sf_sae_trainer_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     case SF_SAE_TOPK:
         return topk_grad(t, x, B, m);
     default: {
-        sae_train_io io = {t->s,   &t->o,    t->gr,       t->m1,    t->m2, t->has_grad,
-                           t->off, t->since, &t->grad_ss, t->steps, &t->tm};
+        sae_train_io io = {t->s,   &t->o,    t->gr,       t->m1,    t->m2,  t->has_grad,
+                           t->off, t->since, &t->grad_ss, t->steps, &t->tm, t->stream_min};
         return sae_arch_grad(t->arch, &io, x, B, m);
     }
     }
@@ -786,8 +786,8 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     m->lr = lr;
     t->steps++;
     /* batchtopk threshold EMA; dead-latent resampling (arch_common.c, resample.c) */
-    sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2, t->has_grad,
-                       t->off, t->since, &t->grad_ss, t->steps, &t->tm};
+    sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2,  t->has_grad,
+                       t->off, t->since, &t->grad_ss, t->steps, &t->tm, t->stream_min};
     if (t->arch) sae_arch_after_step(t->arch, &io);
     if (o->resample_every > 0 && t->steps % o->resample_every == 0) {
         const float *xin = (s->input_scale > 0 && s->input_scale != 1.0f) ? t->xs : x;
