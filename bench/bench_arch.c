@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_common.h"
 #include "saeflow/kernels.h"
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_train.h"
@@ -43,10 +44,7 @@ static int cmp_f_desc(const void *a, const void *b) {
  * SAE; the cut comes from a 1/16 sample of the batch's pre-activations. */
 static void make_sparse(sf_sae *s, const float *x, int B, int k, float *pre) {
     const int d = s->d, n = s->n;
-    openblas_set_num_threads(2);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s->W_enc, d, 0.0f,
-                pre, n);
-    openblas_set_num_threads(1);
+    bench_encoder_gemm(B, n, d, x, s->W_enc, pre);
     size_t m = (size_t)B * n / 16;
     float *smp = sf_malloc(m * sizeof(float));
     for (size_t i = 0; i < m; i++)
@@ -64,7 +62,7 @@ static void make_sparse(sf_sae *s, const float *x, int B, int k, float *pre) {
 
 static int sparse_flag = 0;
 
-static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps, int threads) {
+static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps) {
     sf_sae s;
     if (sf_sae_init(&s, arch, d, n, k, 1)) return -1;
     if (arch == SF_SAE_MATRYOSHKA && sf_sae_set_matryoshka(&s, bsel, NULL, 0)) return -1;
@@ -92,12 +90,9 @@ static int run(sf_sae_arch arch, int bsel, int d, int n, int k, int B, int steps
         double t0 = sf_now();
         if (sf_sae_trainer_step(t, x, B, &m)) return -1;
         ts[i] = sf_now() - t0;
-        openblas_set_num_threads(threads);
         t0 = sf_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s.W_enc, d, 0.0f,
-                    pre, n);
+        bench_encoder_gemm(B, n, d, x, s.W_enc, pre);
         gs[i] = sf_now() - t0;
-        openblas_set_num_threads(1);
     }
     /* step / GEMM per adjacent pair, then the median: both halves of a pair
      * see the same machine, so a noisy neighbour moves the ratio far less
@@ -199,8 +194,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_arch: %s\n", sf_errmsg());
                 return 2;
             }
-            if (run(arch, bsel, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], steps,
-                    threads)) {
+            if (run(arch, bsel, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], steps)) {
                 fprintf(stderr, "bench_arch: %s\n", sf_errmsg());
                 return 1;
             }

@@ -4,7 +4,7 @@
  *
  * For each shape: a fresh model and a random batch; one untimed step, then
  * `steps` timed steps, each followed by one cblas_sgemm of the full encoder
- * product (B, d) x (d, n) with OpenBLAS on the same threads, so that every
+ * product (B, d) x (d, n) on the same threads (bench_common.h), so that every
  * step/GEMM pair sees about the same load on a shared machine. Prints the best
  * and median step, the best GEMM, the median step/GEMM pair ratio and the time
  * share of each phase. One line per shape starts with "RESULT" for
@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "saeflow/kernels.h"
 #include "saeflow/sae_train.h"
 
@@ -66,13 +67,10 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
         double c1 = cpu_now() - c0;
         if (c1 < cpu_best) cpu_best = c1;
         sum_step += ts[i];
-        /* the bound: one full-size sgemm with OpenBLAS's own threading */
-        openblas_set_num_threads(threads);
+        /* the bound: one full-size encoder GEMM (bench_common.h) */
         t0 = sf_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n, d, 1.0f, x, d, s.W_enc, d, 0.0f,
-                    pre, n);
+        bench_encoder_gemm(B, n, d, x, s.W_enc, pre);
         gs[i] = sf_now() - t0;
-        openblas_set_num_threads(1);
         ratio[i] = ts[i] / gs[i];
     }
     const sf_sae_timing *tm = sf_sae_trainer_timing(t);

@@ -311,6 +311,8 @@ struct sae_arch_state {
     double *rowst;         /* (B, 8) */
     double *cs, *cs2, *cs3, *csd; /* (n), (n), (n), (d) */
     float *wn;                    /* (n) decoder column norms */
+    float *ex;                    /* (n) jumprelu exp(logthres), gated exp(r_mag), per step */
+    int pred_sparse;              /* standard/jumprelu: last step was sparse (try it first) */
     int32_t *cnt;                 /* (n) rows where each latent fired */
     int32_t *rcnt;                /* (B) entries per row for the sparse step */
     double *lat_ss;               /* (n) */
@@ -359,6 +361,7 @@ sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     a->cs3 = sf_calloc(n, sizeof(double));
     a->csd = sf_calloc(d, sizeof(double));
     a->wn = sf_malloc(n * sizeof(float));
+    a->ex = sf_malloc(n * sizeof(float));
     a->cnt = sf_calloc(n, sizeof(int32_t));
     a->rcnt = sf_calloc(B, sizeof(int32_t));
     a->lat_ss = sf_calloc(n, sizeof(double));
@@ -378,6 +381,7 @@ void sae_arch_state_free(sae_arch_state *a) {
     free(a->cs3);
     free(a->csd);
     free(a->wn);
+    free(a->ex);
     free(a->cnt);
     free(a->rcnt);
     free(a->lat_ss);
@@ -542,7 +546,6 @@ typedef struct {
     int32_t *lent, *alent; /* entry ids sorted by latent, rows ascending */
     int32_t *erow, *aerow; /* row of each entry */
     int32_t *grp;          /* (n) group of each latent */
-    float *th;             /* (n) jumprelu thresholds */
     float *h;              /* (nnz) jumprelu dL/dlogthres; gated dL/dgate per entry */
     float *h2;             /* (nnz) gated dL/dmag per entry */
     size_t hcap;
@@ -569,7 +572,7 @@ void sae_sparse_free(void *p) {
     if (!b) return;
     void *ptrs[] = {b->rp,   b->idx,   b->val,  b->g,     b->arp,  b->aidx,
                     b->aval, b->ag,    b->loff, b->aloff, b->lent, b->alent,
-                    b->erow, b->aerow, b->grp,  b->th,    b->h,    b->h2};
+                    b->erow, b->aerow, b->grp,  b->h,     b->h2};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
     free(b);
@@ -644,11 +647,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
         sp->loff = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
         sp->aloff = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
         sp->grp = sf_malloc((size_t)n * sizeof(int32_t));
-        sp->th = sf_malloc((size_t)n * sizeof(float));
     }
-    if (jr)
-        for (int j = 0; j < n; j++)
-            sp->th[j] = expf(s->logthres[j]);
     for (int g = 0; g < ng; g++)
         for (int j = gs[g]; j < ge[g]; j++)
             sp->grp[j] = g;
@@ -688,7 +687,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             const int32_t e0 = sp->rp[b];
             const int32_t e1 =
                 e0 + row_entries(n, gt ? a->A + o : NULL, a->Z + o, jr ? a->P + o : NULL, s->b_enc,
-                                 sp->th, half, sp->idx + e0, sp->val + e0);
+                                 a->ex, half, sp->idx + e0, sp->val + e0);
             for (int32_t e = e0; e < e1; e++)
                 sp->erow[e] = b;
         }
@@ -790,7 +789,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                     sp->h2[u] = gm;
                     sp->g[u] = gg + er * gm;
                 } else if (jr) {
-                    const float t = sp->th[j], v = a->P[(size_t)r * n + j] + s->b_enc[j];
+                    const float t = a->ex[j], v = a->P[(size_t)r * n + j] + s->b_enc[j];
                     sp->h[u] = fabsf(v - t) < half ? t * (-(t / eps) * gz - l0c) : 0.0f;
                     sp->g[u] = on ? gz : 0.0f;
                 } else {
@@ -1074,6 +1073,9 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
             ss += (double)w[q] * w[q];
         a->wn[j] = (float)sqrt(ss);
     }
+    if (arch == SF_SAE_JUMPRELU || arch == SF_SAE_GATED)
+        for (int j = 0; j < n; j++)
+            a->ex[j] = expf(arch == SF_SAE_JUMPRELU ? s->logthres[j] : s->r_mag[j]);
     /* nested prefixes [gs[g], ge[g]) (one group = all latents unless matryoshka) */
     int ng = 1, gs[SF_SAE_MAX_GROUPS], ge[SF_SAE_MAX_GROUPS];
     gs[0] = 0;
@@ -1145,7 +1147,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                                 a->GA ? a->GA + off : NULL,
                                 a->E ? a->E + off : NULL,
                                 pen,
-                                a->rcnt + r0};
+                                a->rcnt + r0,
+                                a->ex};
             switch (arch) {
             case SF_SAE_STANDARD:
                 sae_standard_forward(&rw);
@@ -1313,7 +1316,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                             a->GA ? a->GA + off : NULL,
                             a->E ? a->E + off : NULL,
                             NULL,
-                            NULL};
+                            NULL,
+                            a->ex};
         switch (arch) {
         case SF_SAE_STANDARD:
             sae_standard_backward(&rw);

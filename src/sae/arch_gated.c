@@ -16,9 +16,7 @@
 void sae_gated_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
     const int n = r->n;
-    float *er = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++)
-        er[j] = expf(s->r_mag[j]);
+    const float *restrict er = r->ex;
     const float *restrict be = s->b_enc, *restrict bm = s->b_mag, *restrict wn = r->wn;
     for (int i = 0; i < r->m; i++) {
         const float *restrict p = r->P + (size_t)i * n;
@@ -43,7 +41,6 @@ void sae_gated_forward(sae_arch_rows *r) {
         r->pen[i] = pen;
         r->cnt[i] = c;
     }
-    free(er);
 }
 
 /* In: G = dL/df (reconstruction), GA = dL/dReLU(pi_gate) (aux). Out:
@@ -52,9 +49,7 @@ void sae_gated_backward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
     const int n = r->n;
     const float c = (float)(r->lmbda * r->inv_B);
-    float *er = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++)
-        er[j] = expf(s->r_mag[j]);
+    const float *restrict er = r->ex;
     const float *restrict be = s->b_enc, *restrict bm = s->b_mag, *restrict wn = r->wn;
     for (int i = 0; i < r->m; i++) {
         const size_t o = (size_t)i * n;
@@ -72,5 +67,4 @@ void sae_gated_backward(sae_arch_rows *r) {
             g[j] = gg + er[j] * gm;
         }
     }
-    free(er);
 }

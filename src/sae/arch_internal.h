@@ -99,6 +99,7 @@ typedef struct {
     double *pen;     /* per row sparsity penalty (out, (m)) */
     int32_t *cnt;    /* per row entries of the sparse step (out, (m)): active
                       * latents (gated: open gates; jumprelu: + STE window) */
+    const float *ex; /* (n) once per step: jumprelu exp(logthres), gated exp(r_mag) */
 } sae_arch_rows;
 
 /* Row sums in the activation passes: float lanes over blocks of this many

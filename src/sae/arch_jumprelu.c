@@ -17,9 +17,7 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
     const int n = r->n;
     const float half = 0.5f * (float)r->o->bandwidth;
-    float *th = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++)
-        th[j] = expf(s->logthres[j]);
+    const float *restrict th = r->ex;
     const float *restrict be = s->b_enc;
     for (int i = 0; i < r->m; i++) {
         const float *restrict p = r->P + (size_t)i * n;
@@ -41,7 +39,6 @@ void sae_jumprelu_forward(sae_arch_rows *r) {
         r->pen[i] = l0;
         r->cnt[i] = c;
     }
-    free(th);
 }
 
 /* In: G = dL/df. Out: G = dL/dpi (= dL/dP), H = dL/dlogthres per entry. */
@@ -50,9 +47,7 @@ void sae_jumprelu_backward(sae_arch_rows *r) {
     const int n = r->n;
     const float eps = (float)r->o->bandwidth, half = 0.5f * eps;
     const float c0 = (float)(r->lmbda * r->inv_B) / eps;
-    float *th = malloc((size_t)n * sizeof(float));
-    for (int j = 0; j < n; j++)
-        th[j] = expf(s->logthres[j]);
+    const float *restrict th = r->ex;
     const float *restrict be = s->b_enc;
     for (int i = 0; i < r->m; i++) {
         const size_t o = (size_t)i * n;
@@ -65,5 +60,4 @@ void sae_jumprelu_backward(sae_arch_rows *r) {
             g[j] = v > t ? g[j] : 0.0f;
         }
     }
-    free(th);
 }
