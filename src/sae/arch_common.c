@@ -313,12 +313,14 @@ struct sae_arch_state {
     float *wn;                    /* (n) decoder column norms */
     float *ex;                    /* (n) jumprelu exp(logthres), gated exp(r_mag), per step */
     int pred_sparse;              /* standard/jumprelu: last step was sparse (try it first) */
-    int32_t *cnt;                 /* (n) rows where each latent fired */
-    int32_t *rcnt;                /* (B) entries per row for the sparse step */
-    double *lat_ss;               /* (n) */
-    void *sp;                     /* sparse step buffers (batchtopk, matryoshka) */
-    sae_rowlists rl;              /* k selections: codes per row (no dense Z) */
-    float last_min;               /* batchtopk: smallest selected activation of the last batch */
+    float *scratch;               /* (T, LIST_ROWS, n) forward_lists: codes of a row block */
+    int scratch_T;
+    int32_t *cnt;    /* (n) rows where each latent fired */
+    int32_t *rcnt;   /* (B) entries per row for the sparse step */
+    double *lat_ss;  /* (n) */
+    void *sp;        /* sparse step buffers (batchtopk, matryoshka) */
+    sae_rowlists rl; /* k selections: codes per row (no dense Z) */
+    float last_min;  /* batchtopk: smallest selected activation of the last batch */
     int have_min;
     int lastB;
 };
@@ -382,6 +384,7 @@ void sae_arch_state_free(sae_arch_state *a) {
     free(a->csd);
     free(a->wn);
     free(a->ex);
+    sf_free_aligned(a->scratch);
     free(a->cnt);
     free(a->rcnt);
     free(a->lat_ss);
@@ -1048,6 +1051,64 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     return 0;
 }
 
+/* Rows per block in forward_lists: their codes (LIST_ROWS x n floats) stay
+ * in cache between the activation and the compress. */
+#define LIST_ROWS 16
+
+/* standard / jumprelu once the last step was sparse: the activation pass
+ * runs per block of rows into a per-thread scratch and is compressed at once
+ * into row lists (a->rl), so the dense (B, n) Z is neither written nor
+ * scanned. Returns 1 when done; 0 when a row had more entries than its
+ * list holds or the batch is not sparse after all - the caller then runs
+ * the dense pass (P is untouched, so the result is the same). */
+static int forward_lists(sae_arch_state *a, const sf_sae_train_opts *o, int B, double lm,
+                         float invB, int par) {
+    const sf_sae *s = a->s;
+    const int n = s->n, jr = s->arch == SF_SAE_JUMPRELU;
+    const int cap = n / 8 > 16 ? n / 8 : (n < 16 ? n : 16);
+    const float half = 0.5f * (float)o->bandwidth;
+    sae_rowlists *L = &a->rl;
+    if (sae_rowlists_reserve(L, B, cap)) return -1;
+    const int T = omp_get_max_threads();
+    if (a->scratch_T < T) {
+        sf_free_aligned(a->scratch);
+        a->scratch = sf_malloc_aligned((size_t)T * LIST_ROWS * n * sizeof(float));
+        a->scratch_T = T;
+    }
+    int overflow = 0;
+#pragma omp parallel for schedule(static) reduction(| : overflow) if (par)
+    for (int r0 = 0; r0 < B; r0 += LIST_ROWS) {
+        const int m = B - r0 < LIST_ROWS ? B - r0 : LIST_ROWS;
+        float *zs = a->scratch + (size_t)omp_get_thread_num() * LIST_ROWS * n;
+        double pen[LIST_ROWS];
+        sae_arch_rows rw = {s,    o,    n,    m,    lm,   invB, a->wn, a->P + (size_t)r0 * n,
+                            zs,   NULL, NULL, NULL, NULL, NULL, pen,   a->rcnt + r0,
+                            a->ex};
+        if (jr)
+            sae_jumprelu_forward(&rw);
+        else
+            sae_standard_forward(&rw);
+        for (int i = 0; i < m; i++) {
+            const int r = r0 + i;
+            a->rowst[(size_t)r * 8 + RS_PEN] = pen[i];
+            if (a->rcnt[r] > cap) {
+                overflow = 1;
+                continue;
+            }
+            L->cnt[r] =
+                row_entries(n, NULL, zs + (size_t)i * n, jr ? a->P + (size_t)r * n : NULL, s->b_enc,
+                            a->ex, half, L->ix + (size_t)r * cap, L->vl + (size_t)r * cap);
+        }
+    }
+    size_t nz = 0;
+    for (int b = 0; b < B; b++)
+        nz += (size_t)a->rcnt[b];
+    if (overflow || nz * 16 > (size_t)B * n) return 0;
+    L->thr = -INFINITY;
+    L->valid = 1;
+    return 1;
+}
+
 int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int B,
                   sf_sae_metrics *met) {
     sf_sae *s = a->s;
@@ -1127,8 +1188,18 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
         L->thr = -INFINITY;
         L->valid = 1;
     } else {
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int r0 = 0; r0 < B; r0 += chunk) {
+        /* standard / jumprelu whose last step was sparse: try without dense Z */
+        const char *env = getenv("SAEFLOW_ARCH_SPARSE");
+        int lists = 0;
+        const char *lenv = getenv("SAEFLOW_ARCH_LISTS"); /* 0: never (tests) */
+        if (a->pred_sparse && !(env && *env && atoi(env) == 0) &&
+            !(lenv && *lenv && atoi(lenv) == 0) &&
+            ((arch == SF_SAE_STANDARD && !o->ghost_grads) || arch == SF_SAE_JUMPRELU)) {
+            lists = forward_lists(a, o, B, lm, invB, par);
+            if (lists < 0) return -1;
+        }
+#pragma omp parallel for schedule(dynamic, 1) if (par && !lists)
+        for (int r0 = 0; r0 < (lists ? 0 : B); r0 += chunk) {
             int m = B - r0 < chunk ? B - r0 : chunk;
             size_t off = (size_t)r0 * n;
             double *pen = sf_malloc((size_t)m * sizeof(double)); /* chunks can be large */
@@ -1185,6 +1256,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 nz += (size_t)a->rcnt[b];
             use_sparse = nz * 16 <= (size_t)B * n;
         }
+        a->pred_sparse = use_sparse;
     }
     if (use_sparse) return sparse_step(a, io, x, B, met, par, chunk, ng, gs, ge, t0, tg, lm);
 

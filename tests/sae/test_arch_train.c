@@ -390,6 +390,54 @@ TEST(deterministic) {
     sf_sae_data_close(&D);
 }
 
+/* standard and jumprelu with sparse codes: from the second step the
+ * activation pass goes straight to row lists (no dense code matrix); the
+ * trained parameters match, bit for bit, a run that writes and scans the
+ * dense matrix (SAEFLOW_ARCH_LISTS=0). */
+TEST(sparse_forward_lists) {
+    sf_sae_data D;
+    const char *paths[1] = {data_path};
+    CHECK(sf_sae_data_open(&D, paths, 1, "activations") == 0);
+    const sf_sae_arch archs[2] = {SF_SAE_STANDARD, SF_SAE_JUMPRELU};
+    for (int a = 0; a < 2; a++) {
+        sf_sae s[2];
+        double l0 = 0;
+        for (int rep = 0; rep < 2; rep++) {
+            CHECK(sf_sae_init(&s[rep], archs[a], 32, 128, 3, 13) == 0);
+            for (int j = 0; j < 128; j++) /* few latents fire from the start */
+                if (archs[a] == SF_SAE_STANDARD)
+                    s[rep].b_enc[j] = -0.5f;
+                else
+                    s[rep].logthres[j] = logf(0.5f);
+            sf_sae_run_opts ro;
+            memset(&ro, 0, sizeof ro);
+            sf_sae_train_opts_default(&ro.train);
+            ro.train.lr = 1e-3;
+            ro.train.lmbda = 1;
+            ro.train.lmbda_warmup_steps = 0;
+            ro.batch_size = 256;
+            ro.num_epochs = 1;
+            ro.quiet = 1;
+            char dir[2400];
+            snprintf(dir, sizeof dir, "%s/tmp/arch_train/lists%d", SF_BINARY_DIR, rep);
+            ro.outdir = dir;
+            sf_sae_metrics m;
+            if (rep == 1) setenv("SAEFLOW_ARCH_LISTS", "0", 1);
+            CHECK(sf_sae_train_run(&s[rep], &D, &ro, &m) == 0);
+            unsetenv("SAEFLOW_ARCH_LISTS");
+            if (rep == 0) l0 = m.l0;
+        }
+        fprintf(stderr, "%s: L0 %.2f of 128\n", sf_sae_arch_name(archs[a]), l0);
+        CHECK(l0 > 0 && l0 * 16 <= 128); /* the sparse step ran */
+        for (int i = 0; i < s[0].n_params; i++)
+            CHECK(!memcmp(s[0].params[i].data, s[1].params[i].data,
+                          s[0].params[i].numel * sizeof(float)));
+        sf_sae_free(&s[0]);
+        sf_sae_free(&s[1]);
+    }
+    sf_sae_data_close(&D);
+}
+
 static int cmp_desc(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x < y) - (x > y);
@@ -475,5 +523,6 @@ int main(void) {
     RUN(bias_init_and_input_norm);
     RUN(deterministic);
     RUN(batchtopk_select_exact);
+    RUN(sparse_forward_lists);
     return test_summary();
 }
