@@ -509,25 +509,29 @@ static double ghost_term(sae_arch_state *a, int B, const uint8_t *dead, int chun
 }
 
 /* gb_dec[q] = csd[q] - sum_j cs[j] W_enc[j, q], latents ascending per q:
- * b_dec enters through xc = x - b_dec, so dP/db_dec = -W_enc. Blocks of 64
- * columns walk W_enc by rows (a column walk would miss cache every step). */
+ * b_dec enters through xc = x - b_dec, so dP/db_dec = -W_enc. Each thread
+ * owns a contiguous range of q and walks W_enc by rows (as sae_colsum): a
+ * walk down a narrow column block would stride a whole row per step. */
 static void bdec_grad(const sf_sae *s, const double *csd, const double *cs, float *gbd, int par) {
     const int d = s->d, n = s->n;
-#pragma omp parallel for schedule(static) if (par)
-    for (int q0 = 0; q0 < d; q0 += 64) {
-        int q1 = q0 + 64 < d ? q0 + 64 : d;
-        double acc[64];
+#pragma omp parallel if (par)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int q0 = (int)((int64_t)d * t / nt), q1 = (int)((int64_t)d * (t + 1) / nt);
+        double *acc = sf_malloc((size_t)(q1 > q0 ? q1 - q0 : 1) * sizeof(double));
         for (int q = q0; q < q1; q++)
             acc[q - q0] = csd[q];
         for (int j = 0; j < n; j++) {
             if (cs[j] == 0) continue;
             const double c = cs[j];
             const float *w = s->W_enc + (size_t)j * d;
+#pragma omp simd
             for (int q = q0; q < q1; q++)
                 acc[q - q0] -= c * w[q];
         }
         for (int q = q0; q < q1; q++)
             gbd[q] = (float)acc[q - q0];
+        free(acc);
     }
 }
 
