@@ -973,15 +973,6 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
                 for (int q = 0; q < d; q++)
                     gd[q] += c * w[q];
             }
-            if (o->normalise) {
-                const float *w = s->W_decT + (size_t)j * d;
-                float ww = sae_dot(w, w, d);
-                if (ww > 0) {
-                    float al = sae_dot(gd, w, d) / ww;
-                    for (int q = 0; q < d; q++)
-                        gd[q] -= al * w[q];
-                }
-            }
             double ss = (double)gbe[j] * gbe[j];
             if (jr)
                 ss += (double)io->gr[param_of(s, s->logthres)][j] *
@@ -989,12 +980,9 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
             if (gt)
                 ss += (double)mag_g * mag_g +
                       (double)io->gr[param_of(s, s->r_mag)][j] * io->gr[param_of(s, s->r_mag)][j];
-#pragma omp simd reduction(+ : ss)
-            for (int q = 0; q < d; q++)
-                ss += (double)ge_[q] * ge_[q] + (double)gd[q] * gd[q];
-            a->lat_ss[j] = ss;
-            sae_store_row(gWe + (size_t)j * d, ge_, d, stream);
-            sae_store_row(gWd + (size_t)j * d, gd, d, stream);
+            a->lat_ss[j] =
+                sae_latent_rows_done(ge_, gd, s->W_decT + (size_t)j * d, o->normalise, d,
+                                     gWe + (size_t)j * d, gWd + (size_t)j * d, stream, ss);
         }
         sae_store_fence();
     }
@@ -1481,22 +1469,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                     gd[q] += c * w[q];
             }
         for (int j = j0; j < j1; j++) {
-            if (o->normalise) {
-                /* drop the decoder gradient's component along its column (as TopK) */
-                float *gd = gWd + (size_t)j * d;
-                const float *w = s->W_decT + (size_t)j * d;
-                double ww = 0, gw = 0;
-#pragma omp simd reduction(+ : ww, gw)
-                for (int q = 0; q < d; q++) {
-                    ww += (double)w[q] * w[q];
-                    gw += (double)gd[q] * w[q];
-                }
-                if (ww > 0) {
-                    float al = (float)(gw / ww);
-                    for (int q = 0; q < d; q++)
-                        gd[q] -= al * w[q];
-                }
-            }
+            if (o->normalise) /* as TopK */
+                sae_drop_along(gWd + (size_t)j * d, s->W_decT + (size_t)j * d, d);
             double ss = 0;
             for (int i = 0; i < s->n_params; i++) {
                 if (!s->params[i].per_latent) continue;

@@ -496,6 +496,27 @@ void sae_store_row(float *dst, const float *src, int d, int stream) {
     memcpy(dst, src, (size_t)d * sizeof(float));
 }
 
+void sae_drop_along(float *g, const float *w, int d) {
+    float ww = sae_dot(w, w, d);
+    if (!(ww > 0)) return;
+    float a = sae_dot(g, w, d) / ww;
+#pragma omp simd
+    for (int q = 0; q < d; q++)
+        g[q] -= a * w[q];
+}
+
+double sae_latent_rows_done(float *ge, float *gd, const float *w_dec, int normalise, int d,
+                            float *out_e, float *out_d, int stream, double ss0) {
+    if (normalise) sae_drop_along(gd, w_dec, d);
+    double ss = ss0;
+#pragma omp simd reduction(+ : ss)
+    for (int q = 0; q < d; q++)
+        ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
+    sae_store_row(out_e, ge, d, stream);
+    sae_store_row(out_d, gd, d, stream);
+    return ss;
+}
+
 void sae_store_fence(void) {
 #ifdef __AVX512F__
     _mm_sfence();

@@ -58,6 +58,16 @@ static inline float sae_dot(const float *restrict a, const float *restrict b, in
 void sae_store_row(float *dst, const float *src, int d, int stream);
 void sae_store_fence(void);
 
+/* g -= (g.w / w.w) w: the decoder gradient's component along its own row
+ * dropped (--normalise keeps decoder rows at unit norm). */
+void sae_drop_along(float *g, const float *w, int d);
+
+/* A latent's encoder and decoder gradient rows ge, gd (d) are complete:
+ * with normalise, drop gd's component along w_dec; write both out (see
+ * sae_store_row); return ss0 + ||ge||^2 + ||gd||^2 in double. */
+double sae_latent_rows_done(float *ge, float *gd, const float *w_dec, int normalise, int d,
+                            float *out_e, float *out_d, int stream, double ss0);
+
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);
 

@@ -536,24 +536,9 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
 #pragma omp simd
                 for (int q = 0; q < d; q++)
                     part[q] += sg * we[q];
-                if (normalise) {
-                    /* drop the component of the decoder gradient along its column */
-                    const float *w = s->W_decT + (size_t)j * d;
-                    float ww = sae_dot(w, w, d);
-                    if (ww > 0) {
-                        float a = sae_dot(gd, w, d) / ww;
-#pragma omp simd
-                        for (int q = 0; q < d; q++)
-                            gd[q] -= a * w[q];
-                    }
-                }
-                double ss = (double)gbe[j] * gbe[j];
-#pragma omp simd reduction(+ : ss)
-                for (int q = 0; q < d; q++)
-                    ss += (double)ge[q] * ge[q] + (double)gd[q] * gd[q];
-                t->lat_ss[j] = ss;
-                sae_store_row(gWe + (size_t)j * d, ge, d, stream);
-                sae_store_row(gWd + (size_t)j * d, gd, d, stream);
+                t->lat_ss[j] = sae_latent_rows_done(ge, gd, s->W_decT + (size_t)j * d, normalise, d,
+                                                    gWe + (size_t)j * d, gWd + (size_t)j * d,
+                                                    stream, (double)gbe[j] * gbe[j]);
             }
         }
         sae_store_fence();

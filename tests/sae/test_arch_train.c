@@ -316,6 +316,20 @@ TEST(bias_init_and_input_norm) {
 
 /* Same seed, same threads, same data -> bit-identical parameters (AuxK and
  * ghost grads active: their sums must not depend on thread scheduling). */
+/* One quiet epoch, batch 256, no lmbda warmup, into tmp/arch_train/<name><rep>. */
+static void one_epoch_opts(sf_sae_run_opts *ro, char *dir, size_t dirsz, const char *name, int rep,
+                           double lr) {
+    memset(ro, 0, sizeof *ro);
+    sf_sae_train_opts_default(&ro->train);
+    ro->train.lr = lr;
+    ro->train.lmbda_warmup_steps = 0;
+    ro->batch_size = 256;
+    ro->num_epochs = 1;
+    ro->quiet = 1;
+    snprintf(dir, dirsz, "%s/tmp/arch_train/%s%d", SF_BINARY_DIR, name, rep);
+    ro->outdir = dir;
+}
+
 TEST(deterministic) {
     sf_sae_data D;
     const char *paths[1] = {data_path};
@@ -326,21 +340,13 @@ TEST(deterministic) {
         for (int rep = 0; rep < 2; rep++) {
             CHECK(sf_sae_init(&s[rep], archs[a], 32, 128, 3, 11) == 0);
             sf_sae_run_opts ro;
-            memset(&ro, 0, sizeof ro);
-            sf_sae_train_opts_default(&ro.train);
-            ro.train.lr = 3e-3;
+            char dir[2400];
+            one_epoch_opts(&ro, dir, sizeof dir, "det", rep, 3e-3);
             ro.train.lmbda = archs[a] == SF_SAE_STANDARD ? 3 : 0.6;
-            ro.train.lmbda_warmup_steps = 0;
             ro.train.bodycount = archs[a] == SF_SAE_STANDARD ? 64 : 256;
             ro.train.aux_k = 16;
             ro.train.ghost_grads = archs[a] == SF_SAE_STANDARD;
             ro.train.resample_every = archs[a] == SF_SAE_GATED ? 50 : 0;
-            ro.batch_size = 256;
-            ro.num_epochs = 1;
-            ro.quiet = 1;
-            char dir[2400];
-            snprintf(dir, sizeof dir, "%s/tmp/arch_train/det%d", SF_BINARY_DIR, rep);
-            ro.outdir = dir;
             sf_sae_metrics m;
             /* the second run writes gradients and Adam state with streaming
              * stores (normally large matrices only): the same bits */
@@ -410,17 +416,9 @@ TEST(sparse_forward_lists) {
                 else
                     s[rep].logthres[j] = logf(0.5f);
             sf_sae_run_opts ro;
-            memset(&ro, 0, sizeof ro);
-            sf_sae_train_opts_default(&ro.train);
-            ro.train.lr = 1e-3;
-            ro.train.lmbda = 1;
-            ro.train.lmbda_warmup_steps = 0;
-            ro.batch_size = 256;
-            ro.num_epochs = 1;
-            ro.quiet = 1;
             char dir[2400];
-            snprintf(dir, sizeof dir, "%s/tmp/arch_train/lists%d", SF_BINARY_DIR, rep);
-            ro.outdir = dir;
+            one_epoch_opts(&ro, dir, sizeof dir, "lists", rep, 1e-3);
+            ro.train.lmbda = 1;
             sf_sae_metrics m;
             if (rep == 1) setenv("SAEFLOW_ARCH_LISTS", "0", 1);
             CHECK(sf_sae_train_run(&s[rep], &D, &ro, &m) == 0);
