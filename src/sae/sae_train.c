@@ -382,19 +382,8 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     t->tm.encode += t1 - t0;
     if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);
 
-        /* ---- B: column sums of gx (fixed row order per column) ---- */
-#pragma omp parallel for schedule(static) if (par)
-    for (int q0 = 0; q0 < d; q0 += 16) {
-        int q1 = q0 + 16 < d ? q0 + 16 : d;
-        double acc[16] = {0};
-        for (int b = 0; b < B; b++) {
-            const float *g = t->gx + (size_t)b * d;
-            for (int q = q0; q < q1; q++)
-                acc[q - q0] += g[q];
-        }
-        for (int q = q0; q < q1; q++)
-            t->colsum[q] = acc[q - q0];
-    }
+    /* ---- B: column sums of gx (fixed row order per column) ---- */
+    sae_colsum(t->gx, B, d, t->colsum, par);
     double sq_tot = 0, x2_tot = 0, l1_tot = 0, cos_tot = 0;
     for (int b = 0; b < B; b++) {
         const double *st = t->rowst + (size_t)b * ST_N;
