@@ -107,6 +107,23 @@ TEST(pipeline) {
     CHECK(run(a) == 0);
     snprintf(a, sizeof a, "cmp -s %s/ck/m/model.safetensors %s/ck/m2/model.safetensors", dir, dir);
     CHECK(system(a) == 0);
+    /* checkpoints along the way (--save_every) leave training untouched, also
+     * with --normalize_input, whose scale is folded into the saved weights */
+    for (int norm = 0; norm < 2; norm++)
+        for (int every = 0; every < 2; every++) {
+            snprintf(a, sizeof a,
+                     "train --tensorpath %s/s.safetensors --k 3 --expansion 4 --lr 2e-3 "
+                     "--batch_size 128 --num_epochs 2 --savedir %s/ck --name e%d%d --threads 2 "
+                     "--seed 3 --quiet%s%s",
+                     dir, dir, norm, every, norm ? " --normalize_input" : "",
+                     every ? " --save_every 7" : "");
+            CHECK(run(a) == 0);
+        }
+    for (int norm = 0; norm < 2; norm++) {
+        snprintf(a, sizeof a, "cmp -s %s/ck/e%d0/model.safetensors %s/ck/e%d1/model.safetensors",
+                 dir, norm, dir, norm);
+        CHECK(system(a) == 0);
+    }
 }
 
 TEST(errors) {
