@@ -84,6 +84,7 @@ typedef struct {
     int n_groups;     /* matryoshka: nested group sizes, summing to n */
     int groups[SF_SAE_MAX_GROUPS];
     float input_scale; /* training-time input scale (0 = none); folded into the weights on save */
+    int save_half;     /* sf_sae_save stores tensors as 0: F32, 1: BF16, 2: F16 */
 } sf_sae;
 
 /* Fresh model as the reference initialises it: W_enc ~ U(-1/sqrt(d), 1/sqrt(d))

@@ -112,6 +112,10 @@ sf_st_writer *sf_stw_new(void);
 /* data holds numel x dtype size bytes; name is copied. -1 on duplicate name. */
 int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
                const void *data);
+/* F32 data stored as dt (F32: referenced as sf_stw_add; BF16/F16: converted
+ * now, round to nearest even, into a buffer the writer owns). */
+int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
+                   const float *data);
 void sf_stw_meta(sf_st_writer *w, const char *key, const char *value);
 int sf_stw_write(sf_st_writer *w, const char *path);
 void sf_stw_free(sf_st_writer *w);

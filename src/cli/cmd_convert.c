@@ -23,7 +23,8 @@ static void usage(FILE *out) {
         "\n"
         "  --checkpoint DIR   input checkpoint\n"
         "  --out DIR          output directory (created; files written atomically)\n"
-        "  --to FORMAT        seed, saelens or sparsify\n");
+        "  --to FORMAT        seed, saelens or sparsify\n"
+        "  --save_dtype T     f32 (default), bf16 or f16: tensors of the written checkpoint\n");
 }
 
 int cmd_convert(int argc, char **argv) {
@@ -31,10 +32,11 @@ int cmd_convert(int argc, char **argv) {
     static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
                                          {"out", required_argument, 0, 'o'},
                                          {"to", required_argument, 0, 't'},
+                                         {"save_dtype", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *in = NULL, *out = NULL, *to = NULL;
-    int c;
+    int c, save_half = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
@@ -45,6 +47,9 @@ int cmd_convert(int argc, char **argv) {
             break;
         case 't':
             to = optarg;
+            break;
+        case 'd':
+            if (cli_parse_save_dtype(cmd, optarg, &save_half)) return 2;
             break;
         case 'h':
             usage(stdout);
@@ -61,6 +66,7 @@ int cmd_convert(int argc, char **argv) {
     if (sf_sae_detect_format(in, &from)) return cli_fail(cmd);
     sf_sae s;
     if (sf_sae_load_any(&s, in)) return cli_fail(cmd);
+    s.save_half = save_half;
     int rc = sf_sae_save_as(&s, out, f);
     if (!rc)
         printf("%s (%s, %s SAE: features %d, pages %d) -> %s (%s)\n", in, sf_sae_format_name(from),

@@ -58,6 +58,7 @@ static void usage(FILE *out) {
         "  --savedir DIR         (default checkpoints)\n"
         "  --name NAME           (default <arch>-k<k>-x<expansion>)\n"
         "  --save_every S        also checkpoint every S steps (default 0: only at the end)\n"
+        "  --save_dtype T        f32 (default), bf16 or f16: tensors of the saved checkpoint\n"
         "  --seed S              init and shuffling seed (default 0)\n"
         "  --threads T           OpenMP threads (default: all cores)\n"
         "  --quiet               no summary\n"
@@ -105,7 +106,8 @@ int cmd_train(int argc, char **argv) {
         O_GHOST,
         O_RESAMPLE,
         O_BINIT,
-        O_NORMIN
+        O_NORMIN,
+        O_SAVEDT
     };
     static const struct option opts[] = {{"tensorpath", required_argument, 0, O_TP},
                                          {"tensorkey", required_argument, 0, O_TK},
@@ -145,6 +147,7 @@ int cmd_train(int argc, char **argv) {
                                          {"resample_every", required_argument, 0, O_RESAMPLE},
                                          {"b_dec_init", required_argument, 0, O_BINIT},
                                          {"normalize_input", no_argument, 0, O_NORMIN},
+                                         {"save_dtype", required_argument, 0, O_SAVEDT},
                                          {0, 0, 0, 0}};
     cli_paths paths = {0};
     const char *key = "activations", *savedir = "checkpoints", *name = NULL, *init = NULL;
@@ -157,7 +160,7 @@ int cmd_train(int argc, char **argv) {
     double lmbda = 0.01, bandwidth = 0.001, jumpthr = 0.001, tdecay = 0.99;
     long long lwarm = 256, resample_every = 0;
     const char *groups = NULL, *mbase = "topk", *binit = "zero";
-    int ghost = 0, normin = 0, jt_set = 0;
+    int ghost = 0, normin = 0, jt_set = 0, save_half = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
@@ -275,6 +278,9 @@ int cmd_train(int argc, char **argv) {
             break;
         case O_NORMIN:
             normin = 1;
+            break;
+        case O_SAVEDT:
+            bad = cli_parse_save_dtype(cmd, optarg, &save_half);
             break;
         case O_HELP:
             usage(stdout);
@@ -437,6 +443,7 @@ int cmd_train(int argc, char **argv) {
     ro.seed = (uint64_t)seed;
     ro.outdir = outdir;
     ro.save_every = save_every;
+    s.save_half = save_half;
     ro.quiet = quiet;
     if (!quiet)
         printf("training %s SAE: features %d, pages %d, %s %g on %lld rows of '%s' (%d file%s), "

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <errno.h>
 
 #include "cli/cli.h"
@@ -45,6 +46,17 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *o
     }
     *out = v;
     return 0;
+}
+
+int cli_parse_save_dtype(const char *cmd, const char *s, int *out) {
+    static const char *names[3] = {"f32", "bf16", "f16"};
+    for (int i = 0; i < 3; i++)
+        if (!strcasecmp(s, names[i])) {
+            *out = i;
+            return 0;
+        }
+    cli_usage_error(cmd, "--save_dtype expects f32, bf16 or f16, got '%s'", s);
+    return -1;
 }
 
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out) {

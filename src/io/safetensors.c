@@ -594,6 +594,7 @@ typedef struct {
     int64_t shape[SF_MAX_DIMS];
     uint64_t nbytes;
     const void *data;
+    void *owned; /* converted copy (sf_stw_add_f32), freed with the writer */
 } wtensor;
 
 struct sf_st_writer {
@@ -605,6 +606,26 @@ struct sf_st_writer {
 
 sf_st_writer *sf_stw_new(void) {
     return sf_calloc(1, sizeof(sf_st_writer));
+}
+
+int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
+                   const float *data) {
+    if (dt == SF_DT_F32) return sf_stw_add(w, name, dt, ndim, shape, data);
+    if (dt != SF_DT_BF16 && dt != SF_DT_F16)
+        return sf_error("tensor '%s': cannot store F32 data as %s (F32, BF16 or F16)", name,
+                        sf_dtype_name(dt));
+    size_t numel = 1;
+    for (int i = 0; i < ndim && i < SF_MAX_DIMS; i++)
+        numel *= shape[i] > 0 ? (size_t)shape[i] : 0;
+    uint16_t *h = sf_malloc((numel ? numel : 1) * sizeof(uint16_t));
+    for (size_t i = 0; i < numel; i++)
+        h[i] = dt == SF_DT_BF16 ? sf_f32_to_bf16(data[i]) : sf_f32_to_f16(data[i]);
+    if (sf_stw_add(w, name, dt, ndim, shape, h)) {
+        free(h);
+        return -1;
+    }
+    w->t[w->n - 1].owned = h;
+    return 0;
 }
 
 int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
@@ -630,6 +651,7 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
         t->shape[i] = shape[i];
     t->nbytes = numel * sf_dtype_size(dt);
     t->data = data;
+    t->owned = NULL;
     return 0;
 }
 
@@ -739,8 +761,10 @@ int sf_stw_write(sf_st_writer *w, const char *path) {
 
 void sf_stw_free(sf_st_writer *w) {
     if (!w) return;
-    for (int i = 0; i < w->n; i++)
+    for (int i = 0; i < w->n; i++) {
         free(w->t[i].name);
+        free(w->t[i].owned);
+    }
     free(w->t);
     for (int i = 0; i < w->nm; i++) {
         free(w->mk[i]);

@@ -344,21 +344,21 @@ static int save_saelens(const sf_sae *s, const char *dir) {
             We[(size_t)q * n + j] = s->W_enc[(size_t)j * d + q];
     int64_t sdn[2] = {d, n}, snd[2] = {n, d}, sn[1] = {n}, sd[1] = {d};
     sf_st_writer *w = sf_stw_new();
-    sf_stw_add(w, "W_enc", SF_DT_F32, 2, sdn, We);
-    sf_stw_add(w, "W_dec", SF_DT_F32, 2, snd, s->W_decT);
-    sf_stw_add(w, "b_dec", SF_DT_F32, 1, sd, s->b_dec);
+    sf_stw_add_f32(w, "W_enc", sae_save_dtype(s), 2, sdn, We);
+    sf_stw_add_f32(w, "W_dec", sae_save_dtype(s), 2, snd, s->W_decT);
+    sf_stw_add_f32(w, "b_dec", sae_save_dtype(s), 1, sd, s->b_dec);
     if (s->arch == SF_SAE_GATED) {
-        sf_stw_add(w, "b_gate", SF_DT_F32, 1, sn, s->b_enc);
-        sf_stw_add(w, "b_mag", SF_DT_F32, 1, sn, s->b_mag);
-        sf_stw_add(w, "r_mag", SF_DT_F32, 1, sn, s->r_mag);
+        sf_stw_add_f32(w, "b_gate", sae_save_dtype(s), 1, sn, s->b_enc);
+        sf_stw_add_f32(w, "b_mag", sae_save_dtype(s), 1, sn, s->b_mag);
+        sf_stw_add_f32(w, "r_mag", sae_save_dtype(s), 1, sn, s->r_mag);
     } else {
-        sf_stw_add(w, "b_enc", SF_DT_F32, 1, sn, s->b_enc);
+        sf_stw_add_f32(w, "b_enc", sae_save_dtype(s), 1, sn, s->b_enc);
     }
     if (!strcmp(arch, "jumprelu")) {
         th = sf_malloc((size_t)n * sizeof(float));
         for (int j = 0; j < n; j++)
             th[j] = s->arch == SF_SAE_JUMPRELU ? expf(s->logthres[j]) : s->threshold;
-        sf_stw_add(w, "threshold", SF_DT_F32, 1, sn, th);
+        sf_stw_add_f32(w, "threshold", sae_save_dtype(s), 1, sn, th);
     }
     sf_stw_meta(w, "format", "pt");
     char *path = sf_path_join(dir, "sae_weights.safetensors");
@@ -373,7 +373,10 @@ static int save_saelens(const sf_sae *s, const char *dir) {
     cJSON_AddNumberToObject(cfg, "d_in", d);
     cJSON_AddNumberToObject(cfg, "d_sae", n);
     if (k) cJSON_AddNumberToObject(cfg, "k", k);
-    cJSON_AddStringToObject(cfg, "dtype", "float32");
+    cJSON_AddStringToObject(cfg, "dtype",
+                            s->save_half == 1   ? "bfloat16"
+                            : s->save_half == 2 ? "float16"
+                                                : "float32");
     cJSON_AddStringToObject(cfg, "device", "cpu");
     cJSON_AddBoolToObject(cfg, "apply_b_dec_to_input", 1);
     cJSON_AddStringToObject(cfg, "normalize_activations", "none");
@@ -399,10 +402,10 @@ static int save_sparsify(const sf_sae *s, const char *dir) {
     const int d = s->d, n = s->n;
     int64_t snd[2] = {n, d}, sn[1] = {n}, sd[1] = {d};
     sf_st_writer *w = sf_stw_new();
-    sf_stw_add(w, "encoder.weight", SF_DT_F32, 2, snd, s->W_enc);
-    sf_stw_add(w, "encoder.bias", SF_DT_F32, 1, sn, s->b_enc);
-    sf_stw_add(w, "W_dec", SF_DT_F32, 2, snd, s->W_decT);
-    sf_stw_add(w, "b_dec", SF_DT_F32, 1, sd, s->b_dec);
+    sf_stw_add_f32(w, "encoder.weight", sae_save_dtype(s), 2, snd, s->W_enc);
+    sf_stw_add_f32(w, "encoder.bias", sae_save_dtype(s), 1, sn, s->b_enc);
+    sf_stw_add_f32(w, "W_dec", sae_save_dtype(s), 2, snd, s->W_decT);
+    sf_stw_add_f32(w, "b_dec", sae_save_dtype(s), 1, sd, s->b_dec);
     char *path = sf_path_join(dir, "sae.safetensors");
     int rc = sf_stw_write(w, path);
     free(path);

@@ -223,6 +223,7 @@ int sae_copy(sf_sae *dst, const sf_sae *src) {
         memcpy(dst->params[i].data, src->params[i].data, src->params[i].numel * sizeof(float));
     if (dst->config) cJSON_Delete(dst->config);
     dst->config = src->config ? cJSON_Duplicate(src->config, 1) : NULL;
+    dst->save_half = src->save_half;
     return 0;
 }
 

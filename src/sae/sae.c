@@ -266,7 +266,7 @@ int sf_sae_save(const sf_sae *s, const char *dir) {
                     t[r * C + c] = p->data[c * R + r];
             data = t;
         }
-        if (sf_stw_add(w, p->name, SF_DT_F32, p->ndim, p->shape, data)) goto done;
+        if (sf_stw_add_f32(w, p->name, sae_save_dtype(s), p->ndim, p->shape, data)) goto done;
     }
     sf_stw_meta(w, "format", "pt");
     char *mpath = sf_path_join(dir, "model.safetensors");

@@ -2,6 +2,7 @@
 #ifndef SAEFLOW_SAE_INTERNAL_H
 #define SAEFLOW_SAE_INTERNAL_H
 
+#include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
 
 /* Rows per encoder-GEMM chunk: large enough that packing W_enc is amortised
@@ -67,6 +68,11 @@ void sae_drop_along(float *g, const float *w, int d);
  * sae_store_row); return ss0 + ||ge||^2 + ||gd||^2 in double. */
 double sae_latent_rows_done(float *ge, float *gd, const float *w_dec, int normalise, int d,
                             float *out_e, float *out_d, int stream, double ss0);
+
+/* The dtype checkpoints are written in (s->save_half). */
+static inline sf_dtype sae_save_dtype(const sf_sae *s) {
+    return s->save_half == 1 ? SF_DT_BF16 : s->save_half == 2 ? SF_DT_F16 : SF_DT_F32;
+}
 
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);

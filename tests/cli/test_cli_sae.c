@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "saeflow/common.h"
+#include "saeflow/safetensors.h"
 #include "test.h"
 
 static char out_buf[1 << 16];
@@ -124,6 +125,35 @@ TEST(pipeline) {
                  dir, norm, dir, norm);
         CHECK(system(a) == 0);
     }
+    /* half-precision checkpoints: from train and from convert; both encode */
+    snprintf(a, sizeof a,
+             "train --tensorpath %s/s.safetensors --k 3 --expansion 4 --batch_size 128 "
+             "--num_epochs 1 --savedir %s/ck --name h --threads 2 --quiet --save_dtype bf16",
+             dir, dir);
+    CHECK(run(a) == 0);
+    snprintf(a, sizeof a,
+             "convert --checkpoint %s/ck/m --out %s/ck/m16 --to saelens --save_dtype f16", dir,
+             dir);
+    CHECK(run(a) == 0);
+    const char *half_dirs[2] = {"h", "m16"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(
+            a, sizeof a,
+            "encode --checkpoint %s/ck/%s --input %s/s.safetensors --out %s/codes%d.safetensors",
+            dir, half_dirs[i], dir, dir, i);
+        CHECK(run(a) == 0);
+        HAS("encoded 4096 rows");
+    }
+    snprintf(p, sizeof p, "%s/ck/h/model.safetensors", dir);
+    sf_st f;
+    CHECK(sf_st_open(&f, p) == 0);
+    const sf_tensor_info *ew = sf_st_find(&f, "encoder.weight");
+    CHECK(ew && ew->dtype == SF_DT_BF16);
+    sf_st_close(&f);
+    snprintf(a, sizeof a, "convert --checkpoint %s/ck/m --out %s/ck/bad --to seed --save_dtype q4",
+             dir, dir);
+    CHECK(run(a) == 2);
+    HAS("--save_dtype expects f32, bf16 or f16");
 }
 
 TEST(errors) {

@@ -236,6 +236,41 @@ TEST(round_trip) {
     sf_sae_free(&t);
 }
 
+/* --save_dtype bf16 / f16: the tensors are stored narrowed (round to nearest
+ * even, as torch's .to()), and load back widened to exactly those values. */
+TEST(round_trip_half) {
+    sf_sae s, t;
+    CHECK(sf_sae_init(&s, SF_SAE_TOPK, 24, 96, 6, 12) == 0);
+    for (int j = 0; j < 96; j++)
+        s.b_enc[j] = 0.0137f * j - 0.3f;
+    for (int half = 1; half <= 2; half++) {
+        s.save_half = half;
+        const char *dir = test_tmpdir(half == 1 ? "sae_round_trip_bf16" : "sae_round_trip_f16");
+        CHECK(sf_sae_save(&s, dir) == 0);
+        char *mp = sf_path_join(dir, "model.safetensors");
+        sf_st f;
+        CHECK(sf_st_open(&f, mp) == 0);
+        const sf_tensor_info *ew = sf_st_find(&f, "encoder.weight");
+        CHECK(ew && ew->dtype == (half == 1 ? SF_DT_BF16 : SF_DT_F16));
+        sf_st_close(&f);
+        free(mp);
+        CHECK(sf_sae_load(&t, dir) == 0);
+        for (int i = 0; i < s.n_params; i++)
+            for (size_t e = 0; e < s.params[i].numel; e++) {
+                float v = s.params[i].data[e];
+                float want =
+                    half == 1 ? sf_bf16_to_f32(sf_f32_to_bf16(v)) : sf_f16_to_f32(sf_f32_to_f16(v));
+                if (t.params[i].data[e] != want) {
+                    CHECK_MSG(0, "%s[%lld]: %g, want %g", s.params[i].name, (long long)e,
+                              t.params[i].data[e], want);
+                    break;
+                }
+            }
+        sf_sae_free(&t);
+    }
+    sf_sae_free(&s);
+}
+
 TEST(bad_checkpoints) {
     sf_sae s;
     const char *dir = test_tmpdir("sae_bad_ckpt");
@@ -335,6 +370,7 @@ int main(void) {
     RUN(topk_brute_force);
     RUN(init_like_torch);
     RUN(round_trip);
+    RUN(round_trip_half);
     RUN(bad_checkpoints);
     RUN(encode_rejects_nan);
     return test_summary();
