@@ -16,7 +16,7 @@ static void usage(FILE *out) {
                  "and the fraction of true features recovered above 0.9.\n"
                  "\n"
                  "  --checkpoint DIR   SAE checkpoint\n"
-                 "  --tensorpath FILE  safetensors data (repeatable)\n"
+                 "  --tensorpath FILE  safetensors data (repeatable, or comma-separated)\n"
                  "  --tensorkey KEY    (default activations)\n"
                  "  --dictionary FILE  safetensors file holding the true dictionary [n_true, d]\n"
                  "  --dictkey KEY      (default dictionary)\n"
@@ -38,8 +38,8 @@ int cmd_eval(int argc, char **argv) {
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *ckpt = NULL, *key = "activations", *dictp = NULL, *dkey = "dictionary";
-    const char *paths[64];
-    int npaths = 0, json = 0, c;
+    cli_paths paths = {0};
+    int json = 0, c;
     long long max_rows = 0, threads = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -47,8 +47,7 @@ int cmd_eval(int argc, char **argv) {
             ckpt = optarg;
             break;
         case 'p':
-            if (npaths == 64) return cli_usage_error(cmd, "too many --tensorpath files");
-            paths[npaths++] = optarg;
+            cli_paths_add(&paths, optarg);
             break;
         case 'k':
             key = optarg;
@@ -70,21 +69,34 @@ int cmd_eval(int argc, char **argv) {
             break;
         case 'h':
             usage(stdout);
+            cli_paths_free(&paths);
             return 0;
         default:
+            cli_paths_free(&paths);
             return cli_usage_error(cmd, "unknown option");
         }
     }
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!ckpt || !npaths) return cli_usage_error(cmd, "--checkpoint and --tensorpath are required");
-    if (max_rows < 0 || threads < 0 || threads > 1024)
-        return cli_usage_error(cmd, "--max_rows and --threads must be >= 0");
+    int urc = 0;
+    if (optind < argc)
+        urc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    else if (!ckpt || !paths.n)
+        urc = cli_usage_error(cmd, "--checkpoint and --tensorpath are required");
+    else if (max_rows < 0 || threads < 0 || threads > 1024)
+        urc = cli_usage_error(cmd, "--max_rows and --threads must be >= 0");
+    if (urc) {
+        cli_paths_free(&paths);
+        return urc;
+    }
     sf_sae_set_threads((int)threads);
     sf_sae s;
-    if (sf_sae_load(&s, ckpt)) return cli_fail(cmd);
+    if (sf_sae_load(&s, ckpt)) {
+        cli_paths_free(&paths);
+        return cli_fail(cmd);
+    }
     sf_sae_data D;
-    if (sf_sae_data_open(&D, paths, npaths, key)) {
+    if (sf_sae_data_open(&D, paths.v, paths.n, key)) {
         sf_sae_free(&s);
+        cli_paths_free(&paths);
         return cli_fail(cmd);
     }
     int rc = 1, n_true = 0;
@@ -127,5 +139,6 @@ done:
     if (df_open) sf_st_close(&df);
     sf_sae_data_close(&D);
     sf_sae_free(&s);
+    cli_paths_free(&paths);
     return rc;
 }

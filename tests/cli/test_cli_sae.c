@@ -83,6 +83,12 @@ TEST(pipeline) {
     const char *m = strstr(out_buf, "\"mmcs\": ");
     if (m) mmcs = atof(m + 8);
     CHECK_MSG(mmcs >= 0.9, "mmcs %.4f", mmcs);
+    /* comma-separated files, as train takes them: the same file twice */
+    snprintf(a, sizeof a,
+             "eval --checkpoint %s/ck/m --tensorpath %s/s.safetensors,%s/s.safetensors --json", dir,
+             dir, dir);
+    CHECK(run(a) == 0);
+    HAS("\"rows\": 8192");
     snprintf(a, sizeof a,
              "encode --checkpoint %s/ck/m --input %s/s.safetensors --out %s/codes.safetensors", dir,
              dir, dir);
