@@ -64,6 +64,8 @@ typedef struct {
     double bandwidth;           /* jumprelu: width of the rectangle STE kernel */
     int ghost_grads;            /* standard: ghost grads (Anthropic, Jan 2024) */
     int64_t resample_every;     /* steps between dead-latent resampling; 0 = off */
+    int64_t resample_pool;      /* rows drawn from the data to resample from (needs
+                                 * sf_sae_trainer_set_data); 0 = the current batch */
     double threshold_decay;     /* batchtopk: EMA decay of the inference threshold */
 } sf_sae_train_opts;
 void sf_sae_train_opts_default(sf_sae_train_opts *o);
@@ -99,6 +101,9 @@ typedef struct {
 typedef struct sf_sae_trainer sf_sae_trainer;
 
 sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch);
+/* The data the trainer may sample beyond the batch (dead-latent resampling
+ * from a pool of opts.resample_pool rows). Not owned; NULL: batch only. */
+void sf_sae_trainer_set_data(sf_sae_trainer *t, const sf_sae_data *D);
 void sf_sae_trainer_free(sf_sae_trainer *t);
 /* Forward + backward on x (B, d): fills the gradients and metrics (except lr),
  * updates nothing. Exposed for the finite-difference tests. */

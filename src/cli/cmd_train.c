@@ -39,6 +39,8 @@ static void usage(FILE *out) {
         "  --threshold_decay D   batchtopk: EMA decay of the inference threshold (default 0.99)\n"
         "  --ghost_grads         standard: ghost grads for dead latents\n"
         "  --resample_every S    resample dead latents every S steps (default 0: off)\n"
+        "  --resample_pool N     ... from N rows drawn from the data and scored with the\n"
+        "                        current model (default 65536; 0: the current batch)\n"
         "  --b_dec_init MODE     zero, mean or median (geometric) of a data sample (default zero)\n"
         "  --normalize_input     scale inputs to average norm sqrt(d) while training; the\n"
         "                        factor is folded into the saved weights\n"
@@ -107,7 +109,8 @@ int cmd_train(int argc, char **argv) {
         O_RESAMPLE,
         O_BINIT,
         O_NORMIN,
-        O_SAVEDT
+        O_SAVEDT,
+        O_RPOOL
     };
     static const struct option opts[] = {{"tensorpath", required_argument, 0, O_TP},
                                          {"tensorkey", required_argument, 0, O_TK},
@@ -148,6 +151,7 @@ int cmd_train(int argc, char **argv) {
                                          {"b_dec_init", required_argument, 0, O_BINIT},
                                          {"normalize_input", no_argument, 0, O_NORMIN},
                                          {"save_dtype", required_argument, 0, O_SAVEDT},
+                                         {"resample_pool", required_argument, 0, O_RPOOL},
                                          {0, 0, 0, 0}};
     cli_paths paths = {0};
     const char *key = "activations", *savedir = "checkpoints", *name = NULL, *init = NULL;
@@ -158,7 +162,7 @@ int cmd_train(int argc, char **argv) {
     int normalise = 0, quiet = 0, c, rc = 2;
     /* other architectures and dead-latent remedies (docs/architectures.md) */
     double lmbda = 0.01, bandwidth = 0.001, jumpthr = 0.001, tdecay = 0.99;
-    long long lwarm = 256, resample_every = 0;
+    long long lwarm = 256, resample_every = 0, resample_pool = 65536;
     const char *groups = NULL, *mbase = "topk", *binit = "zero";
     int ghost = 0, normin = 0, jt_set = 0, save_half = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -282,6 +286,9 @@ int cmd_train(int argc, char **argv) {
         case O_SAVEDT:
             bad = cli_parse_save_dtype(cmd, optarg, &save_half);
             break;
+        case O_RPOOL:
+            bad = cli_parse_int(cmd, "resample_pool", optarg, &resample_pool);
+            break;
         case O_HELP:
             usage(stdout);
             rc = 0;
@@ -316,10 +323,10 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     if (!(lmbda >= 0) || lwarm < 0 || !(bandwidth > 0) || !(jumpthr > 0) || resample_every < 0 ||
-        !(tdecay >= 0 && tdecay < 1)) {
-        rc = cli_usage_error(
-            cmd, "need --lmbda >= 0, --bandwidth > 0, --jumpthreshold > 0, "
-                 "--lmbda_warmup_steps, --resample_every >= 0, 0 <= --threshold_decay < 1");
+        resample_pool < 0 || !(tdecay >= 0 && tdecay < 1)) {
+        rc = cli_usage_error(cmd, "need --lmbda >= 0, --bandwidth > 0, --jumpthreshold > 0, "
+                                  "--lmbda_warmup_steps, --resample_every, --resample_pool >= 0, "
+                                  "0 <= --threshold_decay < 1");
         goto out;
     }
     if (strcmp(mbase, "topk") && strcmp(mbase, "batchtopk")) {
@@ -419,6 +426,7 @@ int cmd_train(int argc, char **argv) {
     ro.train.bandwidth = bandwidth;
     ro.train.ghost_grads = ghost;
     ro.train.resample_every = resample_every;
+    ro.train.resample_pool = resample_pool;
     ro.train.threshold_decay = tdecay;
     /* training settings recorded next to the weights (extra config keys) */
     if (s.arch != SF_SAE_TOPK) {

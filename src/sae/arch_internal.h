@@ -79,6 +79,9 @@ const float *sae_arch_residual(const sae_arch_state *a);
  * (sampled with probability proportional to it), encoder bias 0, and their
  * Adam moments reset. x (B, d), resid (B, d) ~ x_hat - x. */
 int sae_resample(const sae_train_io *io, const float *x, const float *resid, int B);
+/* The same, drawing from `pool` rows sampled from D (seeded by the step) and
+ * scored with the current model: the paper's larger pool. */
+int sae_resample_pool(const sae_train_io *io, const sf_sae_data *D, int64_t pool);
 
 /* ---- per-architecture math (arch_<name>.c), called by arch_common.c ---- */
 /* Row chunk context handed to the per-architecture functions. */

@@ -152,7 +152,7 @@ int sf_sae_evaluate(const sf_sae *s, const sf_sae_data *D, int64_t max_rows, con
                         D->d, D->key, D->files[0].path, s->d);
     const int d = s->d, n = s->n;
     const int64_t N = (max_rows > 0 && max_rows < D->N) ? max_rows : D->N;
-    const int64_t chunk = 4096;
+    const int64_t chunk = sae_code_chunk_rows(s);
     float *x = sf_malloc((size_t)chunk * d * sizeof(float));
     float *xh = sf_malloc((size_t)chunk * d * sizeof(float));
     double *colsum = sf_calloc((size_t)d, sizeof(double));

@@ -74,6 +74,14 @@ static inline sf_dtype sae_save_dtype(const sf_sae *s) {
     return s->save_half == 1 ? SF_DT_BF16 : s->save_half == 2 ? SF_DT_F16 : SF_DT_F32;
 }
 
+/* Rows per encode + decode chunk when whole codes are held: a thresholded
+ * architecture's code buffer has room for all n latents per row, so the
+ * chunk shrinks to keep it near 32 MB. */
+static inline int64_t sae_code_chunk_rows(const sf_sae *s) {
+    int64_t c = ((int64_t)1 << 22) / (s->k > 0 ? s->k : 1);
+    return c < 16 ? 16 : c > 4096 ? 4096 : c;
+}
+
 /* 1 if all m values are finite. */
 int sae_all_finite(const float *x, size_t m);
 

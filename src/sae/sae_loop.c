@@ -41,6 +41,7 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     if (sf_sae_data_check_finite(D)) return -1;
     const int B = (int)(o->batch_size < D->N ? o->batch_size : D->N);
     sf_sae_trainer *t = sf_sae_trainer_new(s, &o->train, B);
+    if (t) sf_sae_trainer_set_data(t, D);
     if (!t) return -1;
     struct stat st_out;
     const int had_dir = stat(o->outdir, &st_out) == 0;

@@ -75,9 +75,14 @@ struct sf_sae_trainer {
     float *gb_part;           /* (n / LBLK + 1, d) */
     double grad_ss;
     sf_sae_timing tm;
-    sae_arch_state *arch; /* other architectures (arch_common.c) */
-    float *xs;            /* (B, d) input times s->input_scale */
+    sae_arch_state *arch;    /* other architectures (arch_common.c) */
+    float *xs;               /* (B, d) input times s->input_scale */
+    const sf_sae_data *data; /* resampling pool source (sf_sae_trainer_set_data) */
 };
+
+void sf_sae_trainer_set_data(sf_sae_trainer *t, const sf_sae_data *D) {
+    t->data = D;
+}
 
 void sf_sae_train_opts_default(sf_sae_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -96,6 +101,7 @@ void sf_sae_train_opts_default(sf_sae_train_opts *o) {
     o->lmbda_warmup_steps = 256;
     o->bandwidth = 0.001;
     o->threshold_decay = 0.99;
+    o->resample_pool = 65536;
 }
 
 sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int max_batch) {
@@ -763,7 +769,10 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2,  t->has_grad,
                        t->off, t->since, &t->grad_ss, t->steps, &t->tm, t->stream_min};
     if (t->arch) sae_arch_after_step(t->arch, &io);
-    if (o->resample_every > 0 && t->steps % o->resample_every == 0) {
+    if (o->resample_every > 0 && t->steps % o->resample_every == 0 && t->data &&
+        o->resample_pool > 0) {
+        if (sae_resample_pool(&io, t->data, o->resample_pool)) return -1;
+    } else if (o->resample_every > 0 && t->steps % o->resample_every == 0) {
         const float *xin = (s->input_scale > 0 && s->input_scale != 1.0f) ? t->xs : x;
         if (sae_resample(&io, xin, t->arch ? sae_arch_residual(t->arch) : t->gx, B)) return -1;
     }

@@ -232,6 +232,54 @@ TEST(resample_dead) {
     sf_sae_free(&s);
 }
 
+/* Resampling from a pool drawn from the data (the paper's way): the dead
+ * latents' decoder rows become (unit) data rows minus b_dec. */
+TEST(resample_from_pool) {
+    sf_sae_data D;
+    const char *paths[1] = {data_path};
+    CHECK(sf_sae_data_open(&D, paths, 1, "activations") == 0);
+    enum { d = 32, n = 128, B = 64 };
+    sf_sae s;
+    CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, 3, 6) == 0);
+    float *x = malloc((size_t)D.N * d * sizeof(float));
+    CHECK(sf_sae_data_range(&D, 0, D.N, x) == 0);
+    sf_sae_train_opts o;
+    sf_sae_train_opts_default(&o);
+    o.resample_every = 2;
+    o.resample_pool = 512;
+    o.bodycount = 100000;
+    o.lr_warmup_steps = 0;
+    sf_sae_trainer *t = sf_sae_trainer_new(&s, &o, B);
+    sf_sae_trainer_set_data(t, &D);
+    CHECK(sf_sae_trainer_step(t, x, B, NULL) == 0); /* step 1: no resample */
+    int64_t *since = sf_sae_trainer_since_fired(t);
+    since[3] = since[7] = 200000;
+    s.b_enc[3] = s.b_enc[7] = -100;                 /* cannot fire in step 2 */
+    CHECK(sf_sae_trainer_step(t, x, B, NULL) == 0); /* step 2: resample from 512 data rows */
+    CHECK(since[3] == 0 && since[7] == 0);
+    const int dead[2] = {3, 7};
+    for (int u = 0; u < 2; u++) {
+        const float *w = s.W_decT + dead[u] * d;
+        int match = -1;
+        for (int64_t b = 0; b < D.N && match < 0; b++) {
+            double nn = 0, dot = 0, ww = 0;
+            for (int q = 0; q < d; q++) {
+                double v = x[b * d + q] - s.b_dec[q];
+                nn += v * v;
+                dot += v * w[q];
+                ww += (double)w[q] * w[q];
+            }
+            if (fabs(dot / sqrt(nn * ww) - 1) < 1e-5) match = (int)b;
+        }
+        CHECK_MSG(match >= 0, "latent %d: decoder row is no data row", dead[u]);
+        CHECK(s.b_enc[dead[u]] == 0);
+    }
+    sf_sae_trainer_free(t);
+    sf_sae_free(&s);
+    free(x);
+    sf_sae_data_close(&D);
+}
+
 TEST(bias_init_and_input_norm) {
     sf_sae_data D;
     const char *paths[1] = {data_path};
@@ -518,6 +566,7 @@ int main(void) {
     RUN(checkpoint_round_trip);
     RUN(bad_arch_and_incompatible_checkpoint);
     RUN(resample_dead);
+    RUN(resample_from_pool);
     RUN(bias_init_and_input_norm);
     RUN(deterministic);
     RUN(batchtopk_select_exact);
