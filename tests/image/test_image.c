@@ -52,16 +52,18 @@ static double jnum(const cJSON *o, const char *k) {
     return cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
-/* Pillow's resize, byte for byte, on random and scene images (bicubic,
- * bilinear, nearest; up, down, mixed, 1-pixel, identity). */
-TEST(resize_matches_pillow) {
+/* Every case of a resize_cases file (tools/make_clip_input_fixtures.py) must
+ * match byte for byte with the given pass order; returns how many cases the
+ * other order gets wrong (0 when it matches too). */
+static int check_resize_file(const char *path, int legacy_order) {
     size_t len;
-    uint8_t *d = (uint8_t *)sf_read_file(FIX "/resize_cases.bin", &len);
+    uint8_t *d = (uint8_t *)sf_read_file(path, &len);
     CHECK(d && len > 8 && !memcmp(d, "SFRZ", 4));
-    if (!d) return;
+    if (!d) return 0;
     uint32_t n;
     memcpy(&n, d + 4, 4);
     size_t pos = 8;
+    int other_wrong = 0;
     for (uint32_t c = 0; c < n; c++) {
         uint32_t h[5];
         memcpy(h, d + pos, sizeof h);
@@ -71,23 +73,46 @@ TEST(resize_matches_pillow) {
         const uint8_t *want = d + pos;
         pos += (size_t)h[2] * h[3] * 3;
         CHECK(pos <= len);
-        sf_image out;
-        int rc = sf_image_resize(&in, (int)h[2], (int)h[3], (sf_resample)h[4], &out);
-        CHECK_MSG(rc == 0, "case %u: %s", c, sf_errmsg());
-        if (rc) continue;
-        size_t bad = 0, nb = (size_t)h[2] * h[3] * 3;
-        int maxd = 0;
-        for (size_t i = 0; i < nb; i++)
-            if (out.rgb[i] != want[i]) {
-                bad++;
-                int dd = abs((int)out.rgb[i] - (int)want[i]);
-                if (dd > maxd) maxd = dd;
-            }
-        CHECK_MSG(bad == 0, "case %u (%ux%u -> %ux%u filter %u): %zu bytes differ, max %d", c, h[0],
-                  h[1], h[2], h[3], h[4], bad, maxd);
-        sf_image_free(&out);
+        const size_t nb = (size_t)h[2] * h[3] * 3;
+        for (int order = 0; order < 2; order++) {
+            const int lo = order ? !legacy_order : legacy_order;
+            sf_image out;
+            int rc = sf_image_resize_compat(&in, (int)h[2], (int)h[3], (sf_resample)h[4], lo, &out);
+            CHECK_MSG(rc == 0, "case %u: %s", c, sf_errmsg());
+            if (rc) continue;
+            size_t bad = 0;
+            int maxd = 0;
+            for (size_t i = 0; i < nb; i++)
+                if (out.rgb[i] != want[i]) {
+                    bad++;
+                    int dd = abs((int)out.rgb[i] - (int)want[i]);
+                    if (dd > maxd) maxd = dd;
+                }
+            if (order == 0)
+                CHECK_MSG(bad == 0,
+                          "%s case %u (%ux%u -> %ux%u filter %u): %zu bytes differ, max %d", path,
+                          c, h[0], h[1], h[2], h[3], h[4], bad, maxd);
+            else
+                other_wrong += bad > 0;
+            sf_image_free(&out);
+        }
     }
     free(d);
+    return other_wrong;
+}
+
+/* Pillow's resize, byte for byte, on random and scene images (bicubic,
+ * bilinear, nearest; up, down, mixed, 1-pixel, identity): Pillow 13. */
+TEST(resize_matches_pillow) {
+    check_resize_file(FIX "/resize_cases.bin", 0);
+}
+
+/* The Pillow <= 12 pass order (the reference project's era) against Pillow
+ * 12.3 (tools/make_pillow12_fixture.py): tall shrinks, where the two orders
+ * disagree, and cases where they agree. */
+TEST(resize_matches_pillow12) {
+    int other_wrong = check_resize_file(FIX "/resize_cases_pillow12.bin", 1);
+    CHECK_MSG(other_wrong > 0, "no case tells the pass orders apart");
 }
 
 /* transformers' rescale + normalize for every byte value, per channel. */
@@ -399,6 +424,7 @@ int main(void) {
     RUN(sniff);
     RUN(huge_dimensions_refused);
     RUN(resize_matches_pillow);
+    RUN(resize_matches_pillow12);
     RUN(normalize_table);
     RUN(fixture_images_default_config);
     RUN(fixture_images_custom_configs);
