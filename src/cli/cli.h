@@ -17,6 +17,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
 /* Strict number parsing for flag values; on error prints and returns -1. */
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *out);
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
+/* --pillow 13|12 -> 0, 1 (sf_clip_preproc.pillow_legacy_order: Pillow <= 12
+ * runs the resize passes in another order); -1 after an error. */
+int cli_parse_pillow(const char *cmd, const char *s, int *legacy);
 /* --save_dtype f32|bf16|f16 -> 0, 1, 2 (sf_sae.save_half); -1 after an error. */
 int cli_parse_save_dtype(const char *cmd, const char *s, int *out);
 

@@ -66,6 +66,9 @@ static void usage(FILE *out) {
         "  --shard_rows N       dataset rows per resumable shard (default 4096)\n"
         "  --limit N            only the first N dataset rows\n"
         "  --tokenizer DIR      tokenizer files from DIR instead of --model\n"
+        "  --pillow 13|12       resize like this Pillow release (default 13; 12 and older\n"
+        "                       run the bicubic passes in another order for tall images:\n"
+        "                       +-1 on some pixels)\n"
         "\n"
         "A row whose image does not decode, or that lacks an image or caption a tower\n"
         "needs, is skipped with a warning (both towers, so rows stay aligned). Rerunning\n"
@@ -109,7 +112,7 @@ static void shard_free(shard *s) {
 typedef struct {
     const char *model, *out, *captions_path, *tok_dir;
     char *spec;
-    int vision_on, text_on, tokens_all;
+    int vision_on, text_on, tokens_all, pillow_legacy;
     sf_clip_request vreq, treq;
     int64_t batch, shard_rows, limit;
     sf_dtype dtype;
@@ -150,9 +153,9 @@ static void make_fingerprint(extract *e) {
     snprintf(
         e->fingerprint, n,
         "saeflow-extract-v1 model=%s source=%s captions=%s vision=%s text=%s tokens=%s dtype=%s "
-        "shard_rows=%lld limit=%lld",
+        "shard_rows=%lld limit=%lld%s",
         model, e->spec, caps, vr, tr, e->tokens_all ? "all" : "cls", sf_dtype_name(e->dtype),
-        (long long)e->shard_rows, (long long)e->limit);
+        (long long)e->shard_rows, (long long)e->limit, e->pillow_legacy ? " pillow=12" : "");
     free(model), free(caps), free(vr), free(tr);
 }
 
@@ -523,6 +526,7 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
             return sf_error(
                 "%s: the image processor makes %dx%d crops but the model's image_size is %d",
                 e->model, e->pp.crop_height, e->pp.crop_width, c->image_size);
+        e->pp.pillow_legacy_order = e->pillow_legacy;
         e->px_floats = (int64_t)sf_clip_preproc_floats(&e->pp);
     }
     if (e->text_on) {
@@ -682,6 +686,7 @@ int cmd_extract(int argc, char **argv) {
                                          {"shard_rows", required_argument, 0, 's'},
                                          {"limit", required_argument, 0, 'n'},
                                          {"tokenizer", required_argument, 0, 'T'},
+                                         {"pillow", required_argument, 0, 'P'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     extract e = {0};
@@ -738,6 +743,9 @@ int cmd_extract(int argc, char **argv) {
             break;
         case 'T':
             e.tok_dir = optarg;
+            break;
+        case 'P':
+            if (cli_parse_pillow(CMD, optarg, &e.pillow_legacy)) return 2;
             break;
         case 'h':
             usage(stdout);

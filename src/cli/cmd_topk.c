@@ -144,7 +144,7 @@ static void clip_src_close(clip_src *c) {
 }
 
 static int clip_src_open(clip_src *c, const char *spec, const char *model, const char *what, int G,
-                         int64_t limit) {
+                         int64_t limit, int pillow_legacy) {
     memset(c, 0, sizeof *c);
     c->G = G;
     if (sf_clip_parse_request(what, SF_CLIP_TOK_FIRST, &c->req)) return sf_error_prefix("--vision");
@@ -173,6 +173,7 @@ static int clip_src_open(clip_src *c, const char *spec, const char *model, const
         return sf_error(
             "%s: the image processor makes %dx%d crops but the model's image_size is %d", model,
             c->pp.crop_height, c->pp.crop_width, vc->image_size);
+    c->pp.pillow_legacy_order = pillow_legacy;
     c->pxf = (int64_t)sf_clip_preproc_floats(&c->pp);
     if (!(c->ds = sf_dataset_open(spec, SF_DS_IMAGES))) return -1;
     int64_t n = sf_dataset_count(c->ds);
@@ -294,7 +295,8 @@ static void usage(FILE *out) {
         "  --vision WHAT      layer:N (CLS token of hidden_states[N]), pooled or embeds\n"
         "                     (default layer:-2, what the reference SAEs were trained on)\n"
         "  --clip-batch G     images per forward: 1, 2, 4 ... 256 (default 32); results\n"
-        "                     depend on G in the last bits, like extract's --batch_size\n");
+        "                     depend on G in the last bits, like extract's --batch_size\n"
+        "  --pillow 13|12     resize like this Pillow release (default 13; see extract)\n");
 }
 
 int cmd_topk(int argc, char **argv) {
@@ -302,7 +304,7 @@ int cmd_topk(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL, *key = "activations", *data_spec = NULL, *rows_key = NULL;
     const char *dataset = NULL, *model = NULL, *vision = "layer:-2";
     const char **acts = sf_calloc((size_t)argc + 1, sizeof(char *));
-    int n_acts = 0, quiet = 0;
+    int n_acts = 0, quiet = 0, pillow_legacy = 0;
     long long top = 16, batch = 4096, threads = 0, limit = -1, row_offset = 0, G = 32;
     static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
                                          {"acts", required_argument, 0, 'a'},
@@ -321,6 +323,7 @@ int cmd_topk(int argc, char **argv) {
                                          {"model", required_argument, 0, 'M'},
                                          {"vision", required_argument, 0, 'V'},
                                          {"clip-batch", required_argument, 0, 'G'},
+                                         {"pillow", required_argument, 0, 'P'},
                                          {0, 0, 0, 0}};
     int c, rc = 2;
     while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
@@ -351,6 +354,9 @@ int cmd_topk(int argc, char **argv) {
             break;
         case 'V':
             vision = optarg;
+            break;
+        case 'P':
+            if (cli_parse_pillow(cmd, optarg, &pillow_legacy)) goto done;
             break;
         case 'q':
             quiet = 1;
@@ -470,7 +476,7 @@ int cmd_topk(int argc, char **argv) {
         total = limit >= 0 && limit < D.N ? limit : D.N;
     } else {
         have_clip = 1;
-        if (clip_src_open(&cs, dataset, model, vision, (int)G, limit)) {
+        if (clip_src_open(&cs, dataset, model, vision, (int)G, limit, pillow_legacy)) {
             rc = cli_fail(cmd);
             goto close;
         }

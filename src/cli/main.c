@@ -48,6 +48,17 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *o
     return 0;
 }
 
+int cli_parse_pillow(const char *cmd, const char *s, int *legacy) {
+    long long v;
+    if (cli_parse_int(cmd, "pillow", s, &v)) return -1;
+    if (v < 1 || v > 99) {
+        cli_usage_error(cmd, "--pillow expects a Pillow major version (13, or 12 and older)");
+        return -1;
+    }
+    *legacy = v <= 12;
+    return 0;
+}
+
 int cli_parse_save_dtype(const char *cmd, const char *s, int *out) {
     static const char *names[3] = {"f32", "bf16", "f16"};
     for (int i = 0; i < 3; i++)

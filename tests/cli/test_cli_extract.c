@@ -4,6 +4,7 @@
  * same files (fixtures/clip/e2e.expected.safetensors, from
  * tools/make_clip_fixtures.py). Error norm: max |ours - theirs| / max |theirs|
  * per tensor, <= 1e-4. Also resuming, settings mismatch, bad inputs. */
+#include <math.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -278,6 +279,48 @@ TEST(datasets_and_errors) {
     CHECK(rc == 1 && strstr(log, "out of range"));
     free(log);
     CHECK(test_run("'" SF_EXE "' extract --help", NULL) == 0);
+    CHECK(test_run(BASE "--images x --out z --pillow new", NULL) == 2);
+}
+
+/* --pillow 12: the resize pass order of Pillow <= 12. A tall image (230x520
+ * -> 224x506: the height shrinks more than twice as much as the width) is
+ * where the orders differ; the activations move a little, not a lot. */
+TEST(pillow_pass_order) {
+    const char *tmp = test_tmpdir("cli_extract_pillow");
+    CHECK(system(cmdf("mkdir -p '%s/img' && cp '" IMAGES "/tall_230x520.jpg' '%s/img/'", tmp,
+                      tmp)) == 0);
+    const char *ver[2] = {"13", "12"};
+    float *v[2] = {NULL, NULL};
+    int64_t nv = 0;
+    for (int i = 0; i < 2; i++) {
+        char *log = NULL;
+        int rc = test_run(cmdf(BASE "--images '%s/img' --text none --pillow %s "
+                                    "--out '%s/p%s.safetensors'",
+                               tmp, ver[i], tmp, ver[i]),
+                          &log);
+        CHECK_MSG(rc == 0, "%s", log);
+        free(log);
+        sf_st f;
+        if (sf_st_open(&f, cmdf("%s/p%s.safetensors", tmp, ver[i])) != 0) continue;
+        const sf_tensor_info *t = sf_st_find(&f, "vision");
+        CHECK(t && t->dtype == SF_DT_F32);
+        if (t) {
+            nv = t->shape[0] * t->shape[1];
+            v[i] = malloc((size_t)nv * sizeof(float));
+            memcpy(v[i], t->data, (size_t)nv * sizeof(float));
+        }
+        sf_st_close(&f);
+    }
+    if (v[0] && v[1]) {
+        double diff = 0, mag = 0;
+        for (int64_t i = 0; i < nv; i++) {
+            diff = fmax(diff, fabs((double)v[0][i] - v[1][i]));
+            mag = fmax(mag, fabs((double)v[0][i]));
+        }
+        CHECK_MSG(diff > 0 && diff < 0.05 * mag, "max diff %g of %g", diff, mag);
+    }
+    free(v[0]);
+    free(v[1]);
 }
 
 int main(void) {
@@ -285,5 +328,6 @@ int main(void) {
     RUN(text_tokens_of_a_layer);
     RUN(resume_after_interruption);
     RUN(datasets_and_errors);
+    RUN(pillow_pass_order);
     return test_summary();
 }
