@@ -17,35 +17,6 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 
-/* k-th largest (1-based) of a[0..m), reorders a. */
-static float kth_largest(float *a, int64_t m, int64_t k) {
-    int64_t lo = 0, hi = m - 1, want = k - 1;
-    while (lo < hi) {
-        float piv = a[lo + (hi - lo) / 2];
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] > piv)
-                i++;
-            while (a[j] < piv)
-                j--;
-            if (i <= j) {
-                float t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (want <= j)
-            hi = j;
-        else if (want >= i)
-            lo = i;
-        else
-            return a[want];
-    }
-    return a[want];
-}
-
 int sae_rowlists_reserve(sae_rowlists *L, int B, int stride) {
     size_t want = (size_t)B * (size_t)stride;
     if (want > L->cap || !L->cnt) {
@@ -160,7 +131,7 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
         for (int64_t i = 0; i < total; i++)
             T = (T == 0 || buf[i] < T) ? buf[i] : T;
     } else {
-        T = kth_largest(buf, total, kB);
+        T = sae_kth_largest(buf, total, kB);
         for (int b = 0; b < B && !full; b++) {
             if (cnt[b] < c) continue;
             float mn = vl[(size_t)b * c];
@@ -195,7 +166,7 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
         for (size_t i = 0; i < m; i++)
             T = (T == 0 || all[i] < T) ? all[i] : T;
     } else {
-        T = kth_largest(all, (int64_t)m, kB);
+        T = sae_kth_largest(all, (int64_t)m, kB);
     }
     free(all);
 #pragma omp parallel for schedule(static) if (par)

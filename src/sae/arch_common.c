@@ -633,6 +633,57 @@ static int32_t row_entries(int n, const float *gate, const float *z, const float
     return c;
 }
 
+/* End of either step: the firing counts as offsets (the trainer's dead-latent
+ * counters read them), the phase times, and the metrics from the per-row
+ * stats. gss: the squared gradient norm. */
+static void finish_step(const sae_arch_state *a, const sae_train_io *io, int B, double lm,
+                        double aux_loss, int ndead, double gss, double t0, double t1, double tg,
+                        int par, sf_sae_metrics *met) {
+    const int n = a->s->n;
+    io->off[0] = 0;
+    for (int j = 0; j < n; j++)
+        io->off[j + 1] = io->off[j] + a->cnt[j];
+    const double t3 = sf_now();
+    io->tm->encode += t1 - t0;
+    io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);
+    io->tm->backward += t3 - t1;
+    if (!met) return;
+    memset(met, 0, sizeof *met);
+    double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, pen = 0, rec = 0;
+    for (int b = 0; b < B; b++) {
+        const double *st = a->rowst + (size_t)b * 8;
+        sq += st[RS_SQ];
+        x2 += st[RS_X2];
+        l1 += st[RS_L1];
+        l0 += st[RS_L0];
+        pen += st[RS_PEN];
+        rec += st[RS_AUX];
+        double den = sqrt(st[RS_X2] * st[RS_XH2]);
+        cs += den > 0 ? st[RS_XXH] / den : 0;
+    }
+    int surv = 0;
+    for (int j = 0; j < n; j++) {
+        surv += a->cnt[j] > 0;
+        double lg = log10((double)a->cnt[j] / B + 1e-6);
+        int bin = (int)floor((lg + 6.0) / 0.5);
+        if (bin < 0) bin = 0;
+        if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
+        met->hist[bin]++;
+    }
+    met->l2 = sq / B;
+    /* rec: mean over prefixes (matryoshka) or recon + gated aux recon */
+    met->auxk = aux_loss + (a->s->arch == SF_SAE_GATED ? rec / B - met->l2 : 0);
+    met->loss = rec / B + lm * pen / B + aux_loss;
+    met->l2_normalised = x2 > 0 ? sq / x2 : 0;
+    met->l1 = l1 / B;
+    met->l0 = l0 / B;
+    met->cossim = cs / B;
+    met->alive = met->l0 / n;
+    met->survival = (double)surv / n;
+    met->dead = (double)ndead / n;
+    met->grad_norm = sqrt(gss);
+}
+
 /* Also standard and jumprelu once their codes are sparse (sae_arch_grad
  * decides): entries are the active latents, plus for jumprelu the inactive
  * ones inside the STE window (they carry threshold gradient only). */
@@ -996,49 +1047,7 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     for (int q = 0; q < d; q++)
         gss += (double)gbd[q] * gbd[q];
     *io->grad_ss = gss;
-    io->off[0] = 0;
-    for (int j = 0; j < n; j++)
-        io->off[j + 1] = io->off[j] + a->cnt[j];
-    double t3 = sf_now();
-    io->tm->encode += t1 - t0;
-    io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);
-    io->tm->backward += t3 - t1;
-    if (met) {
-        memset(met, 0, sizeof *met);
-        double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, rec = 0, pen = 0;
-        for (int b = 0; b < B; b++) {
-            const double *st = a->rowst + (size_t)b * 8;
-            sq += st[RS_SQ];
-            x2 += st[RS_X2];
-            l1 += st[RS_L1];
-            l0 += st[RS_L0];
-            rec += st[RS_AUX];
-            pen += st[RS_PEN];
-            double den = sqrt(st[RS_X2] * st[RS_XH2]);
-            cs += den > 0 ? st[RS_XXH] / den : 0;
-        }
-        int surv = 0;
-        for (int j = 0; j < n; j++) {
-            surv += a->cnt[j] > 0;
-            double lg = log10((double)a->cnt[j] / B + 1e-6);
-            int bin = (int)floor((lg + 6.0) / 0.5);
-            if (bin < 0) bin = 0;
-            if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
-            met->hist[bin]++;
-        }
-        met->l2 = sq / B;
-        met->auxk = aux_loss;
-        met->loss = rec / B + lm * pen / B + aux_loss;
-        if (gt) met->auxk = rec / B - met->l2; /* the aux reconstruction */
-        met->l2_normalised = x2 > 0 ? sq / x2 : 0;
-        met->l1 = l1 / B;
-        met->l0 = l0 / B;
-        met->cossim = cs / B;
-        met->alive = met->l0 / n;
-        met->survival = (double)surv / n;
-        met->dead = (double)ndead / n;
-        met->grad_norm = sqrt(gss);
-    }
+    finish_step(a, io, B, lm, aux_loss, ndead, gss, t0, t1, tg, par, met);
     free(dead);
     return 0;
 }
@@ -1508,50 +1517,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
                 cnt[j] += z[j] > 0;
         }
     }
-    io->off[0] = 0;
-    for (int j = 0; j < n; j++)
-        io->off[j + 1] = io->off[j] + a->cnt[j];
-    double t3 = sf_now();
-    io->tm->encode += t1 - t0;
-    io->tm->gemm += tg / (par ? omp_get_max_threads() : 1);
-    io->tm->backward += t3 - t1;
-
-    if (met) {
-        memset(met, 0, sizeof *met);
-        double sq = 0, x2 = 0, l1 = 0, l0 = 0, cs = 0, pen = 0, rec = 0;
-        for (int b = 0; b < B; b++) {
-            const double *st = a->rowst + (size_t)b * 8;
-            sq += st[RS_SQ];
-            x2 += st[RS_X2];
-            l1 += st[RS_L1];
-            l0 += st[RS_L0];
-            pen += st[RS_PEN];
-            rec += st[RS_AUX];
-            double den = sqrt(st[RS_X2] * st[RS_XH2]);
-            cs += den > 0 ? st[RS_XXH] / den : 0;
-        }
-        int surv = 0;
-        for (int j = 0; j < n; j++) {
-            surv += a->cnt[j] > 0;
-            double lg = log10((double)a->cnt[j] / B + 1e-6);
-            int bin = (int)floor((lg + 6.0) / 0.5);
-            if (bin < 0) bin = 0;
-            if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
-            met->hist[bin]++;
-        }
-        met->l2 = sq / B;
-        met->auxk = aux_loss + (arch == SF_SAE_GATED ? rec / B - met->l2 : 0);
-        /* rec: mean over prefixes (matryoshka) or recon + gated aux recon */
-        met->loss = rec / B + lm * pen / B + aux_loss;
-        met->l2_normalised = x2 > 0 ? sq / x2 : 0;
-        met->l1 = l1 / B;
-        met->l0 = l0 / B;
-        met->cossim = cs / B;
-        met->alive = met->l0 / n;
-        met->survival = (double)surv / n;
-        met->dead = (double)ndead / n;
-        met->grad_norm = sqrt(gss);
-    }
+    finish_step(a, io, B, lm, aux_loss, ndead, *io->grad_ss, t0, t1, tg, par, met);
     free(dead);
     return 0;
 }

@@ -354,13 +354,12 @@ static inline void heap_push(int32_t *idx, float *val, int c, int32_t j, float v
     idx[i] = j;
 }
 
-#ifdef __AVX512F__
 /* k-th largest of a[0..m) (1-based k <= m); reorders a. Quickselect. */
-static float kth_largest(float *a, int m, int k) {
-    int lo = 0, hi = m - 1, want = k - 1; /* position in descending order */
+float sae_kth_largest(float *a, int64_t m, int64_t k) {
+    int64_t lo = 0, hi = m - 1, want = k - 1; /* position in descending order */
     while (lo < hi) {
         float piv = a[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
+        int64_t i = lo, j = hi;
         while (i <= j) {
             while (a[i] > piv)
                 i++;
@@ -383,8 +382,6 @@ static float kth_largest(float *a, int m, int k) {
     }
     return a[want];
 }
-
-#endif
 
 static inline void topk_offer(int32_t *idx, float *val, int *c, int k, float *thr, int32_t j,
                               float v) {
@@ -420,7 +417,7 @@ int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t 
             }
             _mm512_storeu_ps(lm + g * 16, mx);
         }
-        float t0 = kth_largest(lm, groups * 16, k);
+        float t0 = sae_kth_largest(lm, groups * 16, k);
         if (t0 > 0) thr = nextafterf(t0, -INFINITY); /* v > thr  <=>  v >= t0 */
     }
     /* 16 at a time: one compare against the running threshold; past the first

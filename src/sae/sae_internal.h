@@ -21,6 +21,9 @@ void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre);
 int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask, int32_t *idx,
                   float *val);
 
+/* k-th largest (1-based, k <= m) of a[0..m); reorders a. Quickselect. */
+float sae_kth_largest(float *a, int64_t m, int64_t k);
+
 /* Sorts (idx, val) pairs by idx ascending (k is small: insertion sort). */
 void sae_sort_pairs(int32_t *idx, float *val, int c);
 
