@@ -17,6 +17,53 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
 /* Strict number parsing for flag values; on error prints and returns -1. */
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *out);
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double *out);
+/* Training flags that train and sweep share: the values (each command sets
+ * its own defaults first), their getopt entries (CLI_TRAIN_OPTIONS, codes
+ * from CLI_TF_FIRST up) and one parser. */
+typedef struct {
+    double lr, auxk, bandwidth, jumpthreshold;
+    long long lr_warmup_steps, lmbda_warmup_steps, batch_size, num_epochs, aux_k, bodycount, seed,
+        threads;
+    int normalise;
+    int jumpthreshold_set; /* --jumpthreshold was given */
+} cli_train_flags;
+enum {
+    CLI_TF_FIRST = 3000,
+    CLI_TF_LR = CLI_TF_FIRST,
+    CLI_TF_WARM,
+    CLI_TF_LWARM,
+    CLI_TF_BS,
+    CLI_TF_EP,
+    CLI_TF_AUXK,
+    CLI_TF_AUX_K,
+    CLI_TF_BODY,
+    CLI_TF_BW,
+    CLI_TF_JT,
+    CLI_TF_NORM,
+    CLI_TF_SEED,
+    CLI_TF_THREADS,
+    CLI_TF_END
+};
+#define CLI_TRAIN_OPTIONS                                                                          \
+    {"lr", required_argument, 0, CLI_TF_LR},                                                       \
+        {"lr_warmup_steps", required_argument, 0, CLI_TF_WARM},                                    \
+        {"lmbda_warmup_steps", required_argument, 0, CLI_TF_LWARM},                                \
+        {"batch_size", required_argument, 0, CLI_TF_BS},                                           \
+        {"num_epochs", required_argument, 0, CLI_TF_EP},                                           \
+        {"auxk", required_argument, 0, CLI_TF_AUXK},                                               \
+        {"aux_k", required_argument, 0, CLI_TF_AUX_K},                                             \
+        {"bodycount", required_argument, 0, CLI_TF_BODY},                                          \
+        {"bandwidth", required_argument, 0, CLI_TF_BW},                                            \
+        {"jumpthreshold", required_argument, 0, CLI_TF_JT},                                        \
+        {"normalise", no_argument, 0, CLI_TF_NORM}, {"seed", required_argument, 0, CLI_TF_SEED}, { \
+        "threads", required_argument, 0, CLI_TF_THREADS                                            \
+    }
+/* opt is one of them: parses arg into f and returns 1 (-1 after printing a
+ * usage error); otherwise 0. */
+int cli_train_flag(const char *cmd, int opt, const char *arg, cli_train_flags *f);
+/* Their ranges; 0, or prints a usage error and returns 2. */
+int cli_train_flags_check(const char *cmd, const cli_train_flags *f);
+
 /* --pillow 13|12 -> 0, 1 (sf_clip_preproc.pillow_legacy_order: Pillow <= 12
  * runs the resize passes in another order); -1 after an error. */
 int cli_parse_pillow(const char *cmd, const char *s, int *legacy);

@@ -71,19 +71,6 @@ int cmd_sweep(int argc, char **argv) {
         O_LM,
         O_EXP,
         O_EVAL,
-        O_LR,
-        O_WARM,
-        O_LWARM,
-        O_BS,
-        O_EP,
-        O_AUXK,
-        O_AUX_K,
-        O_BODY,
-        O_BW,
-        O_JT,
-        O_NORM,
-        O_SEED,
-        O_THREADS,
         O_OUT,
         O_SAVE,
         O_TITLE,
@@ -99,24 +86,12 @@ int cmd_sweep(int argc, char **argv) {
                                          {"lmbdas", required_argument, 0, O_LM},
                                          {"expansions", required_argument, 0, O_EXP},
                                          {"eval_rows", required_argument, 0, O_EVAL},
-                                         {"lr", required_argument, 0, O_LR},
-                                         {"lr_warmup_steps", required_argument, 0, O_WARM},
-                                         {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
-                                         {"batch_size", required_argument, 0, O_BS},
-                                         {"num_epochs", required_argument, 0, O_EP},
-                                         {"auxk", required_argument, 0, O_AUXK},
-                                         {"aux_k", required_argument, 0, O_AUX_K},
-                                         {"bodycount", required_argument, 0, O_BODY},
-                                         {"bandwidth", required_argument, 0, O_BW},
-                                         {"jumpthreshold", required_argument, 0, O_JT},
-                                         {"normalise", no_argument, 0, O_NORM},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"threads", required_argument, 0, O_THREADS},
                                          {"out", required_argument, 0, O_OUT},
                                          {"save_checkpoints", no_argument, 0, O_SAVE},
                                          {"title", required_argument, 0, O_TITLE},
                                          {"quiet", no_argument, 0, O_QUIET},
                                          {"help", no_argument, 0, O_HELP},
+                                         CLI_TRAIN_OPTIONS,
                                          {0, 0, 0, 0}};
     cli_paths paths = {0};
     int rc = 2, c;
@@ -126,12 +101,22 @@ int cmd_sweep(int argc, char **argv) {
                *exps = "4";
     /* lmbda lists: index 0 = all, then per architecture */
     const char *lm_all = NULL, *lm_arch[SF_SAE_ARCH_COUNT] = {0};
-    long long warm = 50, lwarm = 200, bs = 64, ep = 3, aux_k = 512, body = 16384, seed = 0,
-              threads = 0, eval_rows = 0;
-    double lr = 1e-3, auxk = 1.0 / 32, bw = 0.05, jt = 0.1;
-    int normalise = 0, save = 0, quiet = 0;
+    long long eval_rows = 0;
+    cli_train_flags tf = {.lr = 1e-3,
+                          .auxk = 1.0 / 32,
+                          .bandwidth = 0.05,
+                          .jumpthreshold = 0.1,
+                          .lr_warmup_steps = 50,
+                          .lmbda_warmup_steps = 200,
+                          .batch_size = 64,
+                          .num_epochs = 3,
+                          .aux_k = 512,
+                          .bodycount = 16384};
+    int save = 0, quiet = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int bad = 0;
+        int bad = 0, shared = cli_train_flag(cmd, c, optarg, &tf);
+        if (shared < 0) goto out;
+        if (shared) continue;
         switch (c) {
         case O_TP:
             cli_paths_add(&paths, optarg);
@@ -176,45 +161,6 @@ int cmd_sweep(int argc, char **argv) {
         case O_EVAL:
             bad = cli_parse_int(cmd, "eval_rows", optarg, &eval_rows);
             break;
-        case O_LR:
-            bad = cli_parse_double(cmd, "lr", optarg, &lr);
-            break;
-        case O_WARM:
-            bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm);
-            break;
-        case O_LWARM:
-            bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm);
-            break;
-        case O_BS:
-            bad = cli_parse_int(cmd, "batch_size", optarg, &bs);
-            break;
-        case O_EP:
-            bad = cli_parse_int(cmd, "num_epochs", optarg, &ep);
-            break;
-        case O_AUXK:
-            bad = cli_parse_double(cmd, "auxk", optarg, &auxk);
-            break;
-        case O_AUX_K:
-            bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k);
-            break;
-        case O_BODY:
-            bad = cli_parse_int(cmd, "bodycount", optarg, &body);
-            break;
-        case O_BW:
-            bad = cli_parse_double(cmd, "bandwidth", optarg, &bw);
-            break;
-        case O_JT:
-            bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jt);
-            break;
-        case O_NORM:
-            normalise = 1;
-            break;
-        case O_SEED:
-            bad = cli_parse_int(cmd, "seed", optarg, &seed);
-            break;
-        case O_THREADS:
-            bad = cli_parse_int(cmd, "threads", optarg, &threads);
-            break;
         case O_OUT:
             out = optarg;
             break;
@@ -245,9 +191,9 @@ int cmd_sweep(int argc, char **argv) {
         rc = cli_usage_error(cmd, "--tensorpath is required");
         goto out;
     }
-    if (!(lr > 0) || bs < 1 || ep < 1 || warm < 0 || lwarm < 0 || body < 1 || aux_k < 0 ||
-        !(bw > 0) || !(jt > 0) || !(auxk >= 0) || seed < 0 || threads < 0 || eval_rows < 0) {
-        rc = cli_usage_error(cmd, "bad training option (see --help for the ranges)");
+    if (cli_train_flags_check(cmd, &tf)) goto out;
+    if (eval_rows < 0) {
+        rc = cli_usage_error(cmd, "--eval_rows must be >= 0");
         goto out;
     }
     /* ---- the grid ---- */
@@ -311,7 +257,7 @@ int cmd_sweep(int argc, char **argv) {
             }
     }
     free(al);
-    sf_sae_set_threads((int)threads);
+    sf_sae_set_threads((int)tf.threads);
     rc = 1;
     sf_sae_data D;
     if (sf_sae_data_open(&D, paths.v, paths.n, key)) {
@@ -359,18 +305,18 @@ int cmd_sweep(int argc, char **argv) {
     sf_sweep_opts so;
     memset(&so, 0, sizeof so);
     sf_sae_train_opts_default(&so.train);
-    so.train.lr = lr;
-    so.train.lr_warmup_steps = warm;
-    so.train.lmbda_warmup_steps = lwarm;
-    so.train.auxk_coef = auxk;
-    so.train.aux_k = (int)aux_k;
-    so.train.bodycount = body;
-    so.train.bandwidth = bw;
-    so.train.normalise = normalise;
-    so.batch_size = (int)bs;
-    so.num_epochs = (int)ep;
-    so.seed = (uint64_t)seed;
-    so.jumpthreshold = jt;
+    so.train.lr = tf.lr;
+    so.train.lr_warmup_steps = tf.lr_warmup_steps;
+    so.train.lmbda_warmup_steps = tf.lmbda_warmup_steps;
+    so.train.auxk_coef = tf.auxk;
+    so.train.aux_k = (int)tf.aux_k;
+    so.train.bodycount = tf.bodycount;
+    so.train.bandwidth = tf.bandwidth;
+    so.train.normalise = tf.normalise;
+    so.batch_size = (int)tf.batch_size;
+    so.num_epochs = (int)tf.num_epochs;
+    so.seed = (uint64_t)tf.seed;
+    so.jumpthreshold = tf.jumpthreshold;
     so.outdir = out;
     so.save_checkpoints = save;
     so.eval_rows = eval_rows;
@@ -380,7 +326,7 @@ int cmd_sweep(int argc, char **argv) {
     sf_sweep_result *res = sf_calloc((size_t)np, sizeof *res);
     if (!quiet)
         fprintf(stderr, "sweep: %d models on %lld rows of '%s' (d %d), %lld epochs, batch %lld\n",
-                np, (long long)D.N, key, D.d, ep, bs);
+                np, (long long)D.N, key, D.d, tf.num_epochs, tf.batch_size);
     int src = sf_mkdirs(out) || sf_sae_sweep(&D, pts, np, &so, res);
     if (!src) {
         char *p1 = sf_path_join(out, "sweep.tsv"), *p2 = sf_path_join(out, "sweep.md"),

@@ -79,29 +79,16 @@ int cmd_train(int argc, char **argv) {
         O_PAGES,
         O_K,
         O_INIT,
-        O_LR,
         O_B1,
         O_B2,
         O_WD,
-        O_WARM,
         O_CLIP,
-        O_NORM,
-        O_AUXK,
-        O_AUX_K,
-        O_BODY,
-        O_BS,
-        O_EP,
         O_SAVEDIR,
         O_NAME,
         O_SAVEEV,
-        O_SEED,
-        O_THREADS,
         O_QUIET,
         O_HELP,
         O_LMBDA,
-        O_LWARM,
-        O_BW,
-        O_JT,
         O_GROUPS,
         O_MBASE,
         O_TDEC,
@@ -120,29 +107,16 @@ int cmd_train(int argc, char **argv) {
                                          {"pages", required_argument, 0, O_PAGES},
                                          {"k", required_argument, 0, O_K},
                                          {"init", required_argument, 0, O_INIT},
-                                         {"lr", required_argument, 0, O_LR},
                                          {"beta1", required_argument, 0, O_B1},
                                          {"beta2", required_argument, 0, O_B2},
                                          {"wd", required_argument, 0, O_WD},
-                                         {"lr_warmup_steps", required_argument, 0, O_WARM},
                                          {"clip", required_argument, 0, O_CLIP},
-                                         {"normalise", no_argument, 0, O_NORM},
-                                         {"auxk", required_argument, 0, O_AUXK},
-                                         {"aux_k", required_argument, 0, O_AUX_K},
-                                         {"bodycount", required_argument, 0, O_BODY},
-                                         {"batch_size", required_argument, 0, O_BS},
-                                         {"num_epochs", required_argument, 0, O_EP},
                                          {"savedir", required_argument, 0, O_SAVEDIR},
                                          {"name", required_argument, 0, O_NAME},
                                          {"save_every", required_argument, 0, O_SAVEEV},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {"threads", required_argument, 0, O_THREADS},
                                          {"quiet", no_argument, 0, O_QUIET},
                                          {"help", no_argument, 0, O_HELP},
                                          {"lmbda", required_argument, 0, O_LMBDA},
-                                         {"lmbda_warmup_steps", required_argument, 0, O_LWARM},
-                                         {"bandwidth", required_argument, 0, O_BW},
-                                         {"jumpthreshold", required_argument, 0, O_JT},
                                          {"groups", required_argument, 0, O_GROUPS},
                                          {"matryoshka_base", required_argument, 0, O_MBASE},
                                          {"threshold_decay", required_argument, 0, O_TDEC},
@@ -152,21 +126,33 @@ int cmd_train(int argc, char **argv) {
                                          {"normalize_input", no_argument, 0, O_NORMIN},
                                          {"save_dtype", required_argument, 0, O_SAVEDT},
                                          {"resample_pool", required_argument, 0, O_RPOOL},
+                                         CLI_TRAIN_OPTIONS,
                                          {0, 0, 0, 0}};
     cli_paths paths = {0};
     const char *key = "activations", *savedir = "checkpoints", *name = NULL, *init = NULL;
     sf_sae_arch arch = SF_SAE_TOPK;
-    long long features = 0, expansion = 32, pages = 0, k = 128, warm = 256, aux_k = 512,
-              body = 16384, bs = 32, ep = 10, save_every = 0, seed = 0, threads = 0;
-    double lr = 5e-5, b1 = 0.9, b2 = 0.999, wd = 0, clip = 1.0, auxk = 1.0 / 32;
-    int normalise = 0, quiet = 0, c, rc = 2;
+    long long features = 0, expansion = 32, pages = 0, k = 128, save_every = 0;
+    double b1 = 0.9, b2 = 0.999, wd = 0, clip = 1.0;
+    int quiet = 0, c, rc = 2;
+    cli_train_flags tf = {.lr = 5e-5,
+                          .auxk = 1.0 / 32,
+                          .bandwidth = 0.001,
+                          .jumpthreshold = 0.001,
+                          .lr_warmup_steps = 256,
+                          .lmbda_warmup_steps = 256,
+                          .batch_size = 32,
+                          .num_epochs = 10,
+                          .aux_k = 512,
+                          .bodycount = 16384};
     /* other architectures and dead-latent remedies (docs/architectures.md) */
-    double lmbda = 0.01, bandwidth = 0.001, jumpthr = 0.001, tdecay = 0.99;
-    long long lwarm = 256, resample_every = 0, resample_pool = 65536;
+    double lmbda = 0.01, tdecay = 0.99;
+    long long resample_every = 0, resample_pool = 65536;
     const char *groups = NULL, *mbase = "topk", *binit = "zero";
-    int ghost = 0, normin = 0, jt_set = 0, save_half = 0;
+    int ghost = 0, normin = 0, save_half = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        int bad = 0;
+        int bad = 0, shared = cli_train_flag(cmd, c, optarg, &tf);
+        if (shared < 0) goto out;
+        if (shared) continue;
         switch (c) {
         case O_TP:
             cli_paths_add(&paths, optarg);
@@ -195,9 +181,6 @@ int cmd_train(int argc, char **argv) {
         case O_INIT:
             init = optarg;
             break;
-        case O_LR:
-            bad = cli_parse_double(cmd, "lr", optarg, &lr);
-            break;
         case O_B1:
             bad = cli_parse_double(cmd, "beta1", optarg, &b1);
             break;
@@ -207,29 +190,8 @@ int cmd_train(int argc, char **argv) {
         case O_WD:
             bad = cli_parse_double(cmd, "wd", optarg, &wd);
             break;
-        case O_WARM:
-            bad = cli_parse_int(cmd, "lr_warmup_steps", optarg, &warm);
-            break;
         case O_CLIP:
             bad = cli_parse_double(cmd, "clip", optarg, &clip);
-            break;
-        case O_NORM:
-            normalise = 1;
-            break;
-        case O_AUXK:
-            bad = cli_parse_double(cmd, "auxk", optarg, &auxk);
-            break;
-        case O_AUX_K:
-            bad = cli_parse_int(cmd, "aux_k", optarg, &aux_k);
-            break;
-        case O_BODY:
-            bad = cli_parse_int(cmd, "bodycount", optarg, &body);
-            break;
-        case O_BS:
-            bad = cli_parse_int(cmd, "batch_size", optarg, &bs);
-            break;
-        case O_EP:
-            bad = cli_parse_int(cmd, "num_epochs", optarg, &ep);
             break;
         case O_SAVEDIR:
             savedir = optarg;
@@ -240,27 +202,11 @@ int cmd_train(int argc, char **argv) {
         case O_SAVEEV:
             bad = cli_parse_int(cmd, "save_every", optarg, &save_every);
             break;
-        case O_SEED:
-            bad = cli_parse_int(cmd, "seed", optarg, &seed);
-            break;
-        case O_THREADS:
-            bad = cli_parse_int(cmd, "threads", optarg, &threads);
-            break;
         case O_QUIET:
             quiet = 1;
             break;
         case O_LMBDA:
             bad = cli_parse_double(cmd, "lmbda", optarg, &lmbda);
-            break;
-        case O_LWARM:
-            bad = cli_parse_int(cmd, "lmbda_warmup_steps", optarg, &lwarm);
-            break;
-        case O_BW:
-            bad = cli_parse_double(cmd, "bandwidth", optarg, &bandwidth);
-            break;
-        case O_JT:
-            bad = cli_parse_double(cmd, "jumpthreshold", optarg, &jumpthr);
-            jt_set = 1;
             break;
         case O_GROUPS:
             groups = optarg;
@@ -307,25 +253,18 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error(cmd, "--tensorpath is required");
         goto out;
     }
-    if (k < 1 || expansion < 1 || pages < 0 || features < 0 || bs < 1 || bs > (1 << 24) || ep < 1 ||
-        warm < 0 || aux_k < 0 || body < 1 || save_every < 0 || threads < 0 || threads > 1024 ||
-        seed < 0) {
-        rc = cli_usage_error(cmd,
-                             "--k, --expansion, --batch_size, --num_epochs, --bodycount must be "
-                             "positive; --pages, --features, --lr_warmup_steps, --aux_k, "
-                             "--save_every, --threads, --seed non-negative");
+    if (cli_train_flags_check(cmd, &tf)) goto out;
+    if (k < 1 || expansion < 1 || pages < 0 || features < 0 || save_every < 0) {
+        rc = cli_usage_error(cmd, "--k, --expansion must be positive; --pages, --features, "
+                                  "--save_every non-negative");
         goto out;
     }
-    if (!(lr > 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(wd >= 0) || !(clip >= 0) ||
-        !(auxk >= 0)) {
-        rc = cli_usage_error(cmd,
-                             "need --lr > 0, 0 <= --beta1, --beta2 < 1, --wd, --clip, --auxk >= 0");
+    if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(wd >= 0) || !(clip >= 0)) {
+        rc = cli_usage_error(cmd, "need 0 <= --beta1, --beta2 < 1, --wd, --clip >= 0");
         goto out;
     }
-    if (!(lmbda >= 0) || lwarm < 0 || !(bandwidth > 0) || !(jumpthr > 0) || resample_every < 0 ||
-        resample_pool < 0 || !(tdecay >= 0 && tdecay < 1)) {
-        rc = cli_usage_error(cmd, "need --lmbda >= 0, --bandwidth > 0, --jumpthreshold > 0, "
-                                  "--lmbda_warmup_steps, --resample_every, --resample_pool >= 0, "
+    if (!(lmbda >= 0) || resample_every < 0 || resample_pool < 0 || !(tdecay >= 0 && tdecay < 1)) {
+        rc = cli_usage_error(cmd, "need --lmbda, --resample_every, --resample_pool >= 0, "
                                   "0 <= --threshold_decay < 1");
         goto out;
     }
@@ -345,11 +284,11 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error(cmd, "--ghost_grads applies to --arch standard");
         goto out;
     }
-    if (jt_set && arch != SF_SAE_JUMPRELU) {
+    if (tf.jumpthreshold_set && arch != SF_SAE_JUMPRELU) {
         rc = cli_usage_error(cmd, "--jumpthreshold applies to --arch jumprelu");
         goto out;
     }
-    sf_sae_set_threads((int)threads);
+    sf_sae_set_threads((int)tf.threads);
 
     rc = 1;
     sf_sae_data D;
@@ -381,7 +320,7 @@ int cmd_train(int argc, char **argv) {
             rc = cli_fail(cmd);
             goto out;
         }
-        if (sf_sae_init(&s, arch, D.d, (int)n, (int)k, (uint64_t)seed)) {
+        if (sf_sae_init(&s, arch, D.d, (int)n, (int)k, (uint64_t)tf.seed)) {
             sf_sae_data_close(&D);
             rc = cli_fail(cmd);
             goto out;
@@ -391,7 +330,7 @@ int cmd_train(int argc, char **argv) {
         if (arch == SF_SAE_MATRYOSHKA)
             arc = (groups && sf_sae_parse_groups(groups, s.n, ge, &ng)) ||
                   sf_sae_set_matryoshka(&s, !strcmp(mbase, "batchtopk"), groups ? ge : NULL, ng);
-        if (!arc && arch == SF_SAE_JUMPRELU) arc = sf_sae_set_jumpthreshold(&s, jumpthr);
+        if (!arc && arch == SF_SAE_JUMPRELU) arc = sf_sae_set_jumpthreshold(&s, tf.jumpthreshold);
         if (!arc && normin) arc = sf_sae_set_input_norm(&s, &D, 8192);
         if (!arc && strcmp(binit, "zero")) arc = sf_sae_init_bias(&s, &D, binit, 8192);
         if (arc) {
@@ -411,19 +350,19 @@ int cmd_train(int argc, char **argv) {
     sf_sae_run_opts ro;
     memset(&ro, 0, sizeof ro);
     sf_sae_train_opts_default(&ro.train);
-    ro.train.lr = lr;
+    ro.train.lr = tf.lr;
     ro.train.beta1 = b1;
     ro.train.beta2 = b2;
     ro.train.wd = wd;
-    ro.train.lr_warmup_steps = warm;
+    ro.train.lr_warmup_steps = tf.lr_warmup_steps;
     ro.train.clip = clip;
-    ro.train.normalise = normalise;
-    ro.train.auxk_coef = auxk;
-    ro.train.aux_k = (int)(aux_k < s.n ? aux_k : s.n);
-    ro.train.bodycount = body;
+    ro.train.normalise = tf.normalise;
+    ro.train.auxk_coef = tf.auxk;
+    ro.train.aux_k = (int)(tf.aux_k < s.n ? tf.aux_k : s.n);
+    ro.train.bodycount = tf.bodycount;
     ro.train.lmbda = lmbda;
-    ro.train.lmbda_warmup_steps = lwarm;
-    ro.train.bandwidth = bandwidth;
+    ro.train.lmbda_warmup_steps = tf.lmbda_warmup_steps;
+    ro.train.bandwidth = tf.bandwidth;
     ro.train.ghost_grads = ghost;
     ro.train.resample_every = resample_every;
     ro.train.resample_pool = resample_pool;
@@ -432,11 +371,11 @@ int cmd_train(int argc, char **argv) {
     if (s.arch != SF_SAE_TOPK) {
         if (s.arch == SF_SAE_STANDARD || s.arch == SF_SAE_GATED || s.arch == SF_SAE_JUMPRELU) {
             sf_sae_config_set_number(&s, "lmbda", lmbda);
-            sf_sae_config_set_number(&s, "lmbda_warmup_steps", (double)lwarm);
+            sf_sae_config_set_number(&s, "lmbda_warmup_steps", (double)tf.lmbda_warmup_steps);
         }
         if (s.arch == SF_SAE_JUMPRELU) {
-            sf_sae_config_set_number(&s, "bandwidth", bandwidth);
-            sf_sae_config_set_number(&s, "jumpthreshold", jumpthr);
+            sf_sae_config_set_number(&s, "bandwidth", tf.bandwidth);
+            sf_sae_config_set_number(&s, "jumpthreshold", tf.jumpthreshold);
         }
     }
     if (ghost) sf_sae_config_set_number(&s, "ghost_grads", 1);
@@ -446,9 +385,9 @@ int cmd_train(int argc, char **argv) {
                                  !strcmp(binit, "median") ? "geometric_median" : binit);
         sf_sae_config_set_number(&s, "normalize_input", normin);
     }
-    ro.batch_size = (int)bs;
-    ro.num_epochs = (int)ep;
-    ro.seed = (uint64_t)seed;
+    ro.batch_size = (int)tf.batch_size;
+    ro.num_epochs = (int)tf.num_epochs;
+    ro.seed = (uint64_t)tf.seed;
     ro.outdir = outdir;
     ro.save_every = save_every;
     s.save_half = save_half;

@@ -48,6 +48,67 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long long *o
     return 0;
 }
 
+int cli_train_flag(const char *cmd, int opt, const char *arg, cli_train_flags *f) {
+    int bad = 0;
+    switch (opt) {
+    case CLI_TF_LR:
+        bad = cli_parse_double(cmd, "lr", arg, &f->lr);
+        break;
+    case CLI_TF_WARM:
+        bad = cli_parse_int(cmd, "lr_warmup_steps", arg, &f->lr_warmup_steps);
+        break;
+    case CLI_TF_LWARM:
+        bad = cli_parse_int(cmd, "lmbda_warmup_steps", arg, &f->lmbda_warmup_steps);
+        break;
+    case CLI_TF_BS:
+        bad = cli_parse_int(cmd, "batch_size", arg, &f->batch_size);
+        break;
+    case CLI_TF_EP:
+        bad = cli_parse_int(cmd, "num_epochs", arg, &f->num_epochs);
+        break;
+    case CLI_TF_AUXK:
+        bad = cli_parse_double(cmd, "auxk", arg, &f->auxk);
+        break;
+    case CLI_TF_AUX_K:
+        bad = cli_parse_int(cmd, "aux_k", arg, &f->aux_k);
+        break;
+    case CLI_TF_BODY:
+        bad = cli_parse_int(cmd, "bodycount", arg, &f->bodycount);
+        break;
+    case CLI_TF_BW:
+        bad = cli_parse_double(cmd, "bandwidth", arg, &f->bandwidth);
+        break;
+    case CLI_TF_JT:
+        bad = cli_parse_double(cmd, "jumpthreshold", arg, &f->jumpthreshold);
+        f->jumpthreshold_set = 1;
+        break;
+    case CLI_TF_NORM:
+        f->normalise = 1;
+        break;
+    case CLI_TF_SEED:
+        bad = cli_parse_int(cmd, "seed", arg, &f->seed);
+        break;
+    case CLI_TF_THREADS:
+        bad = cli_parse_int(cmd, "threads", arg, &f->threads);
+        break;
+    default:
+        return 0;
+    }
+    return bad ? -1 : 1;
+}
+
+int cli_train_flags_check(const char *cmd, const cli_train_flags *f) {
+    if (!(f->lr > 0) || f->batch_size < 1 || f->batch_size > (1 << 24) || f->num_epochs < 1 ||
+        f->lr_warmup_steps < 0 || f->lmbda_warmup_steps < 0 || f->bodycount < 1 || f->aux_k < 0 ||
+        !(f->bandwidth > 0) || !(f->jumpthreshold > 0) || !(f->auxk >= 0) || f->seed < 0 ||
+        f->threads < 0 || f->threads > 1024)
+        return cli_usage_error(cmd, "need --lr > 0, --batch_size, --num_epochs, --bodycount >= 1, "
+                                    "--bandwidth, --jumpthreshold > 0, --lr_warmup_steps, "
+                                    "--lmbda_warmup_steps, --aux_k, --auxk, --seed >= 0, "
+                                    "0 <= --threads <= 1024");
+    return 0;
+}
+
 int cli_parse_pillow(const char *cmd, const char *s, int *legacy) {
     long long v;
     if (cli_parse_int(cmd, "pillow", s, &v)) return -1;
