@@ -251,14 +251,17 @@ static inline float act_one(const sf_sae *s, int j, float p) {
     }
 }
 
+/* Every architecture's encoder (sf_sae_encode): chunked GEMM, then per row
+ * TopK (topk; matryoshka over TopK) or the thresholded activation. */
 int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
     const int d = s->d, n = s->n, cap = s->k;
     if (out->k != cap || out->B < B) return sf_error("encode: code buffer too small");
     const int64_t chunk = sae_chunk_rows(B, n);
     const int64_t nchunks = (B + chunk - 1) / chunk;
-    const int rowtopk = s->arch == SF_SAE_MATRYOSHKA && !s->batch_select;
+    const int rowtopk =
+        s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
     int64_t bad_row = -1;
-#pragma omp parallel
+#pragma omp parallel if (sae_parallel_worth((size_t)B * n * d))
     {
         float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
         float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
@@ -1052,6 +1055,31 @@ static int sparse_step(sae_arch_state *a, const sae_train_io *io, const float *x
     return 0;
 }
 
+/* The per-architecture functions' view of rows [r0, r0 + m) of the batch. */
+static sae_arch_rows chunk_rows(const sae_arch_state *a, const sf_sae_train_opts *o, int r0, int m,
+                                double lm, float invB, double *pen, int32_t *cnt) {
+    const int n = a->s->n;
+    const size_t off = (size_t)r0 * n;
+    sae_arch_rows rw = {a->s,
+                        o,
+                        n,
+                        m,
+                        lm,
+                        invB,
+                        a->wn,
+                        a->P + off,
+                        a->Z + off,
+                        a->G + off,
+                        a->H + off,
+                        a->A ? a->A + off : NULL,
+                        a->GA ? a->GA + off : NULL,
+                        a->E ? a->E + off : NULL,
+                        pen,
+                        cnt,
+                        a->ex};
+    return rw;
+}
+
 /* Rows per block in forward_lists: their codes (LIST_ROWS x n floats) stay
  * in cache between the activation and the compress. */
 #define LIST_ROWS 16
@@ -1202,25 +1230,8 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
 #pragma omp parallel for schedule(dynamic, 1) if (par && !lists)
         for (int r0 = 0; r0 < (lists ? 0 : B); r0 += chunk) {
             int m = B - r0 < chunk ? B - r0 : chunk;
-            size_t off = (size_t)r0 * n;
             double *pen = sf_malloc((size_t)m * sizeof(double)); /* chunks can be large */
-            sae_arch_rows rw = {s,
-                                o,
-                                n,
-                                m,
-                                lm,
-                                invB,
-                                a->wn,
-                                a->P + off,
-                                a->Z + off,
-                                a->G + off,
-                                a->H + off,
-                                a->A ? a->A + off : NULL,
-                                a->GA ? a->GA + off : NULL,
-                                a->E ? a->E + off : NULL,
-                                pen,
-                                a->rcnt + r0,
-                                a->ex};
+            sae_arch_rows rw = chunk_rows(a, o, r0, m, lm, invB, pen, a->rcnt + r0);
             switch (arch) {
             case SF_SAE_STANDARD:
                 sae_standard_forward(&rw);
@@ -1374,23 +1385,7 @@ int sae_arch_grad(sae_arch_state *a, const sae_train_io *io, const float *x, int
     for (int r0 = 0; r0 < B; r0 += chunk) {
         int m = B - r0 < chunk ? B - r0 : chunk;
         size_t off = (size_t)r0 * n;
-        sae_arch_rows rw = {s,
-                            o,
-                            n,
-                            m,
-                            lm,
-                            invB,
-                            a->wn,
-                            a->P + off,
-                            a->Z + off,
-                            a->G + off,
-                            a->H + off,
-                            a->A ? a->A + off : NULL,
-                            a->GA ? a->GA + off : NULL,
-                            a->E ? a->E + off : NULL,
-                            NULL,
-                            NULL,
-                            a->ex};
+        sae_arch_rows rw = chunk_rows(a, o, r0, m, lm, invB, NULL, NULL);
         switch (arch) {
         case SF_SAE_STANDARD:
             sae_standard_backward(&rw);

@@ -560,39 +560,7 @@ void sf_sae_codes_free(sf_sae_codes *c) {
 }
 
 int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
-    if (s->arch != SF_SAE_TOPK) return sae_arch_encode(s, x, B, out); /* arch_common.c */
-    const int d = s->d, n = s->n, k = s->k;
-    if (out->k != k || out->B < B) return sf_error("encode: code buffer too small");
-    const int64_t chunk = sae_chunk_rows(B, n);
-    const int64_t nchunks = (B + chunk - 1) / chunk;
-    int64_t bad_row = -1;
-    const int par = sae_parallel_worth((size_t)B * n * d);
-#pragma omp parallel if (par)
-    {
-        float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
-        float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t ci = 0; ci < nchunks; ci++) {
-            int64_t r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
-            int64_t bad = sae_center_rows(s, x + (size_t)r0 * d, m, xc);
-            if (bad >= 0) {
-#pragma omp critical(sae_bad_row)
-                if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + bad;
-            }
-            sae_encoder_gemm(s, xc, (int)m, pre);
-            for (int64_t r = 0; r < m; r++) {
-                int32_t *ix = out->idx + (size_t)(r0 + r) * k;
-                float *vl = out->val + (size_t)(r0 + r) * k;
-                int c = sae_topk_relu(pre + (size_t)r * n, s->b_enc, n, k, NULL, ix, vl);
-                sae_sort_pairs(ix, vl, c);
-                out->cnt[r0 + r] = c;
-            }
-        }
-        sf_free_aligned(xc);
-        sf_free_aligned(pre);
-    }
-    if (bad_row >= 0) return sf_error("row %lld: NaN or Inf in input", (long long)bad_row);
-    return 0;
+    return sae_arch_encode(s, x, B, out); /* arch_common.c: one encoder for all */
 }
 
 void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat) {
