@@ -96,6 +96,12 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
            "%.1f%%, adam %.1f%%\n",
            100 * gemm_in / tot, 100 * (enc - gemm_in) / tot, 100 * aux / tot, 100 * bwd / tot,
            100 * adam / tot);
+    if (tm->pf_rows > t_before.pf_rows)
+        printf("  int16 pre-filter: %.1f F32 candidates per row for k=%d\n",
+               (double)(tm->pf_cands - t_before.pf_cands) / (double)(tm->pf_rows - t_before.pf_rows),
+               k);
+    else
+        printf("  int16 pre-filter: off (F32 encoder GEMM)\n");
     printf("RESULT d=%d n=%d k=%d B=%d samples_per_s=%.3f median_samples_per_s=%.3f "
            "step_over_gemm=%.4f adam_share=%.4f gemm_gflops=%.2f cpu_s_per_step=%.4f\n",
            d, n, k, B, B / best, B / med, rmed, adam / tot, gflops, cpu_best);

@@ -162,6 +162,32 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
 void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W, int64_t p,
                     const sf_weight *w, const float *bias, float *out);
 
+/* ---- int16 GEMM with a proven error bound (src/kernels/igemm.c) -------- */
+
+/* A row v (K floats) as v = scale * q + delta, q int16 (|q| <= 32767), with
+ * ||q|| < SF_I16_QNORM, so that the int32 dot product of two such rows never
+ * overflows. norm = ||v||, qnorm >= ||scale * q||, resid >= ||delta||. For two
+ * rows x, w: |x.w - sx*sw*(qx.qw)| <= resid_x * norm_w + qnorm_x * resid_w. */
+typedef struct {
+    float scale, norm, qnorm, resid;
+} sf_quant16;
+#define SF_I16_QNORM 46000.0 /* 46000^2 < 2^31 */
+void sf_quant16_row(const float *v, int64_t K, int16_t *q, sf_quant16 *out);
+
+#define SF_I16_MR 12 /* rows of A per micro-tile */
+#define SF_I16_NR 32 /* rows of B per micro-tile */
+/* 1 when the build has the AVX512-VNNI micro-kernel (else a scalar loop). */
+int sf_i16_gemm_fast(void);
+/* Packed sizes in elements: int32 for A, int16 for B. */
+int64_t sf_i16_pack_a_size(int64_t m, int64_t K);
+int64_t sf_i16_pack_b_size(int64_t n, int64_t K);
+void sf_i16_pack_a(const int16_t *a, int64_t m, int64_t K, int64_t lda, int32_t *pa);
+void sf_i16_pack_b(const int16_t *b, int64_t n, int64_t K, int64_t ldb, int16_t *pb);
+/* c (m, n) int32, row stride ldc = A (m, K) . B (n, K)^T from packed operands
+ * (64-byte aligned). Single-threaded: callers split rows or columns. */
+void sf_i16_gemm_packed(int64_t m, int64_t n, int64_t K, const int32_t *pa, const int16_t *pb,
+                        int32_t *c, int64_t ldc);
+
 #ifdef __cplusplus
 }
 #endif

@@ -96,6 +96,8 @@ typedef struct {
     double backward; /* bucketing + per-latent gradients + clipping */
     double adam;     /* AdamW (+ decoder renormalisation) */
     int64_t steps;
+    int64_t pf_rows;  /* rows whose TopK went through the int16 pre-filter */
+    int64_t pf_cands; /* F32 candidates those rows needed (k of them are the answer) */
 } sf_sae_timing;
 
 typedef struct sf_sae_trainer sf_sae_trainer;

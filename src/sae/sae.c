@@ -443,6 +443,14 @@ int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t 
     return c;
 }
 
+int sae_topk_relu_list(const int32_t *ids, const float *v, int m, int k, int32_t *idx, float *val) {
+    int c = 0;
+    float thr = 0.0f;
+    for (int u = 0; u < m; u++)
+        if (v[u] > thr) topk_offer(idx, val, &c, k, &thr, ids[u], v[u]);
+    return c;
+}
+
 void sae_sort_pairs(int32_t *idx, float *val, int c) {
     for (int i = 1; i < c; i++) {
         int32_t ji = idx[i];

@@ -2,6 +2,10 @@
 #ifndef SAEFLOW_SAE_INTERNAL_H
 #define SAEFLOW_SAE_INTERNAL_H
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
 
@@ -20,6 +24,11 @@ void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre);
  * are candidates (AuxK: dead latents). */
 int sae_topk_relu(const float *pre, const float *b, int n, int k, const uint8_t *mask, int32_t *idx,
                   float *val);
+
+/* sae_topk_relu over a list: the (ids[u], v[u]) pairs, ids ascending, offered
+ * in order. Same rule, so the same set (in heap order) as sae_topk_relu on a
+ * dense row holding v at ids and nothing positive elsewhere. */
+int sae_topk_relu_list(const int32_t *ids, const float *v, int m, int k, int32_t *idx, float *val);
 
 /* k-th largest (1-based, k <= m) of a[0..m); reorders a. Quickselect. */
 float sae_kth_largest(float *a, int64_t m, int64_t k);
@@ -53,6 +62,44 @@ static inline float sae_dot(const float *restrict a, const float *restrict b, in
     for (; q < d; q++)
         s += a[q] * b[q];
     return s;
+}
+
+/* out[r] = sae_dot(w[r], b, d) for r < 4, bit for bit, with the four rows
+ * read together: four independent streams from L3 (the pre-filter's
+ * candidate rows) instead of one at a time. */
+static inline void sae_dot4(const float *const w[4], const float *restrict b, int d, float out[4]) {
+#ifdef __AVX512F__
+    if (d >= 64) {
+        __m512 acc[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int v = 0; v < 4; v++)
+                acc[r][v] = _mm512_setzero_ps();
+        int q = 0;
+        for (; q + 64 <= d; q += 64)
+            for (int v = 0; v < 4; v++) {
+                __m512 x = _mm512_loadu_ps(b + q + 16 * v);
+                for (int r = 0; r < 4; r++) /* mul then add: sae_dot is not contracted */
+                    acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_mul_ps(_mm512_loadu_ps(w[r] + q + 16 * v), x));
+            }
+        for (int r = 0; r < 4; r++) {
+            /* sae_dot's fold: w = 32 (acc[u] += acc[u + 32]), w = 16, then 8..1 */
+            __m512 a0 = _mm512_add_ps(acc[r][0], acc[r][2]), a1 = _mm512_add_ps(acc[r][1], acc[r][3]);
+            a0 = _mm512_add_ps(a0, a1);
+            float l[16];
+            _mm512_storeu_ps(l, a0);
+            for (int wd = 8; wd >= 1; wd /= 2)
+                for (int u = 0; u < wd; u++)
+                    l[u] += l[u + wd];
+            float s = l[0];
+            for (int t = q; t < d; t++)
+                s += w[r][t] * b[t];
+            out[r] = s;
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < 4; r++)
+        out[r] = sae_dot(w[r], b, d);
 }
 
 /* dst[0..d) = src[0..d). stream: the row is not read again before it has

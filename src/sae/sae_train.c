@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "sae/arch_internal.h"
+#include "sae/prefilter.h"
 #include "sae/sae_internal.h"
 #include "saeflow/sae_train.h"
 
@@ -60,7 +61,8 @@ struct sf_sae_trainer {
     float *aval, *agz;    /* (B, aux_k) */
     double *rowst;        /* (B, ST_N) */
     double *colsum;       /* (d) column sums of gx */
-    float **pre;          /* per thread (chunk, n) pre-activations */
+    float **pre;          /* per thread (chunk, n) pre-activations (int32 with the pre-filter) */
+    sae_pf *pf;           /* int16 pre-filter state (prefilter.c), NULL until used */
     int n_pre, pre_rows;
     float *rowbuf; /* (T, 2 * dpad) per-thread gradient rows being summed */
     int rowbuf_T;
@@ -200,6 +202,7 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
     for (int i = 0; i < t->n_pre; i++)
         sf_free_aligned(t->pre[i]);
     free(t->pre);
+    sae_pf_free(t->pf);
     free_aux(t);
     sae_arch_state_free(t->arch);
     sf_free_aligned(t->xs);
@@ -307,6 +310,10 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     /* ---- A: chunked GEMM + fused select/decode/grad-wrt-z ---- */
     double t0 = sf_now(), gemm_time = 0;
     const int chunk = sae_chunk_rows(B, n);
+    /* The exact TopK through an int16 pre-filter (prefilter.c) replaces the
+     * F32 encoder GEMM, except when AuxK needs the dead latents' values. */
+    const int use_pf = !use_aux && sae_pf_wanted(s) && sae_pf_prepare(&t->pf, s, chunk) == 0;
+    int64_t ncand = 0;
     const int nchunks = (B + chunk - 1) / chunk;
     int bad_row = -1;
     /* Per-thread pre-activation buffers live as long as the trainer: freshly
@@ -322,7 +329,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         t->n_pre = T;
         t->pre_rows = chunk;
     }
-#pragma omp parallel reduction(+ : gemm_time) if (par)
+#pragma omp parallel reduction(+ : gemm_time, ncand) if (par)
     {
         float *pre = t->pre[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
@@ -334,13 +341,19 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + (int)bad;
             }
             double tg = sf_now();
-            sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
+            if (use_pf)
+                sae_pf_gemm(t->pf, t->xc + (size_t)r0 * d, m, (int32_t *)pre);
+            else
+                sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
             gemm_time += sf_now() - tg;
             for (int r = r0; r < r0 + m; r++) {
                 const float *pr = pre + (size_t)(r - r0) * n;
                 int32_t *ix = t->idx + (size_t)r * k;
                 float *z = t->val + (size_t)r * k, *gz = t->gz + (size_t)r * k;
-                int c = t->cnt[r] = sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z);
+                int c = t->cnt[r] =
+                    use_pf ? sae_pf_select(t->pf, s, (const int32_t *)pr, r - r0,
+                                           t->xc + (size_t)r * d, k, ix, z, &ncand)
+                           : sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z);
                 const float *xr = x + (size_t)r * d;
                 float *gxr = t->gx + (size_t)r * d;
                 sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */
@@ -384,6 +397,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     }
     const double nth = (double)omp_get_max_threads();
     t->tm.gemm += gemm_time / nth;
+    if (use_pf) t->tm.pf_rows += B, t->tm.pf_cands += ncand;
     double t1 = sf_now();
     t->tm.encode += t1 - t0;
     if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);

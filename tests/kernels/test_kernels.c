@@ -376,6 +376,71 @@ TEST(thread_count_independent) {
     free(x), free(y1), free(y2);
 }
 
+
+/* The int16 GEMM against a plain int64 loop, on ragged shapes (rows not a
+ * multiple of 12, columns not of 32, odd K), including values at the int16
+ * extremes; and the quantizer's norm and residual claims. */
+TEST(i16_gemm_and_quant) {
+    const int64_t shapes[][3] = {{1, 1, 1}, {13, 33, 7}, {12, 32, 64}, {25, 70, 129}, {40, 96, 300}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t m = shapes[si][0], n = shapes[si][1], K = shapes[si][2];
+        int16_t *a = malloc((size_t)(m * K) * 2), *b = malloc((size_t)(n * K) * 2);
+        for (int64_t i = 0; i < m * K; i++)
+            a[i] = (int16_t)((int32_t)sf_rng_below(&rng, 2001) - 1000);
+        for (int64_t i = 0; i < n * K; i++)
+            b[i] = (int16_t)((int32_t)sf_rng_below(&rng, 2001) - 1000);
+        a[0] = -32767, b[0] = 32767; /* extremes in the first pair */
+        int32_t *pa = sf_malloc_aligned((size_t)sf_i16_pack_a_size(m, K) * 4);
+        int16_t *pb = sf_malloc_aligned((size_t)sf_i16_pack_b_size(n, K) * 2);
+        int32_t *c = malloc((size_t)(m * (n + 3)) * 4);
+        sf_i16_pack_a(a, m, K, K, pa);
+        sf_i16_pack_b(b, n, K, K, pb);
+        sf_i16_gemm_packed(m, n, K, pa, pb, c, n + 3);
+        int bad = 0;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                int64_t s = 0;
+                for (int64_t q = 0; q < K; q++)
+                    s += (int64_t)a[i * K + q] * b[j * K + q];
+                bad += c[i * (n + 3) + j] != (int32_t)s;
+            }
+        CHECK_MSG(bad == 0, "shape %lld x %lld x %lld: %d wrong", (long long)m, (long long)n,
+                  (long long)K, bad);
+        free(a), free(b), free(c), sf_free_aligned(pa), sf_free_aligned(pb);
+    }
+    /* quantizer: ||q|| bound, reconstruction residual, and the dot bound */
+    for (int rep = 0; rep < 50; rep++) {
+        const int K = 1 + (int)sf_rng_below(&rng, 600);
+        float *x = malloc((size_t)K * 4), *w = malloc((size_t)K * 4);
+        for (int i = 0; i < K; i++) {
+            x[i] = sf_rng_normal(&rng) * (rep % 7 == 0 && i == 3 ? 1000.0f : 1.0f);
+            w[i] = sf_rng_normal(&rng) * 0.01f;
+        }
+        int16_t *qx = malloc((size_t)K * 2), *qw = malloc((size_t)K * 2);
+        sf_quant16 sx, sw;
+        sf_quant16_row(x, K, qx, &sx);
+        sf_quant16_row(w, K, qw, &sw);
+        double qq = 0, qxn = 0, exact = 0;
+        for (int i = 0; i < K; i++) {
+            qq += (double)qx[i] * qw[i];
+            qxn += (double)qx[i] * qx[i];
+            exact += (double)x[i] * w[i];
+        }
+        CHECK(sqrt(qxn) < SF_I16_QNORM);
+        double approx = (double)sx.scale * sw.scale * qq;
+        double bound = (double)sx.resid * sw.norm + (double)sx.qnorm * sw.resid;
+        CHECK_MSG(fabs(exact - approx) <= bound, "K %d: |%g - %g| > %g", K, exact, approx, bound);
+        /* the bound is tight enough to be useful: ~1e-4 of |x||w| */
+        CHECK(bound < 1e-3 * (double)sx.norm * sw.norm);
+        free(x), free(w), free(qx), free(qw);
+    }
+    float zero[5] = {0};
+    int16_t qz[5];
+    sf_quant16 sz;
+    sf_quant16_row(zero, 5, qz, &sz);
+    CHECK(sz.scale == 0 && sz.norm == 0 && sz.resid == 0 && qz[4] == 0);
+}
+
 int main(void) {
     sf_rng_seed(&rng, 1234);
     RUN(weight_make_and_bf16);
@@ -385,5 +450,6 @@ int main(void) {
     RUN(attention);
     RUN(patch_embed);
     RUN(thread_count_independent);
+    RUN(i16_gemm_and_quant);
     return test_summary();
 }

@@ -1,0 +1,231 @@
+/* Exact TopK through an int16 pre-filter.
+ *
+ * The TopK encoder needs, per row, the k largest of n pre-activations
+ * v_j = w_j . xc + b_j (F32). Computing all n in F32 is the encoder GEMM, the
+ * biggest cost of a training step. Instead:
+ *   1. Quantise every row of W_enc and of xc to int16 (sf_quant16_row): for
+ *      each row, v ~ s*q with a known residual norm.
+ *   2. One int16 GEMM (twice the arithmetic rate of F32 on AVX512-VNNI) gives
+ *      A_j = sx * sw_j * (qx . qw_j) + b_j for every latent.
+ *   3. A proven bound R_j >= |fl32(v_j) - A_j| (below) gives lo_j = A_j - R_j
+ *      and hi_j = A_j + R_j around the value the F32 path would compute.
+ *   4. tau = the k-th largest lo (0 when fewer than k are positive). A latent
+ *      can be in the TopK only if hi_j >= tau: the k latents with the largest
+ *      lo all have v >= tau, so the k-th largest v is >= tau. Ties change
+ *      nothing, since the test is >= and every winner has v >= that k-th value.
+ *   5. The few candidates (about k plus those within 2R of the threshold) are
+ *      computed in F32 (sae_dot), and the TopK is taken among them with the
+ *      usual rule (largest first, ties to the lower index, ReLU).
+ * So the result is the exact F32 TopK of sae_dot values; only the summation
+ * order differs from the GEMM path (values agree to F32 rounding).
+ *
+ * The bound. With x = sx qx + dx and w = sw qw + dw (real arithmetic),
+ *   x.w - sx sw (qx.qw) = dx.w + (sx qx).dw,
+ * so |x.w - A + b| <= ||dx|| ||w|| + ||sx qx|| ||dw|| (Cauchy-Schwarz). The F32
+ * dot product adds at most d u ||x|| ||w|| (u = 2^-24, any summation order),
+ * adding b_j and forming A, lo and hi in float a few u (|A| + |b| + R). R is
+ * computed with every term rounded up and a 1e-3 relative margin, so float
+ * rounding inside the bound itself cannot make it too small. */
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "saeflow/kernels.h"
+#include "sae/prefilter.h"
+#include "sae/sae_internal.h"
+
+#define PF_U 5.9604644775390625e-08f /* 2^-24 */
+
+void sae_pf_free(sae_pf *pf) {
+    if (!pf) return;
+    sf_free_aligned(pf->pw);
+    free(pf->wn), free(pf->wr), free(pf->ws), free(pf->bu), free(pf->zero);
+    for (int i = 0; i < pf->nthreads; i++) {
+        sf_free_aligned(pf->th[i].pa);
+        free(pf->th[i].q), free(pf->th[i].xq), free(pf->th[i].lo), free(pf->th[i].hi);
+        free(pf->th[i].cj), free(pf->th[i].cv), free(pf->th[i].cl), free(pf->th[i].ch);
+        free(pf->th[i].lm);
+    }
+    free(pf->th);
+    free(pf);
+}
+
+int sae_pf_wanted(const sf_sae *s) {
+    const char *env = getenv("SAEFLOW_PREFILTER"); /* 0: never, 1: always (tests) */
+    if (env && env[0] == '0') return 0;
+    if (env && env[0] == '1') return 1;
+    /* Pays off when the GEMM is large and the candidates few: with n / k
+     * small the candidate set is a large share of the row anyway. */
+    return sf_i16_gemm_fast() && s->n >= 16 * s->k && s->n >= 1024 && s->d >= 64;
+}
+
+/* Quantises and packs W_enc; returns 0, or -1 when W_enc holds a non-finite
+ * value (the caller then takes the F32 path, which reports it as before). */
+int sae_pf_prepare(sae_pf **ppf, const sf_sae *s, int max_rows) {
+    sae_pf *pf = *ppf;
+    const int n = s->n, d = s->d, T = omp_get_max_threads();
+    if (!pf || pf->n != n || pf->d != d || pf->nthreads < T || pf->max_rows < max_rows) {
+        sae_pf_free(pf);
+        pf = *ppf = sf_calloc(1, sizeof *pf);
+        pf->n = n, pf->d = d, pf->nthreads = T, pf->max_rows = max_rows;
+        pf->pw = sf_malloc_aligned((size_t)sf_i16_pack_b_size(n, d) * sizeof(int16_t));
+        pf->wn = sf_malloc((size_t)n * sizeof(float));
+        pf->wr = sf_malloc((size_t)n * sizeof(float));
+        pf->ws = sf_malloc((size_t)n * sizeof(float));
+        pf->bu = sf_malloc((size_t)n * sizeof(float));
+        pf->zero = sf_calloc((size_t)n, sizeof(float));
+        pf->th = sf_calloc((size_t)T, sizeof *pf->th);
+        /* group maxima: about max(4k, 256) of them (see sae_pf_select) */
+        int want = 4 * s->k > 256 ? 4 * s->k : 256;
+        pf->group = (n / 16) / (want / 16 > 0 ? want / 16 : 1);
+        pf->group = pf->group < 1 ? 1 : pf->group > 16 ? 16 : pf->group;
+        for (int i = 0; i < T; i++) {
+            sae_pf_thread *h = &pf->th[i];
+            h->pa = sf_malloc_aligned((size_t)sf_i16_pack_a_size(max_rows, d) * sizeof(int32_t));
+            h->q = sf_malloc((size_t)SF_I16_NR * d * sizeof(int16_t));
+            h->xq = sf_malloc((size_t)max_rows * sizeof(sf_quant16));
+            h->lo = sf_malloc((size_t)n * sizeof(float));
+            h->hi = sf_malloc((size_t)n * sizeof(float));
+            h->cj = sf_malloc((size_t)n * sizeof(int32_t));
+            h->cv = sf_malloc((size_t)n * sizeof(float));
+            h->cl = sf_malloc((size_t)n * sizeof(float));
+            h->ch = sf_malloc((size_t)n * sizeof(float));
+            h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
+        }
+    }
+    const int64_t kp = (d + 1) / 2, panels = (n + SF_I16_NR - 1) / SF_I16_NR;
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (sae_parallel_worth((size_t)n * d * 8))
+    for (int64_t p = 0; p < panels; p++) {
+        int16_t *q = pf->th[omp_get_thread_num()].q;
+        const int j0 = (int)(p * SF_I16_NR), nj = n - j0 < SF_I16_NR ? n - j0 : SF_I16_NR;
+        for (int j = j0; j < j0 + nj; j++) {
+            sf_quant16 st;
+            sf_quant16_row(s->W_enc + (size_t)j * d, d, q + (size_t)(j - j0) * d, &st);
+            bad |= !isfinite(st.norm) || !isfinite(s->b_enc[j]);
+            /* 1e-3 margin: covers float rounding in forming R itself */
+            pf->wn[j] = st.norm * 1.001f;
+            pf->wr[j] = st.resid * 1.001f;
+            pf->ws[j] = st.scale;
+            pf->bu[j] = 8.0f * PF_U * fabsf(s->b_enc[j]);
+        }
+        sf_i16_pack_b(q, nj, d, d, pf->pw + p * kp * SF_I16_NR * 2);
+    }
+    pf->ok = !bad;
+    return bad ? -1 : 0;
+}
+
+void sae_pf_gemm(sae_pf *pf, const float *xc, int m, int32_t *c) {
+    sae_pf_thread *h = &pf->th[omp_get_thread_num()];
+    const int d = pf->d;
+    const int64_t kp = (d + 1) / 2;
+    for (int r0 = 0; r0 < m; r0 += SF_I16_MR) {
+        const int nr = m - r0 < SF_I16_MR ? m - r0 : SF_I16_MR;
+        for (int r = 0; r < nr; r++)
+            sf_quant16_row(xc + (size_t)(r0 + r) * d, d, h->q + (size_t)r * d, &h->xq[r0 + r]);
+        sf_i16_pack_a(h->q, nr, d, d, h->pa + (int64_t)(r0 / SF_I16_MR) * kp * SF_I16_MR);
+    }
+    sf_i16_gemm_packed(m, pf->n, d, h->pa, pf->pw, c, pf->n);
+}
+
+/* Compacts the j in [j0, n) with hi[j] >= t into cj (with lo and hi). */
+static int collect(const float *lo, const float *hi, int n, float t, int32_t *cj, float *cl,
+                   float *ch) {
+    int nc = 0, j = 0;
+#ifdef __AVX512F__
+    const __m512 vt = _mm512_set1_ps(t);
+    __m512i jv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16) {
+        __m512 h = _mm512_loadu_ps(hi + j);
+        __mmask16 mk = _mm512_cmp_ps_mask(h, vt, _CMP_GE_OQ);
+        if (mk) {
+            _mm512_mask_compressstoreu_epi32(cj + nc, mk, jv);
+            _mm512_mask_compressstoreu_ps(cl + nc, mk, _mm512_loadu_ps(lo + j));
+            _mm512_mask_compressstoreu_ps(ch + nc, mk, h);
+            nc += __builtin_popcount(mk);
+        }
+        jv = _mm512_add_epi32(jv, _mm512_set1_epi32(16));
+    }
+#endif
+    for (; j < n; j++)
+        if (hi[j] >= t) cj[nc] = j, cl[nc] = lo[j], ch[nc++] = hi[j];
+    return nc;
+}
+
+int sae_pf_select(sae_pf *pf, const sf_sae *s, const int32_t *crow, int r, const float *xc, int k,
+                  int32_t *idx, float *val, int64_t *ncand) {
+    sae_pf_thread *h = &pf->th[omp_get_thread_num()];
+    const int n = pf->n, d = pf->d;
+    const sf_quant16 *xq = &h->xq[r];
+    const float sx = xq->scale;
+    const float alpha = (xq->resid + (float)(d + 8) * PF_U * xq->norm) * 1.001f;
+    const float beta = xq->qnorm * 1.001f;
+    const float *b = s->b_enc, *wn = pf->wn, *wr = pf->wr, *ws = pf->ws, *bu = pf->bu;
+    float *lo = h->lo, *hi = h->hi, *lm = h->lm;
+    /* Bounds, and the maximum lower bound of each lane over groups of G
+     * blocks of 16: distinct elements, so the k-th largest of those maxima
+     * is <= the k-th largest lo (tau) and a safe first threshold. */
+    const int G = pf->group, nb = n / 16;
+    int nm = 0;
+    for (int b0 = 0; b0 < nb; b0 += G) {
+        float mx[16];
+        for (int u = 0; u < 16; u++)
+            mx[u] = -INFINITY;
+        for (int bb = b0; bb < b0 + G && bb < nb; bb++) {
+            const int j0 = bb * 16;
+#pragma omp simd
+            for (int u = 0; u < 16; u++) {
+                const int j = j0 + u;
+                float a = (float)crow[j] * ws[j] * sx;
+                float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j];
+                float l = a + b[j] - R;
+                lo[j] = l;
+                hi[j] = a + b[j] + R;
+                mx[u] = l > mx[u] ? l : mx[u];
+            }
+        }
+        for (int u = 0; u < 16; u++)
+            lm[nm++] = mx[u];
+    }
+    for (int j = nb * 16; j < n; j++) {
+        float a = (float)crow[j] * ws[j] * sx;
+        float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j];
+        lo[j] = a + b[j] - R;
+        hi[j] = a + b[j] + R;
+        lm[nm++] = lo[j];
+    }
+    float t0 = nm >= k ? sae_kth_largest(lm, nm, k) : 0.0f;
+    /* candidates for the first threshold (hi > 0 for ReLU)... */
+    int32_t *cj = h->cj;
+    float *cl = h->cl, *ch = h->ch, *cv = h->cv;
+    int nc = collect(lo, hi, n, t0 > 0 ? t0 : FLT_TRUE_MIN, cj, cl, ch);
+    /* ...hold every latent with lo >= t0 >= ... so tau, the k-th largest lo,
+     * is the k-th largest lo among them; then keep hi >= tau. */
+    int npos = 0;
+    for (int u = 0; u < nc; u++)
+        if (cl[u] > 0) lm[npos++] = cl[u];
+    const float tau = npos >= k ? sae_kth_largest(lm, npos, k) : 0.0f;
+    const float t = tau > 0 ? tau : FLT_TRUE_MIN;
+    int m = 0;
+    for (int u = 0; u < nc; u++)
+        if (ch[u] >= t) cj[m++] = cj[u];
+    /* F32 values of the survivors, four rows at a time */
+    int u = 0;
+    for (; u + 4 <= m; u += 4) {
+        const float *w4[4] = {s->W_enc + (size_t)cj[u] * d, s->W_enc + (size_t)cj[u + 1] * d,
+                              s->W_enc + (size_t)cj[u + 2] * d, s->W_enc + (size_t)cj[u + 3] * d};
+        sae_dot4(w4, xc, d, cv + u);
+        for (int v = 0; v < 4; v++)
+            cv[u + v] += b[cj[u + v]];
+    }
+    for (; u < m; u++)
+        cv[u] = sae_dot(s->W_enc + (size_t)cj[u] * d, xc, d) + b[cj[u]];
+    *ncand += m;
+    return sae_topk_relu_list(cj, cv, m, k, idx, val);
+}

@@ -1,0 +1,45 @@
+/* Exact TopK through an int16 pre-filter (see prefilter.c for the proof). */
+#ifndef SAEFLOW_SAE_PREFILTER_H
+#define SAEFLOW_SAE_PREFILTER_H
+
+#include "saeflow/kernels.h"
+#include "saeflow/sae.h"
+
+typedef struct {
+    int32_t *pa;    /* packed int16 rows of the current chunk */
+    int16_t *q;     /* (SF_I16_NR, d) quantisation scratch */
+    sf_quant16 *xq; /* (max_rows) per-row scale and norms of the chunk */
+    float *lo, *hi; /* (n) bounds of the current row */
+    int32_t *cj;    /* (n) candidates of the current row */
+    float *cv;      /* (n) their F32 pre-activations */
+    float *cl, *ch; /* (n) their bounds */
+    float *lm;      /* (n + 16) group maxima, then the candidates' positive lo */
+} sae_pf_thread;
+
+typedef struct {
+    int n, d, nthreads, max_rows, ok;
+    int group; /* blocks of 16 latents per group maximum (sae_pf_select) */
+    int16_t *pw;                /* W_enc quantised and packed for sf_i16_gemm_packed */
+    float *wn, *wr, *ws, *bu;   /* per latent: ||w||, ||w - s q||, s, 8u|b| (bound terms) */
+    float *zero;                /* (n) zeros: lets sae_topk_relu rank the lower bounds */
+    sae_pf_thread *th;
+} sae_pf;
+
+/* Whether the pre-filter should run for this model (SAEFLOW_PREFILTER=0/1
+ * forces it off/on). */
+int sae_pf_wanted(const sf_sae *s);
+/* (Re)allocates *pf for s and up to max_rows rows per chunk per thread, and
+ * quantises W_enc (call after every change to W_enc or b_enc). Returns -1
+ * when W_enc or b_enc holds a non-finite value: use the F32 path. */
+int sae_pf_prepare(sae_pf **pf, const sf_sae *s, int max_rows);
+/* c (m, n) int32 = quantised xc rows . quantised W_enc (per thread; the
+ * chunk's row statistics are kept for sae_pf_select). */
+void sae_pf_gemm(sae_pf *pf, const float *xc, int m, int32_t *c);
+/* The TopK of row r of the last sae_pf_gemm chunk on this thread: crow its
+ * int32 row, xc its F32 input. Same contract as sae_topk_relu (no mask);
+ * adds the number of F32 candidates to *ncand. */
+int sae_pf_select(sae_pf *pf, const sf_sae *s, const int32_t *crow, int r, const float *xc, int k,
+                  int32_t *idx, float *val, int64_t *ncand);
+void sae_pf_free(sae_pf *pf);
+
+#endif

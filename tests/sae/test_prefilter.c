@@ -1,0 +1,107 @@
+/* The int16 pre-filter's TopK against brute force: every row's selection
+ * must be exactly the TopK of the F32 values sae_dot gives for all n latents
+ * (same indices, same values, bit for bit), on inputs built to break a loose
+ * bound: exact ties, near ties, rows with one dominant element, zero rows,
+ * latents of very different scales, negative biases (fewer than k positive),
+ * odd d and n not a multiple of 16. */
+#include <math.h>
+#include <string.h>
+
+#include "sae/prefilter.h"
+#include "sae/sae_internal.h"
+#include "saeflow/sae.h"
+#include "test.h"
+
+static sf_rng rng;
+
+static void sort_sel(int32_t *idx, float *val, int c) { sae_sort_pairs(idx, val, c); }
+
+/* returns the number of rows that differ */
+static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
+    const int n = s->n, d = s->d, k = s->k;
+    sae_pf *pf = NULL;
+    CHECK(sae_pf_prepare(&pf, s, B) == 0);
+    int32_t *c = malloc((size_t)B * n * sizeof(int32_t));
+    sae_pf_gemm(pf, x, B, c);
+    int32_t *all = malloc((size_t)n * sizeof(int32_t)), *ri = malloc((size_t)k * 4),
+            *pi = malloc((size_t)k * 4);
+    float *v = malloc((size_t)n * sizeof(float)), *rv = malloc((size_t)k * 4),
+          *pv = malloc((size_t)k * 4);
+    for (int j = 0; j < n; j++)
+        all[j] = j;
+    int bad = 0;
+    int64_t ncand = 0;
+    for (int r = 0; r < B; r++) {
+        const float *xr = x + (size_t)r * d;
+        for (int j = 0; j < n; j++)
+            v[j] = sae_dot(s->W_enc + (size_t)j * d, xr, d) + s->b_enc[j];
+        int rc = sae_topk_relu_list(all, v, n, k, ri, rv);
+        int pc = sae_pf_select(pf, s, c + (size_t)r * n, r, xr, k, pi, pv, &ncand);
+        sort_sel(ri, rv, rc);
+        sort_sel(pi, pv, pc);
+        int same = rc == pc;
+        for (int u = 0; same && u < rc; u++)
+            same = ri[u] == pi[u] && memcmp(&rv[u], &pv[u], sizeof(float)) == 0;
+        if (!same && bad++ < 3)
+            fprintf(stderr, "row %d: brute force %d latents, pre-filter %d\n", r, rc, pc);
+    }
+    *cand_per_row = (double)ncand / B;
+    free(c), free(all), free(ri), free(pi), free(v), free(rv), free(pv);
+    sae_pf_free(pf);
+    return bad;
+}
+
+TEST(prefilter_exact) {
+    const int shapes[][3] = {{97, 2050, 16}, {64, 1024, 8}, {130, 4096, 32}, {33, 517, 40}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int d = shapes[si][0], n = shapes[si][1], k = shapes[si][2], B = 61;
+        sf_sae s;
+        CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 11 + si) == 0);
+        /* latent scales over six decades, biases of both signs */
+        for (int j = 0; j < n; j++) {
+            float sc = powf(10.0f, (float)(j % 7) - 3.0f);
+            for (int q = 0; q < d; q++)
+                s.W_enc[(size_t)j * d + q] *= sc;
+            s.b_enc[j] = (float)(sf_rng_normal(&rng) * 0.05 * sc);
+        }
+        /* exact ties: latent 5 duplicates latent 3 (rows and bias) */
+        memcpy(s.W_enc + 5 * (size_t)d, s.W_enc + 3 * (size_t)d, (size_t)d * sizeof(float));
+        s.b_enc[5] = s.b_enc[3];
+        /* near ties: latent 9 is latent 7 nudged by one ulp in one weight */
+        memcpy(s.W_enc + 9 * (size_t)d, s.W_enc + 7 * (size_t)d, (size_t)d * sizeof(float));
+        s.W_enc[9 * (size_t)d] = nextafterf(s.W_enc[9 * (size_t)d], INFINITY);
+        s.b_enc[9] = s.b_enc[7];
+        float *x = malloc((size_t)B * d * sizeof(float));
+        for (int i = 0; i < B * d; i++)
+            x[i] = sf_rng_normal(&rng);
+        memset(x, 0, (size_t)d * sizeof(float)); /* row 0: zero */
+        x[1 * d + 2] = 1e4f;                     /* row 1: one dominant element */
+        for (int q = 0; q < d; q++)              /* row 2: along latent 3 (= 5): they lead */
+            x[2 * d + q] = s.W_enc[3 * (size_t)d + q] * 1e3f;
+        for (int q = 0; q < d; q++) /* row 3: tiny values */
+            x[3 * d + q] *= 1e-30f;
+        double cpr = 0;
+        int bad = check_model(&s, x, B, &cpr);
+        CHECK_MSG(bad == 0, "d %d n %d k %d: %d rows differ", d, n, k, bad);
+        /* all-negative biases: fewer than k positive in most rows */
+        for (int j = 0; j < n; j++)
+            s.b_enc[j] = -fabsf(s.b_enc[j]) * 40.0f;
+        bad = check_model(&s, x, B, &cpr);
+        CHECK_MSG(bad == 0, "negative biases, d %d n %d k %d: %d rows differ", d, n, k, bad);
+        /* a trained-like model: unit rows, small biases; the bound is tight */
+        sf_sae_free(&s);
+        CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 99 + si) == 0);
+        bad = check_model(&s, x, B, &cpr);
+        CHECK_MSG(bad == 0, "plain init: %d rows differ", bad);
+        fprintf(stderr, "  d %d n %d k %d: %.1f F32 candidates per row\n", d, n, k, cpr);
+        CHECK(cpr < 2.0 * k + 8);
+        free(x);
+        sf_sae_free(&s);
+    }
+}
+
+int main(void) {
+    sf_rng_seed(&rng, 2024);
+    RUN(prefilter_exact);
+    return test_summary();
+}
