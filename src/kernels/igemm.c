@@ -24,6 +24,7 @@
  * a scalar loop: slow, but the results are the same integers. */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "saeflow/kernels.h"
 
@@ -54,25 +55,23 @@ static inline int32_t pair_at(const int16_t *row, int64_t p, int64_t K) {
 }
 
 /* dst[p * R + r] = pair p of row r, for R rows (missing rows: 0). Both packs
- * are this transpose of int32 pairs; memcpy reads the aligned pairs without
- * breaking aliasing rules. */
+ * are this transpose of int32 pairs. The loop runs over p outside, so the
+ * writes are contiguous and the reads walk R rows side by side (R cache
+ * lines, in L1); memcpy reads the pairs without breaking aliasing rules. */
 static void pack_pairs(const int16_t *src, int64_t rows, int64_t K, int64_t ld, int R,
                        int32_t *dst) {
     const int64_t kp = (K + 1) / 2, full = K / 2;
-    for (int r = 0; r < R; r++) {
-        if (r >= rows) {
-            for (int64_t p = 0; p < kp; p++)
-                dst[p * R + r] = 0;
-            continue;
-        }
-        const int16_t *row = src + r * ld;
-        for (int64_t p = 0; p < full; p++) {
-            int32_t v;
-            memcpy(&v, row + 2 * p, sizeof v);
-            dst[p * R + r] = v;
-        }
-        if (full < kp) dst[full * R + r] = pair_at(row, full, K);
+    const int nr = rows < R ? (int)rows : R;
+    for (int64_t p = 0; p < full; p++) {
+        int32_t *out = dst + p * R;
+        for (int r = 0; r < nr; r++)
+            memcpy(&out[r], src + r * ld + 2 * p, sizeof(int32_t));
+        for (int r = nr; r < R; r++)
+            out[r] = 0;
     }
+    if (full < kp)
+        for (int r = 0; r < R; r++)
+            dst[full * R + r] = r < nr ? pair_at(src + r * ld, full, K) : 0;
 }
 
 void sf_i16_pack_a(const int16_t *a, int64_t m, int64_t K, int64_t lda, int32_t *pa) {
@@ -141,11 +140,20 @@ void sf_i16_gemm_packed(int64_t m, int64_t n, int64_t K, const int32_t *pa, cons
                         int32_t *c, int64_t ldc) {
     const int64_t kp = (K + 1) / 2;
     const int64_t mtiles = (m + SF_I16_MR - 1) / SF_I16_MR;
-    /* Rows in blocks whose packed A stays in L2 (~768 KB) while every B panel
-     * streams past it once; each B panel is then reused by all row tiles of
-     * the block from L1/L2. */
-    int64_t mb = (768 << 10) / (kp * SF_I16_MR * 4);
+    /* Rows in blocks whose packed A stays in L2 while every B panel streams
+     * past it once; each B panel is then reused by all row tiles of the
+     * block. B is the big operand (W_enc: 75 MB at 12288 x 3072), so fewer,
+     * larger blocks mean fewer passes over it: use 3/4 of L2, split evenly. */
+    static int64_t l2 = 0;
+    if (!l2) {
+        long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        l2 = v > (1 << 18) && v < (1L << 26) ? v : (1 << 20);
+    }
+    const int64_t tile_bytes = kp * SF_I16_MR * 4, panel_bytes = kp * SF_I16_NR * 4;
+    int64_t mb = (l2 * 3 / 4 - panel_bytes) / tile_bytes;
     if (mb < 1) mb = 1;
+    const int64_t nblocks = (mtiles + mb - 1) / mb;
+    mb = (mtiles + nblocks - 1) / nblocks;
     int32_t edge[SF_I16_MR * SF_I16_NR];
     for (int64_t t0 = 0; t0 < mtiles; t0 += mb) {
         int64_t t1 = t0 + mb < mtiles ? t0 + mb : mtiles;
