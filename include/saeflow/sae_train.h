@@ -112,8 +112,13 @@ void sf_sae_trainer_free(sf_sae_trainer *t);
 int sf_sae_trainer_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m);
 /* Gradient buffer of s->params[i] (same layout). */
 const float *sf_sae_trainer_grad_of(const sf_sae_trainer *t, int param);
-/* grad + clip + AdamW (+ renormalise); advances the dead-latent counters. */
+/* grad + clip + AdamW (+ renormalise); advances the dead-latent counters.
+ * Between two steps the trainer assumes that only it changed the model: its
+ * AdamW also prepares the next step's TopK pre-filter from the weights it
+ * wrote. Call sf_sae_trainer_model_changed after changing the parameters
+ * yourself. */
 int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m);
+void sf_sae_trainer_model_changed(sf_sae_trainer *t);
 /* Samples since each latent last fired (n entries), writable (tests use it to
  * mark latents dead). */
 int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t);

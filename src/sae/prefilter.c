@@ -65,59 +65,68 @@ int sae_pf_wanted(const sf_sae *s) {
     return sf_i16_gemm_fast() && s->n >= 16 * s->k && s->n >= 1024 && s->d >= 64;
 }
 
-/* Quantises and packs W_enc; returns 0, or -1 when W_enc holds a non-finite
- * value (the caller then takes the F32 path, which reports it as before). */
-int sae_pf_prepare(sae_pf **ppf, const sf_sae *s, int max_rows) {
+int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows) {
     sae_pf *pf = *ppf;
     const int n = s->n, d = s->d, T = omp_get_max_threads();
-    if (!pf || pf->n != n || pf->d != d || pf->nthreads < T || pf->max_rows < max_rows) {
-        sae_pf_free(pf);
-        pf = *ppf = sf_calloc(1, sizeof *pf);
-        pf->n = n, pf->d = d, pf->nthreads = T, pf->max_rows = max_rows;
-        pf->pw = sf_malloc_aligned((size_t)sf_i16_pack_b_size(n, d) * sizeof(int16_t));
-        pf->wn = sf_malloc((size_t)n * sizeof(float));
-        pf->wr = sf_malloc((size_t)n * sizeof(float));
-        pf->ws = sf_malloc((size_t)n * sizeof(float));
-        pf->bu = sf_malloc((size_t)n * sizeof(float));
-        pf->zero = sf_calloc((size_t)n, sizeof(float));
-        pf->th = sf_calloc((size_t)T, sizeof *pf->th);
-        /* group maxima: about max(4k, 256) of them (see sae_pf_select) */
-        int want = 4 * s->k > 256 ? 4 * s->k : 256;
-        pf->group = (n / 16) / (want / 16 > 0 ? want / 16 : 1);
-        pf->group = pf->group < 1 ? 1 : pf->group > 16 ? 16 : pf->group;
-        for (int i = 0; i < T; i++) {
-            sae_pf_thread *h = &pf->th[i];
-            h->pa = sf_malloc_aligned((size_t)sf_i16_pack_a_size(max_rows, d) * sizeof(int32_t));
-            h->q = sf_malloc((size_t)SF_I16_NR * d * sizeof(int16_t));
-            h->xq = sf_malloc((size_t)max_rows * sizeof(sf_quant16));
-            h->lo = sf_malloc((size_t)n * sizeof(float));
-            h->hi = sf_malloc((size_t)n * sizeof(float));
-            h->cj = sf_malloc((size_t)n * sizeof(int32_t));
-            h->cv = sf_malloc((size_t)n * sizeof(float));
-            h->cl = sf_malloc((size_t)n * sizeof(float));
-            h->ch = sf_malloc((size_t)n * sizeof(float));
-            h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
-        }
+    if (pf && pf->n == n && pf->d == d && pf->nthreads >= T && pf->max_rows >= max_rows) return 0;
+    sae_pf_free(pf);
+    pf = *ppf = sf_calloc(1, sizeof *pf);
+    pf->n = n, pf->d = d, pf->nthreads = T, pf->max_rows = max_rows;
+    pf->pw = sf_malloc_aligned((size_t)sf_i16_pack_b_size(n, d) * sizeof(int16_t));
+    pf->wn = sf_malloc((size_t)n * sizeof(float));
+    pf->wr = sf_malloc((size_t)n * sizeof(float));
+    pf->ws = sf_malloc((size_t)n * sizeof(float));
+    pf->bu = sf_malloc((size_t)n * sizeof(float));
+    pf->zero = sf_calloc((size_t)n, sizeof(float));
+    pf->th = sf_calloc((size_t)T, sizeof *pf->th);
+    /* group maxima: about max(4k, 256) of them (see sae_pf_select) */
+    int want = 4 * s->k > 256 ? 4 * s->k : 256;
+    pf->group = (n / 16) / (want / 16 > 0 ? want / 16 : 1);
+    pf->group = pf->group < 1 ? 1 : pf->group > 16 ? 16 : pf->group;
+    for (int i = 0; i < T; i++) {
+        sae_pf_thread *h = &pf->th[i];
+        h->pa = sf_malloc_aligned((size_t)sf_i16_pack_a_size(max_rows, d) * sizeof(int32_t));
+        h->q = sf_malloc((size_t)SF_I16_NR * d * sizeof(int16_t));
+        h->xq = sf_malloc((size_t)max_rows * sizeof(sf_quant16));
+        h->lo = sf_malloc((size_t)n * sizeof(float));
+        h->hi = sf_malloc((size_t)n * sizeof(float));
+        h->cj = sf_malloc((size_t)n * sizeof(int32_t));
+        h->cv = sf_malloc((size_t)n * sizeof(float));
+        h->cl = sf_malloc((size_t)n * sizeof(float));
+        h->ch = sf_malloc((size_t)n * sizeof(float));
+        h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
     }
-    const int64_t kp = (d + 1) / 2, panels = (n + SF_I16_NR - 1) / SF_I16_NR;
+    return 0;
+}
+
+int sae_pf_quant_panel(sae_pf *pf, const sf_sae *s, int64_t p) {
+    const int n = pf->n, d = pf->d;
+    const int64_t kp = (d + 1) / 2;
+    int16_t *q = pf->th[omp_get_thread_num()].q;
+    const int j0 = (int)(p * SF_I16_NR), nj = n - j0 < SF_I16_NR ? n - j0 : SF_I16_NR;
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (sae_parallel_worth((size_t)n * d * 8))
-    for (int64_t p = 0; p < panels; p++) {
-        int16_t *q = pf->th[omp_get_thread_num()].q;
-        const int j0 = (int)(p * SF_I16_NR), nj = n - j0 < SF_I16_NR ? n - j0 : SF_I16_NR;
-        for (int j = j0; j < j0 + nj; j++) {
-            sf_quant16 st;
-            sf_quant16_row(s->W_enc + (size_t)j * d, d, q + (size_t)(j - j0) * d, &st);
-            bad |= !isfinite(st.norm) || !isfinite(s->b_enc[j]);
-            /* 1e-3 margin: covers float rounding in forming R itself */
-            pf->wn[j] = st.norm * 1.001f;
-            pf->wr[j] = st.resid * 1.001f;
-            pf->ws[j] = st.scale;
-            pf->bu[j] = 8.0f * PF_U * fabsf(s->b_enc[j]);
-        }
-        sf_i16_pack_b(q, nj, d, d, pf->pw + p * kp * SF_I16_NR * 2);
+    for (int j = j0; j < j0 + nj; j++) {
+        sf_quant16 st;
+        sf_quant16_row(s->W_enc + (size_t)j * d, d, q + (size_t)(j - j0) * d, &st);
+        bad |= !isfinite(st.norm) || !isfinite(s->b_enc[j]);
+        /* 1e-3 margin: covers float rounding in forming R itself */
+        pf->wn[j] = st.norm * 1.001f;
+        pf->wr[j] = st.resid * 1.001f;
+        pf->ws[j] = st.scale;
+        pf->bu[j] = 8.0f * PF_U * fabsf(s->b_enc[j]);
     }
-    pf->ok = !bad;
+    sf_i16_pack_b(q, nj, d, d, pf->pw + p * kp * SF_I16_NR * 2);
+    return bad;
+}
+
+int sae_pf_prepare(sae_pf **ppf, const sf_sae *s, int max_rows) {
+    sae_pf_alloc(ppf, s, max_rows);
+    sae_pf *pf = *ppf;
+    const int64_t panels = (s->n + SF_I16_NR - 1) / SF_I16_NR;
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (sae_parallel_worth((size_t)s->n * s->d * 8))
+    for (int64_t p = 0; p < panels; p++)
+        bad |= sae_pf_quant_panel(pf, s, p);
     return bad ? -1 : 0;
 }
 

@@ -17,7 +17,7 @@ typedef struct {
 } sae_pf_thread;
 
 typedef struct {
-    int n, d, nthreads, max_rows, ok;
+    int n, d, nthreads, max_rows;
     int group; /* blocks of 16 latents per group maximum (sae_pf_select) */
     int16_t *pw;                /* W_enc quantised and packed for sf_i16_gemm_packed */
     float *wn, *wr, *ws, *bu;   /* per latent: ||w||, ||w - s q||, s, 8u|b| (bound terms) */
@@ -28,9 +28,17 @@ typedef struct {
 /* Whether the pre-filter should run for this model (SAEFLOW_PREFILTER=0/1
  * forces it off/on). */
 int sae_pf_wanted(const sf_sae *s);
-/* (Re)allocates *pf for s and up to max_rows rows per chunk per thread, and
- * quantises W_enc (call after every change to W_enc or b_enc). Returns -1
- * when W_enc or b_enc holds a non-finite value: use the F32 path. */
+/* (Re)allocates *pf for s and up to max_rows rows per chunk per thread
+ * (keeps it when it fits). Returns 0. */
+int sae_pf_alloc(sae_pf **pf, const sf_sae *s, int max_rows);
+/* Quantises latents [32p, 32p + 32) of W_enc (and their b_enc terms) into
+ * panel p, on this thread's scratch. Returns 1 when one of them holds a
+ * non-finite value. The trainer calls it from AdamW right after a panel's
+ * latents are updated, while their rows are still in cache. */
+int sae_pf_quant_panel(sae_pf *pf, const sf_sae *s, int64_t p);
+/* sae_pf_alloc, then every panel (call after any other change to W_enc or
+ * b_enc). Returns -1 when W_enc or b_enc holds a non-finite value: use the
+ * F32 path. */
 int sae_pf_prepare(sae_pf **pf, const sf_sae *s, int max_rows);
 /* c (m, n) int32 = quantised xc rows . quantised W_enc (per thread; the
  * chunk's row statistics are kept for sae_pf_select). */

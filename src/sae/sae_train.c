@@ -63,6 +63,11 @@ struct sf_sae_trainer {
     double *colsum;       /* (d) column sums of gx */
     float **pre;          /* per thread (chunk, n) pre-activations (int32 with the pre-filter) */
     sae_pf *pf;           /* int16 pre-filter state (prefilter.c), NULL until used */
+    int enc_param;        /* index of W_enc in params */
+    int pf_last;          /* the last gradient went through the pre-filter */
+    int pf_in_step;       /* inside sf_sae_trainer_step's gradient */
+    int pf_fresh;         /* AdamW re-quantised W_enc into pf for step pf_stamp */
+    int64_t pf_stamp;
     int n_pre, pre_rows;
     float *rowbuf; /* (T, 2 * dpad) per-thread gradient rows being summed */
     int rowbuf_T;
@@ -117,6 +122,7 @@ sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     if (t->o.aux_k > s->n) t->o.aux_k = s->n;
     t->max_batch = max_batch;
     t->dec_param = -1;
+    t->enc_param = -1;
     const char *sm = getenv("SAEFLOW_ADAM_STREAM_MIN");
     t->stream_min = sm && *sm ? (size_t)strtoull(sm, NULL, 10) : ADAM_STREAM_MIN;
     for (int i = 0; i < s->n_params; i++) {
@@ -128,6 +134,7 @@ sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int ma
         memset(t->m1[i], 0, bytes);
         memset(t->m2[i], 0, bytes);
         if (s->params[i].data == s->W_decT) t->dec_param = i;
+        if (s->params[i].data == s->W_enc) t->enc_param = i;
     }
     /* the TopK buffers below are (B, k); other architectures keep their own */
     const size_t B = (size_t)max_batch, d = (size_t)s->d, n = (size_t)s->n,
@@ -215,6 +222,8 @@ const float *sf_sae_trainer_grad_of(const sf_sae_trainer *t, int param) {
 int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t) {
     return t->since;
 }
+void sf_sae_trainer_model_changed(sf_sae_trainer *t) { t->pf_fresh = 0; }
+
 int64_t sf_sae_trainer_steps(const sf_sae_trainer *t) {
     return t->steps;
 }
@@ -312,7 +321,19 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     const int chunk = sae_chunk_rows(B, n);
     /* The exact TopK through an int16 pre-filter (prefilter.c) replaces the
      * F32 encoder GEMM, except when AuxK needs the dead latents' values. */
-    const int use_pf = !use_aux && sae_pf_wanted(s) && sae_pf_prepare(&t->pf, s, chunk) == 0;
+    int use_pf = 0;
+    if (!use_aux && sae_pf_wanted(s)) {
+        /* Inside a training step, the last AdamW has already quantised the
+         * W_enc it wrote (nothing else touched it since: resampling clears
+         * pf_fresh). A gradient called on its own never trusts that. */
+        if (t->pf_in_step && t->pf_fresh && t->pf_stamp == t->steps && t->pf &&
+            t->pf->max_rows >= chunk && t->pf->nthreads >= omp_get_max_threads())
+            use_pf = 1;
+        else
+            use_pf = sae_pf_prepare(&t->pf, s, chunk) == 0;
+    }
+    t->pf_fresh = 0;
+    t->pf_last = use_pf;
     int64_t ncand = 0;
     const int nchunks = (B + chunk - 1) / chunk;
     int bad_row = -1;
@@ -658,7 +679,7 @@ static inline void adam_span_c(float *restrict p, float *restrict m, float *rest
  * aligned spans whose length is a multiple of 16; the caller fences. */
 static inline void adam_span_nt(float *p, float *m, float *v, const float *g, size_t len, float cs,
                                 float b1, float b2, float decay, float step, float inv_bc2s,
-                                float eps) {
+                                float eps, int keep_p) {
     const __m512 vcs = _mm512_set1_ps(cs), c1 = _mm512_set1_ps(1.0f - b1), vb2 = _mm512_set1_ps(b2),
                  c2 = _mm512_set1_ps(1.0f - b2), vdec = _mm512_set1_ps(decay),
                  vst = _mm512_set1_ps(step), vbc = _mm512_set1_ps(inv_bc2s),
@@ -679,22 +700,26 @@ static inline void adam_span_nt(float *p, float *m, float *v, const float *g, si
                                   _mm512_div_ps(_mm512_mul_ps(vst, mi), den));
         _mm512_stream_ps(m + i, mi);
         _mm512_stream_ps(v + i, vi);
-        _mm512_stream_ps(p + i, pi);
+        if (keep_p) /* read again right away (the pre-filter's quantiser) */
+            _mm512_store_ps(p + i, pi);
+        else
+            _mm512_stream_ps(p + i, pi);
     }
 }
 #endif
 
 static inline void adam_span(float *restrict p, float *restrict m, float *restrict v,
                              const float *restrict g, size_t len, float cs, float b1, float b2,
-                             float decay, float step, float inv_bc2s, float eps, int stream) {
+                             float decay, float step, float inv_bc2s, float eps, int stream,
+                             int keep_p) {
 #ifdef __AVX512F__
     if (stream && len % 16 == 0 && ((uintptr_t)p | (uintptr_t)m | (uintptr_t)v) % 64 == 0 &&
         (!g || (uintptr_t)g % 64 == 0)) {
-        adam_span_nt(p, m, v, g, len, cs, b1, b2, decay, step, inv_bc2s, eps);
+        adam_span_nt(p, m, v, g, len, cs, b1, b2, decay, step, inv_bc2s, eps, keep_p);
         return;
     }
 #endif
-    (void)stream;
+    (void)stream, (void)keep_p;
     adam_span_c(p, m, v, g, len, cs, b1, b2, decay, step, inv_bc2s, eps);
 }
 
@@ -709,7 +734,10 @@ static double lr_at(const sf_sae_train_opts *o, int64_t step) {
 int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m) {
     sf_sae_metrics local;
     if (!m) m = &local;
-    if (sf_sae_trainer_grad(t, x, B, m)) return -1;
+    t->pf_in_step = 1;
+    int grc = sf_sae_trainer_grad(t, x, B, m);
+    t->pf_in_step = 0;
+    if (grc) return -1;
     double t0 = sf_now();
     sf_sae *s = t->s;
     const sf_sae_train_opts *o = &t->o;
@@ -729,9 +757,14 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
                 eps = (float)o->eps;
     const int n = s->n, dp = t->dec_param, normalise = o->normalise;
     const int par = sae_parallel_worth((size_t)n * s->d * 4);
-#pragma omp parallel if (par)
+    /* When the pre-filter ran, re-quantise W_enc for the next step here, one
+     * 32-latent panel at a time while its new rows are in cache (so W_enc's
+     * rows are stored normally, not streamed past the cache). */
+    const int fuse = t->pf_last && t->pf && t->enc_param >= 0;
+    int pf_bad = 0;
+#pragma omp parallel if (par) reduction(| : pf_bad)
     {
-#pragma omp for schedule(static, 16)
+#pragma omp for schedule(static, SF_I16_NR)
         for (int j = 0; j < n; j++) {
             const int hg = t->has_grad[j];
             for (int i = 0; i < s->n_params; i++) {
@@ -740,8 +773,11 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
                 size_t w = p->numel / (size_t)n, o0 = (size_t)j * w;
                 adam_span(p->data + o0, t->m1[i] + o0, t->m2[i] + o0, hg ? t->gr[i] + o0 : NULL, w,
                           cs, b1, b2, decay, step, inv_bc2s, eps,
-                          p->numel >= t->stream_min && !(normalise && i == dp));
+                          p->numel >= t->stream_min && !(normalise && i == dp),
+                          fuse && i == t->enc_param);
             }
+            if (fuse && (j % SF_I16_NR == SF_I16_NR - 1 || j == n - 1))
+                pf_bad |= sae_pf_quant_panel(t->pf, s, j / SF_I16_NR);
             if (normalise && dp >= 0) {
                 size_t w = s->params[dp].numel / (size_t)n;
                 float *row = s->params[dp].data + (size_t)j * w;
@@ -764,7 +800,7 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
         const sf_sae_param *p = &s->params[i];
         if (p->per_latent) continue;
         adam_span(p->data, t->m1[i], t->m2[i], t->gr[i], p->numel, cs, b1, b2, decay, step,
-                  inv_bc2s, eps, 0);
+                  inv_bc2s, eps, 0, 0);
     }
     /* dead-latent counters: samples since each latent last fired */
     for (int j = 0; j < n; j++) {
@@ -779,10 +815,14 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     m->dead = (double)nd / n;
     m->lr = lr;
     t->steps++;
+    t->pf_fresh = fuse && !pf_bad;
+    t->pf_stamp = t->steps;
     /* batchtopk threshold EMA; dead-latent resampling (arch_common.c, resample.c) */
     sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2,  t->has_grad,
                        t->off, t->since, &t->grad_ss, t->steps, &t->tm, t->stream_min};
     if (t->arch) sae_arch_after_step(t->arch, &io);
+    if (o->resample_every > 0 && t->steps % o->resample_every == 0)
+        t->pf_fresh = 0; /* resampling rewrites W_enc rows */
     if (o->resample_every > 0 && t->steps % o->resample_every == 0 && t->data &&
         o->resample_pool > 0) {
         if (sae_resample_pool(&io, t->data, o->resample_pool)) return -1;

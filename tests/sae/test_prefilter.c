@@ -10,6 +10,7 @@
 #include "sae/prefilter.h"
 #include "sae/sae_internal.h"
 #include "saeflow/sae.h"
+#include "saeflow/sae_train.h"
 #include "test.h"
 
 static sf_rng rng;
@@ -100,8 +101,49 @@ TEST(prefilter_exact) {
     }
 }
 
+/* Training through the pre-filter: AdamW re-quantises W_enc for the next
+ * step; the result must be bit-identical to quantising afresh every step
+ * (sf_sae_trainer_model_changed), and the pre-filter must have run. */
+static void train_run(int fresh_each_step, sf_sae *s, sf_sae_timing *tm) {
+    const int d = 48, n = 1024, k = 8, B = 100;
+    CHECK(sf_sae_init(s, SF_SAE_TOPK, d, n, k, 5) == 0);
+    sf_sae_train_opts o;
+    sf_sae_train_opts_default(&o);
+    o.lr = 1e-3;
+    o.lr_warmup_steps = 0;
+    sf_sae_trainer *t = sf_sae_trainer_new(s, &o, B);
+    sf_rng r;
+    sf_rng_seed(&r, 3);
+    float *x = malloc((size_t)B * d * sizeof(float));
+    for (int step = 0; step < 6; step++) {
+        for (int i = 0; i < B * d; i++)
+            x[i] = sf_rng_normal(&r);
+        if (fresh_each_step) sf_sae_trainer_model_changed(t);
+        CHECK(sf_sae_trainer_step(t, x, B, NULL) == 0);
+    }
+    *tm = *sf_sae_trainer_timing(t);
+    sf_sae_trainer_free(t);
+    free(x);
+}
+
+TEST(prefilter_training_fused) {
+    setenv("SAEFLOW_PREFILTER", "1", 1);
+    sf_sae a, b;
+    sf_sae_timing ta, tb;
+    train_run(0, &a, &ta);
+    train_run(1, &b, &tb);
+    CHECK(ta.pf_rows == 600 && tb.pf_rows == 600);
+    CHECK(memcmp(a.W_enc, b.W_enc, (size_t)a.n * a.d * sizeof(float)) == 0);
+    CHECK(memcmp(a.W_decT, b.W_decT, (size_t)a.n * a.d * sizeof(float)) == 0);
+    CHECK(memcmp(a.b_enc, b.b_enc, (size_t)a.n * sizeof(float)) == 0);
+    sf_sae_free(&a);
+    sf_sae_free(&b);
+    unsetenv("SAEFLOW_PREFILTER");
+}
+
 int main(void) {
     sf_rng_seed(&rng, 2024);
     RUN(prefilter_exact);
+    RUN(prefilter_training_fused);
     return test_summary();
 }
