@@ -62,7 +62,21 @@ static void pack_pairs(const int16_t *src, int64_t rows, int64_t K, int64_t ld, 
                        int32_t *dst) {
     const int64_t kp = (K + 1) / 2, full = K / 2;
     const int nr = rows < R ? (int)rows : R;
-    for (int64_t p = 0; p < full; p++) {
+    int64_t p = 0;
+#if SF_I16_VNNI
+    /* full panels with even rows: gather the 16 rows' pairs per vector */
+    if (nr == R && R % 16 == 0 && ld % 2 == 0 && ld / 2 < (1 << 26)) {
+        const int32_t *s32 = (const int32_t *)(const void *)src;
+        const __m512i step = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((int)(ld / 2)));
+        for (; p < full; p++)
+            for (int r0 = 0; r0 < R; r0 += 16)
+                _mm512_storeu_si512(dst + p * R + r0,
+                                    _mm512_i32gather_epi32(step, s32 + r0 * (ld / 2) + p, 4));
+    }
+#endif
+    for (; p < full; p++) {
         int32_t *out = dst + p * R;
         for (int r = 0; r < nr; r++)
             memcpy(&out[r], src + r * ld + 2 * p, sizeof(int32_t));
