@@ -98,7 +98,8 @@ static int run_shape(int d, int n, int k, int B, int steps, int threads) {
            100 * adam / tot);
     if (tm->pf_rows > t_before.pf_rows)
         printf("  int16 pre-filter: %.1f F32 candidates per row for k=%d\n",
-               (double)(tm->pf_cands - t_before.pf_cands) / (double)(tm->pf_rows - t_before.pf_rows),
+               (double)(tm->pf_cands - t_before.pf_cands) /
+                   (double)(tm->pf_rows - t_before.pf_rows),
                k);
     else
         printf("  int16 pre-filter: off (F32 encoder GEMM)\n");

@@ -35,7 +35,9 @@
 #define SF_I16_VNNI 0
 #endif
 
-int sf_i16_gemm_fast(void) { return SF_I16_VNNI; }
+int sf_i16_gemm_fast(void) {
+    return SF_I16_VNNI;
+}
 
 int64_t sf_i16_pack_a_size(int64_t m, int64_t K) {
     int64_t mp = (m + SF_I16_MR - 1) / SF_I16_MR * SF_I16_MR, kp = (K + 1) / 2;
@@ -220,14 +222,14 @@ void sf_quant16_row(const float *v, int64_t K, int16_t *q, sf_quant16 *out) {
 #if SF_I16_VNNI
     /* gcc leaves the loop below scalar (the int16 store and the double sums) */
     __m512d aq = _mm512_setzero_pd(), ar = _mm512_setzero_pd();
-    const __m512 vinv = _mm512_set1_ps(inv), vs = _mm512_set1_ps(s),
-                 lim = _mm512_set1_ps(32767.0f);
+    const __m512 vinv = _mm512_set1_ps(inv), vs = _mm512_set1_ps(s), lim = _mm512_set1_ps(32767.0f);
     for (; i + 16 <= K; i += 16) {
         __m512 x = _mm512_loadu_ps(v + i);
         __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(x, vinv),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         t = _mm512_min_ps(_mm512_max_ps(t, _mm512_sub_ps(_mm512_setzero_ps(), lim)), lim);
-        _mm256_storeu_si256((__m256i *)(void *)(q + i), _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(t)));
+        _mm256_storeu_si256((__m256i *)(void *)(q + i),
+                            _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(t)));
         __m512 e = _mm512_fnmadd_ps(vs, t, x);
         __m512d t0 = _mm512_cvtps_pd(_mm512_castps512_ps256(t)),
                 t1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1)),

@@ -124,7 +124,9 @@ int sae_pf_prepare(sae_pf **ppf, const sf_sae *s, int max_rows) {
     sae_pf *pf = *ppf;
     const int64_t panels = (s->n + SF_I16_NR - 1) / SF_I16_NR;
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (sae_parallel_worth((size_t)s->n * s->d * 8))
+#pragma omp parallel for schedule(static)                                                          \
+    reduction(|                                                                                    \
+              : bad) if (sae_parallel_worth((size_t)s->n * s->d * 8))
     for (int64_t p = 0; p < panels; p++)
         bad |= sae_pf_quant_panel(pf, s, p);
     return bad ? -1 : 0;

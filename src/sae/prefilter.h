@@ -18,10 +18,10 @@ typedef struct {
 
 typedef struct {
     int n, d, nthreads, max_rows;
-    int group; /* blocks of 16 latents per group maximum (sae_pf_select) */
-    int16_t *pw;                /* W_enc quantised and packed for sf_i16_gemm_packed */
-    float *wn, *wr, *ws, *bu;   /* per latent: ||w||, ||w - s q||, s, 8u|b| (bound terms) */
-    float *zero;                /* (n) zeros: lets sae_topk_relu rank the lower bounds */
+    int group;                /* blocks of 16 latents per group maximum (sae_pf_select) */
+    int16_t *pw;              /* W_enc quantised and packed for sf_i16_gemm_packed */
+    float *wn, *wr, *ws, *bu; /* per latent: ||w||, ||w - s q||, s, 8u|b| (bound terms) */
+    float *zero;              /* (n) zeros: lets sae_topk_relu rank the lower bounds */
     sae_pf_thread *th;
 } sae_pf;
 

@@ -79,11 +79,13 @@ static inline void sae_dot4(const float *const w[4], const float *restrict b, in
             for (int v = 0; v < 4; v++) {
                 __m512 x = _mm512_loadu_ps(b + q + 16 * v);
                 for (int r = 0; r < 4; r++) /* mul then add: sae_dot is not contracted */
-                    acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_mul_ps(_mm512_loadu_ps(w[r] + q + 16 * v), x));
+                    acc[r][v] = _mm512_add_ps(acc[r][v],
+                                              _mm512_mul_ps(_mm512_loadu_ps(w[r] + q + 16 * v), x));
             }
         for (int r = 0; r < 4; r++) {
             /* sae_dot's fold: w = 32 (acc[u] += acc[u + 32]), w = 16, then 8..1 */
-            __m512 a0 = _mm512_add_ps(acc[r][0], acc[r][2]), a1 = _mm512_add_ps(acc[r][1], acc[r][3]);
+            __m512 a0 = _mm512_add_ps(acc[r][0], acc[r][2]),
+                   a1 = _mm512_add_ps(acc[r][1], acc[r][3]);
             a0 = _mm512_add_ps(a0, a1);
             float l[16];
             _mm512_storeu_ps(l, a0);

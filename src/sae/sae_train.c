@@ -222,7 +222,9 @@ const float *sf_sae_trainer_grad_of(const sf_sae_trainer *t, int param) {
 int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t) {
     return t->since;
 }
-void sf_sae_trainer_model_changed(sf_sae_trainer *t) { t->pf_fresh = 0; }
+void sf_sae_trainer_model_changed(sf_sae_trainer *t) {
+    t->pf_fresh = 0;
+}
 
 int64_t sf_sae_trainer_steps(const sf_sae_trainer *t) {
     return t->steps;
@@ -371,10 +373,9 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 const float *pr = pre + (size_t)(r - r0) * n;
                 int32_t *ix = t->idx + (size_t)r * k;
                 float *z = t->val + (size_t)r * k, *gz = t->gz + (size_t)r * k;
-                int c = t->cnt[r] =
-                    use_pf ? sae_pf_select(t->pf, s, (const int32_t *)pr, r - r0,
-                                           t->xc + (size_t)r * d, k, ix, z, &ncand)
-                           : sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z);
+                int c = t->cnt[r] = use_pf ? sae_pf_select(t->pf, s, (const int32_t *)pr, r - r0,
+                                                           t->xc + (size_t)r * d, k, ix, z, &ncand)
+                                           : sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z);
                 const float *xr = x + (size_t)r * d;
                 float *gxr = t->gx + (size_t)r * d;
                 sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */

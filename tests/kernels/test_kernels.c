@@ -376,12 +376,12 @@ TEST(thread_count_independent) {
     free(x), free(y1), free(y2);
 }
 
-
 /* The int16 GEMM against a plain int64 loop, on ragged shapes (rows not a
  * multiple of 12, columns not of 32, odd K), including values at the int16
  * extremes; and the quantizer's norm and residual claims. */
 TEST(i16_gemm_and_quant) {
-    const int64_t shapes[][3] = {{1, 1, 1}, {13, 33, 7}, {12, 32, 64}, {25, 70, 129}, {40, 96, 300}, {30, 40, 1001}};
+    const int64_t shapes[][3] = {{1, 1, 1},     {13, 33, 7},   {12, 32, 64},
+                                 {25, 70, 129}, {40, 96, 300}, {30, 40, 1001}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t m = shapes[si][0], n = shapes[si][1], K = shapes[si][2];
         int16_t *a = malloc((size_t)(m * K) * 2), *b = malloc((size_t)(n * K) * 2);

@@ -15,7 +15,9 @@
 
 static sf_rng rng;
 
-static void sort_sel(int32_t *idx, float *val, int c) { sae_sort_pairs(idx, val, c); }
+static void sort_sel(int32_t *idx, float *val, int c) {
+    sae_sort_pairs(idx, val, c);
+}
 
 /* returns the number of rows that differ */
 static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
