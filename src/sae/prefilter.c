@@ -49,8 +49,9 @@ void sae_pf_free(sae_pf *pf) {
     for (int i = 0; i < pf->nthreads; i++) {
         sf_free_aligned(pf->th[i].pa);
         free(pf->th[i].q), free(pf->th[i].xq), free(pf->th[i].lo), free(pf->th[i].hi);
-        free(pf->th[i].cj), free(pf->th[i].cv), free(pf->th[i].cl), free(pf->th[i].ch);
-        free(pf->th[i].lm);
+        free(pf->th[i].cj), free(pf->th[i].cl), free(pf->th[i].ch);
+        free(pf->th[i].lm), free(pf->th[i].off), free(pf->th[i].ent), free(pf->th[i].env);
+        free(pf->th[i].erow), free(pf->th[i].eord), free(pf->th[i].lcount);
     }
     free(pf->th);
     free(pf);
@@ -91,10 +92,10 @@ int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows) {
         h->lo = sf_malloc((size_t)n * sizeof(float));
         h->hi = sf_malloc((size_t)n * sizeof(float));
         h->cj = sf_malloc((size_t)n * sizeof(int32_t));
-        h->cv = sf_malloc((size_t)n * sizeof(float));
         h->cl = sf_malloc((size_t)n * sizeof(float));
         h->ch = sf_malloc((size_t)n * sizeof(float));
         h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
+        h->lcount = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
     }
     return 0;
 }
@@ -169,9 +170,10 @@ static int collect(const float *lo, const float *hi, int n, float t, int32_t *cj
     return nc;
 }
 
-int sae_pf_select(sae_pf *pf, const sf_sae *s, const int32_t *crow, int r, const float *xc, int k,
-                  int32_t *idx, float *val, int64_t *ncand) {
-    sae_pf_thread *h = &pf->th[omp_get_thread_num()];
+/* The candidates of row r of the chunk (latents whose F32 value may be in
+ * its TopK), ascending, into cj; returns how many. */
+static int row_candidates(sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const int32_t *crow, int r,
+                          int k, int32_t *cj) {
     const int n = pf->n, d = pf->d;
     const sf_quant16 *xq = &h->xq[r];
     const float sx = xq->scale;
@@ -213,11 +215,10 @@ int sae_pf_select(sae_pf *pf, const sf_sae *s, const int32_t *crow, int r, const
     }
     float t0 = nm >= k ? sae_kth_largest(lm, nm, k) : 0.0f;
     /* candidates for the first threshold (hi > 0 for ReLU)... */
-    int32_t *cj = h->cj;
-    float *cl = h->cl, *ch = h->ch, *cv = h->cv;
+    float *cl = h->cl, *ch = h->ch;
     int nc = collect(lo, hi, n, t0 > 0 ? t0 : FLT_TRUE_MIN, cj, cl, ch);
-    /* ...hold every latent with lo >= t0 >= ... so tau, the k-th largest lo,
-     * is the k-th largest lo among them; then keep hi >= tau. */
+    /* ...hold every latent with lo >= t0, so tau, the k-th largest lo, is the
+     * k-th largest lo among them; then keep hi >= tau. */
     int npos = 0;
     for (int u = 0; u < nc; u++)
         if (cl[u] > 0) lm[npos++] = cl[u];
@@ -226,17 +227,73 @@ int sae_pf_select(sae_pf *pf, const sf_sae *s, const int32_t *crow, int r, const
     int m = 0;
     for (int u = 0; u < nc; u++)
         if (ch[u] >= t) cj[m++] = cj[u];
-    /* F32 values of the survivors, four rows at a time */
-    int u = 0;
-    for (; u + 4 <= m; u += 4) {
-        const float *w4[4] = {s->W_enc + (size_t)cj[u] * d, s->W_enc + (size_t)cj[u + 1] * d,
-                              s->W_enc + (size_t)cj[u + 2] * d, s->W_enc + (size_t)cj[u + 3] * d};
-        sae_dot4(w4, xc, d, cv + u);
-        for (int v = 0; v < 4; v++)
-            cv[u + v] += b[cj[u + v]];
+    return m;
+}
+
+void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, const float *xc,
+                         int k, int32_t *idx, float *val, int32_t *cnt, int64_t *ncand) {
+    sae_pf_thread *h = &pf->th[omp_get_thread_num()];
+    const int n = pf->n, d = pf->d;
+    /* 1. every row's candidates, as CSR (row r: ent[off[r] .. off[r+1])) */
+    if (h->off_cap < m + 1) {
+        free(h->off);
+        h->off = sf_malloc((size_t)(m + 1) * sizeof(int32_t));
+        h->off_cap = m + 1;
     }
-    for (; u < m; u++)
-        cv[u] = sae_dot(s->W_enc + (size_t)cj[u] * d, xc, d) + b[cj[u]];
-    *ncand += m;
-    return sae_topk_relu_list(cj, cv, m, k, idx, val);
+    int32_t *off = h->off;
+    off[0] = 0;
+    for (int r = 0; r < m; r++) {
+        if (h->ent_cap - off[r] < n) { /* room for a whole row */
+            h->ent_cap = off[r] + n + h->ent_cap;
+            h->ent = sf_realloc(h->ent, (size_t)h->ent_cap * sizeof(int32_t));
+            h->env = sf_realloc(h->env, (size_t)h->ent_cap * sizeof(float));
+            h->erow = sf_realloc(h->erow, (size_t)h->ent_cap * sizeof(int32_t));
+            h->eord = sf_realloc(h->eord, (size_t)h->ent_cap * sizeof(int32_t));
+        }
+        off[r + 1] = off[r] + row_candidates(pf, h, s, c + (size_t)r * n, r, k, h->ent + off[r]);
+    }
+    const int ne = off[m];
+    *ncand += ne;
+    /* 2. F32 values latent by latent: each candidate W_enc row is read once
+     * for all the chunk's rows that need it (they come from L2/L3; W_enc
+     * rows from memory once W_enc outgrows the caches). Counting sort of
+     * the entries by latent, rows ascending within a latent. */
+    int32_t *lc = h->lcount; /* (n + 1) */
+    memset(lc, 0, (size_t)(n + 1) * sizeof(int32_t));
+    for (int r = 0; r < m; r++)
+        for (int e = off[r]; e < off[r + 1]; e++) {
+            lc[h->ent[e] + 1]++;
+            h->erow[e] = r;
+        }
+    for (int j = 0; j < n; j++)
+        lc[j + 1] += lc[j];
+    for (int e = 0; e < ne; e++)
+        h->eord[lc[h->ent[e]]++] = e; /* lc[j] now ends latent j's range */
+    const float *b = s->b_enc;
+    int e0 = 0;
+    while (e0 < ne) {
+        const int j = h->ent[h->eord[e0]];
+        int e1 = e0 + 1;
+        while (e1 < ne && h->ent[h->eord[e1]] == j)
+            e1++;
+        const float *w = s->W_enc + (size_t)j * d;
+        int e = e0;
+        /* sae_dot4(rows, w) == sae_dot(w, row) bit for bit (a*b == b*a) */
+        for (; e + 4 <= e1; e += 4) {
+            const float *x4[4];
+            for (int v = 0; v < 4; v++)
+                x4[v] = xc + (size_t)h->erow[h->eord[e + v]] * d;
+            float o4[4];
+            sae_dot4(x4, w, d, o4);
+            for (int v = 0; v < 4; v++)
+                h->env[h->eord[e + v]] = o4[v] + b[j];
+        }
+        for (; e < e1; e++)
+            h->env[h->eord[e]] = sae_dot(w, xc + (size_t)h->erow[h->eord[e]] * d, d) + b[j];
+        e0 = e1;
+    }
+    /* 3. each row's TopK among its candidates */
+    for (int r = 0; r < m; r++)
+        cnt[r] = sae_topk_relu_list(h->ent + off[r], h->env + off[r], off[r + 1] - off[r], k,
+                                    idx + (size_t)r * k, val + (size_t)r * k);
 }

@@ -10,10 +10,14 @@ typedef struct {
     int16_t *q;     /* (SF_I16_NR, d) quantisation scratch */
     sf_quant16 *xq; /* (max_rows) per-row scale and norms of the chunk */
     float *lo, *hi; /* (n) bounds of the current row */
-    int32_t *cj;    /* (n) candidates of the current row */
-    float *cv;      /* (n) their F32 pre-activations */
+    int32_t *cj;    /* (n) candidates of the current row (scratch) */
     float *cl, *ch; /* (n) their bounds */
-    float *lm;      /* (n + 16) group maxima, then the candidates' positive lo */
+    /* the chunk's candidates, CSR by row: latent ent[e], F32 value env[e],
+     * row erow[e]; eord orders them by latent; lcount (n + 1) counts */
+    int32_t *off, *ent, *erow, *eord, *lcount;
+    float *env;
+    int off_cap, ent_cap;
+    float *lm; /* (n + 16) group maxima, then the candidates' positive lo */
 } sae_pf_thread;
 
 typedef struct {
@@ -43,11 +47,12 @@ int sae_pf_prepare(sae_pf **pf, const sf_sae *s, int max_rows);
 /* c (m, n) int32 = quantised xc rows . quantised W_enc (per thread; the
  * chunk's row statistics are kept for sae_pf_select). */
 void sae_pf_gemm(sae_pf *pf, const float *xc, int m, int32_t *c);
-/* The TopK of row r of the last sae_pf_gemm chunk on this thread: crow its
- * int32 row, xc its F32 input. Same contract as sae_topk_relu (no mask);
- * adds the number of F32 candidates to *ncand. */
-int sae_pf_select(sae_pf *pf, const sf_sae *s, const int32_t *crow, int r, const float *xc, int k,
-                  int32_t *idx, float *val, int64_t *ncand);
+/* The TopK of each of the m rows of the last sae_pf_gemm chunk on this
+ * thread: c its (m, n) int32 result, xc its (m, d) F32 input. Row r gets
+ * cnt[r] <= k pairs in idx/val + r * k, with sae_topk_relu's contract (no
+ * mask). Adds the number of F32 candidates to *ncand. */
+void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, const float *xc,
+                         int k, int32_t *idx, float *val, int32_t *cnt, int64_t *ncand);
 void sae_pf_free(sae_pf *pf);
 
 #endif

@@ -364,18 +364,22 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + (int)bad;
             }
             double tg = sf_now();
-            if (use_pf)
+            if (use_pf) {
                 sae_pf_gemm(t->pf, t->xc + (size_t)r0 * d, m, (int32_t *)pre);
-            else
+                gemm_time += sf_now() - tg;
+                sae_pf_select_chunk(t->pf, s, (const int32_t *)pre, m, t->xc + (size_t)r0 * d, k,
+                                    t->idx + (size_t)r0 * k, t->val + (size_t)r0 * k, t->cnt + r0,
+                                    &ncand);
+            } else {
                 sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
-            gemm_time += sf_now() - tg;
+                gemm_time += sf_now() - tg;
+            }
             for (int r = r0; r < r0 + m; r++) {
                 const float *pr = pre + (size_t)(r - r0) * n;
                 int32_t *ix = t->idx + (size_t)r * k;
                 float *z = t->val + (size_t)r * k, *gz = t->gz + (size_t)r * k;
-                int c = t->cnt[r] = use_pf ? sae_pf_select(t->pf, s, (const int32_t *)pr, r - r0,
-                                                           t->xc + (size_t)r * d, k, ix, z, &ncand)
-                                           : sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z);
+                int c = use_pf ? t->cnt[r]
+                               : (t->cnt[r] = sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z));
                 const float *xr = x + (size_t)r * d;
                 float *gxr = t->gx + (size_t)r * d;
                 sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */

@@ -24,8 +24,12 @@ static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
     const int n = s->n, d = s->d, k = s->k;
     sae_pf *pf = NULL;
     CHECK(sae_pf_prepare(&pf, s, B) == 0);
-    int32_t *c = malloc((size_t)B * n * sizeof(int32_t));
+    int32_t *c = malloc((size_t)B * n * sizeof(int32_t)), *pidx = malloc((size_t)B * k * 4),
+            *pcnt = malloc((size_t)B * 4);
+    float *pval = malloc((size_t)B * k * 4);
+    int64_t ncand = 0;
     sae_pf_gemm(pf, x, B, c);
+    sae_pf_select_chunk(pf, s, c, B, x, k, pidx, pval, pcnt, &ncand);
     int32_t *all = malloc((size_t)n * sizeof(int32_t)), *ri = malloc((size_t)k * 4),
             *pi = malloc((size_t)k * 4);
     float *v = malloc((size_t)n * sizeof(float)), *rv = malloc((size_t)k * 4),
@@ -33,13 +37,14 @@ static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
     for (int j = 0; j < n; j++)
         all[j] = j;
     int bad = 0;
-    int64_t ncand = 0;
     for (int r = 0; r < B; r++) {
         const float *xr = x + (size_t)r * d;
         for (int j = 0; j < n; j++)
             v[j] = sae_dot(s->W_enc + (size_t)j * d, xr, d) + s->b_enc[j];
         int rc = sae_topk_relu_list(all, v, n, k, ri, rv);
-        int pc = sae_pf_select(pf, s, c + (size_t)r * n, r, xr, k, pi, pv, &ncand);
+        int pc = pcnt[r];
+        memcpy(pi, pidx + (size_t)r * k, (size_t)pc * 4);
+        memcpy(pv, pval + (size_t)r * k, (size_t)pc * 4);
         sort_sel(ri, rv, rc);
         sort_sel(pi, pv, pc);
         int same = rc == pc;
@@ -49,7 +54,8 @@ static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
             fprintf(stderr, "row %d: brute force %d latents, pre-filter %d\n", r, rc, pc);
     }
     *cand_per_row = (double)ncand / B;
-    free(c), free(all), free(ri), free(pi), free(v), free(rv), free(pv);
+    free(c), free(pidx), free(pcnt), free(pval), free(all), free(ri), free(pi), free(v), free(rv),
+        free(pv);
     sae_pf_free(pf);
     return bad;
 }
