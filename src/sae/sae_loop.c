@@ -119,6 +119,11 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                 "%.0f%%, adam %.0f%%\n",
                 100 * tm->gemm / st, 100 * (tm->encode - tm->gemm) / st, 100 * tm->aux / st,
                 100 * tm->backward / st, 100 * tm->adam / st);
+        if (tm->pf_rows > 0)
+            printf("exact TopK via the int16 pre-filter on %.0f%% of rows: %.1f F32 candidates "
+                   "per row for k = %d\n",
+                   100.0 * (double)tm->pf_rows / ((double)step * B),
+                   (double)tm->pf_cands / (double)tm->pf_rows, s->k);
         printf("checkpoint: %s (config.json, model.safetensors, metrics.jsonl)\n", o->outdir);
     }
     if (last) *last = m;
