@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "sae/arch_internal.h"
-#include "sae/prefilter.h"
 #include "sae/sae_internal.h"
 
 #define ALB                                                                                        \
@@ -262,17 +261,7 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
     const int rowtopk =
         s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
     int64_t bad_row = -1;
-    /* TopK through the int16 pre-filter (prefilter.c) when the batch is
-     * large enough to pay for quantising W_enc once. */
-    sae_pf *pf = NULL;
-    const char *pfe = getenv("SAEFLOW_PREFILTER");
-    if (rowtopk && sae_pf_wanted(s) && (B >= 256 || (pfe && pfe[0] == '1')) &&
-        sae_pf_prepare(&pf, s, (int)chunk) != 0) {
-        sae_pf_free(pf);
-        pf = NULL;
-    }
-    int64_t ncand = 0;
-#pragma omp parallel if (sae_parallel_worth((size_t)B * n * d)) reduction(+ : ncand)
+#pragma omp parallel if (sae_parallel_worth((size_t)B * n * d))
     {
         float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
         float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
@@ -283,16 +272,6 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
             if (bad >= 0) {
 #pragma omp critical(sae_arch_bad_row)
                 if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + bad;
-            }
-            if (pf) {
-                sae_pf_gemm(pf, xc, (int)m, (int32_t *)pre);
-                sae_pf_select_chunk(pf, s, (const int32_t *)pre, (int)m, xc, cap,
-                                    out->idx + (size_t)r0 * cap, out->val + (size_t)r0 * cap,
-                                    out->cnt + r0, &ncand);
-                for (int64_t r = r0; r < r0 + m; r++)
-                    sae_sort_pairs(out->idx + (size_t)r * cap, out->val + (size_t)r * cap,
-                                   out->cnt[r]);
-                continue;
             }
             sae_encoder_gemm(s, xc, (int)m, pre);
             for (int64_t r = 0; r < m; r++) {
@@ -318,7 +297,6 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
         sf_free_aligned(xc);
         sf_free_aligned(pre);
     }
-    sae_pf_free(pf);
     if (bad_row >= 0) return sf_error("row %lld: NaN or Inf in input", (long long)bad_row);
     return 0;
 }

@@ -149,49 +149,9 @@ TEST(prefilter_training_fused) {
     unsetenv("SAEFLOW_PREFILTER");
 }
 
-/* sf_sae_encode through the pre-filter: the brute-force F32 TopK, sorted. */
-TEST(prefilter_encode) {
-    setenv("SAEFLOW_PREFILTER", "1", 1);
-    const int d = 80, n = 2048, k = 24, B = 300;
-    sf_sae s;
-    CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 77) == 0);
-    for (int q = 0; q < d; q++)
-        s.b_dec[q] = 0.1f * (float)(q % 5);
-    float *x = malloc((size_t)B * d * sizeof(float)), *xc = malloc((size_t)d * sizeof(float));
-    for (int i = 0; i < B * d; i++)
-        x[i] = sf_rng_normal(&rng);
-    sf_sae_codes c;
-    sf_sae_codes_alloc(&c, B, k);
-    CHECK(sf_sae_encode(&s, x, B, &c) == 0);
-    int32_t *all = malloc((size_t)n * 4), ri[24];
-    float *v = malloc((size_t)n * 4), rv[24];
-    for (int j = 0; j < n; j++)
-        all[j] = j;
-    int bad = 0;
-    for (int r = 0; r < B; r++) {
-        for (int q = 0; q < d; q++)
-            xc[q] = x[(size_t)r * d + q] - s.b_dec[q];
-        for (int j = 0; j < n; j++)
-            v[j] = sae_dot(s.W_enc + (size_t)j * d, xc, d) + s.b_enc[j];
-        int rc = sae_topk_relu_list(all, v, n, k, ri, rv);
-        sae_sort_pairs(ri, rv, rc);
-        int same = rc == c.cnt[r];
-        for (int u = 0; same && u < rc; u++)
-            same = ri[u] == c.idx[(size_t)r * k + u] &&
-                   memcmp(&rv[u], &c.val[(size_t)r * k + u], 4) == 0;
-        bad += !same;
-    }
-    CHECK_MSG(bad == 0, "%d rows differ", bad);
-    sf_sae_codes_free(&c);
-    free(x), free(xc), free(all), free(v);
-    sf_sae_free(&s);
-    unsetenv("SAEFLOW_PREFILTER");
-}
-
 int main(void) {
     sf_rng_seed(&rng, 2024);
     RUN(prefilter_exact);
     RUN(prefilter_training_fused);
-    RUN(prefilter_encode);
     return test_summary();
 }
