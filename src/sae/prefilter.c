@@ -176,6 +176,7 @@ static int row_candidates(sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const i
                           int k, int32_t *cj) {
     const int n = pf->n, d = pf->d;
     const sf_quant16 *xq = &h->xq[r];
+    if (!isfinite(xq->norm)) return 0; /* NaN/Inf row: the caller reports it */
     const float sx = xq->scale;
     const float alpha = (xq->resid + (float)(d + 8) * PF_U * xq->norm) * 1.001f;
     const float beta = xq->qnorm * 1.001f;
