@@ -9,6 +9,9 @@
  * - The big matrix products go to OpenBLAS `cblas_sgemm`. BF16 weights are
  *   widened to F32 one panel of output features at a time (a few MB of
  *   scratch, reused), so a BF16 model never holds an F32 copy of a matrix.
+ * - One integer product, sf_i16_gemm_packed (int16 in, int32 out, AVX512-VNNI),
+ *   with a quantiser whose error bound is proven: the TopK SAE trainer uses
+ *   it to find the exact F32 TopK without the F32 encoder GEMM.
  * - Everything else (norms, softmax, activations, attention bookkeeping) is
  *   plain C with OpenMP pragmas, parallel over rows. Per-row work is done by
  *   one thread in a fixed order, so results do not depend on the thread count
