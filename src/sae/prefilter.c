@@ -52,6 +52,7 @@ void sae_pf_free(sae_pf *pf) {
         free(pf->th[i].cj), free(pf->th[i].cl), free(pf->th[i].ch);
         free(pf->th[i].lm), free(pf->th[i].off), free(pf->th[i].ent), free(pf->th[i].env);
         free(pf->th[i].erow), free(pf->th[i].eord), free(pf->th[i].lcount);
+        free(pf->th[i].eflag), free(pf->th[i].dl), free(pf->th[i].aj);
     }
     free(pf->th);
     free(pf);
@@ -96,6 +97,8 @@ int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows) {
         h->ch = sf_malloc((size_t)n * sizeof(float));
         h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
         h->lcount = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
+        h->dl = sf_malloc((size_t)n * sizeof(int32_t));
+        h->aj = sf_malloc((size_t)n * sizeof(int32_t));
     }
     return 0;
 }
@@ -171,9 +174,13 @@ static int collect(const float *lo, const float *hi, int n, float t, int32_t *cj
 }
 
 /* The candidates of row r of the chunk (latents whose F32 value may be in
- * its TopK), ascending, into cj; returns how many. */
+ * its TopK), ascending, into cj; returns how many. With ak > 0 also those of
+ * the AuxK selection (the ak largest among the nd dead latents dl[]) into
+ * aj, their count in *na. */
 static int row_candidates(sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const int32_t *crow, int r,
-                          int k, int32_t *cj) {
+                          int k, int32_t *cj, const int32_t *dl, int nd, int ak, int32_t *aj,
+                          int *na) {
+    *na = 0;
     const int n = pf->n, d = pf->d;
     const sf_quant16 *xq = &h->xq[r];
     if (!isfinite(xq->norm)) return 0; /* NaN/Inf row: the caller reports it */
@@ -228,14 +235,32 @@ static int row_candidates(sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const i
     int m = 0;
     for (int u = 0; u < nc; u++)
         if (ch[u] >= t) cj[m++] = cj[u];
+    if (ak > 0) { /* the same argument over the dead latents only */
+        int np = 0;
+        for (int u = 0; u < nd; u++)
+            if (lo[dl[u]] > 0) lm[np++] = lo[dl[u]];
+        const float ta = np >= ak ? sae_kth_largest(lm, np, ak) : 0.0f;
+        const float tt = ta > 0 ? ta : FLT_TRUE_MIN;
+        int a = 0;
+        for (int u = 0; u < nd; u++)
+            if (hi[dl[u]] >= tt) aj[a++] = dl[u];
+        *na = a;
+    }
     return m;
 }
 
 void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, const float *xc,
-                         int k, int32_t *idx, float *val, int32_t *cnt, int64_t *ncand) {
+                         int k, int32_t *idx, float *val, int32_t *cnt, const sae_pf_aux *aux,
+                         int64_t *ncand) {
     sae_pf_thread *h = &pf->th[omp_get_thread_num()];
     const int n = pf->n, d = pf->d;
-    /* 1. every row's candidates, as CSR (row r: ent[off[r] .. off[r+1])) */
+    const int ak = aux ? aux->ak : 0;
+    int nd = 0;
+    if (ak > 0) /* the dead latents, ascending */
+        for (int j = 0; j < n; j++)
+            if (aux->dead[j]) h->dl[nd++] = j;
+    /* 1. every row's candidates, as CSR (row r: ent[off[r] .. off[r+1])),
+     * TopK and AuxK candidates merged; eflag bit 0: TopK, bit 1: AuxK */
     if (h->off_cap < m + 1) {
         free(h->off);
         h->off = sf_malloc((size_t)(m + 1) * sizeof(int32_t));
@@ -250,8 +275,23 @@ void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, c
             h->env = sf_realloc(h->env, (size_t)h->ent_cap * sizeof(float));
             h->erow = sf_realloc(h->erow, (size_t)h->ent_cap * sizeof(int32_t));
             h->eord = sf_realloc(h->eord, (size_t)h->ent_cap * sizeof(int32_t));
+            h->eflag = sf_realloc(h->eflag, (size_t)h->ent_cap);
         }
-        off[r + 1] = off[r] + row_candidates(pf, h, s, c + (size_t)r * n, r, k, h->ent + off[r]);
+        int32_t *e = h->ent + off[r];
+        uint8_t *f = h->eflag + off[r];
+        int na = 0;
+        const int nm =
+            row_candidates(pf, h, s, c + (size_t)r * n, r, k, h->cj, h->dl, nd, ak, h->aj, &na);
+        int u = 0, v = 0, w = 0; /* merge the two ascending lists */
+        while (u < nm || v < na) {
+            if (v >= na || (u < nm && h->cj[u] < h->aj[v]))
+                e[w] = h->cj[u++], f[w++] = 1;
+            else if (u >= nm || h->aj[v] < h->cj[u])
+                e[w] = h->aj[v++], f[w++] = 2;
+            else
+                e[w] = h->cj[u++], f[w++] = 3, v++;
+        }
+        off[r + 1] = off[r] + w;
     }
     const int ne = off[m];
     *ncand += ne;
@@ -293,8 +333,18 @@ void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, c
             h->env[h->eord[e]] = sae_dot(w, xc + (size_t)h->erow[h->eord[e]] * d, d) + b[j];
         e0 = e1;
     }
-    /* 3. each row's TopK among its candidates */
-    for (int r = 0; r < m; r++)
-        cnt[r] = sae_topk_relu_list(h->ent + off[r], h->env + off[r], off[r + 1] - off[r], k,
-                                    idx + (size_t)r * k, val + (size_t)r * k);
+    /* 3. each row's TopK (and AuxK) among its candidates */
+    for (int r = 0; r < m; r++) {
+        int nm = 0, na = 0;
+        int32_t *mj = h->cj, *aj = h->aj;
+        float *mv = h->cl, *av = h->ch;
+        for (int e = off[r]; e < off[r + 1]; e++) {
+            if (h->eflag[e] & 1) mj[nm] = h->ent[e], mv[nm++] = h->env[e];
+            if (h->eflag[e] & 2) aj[na] = h->ent[e], av[na++] = h->env[e];
+        }
+        cnt[r] = sae_topk_relu_list(mj, mv, nm, k, idx + (size_t)r * k, val + (size_t)r * k);
+        if (ak > 0)
+            aux->cnt[r] = sae_topk_relu_list(aj, av, na, ak, aux->idx + (size_t)r * ak,
+                                             aux->val + (size_t)r * ak);
+    }
 }

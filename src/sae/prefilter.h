@@ -16,6 +16,9 @@ typedef struct {
      * row erow[e]; eord orders them by latent; lcount (n + 1) counts */
     int32_t *off, *ent, *erow, *eord, *lcount;
     float *env;
+    uint8_t *eflag; /* bit 0: a TopK candidate, bit 1: an AuxK candidate */
+    int32_t *dl;    /* (n) the dead latents */
+    int32_t *aj;    /* (n) AuxK candidates of the current row (scratch) */
     int off_cap, ent_cap;
     float *lm; /* (n + 16) group maxima, then the candidates' positive lo */
 } sae_pf_thread;
@@ -47,12 +50,23 @@ int sae_pf_prepare(sae_pf **pf, const sf_sae *s, int max_rows);
 /* c (m, n) int32 = quantised xc rows . quantised W_enc (per thread; the
  * chunk's row statistics are kept for sae_pf_select). */
 void sae_pf_gemm(sae_pf *pf, const float *xc, int m, int32_t *c);
+/* The AuxK selection: the ak largest positive values among the latents with
+ * dead[j], row r of the chunk into idx/val + r * ak, counts in cnt. */
+typedef struct {
+    const uint8_t *dead;
+    int ak;
+    int32_t *idx, *cnt;
+    float *val;
+} sae_pf_aux;
+
 /* The TopK of each of the m rows of the last sae_pf_gemm chunk on this
  * thread: c its (m, n) int32 result, xc its (m, d) F32 input. Row r gets
- * cnt[r] <= k pairs in idx/val + r * k, with sae_topk_relu's contract (no
- * mask). Adds the number of F32 candidates to *ncand. */
+ * cnt[r] <= k pairs in idx/val + r * k, with sae_topk_relu's contract; with
+ * aux (non-NULL, ak > 0) also the AuxK selection, as sae_topk_relu with the
+ * dead mask. Adds the number of F32 candidates to *ncand. */
 void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, const float *xc,
-                         int k, int32_t *idx, float *val, int32_t *cnt, int64_t *ncand);
+                         int k, int32_t *idx, float *val, int32_t *cnt, const sae_pf_aux *aux,
+                         int64_t *ncand);
 void sae_pf_free(sae_pf *pf);
 
 #endif

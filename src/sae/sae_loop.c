@@ -121,7 +121,7 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                 100 * tm->backward / st, 100 * tm->adam / st);
         if (tm->pf_rows > 0)
             printf("exact TopK via the int16 pre-filter on %.0f%% of rows: %.1f F32 candidates "
-                   "per row for k = %d\n",
+                   "per row (k = %d, plus AuxK's while latents are dead)\n",
                    100.0 * (double)tm->pf_rows / ((double)step * B),
                    (double)tm->pf_cands / (double)tm->pf_rows, s->k);
         printf("checkpoint: %s (config.json, model.safetensors, metrics.jsonl)\n", o->outdir);

@@ -321,10 +321,15 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     /* ---- A: chunked GEMM + fused select/decode/grad-wrt-z ---- */
     double t0 = sf_now(), gemm_time = 0;
     const int chunk = sae_chunk_rows(B, n);
-    /* The exact TopK through an int16 pre-filter (prefilter.c) replaces the
-     * F32 encoder GEMM, except when AuxK needs the dead latents' values. */
+    /* The exact TopK (and AuxK) through an int16 pre-filter (prefilter.c)
+     * replaces the F32 encoder GEMM. */
     int use_pf = 0;
-    if (!use_aux && sae_pf_wanted(s)) {
+    /* With AuxK the pre-filter also needs ~aux_k F32 values per row (read
+     * latent by latent, far below GEMM speed): measured slower than the F32
+     * GEMM at aux_k = n/16, so it runs only while aux_k <= n/24. */
+    const char *pfe = getenv("SAEFLOW_PREFILTER");
+    const int pf_forced = pfe && pfe[0] == '1';
+    if (sae_pf_wanted(s) && (!use_aux || pf_forced || (int64_t)ak * 24 <= n)) {
         /* Inside a training step, the last AdamW has already quantised the
          * W_enc it wrote (nothing else touched it since: resampling clears
          * pf_fresh). A gradient called on its own never trusts that. */
@@ -367,9 +372,12 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             if (use_pf) {
                 sae_pf_gemm(t->pf, t->xc + (size_t)r0 * d, m, (int32_t *)pre);
                 gemm_time += sf_now() - tg;
+                sae_pf_aux ax = {t->dead, ak, use_aux ? t->aidx + (size_t)r0 * ak : NULL,
+                                 use_aux ? t->acnt + r0 : NULL,
+                                 use_aux ? t->aval + (size_t)r0 * ak : NULL};
                 sae_pf_select_chunk(t->pf, s, (const int32_t *)pre, m, t->xc + (size_t)r0 * d, k,
                                     t->idx + (size_t)r0 * k, t->val + (size_t)r0 * k, t->cnt + r0,
-                                    &ncand);
+                                    use_aux ? &ax : NULL, &ncand);
             } else {
                 sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
                 gemm_time += sf_now() - tg;
@@ -400,7 +408,9 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                     /* r = e_hat - e, with e = x - x_hat and e_hat = W_dec z_aux */
                     int32_t *aix = t->aidx + (size_t)r * ak;
                     float *az = t->aval + (size_t)r * ak;
-                    int ac = t->acnt[r] = sae_topk_relu(pr, s->b_enc, n, ak, t->dead, aix, az);
+                    int ac = use_pf ? t->acnt[r]
+                                    : (t->acnt[r] =
+                                           sae_topk_relu(pr, s->b_enc, n, ak, t->dead, aix, az));
                     float *rr = t->r + (size_t)r * d;
                     sae_decode_row(s->W_decT, NULL, d, aix, az, ac, rr);
 #pragma omp simd

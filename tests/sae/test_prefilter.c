@@ -15,25 +15,40 @@
 
 static sf_rng rng;
 
-static void sort_sel(int32_t *idx, float *val, int c) {
-    sae_sort_pairs(idx, val, c);
+/* 1 when the two selections hold the same (index, value) pairs */
+static int same_sel(int32_t *ri, float *rv, int rc, int32_t *pi, float *pv, int pc) {
+    sae_sort_pairs(ri, rv, rc);
+    sae_sort_pairs(pi, pv, pc);
+    int same = rc == pc;
+    for (int u = 0; same && u < rc; u++)
+        same = ri[u] == pi[u] && memcmp(&rv[u], &pv[u], sizeof(float)) == 0;
+    return same;
 }
 
-/* returns the number of rows that differ */
-static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
+/* Returns the number of rows whose TopK (or, with ak > 0, AuxK selection
+ * among the dead latents: every third one, and latent 3) differs. */
+static int check_model(sf_sae *s, const float *x, int B, int ak, double *cand_per_row) {
     const int n = s->n, d = s->d, k = s->k;
     sae_pf *pf = NULL;
     CHECK(sae_pf_prepare(&pf, s, B) == 0);
     int32_t *c = malloc((size_t)B * n * sizeof(int32_t)), *pidx = malloc((size_t)B * k * 4),
             *pcnt = malloc((size_t)B * 4);
     float *pval = malloc((size_t)B * k * 4);
+    uint8_t *dead = calloc((size_t)n, 1);
+    int32_t *dl = malloc((size_t)n * 4), nd = 0;
+    for (int j = 0; j < n; j++)
+        if (j % 3 == 1 || j == 3) dead[j] = 1, dl[nd++] = j;
+    const int aK = ak > 0 ? ak : 1;
+    sae_pf_aux ax = {dead, ak, malloc((size_t)B * aK * 4), malloc((size_t)B * 4),
+                     malloc((size_t)B * aK * 4)};
     int64_t ncand = 0;
     sae_pf_gemm(pf, x, B, c);
-    sae_pf_select_chunk(pf, s, c, B, x, k, pidx, pval, pcnt, &ncand);
-    int32_t *all = malloc((size_t)n * sizeof(int32_t)), *ri = malloc((size_t)k * 4),
-            *pi = malloc((size_t)k * 4);
-    float *v = malloc((size_t)n * sizeof(float)), *rv = malloc((size_t)k * 4),
-          *pv = malloc((size_t)k * 4);
+    sae_pf_select_chunk(pf, s, c, B, x, k, pidx, pval, pcnt, ak > 0 ? &ax : NULL, &ncand);
+    const int K = k > aK ? k : aK;
+    int32_t *all = malloc((size_t)n * sizeof(int32_t)), *ri = malloc((size_t)K * 4),
+            *pi = malloc((size_t)K * 4);
+    float *v = malloc((size_t)n * sizeof(float)), *dv = malloc((size_t)n * sizeof(float)),
+          *rv = malloc((size_t)K * 4), *pv = malloc((size_t)K * 4);
     for (int j = 0; j < n; j++)
         all[j] = j;
     int bad = 0;
@@ -45,17 +60,21 @@ static int check_model(sf_sae *s, const float *x, int B, double *cand_per_row) {
         int pc = pcnt[r];
         memcpy(pi, pidx + (size_t)r * k, (size_t)pc * 4);
         memcpy(pv, pval + (size_t)r * k, (size_t)pc * 4);
-        sort_sel(ri, rv, rc);
-        sort_sel(pi, pv, pc);
-        int same = rc == pc;
-        for (int u = 0; same && u < rc; u++)
-            same = ri[u] == pi[u] && memcmp(&rv[u], &pv[u], sizeof(float)) == 0;
-        if (!same && bad++ < 3)
-            fprintf(stderr, "row %d: brute force %d latents, pre-filter %d\n", r, rc, pc);
+        int same = same_sel(ri, rv, rc, pi, pv, pc);
+        if (same && ak > 0) {
+            for (int u = 0; u < nd; u++)
+                dv[u] = v[dl[u]];
+            rc = sae_topk_relu_list(dl, dv, nd, ak, ri, rv);
+            pc = ax.cnt[r];
+            memcpy(pi, ax.idx + (size_t)r * ak, (size_t)pc * 4);
+            memcpy(pv, ax.val + (size_t)r * ak, (size_t)pc * 4);
+            same = same_sel(ri, rv, rc, pi, pv, pc);
+        }
+        if (!same && bad++ < 3) fprintf(stderr, "row %d differs (ak %d)\n", r, ak);
     }
     *cand_per_row = (double)ncand / B;
     free(c), free(pidx), free(pcnt), free(pval), free(all), free(ri), free(pi), free(v), free(rv),
-        free(pv);
+        free(pv), free(dv), free(dead), free(dl), free(ax.idx), free(ax.cnt), free(ax.val);
     sae_pf_free(pf);
     return bad;
 }
@@ -90,17 +109,22 @@ TEST(prefilter_exact) {
         for (int q = 0; q < d; q++) /* row 3: tiny values */
             x[3 * d + q] *= 1e-30f;
         double cpr = 0;
-        int bad = check_model(&s, x, B, &cpr);
+        int bad = check_model(&s, x, B, 0, &cpr);
         CHECK_MSG(bad == 0, "d %d n %d k %d: %d rows differ", d, n, k, bad);
+        /* AuxK among the dead latents: fewer than there are, and all of them */
+        bad = check_model(&s, x, B, 3 * k, &cpr);
+        CHECK_MSG(bad == 0, "AuxK 3k, d %d n %d k %d: %d rows differ", d, n, k, bad);
+        bad = check_model(&s, x, B, n, &cpr);
+        CHECK_MSG(bad == 0, "AuxK all dead, d %d n %d k %d: %d rows differ", d, n, k, bad);
         /* all-negative biases: fewer than k positive in most rows */
         for (int j = 0; j < n; j++)
             s.b_enc[j] = -fabsf(s.b_enc[j]) * 40.0f;
-        bad = check_model(&s, x, B, &cpr);
+        bad = check_model(&s, x, B, 2 * k, &cpr);
         CHECK_MSG(bad == 0, "negative biases, d %d n %d k %d: %d rows differ", d, n, k, bad);
         /* a trained-like model: unit rows, small biases; the bound is tight */
         sf_sae_free(&s);
         CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 99 + si) == 0);
-        bad = check_model(&s, x, B, &cpr);
+        bad = check_model(&s, x, B, 0, &cpr);
         CHECK_MSG(bad == 0, "plain init: %d rows differ", bad);
         fprintf(stderr, "  d %d n %d k %d: %.1f F32 candidates per row\n", d, n, k, cpr);
         CHECK(cpr < 2.0 * k + 8);
