@@ -117,6 +117,19 @@ void sf_sae_codes_free(sf_sae_codes *c);
  * chunks, each followed by the fused bias + ReLU + TopK while it is in cache.
  * Fails on non-finite input (naming the row). */
 int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out);
+
+/* The same, prepared for many calls on unchanged weights: for large TopK
+ * models (and row-TopK Matryoshka) it quantises W_enc once and finds each
+ * row's exact TopK through the int16 pre-filter (docs/sae.md), twice the
+ * arithmetic rate of the F32 GEMM. The selected values are F32 dot products:
+ * equal to sf_sae_encode's to F32 rounding (the GEMM sums in another order),
+ * and independent of B, of how rows are split into calls, and of threads.
+ * Safe to run from several threads at once. The model must not change while
+ * the encoder lives. */
+typedef struct sf_sae_encoder sf_sae_encoder;
+sf_sae_encoder *sf_sae_encoder_new(const sf_sae *s);
+int sf_sae_encoder_run(sf_sae_encoder *e, const float *x, int64_t B, sf_sae_codes *out);
+void sf_sae_encoder_free(sf_sae_encoder *e);
 /* codes -> x_hat (B, d). */
 void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat);
 /* x (B, d) -> decode(encode(x) + strength * e_feature) (B, d). */

@@ -82,6 +82,7 @@ int cmd_encode(int argc, char **argv) {
     int32_t *indices = NULL;
     float *values = NULL, *x = NULL;
     sf_sae_codes codes = {0};
+    sf_sae_encoder *enc = NULL;
     if (D.d != s.d) {
         sf_error("%s: tensor '%s' has width %d but the checkpoint %s has features %d", input, key,
                  D.d, ckpt, s.d);
@@ -95,10 +96,11 @@ int cmd_encode(int argc, char **argv) {
     sf_sae_codes_alloc(&codes, ch, s.k);
     int64_t nnz = 0;
     indptr[0] = 0;
+    enc = sf_sae_encoder_new(&s);
     for (int64_t r0 = 0; r0 < N; r0 += ch) {
         int64_t m = N - r0 < ch ? N - r0 : ch;
         if (sf_sae_data_range(&D, r0, m, x)) goto done;
-        if (sf_sae_encode(&s, x, m, &codes)) {
+        if (sf_sae_encoder_run(enc, x, m, &codes)) {
             sf_error_prefix("%s: rows from %lld", input, (long long)r0);
             goto done;
         }
@@ -127,6 +129,7 @@ int cmd_encode(int argc, char **argv) {
     rc = 0;
 done:
     if (rc) cli_fail(cmd);
+    sf_sae_encoder_free(enc);
     sf_sae_codes_free(&codes);
     free(indptr);
     free(indices);

@@ -16,14 +16,15 @@
 #include "saeflow/sae_train.h"
 
 /* Rows are encoded in slices of SLICE rows at global multiples of SLICE,
- * one slice per thread (each a single-threaded sf_sae_encode call). The
+ * one slice per thread (each a single-threaded sf_sae_encoder_run call). The
  * encoder GEMM's rounding can depend on its row count (OpenBLAS picks other
  * kernels for small M), so fixing the slices makes every row's code, and so
- * the whole output, identical for any --batch and --threads. */
+ * the whole output, identical for any --batch and --threads. (The int16
+ * pre-filter of large TopK models is row-independent anyway.) */
 #define SLICE 256
 
-static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_codes *codes,
-                         int64_t r0) {
+static int encode_slices(const sf_sae *s, sf_sae_encoder *enc, const float *x, int64_t m,
+                         sf_sae_codes *codes, int64_t r0) {
     const int64_t ns = (m + SLICE - 1) / SLICE;
     int64_t bad = -1;
     char msg[1024] = "";
@@ -33,7 +34,7 @@ static int encode_slices(const sf_sae *s, const float *x, int64_t m, sf_sae_code
         /* a view of the slice's rows in the batch's code buffer */
         sf_sae_codes v = {mb, codes->k, codes->idx + b0 * codes->k, codes->val + b0 * codes->k,
                           codes->cnt + b0};
-        if (sf_sae_encode(s, x + b0 * s->d, mb, &v)) {
+        if (sf_sae_encoder_run(enc, x + b0 * s->d, mb, &v)) {
 #pragma omp critical(topk_encode_err)
             if (bad < 0 || i < bad) {
                 bad = i;
@@ -443,11 +444,13 @@ int cmd_topk(int argc, char **argv) {
     float *x = NULL;
     int64_t *row_ids = NULL, total;
     sf_sae_codes codes = {0};
+    sf_sae_encoder *enc = NULL;
     rc = 1;
     if (sf_sae_load(&sae, ckpt)) {
         rc = cli_fail(cmd);
         goto done;
     }
+    enc = sf_sae_encoder_new(&sae);
     const char *src_name;
     if (n_acts) {
         if (sf_sae_data_open(&D, acts, n_acts, key)) {
@@ -528,7 +531,7 @@ int cmd_topk(int argc, char **argv) {
             if (m == 0) break;
         }
         double te = sf_now();
-        if (encode_slices(&sae, x, m, &codes, r0)) {
+        if (encode_slices(&sae, enc, x, m, &codes, r0)) {
             sf_error_prefix("%s", src_name);
             err = 1;
             break;
@@ -592,6 +595,7 @@ int cmd_topk(int argc, char **argv) {
         }
     }
 close:
+    sf_sae_encoder_free(enc);
     free(x);
     free(row_ids);
     sf_sae_codes_free(&codes);

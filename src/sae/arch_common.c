@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "sae/arch_internal.h"
+#include "sae/prefilter.h"
 #include "sae/sae_internal.h"
 
 #define ALB                                                                                        \
@@ -253,7 +254,8 @@ static inline float act_one(const sf_sae *s, int j, float p) {
 
 /* Every architecture's encoder (sf_sae_encode): chunked GEMM, then per row
  * TopK (topk; matryoshka over TopK) or the thresholded activation. */
-int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
+int sae_arch_encode(const sf_sae *s, const sae_pf *pf, const float *x, int64_t B,
+                    sf_sae_codes *out) {
     const int d = s->d, n = s->n, cap = s->k;
     if (out->k != cap || out->B < B) return sf_error("encode: code buffer too small");
     const int64_t chunk = sae_chunk_rows(B, n);
@@ -261,10 +263,14 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
     const int rowtopk =
         s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
     int64_t bad_row = -1;
+    if (!rowtopk || (pf && (pf->n != n || pf->d != d))) pf = NULL;
 #pragma omp parallel if (sae_parallel_worth((size_t)B * n * d))
     {
         float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
         float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+        sae_pf_thread h; /* this worker's pre-filter scratch */
+        if (pf) sae_pf_thread_init(&h, n, d, (int)chunk);
+        int64_t ncand = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < nchunks; ci++) {
             int64_t r0 = ci * chunk, m = B - r0 < chunk ? B - r0 : chunk;
@@ -272,6 +278,16 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
             if (bad >= 0) {
 #pragma omp critical(sae_arch_bad_row)
                 if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + bad;
+            }
+            if (pf) { /* exact TopK through the int16 pre-filter, sorted by index */
+                sae_pf_gemm(pf, &h, xc, (int)m, (int32_t *)pre);
+                sae_pf_select_chunk(pf, &h, s, (const int32_t *)pre, (int)m, xc, cap,
+                                    out->idx + (size_t)r0 * cap, out->val + (size_t)r0 * cap,
+                                    out->cnt + r0, NULL, &ncand);
+                for (int64_t r = r0; r < r0 + m; r++)
+                    sae_sort_pairs(out->idx + (size_t)r * cap, out->val + (size_t)r * cap,
+                                   out->cnt[r]);
+                continue;
             }
             sae_encoder_gemm(s, xc, (int)m, pre);
             for (int64_t r = 0; r < m; r++) {
@@ -296,6 +312,7 @@ int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *ou
         }
         sf_free_aligned(xc);
         sf_free_aligned(pre);
+        if (pf) sae_pf_thread_free(&h);
     }
     if (bad_row >= 0) return sf_error("row %lld: NaN or Inf in input", (long long)bad_row);
     return 0;

@@ -40,7 +40,11 @@ void sae_arch_config(const sf_sae *s, cJSON *cfg);
 /* Reads them back (k optional where it has no meaning); errors name `path`. */
 int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path);
 /* x (B, d) -> codes, per architecture; codes hold up to s->k per row. */
-int sae_arch_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out);
+struct sae_pf_s;
+/* pf: W_enc quantised for the int16 pre-filter (prefilter.h), or NULL for the
+ * F32 GEMM; only TopK-style row selections use it. */
+int sae_arch_encode(const sf_sae *s, const struct sae_pf_s *pf, const float *x, int64_t B,
+                    sf_sae_codes *out);
 /* Saves a copy with s->input_scale folded into the weights (resample.c). */
 int sae_save_folded(const sf_sae *s, const char *dir);
 /* formats.c: a directory in the SAELens or sparsify layout (no config.json),

@@ -42,18 +42,36 @@
 
 #define PF_U 5.9604644775390625e-08f /* 2^-24 */
 
+void sae_pf_thread_init(sae_pf_thread *h, int n, int d, int max_rows) {
+    memset(h, 0, sizeof *h);
+    h->pa = sf_malloc_aligned((size_t)sf_i16_pack_a_size(max_rows, d) * sizeof(int32_t));
+    h->q = sf_malloc((size_t)SF_I16_NR * d * sizeof(int16_t));
+    h->xq = sf_malloc((size_t)max_rows * sizeof(sf_quant16));
+    h->lo = sf_malloc((size_t)n * sizeof(float));
+    h->hi = sf_malloc((size_t)n * sizeof(float));
+    h->cj = sf_malloc((size_t)n * sizeof(int32_t));
+    h->cl = sf_malloc((size_t)n * sizeof(float));
+    h->ch = sf_malloc((size_t)n * sizeof(float));
+    h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
+    h->lcount = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
+    h->dl = sf_malloc((size_t)n * sizeof(int32_t));
+    h->aj = sf_malloc((size_t)n * sizeof(int32_t));
+}
+
+void sae_pf_thread_free(sae_pf_thread *h) {
+    sf_free_aligned(h->pa);
+    free(h->q), free(h->xq), free(h->lo), free(h->hi), free(h->cj), free(h->cl), free(h->ch);
+    free(h->lm), free(h->off), free(h->ent), free(h->env), free(h->erow), free(h->eord);
+    free(h->lcount), free(h->eflag), free(h->dl), free(h->aj);
+    memset(h, 0, sizeof *h);
+}
+
 void sae_pf_free(sae_pf *pf) {
     if (!pf) return;
     sf_free_aligned(pf->pw);
     free(pf->wn), free(pf->wr), free(pf->ws), free(pf->bu), free(pf->zero);
-    for (int i = 0; i < pf->nthreads; i++) {
-        sf_free_aligned(pf->th[i].pa);
-        free(pf->th[i].q), free(pf->th[i].xq), free(pf->th[i].lo), free(pf->th[i].hi);
-        free(pf->th[i].cj), free(pf->th[i].cl), free(pf->th[i].ch);
-        free(pf->th[i].lm), free(pf->th[i].off), free(pf->th[i].ent), free(pf->th[i].env);
-        free(pf->th[i].erow), free(pf->th[i].eord), free(pf->th[i].lcount);
-        free(pf->th[i].eflag), free(pf->th[i].dl), free(pf->th[i].aj);
-    }
+    for (int i = 0; i < pf->nthreads; i++)
+        sae_pf_thread_free(&pf->th[i]);
     free(pf->th);
     free(pf);
 }
@@ -67,46 +85,33 @@ int sae_pf_wanted(const sf_sae *s) {
     return sf_i16_gemm_fast() && s->n >= 16 * s->k && s->n >= 1024 && s->d >= 64;
 }
 
-int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows) {
+int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows, int nthreads) {
     sae_pf *pf = *ppf;
-    const int n = s->n, d = s->d, T = omp_get_max_threads();
-    if (pf && pf->n == n && pf->d == d && pf->nthreads >= T && pf->max_rows >= max_rows) return 0;
+    const int n = s->n, d = s->d;
+    if (pf && pf->n == n && pf->d == d && pf->nthreads >= nthreads && pf->max_rows >= max_rows)
+        return 0;
     sae_pf_free(pf);
     pf = *ppf = sf_calloc(1, sizeof *pf);
-    pf->n = n, pf->d = d, pf->nthreads = T, pf->max_rows = max_rows;
+    pf->n = n, pf->d = d, pf->nthreads = nthreads, pf->max_rows = max_rows;
     pf->pw = sf_malloc_aligned((size_t)sf_i16_pack_b_size(n, d) * sizeof(int16_t));
     pf->wn = sf_malloc((size_t)n * sizeof(float));
     pf->wr = sf_malloc((size_t)n * sizeof(float));
     pf->ws = sf_malloc((size_t)n * sizeof(float));
     pf->bu = sf_malloc((size_t)n * sizeof(float));
     pf->zero = sf_calloc((size_t)n, sizeof(float));
-    pf->th = sf_calloc((size_t)T, sizeof *pf->th);
-    /* group maxima: about max(4k, 256) of them (see sae_pf_select) */
+    /* group maxima: about max(4k, 256) of them (see row_candidates) */
     int want = 4 * s->k > 256 ? 4 * s->k : 256;
     pf->group = (n / 16) / (want / 16 > 0 ? want / 16 : 1);
     pf->group = pf->group < 1 ? 1 : pf->group > 16 ? 16 : pf->group;
-    for (int i = 0; i < T; i++) {
-        sae_pf_thread *h = &pf->th[i];
-        h->pa = sf_malloc_aligned((size_t)sf_i16_pack_a_size(max_rows, d) * sizeof(int32_t));
-        h->q = sf_malloc((size_t)SF_I16_NR * d * sizeof(int16_t));
-        h->xq = sf_malloc((size_t)max_rows * sizeof(sf_quant16));
-        h->lo = sf_malloc((size_t)n * sizeof(float));
-        h->hi = sf_malloc((size_t)n * sizeof(float));
-        h->cj = sf_malloc((size_t)n * sizeof(int32_t));
-        h->cl = sf_malloc((size_t)n * sizeof(float));
-        h->ch = sf_malloc((size_t)n * sizeof(float));
-        h->lm = sf_malloc((size_t)(n + 16) * sizeof(float));
-        h->lcount = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
-        h->dl = sf_malloc((size_t)n * sizeof(int32_t));
-        h->aj = sf_malloc((size_t)n * sizeof(int32_t));
-    }
+    pf->th = sf_calloc((size_t)(nthreads > 0 ? nthreads : 1), sizeof *pf->th);
+    for (int i = 0; i < nthreads; i++)
+        sae_pf_thread_init(&pf->th[i], n, d, max_rows);
     return 0;
 }
 
-int sae_pf_quant_panel(sae_pf *pf, const sf_sae *s, int64_t p) {
+int sae_pf_quant_panel(sae_pf *pf, const sf_sae *s, int64_t p, int16_t *q) {
     const int n = pf->n, d = pf->d;
     const int64_t kp = (d + 1) / 2;
-    int16_t *q = pf->th[omp_get_thread_num()].q;
     const int j0 = (int)(p * SF_I16_NR), nj = n - j0 < SF_I16_NR ? n - j0 : SF_I16_NR;
     int bad = 0;
     for (int j = j0; j < j0 + nj; j++) {
@@ -123,21 +128,23 @@ int sae_pf_quant_panel(sae_pf *pf, const sf_sae *s, int64_t p) {
     return bad;
 }
 
-int sae_pf_prepare(sae_pf **ppf, const sf_sae *s, int max_rows) {
-    sae_pf_alloc(ppf, s, max_rows);
+int sae_pf_prepare(sae_pf **ppf, const sf_sae *s, int max_rows, int nthreads) {
+    sae_pf_alloc(ppf, s, max_rows, nthreads);
     sae_pf *pf = *ppf;
     const int64_t panels = (s->n + SF_I16_NR - 1) / SF_I16_NR;
     int bad = 0;
-#pragma omp parallel for schedule(static)                                                          \
-    reduction(|                                                                                    \
-              : bad) if (sae_parallel_worth((size_t)s->n * s->d * 8))
-    for (int64_t p = 0; p < panels; p++)
-        bad |= sae_pf_quant_panel(pf, s, p);
+#pragma omp parallel if (sae_parallel_worth((size_t)s->n * s->d * 8)) reduction(| : bad)
+    {
+        int16_t *q = sf_malloc((size_t)SF_I16_NR * s->d * sizeof(int16_t));
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; p++)
+            bad |= sae_pf_quant_panel(pf, s, p, q);
+        free(q);
+    }
     return bad ? -1 : 0;
 }
 
-void sae_pf_gemm(sae_pf *pf, const float *xc, int m, int32_t *c) {
-    sae_pf_thread *h = &pf->th[omp_get_thread_num()];
+void sae_pf_gemm(const sae_pf *pf, sae_pf_thread *h, const float *xc, int m, int32_t *c) {
     const int d = pf->d;
     const int64_t kp = (d + 1) / 2;
     for (int r0 = 0; r0 < m; r0 += SF_I16_MR) {
@@ -177,8 +184,8 @@ static int collect(const float *lo, const float *hi, int n, float t, int32_t *cj
  * its TopK), ascending, into cj; returns how many. With ak > 0 also those of
  * the AuxK selection (the ak largest among the nd dead latents dl[]) into
  * aj, their count in *na. */
-static int row_candidates(sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const int32_t *crow, int r,
-                          int k, int32_t *cj, const int32_t *dl, int nd, int ak, int32_t *aj,
+static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const int32_t *crow,
+                          int r, int k, int32_t *cj, const int32_t *dl, int nd, int ak, int32_t *aj,
                           int *na) {
     *na = 0;
     const int n = pf->n, d = pf->d;
@@ -249,10 +256,9 @@ static int row_candidates(sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const i
     return m;
 }
 
-void sae_pf_select_chunk(sae_pf *pf, const sf_sae *s, const int32_t *c, int m, const float *xc,
-                         int k, int32_t *idx, float *val, int32_t *cnt, const sae_pf_aux *aux,
-                         int64_t *ncand) {
-    sae_pf_thread *h = &pf->th[omp_get_thread_num()];
+void sae_pf_select_chunk(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, const int32_t *c,
+                         int m, const float *xc, int k, int32_t *idx, float *val, int32_t *cnt,
+                         const sae_pf_aux *aux, int64_t *ncand) {
     const int n = pf->n, d = pf->d;
     const int ak = aux ? aux->ak : 0;
     int nd = 0;

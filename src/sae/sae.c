@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sae/arch_internal.h"
+#include "sae/prefilter.h"
 #include "sae/sae_internal.h"
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
@@ -568,7 +569,34 @@ void sf_sae_codes_free(sf_sae_codes *c) {
 }
 
 int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
-    return sae_arch_encode(s, x, B, out); /* arch_common.c: one encoder for all */
+    return sae_arch_encode(s, NULL, x, B, out); /* arch_common.c: one encoder for all */
+}
+
+struct sf_sae_encoder {
+    const sf_sae *s;
+    sae_pf *pf; /* NULL: the F32 GEMM */
+};
+
+sf_sae_encoder *sf_sae_encoder_new(const sf_sae *s) {
+    sf_sae_encoder *e = sf_calloc(1, sizeof *e);
+    e->s = s;
+    const int rowtopk =
+        s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
+    if (rowtopk && sae_pf_wanted(s) && sae_pf_prepare(&e->pf, s, 0, 0) != 0) {
+        sae_pf_free(e->pf); /* non-finite weights: the F32 route */
+        e->pf = NULL;
+    }
+    return e;
+}
+
+int sf_sae_encoder_run(sf_sae_encoder *e, const float *x, int64_t B, sf_sae_codes *out) {
+    return sae_arch_encode(e->s, e->pf, x, B, out);
+}
+
+void sf_sae_encoder_free(sf_sae_encoder *e) {
+    if (!e) return;
+    sae_pf_free(e->pf);
+    free(e);
 }
 
 void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat) {

@@ -161,10 +161,11 @@ int sf_sae_evaluate(const sf_sae *s, const sf_sae_data *D, int64_t max_rows, con
     sf_sae_codes_alloc(&c, chunk, s->k);
     double sq = 0, x2 = 0, l0 = 0;
     int rc = 0;
+    sf_sae_encoder *enc = sf_sae_encoder_new(s);
     for (int64_t r0 = 0; r0 < N; r0 += chunk) {
         int64_t m = N - r0 < chunk ? N - r0 : chunk;
         c.B = m;
-        if (sf_sae_data_range(D, r0, m, x) || sf_sae_encode(s, x, m, &c)) {
+        if (sf_sae_data_range(D, r0, m, x) || sf_sae_encoder_run(enc, x, m, &c)) {
             rc = -1;
             break;
         }
@@ -198,6 +199,7 @@ int sf_sae_evaluate(const sf_sae *s, const sf_sae_data *D, int64_t max_rows, con
         r->mmcs = r->recovered = NAN;
         if (dict) r->mmcs = sf_sae_mmcs(s, dict, n_true, &r->recovered, NULL);
     }
+    sf_sae_encoder_free(enc);
     sf_sae_codes_free(&c);
     free(x);
     free(xh);

@@ -337,7 +337,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             t->pf->max_rows >= chunk && t->pf->nthreads >= omp_get_max_threads())
             use_pf = 1;
         else
-            use_pf = sae_pf_prepare(&t->pf, s, chunk) == 0;
+            use_pf = sae_pf_prepare(&t->pf, s, chunk, omp_get_max_threads()) == 0;
     }
     t->pf_fresh = 0;
     t->pf_last = use_pf;
@@ -370,12 +370,13 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
             }
             double tg = sf_now();
             if (use_pf) {
-                sae_pf_gemm(t->pf, t->xc + (size_t)r0 * d, m, (int32_t *)pre);
+                sae_pf_thread *h = &t->pf->th[omp_get_thread_num()];
+                sae_pf_gemm(t->pf, h, t->xc + (size_t)r0 * d, m, (int32_t *)pre);
                 gemm_time += sf_now() - tg;
                 sae_pf_aux ax = {t->dead, ak, use_aux ? t->aidx + (size_t)r0 * ak : NULL,
                                  use_aux ? t->acnt + r0 : NULL,
                                  use_aux ? t->aval + (size_t)r0 * ak : NULL};
-                sae_pf_select_chunk(t->pf, s, (const int32_t *)pre, m, t->xc + (size_t)r0 * d, k,
+                sae_pf_select_chunk(t->pf, h, s, (const int32_t *)pre, m, t->xc + (size_t)r0 * d, k,
                                     t->idx + (size_t)r0 * k, t->val + (size_t)r0 * k, t->cnt + r0,
                                     use_aux ? &ax : NULL, &ncand);
             } else {
@@ -792,7 +793,8 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
                           fuse && i == t->enc_param);
             }
             if (fuse && (j % SF_I16_NR == SF_I16_NR - 1 || j == n - 1))
-                pf_bad |= sae_pf_quant_panel(t->pf, s, j / SF_I16_NR);
+                pf_bad |=
+                    sae_pf_quant_panel(t->pf, s, j / SF_I16_NR, t->pf->th[omp_get_thread_num()].q);
             if (normalise && dp >= 0) {
                 size_t w = s->params[dp].numel / (size_t)n;
                 float *row = s->params[dp].data + (size_t)j * w;

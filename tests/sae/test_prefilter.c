@@ -30,7 +30,7 @@ static int same_sel(int32_t *ri, float *rv, int rc, int32_t *pi, float *pv, int 
 static int check_model(sf_sae *s, const float *x, int B, int ak, double *cand_per_row) {
     const int n = s->n, d = s->d, k = s->k;
     sae_pf *pf = NULL;
-    CHECK(sae_pf_prepare(&pf, s, B) == 0);
+    CHECK(sae_pf_prepare(&pf, s, B, 1) == 0);
     int32_t *c = malloc((size_t)B * n * sizeof(int32_t)), *pidx = malloc((size_t)B * k * 4),
             *pcnt = malloc((size_t)B * 4);
     float *pval = malloc((size_t)B * k * 4);
@@ -42,8 +42,9 @@ static int check_model(sf_sae *s, const float *x, int B, int ak, double *cand_pe
     sae_pf_aux ax = {dead, ak, malloc((size_t)B * aK * 4), malloc((size_t)B * 4),
                      malloc((size_t)B * aK * 4)};
     int64_t ncand = 0;
-    sae_pf_gemm(pf, x, B, c);
-    sae_pf_select_chunk(pf, s, c, B, x, k, pidx, pval, pcnt, ak > 0 ? &ax : NULL, &ncand);
+    sae_pf_gemm(pf, &pf->th[0], x, B, c);
+    sae_pf_select_chunk(pf, &pf->th[0], s, c, B, x, k, pidx, pval, pcnt, ak > 0 ? &ax : NULL,
+                        &ncand);
     const int K = k > aK ? k : aK;
     int32_t *all = malloc((size_t)n * sizeof(int32_t)), *ri = malloc((size_t)K * 4),
             *pi = malloc((size_t)K * 4);
@@ -173,9 +174,64 @@ TEST(prefilter_training_fused) {
     unsetenv("SAEFLOW_PREFILTER");
 }
 
+/* sf_sae_encoder through the pre-filter: the brute-force F32 TopK, sorted,
+ * whether the rows come in one call or in slices from parallel threads. */
+TEST(prefilter_encoder) {
+    setenv("SAEFLOW_PREFILTER", "1", 1);
+    const int d = 80, n = 2048, k = 24, B = 300;
+    sf_sae s;
+    CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 77) == 0);
+    for (int q = 0; q < d; q++)
+        s.b_dec[q] = 0.1f * (float)(q % 5);
+    float *x = malloc((size_t)B * d * sizeof(float)), *xc = malloc((size_t)d * sizeof(float));
+    for (int i = 0; i < B * d; i++)
+        x[i] = sf_rng_normal(&rng);
+    sf_sae_codes c, c2;
+    sf_sae_codes_alloc(&c, B, k);
+    sf_sae_codes_alloc(&c2, B, k);
+    sf_sae_encoder *e = sf_sae_encoder_new(&s);
+    CHECK(sf_sae_encoder_run(e, x, B, &c) == 0);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < B / 30; i++) { /* slices of 30 rows, several threads */
+        sf_sae_codes v = {30, k, c2.idx + (size_t)i * 30 * k, c2.val + (size_t)i * 30 * k,
+                          c2.cnt + i * 30};
+        CHECK(sf_sae_encoder_run(e, x + (size_t)i * 30 * d, 30, &v) == 0);
+    }
+    CHECK(memcmp(c.cnt, c2.cnt, (size_t)B * 4) == 0);
+    int32_t *all = malloc((size_t)n * 4), ri[24];
+    float *v = malloc((size_t)n * 4), rv[24];
+    for (int j = 0; j < n; j++)
+        all[j] = j;
+    int bad = 0, bad2 = 0;
+    for (int r = 0; r < B; r++) {
+        for (int q = 0; q < d; q++)
+            xc[q] = x[(size_t)r * d + q] - s.b_dec[q];
+        for (int j = 0; j < n; j++)
+            v[j] = sae_dot(s.W_enc + (size_t)j * d, xc, d) + s.b_enc[j];
+        int rc = sae_topk_relu_list(all, v, n, k, ri, rv);
+        sae_sort_pairs(ri, rv, rc);
+        int same = rc == c.cnt[r];
+        for (int u = 0; same && u < rc; u++)
+            same = ri[u] == c.idx[(size_t)r * k + u] &&
+                   memcmp(&rv[u], &c.val[(size_t)r * k + u], 4) == 0;
+        bad += !same;
+        bad2 += memcmp(c.idx + (size_t)r * k, c2.idx + (size_t)r * k, (size_t)c.cnt[r] * 4) ||
+                memcmp(c.val + (size_t)r * k, c2.val + (size_t)r * k, (size_t)c.cnt[r] * 4);
+    }
+    CHECK_MSG(bad == 0, "%d rows differ from brute force", bad);
+    CHECK_MSG(bad2 == 0, "%d rows differ between one call and slices", bad2);
+    sf_sae_encoder_free(e);
+    sf_sae_codes_free(&c);
+    sf_sae_codes_free(&c2);
+    free(x), free(xc), free(all), free(v);
+    sf_sae_free(&s);
+    unsetenv("SAEFLOW_PREFILTER");
+}
+
 int main(void) {
     sf_rng_seed(&rng, 2024);
     RUN(prefilter_exact);
     RUN(prefilter_training_fused);
+    RUN(prefilter_encoder);
     return test_summary();
 }
