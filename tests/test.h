@@ -89,7 +89,10 @@ static inline int test_summary(void) {
 static inline const char *test_tmpdir(const char *name) {
     static char buf[2048];
     char cmd[8400];
-    snprintf(buf, sizeof buf, "%s/tmp/%s", SF_BINARY_DIR, name);
+    /* SF_TEST_TMP: a second ctest entry of the same binary (run alongside
+     * the first under ctest -j) gets folders of its own */
+    const char *tag = getenv("SF_TEST_TMP");
+    snprintf(buf, sizeof buf, "%s/tmp%s%s/%s", SF_BINARY_DIR, tag ? "-" : "", tag ? tag : "", name);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
     if (system(cmd) != 0) {
         fprintf(stderr, "cannot create %s\n", buf);
