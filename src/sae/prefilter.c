@@ -305,42 +305,51 @@ void sae_pf_select_chunk(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, co
     const int ne = off[m];
     *ncand += ne;
     /* 2. F32 values latent by latent: each candidate W_enc row is read once
-     * for all the chunk's rows that need it (they come from L2/L3; W_enc
-     * rows from memory once W_enc outgrows the caches). Counting sort of
-     * the entries by latent, rows ascending within a latent. */
+     * for all the rows of a block that need it. Blocks of rows whose inputs
+     * fit in ~1 MB (L2) when a latent then still serves about two of their
+     * rows (n 4096, k 32, d 1024: 256 rows); else the whole chunk, whose
+     * rows come from L3 (W_enc's from memory once it outgrows the caches).
+     * Counting sort of a block's entries by latent, rows ascending within a
+     * latent. */
+    int rb = (int)((1 << 20) / ((int64_t)d * (int64_t)sizeof(float)));
+    if ((int64_t)rb * (ne / (m > 0 ? m : 1)) < 2 * (int64_t)n) rb = m;
+    if (rb < 1) rb = 1;
     int32_t *lc = h->lcount; /* (n + 1) */
-    memset(lc, 0, (size_t)(n + 1) * sizeof(int32_t));
-    for (int r = 0; r < m; r++)
-        for (int e = off[r]; e < off[r + 1]; e++) {
-            lc[h->ent[e] + 1]++;
-            h->erow[e] = r;
-        }
-    for (int j = 0; j < n; j++)
-        lc[j + 1] += lc[j];
-    for (int e = 0; e < ne; e++)
-        h->eord[lc[h->ent[e]]++] = e; /* lc[j] now ends latent j's range */
     const float *b = s->b_enc;
-    int e0 = 0;
-    while (e0 < ne) {
-        const int j = h->ent[h->eord[e0]];
-        int e1 = e0 + 1;
-        while (e1 < ne && h->ent[h->eord[e1]] == j)
-            e1++;
-        const float *w = s->W_enc + (size_t)j * d;
-        int e = e0;
-        /* sae_dot4(rows, w) == sae_dot(w, row) bit for bit (a*b == b*a) */
-        for (; e + 4 <= e1; e += 4) {
-            const float *x4[4];
-            for (int v = 0; v < 4; v++)
-                x4[v] = xc + (size_t)h->erow[h->eord[e + v]] * d;
-            float o4[4];
-            sae_dot4(x4, w, d, o4);
-            for (int v = 0; v < 4; v++)
-                h->env[h->eord[e + v]] = o4[v] + b[j];
+    for (int r0 = 0; r0 < m; r0 += rb) {
+        const int r1 = r0 + rb < m ? r0 + rb : m, eb = off[r0], ee = off[r1];
+        memset(lc, 0, (size_t)(n + 1) * sizeof(int32_t));
+        for (int r = r0; r < r1; r++)
+            for (int e = off[r]; e < off[r + 1]; e++) {
+                lc[h->ent[e] + 1]++;
+                h->erow[e] = r;
+            }
+        for (int j = 0; j < n; j++)
+            lc[j + 1] += lc[j];
+        for (int e = eb; e < ee; e++)
+            h->eord[eb + lc[h->ent[e]]++] = e; /* lc[j] now ends latent j's range */
+        int e0 = eb;
+        while (e0 < ee) {
+            const int j = h->ent[h->eord[e0]];
+            int e1 = e0 + 1;
+            while (e1 < ee && h->ent[h->eord[e1]] == j)
+                e1++;
+            const float *w = s->W_enc + (size_t)j * d;
+            int e = e0;
+            /* sae_dot4(rows, w) == sae_dot(w, row) bit for bit (a*b == b*a) */
+            for (; e + 4 <= e1; e += 4) {
+                const float *x4[4];
+                for (int v = 0; v < 4; v++)
+                    x4[v] = xc + (size_t)h->erow[h->eord[e + v]] * d;
+                float o4[4];
+                sae_dot4(x4, w, d, o4);
+                for (int v = 0; v < 4; v++)
+                    h->env[h->eord[e + v]] = o4[v] + b[j];
+            }
+            for (; e < e1; e++)
+                h->env[h->eord[e]] = sae_dot(w, xc + (size_t)h->erow[h->eord[e]] * d, d) + b[j];
+            e0 = e1;
         }
-        for (; e < e1; e++)
-            h->env[h->eord[e]] = sae_dot(w, xc + (size_t)h->erow[h->eord[e]] * d, d) + b[j];
-        e0 = e1;
     }
     /* 3. each row's TopK (and AuxK) among its candidates */
     for (int r = 0; r < m; r++) {

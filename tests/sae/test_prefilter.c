@@ -134,6 +134,24 @@ TEST(prefilter_exact) {
     }
 }
 
+/* Wide rows (d 2048): the F32 candidates are computed in blocks of 128 rows
+ * (their inputs fill ~1 MB), three blocks here. */
+TEST(prefilter_row_blocks) {
+    const int d = 2048, n = 1024, k = 32, B = 300;
+    sf_sae s;
+    CHECK(sf_sae_init(&s, SF_SAE_TOPK, d, n, k, 5) == 0);
+    float *x = malloc((size_t)B * d * sizeof(float));
+    for (int i = 0; i < B * d; i++)
+        x[i] = sf_rng_normal(&rng);
+    double cpr = 0;
+    int bad = check_model(&s, x, B, 0, &cpr);
+    CHECK_MSG(bad == 0, "%d rows differ", bad);
+    bad = check_model(&s, x, B, 40, &cpr);
+    CHECK_MSG(bad == 0, "AuxK: %d rows differ", bad);
+    free(x);
+    sf_sae_free(&s);
+}
+
 /* Training through the pre-filter: AdamW re-quantises W_enc for the next
  * step; the result must be bit-identical to quantising afresh every step
  * (sf_sae_trainer_model_changed), and the pre-filter must have run. */
@@ -231,6 +249,7 @@ TEST(prefilter_encoder) {
 int main(void) {
     sf_rng_seed(&rng, 2024);
     RUN(prefilter_exact);
+    RUN(prefilter_row_blocks);
     RUN(prefilter_training_fused);
     RUN(prefilter_encoder);
     return test_summary();
