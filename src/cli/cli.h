@@ -9,6 +9,8 @@
 #include <getopt.h>
 
 #include "saeflow/common.h"
+#include "saeflow/sae.h"
+#include "saeflow/sae_train.h"
 
 /* Prints "saeflow <cmd>: <sf_errmsg()>" to stderr and returns 1. */
 int cli_fail(const char *cmd);
@@ -63,6 +65,33 @@ enum {
 int cli_train_flag(const char *cmd, int opt, const char *arg, cli_train_flags *f);
 /* Their ranges; 0, or prints a usage error and returns 2. */
 int cli_train_flags_check(const char *cmd, const cli_train_flags *f);
+
+/* The flags of the commands that run a checkpoint over one tensor (encode,
+ * decode, surgery): --checkpoint, --input, --key, --out, --outkey,
+ * --threads. Each command sets its defaults (key, outkey) first, lists
+ * CLI_SAE_IO_OPTIONS (plus {"outkey", ..., CLI_IO_OUTKEY} if it has one) and
+ * passes every option code to cli_sae_io_flag. */
+typedef struct {
+    const char *ckpt, *input, *key, *out, *outkey;
+    long long threads;
+} cli_sae_io;
+enum { CLI_IO_CKPT = 3100, CLI_IO_INPUT, CLI_IO_KEY, CLI_IO_OUT, CLI_IO_OUTKEY, CLI_IO_THREADS };
+#define CLI_SAE_IO_OPTIONS                                                                         \
+    {"checkpoint", required_argument, 0, CLI_IO_CKPT},                                             \
+        {"input", required_argument, 0, CLI_IO_INPUT}, {"key", required_argument, 0, CLI_IO_KEY},  \
+        {"out", required_argument, 0, CLI_IO_OUT}, {                                               \
+        "threads", required_argument, 0, CLI_IO_THREADS                                            \
+    }
+/* opt is one of them: stores arg in io and returns 1 (-1 after printing a
+ * usage error); otherwise 0. */
+int cli_sae_io_flag(const char *cmd, int opt, const char *arg, cli_sae_io *io);
+/* After getopt: no stray arguments, --checkpoint, --input and --out given,
+ * --threads in range; sets the thread count and loads the checkpoint into s.
+ * Returns 0, or the exit code after printing the error (2 usage, 1 failure). */
+int cli_sae_io_load(const char *cmd, const cli_sae_io *io, int argc, char **argv, sf_sae *s);
+/* Opens io->key of io->input as activation rows whose width must match s.
+ * Returns 0, or 1 after printing the error. */
+int cli_sae_io_data(const char *cmd, const cli_sae_io *io, const sf_sae *s, sf_sae_data *D);
 
 /* --pillow 13|12 -> 0, 1 (sf_clip_preproc.pillow_legacy_order: Pillow <= 12
  * runs the resize passes in another order); -1 after an error. */

@@ -62,51 +62,26 @@ static int load_csr(const sf_st *f, int n, int64_t *N, const int64_t **indptr,
 
 int cmd_decode(int argc, char **argv) {
     const char *cmd = "decode";
-    static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
-                                         {"input", required_argument, 0, 'i'},
-                                         {"key", required_argument, 0, 'k'},
-                                         {"out", required_argument, 0, 'o'},
-                                         {"outkey", required_argument, 0, 'K'},
-                                         {"threads", required_argument, 0, 't'},
+    static const struct option opts[] = {CLI_SAE_IO_OPTIONS,
+                                         {"outkey", required_argument, 0, CLI_IO_OUTKEY},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *ckpt = NULL, *input = NULL, *key = NULL, *outp = NULL, *outkey = "reconstruction";
-    long long threads = 0;
+    cli_sae_io io = {.key = NULL, .outkey = "reconstruction"}; /* no --key: CSR input */
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            ckpt = optarg;
-            break;
-        case 'i':
-            input = optarg;
-            break;
-        case 'k':
-            key = optarg;
-            break;
-        case 'o':
-            outp = optarg;
-            break;
-        case 'K':
-            outkey = optarg;
-            break;
-        case 't':
-            if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
-            break;
-        case 'h':
+        int shared = cli_sae_io_flag(cmd, c, optarg, &io);
+        if (shared < 0) return 2;
+        if (shared) continue;
+        if (c == 'h') {
             usage(stdout);
             return 0;
-        default:
-            return cli_usage_error(cmd, "unknown option");
         }
+        return cli_usage_error(cmd, "unknown option");
     }
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!ckpt || !input || !outp)
-        return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
-    if (threads < 0 || threads > 1024) return cli_usage_error(cmd, "--threads must be >= 0");
-    sf_sae_set_threads((int)threads);
     sf_sae s;
-    if (sf_sae_load(&s, ckpt)) return cli_fail(cmd);
+    int lrc = cli_sae_io_load(cmd, &io, argc, argv, &s);
+    if (lrc) return lrc;
+    const char *input = io.input, *key = io.key;
     sf_st f;
     if (sf_st_open(&f, input)) {
         sf_sae_free(&s);
@@ -170,12 +145,12 @@ int cmd_decode(int argc, char **argv) {
     }
     sf_st_writer *w = sf_stw_new();
     int64_t shape[2] = {N, s.d};
-    sf_stw_add(w, outkey, SF_DT_F32, 2, shape, out);
-    int wrc = sf_stw_write(w, outp);
+    sf_stw_add(w, io.outkey, SF_DT_F32, 2, shape, out);
+    int wrc = sf_stw_write(w, io.out);
     sf_stw_free(w);
     if (wrc) goto done;
-    printf("decoded %lld rows -> %s ('%s' [%lld, %d])\n", (long long)N, outp, outkey, (long long)N,
-           s.d);
+    printf("decoded %lld rows -> %s ('%s' [%lld, %d])\n", (long long)N, io.out, io.outkey,
+           (long long)N, s.d);
     rc = 0;
 done:
     if (rc) cli_fail(cmd);

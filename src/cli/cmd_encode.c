@@ -25,36 +25,20 @@ static void usage(FILE *out) {
 
 int cmd_encode(int argc, char **argv) {
     const char *cmd = "encode";
-    static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
-                                         {"input", required_argument, 0, 'i'},
-                                         {"key", required_argument, 0, 'k'},
-                                         {"out", required_argument, 0, 'o'},
+    static const struct option opts[] = {CLI_SAE_IO_OPTIONS,
                                          {"batch", required_argument, 0, 'b'},
-                                         {"threads", required_argument, 0, 't'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *ckpt = NULL, *input = NULL, *key = "activations", *outp = NULL;
-    long long batch = 4096, threads = 0;
+    cli_sae_io io = {.key = "activations"};
+    long long batch = 4096;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int shared = cli_sae_io_flag(cmd, c, optarg, &io);
+        if (shared < 0) return 2;
+        if (shared) continue;
         switch (c) {
-        case 'c':
-            ckpt = optarg;
-            break;
-        case 'i':
-            input = optarg;
-            break;
-        case 'k':
-            key = optarg;
-            break;
-        case 'o':
-            outp = optarg;
-            break;
         case 'b':
             if (cli_parse_int(cmd, "batch", optarg, &batch)) return 2;
-            break;
-        case 't':
-            if (cli_parse_int(cmd, "threads", optarg, &threads)) return 2;
             break;
         case 'h':
             usage(stdout);
@@ -63,19 +47,14 @@ int cmd_encode(int argc, char **argv) {
             return cli_usage_error(cmd, "unknown option");
         }
     }
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!ckpt || !input || !outp)
-        return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
-    if (batch < 1 || batch > (1 << 22) || threads < 0 || threads > 1024)
-        return cli_usage_error(cmd, "--batch must be in [1, 2^22], --threads >= 0");
-    sf_sae_set_threads((int)threads);
+    if (batch < 1 || batch > (1 << 22)) return cli_usage_error(cmd, "--batch must be in [1, 2^22]");
     sf_sae s;
-    if (sf_sae_load(&s, ckpt)) return cli_fail(cmd);
+    int lrc = cli_sae_io_load(cmd, &io, argc, argv, &s);
+    if (lrc) return lrc;
     sf_sae_data D;
-    const char *paths[1] = {input};
-    if (sf_sae_data_open(&D, paths, 1, key)) {
+    if (cli_sae_io_data(cmd, &io, &s, &D)) {
         sf_sae_free(&s);
-        return cli_fail(cmd);
+        return 1;
     }
     int rc = 1;
     int64_t *indptr = NULL;
@@ -83,11 +62,6 @@ int cmd_encode(int argc, char **argv) {
     float *values = NULL, *x = NULL;
     sf_sae_codes codes = {0};
     sf_sae_encoder *enc = NULL;
-    if (D.d != s.d) {
-        sf_error("%s: tensor '%s' has width %d but the checkpoint %s has features %d", input, key,
-                 D.d, ckpt, s.d);
-        goto done;
-    }
     const int64_t N = D.N, ch = batch < N ? batch : N;
     indptr = sf_malloc((size_t)(N + 1) * sizeof(int64_t));
     indices = sf_malloc((size_t)N * s.k * sizeof(int32_t) + 4);
@@ -101,7 +75,7 @@ int cmd_encode(int argc, char **argv) {
         int64_t m = N - r0 < ch ? N - r0 : ch;
         if (sf_sae_data_range(&D, r0, m, x)) goto done;
         if (sf_sae_encoder_run(enc, x, m, &codes)) {
-            sf_error_prefix("%s: rows from %lld", input, (long long)r0);
+            sf_error_prefix("%s: rows from %lld", io.input, (long long)r0);
             goto done;
         }
         for (int64_t b = 0; b < m; b++) {
@@ -121,11 +95,11 @@ int cmd_encode(int argc, char **argv) {
     sf_stw_add(w, "values", SF_DT_F32, 1, sn, values);
     sf_stw_meta(w, "format", "csr");
     sf_stw_meta(w, "pages", pages);
-    int wrc = sf_stw_write(w, outp);
+    int wrc = sf_stw_write(w, io.out);
     sf_stw_free(w);
     if (wrc) goto done;
     printf("encoded %lld rows: %lld nonzeros (L0 %.2f of %d) -> %s\n", (long long)N, (long long)nnz,
-           (double)nnz / N, s.n, outp);
+           (double)nnz / N, s.n, io.out);
     rc = 0;
 done:
     if (rc) cli_fail(cmd);

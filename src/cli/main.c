@@ -206,3 +206,48 @@ int main(int argc, char **argv) {
     fprintf(stderr, "saeflow: unknown command '%s' (see `saeflow help`)\n", argv[1]);
     return 2;
 }
+
+int cli_sae_io_flag(const char *cmd, int opt, const char *arg, cli_sae_io *io) {
+    switch (opt) {
+    case CLI_IO_CKPT:
+        io->ckpt = arg;
+        return 1;
+    case CLI_IO_INPUT:
+        io->input = arg;
+        return 1;
+    case CLI_IO_KEY:
+        io->key = arg;
+        return 1;
+    case CLI_IO_OUT:
+        io->out = arg;
+        return 1;
+    case CLI_IO_OUTKEY:
+        io->outkey = arg;
+        return 1;
+    case CLI_IO_THREADS:
+        return cli_parse_int(cmd, "threads", arg, &io->threads) ? -1 : 1;
+    }
+    return 0;
+}
+
+int cli_sae_io_load(const char *cmd, const cli_sae_io *io, int argc, char **argv, sf_sae *s) {
+    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!io->ckpt || !io->input || !io->out)
+        return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
+    if (io->threads < 0 || io->threads > 1024)
+        return cli_usage_error(cmd, "--threads must be in [0, 1024]");
+    sf_sae_set_threads((int)io->threads);
+    return sf_sae_load(s, io->ckpt) ? cli_fail(cmd) : 0;
+}
+
+int cli_sae_io_data(const char *cmd, const cli_sae_io *io, const sf_sae *s, sf_sae_data *D) {
+    const char *paths[1] = {io->input};
+    if (sf_sae_data_open(D, paths, 1, io->key)) return cli_fail(cmd);
+    if (D->d != s->d) {
+        sf_error("%s: tensor '%s' has width %d but the checkpoint %s has features %d", io->input,
+                 io->key, D->d, io->ckpt, s->d);
+        sf_sae_data_close(D);
+        return cli_fail(cmd);
+    }
+    return 0;
+}
