@@ -55,10 +55,10 @@ typedef struct {
     int32_t uncompressed, compressed;
     int has_v1, has_v2, has_dict;
     int32_t num_values; /* v1, v2 and dictionary */
-    int encoding;
-    int def_enc, rep_enc;                          /* v1 */
+    int32_t encoding;
+    int32_t def_enc, rep_enc;                      /* v1 */
     int32_t num_nulls, num_rows, def_len, rep_len; /* v2 */
-    int is_compressed;                             /* v2, default 1 */
+    int32_t is_compressed;                         /* v2, default 1 */
 } pq_page_header;
 
 /* Parses FileMetaData from buf[0, len). Returns 0 or -1 with sf_error. */

@@ -4,6 +4,7 @@
  * nesting depth is capped. Field numbers follow parquet-format's
  * parquet.thrift; unknown fields are skipped by type. */
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "data/pq_internal.h"
@@ -466,89 +467,46 @@ int pq_parse_meta(const uint8_t *buf, size_t len, pq_meta *m) {
 }
 
 /* ---- PageHeader ---- */
-static void parse_dp1(pq_tc *r, pq_page_header *h) {
+
+/* The three page kinds' headers are flat lists of i32 fields (and one
+ * bool): one table-driven reader, field id -> int32_t member of
+ * pq_page_header. */
+typedef struct {
+    int16_t id;
+    uint8_t is_bool;
+    size_t off;
+} tc_i32_field;
+
+static void tc_i32_fields(pq_tc *r, pq_page_header *h, const tc_i32_field *f, int nf) {
     int16_t last = 0;
     int type, id;
-    int32_t v;
-    h->has_v1 = 1;
     while (!r->err && tc_field(r, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            tc_i32(r, type, &h->num_values);
-            break;
-        case 2:
-            if (!tc_i32(r, type, &v)) h->encoding = v;
-            break;
-        case 3:
-            if (!tc_i32(r, type, &v)) h->def_enc = v;
-            break;
-        case 4:
-            if (!tc_i32(r, type, &v)) h->rep_enc = v;
-            break;
-        default:
+        int k = 0;
+        while (k < nf && f[k].id != id)
+            k++;
+        int32_t *dst = k < nf ? (int32_t *)(void *)((char *)h + f[k].off) : NULL;
+        if (dst && f[k].is_bool && (type == CT_TRUE || type == CT_FALSE))
+            *dst = type == CT_TRUE;
+        else if (dst && !f[k].is_bool)
+            tc_i32(r, type, dst);
+        else
             tc_skip(r, type);
-            break;
-        }
     }
 }
 
-static void parse_dict(pq_tc *r, pq_page_header *h) {
-    int16_t last = 0;
-    int type, id;
-    int32_t v;
-    h->has_dict = 1;
-    while (!r->err && tc_field(r, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            tc_i32(r, type, &h->num_values);
-            break;
-        case 2:
-            if (!tc_i32(r, type, &v)) h->encoding = v;
-            break;
-        default:
-            tc_skip(r, type);
-            break;
-        }
-    }
-}
-
-static void parse_dp2(pq_tc *r, pq_page_header *h) {
-    int16_t last = 0;
-    int type, id;
-    int32_t v;
-    h->has_v2 = 1;
-    while (!r->err && tc_field(r, &last, &type, &id)) {
-        switch (id) {
-        case 1:
-            tc_i32(r, type, &h->num_values);
-            break;
-        case 2:
-            tc_i32(r, type, &h->num_nulls);
-            break;
-        case 3:
-            tc_i32(r, type, &h->num_rows);
-            break;
-        case 4:
-            if (!tc_i32(r, type, &v)) h->encoding = v;
-            break;
-        case 5:
-            tc_i32(r, type, &h->def_len);
-            break;
-        case 6:
-            tc_i32(r, type, &h->rep_len);
-            break;
-        case 7:
-            if (type == CT_TRUE || type == CT_FALSE)
-                h->is_compressed = type == CT_TRUE;
-            else
-                tc_skip(r, type);
-            break;
-        default:
-            tc_skip(r, type);
-            break;
-        }
-    }
-}
+#define PH(id, member)                                                                             \
+    { id, 0, offsetof(pq_page_header, member) }
+static const tc_i32_field dp1_fields[] = {PH(1, num_values), PH(2, encoding), PH(3, def_enc),
+                                          PH(4, rep_enc)};
+static const tc_i32_field dict_fields[] = {PH(1, num_values), PH(2, encoding)};
+static const tc_i32_field dp2_fields[] = {PH(1, num_values),
+                                          PH(2, num_nulls),
+                                          PH(3, num_rows),
+                                          PH(4, encoding),
+                                          PH(5, def_len),
+                                          PH(6, rep_len),
+                                          {7, 1, offsetof(pq_page_header, is_compressed)}};
+#undef PH
 
 int pq_parse_page_header(const uint8_t *buf, size_t len, pq_page_header *h, size_t *used) {
     memset(h, 0, sizeof *h);
@@ -571,23 +529,29 @@ int pq_parse_page_header(const uint8_t *buf, size_t len, pq_page_header *h, size
             tc_i32(&r, type, &h->compressed);
             seen_sizes |= 2;
             break;
-        case 5:
-            if (type == CT_STRUCT)
-                parse_dp1(&r, h);
-            else
+        case 5: /* DataPageHeader */
+            if (type == CT_STRUCT) {
+                h->has_v1 = 1;
+                tc_i32_fields(&r, h, dp1_fields, sizeof dp1_fields / sizeof dp1_fields[0]);
+            } else {
                 tc_skip(&r, type);
+            }
             break;
-        case 7:
-            if (type == CT_STRUCT)
-                parse_dict(&r, h);
-            else
+        case 7: /* DictionaryPageHeader */
+            if (type == CT_STRUCT) {
+                h->has_dict = 1;
+                tc_i32_fields(&r, h, dict_fields, sizeof dict_fields / sizeof dict_fields[0]);
+            } else {
                 tc_skip(&r, type);
+            }
             break;
-        case 8:
-            if (type == CT_STRUCT)
-                parse_dp2(&r, h);
-            else
+        case 8: /* DataPageHeaderV2 */
+            if (type == CT_STRUCT) {
+                h->has_v2 = 1;
+                tc_i32_fields(&r, h, dp2_fields, sizeof dp2_fields / sizeof dp2_fields[0]);
+            } else {
                 tc_skip(&r, type);
+            }
             break;
         default:
             tc_skip(&r, type);
