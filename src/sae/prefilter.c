@@ -22,7 +22,8 @@
  * The bound. With x = sx qx + dx and w = sw qw + dw (real arithmetic),
  *   x.w - sx sw (qx.qw) = dx.w + (sx qx).dw,
  * so |x.w - A + b| <= ||dx|| ||w|| + ||sx qx|| ||dw|| (Cauchy-Schwarz). The F32
- * dot product adds at most d u ||x|| ||w|| (u = 2^-24, any summation order),
+ * dot product adds at most gamma_d ||x|| ||w|| (gamma_d = d u / (1 - d u),
+ * u = 2^-24, any summation order),
  * adding b_j and forming A, lo and hi in float a few u (|A| + |b| + R). R is
  * computed with every term rounded up and a 1e-3 relative margin, so float
  * rounding inside the bound itself cannot make it too small. */
@@ -69,7 +70,7 @@ void sae_pf_thread_free(sae_pf_thread *h) {
 void sae_pf_free(sae_pf *pf) {
     if (!pf) return;
     sf_free_aligned(pf->pw);
-    free(pf->wn), free(pf->wr), free(pf->ws), free(pf->bu), free(pf->zero);
+    free(pf->wn), free(pf->wr), free(pf->ws), free(pf->bu);
     for (int i = 0; i < pf->nthreads; i++)
         sae_pf_thread_free(&pf->th[i]);
     free(pf->th);
@@ -77,6 +78,7 @@ void sae_pf_free(sae_pf *pf) {
 }
 
 int sae_pf_wanted(const sf_sae *s) {
+    if (s->d > (1 << 20)) return 0; /* keeps the rounding bound (d u < 1/16) meaningful */
     const char *env = getenv("SAEFLOW_PREFILTER"); /* 0: never, 1: always (tests) */
     if (env && env[0] == '0') return 0;
     if (env && env[0] == '1') return 1;
@@ -98,7 +100,6 @@ int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows, int nthreads) {
     pf->wr = sf_malloc((size_t)n * sizeof(float));
     pf->ws = sf_malloc((size_t)n * sizeof(float));
     pf->bu = sf_malloc((size_t)n * sizeof(float));
-    pf->zero = sf_calloc((size_t)n, sizeof(float));
     /* group maxima: about 2k of them (see row_candidates). Fewer maxima give
      * a looser first threshold (a few more latents pass it; the exact one
      * follows from those), but a cheaper quickselect: 256 -> 64 values at
@@ -195,7 +196,10 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
     const sf_quant16 *xq = &h->xq[r];
     if (!isfinite(xq->norm)) return 0; /* NaN/Inf row: the caller reports it */
     const float sx = xq->scale;
-    const float alpha = (xq->resid + (float)(d + 8) * PF_U * xq->norm) * 1.001f;
+    /* gamma_{d+8} = (d+8)u / (1 - (d+8)u) bounds the F32 dot product's error
+     * relative to sum |x_i w_i| <= ||x|| ||w||, for any summation order */
+    const double du = (double)(d + 8) * PF_U;
+    const float alpha = (xq->resid + (float)(du / (1.0 - du)) * xq->norm) * 1.001f;
     const float beta = xq->qnorm * 1.001f;
     const float *b = s->b_enc, *wn = pf->wn, *wr = pf->wr, *ws = pf->ws, *bu = pf->bu;
     float *lo = h->lo, *hi = h->hi, *lm = h->lm;

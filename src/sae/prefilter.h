@@ -28,7 +28,6 @@ typedef struct sae_pf_s {
     int group;                /* blocks of 16 latents per group maximum (row_candidates) */
     int16_t *pw;              /* W_enc quantised and packed for sf_i16_gemm_packed */
     float *wn, *wr, *ws, *bu; /* per latent: ||w||, ||w - s q||, s, 8u|b| (bound terms) */
-    float *zero;              /* (n) zeros: lets sae_topk_relu rank the lower bounds */
     sae_pf_thread *th;        /* (nthreads) per-thread scratch, for the trainer */
 } sae_pf;
 
