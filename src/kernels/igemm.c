@@ -203,11 +203,14 @@ void sf_quant16_row(const float *v, int64_t K, int16_t *q, sf_quant16 *out) {
     }
     const double nrm = sqrt(ss);
     out->norm = (float)(nrm * (1.0 + 1e-6));
-    if (!(nrm > 0) || !isfinite(nrm)) { /* zero row (or garbage: caller checks norm) */
+    /* A zero row, a row so small that its scale would be subnormal (q = 0
+     * and the whole row is the residual: still a valid bound), or garbage
+     * (the caller checks norm). */
+    if (!(nrm > 1e-30) || !isfinite(nrm)) {
         memset(q, 0, (size_t)K * sizeof(int16_t));
         out->scale = 0;
         out->qnorm = 0;
-        out->resid = (float)nrm;
+        out->resid = out->norm;
         return;
     }
     /* ||v / s|| <= target, and rounding adds at most sqrt(K)/2 to the norm,

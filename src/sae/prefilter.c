@@ -24,7 +24,9 @@
  * so |x.w - A + b| <= ||dx|| ||w|| + ||sx qx|| ||dw|| (Cauchy-Schwarz). The F32
  * dot product adds at most gamma_d ||x|| ||w|| (gamma_d = d u / (1 - d u),
  * u = 2^-24, any summation order),
- * adding b_j and forming A, lo and hi in float a few u (|A| + |b| + R). R is
+ * adding b_j and forming A, lo and hi in float a few u (|A| + |b| + R), and
+ * underflow at most (d + 8) 2^-149 (a row too small for a normal scale is
+ * all residual: q = 0). R is
  * computed with every term rounded up and a 1e-3 relative margin, so float
  * rounding inside the bound itself cannot make it too small. */
 #include <float.h>
@@ -201,6 +203,9 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
     const double du = (double)(d + 8) * PF_U;
     const float alpha = (xq->resid + (float)(du / (1.0 - du)) * xq->norm) * 1.001f;
     const float beta = xq->qnorm * 1.001f;
+    /* what subnormal products can lose beyond gamma: (d + 8) 2^-149; none in
+     * an all-zero row, whose products are exact zeros */
+    const float eta = xq->norm > 0 ? ldexpf((float)(d + 8), -149) : 0.0f;
     const float *b = s->b_enc, *wn = pf->wn, *wr = pf->wr, *ws = pf->ws, *bu = pf->bu;
     float *lo = h->lo, *hi = h->hi, *lm = h->lm;
     /* Bounds, and the maximum lower bound of each lane over groups of G
@@ -218,7 +223,7 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
             for (int u = 0; u < 16; u++) {
                 const int j = j0 + u;
                 float a = (float)crow[j] * ws[j] * sx;
-                float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j];
+                float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j] + eta;
                 float l = a + b[j] - R;
                 lo[j] = l;
                 hi[j] = a + b[j] + R;
@@ -230,7 +235,7 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
     }
     for (int j = nb * 16; j < n; j++) {
         float a = (float)crow[j] * ws[j] * sx;
-        float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j];
+        float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j] + eta;
         lo[j] = a + b[j] - R;
         hi[j] = a + b[j] + R;
         lm[nm++] = lo[j];
