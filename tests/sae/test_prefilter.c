@@ -161,14 +161,20 @@ TEST(prefilter_row_blocks) {
 
 /* Training through the pre-filter: AdamW re-quantises W_enc for the next
  * step; the result must be bit-identical to quantising afresh every step
- * (sf_sae_trainer_model_changed), and the pre-filter must have run. */
-static void train_run(int fresh_each_step, sf_sae *s, sf_sae_timing *tm) {
+ * (sf_sae_trainer_model_changed), with and without dead-latent resampling
+ * (which rewrites W_enc rows after AdamW and must mark the copy stale), and
+ * the pre-filter must have run. */
+static void train_run(int fresh_each_step, int resample, sf_sae *s, sf_sae_timing *tm) {
     const int d = 48, n = 1024, k = 8, B = 100;
     CHECK(sf_sae_init(s, SF_SAE_TOPK, d, n, k, 5) == 0);
     sf_sae_train_opts o;
     sf_sae_train_opts_default(&o);
     o.lr = 1e-3;
     o.lr_warmup_steps = 0;
+    if (resample) { /* dead after one batch, resampled every other step (and AuxK) */
+        o.bodycount = B;
+        o.resample_every = 2;
+    }
     sf_sae_trainer *t = sf_sae_trainer_new(s, &o, B);
     sf_rng r;
     sf_rng_seed(&r, 3);
@@ -186,16 +192,25 @@ static void train_run(int fresh_each_step, sf_sae *s, sf_sae_timing *tm) {
 
 TEST(prefilter_training_fused) {
     setenv("SAEFLOW_PREFILTER", "1", 1);
-    sf_sae a, b;
-    sf_sae_timing ta, tb;
-    train_run(0, &a, &ta);
-    train_run(1, &b, &tb);
-    CHECK(ta.pf_rows == 600 && tb.pf_rows == 600);
-    CHECK(memcmp(a.W_enc, b.W_enc, (size_t)a.n * a.d * sizeof(float)) == 0);
-    CHECK(memcmp(a.W_decT, b.W_decT, (size_t)a.n * a.d * sizeof(float)) == 0);
-    CHECK(memcmp(a.b_enc, b.b_enc, (size_t)a.n * sizeof(float)) == 0);
-    sf_sae_free(&a);
-    sf_sae_free(&b);
+    for (int resample = 0; resample <= 1; resample++) {
+        sf_sae a, b;
+        sf_sae_timing ta, tb;
+        train_run(0, resample, &a, &ta);
+        train_run(1, resample, &b, &tb);
+        CHECK(ta.pf_rows == 600 && tb.pf_rows == 600);
+        CHECK(memcmp(a.W_enc, b.W_enc, (size_t)a.n * a.d * sizeof(float)) == 0);
+        CHECK(memcmp(a.W_decT, b.W_decT, (size_t)a.n * a.d * sizeof(float)) == 0);
+        CHECK(memcmp(a.b_enc, b.b_enc, (size_t)a.n * sizeof(float)) == 0);
+        if (resample) { /* resampling did rewrite rows: differs from the plain run */
+            sf_sae c;
+            sf_sae_timing tc;
+            train_run(0, 0, &c, &tc);
+            CHECK(memcmp(a.W_enc, c.W_enc, (size_t)a.n * a.d * sizeof(float)) != 0);
+            sf_sae_free(&c);
+        }
+        sf_sae_free(&a);
+        sf_sae_free(&b);
+    }
     unsetenv("SAEFLOW_PREFILTER");
 }
 
