@@ -124,8 +124,8 @@ int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out)
  * arithmetic rate of the F32 GEMM. The selected values are F32 dot products:
  * equal to sf_sae_encode's to F32 rounding (the GEMM sums in another order),
  * and independent of B, of how rows are split into calls, and of threads.
- * Safe to run from several threads at once. The model must not change while
- * the encoder lives. */
+ * Safe to run from several threads at once. Holds an int16 copy of W_enc
+ * (half its size). The model must not change while the encoder lives. */
 typedef struct sf_sae_encoder sf_sae_encoder;
 sf_sae_encoder *sf_sae_encoder_new(const sf_sae *s);
 int sf_sae_encoder_run(sf_sae_encoder *e, const float *x, int64_t B, sf_sae_codes *out);
