@@ -260,8 +260,7 @@ int sae_arch_encode(const sf_sae *s, const sae_pf *pf, const float *x, int64_t B
     if (out->k != cap || out->B < B) return sf_error("encode: code buffer too small");
     const int64_t chunk = sae_chunk_rows(B, n);
     const int64_t nchunks = (B + chunk - 1) / chunk;
-    const int rowtopk =
-        s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
+    const int rowtopk = sae_row_topk(s);
     int64_t bad_row = -1;
     if (!rowtopk || (pf && (pf->n != n || pf->d != d))) pf = NULL;
 #pragma omp parallel if (sae_parallel_worth((size_t)B * n * d))

@@ -79,14 +79,18 @@ void sae_pf_free(sae_pf *pf) {
     free(pf);
 }
 
-int sae_pf_wanted(const sf_sae *s) {
+int sae_pf_wanted(const sf_sae *s, int aux_k) {
     if (s->d > (1 << 20)) return 0; /* keeps the rounding bound (d u < 1/16) meaningful */
     const char *env = getenv("SAEFLOW_PREFILTER"); /* 0: never, 1: always (tests) */
     if (env && env[0] == '0') return 0;
     if (env && env[0] == '1') return 1;
     /* Pays off when the GEMM is large and the candidates few: with n / k
-     * small the candidate set is a large share of the row anyway. */
-    return sf_i16_gemm_fast() && s->n >= 16 * s->k && s->n >= 1024 && s->d >= 64;
+     * small the candidate set is a large share of the row anyway. AuxK's
+     * ~aux_k extra F32 values per row are read latent by latent, far below
+     * GEMM speed: measured slower than the F32 GEMM at aux_k = n/16, so only
+     * while aux_k <= n/24. */
+    return sf_i16_gemm_fast() && s->n >= 16 * s->k && s->n >= 1024 && s->d >= 64 &&
+           (int64_t)aux_k * 24 <= s->n;
 }
 
 int sae_pf_alloc(sae_pf **ppf, const sf_sae *s, int max_rows, int nthreads) {
@@ -186,6 +190,16 @@ static int collect(const float *lo, const float *hi, int n, float t, int32_t *cj
     return nc;
 }
 
+/* Latent j's bounds for a row (its int32 product c, scale sx, per-row
+ * bound terms alpha, beta, eta): returns lo, stores hi. */
+static inline float bounds(const sae_pf *pf, const float *b, int32_t c, int j, float sx,
+                           float alpha, float beta, float eta, float *hi) {
+    float a = (float)c * pf->ws[j] * sx;
+    float R = alpha * pf->wn[j] + beta * pf->wr[j] + 8.0f * PF_U * fabsf(a) + pf->bu[j] + eta;
+    *hi = a + b[j] + R;
+    return a + b[j] - R;
+}
+
 /* The candidates of row r of the chunk (latents whose F32 value may be in
  * its TopK), ascending, into cj; returns how many. With ak > 0 also those of
  * the AuxK selection (the ak largest among the nd dead latents dl[]) into
@@ -206,7 +220,7 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
     /* what subnormal products can lose beyond gamma: (d + 8) 2^-149; none in
      * an all-zero row, whose products are exact zeros */
     const float eta = xq->norm > 0 ? ldexpf((float)(d + 8), -149) : 0.0f;
-    const float *b = s->b_enc, *wn = pf->wn, *wr = pf->wr, *ws = pf->ws, *bu = pf->bu;
+    const float *b = s->b_enc;
     float *lo = h->lo, *hi = h->hi, *lm = h->lm;
     /* Bounds, and the maximum lower bound of each lane over groups of G
      * blocks of 16: distinct elements, so the k-th largest of those maxima
@@ -222,11 +236,8 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
 #pragma omp simd
             for (int u = 0; u < 16; u++) {
                 const int j = j0 + u;
-                float a = (float)crow[j] * ws[j] * sx;
-                float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j] + eta;
-                float l = a + b[j] - R;
+                float l = bounds(pf, b, crow[j], j, sx, alpha, beta, eta, &hi[j]);
                 lo[j] = l;
-                hi[j] = a + b[j] + R;
                 mx[u] = l > mx[u] ? l : mx[u];
             }
         }
@@ -234,10 +245,7 @@ static int row_candidates(const sae_pf *pf, sae_pf_thread *h, const sf_sae *s, c
             lm[nm++] = mx[u];
     }
     for (int j = nb * 16; j < n; j++) {
-        float a = (float)crow[j] * ws[j] * sx;
-        float R = alpha * wn[j] + beta * wr[j] + 8.0f * PF_U * fabsf(a) + bu[j] + eta;
-        lo[j] = a + b[j] - R;
-        hi[j] = a + b[j] + R;
+        lo[j] = bounds(pf, b, crow[j], j, sx, alpha, beta, eta, &hi[j]);
         lm[nm++] = lo[j];
     }
     float t0 = nm >= k ? sae_kth_largest(lm, nm, k) : 0.0f;

@@ -31,9 +31,9 @@ typedef struct sae_pf_s {
     sae_pf_thread *th;        /* (nthreads) per-thread scratch, for the trainer */
 } sae_pf;
 
-/* Whether the pre-filter should run for this model (SAEFLOW_PREFILTER=0/1
- * forces it off/on). */
-int sae_pf_wanted(const sf_sae *s);
+/* Whether the pre-filter should run for this model with aux_k AuxK latents
+ * per row (0: none) (SAEFLOW_PREFILTER=0/1 forces it off/on). */
+int sae_pf_wanted(const sf_sae *s, int aux_k);
 /* Per-worker scratch for chunks of up to max_rows rows. */
 void sae_pf_thread_init(sae_pf_thread *h, int n, int d, int max_rows);
 void sae_pf_thread_free(sae_pf_thread *h);

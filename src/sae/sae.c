@@ -580,9 +580,8 @@ struct sf_sae_encoder {
 sf_sae_encoder *sf_sae_encoder_new(const sf_sae *s) {
     sf_sae_encoder *e = sf_calloc(1, sizeof *e);
     e->s = s;
-    const int rowtopk =
-        s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
-    if (rowtopk && sae_pf_wanted(s) && sae_pf_prepare(&e->pf, s, 0, 0) != 0) {
+    const int rowtopk = sae_row_topk(s);
+    if (rowtopk && sae_pf_wanted(s, 0) && sae_pf_prepare(&e->pf, s, 0, 0) != 0) {
         sae_pf_free(e->pf); /* non-finite weights: the F32 route */
         e->pf = NULL;
     }

@@ -40,6 +40,12 @@ void sae_sort_pairs(int32_t *idx, float *val, int c);
 void sae_decode_row(const float *W_decT, const float *bias, int d, const int32_t *idx,
                     const float *val, int c, float *out);
 
+/* TopK-style selection per row (TopK, and Matryoshka without BatchTopK):
+ * the encoders the int16 pre-filter serves. */
+static inline int sae_row_topk(const sf_sae *s) {
+    return s->arch == SF_SAE_TOPK || (s->arch == SF_SAE_MATRYOSHKA && !s->batch_select);
+}
+
 /* Whether `flops` of work is worth an OpenMP parallel region (else run serial). */
 static inline int sae_parallel_worth(size_t flops) {
     return flops >= ((size_t)1 << 26);

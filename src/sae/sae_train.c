@@ -324,12 +324,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     /* The exact TopK (and AuxK) through an int16 pre-filter (prefilter.c)
      * replaces the F32 encoder GEMM. */
     int use_pf = 0;
-    /* With AuxK the pre-filter also needs ~aux_k F32 values per row (read
-     * latent by latent, far below GEMM speed): measured slower than the F32
-     * GEMM at aux_k = n/16, so it runs only while aux_k <= n/24. */
-    const char *pfe = getenv("SAEFLOW_PREFILTER");
-    const int pf_forced = pfe && pfe[0] == '1';
-    if (sae_pf_wanted(s) && (!use_aux || pf_forced || (int64_t)ak * 24 <= n)) {
+    if (sae_pf_wanted(s, ak)) {
         /* Inside a training step, the last AdamW has already quantised the
          * W_enc it wrote (nothing else touched it since: resampling clears
          * pf_fresh). A gradient called on its own never trusts that. */
