@@ -6,7 +6,8 @@
  *   (llm.c style). Weights are `sf_weight`: F32 or BF16 storage behind one
  *   struct, so a model can be held in half the memory (`--dtype bf16`) while
  *   every kernel still computes in F32.
- * - The big matrix products go to OpenBLAS `cblas_sgemm`. BF16 weights are
+ * - The big matrix products go to sf_sgemm (oneDNN's sgemm where built with
+ *   it, else OpenBLAS; one call per thread). BF16 weights are
  *   widened to F32 one panel of output features at a time (a few MB of
  *   scratch, reused), so a BF16 model never holds an F32 copy of a matrix.
  * - One integer product, sf_i16_gemm_packed (int16 in, int32 out, AVX512-VNNI),
@@ -15,8 +16,8 @@
  * - Everything else (norms, softmax, activations, attention bookkeeping) is
  *   plain C with OpenMP pragmas, parallel over rows. Per-row work is done by
  *   one thread in a fixed order, so results do not depend on the thread count
- *   (OpenBLAS GEMM itself splits over output blocks, not over the reduction
- *   dimension, so it is also thread-count independent in practice).
+ *   (the GEMMs are split over output blocks, never over the reduction
+ *   dimension, so they are thread-count independent too).
  * - Kernels never allocate on the hot path except the per-call scratch of
  *   attention and BF16 panels; none can fail on valid shapes, so they return
  *   void. Shape validation belongs to the model loader.
@@ -94,6 +95,19 @@ const char *sf_kernels_blas_info(void);
 void sf_kernels_fix_blas_core(void);
 
 /* ---- dense layers -------------------------------------------------------- */
+
+/* C (M, N) = alpha * op(A) @ op(B) + beta * C, all row-major, on the calling
+ * thread only (callers split work over OpenMP threads themselves; inside a
+ * parallel region it never starts threads of its own). op(A) is A (M, K) or,
+ * with trans_a, A^T for A (K, M); likewise op(B) (K, N) or B^T for B (N, K).
+ * The one F32 GEMM of the project: oneDNN's JIT sgemm where saeflow was built
+ * with it (SF_HAVE_DNNL, the default where Debian ships libdnnl), otherwise
+ * OpenBLAS. Results depend on which, in the last bits; never on threads. */
+void sf_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+              int64_t ldc);
+/* "oneDNN 2.6.3 sgemm" or "OpenBLAS cblas_sgemm": which sf_sgemm is built in. */
+const char *sf_sgemm_backend(void);
 
 /* y = x @ W^T + bias  (or y += ..., when accumulate is nonzero)
  * x (M, K) row-major, W (N, K) F32 or BF16, bias (N) or NULL,

@@ -2,11 +2,10 @@
  *
  * Parallelism: the B*H (batch, head) pairs are independent, so OpenMP hands
  * them out to threads and each thread runs single-threaded sgemm calls on
- * strided views of q/k/v (no transposes or copies of the heads); OpenBLAS
+ * strided views of q/k/v (no transposes or copies of the heads); sf_sgemm
  * itself always runs single-threaded (see linear.c).
  * The score matrix of one pair is Tq x Tk floats (257 x 257 for ViT-L/14,
  * 260 KB) in a per-thread scratch buffer. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 
@@ -39,8 +38,7 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
                 continue;
             }
             // S (Tq, Tk) = scale * Q K^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Tq, (int)Tk, (int)Dh,
-                        s->scale, qb, (int)s->ldq, kb, (int)s->ldk, 0.0f, S, (int)Tk);
+            sf_sgemm(0, 1, Tq, Tk, Dh, s->scale, qb, s->ldq, kb, s->ldk, 0.0f, S, Tk);
             const int32_t *km = s->key_mask ? s->key_mask + b * Tk : NULL;
             for (int64_t i = 0; i < Tq; i++) {
                 float *row = S + i * Tk;
@@ -53,8 +51,7 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
                 sf_softmax_row(row, Tk);
             }
             // O (Tq, Dh) = P (Tq, Tk) V (Tk, Dh)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Tq, (int)Dh, (int)Tk, 1.0f,
-                        S, (int)Tk, vb, (int)s->ldv, 0.0f, ob, (int)s->ldo);
+            sf_sgemm(0, 0, Tq, Dh, Tk, 1.0f, S, Tk, vb, s->ldv, 0.0f, ob, s->ldo);
         }
         sf_free_aligned(S);
     }

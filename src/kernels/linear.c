@@ -1,6 +1,5 @@
-/* Dense layers on OpenBLAS: linear (x @ W^T + b) and the patch-embedding
+/* Dense layers on sf_sgemm: linear (x @ W^T + b) and the patch-embedding
  * convolution as im2col + GEMM. */
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
@@ -16,10 +15,10 @@
  * at least 256 rows. */
 #define SF_PANEL_BYTES (16u << 20)
 
-/* Threading model: OpenBLAS always runs single-threaded and OpenMP owns all
- * parallelism. Each thread multiplies x by its own slice of W's rows (output
- * features), so only one pool of threads exists; with OpenBLAS's own pool
- * next to OpenMP's, the two spin-wait against each other on a small machine
+/* Threading model: the GEMM (sf_sgemm) always runs single-threaded and OpenMP
+ * owns all parallelism. Each thread multiplies x by its own slice of W's rows
+ * (output features), so only one pool of threads exists; with OpenBLAS's own
+ * pool next to OpenMP's, the two spin-wait against each other on a small machine
  * (measured: ~15% of a ViT-L/14 forward went to sched_yield and spinning).
  * Per-thread slices also make BF16 widening parallel and cache-local. */
 
@@ -52,8 +51,7 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
         return;
     }
     if (W->dtype == SF_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x,
-                    (int)K, (const float *)W->data + n0 * K, (int)K, beta, y + n0, (int)ldy);
+        sf_sgemm(0, 1, M, N, K, 1.0f, x, K, (const float *)W->data + n0 * K, K, beta, y + n0, ldy);
         return;
     }
     /* BF16: widen a panel of W's rows to F32, multiply, move on. Widening
@@ -70,8 +68,7 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
             v.u = (uint32_t)src[i] << 16;
             panel[i] = v.f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)cur, (int)K, 1.0f, x,
-                    (int)K, panel, (int)K, beta, y + p0, (int)ldy);
+        sf_sgemm(0, 1, M, cur, K, 1.0f, x, K, panel, K, beta, y + p0, ldy);
     }
 }
 

@@ -1,5 +1,6 @@
 /* Kernel layer against straightforward reference loops in double precision. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -376,6 +377,62 @@ TEST(thread_count_independent) {
     free(x), free(y1), free(y2);
 }
 
+/* sf_sgemm (whichever backend is built in) against a double loop: all four
+ * transpose cases, leading dimensions wider than the matrices, alpha/beta,
+ * and calls from inside a parallel region (one GEMM per thread, the way the
+ * kernels use it) giving the same bits as a call from outside. */
+TEST(sgemm_backend) {
+    const int64_t M = 37, N = 45, K = 131, pad = 3;
+    float *A = randn((size_t)((M + pad) * (K + pad)), 1),
+          *B = randn((size_t)((N + pad) * (K + pad)), 1);
+    float *C0 = randn((size_t)(M * (N + pad)), 1);
+    float *C = malloc(sizeof(float) * (size_t)(M * (N + pad)));
+    float *C2 = malloc(sizeof(float) * (size_t)(M * (N + pad)));
+    double *ref = malloc(sizeof(double) * (size_t)(M * N));
+    float *got = malloc(sizeof(float) * (size_t)(M * N));
+    const float alpha = 0.75f, beta = -0.5f;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            /* op(A) (M, K): A is (M, K) or (K, M); op(B) (K, N): B is (K, N) or (N, K) */
+            int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) {
+                    double acc = 0;
+                    for (int64_t k = 0; k < K; k++) {
+                        double a = ta ? A[k * lda + m] : A[m * lda + k];
+                        double b = tb ? B[n * ldb + k] : B[k * ldb + n];
+                        acc += a * b;
+                    }
+                    ref[m * N + n] = alpha * acc + beta * (double)C0[m * ldc + n];
+                }
+            memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+            sf_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            for (int64_t m = 0; m < M; m++) {
+                memcpy(got + m * N, C + m * ldc, sizeof(float) * (size_t)N);
+                for (int64_t n = N; n < ldc; n++) /* padding columns untouched */
+                    CHECK(C[m * ldc + n] == C0[m * ldc + n]);
+            }
+            CHECK(rel_err(got, ref, (size_t)(M * N)) < 1e-6);
+            memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
+            sf_kernels_set_threads(2);
+#pragma omp parallel num_threads(2)
+            {
+                /* each thread one half of the rows of C, as sf_linear splits */
+                int t = omp_get_thread_num();
+                int64_t m0 = t ? M / 2 : 0, m1 = t ? M : M / 2;
+                const float *At = ta ? A + m0 : A + m0 * lda;
+                sf_sgemm(ta, tb, m1 - m0, N, K, alpha, At, lda, B, ldb, beta, C2 + m0 * ldc, ldc);
+            }
+            CHECK(memcmp(C, C2, sizeof(float) * (size_t)(M * ldc)) == 0);
+        }
+    /* K == 0: C = beta * C, as BLAS defines it */
+    memcpy(C, C0, sizeof(float) * (size_t)(M * (N + pad)));
+    sf_sgemm(0, 1, M, N, 0, alpha, A, K, B, K, 0.0f, C, N + pad);
+    CHECK(C[0] == 0.0f && C[(M - 1) * (N + pad) + N - 1] == 0.0f);
+    CHECK(strlen(sf_sgemm_backend()) > 0);
+    free(A), free(B), free(C0), free(C), free(C2), free(ref), free(got);
+}
+
 /* The int16 GEMM against a plain int64 loop, on ragged shapes (rows not a
  * multiple of 12, columns not of 32, odd K), including values at the int16
  * extremes; and the quantizer's norm and residual claims. */
@@ -451,5 +508,6 @@ int main(void) {
     RUN(patch_embed);
     RUN(thread_count_independent);
     RUN(i16_gemm_and_quant);
+    RUN(sgemm_backend);
     return test_summary();
 }
