@@ -15,9 +15,10 @@
  *   it to find the exact F32 TopK without the F32 encoder GEMM.
  * - Everything else (norms, softmax, activations, attention bookkeeping) is
  *   plain C with OpenMP pragmas, parallel over rows. Per-row work is done by
- *   one thread in a fixed order, so results do not depend on the thread count
- *   (the GEMMs are split over output blocks, never over the reduction
- *   dimension, so they are thread-count independent too).
+ *   one thread in a fixed order, so its results do not depend on the thread
+ *   count. GEMMs are split over output blocks, never over the reduction, but
+ *   a thread's block size changes the BLAS blocking, so GEMM outputs can move
+ *   by an ulp with the thread count (same threads: same bits).
  * - Kernels never allocate on the hot path except the per-call scratch of
  *   attention and BF16 panels; none can fail on valid shapes, so they return
  *   void. Shape validation belongs to the model loader.
@@ -102,7 +103,8 @@ void sf_kernels_fix_blas_core(void);
  * with trans_a, A^T for A (K, M); likewise op(B) (K, N) or B^T for B (N, K).
  * The one F32 GEMM of the project: oneDNN's JIT sgemm where saeflow was built
  * with it (SF_HAVE_DNNL, the default where Debian ships libdnnl), otherwise
- * OpenBLAS. Results depend on which, in the last bits; never on threads. */
+ * OpenBLAS. Results depend on which, and on the shape of the call, in the
+ * last bits. */
 void sf_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc);

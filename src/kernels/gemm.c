@@ -40,8 +40,8 @@ void sf_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
     if (outer > 1) omp_set_num_threads(1);
     /* Valid shapes cannot fail; a failure here would be a bug in the caller's
      * leading dimensions, so it is loud rather than silently wrong. */
-    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A,
-                                  lda, B, ldb, beta, C, ldc);
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                  B, ldb, beta, C, ldc);
     if (outer > 1) omp_set_num_threads(outer);
     if (st != dnnl_success) {
         fprintf(stderr, "saeflow: dnnl_sgemm(M=%lld N=%lld K=%lld) failed: status %d\n",

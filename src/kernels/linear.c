@@ -94,7 +94,7 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
         if (n > 1 && split_n) { /* slices rounded to 16 columns: whole vector tiles */
-            int64_t per = (N / 16 + n - 1) / n * 16;
+            int64_t per = ((N + 15) / 16 + n - 1) / n * 16;
             n0 = t * per < N ? t * per : N;
             n1 = n0 + per < N ? n0 + per : N;
         } else if (n > 1) {
