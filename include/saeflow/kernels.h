@@ -159,13 +159,20 @@ void sf_add(float *y, const float *x, size_t n);
  * [h*Dh, (h+1)*Dh) of each row, like torch's view(B, T, H, Dh).
  * causal: query i sees keys j <= i + (Tk - Tq) (bottom-right aligned, as for
  * a query suffix of the keys). key_mask (B, Tk) or NULL: 0 = padding, never
- * attended. A query row with no visible key gets zeros. */
+ * attended. A query row with no visible key gets zeros.
+ * Ragged batches (sequences of different lengths packed back to back, no
+ * padding rows): q_off and k_off, each B + 1 row offsets (like flash-attn's
+ * cu_seqlens), give sequence b the query rows [q_off[b], q_off[b+1]) and the
+ * key/value rows [k_off[b], k_off[b+1]); Tq and Tk are then ignored, out rows
+ * follow q_off, and key_mask is indexed by packed key row. Both NULL: the
+ * uniform (B, Tq) / (B, Tk) layout above. */
 typedef struct {
     int64_t B, Tq, Tk, H, Dh;
     int64_t ldq, ldk, ldv, ldo;
     float scale; /* usually 1/sqrt(Dh) */
     int causal;
     const int32_t *key_mask;
+    const int64_t *q_off, *k_off; /* (B + 1) each, or both NULL */
 } sf_attn_shape;
 void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v,
                   float *out);

@@ -501,17 +501,17 @@ static void scratch_free(scratch *s) {
         sf_free_aligned(s->mlp);
 }
 
-/* One full encoder layer on x (B*T, D), in place. */
-static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int64_t B, int64_t T,
-                       int causal, const int32_t *key_mask, scratch *s) {
+/* One full encoder layer on x (N, D), in place: B sequences packed back to
+ * back, sequence b in rows [off[b], off[b+1]) (N = off[B]; a uniform batch
+ * has off[b] = b*T). Only attention sees the sequence boundaries. */
+static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int64_t B,
+                       const int64_t *off, int causal, const int32_t *key_mask, scratch *s) {
     const sf_clip_config *c = &tw->cfg;
-    const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
+    const int64_t D = c->hidden, I = c->intermediate, N = off[B], H = c->heads, Dh = D / H;
     sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
     // qkv (N, 3D) = ln @ [Wq; Wk; Wv]^T + [bq; bk; bv]: q, k, v are its thirds
     sf_linear(s->ln, N, D, &L->qkv, L->qkvb, s->qkv, 3 * D, 0);
     sf_attn_shape as = {.B = B,
-                        .Tq = T,
-                        .Tk = T,
                         .H = H,
                         .Dh = Dh,
                         .ldq = 3 * D,
@@ -520,7 +520,9 @@ static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int6
                         .ldo = D,
                         .scale = 1.0f / sqrtf((float)Dh),
                         .causal = causal,
-                        .key_mask = key_mask};
+                        .key_mask = key_mask,
+                        .q_off = off,
+                        .k_off = off};
     sf_attention(&as, s->qkv, s->qkv + D, s->qkv + 2 * D, s->att);
     sf_linear(s->att, N, D, &L->o, L->ob, x, D, 1); // x += att Wo^T + bo
     sf_layernorm(x, s->ln, N, D, L->ln2w, L->ln2b, c->eps);
@@ -529,27 +531,26 @@ static void layer_full(const clip_tower *tw, const clip_layer *L, float *x, int6
     sf_linear(s->mlp, N, I, &L->fc2, L->fc2b, x, D, 1); // x += mlp W2^T + b2
 }
 
-/* The last layer when only one token per sequence (position sel[b]) is
- * wanted: keys/values for every token, everything else for one row per
- * sequence. vis (B, T): which keys that row may see (causal and padding
- * folded in). Updates rows x[b*T + sel[b]]. */
+/* The last layer when only one token per sequence (row off[b] + sel[b]) is
+ * wanted: keys/values for every row, everything else for one row per
+ * sequence. vis (N): which keys that row may see (causal and padding folded
+ * in); iota (B + 1): 0, 1, ..., B, the query rows. Updates those rows of x. */
 static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x, int64_t B,
-                            int64_t T, const int64_t *sel, const int32_t *vis, scratch *s) {
+                            const int64_t *off, const int64_t *sel, const int32_t *vis,
+                            const int64_t *iota, scratch *s) {
     const sf_clip_config *c = &tw->cfg;
-    const int64_t D = c->hidden, I = c->intermediate, N = B * T, H = c->heads, Dh = D / H;
+    const int64_t D = c->hidden, I = c->intermediate, N = off[B], H = c->heads, Dh = D / H;
     sf_layernorm(x, s->ln, N, D, L->ln1w, L->ln1b, c->eps);
     sf_linear(s->ln, N, D, &L->k, L->kb, s->qkv + D, 3 * D, 0);
     sf_linear(s->ln, N, D, &L->v, L->vb, s->qkv + 2 * D, 3 * D, 0);
     // gather the selected rows: xs (B, D) residual, a (B, D) normed
     float *xs = s->att, *a = s->att + B * D, *q = s->att + 2 * B * D, *o = s->att + 3 * B * D;
     for (int64_t b = 0; b < B; b++) {
-        memcpy(xs + b * D, x + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
-        memcpy(a + b * D, s->ln + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
+        memcpy(xs + b * D, x + (off[b] + sel[b]) * D, (size_t)D * sizeof(float));
+        memcpy(a + b * D, s->ln + (off[b] + sel[b]) * D, (size_t)D * sizeof(float));
     }
     sf_linear(a, B, D, &L->q, L->qb, q, D, 0);
     sf_attn_shape as = {.B = B,
-                        .Tq = 1,
-                        .Tk = T,
                         .H = H,
                         .Dh = Dh,
                         .ldq = D,
@@ -558,7 +559,9 @@ static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x,
                         .ldo = D,
                         .scale = 1.0f / sqrtf((float)Dh),
                         .causal = 0,
-                        .key_mask = vis};
+                        .key_mask = vis,
+                        .q_off = iota,
+                        .k_off = off};
     sf_attention(&as, q, s->qkv + D, s->qkv + 2 * D, o);
     sf_linear(o, B, D, &L->o, L->ob, xs, D, 1);
     sf_layernorm(xs, a, B, D, L->ln2w, L->ln2b, c->eps);
@@ -566,41 +569,47 @@ static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x,
     sf_activation(s->mlp, (size_t)(B * I), c->act);
     sf_linear(s->mlp, B, I, &L->fc2, L->fc2b, xs, D, 1);
     for (int64_t b = 0; b < B; b++)
-        memcpy(x + (b * T + sel[b]) * D, xs + b * D, (size_t)D * sizeof(float));
+        memcpy(x + (off[b] + sel[b]) * D, xs + b * D, (size_t)D * sizeof(float));
 }
 
-/* Runs `nl` layers and writes the requested output. sel[b]: the pooled /
- * first token position of sequence b. */
-static int run_tower(const clip_tower *tw, float *x, int64_t B, int64_t T, int nl,
+/* Runs `nl` layers on x (N, D), sequences packed as in layer_full, and
+ * writes the requested output. sel[b]: the pooled / first token's position
+ * within sequence b. mask (N) or NULL: 0 = padding key. An all-token output
+ * needs the uniform layout (off[b] = b*T): it is x itself. */
+static int run_tower(const clip_tower *tw, float *x, int64_t B, const int64_t *off, int nl,
                      const sf_clip_request *r, int causal, const int32_t *mask, const int64_t *sel,
                      float *out) {
     const sf_clip_config *c = &tw->cfg;
-    const int64_t D = c->hidden;
+    const int64_t D = c->hidden, N = off[B];
     int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
     scratch s;
-    /* att doubles as the 4 (B, D) buffers of the one-token layer: N >= 4B
-     * unless T < 4, so size it for both. */
-    scratch_alloc(&s, B * (T > 4 ? T : 4), D, c->intermediate);
+    /* att doubles as the 4 (B, D) buffers of the one-token layer */
+    scratch_alloc(&s, N > 4 * B ? N : 4 * B, D, c->intermediate);
     int32_t *vis = NULL;
+    int64_t *iota = NULL;
     if (one_token && nl > 0) {
-        vis = sf_malloc((size_t)(B * T) * sizeof(int32_t));
+        vis = sf_malloc((size_t)N * sizeof(int32_t));
+        iota = sf_malloc((size_t)(B + 1) * sizeof(int64_t));
+        for (int64_t b = 0; b <= B; b++)
+            iota[b] = b;
         for (int64_t b = 0; b < B; b++)
-            for (int64_t j = 0; j < T; j++)
-                vis[b * T + j] = (!causal || j <= sel[b]) && (!mask || mask[b * T + j]);
+            for (int64_t j = 0; j < off[b + 1] - off[b]; j++)
+                vis[off[b] + j] = (!causal || j <= sel[b]) && (!mask || mask[off[b] + j]);
     }
     for (int l = 0; l < nl; l++) {
         if (one_token && l == nl - 1)
-            layer_one_token(tw, &tw->layers[l], x, B, T, sel, vis, &s);
+            layer_one_token(tw, &tw->layers[l], x, B, off, sel, vis, iota, &s);
         else
-            layer_full(tw, &tw->layers[l], x, B, T, causal, mask, &s);
+            layer_full(tw, &tw->layers[l], x, B, off, causal, mask, &s);
     }
     free(vis);
+    free(iota);
     if (!one_token) {
-        memcpy(out, x, (size_t)(B * T * D) * sizeof(float));
+        memcpy(out, x, (size_t)(N * D) * sizeof(float));
     } else {
         float *rows = r->what == SF_CLIP_EMBEDS ? s.ln : out; // (B, D)
         for (int64_t b = 0; b < B; b++)
-            memcpy(rows + b * D, x + (b * T + sel[b]) * D, (size_t)D * sizeof(float));
+            memcpy(rows + b * D, x + (off[b] + sel[b]) * D, (size_t)D * sizeof(float));
         if (r->what != SF_CLIP_HIDDEN)
             sf_layernorm(rows, rows, B, D, tw->post_w, tw->post_b, c->eps);
         if (r->what == SF_CLIP_EMBEDS)
@@ -634,7 +643,11 @@ int sf_clip_vision_forward(const sf_clip *m, const float *pixels, int64_t B,
     sf_free_aligned(pe);
     sf_layernorm(x, x, B * T, D, tw->pre_w, tw->pre_b, c->eps);
     int64_t *sel = sf_calloc((size_t)B, sizeof(int64_t)); /* CLS = token 0 */
-    int rc = run_tower(tw, x, B, T, nl, r, 0, NULL, sel, out);
+    int64_t *off = sf_malloc((size_t)(B + 1) * sizeof(int64_t));
+    for (int64_t b = 0; b <= B; b++)
+        off[b] = b * T;
+    int rc = run_tower(tw, x, B, off, nl, r, 0, NULL, sel, out);
+    free(off);
     free(sel);
     sf_free_aligned(x);
     return rc;
@@ -661,9 +674,7 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
      * argmax over an all-false row gives 0. Both argmaxes return the first
      * maximal index. */
     int64_t *sel = sf_calloc((size_t)B, sizeof(int64_t));
-    int64_t Te = T; /* positions to compute */
     const int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
-    if (one_token) Te = 1;
     for (int64_t b = 0; b < B; b++) {
         const int32_t *row = ids + b * T;
         int64_t best = 0;
@@ -678,30 +689,33 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
                 }
         }
         sel[b] = r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_FIRST ? 0 : best;
-        if (one_token && sel[b] + 1 > Te) Te = sel[b] + 1;
     }
     /* Under the causal mask position t depends only on positions <= t, so a
-     * one-token request needs the first max(sel)+1 positions only: the
-     * padding after the EOS (77 - caption length) is never computed. */
-    // embeddings: x (B, Te, D) = token_embedding[ids] + position_embedding[t]
-    float *x = sf_malloc_aligned((size_t)(B * Te * D) * sizeof(float));
-    int32_t *mk = NULL;
-    if (mask) {
-        mk = sf_malloc((size_t)(B * Te) * sizeof(int32_t));
-        for (int64_t b = 0; b < B; b++)
-            memcpy(mk + b * Te, mask + b * T, (size_t)Te * sizeof(int32_t));
-    }
-#pragma omp parallel for schedule(static) if (B * Te * D > 65536)
-    for (int64_t i = 0; i < B * Te; i++) {
-        float *xi = x + i * D;
-        int64_t b = i / Te, t = i % Te;
-        sf_weight_rows_f32(&tw->tok, ids[b * T + t], 1, xi);
-        const float *p = tw->pos + t * D;
-        for (int64_t d = 0; d < D; d++)
-            xi[d] += p[d];
-    }
-    int rc = run_tower(tw, x, B, Te, nl, r, 1, mk, sel, out);
+     * one-token request needs positions 0..sel[b] of sequence b and nothing
+     * after: the sequences are packed back to back with those lengths (a
+     * caption of 12 tokens costs 12 rows, not 77), and attention runs per
+     * sequence (ragged). An all-token request keeps every position. */
+    int64_t *off = sf_malloc((size_t)(B + 1) * sizeof(int64_t));
+    off[0] = 0;
+    for (int64_t b = 0; b < B; b++)
+        off[b + 1] = off[b] + (one_token ? sel[b] + 1 : T);
+    const int64_t N = off[B];
+    // embeddings: x (N, D) = token_embedding[ids] + position_embedding[t]
+    float *x = sf_malloc_aligned((size_t)(N * D) * sizeof(float));
+    int32_t *mk = mask ? sf_malloc((size_t)N * sizeof(int32_t)) : NULL;
+#pragma omp parallel for schedule(static) if (N * D > 65536)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < off[b + 1] - off[b]; t++) {
+            float *xi = x + (off[b] + t) * D;
+            sf_weight_rows_f32(&tw->tok, ids[b * T + t], 1, xi);
+            const float *p = tw->pos + t * D;
+            for (int64_t d = 0; d < D; d++)
+                xi[d] += p[d];
+            if (mk) mk[off[b] + t] = mask[b * T + t];
+        }
+    int rc = run_tower(tw, x, B, off, nl, r, 1, mk, sel, out);
     free(mk);
+    free(off);
     free(sel);
     sf_free_aligned(x);
     return rc;

@@ -327,6 +327,48 @@ TEST(attention) {
     sf_attention(&s2, q, qkv + D, qkv + 2 * D, oc);
     ref_attention(&s2, q, qkv + D, qkv + 2 * D, ref);
     CHECK(rel_err(oc, ref, (size_t)(B * Tq * D)) < 2e-6);
+
+    /* Ragged batch: sequences of 7, 3 and 5 rows packed back to back (15 rows
+     * of the fused buffer), each against a one-sequence reference; then one
+     * query row per sequence against its keys (the one-token layer's shape). */
+    const int64_t off[4] = {0, 7, 10, 15}, qone[4] = {0, 1, 2, 3};
+    int32_t pmask[15] = {1, 1, 1, 1, 1, 0, 0, /**/ 0, 1, 1, /**/ 1, 1, 0, 1, 1};
+    for (int variant = 0; variant < 4; variant++) {
+        sf_attn_shape r = {.B = 3,
+                           .H = H,
+                           .Dh = Dh,
+                           .ldq = 3 * D,
+                           .ldk = 3 * D,
+                           .ldv = 3 * D,
+                           .ldo = D,
+                           .scale = 0.4f,
+                           .causal = variant & 1,
+                           .key_mask = (variant & 2) ? pmask : NULL,
+                           .q_off = off,
+                           .k_off = off};
+        sf_attention(&r, qkv, qkv + D, qkv + 2 * D, oc);
+        for (int64_t b = 0; b < 3; b++) {
+            int64_t n = off[b + 1] - off[b];
+            sf_attn_shape one = r;
+            one.B = 1, one.Tq = n, one.Tk = n, one.q_off = one.k_off = NULL;
+            one.key_mask = r.key_mask ? pmask + off[b] : NULL;
+            const float *base = qkv + off[b] * 3 * D;
+            ref_attention(&one, base, base + D, base + 2 * D, ref + off[b] * D);
+        }
+        CHECK_MSG(rel_err(oc, ref, (size_t)(15 * D)) < 2e-6, "ragged variant %d", variant);
+        /* one query per sequence (separate q rows 0..2) against its keys */
+        r.q_off = qone, r.ldq = D, r.causal = 0;
+        sf_attention(&r, q, qkv + D, qkv + 2 * D, oc);
+        for (int64_t b = 0; b < 3; b++) {
+            int64_t n = off[b + 1] - off[b];
+            sf_attn_shape one = r;
+            one.B = 1, one.Tq = 1, one.Tk = n, one.q_off = one.k_off = NULL;
+            one.key_mask = r.key_mask ? pmask + off[b] : NULL;
+            const float *kb = qkv + off[b] * 3 * D;
+            ref_attention(&one, q + b * D, kb + D, kb + 2 * D, ref + b * D);
+        }
+        CHECK_MSG(rel_err(oc, ref, (size_t)(3 * D)) < 2e-6, "one-token ragged variant %d", variant);
+    }
     free(q), free(qkv), free(out), free(oc), free(ref);
 }
 
