@@ -73,6 +73,10 @@ typedef enum {
     SF_CLIP_TOK_ALL,    /* every token: (B, T, d) */
     SF_CLIP_TOK_FIRST,  /* token 0 (vision CLS): (B, d) */
     SF_CLIP_TOK_POOLED, /* the pooled position (vision: 0; text: first EOS): (B, d) */
+    /* text: the non-padding tokens (mask 1) only, packed: (sum of the mask, d),
+     * rows in (b, t) order; padding positions are never computed (each
+     * sequence runs up to its last token). Vision: the same as ALL. */
+    SF_CLIP_TOK_VALID,
 } sf_clip_tokens;
 
 typedef struct {
@@ -81,7 +85,8 @@ typedef struct {
     sf_clip_tokens tokens; /* SF_CLIP_HIDDEN only; POOLED/EMBEDS are always (B, d) */
 } sf_clip_request;
 
-/* Floats per example the request produces (d, T*d or projection_dim), or -1
+/* Floats per example the request produces (d, T*d or projection_dim; for
+ * TOK_VALID the all-token T*d, an upper bound), or -1
  * with an error for a request the tower cannot serve (layer out of range,
  * no projection, tower absent). */
 int64_t sf_clip_output_size(const sf_clip *m, int text, const sf_clip_request *r, int T);

@@ -204,7 +204,6 @@ typedef struct {
     char *caption;
     int ok;
     char err[256];
-    int32_t n_tok;
 } item;
 
 static void item_free(item *it) {
@@ -236,7 +235,6 @@ static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32
                 snprintf(it->err, sizeof it->err, "caption: %s", sf_errmsg());
                 it->ok = 0;
             }
-            it->n_tok = k;
         }
     }
     /* compact the good items to the front (inputs move with them) */
@@ -279,31 +277,19 @@ static int run_batch(extract *e, item *items, int n, shard *sh, float *px, int32
         }
     }
     if (e->text_on) {
-        /* Trailing padding cannot change earlier positions under the causal
-         * mask, so run only as many positions as the longest caption needs.
-         * Not for legacy eos_token_id == 2 checkpoints, whose pooled
-         * position is argmax(ids) and may, in principle, lie in padding. */
-        int64_t T = e->ctx;
-        if (sf_clip_text_config(e->m)->eos_token_id != 2) {
-            T = 1;
-            for (int i = 0; i < g; i++)
-                T = items[i].n_tok > T ? items[i].n_tok : T;
-            if (T < e->ctx)
-                for (int i = 1; i < g; i++) {
-                    memmove(ids + (size_t)i * (size_t)T, ids + (size_t)i * (size_t)e->ctx,
-                            (size_t)T * 4);
-                    memmove(mask + (size_t)i * (size_t)T, mask + (size_t)i * (size_t)e->ctx,
-                            (size_t)T * 4);
-                }
-        }
+        /* The model runs each caption only as far as the request needs (its
+         * pooled position, or its last token for --tokens all): padding to
+         * the context length costs nothing. */
+        const int64_t T = e->ctx;
         if (sf_clip_text_forward(e->m, ids, mask, g, T, &e->treq, yt)) return -1;
         if (!e->tokens_all || e->treq.what != SF_CLIP_HIDDEN) {
             vec_push(&sh->txt, yt, (size_t)(g * e->dt) * sizeof(float));
-        } else {
+        } else { /* TOK_VALID: the non-padding rows, packed in (caption, position) order */
+            size_t o = 0;
             for (int i = 0; i < g; i++)
                 for (int32_t t = 0; t < T; t++)
                     if (mask[(size_t)i * (size_t)T + (size_t)t]) {
-                        vec_push(&sh->txt, yt + ((size_t)i * (size_t)T + (size_t)t) * (size_t)e->dt,
+                        vec_push(&sh->txt, yt + (o++) * (size_t)e->dt,
                                  (size_t)e->dt * sizeof(float));
                         vec_push(&sh->txt_rows, &items[i].row, sizeof(int64_t));
                         vec_push(&sh->txt_pos, &t, sizeof(int32_t));
@@ -493,7 +479,7 @@ static int parse_what(const char *s, sf_clip_tokens tok, sf_clip_request *r, int
 static int run(extract *e, const char *vision_s, const char *text_s, int vision_explicit,
                int text_explicit) {
     sf_clip_tokens vt = e->tokens_all ? SF_CLIP_TOK_ALL : SF_CLIP_TOK_FIRST,
-                   tt = e->tokens_all ? SF_CLIP_TOK_ALL : SF_CLIP_TOK_POOLED;
+                   tt = e->tokens_all ? SF_CLIP_TOK_VALID : SF_CLIP_TOK_POOLED;
     int v_on, t_on;
     if (parse_what(vision_s, vt, &e->vreq, &v_on) || parse_what(text_s, tt, &e->treq, &t_on))
         return sf_error_prefix("--vision/--text");
@@ -531,7 +517,7 @@ static int run(extract *e, const char *vision_s, const char *text_s, int vision_
     }
     if (e->text_on) {
         e->ctx = sf_clip_text_config(e->m)->max_positions;
-        if (e->treq.what == SF_CLIP_HIDDEN && e->tokens_all) e->treq.tokens = SF_CLIP_TOK_ALL;
+        if (e->treq.what == SF_CLIP_HIDDEN && e->tokens_all) e->treq.tokens = SF_CLIP_TOK_VALID;
         if ((e->dt = sf_clip_output_size(e->m, 1, &e->treq, 1)) < 0)
             return sf_error_prefix("--text");
         if (!(e->tok = sf_tokenizer_load_dir(e->tok_dir ? e->tok_dir : e->model)))

@@ -481,7 +481,8 @@ int64_t sf_clip_output_size(const sf_clip *m, int text, const sf_clip_request *r
     const clip_tower *tw = text ? &m->text : &m->vision;
     if (layers_needed(tw, r, text ? "text" : "vision") < 0) return -1;
     if (r->what == SF_CLIP_EMBEDS) return tw->cfg.projection_dim;
-    if (r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL)
+    if (r->what == SF_CLIP_HIDDEN &&
+        (r->tokens == SF_CLIP_TOK_ALL || r->tokens == SF_CLIP_TOK_VALID))
         return (int64_t)(text ? T : sf_clip_vision_tokens(m)) * tw->cfg.hidden;
     return tw->cfg.hidden;
 }
@@ -572,16 +573,23 @@ static void layer_one_token(const clip_tower *tw, const clip_layer *L, float *x,
         memcpy(x + (off[b] + sel[b]) * D, xs + b * D, (size_t)D * sizeof(float));
 }
 
+/* Every token's hidden state, rather than one per sequence. */
+static int all_tokens(const sf_clip_request *r) {
+    return r->what == SF_CLIP_HIDDEN &&
+           (r->tokens == SF_CLIP_TOK_ALL || r->tokens == SF_CLIP_TOK_VALID);
+}
+
 /* Runs `nl` layers on x (N, D), sequences packed as in layer_full, and
  * writes the requested output. sel[b]: the pooled / first token's position
  * within sequence b. mask (N) or NULL: 0 = padding key. An all-token output
- * needs the uniform layout (off[b] = b*T): it is x itself. */
+ * (TOK_ALL) needs the uniform layout (off[b] = b*T): it is x itself;
+ * TOK_VALID keeps the rows whose mask is 1. */
 static int run_tower(const clip_tower *tw, float *x, int64_t B, const int64_t *off, int nl,
                      const sf_clip_request *r, int causal, const int32_t *mask, const int64_t *sel,
                      float *out) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, N = off[B];
-    int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
+    int one_token = !all_tokens(r);
     scratch s;
     /* att doubles as the 4 (B, D) buffers of the one-token layer */
     scratch_alloc(&s, N > 4 * B ? N : 4 * B, D, c->intermediate);
@@ -604,7 +612,11 @@ static int run_tower(const clip_tower *tw, float *x, int64_t B, const int64_t *o
     }
     free(vis);
     free(iota);
-    if (!one_token) {
+    if (!one_token && r->tokens == SF_CLIP_TOK_VALID && mask) {
+        int64_t o = 0; /* the non-padding rows, in order */
+        for (int64_t i = 0; i < N; i++)
+            if (mask[i]) memcpy(out + (o++) * D, x + i * D, (size_t)D * sizeof(float));
+    } else if (!one_token) {
         memcpy(out, x, (size_t)(N * D) * sizeof(float));
     } else {
         float *rows = r->what == SF_CLIP_EMBEDS ? s.ln : out; // (B, D)
@@ -674,7 +686,7 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
      * argmax over an all-false row gives 0. Both argmaxes return the first
      * maximal index. */
     int64_t *sel = sf_calloc((size_t)B, sizeof(int64_t));
-    const int one_token = !(r->what == SF_CLIP_HIDDEN && r->tokens == SF_CLIP_TOK_ALL);
+    const int one_token = !all_tokens(r), valid = !one_token && r->tokens == SF_CLIP_TOK_VALID;
     for (int64_t b = 0; b < B; b++) {
         const int32_t *row = ids + b * T;
         int64_t best = 0;
@@ -692,16 +704,26 @@ int sf_clip_text_forward(const sf_clip *m, const int32_t *ids, const int32_t *ma
     }
     /* Under the causal mask position t depends only on positions <= t, so a
      * one-token request needs positions 0..sel[b] of sequence b and nothing
-     * after: the sequences are packed back to back with those lengths (a
+     * after, and a TOK_VALID request positions up to the sequence's last
+     * token: the sequences are packed back to back with those lengths (a
      * caption of 12 tokens costs 12 rows, not 77), and attention runs per
-     * sequence (ragged). An all-token request keeps every position. */
+     * sequence (ragged). TOK_ALL keeps every position. */
     int64_t *off = sf_malloc((size_t)(B + 1) * sizeof(int64_t));
     off[0] = 0;
-    for (int64_t b = 0; b < B; b++)
-        off[b + 1] = off[b] + (one_token ? sel[b] + 1 : T);
+    for (int64_t b = 0; b < B; b++) {
+        int64_t len = T;
+        if (one_token) {
+            len = sel[b] + 1;
+        } else if (valid && mask) {
+            len = 0;
+            for (int64_t t = 0; t < T; t++)
+                if (mask[b * T + t]) len = t + 1;
+        }
+        off[b + 1] = off[b] + len;
+    }
     const int64_t N = off[B];
     // embeddings: x (N, D) = token_embedding[ids] + position_embedding[t]
-    float *x = sf_malloc_aligned((size_t)(N * D) * sizeof(float));
+    float *x = sf_malloc_aligned((size_t)((N > 0 ? N : 1) * D) * sizeof(float));
     int32_t *mk = mask ? sf_malloc((size_t)N * sizeof(int32_t)) : NULL;
 #pragma omp parallel for schedule(static) if (N * D > 65536)
     for (int64_t b = 0; b < B; b++)

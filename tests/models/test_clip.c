@@ -83,6 +83,20 @@ static double compare(const expected *e, const char *name, const float *out, con
     return err;
 }
 
+/* TOK_VALID output: the rows of `name` (B, T, D) whose mask is 1, packed. */
+static double compare_valid(const expected *e, const char *name, const float *out) {
+    const sf_tensor_info *t = sf_st_find(&e->st, name);
+    if (!t) return INFINITY;
+    int64_t B = t->shape[0], T = t->shape[1], D = t->shape[2], n = 0;
+    float *g = malloc(t->nbytes);
+    for (int64_t i = 0; i < B * T; i++)
+        if (!e->mask || e->mask[i])
+            memcpy(g + (n++) * D, (const float *)t->data + i * D, 4 * (size_t)D);
+    double err = max_rel(out, g, (size_t)(n * D));
+    free(g);
+    return err;
+}
+
 static void check_vision(const sf_clip *m, const expected *e, const char *model) {
     const sf_clip_config *c = sf_clip_vision_config(m);
     CHECK(c != NULL);
@@ -154,6 +168,12 @@ static void check_text(const sf_clip *m, const expected *e, const char *model) {
         snprintf(name, sizeof name, "text.hidden_states.%d", i < 0 ? i + L + 1 : i);
         double err = compare(e, name, out, NULL, 0);
         CHECK_MSG(err <= TOL, "%s: %s (layer %d): rel err %g", model, name, i, err);
+        /* the non-padding tokens only, each caption run to its last token */
+        r.tokens = SF_CLIP_TOK_VALID;
+        CHECK(sf_clip_output_size(m, 1, &r, (int)T) == T * D);
+        CHECK(sf_clip_text_forward(m, e->ids, e->mask, B, T, &r, out) == 0);
+        err = compare_valid(e, name, out);
+        CHECK_MSG(err <= TOL, "%s: %s (layer %d) valid tokens: rel err %g", model, name, i, err);
         r.tokens = SF_CLIP_TOK_POOLED;
         CHECK(sf_clip_text_forward(m, e->ids, e->mask, B, T, &r, out) == 0);
         err = compare(e, name, out, pos, B);
