@@ -303,8 +303,15 @@ static int http_status(int port, const char *req) {
     int st = -1;
     if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
         send(fd, req, strlen(req), MSG_NOSIGNAL);
+        /* TCP may deliver the status line in pieces: read until it is whole */
         char buf[512] = {0};
-        if (recv(fd, buf, sizeof buf - 1, 0) > 0) sscanf(buf, "HTTP/1.%*d %d", &st);
+        size_t n = 0;
+        while (n < sizeof buf - 1 && !strstr(buf, "\r\n")) {
+            ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+            if (r <= 0) break;
+            n += (size_t)r;
+        }
+        sscanf(buf, "HTTP/1.%*d %d", &st);
     }
     close(fd);
     return st;
