@@ -44,12 +44,8 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
         }
         beta = 1.0f;
     }
-    if (K == 0) {
-        if (!bias && !accumulate)
-            for (int64_t m = 0; m < M; m++)
-                memset(y + m * ldy + n0, 0, (size_t)N * sizeof(float));
-        return;
-    }
+    /* K == 0 needs no case here: sf_sgemm then makes C = beta C (zeros, or
+     * the bias / residual already in y). */
     if (W->dtype == SF_DT_F32) {
         sf_sgemm(0, 1, M, N, K, 1.0f, x, K, (const float *)W->data + n0 * K, K, beta, y + n0, ldy);
         return;
