@@ -16,10 +16,12 @@ int sf_cfg_has(const cJSON *o, const char *key) {
 }
 
 static int int_error(const char *where, const char *key, int64_t lo, int64_t hi) {
-    if (lo == 1 && hi >= 1000000000) return sf_error("%s: key '%s' must be a positive integer", where, key);
+    if (lo == 1 && hi >= 1000000000)
+        return sf_error("%s: key '%s' must be a positive integer", where, key);
     if (lo == 0 && hi >= 1000000000)
         return sf_error("%s: key '%s' must be a non-negative integer", where, key);
-    if (lo <= INT_MIN && hi >= INT_MAX) return sf_error("%s: key '%s' must be an integer", where, key);
+    if (lo <= INT_MIN && hi >= INT_MAX)
+        return sf_error("%s: key '%s' must be an integer", where, key);
     return sf_error("%s: key '%s' must be an integer in [%lld, %lld]", where, key, (long long)lo,
                     (long long)hi);
 }
