@@ -26,10 +26,10 @@ extern "C" {
 
 /* FlowMatchEulerDiscreteScheduler's config (scheduler_config.json). */
 typedef struct {
-    int num_train_timesteps;  /* 1000 */
-    double shift;             /* 1.0 (schnell); dev's json says 3.0 but shifts dynamically */
-    int use_dynamic_shifting; /* 0 (schnell), 1 (dev) */
-    double base_shift, max_shift;                /* 0.5, 1.15 */
+    int num_train_timesteps;      /* 1000 */
+    double shift;                 /* 1.0 (schnell); dev's json says 3.0 but shifts dynamically */
+    int use_dynamic_shifting;     /* 0 (schnell), 1 (dev) */
+    double base_shift, max_shift; /* 0.5, 1.15 */
     int64_t base_image_seq_len, max_image_seq_len; /* 256, 4096 */
     int time_shift_linear; /* time_shift_type "linear" (default "exponential") */
 } sf_flow_sched_config;
@@ -47,8 +47,8 @@ double sf_flux_calculate_shift(int64_t image_seq_len, int64_t base_seq_len, int6
                                double base_shift, double max_shift);
 /* N >= 1 steps for an image of image_seq_len packed tokens ((h/2)*(w/2)):
  * sigmas (N + 1, the last 0), timesteps (N) (NULL to skip). -1 if N < 1. */
-int sf_flow_sched_sigmas(const sf_flow_sched_config *c, int N, int64_t image_seq_len,
-                         float *sigmas, float *timesteps);
+int sf_flow_sched_sigmas(const sf_flow_sched_config *c, int N, int64_t image_seq_len, float *sigmas,
+                         float *timesteps);
 /* One Euler step in place: x (n) += (sigma_next - sigma) * v (n). */
 void sf_flow_euler_step(float *x, const float *v, int64_t n, float sigma, float sigma_next);
 
@@ -74,8 +74,8 @@ void sf_flux_image_ids(int64_t hp, int64_t wp, float *ids);
  * batch b. F32 pipelines get these values; BF16 ones the same rounded to
  * BF16 (B*C*h*w is a multiple of 16, where torch's BF16 randn equals the
  * F32 one rounded). -1 on bad sizes or out of memory. */
-int sf_flux_noise(uint64_t seed, const uint64_t *seeds, int64_t B, int64_t C, int64_t h,
-                  int64_t w, sf_torch_rng_kind kind, float *packed);
+int sf_flux_noise(uint64_t seed, const uint64_t *seeds, int64_t B, int64_t C, int64_t h, int64_t w,
+                  sf_torch_rng_kind kind, float *packed);
 
 #ifdef __cplusplus
 }

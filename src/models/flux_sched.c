@@ -52,7 +52,8 @@ int sf_flow_sched_config_load(sf_flow_sched_config *c, const char *path) {
     int rc = -1;
     double ntt = c->num_train_timesteps, bsl = (double)c->base_image_seq_len,
            msl = (double)c->max_image_seq_len;
-    if (get_num(root, "num_train_timesteps", &ntt, path) || get_num(root, "shift", &c->shift, path) ||
+    if (get_num(root, "num_train_timesteps", &ntt, path) ||
+        get_num(root, "shift", &c->shift, path) ||
         get_bool(root, "use_dynamic_shifting", &c->use_dynamic_shifting, path) ||
         get_num(root, "base_shift", &c->base_shift, path) ||
         get_num(root, "max_shift", &c->max_shift, path) ||
@@ -86,8 +87,8 @@ int sf_flow_sched_config_load(sf_flow_sched_config *c, const char *path) {
         }
     }
     /* options that would change the schedule: refuse rather than ignore */
-    static const char *unsupported[] = {"use_karras_sigmas", "use_exponential_sigmas",
-                                        "use_beta_sigmas",   "invert_sigmas",
+    static const char *unsupported[] = {"use_karras_sigmas",   "use_exponential_sigmas",
+                                        "use_beta_sigmas",     "invert_sigmas",
                                         "stochastic_sampling", "shift_terminal"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, unsupported[i]);
@@ -111,8 +112,8 @@ double sf_flux_calculate_shift(int64_t image_seq_len, int64_t base_seq_len, int6
     return (double)image_seq_len * m + b;
 }
 
-int sf_flow_sched_sigmas(const sf_flow_sched_config *c, int N, int64_t image_seq_len,
-                         float *sigmas, float *timesteps) {
+int sf_flow_sched_sigmas(const sf_flow_sched_config *c, int N, int64_t image_seq_len, float *sigmas,
+                         float *timesteps) {
     if (N < 1) return sf_error("flux sampler: steps must be >= 1, got %d", N);
     /* np.linspace(1.0, 1 / N, N): i * step + start in float64, the last
      * element set to stop; then .astype(float32) */
@@ -167,7 +168,8 @@ void sf_flux_pack_latents(const float *lat, int64_t B, int64_t C, int64_t h, int
             for (int64_t c = 0; c < C; c++)
                 for (int64_t dy = 0; dy < 2; dy++)
                     for (int64_t dx = 0; dx < 2; dx++)
-                        o[c * 4 + dy * 2 + dx] = lat[((b * C + c) * h + 2 * r + dy) * w + 2 * q + dx];
+                        o[c * 4 + dy * 2 + dx] =
+                            lat[((b * C + c) * h + 2 * r + dy) * w + 2 * q + dx];
         }
     }
 }
@@ -185,7 +187,8 @@ void sf_flux_unpack_latents(const float *packed, int64_t B, int64_t C, int64_t h
             for (int64_t c = 0; c < C; c++)
                 for (int64_t dy = 0; dy < 2; dy++)
                     for (int64_t dx = 0; dx < 2; dx++)
-                        lat[((b * C + c) * h + 2 * r + dy) * w + 2 * q + dx] = o[c * 4 + dy * 2 + dx];
+                        lat[((b * C + c) * h + 2 * r + dy) * w + 2 * q + dx] =
+                            o[c * 4 + dy * 2 + dx];
         }
     }
 }
@@ -198,8 +201,8 @@ void sf_flux_image_ids(int64_t hp, int64_t wp, float *ids) {
         }
 }
 
-int sf_flux_noise(uint64_t seed, const uint64_t *seeds, int64_t B, int64_t C, int64_t h,
-                  int64_t w, sf_torch_rng_kind kind, float *packed) {
+int sf_flux_noise(uint64_t seed, const uint64_t *seeds, int64_t B, int64_t C, int64_t h, int64_t w,
+                  sf_torch_rng_kind kind, float *packed) {
     if (B < 1 || C < 1 || h < 2 || w < 2 || (h & 1) || (w & 1))
         return sf_error("flux noise: bad latent shape (%lld, %lld, %lld, %lld): need h, w even",
                         (long long)B, (long long)C, (long long)h, (long long)w);

@@ -49,15 +49,18 @@ TEST(sigmas_match_diffusers) {
                 float sig[51], ts[50];
                 CHECK(sf_flow_sched_sigmas(&cfg, N, seqs[b], sig, ts) == 0);
                 int64_t ns, nt;
-                snprintf(key, sizeof key, "sched_%s_%d_%lld_sigmas", names[c], N, (long long)seqs[b]);
+                snprintf(key, sizeof key, "sched_%s_%d_%lld_sigmas", names[c], N,
+                         (long long)seqs[b]);
                 const float *ws = fget(key, &ns);
                 snprintf(key, sizeof key, "sched_%s_%d_%lld_timesteps", names[c], N,
                          (long long)seqs[b]);
                 const float *wt = fget(key, &nt);
                 CHECK(ns == N + 1 && nt == N);
                 size_t d1 = ndiff(sig, ws, (size_t)N + 1), d2 = ndiff(ts, wt, (size_t)N);
-                CHECK_MSG(d1 == 0 && d2 == 0, "%s N %d seq %lld: %zu sigmas, %zu timesteps differ (%.9g vs %.9g)",
-                          names[c], N, (long long)seqs[b], d1, d2, sig[0 < N - 1 ? 1 : 0], ws[0 < N - 1 ? 1 : 0]);
+                CHECK_MSG(d1 == 0 && d2 == 0,
+                          "%s N %d seq %lld: %zu sigmas, %zu timesteps differ (%.9g vs %.9g)",
+                          names[c], N, (long long)seqs[b], d1, d2, sig[0 < N - 1 ? 1 : 0],
+                          ws[0 < N - 1 ? 1 : 0]);
                 cases++;
             }
     }
@@ -77,7 +80,8 @@ TEST(sigmas_match_diffusers) {
 
 TEST(euler_step) {
     int64_t n;
-    const float *x = fget("step_x", &n), *v = fget("step_v", NULL), *sig = fget("step_sigmas", NULL);
+    const float *x = fget("step_x", &n), *v = fget("step_v", NULL),
+                *sig = fget("step_sigmas", NULL);
     float *y = malloc(sizeof(float) * (size_t)n);
     memcpy(y, x, sizeof(float) * (size_t)n);
     sf_flow_euler_step(y, v, n, sig[0], sig[1]);
