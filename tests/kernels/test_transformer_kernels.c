@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "saeflow/kernels.h"
+#include "kernels/internal.h" /* sf_softmax_row, sf_blas_single_threaded */
 #include "saeflow/safetensors.h"
 #include "test.h"
 
@@ -418,6 +419,67 @@ TEST(attention_tiled) {
     free(qkv), free(bias), free(mask), free(out), free(out2), free(ref);
 }
 
+/* While Tq x Tk fits one block, sf_attention makes the same calls as the
+ * kernel before tiling (one S = scale Q K^T GEMM per (batch, head), masks,
+ * softmax, one P V GEMM), so existing users (CLIP: 257 x 257 and 77 x 77)
+ * keep their bits. The pre-tiling kernel, restated: */
+static void untiled_attention(const sf_attn_shape *s, const float *q, const float *k,
+                              const float *v, float *out) {
+    sf_blas_single_threaded();
+    float *S = malloc(sizeof(float) * (size_t)(s->Tq * s->Tk));
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t h = 0; h < s->H; h++) {
+            const float *qb = q + b * s->Tq * s->ldq + h * s->Dh;
+            const float *kb = k + b * s->Tk * s->ldk + h * s->Dh;
+            const float *vb = v + b * s->Tk * s->ldv + h * s->Dh;
+            sf_sgemm(0, 1, s->Tq, s->Tk, s->Dh, s->scale, qb, s->ldq, kb, s->ldk, 0.0f, S, s->Tk);
+            for (int64_t i = 0; i < s->Tq; i++) {
+                float *row = S + i * s->Tk;
+                if (s->causal)
+                    for (int64_t j = i + (s->Tk - s->Tq) + 1; j < s->Tk; j++)
+                        if (j >= 0) row[j] = -INFINITY;
+                if (s->key_mask)
+                    for (int64_t j = 0; j < s->Tk; j++)
+                        if (!s->key_mask[b * s->Tk + j]) row[j] = -INFINITY;
+                sf_softmax_row(row, s->Tk);
+            }
+            sf_sgemm(0, 0, s->Tq, s->Dh, s->Tk, 1.0f, S, s->Tk, vb, s->ldv, 0.0f,
+                     out + b * s->Tq * s->ldo + h * s->Dh, s->ldo);
+        }
+    free(S);
+}
+
+TEST(attention_one_block_unchanged) {
+    const int64_t shapes[2][4] = {{2, 257, 16, 64}, {3, 77, 12, 64}}; /* B, T, H, Dh */
+    for (int c = 0; c < 2; c++) {
+        const int64_t B = shapes[c][0], T = shapes[c][1], H = shapes[c][2], Dh = shapes[c][3],
+                      D = H * Dh;
+        float *qkv = randn((size_t)(B * T * 3 * D), 1),
+              *o1 = malloc(sizeof(float) * (size_t)(B * T * D)),
+              *o2 = malloc(sizeof(float) * (size_t)(B * T * D));
+        int32_t *mask = malloc(sizeof(int32_t) * (size_t)(B * T));
+        for (int64_t i = 0; i < B * T; i++)
+            mask[i] = (i % T) < T - 5 * (i / T);
+        sf_attn_shape s = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .Dh = Dh,
+                           .ldq = 3 * D,
+                           .ldk = 3 * D,
+                           .ldv = 3 * D,
+                           .ldo = D,
+                           .scale = 0.125f,
+                           .causal = c == 1,
+                           .key_mask = c == 1 ? mask : NULL};
+        sf_kernels_set_threads(2);
+        sf_attention(&s, qkv, qkv + D, qkv + 2 * D, o1);
+        untiled_attention(&s, qkv, qkv + D, qkv + 2 * D, o2);
+        CHECK_MSG(memcmp(o1, o2, sizeof(float) * (size_t)(B * T * D)) == 0, "shape %d changed", c);
+        free(qkv), free(o1), free(o2), free(mask);
+    }
+}
+
 /* Per-head RMSNorm then RoPE on q and k inside a fused qkv buffer (2H heads
  * of each row): the same bits for 1 and 2 threads. */
 TEST(thread_independent_rows) {
@@ -455,6 +517,7 @@ int main(void) {
     RUN(adaln);
     RUN(attention_bias_torch);
     RUN(attention_tiled);
+    RUN(attention_one_block_unchanged);
     RUN(thread_independent_rows);
     sf_st_close(&fx);
     return test_summary();
