@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "saeflow/buf.h"
 #include "saeflow/safetensors.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors is little-endian");
@@ -669,86 +670,67 @@ void sf_stw_meta(sf_st_writer *w, const char *key, const char *value) {
     w->nm++;
 }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        while (b->n + n + 1 > b->cap)
-            b->cap = b->cap ? 2 * b->cap : 1024;
-        b->s = sf_realloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_json_string(sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
+static void sb_json_string(sf_sbuf *b, const char *s) {
+    sf_sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_put(b, esc, 2);
+            sf_sb_put(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_put(b, esc, 6);
+            sf_sb_put(b, esc, 6);
         } else {
-            sb_put(b, (const char *)p, 1);
+            sf_sb_put(b, (const char *)p, 1);
         }
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
 }
 
 int sf_stw_write(sf_st_writer *w, const char *path) {
-    sbuf h = {0};
+    sf_sbuf h = {0};
     char num[64];
-    sb_str(&h, "{");
+    sf_sb_puts(&h, "{");
     if (w->nm) {
-        sb_str(&h, "\"__metadata__\":{");
+        sf_sb_puts(&h, "\"__metadata__\":{");
         for (int i = 0; i < w->nm; i++) {
-            if (i) sb_str(&h, ",");
+            if (i) sf_sb_puts(&h, ",");
             sb_json_string(&h, w->mk[i]);
-            sb_str(&h, ":");
+            sf_sb_puts(&h, ":");
             sb_json_string(&h, w->mv[i]);
         }
-        sb_str(&h, "}");
+        sf_sb_puts(&h, "}");
     }
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         wtensor *t = &w->t[i];
-        if (i || w->nm) sb_str(&h, ",");
+        if (i || w->nm) sf_sb_puts(&h, ",");
         sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, sf_dtype_name(t->dt));
-        sb_str(&h, "\",\"shape\":[");
+        sf_sb_puts(&h, ":{\"dtype\":\"");
+        sf_sb_puts(&h, sf_dtype_name(t->dt));
+        sf_sb_puts(&h, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
+            sf_sb_puts(&h, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + t->nbytes));
-        sb_str(&h, num);
+        sf_sb_puts(&h, num);
         off += t->nbytes;
     }
-    sb_str(&h, "}");
+    sf_sb_puts(&h, "}");
     /* Pad with spaces so the data buffer starts 8-byte aligned, as the
      * reference writer does; F32 tensors can then be used in place. */
-    while ((h.n + 8) % 8)
-        sb_str(&h, " ");
+    while ((h.len + 8) % 8)
+        sf_sb_puts(&h, " ");
     sf_atomic_file f;
     if (sf_atomic_open(&f, path)) {
         free(h.s);
         return -1;
     }
-    uint64_t hl = h.n;
-    int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.n, f.fp) == h.n;
+    uint64_t hl = h.len;
+    int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.len, f.fp) == h.len;
     for (int i = 0; ok && i < w->n; i++)
         if (w->t[i].nbytes) ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, f.fp) == w->t[i].nbytes;
     free(h.s);
