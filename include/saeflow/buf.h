@@ -52,8 +52,8 @@ void *sf_append(void *p, size_t *n, size_t *cap, const void *src, size_t count, 
 #define sf_vec_push(vec, x) (sf_vec_reserve(vec, 1), (vec)->v[(vec)->n++] = (x))
 /* Appends count elements from src (src may be NULL when count is 0). */
 #define sf_vec_append(vec, src, count)                                                             \
-    ((vec)->v = sf_append((vec)->v, &(vec)->n, &(vec)->cap, (src), (size_t)(count),                \
-                          sizeof *(vec)->v))
+    ((vec)->v =                                                                                    \
+         sf_append((vec)->v, &(vec)->n, &(vec)->cap, (src), (size_t)(count), sizeof *(vec)->v))
 #define sf_vec_free(vec) (free((vec)->v), (vec)->v = NULL, (vec)->n = (vec)->cap = 0)
 
 /* Length (1..4) of the well-formed UTF-8 sequence at s, of at most `avail`

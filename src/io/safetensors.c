@@ -596,6 +596,10 @@ typedef struct {
     uint64_t nbytes;
     const void *data;
     void *owned; /* converted copy (sf_stw_add_f32), freed with the writer */
+    /* sf_stw_add_pieces: the bytes are these buffers in order (data unused) */
+    int n_pieces;
+    const void **pieces;
+    uint64_t *piece_bytes;
 } wtensor;
 
 struct sf_st_writer {
@@ -653,6 +657,34 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
     t->nbytes = numel * sf_dtype_size(dt);
     t->data = data;
     t->owned = NULL;
+    t->n_pieces = 0;
+    t->pieces = NULL;
+    t->piece_bytes = NULL;
+    return 0;
+}
+
+int sf_stw_add_pieces(sf_st_writer *w, const char *name, sf_dtype dt, int ndim,
+                      const int64_t *shape, int n_pieces, const void *const *data,
+                      const uint64_t *nbytes) {
+    if (sf_stw_add(w, name, dt, ndim, shape, NULL)) return -1;
+    wtensor *t = &w->t[w->n - 1];
+    uint64_t sum = 0;
+    for (int i = 0; i < n_pieces; i++)
+        sum += nbytes[i];
+    if (n_pieces < 0 || sum != t->nbytes) {
+        sf_error("tensor '%s': pieces hold %llu bytes, the shape needs %llu", name,
+                 (unsigned long long)sum, (unsigned long long)t->nbytes);
+        free(t->name);
+        w->n--;
+        return -1;
+    }
+    t->n_pieces = n_pieces;
+    t->pieces = sf_malloc((size_t)(n_pieces ? n_pieces : 1) * sizeof(void *));
+    t->piece_bytes = sf_malloc((size_t)(n_pieces ? n_pieces : 1) * sizeof(uint64_t));
+    for (int i = 0; i < n_pieces; i++) {
+        t->pieces[i] = data[i];
+        t->piece_bytes[i] = nbytes[i];
+    }
     return 0;
 }
 
@@ -731,8 +763,16 @@ int sf_stw_write(sf_st_writer *w, const char *path) {
     }
     uint64_t hl = h.len;
     int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.len, f.fp) == h.len;
-    for (int i = 0; ok && i < w->n; i++)
-        if (w->t[i].nbytes) ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, f.fp) == w->t[i].nbytes;
+    for (int i = 0; ok && i < w->n; i++) {
+        const wtensor *t = &w->t[i];
+        if (t->pieces) {
+            for (int j = 0; ok && j < t->n_pieces; j++)
+                if (t->piece_bytes[j])
+                    ok = fwrite(t->pieces[j], 1, t->piece_bytes[j], f.fp) == t->piece_bytes[j];
+        } else if (t->nbytes) {
+            ok = fwrite(t->data, 1, t->nbytes, f.fp) == t->nbytes;
+        }
+    }
     free(h.s);
     if (!ok) {
         sf_atomic_abort(&f);
@@ -746,6 +786,8 @@ void sf_stw_free(sf_st_writer *w) {
     for (int i = 0; i < w->n; i++) {
         free(w->t[i].name);
         free(w->t[i].owned);
+        free(w->t[i].pieces);
+        free(w->t[i].piece_bytes);
     }
     free(w->t);
     for (int i = 0; i < w->nm; i++) {

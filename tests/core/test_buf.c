@@ -49,11 +49,11 @@ TEST(utf8) {
     const unsigned char *u = (const unsigned char *)"a\xc3\xa9\xe6\x9d\xb1\xf0\x9f\x99\x82";
     CHECK(sf_utf8_len(u, 10) == 1 && sf_utf8_len(u + 1, 9) == 2 && sf_utf8_len(u + 3, 7) == 3 &&
           sf_utf8_len(u + 6, 4) == 4);
-    CHECK(sf_utf8_len(u + 6, 3) == 0);                                      /* cut short */
-    CHECK(sf_utf8_len((const unsigned char *)"\xc0\xaf", 2) == 0);          /* overlong */
-    CHECK(sf_utf8_len((const unsigned char *)"\xed\xa0\x80", 3) == 0);      /* surrogate */
-    CHECK(sf_utf8_len((const unsigned char *)"\xf4\x90\x80\x80", 4) == 0);  /* > U+10FFFF */
-    CHECK(sf_utf8_len((const unsigned char *)"\x80", 1) == 0);              /* continuation */
+    CHECK(sf_utf8_len(u + 6, 3) == 0);                                     /* cut short */
+    CHECK(sf_utf8_len((const unsigned char *)"\xc0\xaf", 2) == 0);         /* overlong */
+    CHECK(sf_utf8_len((const unsigned char *)"\xed\xa0\x80", 3) == 0);     /* surrogate */
+    CHECK(sf_utf8_len((const unsigned char *)"\xf4\x90\x80\x80", 4) == 0); /* > U+10FFFF */
+    CHECK(sf_utf8_len((const unsigned char *)"\x80", 1) == 0);             /* continuation */
     CHECK(sf_utf8_len(u, 0) == 0);
     CHECK(sf_utf8_count((const char *)u, 10) == 4);
     CHECK(sf_utf8_count("", 0) == 0);
