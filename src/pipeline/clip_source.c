@@ -130,7 +130,8 @@ static int read_prepare(clip_src *c) {
             return sf_error("dataset ended at row %lld, expected %lld rows", (long long)c->next,
                             (long long)c->base.n_rows);
         c->next++;
-        const char *cap = c->captions_path ? c->caps[s.row] : s.caption;
+        /* (the captions file is read only when the text tower runs) */
+        const char *cap = c->caps ? c->caps[s.row] : s.caption;
         const char *missing = c->vision_on && !s.image ? "no image"
                               : c->text_on && !cap     ? "no caption"
                                                        : NULL;
@@ -336,8 +337,9 @@ static int load_preproc(clip_src *c) {
     }
     if (!c->pp.do_center_crop || c->pp.crop_height != vc->image_size ||
         c->pp.crop_width != vc->image_size)
-        return sf_error("%s: the image processor makes %dx%d crops but the model's image_size is %d",
-                        c->model, c->pp.crop_height, c->pp.crop_width, vc->image_size);
+        return sf_error(
+            "%s: the image processor makes %dx%d crops but the model's image_size is %d", c->model,
+            c->pp.crop_height, c->pp.crop_width, vc->image_size);
     c->pp.pillow_legacy_order = c->pillow_legacy;
     c->pxf = (int64_t)sf_clip_preproc_floats(&c->pp);
     return 0;
@@ -349,7 +351,8 @@ static int open_towers(clip_src *c, const sf_clip_source_opts *o) {
     int v_on, t_on;
     if (parse_what(o->vision, vt, &c->vreq, &v_on)) return sf_error_prefix("vision output");
     if (parse_what(o->text, tt, &c->treq, &t_on)) return sf_error_prefix("text output");
-    if (!v_on && !t_on) return sf_error("both the vision and the text output are off: nothing to do");
+    if (!v_on && !t_on)
+        return sf_error("both the vision and the text output are off: nothing to do");
     sf_clip_load_opts lo = {c->dtype, v_on, t_on};
     if (!(c->m = sf_clip_load(c->model, &lo))) return -1;
     c->vision_on = v_on && sf_clip_vision_config(c->m);
@@ -431,8 +434,8 @@ sf_act_source *sf_clip_source_open(const sf_clip_source_opts *o) {
         int per_token = c->base.per_token[c->base.n_streams - 1];
         c->ids = sf_malloc(Q * (size_t)c->ctx * sizeof(int32_t));
         c->mask = sf_malloc(Q * (size_t)c->ctx * sizeof(int32_t));
-        c->yt = sf_malloc_aligned(B * (size_t)(per_token ? c->ctx : 1) * (size_t)c->dt *
-                                  sizeof(float));
+        c->yt =
+            sf_malloc_aligned(B * (size_t)(per_token ? c->ctx : 1) * (size_t)c->dt * sizeof(float));
     }
     return &c->base;
 fail:

@@ -28,9 +28,9 @@ typedef struct {
     sf_act_source base;
     sf_st *files;
     int n_files;
-    const sf_tensor_info **t;    /* (n_files) the activations */
-    const sf_tensor_info **map;  /* (n_files) the row map, or NULL */
-    int64_t *start;              /* (n_files + 1) first row of each file */
+    const sf_tensor_info **t;   /* (n_files) the activations */
+    const sf_tensor_info **map; /* (n_files) the row map, or NULL */
+    int64_t *start;             /* (n_files + 1) first row of each file */
     int64_t row_offset, B, next, end, d;
     char *key;
     float *x;      /* (B, d) */
@@ -68,7 +68,8 @@ static int file_read(file_src *f, int64_t r0, int64_t m) {
         int64_t lr = r - f->start[k], cnt = f->start[k + 1] - r;
         if (cnt > m - i) cnt = m - i;
         float *dst = f->x + (size_t)i * (size_t)f->d;
-        if (sf_tensor_rows_f32(f->t[k], lr, cnt, dst)) return sf_error_prefix("%s", f->files[k].path);
+        if (sf_tensor_rows_f32(f->t[k], lr, cnt, dst))
+            return sf_error_prefix("%s", f->files[k].path);
         for (int64_t j = 0; j < cnt * f->d; j++)
             if (!isfinite(dst[j]))
                 return sf_error("%s: tensor '%s': row %lld contains NaN or Inf", f->files[k].path,
