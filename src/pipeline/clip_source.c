@@ -18,7 +18,7 @@
 #include "saeflow/dataset.h"
 #include "saeflow/image.h"
 #include "saeflow/pipeline.h"
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 typedef struct {
     int64_t row;

@@ -235,7 +235,8 @@ TEST(sharded_extraction) {
     sf_st f;
     if (sf_st_open(&f, p2) == 0) {
         const sf_tensor_info *r = tget(&f, "rows", SF_DT_I64), *x = tget(&f, "pooled", SF_DT_F32);
-        const sf_tensor_info *tr = tget(&f, "tok_rows", SF_DT_I64), *tp = tget(&f, "tok_pos", SF_DT_I32);
+        const sf_tensor_info *tr = tget(&f, "tok_rows", SF_DT_I64),
+                             *tp = tget(&f, "tok_pos", SF_DT_I32);
         CHECK(r && r->shape[0] == 6 && x && x->ndim == 2 && x->shape[0] == 6 && x->shape[1] == 2);
         CHECK(tr && tp && tr->shape[0] == tp->shape[0] && !tget(&f, "pooled_rows", SF_DT_I64));
         CHECK_STR(sf_st_meta(&f, "saeflow_extract"), "fp-1");
@@ -279,7 +280,8 @@ TEST(sharded_extraction) {
         CHECK_STR(sf_st_meta(&a, "rows"), "19");
         CHECK_STR(sf_st_meta(&a, "skipped"), "4");
         /* token rows: row r has r % 3 + 1 tokens, each value r*100 + t*10 + j */
-        const sf_tensor_info *tx = tget(&a, "tok", SF_DT_F32), *tr = tget(&a, "tok_rows", SF_DT_I64);
+        const sf_tensor_info *tx = tget(&a, "tok", SF_DT_F32),
+                             *tr = tget(&a, "tok_rows", SF_DT_I64);
         const sf_tensor_info *tp = tget(&a, "tok_pos", SF_DT_I32);
         int64_t bad = 0, expect = 0;
         for (int64_t r = 0; r < N; r++)
@@ -408,7 +410,8 @@ TEST(clip_source) {
     CHECK(sf_st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
     if (x.map && c.v.n == 640 && c.t.n == 640) {
         const sf_tensor_info *ev = sf_st_find(&x, "vision"), *et = sf_st_find(&x, "text");
-        double e1 = ev ? rel_err(c.v.v, ev->data, 640) : 1, e2 = et ? rel_err(c.t.v, et->data, 640) : 1;
+        double e1 = ev ? rel_err(c.v.v, ev->data, 640) : 1,
+               e2 = et ? rel_err(c.t.v, et->data, 640) : 1;
         CHECK_MSG(e1 <= 1e-4 && e2 <= 1e-4, "vision %g text %g", e1, e2);
     }
     sf_st_close(&x);
@@ -453,8 +456,8 @@ TEST(clip_source_skips) {
         for (int64_t i = 0; i < b.n_skipped; i++)
             named += strlen(b.skipped[i].why) > 0 && strlen(b.skipped[i].id) > 0;
     }
-    CHECK_MSG(rows == 1 && skipped + rows == s->n_rows && named == skipped, "%lld rows %lld skipped",
-              (long long)rows, (long long)skipped);
+    CHECK_MSG(rows == 1 && skipped + rows == s->n_rows && named == skipped,
+              "%lld rows %lld skipped", (long long)rows, (long long)skipped);
     sf_act_source_close(s);
     /* a layer the model does not have; a tower it does not have */
     o.vision = "layer:7";

@@ -29,7 +29,7 @@
 #include <utf8proc.h>
 
 #include "saeflow/buf.h"
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 /* ---- string -> int hash map (open addressing, power-of-two capacity) ---- */
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 static sf_tokenizer *tok;
 
