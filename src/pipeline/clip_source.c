@@ -42,8 +42,7 @@ typedef struct {
     sf_tokenizer *tok;
     sf_clip_preproc pp;
     sf_dataset *ds;
-    char **caps;
-    int64_t n_caps;
+    SF_VEC(char *) caps; /* the captions file, one per dataset row */
     int vision_on, text_on;
     sf_clip_request vreq, treq;
     int64_t dv, dt, Tv, ctx, pxf; /* widths, vision tokens, context, floats per image */
@@ -102,9 +101,9 @@ static void clip_close(sf_act_source *s) {
     if (c->ds) sf_dataset_close(c->ds);
     if (c->tok) sf_tokenizer_free(c->tok);
     sf_clip_free(c->m);
-    for (int64_t i = 0; i < c->n_caps; i++)
-        free(c->caps[i]);
-    free(c->caps), free(c->model), free(c->spec), free(c->captions_path);
+    for (size_t i = 0; i < c->caps.n; i++)
+        free(c->caps.v[i]);
+    free(c->caps.v), free(c->model), free(c->spec), free(c->captions_path);
     free(c);
 }
 
@@ -131,7 +130,7 @@ static int read_prepare(clip_src *c) {
                             (long long)c->base.n_rows);
         c->next++;
         /* (the captions file is read only when the text tower runs) */
-        const char *cap = c->caps ? c->caps[s.row] : s.caption;
+        const char *cap = c->caps.v ? c->caps.v[s.row] : s.caption;
         const char *missing = c->vision_on && !s.image ? "no image"
                               : c->text_on && !cap     ? "no caption"
                                                        : NULL;
@@ -298,18 +297,16 @@ static int load_captions(clip_src *c) {
     size_t len;
     char *txt = sf_read_file(c->captions_path, &len);
     if (!txt) return -1;
-    int64_t cap = 0;
     char *p = txt, *end = txt + len;
     while (p < end) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
         char *q = nl ? nl : end;
         size_t l = (size_t)(q - p);
         if (l && p[l - 1] == '\r') l--;
-        if (c->n_caps == cap)
-            c->caps = sf_realloc(c->caps, (size_t)(cap = cap * 2 + 256) * sizeof(char *));
-        c->caps[c->n_caps] = sf_malloc(l + 1);
-        memcpy(c->caps[c->n_caps], p, l);
-        c->caps[c->n_caps++][l] = 0;
+        char *line = sf_malloc(l + 1);
+        memcpy(line, p, l);
+        line[l] = 0;
+        sf_vec_push(&c->caps, line);
         p = nl ? nl + 1 : end;
     }
     free(txt);
@@ -412,9 +409,9 @@ sf_act_source *sf_clip_source_open(const sf_clip_source_opts *o) {
     int64_t N = sf_dataset_count(c->ds);
     if (N < 0) goto fail;
     if (c->limit >= 0 && c->limit < N) N = c->limit;
-    if (c->text_on && c->captions_path && c->n_caps < N) {
+    if (c->text_on && c->captions_path && (int64_t)c->caps.n < N) {
         sf_error("%s has %lld lines but the dataset has %lld rows (one caption per row)",
-                 c->captions_path, (long long)c->n_caps, (long long)N);
+                 c->captions_path, (long long)c->caps.n, (long long)N);
         goto fail;
     }
     c->base.n_rows = N;
