@@ -6,12 +6,10 @@
  * vision / text forward on a group of them (kernels parallel inside) ->
  * streams with the dataset row (and token position) of every row.
  */
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "saeflow/buf.h"
 #include "saeflow/clip.h"
