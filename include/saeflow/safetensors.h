@@ -97,9 +97,23 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
  * now, round to nearest even, into a buffer the writer owns). */
 int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
                    const float *data);
+/* A tensor whose bytes are n_pieces referenced buffers, written in order
+ * (their sizes must add up to the shape's); e.g. rows spread over several
+ * mapped files, written without gathering them in memory. */
+int sf_stw_add_pieces(sf_st_writer *w, const char *name, sf_dtype dt, int ndim,
+                      const int64_t *shape, int n_pieces, const void *const *data,
+                      const uint64_t *nbytes);
 void sf_stw_meta(sf_st_writer *w, const char *key, const char *value);
 int sf_stw_write(sf_st_writer *w, const char *path);
 void sf_stw_free(sf_st_writer *w);
+
+/* Concatenates n opened files along dim 0 into `out` (atomically, through
+ * the writer): the tensors of files[0], in its order, each followed by the
+ * same tensor of the other files, which must have the same dtype, rank and
+ * trailing dims. Data goes straight from the mappings to the output, so
+ * memory does not grow with the files. meta: NULL-terminated key, value
+ * pairs (NULL: none). */
+int sf_st_concat(const sf_st *files, int n, const char *out, const char *const *meta);
 
 #ifdef __cplusplus
 }

@@ -25,136 +25,56 @@
 
 #include "analysis/internal.h"
 #include "saeflow/analysis.h"
+#include "saeflow/buf.h"
 #include "saeflow/sae.h"
 
 #define CHUNK 64 /* features per data/f file */
 
-/* ---- a growable string ---------------------------------------------------- */
+/* ---- JSON pieces ---------------------------------------------------------- */
 
-void sb_init(sbuf *b) {
-    b->cap = 4096;
-    b->len = 0;
-    b->s = sf_malloc(b->cap);
-    b->s[0] = 0;
-}
-void sb_free(sbuf *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
-}
-static void sb_reserve(sbuf *b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return;
-    while (b->len + extra + 1 > b->cap)
-        b->cap *= 2;
-    b->s = sf_realloc(b->s, b->cap);
-}
-void sb_put(sbuf *b, const char *s, size_t n) {
-    sb_reserve(b, n);
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-void sb_puts(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    sb_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 /* A float for JSON: 5 significant digits is plenty for display; non-finite
  * values (not valid JSON) become null. */
-void sb_num(sbuf *b, double v) {
+void sf_explore_json_num(sf_sbuf *b, double v) {
     if (!isfinite(v)) {
-        sb_puts(b, "null");
+        sf_sb_puts(b, "null");
         return;
     }
-    sb_printf(b, "%.5g", v);
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static int utf8_len(const unsigned char *s, size_t avail) {
-    unsigned c = s[0];
-    int n;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        n = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        n = 4, cp = c & 0x07;
-    else
-        return 0;
-    if ((size_t)n > avail) return 0;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return n;
-}
-
-char *utf8_sanitize(const char *s) {
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    sbuf b;
-    sb_init(&b);
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        int l = utf8_len(u + i, n - i);
-        if (l == 0) {
-            sb_puts(&b, "\xEF\xBF\xBD"); /* U+FFFD */
-            i++;
-        } else {
-            sb_put(&b, s + i, (size_t)l);
-            i += (size_t)l;
-        }
-    }
-    return b.s;
+    sf_sb_printf(b, "%.5g", v);
 }
 
 /* JSON string literal of valid UTF-8 text; also escapes U+2028/2029 (line
  * terminators in older JS) and '<' (so "</script>" can never close a tag
  * should the JSON ever be inlined into HTML). */
-void sb_json_str(sbuf *b, const char *s) {
+void sf_explore_json_str(sf_sbuf *b, const char *s) {
     if (!s) {
-        sb_puts(b, "null");
+        sf_sb_puts(b, "null");
         return;
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         unsigned c = *p;
         if (c == '"')
-            sb_puts(b, "\\\"");
+            sf_sb_puts(b, "\\\"");
         else if (c == '\\')
-            sb_puts(b, "\\\\");
+            sf_sb_puts(b, "\\\\");
         else if (c == '\n')
-            sb_puts(b, "\\n");
+            sf_sb_puts(b, "\\n");
         else if (c == '\r')
-            sb_puts(b, "\\r");
+            sf_sb_puts(b, "\\r");
         else if (c == '\t')
-            sb_puts(b, "\\t");
+            sf_sb_puts(b, "\\t");
         else if (c < 0x20 || c == '<')
-            sb_printf(b, "\\u%04x", c);
+            sf_sb_printf(b, "\\u%04x", c);
         else if (c == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {
-            sb_printf(b, "\\u%04x", p[2] == 0xA8 ? 0x2028 : 0x2029);
+            sf_sb_printf(b, "\\u%04x", p[2] == 0xA8 ? 0x2028 : 0x2029);
             p += 2;
         } else
-            sb_put(b, (const char *)p, 1);
+            sf_sb_put(b, (const char *)p, 1);
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
 }
 
-static int write_sb(const char *dir, const char *name, const sbuf *b) {
+static int write_sb(const char *dir, const char *name, const sf_sbuf *b) {
     char *path = sf_path_join(dir, name);
     int rc = sf_write_file_atomic(path, b->s, b->len);
     free(path);
@@ -178,7 +98,7 @@ static int is_stopword(const char *w) {
  * non-ASCII characters, ASCII lower-cased (the page tokenises queries the
  * same way). Calls fn for each word of >= 2 bytes that is not all digits and
  * not a stopword. */
-void caption_words(const char *s, void (*fn)(void *, const char *), void *ctx) {
+void sf_explore_caption_words(const char *s, void (*fn)(void *, const char *), void *ctx) {
     char w[128];
     size_t n = 0;
     int digits = 1;
@@ -392,13 +312,13 @@ typedef struct {
     int has_img;
 } row_info;
 
-static void json_arr_f32(sbuf *b, const float *v, int64_t n) {
-    sb_put(b, "[", 1);
+static void json_arr_f32(sf_sbuf *b, const float *v, int64_t n) {
+    sf_sb_put(b, "[", 1);
     for (int64_t i = 0; i < n; i++) {
-        if (i) sb_put(b, ",", 1);
-        sb_num(b, v[i]);
+        if (i) sf_sb_put(b, ",", 1);
+        sf_explore_json_num(b, v[i]);
     }
-    sb_put(b, "]", 1);
+    sf_sb_put(b, "]", 1);
 }
 
 int sf_explore_build(const sf_explore_opts *o) {
@@ -419,8 +339,7 @@ int sf_explore_build(const sf_explore_opts *o) {
     char *log_path = NULL;
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
     size_t n_words = 0;
-    sbuf b;
-    sb_init(&b);
+    sf_sbuf b = {0};
     word_map wm = {0};
 
     /* folders and static assets */
@@ -509,7 +428,7 @@ int sf_explore_build(const sf_explore_opts *o) {
                 failed = 1;
                 continue;
             }
-            ri[i].caption = utf8_sanitize(cap);
+            ri[i].caption = sf_utf8_sanitize(cap);
             free(cap);
             if (bytes) {
                 char name[64];
@@ -561,7 +480,7 @@ int sf_explore_build(const sf_explore_opts *o) {
                 int64_t p = row_pos(urows, nu, tk.row_ids[j * N + i]);
                 if (p < 0 || !ri[p].caption) continue;
                 ws_clear(&ws);
-                caption_words(ri[p].caption, ws_add, &ws);
+                sf_explore_caption_words(ri[p].caption, ws_add, &ws);
                 for (int q = 0; q < ws.n; q++)
                     add_word(&wc, ws.w[q]);
             }
@@ -572,41 +491,42 @@ int sf_explore_build(const sf_explore_opts *o) {
 
     /* data/index.js */
     {
-        sb_puts(&b, "window.SF_INDEX = {\"version\":1,");
-        sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,",
-                  (long long)n, N, (long long)tk.rows, tk.bins, sae_d, sae_k);
-        sb_puts(&b, "\"title\":");
-        sb_json_str(&b, o->title ? o->title : "saeflow explorer");
-        sb_puts(&b, ",\"meta\":{");
+        sf_sb_puts(&b, "window.SF_INDEX = {\"version\":1,");
+        sf_sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,",
+                     (long long)n, N, (long long)tk.rows, tk.bins, sae_d, sae_k);
+        sf_sb_puts(&b, "\"title\":");
+        sf_explore_json_str(&b, o->title ? o->title : "saeflow explorer");
+        sf_sb_puts(&b, ",\"meta\":{");
         for (int i = 0; i < tk.st.n_meta; i++) {
-            char *k = utf8_sanitize(tk.st.meta_keys[i]), *v = utf8_sanitize(tk.st.meta_vals[i]);
-            if (i) sb_put(&b, ",", 1);
-            sb_json_str(&b, k);
-            sb_put(&b, ":", 1);
-            sb_json_str(&b, v);
+            char *k = sf_utf8_sanitize(tk.st.meta_keys[i]),
+                 *v = sf_utf8_sanitize(tk.st.meta_vals[i]);
+            if (i) sf_sb_put(&b, ",", 1);
+            sf_explore_json_str(&b, k);
+            sf_sb_put(&b, ":", 1);
+            sf_explore_json_str(&b, v);
             free(k);
             free(v);
         }
-        sb_puts(&b, "},\"density\":");
+        sf_sb_puts(&b, "},\"density\":");
         json_arr_f32(&b, tk.density, n);
-        sb_puts(&b, ",\"max\":");
+        sf_sb_puts(&b, ",\"max\":");
         json_arr_f32(&b, tk.max, n);
-        sb_puts(&b, ",\"mean\":");
+        sf_sb_puts(&b, ",\"mean\":");
         json_arr_f32(&b, tk.mean, n);
-        sb_puts(&b, ",\"count\":[");
+        sf_sb_puts(&b, ",\"count\":[");
         for (int64_t j = 0; j < n; j++)
-            sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
+            sf_sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
         /* top-1 row per feature: thumbnail flag and caption, for the list */
-        sb_puts(&b, "],\"top\":[");
+        sf_sb_puts(&b, "],\"top\":[");
         for (int64_t j = 0; j < n; j++) {
-            if (j) sb_put(&b, ",", 1);
+            if (j) sf_sb_put(&b, ",", 1);
             int64_t r = tk.row_ids[j * N];
             int64_t p = r >= 0 ? row_pos(urows, nu, r) : -1;
             if (p < 0) {
-                sb_puts(&b, "null");
+                sf_sb_puts(&b, "null");
                 continue;
             }
-            sb_printf(&b, "[%lld,%d,", (long long)r, ri[p].has_img);
+            sf_sb_printf(&b, "[%lld,%d,", (long long)r, ri[p].has_img);
             /* the list shows one line: keep index.js small for long captions */
             const char *cap = ri[p].caption;
             if (cap && strlen(cap) > 160) {
@@ -616,31 +536,31 @@ int sf_explore_build(const sf_explore_opts *o) {
                 char *sh = sf_malloc(cut + 4);
                 memcpy(sh, cap, cut);
                 memcpy(sh + cut, "\xE2\x80\xA6", 4); /* U+2026 and NUL */
-                sb_json_str(&b, sh);
+                sf_explore_json_str(&b, sh);
                 free(sh);
             } else {
-                sb_json_str(&b, cap);
+                sf_explore_json_str(&b, cap);
             }
-            sb_put(&b, "]", 1);
+            sf_sb_put(&b, "]", 1);
         }
-        sb_puts(&b, "],\"curves\":");
+        sf_sb_puts(&b, "],\"curves\":");
         if (cv.n) {
             static const char *const names[5] = {"step", "loss", "fvu", "l0", "dead"};
-            sb_put(&b, "{", 1);
+            sf_sb_put(&b, "{", 1);
             for (int k = 0; k < 5; k++) {
-                sb_printf(&b, "%s\"%s\":[", k ? "," : "", names[k]);
+                sf_sb_printf(&b, "%s\"%s\":[", k ? "," : "", names[k]);
                 for (int i = 0; i < cv.n; i++) {
-                    if (i) sb_put(&b, ",", 1);
-                    sb_num(&b, cv.v[k][i]);
+                    if (i) sf_sb_put(&b, ",", 1);
+                    sf_explore_json_num(&b, cv.v[k][i]);
                 }
-                sb_put(&b, "]", 1);
+                sf_sb_put(&b, "]", 1);
             }
-            sb_put(&b, "}", 1);
+            sf_sb_put(&b, "}", 1);
         } else {
-            sb_puts(&b, "null");
+            sf_sb_puts(&b, "null");
         }
-        sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s};\n", have_nb ? "true" : "false",
-                  o->rows ? "true" : "false");
+        sf_sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s};\n", have_nb ? "true" : "false",
+                     o->rows ? "true" : "false");
         if (write_sb(p_data, "index.js", &b)) goto done;
     }
 
@@ -657,7 +577,7 @@ int sf_explore_build(const sf_explore_opts *o) {
          * mention says little, and with long captions it would multiply the
          * file size. At most the best 1000 features per word are kept. */
         int min_rows = o->min_word_rows > 0 ? o->min_word_rows : (N >= 8 ? 2 : 1);
-        sb_puts(&b, "window.SF_WORDS = {");
+        sf_sb_puts(&b, "window.SF_WORDS = {");
         size_t written = 0;
         for (size_t i = 0; i < ne; i++) {
             qsort(es[i].p, (size_t)es[i].n, sizeof(posting), posting_cmp);
@@ -665,15 +585,15 @@ int sf_explore_build(const sf_explore_opts *o) {
             while (lim > 0 && es[i].p[lim - 1].hits < min_rows)
                 lim--; /* sorted by hits desc */
             if (!lim) continue;
-            if (written++) sb_puts(&b, ",\n");
-            sb_json_str(&b, es[i].word);
-            sb_put(&b, ":[", 2);
+            if (written++) sf_sb_puts(&b, ",\n");
+            sf_explore_json_str(&b, es[i].word);
+            sf_sb_put(&b, ":[", 2);
             for (int q = 0; q < lim; q++)
-                sb_printf(&b, "%s[%d,%d]", q ? "," : "", es[i].p[q].feature, es[i].p[q].hits);
-            sb_put(&b, "]", 1);
+                sf_sb_printf(&b, "%s[%d,%d]", q ? "," : "", es[i].p[q].feature, es[i].p[q].hits);
+            sf_sb_put(&b, "]", 1);
         }
         n_words = written;
-        sb_puts(&b, "};\n");
+        sf_sb_puts(&b, "};\n");
         free(es);
         if (write_sb(p_data, "words.js", &b)) goto done;
     }
@@ -681,37 +601,37 @@ int sf_explore_build(const sf_explore_opts *o) {
     /* data/f/CCCC.js */
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         b.len = 0;
-        sb_printf(&b, "SF_CHUNK(%lld,[", (long long)(c0 / CHUNK));
+        sf_sb_printf(&b, "SF_CHUNK(%lld,[", (long long)(c0 / CHUNK));
         for (int64_t j = c0; j < n && j < c0 + CHUNK; j++) {
-            if (j > c0) sb_puts(&b, ",\n");
-            sb_printf(&b, "{\"id\":%lld,\"hist_max\":", (long long)j);
-            sb_num(&b, tk.hist_max[j]);
-            sb_puts(&b, ",\"hist\":[");
+            if (j > c0) sf_sb_puts(&b, ",\n");
+            sf_sb_printf(&b, "{\"id\":%lld,\"hist_max\":", (long long)j);
+            sf_explore_json_num(&b, tk.hist_max[j]);
+            sf_sb_puts(&b, ",\"hist\":[");
             for (int q = 0; q < tk.bins; q++)
-                sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
-            sb_puts(&b, "],\"top\":[");
+                sf_sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
+            sf_sb_puts(&b, "],\"top\":[");
             int first = 1;
             for (int i = 0; i < N; i++) {
                 int64_t r = tk.row_ids[j * N + i];
                 if (r < 0) break;
                 int64_t p = row_pos(urows, nu, r);
-                sb_printf(&b, "%s[%lld,", first ? "" : ",", (long long)r);
+                sf_sb_printf(&b, "%s[%lld,", first ? "" : ",", (long long)r);
                 first = 0;
-                sb_num(&b, tk.values[j * N + i]);
-                sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
-                sb_json_str(&b, p >= 0 ? ri[p].caption : NULL);
-                sb_put(&b, "]", 1);
+                sf_explore_json_num(&b, tk.values[j * N + i]);
+                sf_sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
+                sf_explore_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                sf_sb_put(&b, "]", 1);
             }
-            sb_puts(&b, "],\"nb\":[");
+            sf_sb_puts(&b, "],\"nb\":[");
             if (have_nb)
                 for (int q = 0; q < m_nb && nb_idx[j * m_nb + q] >= 0; q++) {
-                    sb_printf(&b, "%s[%d,", q ? "," : "", nb_idx[j * m_nb + q]);
-                    sb_num(&b, nb_cos[j * m_nb + q]);
-                    sb_put(&b, "]", 1);
+                    sf_sb_printf(&b, "%s[%d,", q ? "," : "", nb_idx[j * m_nb + q]);
+                    sf_explore_json_num(&b, nb_cos[j * m_nb + q]);
+                    sf_sb_put(&b, "]", 1);
                 }
-            sb_puts(&b, "]}");
+            sf_sb_puts(&b, "]}");
         }
-        sb_puts(&b, "]);\n");
+        sf_sb_puts(&b, "]);\n");
         char name[32];
         snprintf(name, sizeof name, "%04lld.js", (long long)(c0 / CHUNK));
         if (write_sb(p_f, name, &b)) goto done;
@@ -735,7 +655,7 @@ done:
     free(nb_cos);
     free(log_path);
     curves_free(&cv);
-    sb_free(&b);
+    sf_sb_free(&b);
     free(p_data);
     free(p_f);
     free(p_img);

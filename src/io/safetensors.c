@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "saeflow/buf.h"
 #include "saeflow/safetensors.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors is little-endian");
@@ -489,6 +490,10 @@ typedef struct {
     uint64_t nbytes;
     const void *data;
     void *owned; /* converted copy (sf_stw_add_f32), freed with the writer */
+    /* sf_stw_add_pieces: the bytes are these buffers in order (data unused) */
+    int n_pieces;
+    const void **pieces;
+    uint64_t *piece_bytes;
 } wtensor;
 
 struct sf_st_writer {
@@ -545,6 +550,34 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
     t->nbytes = numel * sf_dtype_size(dt);
     t->data = data;
     t->owned = NULL;
+    t->n_pieces = 0;
+    t->pieces = NULL;
+    t->piece_bytes = NULL;
+    return 0;
+}
+
+int sf_stw_add_pieces(sf_st_writer *w, const char *name, sf_dtype dt, int ndim,
+                      const int64_t *shape, int n_pieces, const void *const *data,
+                      const uint64_t *nbytes) {
+    if (sf_stw_add(w, name, dt, ndim, shape, NULL)) return -1;
+    wtensor *t = &w->t[w->n - 1];
+    uint64_t sum = 0;
+    for (int i = 0; i < n_pieces; i++)
+        sum += nbytes[i];
+    if (n_pieces < 0 || sum != t->nbytes) {
+        sf_error("tensor '%s': pieces hold %llu bytes, the shape needs %llu", name,
+                 (unsigned long long)sum, (unsigned long long)t->nbytes);
+        free(t->name);
+        w->n--;
+        return -1;
+    }
+    t->n_pieces = n_pieces;
+    t->pieces = sf_malloc((size_t)(n_pieces ? n_pieces : 1) * sizeof(void *));
+    t->piece_bytes = sf_malloc((size_t)(n_pieces ? n_pieces : 1) * sizeof(uint64_t));
+    for (int i = 0; i < n_pieces; i++) {
+        t->pieces[i] = data[i];
+        t->piece_bytes[i] = nbytes[i];
+    }
     return 0;
 }
 
@@ -562,86 +595,75 @@ void sf_stw_meta(sf_st_writer *w, const char *key, const char *value) {
     w->nm++;
 }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        while (b->n + n + 1 > b->cap)
-            b->cap = b->cap ? 2 * b->cap : 1024;
-        b->s = sf_realloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_json_string(sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
+static void sb_json_string(sf_sbuf *b, const char *s) {
+    sf_sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_put(b, esc, 2);
+            sf_sb_put(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_put(b, esc, 6);
+            sf_sb_put(b, esc, 6);
         } else {
-            sb_put(b, (const char *)p, 1);
+            sf_sb_put(b, (const char *)p, 1);
         }
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
 }
 
 int sf_stw_write(sf_st_writer *w, const char *path) {
-    sbuf h = {0};
+    sf_sbuf h = {0};
     char num[64];
-    sb_str(&h, "{");
+    sf_sb_puts(&h, "{");
     if (w->nm) {
-        sb_str(&h, "\"__metadata__\":{");
+        sf_sb_puts(&h, "\"__metadata__\":{");
         for (int i = 0; i < w->nm; i++) {
-            if (i) sb_str(&h, ",");
+            if (i) sf_sb_puts(&h, ",");
             sb_json_string(&h, w->mk[i]);
-            sb_str(&h, ":");
+            sf_sb_puts(&h, ":");
             sb_json_string(&h, w->mv[i]);
         }
-        sb_str(&h, "}");
+        sf_sb_puts(&h, "}");
     }
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         wtensor *t = &w->t[i];
-        if (i || w->nm) sb_str(&h, ",");
+        if (i || w->nm) sf_sb_puts(&h, ",");
         sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, sf_dtype_name(t->dt));
-        sb_str(&h, "\",\"shape\":");
+        sf_sb_puts(&h, ":{\"dtype\":\"");
+        sf_sb_puts(&h, sf_dtype_name(t->dt));
+        sf_sb_puts(&h, "\",\"shape\":");
         char shp[SF_SHAPE_STR];
-        sb_str(&h, sf_shape_str(shp, sizeof shp, t->ndim, t->shape)); /* a JSON array */
+        sf_sb_puts(&h, sf_shape_str(shp, sizeof shp, t->ndim, t->shape)); /* a JSON array */
         snprintf(num, sizeof num, ",\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + t->nbytes));
-        sb_str(&h, num);
+        sf_sb_puts(&h, num);
         off += t->nbytes;
     }
-    sb_str(&h, "}");
+    sf_sb_puts(&h, "}");
     /* Pad with spaces so the data buffer starts 8-byte aligned, as the
      * reference writer does; F32 tensors can then be used in place. */
-    while ((h.n + 8) % 8)
-        sb_str(&h, " ");
+    while ((h.len + 8) % 8)
+        sf_sb_puts(&h, " ");
     sf_atomic_file f;
     if (sf_atomic_open(&f, path)) {
         free(h.s);
         return -1;
     }
-    uint64_t hl = h.n;
-    int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.n, f.fp) == h.n;
-    for (int i = 0; ok && i < w->n; i++)
-        if (w->t[i].nbytes) ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, f.fp) == w->t[i].nbytes;
+    uint64_t hl = h.len;
+    int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.len, f.fp) == h.len;
+    for (int i = 0; ok && i < w->n; i++) {
+        const wtensor *t = &w->t[i];
+        if (t->pieces) {
+            for (int j = 0; ok && j < t->n_pieces; j++)
+                if (t->piece_bytes[j])
+                    ok = fwrite(t->pieces[j], 1, t->piece_bytes[j], f.fp) == t->piece_bytes[j];
+        } else if (t->nbytes) {
+            ok = fwrite(t->data, 1, t->nbytes, f.fp) == t->nbytes;
+        }
+    }
     free(h.s);
     if (!ok) {
         sf_atomic_abort(&f);
@@ -655,6 +677,8 @@ void sf_stw_free(sf_st_writer *w) {
     for (int i = 0; i < w->n; i++) {
         free(w->t[i].name);
         free(w->t[i].owned);
+        free(w->t[i].pieces);
+        free(w->t[i].piece_bytes);
     }
     free(w->t);
     for (int i = 0; i < w->nm; i++) {

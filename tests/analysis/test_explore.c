@@ -98,34 +98,34 @@ TEST(thumbnails) {
 }
 
 static void collect(void *ctx, const char *w) {
-    sbuf *b = ctx;
-    sb_puts(b, w);
-    sb_puts(b, "|");
+    sf_sbuf *b = ctx;
+    sf_sb_puts(b, w);
+    sf_sb_puts(b, "|");
 }
 
 TEST(words_and_json) {
-    sbuf b;
-    sb_init(&b);
-    caption_words("A Red-circle, on the 2 BIG  über 東京 x 1999s 123", collect, &b);
+    sf_sbuf b = {0};
+    sf_explore_caption_words("A Red-circle, on the 2 BIG  über 東京 x 1999s 123", collect, &b);
     CHECK_STR(b.s, "red|circle|big|über|東京|1999s|");
     b.len = 0;
-    char *s = utf8_sanitize("ok \xff\xfe caf\xc3\xa9 \xe2\x80\xa8 \xed\xa0\x80 \xf0\x9f\x99\x82");
+    char *s =
+        sf_utf8_sanitize("ok \xff\xfe caf\xc3\xa9 \xe2\x80\xa8 \xed\xa0\x80 \xf0\x9f\x99\x82");
     CHECK_STR(s, "ok \xEF\xBF\xBD\xEF\xBF\xBD caf\xc3\xa9 \xe2\x80\xa8 "
                  "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD \xf0\x9f\x99\x82");
-    sb_json_str(&b, s);
+    sf_explore_json_str(&b, s);
     free(s);
     CHECK(strstr(b.s, "\\u2028") != NULL);
     b.len = 0;
-    sb_json_str(&b, "q\"b\\s\n</script>\x01");
+    sf_explore_json_str(&b, "q\"b\\s\n</script>\x01");
     CHECK_STR(b.s, "\"q\\\"b\\\\s\\n\\u003c/script>\\u0001\"");
     cJSON *j = cJSON_Parse(b.s);
     CHECK(cJSON_IsString(j) && !strcmp(j->valuestring, "q\"b\\s\n</script>\x01"));
     cJSON_Delete(j);
     b.len = 0;
-    sb_num(&b, NAN);
-    sb_num(&b, 0.1234567);
+    sf_explore_json_num(&b, NAN);
+    sf_explore_json_num(&b, 0.1234567);
     CHECK_STR(b.s, "null0.12346");
-    sb_free(&b);
+    sf_sb_free(&b);
 }
 
 /* ---- a whole site ---- */
