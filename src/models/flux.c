@@ -37,11 +37,11 @@
 #include "saeflow/flux.h"
 
 typedef struct {
-    sf_weight mod_x, mod_c;     /* (6D, D) norm1.linear / norm1_context.linear */
-    sf_weight qkv_x, qkv_c;     /* (3D, D) to_q;to_k;to_v / add_{q,k,v}_proj */
-    sf_weight out_x, out_c;     /* (D, D) to_out.0 / to_add_out */
-    sf_weight ff1_x, ff2_x;     /* (mlp, D), (D, mlp) ff.net.0.proj, ff.net.2 */
-    sf_weight ff1_c, ff2_c;     /* ff_context */
+    sf_weight mod_x, mod_c; /* (6D, D) norm1.linear / norm1_context.linear */
+    sf_weight qkv_x, qkv_c; /* (3D, D) to_q;to_k;to_v / add_{q,k,v}_proj */
+    sf_weight out_x, out_c; /* (D, D) to_out.0 / to_add_out */
+    sf_weight ff1_x, ff2_x; /* (mlp, D), (D, mlp) ff.net.0.proj, ff.net.2 */
+    sf_weight ff1_c, ff2_c; /* ff_context */
     const float *mod_xb, *mod_cb, *qkv_xb, *qkv_cb, *out_xb, *out_cb;
     const float *ff1_xb, *ff2_xb, *ff1_cb, *ff2_cb;
     const float *nq_x, *nk_x, *nq_c, *nk_c; /* (Dh) RMSNorm gammas */
@@ -111,7 +111,8 @@ static int parse_config(const char *path, sf_flux_config *c) {
     rc |= cfg_int(o, "joint_attention_dim", 4096, &c->joint_dim, path);
     rc |= cfg_int(o, "pooled_projection_dim", 768, &c->pooled_dim, path);
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "guidance_embeds");
-    if (g && !cJSON_IsNull(g) && !cJSON_IsBool(g)) rc |= sf_error("%s: \"guidance_embeds\" must be a boolean", path);
+    if (g && !cJSON_IsNull(g) && !cJSON_IsBool(g))
+        rc |= sf_error("%s: \"guidance_embeds\" must be a boolean", path);
     c->guidance = cJSON_IsTrue(g);
     const cJSON *ax = cJSON_GetObjectItemCaseSensitive(o, "axes_dims_rope");
     if (!ax || cJSON_IsNull(ax)) {
@@ -178,9 +179,15 @@ static const names DIFFUSERS = {"x_embedder",
                                 "time_text_embed.text_embedder.linear_1",
                                 "time_text_embed.text_embedder.linear_2",
                                 "proj_out"};
-static const names BFL = {"img_in",           "txt_in",           "time_in.in_layer",
-                          "time_in.out_layer", "guidance_in.in_layer", "guidance_in.out_layer",
-                          "vector_in.in_layer", "vector_in.out_layer", "final_layer.linear"};
+static const names BFL = {"img_in",
+                          "txt_in",
+                          "time_in.in_layer",
+                          "time_in.out_layer",
+                          "guidance_in.in_layer",
+                          "guidance_in.out_layer",
+                          "vector_in.in_layer",
+                          "vector_in.out_layer",
+                          "final_layer.linear"};
 
 /* Linear `name` (.weight (rows, cols) + .bias (rows)). */
 static int linear(sf_wl *L, sf_weight *w, const float **b, const char *name, int64_t rows,
@@ -309,7 +316,8 @@ static int load_single(sf_flux *m, int i) {
      * half is written straight into its place in [o | h] (see forward). */
     size_t esz = sf_dtype_size(b->lin1.dtype);
     b->qkv = (sf_weight){b->lin1.dtype, 2, {3 * D, D}, b->lin1.data, NULL};
-    b->mlp = (sf_weight){b->lin1.dtype, 2, {F, D}, (const char *)b->lin1.data + 3 * D * D * esz, NULL};
+    b->mlp =
+        (sf_weight){b->lin1.dtype, 2, {F, D}, (const char *)b->lin1.data + 3 * D * D * esz, NULL};
     return 0;
 }
 
@@ -491,7 +499,9 @@ void sf_flux_free(sf_flux *m) {
     free(m);
 }
 
-const sf_flux_config *sf_flux_get_config(const sf_flux *m) { return &m->cfg; }
+const sf_flux_config *sf_flux_get_config(const sf_flux *m) {
+    return &m->cfg;
+}
 
 /* ---- requests ----------------------------------------------------------- */
 
@@ -606,7 +616,9 @@ typedef struct {
     float *prev;              /* (M, D) block input, for deltas */
 } flux_state;
 
-static float *abuf(int64_t n) { return sf_malloc_aligned((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+static float *abuf(int64_t n) {
+    return sf_malloc_aligned((size_t)(n > 0 ? n : 1) * sizeof(float));
+}
 
 /* Linear, SiLU, Linear on B rows (TimestepEmbedding, PixArtAlphaTextProjection). */
 static void mlp2(const flux_mlp *e, const float *in, int64_t B, int64_t K, int64_t D, float *tmp,
@@ -687,8 +699,8 @@ static void double_block(const sf_flux *m, const flux_double *w, flux_state *s) 
     // qkv (B, L, 3D): per example the text rows, then the image rows
     for (int64_t b = 0; b < B; b++) {
         sf_linear(nc + b * T * D, T, D, &w->qkv_c, w->qkv_cb, s->qkv + b * L * 3 * D, 3 * D, 0);
-        sf_linear(nx + b * N * D, N, D, &w->qkv_x, w->qkv_xb, s->qkv + (b * L + T) * 3 * D,
-                  3 * D, 0);
+        sf_linear(nx + b * N * D, N, D, &w->qkv_x, w->qkv_xb, s->qkv + (b * L + T) * 3 * D, 3 * D,
+                  0);
     }
     qk_norm_rope(m, s, s->qkv, 3 * D, 0, T, w->nq_c, w->nk_c);
     qk_norm_rope(m, s, s->qkv, 3 * D, T, N, w->nq_x, w->nk_x);
@@ -776,8 +788,10 @@ static void capture(const sf_flux *m, flux_state *s, int stage, int nreq,
             const float *prev = r->delta ? s->prev + (text ? 0 : s->B * s->T * s->D) : NULL;
             take_rows(out[i], text ? s->c : s->x, prev, s->B, Ts, 0, Ts, s->D);
         } else {
-            int64_t r0 = r->stream == SF_FLUX_IMAGE ? s->T : 0,
-                    n = r->stream == SF_FLUX_TEXT ? s->T : r->stream == SF_FLUX_IMAGE ? s->N : s->L;
+            int64_t r0 = r->stream == SF_FLUX_IMAGE ? s->T : 0, n = r->stream == SF_FLUX_TEXT ? s->T
+                                                                    : r->stream == SF_FLUX_IMAGE
+                                                                        ? s->N
+                                                                        : s->L;
             take_rows(out[i], s->z, r->delta ? s->prev : NULL, s->B, s->L, r0, n, s->D);
         }
     }
@@ -815,7 +829,8 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
     if (last < 0) return 0;
     flux_state S = {.B = in->B, .N = in->N, .T = in->T, .L = in->N + in->T, .D = c->dim};
     flux_state *s = &S;
-    const int64_t B = s->B, N = s->N, T = s->T, L = s->L, D = s->D, F = c->mlp, hd = c->head_dim / 2;
+    const int64_t B = s->B, N = s->N, T = s->T, L = s->L, D = s->D, F = c->mlp,
+                  hd = c->head_dim / 2;
     s->M = B * L;
     const int64_t M = s->M;
     s->c = abuf(B * T * D), s->x = abuf(B * N * D), s->z = abuf(M * D), s->nrm = abuf(M * D);
