@@ -512,8 +512,7 @@ int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, con
     for (int i = 0; i < ndim && i < SF_MAX_DIMS; i++)
         numel *= shape[i] > 0 ? (size_t)shape[i] : 0;
     uint16_t *h = sf_malloc((numel ? numel : 1) * sizeof(uint16_t));
-    for (size_t i = 0; i < numel; i++)
-        h[i] = dt == SF_DT_BF16 ? sf_f32_to_bf16(data[i]) : sf_f32_to_f16(data[i]);
+    sf_convert(dt, h, SF_DT_F32, data, numel);
     if (sf_stw_add(w, name, dt, ndim, shape, h)) {
         free(h);
         return -1;
