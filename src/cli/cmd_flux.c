@@ -10,29 +10,30 @@
 #include "saeflow/safetensors.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow flux run --model PATH --inputs FILE --hook H [--hook H ...] --out "
-            "FILE [options]\n"
-            "\n"
-            "Runs the FLUX.1 transformer (FluxTransformer2DModel) on one batch and writes the\n"
-            "activations at each hook, as (B, tokens, width) F32 tensors named by the hook.\n"
-            "The forward stops after the last block a hook needs.\n"
-            "\n"
-            "  --model PATH     diffusers folder (pipeline root or its transformer/), or a BFL\n"
-            "                   single file (flux1-schnell.safetensors)\n"
-            "  --inputs FILE    safetensors with diffusers' forward arguments (F32/BF16/F16):\n"
-            "                     hidden_states (B, N, in) packed latents, or latents (B, C, h, w)\n"
-            "                     encoder_hidden_states (B, T, joint)   pooled_projections (B, P)\n"
-            "                     timestep (B) sigma in [0, 1]          guidance (B) (dev only)\n"
-            "                     img_ids (N, 3) (made from latents if absent), txt_ids (T, 3)\n"
-            "  --hook H         transformer_blocks.N.0 (text) / .1 (image);\n"
-            "                   single_transformer_blocks.N (text+image; :text or :image for a\n"
-            "                   part); add :delta for output - input; output (the model output).\n"
-            "                   Repeatable and comma-separated.\n"
-            "  --out FILE       output safetensors (written atomically)\n"
-            "  --dtype D        weights in memory: stored (default), f32, bf16, f16\n"
-            "  --axes A,B,C     RoPE axes when the model has no config.json and head dim != 128\n"
-            "  --threads T      OpenMP threads (default: all cores)\n");
+    fprintf(
+        out,
+        "usage: saeflow flux run --model PATH --inputs FILE --hook H [--hook H ...] --out "
+        "FILE [options]\n"
+        "\n"
+        "Runs the FLUX.1 transformer (FluxTransformer2DModel) on one batch and writes the\n"
+        "activations at each hook, as (B, tokens, width) F32 tensors named by the hook.\n"
+        "The forward stops after the last block a hook needs.\n"
+        "\n"
+        "  --model PATH     diffusers folder (pipeline root or its transformer/), or a BFL\n"
+        "                   single file (flux1-schnell.safetensors)\n"
+        "  --inputs FILE    safetensors with diffusers' forward arguments (F32/BF16/F16):\n"
+        "                     hidden_states (B, N, in) packed latents, or latents (B, C, h, w)\n"
+        "                     encoder_hidden_states (B, T, joint)   pooled_projections (B, P)\n"
+        "                     timestep (B) sigma in [0, 1]          guidance (B) (dev only)\n"
+        "                     img_ids (N, 3) (made from latents if absent), txt_ids (T, 3)\n"
+        "  --hook H         transformer_blocks.N.0 (text) / .1 (image);\n"
+        "                   single_transformer_blocks.N (text+image; :text or :image for a\n"
+        "                   part); add :delta for output - input; output (the model output).\n"
+        "                   Repeatable and comma-separated.\n"
+        "  --out FILE       output safetensors (written atomically)\n"
+        "  --dtype D        weights in memory: stored (default), f32, bf16, f16\n"
+        "  --axes A,B,C     RoPE axes when the model has no config.json and head dim != 128\n"
+        "  --threads T      OpenMP threads (default: all cores)\n");
 }
 
 typedef struct {
@@ -203,7 +204,8 @@ int cmd_flux(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    if (strcmp(argv[1], "run")) return cli_usage_error(cmd, "unknown subcommand '%s' (run)", argv[1]);
+    if (strcmp(argv[1], "run"))
+        return cli_usage_error(cmd, "unknown subcommand '%s' (run)", argv[1]);
     argc--, argv++;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"inputs", required_argument, 0, 'i'},

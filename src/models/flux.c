@@ -421,8 +421,11 @@ sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
     sf_flux *m = sf_calloc(1, sizeof *m);
     sf_flux_config *c = &m->cfg;
     if (!(m->wl = sf_wl_open(dir, dt))) goto fail;
-    sf_wl_set_prefix(m->wl, "model.diffusion_model.");
-    if (sf_wl_has(m->wl, "img_in.weight")) {
+    /* BFL names, with the prefix ComfyUI-style files carry, or without */
+    if (sf_wl_has(m->wl, "model.diffusion_model.img_in.weight")) {
+        c->bfl = 1;
+        sf_wl_set_prefix(m->wl, "model.diffusion_model.");
+    } else if (sf_wl_has(m->wl, "img_in.weight")) {
         c->bfl = 1;
     } else if (!sf_wl_has(m->wl, "x_embedder.weight")) {
         sf_error("%s: not a FLUX transformer (neither x_embedder.weight nor img_in.weight)",

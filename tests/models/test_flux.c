@@ -186,6 +186,8 @@ TEST(config_b_sharded_guidance) {
     sf_st_close(&e.st);
 }
 
+static void write_bfl_variant(const char *path, const char *drop, const char *shrink, int strip);
+
 TEST(bfl_single_file) {
     expected e;
     CHECK(load_expected(&e, "a") == 0);
@@ -201,6 +203,16 @@ TEST(bfl_single_file) {
         CHECK(c->num_layers == 2 && c->num_single_layers == 2 && c->joint_dim == 32);
         CHECK(c->pooled_dim == 24 && !c->guidance);
         check_all(m, &e, "a_bfl");
+        sf_flux_free(m);
+    }
+    /* the same file without the "model.diffusion_model." prefix */
+    char path[2200];
+    snprintf(path, sizeof path, "%s/noprefix.safetensors", test_tmpdir("flux_bfl"));
+    write_bfl_variant(path, NULL, NULL, 1);
+    m = sf_flux_load(path, &o);
+    CHECK_MSG(m != NULL, "%s", sf_errmsg());
+    if (m) {
+        check_all(m, &e, "a_bfl without prefix");
         sf_flux_free(m);
     }
     /* F32 file held as BF16 still runs (rounded weights: loose check only) */
@@ -264,7 +276,8 @@ TEST(parse_requests) {
     char buf[128];
     CHECK(sf_flux_parse_request("transformer_blocks.18.1", &r) == 0);
     CHECK(r.site == SF_FLUX_DOUBLE && r.block == 18 && r.stream == SF_FLUX_IMAGE && !r.delta);
-    CHECK(sf_flux_parse_request("transformer_blocks.0-0", &r) == 0); /* the reference's loc-stream */
+    CHECK(sf_flux_parse_request("transformer_blocks.0-0", &r) ==
+          0); /* the reference's loc-stream */
     CHECK(r.block == 0 && r.stream == SF_FLUX_TEXT);
     CHECK(sf_flux_parse_request("transformer_blocks.3:image:delta", &r) == 0);
     CHECK(r.stream == SF_FLUX_IMAGE && r.delta);
@@ -294,8 +307,8 @@ static void copy_dir(const char *src, const char *dst) {
 }
 
 /* a_bfl.safetensors rewritten without `drop`, or with `shrink` one element
- * shorter along dim 0. */
-static void write_bfl_variant(const char *path, const char *drop, const char *shrink) {
+ * shorter along dim 0, or without the "model.diffusion_model." prefix. */
+static void write_bfl_variant(const char *path, const char *drop, const char *shrink, int strip) {
     sf_st st;
     CHECK(sf_st_open(&st, FIX "a_bfl.safetensors") == 0);
     sf_st_writer *w = sf_stw_new();
@@ -305,7 +318,9 @@ static void write_bfl_variant(const char *path, const char *drop, const char *sh
         int64_t shape[SF_MAX_DIMS];
         memcpy(shape, t->shape, sizeof shape);
         if (shrink && !strcmp(t->name, shrink)) shape[0]--;
-        sf_stw_add(w, t->name, t->dtype, t->ndim, shape, t->data);
+        const char *name = t->name;
+        if (strip && !strncmp(name, "model.diffusion_model.", 22)) name += 22;
+        sf_stw_add(w, name, t->dtype, t->ndim, shape, t->data);
     }
     CHECK(sf_stw_write(w, path) == 0);
     sf_stw_free(w);
@@ -319,14 +334,14 @@ TEST(bad_checkpoints) {
 
     /* missing tensor */
     snprintf(path, sizeof path, "%s/missing.safetensors", tmp);
-    write_bfl_variant(path, "model.diffusion_model.double_blocks.1.txt_mlp.2.weight", NULL);
+    write_bfl_variant(path, "model.diffusion_model.double_blocks.1.txt_mlp.2.weight", NULL, 0);
     CHECK(sf_flux_load(path, &o) == NULL);
     CHECK_ERR_HAS("double_blocks.1.txt_mlp.2.weight");
     CHECK_ERR_HAS("missing.safetensors");
 
     /* wrong shape */
     snprintf(path, sizeof path, "%s/shape.safetensors", tmp);
-    write_bfl_variant(path, NULL, "model.diffusion_model.single_blocks.0.linear2.bias");
+    write_bfl_variant(path, NULL, "model.diffusion_model.single_blocks.0.linear2.bias", 0);
     CHECK(sf_flux_load(path, &o) == NULL);
     CHECK_ERR_HAS("single_blocks.0.linear2.bias");
     CHECK_ERR_HAS("[32]");
