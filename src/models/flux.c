@@ -612,11 +612,11 @@ typedef struct {
     float *qkv;               /* (B, L, 3D) */
     float *att;               /* (B, L, D) attention output */
     float *y;                 /* (M, D) projection outputs: text rows then image rows */
-    float *cat;               /* (M, D + mlp): [o | h] of single blocks; FF hidden of doubles */
-    float *mod;               /* (B, 6D) */
-    float *silu;              /* (B, D) SiLU(temb) */
-    float *cos, *sin;         /* (L, Dh/2) */
-    float *prev;              /* (M, D) block input, for deltas */
+    float *cat;       /* (M, D + mlp): [o | h] of single blocks; doubles: q/k/v, FF hidden */
+    float *mod;       /* (B, 6D) */
+    float *silu;      /* (B, D) SiLU(temb) */
+    float *cos, *sin; /* (L, Dh/2) */
+    float *prev;      /* (M, D) block input, for deltas */
 } flux_state;
 
 static float *abuf(int64_t n) {
@@ -687,9 +687,25 @@ static void attention(const sf_flux *m, flux_state *s, const float *qkv, int64_t
     sf_attention(&as, qkv, qkv + s->D, qkv + 2 * s->D, out);
 }
 
+/* Joint rows (B, L, w) <-> stream rows: text (B*T, w) and image (B*N, w).
+ * to_joint: joint <- text, image; else text, image <- joint. */
+static void split_rows(const flux_state *s, float *joint, float *txt, float *img, int64_t w,
+                       int to_joint) {
+    const int64_t T = s->T, N = s->N, L = s->L;
+    const size_t nt = (size_t)(T * w) * sizeof(float), ni = (size_t)(N * w) * sizeof(float);
+#pragma omp parallel for schedule(static) if (s->M * w > 65536)
+    for (int64_t b = 0; b < s->B; b++) {
+        float *j = joint + b * L * w;
+        if (to_joint)
+            memcpy(j, txt + b * T * w, nt), memcpy(j + T * w, img + b * N * w, ni);
+        else
+            memcpy(txt + b * T * w, j, nt), memcpy(img + b * N * w, j + T * w, ni);
+    }
+}
+
 /* One double-stream block on s->c (B, T, D) and s->x (B, N, D). */
 static void double_block(const sf_flux *m, const flux_double *w, flux_state *s) {
-    const int64_t B = s->B, N = s->N, T = s->T, L = s->L, D = s->D, F = m->cfg.mlp;
+    const int64_t B = s->B, N = s->N, T = s->T, D = s->D, F = m->cfg.mlp;
     float *mod_c = s->mod, *mod_x = s->mod + B * 6 * D; // (B, 6D) each
     float *nc = s->nrm, *nx = s->nrm + B * T * D, *yc = s->y, *yx = s->y + B * T * D;
     // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = SiLU(temb) W^T + b
@@ -699,19 +715,20 @@ static void double_block(const sf_flux *m, const flux_double *w, flux_state *s) 
     sf_ada_modulate(nc, nc, B, T, D, mod_c, mod_c + D, 6 * D);
     sf_layernorm(s->x, nx, B * N, D, NULL, NULL, 1e-6f);
     sf_ada_modulate(nx, nx, B, N, D, mod_x, mod_x + D, 6 * D);
-    // qkv (B, L, 3D): per example the text rows, then the image rows
-    for (int64_t b = 0; b < B; b++) {
-        sf_linear(nc + b * T * D, T, D, &w->qkv_c, w->qkv_cb, s->qkv + b * L * 3 * D, 3 * D, 0);
-        sf_linear(nx + b * N * D, N, D, &w->qkv_x, w->qkv_xb, s->qkv + (b * L + T) * 3 * D, 3 * D,
-                  0);
-    }
+    // q, k, v of each stream in one GEMM over all its rows (cat as scratch:
+    // one call per weight, so a BF16 matrix is widened once, not per example),
+    // then scattered into the joint (B, L, 3D) layout attention reads: per
+    // example the text rows, then the image rows
+    float *qc = s->cat, *qx = s->cat + B * T * 3 * D;
+    sf_linear(nc, B * T, D, &w->qkv_c, w->qkv_cb, qc, 3 * D, 0);
+    sf_linear(nx, B * N, D, &w->qkv_x, w->qkv_xb, qx, 3 * D, 0);
+    split_rows(s, s->qkv, qc, qx, 3 * D, 1);
     qk_norm_rope(m, s, s->qkv, 3 * D, 0, T, w->nq_c, w->nk_c);
     qk_norm_rope(m, s, s->qkv, 3 * D, T, N, w->nq_x, w->nk_x);
     attention(m, s, s->qkv, 3 * D, s->att, D);
-    for (int64_t b = 0; b < B; b++) {
-        sf_linear(s->att + b * L * D, T, D, &w->out_c, w->out_cb, yc + b * T * D, D, 0);
-        sf_linear(s->att + (b * L + T) * D, N, D, &w->out_x, w->out_xb, yx + b * N * D, D, 0);
-    }
+    split_rows(s, s->att, nc, nx, D, 0); // o back to stream order (nrm is free now)
+    sf_linear(nc, B * T, D, &w->out_c, w->out_cb, yc, D, 0);
+    sf_linear(nx, B * N, D, &w->out_x, w->out_xb, yx, D, 0);
     sf_gated_add(s->c, yc, D, B, T, D, mod_c + 2 * D, 6 * D); // c += gate_msa * attn
     sf_gated_add(s->x, yx, D, B, N, D, mod_x + 2 * D, 6 * D);
     // FF per stream: u += gate_mlp * FF(LN(u) (1 + scale_mlp) + shift_mlp)
@@ -752,12 +769,7 @@ static void single_block(const sf_flux *m, const flux_single *w, flux_state *s) 
 
 /* z (B, L, D) <- cat[c; x] per example. */
 static void join_streams(flux_state *s) {
-    const int64_t D = s->D;
-    for (int64_t b = 0; b < s->B; b++) {
-        memcpy(s->z + b * s->L * D, s->c + b * s->T * D, (size_t)(s->T * D) * sizeof(float));
-        memcpy(s->z + (b * s->L + s->T) * D, s->x + b * s->N * D,
-               (size_t)(s->N * D) * sizeof(float));
-    }
+    split_rows(s, s->z, s->c, s->x, s->D, 1);
 }
 
 /* Rows [r0, r0 + n) of each example of src (B, Ls, D) -> dst (B, n, D),

@@ -19,7 +19,7 @@ static int run(const char *args) {
     return test_run(cmd, &out_s);
 }
 
-#define HAS(s) CHECK_MSG(out_s && strstr(out_s, (s)) != NULL, "output lacks \"%s\":\n%s", (s), out_s)
+#define HAS(s) CHECK_MSG(out_s &&strstr(out_s, (s)) != NULL, "output lacks \"%s\":\n%s", (s), out_s)
 
 static double max_rel(const float *a, const float *b, size_t n) {
     double md = 0, mb = 1e-30;
