@@ -49,11 +49,10 @@ int main(int argc, char **argv) {
     sf_kernels_fix_blas_core();
     const char *model = NULL, *inputs = NULL, *dtype = "stored", *out = NULL, *hook = "output";
     int threads = 2, warmup = 1, iters = 2;
-    static struct option opts[] = {{"model", 1, 0, 'm'},  {"inputs", 1, 0, 'i'},
-                                   {"dtype", 1, 0, 'd'},  {"threads", 1, 0, 'j'},
-                                   {"warmup", 1, 0, 'u'}, {"iters", 1, 0, 'n'},
-                                   {"out", 1, 0, 'o'},    {"hook", 1, 0, 'k'},
-                                   {0, 0, 0, 0}};
+    static struct option opts[] = {
+        {"model", 1, 0, 'm'},   {"inputs", 1, 0, 'i'}, {"dtype", 1, 0, 'd'},
+        {"threads", 1, 0, 'j'}, {"warmup", 1, 0, 'u'}, {"iters", 1, 0, 'n'},
+        {"out", 1, 0, 'o'},     {"hook", 1, 0, 'k'},   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -130,9 +129,8 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"saeflow\", \"dtype\": \"%s\", \"threads\": %d, \"batch\": %lld, "
            "\"tokens\": %lld, \"s_per_batch\": %.4f, \"tokens_per_s\": %.2f, \"gflop_per_s\": "
            "%.1f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, \"blas\": \"%s\"}\n",
-           dtype, threads, (long long)in.B, (long long)(in.N + in.T), per,
-           (double)in.B * L / per, flops / per * 1e-9, load_s, peak_rss_mb(),
-           sf_kernels_blas_info());
+           dtype, threads, (long long)in.B, (long long)(in.N + in.T), per, (double)in.B * L / per,
+           flops / per * 1e-9, load_s, peak_rss_mb(), sf_kernels_blas_info());
     if (out) {
         sf_st_writer *w = sf_stw_new();
         int64_t shape[3] = {in.B, rows, width};

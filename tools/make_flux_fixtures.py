@@ -16,6 +16,10 @@ Models (OUT/<name>/):
             maps it back to exactly a's state dict.
   a_bf16    a's weights rounded to BF16 and stored as BF16 (diffusers layout).
             Expected outputs: diffusers in F32 on the BF16-rounded weights.
+  a_fp8.safetensors
+            a's weights in the BFL layout with every matrix in float8_e4m3fn and
+            every vector in BF16 (as FP8 community checkpoints ship). Expected
+            outputs: diffusers in F32 on those rounded values.
   b         FLUX.1-dev-like: guidance_embeds, 2 heads x 20 (D 40), axes
             [4,10,6] (unequal widths), in 12, joint 40, pooled 20, 2 double +
             2 single blocks; saved SHARDED (max_shard_size small) with
@@ -243,6 +247,19 @@ def main():
     st = load_file(os.path.join(out, "a_bf16", "transformer", "diffusion_pytorch_model.safetensors"))
     assert all(v.dtype == torch.bfloat16 for v in st.values())
     save_expected(os.path.join(out, "a_bf16.expected.safetensors"), inp_a, run(a16, inp_a), False)
+
+    # ---- a_fp8: BFL layout as the FP8 community files ship it: matrices in
+    # float8_e4m3fn, vectors in BF16; reference = F32 forward on those values
+    a8 = build(1, **cfg_a)
+    with torch.no_grad():
+        for p in a8.parameters():
+            dt = torch.float8_e4m3fn if p.ndim == 2 else torch.bfloat16
+            p.copy_(p.to(dt).float())
+    sd8 = {k: v.contiguous() for k, v in a8.state_dict().items()}
+    bfl8 = {k: v.to(torch.float8_e4m3fn if v.ndim == 2 else torch.bfloat16).contiguous()
+            for k, v in to_bfl(sd8, cfg_a).items()}
+    save_file(bfl8, os.path.join(out, "a_fp8.safetensors"))
+    save_expected(os.path.join(out, "a_fp8.expected.safetensors"), inp_a, run(a8, inp_a), False)
 
     # ---- b: dev-like (guidance), unequal RoPE axes, non-square grid, sharded
     cfg_b = dict(in_channels=12, num_layers=2, num_single_layers=2, attention_head_dim=20, num_attention_heads=2,
