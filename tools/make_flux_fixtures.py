@@ -47,7 +47,7 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffusers import FluxTransformer2DModel
+from diffusers import FluxPipeline, FluxTransformer2DModel
 from diffusers.loaders import single_file_utils
 
 
@@ -68,17 +68,13 @@ def build(seed, **cfg):
 
 
 def pack(lat):
-    # (B, C, h, w) -> (B, h/2 * w/2, 4C), channel = 4c + 2dy + dx (pipeline_flux._pack_latents)
+    # (B, C, h, w) -> (B, h/2 * w/2, 4C), channel = 4c + 2dy + dx: the pipeline's own code
     B, C, h, w = lat.shape
-    x = lat.view(B, C, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(B, (h // 2) * (w // 2), C * 4)
+    return FluxPipeline._pack_latents(lat, B, C, h, w)
 
 
 def img_ids(h2, w2):
-    ids = torch.zeros(h2, w2, 3)
-    ids[..., 1] += torch.arange(h2)[:, None]
-    ids[..., 2] += torch.arange(w2)[None, :]
-    return ids.reshape(h2 * w2, 3)
+    return FluxPipeline._prepare_latent_image_ids(1, h2, w2, "cpu", torch.float32)
 
 
 def run(m, inputs):
