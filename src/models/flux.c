@@ -22,10 +22,11 @@
  * Output: sc,sh = s Wn^T + b (AdaLayerNormContinuous: SCALE first);
  *   out = (LN(x) (1 + sc) + sh) Wp^T + bp, image rows of z only.
  *
- * Layout: the double blocks keep c (B*T, D) and x (B*N, D) dense, so per-
- * stream GEMMs see all rows at once; their q/k/v land per example in one
- * joint (B, T + N, 3D) buffer, which attention reads directly. The single
- * blocks run on z (B, T + N, D).
+ * Layout: the double blocks keep c (B*T, D) and x (B*N, D) dense, so every
+ * per-stream GEMM is one call over the whole batch (a BF16 matrix is widened
+ * once); q/k/v are then scattered per example into the joint (B, T + N, 3D)
+ * layout attention reads, and its output gathered back. The single blocks run
+ * on z (B, T + N, D).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -515,10 +516,11 @@ int sf_flux_parse_request(const char *s, sf_flux_request *r) {
         r->site = SF_FLUX_OUTPUT;
         return 0;
     }
+    int stream = -1; /* not given yet */
     if (!strncmp(s, "transformer_blocks.", 19)) {
-        r->site = SF_FLUX_DOUBLE, s += 19, r->stream = -1;
+        r->site = SF_FLUX_DOUBLE, s += 19;
     } else if (!strncmp(s, "single_transformer_blocks.", 26)) {
-        r->site = SF_FLUX_SINGLE, s += 26, r->stream = SF_FLUX_BOTH;
+        r->site = SF_FLUX_SINGLE, s += 26, stream = SF_FLUX_BOTH;
     } else {
         goto bad;
     }
@@ -533,17 +535,18 @@ int sf_flux_parse_request(const char *s, sf_flux_request *r) {
         size_t n = strcspn(w, ".:-");
         if ((n == 1 && *w == '0') || (n == 4 && !strncmp(w, "text", 4)) ||
             (n == 3 && !strncmp(w, "txt", 3)))
-            r->stream = SF_FLUX_TEXT;
+            stream = SF_FLUX_TEXT;
         else if ((n == 1 && *w == '1') || (n == 5 && !strncmp(w, "image", 5)) ||
                  (n == 3 && !strncmp(w, "img", 3)))
-            r->stream = SF_FLUX_IMAGE;
+            stream = SF_FLUX_IMAGE;
         else if (n == 5 && !strncmp(w, "delta", 5))
             r->delta = 1;
         else
             goto bad;
         s = w + n;
     }
-    if (r->site == SF_FLUX_DOUBLE && (int)r->stream < 0)
+    r->stream = stream < 0 ? SF_FLUX_TEXT : (sf_flux_stream)stream;
+    if (r->site == SF_FLUX_DOUBLE && stream < 0)
         return sf_error("hook '%s': a double block has two streams: add .0 (text) or .1 (image)",
                         orig);
     return 0;
