@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
     double t0 = sf_now();
     sf_flux_load_opts lo = {0};
     lo.dtype = !strcmp(dtype, "f32") ? SF_DT_F32 : !strcmp(dtype, "bf16") ? SF_DT_BF16 : 0;
+    lo.only = &req, lo.n_only = 1;
     sf_flux *m = sf_flux_load(model, &lo);
     if (!m) die(model);
     double load_s = sf_now() - t0;

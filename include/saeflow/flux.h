@@ -54,18 +54,6 @@ typedef struct {
     int bfl; /* 1: loaded from the BFL single-file layout */
 } sf_flux_config;
 
-typedef struct sf_flux sf_flux;
-
-typedef struct {
-    sf_dtype dtype; /* in-memory weights: 0 = as stored, or SF_DT_F32 / SF_DT_BF16 / SF_DT_F16 */
-    /* RoPE axes when there is no config.json and head dim != 128 (n_axes 0: none given) */
-    int n_axes, axes_dim[SF_FLUX_MAX_AXES];
-} sf_flux_load_opts;
-
-sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts);
-void sf_flux_free(sf_flux *m);
-const sf_flux_config *sf_flux_get_config(const sf_flux *m);
-
 typedef enum {
     SF_FLUX_DOUBLE, /* transformer_blocks.N */
     SF_FLUX_SINGLE, /* single_transformer_blocks.N */
@@ -84,6 +72,22 @@ typedef struct {
     sf_flux_stream stream; /* DOUBLE: TEXT or IMAGE; SINGLE: any; OUTPUT: ignored */
     int delta;             /* output - input of the block (DOUBLE, SINGLE) */
 } sf_flux_request;
+
+typedef struct sf_flux sf_flux;
+
+typedef struct {
+    sf_dtype dtype; /* in-memory weights: 0 = as stored, or SF_DT_F32 / SF_DT_BF16 / SF_DT_F16 */
+    /* RoPE axes when there is no config.json and head dim != 128 (n_axes 0: none given) */
+    int n_axes, axes_dim[SF_FLUX_MAX_AXES];
+    /* n_only > 0: bind only the blocks these requests need (up to the last
+     * one they reach); forwards may then ask for nothing later. */
+    const sf_flux_request *only;
+    int n_only;
+} sf_flux_load_opts;
+
+sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts);
+void sf_flux_free(sf_flux *m);
+const sf_flux_config *sf_flux_get_config(const sf_flux *m);
 
 /* Parses "transformer_blocks.N.0|1" (or ":0|1", ":text|:image", the
  * reference's "transformer_blocks.N-1"), "single_transformer_blocks.N"

@@ -89,7 +89,9 @@ static int run(const char *model, const char *inputs, const cli_paths *hooks, co
             return 2;
         }
     if (sf_st_open(&f.st, inputs)) goto done;
-    if (!(m = sf_flux_load(model, lo))) goto done;
+    sf_flux_load_opts o = *lo;
+    o.only = req, o.n_only = nreq; /* bind only the blocks the hooks reach */
+    if (!(m = sf_flux_load(model, &o))) goto done;
     const sf_flux_config *c = sf_flux_get_config(m);
     sf_flux_inputs in = {0};
     const sf_tensor_info *t;

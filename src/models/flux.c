@@ -74,7 +74,10 @@ struct sf_flux {
     const float *norm_out_b;
     sf_weight proj_out; /* (out, D) */
     const float *proj_out_b;
+    int n_stages; /* stages loaded: blocks in run order, + 1 for the output head */
 };
+
+static int request_stage(const sf_flux *m, const sf_flux_request *r);
 
 /* ---- config ------------------------------------------------------------- */
 
@@ -481,9 +484,22 @@ sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
     }
     m->dbl = sf_calloc((size_t)(c->num_layers + 1), sizeof *m->dbl);
     m->sgl = sf_calloc((size_t)(c->num_single_layers + 1), sizeof *m->sgl);
-    for (int i = 0; i < c->num_layers; i++)
+    /* Only the blocks the given requests reach: the one-step hook at
+     * transformer_blocks.0 then binds 1 of 57 blocks (mmap'd weights of the
+     * rest are never read, and the diffusers layout's fused copies not made). */
+    m->n_stages = c->num_layers + c->num_single_layers + 1;
+    if (opts->n_only > 0) {
+        int last = -1;
+        for (int i = 0; i < opts->n_only; i++) {
+            int st = request_stage(m, &opts->only[i]);
+            if (st < 0) goto fail;
+            if (st > last) last = st;
+        }
+        m->n_stages = last + 1;
+    }
+    for (int i = 0; i < c->num_layers && i < m->n_stages; i++)
         if (load_double(m, i)) goto fail;
-    for (int i = 0; i < c->num_single_layers; i++)
+    for (int i = 0; i < c->num_single_layers && c->num_layers + i < m->n_stages; i++)
         if (load_single(m, i)) goto fail;
     free(dir);
     free(cfg_path);
@@ -595,8 +611,21 @@ static int request_stage(const sf_flux *m, const sf_flux_request *r) {
     return sf_error("unknown FLUX hook site %d", (int)r->site);
 }
 
+/* request_stage, and the stage must have been loaded. */
+static int request_stage_loaded(const sf_flux *m, const sf_flux_request *r) {
+    int st = request_stage(m, r);
+    if (st >= m->n_stages) {
+        char name[128];
+        sf_flux_request_name(r, name, sizeof name);
+        return sf_error("%s: the model was loaded for earlier hooks only "
+                        "(sf_flux_load_opts.only)",
+                        name);
+    }
+    return st;
+}
+
 int64_t sf_flux_request_rows(const sf_flux *m, const sf_flux_request *r, int64_t N, int64_t T) {
-    if (request_stage(m, r) < 0) return -1;
+    if (request_stage_loaded(m, r) < 0) return -1;
     if (r->site == SF_FLUX_OUTPUT) return N;
     return r->stream == SF_FLUX_TEXT ? T : r->stream == SF_FLUX_IMAGE ? N : T + N;
 }
@@ -839,7 +868,7 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
     if (check_inputs(m, in)) return -1;
     int last = -1, need_prev = 0;
     for (int i = 0; i < nreq; i++) {
-        int st = request_stage(m, &req[i]);
+        int st = request_stage_loaded(m, &req[i]);
         if (st < 0) return -1;
         if (st > last) last = st;
         need_prev |= req[i].delta && req[i].site != SF_FLUX_OUTPUT;

@@ -288,8 +288,26 @@ TEST(early_exit_same_values) {
         CHECK(sf_flux_forward(m, &e.in, 1, &r, &o) == 0);
         float *w = want(&e, &r, e.in.N, 32);
         CHECK(max_rel(o, w, n) <= TOL);
-        free(o), free(w);
         sf_flux_free(m);
+        /* loaded for that hook only: the same values; later hooks refused */
+        sf_flux_load_opts lo = {.only = &r, .n_only = 1};
+        m = sf_flux_load(FIX "a", &lo);
+        CHECK_MSG(m != NULL, "%s", sf_errmsg());
+        if (m) {
+            memset(o, 0, n * sizeof(float));
+            CHECK(sf_flux_forward(m, &e.in, 1, &r, &o) == 0);
+            CHECK(max_rel(o, w, n) <= TOL);
+            sf_flux_request later = {SF_FLUX_SINGLE, 0, SF_FLUX_BOTH, 0};
+            CHECK(sf_flux_forward(m, &e.in, 1, &later, &o) == -1);
+            CHECK_ERR_HAS("earlier hooks only");
+            CHECK(sf_flux_request_rows(m, &later, e.in.N, e.in.T) == -1);
+            sf_flux_free(m);
+        }
+        sf_flux_request bad = {SF_FLUX_DOUBLE, 9, SF_FLUX_TEXT, 0};
+        lo.only = &bad;
+        CHECK(sf_flux_load(FIX "a", &lo) == NULL);
+        CHECK_ERR_HAS("transformer_blocks.9");
+        free(o), free(w);
     }
     sf_st_close(&e.st);
 }
