@@ -15,7 +15,8 @@
  * FP8 widened to BF16); every kernel computes in F32.
  *
  * Inputs are what diffusers' forward takes: hidden_states are the PACKED
- * latents (B, N, in_channels) (sf_flux_pack_latents), timestep is sigma in
+ * latents (B, N, in_channels) (sf_flux_pack_latents and sf_flux_image_ids in
+ * saeflow/flux_sched.h), timestep is sigma in
  * [0, 1] (the model embeds 1000 * sigma), guidance is the raw guidance scale
  * (embedded as 1000 * g, FLUX.1-dev only).
  *
@@ -110,7 +111,7 @@ typedef struct {
     const float *pooled;   /* (B, pooled_dim) CLIP pooled (pooled_projections) */
     const float *timestep; /* (B) sigma */
     const float *guidance; /* (B) guidance scale; required iff the config has guidance_embeds */
-    const float *img_ids;  /* (N, n_axes) positions; NULL: not allowed (see sf_flux_img_ids) */
+    const float *img_ids;  /* (N, n_axes) positions (sf_flux_image_ids) */
     const float *txt_ids;  /* (T, n_axes) or NULL: zeros (FLUX.1) */
 } sf_flux_inputs;
 
@@ -118,14 +119,6 @@ typedef struct {
  * (B, rows_i, width_i) floats for request i. -1 with an error on bad inputs. */
 int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
                     const sf_flux_request *req, float *const *out);
-
-/* (B, C, h, w) latents -> (B, h/2 * w/2, 4C), channel 4c + 2dy + dx
- * (pipeline_flux._pack_latents); h, w even. And back. */
-void sf_flux_pack_latents(const float *lat, int64_t B, int64_t C, int64_t h, int64_t w, float *out);
-void sf_flux_unpack_latents(const float *packed, int64_t B, int64_t C, int64_t h, int64_t w,
-                            float *lat);
-/* Image position ids (h2 * w2, 3): row r*w2 + c = (0, r, c). */
-void sf_flux_img_ids(int64_t h2, int64_t w2, float *ids);
 
 #ifdef __cplusplus
 }

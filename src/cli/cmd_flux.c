@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "saeflow/flux.h"
+#include "saeflow/flux_sched.h"
 #include "saeflow/kernels.h"
 #include "saeflow/safetensors.h"
 
@@ -139,7 +140,7 @@ static int run(const char *model, const char *inputs, const cli_paths *hooks, co
         const int64_t sh_ids[2] = {in.N, 3};
         if (!(in.img_ids = input(&f, "img_ids", 2, sh_ids, 0, &t))) {
             if (t) goto done;
-            sf_flux_img_ids(h / 2, wd / 2, ids);
+            sf_flux_image_ids(h / 2, wd / 2, ids);
             in.img_ids = ids;
         }
     }

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 
 #include "models/internal.h"
+#include "saeflow/config.h"
 #include "saeflow/flux.h"
 
 typedef struct {
@@ -81,64 +82,29 @@ static int request_stage(const sf_flux *m, const sf_flux_request *r);
 
 /* ---- config ------------------------------------------------------------- */
 
-static int cfg_int(const cJSON *o, const char *key, int def, int *out, const char *where) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
-        return sf_error("%s: \"%s\" must be an integer", where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
 /* diffusers' config.json; defaults are FluxTransformer2DModel's (schnell). */
 static int parse_config(const char *path, sf_flux_config *c) {
-    size_t len;
-    char *txt = sf_read_file(path, &len);
-    if (!txt) return -1;
-    cJSON *o = cJSON_ParseWithLength(txt, len);
-    free(txt);
-    if (!o || !cJSON_IsObject(o)) {
-        cJSON_Delete(o);
-        return sf_error("%s: not a JSON object", path);
-    }
-    int rc = 0, patch = 1;
-    rc |= cfg_int(o, "patch_size", 1, &patch, path);
-    rc |= cfg_int(o, "in_channels", 64, &c->in_channels, path);
-    rc |= cfg_int(o, "out_channels", c->in_channels, &c->out_channels, path);
-    rc |= cfg_int(o, "num_layers", 19, &c->num_layers, path);
-    rc |= cfg_int(o, "num_single_layers", 38, &c->num_single_layers, path);
-    rc |= cfg_int(o, "attention_head_dim", 128, &c->head_dim, path);
-    rc |= cfg_int(o, "num_attention_heads", 24, &c->heads, path);
-    rc |= cfg_int(o, "joint_attention_dim", 4096, &c->joint_dim, path);
-    rc |= cfg_int(o, "pooled_projection_dim", 768, &c->pooled_dim, path);
-    const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "guidance_embeds");
-    if (g && !cJSON_IsNull(g) && !cJSON_IsBool(g))
-        rc |= sf_error("%s: \"guidance_embeds\" must be a boolean", path);
-    c->guidance = cJSON_IsTrue(g);
-    const cJSON *ax = cJSON_GetObjectItemCaseSensitive(o, "axes_dims_rope");
-    if (!ax || cJSON_IsNull(ax)) {
-        c->n_axes = 3, c->axes_dim[0] = 16, c->axes_dim[1] = 56, c->axes_dim[2] = 56;
-    } else if (!cJSON_IsArray(ax) || cJSON_GetArraySize(ax) < 1 ||
-               cJSON_GetArraySize(ax) > SF_FLUX_MAX_AXES) {
-        rc |= sf_error("%s: \"axes_dims_rope\" must be a list of 1 to %d integers", path,
-                       SF_FLUX_MAX_AXES);
-    } else {
-        c->n_axes = cJSON_GetArraySize(ax);
-        for (int i = 0; i < c->n_axes; i++) {
-            const cJSON *e = cJSON_GetArrayItem(ax, i);
-            if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble) {
-                rc |= sf_error("%s: \"axes_dims_rope\"[%d] must be an integer", path, i);
-                break;
-            }
-            c->axes_dim[i] = (int)e->valuedouble;
-        }
-    }
+    cJSON *o = sf_cfg_load(path);
+    if (!o) return -1;
+    int rc = 0, patch = 1, n = 0;
+    rc |= sf_cfg_int_range(o, "patch_size", 0, 1, 1, 1, &patch, path) < 0;
+    rc |= sf_cfg_int_range(o, "in_channels", 0, 64, 1, 1 << 20, &c->in_channels, path) < 0;
+    rc |= sf_cfg_int_range(o, "out_channels", 0, c->in_channels, 1, 1 << 20, &c->out_channels,
+                           path) < 0;
+    rc |= sf_cfg_int_range(o, "num_layers", 0, 19, 0, 1000, &c->num_layers, path) < 0;
+    rc |= sf_cfg_int_range(o, "num_single_layers", 0, 38, 0, 1000, &c->num_single_layers, path) < 0;
+    rc |= sf_cfg_int_range(o, "attention_head_dim", 0, 128, 2, 4096, &c->head_dim, path) < 0;
+    rc |= sf_cfg_int_range(o, "num_attention_heads", 0, 24, 1, 4096, &c->heads, path) < 0;
+    rc |= sf_cfg_int_range(o, "joint_attention_dim", 0, 4096, 1, 1 << 20, &c->joint_dim, path) < 0;
+    rc |=
+        sf_cfg_int_range(o, "pooled_projection_dim", 0, 768, 1, 1 << 20, &c->pooled_dim, path) < 0;
+    rc |= sf_cfg_bool(o, "guidance_embeds", 0, &c->guidance, path);
+    rc |= sf_cfg_int_array(o, "axes_dims_rope", 1, 4096, c->axes_dim, SF_FLUX_MAX_AXES, &n, path);
     cJSON_Delete(o);
     if (rc) return -1;
-    if (patch != 1) return sf_error("%s: patch_size %d not supported (FLUX.1 uses 1)", path, patch);
+    if (n == 0) /* absent: the class default */
+        n = 3, c->axes_dim[0] = 16, c->axes_dim[1] = 56, c->axes_dim[2] = 56;
+    c->n_axes = n;
     return 0;
 }
 
@@ -927,45 +893,4 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
     sf_free_aligned(s->cat), sf_free_aligned(s->mod), sf_free_aligned(s->silu);
     sf_free_aligned(s->cos), sf_free_aligned(s->sin), sf_free_aligned(s->prev);
     return 0;
-}
-
-/* ---- latents ------------------------------------------------------------ */
-
-void sf_flux_pack_latents(const float *lat, int64_t B, int64_t C, int64_t h, int64_t w,
-                          float *out) {
-    // (B, C, h/2, 2, w/2, 2) -> permute (0, 2, 4, 1, 3, 5) -> (B, h/2 * w/2, 4C)
-    const int64_t h2 = h / 2, w2 = w / 2;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t r = 0; r < h2; r++)
-            for (int64_t q = 0; q < w2; q++) {
-                float *o = out + ((b * h2 + r) * w2 + q) * 4 * C;
-                for (int64_t ch = 0; ch < C; ch++)
-                    for (int64_t dy = 0; dy < 2; dy++)
-                        for (int64_t dx = 0; dx < 2; dx++)
-                            o[4 * ch + 2 * dy + dx] =
-                                lat[((b * C + ch) * h + 2 * r + dy) * w + 2 * q + dx];
-            }
-}
-
-void sf_flux_unpack_latents(const float *packed, int64_t B, int64_t C, int64_t h, int64_t w,
-                            float *lat) {
-    const int64_t h2 = h / 2, w2 = w / 2;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t r = 0; r < h2; r++)
-            for (int64_t q = 0; q < w2; q++) {
-                const float *p = packed + ((b * h2 + r) * w2 + q) * 4 * C;
-                for (int64_t ch = 0; ch < C; ch++)
-                    for (int64_t dy = 0; dy < 2; dy++)
-                        for (int64_t dx = 0; dx < 2; dx++)
-                            lat[((b * C + ch) * h + 2 * r + dy) * w + 2 * q + dx] =
-                                p[4 * ch + 2 * dy + dx];
-            }
-}
-
-void sf_flux_img_ids(int64_t h2, int64_t w2, float *ids) {
-    for (int64_t r = 0; r < h2; r++)
-        for (int64_t q = 0; q < w2; q++) {
-            float *o = ids + (r * w2 + q) * 3;
-            o[0] = 0.0f, o[1] = (float)r, o[2] = (float)q;
-        }
 }

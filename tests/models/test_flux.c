@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "saeflow/flux.h"
+#include "saeflow/flux_sched.h"
 #include "saeflow/safetensors.h"
 #include "test.h"
 
@@ -137,7 +138,7 @@ TEST(config_a_diffusers) {
                            back);
     CHECK(memcmp(back, lat->data, lat->nbytes) == 0);
     float ids[16 * 3];
-    sf_flux_img_ids(lat->shape[2] / 2, lat->shape[3] / 2, ids);
+    sf_flux_image_ids(lat->shape[2] / 2, lat->shape[3] / 2, ids);
     CHECK(memcmp(ids, e.in.img_ids, sizeof ids) == 0);
     free(packed), free(back);
 
