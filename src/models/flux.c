@@ -121,6 +121,8 @@ static int check_config(const sf_flux_config *c, const char *where) {
                         "%d)",
                         where, c->in_channels, c->out_channels, c->joint_dim, c->pooled_dim,
                         c->num_layers, c->num_single_layers);
+    if (c->mlp <= 0 || c->mlp > (1 << 24))
+        return sf_error("%s: MLP width %d out of range", where, c->mlp);
     int sum = 0;
     for (int i = 0; i < c->n_axes; i++) {
         if (c->axes_dim[i] <= 0 || c->axes_dim[i] % 2)
@@ -404,9 +406,10 @@ sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
     }
     c->theta = 10000.0;
     if (!c->bfl && is_file(cfg_path)) {
-        if (parse_config(cfg_path, c) || check_config(c, cfg_path)) goto fail;
+        if (parse_config(cfg_path, c)) goto fail;
         c->dim = c->heads * c->head_dim;
         c->mlp = 4 * c->dim; /* mlp_ratio 4 */
+        if (check_config(c, cfg_path)) goto fail;
         /* blocks the config does not know about mean the two disagree */
         if (sf_wl_has(m->wl, "transformer_blocks.%d.norm1.linear.weight", c->num_layers) ||
             sf_wl_has(m->wl, "single_transformer_blocks.%d.norm.linear.weight",
