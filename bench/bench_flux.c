@@ -5,7 +5,9 @@
  *
  * FILE holds diffusers' forward arguments (bench_flux_torch.py --make-inputs).
  * Prints one JSON line: seconds per batch (median), tokens/s (image + text
- * tokens), GEMM GFLOP/s (24 D^2 flops per token per block + attention),
+ * tokens), GFLOP/s (24 D^2 flops per token per block run + attention), CPU
+ * seconds per batch (user + sys: on a shared machine, flops / (cpu / threads)
+ * estimates the rate an idle machine would give),
  * load time, peak RSS (getrusage ru_maxrss). --out writes the last output
  * (`out`, F32) for the error check against torch. */
 #include <getopt.h>
@@ -22,6 +24,13 @@ static double peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
+}
+
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
 }
 
 static void die(const char *what) {
@@ -114,24 +123,28 @@ int main(int argc, char **argv) {
     if (rows < 0) die("--hook");
     int64_t width = sf_flux_request_width(m, &req);
     float *y = malloc(sizeof(float) * (size_t)(in.B * rows * width));
-    double times[100];
+    double times[100], cpu = 0;
     for (int it = 0; it < warmup + iters; it++) {
-        double s = sf_now();
+        double s = sf_now(), c0 = cpu_s();
         if (sf_flux_forward(m, &in, 1, &req, &y)) die("forward");
-        if (it >= warmup) times[it - warmup] = sf_now() - s;
+        if (it >= warmup) times[it - warmup] = sf_now() - s, cpu += cpu_s() - c0;
     }
     qsort(times, (size_t)iters, sizeof *times, cmp_d);
     double per = times[iters / 2];
     /* flops of the blocks run: 24 D^2 per token per block (GEMMs; the AdaLN
      * modulations are per example) + 4 L^2 D per example per block (attention) */
     const double D = cf->dim, L = (double)(in.N + in.T);
-    const int nblocks = cf->num_layers + cf->num_single_layers;
+    /* the blocks this hook runs (the forward stops after its block) */
+    const int nblocks = req.site == SF_FLUX_OUTPUT   ? cf->num_layers + cf->num_single_layers
+                        : req.site == SF_FLUX_DOUBLE ? req.block + 1
+                                                     : cf->num_layers + req.block + 1;
     double flops = (double)in.B * nblocks * (24.0 * D * D * L + 4.0 * L * L * D);
     printf("{\"impl\": \"saeflow\", \"dtype\": \"%s\", \"threads\": %d, \"batch\": %lld, "
            "\"tokens\": %lld, \"s_per_batch\": %.4f, \"tokens_per_s\": %.2f, \"gflop_per_s\": "
-           "%.1f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, \"blas\": \"%s\"}\n",
+           "%.1f, \"cpu_s_per_batch\": %.3f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, "
+           "\"blas\": \"%s\"}\n",
            dtype, threads, (long long)in.B, (long long)(in.N + in.T), per, (double)in.B * L / per,
-           flops / per * 1e-9, load_s, peak_rss_mb(), sf_kernels_blas_info());
+           flops / per * 1e-9, cpu / iters, load_s, peak_rss_mb(), sf_kernels_blas_info());
     if (out) {
         sf_st_writer *w = sf_stw_new();
         int64_t shape[3] = {in.B, rows, width};
