@@ -116,6 +116,7 @@ void cli_paths_free(cli_paths *p);
     X(help, "show commands, or `saeflow help <cmd>` for one")                                      \
     X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")               \
     X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")              \
+    X(flux, "run the FLUX.1 transformer on given inputs -> activations at any block")              \
     X(train, "train a sparse autoencoder (topk, standard, gated, jumprelu, ...)")                  \
     X(encode, "activations -> sparse SAE codes (CSR safetensors)")                                 \
     X(decode, "SAE codes -> reconstructed activations")                                            \
