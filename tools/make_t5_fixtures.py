@@ -1,0 +1,228 @@
+"""Fixtures for the T5 Unigram tokenizer (src/text/t5_unigram.c) and the T5
+encoder (src/models/t5.c), made with the real libraries (sentencepiece,
+tokenizers, transformers, torch). Deterministic (seeded).
+
+Tokenizer: a real Unigram model (the sentencepiece sdist's
+test/botchan_en_unigram_1000.model) with T5's special ids (0 <pad>, 1 </s>,
+2 <unk>) and the real nmt_nfkc charsmap (the one T5's spiece.model uses; the
+sentencepiece wheel ships it as package_data/nmt_nfkc.bin), written as the
+tokenizer.json layout FLUX's reference ran (transformers 4 converter,
+ComfyUI's t5xxl tokenizer.json): normalizer [Precompiled, Strip(right),
+Replace(" {2,}" -> "▁")], Metaspace(prepend "first"), Unigram unk_id 2,
+<extra_id_99>..<extra_id_0> after the pieces, post-processor $A </s>.
+A second file is what transformers 5 builds from the same spiece.model
+(Precompiled only, WhitespaceSplit + Metaspace "always"). Expected ids come
+from `tokenizers` on a few hundred hard strings.
+
+Usage: python tools/make_t5_fixtures.py SENTENCEPIECE_SDIST_DIR [OUT=fixtures/t5]
+(the sdist: pip download --no-deps --no-binary :all: sentencepiece==0.2.3)
+"""
+import json
+import os
+import random
+import sys
+
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as pb
+from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import Unigram
+
+SDIST = sys.argv[1]
+OUT = sys.argv[2] if len(sys.argv) > 2 else "fixtures/t5"
+os.makedirs(OUT, exist_ok=True)
+MAXLEN = 32
+
+
+def t5_spm_model(path):
+    """botchan with T5's special layout and the nmt_nfkc charsmap."""
+    m = pb.ModelProto()
+    m.ParseFromString(open(os.path.join(SDIST, "test/botchan_en_unigram_1000.model"), "rb").read())
+    P = pb.ModelProto.SentencePiece
+    m.pieces[0].piece, m.pieces[0].type = "<pad>", P.CONTROL
+    m.pieces[1].piece, m.pieces[1].type = "</s>", P.CONTROL
+    m.pieces[2].piece, m.pieces[2].type = "<unk>", P.UNKNOWN
+    m.trainer_spec.unk_id, m.trainer_spec.bos_id = 2, -1
+    m.trainer_spec.eos_id, m.trainer_spec.pad_id = 1, 0
+    pkg = os.path.join(os.path.dirname(spm.__file__), "package_data", "nmt_nfkc.bin")
+    m.normalizer_spec.name = "nmt_nfkc"
+    m.normalizer_spec.precompiled_charsmap = open(pkg, "rb").read()
+    open(path, "wb").write(m.SerializeToString())
+    return m
+
+
+def tokenizer_2024(m):
+    """transformers 4's SpmConverter + T5Converter output, as ComfyUI/FLUX ship it."""
+    vocab = [(p.piece, p.score) for p in m.pieces]
+    vocab += [(f"<extra_id_{i}>", 0.0) for i in range(99, -1, -1)]
+    tok = Tokenizer(Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.Precompiled(m.normalizer_spec.precompiled_charsmap),
+            normalizers.Strip(left=False, right=True),
+            normalizers.Replace(Regex(" {2,}"), "▁"),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.post_processor = processors.TemplateProcessing(
+        single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
+    )
+    specials = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(99, -1, -1)]
+    tok.add_special_tokens([AddedToken(s, normalized=False, special=True) for s in specials])
+    return tok
+
+
+def hard_strings(rng):
+    s = [
+        "",
+        "A photo of a cat sitting on a mat.",
+        "Hello world",
+        "hello  world",
+        "hello   world    again",
+        " leading space",
+        "   leading spaces",
+        "trailing space ",
+        "trailing spaces   ",
+        "   ",
+        " ",
+        "tab\tseparated\tvalues",
+        "new\nline",
+        "crlf\r\nline",
+        "lfcr\n\rline",
+        "cr\ronly",
+        "mixed \t\n  whitespace",
+        "no\u00a0break\u00a0space",
+        "zero\u200bwidth",
+        "soft\u00adhyphen",
+        "e\u0301 combining acute",
+        "a\u0301\u0302 two marks",
+        "\u00e9 precomposed",
+        "A\u030a ring",
+        "\uff21\u0301 fullwidth with mark",
+        "\uff28\uff45\uff4c\uff4c\uff4f fullwidth",
+        "\uff11\uff12\uff13 digits",
+        "\u2460 circled one",
+        "\u2163 roman four",
+        "\ufb01 ligature fi",
+        "\u00bd half",
+        "x\u00b2 superscript",
+        "caf\u00e9 na\u00efve r\u00e9sum\u00e9",
+        "Stra\u00dfe",
+        "\u0130stanbul",
+        "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0",
+        "\u4e2d\u6587\u5b57\u7b26",
+        "\ud55c\uad6d\uc5b4",
+        "\u1100\u1161\u11a8 jamo",
+        "\u0928\u092e\u0938\u094d\u0924\u0947",
+        "\u0645\u0631\u062d\u0628\u0627",
+        "\u05e9\u05dc\u05d5\u05dd",
+        "\u041f\u0440\u0438\u0432\u0435\u0442",
+        "\u0393\u03b5\u03b9\u03ac",
+        "emoji \U0001f600 face",
+        "family \U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "heart \u2764\ufe0f vs",
+        "flag \U0001f1ef\U0001f1f5",
+        "skin \U0001f44d\U0001f3fd",
+        "keycap 1\ufe0f\u20e3",
+        "\u2603 snowman",
+        "unknown \u2603\u2603\u2603 run",
+        "<extra_id_3>",
+        "fill <extra_id_3> here",
+        "x<extra_id_0>y",
+        "<extra_id_0>start",
+        "end<extra_id_99>",
+        "<extra_id_100> is not special",
+        "<extra_id_3 >",
+        "literal </s> eos",
+        "</s>",
+        "</s></s>",
+        "<pad> and <unk>",
+        "\uff1cpad\uff1e fullwidth brackets",
+        "\uff1c/s\uff1e",
+        "\uff1cextra_id_0\uff1e",
+        "  <extra_id_1>  spaced  ",
+        "numbers 1234567890 and 3.14159",
+        "punctuation!?.,;:'\"()[]{}<>@#$%^&*-_=+/\\|`~",
+        "\u201cquotes\u201d \u2018single\u2019 \u2014 dash \u2026",
+        "URL https://example.com/path?q=1&r=2",
+        "ALL CAPS SENTENCE",
+        "\u212b angstrom sign",
+        "\u2126 ohm",
+        "\u3000ideographic\u3000space",
+        "\u2028line sep\u2029para sep",
+        "\u0085next line",
+        "\u200d\u200c joiners",
+        "\ufeffbom",
+        "e\u0301\u0301\u0301\u0301\u0301 stacked",
+        "\u0915\u094d\u0937 conjunct",
+        "\U0001d400 math bold",
+        "\u00a0",
+        "\u3000",
+        "a" * 300,
+        " ".join(["word"] * 200),
+        "The quick brown fox jumps over the lazy dog. " * 12,
+    ]
+    pool = (
+        list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-")
+        + [" ", " ", " ", "  ", "\t", "\n", "\r", "\r\n", "\u00a0", "\u3000", "\u200b", "\u00ad"]
+        + ["\u0301", "\u0302", "\u0308", "\u0327", "\u200d", "\ufe0f", "\ufe0e", "\u20e3"]
+        + ["\u00e9", "\u00c5", "\ufb01", "\u2460", "\uff21", "\uff41", "\uff10", "\u00bd", "\u2126"]
+        + ["\u65e5", "\u672c", "\u3042", "\u30ab", "\uff76", "\uff9e", "\ud55c", "\u1100", "\u1161"]
+        + ["\U0001f600", "\U0001f468", "\U0001f3fd", "\U0001f1ef", "\U0001f1f5", "\u2764", "\u2603"]
+        + ["<extra_id_0>", "<extra_id_42>", "</s>", "<pad>", "<unk>", "\uff1c", "\uff1e", "\u2581"]
+        + ["\u0928", "\u094d", "\u0924", "\u0645", "\u0430", "\u03b1", "\u0130", "\u00df"]
+    )
+    for _ in range(260):
+        n = rng.randint(1, 40)
+        s.append("".join(rng.choice(pool) for _ in range(n)))
+    return s
+
+
+def main():
+    rng = random.Random(20261202)
+    model_path = os.path.join(OUT, "spiece.model.tmp")
+    m = t5_spm_model(model_path)
+    tok = tokenizer_2024(m)
+    tok.save(os.path.join(OUT, "tokenizer.json"))
+    tok = Tokenizer.from_file(os.path.join(OUT, "tokenizer.json"))  # as a reader sees it
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+
+    # transformers 5's own build of the same spiece.model (T5Tokenizer.__init__)
+    import tempfile
+
+    from transformers import T5Tokenizer
+
+    with tempfile.TemporaryDirectory() as d:
+        os.replace(model_path, os.path.join(d, "spiece.model"))
+        t5 = T5Tokenizer.from_pretrained(d)
+    t5.backend_tokenizer.save(os.path.join(OUT, "tokenizer_tf5.json"))
+    tok5 = Tokenizer.from_file(os.path.join(OUT, "tokenizer_tf5.json"))
+
+    strings = hard_strings(rng)
+    cases, agree, differ = [], 0, []
+    for s in strings:
+        raw = tok.encode(s, add_special_tokens=False).ids
+        tok.enable_truncation(MAXLEN)
+        tok.enable_padding(length=MAXLEN, pad_id=0, pad_token="<pad>")
+        e = tok.encode(s)
+        tok.no_truncation()
+        tok.no_padding()
+        raw5 = tok5.encode(s, add_special_tokens=False).ids
+        # transformers' call, as diffusers makes it
+        ids5 = t5(s, padding="max_length", max_length=MAXLEN, truncation=True).input_ids
+        cases.append({"text": s, "norm": tok.normalizer.normalize_str(s), "ids": e.ids, "mask": e.attention_mask, "raw_ids": raw,
+                      "raw_ids_tf5": raw5, "ids_tf5": ids5})
+        if any(x in s for x in ("<extra_id_", "</s>", "<pad>", "<unk>")):
+            continue  # sentencepiece has no added tokens: it spells these out
+        if sp.encode(s) == raw:
+            agree += 1
+        else:
+            differ.append(s)
+    json.dump({"max_length": MAXLEN, "cases": cases}, open(os.path.join(OUT, "tokenizer_cases.json"), "w"),
+              ensure_ascii=True, indent=0)
+    same5 = sum(c["raw_ids"] == c["raw_ids_tf5"] for c in cases)
+    print(f"{len(cases)} strings; sentencepiece agrees on {agree} of {agree + len(differ)} without specials; transformers-5 layout agrees on {same5}")
+    for s in differ[:40]:
+        print("  spm differs:", repr(s)[:80], sp.encode(s)[:12], tok.encode(s, add_special_tokens=False).ids[:12])
+
+
+main()
