@@ -43,7 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         sf_t5_tokenizer *t = sf_t5_tokenizer_load(path);
         if (t) {
             int32_t ids[16];
-            (void)sf_t5_tokenizer_encode(t, "A  photo\r\nof <extra_id_0> caf\xc3\xa9", 16, ids, NULL);
+            (void)sf_t5_tokenizer_encode(t, "A  photo\r\nof <extra_id_0> caf\xc3\xa9", 16, ids,
+                                         NULL);
             sf_t5_tokenizer_free(t);
         }
         return 0;

@@ -14,6 +14,13 @@ A second file is what transformers 5 builds from the same spiece.model
 (Precompiled only, WhitespaceSplit + Metaspace "always"). Expected ids come
 from `tokenizers` on a few hundred hard strings.
 
+Model: tiny random T5EncoderModel checkpoints (gated-gelu with T5's real
+bucket settings and a sequence longer than max_distance; relu with odd sizes,
+num_heads * d_kv != d_model), saved sharded F32 and one-file BF16 / F16, and
+the outputs transformers computes in F32 from the stored (rounded) weights:
+the embeddings, every block's output (forward hooks) and last_hidden_state,
+plus the bucket table of T5Attention._relative_position_bucket.
+
 Usage: python tools/make_t5_fixtures.py SENTENCEPIECE_SDIST_DIR [OUT=fixtures/t5]
 (the sdist: pip download --no-deps --no-binary :all: sentencepiece==0.2.3)
 """
@@ -225,4 +232,79 @@ def main():
         print("  spm differs:", repr(s)[:80], sp.encode(s)[:12], tok.encode(s, add_special_tokens=False).ids[:12])
 
 
-main()
+def model_fixtures():
+    import copy
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import T5Config, T5EncoderModel
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    torch.manual_seed(0)
+    specs = [
+        # name, config, T, save variants
+        ("model_gg", dict(vocab_size=100, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_heads=4,
+                          feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                          relative_attention_max_distance=128), 140, ("f32_sharded", "bf16", "f16")),
+        ("model_relu", dict(vocab_size=77, d_model=36, d_kv=7, d_ff=50, num_layers=3, num_heads=3,
+                            feed_forward_proj="relu", relative_attention_num_buckets=10,
+                            relative_attention_max_distance=12, layer_norm_epsilon=1e-5), 30, ("f32",)),
+    ]
+    for name, cfg, T, variants in specs:
+        config = T5Config(is_encoder_decoder=False, use_cache=False, dropout_rate=0.0, **cfg)
+        model = T5EncoderModel(config).eval()
+        with torch.no_grad():  # init is small; make activations lively, norms non-trivial
+            for n, p in model.named_parameters():
+                if "layer_norm" in n:
+                    p.copy_(1 + 0.2 * torch.randn_like(p))
+                elif "relative_attention_bias" in n:
+                    p.copy_(torch.randn_like(p))
+                else:
+                    p.copy_(torch.randn_like(p) * (0.5 if "shared" in n else p.shape[-1] ** -0.5))
+        ids = torch.randint(0, cfg["vocab_size"], (2, T), generator=torch.Generator().manual_seed(1))
+        mask = torch.ones(2, T, dtype=torch.long)
+        mask[1, T - T // 3:] = 0
+        out = {"input_ids": ids.to(torch.int32).contiguous(), "attention_mask": mask.to(torch.int32)}
+        R = 3 * cfg["relative_attention_max_distance"]
+        rel = torch.arange(-R, R + 1)
+        out["buckets"] = T5Attention._relative_position_bucket(
+            rel, True, cfg["relative_attention_num_buckets"], cfg["relative_attention_max_distance"]
+        ).to(torch.int32)
+        for v in variants:
+            dt = {"bf16": torch.bfloat16, "f16": torch.float16}.get(v, torch.float32)
+            d = os.path.join(OUT, f"{name}_{v}")
+            shutil.rmtree(d, ignore_errors=True)
+            m = copy.deepcopy(model).to(dt)
+            if v == "f32_sharded":
+                m.save_pretrained(d, max_shard_size="30KB")
+            else:
+                m.save_pretrained(d)
+            ref = m.to(torch.float32)  # what is stored, computed in F32
+            caught = {}
+            hooks = [b.register_forward_hook(lambda mod, i, o, k=k: caught.__setitem__(k, o[0] if isinstance(o, tuple) else o))
+                     for k, b in enumerate(ref.encoder.block)]
+            with torch.no_grad():
+                res = ref(input_ids=ids, output_hidden_states=True)
+                emb = ref.shared(ids)
+            for h in hooks:
+                h.remove()
+            with torch.no_grad():
+                masked = ref(input_ids=ids, attention_mask=mask).last_hidden_state
+            tag = v.split("_")[0]
+            out[f"{tag}.hidden.0"] = emb.contiguous()
+            for k in range(config.num_layers):
+                out[f"{tag}.hidden.{k + 1}"] = caught[k].contiguous()
+            out[f"{tag}.last"] = res.last_hidden_state.contiguous()
+            out[f"{tag}.masked_last"] = masked.contiguous()
+            hs = res.hidden_states
+            print(f"{name}/{v}: transformers hidden_states has {len(hs)} entries; [-1] == last_hidden_state: "
+                  f"{torch.equal(hs[-1], res.last_hidden_state)}; [-1] == block {config.num_layers - 1} output: "
+                  f"{torch.equal(hs[-1], caught[config.num_layers - 1])}; files {sorted(os.listdir(d))}")
+        save_file(out, os.path.join(OUT, f"{name}.expected.safetensors"))
+
+
+if os.environ.get("T5_FIX_PART", "all") in ("all", "tokenizer"):
+    main()
+if os.environ.get("T5_FIX_PART", "all") in ("all", "model"):
+    model_fixtures()

@@ -149,10 +149,10 @@ enum { PREPEND_NEVER, PREPEND_FIRST, PREPEND_ALWAYS };
 
 typedef struct {
     int kind;
-    int left, right;  /* Strip */
-    char *pat;        /* Replace: literal pattern (re == NULL) */
+    int left, right; /* Strip */
+    char *pat;       /* Replace: literal pattern (re == NULL) */
     size_t pat_len;
-    pcre2_code *re;   /* Replace: regex */
+    pcre2_code *re; /* Replace: regex */
     char *content;
     size_t content_len;
 } norm_step;
@@ -166,8 +166,8 @@ typedef struct {
 
 struct sf_t5_tokenizer {
     int n_vocab;
-    char **tok;     /* id -> token string (owned) */
-    double *score;  /* id -> score */
+    char **tok;    /* id -> token string (owned) */
+    double *score; /* id -> score */
     double min_score;
     int unk, eos, pad;
     trie trie;
@@ -185,7 +185,7 @@ struct sf_t5_tokenizer {
         char *s;
         size_t len;
         int id;
-    } *added;
+    } * added;
     int n_added;
     uint8_t added_first[256];
     int32_t post_before[MAX_POST], post_after[MAX_POST];
@@ -586,8 +586,7 @@ static void pre_and_model(const sf_t5_tokenizer *t, int k, const char *s, size_t
     sbuf b = {0};
     /* after ' ' -> replacement, does the text start with the replacement? */
     int starts = s[0] == ' ' || (n >= st->rep_len && !memcmp(s, st->rep, st->rep_len));
-    if (!starts &&
-        (st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && first)))
+    if (!starts && (st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && first)))
         sb_put(&b, st->rep, st->rep_len);
     for (size_t i = 0; i < n; i++) {
         if (s[i] == ' ')
@@ -609,8 +608,7 @@ static void pre_and_model(const sf_t5_tokenizer *t, int k, const char *s, size_t
     free(b.s);
 }
 
-static int encode_segment(const sf_t5_tokenizer *t, const char *s, size_t n, int first,
-                          ibuf *out) {
+static int encode_segment(const sf_t5_tokenizer *t, const char *s, size_t n, int first, ibuf *out) {
     if (n == 0) return 0;
     size_t nl;
     char *norm = normalize_segment(t, s, n, &nl);
@@ -794,7 +792,8 @@ static int add_pre(sf_t5_tokenizer *t, const cJSON *p, const char *src) {
         const char *rep = cJSON_GetStringValue(get(p, "replacement"));
         utf8proc_int32_t c;
         if (!rep || !rep[0] || strlen(rep) >= sizeof st->rep ||
-            utf8proc_iterate((const utf8proc_uint8_t *)rep, -1, &c) != (utf8proc_ssize_t)strlen(rep))
+            utf8proc_iterate((const utf8proc_uint8_t *)rep, -1, &c) !=
+                (utf8proc_ssize_t)strlen(rep))
             return sf_error("%s: Metaspace replacement must be one character", src);
         memcpy(st->rep, rep, strlen(rep));
         st->rep_len = strlen(rep);

@@ -48,7 +48,8 @@ static void check_cases(const char *tok_json, int tf5) {
     sf_t5_tokenizer *t = sf_t5_tokenizer_load(tok_json);
     CHECK_MSG(t != NULL, "%s", sf_errmsg());
     if (!t) return;
-    CHECK(sf_t5_tokenizer_eos(t) == 1 && sf_t5_tokenizer_pad(t) == 0 && sf_t5_tokenizer_unk(t) == 2);
+    CHECK(sf_t5_tokenizer_eos(t) == 1 && sf_t5_tokenizer_pad(t) == 0 &&
+          sf_t5_tokenizer_unk(t) == 2);
     CHECK(sf_t5_tokenizer_vocab_size(t) == 1100);
     CHECK_STR(sf_t5_tokenizer_token(t, 1099), "<extra_id_0>");
     cJSON *j = load_json(FIX "/tokenizer_cases.json");
@@ -120,7 +121,9 @@ TEST(errors) {
     CHECK(sf_t5_tokenizer_encode(t, "hello", 1, ids, NULL) == 1 && ids[0] == 1);
     size_t len;
     char *s = sf_t5_tokenizer_normalize(t, "a\r\nb\n\rc  d ", &len);
-    CHECK_STR(s, "a b\xe2\x96\x81" "c\xe2\x96\x81" "d"); /* CRLF: one space; LFCR: two, -> ▁ */
+    CHECK_STR(s, "a b\xe2\x96\x81"
+                 "c\xe2\x96\x81"
+                 "d"); /* CRLF: one space; LFCR: two, -> ▁ */
     free(s);
     sf_t5_tokenizer_free(t);
     CHECK(sf_t5_tokenizer_load(FIX "/missing.json") == NULL);
