@@ -304,7 +304,63 @@ def model_fixtures():
         save_file(out, os.path.join(OUT, f"{name}.expected.safetensors"))
 
 
+def flux_text_fixtures():
+    """FLUX prompt encoding: diffusers' FluxPipeline.encode_prompt with a tiny
+    CLIP text tower (fixtures/clip/e2e: tokenizer.json + CLIPModel weights)
+    and a tiny T5 (vocab 1100, BF16 weights) with fixtures/t5/tokenizer.json
+    used as-is (the 2024 layout; transformers 5's T5Tokenizer would rebuild it)."""
+    import shutil
+
+    import torch
+    from diffusers import FluxPipeline
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel, CLIPTokenizer, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    torch.manual_seed(3)
+    clip_dir = os.path.join(os.path.dirname(OUT), "clip", "e2e")
+    tok1 = CLIPTokenizer.from_pretrained(clip_dir)
+    tok1.model_max_length = 77  # FLUX's tokenizer/ says 77
+    te1 = CLIPTextModel.from_pretrained(clip_dir).eval()
+    tok2 = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(os.path.join(OUT, "tokenizer.json")),
+                                   pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = T5Config(vocab_size=1100, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_heads=4,
+                      feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False, dropout_rate=0.0)
+    te2 = T5EncoderModel(config).eval()
+    with torch.no_grad():
+        for n, p in te2.named_parameters():
+            if "layer_norm" in n:
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif "relative_attention_bias" in n:
+                p.copy_(torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * (0.5 if "shared" in n else p.shape[-1] ** -0.5))
+    d = os.path.join(OUT, "flux_text_encoder_2")
+    shutil.rmtree(d, ignore_errors=True)
+    te2 = te2.to(torch.bfloat16)
+    te2.save_pretrained(d)  # what FLUX ships: BF16
+    te2 = te2.to(torch.float32)  # the stored weights, computed in F32
+    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=te1, tokenizer=tok1, text_encoder_2=te2,
+                        tokenizer_2=tok2, transformer=None)
+    prompts = [
+        "a photo of a cat",
+        "A DOG running on the beach!",
+        "",
+        "   lots   of\twhitespace   \r\n",
+        "caf\u00e9 cr\u00e8me br\u00fbl\u00e9e <extra_id_0> \u6771\u4eac",
+        "a very long caption " + "that goes on and on " * 20,
+    ]
+    L = 40
+    with torch.no_grad():
+        pe, pooled, text_ids = pipe.encode_prompt(prompt=prompts, prompt_2=None, max_sequence_length=L)
+    print("encode_prompt:", tuple(pe.shape), tuple(pooled.shape), tuple(text_ids.shape), pe.dtype)
+    save_file({"prompt_embeds": pe.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
+              os.path.join(OUT, "flux_text.expected.safetensors"),
+              metadata={"prompts": json.dumps(prompts), "max_sequence_length": str(L)})
+
+
 if os.environ.get("T5_FIX_PART", "all") in ("all", "tokenizer"):
     main()
 if os.environ.get("T5_FIX_PART", "all") in ("all", "model"):
     model_fixtures()
+if os.environ.get("T5_FIX_PART", "all") in ("all", "flux"):
+    flux_text_fixtures()

@@ -26,20 +26,20 @@
 #include "models/internal.h"
 
 typedef struct {
-    sf_weight qkv;     /* (3I, D): q, k, v rows stacked, one GEMM */
-    sf_weight o;       /* (D, I) */
-    sf_weight wi;      /* gated: (2F, D) = [wi_0; wi_1]; else (F, D) */
-    sf_weight wo;      /* (D, F) */
-    const float *ln0;  /* layer.0.layer_norm (D) */
-    const float *ln1;  /* layer.1.layer_norm (D) */
+    sf_weight qkv;    /* (3I, D): q, k, v rows stacked, one GEMM */
+    sf_weight o;      /* (D, I) */
+    sf_weight wi;     /* gated: (2F, D) = [wi_0; wi_1]; else (F, D) */
+    sf_weight wo;     /* (D, F) */
+    const float *ln0; /* layer.0.layer_norm (D) */
+    const float *ln1; /* layer.1.layer_norm (D) */
 } t5_block;
 
 struct sf_t5 {
     sf_wl *wl; /* owns the mapping and every converted tensor */
     sf_t5_config cfg;
     t5_block *blocks;
-    sf_weight emb;        /* shared (vocab, D) */
-    const float *rel;     /* (num_buckets, H) of block 0 */
+    sf_weight emb;         /* shared (vocab, D) */
+    const float *rel;      /* (num_buckets, H) of block 0 */
     const float *final_ln; /* (D) */
 };
 
@@ -279,7 +279,8 @@ int sf_t5_forward(const sf_t5 *m, const int32_t *ids, const int32_t *mask, int64
         return sf_error("t5: unknown output kind %d", (int)r->what);
     }
     if (B <= 0) return 0;
-    if (T <= 0 || T > 1000000) return sf_error("t5: sequence length %lld out of range", (long long)T);
+    if (T <= 0 || T > 1000000)
+        return sf_error("t5: sequence length %lld out of range", (long long)T);
     for (int64_t i = 0; i < B * T; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab_size)
             return sf_error("t5: token id %d at [%lld, %lld] outside the vocabulary [0, %d)",
