@@ -74,7 +74,8 @@ int sf_flux_text_pooled_dim(const sf_flux_text *m) {
 
 int sf_flux_encode_prompts(const sf_flux_text *m, const char *const *prompts, int64_t n, int L,
                            float *prompt_embeds, float *pooled) {
-    if (L < 1 || L > 100000) return sf_error("flux prompts: max_sequence_length %d out of range", L);
+    if (L < 1 || L > 100000)
+        return sf_error("flux prompts: max_sequence_length %d out of range", L);
     const int64_t J = sf_flux_text_joint_dim(m), P = sf_flux_text_pooled_dim(m), C = m->clip_ctx;
     int32_t *ids = sf_malloc((size_t)(CHUNK * (L > C ? L : C)) * sizeof(int32_t));
     int rc = 0;
@@ -82,11 +83,11 @@ int sf_flux_encode_prompts(const sf_flux_text *m, const char *const *prompts, in
         const int64_t b = n - i0 < CHUNK ? n - i0 : CHUNK;
         if (pooled) {
             for (int64_t j = 0; j < b && !rc; j++)
-                if (sf_tokenizer_encode(m->clip_tok, prompts[i0 + j], (int)C, ids + j * C, NULL) < 0)
+                if (sf_tokenizer_encode(m->clip_tok, prompts[i0 + j], (int)C, ids + j * C, NULL) <
+                    0)
                     rc = sf_error_prefix("prompt %lld (CLIP tokenizer)", (long long)(i0 + j));
             sf_clip_request r = {SF_CLIP_POOLED, 0, SF_CLIP_TOK_POOLED};
-            if (!rc && sf_clip_text_forward(m->clip, ids, NULL, b, C, &r, pooled + i0 * P))
-                rc = -1;
+            if (!rc && sf_clip_text_forward(m->clip, ids, NULL, b, C, &r, pooled + i0 * P)) rc = -1;
         }
         if (prompt_embeds && !rc) {
             for (int64_t j = 0; j < b && !rc; j++)

@@ -49,8 +49,10 @@ TEST(encode_prompt) {
     const float *want_po = sf_st_get_f32(&st, "pooled_prompt_embeds", 2, s2, &own2);
     CHECK_MSG(want_pe && want_po, "%s", sf_errmsg());
     if (want_pe && want_po) {
-        double e1 = max_rel(pe, want_pe, (size_t)(n * L * J)), e2 = max_rel(po, want_po, (size_t)(n * P));
-        fprintf(stderr, "  prompt_embeds rel err %.2e, pooled_prompt_embeds rel err %.2e\n", e1, e2);
+        double e1 = max_rel(pe, want_pe, (size_t)(n * L * J)),
+               e2 = max_rel(po, want_po, (size_t)(n * P));
+        fprintf(stderr, "  prompt_embeds rel err %.2e, pooled_prompt_embeds rel err %.2e\n", e1,
+                e2);
         CHECK(e1 <= 1e-4);
         CHECK(e2 <= 1e-4);
     }
