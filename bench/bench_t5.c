@@ -28,8 +28,10 @@ static int bench_tok(const char *json, const char *caps, int maxlen, int iters) 
     int n = 0;
     for (char *p = txt, *nl; *p; p = nl + 1) {
         nl = strchr(p, '\n');
-        if (!nl) nl = p + strlen(p) - 1;
-        else *nl = 0;
+        if (!nl)
+            nl = p + strlen(p) - 1;
+        else
+            *nl = 0;
         lines = sf_realloc(lines, (size_t)(n + 1) * sizeof(char *));
         lines[n++] = p;
         if (!nl[1]) break;
@@ -44,8 +46,9 @@ static int bench_tok(const char *json, const char *caps, int maxlen, int iters) 
         double dt = sf_now() - t0;
         if (it && dt < best) best = dt;
     }
-    printf("{\"what\": \"tokenizer\", \"captions\": %d, \"s_per_caption\": %.3e, \"check\": %lld}\n",
-           n, best / n, total);
+    printf(
+        "{\"what\": \"tokenizer\", \"captions\": %d, \"s_per_caption\": %.3e, \"check\": %lld}\n",
+        n, best / n, total);
     free(ids), free(lines), free(txt);
     sf_t5_tokenizer_free(t);
     return 0;
@@ -62,7 +65,8 @@ static int bench_model(const char *dir, int B, int T, int iters, int threads, co
     int32_t *ids = sf_malloc((size_t)B * T * sizeof(int32_t));
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
-            ids[b * T + t] = (int32_t)(((long long)b * 7919 + (long long)t * 104729) % c->vocab_size);
+            ids[b * T + t] =
+                (int32_t)(((long long)b * 7919 + (long long)t * 104729) % c->vocab_size);
     float *out = sf_malloc((size_t)B * T * c->d_model * sizeof(float));
     sf_t5_request r = {SF_T5_LAST, 0};
     double best = 1e30;
@@ -75,8 +79,9 @@ static int bench_model(const char *dir, int B, int T, int iters, int threads, co
         double dt = sf_now() - t0;
         if (it && dt < best) best = dt;
     }
-    printf("{\"what\": \"encoder\", \"B\": %d, \"T\": %d, \"threads\": %d, \"s_per_batch\": %.4f}\n",
-           B, T, threads, best);
+    printf(
+        "{\"what\": \"encoder\", \"B\": %d, \"T\": %d, \"threads\": %d, \"s_per_batch\": %.4f}\n",
+        B, T, threads, best);
     if (outp) {
         sf_st_writer *w = sf_stw_new();
         const int64_t s[3] = {B, T, c->d_model};

@@ -129,9 +129,67 @@ TEST(errors) {
     CHECK(sf_t5_tokenizer_load(FIX "/missing.json") == NULL);
 }
 
+/* Hand-made tokenizer.json files: a garbage charsmap trie must give lookups
+ * that stay inside the arrays (ASan build), bad fields must be errors. */
+static sf_t5_tokenizer *load_text(const char *json) {
+    const char *path = SF_BINARY_DIR "/t5tok_tmp.json";
+    FILE *f = fopen(path, "wb");
+    fputs(json, f);
+    fclose(f);
+    return sf_t5_tokenizer_load(path);
+}
+
+#define VOCAB                                                                                      \
+    "\"model\": {\"type\": \"Unigram\", \"unk_id\": 2, \"vocab\": [[\"<pad>\", 0], "               \
+    "[\"</s>\", 0], [\"<unk>\", 0], [\"\\u2581\", -2], [\"a\", -3], [\"\\u2581a\", -2.5]]}"
+
+TEST(hand_made_files) {
+    /* trie of 3 units (12 bytes) with junk offsets, then "x\0": base64 */
+    const char *junk = "DAAAAP////8AAQAAEjRWeHgA";
+    char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"%s\"}, "
+             "\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\"}, " VOCAB
+             "}",
+             junk);
+    sf_t5_tokenizer *t = load_text(buf);
+    CHECK_MSG(t != NULL, "%s", sf_errmsg());
+    if (t) {
+        int32_t ids[8];
+        int n = sf_t5_tokenizer_encode_raw(t, "a a\t\xc3\xa9 \xe2\x80\x8b", ids, 8);
+        CHECK(n > 0);
+        CHECK(ids[0] == 5); /* "▁a" */
+        sf_t5_tokenizer_free(t);
+    }
+    snprintf(
+        buf, sizeof buf,
+        "{\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"AAAA\"}, " VOCAB
+        "}");
+    CHECK(load_text(buf) == NULL);
+    CHECK_ERR_HAS("trie size");
+    snprintf(buf, sizeof buf, "{\"normalizer\": {\"type\": \"NFKC\"}, " VOCAB "}");
+    CHECK(load_text(buf) == NULL);
+    CHECK_ERR_HAS("not supported");
+    snprintf(buf, sizeof buf,
+             "{\"added_tokens\": [{\"id\": 1, \"content\": \"</s>\", \"lstrip\": true, "
+             "\"special\": true}], " VOCAB "}");
+    CHECK(load_text(buf) == NULL);
+    CHECK_ERR_HAS("lstrip");
+    /* no post-processor: no </s>; max_length 0 is then fine for nothing */
+    snprintf(buf, sizeof buf, "{" VOCAB "}");
+    t = load_text(buf);
+    CHECK(t != NULL);
+    if (t) {
+        int32_t ids[4];
+        CHECK(sf_t5_tokenizer_encode(t, "a", 4, ids, NULL) == 1 && ids[0] == 4 && ids[1] == 0);
+        sf_t5_tokenizer_free(t);
+    }
+}
+
 int main(void) {
     RUN(ids_2024_layout);
     RUN(ids_transformers5_layout);
     RUN(errors);
+    RUN(hand_made_files);
     return test_summary();
 }
