@@ -77,6 +77,18 @@ TEST(encode_prompts) {
     CHECK(ge && ge->dtype == SF_DT_BF16 && ge->shape[0] == 1 && ge->shape[1] == 8);
     CHECK(rows && ((const int64_t *)rows->data)[0] == 1);
     sf_st_close(&got);
+    /* captions of a dataset, rows kept */
+    rc = test_run(cmdf("'" SF_EXE "' flux encode-prompts --model '%s/flux' --dataset "
+                       "'cc3m:" SF_SOURCE_DIR "/fixtures/data/recap_snappy_dict_v1.parquet' "
+                       "--out '%s/d.safetensors' --max-sequence-length 16 --offset 1 --limit 3",
+                       tmp, tmp),
+                  NULL);
+    CHECK(rc == 0);
+    CHECK(sf_st_open(&got, cmdf("%s/d.safetensors", tmp)) == 0);
+    rows = sf_st_find(&got, "rows");
+    CHECK(rows && rows->shape[0] == 3 && ((const int64_t *)rows->data)[0] == 1 &&
+          ((const int64_t *)rows->data)[2] == 3);
+    sf_st_close(&got);
     /* usage and runtime errors; no output left behind */
     CHECK(test_run("'" SF_EXE "' flux encode-prompts --help", NULL) == 0);
     CHECK(test_run(cmdf("'" SF_EXE "' flux encode-prompts --model '%s/flux' --out x", tmp), NULL) ==
