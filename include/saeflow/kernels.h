@@ -72,8 +72,11 @@ void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst);
 
 /* ---- threads / BLAS ------------------------------------------------------ */
 
-/* Sets the number of threads for both OpenMP regions and OpenBLAS.
- * n <= 0 means "all cores" (omp_get_num_procs). */
+/* The one thread setter: n threads for every OpenMP region (kernels, SAE
+ * training, conversions); OpenBLAS stays single-threaded (OpenMP owns the
+ * threads). n <= 0 means OpenMP's default: the OMP_NUM_THREADS environment
+ * variable where set, otherwise all cores (omp_get_num_procs) -- also after
+ * an earlier call chose another count. */
 void sf_kernels_set_threads(int n);
 int sf_kernels_threads(void);
 /* "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads" for logs and benchmarks. */
@@ -224,8 +227,10 @@ void sf_gated_add(float *x, const float *y, int64_t ldy, int64_t B, int64_t T, i
  *   exponent_i = -ln(max_period) * i / (half - downscale_freq_shift)
  *   arg_i = scale * t * exp(exponent_i);  out = [sin(arg), cos(arg)]
  * or [cos, sin] with flip_sin_to_cos; an odd dim gets a trailing 0. F32
- * arithmetic in torch's order. FLUX: dim 256, flip 1, shift 0, scale 1,
- * max_period 10000, t = 1000 * sigma. */
+ * arithmetic in torch's order, with exp/sin/cos rounded correctly; torch's
+ * own (SLEEF, <= 1 ulp) can differ by an ulp, which the argument t * f
+ * magnifies: up to ~3e-5 absolute at t = 1000 (tests/kernels). FLUX: dim
+ * 256, flip 1, shift 0, scale 1, max_period 10000, t = 1000 * sigma. */
 void sf_timestep_embedding(const float *t, int64_t B, int64_t dim, int flip_sin_to_cos,
                            float downscale_freq_shift, float scale, float max_period, float *out);
 

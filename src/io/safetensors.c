@@ -620,12 +620,10 @@ int sf_stw_write(sf_st_writer *w, const char *path) {
         sb_json_string(&h, t->name);
         sb_str(&h, ":{\"dtype\":\"");
         sb_str(&h, sf_dtype_name(t->dt));
-        sb_str(&h, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim; d++) {
-            snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
-        }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+        sb_str(&h, "\",\"shape\":");
+        char shp[SF_SHAPE_STR];
+        sb_str(&h, sf_shape_str(shp, sizeof shp, t->ndim, t->shape)); /* a JSON array */
+        snprintf(num, sizeof num, ",\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + t->nbytes));
         sb_str(&h, num);
         off += t->nbytes;

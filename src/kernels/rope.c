@@ -8,6 +8,7 @@
  *   out = x * cos + rotate(x) * sin, rotate(x)[2i] = -x[2i+1], [2i+1] = x[2i],
  * one rounding per product and per sum, so it matches torch bit for bit. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "saeflow/kernels.h"
 
@@ -17,22 +18,26 @@ void sf_rope_table(const float *ids, int64_t M, int n_axes, const int *axes_dim,
     int64_t P = 0;
     for (int a = 0; a < n_axes; a++)
         P += axes_dim[a] / 2;
-#pragma omp parallel for schedule(static) if (M * P > 16384)
-    for (int64_t m = 0; m < M; m++) {
-        int64_t p = 0;
-        for (int a = 0; a < n_axes; a++) {
-            /* get_1d_rotary_pos_embed: freqs = 1 / theta ** (arange(0, d, 2) / d)
-             * in float64; outer(pos, freqs) with the F32 position widened. */
-            const int d = axes_dim[a];
-            const double pos = (double)ids[m * n_axes + a];
-            for (int j = 0; j < d / 2; j++, p++) {
-                double omega = 1.0 / pow(theta, (double)(2 * j) / (double)d);
-                double ang = pos * omega;
-                cos_out[m * P + p] = (float)cos(ang);
-                sin_out[m * P + p] = (float)sin(ang);
-            }
+    if (P <= 0) return;
+    /* Per pair: its axis and omega. get_1d_rotary_pos_embed:
+     * freqs = 1 / theta ** (arange(0, d, 2) / d) in float64. */
+    double *omega = sf_malloc(sizeof(double) * (size_t)P);
+    int *axis = sf_malloc(sizeof(int) * (size_t)P);
+    for (int a = 0, p = 0; a < n_axes; a++)
+        for (int j = 0; j < axes_dim[a] / 2; j++, p++) {
+            omega[p] = 1.0 / pow(theta, (double)(2 * j) / (double)axes_dim[a]);
+            axis[p] = a;
         }
-    }
+#pragma omp parallel for schedule(static) if (M * P > 16384)
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t p = 0; p < P; p++) {
+            /* outer(pos, freqs): the F32 position widened to float64 */
+            double ang = (double)ids[m * n_axes + axis[p]] * omega[p];
+            cos_out[m * P + p] = (float)cos(ang);
+            sin_out[m * P + p] = (float)sin(ang);
+        }
+    free(omega);
+    free(axis);
 }
 
 void sf_rope_apply(float *x, int64_t M, int64_t ld, int64_t H, int64_t Dh, const float *cos,

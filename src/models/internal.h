@@ -56,7 +56,7 @@ int sf_wl_check(sf_wl *L, int ndim, const int64_t *shape, const char *fmt, ...) 
  * < 0 are wildcards). Owned by L. */
 const float *sf_wl_f32(sf_wl *L, int ndim, const int64_t *shape, const char *fmt, ...)
     SF_PRINTF(4, 5);
-/* A big matrix in L's dtype, shape-checked, viewed 2-D as (shape[0],
+/* A big matrix in L's dtype, shape-checked (ndim < 0: any shape), viewed 2-D as (shape[0],
  * prod(rest)) (conv weights). */
 int sf_wl_weight(sf_wl *L, sf_weight *w, int ndim, const int64_t *shape, const char *fmt, ...)
     SF_PRINTF(5, 6);

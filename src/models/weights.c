@@ -257,7 +257,7 @@ int sf_wl_weight(sf_wl *L, sf_weight *w, int ndim, const int64_t *shape, const c
     const sf_st *f;
     const sf_tensor_info *t = find(L, name, full, sizeof full, &f);
     if (!t || check_float(f, full, t) || check_shape(f, full, t, ndim, shape)) return -1;
-    if (ndim < 1) return sf_error("%s: tensor '%s' is a scalar, not a matrix", f->path, full);
+    if (t->ndim < 1) return sf_error("%s: tensor '%s' is a scalar, not a matrix", f->path, full);
     int64_t s2[2] = {t->shape[0], 1};
     for (int i = 1; i < t->ndim; i++)
         s2[1] *= t->shape[i];

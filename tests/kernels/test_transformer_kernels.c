@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "saeflow/kernels.h"
+#include "kernels/internal.h" /* sf_softmax_row, sf_blas_single_threaded */
 #include "saeflow/safetensors.h"
 #include "test.h"
 
@@ -74,11 +75,13 @@ TEST(rope) {
             axes[a] = (int)axf[a], Dh += axes[a];
         const int64_t M = n_ids / n_axes, P = Dh / 2, B = 2, H = n_x / (B * M * Dh);
         CHECK(n_cos == M * Dh);
-        float *cs = malloc(sizeof(float) * (size_t)(M * P)), *sn = malloc(sizeof(float) * (size_t)(M * P));
+        float *cs = malloc(sizeof(float) * (size_t)(M * P)),
+              *sn = malloc(sizeof(float) * (size_t)(M * P));
         sf_rope_table(ids, M, n_axes, axes, th[0], cs, sn);
         /* diffusers' tables repeat each pair's value twice: (M, Dh) */
         size_t bad = 0;
-        double *ref_c = malloc(sizeof(double) * (size_t)(M * P)), *ref_s = malloc(sizeof(double) * (size_t)(M * P));
+        double *ref_c = malloc(sizeof(double) * (size_t)(M * P)),
+               *ref_s = malloc(sizeof(double) * (size_t)(M * P));
         for (int64_t m = 0; m < M; m++)
             for (int64_t i = 0; i < P; i++) {
                 bad += cs[m * P + i] != cos_ref[m * Dh + 2 * i] ||
@@ -93,12 +96,14 @@ TEST(rope) {
                 ref_c[m * P + i] = cos(ang), ref_s[m * P + i] = sin(ang);
             }
         CHECK_MSG(bad == 0, "%s: %zu table entries differ from diffusers", names[c], bad);
-        CHECK(rel_err(cs, ref_c, (size_t)(M * P)) < 1e-7 && rel_err(sn, ref_s, (size_t)(M * P)) < 1e-7);
+        CHECK(rel_err(cs, ref_c, (size_t)(M * P)) < 1e-7 &&
+              rel_err(sn, ref_s, (size_t)(M * P)) < 1e-7);
 
         /* apply on (B*M rows of H*Dh) inside a wider buffer (stride ld):
          * diffusers' table rows are per position, so run each batch's M rows */
         const int64_t D = H * Dh, ld = D + 7;
-        float *buf = malloc(sizeof(float) * (size_t)(B * M * ld)), *got = malloc(sizeof(float) * (size_t)(B * M * D));
+        float *buf = malloc(sizeof(float) * (size_t)(B * M * ld)),
+              *got = malloc(sizeof(float) * (size_t)(B * M * D));
         double *ref = malloc(sizeof(double) * (size_t)(B * M * D));
         for (int64_t r = 0; r < B * M; r++) {
             memcpy(buf + r * ld, x + r * D, sizeof(float) * (size_t)D);
@@ -123,8 +128,8 @@ TEST(rope) {
         }
         CHECK(tail_ok);
         size_t nd = ndiff(got, y, (size_t)(B * M * D));
-        CHECK_MSG(nd == 0, "%s: %zu of %lld rotated values differ from diffusers (rel %g)", names[c], nd,
-                  (long long)(B * M * D), rel_err_f(got, y, (size_t)(B * M * D)));
+        CHECK_MSG(nd == 0, "%s: %zu of %lld rotated values differ from diffusers (rel %g)",
+                  names[c], nd, (long long)(B * M * D), rel_err_f(got, y, (size_t)(B * M * D)));
         CHECK(rel_err(got, ref, (size_t)(B * M * D)) < 2e-7);
         free(cs), free(sn), free(ref_c), free(ref_s), free(buf), free(got), free(ref);
     }
@@ -138,7 +143,8 @@ TEST(timestep_embedding) {
         int64_t dim;
         int flip;
         float shift, scale, maxp;
-    } cs[2] = {{"temb_flux", 256, 1, 0.0f, 1.0f, 10000.0f}, {"temb_other", 33, 0, 1.0f, 2.0f, 5000.0f}};
+    } cs[2] = {{"temb_flux", 256, 1, 0.0f, 1.0f, 10000.0f},
+               {"temb_other", 33, 0, 1.0f, 2.0f, 5000.0f}};
     for (int c = 0; c < 2; c++) {
         const int64_t dim = cs[c].dim, half = dim / 2;
         const float *want = fget(cs[c].name, NULL);
@@ -157,7 +163,8 @@ TEST(timestep_embedding) {
                 argv[b * dim + i] = argv[b * dim + half + i] = fabs(arg);
                 expv[b * dim + i] = expv[b * dim + half + i] = fabs(ex);
             }
-            if (dim & 1) ref[b * dim + dim - 1] = 0, argv[b * dim + dim - 1] = expv[b * dim + dim - 1] = 0;
+            if (dim & 1)
+                ref[b * dim + dim - 1] = 0, argv[b * dim + dim - 1] = expv[b * dim + dim - 1] = 0;
         }
         /* Error budgets per element, derived (not fitted), u = 2^-24:
          * - vs the exact formula: the F32 exponent carries 3 roundings
@@ -180,10 +187,10 @@ TEST(timestep_embedding) {
             worst = fmax(worst, fabs((double)got[e] - want[e]));
         }
         CHECK_MSG(bad_ref == 0, "%s: %zu values off the double formula", cs[c].name, bad_ref);
-        CHECK_MSG(bad_torch == 0, "%s: %zu values off diffusers (max diff %g)", cs[c].name, bad_torch,
-                  worst);
-        fprintf(stderr, "   %s: %zu of %lld differ from torch's bits, max |diff| %g\n", cs[c].name, nd,
-                (long long)(nt * dim), worst);
+        CHECK_MSG(bad_torch == 0, "%s: %zu values off diffusers (max diff %g)", cs[c].name,
+                  bad_torch, worst);
+        fprintf(stderr, "   %s: %zu of %lld differ from torch's bits, max |diff| %g\n", cs[c].name,
+                nd, (long long)(nt * dim), worst);
         free(expv);
         free(argv);
         free(got), free(ref);
@@ -196,7 +203,8 @@ TEST(rmsnorm_heads) {
                 *y0 = fget("rms_y_noaff", NULL);
     const int64_t H = 3, Dh = 16, D = H * Dh, M = n / D, ld = 3 * D + 5; /* q third of a qkv row */
     for (int aff = 0; aff < 2; aff++) {
-        float *buf = malloc(sizeof(float) * (size_t)(M * ld)), *got = malloc(sizeof(float) * (size_t)(M * D));
+        float *buf = malloc(sizeof(float) * (size_t)(M * ld)),
+              *got = malloc(sizeof(float) * (size_t)(M * D));
         double *ref = malloc(sizeof(double) * (size_t)(M * D));
         for (int64_t m = 0; m < M; m++)
             for (int64_t e = 0; e < ld; e++)
@@ -221,8 +229,8 @@ TEST(rmsnorm_heads) {
          * torch's), the division, sqrt, reciprocal and two products */
         CHECK_MSG(rel_err(got, ref, (size_t)(M * D)) < 1e-6, "aff %d vs double: %g", aff,
                   rel_err(got, ref, (size_t)(M * D)));
-        CHECK_MSG(rel_err_f(got, aff ? y : y0, (size_t)(M * D)) < 1e-6, "aff %d vs diffusers: %g", aff,
-                  rel_err_f(got, aff ? y : y0, (size_t)(M * D)));
+        CHECK_MSG(rel_err_f(got, aff ? y : y0, (size_t)(M * D)) < 1e-6, "aff %d vs diffusers: %g",
+                  aff, rel_err_f(got, aff ? y : y0, (size_t)(M * D)));
         free(buf), free(got), free(ref);
     }
 }
@@ -237,7 +245,8 @@ TEST(adaln) {
     sf_ada_modulate(got, x, B, T, D, mod, mod + D, ldm);
     for (int64_t r = 0; r < B * T; r++)
         for (int64_t i = 0; i < D; i++)
-            ref[r * D + i] = x[r * D + i] * (1.0 + mod[(r / T) * ldm + D + i]) + mod[(r / T) * ldm + i];
+            ref[r * D + i] =
+                x[r * D + i] * (1.0 + mod[(r / T) * ldm + D + i]) + mod[(r / T) * ldm + i];
     CHECK(ndiff(got, wmod, (size_t)n) == 0);
     CHECK(rel_err(got, ref, (size_t)n) < 3e-7);
     /* in place */
@@ -302,12 +311,22 @@ TEST(attention_bias_torch) {
     float *out = malloc(sizeof(float) * (size_t)nq);
     double *ref = malloc(sizeof(double) * (size_t)nq);
     for (int c = 0; c < 2; c++) {
-        sf_attn_shape s = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dh = Dh, .ldq = D, .ldk = D, .ldv = D,
-                           .ldo = D, .scale = c ? 1.0f / sqrtf((float)Dh) : 1.0f, .bias = bias};
+        sf_attn_shape s = {.B = B,
+                           .Tq = Tq,
+                           .Tk = Tk,
+                           .H = H,
+                           .Dh = Dh,
+                           .ldq = D,
+                           .ldk = D,
+                           .ldv = D,
+                           .ldo = D,
+                           .scale = c ? 1.0f / sqrtf((float)Dh) : 1.0f,
+                           .bias = bias};
         sf_attention(&s, q, k, v, out);
         ref_attention(&s, q, k, v, ref);
         const float *want = fget(c ? "attn_out_default" : "attn_out_scale1", NULL);
-        CHECK_MSG(rel_err(out, ref, (size_t)nq) < 2e-6, "case %d vs double: %g", c, rel_err(out, ref, (size_t)nq));
+        CHECK_MSG(rel_err(out, ref, (size_t)nq) < 2e-6, "case %d vs double: %g", c,
+                  rel_err(out, ref, (size_t)nq));
         CHECK_MSG(rel_err_f(out, want, (size_t)nq) < 2e-6, "case %d vs torch: %g", c,
                   rel_err_f(out, want, (size_t)nq));
     }
@@ -323,12 +342,23 @@ TEST(attention_tiled) {
     int32_t *mask = malloc(sizeof(int32_t) * (size_t)(B * T));
     for (int64_t i = 0; i < B * T; i++)
         mask[i] = (i % 7) != 3;
-    float *out = malloc(sizeof(float) * (size_t)(B * T * ldo)), *out2 = malloc(sizeof(float) * (size_t)(B * T * ldo));
+    float *out = malloc(sizeof(float) * (size_t)(B * T * ldo)),
+          *out2 = malloc(sizeof(float) * (size_t)(B * T * ldo));
     double *ref = malloc(sizeof(double) * (size_t)(B * T * ldo));
     for (int variant = 0; variant < 4; variant++) {
-        sf_attn_shape s = {.B = B, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D,
-                           .ldv = 3 * D, .ldo = ldo, .scale = 0.25f, .causal = variant & 1,
-                           .key_mask = (variant & 2) ? mask : NULL, .bias = variant ? bias : NULL};
+        sf_attn_shape s = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .Dh = Dh,
+                           .ldq = 3 * D,
+                           .ldk = 3 * D,
+                           .ldv = 3 * D,
+                           .ldo = ldo,
+                           .scale = 0.25f,
+                           .causal = variant & 1,
+                           .key_mask = (variant & 2) ? mask : NULL,
+                           .bias = variant ? bias : NULL};
         memset(out, 0, sizeof(float) * (size_t)(B * T * ldo));
         sf_kernels_set_threads(2);
         sf_attention(&s, qkv, qkv + D, qkv + 2 * D, out);
@@ -351,9 +381,20 @@ TEST(attention_tiled) {
     }
     /* ragged: sequences of 600 and 450 rows packed; bias strides Tq = Tk = 600 */
     const int64_t off[3] = {0, 600, 1050};
-    sf_attn_shape r = {.B = 2, .Tq = T, .Tk = T, .H = H, .Dh = Dh, .ldq = 3 * D, .ldk = 3 * D,
-                       .ldv = 3 * D, .ldo = ldo, .scale = 0.25f, .causal = 1, .bias = bias,
-                       .q_off = off, .k_off = off};
+    sf_attn_shape r = {.B = 2,
+                       .Tq = T,
+                       .Tk = T,
+                       .H = H,
+                       .Dh = Dh,
+                       .ldq = 3 * D,
+                       .ldk = 3 * D,
+                       .ldv = 3 * D,
+                       .ldo = ldo,
+                       .scale = 0.25f,
+                       .causal = 1,
+                       .bias = bias,
+                       .q_off = off,
+                       .k_off = off};
     sf_attention(&r, qkv, qkv + D, qkv + 2 * D, out);
     for (int b = 0; b < 2; b++) {
         int64_t n = off[b + 1] - off[b];
@@ -378,17 +419,78 @@ TEST(attention_tiled) {
     free(qkv), free(bias), free(mask), free(out), free(out2), free(ref);
 }
 
-/* A zero-initialised bias field keeps the untiled kernel's results: a
- * sequence whose scores fit in one block gives the same bits through a
- * shape struct without bias as ever (the CLIP tests check the values). */
+/* While Tq x Tk fits one block, sf_attention makes the same calls as the
+ * kernel before tiling (one S = scale Q K^T GEMM per (batch, head), masks,
+ * softmax, one P V GEMM), so existing users (CLIP: 257 x 257 and 77 x 77)
+ * keep their bits. The pre-tiling kernel, restated: */
+static void untiled_attention(const sf_attn_shape *s, const float *q, const float *k,
+                              const float *v, float *out) {
+    sf_blas_single_threaded();
+    float *S = malloc(sizeof(float) * (size_t)(s->Tq * s->Tk));
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t h = 0; h < s->H; h++) {
+            const float *qb = q + b * s->Tq * s->ldq + h * s->Dh;
+            const float *kb = k + b * s->Tk * s->ldk + h * s->Dh;
+            const float *vb = v + b * s->Tk * s->ldv + h * s->Dh;
+            sf_sgemm(0, 1, s->Tq, s->Tk, s->Dh, s->scale, qb, s->ldq, kb, s->ldk, 0.0f, S, s->Tk);
+            for (int64_t i = 0; i < s->Tq; i++) {
+                float *row = S + i * s->Tk;
+                if (s->causal)
+                    for (int64_t j = i + (s->Tk - s->Tq) + 1; j < s->Tk; j++)
+                        if (j >= 0) row[j] = -INFINITY;
+                if (s->key_mask)
+                    for (int64_t j = 0; j < s->Tk; j++)
+                        if (!s->key_mask[b * s->Tk + j]) row[j] = -INFINITY;
+                sf_softmax_row(row, s->Tk);
+            }
+            sf_sgemm(0, 0, s->Tq, s->Dh, s->Tk, 1.0f, S, s->Tk, vb, s->ldv, 0.0f,
+                     out + b * s->Tq * s->ldo + h * s->Dh, s->ldo);
+        }
+    free(S);
+}
+
+TEST(attention_one_block_unchanged) {
+    const int64_t shapes[2][4] = {{2, 257, 16, 64}, {3, 77, 12, 64}}; /* B, T, H, Dh */
+    for (int c = 0; c < 2; c++) {
+        const int64_t B = shapes[c][0], T = shapes[c][1], H = shapes[c][2], Dh = shapes[c][3],
+                      D = H * Dh;
+        float *qkv = randn((size_t)(B * T * 3 * D), 1),
+              *o1 = malloc(sizeof(float) * (size_t)(B * T * D)),
+              *o2 = malloc(sizeof(float) * (size_t)(B * T * D));
+        int32_t *mask = malloc(sizeof(int32_t) * (size_t)(B * T));
+        for (int64_t i = 0; i < B * T; i++)
+            mask[i] = (i % T) < T - 5 * (i / T);
+        sf_attn_shape s = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .Dh = Dh,
+                           .ldq = 3 * D,
+                           .ldk = 3 * D,
+                           .ldv = 3 * D,
+                           .ldo = D,
+                           .scale = 0.125f,
+                           .causal = c == 1,
+                           .key_mask = c == 1 ? mask : NULL};
+        sf_kernels_set_threads(2);
+        sf_attention(&s, qkv, qkv + D, qkv + 2 * D, o1);
+        untiled_attention(&s, qkv, qkv + D, qkv + 2 * D, o2);
+        CHECK_MSG(memcmp(o1, o2, sizeof(float) * (size_t)(B * T * D)) == 0, "shape %d changed", c);
+        free(qkv), free(o1), free(o2), free(mask);
+    }
+}
+
+/* Per-head RMSNorm then RoPE on q and k inside a fused qkv buffer (2H heads
+ * of each row): the same bits for 1 and 2 threads. */
 TEST(thread_independent_rows) {
-    const int64_t M = 77, H = 4, Dh = 32, ld = 3 * H * Dh;
+    /* 300 rows x 8 heads x 32: large enough for the parallel regions */
+    const int64_t M = 300, H = 4, Dh = 32, ld = 3 * H * Dh;
     float *x = randn((size_t)(M * ld), 2), *a = malloc(sizeof(float) * (size_t)(M * ld)),
           *b = malloc(sizeof(float) * (size_t)(M * ld)), *w = randn((size_t)Dh, 1);
-    float ids[77 * 3], cs[77 * 16], sn[77 * 16];
+    static float ids[300 * 3], cs[300 * 16], sn[300 * 16];
     int axes[3] = {8, 12, 12};
     for (int64_t m = 0; m < M; m++)
-        ids[m * 3] = 0, ids[m * 3 + 1] = (float)(m / 9), ids[m * 3 + 2] = (float)(m % 9);
+        ids[m * 3] = 0, ids[m * 3 + 1] = (float)(m / 20), ids[m * 3 + 2] = (float)(m % 20);
     sf_rope_table(ids, M, 3, axes, 10000.0, cs, sn);
     for (int th = 1; th <= 2; th++) {
         float *y = th == 1 ? a : b;
@@ -415,6 +517,7 @@ int main(void) {
     RUN(adaln);
     RUN(attention_bias_torch);
     RUN(attention_tiled);
+    RUN(attention_one_block_unchanged);
     RUN(thread_independent_rows);
     sf_st_close(&fx);
     return test_summary();
