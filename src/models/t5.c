@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saeflow/config.h"
 #include "saeflow/t5.h"
 #include "models/internal.h"
 
@@ -45,41 +46,25 @@ struct sf_t5 {
 
 /* ---- config ------------------------------------------------------------- */
 
-static int cfg_int(const cJSON *o, const char *key, int def, int *out, const char *where) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
-        return sf_error("%s: \"%s\" must be an integer", where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
 /* Defaults are T5Config's, so an omitted key means what it means there. */
 static int parse_config(const cJSON *o, sf_t5_config *c, const char *where) {
     memset(c, 0, sizeof *c);
     int rc = 0;
-    rc |= cfg_int(o, "vocab_size", 32128, &c->vocab_size, where);
-    rc |= cfg_int(o, "d_model", 512, &c->d_model, where);
-    rc |= cfg_int(o, "d_kv", 64, &c->d_kv, where);
-    rc |= cfg_int(o, "d_ff", 2048, &c->d_ff, where);
-    rc |= cfg_int(o, "num_layers", 6, &c->num_layers, where);
-    rc |= cfg_int(o, "num_heads", 8, &c->num_heads, where);
-    rc |= cfg_int(o, "relative_attention_num_buckets", 32, &c->num_buckets, where);
-    rc |= cfg_int(o, "relative_attention_max_distance", 128, &c->max_distance, where);
+    rc |= sf_cfg_int_range(o, "vocab_size", 0, 32128, 1, 1 << 24, &c->vocab_size, where) < 0;
+    rc |= sf_cfg_int_range(o, "d_model", 0, 512, 1, 1 << 20, &c->d_model, where) < 0;
+    rc |= sf_cfg_int_range(o, "d_kv", 0, 64, 1, 1 << 16, &c->d_kv, where) < 0;
+    rc |= sf_cfg_int_range(o, "d_ff", 0, 2048, 1, 1 << 22, &c->d_ff, where) < 0;
+    rc |= sf_cfg_int_range(o, "num_layers", 0, 6, 0, 1000, &c->num_layers, where) < 0;
+    rc |= sf_cfg_int_range(o, "num_heads", 0, 8, 1, 4096, &c->num_heads, where) < 0;
+    rc |= sf_cfg_int_range(o, "relative_attention_num_buckets", 0, 32, 4, 1 << 16, &c->num_buckets,
+                           where) < 0;
+    rc |= sf_cfg_int_range(o, "relative_attention_max_distance", 0, 128, 1, 1 << 24,
+                           &c->max_distance, where) < 0;
+    rc |= sf_cfg_float(o, "layer_norm_epsilon", 1e-6f, 0, 1, 1, &c->eps, where) < 0;
+    const char *f = "relu";
+    rc |= sf_cfg_str(o, "feed_forward_proj", "relu", &f, where) < 0;
     if (rc) return -1;
-    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "layer_norm_epsilon");
-    c->eps = 1e-6f;
-    if (eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0))
-            return sf_error("%s: \"layer_norm_epsilon\" must be a positive number", where);
-        c->eps = (float)eps->valuedouble;
-    }
     /* T5Config: "gated-X" -> gated, act X; "gated-gelu" means gelu_new */
-    const cJSON *ff = cJSON_GetObjectItemCaseSensitive(o, "feed_forward_proj");
-    const char *f = cJSON_IsString(ff) ? ff->valuestring : "relu";
     const char *act = f;
     if (!strncmp(f, "gated-", 6)) c->gated = 1, act = f + 6;
     if (!strcmp(f, "gated-gelu")) act = "gelu_new";
@@ -87,16 +72,9 @@ static int parse_config(const cJSON *o, sf_t5_config *c, const char *where) {
         return sf_error("%s: feed_forward_proj '%s' is not supported (relu, gelu, gated-gelu, "
                         "gated-silu, ...)",
                         where, f);
-    if (c->d_model <= 0 || c->d_kv <= 0 || c->num_heads <= 0 || c->d_ff <= 0 ||
-        c->vocab_size <= 0 || c->num_layers < 0 || c->num_layers > 1000)
-        return sf_error("%s: d_model %d / d_kv %d / num_heads %d / d_ff %d / vocab_size %d / "
-                        "num_layers %d out of range",
-                        where, c->d_model, c->d_kv, c->num_heads, c->d_ff, c->vocab_size,
-                        c->num_layers);
-    if (c->num_buckets < 4 || c->max_distance <= c->num_buckets / 4)
-        return sf_error("%s: relative_attention_num_buckets %d (>= 4) / max_distance %d (> "
-                        "num_buckets / 4) out of range",
-                        where, c->num_buckets, c->max_distance);
+    if (c->max_distance <= c->num_buckets / 4) /* log(max_distance / max_exact) > 0 */
+        return sf_error("%s: relative_attention_max_distance %d must exceed num_buckets / 4 (%d)",
+                        where, c->max_distance, c->num_buckets / 4);
     return 0;
 }
 
@@ -148,20 +126,13 @@ sf_t5 *sf_t5_load(const char *dir, sf_dtype dtype) {
         return NULL;
     }
     char *cfg_path = sf_path_join(dir, "config.json");
-    size_t len;
-    char *txt = sf_read_file(cfg_path, &len);
-    if (!txt) {
+    cJSON *root = sf_cfg_load(cfg_path);
+    if (!root) {
         sf_error_prefix("%s: a Hugging Face T5 folder needs config.json", dir);
         free(cfg_path);
         return NULL;
     }
-    cJSON *root = cJSON_ParseWithLength(txt, len);
-    free(txt);
     sf_t5 *m = sf_calloc(1, sizeof *m);
-    if (!root || !cJSON_IsObject(root)) {
-        sf_error("%s: not a JSON object", cfg_path);
-        goto fail;
-    }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (cJSON_IsString(mt) && strcmp(mt->valuestring, "t5") && strcmp(mt->valuestring, "umt5")) {
         sf_error("%s: model_type '%s' is not a T5 model", cfg_path, mt->valuestring);

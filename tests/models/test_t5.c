@@ -131,6 +131,21 @@ TEST(relu_odd_sizes) {
 TEST(load_errors) {
     CHECK(sf_t5_load(FIX "missing", SF_T5_AS_STORED) == NULL);
     CHECK_ERR_HAS("config.json");
+    /* bad configs name the key */
+    const char *cfgs[3][2] = {{"{\"feed_forward_proj\": \"gated-foo\"}", "feed_forward_proj"},
+                              {"{\"d_model\": -1}", "d_model"},
+                              {"{\"relative_attention_max_distance\": 4}", "max_distance"}};
+    for (int i = 0; i < 3; i++) {
+        char dir[1024], path[1100];
+        snprintf(dir, sizeof dir, "%s/t5_badcfg", SF_BINARY_DIR);
+        sf_mkdirs(dir);
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        FILE *f = fopen(path, "wb");
+        fputs(cfgs[i][0], f);
+        fclose(f);
+        CHECK(sf_t5_load(dir, SF_T5_AS_STORED) == NULL);
+        CHECK_ERR_HAS(cfgs[i][1]);
+    }
     sf_t5_request r;
     CHECK(sf_t5_parse_request("last", &r) == 0 && r.what == SF_T5_LAST);
     CHECK(sf_t5_parse_request("layer:-2", &r) == 0 && r.what == SF_T5_HIDDEN && r.layer == -2);
