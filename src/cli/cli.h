@@ -134,4 +134,8 @@ void cli_paths_free(cli_paths *p);
 SF_COMMANDS(X)
 #undef X
 
+/* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
+ * before the command table so it works with or without a `flux` command. */
+int cli_flux_encode_prompts(int argc, char **argv);
+
 #endif
