@@ -3,11 +3,11 @@
  *
  * Design
  * - Activations are always F32, row-major, with shapes in the comments
- *   (llm.c style). Weights are `sf_weight`: F32 or BF16 storage behind one
- *   struct, so a model can be held in half the memory (`--dtype bf16`) while
+ *   (llm.c style). Weights are `sf_weight`: F32, BF16 or F16 storage behind
+ *   one struct, so a model can be held in half the memory (`--dtype bf16`) while
  *   every kernel still computes in F32.
  * - The big matrix products go to sf_sgemm (oneDNN's sgemm where built with
- *   it, else OpenBLAS; one call per thread). BF16 weights are
+ *   it, else OpenBLAS; one call per thread). BF16/F16 weights are
  *   widened to F32 one panel of output features at a time (a few MB of
  *   scratch, reused), so a BF16 model never holds an F32 copy of a matrix.
  * - One integer product, sf_i16_gemm_packed (int16 in, int32 out, AVX512-VNNI),
@@ -31,7 +31,7 @@
 #define SAEFLOW_KERNELS_H
 
 #include "saeflow/common.h"
-#include "saeflow/safetensors.h" /* sf_dtype */
+#include "saeflow/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,12 +39,14 @@ extern "C" {
 
 /* ---- weights ------------------------------------------------------------ */
 
-/* A weight tensor in F32 or BF16 storage. `data` is float* (F32) or
- * uint16_t* (BF16, the upper half of an IEEE float). When `owned` is set the
+/* A weight tensor in F32, BF16 or F16 storage. `data` is float* (F32) or
+ * uint16_t* (BF16: the upper half of an IEEE float; F16: IEEE half). Half
+ * weights are widened to F32 a panel at a time inside the kernels, so an F16
+ * checkpoint is used as F16 (never F16 -> F32 -> BF16). When `owned` is set the
  * struct owns that buffer (free with sf_weight_free); otherwise `data` points
  * into someone else's memory, e.g. an mmapped safetensors file. */
 typedef struct {
-    sf_dtype dtype; /* SF_DT_F32 or SF_DT_BF16 */
+    sf_dtype dtype; /* SF_DT_F32, SF_DT_BF16 or SF_DT_F16 */
     int ndim;
     int64_t shape[4];
     const void *data;
@@ -57,24 +59,16 @@ static inline int64_t sf_weight_numel(const sf_weight *w) {
         n *= w->shape[i];
     return n;
 }
-/* Makes `w` from `n` elements of `src` (dtype F32 or BF16; any alignment)
- * stored as `want` (F32 or BF16). Zero-copy when the dtypes match and `src`
- * is suitably aligned; otherwise converts into an owned buffer. F32 -> BF16
- * rounds to nearest even. Returns -1 for an unsupported dtype. */
+/* Makes `w` from the elements of `src` (any float dtype, sf_dtype_is_float;
+ * any alignment) stored as `want` (F32, BF16 or F16). Zero-copy when the
+ * dtypes match and `src` is suitably aligned; otherwise converts into an
+ * owned buffer with sf_convert (narrowing rounds to nearest even). Returns
+ * -1 for an unsupported dtype. */
 int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *src, int ndim,
                    const int64_t *shape);
 void sf_weight_free(sf_weight *w);
 /* Rows [r0, r0 + nr) of a 2-D weight, widened to F32: dst (nr, shape[1]). */
 void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst);
-
-static inline float sf_bf16_bits_to_f32(uint16_t h) {
-    union {
-        uint32_t u;
-        float f;
-    } v;
-    v.u = (uint32_t)h << 16;
-    return v.f;
-}
 
 /* ---- threads / BLAS ------------------------------------------------------ */
 
@@ -112,7 +106,7 @@ void sf_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
 const char *sf_sgemm_backend(void);
 
 /* y = x @ W^T + bias  (or y += ..., when accumulate is nonzero)
- * x (M, K) row-major, W (N, K) F32 or BF16, bias (N) or NULL,
+ * x (M, K) row-major, W (N, K) F32, BF16 or F16, bias (N) or NULL,
  * y (M, N) with row stride ldy >= N (so results can land inside a wider
  * buffer, e.g. the q/k/v thirds of a fused (M, 3D) buffer). Accumulate turns
  * a residual add into the GEMM's beta = 1. */

@@ -10,24 +10,14 @@
 #include "saeflow/kernels.h"
 #include "kernels/internal.h"
 
-static uint16_t f32_to_bf16_rne(float f) {
-    union {
-        float f;
-        uint32_t u;
-    } v = {f};
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
-    uint32_t lsb = (v.u >> 16) & 1u;
-    return (uint16_t)((v.u + 0x7fffu + lsb) >> 16);
-}
-
 int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *src, int ndim,
                    const int64_t *shape) {
     memset(w, 0, sizeof *w);
     if (ndim < 1 || ndim > 4) return sf_error("weight: rank %d not supported (1..4)", ndim);
-    if ((want != SF_DT_F32 && want != SF_DT_BF16) ||
-        (src_dtype != SF_DT_F32 && src_dtype != SF_DT_BF16))
-        return sf_error("weight: dtype conversion %d -> %d not supported (F32 or BF16 only)",
-                        (int)src_dtype, (int)want);
+    if ((want != SF_DT_F32 && want != SF_DT_BF16 && want != SF_DT_F16) ||
+        !sf_dtype_is_float(src_dtype))
+        return sf_error("weight: dtype conversion %s -> %s not supported (to F32, BF16 or F16)",
+                        sf_dtype_name(src_dtype), sf_dtype_name(want));
     w->dtype = want;
     w->ndim = ndim;
     size_t n = 1;
@@ -36,7 +26,7 @@ int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *
         w->shape[i] = shape[i];
         if (sf_mul_size(n, (size_t)shape[i], &n)) return sf_error("weight: size overflows");
     }
-    size_t esz = want == SF_DT_F32 ? 4 : 2;
+    size_t esz = sf_dtype_size(want);
     if (want == src_dtype && ((uintptr_t)src % esz) == 0) {
         w->data = src; /* zero-copy: points into the caller's (mmapped) memory */
         return 0;
@@ -44,26 +34,7 @@ int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *
     size_t bytes;
     if (sf_mul_size(n, esz, &bytes)) return sf_error("weight: size overflows");
     void *buf = sf_malloc_aligned(bytes ? bytes : 64);
-    const unsigned char *s = src;
-    if (want == src_dtype) {
-        memcpy(buf, src, bytes);
-    } else if (want == SF_DT_F32) { /* BF16 -> F32, exact */
-        float *d = buf;
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            d[i] = sf_bf16_bits_to_f32(h);
-        }
-    } else { /* F32 -> BF16, round to nearest even */
-        uint16_t *d = buf;
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (size_t i = 0; i < n; i++) {
-            float f;
-            memcpy(&f, s + 4 * i, 4);
-            d[i] = f32_to_bf16_rne(f);
-        }
-    }
+    sf_convert(want, buf, src_dtype, src, n); /* dtypes checked above */
     w->data = w->owned = buf;
     return 0;
 }
@@ -75,23 +46,8 @@ void sf_weight_free(sf_weight *w) {
 
 void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst) {
     int64_t K = w->ndim >= 2 ? w->shape[1] : 1;
-    if (w->dtype == SF_DT_F32) {
-        memcpy(dst, (const float *)w->data + r0 * K, (size_t)(nr * K) * sizeof(float));
-        return;
-    }
-    const uint16_t *src = (const uint16_t *)w->data + r0 * K;
-    int64_t n = nr * K;
-    /* Widening is one shift per element: it vectorizes to a few instructions
-     * per 16 floats and runs at memory speed. */
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        union {
-            uint32_t u;
-            float f;
-        } v;
-        v.u = (uint32_t)src[i] << 16;
-        dst[i] = v.f;
-    }
+    const char *src = (const char *)w->data + (size_t)(r0 * K) * sf_dtype_size(w->dtype);
+    sf_convert(SF_DT_F32, dst, w->dtype, src, (size_t)(nr * K));
 }
 
 /* ---- threads ----------------------------------------------------------- */
