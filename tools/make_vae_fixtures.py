@@ -28,7 +28,7 @@ Files:
   (where float rounding can flip the uint8).
 """
 import argparse
-import json
+import copy
 import os
 import shutil
 
@@ -97,8 +97,8 @@ def decode(vae, z):
 
 
 def write_model(vae, folder, dtype):
-    vae.to(dtype).save_pretrained(folder, safe_serialization=True)
-    vae.to(torch.float32)
+    # a copy: casting the model itself to BF16 and back would round its weights
+    copy.deepcopy(vae).to(dtype).save_pretrained(folder, safe_serialization=True)
 
 
 def make(out, name, cfg, latent_shape, seed):

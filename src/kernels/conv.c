@@ -73,9 +73,9 @@ void sf_conv2d_free(sf_conv2d_w *cw) {
 }
 
 // cols (n, K): rows of output pixels p0 .. p0+n of the flattened (B, Ho, Wo) grid
-static void im2col_chunk(const float *x, int64_t H, int64_t W, int64_t C, int64_t k,
-                         int64_t stride, int64_t pt, int64_t pl, int64_t Ho, int64_t Wo, int64_t p0,
-                         int64_t n, float *cols) {
+static void im2col_chunk(const float *x, int64_t H, int64_t W, int64_t C, int64_t k, int64_t stride,
+                         int64_t pt, int64_t pl, int64_t Ho, int64_t Wo, int64_t p0, int64_t n,
+                         float *cols) {
     const int64_t K = k * k * C;
     for (int64_t i = 0; i < n; i++) {
         int64_t p = p0 + i, b = p / (Ho * Wo), r = p % (Ho * Wo), oy = r / Wo, ox = r % Wo;

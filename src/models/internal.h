@@ -35,7 +35,7 @@ typedef struct sf_wl sf_wl; /* owns the sf_st_set and every converted buffer */
  * .index.json, sharded). dtype: SF_DT_F32, SF_DT_BF16, SF_DT_F16 or
  * SF_WL_AS_STORED. NULL + sf_error on failure. */
 sf_wl *sf_wl_open(const char *path, sf_dtype dtype);
-void sf_wl_close(sf_wl *L); /* frees everything it handed out; NULL is fine */
+void sf_wl_close(sf_wl *L);             /* frees everything it handed out; NULL is fine */
 const char *sf_wl_path(const sf_wl *L); /* for messages */
 /* The dtype big matrices are stored in (as passed to sf_wl_open). */
 sf_dtype sf_wl_dtype(const sf_wl *L);

@@ -305,8 +305,7 @@ static wl_resolved *resolve_parts(sf_wl *L, int nparts, const sf_wl_part *parts,
         p->nr = parts[i].rows < 0 ? t->shape[0] - p->r0 : parts[i].rows;
         if (p->r0 < 0 || p->nr < 0 || p->r0 > t->shape[0] || p->nr > t->shape[0] - p->r0) {
             sf_error("%s: tensor '%s': rows [%lld, %lld) outside its %lld rows", p->f->path,
-                     p->full, (long long)p->r0, (long long)(p->r0 + p->nr),
-                     (long long)t->shape[0]);
+                     p->full, (long long)p->r0, (long long)(p->r0 + p->nr), (long long)t->shape[0]);
             goto fail;
         }
         *total += p->nr;

@@ -62,7 +62,7 @@ static void conv_case(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int
     CHECK(sf_weight_make(&sw, bf16 ? SF_DT_BF16 : SF_DT_F32, SF_DT_F32, w, 2, wshape) == 0);
     if (bf16) /* the reference uses the weights the kernel sees */
         for (int64_t i = 0; i < O * C * k * k; i++)
-            w[i] = sf_bf16_bits_to_f32(((const uint16_t *)sw.data)[i]);
+            w[i] = sf_bf16_to_f32(((const uint16_t *)sw.data)[i]);
     sf_conv2d_w cw;
     CHECK(sf_conv2d_pack(&cw, &sw, O, C, k, bias) == 0);
     float *x = malloc(sizeof(float) * (size_t)(B * H * W * C));
@@ -88,13 +88,13 @@ static void conv_case(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int
 }
 
 TEST(conv2d_shapes) {
-    conv_case(2, 3, 5, 7, 5, 3, 1, 1, 1, 1, 1, 1, 0);   /* odd sizes, padding 1 */
-    conv_case(1, 4, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0);   /* 1x1 image: only the centre tap */
-    conv_case(2, 6, 4, 3, 8, 1, 1, 0, 0, 0, 0, 1, 0);   /* 1x1: the direct GEMM */
-    conv_case(1, 5, 6, 5, 4, 1, 1, 0, 0, 0, 0, 0, 0);   /* 1x1 without bias */
-    conv_case(2, 3, 8, 6, 4, 3, 2, 0, 0, 1, 1, 1, 0);   /* encoder downsampler */
-    conv_case(1, 3, 7, 9, 4, 3, 2, 0, 0, 1, 1, 1, 0);   /* ... odd input */
-    conv_case(1, 2, 6, 6, 3, 5, 2, 2, 1, 0, 2, 1, 0);   /* other k, asymmetric pads */
+    conv_case(2, 3, 5, 7, 5, 3, 1, 1, 1, 1, 1, 1, 0);     /* odd sizes, padding 1 */
+    conv_case(1, 4, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0);     /* 1x1 image: only the centre tap */
+    conv_case(2, 6, 4, 3, 8, 1, 1, 0, 0, 0, 0, 1, 0);     /* 1x1: the direct GEMM */
+    conv_case(1, 5, 6, 5, 4, 1, 1, 0, 0, 0, 0, 0, 0);     /* 1x1 without bias */
+    conv_case(2, 3, 8, 6, 4, 3, 2, 0, 0, 1, 1, 1, 0);     /* encoder downsampler */
+    conv_case(1, 3, 7, 9, 4, 3, 2, 0, 0, 1, 1, 1, 0);     /* ... odd input */
+    conv_case(1, 2, 6, 6, 3, 5, 2, 2, 1, 0, 2, 1, 0);     /* other k, asymmetric pads */
     conv_case(1, 64, 40, 40, 32, 3, 1, 1, 1, 1, 1, 1, 0); /* 2 chunks, threads */
     conv_case(1, 16, 9, 11, 24, 3, 1, 1, 1, 1, 1, 1, 1);  /* BF16 storage */
 }
@@ -232,8 +232,8 @@ static void profile_case(int64_t C, int64_t H, int64_t W, int64_t O) {
     fprintf(stderr,
             "conv 3x3 %lld->%lld at %lldx%lld, %d threads: %.1f ms (%.1f GFLOP/s); "
             "im2col %.1f%% of thread time\n",
-            (long long)C, (long long)O, (long long)H, (long long)W, omp_get_max_threads(),
-            t * 1e3, 2.0 * H * W * O * C * 9 / t * 1e-9,
+            (long long)C, (long long)O, (long long)H, (long long)W, omp_get_max_threads(), t * 1e3,
+            2.0 * H * W * O * C * 9 / t * 1e-9,
             100 * sf_conv_prof_im2col_s / (sf_conv_prof_im2col_s + sf_conv_prof_gemm_s));
     sf_conv2d_free(&cw);
     sf_weight_free(&sw);
