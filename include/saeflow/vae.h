@@ -31,7 +31,7 @@ typedef struct {
     int in_channels, out_channels, latent_channels;
     int n_blocks, block_out[SF_VAE_MAX_BLOCKS];
     int layers_per_block, norm_num_groups;
-    int mid_attention;                 /* mid_block_add_attention */
+    int mid_attention; /* mid_block_add_attention */
     int use_quant_conv, use_post_quant_conv;
     float scaling_factor, shift_factor; /* shift 0 when the config says null */
 } sf_vae_config;

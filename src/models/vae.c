@@ -119,8 +119,8 @@ static int cfg_types(const cJSON *o, const char *key, const char *want, int n, c
     const cJSON *e;
     cJSON_ArrayForEach(e, v) {
         if (!cJSON_IsString(e) || strcmp(e->valuestring, want))
-            return sf_error("%s: \"%s\": only %s blocks are supported, found %s", where, key,
-                            want, cJSON_IsString(e) ? e->valuestring : "(not a string)");
+            return sf_error("%s: \"%s\": only %s blocks are supported, found %s", where, key, want,
+                            cJSON_IsString(e) ? e->valuestring : "(not a string)");
     }
     return 0;
 }
@@ -134,8 +134,7 @@ static int config_check(const sf_vae_config *c, const char *where) {
         return sf_error("%s: \"block_out_channels\" must have 1..%d entries", where,
                         SF_VAE_MAX_BLOCKS);
     for (int i = 0; i < c->n_blocks; i++)
-        if (c->block_out[i] <= 0 || c->block_out[i] > 65536 ||
-            c->block_out[i] % c->norm_num_groups)
+        if (c->block_out[i] <= 0 || c->block_out[i] > 65536 || c->block_out[i] % c->norm_num_groups)
             return sf_error("%s: block_out_channels[%d] = %d is not a positive multiple of "
                             "norm_num_groups %d",
                             where, i, c->block_out[i], c->norm_num_groups);
@@ -347,8 +346,7 @@ static int load_encoder(sf_vae *v) {
     vae_coder *e = &v->enc;
     const int n = c->n_blocks, top = c->block_out[n - 1], L2 = 2 * c->latent_channels;
     char nm[512];
-    if (load_conv(v, &e->conv_in, "encoder.conv_in", c->block_out[0], c->in_channels, 3))
-        return -1;
+    if (load_conv(v, &e->conv_in, "encoder.conv_in", c->block_out[0], c->in_channels, 3)) return -1;
     e->blocks = sf_calloc((size_t)n, sizeof *e->blocks);
     e->n_blocks = n;
     int prev = c->block_out[0];

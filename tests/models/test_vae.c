@@ -69,8 +69,8 @@ static void check_decode(sf_vae *v, expected *e, const sf_tensor_info *want, con
         CHECK_MSG(diff <= e->near_half && far == 0,
                   "%s: %d uint8 values differ (%d by more than 1), %d near .5", what, diff, far,
                   e->near_half);
-        fprintf(stderr, "  %s: uint8 differences %d (near-half values in the fixture: %d)\n",
-                what, diff, e->near_half);
+        fprintf(stderr, "  %s: uint8 differences %d (near-half values in the fixture: %d)\n", what,
+                diff, e->near_half);
     }
     free(dec), free(rgb);
 }
