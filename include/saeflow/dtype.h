@@ -83,8 +83,10 @@ int sf_convert(sf_dtype dst_dt, void *dst, sf_dtype src_dt, const void *src, siz
 
 /* ---- shapes ---- */
 
-/* "[2,3,4]"; entries < 0 print as "*" (wildcards). Returns buf. */
-#define SF_SHAPE_STR 160
+/* "[2,3,4]" (also valid JSON); entries < 0 print as "*" (wildcards). A
+ * buffer of SF_SHAPE_STR holds any shape of up to 8 dimensions (more are
+ * cut short). Returns buf. */
+#define SF_SHAPE_STR 256
 char *sf_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
 
 #ifdef __cplusplus

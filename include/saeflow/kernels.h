@@ -72,8 +72,11 @@ void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst);
 
 /* ---- threads / BLAS ------------------------------------------------------ */
 
-/* Sets the number of threads for both OpenMP regions and OpenBLAS.
- * n <= 0 means "all cores" (omp_get_num_procs). */
+/* The one thread setter: n threads for every OpenMP region (kernels, SAE
+ * training, conversions); OpenBLAS stays single-threaded (OpenMP owns the
+ * threads). n <= 0 means OpenMP's default: the OMP_NUM_THREADS environment
+ * variable where set, otherwise all cores (omp_get_num_procs) -- also after
+ * an earlier call chose another count. */
 void sf_kernels_set_threads(int n);
 int sf_kernels_threads(void);
 /* "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads" for logs and benchmarks. */

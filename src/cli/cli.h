@@ -9,6 +9,7 @@
 #include <getopt.h>
 
 #include "saeflow/common.h"
+#include "saeflow/kernels.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
 

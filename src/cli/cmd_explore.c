@@ -137,7 +137,7 @@ int cmd_explore(int argc, char **argv) {
     o.thumb_size = (int)thumb;
     o.jpeg_quality = (int)quality;
     o.neighbours = (int)nb;
-    sf_sae_set_threads((int)threads);
+    sf_kernels_set_threads((int)threads);
 
     /* defaults recorded by `saeflow topk` */
     /* (validated here, before a recorded dataset is opened, so a wrong file

@@ -288,7 +288,7 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error(cmd, "--jumpthreshold applies to --arch jumprelu");
         goto out;
     }
-    sf_sae_set_threads((int)tf.threads);
+    sf_kernels_set_threads((int)tf.threads);
 
     rc = 1;
     sf_sae_data D;

@@ -236,7 +236,7 @@ int cli_sae_io_load(const char *cmd, const cli_sae_io *io, int argc, char **argv
         return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
     if (io->threads < 0 || io->threads > 1024)
         return cli_usage_error(cmd, "--threads must be in [0, 1024]");
-    sf_sae_set_threads((int)io->threads);
+    sf_kernels_set_threads((int)io->threads);
     return sf_sae_load(s, io->ckpt) ? cli_fail(cmd) : 0;
 }
 

@@ -512,8 +512,7 @@ int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, con
     for (int i = 0; i < ndim && i < SF_MAX_DIMS; i++)
         numel *= shape[i] > 0 ? (size_t)shape[i] : 0;
     uint16_t *h = sf_malloc((numel ? numel : 1) * sizeof(uint16_t));
-    for (size_t i = 0; i < numel; i++)
-        h[i] = dt == SF_DT_BF16 ? sf_f32_to_bf16(data[i]) : sf_f32_to_f16(data[i]);
+    sf_convert(dt, h, SF_DT_F32, data, numel);
     if (sf_stw_add(w, name, dt, ndim, shape, h)) {
         free(h);
         return -1;
@@ -621,12 +620,10 @@ int sf_stw_write(sf_st_writer *w, const char *path) {
         sb_json_string(&h, t->name);
         sb_str(&h, ":{\"dtype\":\"");
         sb_str(&h, sf_dtype_name(t->dt));
-        sb_str(&h, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim; d++) {
-            snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
-        }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+        sb_str(&h, "\",\"shape\":");
+        char shp[SF_SHAPE_STR];
+        sb_str(&h, sf_shape_str(shp, sizeof shp, t->ndim, t->shape)); /* a JSON array */
+        snprintf(num, sizeof num, ",\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + t->nbytes));
         sb_str(&h, num);
         off += t->nbytes;

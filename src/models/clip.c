@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "saeflow/clip.h"
+#include "saeflow/config.h"
 #include "saeflow/safetensors.h"
 #include "models/internal.h"
 
@@ -48,56 +49,35 @@ struct sf_clip {
 
 /* ---- config ------------------------------------------------------------- */
 
-static int cfg_int(const cJSON *o, const char *key, int def, int *out, const char *where) {
-    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
-        return sf_error("%s: \"%s\" must be an integer", where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
 /* Defaults are transformers' CLIPVisionConfig / CLIPTextConfig defaults, so
  * a config that omits a key means what it means to transformers. */
 static int parse_tower_config(const cJSON *o, int text, sf_clip_config *c, const char *where) {
     memset(c, 0, sizeof *c);
     int rc = 0;
-    rc |= cfg_int(o, "hidden_size", text ? 512 : 768, &c->hidden, where);
-    rc |= cfg_int(o, "intermediate_size", text ? 2048 : 3072, &c->intermediate, where);
-    rc |= cfg_int(o, "num_attention_heads", text ? 8 : 12, &c->heads, where);
-    rc |= cfg_int(o, "num_hidden_layers", 12, &c->layers, where);
-    rc |= cfg_int(o, "projection_dim", 512, &c->projection_dim, where);
+    rc |= sf_cfg_int(o, "hidden_size", text ? 512 : 768, &c->hidden, where);
+    rc |= sf_cfg_int(o, "intermediate_size", text ? 2048 : 3072, &c->intermediate, where);
+    rc |= sf_cfg_int(o, "num_attention_heads", text ? 8 : 12, &c->heads, where);
+    rc |= sf_cfg_int(o, "num_hidden_layers", 12, &c->layers, where);
+    rc |= sf_cfg_int(o, "projection_dim", 512, &c->projection_dim, where);
     if (text) {
-        rc |= cfg_int(o, "vocab_size", 49408, &c->vocab_size, where);
-        rc |= cfg_int(o, "max_position_embeddings", 77, &c->max_positions, where);
-        rc |= cfg_int(o, "eos_token_id", 49407, &c->eos_token_id, where);
+        rc |= sf_cfg_int(o, "vocab_size", 49408, &c->vocab_size, where);
+        rc |= sf_cfg_int(o, "max_position_embeddings", 77, &c->max_positions, where);
+        rc |= sf_cfg_int(o, "eos_token_id", 49407, &c->eos_token_id, where);
     } else {
-        rc |= cfg_int(o, "image_size", 224, &c->image_size, where);
-        rc |= cfg_int(o, "patch_size", 32, &c->patch_size, where);
-        rc |= cfg_int(o, "num_channels", 3, &c->channels, where);
+        rc |= sf_cfg_int(o, "image_size", 224, &c->image_size, where);
+        rc |= sf_cfg_int(o, "patch_size", 32, &c->patch_size, where);
+        rc |= sf_cfg_int(o, "num_channels", 3, &c->channels, where);
     }
     if (rc) return -1;
-    const cJSON *eps = o ? cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps") : NULL;
-    c->eps = 1e-5f;
-    if (eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0))
-            return sf_error("%s: \"layer_norm_eps\" must be a positive number", where);
-        c->eps = (float)eps->valuedouble;
-    }
-    const cJSON *act = o ? cJSON_GetObjectItemCaseSensitive(o, "hidden_act") : NULL;
+    const char *act = NULL;
+    if (sf_cfg_float(o, "layer_norm_eps", 1e-5f, 0, 1, INFINITY, &c->eps, where) ||
+        sf_cfg_str(o, "hidden_act", NULL, &act, where))
+        return -1;
     c->act = SF_ACT_QUICK_GELU;
-    if (act && !cJSON_IsNull(act)) {
-        if (!cJSON_IsString(act) || sf_act_parse(act->valuestring, &c->act))
-            return sf_error(
-                "%s: \"hidden_act\" %s%s%s is not supported (quick_gelu, gelu, gelu_new, "
-                "gelu_pytorch_tanh, silu, relu)",
-                where, cJSON_IsString(act) ? "'" : "",
-                cJSON_IsString(act) ? act->valuestring : "(not a string)",
-                cJSON_IsString(act) ? "'" : "");
-    }
+    if (act && sf_act_parse(act, &c->act))
+        return sf_error("%s: \"hidden_act\" '%s' is not supported (quick_gelu, gelu, gelu_new, "
+                        "gelu_pytorch_tanh, silu, relu)",
+                        where, act);
     if (c->hidden <= 0 || c->heads <= 0 || c->hidden % c->heads)
         return sf_error("%s: hidden_size %d is not a positive multiple of num_attention_heads %d",
                         where, c->hidden, c->heads);
@@ -244,7 +224,7 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     if (!(m->wl = sf_wl_open(dir, dt))) goto fail;
 
     int top_proj = 512;
-    if (is_full && cfg_int(root, "projection_dim", 512, &top_proj, cfg_path)) goto fail;
+    if (is_full && sf_cfg_int(root, "projection_dim", 512, &top_proj, cfg_path)) goto fail;
     if (opts->vision && (is_full || is_vis)) {
         const cJSON *vc = root;
         if (is_full) {
