@@ -25,14 +25,20 @@ int main(int argc, char **argv) {
     const char *model = NULL, *inputs = NULL, *out = NULL;
     int threads = 2, iters = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
-        else if (!strcmp(argv[i], "--inputs")) inputs = argv[i + 1];
-        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--model"))
+            model = argv[i + 1];
+        else if (!strcmp(argv[i], "--inputs"))
+            inputs = argv[i + 1];
+        else if (!strcmp(argv[i], "--out"))
+            out = argv[i + 1];
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--iters"))
+            iters = atoi(argv[i + 1]);
     }
     if (!model || !inputs || iters < 1) {
-        fprintf(stderr, "usage: bench_vae --model DIR --inputs F --threads T --iters N [--out F]\n");
+        fprintf(stderr,
+                "usage: bench_vae --model DIR --inputs F --threads T --iters N [--out F]\n");
         return 2;
     }
     sf_kernels_set_threads(threads);
@@ -63,10 +69,11 @@ int main(int argc, char **argv) {
     qsort(t, (size_t)iters, sizeof *t, cmp);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"saeflow\", \"s_per_decode\": %.3f, \"min_s\": %.3f, \"peak_rss_mb\": %.0f, "
-           "\"threads\": %d, \"image\": \"%lldx%lld\", \"gemm\": \"%s\"}\n",
-           t[iters / 2], t[0], ru.ru_maxrss / 1024.0, threads, (long long)(h * s),
-           (long long)(w * s), sf_sgemm_backend());
+    printf(
+        "{\"impl\": \"saeflow\", \"s_per_decode\": %.3f, \"min_s\": %.3f, \"peak_rss_mb\": %.0f, "
+        "\"threads\": %d, \"image\": \"%lldx%lld\", \"gemm\": \"%s\"}\n",
+        t[iters / 2], t[0], ru.ru_maxrss / 1024.0, threads, (long long)(h * s), (long long)(w * s),
+        sf_sgemm_backend());
     if (out) {
         sf_st_writer *wr = sf_stw_new();
         sf_stw_add(wr, "decoded", SF_DT_F32, 4, oshape, dec);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "saeflow/config.h"
 #include "saeflow/vae.h"
 #include "models/internal.h"
 
@@ -79,41 +80,10 @@ void sf_vae_config_flux(sf_vae_config *c) {
     c->shift_factor = 0.1159f;
 }
 
-static const cJSON *item(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static int cfg_int(const cJSON *o, const char *key, int *out, const char *where) {
-    const cJSON *v = item(o, key);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
-        return sf_error("%s: \"%s\" must be an integer", where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
-static int cfg_bool(const cJSON *o, const char *key, int *out, const char *where) {
-    const cJSON *v = item(o, key);
-    if (!v) return 0;
-    if (!cJSON_IsBool(v)) return sf_error("%s: \"%s\" must be true or false", where, key);
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
-
-static int cfg_float(const cJSON *o, const char *key, float *out, const char *where) {
-    const cJSON *v = item(o, key);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return sf_error("%s: \"%s\" must be a number", where, key);
-    *out = (float)v->valuedouble;
-    return 0;
-}
-
 /* Every entry of a string array equals `want` (diffusers block types). */
 static int cfg_types(const cJSON *o, const char *key, const char *want, int n, const char *where) {
-    const cJSON *v = item(o, key);
-    if (!v) return 0;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
         return sf_error("%s: \"%s\" must list %d block types", where, key, n);
     const cJSON *e;
@@ -144,62 +114,44 @@ static int config_check(const sf_vae_config *c, const char *where) {
 }
 
 int sf_vae_config_read(const char *path, sf_vae_config *c) {
-    size_t len;
-    char *txt = sf_read_file(path, &len);
-    if (!txt) return sf_error_prefix("%s", path);
-    cJSON *root = cJSON_ParseWithLength(txt, len);
-    free(txt);
-    if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return sf_error("%s: not a JSON object", path);
-    }
+    cJSON *root = sf_cfg_load(path);
+    if (!root) return -1;
     /* AutoencoderKL's class defaults */
     memset(c, 0, sizeof *c);
-    c->in_channels = c->out_channels = 3;
-    c->latent_channels = 4;
-    c->n_blocks = 1;
-    c->block_out[0] = 64;
-    c->layers_per_block = 2;
-    c->norm_num_groups = 32;
     c->mid_attention = 1;
-    c->use_quant_conv = c->use_post_quant_conv = 1;
-    c->scaling_factor = 0.18215f;
-    int rc = 0;
-    const cJSON *cls = item(root, "_class_name");
-    if (cls && (!cJSON_IsString(cls) || strcmp(cls->valuestring, "AutoencoderKL")))
-        rc = sf_error("%s: _class_name %s is not AutoencoderKL", path,
-                      cJSON_IsString(cls) ? cls->valuestring : "(not a string)");
-    rc = rc ? rc : cfg_int(root, "in_channels", &c->in_channels, path);
-    rc = rc ? rc : cfg_int(root, "out_channels", &c->out_channels, path);
-    rc = rc ? rc : cfg_int(root, "latent_channels", &c->latent_channels, path);
-    rc = rc ? rc : cfg_int(root, "layers_per_block", &c->layers_per_block, path);
-    rc = rc ? rc : cfg_int(root, "norm_num_groups", &c->norm_num_groups, path);
-    rc = rc ? rc : cfg_bool(root, "use_quant_conv", &c->use_quant_conv, path);
-    rc = rc ? rc : cfg_bool(root, "use_post_quant_conv", &c->use_post_quant_conv, path);
-    rc = rc ? rc : cfg_bool(root, "mid_block_add_attention", &c->mid_attention, path);
-    rc = rc ? rc : cfg_float(root, "scaling_factor", &c->scaling_factor, path);
-    rc = rc ? rc : cfg_float(root, "shift_factor", &c->shift_factor, path);
-    const cJSON *bo = item(root, "block_out_channels");
-    if (!rc && bo) {
-        int n = cJSON_IsArray(bo) ? cJSON_GetArraySize(bo) : -1;
-        if (n < 1 || n > SF_VAE_MAX_BLOCKS)
-            rc = sf_error("%s: \"block_out_channels\" must be a list of 1..%d integers", path,
-                          SF_VAE_MAX_BLOCKS);
-        for (int i = 0; !rc && i < n; i++) {
-            const cJSON *e = cJSON_GetArrayItem(bo, i);
-            if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble)
-                rc = sf_error("%s: \"block_out_channels\"[%d] must be an integer", path, i);
-            else
-                c->block_out[i] = (int)e->valuedouble;
-        }
-        if (!rc) c->n_blocks = n;
-    }
-    rc = rc ? rc : cfg_types(root, "down_block_types", "DownEncoderBlock2D", c->n_blocks, path);
-    rc = rc ? rc : cfg_types(root, "up_block_types", "UpDecoderBlock2D", c->n_blocks, path);
-    const cJSON *act = item(root, "act_fn");
-    if (!rc && act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
-        rc = sf_error("%s: act_fn %s is not supported (silu)", path,
-                      cJSON_IsString(act) ? act->valuestring : "(not a string)");
+    int rc = 0, quant = 1, pquant = 1, n = 0;
+    const char *cls = NULL, *act = NULL;
+    rc = rc ? rc : sf_cfg_str(root, "_class_name", NULL, &cls, path);
+    if (!rc && cls && strcmp(cls, "AutoencoderKL"))
+        rc = sf_error("%s: _class_name %s is not AutoencoderKL", path, cls);
+    rc = rc ? rc : sf_cfg_int(root, "in_channels", 3, &c->in_channels, path);
+    rc = rc ? rc : sf_cfg_int(root, "out_channels", 3, &c->out_channels, path);
+    rc = rc ? rc : sf_cfg_int(root, "latent_channels", 4, &c->latent_channels, path);
+    rc = rc ? rc : sf_cfg_int(root, "layers_per_block", 2, &c->layers_per_block, path);
+    rc = rc ? rc : sf_cfg_int(root, "norm_num_groups", 32, &c->norm_num_groups, path);
+    rc = rc ? rc : sf_cfg_bool(root, "use_quant_conv", 1, &quant, path);
+    rc = rc ? rc : sf_cfg_bool(root, "use_post_quant_conv", 1, &pquant, path);
+    rc = rc ? rc : sf_cfg_bool(root, "mid_block_add_attention", 1, &c->mid_attention, path);
+    rc = rc ? rc
+            : sf_cfg_float(root, "scaling_factor", 0.18215f, -INFINITY, 0, INFINITY,
+                           &c->scaling_factor, path);
+    rc = rc ? rc
+            : sf_cfg_float(root, "shift_factor", 0.0f, -INFINITY, 0, INFINITY, &c->shift_factor,
+                           path);
+    rc = rc ? rc
+            : sf_cfg_int_array(root, "block_out_channels", 1, 65536, c->block_out,
+                               SF_VAE_MAX_BLOCKS, &n, path);
+    if (!rc && !sf_cfg_has(root, "block_out_channels")) c->block_out[0] = 64, n = 1;
+    c->n_blocks = n;
+    c->use_quant_conv = quant, c->use_post_quant_conv = pquant;
+    if (!rc && n < 1)
+        rc = sf_error("%s: \"block_out_channels\" must list 1..%d channel counts", path,
+                      SF_VAE_MAX_BLOCKS);
+    rc = rc ? rc : cfg_types(root, "down_block_types", "DownEncoderBlock2D", n, path);
+    rc = rc ? rc : cfg_types(root, "up_block_types", "UpDecoderBlock2D", n, path);
+    rc = rc ? rc : sf_cfg_str(root, "act_fn", "silu", &act, path);
+    if (!rc && strcmp(act, "silu"))
+        rc = sf_error("%s: act_fn %s is not supported (silu)", path, act);
     cJSON_Delete(root);
     return rc ? rc : config_check(c, path);
 }
