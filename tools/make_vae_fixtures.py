@@ -24,6 +24,8 @@ Files:
     image       (B, 3, 8h, 8w) F32 in [-1, 1], an encoder input
     latent_mean (B, C, h, w)  F32 = encode(image).latent_dist.mode() (after quant_conv)
     latents_enc (B, C, h, w)  F32 = (latent_mean - shift) * scaling (FluxImg2Img)
+  <name>/expected_big.safetensors (tiny): latents (1, 4, 17, 16) (272 attention tokens,
+    more than one query block) and decoded = vae.decode(latents / scaling + shift)
   Metadata: near_half = how many image_u8 values have 255*x within 1e-4 of .5
   (where float rounding can flip the uint8).
 """
@@ -101,7 +103,7 @@ def write_model(vae, folder, dtype):
     copy.deepcopy(vae).to(dtype).save_pretrained(folder, safe_serialization=True)
 
 
-def make(out, name, cfg, latent_shape, seed):
+def make(out, name, cfg, latent_shape, seed, big_latent=None):
     vae = make_vae(*cfg, seed=seed)
     d = os.path.join(out, name)
     shutil.rmtree(d, ignore_errors=True)
@@ -130,6 +132,9 @@ def make(out, name, cfg, latent_shape, seed):
                "image": img, "latent_mean": mean, "latents_enc": (mean - SHIFT) * SCALE}
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "expected.safetensors"),
               metadata={"near_half": str(near_half)})
+    if big_latent:  # more than one 256-query attention block in the mid block
+        zb = torch.randn(big_latent, generator=g)
+        save_file({"latents": zb, "decoded": decode(vae, zb).contiguous()}, os.path.join(d, "expected_big.safetensors"))
     if not vae.config.use_quant_conv:
         sd = vae.state_dict()
         bfl = to_bfl(sd)
@@ -153,7 +158,7 @@ def main():
         write_model(vae, os.path.join(a.full, "vae"), torch.float32)
         return
     os.makedirs(a.out, exist_ok=True)
-    make(a.out, "tiny", (4, (8, 8, 16, 16), 2, 4, False), (2, 4, 3, 5), seed=1)
+    make(a.out, "tiny", (4, (8, 8, 16, 16), 2, 4, False), (2, 4, 3, 5), seed=1, big_latent=(1, 4, 17, 16))
     make(a.out, "flux16", (16, (16, 32, 32), 1, 8, True), (1, 16, 5, 7), seed=2)
 
 

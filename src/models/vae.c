@@ -457,12 +457,21 @@ static void attn_fwd(vae_act *a, const vae_attn *at, int G) {
     sf_linear(n, B * T, C, &at->q, at->qb, qkv, 3 * C, 0);
     sf_linear(n, B * T, C, &at->k, at->kb, qkv + C, 3 * C, 0);
     sf_linear(n, B * T, C, &at->v, at->vb, qkv + 2 * C, 3 * C, 0);
-    sf_attn_shape s;
-    memset(&s, 0, sizeof s);
-    s.B = B, s.Tq = s.Tk = T, s.H = 1, s.Dh = C;
-    s.ldq = s.ldk = s.ldv = 3 * C, s.ldo = C;
-    s.scale = 1.0f / sqrtf((float)C);
-    sf_attention(&s, qkv, qkv + C, qkv + 2 * C, n);
+    /* One head: sf_attention would run it on one thread with a T x T score
+     * matrix (1 GB at 1024 px, T = 16384). Blocks of queries instead, spread
+     * over the threads, each against all keys: O(QB x T) scratch per call. */
+    const int64_t QB = 256, nqb = (T + QB - 1) / QB;
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (B * nqb > 1 && T * T * C > 1000000)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < nqb; i++) {
+            sf_attn_shape s;
+            memset(&s, 0, sizeof s);
+            s.B = 1, s.Tq = T - i * QB < QB ? T - i * QB : QB, s.Tk = T, s.H = 1, s.Dh = C;
+            s.ldq = s.ldk = s.ldv = 3 * C, s.ldo = C;
+            s.scale = 1.0f / sqrtf((float)C);
+            const float *kb = qkv + b * T * 3 * C, *qb = kb + i * QB * 3 * C;
+            sf_attention(&s, qb, kb + C, kb + 2 * C, n + (b * T + i * QB) * C);
+        }
     sf_linear(n, B * T, C, &at->o, at->ob, a->x, C, 1);
 }
 
