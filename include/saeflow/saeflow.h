@@ -1,0 +1,34 @@
+/* The whole public API in one include, for programs linking libsaeflow.so
+ * (`pkg-config --cflags --libs saeflow`), and the few calls that exist for
+ * bindings in other languages (python/saeflow, docs/python.md).
+ *
+ * Versioning: the shared library's soname is libsaeflow.so.0; SF_VERSION
+ * (common.h) is the release. A binding that mirrors a struct asks the library
+ * for its size rather than trusting its own copy of the header. */
+#ifndef SAEFLOW_SAEFLOW_H
+#define SAEFLOW_SAEFLOW_H
+
+#include <stddef.h>
+
+#include "saeflow/common.h"
+#include "saeflow/sae.h"
+#include "saeflow/sae_formats.h"
+#include "saeflow/sae_train.h"
+#include "saeflow/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* SF_VERSION of the library actually loaded (may differ from the header's). */
+const char *sf_version(void);
+/* sizeof(sf_sae) in this build: bindings allocate the struct opaquely. */
+size_t sf_sae_sizeof(void);
+/* sizeof(sf_sae_train_opts) and sizeof(sf_sae_run_opts), for the same reason. */
+size_t sf_sae_train_opts_sizeof(void);
+size_t sf_sae_run_opts_sizeof(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

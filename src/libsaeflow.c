@@ -1,0 +1,16 @@
+/* Compiled only into libsaeflow.so (not part of any src/<concern> static
+ * library): the calls bindings need to stay in step with this build's structs. */
+#include "saeflow/saeflow.h"
+
+const char *sf_version(void) {
+    return SF_VERSION;
+}
+size_t sf_sae_sizeof(void) {
+    return sizeof(sf_sae);
+}
+size_t sf_sae_train_opts_sizeof(void) {
+    return sizeof(sf_sae_train_opts);
+}
+size_t sf_sae_run_opts_sizeof(void) {
+    return sizeof(sf_sae_run_opts);
+}
