@@ -14,3 +14,9 @@ size_t sf_sae_train_opts_sizeof(void) {
 size_t sf_sae_run_opts_sizeof(void) {
     return sizeof(sf_sae_run_opts);
 }
+size_t sf_sae_data_sizeof(void) {
+    return sizeof(sf_sae_data);
+}
+size_t sf_sae_metrics_sizeof(void) {
+    return sizeof(sf_sae_metrics);
+}

@@ -12,6 +12,7 @@
 
 #include "saeflow/common.h"
 #include "saeflow/sae.h"
+#include "saeflow/sae_arch.h"
 #include "saeflow/sae_formats.h"
 #include "saeflow/sae_train.h"
 #include "saeflow/safetensors.h"
@@ -27,6 +28,8 @@ size_t sf_sae_sizeof(void);
 /* sizeof(sf_sae_train_opts) and sizeof(sf_sae_run_opts), for the same reason. */
 size_t sf_sae_train_opts_sizeof(void);
 size_t sf_sae_run_opts_sizeof(void);
+size_t sf_sae_data_sizeof(void);
+size_t sf_sae_metrics_sizeof(void);
 
 #ifdef __cplusplus
 }

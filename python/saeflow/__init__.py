@@ -7,6 +7,7 @@
 """
 from ._lib import SaeflowError, lib
 from .model import SparseAutoencoder, TopkSparseAutoencoder, load
+from .train import train
 
 __version__ = "0.1.0"
 
@@ -18,4 +19,4 @@ def library_version() -> str:
     return _lib.sf_version().decode()
 
 
-__all__ = ["SaeflowError", "SparseAutoencoder", "TopkSparseAutoencoder", "load", "library_version", "lib"]
+__all__ = ["SaeflowError", "SparseAutoencoder", "TopkSparseAutoencoder", "load", "train", "library_version", "lib"]

@@ -18,7 +18,8 @@ int main(void) {
         return 1;
     }
     float x[8], xh[8];
-    for (int i = 0; i < 8; i++) x[i] = (float)(i + 1) / 8.0f;
+    for (int i = 0; i < 8; i++)
+        x[i] = (float)(i + 1) / 8.0f;
     sf_sae_codes c;
     sf_sae_codes_alloc(&c, 1, s.k);
     if (sf_sae_encode(&s, x, 1, &c)) return 1;
