@@ -89,60 +89,74 @@ int cmd_decode(int argc, char **argv) {
     }
     int rc = 1;
     float *owned = NULL, *out = NULL;
+    sf_sae_codes codes = {0};
     int64_t N = 0;
+    /* Both inputs become sf_sae_codes and go through sf_sae_decode, so the
+     * result is the library's (and the Python binding's) bit for bit. */
+    int64_t bad = -1;
     if (key) {
         int64_t shape[2] = {-1, s.n};
         const float *z = sf_st_get_f32(&f, key, 2, shape, &owned);
         if (!z) goto done;
         N = sf_st_find(&f, key)->shape[0];
-        out = sf_malloc((size_t)(N ? N : 1) * s.d * sizeof(float));
-        int64_t bad = -1;
-#pragma omp parallel for schedule(static)
+        int kmax = 1;
         for (int64_t r = 0; r < N; r++) {
             const float *zr = z + (size_t)r * s.n;
-            float *o = out + (size_t)r * s.d;
-            memcpy(o, s.b_dec, (size_t)s.d * sizeof(float));
+            int c = 0;
             for (int j = 0; j < s.n; j++) {
-                if (zr[j] == 0.0f) continue;
-                if (zr[j] * 0.0f != 0.0f) {
-#pragma omp critical(decode_bad)
-                    bad = r;
-                }
-                const float *w = s.W_decT + (size_t)j * s.d;
-                for (int q = 0; q < s.d; q++)
-                    o[q] += zr[j] * w[q];
+                if (zr[j] * 0.0f != 0.0f && bad < 0) bad = r;
+                c += zr[j] != 0.0f;
             }
+            if (c > kmax) kmax = c;
         }
         if (bad >= 0) {
             sf_error("%s: tensor '%s': row %lld contains NaN or Inf", input, key, (long long)bad);
             goto done;
+        }
+        sf_sae_codes_alloc(&codes, N, kmax);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            const float *zr = z + (size_t)r * s.n;
+            int c = 0;
+            for (int j = 0; j < s.n; j++)
+                if (zr[j] != 0.0f) {
+                    codes.idx[(size_t)r * kmax + c] = j;
+                    codes.val[(size_t)r * kmax + c++] = zr[j];
+                }
+            codes.cnt[r] = c;
         }
     } else {
         const int64_t *ip;
         const int32_t *ix;
         const float *v;
         if (load_csr(&f, s.n, &N, &ip, &ix, &v, &owned)) goto done;
-        out = sf_malloc((size_t)(N ? N : 1) * s.d * sizeof(float));
-        int64_t bad = -1;
-#pragma omp parallel for schedule(static)
+        int64_t kmax = 1;
         for (int64_t r = 0; r < N; r++) {
-            float *o = out + (size_t)r * s.d;
-            memcpy(o, s.b_dec, (size_t)s.d * sizeof(float));
-            for (int64_t e = ip[r]; e < ip[r + 1]; e++) {
-                if (v[e] * 0.0f != 0.0f) {
-#pragma omp critical(decode_bad)
-                    bad = r;
-                }
-                const float *w = s.W_decT + (size_t)ix[e] * s.d;
-                for (int q = 0; q < s.d; q++)
-                    o[q] += v[e] * w[q];
-            }
+            if (ip[r + 1] - ip[r] > kmax) kmax = ip[r + 1] - ip[r];
+            for (int64_t e = ip[r]; e < ip[r + 1]; e++)
+                if (v[e] * 0.0f != 0.0f && bad < 0) bad = r;
         }
         if (bad >= 0) {
             sf_error("%s: tensor 'values': row %lld contains NaN or Inf", input, (long long)bad);
             goto done;
         }
+        if (kmax > s.n) { /* indices are in range, so a longer row repeats a latent */
+            sf_error("%s: a row has %lld entries, more than pages %d", input, (long long)kmax, s.n);
+            goto done;
+        }
+        sf_sae_codes_alloc(&codes, N, (int)kmax);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            int c = 0;
+            for (int64_t e = ip[r]; e < ip[r + 1]; e++) {
+                codes.idx[(size_t)r * kmax + c] = ix[e];
+                codes.val[(size_t)r * kmax + c++] = v[e];
+            }
+            codes.cnt[r] = c;
+        }
     }
+    out = sf_malloc((size_t)(N ? N : 1) * s.d * sizeof(float));
+    sf_sae_decode(&s, &codes, out);
     sf_st_writer *w = sf_stw_new();
     int64_t shape[2] = {N, s.d};
     sf_stw_add(w, io.outkey, SF_DT_F32, 2, shape, out);
@@ -154,6 +168,7 @@ int cmd_decode(int argc, char **argv) {
     rc = 0;
 done:
     if (rc) cli_fail(cmd);
+    sf_sae_codes_free(&codes);
     free(owned);
     free(out);
     sf_st_close(&f);

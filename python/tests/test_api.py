@@ -1,0 +1,128 @@
+"""Reference quickstart, input handling, errors, memory."""
+import gc
+import os
+
+import numpy as np
+import pytest
+from conftest import CHECKPOINTS
+
+import saeflow
+
+
+def test_reference_quickstart():
+    # The reference README's quickstart with one changed import (and numpy
+    # activations in place of CLIP's, which need torch and the weights).
+    from saeflow import TopkSparseAutoencoder
+
+    sae = TopkSparseAutoencoder.from_pretrained(CHECKPOINTS["seed"])
+    acts = np.random.default_rng(0).standard_normal((4, sae.d)).astype(np.float32)
+    hiddens = sae.encode(acts)
+    reconstructed = sae.decode(hiddens)
+    botched = sae.surgery(acts, k=12, strength=42.)
+    assert hiddens.shape == (4, sae.n) and reconstructed.shape == acts.shape
+    assert (np.count_nonzero(hiddens, axis=1) <= sae.k).all()
+    # surgery adds 42 x decoder column 12 to the reconstruction
+    e = np.zeros((1, sae.n), np.float32)
+    e[0, 12] = 1
+    col = sae.decode(e) - sae.decode(np.zeros((1, sae.n), np.float32))
+    np.testing.assert_allclose(botched, reconstructed + 42 * col, rtol=1e-5, atol=1e-4)
+
+
+def test_torch_in_torch_out():
+    torch = pytest.importorskip("torch")
+    sae = saeflow.TopkSparseAutoencoder.from_pretrained(CHECKPOINTS["seed"])
+    acts = torch.randn(3, sae.d)
+    h = sae.encode(acts)
+    assert isinstance(h, torch.Tensor) and h.shape == (3, sae.n)
+    np.testing.assert_array_equal(sae.encode(acts.numpy()), h.numpy())
+    assert sae.decode(h).shape == (3, sae.d)
+
+
+def test_inputs_no_copy_and_conversions(rng):
+    sae = saeflow.load(CHECKPOINTS["seed"])
+    x = rng.standard_normal((6, sae.d))
+    want = sae.encode(x.astype(np.float32))
+    np.testing.assert_array_equal(sae.encode(x), want)  # float64 converted
+    np.testing.assert_array_equal(sae.encode(np.asfortranarray(x)), want)  # non-contiguous
+    np.testing.assert_array_equal(sae.encode(x[2].astype(np.float32)), sae.encode(x[2:3])[0])  # one row
+    np.testing.assert_array_equal(sae.encode(x.astype(np.float32).tolist()), want)
+
+
+def test_sparse_output(rng):
+    sae = saeflow.load(CHECKPOINTS["seed"])
+    x = rng.standard_normal((5, sae.d)).astype(np.float32)
+    sp = sae.encode(x, sparse=True)
+    try:
+        import scipy.sparse
+
+        assert isinstance(sp, scipy.sparse.csr_matrix)
+        np.testing.assert_array_equal(sp.toarray(), sae.encode(x))
+    except ImportError:
+        indptr, indices, values = sp
+        assert indptr.dtype == np.int64 and indices.dtype == np.int32 and values.dtype == np.float32
+        assert indptr[-1] == indices.size == values.size
+    np.testing.assert_array_equal(sae.decode(sp), sae.decode(sae.encode(x)))
+
+
+def test_bad_inputs_raise(tmp_path):
+    sae = saeflow.load(CHECKPOINTS["seed"])
+    with pytest.raises(ValueError, match="width"):
+        sae.encode(np.zeros((2, sae.d + 1), np.float32))
+    with pytest.raises(ValueError):
+        sae.encode(np.zeros((2, 2, sae.d), np.float32))
+    with pytest.raises(TypeError):
+        sae.encode(np.zeros((2, sae.d), complex))
+    with pytest.raises(saeflow.SaeflowError, match="NaN or Inf"):
+        sae.encode(np.full((2, sae.d), np.nan, np.float32))
+    with pytest.raises(saeflow.SaeflowError, match="out of range"):
+        sae.surgery(np.zeros((1, sae.d), np.float32), sae.n, 1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        sae.decode((np.array([0, 1]), np.array([sae.n]), np.array([1.0])))
+    with pytest.raises(ValueError):
+        sae.decode((np.array([0, 2]), np.array([1]), np.array([1.0])))
+    with pytest.raises(saeflow.SaeflowError, match="cannot open"):
+        saeflow.load(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"features": 4, "pages": 8, "k": 2}')
+    (bad / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(saeflow.SaeflowError):
+        saeflow.load(bad)
+    with pytest.raises(saeflow.SaeflowError, match="unknown"):
+        sae.save(tmp_path / "x", format="onnx")
+    with pytest.raises(saeflow.SaeflowError):
+        saeflow.train(np.zeros((64, 8), np.float32), k=100, expansion=2, progress=False)
+    with pytest.raises(saeflow.SaeflowError):
+        saeflow.train(str(tmp_path / "none.safetensors"), progress=False)
+
+
+def _rss_kib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def test_no_leak_over_10000_encodes(rng):
+    sae = saeflow.load(CHECKPOINTS["seed"], threads=1)
+    x = rng.standard_normal((8, sae.d)).astype(np.float32)
+    for _ in range(500):  # warm up allocator and thread pools
+        sae.encode(x)
+    gc.collect()
+    before = _rss_kib()
+    for i in range(10000):
+        sae.encode(x, sparse=(i % 2 == 1))
+    gc.collect()
+    grown = _rss_kib() - before
+    assert grown < 8 * 1024, f"RSS grew {grown} KiB over 10,000 encode calls"
+
+
+def test_load_close_many():
+    before = None
+    for i in range(300):
+        m = saeflow.load(CHECKPOINTS["seed"])
+        m.encode(np.zeros((1, m.d), np.float32))
+        m.close()
+        if i == 50:
+            gc.collect()
+            before = _rss_kib()
+    gc.collect()
+    assert _rss_kib() - before < 8 * 1024
