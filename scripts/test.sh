@@ -3,6 +3,8 @@
 #   1. Release build (-Werror) + ctest,
 #   2. ASan+UBSan build + ctest, on the OpenBLAS GEMM backend (the release
 #      build uses oneDNN where installed, so CI covers both backends),
+#   2b. the Python package's pytest suite (scripts/test-python.sh: a venv
+#      under build/pyvenv from PyPI with numpy + pytest only),
 #   3. a short libFuzzer run of every fuzz target (clang, fuzz/run.sh),
 # after a clang-format check.
 # Env: SAEFLOW_FUZZ_SECONDS (default 20 per target; 0 skips fuzzing),
@@ -21,6 +23,16 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"
 log=$(mktemp)
 (cd build && ctest --output-on-failure -j"$JOBS") | tee "$log"
+
+echo "== python package (pytest)"
+pylog=$(mktemp)
+set +e
+bash scripts/test-python.sh 2>&1 | tee "$pylog"
+pyrc=${PIPESTATUS[0]}
+set -e
+pysummary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error).* in [0-9.]+s' "$pylog" | tail -1 | tr -d '=' | sed 's/^ *//; s/ *$//')
+rm -f "$pylog"
+[ "$pyrc" = 0 ] || { echo "pytest failed (exit $pyrc): $pysummary"; exit 1; }
 
 if [ "${SAEFLOW_SKIP_ASAN:-0}" != 1 ]; then
   echo "== ASan+UBSan build + tests"
@@ -42,3 +54,4 @@ failed=$(sed -n 's/.*, \([0-9]*\) tests failed out of .*/\1/p' "$log" | awk '{s 
 rm -f "$log"
 echo "== all tests passed"
 echo "ctest: $((total - failed)) passed, $failed failed"
+echo "pytest: $pysummary"
