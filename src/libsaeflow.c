@@ -20,3 +20,6 @@ size_t sf_sae_data_sizeof(void) {
 size_t sf_sae_metrics_sizeof(void) {
     return sizeof(sf_sae_metrics);
 }
+size_t sf_topk_sizeof(void) {
+    return sizeof(sf_topk);
+}

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "saeflow/analysis.h"
 #include "saeflow/common.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_arch.h"
@@ -30,6 +31,7 @@ size_t sf_sae_train_opts_sizeof(void);
 size_t sf_sae_run_opts_sizeof(void);
 size_t sf_sae_data_sizeof(void);
 size_t sf_sae_metrics_sizeof(void);
+size_t sf_topk_sizeof(void);
 
 #ifdef __cplusplus
 }
