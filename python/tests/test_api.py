@@ -126,3 +126,22 @@ def test_load_close_many():
             before = _rss_kib()
     gc.collect()
     assert _rss_kib() - before < 8 * 1024
+
+
+def test_contiguous_f32_not_copied(rng):
+    from saeflow.model import _as_f32_rows
+
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    a, _ = _as_f32_rows(x, 16, "t")
+    assert a is x or np.shares_memory(a, x)
+    b, _ = _as_f32_rows(x[:, ::-1], 16, "t")  # strided: copied once
+    assert not np.shares_memory(b, x)
+
+
+def test_torch_dlpack_no_copy():
+    torch = pytest.importorskip("torch")
+    from saeflow.model import _as_f32_rows
+
+    t = torch.randn(4, 16)
+    a, _ = _as_f32_rows(t, 16, "t")
+    assert a.ctypes.data == t.data_ptr()
