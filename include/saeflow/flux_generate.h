@@ -27,8 +27,8 @@ extern "C" {
 
 /* The sampling parts of a FLUX pipeline folder. */
 typedef struct {
-    sf_flux *flux;             /* transformer/ */
-    sf_vae *vae;               /* vae/ (NULL when loaded latents-only) */
+    sf_flux *flux;              /* transformer/ */
+    sf_vae *vae;                /* vae/ (NULL when loaded latents-only) */
     sf_flow_sched_config sched; /* scheduler/scheduler_config.json */
 } sf_flux_gen;
 
@@ -47,8 +47,8 @@ int sf_flux_gen_check_size(int64_t height, int64_t width);
 typedef int (*sf_flux_gen_edit_fn)(void *ctx, int step, float sigma, const sf_flux_block_view *v);
 /* Called after each Euler step with the packed latents (B, N, 4C)
  * (progress, recording). Nonzero aborts. */
-typedef int (*sf_flux_gen_step_fn)(void *ctx, int step, const float *latents, int64_t B,
-                                   int64_t N, int64_t C4);
+typedef int (*sf_flux_gen_step_fn)(void *ctx, int step, const float *latents, int64_t B, int64_t N,
+                                   int64_t C4);
 
 typedef struct {
     int64_t height, width; /* pixels, multiples of 16 */

@@ -137,5 +137,20 @@ SF_COMMANDS(X)
 /* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
  * before the command table so it works with or without a `flux` command. */
 int cli_flux_encode_prompts(int argc, char **argv);
+/* `saeflow flux generate` (cmd_flux_generate.c), dispatched the same way. */
+int cli_flux_generate(int argc, char **argv);
+
+/* Prompts with their line number / dataset row (cmd_flux_prompts.c). */
+typedef struct {
+    char **s;
+    int64_t *row;
+    int64_t n, cap;
+} cli_prompt_list;
+/* Lines [offset, offset + limit) of a UTF-8 text file (limit -1: all);
+ * errors name the line that is not UTF-8 or holds a NUL. */
+int cli_read_prompts(const char *path, int64_t offset, int64_t limit, cli_prompt_list *p);
+/* Captions of a dataset spec (cc3m:, wds:, folder:); no caption = "". */
+int cli_read_prompt_dataset(const char *spec, int64_t offset, int64_t limit, cli_prompt_list *p);
+void cli_prompt_list_free(cli_prompt_list *p);
 
 #endif

@@ -70,8 +70,7 @@ sf_flux_gen *sf_flux_gen_load(const char *dir, int no_vae, const sf_flux_load_op
 }
 
 int sf_flux_gen_check_size(int64_t height, int64_t width) {
-    if (height < 16 || width < 16 || height % 16 || width % 16 || height > 16384 ||
-        width > 16384)
+    if (height < 16 || width < 16 || height % 16 || width % 16 || height > 16384 || width > 16384)
         return sf_error("image size %lld x %lld: height and width must be positive multiples "
                         "of 16 (VAE 8x, 2x2 latent packing), at most 16384",
                         (long long)height, (long long)width);
@@ -105,8 +104,8 @@ int sf_flux_generate(sf_flux_gen *g, const sf_flux_gen_opts *o, int64_t B, int64
     if (sf_flux_gen_check_size(o->height, o->width)) return -1;
     if (o->steps < 1 || o->steps > 10000)
         return sf_error("flux generate: %d steps (need 1..10000)", o->steps);
-    if (B < 1 || T < 1) return sf_error("flux generate: %lld prompts of %lld tokens", (long long)B,
-                                        (long long)T);
+    if (B < 1 || T < 1)
+        return sf_error("flux generate: %lld prompts of %lld tokens", (long long)B, (long long)T);
     if (rgb && !g->vae) return sf_error("flux generate: images need the VAE (loaded latents-only)");
     const int64_t C4 = c->in_channels, C = C4 / 4, h = sf_flux_latent_side(o->height),
                   w = sf_flux_latent_side(o->width), N = (h / 2) * (w / 2);

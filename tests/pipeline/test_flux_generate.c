@@ -72,7 +72,8 @@ TEST(pipeline_cases) {
         if (!txt) continue;
         const int64_t J = sf_flux_text_joint_dim(txt), P = sf_flux_text_pooled_dim(txt);
         int nc = cJSON_GetArraySize(cases);
-        float **pe = calloc((size_t)nc, sizeof(float *)), **po = calloc((size_t)nc, sizeof(float *));
+        float **pe = calloc((size_t)nc, sizeof(float *)),
+              **po = calloc((size_t)nc, sizeof(float *));
         for (int ci = 0; ci < nc; ci++) {
             cJSON *c = cJSON_GetArrayItem(cases, ci);
             if (strcmp(cJSON_GetObjectItem(c, "model")->valuestring, models[mi])) continue;
