@@ -20,34 +20,35 @@
 #define CMD "flux generate"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow flux generate --model DIR (--prompt TEXT | --prompts FILE | --dataset "
-            "SPEC | --embeds FILE) --out DIR [options]\n"
-            "\n"
-            "Generates one image per prompt as diffusers' FluxPipeline does on CPU (F32): the\n"
-            "same seed gives the same initial noise as torch.Generator(\"cpu\").manual_seed(seed).\n"
-            "Writes OUT/rowRRRRRR_seedS.png (R: line number / dataset row / embeds row), or with\n"
-            "--latents-only OUT/rowRRRRRR_seedS.safetensors (\"latents\" (1, C, h, w), unpacked).\n"
-            "\n"
-            "  --model DIR       diffusers FLUX pipeline folder (transformer/, scheduler/, vae/;\n"
-            "                    tokenizer/, text_encoder/, tokenizer_2/, text_encoder_2/ for text)\n"
-            "  --prompt TEXT     one prompt (row 0)\n"
-            "  --prompts FILE    one prompt per line (UTF-8)\n"
-            "  --dataset SPEC    the captions of cc3m:PATTERN, wds:PATTERN or folder:DIR\n"
-            "  --embeds FILE     prompt embeddings written by `saeflow flux encode-prompts`\n"
-            "                    (the text encoders are not loaded)\n"
-            "  --out DIR         output folder (created)\n"
-            "  --size S          height = width = S pixels (default 256; multiple of 16)\n"
-            "  --height H, --width W\n"
-            "  --steps N         Euler steps (default 4)\n"
-            "  --seed S          the seed of every image (default 0)\n"
-            "  --guidance G      guidance scale for guidance-distilled (dev) models (default 3.5)\n"
-            "  --max-sequence-length L   T5 tokens (default 256, FLUX schnell; dev uses 512)\n"
-            "  --offset N, --limit N     prompts [N, N + limit) of the list\n"
-            "  --latents-only    skip the VAE, write the final latents\n"
-            "  --t5-dtype D      T5 weights in memory: stored (default), f32, bf16, f16\n"
-            "  --rng K           torch randn kernel: avx2 (default) or libm (AVX512 machines)\n"
-            "  --threads T       OpenMP threads (default: all cores)\n");
+    fprintf(
+        out,
+        "usage: saeflow flux generate --model DIR (--prompt TEXT | --prompts FILE | --dataset "
+        "SPEC | --embeds FILE) --out DIR [options]\n"
+        "\n"
+        "Generates one image per prompt as diffusers' FluxPipeline does on CPU (F32): the\n"
+        "same seed gives the same initial noise as torch.Generator(\"cpu\").manual_seed(seed).\n"
+        "Writes OUT/rowRRRRRR_seedS.png (R: line number / dataset row / embeds row), or with\n"
+        "--latents-only OUT/rowRRRRRR_seedS.safetensors (\"latents\" (1, C, h, w), unpacked).\n"
+        "\n"
+        "  --model DIR       diffusers FLUX pipeline folder (transformer/, scheduler/, vae/;\n"
+        "                    tokenizer/, text_encoder/, tokenizer_2/, text_encoder_2/ for text)\n"
+        "  --prompt TEXT     one prompt (row 0)\n"
+        "  --prompts FILE    one prompt per line (UTF-8)\n"
+        "  --dataset SPEC    the captions of cc3m:PATTERN, wds:PATTERN or folder:DIR\n"
+        "  --embeds FILE     prompt embeddings written by `saeflow flux encode-prompts`\n"
+        "                    (the text encoders are not loaded)\n"
+        "  --out DIR         output folder (created)\n"
+        "  --size S          height = width = S pixels (default 256; multiple of 16)\n"
+        "  --height H, --width W\n"
+        "  --steps N         Euler steps (default 4)\n"
+        "  --seed S          the seed of every image (default 0)\n"
+        "  --guidance G      guidance scale for guidance-distilled (dev) models (default 3.5)\n"
+        "  --max-sequence-length L   T5 tokens (default 256, FLUX schnell; dev uses 512)\n"
+        "  --offset N, --limit N     prompts [N, N + limit) of the list\n"
+        "  --latents-only    skip the VAE, write the final latents\n"
+        "  --t5-dtype D      T5 weights in memory: stored (default), f32, bf16, f16\n"
+        "  --rng K           torch randn kernel: avx2 (default) or libm (AVX512 machines)\n"
+        "  --threads T       OpenMP threads (default: all cores)\n");
 }
 
 typedef struct {
@@ -68,8 +69,7 @@ static int read_embeds(const char *path, int64_t offset, int64_t limit, float **
     sf_st st;
     if (sf_st_open(&st, path)) return -1;
     const sf_tensor_info *a = sf_st_find(&st, "prompt_embeds"),
-                         *b = sf_st_find(&st, "pooled_prompt_embeds"),
-                         *r = sf_st_find(&st, "rows");
+                         *b = sf_st_find(&st, "pooled_prompt_embeds"), *r = sf_st_find(&st, "rows");
     int rc = 0;
     if (!a || !b || a->ndim != 3 || b->ndim != 2 || a->shape[0] != b->shape[0])
         rc = sf_error("%s: expected prompt_embeds (N, L, J) and pooled_prompt_embeds (N, P) "
@@ -135,13 +135,27 @@ int cli_flux_generate(int argc, char **argv) {
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 'P': prompt = optarg; break;
-        case 'p': prompts = optarg; break;
-        case 'D': dataset = optarg; break;
-        case 'E': embeds = optarg; break;
-        case 'o': outd = optarg; break;
-        case 'l': latents_only = 1; break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'P':
+            prompt = optarg;
+            break;
+        case 'p':
+            prompts = optarg;
+            break;
+        case 'D':
+            dataset = optarg;
+            break;
+        case 'E':
+            embeds = optarg;
+            break;
+        case 'o':
+            outd = optarg;
+            break;
+        case 'l':
+            latents_only = 1;
+            break;
         case 's':
             if (cli_parse_int(CMD, "size", optarg, &size)) return 2;
             break;
@@ -173,7 +187,8 @@ int cli_flux_generate(int argc, char **argv) {
             if (cli_parse_int(CMD, "threads", optarg, &threads)) return 2;
             break;
         case 'R':
-            if (sf_torch_rng_kind_parse(optarg, &rng)) return cli_usage_error(CMD, "%s", sf_errmsg());
+            if (sf_torch_rng_kind_parse(optarg, &rng))
+                return cli_usage_error(CMD, "%s", sf_errmsg());
             break;
         case 'w':
             if (!strcmp(optarg, "stored"))
@@ -187,8 +202,11 @@ int cli_flux_generate(int argc, char **argv) {
             else
                 return cli_usage_error(CMD, "--t5-dtype must be stored, f32, bf16 or f16");
             break;
-        case 'h': usage(stdout); return 0;
-        default: return cli_usage_error(CMD, "unknown option");
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return cli_usage_error(CMD, "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
@@ -198,8 +216,8 @@ int cli_flux_generate(int argc, char **argv) {
     if (height < 0) height = size;
     if (width < 0) width = size;
     if (sf_flux_gen_check_size(height, width)) return cli_usage_error(CMD, "%s", sf_errmsg());
-    if (steps < 1 || steps > 10000 || seed < 0 || offset < 0 || limit < -1 || L < 1 ||
-        L > 100000 || threads < 0 || threads > 4096)
+    if (steps < 1 || steps > 10000 || seed < 0 || offset < 0 || limit < -1 || L < 1 || L > 100000 ||
+        threads < 0 || threads > 4096)
         return cli_usage_error(CMD, "--steps in [1, 10000], --seed >= 0, --offset >= 0, --limit "
                                     ">= 0, --max-sequence-length in [1, 100000], --threads in "
                                     "[0, 4096]");
