@@ -9,10 +9,10 @@
 #include <string.h>
 
 #include "saeflow/clip.h"
-#include "saeflow/clip_bpe.h"
 #include "saeflow/flux_prompts.h"
 #include "saeflow/t5.h"
 #include "saeflow/t5_tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 #define CHUNK 8 /* prompts per forward */
 
