@@ -34,7 +34,12 @@
  *   max         F32 [n]     0 if dead
  *   hist        I64 [n, SF_TOPK_HIST_BINS]
  *   hist_max    F32 [n]     upper edge of the histogram range (0 if dead)
+ *   sample_rows   I64 [n, bins * S]  examples across the activation range: per
+ *   sample_values F32 [n, bins * S]  histogram bin, the S firing rows with the
+ *                                    smallest hash(row, pos) (a sample of the
+ *                                    bin independent of row order); -1 empty
  *   token mode only (see sf_topk_set_tokens):
+ *   sample_pos  I32 [n, bins * S]  token of each sample
  *   topk_pos    I32 [n, N]     token position of each top example (-1 empty)
  *   topk_heat   U8  [n, N, T]  per-token activation, 255 = the example's value
  *   ex_count    I64 [n]        examples where the feature fires
@@ -53,6 +58,14 @@ extern "C" {
 #endif
 
 #define SF_TOPK_HIST_BINS 32
+#define SF_TOPK_SAMPLES 3 /* sampled rows per histogram bin */
+
+typedef struct {
+    uint64_t pri; /* hash(row, pos): the S smallest of a bin are kept */
+    int64_t row;  /* -1: empty */
+    float val;
+    int32_t pos; /* token position, -1 without token mode */
+} sf_topk_sample;
 
 /* ---- online top-k -------------------------------------------------------- */
 
@@ -81,9 +94,12 @@ typedef struct {
     float *pend_val;    /* (n, T) */
     int64_t *ex_count;  /* (n) examples where the feature fires on some token */
     int64_t examples, last_row;
+    sf_topk_sample *samples; /* (n, SF_TOPK_HIST_BINS, SF_TOPK_SAMPLES) */
 } sf_topk;
 
 int sf_topk_init(sf_topk *t, int64_t n, int N);
+/* The sampling priority of a row (and token position, -1 without). */
+uint64_t sf_topk_sample_pri(int64_t row, int32_t pos);
 void sf_topk_free(sf_topk *t);
 
 /* Adds B rows of sparse codes: row b has cnt[b] (or k, when cnt is NULL)
@@ -143,7 +159,12 @@ typedef struct {
     const uint8_t *heat;     /* (n, N, T) */
     const int64_t *ex_count; /* (n) */
     int64_t examples;
-    void *owned[4]; /* aligned copies of the I64 / I32 tensors */
+    /* samples across the range (NULL when absent): (n, bins * S) */
+    int S;
+    const int64_t *sample_rows;
+    const float *sample_values;
+    const int32_t *sample_pos; /* token mode */
+    void *owned[6];            /* aligned copies of the I64 / I32 tensors */
 } sf_topk_file;
 int sf_topk_open(sf_topk_file *f, const char *path);
 void sf_topk_close(sf_topk_file *f);

@@ -30,6 +30,10 @@ int sf_topk_init(sf_topk *t, int64_t n, int N) {
     t->hist = sf_calloc((size_t)n * SF_TOPK_HIST_BINS, sizeof(int64_t));
     t->hist_exp = sf_malloc((size_t)n * sizeof(int32_t));
     t->stamp = sf_malloc((size_t)n * sizeof(int64_t));
+    size_t ns = (size_t)n * SF_TOPK_HIST_BINS * SF_TOPK_SAMPLES;
+    t->samples = sf_malloc(ns * sizeof(sf_topk_sample));
+    for (size_t i = 0; i < ns; i++)
+        t->samples[i] = (sf_topk_sample){0, -1, 0.0f, -1};
     for (int64_t j = 0; j < n; j++) {
         t->hist_exp[j] = INT32_MIN;
         t->stamp[j] = -1;
@@ -47,6 +51,7 @@ void sf_topk_free(sf_topk *t) {
     free(t->hist);
     free(t->hist_exp);
     free(t->stamp);
+    free(t->samples);
     free(t->heap_pos);
     free(t->heap_slot);
     free(t->heat);
@@ -143,7 +148,55 @@ static void hist_widen(int64_t *h, int times) {
 }
 
 /* One firing value v > 0 of feature j in row r. */
-static inline void feature_add(sf_topk *t, int64_t j, float v, int64_t r) {
+/* ---- samples across the activation range ----------------------------------
+ * Per feature and histogram bin, the SF_TOPK_SAMPLES firing rows (tokens)
+ * with the smallest priority hash(row, pos): a uniform-like sample of the bin
+ * that depends only on the set of rows, not their order (a min over a set),
+ * and that merges exactly when bins merge on widening (the S smallest of a
+ * union are among the S smallest of each part). */
+uint64_t sf_topk_sample_pri(int64_t r, int32_t p) {
+    uint64_t x = (uint64_t)r * 0x9E3779B97F4A7C15ull ^ ((uint64_t)(uint32_t)p << 32 | 0x5bd1e995u);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    x *= 0x94D049BB133111EBull;
+    return x ^ (x >> 32);
+}
+/* a before b: lower priority, then lower row, then lower position */
+static inline int sample_before(const sf_topk_sample *a, const sf_topk_sample *b) {
+    return a->pri < b->pri ||
+           (a->pri == b->pri && (a->row < b->row || (a->row == b->row && a->pos < b->pos)));
+}
+/* Inserts into a bin's sorted list of up to S (row -1: empty). */
+static void sample_insert(sf_topk_sample *bin, sf_topk_sample c) {
+    const int S = SF_TOPK_SAMPLES;
+    if (bin[S - 1].row >= 0 && !sample_before(&c, &bin[S - 1])) return;
+    int i = S - 1;
+    while (i > 0 && (bin[i - 1].row < 0 || sample_before(&c, &bin[i - 1]))) {
+        bin[i] = bin[i - 1];
+        i--;
+    }
+    bin[i] = c;
+}
+/* Widening the histogram merges bins 2i and 2i+1 into i (see hist_widen). */
+static void samples_widen(sf_topk_sample *s, int times) {
+    const int S = SF_TOPK_SAMPLES, B = SF_TOPK_HIST_BINS;
+    if (times > HIST_BITS) times = HIST_BITS + 1;
+    for (int k = 0; k < times; k++) {
+        for (int i = 0; i < B / 2; i++) {
+            sf_topk_sample tmp[2 * SF_TOPK_SAMPLES];
+            memcpy(tmp, s + 2 * i * S, sizeof tmp);
+            for (int q = 0; q < S; q++)
+                s[i * S + q].row = -1;
+            for (int q = 0; q < 2 * S; q++)
+                if (tmp[q].row >= 0) sample_insert(s + i * S, tmp[q]);
+        }
+        for (int i = B / 2 * S; i < B * S; i++)
+            s[i].row = -1;
+    }
+}
+
+static inline void feature_add(sf_topk *t, int64_t j, float v, int64_t r, int32_t p) {
     if (!t->T)
         heap_offer(t->heap_val + j * t->N, t->heap_row + j * t->N, NULL, NULL, &t->heap_len[j],
                    t->N, v, r, 0);
@@ -157,12 +210,15 @@ static inline void feature_add(sf_topk *t, int64_t j, float v, int64_t r) {
         t->hist_exp[j] = e;
     } else if (e > t->hist_exp[j]) {
         hist_widen(h, e - t->hist_exp[j]);
+        samples_widen(t->samples + j * SF_TOPK_HIST_BINS * SF_TOPK_SAMPLES, e - t->hist_exp[j]);
         t->hist_exp[j] = e;
     }
     /* exact power-of-two scaling: v * 2^(BITS - exp) in [0, BINS) */
     int bin = (int)ldexpf(v, HIST_BITS - t->hist_exp[j]);
     if (bin >= SF_TOPK_HIST_BINS) bin = SF_TOPK_HIST_BINS - 1; /* unreachable; belt and braces */
     h[bin]++;
+    sf_topk_sample c = {sf_topk_sample_pri(r, p), r, v, p};
+    sample_insert(t->samples + (j * SF_TOPK_HIST_BINS + bin) * SF_TOPK_SAMPLES, c);
 }
 
 /* Token mode: the example feature j collected is complete; offer it (its
@@ -248,7 +304,7 @@ int sf_topk_add_sparse(sf_topk *t, int64_t B, int k, const int32_t *idx, const f
                 int64_t j = idx[b * k + i];
                 float v = val[b * k + i];
                 if (j < f0 || j >= f1 || !(v > 0)) continue;
-                feature_add(t, j, v, r);
+                feature_add(t, j, v, r, -1);
             }
         }
     }
@@ -286,7 +342,7 @@ int sf_topk_add_tokens(sf_topk *t, int64_t B, int k, const int32_t *idx, const f
                 int64_t j = idx[b * k + i];
                 float v = val[b * k + i];
                 if (j < f0 || j >= f1 || !(v > 0)) continue;
-                feature_add(t, j, v, rows[b]);
+                feature_add(t, j, v, rows[b], pos[b]);
                 token_add(t, j, v, rows[b], pos[b]);
             }
         }
@@ -311,7 +367,7 @@ int sf_topk_add_dense(sf_topk *t, const float *z, int64_t B, int64_t row0, const
             int64_t r = rows ? rows[b] : row0 + b;
             const float *zb = z + b * n; // (n)
             for (int64_t j = f0; j < f1; j++)
-                if (zb[j] > 0) feature_add(t, j, zb[j], r);
+                if (zb[j] > 0) feature_add(t, j, zb[j], r, -1);
         }
     }
     t->rows += B;
@@ -397,6 +453,20 @@ int sf_topk_write(sf_topk *t, const char *path, const char *const *meta) {
     sf_stw_add(w, "max", SF_DT_F32, 1, s1, t->max);
     sf_stw_add(w, "hist", SF_DT_I64, 2, sh, t->hist);
     sf_stw_add(w, "hist_max", SF_DT_F32, 1, s1, hist_max);
+    /* samples: (n, bins * S), bin-major, each bin's in priority order */
+    const size_t ns = (size_t)n * SF_TOPK_HIST_BINS * SF_TOPK_SAMPLES;
+    int64_t *srow = sf_malloc(ns * sizeof(int64_t));
+    float *sval = sf_malloc(ns * sizeof(float));
+    int32_t *spos = sf_malloc(ns * sizeof(int32_t));
+    for (size_t i = 0; i < ns; i++) {
+        srow[i] = t->samples[i].row;
+        sval[i] = t->samples[i].row >= 0 ? t->samples[i].val : 0.0f;
+        spos[i] = t->samples[i].row >= 0 ? t->samples[i].pos : -1;
+    }
+    int64_t ss[2] = {n, SF_TOPK_HIST_BINS * SF_TOPK_SAMPLES};
+    sf_stw_add(w, "sample_rows", SF_DT_I64, 2, ss, srow);
+    sf_stw_add(w, "sample_values", SF_DT_F32, 2, ss, sval);
+    if (T) sf_stw_add(w, "sample_pos", SF_DT_I32, 2, ss, spos);
     int64_t s3[3] = {n, N, T};
     char buf[64];
     if (T) {
@@ -430,6 +500,9 @@ int sf_topk_write(sf_topk *t, const char *path, const char *const *meta) {
     free(rows);
     free(pos);
     free(heat);
+    free(srow);
+    free(sval);
+    free(spos);
     free(density);
     free(mean);
     free(hist_max);
@@ -507,6 +580,46 @@ static int open_tokens(sf_topk_file *f) {
     return 0;
 }
 
+/* The samples across the activation range, when the file has them. */
+static int open_samples(sf_topk_file *f) {
+    const sf_st *st = &f->st;
+    const sf_tensor_info *tr = sf_st_find(st, "sample_rows");
+    if (tr->ndim != 2 || tr->shape[1] % f->bins || tr->shape[1] / f->bins < 1 ||
+        tr->shape[1] / f->bins > 64)
+        return sf_error("%s: tensor 'sample_rows': bad shape", st->path);
+    const int64_t w = tr->shape[1];
+    if (!need(st, "sample_rows", SF_DT_I64, 2, f->n, w)) return -1;
+    int64_t s2[2] = {f->n, w};
+    float *own = NULL;
+    f->sample_values = sf_st_get_f32(st, "sample_values", 2, s2, &own);
+    if (own) {
+        free(own);
+        f->sample_values = NULL;
+    }
+    if (!f->sample_values)
+        return sf_error("%s: tensor 'sample_values' must be F32 [%lld, %lld]", st->path,
+                        (long long)f->n, (long long)w);
+    int64_t *rows = sf_malloc((size_t)tr->nbytes + 8);
+    memcpy(rows, tr->data, tr->nbytes);
+    f->owned[4] = rows;
+    f->sample_rows = rows;
+    f->S = (int)(w / f->bins);
+    for (int64_t i = 0; i < f->n * w; i++)
+        if (rows[i] < -1) return sf_error("%s: tensor 'sample_rows': negative row", st->path);
+    if (f->T) {
+        const sf_tensor_info *tp = need(st, "sample_pos", SF_DT_I32, 2, f->n, w);
+        if (!tp) return -1;
+        int32_t *pos = sf_malloc((size_t)tp->nbytes + 8);
+        memcpy(pos, tp->data, tp->nbytes);
+        f->owned[5] = pos;
+        f->sample_pos = pos;
+        for (int64_t i = 0; i < f->n * w; i++)
+            if (pos[i] < -1 || pos[i] >= f->T)
+                return sf_error("%s: tensor 'sample_pos': position out of range", st->path);
+    }
+    return 0;
+}
+
 int sf_topk_open(sf_topk_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     if (sf_st_open(&f->st, path)) return -1;
@@ -552,6 +665,7 @@ int sf_topk_open(sf_topk_file *f, const char *path) {
     const char *r = sf_st_meta(st, "rows");
     f->rows = r ? strtoll(r, NULL, 10) : 0;
     if (sf_st_find(st, "topk_pos") && open_tokens(f)) goto fail;
+    if (sf_st_find(st, "sample_rows") && open_samples(f)) goto fail;
     for (int64_t i = 0; i < f->n * f->N; i++)
         if (f->row_ids[i] < -1) {
             sf_error("%s: tensor 'topk_rows': negative row id %lld", path,
@@ -570,7 +684,7 @@ fail:
 }
 
 void sf_topk_close(sf_topk_file *f) {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         free(f->owned[i]);
     if (f->st.path || f->st.map) sf_st_close(&f->st);
     memset(f, 0, sizeof *f);

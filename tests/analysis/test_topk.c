@@ -235,6 +235,65 @@ TEST(file_round_trip) {
     }
 }
 
+/* Samples across the range: per bin, the S rows of smallest priority, the
+ * same for any batch size and thread count. */
+static int samp_cmp(const void *a, const void *b) {
+    const sf_topk_sample *x = a, *y = b;
+    if (x->pri != y->pri) return x->pri < y->pri ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+TEST(samples_across_range) {
+    enum { S = SF_TOPK_SAMPLES, NB = SF_TOPK_HIST_BINS };
+    static sf_topk_sample ref[NF * NB * S];
+    static const int batches[] = {ROWS, 1, 13};
+    static const int threads[] = {1, 4, 3};
+    for (int v = 0; v < 3; v++) {
+        omp_set_num_threads(threads[v]);
+        sf_topk t;
+        CHECK(sf_topk_init(&t, NF, KEEP) == 0);
+        for (int b0 = 0; b0 < ROWS; b0 += batches[v]) {
+            int B = ROWS - b0 < batches[v] ? ROWS - b0 : batches[v];
+            CHECK(sf_topk_add_sparse(&t, B, K, &IDX[b0][0], &VAL[b0][0], &CNT[b0], 0, &RID[b0]) ==
+                  0);
+        }
+        if (v == 0) {
+            memcpy(ref, t.samples, sizeof ref);
+            /* brute force over the final histogram range */
+            int checked = 0;
+            for (int j = 0; j < NF; j++) {
+                static sf_topk_sample c[NB][ROWS];
+                int nc[NB] = {0};
+                for (int b = 0; b < ROWS; b++) {
+                    float z = Z[b][j];
+                    if (!(z > 0)) continue;
+                    int bin = (int)ldexpf(z, 5 - t.hist_exp[j]);
+                    c[bin][nc[bin]++] =
+                        (sf_topk_sample){sf_topk_sample_pri(RID[b], -1), RID[b], z, -1};
+                }
+                for (int q = 0; q < NB; q++) {
+                    qsort(c[q], (size_t)nc[q], sizeof(sf_topk_sample), samp_cmp);
+                    CHECK(nc[q] == t.hist[j * NB + q]);
+                    for (int i = 0; i < S; i++) {
+                        const sf_topk_sample *got = &t.samples[(j * NB + q) * S + i];
+                        if (i < nc[q]) {
+                            CHECK(got->row == c[q][i].row && got->val == c[q][i].val);
+                            checked++;
+                        } else
+                            CHECK(got->row == -1);
+                    }
+                }
+            }
+            CHECK(checked > 100);
+        } else {
+            CHECK_MSG(memcmp(ref, t.samples, sizeof ref) == 0,
+                      "samples differ, batch %d threads %d", batches[v], threads[v]);
+        }
+        sf_topk_free(&t);
+    }
+    omp_set_num_threads(1);
+}
+
 /* Token mode: EX examples of TT tokens (CLS + a 2x2 grid) against a
  * brute-force per-example max / argmax / heat map, for batches that cut
  * examples apart and several thread counts; then the file round trip. */
@@ -356,6 +415,7 @@ static void token_mode(void) {
 int main(void) {
     make_data();
     RUN(token_mode);
+    RUN(samples_across_range);
     RUN(against_brute_force);
     RUN(independent_of_batch_threads_form);
     RUN(bad_input);
