@@ -484,6 +484,7 @@
       }
       topCard.appendChild(f.top.length ? grid : el("p", { "class": "muted", text: "Never fired." }));
       app.appendChild(topCard);
+      if (f.range && f.top.length) app.appendChild(rangeCard(f));
     });
   }
 
@@ -502,6 +503,32 @@
         style: "grid-row:" + (r + 1) + ";grid-column:" + (c + 1) + ";opacity:" + (0.15 + 0.7 * pairs[i + 1] / 255).toFixed(3) }));
     }
     return box;
+  }
+  /* Examples from each quartile of the firing values (a sample of the rows in
+   * the histogram bins of that quartile), weakest first: what the feature
+   * does when it fires weakly, not only at its peak. */
+  function rangeCard(f) {
+    var card = el("div", { "class": "card", id: "range" }, [el("h2", { text: "Examples across the activation range" }),
+      el("p", { "class": "muted small", text: "A few " + (TOK ? "tokens" : "rows") + " sampled from each quarter of the " +
+        (TOK ? "tokens" : "rows") + " where the feature fires, by activation" + (TOK ? " (the marked patch is the token)" : "") + "." })]);
+    var names = ["0–25%", "25–50%", "50–75%", "75–100%"];
+    f.range.forEach(function (q, qi) {
+      var strip = el("div", { "class": "rstrip" });
+      q[2].forEach(function (t) {
+        var wrap = el("div", { "class": "imgwrap" }, [t[2] ? el("img", { src: imgSrc(t[0]), alt: "row " + t[0], loading: "lazy" }) : null]);
+        if (TOK && t.length > 4) {
+          var hm = heatMap(t[4], [t[4], 255]);
+          if (hm) wrap.appendChild(hm);
+        }
+        wrap.appendChild(el("span", { "class": "val", text: fmt(t[1]) }));
+        strip.appendChild(el("div", { "class": "tile small-tile", "data-row": t[0], title: (t[3] || "") + " (row " + t[0] + ")" }, [wrap,
+          el("div", { "class": "cap", text: t[3] != null ? t[3] : "(no caption)" })]));
+      });
+      card.appendChild(el("div", { "class": "rrow", "data-quartile": qi }, [
+        el("div", { "class": "rlabel" }, [el("b", { text: names[qi] }), el("span", { "class": "muted small", text: q[2].length ? fmt(q[0]) + " – " + fmt(q[1]) : "" })]),
+        q[2].length ? strip : el("span", { "class": "muted small", text: "no rows" })]));
+    });
+    return card;
   }
   /* the tokens outside the grid (CLIP: the CLS token) and where the peak is */
   function tokenLine(v, best, pairs) {

@@ -193,6 +193,8 @@ typedef struct {
     int min_word_rows;         /* search: a word must be in this many of a feature's top
                                   captions (0: 2 when N >= 8, else 1) */
     int quiet;                 /* no progress output */
+    int range_per_quartile;    /* examples shown per activation quartile, from the top-k
+                                  file's samples (0: 3; < 0: none) */
 } sf_explore_opts;
 
 int sf_explore_build(const sf_explore_opts *o);

@@ -384,6 +384,66 @@ static void cooccurrence(const sf_topk_file *tk, const int64_t *urows, int64_t n
     free(feat);
 }
 
+/* Examples across the activation range: the firing rows of a feature split
+ * into quartiles by the histogram (a bin goes to the quartile holding its
+ * middle row), and from the samples of each quartile's bins (see
+ * sf_topk_sample) up to per_q rows spread over its values. */
+typedef struct {
+    int64_t row;
+    float val;
+    int32_t pos;
+} range_pick;
+typedef struct {
+    double lo, hi; /* value range of the quartile's bins */
+    int n;         /* picks */
+} range_q;
+
+static int pick_cmp(const void *a, const void *b) {
+    const range_pick *x = a, *y = b;
+    if (x->val != y->val) return x->val < y->val ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+static void range_select(const sf_topk_file *tk, int64_t j, int per_q, range_q *qs,
+                         range_pick *out) {
+    const int bins = tk->bins, S = tk->S;
+    const int64_t *h = tk->hist + j * bins;
+    int64_t total = 0;
+    for (int b = 0; b < bins; b++)
+        total += h[b];
+    const double w = tk->hist_max[j] / bins;
+    range_pick *all = sf_malloc((size_t)(bins * S) * sizeof(range_pick) + 1);
+    for (int q = 0; q < 4; q++)
+        qs[q] = (range_q){0, 0, 0};
+    int64_t cum = 0;
+    int q_of[4096];
+    for (int b = 0; b < bins; b++) {
+        q_of[b] = total ? (int)((4 * (2 * cum + h[b])) / (2 * total)) : 0;
+        if (q_of[b] > 3) q_of[b] = 3;
+        cum += h[b];
+    }
+    for (int q = 0; q < 4; q++) {
+        int m = 0, first = 1;
+        for (int b = 0; b < bins; b++) {
+            if (q_of[b] != q || !h[b]) continue;
+            if (first) qs[q].lo = b * w, first = 0;
+            qs[q].hi = (b + 1) * w;
+            for (int i = 0; i < S; i++) {
+                int64_t k = j * bins * S + (int64_t)b * S + i;
+                if (tk->sample_rows[k] < 0) continue;
+                all[m++] = (range_pick){tk->sample_rows[k], tk->sample_values[k],
+                                        tk->sample_pos ? tk->sample_pos[k] : -1};
+            }
+        }
+        qsort(all, (size_t)m, sizeof(range_pick), pick_cmp);
+        int take = m < per_q ? m : per_q;
+        for (int i = 0; i < take; i++) /* evenly over the sorted values */
+            out[q * per_q + i] = all[take > 1 ? (int64_t)i * (m - 1) / (take - 1) : m / 2];
+        qs[q].n = take;
+    }
+    free(all);
+}
+
 int sf_explore_build(const sf_explore_opts *o) {
     const char *out = o->out_dir;
     int thumb = o->thumb_size > 0 ? o->thumb_size : 160;
@@ -403,6 +463,8 @@ int sf_explore_build(const sf_explore_opts *o) {
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
     int64_t n_thumbs = 0;
     int32_t *co_idx = NULL, *co_cnt = NULL;
+    range_pick *picks = NULL;
+    range_q *quart = NULL;
     size_t n_words = 0;
     sf_sbuf b = {0};
     word_map wm = {0};
@@ -451,10 +513,22 @@ int sf_explore_build(const sf_explore_opts *o) {
     }
     if (log_path && read_curves(log_path, &cv)) goto done;
 
-    /* unique rows of all top-k lists */
-    urows = sf_malloc((size_t)(n * N) * sizeof(int64_t) + 8);
+    /* unique rows of all top-k lists and of the range samples shown */
+    const int per_q = o->range_per_quartile == 0  ? 3
+                      : o->range_per_quartile > 0 ? o->range_per_quartile
+                                                  : 0;
+    const int64_t sw = tk.sample_rows && per_q ? (int64_t)tk.bins * tk.S : 0;
+    urows = sf_malloc((size_t)(n * (N + sw)) * sizeof(int64_t) + 8);
     for (int64_t i = 0; i < n * N; i++)
         if (tk.row_ids[i] >= 0) urows[nu++] = tk.row_ids[i];
+    picks = sw ? sf_malloc((size_t)n * 4 * (size_t)per_q * sizeof(range_pick)) : NULL;
+    quart = sw ? sf_malloc((size_t)n * 4 * sizeof(range_q)) : NULL;
+    for (int64_t j = 0; sw && j < n; j++) {
+        range_select(&tk, j, per_q, quart + j * 4, picks + j * 4 * per_q);
+        for (int q = 0; q < 4; q++)
+            for (int i = 0; i < quart[j * 4 + q].n; i++)
+                urows[nu++] = picks[(j * 4 + q) * per_q + i].row;
+    }
     qsort(urows, (size_t)nu, sizeof(int64_t), i64_cmp);
     {
         int64_t w = 0;
@@ -720,6 +794,28 @@ int sf_explore_build(const sf_explore_opts *o) {
                     sf_explore_json_num(&b, nb_cos[j * m_nb + q]);
                     sf_sb_put(&b, "]", 1);
                 }
+            if (sw) { /* [[lo, hi, [[row, value, has_img, caption(, pos)], ...]], x4] */
+                sf_sb_puts(&b, "],\"range\":[");
+                for (int q = 0; q < 4; q++) {
+                    const range_q *rq = &quart[j * 4 + q];
+                    sf_sb_puts(&b, q ? ",[" : "[");
+                    sf_explore_json_num(&b, rq->lo);
+                    sf_sb_put(&b, ",", 1);
+                    sf_explore_json_num(&b, rq->hi);
+                    sf_sb_puts(&b, ",[");
+                    for (int i = 0; i < rq->n; i++) {
+                        const range_pick *pk = &picks[(j * 4 + q) * per_q + i];
+                        int64_t p = row_pos(urows, nu, pk->row);
+                        sf_sb_printf(&b, "%s[%lld,", i ? "," : "", (long long)pk->row);
+                        sf_explore_json_num(&b, pk->val);
+                        sf_sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
+                        sf_explore_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                        if (tk.T) sf_sb_printf(&b, ",%d", pk->pos);
+                        sf_sb_put(&b, "]", 1);
+                    }
+                    sf_sb_puts(&b, "]]");
+                }
+            }
             sf_sb_puts(&b, "],\"co\":[");
             for (int q = 0; q < CO_M && co_idx[j * CO_M + q] >= 0; q++)
                 sf_sb_printf(&b, "%s[%d,%d]", q ? "," : "", co_idx[j * CO_M + q],
@@ -750,6 +846,8 @@ done:
     free(nb_cos);
     free(co_idx);
     free(co_cnt);
+    free(picks);
+    free(quart);
     free(log_path);
     curves_free(&cv);
     sf_sb_free(&b);
