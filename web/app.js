@@ -500,7 +500,7 @@
       if (p < 0 || p >= gh * gw) continue;
       var r = Math.floor(p / gw), c = p % gw;
       box.appendChild(el("i", { "class": "hc" + (pairs[i] === best ? " peak" : ""), "data-pos": pairs[i], "data-r": r, "data-c": c,
-        style: "grid-row:" + (r + 1) + ";grid-column:" + (c + 1) + ";opacity:" + (0.15 + 0.7 * pairs[i + 1] / 255).toFixed(3) }));
+        style: "grid-row:" + (r + 1) + ";grid-column:" + (c + 1) + ";opacity:" + (0.08 + 0.5 * pairs[i + 1] / 255).toFixed(3) }));
     }
     return box;
   }
