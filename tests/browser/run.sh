@@ -91,6 +91,9 @@ check "top image files exist" [ $missing = 0 ]
 check "activation histogram rendered" grep -q 'id="hist-chart"' "$W/feature.dom"
 check "decoder neighbours listed" grep -q 'id="neighbours"' "$W/feature.dom"
 check "frequent caption words listed" grep -q 'id="common-words"' "$W/feature.dom"
+check "co-occurring features card" grep -q 'Co-occurring features' "$W/feature.dom"
+check "examples across the range (4 quartiles)" [ "$(grep -o 'class="rrow" data-quartile' "$W/feature.dom" | wc -l)" = 4 ]
+check "label / note fields and export" grep -q 'id="note-label".*id="note-text".*id="notes-export"' "$W/feature.dom"
 
 # per-token site: image i has its white patch in cell q = (5i + 1) % 16 of the
 # 4x4 grid; feature 0 is the patch brightness, features 3..5 never fire
@@ -101,9 +104,11 @@ TF="$SRC/fixtures/analysis/tokens"
     --checkpoint "$TF/sae" --title "" --quiet || die "saeflow explore (tokens)"
 TURL="file://$W/site_tok/index.html"
 chrome --dump-dom "$TURL#f=0" > "$W/tok.dom" || die "chromium token page"
-tiles=$(grep -o 'class="tile" data-row="[0-9]*"' "$W/tok.dom" | grep -o '[0-9]*"$' | tr -d '"')
+tiles=$(tr -d '\n' < "$W/tok.dom" | sed 's/id="range".*//' | grep -o 'class="tile" data-row="[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"')
 check "token page shows the 8 images once each" [ "$(echo $tiles | wc -w)" = 8 -a "$(echo "$tiles" | sort -u | wc -l)" = 8 ]
-check "heat maps rendered (8)" [ "$(grep -o 'class="heat"' "$W/tok.dom" | wc -l)" = 8 ]
+# (the top-rows card comes before the range examples, whose tiles mark their token)
+check "heat maps rendered on the 8 top images" [ "$(tr -d '\n' < "$W/tok.dom" | sed 's/id="range".*//' | grep -o 'class="heat"' | wc -l)" = 8 ]
+check "range examples mark their token" grep -q 'id="range".*class="heat"' "$W/tok.dom"
 ok=1
 for i in $tiles; do
     q=$(((5 * i + 1) % 16))
