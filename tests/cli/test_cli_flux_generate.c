@@ -102,6 +102,17 @@ TEST(generate) {
     }
     sf_st_close(&got);
     CHECK(!test_file_exists(cmdf("%s/l/row000001_seed42.safetensors", tmp)));
+    /* a dataset's captions: files named by dataset row */
+    rc = test_run(
+        cmdf("'" SF_EXE "' flux generate --model '" FIX "schnell' --dataset 'cc3m:" SF_SOURCE_DIR
+             "/fixtures/data/recap_snappy_dict_v1.parquet' --offset 1 --limit 2 --size 16 "
+             "--steps 1 --max-sequence-length 8 --latents-only --seed 3 --out '%s/ds'",
+             tmp),
+        NULL);
+    CHECK(rc == 0);
+    CHECK(test_file_exists(cmdf("%s/ds/row000001_seed3.safetensors", tmp)));
+    CHECK(test_file_exists(cmdf("%s/ds/row000002_seed3.safetensors", tmp)));
+    CHECK(!test_file_exists(cmdf("%s/ds/row000000_seed3.safetensors", tmp)));
     sf_st_close(&want);
 }
 
