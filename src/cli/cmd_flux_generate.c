@@ -58,8 +58,9 @@ typedef struct {
 
 static int on_step(void *ctx, int step, const float *x, int64_t B, int64_t N, int64_t C4) {
     progress_ctx *p = ctx;
-    (void)step, (void)x, (void)B, (void)N, (void)C4;
-    sf_progress_update(p->bar, ++p->done, NULL);
+    (void)step, (void)x, (void)N, (void)C4;
+    p->done += (uint64_t)B; // one step of B prompts
+    sf_progress_update(p->bar, p->done, NULL);
     return 0;
 }
 
@@ -119,6 +120,7 @@ int cli_flux_generate(int argc, char **argv) {
                                          {"offset", required_argument, 0, 'O'},
                                          {"limit", required_argument, 0, 'n'},
                                          {"latents-only", no_argument, 0, 'l'},
+                                         {"batch", required_argument, 0, 'b'},
                                          {"t5-dtype", required_argument, 0, 'w'},
                                          {"rng", required_argument, 0, 'R'},
                                          {"threads", required_argument, 0, 't'},
@@ -127,7 +129,7 @@ int cli_flux_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompts = NULL, *dataset = NULL, *embeds = NULL,
                *outd = NULL;
     long long size = 256, height = -1, width = -1, steps = 4, seed = 0, L = 256, offset = 0,
-              limit = -1, threads = 0;
+              limit = -1, threads = 0, batch = 1;
     double guidance = 3.5;
     int latents_only = 0, c;
     sf_dtype t5_dt = SF_T5_AS_STORED;
@@ -174,6 +176,9 @@ int cli_flux_generate(int argc, char **argv) {
         case 'g':
             if (cli_parse_double(CMD, "guidance", optarg, &guidance)) return 2;
             break;
+        case 'b':
+            if (cli_parse_int(CMD, "batch", optarg, &batch)) return 2;
+            break;
         case 'L':
             if (cli_parse_int(CMD, "max-sequence-length", optarg, &L)) return 2;
             break;
@@ -216,9 +221,10 @@ int cli_flux_generate(int argc, char **argv) {
     if (height < 0) height = size;
     if (width < 0) width = size;
     if (sf_flux_gen_check_size(height, width)) return cli_usage_error(CMD, "%s", sf_errmsg());
-    if (steps < 1 || steps > 10000 || seed < 0 || offset < 0 || limit < -1 || L < 1 || L > 100000 ||
-        threads < 0 || threads > 4096)
-        return cli_usage_error(CMD, "--steps in [1, 10000], --seed >= 0, --offset >= 0, --limit "
+    if (steps < 1 || steps > 10000 || seed < 0 || batch < 1 || batch > 4096 || offset < 0 ||
+        limit < -1 || L < 1 || L > 100000 || threads < 0 || threads > 4096)
+        return cli_usage_error(CMD, "--steps in [1, 10000], --seed >= 0, --batch in [1, 4096], "
+                                    "--offset >= 0, --limit "
                                     ">= 0, --max-sequence-length in [1, 100000], --threads in "
                                     "[0, 4096]");
     sf_kernels_set_threads((int)threads);
@@ -280,40 +286,51 @@ int cli_flux_generate(int argc, char **argv) {
         o.on_step = on_step, o.step_ctx = &pc;
         const int64_t C4 = sf_flux_get_config(g->flux)->in_channels, C = C4 / 4,
                       h = sf_flux_latent_side(height), w = sf_flux_latent_side(width);
-        float *lat = sf_malloc((size_t)(C4 * h * w / 4) * sizeof(float)),
+        float *lat = sf_malloc((size_t)(batch * C4 * h * w / 4) * sizeof(float)),
               *unp = sf_malloc((size_t)(C4 * h * w / 4) * sizeof(float));
-        uint8_t *rgb = latents_only ? NULL : sf_malloc((size_t)(height * width * 3));
+        uint8_t *rgb = latents_only ? NULL : sf_malloc((size_t)(batch * height * width * 3));
         const uint64_t s = (uint64_t)seed;
         double t0 = sf_now();
-        for (int64_t i = 0; i < n && !rc; i++) {
-            rc = sf_flux_generate(g, &o, 1, T, pe + i * T * J, po + i * P, &s, NULL, lat, rgb);
+        uint64_t *seeds = sf_malloc((size_t)batch * sizeof(uint64_t));
+        for (int64_t j = 0; j < batch; j++)
+            seeds[j] = s; // every prompt gets the same seed (as one pipe(prompt) call each)
+        for (int64_t i0 = 0; i0 < n && !rc; i0 += batch) {
+            const int64_t bs = n - i0 < batch ? n - i0 : batch;
+            rc =
+                sf_flux_generate(g, &o, bs, T, pe + i0 * T * J, po + i0 * P, seeds, NULL, lat, rgb);
             if (rc) {
-                sf_error_prefix("row %lld", (long long)rows[i]);
+                sf_error_prefix("rows %lld..%lld", (long long)rows[i0],
+                                (long long)rows[i0 + bs - 1]);
                 break;
             }
-            char name[96];
-            snprintf(name, sizeof name, "row%06lld_seed%llu.%s", (long long)rows[i],
-                     (unsigned long long)s, latents_only ? "safetensors" : "png");
-            char *path = sf_path_join(outd, name);
-            if (latents_only) {
-                sf_flux_unpack_latents(lat, 1, C, h, w, unp);
-                sf_st_writer *wr = sf_stw_new();
-                const int64_t shp[4] = {1, C, h, w};
-                char buf[64];
-                snprintf(buf, sizeof buf, "%llu", (unsigned long long)s);
-                sf_stw_meta(wr, "seed", buf);
-                snprintf(buf, sizeof buf, "%lld", (long long)rows[i]);
-                sf_stw_meta(wr, "row", buf);
-                snprintf(buf, sizeof buf, "%lld", steps);
-                sf_stw_meta(wr, "steps", buf);
-                if (pl.n) sf_stw_meta(wr, "prompt", pl.s[i]);
-                rc = sf_stw_add(wr, "latents", SF_DT_F32, 4, shp, unp) || sf_stw_write(wr, path);
-                sf_stw_free(wr);
-            } else {
-                rc = sf_png_write(path, rgb, (int)width, (int)height);
+            for (int64_t j = 0; j < bs && !rc; j++) {
+                const int64_t i = i0 + j;
+                char name[96];
+                snprintf(name, sizeof name, "row%06lld_seed%llu.%s", (long long)rows[i],
+                         (unsigned long long)s, latents_only ? "safetensors" : "png");
+                char *path = sf_path_join(outd, name);
+                if (latents_only) {
+                    sf_flux_unpack_latents(lat + j * C4 * h * w / 4, 1, C, h, w, unp);
+                    sf_st_writer *wr = sf_stw_new();
+                    const int64_t shp[4] = {1, C, h, w};
+                    char buf[64];
+                    snprintf(buf, sizeof buf, "%llu", (unsigned long long)s);
+                    sf_stw_meta(wr, "seed", buf);
+                    snprintf(buf, sizeof buf, "%lld", (long long)rows[i]);
+                    sf_stw_meta(wr, "row", buf);
+                    snprintf(buf, sizeof buf, "%lld", steps);
+                    sf_stw_meta(wr, "steps", buf);
+                    if (pl.n) sf_stw_meta(wr, "prompt", pl.s[i]);
+                    rc =
+                        sf_stw_add(wr, "latents", SF_DT_F32, 4, shp, unp) || sf_stw_write(wr, path);
+                    sf_stw_free(wr);
+                } else {
+                    rc = sf_png_write(path, rgb + j * height * width * 3, (int)width, (int)height);
+                }
+                free(path);
             }
-            free(path);
         }
+        free(seeds);
         sf_progress_finish(&bar, NULL);
         if (!rc)
             fprintf(stderr, "saeflow %s: %lld images, %lld steps, %.2f s per image -> %s\n", CMD,

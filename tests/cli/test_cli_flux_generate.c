@@ -1,6 +1,6 @@
 /* saeflow flux generate on the tiny diffusers FLUX pipelines
  * (fixtures/flux-pipe, tools/make_flux_pipeline_fixture.py): PNGs from a
- * prompt file, a single prompt (dev-style: guidance, dynamic shift) and an
+ * prompt file (batch 1 and 2), a single prompt (dev-style: guidance, dynamic shift) and an
  * encode-prompts file (latents only), against FluxPipeline's images (+-1)
  * and latents (<= 1e-4 relative); bad inputs fail clearly, leaving nothing. */
 #include <stdarg.h>
@@ -61,6 +61,17 @@ TEST(generate) {
     int d0 = png_diff(cmdf("%s/a/row000000_seed42.png", tmp), &want, "schnell_4.image"),
         d1 = png_diff(cmdf("%s/a/row000001_seed42.png", tmp), &want, "schnell_4b.image");
     fprintf(stderr, "  schnell 4 steps: max |diff| %d, %d\n", d0, d1);
+    CHECK(d0 >= 0 && d0 <= 1 && d1 >= 0 && d1 <= 1);
+    /* both prompts in one forward (--batch 2): the same images */
+    rc = test_run(cmdf("'" SF_EXE "' flux generate --model '" FIX "schnell' --prompts "
+                       "'%s/p.txt' --height 48 --width 64 --steps 4 --seed 42 --batch 2 "
+                       "--max-sequence-length 16 --out '%s/b'",
+                       tmp, tmp),
+                  NULL);
+    CHECK(rc == 0);
+    d0 = png_diff(cmdf("%s/b/row000000_seed42.png", tmp), &want, "schnell_4.image");
+    d1 = png_diff(cmdf("%s/b/row000001_seed42.png", tmp), &want, "schnell_4b.image");
+    fprintf(stderr, "  schnell 4 steps, batch 2: max |diff| %d, %d\n", d0, d1);
     CHECK(d0 >= 0 && d0 <= 1 && d1 >= 0 && d1 <= 1);
     /* dev-style: guidance embeds, dynamic shift, one prompt */
     rc = test_run(cmdf("'" SF_EXE "' flux generate --model '" FIX "dev' --prompt 'a red cube on a "
