@@ -4,6 +4,8 @@ tokenizer needs, exactly as Hugging Face `tokenizers` sees them.
 
     /work/venv/bin/python tools/make_unicode_tables.py [--out src/text]
 
+Needs tokenizers (the reference's version: 0.23.3 here) and unicodedata2 (pip).
+
 tokenizers (CLIPTokenizerFast) runs NFC (the Rust crate unicode-normalization),
 Replace(\\s+ -> " ") and the split regex (Oniguruma, built into the onig crate)
 and Lowercase (Rust's char::to_lowercase). Each has its own Unicode version,
