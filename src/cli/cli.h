@@ -119,6 +119,7 @@ void cli_paths_free(cli_paths *p);
     X(help, "show commands, or `saeflow help <cmd>` for one")                                      \
     X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")               \
     X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")              \
+    X(flux, "run the FLUX.1 transformer on given inputs -> activations at any block")              \
     X(train, "train a sparse autoencoder (topk, standard, gated, jumprelu, ...)")                  \
     X(encode, "activations -> sparse SAE codes (CSR safetensors)")                                 \
     X(decode, "SAE codes -> reconstructed activations")                                            \
@@ -135,5 +136,9 @@ void cli_paths_free(cli_paths *p);
 #define X(name, desc) int cmd_##name(int argc, char **argv);
 SF_COMMANDS(X)
 #undef X
+
+/* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
+ * before the command table so it works with or without a `flux` command. */
+int cli_flux_encode_prompts(int argc, char **argv);
 
 #endif

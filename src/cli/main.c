@@ -208,6 +208,10 @@ int main(int argc, char **argv) {
         printf("saeflow %s\n", SF_VERSION);
         return 0;
     }
+    if (argc >= 3 && !strcmp(argv[1], "flux") && !strcmp(argv[2], "encode-prompts")) {
+        optind = 1;
+        return cli_flux_encode_prompts(argc - 2, argv + 2);
+    }
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(commands[i].name, argv[1])) {
             optind = 1; /* each subcommand parses argv[1..] afresh */
