@@ -245,6 +245,49 @@ void sf_timestep_embedding(const float *t, int64_t B, int64_t dim, int flip_sin_
 void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W, int64_t p,
                     const sf_weight *w, const float *bias, float *out);
 
+/* ---- convolution (VAE) (src/kernels/conv.c) ------------------------------- */
+
+/* Activation layout: NHWC. An image batch x (B, H, W, C) is the row-major
+ * (B*H*W, C) matrix of pixels, channels contiguous: a 1x1 conv or a per-pixel
+ * Linear is one GEMM on it, and a 3x3 conv is im2col (contiguous runs of
+ * 3*C floats) + one GEMM whose rows are the output pixels (why, with a
+ * measurement: conv.c). Models convert from/to torch's NCHW at their edges. */
+
+/* A Conv2d weight repacked at load: w (cout, k*k*cin) F32, column
+ * (ky*k + kx)*cin + ci (the im2col order); bias (cout) or NULL, not owned. */
+typedef struct {
+    int64_t cout, cin, k;
+    float *w;
+    const float *bias;
+} sf_conv2d_w;
+/* From a torch Conv2d weight (cout, cin, k, k) in any sf_weight storage and
+ * view (e.g. the loader's 2-D (cout, cin*k*k)); widened to F32. -1 + sf_error
+ * if the element count does not match. */
+int sf_conv2d_pack(sf_conv2d_w *cw, const sf_weight *w, int64_t cout, int64_t cin, int64_t k,
+                   const float *bias);
+void sf_conv2d_free(sf_conv2d_w *cw);
+/* Output length of a conv along one axis: (n + pad0 + pad1 - k) / stride + 1. */
+int64_t sf_conv2d_out_size(int64_t n, int64_t k, int64_t stride, int64_t pad0, int64_t pad1);
+/* y (B, Ho, Wo, cout) = conv(x (B, H, W, cin)) + bias, or y += ... with
+ * accumulate (a residual add folded into the GEMM). Zero padding
+ * pad = {top, left, bottom, right} (NULL: none), so torch's padding=1 is
+ * {1,1,1,1} and the VAE encoder's downsampler F.pad(x, (0,1,0,1)) + stride 2
+ * is {0,0,1,1}. y must not overlap x. */
+void sf_conv2d(const float *x, int64_t B, int64_t H, int64_t W, const sf_conv2d_w *cw,
+               int64_t stride, const int64_t pad[4], float *y, int accumulate);
+/* torch.nn.GroupNorm per sample over (HW, C/G channels), then optional SiLU:
+ * x, y (B, HW, C) NHWC, G groups of C/G neighbouring channels; gamma/beta (C)
+ * or NULL; statistics summed in double in a fixed order (thread-count
+ * independent), rstd = 1/sqrt(var + eps) in F32. y == x allowed. */
+void sf_groupnorm(const float *x, float *y, int64_t B, int64_t HW, int64_t C, int64_t G,
+                  const float *gamma, const float *beta, float eps, int silu);
+/* Nearest 2x upsampling (F.interpolate(scale_factor=2, mode="nearest")):
+ * x (B, H, W, C) -> y (B, 2H, 2W, C). */
+void sf_upsample_nearest2x(const float *x, float *y, int64_t B, int64_t H, int64_t W, int64_t C);
+/* Layout changes: x (B, C, HW) <-> y (B, HW, C). */
+void sf_nchw_to_nhwc(const float *x, float *y, int64_t B, int64_t C, int64_t HW);
+void sf_nhwc_to_nchw(const float *x, float *y, int64_t B, int64_t C, int64_t HW);
+
 /* ---- int16 GEMM with a proven error bound (src/kernels/igemm.c) -------- */
 
 /* A row v (K floats) as v = scale * q + delta, q int16 (|q| <= 32767), with
