@@ -137,5 +137,12 @@ SF_COMMANDS(X)
 /* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
  * before the command table so it works with or without a `flux` command. */
 int cli_flux_encode_prompts(int argc, char **argv);
+/* `saeflow train --source flux|file` (cmd_train_source.c) and `saeflow
+ * extract --source flux` (cmd_extract_flux.c), which train and extract hand
+ * over to when --source is among their arguments. */
+int cmd_train_source(int argc, char **argv);
+int cmd_extract_flux(int argc, char **argv);
+/* 1 when argv holds --source (or --source=...). */
+int cli_has_source_flag(int argc, char **argv);
 
 #endif

@@ -12,7 +12,7 @@
 #include "saeflow/flux_prompts.h"
 #include "saeflow/t5.h"
 #include "saeflow/t5_tokenizer.h"
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 #define CHUNK 8 /* prompts per forward */
 

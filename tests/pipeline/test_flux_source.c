@@ -1,0 +1,200 @@
+/* The FLUX activation source against diffusers' FluxPipeline with forward
+ * hooks (fixtures/flux_source, tools/make_flux_source_fixtures.py): every row
+ * it yields equals the hooked activation at its (prompt, token), <= 1e-4
+ * relative to the tensor's largest value; token selection, the shuffle and
+ * seeking are deterministic. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saeflow/pipeline.h"
+#include "saeflow/safetensors.h"
+#include "test.h"
+
+#define FIX SF_SOURCE_DIR "/fixtures/flux_source/"
+
+static const char *HOOKS[] = {"transformer_blocks.0.0",       "transformer_blocks.1:1",
+                              "single_transformer_blocks.1",  "single_transformer_blocks.0:image",
+                              "transformer_blocks.1.1:delta", "single_transformer_blocks.0:delta"};
+/* expected tensor, and for deltas the input to subtract; row offset into it */
+static const char *WANT[][2] = {{"transformer_blocks.0.0", NULL},
+                                {"transformer_blocks.1.1", NULL},
+                                {"single_transformer_blocks.1", NULL},
+                                {"single_transformer_blocks.0", NULL},
+                                {"transformer_blocks.1.1", "transformer_blocks.1.1.in"},
+                                {"single_transformer_blocks.0", "single_transformer_blocks.0.in"}};
+static const int OFFSET[] = {0, 0, 0, 6, 0, 0}; /* :image of a single block skips T = 6 */
+#define NH 6
+
+static sf_act_source *open_src(int64_t tpi, int shuffle) {
+    sf_flux_source_opts o = {.model = SF_SOURCE_DIR "/fixtures/flux/a",
+                             .prompts = FIX "prompts.safetensors",
+                             .hooks = HOOKS,
+                             .n_hooks = NH,
+                             .height = 64,
+                             .width = 32,
+                             .batch = 2,
+                             .seed = 7,
+                             .tokens_per_image = tpi,
+                             .shuffle = shuffle,
+                             .limit = -1};
+    sf_act_source *s = sf_flux_source_open(&o);
+    CHECK_MSG(s != NULL, "%s", sf_errmsg());
+    return s;
+}
+
+/* Every row of every batch vs the fixture; counts rows per (prompt, hook). */
+static void check_rows(sf_act_source *s, int64_t counts[5][NH], int64_t *n_batches) {
+    sf_st e;
+    CHECK(sf_st_open(&e, FIX "expected.safetensors") == 0);
+    sf_act_batch b;
+    int r;
+    *n_batches = 0;
+    while ((r = sf_act_source_next(s, &b)) == 1) {
+        (*n_batches)++;
+        CHECK(b.n_streams == NH);
+        for (int i = 0; i < NH && i < b.n_streams; i++) {
+            const sf_act_stream *st = &b.stream[i];
+            const sf_tensor_info *t = sf_st_find(&e, WANT[i][0]);
+            const sf_tensor_info *t0 = WANT[i][1] ? sf_st_find(&e, WANT[i][1]) : NULL;
+            CHECK(t && st->d == 32 && st->pos && st->rows);
+            if (!t) continue;
+            const float *w = t->data, *w0 = t0 ? t0->data : NULL;
+            const int64_t R = t->shape[1];
+            double mx = 1e-30, md = 0;
+            for (int64_t j = 0; j < sf_tensor_numel(t); j++)
+                if (fabs(w[j]) > mx) mx = fabs(w[j]);
+            for (int64_t j = 0; j < st->n; j++) {
+                int64_t p = st->rows[j], q = st->pos[j] + OFFSET[i];
+                CHECK(p >= 0 && p < 5 && q >= 0 && q < R);
+                if (p < 0 || p >= 5 || q < 0 || q >= R) continue;
+                counts[p][i]++;
+                for (int k = 0; k < 32; k++) {
+                    size_t at = (size_t)((p * R + q) * 32 + k);
+                    double want = w[at] - (w0 ? w0[at] : 0);
+                    double d = fabs(st->x[j * 32 + k] - want);
+                    if (!(d <= md)) md = d;
+                }
+            }
+            CHECK_MSG(md / mx <= 1e-4, "%s: rel err %.3g", st->name, md / mx);
+        }
+    }
+    CHECK(r == 0);
+    sf_st_close(&e);
+}
+
+TEST(all_tokens) {
+    sf_act_source *s = open_src(0, 0);
+    if (!s) return;
+    CHECK(s->n_rows == 5 && s->n_streams == NH);
+    CHECK_STR(s->names[1], "transformer_blocks.1.1");
+    int64_t counts[5][NH] = {{0}}, nb;
+    check_rows(s, counts, &nb);
+    CHECK(nb == 3); /* groups of 2: 2 + 2 + 1 prompts */
+    const int64_t per[NH] = {6, 8, 14, 8, 8, 14};
+    for (int p = 0; p < 5; p++)
+        for (int i = 0; i < NH; i++)
+            CHECK_MSG(counts[p][i] == per[i], "prompt %d hook %d: %lld rows", p, i,
+                      (long long)counts[p][i]);
+    sf_act_source_close(s);
+}
+
+/* Copies of a batch's stream 2 for comparisons. */
+typedef struct {
+    int64_t n;
+    float *x;
+    int64_t *rows;
+    int32_t *pos;
+} copy;
+
+static copy take(const sf_act_stream *st) {
+    copy c = {st->n, sf_malloc((size_t)(st->n * st->d) * 4 + 1), sf_malloc((size_t)st->n * 8 + 1),
+              sf_malloc((size_t)st->n * 4 + 1)};
+    memcpy(c.x, st->x, (size_t)(st->n * st->d) * 4);
+    memcpy(c.rows, st->rows, (size_t)st->n * 8);
+    memcpy(c.pos, st->pos, (size_t)st->n * 4);
+    return c;
+}
+
+static int same(const copy *a, const sf_act_stream *st) {
+    return a->n == st->n && !memcmp(a->x, st->x, (size_t)(st->n * st->d) * 4) &&
+           !memcmp(a->rows, st->rows, (size_t)st->n * 8) &&
+           !memcmp(a->pos, st->pos, (size_t)st->n * 4);
+}
+
+TEST(selection_and_shuffle) {
+    sf_act_source *s = open_src(3, 2); /* 3 rows per prompt and hook; windows of 4 prompts */
+    if (!s) return;
+    CHECK(sf_flux_source_window(s) == 4);
+    int64_t counts[5][NH] = {{0}}, nb;
+    check_rows(s, counts, &nb);
+    CHECK(nb == 2);
+    for (int p = 0; p < 5; p++)
+        for (int i = 0; i < NH; i++)
+            CHECK(counts[p][i] == 3);
+    /* the first window mixes prompts (not in prompt order), and again gives the same bytes */
+    sf_act_batch b;
+    CHECK(sf_act_source_seek(s, 0, 5) == 0);
+    CHECK(sf_act_source_next(s, &b) == 1);
+    CHECK(b.n_examples == 4 && b.stream[2].n == 12 && b.next_row == 4);
+    int sorted = 1;
+    for (int64_t j = 1; j < b.stream[2].n; j++)
+        sorted &= b.stream[2].rows[j - 1] <= b.stream[2].rows[j];
+    CHECK(!sorted);
+    int distinct = 1; /* positions of one prompt are distinct */
+    for (int64_t j = 0; j < b.stream[2].n; j++)
+        for (int64_t k = j + 1; k < b.stream[2].n; k++)
+            distinct &= !(b.stream[2].rows[j] == b.stream[2].rows[k] &&
+                          b.stream[2].pos[j] == b.stream[2].pos[k]);
+    CHECK(distinct);
+    copy w0 = take(&b.stream[2]);
+    CHECK(sf_act_source_next(s, &b) == 1);
+    copy w1 = take(&b.stream[2]);
+    sf_act_source_close(s);
+    /* a fresh source seeking to the second window alone gives it again */
+    s = open_src(3, 2);
+    CHECK(sf_act_source_seek(s, 4, 5) == 0);
+    CHECK(sf_act_source_next(s, &b) == 1);
+    CHECK(same(&w1, &b.stream[2]));
+    CHECK(sf_act_source_next(s, &b) == 0);
+    CHECK(sf_act_source_seek(s, 0, 4) == 0);
+    CHECK(sf_act_source_next(s, &b) == 1);
+    CHECK(same(&w0, &b.stream[2]));
+    sf_act_source_close(s);
+    free(w0.x), free(w0.rows), free(w0.pos), free(w1.x), free(w1.rows), free(w1.pos);
+}
+
+TEST(errors) {
+    const char *bad[] = {"transformer_blocks.7.0"};
+    sf_flux_source_opts o = {.model = SF_SOURCE_DIR "/fixtures/flux/a",
+                             .prompts = FIX "prompts.safetensors",
+                             .hooks = bad,
+                             .n_hooks = 1,
+                             .height = 64,
+                             .width = 32,
+                             .limit = -1};
+    CHECK(sf_flux_source_open(&o) == NULL);
+    CHECK_ERR_HAS("flux source");
+    const char *out[] = {"output"};
+    o.hooks = out;
+    CHECK(sf_flux_source_open(&o) == NULL);
+    CHECK_ERR_HAS("output");
+    const char *twice[] = {"transformer_blocks.0.1", "transformer_blocks.0:image"};
+    o.hooks = twice, o.n_hooks = 2;
+    CHECK(sf_flux_source_open(&o) == NULL);
+    CHECK_ERR_HAS("twice");
+    o.hooks = HOOKS, o.n_hooks = 1;
+    o.prompts = FIX "expected.safetensors";
+    CHECK(sf_flux_source_open(&o) == NULL);
+    CHECK_ERR_HAS("prompt_embeds");
+    o.prompts = FIX "prompts.safetensors", o.height = 40;
+    CHECK(sf_flux_source_open(&o) == NULL);
+    CHECK_ERR_HAS("multiples of 16");
+}
+
+int main(void) {
+    RUN(all_tokens);
+    RUN(selection_and_shuffle);
+    RUN(errors);
+    return test_summary();
+}
