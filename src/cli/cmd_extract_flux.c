@@ -160,8 +160,8 @@ int cmd_extract_flux(int argc, char **argv) {
         rc = cli_usage_error(CMD, "--model, --prompts, --hook and --out are required");
         goto out;
     }
-    if (fo.height < 0 || fo.width < 0 || fo.batch < 0 || tpi < 0 || shuffle < 0 ||
-        shard_rows < 1 || threads < 0 || threads > 1024 || seed < 0) {
+    if (fo.height < 0 || fo.width < 0 || fo.batch < 0 || tpi < 0 || shuffle < 0 || shard_rows < 1 ||
+        threads < 0 || threads > 1024 || seed < 0) {
         rc = cli_usage_error(CMD, "sizes, --seed, --tokens_per_image, --shuffle must be "
                                   "non-negative, --shard_rows positive");
         goto out;

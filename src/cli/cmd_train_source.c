@@ -22,6 +22,7 @@
 #include "saeflow/pipeline.h"
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_train.h"
+#include "saeflow/torch_rng.h"
 
 static const char *CMD = "train";
 
@@ -111,8 +112,9 @@ static int parse_hook(const char *arg, hook_run *h) {
         else if (!strcmp(at, "lmbda"))
             bad = cli_parse_double(CMD, "lmbda", eq, &h->lmbda);
         else
-            return cli_usage_error(CMD, "--hook %s: unknown setting '%s' (arch, k, expansion, "
-                                        "lmbda)",
+            return cli_usage_error(CMD,
+                                   "--hook %s: unknown setting '%s' (arch, k, expansion, "
+                                   "lmbda)",
                                    arg, at);
         if (bad) return 2;
         at = comma ? comma + 1 : NULL;

@@ -204,8 +204,8 @@ static int fs_next(sf_act_source *s, sf_act_batch *bt) {
             shuffle_stream(f, i, (uint64_t)w);
     bt->n_streams = f->nreq;
     for (int i = 0; i < f->nreq; i++)
-        bt->stream[i] = (sf_act_stream){s->names[i],  s->d[i],      (int64_t)f->rows[i].n,
-                                        f->x[i].v,    f->rows[i].v, f->pos[i].v};
+        bt->stream[i] = (sf_act_stream){s->names[i], s->d[i],      (int64_t)f->rows[i].n,
+                                        f->x[i].v,   f->rows[i].v, f->pos[i].v};
     bt->n_examples = (int64_t)f->ex_rows.n;
     bt->ex_rows = f->ex_rows.v;
     f->next = w1;
