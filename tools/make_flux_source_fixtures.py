@@ -22,6 +22,10 @@ OUT/expected.safetensors  all F32, (5, rows, 32), every token, group order:
                                         the 2024 code's single tensor)
   single_transformer_blocks.<i>.in      input cat[text; image]
 metadata: seed, batch, height, width.
+OUT/c/transformer  a tiny random transformer taking the widths of the tiny text
+  encoders (fixtures/clip/e2e, fixtures/t5/flux_text_encoder_2: joint 32, pooled
+  32), 1 double + 1 single block, for the on-the-fly prompt encoding test (which
+  compares against the same source fed an encode-prompts file).
 """
 import argparse
 import os
@@ -96,6 +100,15 @@ def main():
     save_file(out, os.path.join(args.out, "expected.safetensors"),
               metadata={"seed": str(SEED), "batch": str(BATCH), "height": str(HEIGHT), "width": str(WIDTH)})
     print({k: tuple(v.shape) for k, v in out.items()})
+
+    torch.manual_seed(5)
+    c = FluxTransformer2DModel(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                               num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                               guidance_embeds=False, axes_dims_rope=(4, 6, 6)).float().eval()
+    with torch.no_grad():
+        for p in c.parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 2 else 0.5))
+    c.save_pretrained(os.path.join(args.out, "c", "transformer"), safe_serialization=True)
 
 
 if __name__ == "__main__":

@@ -149,9 +149,19 @@ const char *sf_file_source_meta(const sf_act_source *s, const char *key);
 /* ---- FLUX.1 sampling (the reference's FluxActivationSampler) -------------- */
 
 typedef struct {
-    const char *model;        /* FLUX transformer: pipeline folder, transformer folder, BFL file */
-    const char *prompts;      /* `saeflow flux encode-prompts` output: prompt_embeds (N, L, joint),
-                               * pooled_prompt_embeds (N, pooled); dataset row i = prompt i */
+    const char *model;   /* FLUX transformer: pipeline folder, transformer folder, BFL file */
+    const char *prompts; /* `saeflow flux encode-prompts` output: prompt_embeds (N, L, joint),
+                          * pooled_prompt_embeds (N, pooled); dataset row i = prompt i */
+    /* or prompts encoded on the fly, a group at a time (T5 and the transformer
+     * then share memory: 33 GB in BF16 for FLUX.1; encode first where that
+     * does not fit): one prompt per line of `captions`, or the captions of
+     * `dataset` (a row without one: the empty prompt), through the text
+     * encoders of `text_model` (a FLUX pipeline folder; NULL: model) or of
+     * text_paths, padded to max_sequence_length T5 tokens (0: 256) */
+    const char *captions, *dataset, *text_model;
+    const struct sf_flux_text_paths_s *text_paths;
+    int max_sequence_length;
+    sf_dtype t5_dtype;        /* 0: as stored */
     const char *const *hooks; /* sf_flux_parse_request strings, one stream each */
     int n_hooks;
     int height, width;        /* pixels (0: 256) */

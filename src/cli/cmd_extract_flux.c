@@ -20,34 +20,40 @@ int cli_has_source_flag(int argc, char **argv) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: saeflow extract --source flux --model DIR --prompts FILE --hook H [--hook H "
-            "...] --out FILE [options]\n"
-            "\n"
-            "One FLUX.1 step per group of prompts as the reference sampled it (1 step,\n"
-            "sigma 1, guidance 0, seeded noise), stopped after the last hooked block; per\n"
-            "hook a tensor <hook> F32 [M, d] with <hook>_rows (I64, prompt) and <hook>_pos\n"
-            "(I32, token: text 0..T-1 then image, within the hook's rows); rows I64 [N].\n"
-            "Rerunning the same command resumes after the last finished shard.\n"
-            "\n"
-            "  --hook H              transformer_blocks.N:0|1 (0 text, 1 image),\n"
-            "                        single_transformer_blocks.N[:text|:image], +:delta\n"
-            "  --model DIR           FLUX pipeline / transformer folder or BFL file\n"
-            "  --prompts FILE        `saeflow flux encode-prompts` output\n"
-            "  --out FILE            output safetensors\n"
-            "  --height H --width W  pixels (default 256 x 256)\n"
-            "  --prompt_batch N      prompts per forward (default 32)\n"
-            "  --tokens_per_image N  random rows per prompt and hook (default 0: every token)\n"
-            "  --shuffle W           mix the rows of W groups of prompts (default 0: off)\n"
-            "  --seed S              noise / selection seed (default 0)\n"
-            "  --rng avx2|default    torch randn kernels to reproduce (default avx2)\n"
-            "  --dtype D             transformer weights: as-stored (default), f32, bf16\n"
-            "  --shard_rows N        prompts per resumable shard, a multiple of prompt_batch x\n"
-            "                        max(shuffle, 1) (default 1024)\n"
-            "  --limit N             only the first N prompts\n"
-            "  --threads N           threads (default: all cores)\n"
-            "With the same source flags, `train --source file --tensorpath FILE` gives\n"
-            "the checkpoints `train --source flux` gives.\n");
+    fprintf(
+        out,
+        "usage: saeflow extract --source flux --model DIR --prompts FILE --hook H [--hook H "
+        "...] --out FILE [options]\n"
+        "\n"
+        "One FLUX.1 step per group of prompts as the reference sampled it (1 step,\n"
+        "sigma 1, guidance 0, seeded noise), stopped after the last hooked block; per\n"
+        "hook a tensor <hook> F32 [M, d] with <hook>_rows (I64, prompt) and <hook>_pos\n"
+        "(I32, token: text 0..T-1 then image, within the hook's rows); rows I64 [N].\n"
+        "Rerunning the same command resumes after the last finished shard.\n"
+        "\n"
+        "  --hook H              transformer_blocks.N:0|1 (0 text, 1 image),\n"
+        "                        single_transformer_blocks.N[:text|:image], +:delta\n"
+        "  --model DIR           FLUX pipeline / transformer folder or BFL file\n"
+        "  --prompts FILE        `saeflow flux encode-prompts` output, or prompts encoded\n"
+        "                        on the fly (T5 and the transformer in memory together):\n"
+        "  --captions FILE       one prompt per line\n"
+        "  --dataset SPEC        the captions of cc3m:PATTERN, wds:PATTERN (see saeflow data)\n"
+        "  --text_model DIR      FLUX pipeline folder with the text encoders (default --model)\n"
+        "  --max_sequence_length L  T5 tokens (default 256)\n"
+        "  --out FILE            output safetensors\n"
+        "  --height H --width W  pixels (default 256 x 256)\n"
+        "  --prompt_batch N      prompts per forward (default 32)\n"
+        "  --tokens_per_image N  random rows per prompt and hook (default 0: every token)\n"
+        "  --shuffle W           mix the rows of W groups of prompts (default 0: off)\n"
+        "  --seed S              noise / selection seed (default 0)\n"
+        "  --rng avx2|default    torch randn kernels to reproduce (default avx2)\n"
+        "  --dtype D             transformer weights: as-stored (default), f32, bf16\n"
+        "  --shard_rows N        prompts per resumable shard, a multiple of prompt_batch x\n"
+        "                        max(shuffle, 1) (default 1024)\n"
+        "  --limit N             only the first N prompts\n"
+        "  --threads N           threads (default: all cores)\n"
+        "With the same source flags, `train --source file --tensorpath FILE` gives\n"
+        "the checkpoints `train --source flux` gives.\n");
 }
 
 int cmd_extract_flux(int argc, char **argv) {
@@ -68,6 +74,10 @@ int cmd_extract_flux(int argc, char **argv) {
                                          {"limit", required_argument, 0, 'n'},
                                          {"threads", required_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
+                                         {"captions", required_argument, 0, 'C'},
+                                         {"dataset", required_argument, 0, 'D'},
+                                         {"text_model", required_argument, 0, 'M'},
+                                         {"max_sequence_length", required_argument, 0, 'L'},
                                          {0, 0, 0, 0}};
     sf_flux_source_opts fo = {.limit = -1};
     cli_paths hooks = {0};
@@ -85,6 +95,19 @@ int cmd_extract_flux(int argc, char **argv) {
             break;
         case 'p':
             fo.prompts = optarg;
+            break;
+        case 'C':
+            fo.captions = optarg;
+            break;
+        case 'D':
+            fo.dataset = optarg;
+            break;
+        case 'M':
+            fo.text_model = optarg;
+            break;
+        case 'L':
+            bad = cli_parse_int(CMD, "max_sequence_length", optarg, &v);
+            fo.max_sequence_length = (int)v;
             break;
         case 'k':
             cli_paths_add(&hooks, optarg);
@@ -156,8 +179,9 @@ int cmd_extract_flux(int argc, char **argv) {
         rc = cli_usage_error(CMD, "--source must be flux (CLIP: leave --source out)");
         goto out;
     }
-    if (!fo.model || !fo.prompts || !out || !hooks.n) {
-        rc = cli_usage_error(CMD, "--model, --prompts, --hook and --out are required");
+    if (!fo.model || !out || !hooks.n || !!fo.prompts + !!fo.captions + !!fo.dataset != 1) {
+        rc = cli_usage_error(CMD, "--model, --hook, --out and one of --prompts, --captions, "
+                                  "--dataset are required");
         goto out;
     }
     if (fo.height < 0 || fo.width < 0 || fo.batch < 0 || tpi < 0 || shuffle < 0 || shard_rows < 1 ||

@@ -46,7 +46,12 @@ static void usage(FILE *out) {
         "                        the tensor key. @arch=,k=,expansion=,lmbda= override the\n"
         "                        shared SAE flags for this hook\n"
         "  --model DIR           FLUX pipeline / transformer folder or BFL file (flux)\n"
-        "  --prompts FILE        `saeflow flux encode-prompts` output (flux)\n"
+        "  --prompts FILE        `saeflow flux encode-prompts` output (flux), or prompts\n"
+        "                        encoded on the fly (T5 and the transformer in memory together):\n"
+        "  --captions FILE       one prompt per line\n"
+        "  --dataset SPEC        the captions of cc3m:PATTERN, wds:PATTERN (see saeflow data)\n"
+        "  --text_model DIR      FLUX pipeline folder with the text encoders (default --model)\n"
+        "  --max_sequence_length L  T5 tokens (default 256)\n"
         "  --tensorpath FILE     extract output (file; repeat or comma-separate)\n"
         "  --height H --width W  pixels (default 256 x 256)\n"
         "  --prompt_batch N      prompts per forward (default 32)\n"
@@ -174,7 +179,11 @@ int cmd_train_source(int argc, char **argv) {
         O_NAME,
         O_SAVEEV,
         O_QUIET,
-        O_HELP
+        O_HELP,
+        O_CAPS,
+        O_DS,
+        O_TM,
+        O_MSL
     };
     static const struct option opts[] = {{"source", required_argument, 0, O_SRC},
                                          {"hook", required_argument, 0, O_HOOK},
@@ -200,6 +209,10 @@ int cmd_train_source(int argc, char **argv) {
                                          {"save_every", required_argument, 0, O_SAVEEV},
                                          {"quiet", no_argument, 0, O_QUIET},
                                          {"help", no_argument, 0, O_HELP},
+                                         {"captions", required_argument, 0, O_CAPS},
+                                         {"dataset", required_argument, 0, O_DS},
+                                         {"text_model", required_argument, 0, O_TM},
+                                         {"max_sequence_length", required_argument, 0, O_MSL},
                                          CLI_TRAIN_OPTIONS,
                                          {0, 0, 0, 0}};
     cli_train_flags tf = {.lr = 5e-5,
@@ -245,6 +258,19 @@ int cmd_train_source(int argc, char **argv) {
             break;
         case O_PROMPTS:
             fo.prompts = optarg;
+            break;
+        case O_CAPS:
+            fo.captions = optarg;
+            break;
+        case O_DS:
+            fo.dataset = optarg;
+            break;
+        case O_TM:
+            fo.text_model = optarg;
+            break;
+        case O_MSL:
+            bad = cli_parse_int(CMD, "max_sequence_length", optarg, &v);
+            fo.max_sequence_length = (int)v;
             break;
         case O_TP:
             cli_paths_add(&paths, optarg);
@@ -342,9 +368,10 @@ int cmd_train_source(int argc, char **argv) {
         rc = cli_usage_error(CMD, "give at least one --hook");
         goto out;
     }
-    if (is_flux ? !fo.model || !fo.prompts || paths.n : !paths.n || fo.model || fo.prompts) {
-        rc = cli_usage_error(CMD, "--source flux takes --model and --prompts; --source file "
-                                  "takes --tensorpath");
+    const int n_in = !!fo.prompts + !!fo.captions + !!fo.dataset;
+    if (is_flux ? !fo.model || n_in != 1 || paths.n : !paths.n || fo.model || n_in) {
+        rc = cli_usage_error(CMD, "--source flux takes --model and one of --prompts, --captions, "
+                                  "--dataset; --source file takes --tensorpath");
         goto out;
     }
     if (cli_train_flags_check(CMD, &tf)) goto out;
@@ -420,7 +447,11 @@ int cmd_train_source(int argc, char **argv) {
                    sf_sae_arch_name(hooks[i].arch), hooks[i].s.d, hooks[i].s.n,
                    hooks[i].arch == SF_SAE_TOPK ? "" : "");
         printf(") from %s, %lld steps of %lld rows each, %d threads\n",
-               is_flux ? fo.prompts : paths.v[0], iters, tf.batch_size, omp_get_max_threads());
+               is_flux ? (fo.prompts    ? fo.prompts
+                          : fo.captions ? fo.captions
+                                        : fo.dataset)
+                       : paths.v[0],
+               iters, tf.batch_size, omp_get_max_threads());
         fflush(stdout);
     }
     // one pass over the source(s): every stream feeds its hook's SAE

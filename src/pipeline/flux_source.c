@@ -16,10 +16,13 @@
 #include <string.h>
 
 #include "saeflow/buf.h"
+#include "saeflow/dataset.h"
 #include "saeflow/flux.h"
+#include "saeflow/flux_prompts.h"
 #include "saeflow/flux_sched.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/safetensors.h"
+#include "saeflow/t5.h"
 
 typedef SF_VEC(float) fvec;
 typedef SF_VEC(int64_t) lvec;
@@ -32,12 +35,15 @@ typedef struct {
     const sf_flux_config *c;
     sf_st pf; /* the prompts file */
     const sf_tensor_info *pe, *po;
+    sf_flux_text *text; /* on-the-fly encoding: the encoders and the prompts */
+    char **caps;
+    int64_t n_caps;
     int64_t T, N, h, w; /* text tokens, image tokens, latent height / width */
     int nreq;
     sf_flux_request req[SF_ACT_MAX_STREAMS];
     char name[SF_ACT_MAX_STREAMS][160];
     int64_t rows_per[SF_ACT_MAX_STREAMS]; /* rows per prompt of each request */
-    char *model, *prompts;
+    char *model, *prompts;                /* prompts: the file, or the captions / dataset named */
     int64_t next, end;
     /* buffers: one group's inputs and outputs, one window's streams */
     float *noise, *txt, *pooled, *tsig, *guid, *ids;
@@ -55,6 +61,10 @@ static void fs_close(sf_act_source *s) {
     flux_src *f = (flux_src *)s;
     sf_flux_free(f->m);
     if (f->pf.path) sf_st_close(&f->pf);
+    sf_flux_text_free(f->text);
+    for (int64_t i = 0; i < f->n_caps; i++)
+        free(f->caps[i]);
+    free(f->caps);
     free(f->noise), free(f->txt), free(f->pooled), free(f->tsig), free(f->guid), free(f->ids);
     for (int i = 0; i < SF_ACT_MAX_STREAMS; i++) {
         free(f->out[i]);
@@ -107,8 +117,14 @@ static int run_group(flux_src *f, int64_t g, int64_t g0, int64_t gn, int64_t p0,
                       (sf_torch_rng_kind)f->o.rng_kind, f->noise))
         return -1;
     const float *img = f->noise + (size_t)(p0 - g0) * (size_t)(f->N * tok);
-    if (sf_tensor_rows_f32(f->pe, p0, B, f->txt) || sf_tensor_rows_f32(f->po, p0, B, f->pooled))
+    if (f->text) {
+        if (sf_flux_encode_prompts(f->text, (const char *const *)f->caps + p0, B, (int)f->T, f->txt,
+                                   f->pooled))
+            return sf_error_prefix("%s", f->prompts);
+    } else if (sf_tensor_rows_f32(f->pe, p0, B, f->txt) ||
+               sf_tensor_rows_f32(f->po, p0, B, f->pooled)) {
         return sf_error_prefix("%s", f->prompts);
+    }
     for (int64_t b = 0; b < B * f->T * c->joint_dim; b++)
         if (!isfinite(f->txt[b]))
             return sf_error("%s: prompt_embeds of prompt %lld contain NaN or Inf", f->prompts,
@@ -213,6 +229,46 @@ static int fs_next(sf_act_source *s, sf_act_batch *bt) {
     return 1;
 }
 
+/* The prompts of on-the-fly encoding: lines of a text file ("\r\n" ends a
+ * line too) or a dataset's captions, the first `limit` (< 0: all). */
+static int read_captions(flux_src *f, const char *path, const char *spec, int64_t limit) {
+    SF_VEC(char *) v = {0};
+    int rc = 0;
+    if (path) {
+        size_t len;
+        char *txt = sf_read_file(path, &len);
+        if (!txt) return -1;
+        for (size_t i = 0; i < len && (limit < 0 || (int64_t)v.n < limit);) {
+            char *nl = memchr(txt + i, '\n', len - i);
+            size_t e = nl ? (size_t)(nl - txt) : len, l = e - i;
+            if (l && txt[i + l - 1] == '\r') l--;
+            if (strlen(txt + i) < l) {
+                rc = sf_error("%s: line %zu contains a NUL byte", path, v.n + 1);
+                break;
+            }
+            char *s = sf_malloc(l + 1);
+            memcpy(s, txt + i, l);
+            s[l] = 0;
+            sf_vec_push(&v, s);
+            i = e + 1;
+        }
+        free(txt);
+    } else {
+        sf_dataset *ds = sf_dataset_open(spec, SF_DS_CAPTIONS);
+        if (!ds) return -1;
+        sf_sample smp;
+        while (limit < 0 || (int64_t)v.n < limit) {
+            int got = sf_dataset_next(ds, &smp);
+            if (got < 0) rc = -1;
+            if (got <= 0) break;
+            sf_vec_push(&v, sf_strdup(smp.caption ? smp.caption : ""));
+        }
+        sf_dataset_close(ds);
+    }
+    f->caps = v.v, f->n_caps = (int64_t)v.n;
+    return rc;
+}
+
 static const sf_act_source_ops flux_ops = {fs_next, fs_seek, fs_close};
 
 sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
@@ -223,8 +279,9 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
     if (!o->height) o->height = 256;
     if (!o->width) o->width = 256;
     if (!o->batch) o->batch = 32;
-    if (!o->model || !o->prompts) {
-        sf_error("flux source: a model and a prompts file are required");
+    if (!o->model || !!o->prompts + !!o->captions + !!o->dataset != 1) {
+        sf_error("flux source: a model and one of a prompts file, captions or a dataset are "
+                 "required");
         goto fail;
     }
     if (o->n_hooks < 1 || o->n_hooks > SF_ACT_MAX_STREAMS) {
@@ -238,8 +295,10 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
                  o->height, o->width, o->batch, o->shuffle);
         goto fail;
     }
-    f->model = sf_strdup(o->model), f->prompts = sf_strdup(o->prompts);
-    o->model = f->model, o->prompts = f->prompts, o->hooks = NULL;
+    f->model = sf_strdup(o->model);
+    f->prompts = sf_strdup(o->prompts ? o->prompts : o->captions ? o->captions : o->dataset);
+    o->model = f->model, o->prompts = o->prompts ? f->prompts : NULL, o->hooks = NULL;
+    o->captions = o->dataset = o->text_model = NULL, o->text_paths = NULL;
     f->nreq = oin->n_hooks;
     for (int i = 0; i < f->nreq; i++) {
         if (sf_flux_parse_request(oin->hooks[i], &f->req[i])) goto fail;
@@ -254,33 +313,46 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
                 goto fail;
             }
     }
-    if (sf_st_open(&f->pf, f->prompts)) goto fail;
-    f->pe = sf_st_find(&f->pf, "prompt_embeds");
-    f->po = sf_st_find(&f->pf, "pooled_prompt_embeds");
-    if (!f->pe || !f->po || f->pe->ndim != 3 || f->po->ndim != 2 ||
-        f->po->shape[0] != f->pe->shape[0]) {
-        sf_error("%s: expected prompt_embeds (N, L, joint) and pooled_prompt_embeds (N, pooled) "
-                 "(saeflow flux encode-prompts)",
-                 f->prompts);
-        goto fail;
+    int64_t n, joint, pooled;
+    if (o->prompts) {
+        if (sf_st_open(&f->pf, f->prompts)) goto fail;
+        f->pe = sf_st_find(&f->pf, "prompt_embeds");
+        f->po = sf_st_find(&f->pf, "pooled_prompt_embeds");
+        if (!f->pe || !f->po || f->pe->ndim != 3 || f->po->ndim != 2 ||
+            f->po->shape[0] != f->pe->shape[0]) {
+            sf_error("%s: expected prompt_embeds (N, L, joint) and pooled_prompt_embeds (N, "
+                     "pooled) (saeflow flux encode-prompts)",
+                     f->prompts);
+            goto fail;
+        }
+        n = f->pe->shape[0], f->T = f->pe->shape[1];
+        joint = f->pe->shape[2], pooled = f->po->shape[1];
+    } else {
+        if (read_captions(f, oin->captions, oin->dataset, o->limit)) goto fail;
+        f->T = o->max_sequence_length > 0 ? o->max_sequence_length : 256;
+        o->max_sequence_length = (int)f->T;
+        sf_dtype t5 = o->t5_dtype ? o->t5_dtype : SF_T5_AS_STORED;
+        f->text = oin->text_paths
+                      ? sf_flux_text_load_paths((const sf_flux_text_paths *)oin->text_paths, t5)
+                      : sf_flux_text_load(oin->text_model ? oin->text_model : f->model, t5);
+        if (!f->text) goto fail;
+        n = f->n_caps;
+        joint = sf_flux_text_joint_dim(f->text), pooled = sf_flux_text_pooled_dim(f->text);
     }
     sf_flux_load_opts lo = {.dtype = o->dtype, .only = f->req, .n_only = f->nreq};
     if (!(f->m = sf_flux_load(f->model, &lo))) goto fail;
     const sf_flux_config *c = f->c = sf_flux_get_config(f->m);
-    if (f->pe->shape[2] != c->joint_dim || f->po->shape[1] != c->pooled_dim) {
+    if (joint != c->joint_dim || pooled != c->pooled_dim) {
         sf_error("%s: prompt_embeds width %lld / pooled width %lld, the model takes %d / %d",
-                 f->prompts, (long long)f->pe->shape[2], (long long)f->po->shape[1], c->joint_dim,
-                 c->pooled_dim);
+                 f->prompts, (long long)joint, (long long)pooled, c->joint_dim, c->pooled_dim);
         goto fail;
     }
     if (c->n_axes != 3 || c->in_channels % 4) {
         sf_error("%s: the sampler needs 3 RoPE axes and in_channels a multiple of 4", f->model);
         goto fail;
     }
-    f->T = f->pe->shape[1];
     f->h = sf_flux_latent_side(o->height), f->w = sf_flux_latent_side(o->width);
     f->N = (f->h / 2) * (f->w / 2);
-    int64_t n = f->pe->shape[0];
     if (o->limit >= 0 && o->limit < n) n = o->limit;
     const int64_t B = o->batch;
     f->base.n_rows = n;
@@ -312,7 +384,8 @@ fail:
 char *sf_flux_source_fingerprint(const sf_act_source *s, int64_t shard_rows) {
     const flux_src *f = (const flux_src *)s;
     sf_sbuf b = {0};
-    sf_sb_printf(&b, "saeflow-flux-extract-v1 model=%s prompts=%s hooks=", f->model, f->prompts);
+    sf_sb_printf(&b, "saeflow-flux-extract-v1 model=%s %s=%s L=%lld hooks=", f->model,
+                 f->text ? "captions" : "prompts", f->prompts, (long long)f->T);
     for (int i = 0; i < f->nreq; i++)
         sf_sb_printf(&b, "%s%s", i ? "," : "", f->name[i]);
     sf_sb_printf(&b,

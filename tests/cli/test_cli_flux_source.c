@@ -10,7 +10,7 @@
 #include "test.h"
 
 #define SRC                                                                                        \
-    "--model " SF_SOURCE_DIR "/fixtures/flux/a --prompts " SF_SOURCE_DIR                          \
+    "--model " SF_SOURCE_DIR "/fixtures/flux/a --prompts " SF_SOURCE_DIR                           \
     "/fixtures/flux_source/prompts.safetensors --height 64 --width 32 --prompt_batch 2 "           \
     "--tokens_per_image 3 --shuffle 2 "
 #define SAE "--batch_size 4 --iters 100 --expansion 2 --threads 1 --seed 3 --quiet "
@@ -89,8 +89,8 @@ TEST(usage_errors) {
     CHECK(run("extract --source flux " SRC "--hook transformer_blocks.0:1 --out /tmp/x "
               "--shard_rows 3") == 2);
     HAS("multiple");
-    CHECK(run("train --source flux " SRC "--hook transformer_blocks.9:1 --savedir /nonexistent/x") ==
-          1);
+    CHECK(run("train --source flux " SRC
+              "--hook transformer_blocks.9:1 --savedir /nonexistent/x") == 1);
     HAS("transformer_blocks.9");
 }
 

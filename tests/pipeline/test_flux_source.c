@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saeflow/flux_prompts.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/safetensors.h"
+#include "saeflow/t5.h"
 #include "test.h"
 
 #define FIX SF_SOURCE_DIR "/fixtures/flux_source/"
@@ -192,9 +194,80 @@ TEST(errors) {
     CHECK_ERR_HAS("multiples of 16");
 }
 
+/* Captions encoded on the fly (tiny CLIP + T5, fixtures/clip/e2e and
+ * fixtures/t5; the encoders are checked against transformers in
+ * test_flux_prompts) give the rows a prompts file with the same embeddings
+ * gives, bit for bit (each group is encoded alone both ways). */
+TEST(on_the_fly) {
+    const char *tmp = test_tmpdir("flux_source_fly");
+    char caps[2200], pfile[2200];
+    snprintf(caps, sizeof caps, "%s/caps.txt", tmp);
+    snprintf(pfile, sizeof pfile, "%s/prompts.safetensors", tmp);
+    const char *text = "a red cube on a table\r\nTwo cats\n\n";
+    CHECK(sf_write_file_atomic(caps, text, strlen(text)) == 0);
+    sf_flux_text_paths tp = {SF_SOURCE_DIR "/fixtures/clip/e2e", SF_SOURCE_DIR "/fixtures/clip/e2e",
+                             SF_SOURCE_DIR "/fixtures/t5",
+                             SF_SOURCE_DIR "/fixtures/t5/flux_text_encoder_2"};
+    sf_flux_text *m = sf_flux_text_load_paths(&tp, SF_T5_AS_STORED);
+    CHECK_MSG(m != NULL, "%s", sf_errmsg());
+    if (!m) return;
+    const char *prompts[3] = {"a red cube on a table", "Two cats", ""};
+    const int L = 8, J = 32, P = 32;
+    float pe[3 * 8 * 32], po[3 * 32];
+    CHECK(sf_flux_encode_prompts(m, prompts, 2, L, pe, po) == 0);
+    CHECK(sf_flux_encode_prompts(m, prompts + 2, 1, L, pe + 2 * L * J, po + 2 * P) == 0);
+    sf_flux_text_free(m);
+    sf_st_writer *w = sf_stw_new();
+    const int64_t s3[3] = {3, L, J}, s2[2] = {3, P};
+    CHECK(sf_stw_add(w, "prompt_embeds", SF_DT_F32, 3, s3, pe) == 0);
+    CHECK(sf_stw_add(w, "pooled_prompt_embeds", SF_DT_F32, 2, s2, po) == 0);
+    CHECK(sf_stw_write(w, pfile) == 0);
+    sf_stw_free(w);
+    const char *hooks[] = {"transformer_blocks.0:0", "single_transformer_blocks.0"};
+    sf_flux_source_opts o = {.model = SF_SOURCE_DIR "/fixtures/flux_source/c",
+                             .captions = caps,
+                             .text_paths = &tp,
+                             .max_sequence_length = L,
+                             .hooks = hooks,
+                             .n_hooks = 2,
+                             .height = 32,
+                             .width = 32,
+                             .batch = 2,
+                             .seed = 1,
+                             .limit = -1};
+    sf_act_source *a = sf_flux_source_open(&o);
+    CHECK_MSG(a != NULL, "%s", sf_errmsg());
+    o.captions = NULL, o.text_paths = NULL, o.prompts = pfile;
+    sf_act_source *b = sf_flux_source_open(&o);
+    CHECK_MSG(b != NULL, "%s", sf_errmsg());
+    if (!a || !b) {
+        sf_act_source_close(a), sf_act_source_close(b);
+        return;
+    }
+    CHECK(a->n_rows == 3 && b->n_rows == 3);
+    sf_act_batch ba, bb;
+    int groups = 0;
+    for (;;) {
+        int ra = sf_act_source_next(a, &ba), rb = sf_act_source_next(b, &bb);
+        CHECK(ra == rb);
+        if (ra != 1 || rb != 1) break;
+        groups++;
+        for (int i = 0; i < 2; i++) {
+            CHECK(ba.stream[i].n == bb.stream[i].n && ba.stream[i].n > 0);
+            if (ba.stream[i].n == bb.stream[i].n)
+                CHECK(!memcmp(ba.stream[i].x, bb.stream[i].x,
+                              (size_t)(ba.stream[i].n * 32) * sizeof(float)));
+        }
+    }
+    CHECK(groups == 2);
+    sf_act_source_close(a);
+    sf_act_source_close(b);
+}
+
 int main(void) {
     RUN(all_tokens);
     RUN(selection_and_shuffle);
     RUN(errors);
+    RUN(on_the_fly);
     return test_summary();
 }
