@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saeflow/buf.h"
+#include "saeflow/dataset.h"
 #include "saeflow/flux_prompts.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/safetensors.h"
@@ -260,6 +262,33 @@ TEST(on_the_fly) {
         }
     }
     CHECK(groups == 2);
+    sf_act_source_close(a);
+    sf_act_source_close(b);
+
+    /* a dataset's captions = the same captions from a file */
+    const char *spec = "cc3m:" SF_SOURCE_DIR "/fixtures/data/recap_zstd_plain_v2.parquet";
+    sf_dataset *ds = sf_dataset_open(spec, SF_DS_CAPTIONS);
+    CHECK(ds != NULL);
+    if (!ds) return;
+    sf_sbuf lines = {0};
+    sf_sample smp;
+    for (int i = 0; i < 3 && sf_dataset_next(ds, &smp) == 1; i++)
+        sf_sb_printf(&lines, "%s\n", smp.caption ? smp.caption : "");
+    sf_dataset_close(ds);
+    char *ltxt = sf_sb_release(&lines);
+    CHECK(sf_write_file_atomic(caps, ltxt, strlen(ltxt)) == 0);
+    free(ltxt);
+    o.prompts = NULL, o.text_paths = &tp, o.captions = caps;
+    a = sf_flux_source_open(&o);
+    o.captions = NULL, o.dataset = spec, o.limit = 3;
+    b = sf_flux_source_open(&o);
+    CHECK_MSG(a && b, "%s", sf_errmsg());
+    if (a && b) {
+        CHECK(a->n_rows == 3 && b->n_rows == 3);
+        CHECK(sf_act_source_next(a, &ba) == 1 && sf_act_source_next(b, &bb) == 1);
+        CHECK(ba.stream[1].n == bb.stream[1].n && ba.stream[1].n == 2 * (8 + 4));
+        CHECK(!memcmp(ba.stream[1].x, bb.stream[1].x, (size_t)ba.stream[1].n * 32 * 4));
+    }
     sf_act_source_close(a);
     sf_act_source_close(b);
 }
