@@ -414,6 +414,10 @@ int cmd_train_source(int argc, char **argv) {
         }
         if (sf_sae_init(&h->s, h->arch, (int)d, (int)n, (int)h->k, (uint64_t)tf.seed)) goto fail;
         h->have_sae = 1;
+        /* architecture defaults as `saeflow train` sets them */
+        if ((h->arch == SF_SAE_MATRYOSHKA && sf_sae_set_matryoshka(&h->s, 0, NULL, 0)) ||
+            (h->arch == SF_SAE_JUMPRELU && sf_sae_set_jumpthreshold(&h->s, tf.jumpthreshold)))
+            goto fail;
         sf_sae_train_opts to;
         sf_sae_train_opts_default(&to);
         to.lr = tf.lr, to.lr_warmup_steps = tf.lr_warmup_steps, to.clip = 1.0;
@@ -430,6 +434,8 @@ int cmd_train_source(int argc, char **argv) {
         }
         char dir[512];
         snprintf(dir, sizeof dir, "%s%s%s", name ? name : "", name ? "-" : "", h->key);
+        for (char *p = dir; *p; p++) /* "...:delta" -> "...-delta": no ':' in paths */
+            if (*p == ':') *p = '-';
         h->outdir = sf_path_join(savedir, dir);
         struct stat st;
         h->had_dir = stat(h->outdir, &st) == 0;
