@@ -169,6 +169,8 @@ typedef struct {
     uint64_t seed;            /* group g: torch.Generator("cpu").manual_seed(seed + g) */
     int rng_kind;             /* sf_torch_rng_kind of that randn (0: AVX2) */
     int64_t tokens_per_image; /* <= 0: every row; N: N random rows per prompt and hook */
+    int64_t rows_per_batch;   /* > 0 (instead): N random rows of a group's rows per hook, the
+                               * reference's nsamples (randperm over the batch, first N) */
     int shuffle;              /* 0: rows in (prompt, token) order; W >= 1: the rows of W
                                * consecutive groups in a seeded random order */
     sf_dtype dtype;           /* transformer weights in memory (0: as stored) */

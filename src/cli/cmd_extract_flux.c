@@ -75,6 +75,7 @@ int cmd_extract_flux(int argc, char **argv) {
                                          {"threads", required_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {"captions", required_argument, 0, 'C'},
+                                         {"rows_per_batch", required_argument, 0, 'B'},
                                          {"dataset", required_argument, 0, 'D'},
                                          {"text_model", required_argument, 0, 'M'},
                                          {"max_sequence_length", required_argument, 0, 'L'},
@@ -95,6 +96,10 @@ int cmd_extract_flux(int argc, char **argv) {
             break;
         case 'p':
             fo.prompts = optarg;
+            break;
+        case 'B':
+            bad = cli_parse_int(CMD, "rows_per_batch", optarg, &v);
+            fo.rows_per_batch = v;
             break;
         case 'C':
             fo.captions = optarg;
@@ -184,8 +189,8 @@ int cmd_extract_flux(int argc, char **argv) {
                                   "--dataset are required");
         goto out;
     }
-    if (fo.height < 0 || fo.width < 0 || fo.batch < 0 || tpi < 0 || shuffle < 0 || shard_rows < 1 ||
-        threads < 0 || threads > 1024 || seed < 0) {
+    if (fo.height < 0 || fo.width < 0 || fo.batch < 0 || tpi < 0 || shuffle < 0 ||
+        fo.rows_per_batch < 0 || shard_rows < 1 || threads < 0 || threads > 1024 || seed < 0) {
         rc = cli_usage_error(CMD, "sizes, --seed, --tokens_per_image, --shuffle must be "
                                   "non-negative, --shard_rows positive");
         goto out;

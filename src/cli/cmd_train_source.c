@@ -57,6 +57,8 @@ static void usage(FILE *out) {
         "  --prompt_batch N      prompts per forward (default 32)\n"
         "  --tokens_per_image N  random rows per prompt and hook (default 8: 256 rows per 32\n"
         "                        prompts, the reference's nsamples); 0 = every token\n"
+        "  --rows_per_batch N    instead: N random rows of all rows of each group (the\n"
+        "                        reference's exact nsamples draw)\n"
         "  --shuffle W           mix the rows of W groups of prompts (default 1; 0 = off)\n"
         "  --noise_seed S        noise / selection seed (default: --seed)\n"
         "  --rng avx2|default    torch randn kernels to reproduce (default avx2)\n"
@@ -183,7 +185,8 @@ int cmd_train_source(int argc, char **argv) {
         O_CAPS,
         O_DS,
         O_TM,
-        O_MSL
+        O_MSL,
+        O_RPB
     };
     static const struct option opts[] = {{"source", required_argument, 0, O_SRC},
                                          {"hook", required_argument, 0, O_HOOK},
@@ -210,6 +213,7 @@ int cmd_train_source(int argc, char **argv) {
                                          {"quiet", no_argument, 0, O_QUIET},
                                          {"help", no_argument, 0, O_HELP},
                                          {"captions", required_argument, 0, O_CAPS},
+                                         {"rows_per_batch", required_argument, 0, O_RPB},
                                          {"dataset", required_argument, 0, O_DS},
                                          {"text_model", required_argument, 0, O_TM},
                                          {"max_sequence_length", required_argument, 0, O_MSL},
@@ -258,6 +262,10 @@ int cmd_train_source(int argc, char **argv) {
             break;
         case O_PROMPTS:
             fo.prompts = optarg;
+            break;
+        case O_RPB:
+            bad = cli_parse_int(CMD, "rows_per_batch", optarg, &v);
+            fo.rows_per_batch = v, tpi = 0;
             break;
         case O_CAPS:
             fo.captions = optarg;
@@ -376,7 +384,7 @@ int cmd_train_source(int argc, char **argv) {
     }
     if (cli_train_flags_check(CMD, &tf)) goto out;
     if (k < 1 || expansion < 1 || iters < 1 || save_every < 0 || tpi < 0 || shuffle < 0 ||
-        !(lmbda >= 0) || fo.height < 0 || fo.width < 0 || fo.batch < 0) {
+        fo.rows_per_batch < 0 || !(lmbda >= 0) || fo.height < 0 || fo.width < 0 || fo.batch < 0) {
         rc = cli_usage_error(CMD, "--k, --expansion, --iters must be positive; --save_every, "
                                   "--tokens_per_image, --shuffle, --lmbda non-negative");
         goto out;
@@ -390,7 +398,7 @@ int cmd_train_source(int argc, char **argv) {
     if (is_flux) {
         fo.hooks = hook_names, fo.n_hooks = nh;
         fo.seed = (uint64_t)(nseed >= 0 ? nseed : tf.seed);
-        fo.tokens_per_image = tpi, fo.shuffle = (int)shuffle;
+        fo.tokens_per_image = fo.rows_per_batch > 0 ? 0 : tpi, fo.shuffle = (int)shuffle;
         if (!(srcs[nsrc++] = sf_flux_source_open(&fo))) goto fail;
     } else {
         for (int i = 0; i < nh; i++) {

@@ -141,6 +141,32 @@ static int run_group(flux_src *f, int64_t g, int64_t g0, int64_t gn, int64_t p0,
                          .txt_ids = NULL};
     if (sf_flux_forward(f->m, &in, f->nreq, f->req, f->out)) return -1;
     const int64_t D = c->dim;
+    if (f->o.rows_per_batch > 0) {
+        /* the reference's nsamples: a randperm over all rows of the batch, the first N */
+        for (int i = 0; i < f->nreq; i++) {
+            const int64_t R = f->rows_per[i], tot = B * R;
+            const int64_t take = f->o.rows_per_batch < tot ? f->o.rows_per_batch : tot;
+            uint64_t *sel = perm_buf(f, (size_t)tot);
+            for (int64_t j = 0; j < tot; j++)
+                sel[j] = (uint64_t)j;
+            sf_rng r;
+            rng_for(f, (uint64_t)g, (uint64_t)i + 0x200000000ULL, &r);
+            for (int64_t j = 0; j < take; j++) {
+                int64_t k = j + (int64_t)sf_rng_below(&r, (uint64_t)(tot - j));
+                uint64_t t = sel[j];
+                sel[j] = sel[k], sel[k] = t;
+            }
+            for (int64_t j = 0; j < take; j++) {
+                const int64_t b = (int64_t)sel[j] / R, q = (int64_t)sel[j] % R;
+                sf_vec_append(&f->x[i], f->out[i] + (size_t)(b * R + q) * (size_t)D, D);
+                sf_vec_push(&f->rows[i], p0 + b);
+                sf_vec_push(&f->pos[i], (int32_t)q);
+            }
+        }
+        for (int64_t b = 0; b < B; b++)
+            sf_vec_push(&f->ex_rows, p0 + b);
+        return 0;
+    }
     for (int i = 0; i < f->nreq; i++) {
         const int64_t R = f->rows_per[i], tpi = f->o.tokens_per_image;
         const int64_t take = tpi > 0 && tpi < R ? tpi : R;
@@ -289,9 +315,10 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
         goto fail;
     }
     if (o->height < 16 || o->width < 16 || o->height % 16 || o->width % 16 || o->batch < 1 ||
-        o->shuffle < 0) {
+        o->shuffle < 0 || (o->tokens_per_image > 0 && o->rows_per_batch > 0)) {
         sf_error("flux source: height %d and width %d must be positive multiples of 16, "
-                 "batch %d >= 1, shuffle %d >= 0",
+                 "batch %d >= 1, shuffle %d >= 0, and tokens_per_image and rows_per_batch "
+                 "not both set",
                  o->height, o->width, o->batch, o->shuffle);
         goto fail;
     }
@@ -389,10 +416,12 @@ char *sf_flux_source_fingerprint(const sf_act_source *s, int64_t shard_rows) {
     for (int i = 0; i < f->nreq; i++)
         sf_sb_printf(&b, "%s%s", i ? "," : "", f->name[i]);
     sf_sb_printf(&b,
-                 " size=%dx%d batch=%d seed=%llu rng=%d tokens_per_image=%lld shuffle=%d "
+                 " size=%dx%d batch=%d seed=%llu rng=%d tokens_per_image=%lld "
+                 "rows_per_batch=%lld shuffle=%d "
                  "dtype=%d n=%lld shard_rows=%lld",
                  f->o.height, f->o.width, f->o.batch, (unsigned long long)f->o.seed, f->o.rng_kind,
-                 (long long)(f->o.tokens_per_image > 0 ? f->o.tokens_per_image : 0), f->o.shuffle,
+                 (long long)(f->o.tokens_per_image > 0 ? f->o.tokens_per_image : 0),
+                 (long long)(f->o.rows_per_batch > 0 ? f->o.rows_per_batch : 0), f->o.shuffle,
                  (int)f->o.dtype, (long long)s->n_rows, (long long)shard_rows);
     return sf_sb_release(&b);
 }

@@ -30,6 +30,8 @@ static const char *WANT[][2] = {{"transformer_blocks.0.0", NULL},
 static const int OFFSET[] = {0, 0, 0, 6, 0, 0}; /* :image of a single block skips T = 6 */
 #define NH 6
 
+static int64_t RPB = 0; /* rows_per_batch of open_src */
+
 static sf_act_source *open_src(int64_t tpi, int shuffle) {
     sf_flux_source_opts o = {.model = SF_SOURCE_DIR "/fixtures/flux/a",
                              .prompts = FIX "prompts.safetensors",
@@ -40,6 +42,7 @@ static sf_act_source *open_src(int64_t tpi, int shuffle) {
                              .batch = 2,
                              .seed = 7,
                              .tokens_per_image = tpi,
+                             .rows_per_batch = RPB,
                              .shuffle = shuffle,
                              .limit = -1};
     sf_act_source *s = sf_flux_source_open(&o);
@@ -166,6 +169,24 @@ TEST(selection_and_shuffle) {
     CHECK(same(&w0, &b.stream[2]));
     sf_act_source_close(s);
     free(w0.x), free(w0.rows), free(w0.pos), free(w1.x), free(w1.rows), free(w1.pos);
+}
+
+/* The reference's nsamples: 5 rows from all rows of each group of 2 prompts. */
+TEST(rows_per_batch) {
+    RPB = 5;
+    sf_act_source *s = open_src(0, 0);
+    RPB = 0;
+    if (!s) return;
+    int64_t counts[5][NH] = {{0}}, nb;
+    check_rows(s, counts, &nb);
+    CHECK(nb == 3);
+    for (int i = 0; i < NH; i++) {
+        int64_t tot = 0;
+        for (int p = 0; p < 5; p++)
+            tot += counts[p][i];
+        CHECK_MSG(tot == 15, "hook %d: %lld rows", i, (long long)tot);
+    }
+    sf_act_source_close(s);
 }
 
 TEST(errors) {
@@ -296,6 +317,7 @@ TEST(on_the_fly) {
 int main(void) {
     RUN(all_tokens);
     RUN(selection_and_shuffle);
+    RUN(rows_per_batch);
     RUN(errors);
     RUN(on_the_fly);
     return test_summary();
