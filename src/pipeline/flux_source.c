@@ -129,6 +129,10 @@ static int run_group(flux_src *f, int64_t g, int64_t g0, int64_t gn, int64_t p0,
         if (!isfinite(f->txt[b]))
             return sf_error("%s: prompt_embeds of prompt %lld contain NaN or Inf", f->prompts,
                             (long long)(p0 + b / (f->T * c->joint_dim)));
+    for (int64_t b = 0; b < B * c->pooled_dim; b++)
+        if (!isfinite(f->pooled[b]))
+            return sf_error("%s: pooled_prompt_embeds of prompt %lld contain NaN or Inf",
+                            f->prompts, (long long)(p0 + b / c->pooled_dim));
     sf_flux_inputs in = {.B = B,
                          .N = f->N,
                          .T = f->T,
@@ -353,8 +357,17 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
             goto fail;
         }
         n = f->pe->shape[0], f->T = f->pe->shape[1];
+        if (f->T < 1 || f->T > 512) {
+            sf_error("%s: prompt_embeds has %lld tokens (1 to 512)", f->prompts, (long long)f->T);
+            goto fail;
+        }
         joint = f->pe->shape[2], pooled = f->po->shape[1];
     } else {
+        if (o->max_sequence_length < 0 || o->max_sequence_length > 512) {
+            sf_error("max_sequence_length %d: 1 to 512 (T5's limit in FluxPipeline)",
+                     o->max_sequence_length);
+            goto fail;
+        }
         if (read_captions(f, oin->captions, oin->dataset, o->limit)) goto fail;
         f->T = o->max_sequence_length > 0 ? o->max_sequence_length : 256;
         o->max_sequence_length = (int)f->T;

@@ -215,6 +215,24 @@ TEST(errors) {
     o.prompts = FIX "prompts.safetensors", o.height = 40;
     CHECK(sf_flux_source_open(&o) == NULL);
     CHECK_ERR_HAS("multiples of 16");
+    /* a NaN in the pooled embeddings of prompt 1: an error naming it, at its group */
+    char path[2200];
+    snprintf(path, sizeof path, "%s/nan.safetensors", test_tmpdir("flux_source_nan"));
+    float pe[2 * 6 * 32] = {0}, po[2 * 24] = {0};
+    po[24 + 3] = NAN;
+    sf_st_writer *w = sf_stw_new();
+    const int64_t s3[3] = {2, 6, 32}, s2[2] = {2, 24};
+    CHECK(sf_stw_add(w, "prompt_embeds", SF_DT_F32, 3, s3, pe) == 0);
+    CHECK(sf_stw_add(w, "pooled_prompt_embeds", SF_DT_F32, 2, s2, po) == 0);
+    CHECK(sf_stw_write(w, path) == 0);
+    sf_stw_free(w);
+    o.prompts = path, o.height = 64;
+    sf_act_source *s = sf_flux_source_open(&o);
+    CHECK(s != NULL);
+    sf_act_batch b;
+    if (s) CHECK(sf_act_source_next(s, &b) == -1);
+    CHECK_ERR_HAS("pooled_prompt_embeds of prompt 1");
+    sf_act_source_close(s);
 }
 
 /* Captions encoded on the fly (tiny CLIP + T5, fixtures/clip/e2e and
