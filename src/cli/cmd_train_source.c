@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
 #include "saeflow/buf.h"
 #include "saeflow/pipeline.h"
@@ -76,7 +78,11 @@ static void usage(FILE *out) {
         "run:\n"
         "  --savedir DIR         (default checkpoints)\n"
         "  --name NAME           checkpoint folder prefix (default: the hook name alone)\n"
-        "  --save_every S        also checkpoint every S steps\n"
+        "  --save_every S        also checkpoint every S steps (of the slowest hook of a\n"
+        "                        source), with the metrics and the source position\n"
+        "  --resume              continue each hook from its checkpoint and the source from\n"
+        "                        the saved position (same source flags; the optimizer state,\n"
+        "                        lr warmup and dead-latent counters start afresh)\n"
         "  --seed S              SAE init seed (default 0)\n"
         "  --threads T           OpenMP threads (default: all cores)\n"
         "  --quiet               no summary\n");
@@ -93,8 +99,9 @@ typedef struct {
     SF_VEC(float) q; /* queued rows (n * d floats) */
     int64_t steps;
     char *outdir;
-    sf_atomic_file mf;
-    int mf_open, had_dir;
+    sf_sbuf metrics; /* metrics.jsonl so far, rewritten (atomically) at every save */
+    int had_dir;
+    int64_t resume_row; /* source row a resumed run continues from */
     sf_sae_metrics m;
 } hook_run;
 
@@ -129,13 +136,65 @@ static int parse_hook(const char *arg, hook_run *h) {
     return 0;
 }
 
-static int save_hook(hook_run *h) {
+/* Checkpoint + metrics so far; `row` is where the source continues on --resume. */
+static int save_hook(hook_run *h, int64_t row) {
+    sf_sae_config_set_number(&h->s, "steps", (double)h->steps);
+    sf_sae_config_set_number(&h->s, "resume_row", (double)row);
     if (sf_sae_save(&h->s, h->outdir)) return sf_error_prefix("%s: saving checkpoint", h->hook);
-    return 0;
+    char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
+    int rc = sf_write_file_atomic(mpath, h->metrics.s ? h->metrics.s : "", h->metrics.len);
+    free(mpath);
+    return rc;
+}
+
+/* --resume: the checkpoint in h->outdir (if any) with its step count, source
+ * position and the metrics up to it. 1 = resumed, 0 = nothing there, -1 error. */
+static int resume_hook(hook_run *h, const char *fingerprint) {
+    char *cpath = sf_path_join(h->outdir, "config.json");
+    struct stat st;
+    int have = stat(cpath, &st) == 0;
+    free(cpath);
+    if (!have) return 0;
+    if (sf_sae_load(&h->s, h->outdir)) return -1;
+    h->have_sae = 1;
+    const cJSON *steps = cJSON_GetObjectItem(h->s.config, "steps");
+    const cJSON *row = cJSON_GetObjectItem(h->s.config, "resume_row");
+    const cJSON *fp = cJSON_GetObjectItem(h->s.config, "source_fingerprint");
+    if (!cJSON_IsNumber(steps) || !cJSON_IsNumber(row) || steps->valuedouble < 0 ||
+        row->valuedouble < 0)
+        return sf_error("%s: config.json lacks \"steps\" / \"resume_row\" (not written by "
+                        "train --source)",
+                        h->outdir);
+    if (fingerprint && (!cJSON_IsString(fp) || strcmp(fp->valuestring, fingerprint)))
+        return sf_error("%s: the checkpoint was sampled with other source settings:\n  %s\n"
+                        "now:\n  %s",
+                        h->outdir, cJSON_IsString(fp) ? fp->valuestring : "(none)", fingerprint);
+    h->steps = (int64_t)steps->valuedouble;
+    h->resume_row = (int64_t)row->valuedouble;
+    /* the metrics of the steps the checkpoint holds */
+    char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
+    size_t len = 0;
+    char *m = sf_read_file(mpath, &len);
+    free(mpath);
+    int64_t lines = 0;
+    size_t keep = 0;
+    while (m && keep < len && lines < h->steps) {
+        char *nl = memchr(m + keep, '\n', len - keep);
+        if (!nl) break;
+        keep = (size_t)(nl - m) + 1, lines++;
+    }
+    if (lines < h->steps) {
+        free(m);
+        return sf_error("%s: metrics.jsonl has %lld of the %lld steps", h->outdir, (long long)lines,
+                        (long long)h->steps);
+    }
+    sf_sb_put(&h->metrics, m, keep);
+    free(m);
+    return 1;
 }
 
 /* Queue rows of hook h; step its SAE on every full batch. */
-static int feed(hook_run *h, const float *x, int64_t n, int B, int64_t iters, int64_t save_every) {
+static int feed(hook_run *h, const float *x, int64_t n, int B, int64_t iters) {
     const size_t d = (size_t)h->s.d;
     sf_vec_append(&h->q, x, (size_t)n * d);
     size_t off = 0;
@@ -146,9 +205,7 @@ static int feed(hook_run *h, const float *x, int64_t n, int B, int64_t iters, in
         off += (size_t)B * d;
         h->steps++;
         sf_sae_metrics_json(&h->m, h->steps, 0, h->steps * B, line, sizeof line);
-        fprintf(h->mf.fp, "%s\n", line);
-        if (save_every > 0 && h->steps % save_every == 0 && h->steps < iters && save_hook(h))
-            return -1;
+        sf_sb_printf(&h->metrics, "%s\n", line);
     }
     if (h->steps >= iters) off = h->q.n; /* done: drop the rest */
     memmove(h->q.v, h->q.v + off, (h->q.n - off) * sizeof(float));
@@ -186,7 +243,8 @@ int cmd_train_source(int argc, char **argv) {
         O_DS,
         O_TM,
         O_MSL,
-        O_RPB
+        O_RPB,
+        O_RESUME
     };
     static const struct option opts[] = {{"source", required_argument, 0, O_SRC},
                                          {"hook", required_argument, 0, O_HOOK},
@@ -214,6 +272,7 @@ int cmd_train_source(int argc, char **argv) {
                                          {"help", no_argument, 0, O_HELP},
                                          {"captions", required_argument, 0, O_CAPS},
                                          {"rows_per_batch", required_argument, 0, O_RPB},
+                                         {"resume", no_argument, 0, O_RESUME},
                                          {"dataset", required_argument, 0, O_DS},
                                          {"text_model", required_argument, 0, O_TM},
                                          {"max_sequence_length", required_argument, 0, O_MSL},
@@ -233,12 +292,14 @@ int cmd_train_source(int argc, char **argv) {
     sf_flux_source_opts fo = {.limit = -1};
     cli_paths paths = {0};
     hook_run *hooks = sf_calloc(SF_ACT_MAX_STREAMS, sizeof *hooks);
-    int nh = 0, quiet = 0, c, rc = 2;
+    int nh = 0, quiet = 0, resume = 0, c, rc = 2;
+    char *fingerprint = NULL;
     sf_sae_arch arch = SF_SAE_STANDARD;
     long long k = 16, expansion = 4, iters = 4096, save_every = 0, v, nseed = -1;
     long long tpi = 8, shuffle = 1;
     double lmbda = 0.01;
     sf_act_source *srcs[SF_ACT_MAX_STREAMS] = {0};
+    int64_t at[SF_ACT_MAX_STREAMS] = {0}; /* per source: the row it reads next */
     int nsrc = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0, shared = cli_train_flag(CMD, c, optarg, &tf);
@@ -262,6 +323,9 @@ int cmd_train_source(int argc, char **argv) {
             break;
         case O_PROMPTS:
             fo.prompts = optarg;
+            break;
+        case O_RESUME:
+            resume = 1;
             break;
         case O_RPB:
             bad = cli_parse_int(CMD, "rows_per_batch", optarg, &v);
@@ -400,6 +464,7 @@ int cmd_train_source(int argc, char **argv) {
         fo.seed = (uint64_t)(nseed >= 0 ? nseed : tf.seed);
         fo.tokens_per_image = fo.rows_per_batch > 0 ? 0 : tpi, fo.shuffle = (int)shuffle;
         if (!(srcs[nsrc++] = sf_flux_source_open(&fo))) goto fail;
+        fingerprint = sf_flux_source_fingerprint(srcs[0], 0);
     } else {
         for (int i = 0; i < nh; i++) {
             sf_file_source_opts so = {paths.v, paths.n, hooks[i].hook, NULL, 0, -1, 4096};
@@ -415,6 +480,20 @@ int cmd_train_source(int argc, char **argv) {
         if (h->expansion < 0) h->expansion = expansion;
         if (h->lmbda < 0) h->lmbda = lmbda;
         const int64_t d = s->d[is_flux ? i : 0], n = d * h->expansion;
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s%s%s", name ? name : "", name ? "-" : "", h->key);
+        for (char *p = dir; *p; p++) /* "...:delta" -> "...-delta": no ':' in paths */
+            if (*p == ':') *p = '-';
+        h->outdir = sf_path_join(savedir, dir);
+        struct stat st;
+        h->had_dir = stat(h->outdir, &st) == 0;
+        int resumed = resume ? resume_hook(h, fingerprint) : 0;
+        if (resumed < 0) goto fail;
+        if (resumed && h->s.d != d) {
+            sf_error("%s: checkpoint width %d, the source's %lld", h->outdir, h->s.d, (long long)d);
+            goto fail;
+        }
+        if (resumed) goto trainer;
         if (n > (1 << 26) || h->k > n) {
             sf_error("%s: pages %lld (width x expansion) must be >= k %lld and at most 2^26",
                      h->hook, (long long)n, h->k);
@@ -426,33 +505,44 @@ int cmd_train_source(int argc, char **argv) {
         if ((h->arch == SF_SAE_MATRYOSHKA && sf_sae_set_matryoshka(&h->s, 0, NULL, 0)) ||
             (h->arch == SF_SAE_JUMPRELU && sf_sae_set_jumpthreshold(&h->s, tf.jumpthreshold)))
             goto fail;
-        sf_sae_train_opts to;
-        sf_sae_train_opts_default(&to);
-        to.lr = tf.lr, to.lr_warmup_steps = tf.lr_warmup_steps, to.clip = 1.0;
-        to.normalise = tf.normalise, to.auxk_coef = tf.auxk;
-        to.aux_k = (int)(tf.aux_k < n ? tf.aux_k : n), to.bodycount = tf.bodycount;
-        to.lmbda = h->lmbda, to.lmbda_warmup_steps = tf.lmbda_warmup_steps;
-        to.bandwidth = tf.bandwidth;
-        if (!(h->t = sf_sae_trainer_new(&h->s, &to, (int)tf.batch_size))) goto fail;
         sf_sae_config_set_string(&h->s, "hook", h->key);
         sf_sae_config_set_string(&h->s, "source", is_flux ? "flux" : "file");
+        if (fingerprint) sf_sae_config_set_string(&h->s, "source_fingerprint", fingerprint);
         if (h->arch == SF_SAE_STANDARD || h->arch == SF_SAE_GATED || h->arch == SF_SAE_JUMPRELU) {
             sf_sae_config_set_number(&h->s, "lmbda", h->lmbda);
             sf_sae_config_set_number(&h->s, "lmbda_warmup_steps", (double)tf.lmbda_warmup_steps);
         }
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s%s%s", name ? name : "", name ? "-" : "", h->key);
-        for (char *p = dir; *p; p++) /* "...:delta" -> "...-delta": no ':' in paths */
-            if (*p == ':') *p = '-';
-        h->outdir = sf_path_join(savedir, dir);
-        struct stat st;
-        h->had_dir = stat(h->outdir, &st) == 0;
+    trainer:;
+        const int64_t pages = h->s.n;
+        sf_sae_train_opts to;
+        sf_sae_train_opts_default(&to);
+        to.lr = tf.lr, to.lr_warmup_steps = tf.lr_warmup_steps, to.clip = 1.0;
+        to.normalise = tf.normalise, to.auxk_coef = tf.auxk;
+        to.aux_k = (int)(tf.aux_k < pages ? tf.aux_k : pages), to.bodycount = tf.bodycount;
+        to.lmbda = h->lmbda, to.lmbda_warmup_steps = tf.lmbda_warmup_steps;
+        to.bandwidth = tf.bandwidth;
+        if (!(h->t = sf_sae_trainer_new(&h->s, &to, (int)tf.batch_size))) goto fail;
         if (sf_mkdirs(h->outdir)) goto fail;
-        char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
-        int e = sf_atomic_open(&h->mf, mpath);
-        free(mpath);
-        if (e) goto fail;
-        h->mf_open = 1;
+    }
+    // resumed runs: the sources continue where the checkpoints were taken
+    for (int si = 0; si < nsrc; si++) {
+        int64_t row = -1;
+        for (int i = 0; i < nh; i++) {
+            if (!is_flux && i != si) continue;
+            if (row >= 0 && hooks[i].resume_row != row) {
+                sf_error("the checkpoints of %s and %s continue from different source rows "
+                         "(%lld, %lld): resume them in separate runs",
+                         hooks[0].outdir, hooks[i].outdir, (long long)row,
+                         (long long)hooks[i].resume_row);
+                goto fail;
+            }
+            row = hooks[i].resume_row;
+        }
+        if (row > 0 && sf_act_source_seek(srcs[si], row < srcs[si]->n_rows ? row : srcs[si]->n_rows,
+                                          srcs[si]->n_rows))
+            goto fail;
+        at[si] = row > 0 ? row : 0;
+        if (row > 0 && !quiet) printf("resuming from source row %lld\n", (long long)row);
     }
     if (!quiet) {
         printf("training %d SAE%s (", nh, nh == 1 ? "" : "s");
@@ -489,18 +579,27 @@ int cmd_train_source(int argc, char **argv) {
             for (int j = 0; j < b.n_streams; j++) {
                 hook_run *h = &hooks[is_flux ? j : si];
                 rows_seen += b.stream[j].n;
-                if (feed(h, b.stream[j].x, b.stream[j].n, B, iters, save_every)) goto fail_bar;
+                if (feed(h, b.stream[j].x, b.stream[j].n, B, iters)) goto fail_bar;
             }
+            /* checkpoints at batch ends: when the slowest hook of this source
+             * passes a multiple of save_every, all its hooks save with the same
+             * position (the rows they had queued, < batch_size each, are not
+             * trained on by a resumed run) */
+            at[si] = b.next_row;
+            int64_t lo2 = iters;
+            for (int i = 0; i < nh; i++)
+                if (is_flux || i == si) lo2 = hooks[i].steps < lo2 ? hooks[i].steps : lo2;
+            if (save_every > 0 && lo2 < iters && lo2 / save_every > lo / save_every)
+                for (int i = 0; i < nh; i++)
+                    if ((is_flux || i == si) && save_hook(&hooks[i], b.next_row)) goto fail_bar;
             char extra[96];
             const hook_run *h0 = &hooks[is_flux ? 0 : si];
             snprintf(extra, sizeof extra, " %s loss %.4g l0 %.1f", h0->key, h0->m.loss, h0->m.l0);
             sf_progress_update(&pb, (uint64_t)h0->steps, extra);
         }
     }
-    for (int i = 0; i < nh; i++) {
-        if (save_hook(&hooks[i]) || sf_atomic_commit(&hooks[i].mf)) goto fail_bar;
-        hooks[i].mf_open = 0;
-    }
+    for (int i = 0; i < nh; i++)
+        if (save_hook(&hooks[i], at[is_flux ? 0 : i])) goto fail_bar;
     sf_progress_finish(&pb, "");
     if (!quiet) {
         double el = sf_now() - t0;
@@ -522,16 +621,15 @@ fail:
 out:
     for (int i = 0; i < nh; i++) {
         hook_run *h = &hooks[i];
-        if (h->mf_open) {
-            sf_atomic_abort(&h->mf);
-            if (!h->had_dir) rmdir(h->outdir); /* fails, harmlessly, once a checkpoint exists */
-        }
+        if (rc && h->outdir && !h->had_dir) rmdir(h->outdir); /* fails once it holds files */
+        sf_sb_free(&h->metrics);
         if (h->t) sf_sae_trainer_free(h->t);
         if (h->have_sae) sf_sae_free(&h->s);
         sf_vec_free(&h->q);
         free(h->hook), free(h->key), free(h->outdir);
     }
     free(hooks);
+    free(fingerprint);
     for (int i = 0; i < nsrc; i++)
         sf_act_source_close(srcs[i]);
     cli_paths_free(&paths);

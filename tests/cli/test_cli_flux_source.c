@@ -81,6 +81,40 @@ TEST(two_sources_one_checkpoint) {
     free(m);
 }
 
+/* --resume: 4 steps on the first window (4 prompts x 8 image rows, batch 8),
+ * then a resumed run with --iters 6 continues at prompt 4 (one more step on
+ * the last prompt's 8 rows) with the first run's metrics kept. */
+TEST(resume) {
+    const char *tmp = test_tmpdir("cli_flux_source_resume");
+    char args[8192], path[2400];
+#define R_ARGS                                                                                     \
+    "train --source flux --model " SF_SOURCE_DIR "/fixtures/flux/a --prompts " SF_SOURCE_DIR       \
+    "/fixtures/flux_source/prompts.safetensors --height 64 --width 32 --prompt_batch 2 "           \
+    "--tokens_per_image 0 --shuffle 2 --batch_size 8 --expansion 2 --threads 1 "                   \
+    "--hook transformer_blocks.0:1 --savedir '%s' "
+    snprintf(args, sizeof args, R_ARGS "--iters 4 --quiet", tmp);
+    CHECK_MSG(run(args) == 0, "%s", out_s);
+    snprintf(path, sizeof path, "%s/transformer_blocks.0.1/metrics.jsonl", tmp);
+    char *m1 = sf_read_file(path, NULL);
+    CHECK(m1 && strstr(m1, "\"step\": 4") && !strstr(m1, "\"step\": 5"));
+    snprintf(args, sizeof args, R_ARGS "--iters 6 --resume", tmp);
+    CHECK_MSG(run(args) == 0, "%s", out_s);
+    HAS("resuming from source row 4");
+    HAS("5 steps (the source ran out)");
+    char *m2 = sf_read_file(path, NULL);
+    CHECK(m1 && m2 && !strncmp(m1, m2, strlen(m1)) && strstr(m2, "\"step\": 5"));
+    free(m1), free(m2);
+    snprintf(path, sizeof path, "%s/transformer_blocks.0.1/config.json", tmp);
+    char *cfg = sf_read_file(path, NULL);
+    CHECK(cfg && strstr(cfg, "\"steps\":\t5") && strstr(cfg, "\"resume_row\":\t5"));
+    free(cfg);
+    /* other source settings: refused */
+    snprintf(args, sizeof args, R_ARGS "--iters 6 --resume --noise_seed 9", tmp);
+    CHECK(run(args) == 1);
+    HAS("other source settings");
+#undef R_ARGS
+}
+
 TEST(usage_errors) {
     CHECK(run("train --source nope --hook x --tensorpath y") == 2);
     CHECK(run("train --source flux " SRC) == 2);
@@ -96,6 +130,7 @@ TEST(usage_errors) {
 
 int main(void) {
     RUN(two_sources_one_checkpoint);
+    RUN(resume);
     RUN(usage_errors);
     free(out_s);
     return test_summary();
