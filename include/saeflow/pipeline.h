@@ -139,7 +139,9 @@ typedef struct {
     int64_t batch;      /* rows per batch */
 } sf_file_source_opts;
 
-/* One stream named `key`; rows are checked to be finite. */
+/* One stream named `key`; rows are checked to be finite. With a row map and
+ * an I32 '<key>_pos' tensor (extract's per-token output) the rows are tokens:
+ * per_token[0] is set and the stream carries their positions. */
 sf_act_source *sf_file_source_open(const sf_file_source_opts *o);
 /* The row map tensor's name, NULL when rows are numbered by position. */
 const char *sf_file_source_rows_key(const sf_act_source *s);
