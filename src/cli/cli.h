@@ -155,5 +155,12 @@ int cli_read_prompts(const char *path, int64_t offset, int64_t limit, cli_prompt
 /* Captions of a dataset spec (cc3m:, wds:, folder:); no caption = "". */
 int cli_read_prompt_dataset(const char *spec, int64_t offset, int64_t limit, cli_prompt_list *p);
 void cli_prompt_list_free(cli_prompt_list *p);
+/* `saeflow train --source flux|file` (cmd_train_source.c) and `saeflow
+ * extract --source flux` (cmd_extract_flux.c), which train and extract hand
+ * over to when --source is among their arguments. */
+int cmd_train_source(int argc, char **argv);
+int cmd_extract_flux(int argc, char **argv);
+/* 1 when argv holds --source (or --source=...). */
+int cli_has_source_flag(int argc, char **argv);
 
 #endif

@@ -58,7 +58,10 @@ static void usage(FILE *out) {
         "\n"
         "A row whose image does not decode, or that lacks an image or caption a tower\n"
         "needs, is skipped with a warning (both towers, so rows stay aligned). Rerunning\n"
-        "the same command resumes after the last finished shard.\n");
+        "the same command resumes after the last finished shard.\n"
+        "\n"
+        "saeflow extract --source flux ... writes FLUX activations sampled on the fly\n"
+        "(see saeflow extract --source flux --help).\n");
 }
 
 /* Skipped rows: the first few are named, then only counted (the totals are
@@ -100,6 +103,7 @@ static int run(const sf_clip_source_opts *so, const char *out, int64_t shard_row
 }
 
 int cmd_extract(int argc, char **argv) {
+    if (cli_has_source_flag(argc, argv)) return cmd_extract_flux(argc, argv);
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"images", required_argument, 0, 'I'},
                                          {"dataset", required_argument, 0, 'D'},

@@ -65,11 +65,15 @@ static void usage(FILE *out) {
         "  --threads T           OpenMP threads (default: all cores)\n"
         "  --quiet               no summary\n"
         "\n"
-        "Same seed, threads and data give a bit-identical checkpoint.\n");
+        "Same seed, threads and data give a bit-identical checkpoint.\n"
+        "\n"
+        "saeflow train --source flux|file ... trains one SAE per FLUX hook on activations\n"
+        "sampled on the fly (see saeflow train --source flux --help).\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
+    if (cli_has_source_flag(argc, argv)) return cmd_train_source(argc, argv);
     enum {
         O_TP = 1000,
         O_TK,
