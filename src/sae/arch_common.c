@@ -163,7 +163,7 @@ void sae_arch_init(sf_sae *s, uint64_t seed) {
         }
     } else if (s->arch == SF_SAE_JUMPRELU) {
         for (int j = 0; j < n; j++)
-            s->logthres[j] = logf(0.001f); /* --jumpthreshold default */
+            s->logthres[j] = logf(0.001f); /* the default initial threshold */
     }
 }
 
@@ -263,7 +263,8 @@ int sae_arch_encode(const sf_sae *s, const sae_pf *pf, const float *x, int64_t B
     const int rowtopk = sae_row_topk(s);
     int64_t bad_row = -1;
     if (!rowtopk || (pf && (pf->n != n || pf->d != d))) pf = NULL;
-#pragma omp parallel if (sae_parallel_worth((size_t)B * n * d))
+        /* inside a parallel region (sf_sae_encoder_run_sliced) one thread per call */
+#pragma omp parallel if (!omp_in_parallel() && sae_parallel_worth((size_t)B * n * d))
     {
         float *xc = sf_malloc_aligned((size_t)chunk * d * sizeof(float));
         float *pre = sf_malloc_aligned((size_t)chunk * n * sizeof(float));

@@ -22,7 +22,7 @@ int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
     const char *p = spec;
     while (*p) {
         if (ng == SF_SAE_MAX_GROUPS)
-            return sf_error("--groups: at most %d groups", SF_SAE_MAX_GROUPS);
+            return sf_error("groups: at most %d groups", SF_SAE_MAX_GROUPS);
         char *end;
         long v;
         if (!strncmp(p, "rest", 4)) {
@@ -30,20 +30,20 @@ int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
             end = (char *)p + 4;
         } else {
             v = strtol(p, &end, 10);
-            if (end == p) return sf_error("--groups: '%s' is not a list of sizes", spec);
+            if (end == p) return sf_error("groups: '%s' is not a list of sizes", spec);
             if (v == 0) v = n - sum;
         }
-        if (v < 1) return sf_error("--groups: sizes must be positive (pages %d)", n);
+        if (v < 1) return sf_error("groups: sizes must be positive (pages %d)", n);
         groups[ng++] = (int)v;
         sum += v;
         p = end;
         if (*p == ',')
             p++;
         else if (*p)
-            return sf_error("--groups: unexpected '%c' in '%s'", *p, spec);
+            return sf_error("groups: unexpected '%c' in '%s'", *p, spec);
     }
-    if (ng == 0) return sf_error("--groups: empty list");
-    if (sum != n) return sf_error("--groups: sizes sum to %ld, pages is %d", sum, n);
+    if (ng == 0) return sf_error("groups: empty list");
+    if (sum != n) return sf_error("groups: sizes sum to %ld, pages is %d", sum, n);
     *n_groups = ng;
     return 0;
 }

@@ -6,6 +6,7 @@
 #endif
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -590,6 +591,31 @@ sf_sae_encoder *sf_sae_encoder_new(const sf_sae *s) {
 
 int sf_sae_encoder_run(sf_sae_encoder *e, const float *x, int64_t B, sf_sae_codes *out) {
     return sae_arch_encode(e->s, e->pf, x, B, out);
+}
+
+int sf_sae_encoder_run_sliced(sf_sae_encoder *e, const float *x, int64_t B, int64_t r0,
+                              sf_sae_codes *out) {
+    const int64_t S = SF_SAE_ENCODE_SLICE, ns = (B + S - 1) / S;
+    int64_t bad = -1;
+    char msg[1024] = "";
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < ns; i++) {
+        int64_t b0 = i * S, mb = B - b0 < S ? B - b0 : S;
+        /* a view of the slice's rows in the batch's code buffer */
+        sf_sae_codes v = {mb, out->k, out->idx + b0 * out->k, out->val + b0 * out->k,
+                          out->cnt + b0};
+        if (sae_arch_encode(e->s, e->pf, x + b0 * e->s->d, mb, &v)) {
+#pragma omp critical(sae_sliced_err)
+            if (bad < 0 || i < bad) {
+                bad = i;
+                snprintf(msg, sizeof msg, "%s", sf_errmsg());
+            }
+        }
+    }
+    if (bad >= 0)
+        return sf_error("rows %lld..%lld: %s", (long long)(r0 + bad * S),
+                        (long long)(r0 + bad * S + S - 1), msg);
+    return 0;
 }
 
 void sf_sae_encoder_free(sf_sae_encoder *e) {

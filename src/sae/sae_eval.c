@@ -19,11 +19,11 @@ void sf_synth_opts_default(sf_synth_opts *o) {
 
 int sf_sae_synth(const sf_synth_opts *o, const char *path, const char *key, const char *dict_key) {
     if (o->d <= 0 || o->n_true <= 0 || o->samples <= 0)
-        return sf_error("synth: --d, --n_true and --samples must be positive");
+        return sf_error("synth: d, n_true and samples must be positive");
     if (!(o->active > 0) || o->active > o->n_true)
-        return sf_error("synth: --active must be in (0, n_true]");
+        return sf_error("synth: active must be in (0, n_true]");
     if (!(o->alpha >= 0) || !(o->noise >= 0))
-        return sf_error("synth: --alpha and --noise must be >= 0");
+        return sf_error("synth: alpha and noise must be >= 0");
     const int d = o->d, nt = o->n_true;
     const int64_t N = o->samples;
     size_t xs;
