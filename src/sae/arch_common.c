@@ -72,19 +72,6 @@ static void default_groups(sf_sae *s) {
     s->n_groups = ng;
 }
 
-static void add_param(sf_sae *s, const char *name, float *data, int ndim, int64_t s0, int64_t s1,
-                      int transposed, int per_latent) {
-    sf_sae_param *p = &s->params[s->n_params++];
-    p->name = name;
-    p->data = data;
-    p->ndim = ndim;
-    p->shape[0] = s0;
-    p->shape[1] = ndim > 1 ? s1 : 1;
-    p->numel = (size_t)s0 * (size_t)p->shape[1];
-    p->transposed = transposed;
-    p->per_latent = per_latent;
-}
-
 static float *zalloc(size_t count) {
     float *p = sf_malloc_aligned(count * sizeof(float));
     memset(p, 0, count * sizeof(float));
@@ -116,28 +103,28 @@ int sae_arch_alloc(sf_sae *s) {
     case SF_SAE_STANDARD:
     case SF_SAE_BATCHTOPK:
     case SF_SAE_MATRYOSHKA:
-        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
-        add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
-        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
-        add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+        sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        sae_add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+        sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        sae_add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
         return 0;
     case SF_SAE_GATED:
         s->r_mag = zalloc(n);
         s->b_mag = zalloc(n);
-        add_param(s, "decoder_bias", s->b_dec, 1, s->d, 1, 0, 0);
-        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
-        add_param(s, "r_mag", s->r_mag, 1, s->n, 1, 0, 1);
-        add_param(s, "gate_bias", s->b_enc, 1, s->n, 1, 0, 1);
-        add_param(s, "mag_bias", s->b_mag, 1, s->n, 1, 0, 1);
-        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        sae_add_param(s, "decoder_bias", s->b_dec, 1, s->d, 1, 0, 0);
+        sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        sae_add_param(s, "r_mag", s->r_mag, 1, s->n, 1, 0, 1);
+        sae_add_param(s, "gate_bias", s->b_enc, 1, s->n, 1, 0, 1);
+        sae_add_param(s, "mag_bias", s->b_mag, 1, s->n, 1, 0, 1);
+        sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
         return 0;
     case SF_SAE_JUMPRELU:
         s->logthres = zalloc(n);
-        add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
-        add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
-        add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
-        add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
-        add_param(s, "logthres", s->logthres, 1, s->n, 1, 0, 1);
+        sae_add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+        sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+        sae_add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+        sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+        sae_add_param(s, "logthres", s->logthres, 1, s->n, 1, 0, 1);
         return 0;
     default:
         return sf_error("architecture %d not implemented", (int)s->arch);

@@ -119,7 +119,6 @@ int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t 
     return 0;
 }
 
-
 /* ------------------------------------------------------------- the spec -- */
 
 void sf_sae_spec_default(sf_sae_spec *sp) {

@@ -9,6 +9,12 @@
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
 
+/* Registers parameter `name` (checkpoint name) of shape (s0) or (s0, s1)
+ * in s->params; transposed: stored as the reference's transpose; per_latent:
+ * row j (or entry j) belongs to latent j. */
+void sae_add_param(sf_sae *s, const char *name, float *data, int ndim, int64_t s0, int64_t s1,
+                   int transposed, int per_latent);
+
 /* Rows per encoder-GEMM chunk: large enough that packing W_enc is amortised
  * (the pack costs ~n*d, the chunk ~rows*n*d FMAs), small enough that several
  * chunks keep both threads busy at small batches. */
