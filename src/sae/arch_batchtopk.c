@@ -17,6 +17,28 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 
+static int batchtopk_alloc(sf_sae *s) {
+    sae_alloc_core(s);
+    sae_add_linear_params(s);
+    return 0;
+}
+
+static void batchtopk_config_write(const sf_sae *s, cJSON *cfg) {
+    cJSON_AddNumberToObject(cfg, "threshold", s->threshold);
+}
+
+int sae_batchtopk_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl) {
+    int c = 0;
+    for (int j = 0; j < s->n && c < cap; j++) {
+        float v = pre[j] + s->b_enc[j];
+        if (v > 0 && v > s->threshold) {
+            ix[c] = j;
+            vl[c++] = v;
+        }
+    }
+    return c;
+}
+
 int sae_rowlists_reserve(sae_rowlists *L, int B, int stride) {
     size_t want = (size_t)B * (size_t)stride;
     if (want > L->cap || !L->cnt) {
@@ -185,3 +207,10 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
     *thr = T;
     return 0;
 }
+
+const sae_arch_ops sae_batchtopk_ops = {
+    .k_select = 1,
+    .alloc = batchtopk_alloc,
+    .config_write = batchtopk_config_write,
+    .encode_row = sae_batchtopk_encode_row,
+};

@@ -46,8 +46,26 @@ void sae_colsum(const float *M, int rows, int cols, double *out, int par) {
 
 /* ------------------------------------------------------------ the model -- */
 
+const sae_arch_ops *sae_arch_ops_of(sf_sae_arch a) {
+    switch (a) {
+    case SF_SAE_STANDARD:
+        return &sae_standard_ops;
+    case SF_SAE_GATED:
+        return &sae_gated_ops;
+    case SF_SAE_JUMPRELU:
+        return &sae_jumprelu_ops;
+    case SF_SAE_BATCHTOPK:
+        return &sae_batchtopk_ops;
+    case SF_SAE_MATRYOSHKA:
+        return &sae_matryoshka_ops;
+    default:
+        return NULL;
+    }
+}
+
 static int uses_k(sf_sae_arch a) {
-    return a == SF_SAE_BATCHTOPK || a == SF_SAE_MATRYOSHKA;
+    const sae_arch_ops *ops = sae_arch_ops_of(a);
+    return ops && ops->k_select;
 }
 
 static void set_capacity(sf_sae *s) {
@@ -60,98 +78,39 @@ void sae_arch_set_k(sf_sae *s, int k) {
     set_capacity(s);
 }
 
-/* Default matryoshka groups: prefixes n/8, n/4, n/2, n (sizes n/8, n/8, n/4, n/2). */
-static void default_groups(sf_sae *s) {
-    const int n = s->n;
-    int ends[4] = {n / 8, n / 4, n / 2, n}, ng = 0, prev = 0;
-    for (int i = 0; i < 4; i++)
-        if (ends[i] > prev) {
-            s->groups[ng++] = ends[i] - prev;
-            prev = ends[i];
-        }
-    s->n_groups = ng;
-}
-
-static float *zalloc(size_t count) {
+float *sae_zalloc(size_t count) {
     float *p = sf_malloc_aligned(count * sizeof(float));
     memset(p, 0, count * sizeof(float));
     return p;
 }
 
+void sae_alloc_core(sf_sae *s) {
+    const size_t nd = (size_t)s->n * s->d;
+    s->W_enc = sae_zalloc(nd);
+    s->W_decT = sae_zalloc(nd);
+    s->b_enc = sae_zalloc((size_t)s->n);
+    s->b_dec = sae_zalloc((size_t)s->d);
+}
+
+void sae_add_linear_params(sf_sae *s) {
+    sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+    sae_add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+    sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+    sae_add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+}
+
 int sae_arch_alloc(sf_sae *s) {
-    const size_t nd = (size_t)s->n * s->d, n = (size_t)s->n, d = (size_t)s->d;
-    if (uses_k(s->arch) && (s->k_sel < 1 || s->k_sel > s->n))
+    const sae_arch_ops *ops = sae_arch_ops_of(s->arch);
+    if (!ops) return sf_error("architecture %d not implemented", (int)s->arch);
+    if (ops->k_select && (s->k_sel < 1 || s->k_sel > s->n))
         return sf_error("%s: k %d must be in [1, pages %d]", sf_sae_arch_name(s->arch), s->k_sel,
                         s->n);
-    if (s->arch == SF_SAE_MATRYOSHKA) {
-        if (s->n_groups == 0) default_groups(s);
-        long sum = 0;
-        for (int g = 0; g < s->n_groups; g++) {
-            if (s->groups[g] < 1)
-                return sf_error("matryoshka: group %d has size %d", g, s->groups[g]);
-            sum += s->groups[g];
-        }
-        if (sum != s->n)
-            return sf_error("matryoshka: group sizes sum to %ld, pages is %d", sum, s->n);
-    }
-    s->W_enc = zalloc(nd);
-    s->W_decT = zalloc(nd);
-    s->b_enc = zalloc(n);
-    s->b_dec = zalloc(d);
-    /* Names and order as the reference's state_dict (docs/architectures.md). */
-    switch (s->arch) {
-    case SF_SAE_STANDARD:
-    case SF_SAE_BATCHTOPK:
-    case SF_SAE_MATRYOSHKA:
-        sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
-        sae_add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
-        sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
-        sae_add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
-        return 0;
-    case SF_SAE_GATED:
-        s->r_mag = zalloc(n);
-        s->b_mag = zalloc(n);
-        sae_add_param(s, "decoder_bias", s->b_dec, 1, s->d, 1, 0, 0);
-        sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
-        sae_add_param(s, "r_mag", s->r_mag, 1, s->n, 1, 0, 1);
-        sae_add_param(s, "gate_bias", s->b_enc, 1, s->n, 1, 0, 1);
-        sae_add_param(s, "mag_bias", s->b_mag, 1, s->n, 1, 0, 1);
-        sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
-        return 0;
-    case SF_SAE_JUMPRELU:
-        s->logthres = zalloc(n);
-        sae_add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
-        sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
-        sae_add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
-        sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
-        sae_add_param(s, "logthres", s->logthres, 1, s->n, 1, 0, 1);
-        return 0;
-    default:
-        return sf_error("architecture %d not implemented", (int)s->arch);
-    }
+    return ops->alloc(s); /* names and order as the reference's state_dict */
 }
 
 void sae_arch_init(sf_sae *s, uint64_t seed) {
-    const int n = s->n, d = s->d;
-    if (s->arch == SF_SAE_STANDARD) {
-        /* reference StandardSAE: decoder ~ N(0, 1) with unit columns, encoder as nn.Linear */
-        sf_rng r;
-        sf_rng_seed(&r, seed ^ 0x5354414e44415244ull);
-        for (size_t i = 0; i < (size_t)n * d; i++)
-            s->W_decT[i] = sf_rng_normal(&r);
-        for (int j = 0; j < n; j++) {
-            float *w = s->W_decT + (size_t)j * d;
-            double ss = 0;
-            for (int q = 0; q < d; q++)
-                ss += (double)w[q] * w[q];
-            float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-            for (int q = 0; q < d; q++)
-                w[q] *= inv;
-        }
-    } else if (s->arch == SF_SAE_JUMPRELU) {
-        for (int j = 0; j < n; j++)
-            s->logthres[j] = logf(0.001f); /* the default initial threshold */
-    }
+    const sae_arch_ops *ops = sae_arch_ops_of(s->arch);
+    if (ops && ops->init) ops->init(s, seed);
 }
 
 void sae_arch_config(const sf_sae *s, cJSON *cfg) {
@@ -160,12 +119,8 @@ void sae_arch_config(const sf_sae *s, cJSON *cfg) {
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, drop[i]);
     cJSON_AddStringToObject(cfg, "arch", sf_sae_arch_name(s->arch));
     if (uses_k(s->arch)) cJSON_AddNumberToObject(cfg, "k", s->k_sel);
-    if (s->arch == SF_SAE_BATCHTOPK || (s->arch == SF_SAE_MATRYOSHKA && s->batch_select))
-        cJSON_AddNumberToObject(cfg, "threshold", s->threshold);
-    if (s->arch == SF_SAE_MATRYOSHKA) {
-        cJSON_AddItemToObject(cfg, "groups", cJSON_CreateIntArray(s->groups, s->n_groups));
-        cJSON_AddStringToObject(cfg, "matryoshka_base", s->batch_select ? "batchtopk" : "topk");
-    }
+    const sae_arch_ops *ops = sae_arch_ops_of(s->arch);
+    if (ops && ops->config_write) ops->config_write(s, cfg);
 }
 
 int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path) {
@@ -184,60 +139,13 @@ int sae_arch_load_config(sf_sae *s, const cJSON *cfg, const char *path) {
             return sf_error("%s: key 'threshold' must be a finite number >= 0", path);
         s->threshold = (float)th->valuedouble;
     }
-    if (s->arch == SF_SAE_MATRYOSHKA) {
-        const cJSON *base = cJSON_GetObjectItemCaseSensitive(cfg, "matryoshka_base");
-        if (base) {
-            if (!cJSON_IsString(base) ||
-                (strcmp(base->valuestring, "topk") && strcmp(base->valuestring, "batchtopk")))
-                return sf_error("%s: key 'matryoshka_base' must be \"topk\" or \"batchtopk\"",
-                                path);
-            s->batch_select = !strcmp(base->valuestring, "batchtopk");
-        }
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(cfg, "groups");
-        if (g) {
-            int ng = cJSON_GetArraySize(g);
-            if (!cJSON_IsArray(g) || ng < 1 || ng > SF_SAE_MAX_GROUPS)
-                return sf_error("%s: key 'groups' must be an array of 1..%d sizes", path,
-                                SF_SAE_MAX_GROUPS);
-            for (int i = 0; i < ng; i++) {
-                const cJSON *v = cJSON_GetArrayItem(g, i);
-                if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 1e9 ||
-                    v->valuedouble != floor(v->valuedouble))
-                    return sf_error("%s: key 'groups': entry %d is not a positive integer", path,
-                                    i);
-                s->groups[i] = (int)v->valuedouble;
-            }
-            s->n_groups = ng;
-        }
-    }
+    const sae_arch_ops *ops = sae_arch_ops_of(s->arch);
+    if (ops && ops->config_read && ops->config_read(s, cfg, path)) return -1;
     set_capacity(s);
     return 0;
 }
 
 /* ------------------------------------------------------------ inference -- */
-
-/* Activation of latent j given its biasless pre-activation p (inference). */
-static inline float act_one(const sf_sae *s, int j, float p) {
-    switch (s->arch) {
-    case SF_SAE_STANDARD: {
-        float v = p + s->b_enc[j];
-        return v > 0 ? v : 0;
-    }
-    case SF_SAE_GATED: {
-        if (!(p + s->b_enc[j] > 0)) return 0;
-        float m = expf(s->r_mag[j]) * p + s->b_mag[j];
-        return m > 0 ? m : 0;
-    }
-    case SF_SAE_JUMPRELU: {
-        float v = p + s->b_enc[j];
-        return v > expf(s->logthres[j]) ? v : 0;
-    }
-    default: { /* batchtopk, matryoshka over batchtopk: JumpReLU with one threshold */
-        float v = p + s->b_enc[j];
-        return (v > 0 && v > s->threshold) ? v : 0;
-    }
-    }
-}
 
 /* Every architecture's encoder (sf_sae_encode): chunked GEMM, then per row
  * TopK (topk; matryoshka over TopK) or the thresholded activation. */
@@ -248,6 +156,7 @@ int sae_arch_encode(const sf_sae *s, const sae_pf *pf, const float *x, int64_t B
     const int64_t chunk = sae_chunk_rows(B, n);
     const int64_t nchunks = (B + chunk - 1) / chunk;
     const int rowtopk = sae_row_topk(s);
+    const sae_arch_ops *ops = sae_arch_ops_of(s->arch);
     int64_t bad_row = -1;
     if (!rowtopk || (pf && (pf->n != n || pf->d != d))) pf = NULL;
         /* inside a parallel region (sf_sae_encoder_run_sliced) one thread per call */
@@ -286,13 +195,7 @@ int sae_arch_encode(const sf_sae *s, const sae_pf *pf, const float *x, int64_t B
                     c = sae_topk_relu(pr, s->b_enc, n, cap, NULL, ix, vl);
                     sae_sort_pairs(ix, vl, c);
                 } else {
-                    for (int j = 0; j < n && c < cap; j++) {
-                        float v = act_one(s, j, pr[j]);
-                        if (v > 0) {
-                            ix[c] = j;
-                            vl[c++] = v;
-                        }
-                    }
+                    c = ops->encode_row(s, pr, cap, ix, vl);
                 }
                 out->cnt[r0 + r] = c;
             }

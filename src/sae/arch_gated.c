@@ -12,6 +12,34 @@
 #include <stdlib.h>
 
 #include "sae/arch_internal.h"
+#include "sae/sae_internal.h"
+
+static int gated_alloc(sf_sae *s) {
+    sae_alloc_core(s);
+    s->r_mag = sae_zalloc((size_t)s->n);
+    s->b_mag = sae_zalloc((size_t)s->n);
+    sae_add_param(s, "decoder_bias", s->b_dec, 1, s->d, 1, 0, 0);
+    sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+    sae_add_param(s, "r_mag", s->r_mag, 1, s->n, 1, 0, 1);
+    sae_add_param(s, "gate_bias", s->b_enc, 1, s->n, 1, 0, 1);
+    sae_add_param(s, "mag_bias", s->b_mag, 1, s->n, 1, 0, 1);
+    sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+    return 0;
+}
+
+/* f = 1[pre + gate_bias > 0] ReLU(exp(r_mag) pre + mag_bias) */
+static int gated_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl) {
+    int c = 0;
+    for (int j = 0; j < s->n && c < cap; j++) {
+        if (!(pre[j] + s->b_enc[j] > 0)) continue;
+        float m = expf(s->r_mag[j]) * pre[j] + s->b_mag[j];
+        if (m > 0) {
+            ix[c] = j;
+            vl[c++] = m;
+        }
+    }
+    return c;
+}
 
 void sae_gated_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
@@ -68,3 +96,8 @@ void sae_gated_backward(sae_arch_rows *r) {
         }
     }
 }
+
+const sae_arch_ops sae_gated_ops = {
+    .alloc = gated_alloc,
+    .encode_row = gated_encode_row,
+};

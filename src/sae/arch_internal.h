@@ -45,6 +45,14 @@ struct sae_pf_s;
  * F32 GEMM; only TopK-style row selections use it. */
 int sae_arch_encode(const sf_sae *s, const struct sae_pf_s *pf, const float *x, int64_t B,
                     sf_sae_codes *out);
+
+/* Shared by the allocators: zeroed W_enc, W_decT, b_enc, b_dec; and the
+ * four parameters in the reference's order for the architectures whose
+ * state_dict is encoder.weight, encoder.bias, decoder.weight, bias. */
+float *sae_zalloc(size_t count);
+void sae_alloc_core(sf_sae *s);
+void sae_add_linear_params(sf_sae *s);
+
 /* Saves a copy with s->input_scale folded into the weights (resample.c). */
 int sae_save_folded(const sf_sae *s, const char *dir);
 /* formats.c: a directory in the SAELens or sparsify layout (no config.json),
@@ -150,6 +158,31 @@ void sae_rowlists_free(sae_rowlists *L);
  * last batch's value (<= 0: none); it only speeds the search up. 0 or -1. */
 int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
                          int32_t *rowcnt, sae_rowlists *L, float hint, float *thr, int par);
+
+/* ---- one table per architecture (arch_<name>.c) ---- */
+typedef struct {
+    /* k picks the codes (batchtopk, matryoshka): k is the selection count
+     * (s->k_sel), AuxK applies, and training always takes the sparse step */
+    int k_select;
+    /* model: parameters in the reference's state_dict order; init after the
+     * shared one (NULL: none); config keys after "arch" and "k" (NULL: none) */
+    int (*alloc)(sf_sae *s);
+    void (*init)(sf_sae *s, uint64_t seed);
+    void (*config_write)(const sf_sae *s, cJSON *cfg);
+    int (*config_read)(sf_sae *s, const cJSON *cfg, const char *path);
+    /* inference: the codes of one row from its biasless pre-activations,
+     * latents ascending, at most cap; returns the count */
+    int (*encode_row)(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl);
+} sae_arch_ops;
+
+extern const sae_arch_ops sae_standard_ops, sae_gated_ops, sae_jumprelu_ops, sae_batchtopk_ops,
+    sae_matryoshka_ops;
+/* The table of a (not TopK, whose trainer is sae_train.c). */
+const sae_arch_ops *sae_arch_ops_of(sf_sae_arch a);
+
+/* batchtopk and matryoshka over BatchTopK at inference: JumpReLU with the
+ * one threshold s->threshold (arch_batchtopk.c). */
+int sae_batchtopk_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl);
 
 /* small helpers (arch_common.c) */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par);

@@ -12,6 +12,37 @@
 #include <stdlib.h>
 
 #include "sae/arch_internal.h"
+#include "sae/sae_internal.h"
+
+static int jumprelu_alloc(sf_sae *s) {
+    sae_alloc_core(s);
+    s->logthres = sae_zalloc((size_t)s->n);
+    sae_add_param(s, "bias", s->b_dec, 1, s->d, 1, 0, 0);
+    sae_add_param(s, "encoder.weight", s->W_enc, 2, s->n, s->d, 0, 1);
+    sae_add_param(s, "encoder.bias", s->b_enc, 1, s->n, 1, 0, 1);
+    sae_add_param(s, "decoder.weight", s->W_decT, 2, s->d, s->n, 1, 1);
+    sae_add_param(s, "logthres", s->logthres, 1, s->n, 1, 0, 1);
+    return 0;
+}
+
+static void jumprelu_init(sf_sae *s, uint64_t seed) {
+    (void)seed;
+    for (int j = 0; j < s->n; j++)
+        s->logthres[j] = logf(0.001f); /* the default initial threshold */
+}
+
+/* f = v 1[v > theta], v = pre + b_enc */
+static int jumprelu_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl) {
+    int c = 0;
+    for (int j = 0; j < s->n && c < cap; j++) {
+        float v = pre[j] + s->b_enc[j];
+        if (v > expf(s->logthres[j]) && v > 0) {
+            ix[c] = j;
+            vl[c++] = v;
+        }
+    }
+    return c;
+}
 
 void sae_jumprelu_forward(sae_arch_rows *r) {
     const sf_sae *s = r->s;
@@ -61,3 +92,9 @@ void sae_jumprelu_backward(sae_arch_rows *r) {
         }
     }
 }
+
+const sae_arch_ops sae_jumprelu_ops = {
+    .alloc = jumprelu_alloc,
+    .init = jumprelu_init,
+    .encode_row = jumprelu_encode_row,
+};

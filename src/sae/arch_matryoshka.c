@@ -7,6 +7,7 @@
  *   L = (1/m) sum_i mean_b ||x - x_hat_i||^2   (+ AuxK)
  * Early latents are pushed to be general, later ones refine. The prefix
  * sums and gradients run in arch_common.c (groups as nested prefixes). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,63 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 #include "saeflow/sae_arch.h"
+
+/* Default groups: prefixes n/8, n/4, n/2, n (sizes n/8, n/8, n/4, n/2). */
+static void default_groups(sf_sae *s) {
+    const int n = s->n;
+    int ends[4] = {n / 8, n / 4, n / 2, n}, ng = 0, prev = 0;
+    for (int i = 0; i < 4; i++)
+        if (ends[i] > prev) {
+            s->groups[ng++] = ends[i] - prev;
+            prev = ends[i];
+        }
+    s->n_groups = ng;
+}
+
+static int matryoshka_alloc(sf_sae *s) {
+    if (s->n_groups == 0) default_groups(s);
+    long sum = 0;
+    for (int g = 0; g < s->n_groups; g++) {
+        if (s->groups[g] < 1) return sf_error("matryoshka: group %d has size %d", g, s->groups[g]);
+        sum += s->groups[g];
+    }
+    if (sum != s->n) return sf_error("matryoshka: group sizes sum to %ld, pages is %d", sum, s->n);
+    sae_alloc_core(s);
+    sae_add_linear_params(s);
+    return 0;
+}
+
+static void matryoshka_config_write(const sf_sae *s, cJSON *cfg) {
+    if (s->batch_select) cJSON_AddNumberToObject(cfg, "threshold", s->threshold);
+    cJSON_AddItemToObject(cfg, "groups", cJSON_CreateIntArray(s->groups, s->n_groups));
+    cJSON_AddStringToObject(cfg, "matryoshka_base", s->batch_select ? "batchtopk" : "topk");
+}
+
+static int matryoshka_config_read(sf_sae *s, const cJSON *cfg, const char *path) {
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(cfg, "matryoshka_base");
+    if (base) {
+        if (!cJSON_IsString(base) ||
+            (strcmp(base->valuestring, "topk") && strcmp(base->valuestring, "batchtopk")))
+            return sf_error("%s: key 'matryoshka_base' must be \"topk\" or \"batchtopk\"", path);
+        s->batch_select = !strcmp(base->valuestring, "batchtopk");
+    }
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(cfg, "groups");
+    if (g) {
+        int ng = cJSON_GetArraySize(g);
+        if (!cJSON_IsArray(g) || ng < 1 || ng > SF_SAE_MAX_GROUPS)
+            return sf_error("%s: key 'groups' must be an array of 1..%d sizes", path,
+                            SF_SAE_MAX_GROUPS);
+        for (int i = 0; i < ng; i++) {
+            const cJSON *v = cJSON_GetArrayItem(g, i);
+            if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 1e9 ||
+                v->valuedouble != floor(v->valuedouble))
+                return sf_error("%s: key 'groups': entry %d is not a positive integer", path, i);
+            s->groups[i] = (int)v->valuedouble;
+        }
+        s->n_groups = ng;
+    }
+    return 0;
+}
 
 int sf_sae_parse_groups(const char *spec, int n, int *groups, int *n_groups) {
     /* "a,b,c": group sizes; a last entry of 0 or "rest" takes what is left. */
@@ -71,3 +129,13 @@ int sf_sae_set_matryoshka(sf_sae *s, int batch_select, const int *groups, int n_
     }
     return 0;
 }
+
+/* Over TopK the encoder selects per row (sae_row_topk); over BatchTopK,
+ * BatchTopK's threshold. */
+const sae_arch_ops sae_matryoshka_ops = {
+    .k_select = 1,
+    .alloc = matryoshka_alloc,
+    .config_write = matryoshka_config_write,
+    .config_read = matryoshka_config_read,
+    .encode_row = sae_batchtopk_encode_row,
+};

@@ -5,7 +5,47 @@
  * The reference multiplies f by ||W_dec|| twice before its L1; this is the
  * intended single factor (docs/architectures.md). Ghost grads live in
  * arch_common.c (ghost_term). */
+#include <math.h>
+
 #include "sae/arch_internal.h"
+#include "sae/sae_internal.h"
+
+static int standard_alloc(sf_sae *s) {
+    sae_alloc_core(s);
+    sae_add_linear_params(s);
+    return 0;
+}
+
+/* reference StandardSAE: decoder ~ N(0, 1) with unit columns, encoder as nn.Linear */
+static void standard_init(sf_sae *s, uint64_t seed) {
+    const int n = s->n, d = s->d;
+    sf_rng r;
+    sf_rng_seed(&r, seed ^ 0x5354414e44415244ull);
+    for (size_t i = 0; i < (size_t)n * d; i++)
+        s->W_decT[i] = sf_rng_normal(&r);
+    for (int j = 0; j < n; j++) {
+        float *w = s->W_decT + (size_t)j * d;
+        double ss = 0;
+        for (int q = 0; q < d; q++)
+            ss += (double)w[q] * w[q];
+        float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+        for (int q = 0; q < d; q++)
+            w[q] *= inv;
+    }
+}
+
+/* f = ReLU(pre + b_enc) */
+static int standard_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl) {
+    int c = 0;
+    for (int j = 0; j < s->n && c < cap; j++) {
+        float v = pre[j] + s->b_enc[j];
+        if (v > 0) {
+            ix[c] = j;
+            vl[c++] = v;
+        }
+    }
+    return c;
+}
 
 /* Pointers are hoisted into restrict locals throughout: read through r->
  * inside a loop that stores floats, they would be reloaded every element
@@ -50,3 +90,9 @@ void sae_standard_backward(sae_arch_rows *r) {
             g[j] = z[j] > 0 ? g[j] + c * wn[j] : 0.0f;
     }
 }
+
+const sae_arch_ops sae_standard_ops = {
+    .alloc = standard_alloc,
+    .init = standard_init,
+    .encode_row = standard_encode_row,
+};

@@ -261,4 +261,3 @@ int64_t sae_center_rows(const sf_sae *s, const float *x, int64_t m, float *xc) {
     }
     return bad;
 }
-
