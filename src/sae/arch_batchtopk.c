@@ -4,9 +4,9 @@
  * single threshold theta replaces the batch: f = pi * 1[pi > theta], a
  * JumpReLU with one threshold for all latents. theta is an EMA (decay
  * --threshold_decay) of the smallest activation kept per training batch,
- * updated after each step (arch_common.c), saved as config key "threshold"
+ * updated after each step (sae_batchtopk_after_step), saved as config key "threshold"
  * (and as a per-latent `threshold` tensor in the SAELens layout).
- * AuxK as TopK's (arch_common.c, auxk_term). */
+ * AuxK as TopK's (arch_train.c, auxk_entries). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,9 +208,34 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
     return 0;
 }
 
+/* ---------------------------------------------------------------- training -- */
+
+int sae_batchtopk_stage(sae_arch_state *a) {
+    const sf_sae *s = a->s;
+    if (sae_batchtopk_select(a->P, s->b_enc, a->B, s->n, (int64_t)s->k_sel * a->B, a->Z, a->rcnt,
+                             &a->rl, a->have_min ? a->last_min : 0, &a->last_min, a->par))
+        return -1;
+    a->have_min = a->last_min > 0;
+    return 0;
+}
+
+void sae_batchtopk_after_step(sae_arch_state *a, const sae_train_io *io) {
+    sf_sae *s = a->s;
+    if (!a->have_min) return;
+    /* Inference threshold: EMA of the smallest activation BatchTopK kept
+     * (Bussmann et al. 2024); the first step sets it. */
+    const double dc = io->o->threshold_decay;
+    if (io->steps <= 1 || s->threshold <= 0)
+        s->threshold = a->last_min;
+    else
+        s->threshold = (float)(dc * s->threshold + (1.0 - dc) * a->last_min);
+}
+
 const sae_arch_ops sae_batchtopk_ops = {
     .k_select = 1,
     .alloc = batchtopk_alloc,
     .config_write = batchtopk_config_write,
     .encode_row = sae_batchtopk_encode_row,
+    .select = sae_batchtopk_stage,
+    .after_step = sae_batchtopk_after_step,
 };

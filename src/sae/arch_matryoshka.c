@@ -5,8 +5,11 @@
  * (per row) or BatchTopK (per batch):
  *   x_hat_i = b + sum_{j < m_i} z_j W_dec[:, j]
  *   L = (1/m) sum_i mean_b ||x - x_hat_i||^2   (+ AuxK)
- * Early latents are pushed to be general, later ones refine. The prefix
- * sums and gradients run in arch_common.c (groups as nested prefixes). */
+ * Early latents are pushed to be general, later ones refine. In training the
+ * groups are nested prefixes [0, m_i) of the step (matryoshka_prefixes):
+ * dL/dx_hat_i = 2/(m B) (x_hat_i - x), and latent j in group g sees the sum
+ * of dL/dx_hat_i over the prefixes i >= g that hold it (arch_train.c,
+ * recon_grad). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +133,33 @@ int sf_sae_set_matryoshka(sf_sae *s, int batch_select, const int *groups, int n_
     return 0;
 }
 
+/* ---------------------------------------------------------------- training -- */
+
+static int matryoshka_prefixes(const sf_sae *s, int *gs, int *ge) {
+    for (int g = 0, e = 0; g < s->n_groups; g++) {
+        gs[g] = e;
+        e += s->groups[g];
+        ge[g] = e;
+    }
+    return s->n_groups;
+}
+
+/* over BatchTopK its selection; over TopK per row into row lists (no dense Z) */
+static int matryoshka_select(sae_arch_state *a) {
+    const sf_sae *s = a->s;
+    if (s->batch_select) return sae_batchtopk_stage(a);
+    sae_rowlists *L = &a->rl;
+    const int k = s->k_sel, n = s->n, B = a->B;
+    if (sae_rowlists_reserve(L, B, k)) return -1;
+#pragma omp parallel for schedule(static) if (a->par)
+    for (int r = 0; r < B; r++)
+        a->rcnt[r] = L->cnt[r] = sae_topk_relu(a->P + (size_t)r * n, s->b_enc, n, k, NULL,
+                                               L->ix + (size_t)r * k, L->vl + (size_t)r * k);
+    L->thr = -INFINITY;
+    L->valid = 1;
+    return 0;
+}
+
 /* Over TopK the encoder selects per row (sae_row_topk); over BatchTopK,
  * BatchTopK's threshold. */
 const sae_arch_ops sae_matryoshka_ops = {
@@ -138,4 +168,7 @@ const sae_arch_ops sae_matryoshka_ops = {
     .config_write = matryoshka_config_write,
     .config_read = matryoshka_config_read,
     .encode_row = sae_batchtopk_encode_row,
+    .prefixes = matryoshka_prefixes,
+    .select = matryoshka_select,
+    .after_step = sae_batchtopk_after_step,
 };

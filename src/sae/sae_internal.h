@@ -127,6 +127,16 @@ void sae_store_fence(void);
  * dropped (--normalise keeps decoder rows at unit norm). */
 void sae_drop_along(float *g, const float *w, int d);
 
+/* One latent's gradient rows from its m entries (rows row[u], codes z[u],
+ * dL/dpre g[u]): ge (d) += sum_u g[u] xc[row[u]], gd (d) += sum_u z[u]
+ * R[row[u]], R = dL/dx_hat (or the AuxK residual gradient). Two entries per
+ * sweep: half the accumulator traffic and two row streams in flight (the
+ * rows come from L3). Returns sum_u g[u] (float, in order). The TopK and
+ * the sparse architecture steps both use it. */
+float sae_latent_grad_rows(float *restrict ge, float *restrict gd, int d, const float *xc,
+                           const float *R, const int32_t *row, const float *z, const float *g,
+                           int32_t m);
+
 /* A latent's encoder and decoder gradient rows ge, gd (d) are complete:
  * with normalise, drop gd's component along w_dec; write both out (see
  * sae_store_row); return ss0 + ||ge||^2 + ||gd||^2 in double. */

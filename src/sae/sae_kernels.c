@@ -234,6 +234,36 @@ double sae_latent_rows_done(float *ge, float *gd, const float *w_dec, int normal
     return ss;
 }
 
+float sae_latent_grad_rows(float *restrict ge, float *restrict gd, int d, const float *xc,
+                           const float *R, const int32_t *row, const float *z, const float *g,
+                           int32_t m) {
+    float sg = 0;
+    int32_t e = 0;
+    for (; e + 1 < m; e += 2) {
+        const float *xr0 = xc + (size_t)row[e] * d, *gr0 = R + (size_t)row[e] * d;
+        const float *xr1 = xc + (size_t)row[e + 1] * d, *gr1 = R + (size_t)row[e + 1] * d;
+        const float g0 = g[e], z0 = z[e], g1 = g[e + 1], z1 = z[e + 1];
+#pragma omp simd
+        for (int q = 0; q < d; q++) {
+            ge[q] += g0 * xr0[q] + g1 * xr1[q];
+            gd[q] += z0 * gr0[q] + z1 * gr1[q];
+        }
+        sg += g0;
+        sg += g1;
+    }
+    for (; e < m; e++) {
+        const float *xr = xc + (size_t)row[e] * d, *gr = R + (size_t)row[e] * d;
+        const float ge1 = g[e], z1 = z[e];
+#pragma omp simd
+        for (int q = 0; q < d; q++) {
+            ge[q] += ge1 * xr[q];
+            gd[q] += z1 * gr[q];
+        }
+        sg += ge1;
+    }
+    return sg;
+}
+
 void sae_store_fence(void) {
 #ifdef __AVX512F__
     _mm_sfence();
