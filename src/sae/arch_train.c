@@ -173,10 +173,9 @@ sae_arch_state *sae_arch_state_new(sf_sae *s, const sf_sae_train_opts *o, int ma
 
 static void sparse_free(sae_sparse_buf *b) {
     if (!b) return;
-    void *ptrs[] = {b->rp,   b->idx,  b->val,   b->g,    b->arp,   b->aidx,  b->aval,
-                    b->ag,   b->loff, b->aloff, b->lent, b->alent, b->erow,  b->aerow,
-                    b->lrow, b->lval, b->lg,    b->alrow, b->alval, b->alg,  b->grp,
-                    b->h,    b->h2};
+    void *ptrs[] = {b->rp,   b->idx,   b->val,   b->g,     b->arp,  b->aidx,  b->aval, b->ag,
+                    b->loff, b->aloff, b->lent,  b->alent, b->erow, b->aerow, b->lrow, b->lval,
+                    b->lg,   b->alrow, b->alval, b->alg,   b->grp,  b->h,     b->h2};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
     free(b);
@@ -577,8 +576,7 @@ static void dense_grads(sae_arch_state *a, const sae_train_io *io, int do_aux) {
             sae_gemm_tn(p1 - p0, d, B, a->Z + p0, n, a->Xh + (size_t)g * BD, d, 0.0f,
                         gWd + (size_t)p0 * d, d);
         }
-        if (do_aux)
-            sae_gemm_tn(nb, d, B, a->Za + j0, n, a->Ra, d, 1.0f, gWd + (size_t)j0 * d, d);
+        if (do_aux) sae_gemm_tn(nb, d, B, a->Za + j0, n, a->Ra, d, 1.0f, gWd + (size_t)j0 * d, d);
         if (l1n)
             for (int j = j0; j < j1; j++) {
                 /* d/dw_j of lmbda/B sum_b f_bj ||w_j|| = lmbda/B (sum_b f_bj) w_j / ||w_j|| */
@@ -939,9 +937,9 @@ static void latent_rows(sae_arch_state *a, const sae_train_io *io, size_t annz) 
             io->has_grad[j] = 1;
             memset(ge_, 0, (size_t)d * sizeof(float));
             memset(gd, 0, (size_t)d * sizeof(float));
-            const float sg = sae_latent_grad_rows(ge_, gd, d, a->xc, a->Xh + (size_t)sp->grp[j] * BD,
-                                                  sp->lrow + e0, sp->lval + e0, sp->lg + e0,
-                                                  e1 - e0);
+            const float sg =
+                sae_latent_grad_rows(ge_, gd, d, a->xc, a->Xh + (size_t)sp->grp[j] * BD,
+                                     sp->lrow + e0, sp->lval + e0, sp->lg + e0, e1 - e0);
             const float sga = sae_latent_grad_rows(ge_, gd, d, a->xc, a->Ra, sp->alrow + a0,
                                                    sp->alval + a0, sp->alg + a0, a1 - a0);
             a->cs[j] = sg; /* main path only reaches b_dec (as TopK's AuxK) */
