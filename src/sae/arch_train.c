@@ -27,7 +27,6 @@
 
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
-#include "saeflow/kernels.h"
 
 #define ALB                                                                                        \
     512 /* latents per block in the reduction GEMMs (fixed: determinism; large                     \
@@ -47,17 +46,17 @@ int sae_param_of(const sf_sae *s, const float *data) {
 
 void sae_gemm_nt(int m, int cols, int kk, const float *A, int lda, const float *Bm, int ldb,
                  float beta, float *C, int ldc) {
-    sf_sgemm(0, 1, m, cols, kk, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
+    sae_sgemm(0, 1, m, cols, kk, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
 }
 
 void sae_gemm_nn(int m, int d, int kk, const float *A, int lda, const float *Bm, int ldb,
                  float beta, float *C, int ldc) {
-    sf_sgemm(0, 0, m, d, kk, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
+    sae_sgemm(0, 0, m, d, kk, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
 }
 
 void sae_gemm_tn(int cols, int d, int rows, const float *A, int lda, const float *Bm, int ldb,
                  float beta, float *C, int ldc) {
-    sf_sgemm(1, 0, cols, d, rows, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
+    sae_sgemm(1, 0, cols, d, rows, 1.0f, A, lda, Bm, ldb, beta, C, ldc);
 }
 
 sae_arch_rows sae_chunk_view(const sae_arch_state *a, int r0, int m, double *pen, int32_t *cnt) {

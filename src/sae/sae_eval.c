@@ -1,5 +1,4 @@
 /* Synthetic ground-truth data and SAE evaluation (FVU, L0, MMCS). */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,8 +118,7 @@ double sf_sae_mmcs(const sf_sae *s, const float *dict, int n_true, double *recov
         for (int i0 = 0; i0 < n_true; i0 += ch) {
             int m = n_true - i0 < ch ? n_true - i0 : ch;
             /* cs (m, n) = dn[i0..] (m, d) . wn^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, dn + (size_t)i0 * d,
-                        d, wn, d, 0.0f, cs, n);
+            sae_sgemm(0, 1, m, n, d, 1.0f, dn + (size_t)i0 * d, d, wn, d, 0.0f, cs, n);
             for (int i = 0; i < m; i++) {
                 float b = -2.0f;
                 for (int j = 0; j < n; j++)

@@ -20,6 +20,15 @@ void sae_add_param(sf_sae *s, const char *name, float *data, int ndim, int64_t s
  * chunks keep both threads busy at small batches. */
 int sae_chunk_rows(int64_t B, int n);
 
+/* The one F32 GEMM of the SAE code (row-major, single-threaded: callers run
+ * one per OpenMP thread): C (M, N) = alpha op(A) op(B) + beta C, op = ^T
+ * where trans_*. OpenBLAS's cblas_sgemm rather than sf_sgemm: on the SAE
+ * shapes oneDNN 2.6.3's sgemm measured 0.6-0.9x OpenBLAS here (decoder NN
+ * and gradient TN 0.63-0.70x, encoder NT 0.93x at d 1024, 1.11x at d 3072;
+ * docs/sae.md). A second backend is a change here only. */
+void sae_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
+
 /* pre (m, n) = xc (m, d) @ W_enc^T, single-threaded sgemm (the caller runs one
  * per OpenMP thread). */
 void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre);

@@ -30,10 +30,15 @@ int sae_chunk_rows(int64_t B, int n) {
     return (int)c;
 }
 
+void sae_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void sae_encoder_gemm(const sf_sae *s, const float *xc, int m, float *pre) {
     /* pre (m, n) = xc (m, d) . W_enc^T, W_enc (n, d) row-major */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, s->n, s->d, 1.0f, xc, s->d, s->W_enc,
-                s->d, 0.0f, pre, s->n);
+    sae_sgemm(0, 1, m, s->n, s->d, 1.0f, xc, s->d, s->W_enc, s->d, 0.0f, pre, s->n);
 }
 
 /* Min-heap on val (root = smallest kept value). */
