@@ -2,7 +2,12 @@
  * that sae.c (model, checkpoints, encode) and sae_train.c (trainer) call.
  * docs/architectures.md has the formulas.
  *
- * Training engine (arch_common.c): the new architectures share one dense
+ * Each architecture is a table of functions (sae_arch_ops, below) in its own
+ * file arch_<name>.c: parameters, config keys, inference, and its pieces of
+ * the training step. arch_common.c dispatches the model hooks; arch_train.c
+ * runs the step as named stages and calls the architecture's pieces.
+ *
+ * Training engine (arch_train.c): the new architectures share one dense
  * step, because L1 / JumpReLU / gated codes are dense early in training and
  * a GEMM is then the fastest way to touch every (row, latent) pair:
  *   xc = x - b_dec                   (B, d)
@@ -17,7 +22,7 @@
  * depend on the thread count. batchtopk and matryoshka (codes always ~k per
  * row), and standard / gated / jumprelu once at most 1/16 of their codes are
  * active, take a sparse step instead after the encoder GEMM (sparse_step in
- * arch_common.c): sparse prefix decode, dL/dz at active slots only, and
+ * arch_train.c): sparse prefix decode, dL/dz at active slots only, and
  * per-latent gradient rows from the entries bucketed by latent, as the TopK
  * trainer does. */
 #ifndef SAEFLOW_ARCH_INTERNAL_H
@@ -96,7 +101,7 @@ int sae_resample(const sae_train_io *io, const float *x, const float *resid, int
  * scored with the current model: the paper's larger pool. */
 int sae_resample_pool(const sae_train_io *io, const sf_sae_data *D, int64_t pool);
 
-/* ---- per-architecture math (arch_<name>.c), called by arch_common.c ---- */
+/* ---- per-architecture math (arch_<name>.c), called by arch_train.c ---- */
 /* Row chunk context handed to the per-architecture functions. */
 typedef struct {
     const sf_sae *s;

@@ -82,7 +82,7 @@ struct sf_sae_trainer {
     float *gb_part;           /* (n / LBLK + 1, d) */
     double grad_ss;
     sf_sae_timing tm;
-    sae_arch_state *arch;    /* other architectures (arch_common.c) */
+    sae_arch_state *arch;    /* other architectures (arch_train.c) */
     float *xs;               /* (B, d) input times s->input_scale */
     const sf_sae_data *data; /* resampling pool source (sf_sae_trainer_set_data) */
 };
@@ -847,7 +847,7 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     t->steps++;
     t->pf_fresh = fuse && !pf_bad;
     t->pf_stamp = t->steps;
-    /* batchtopk threshold EMA; dead-latent resampling (arch_common.c, resample.c) */
+    /* batchtopk threshold EMA; dead-latent resampling (arch_batchtopk.c, resample.c) */
     sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2,  t->has_grad,
                        t->off, t->since, &t->grad_ss, t->steps, &t->tm, t->stream_min};
     if (t->arch) sae_arch_after_step(t->arch, &io);
