@@ -245,17 +245,8 @@ static double recon_grad(sae_arch_state *a, const float *xr, int r, float rscale
     const size_t BD = (size_t)a->B * d;
     double *st = a->rowst + (size_t)r * RS_N;
     const float *xf = a->Xh + (size_t)(ng - 1) * BD + (size_t)r * d; /* full x_hat */
-    double sq = 0, x2 = 0, xxh = 0, xh2 = 0, lsum = 0;
-    /* omp simd: vector partial sums in an order fixed at compile time, as in
-     * the TopK trainer */
-#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
-    for (int q = 0; q < d; q++) {
-        double xh = xf[q], xv = xr[q], df = xh - xv;
-        sq += df * df;
-        x2 += xv * xv;
-        xxh += xv * xh;
-        xh2 += xh * xh;
-    }
+    double lsum = 0;
+    sae_row_stats(xf, xr, d, st + RS_SQ); /* RS_SQ, RS_X2, RS_XXH, RS_XH2 */
     if (do_aux)
         for (int q = 0; q < d; q++)
             a->Ra[(size_t)r * d + q] = xf[q] - xr[q];
@@ -275,10 +266,6 @@ static double recon_grad(sae_arch_state *a, const float *xr, int r, float rscale
         for (int q = 0; q < d; q++)
             xh[q] += nx[q];
     }
-    st[RS_SQ] = sq;
-    st[RS_X2] = x2;
-    st[RS_XXH] = xxh;
-    st[RS_XH2] = xh2;
     return lsum;
 }
 

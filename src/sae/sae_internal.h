@@ -85,6 +85,27 @@ static inline float sae_dot(const float *restrict a, const float *restrict b, in
     return s;
 }
 
+/* A row's reconstruction stats in double: st[0] = ||x_hat - x||^2, st[1] =
+ * ||x||^2, st[2] = x . x_hat, st[3] = ||x_hat||^2. omp simd: vector partial
+ * sums in an order fixed at compile time (a strict serial double sum would
+ * not vectorise). Both trainers use it. */
+static inline void sae_row_stats(const float *restrict xh, const float *restrict x, int d,
+                                 double st[4]) {
+    double sq = 0, x2 = 0, xxh = 0, xh2 = 0;
+#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
+    for (int q = 0; q < d; q++) {
+        double h = xh[q], v = x[q], df = h - v;
+        sq += df * df;
+        x2 += v * v;
+        xxh += v * h;
+        xh2 += h * h;
+    }
+    st[0] = sq;
+    st[1] = x2;
+    st[2] = xxh;
+    st[3] = xh2;
+}
+
 /* out[r] = sae_dot(w[r], b, d) for r < 4, bit for bit, with the four rows
  * read together: four independent streams from L3 (the pre-filter's
  * candidate rows) instead of one at a time. */

@@ -322,17 +322,8 @@ static void topk_row(sf_sae_trainer *t, const topk_step *st, const float *x, int
     const float *xr = x + (size_t)r * d;
     float *gxr = t->gx + (size_t)r * d;
     sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */
-    double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0;
-    /* omp simd: vector partial sums in an order fixed at compile time (a
-     * strict serial double sum would not vectorise) */
-#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
-    for (int q = 0; q < d; q++) {
-        double xh = gxr[q], xv = xr[q], df = xh - xv;
-        sq += df * df;
-        x2 += xv * xv;
-        xxh += xv * xh;
-        xh2 += xh * xh;
-    }
+    double *rs = t->rowst + (size_t)r * ST_N, l1 = 0;
+    sae_row_stats(gxr, xr, d, rs + ST_SQERR); /* ST_SQERR, ST_X2, ST_XXH, ST_XH2 */
     for (int u = 0; u < c; u++)
         l1 += z[u];
     if (st->use_aux) {
@@ -352,11 +343,6 @@ static void topk_row(sf_sae_trainer *t, const topk_step *st, const float *x, int
         gxr[q] = gscale * (gxr[q] - xr[q]);
     for (int u = 0; u < c; u++)
         gz[u] = sae_dot(s->W_decT + (size_t)ix[u] * d, gxr, d);
-    double *rs = t->rowst + (size_t)r * ST_N;
-    rs[ST_SQERR] = sq;
-    rs[ST_X2] = x2;
-    rs[ST_XXH] = xxh;
-    rs[ST_XH2] = xh2;
     rs[ST_L1] = l1;
 }
 
