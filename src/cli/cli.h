@@ -15,6 +15,13 @@
 
 /* Prints "saeflow <cmd>: <sf_errmsg()>" to stderr and returns 1. */
 int cli_fail(const char *cmd);
+/* The library names a parameter as it is spelt ("ghost_grads applies to arch
+ * standard", "groups: sizes sum to ..."); this is msg with "--" before the
+ * words that are long options in opts: every such word (all = 1), or only the
+ * leading word (all = 0). Returns a static buffer. */
+const char *cli_flag_words(const char *msg, const struct option *opts, int all);
+/* cli_fail with the message through cli_flag_words. */
+int cli_fail_flags(const char *cmd, const struct option *opts, int all);
 /* Prints "saeflow <cmd>: <message>" plus a hint to use --help; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
 /* Strict number parsing for flag values; on error prints and returns -1. */

@@ -15,38 +15,9 @@
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
 
-/* Rows are encoded in slices of SLICE rows at global multiples of SLICE,
- * one slice per thread (each a single-threaded sf_sae_encoder_run call). The
- * encoder GEMM's rounding can depend on its row count (OpenBLAS picks other
- * kernels for small M), so fixing the slices makes every row's code, and so
- * the whole output, identical for any --batch and --threads. (The int16
- * pre-filter of large TopK models is row-independent anyway.) */
-#define SLICE 256
-
-static int encode_slices(const sf_sae *s, sf_sae_encoder *enc, const float *x, int64_t m,
-                         sf_sae_codes *codes, int64_t r0) {
-    const int64_t ns = (m + SLICE - 1) / SLICE;
-    int64_t bad = -1;
-    char msg[1024] = "";
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < ns; i++) {
-        int64_t b0 = i * SLICE, mb = m - b0 < SLICE ? m - b0 : SLICE;
-        /* a view of the slice's rows in the batch's code buffer */
-        sf_sae_codes v = {mb, codes->k, codes->idx + b0 * codes->k, codes->val + b0 * codes->k,
-                          codes->cnt + b0};
-        if (sf_sae_encoder_run(enc, x + b0 * s->d, mb, &v)) {
-#pragma omp critical(topk_encode_err)
-            if (bad < 0 || i < bad) {
-                bad = i;
-                snprintf(msg, sizeof msg, "%s", sf_errmsg());
-            }
-        }
-    }
-    if (bad >= 0)
-        return sf_error("rows %lld..%lld: %s", (long long)(r0 + bad * SLICE),
-                        (long long)(r0 + bad * SLICE + SLICE - 1), msg);
-    return 0;
-}
+/* Rows are encoded in fixed slices (sf_sae_encoder_run_sliced), so the
+ * output is the same for any --batch and --threads. */
+#define SLICE SF_SAE_ENCODE_SLICE
 
 /* Fills x (B, d) and rows (B) from the source, batch after batch, while
  * another full batch fits; returns how many rows, 0 at the end, -1 on error.
@@ -324,8 +295,8 @@ int cmd_topk(int argc, char **argv) {
 
     sf_sae_set_threads((int)threads);
     omp_set_max_active_levels(1); /* sf_sae_encode inside our slice loop runs single-threaded */
-    batch =
-        (batch + SLICE - 1) / SLICE * SLICE; /* whole slices (see encode_slices); G divides it */
+    batch = (batch + SLICE - 1) / SLICE *
+            SLICE; /* whole slices (sf_sae_encoder_run_sliced); G divides it */
 
     sf_sae sae;
     sf_act_source *src = NULL;
@@ -446,7 +417,7 @@ int cmd_topk(int argc, char **argv) {
         }
         if (m == 0) break;
         double te = sf_now();
-        if (encode_slices(&sae, enc, x, m, &codes, r0)) {
+        if (sf_sae_encoder_run_sliced(enc, x, m, r0, &codes)) {
             sf_error_prefix("%s", src_name);
             err = 1;
             break;

@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,40 @@ static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
 int cli_fail(const char *cmd) {
     fprintf(stderr, "saeflow %s: %s\n", cmd, sf_errmsg());
+    return 1;
+}
+
+static int is_option(const char *w, size_t len, const struct option *opts) {
+    for (const struct option *o = opts; o->name; o++)
+        if (strlen(o->name) == len && !strncmp(o->name, w, len)) return 1;
+    return 0;
+}
+
+const char *cli_flag_words(const char *msg, const struct option *opts, int all) {
+    static char buf[2048];
+    size_t w = 0;
+    const char *p = msg;
+    while (*p && w + 3 < sizeof buf) {
+        const int start = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
+                                        p[-1] == '-' || p[-1] == '\'');
+        size_t len = 0;
+        while (isalnum((unsigned char)p[len]) || p[len] == '_')
+            len++;
+        if (len && start && (all || p == msg) && is_option(p, len, opts)) {
+            buf[w++] = '-';
+            buf[w++] = '-';
+        }
+        if (!len) len = 1;
+        for (size_t i = 0; i < len && w + 1 < sizeof buf; i++)
+            buf[w++] = p[i];
+        p += len;
+    }
+    buf[w] = 0;
+    return buf;
+}
+
+int cli_fail_flags(const char *cmd, const struct option *opts, int all) {
+    fprintf(stderr, "saeflow %s: %s\n", cmd, cli_flag_words(sf_errmsg(), opts, all));
     return 1;
 }
 
