@@ -3,7 +3,7 @@
  *
  *   bench_arch [--sparse] [--threads 2] [--steps 3] [--arch NAME ...] [--shape d,n,k,B ...]
  *
- * The non-TopK architectures share one dense step (src/sae/arch_common.c):
+ * The non-TopK architectures share one dense step (src/sae/arch_train.c):
  * its floor is the GEMMs a dense step needs, each 2*B*d*n FLOP: encoder
  * forward, decoder forward, dL/dZ, dL/dW_enc, dL/dW_dec (5; gated adds the
  * aux decoder forward and its dL/dA: 7). The bound printed is that many

@@ -104,6 +104,23 @@ void sf_flux_request_name(const sf_flux_request *r, char *buf, size_t n);
 int64_t sf_flux_request_rows(const sf_flux *m, const sf_flux_request *r, int64_t N, int64_t T);
 int64_t sf_flux_request_width(const sf_flux *m, const sf_flux_request *r);
 
+/* A block's output as the next block will read it, handed to an edit
+ * callback (steering): example b's text rows are txt + b * txt_stride
+ * (T, D) and its image rows img + b * img_stride (N, D), row-major. Double
+ * blocks: the two stream buffers; single blocks: both point into the
+ * (B, T + N, D) sequence. Writes through the pointers change what the rest
+ * of the forward computes. */
+typedef struct {
+    sf_flux_site site; /* SF_FLUX_DOUBLE or SF_FLUX_SINGLE */
+    int block;
+    int64_t B, T, N, D;
+    float *txt, *img;
+    int64_t txt_stride, img_stride;
+} sf_flux_block_view;
+/* Called after every block the forward runs, before its hooks are captured
+ * (hooks see the edited values). Nonzero aborts the forward (-1). */
+typedef int (*sf_flux_edit_fn)(void *ctx, const sf_flux_block_view *v);
+
 typedef struct {
     int64_t B, N, T;       /* batch, image tokens, text tokens */
     const float *img;      /* (B, N, in_channels) packed latents (hidden_states) */
@@ -113,6 +130,8 @@ typedef struct {
     const float *guidance; /* (B) guidance scale; required iff the config has guidance_embeds */
     const float *img_ids;  /* (N, n_axes) positions (sf_flux_image_ids) */
     const float *txt_ids;  /* (T, n_axes) or NULL: zeros (FLUX.1) */
+    sf_flux_edit_fn edit;  /* optional in-place edit after each block (NULL: none) */
+    void *edit_ctx;
 } sf_flux_inputs;
 
 /* Runs the transformer as far as the requests need. out[i] receives

@@ -31,7 +31,7 @@ typedef struct sf_flux_text sf_flux_text;
 /* Folders of the four parts (diffusers layout: tokenizer/ with tokenizer.json
  * or vocab.json + merges.txt, text_encoder/ a CLIPTextModel, tokenizer_2/
  * with tokenizer.json, text_encoder_2/ a T5EncoderModel, one or sharded). */
-typedef struct {
+typedef struct sf_flux_text_paths_s {
     const char *clip_tokenizer, *clip_model, *t5_tokenizer, *t5_model;
 } sf_flux_text_paths;
 

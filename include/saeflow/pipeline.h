@@ -105,7 +105,11 @@ typedef struct {
     int batch;         /* examples per forward */
     int fixed_groups;  /* see below */
     int pillow_legacy; /* resize pass order of Pillow <= 12 */
-    int64_t limit;     /* only the first `limit` dataset rows; < 0: all (0: none!) */
+    /* transparency: 0 = alpha dropped (Pillow convert("RGB"), transformers 4,
+     * the reference), 1 = composited onto white (transformers >= 5
+     * convert_to_rgb): SF_IMAGE_ALPHA_WHITE */
+    int alpha_white;
+    int64_t limit; /* only the first `limit` dataset rows; < 0: all (0: none!) */
 } sf_clip_source_opts;
 
 /* Batching. Each call reads up to `batch` examples that have the inputs the
@@ -139,12 +143,66 @@ typedef struct {
     int64_t batch;      /* rows per batch */
 } sf_file_source_opts;
 
-/* One stream named `key`; rows are checked to be finite. */
+/* One stream named `key`; rows are checked to be finite. With a row map and
+ * an I32 '<key>_pos' tensor (extract's per-token output) the rows are tokens:
+ * per_token[0] is set and the stream carries their positions. */
 sf_act_source *sf_file_source_open(const sf_file_source_opts *o);
 /* The row map tensor's name, NULL when rows are numbered by position. */
 const char *sf_file_source_rows_key(const sf_act_source *s);
 /* Metadata of the first file, NULL if absent. */
 const char *sf_file_source_meta(const sf_act_source *s, const char *key);
+
+/* ---- FLUX.1 sampling (the reference's FluxActivationSampler) -------------- */
+
+typedef struct {
+    const char *model;   /* FLUX transformer: pipeline folder, transformer folder, BFL file */
+    const char *prompts; /* `saeflow flux encode-prompts` output: prompt_embeds (N, L, joint),
+                          * pooled_prompt_embeds (N, pooled); dataset row i = prompt i */
+    /* or prompts encoded on the fly, a group at a time (T5 and the transformer
+     * then share memory: 33 GB in BF16 for FLUX.1; encode first where that
+     * does not fit): one prompt per line of `captions`, or the captions of
+     * `dataset` (a row without one: the empty prompt), through the text
+     * encoders of `text_model` (a FLUX pipeline folder; NULL: model) or of
+     * text_paths, padded to max_sequence_length T5 tokens (0: 256) */
+    const char *captions, *dataset, *text_model;
+    const struct sf_flux_text_paths_s *text_paths;
+    int max_sequence_length;
+    sf_dtype t5_dtype;        /* 0: as stored */
+    const char *const *hooks; /* sf_flux_parse_request strings, one stream each */
+    int n_hooks;
+    int height, width;        /* pixels (0: 256) */
+    int batch;                /* prompts per forward, a "group" (0: 32) */
+    uint64_t seed;            /* group g: torch.Generator("cpu").manual_seed(seed + g) */
+    int rng_kind;             /* sf_torch_rng_kind of that randn (0: AVX2) */
+    int64_t tokens_per_image; /* <= 0: every row; N: N random rows per prompt and hook */
+    int64_t rows_per_batch;   /* > 0 (instead): N random rows of a group's rows per hook, the
+                               * reference's nsamples (randperm over the batch, first N) */
+    int shuffle;              /* 0: rows in (prompt, token) order; W >= 1: the rows of W
+                               * consecutive groups in a seeded random order */
+    sf_dtype dtype;           /* transformer weights in memory (0: as stored) */
+    int64_t limit;            /* only the first `limit` prompts; < 0: all */
+} sf_flux_source_opts;
+
+/* One step of FluxPipeline as the reference ran it (1 step: sigma 1, the
+ * transformer sees pure noise; guidance 0 where the model embeds it; text
+ * ids zero), stopped after the last hooked block. Prompts are cut into
+ * groups of `batch` by their index (group g = prompts [g B, g B + B)), so
+ * a group's noise, and every row, depend on neither the range read nor the
+ * thread count (up to GEMM summation order). Each next() returns one window
+ * of `shuffle` groups (1 without shuffle), restricted to the range; streams
+ * are the hooks in the order given, named by sf_flux_request_name, rows
+ * with their prompt (rows) and token position (pos: text tokens 0..T-1,
+ * image tokens from 0 for image-only streams; T + i for image token i in a
+ * single-block text+image stream). Token selection draws, per prompt and
+ * hook, from a generator seeded by (seed, prompt, hook); the shuffle
+ * permutes a window's rows with one seeded by (seed, window, hook). A range
+ * that starts or ends inside a window gives that window's rows in another
+ * order: keep ranges (extract shards) multiples of batch x shuffle. */
+sf_act_source *sf_flux_source_open(const sf_flux_source_opts *o);
+/* "saeflow-flux-extract-v1 model=... hooks=... seed=..." (new string). */
+char *sf_flux_source_fingerprint(const sf_act_source *s, int64_t shard_rows);
+/* Prompts per window (batch x max(shuffle, 1)). */
+int64_t sf_flux_source_window(const sf_act_source *s);
 
 /* ---- resumable sharded extraction ----------------------------------------- */
 

@@ -130,6 +130,15 @@ typedef struct sf_sae_encoder sf_sae_encoder;
 sf_sae_encoder *sf_sae_encoder_new(const sf_sae *s);
 int sf_sae_encoder_run(sf_sae_encoder *e, const float *x, int64_t B, sf_sae_codes *out);
 void sf_sae_encoder_free(sf_sae_encoder *e);
+/* sf_sae_encoder_run in fixed slices: rows [i S, (i + 1) S) of x, S =
+ * SF_SAE_ENCODE_SLICE, one slice per thread, each a single-threaded
+ * encoder call. The encoder GEMM's rounding can depend on its row count
+ * (OpenBLAS picks other kernels for small M), so fixed slices make every
+ * row's code the same for any B that is a multiple of S and any thread
+ * count. Errors name rows from r0 (the first row's global index). */
+#define SF_SAE_ENCODE_SLICE 256
+int sf_sae_encoder_run_sliced(sf_sae_encoder *e, const float *x, int64_t B, int64_t r0,
+                              sf_sae_codes *out);
 /* codes -> x_hat (B, d). */
 void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat);
 /* x (B, d) -> decode(encode(x) + strength * e_feature) (B, d). */

@@ -30,6 +30,34 @@ int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t 
  * into the weights on save) and records "input_scale" in the config. */
 int sf_sae_set_input_norm(sf_sae *s, const sf_sae_data *D, int64_t rows);
 
+/* ---- one builder for a fresh SAE (train and sweep both use it) ---- */
+typedef struct {
+    sf_sae_arch arch;
+    int d, n; /* features, pages */
+    int k;    /* topk, batchtopk, matryoshka: active latents per row */
+    uint64_t seed;
+    const char *groups;          /* matryoshka: "512,512,1024,rest" (NULL: n/8,n/8,n/4,n/2) */
+    const char *matryoshka_base; /* matryoshka: "topk" (NULL) or "batchtopk" */
+    double jumpthreshold;        /* jumprelu: initial threshold (0: 0.001) */
+    const char *b_dec_init;      /* "zero" (NULL), "mean" or "median" (geometric) */
+    int normalize_input;         /* scale inputs to average norm sqrt(d) (needs data) */
+} sf_sae_spec;
+void sf_sae_spec_default(sf_sae_spec *sp);
+/* Which options apply to which architecture (also the trainer's ghost_grads
+ * in o, which may be NULL). Errors name the parameter ("ghost_grads applies
+ * to arch standard"); a command line adds its own "--". */
+int sf_sae_spec_check(const sf_sae_spec *sp, const sf_sae_train_opts *o);
+/* Checks sp, initialises s (sf_sae_init + the architecture's options + the
+ * data-driven init from D, which may be NULL when b_dec_init is zero and
+ * normalize_input is off) and records the settings in its config, with the
+ * training settings of o (sf_sae_record_train). On error s is freed. */
+int sf_sae_build(sf_sae *s, const sf_sae_spec *sp, const sf_sae_data *D,
+                 const sf_sae_train_opts *o);
+/* Records the training settings next to the weights (lmbda, bandwidth,
+ * sp's jumpthreshold, ghost_grads, resample_every, as s's architecture uses
+ * them); sf_sae_build calls it, and a model loaded to train on. */
+void sf_sae_record_train(sf_sae *s, const sf_sae_spec *sp, const sf_sae_train_opts *o);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,8 +11,10 @@
  *                        which features have the word in their top rows'
  *                        captions (hits = how many of those rows)
  *   SITE/data/f/CCCC.js  SF_CHUNK(C, [...]): features 64C .. 64C+63 with their
- *                        top rows (row, value, caption, thumbnail), histogram
- *                        and decoder neighbours
+ *                        top rows (row, value, thumbnail flag, caption; in
+ *                        token mode also the best token and the heat map as
+ *                        sparse [position, 0..255] pairs), histogram, decoder
+ *                        neighbours and co-occurrence neighbours
  *   SITE/img/R.jpg       thumbnail of dataset row R
  */
 #include <ctype.h>
@@ -321,6 +323,127 @@ static void json_arr_f32(sf_sbuf *b, const float *v, int64_t n) {
     sf_sb_put(b, "]", 1);
 }
 
+/* Co-occurrence neighbours, from the top-k lists: the CO_M features that
+ * share the most top rows (examples) with feature j (ties: lower id). An
+ * approximation of "fires on the same rows" that needs no second pass over
+ * the activations: it sees only the rows some feature kept. co_idx / co_cnt
+ * (n, CO_M), -1 / 0 beyond the features that share any row. */
+#define CO_M 10
+static void cooccurrence(const sf_topk_file *tk, const int64_t *urows, int64_t nu, int32_t *co_idx,
+                         int32_t *co_cnt) {
+    const int64_t n = tk->n;
+    const int N = tk->N;
+    /* row -> features that keep it (CSR over the unique rows) */
+    int64_t *start = sf_calloc((size_t)nu + 2, sizeof(int64_t));
+    int32_t *feat = sf_malloc((size_t)(n * N) * sizeof(int32_t) + 4);
+    for (int64_t i = 0; i < n * N; i++)
+        if (tk->row_ids[i] >= 0) start[row_pos(urows, nu, tk->row_ids[i]) + 2]++;
+    for (int64_t u = 0; u < nu; u++)
+        start[u + 2] += start[u + 1];
+    for (int64_t j = 0; j < n; j++) /* ascending j: each row's list is sorted */
+        for (int i = 0; i < N; i++)
+            if (tk->row_ids[j * N + i] >= 0)
+                feat[start[row_pos(urows, nu, tk->row_ids[j * N + i]) + 1]++] = (int32_t)j;
+#pragma omp parallel
+    {
+        int32_t *cnt = sf_calloc((size_t)n, sizeof(int32_t));
+        int32_t *touched = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t j = 0; j < n; j++) {
+            int nt = 0;
+            for (int i = 0; i < N; i++) {
+                int64_t r = tk->row_ids[j * N + i];
+                if (r < 0) break;
+                int64_t u = row_pos(urows, nu, r);
+                for (int64_t q = start[u]; q < start[u + 1]; q++) {
+                    int32_t f = feat[q];
+                    if (f == j) continue;
+                    if (!cnt[f]++) touched[nt++] = f;
+                }
+            }
+            for (int m = 0; m < CO_M; m++) { /* selection of the CO_M best */
+                int best = -1;
+                for (int t = 0; t < nt; t++) {
+                    int32_t f = touched[t];
+                    if (cnt[f] <= 0) continue;
+                    if (best < 0 || cnt[f] > cnt[touched[best]] ||
+                        (cnt[f] == cnt[touched[best]] && f < touched[best]))
+                        best = t;
+                }
+                co_idx[j * CO_M + m] = best < 0 ? -1 : touched[best];
+                co_cnt[j * CO_M + m] = best < 0 ? 0 : cnt[touched[best]];
+                if (best >= 0) cnt[touched[best]] = -cnt[touched[best]]; /* taken */
+            }
+            for (int t = 0; t < nt; t++)
+                cnt[touched[t]] = 0;
+        }
+        free(cnt);
+        free(touched);
+    }
+    free(start);
+    free(feat);
+}
+
+/* Examples across the activation range: the firing rows of a feature split
+ * into quartiles by the histogram (a bin goes to the quartile holding its
+ * middle row), and from the samples of each quartile's bins (see
+ * sf_topk_sample) up to per_q rows spread over its values. */
+typedef struct {
+    int64_t row;
+    float val;
+    int32_t pos;
+} range_pick;
+typedef struct {
+    double lo, hi; /* value range of the quartile's bins */
+    int n;         /* picks */
+} range_q;
+
+static int pick_cmp(const void *a, const void *b) {
+    const range_pick *x = a, *y = b;
+    if (x->val != y->val) return x->val < y->val ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+static void range_select(const sf_topk_file *tk, int64_t j, int per_q, range_q *qs,
+                         range_pick *out) {
+    const int bins = tk->bins, S = tk->S;
+    const int64_t *h = tk->hist + j * bins;
+    int64_t total = 0;
+    for (int b = 0; b < bins; b++)
+        total += h[b];
+    const double w = tk->hist_max[j] / bins;
+    range_pick *all = sf_malloc((size_t)(bins * S) * sizeof(range_pick) + 1);
+    for (int q = 0; q < 4; q++)
+        qs[q] = (range_q){0, 0, 0};
+    int64_t cum = 0;
+    int q_of[4096];
+    for (int b = 0; b < bins; b++) {
+        q_of[b] = total ? (int)((4 * (2 * cum + h[b])) / (2 * total)) : 0;
+        if (q_of[b] > 3) q_of[b] = 3;
+        cum += h[b];
+    }
+    for (int q = 0; q < 4; q++) {
+        int m = 0, first = 1;
+        for (int b = 0; b < bins; b++) {
+            if (q_of[b] != q || !h[b]) continue;
+            if (first) qs[q].lo = b * w, first = 0;
+            qs[q].hi = (b + 1) * w;
+            for (int i = 0; i < S; i++) {
+                int64_t k = j * bins * S + (int64_t)b * S + i;
+                if (tk->sample_rows[k] < 0) continue;
+                all[m++] = (range_pick){tk->sample_rows[k], tk->sample_values[k],
+                                        tk->sample_pos ? tk->sample_pos[k] : -1};
+            }
+        }
+        qsort(all, (size_t)m, sizeof(range_pick), pick_cmp);
+        int take = m < per_q ? m : per_q;
+        for (int i = 0; i < take; i++) /* evenly over the sorted values */
+            out[q * per_q + i] = all[take > 1 ? (int64_t)i * (m - 1) / (take - 1) : m / 2];
+        qs[q].n = take;
+    }
+    free(all);
+}
+
 int sf_explore_build(const sf_explore_opts *o) {
     const char *out = o->out_dir;
     int thumb = o->thumb_size > 0 ? o->thumb_size : 160;
@@ -338,6 +461,10 @@ int sf_explore_build(const sf_explore_opts *o) {
     curves cv = {0};
     char *log_path = NULL;
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
+    int64_t n_thumbs = 0;
+    int32_t *co_idx = NULL, *co_cnt = NULL;
+    range_pick *picks = NULL;
+    range_q *quart = NULL;
     size_t n_words = 0;
     sf_sbuf b = {0};
     word_map wm = {0};
@@ -386,10 +513,22 @@ int sf_explore_build(const sf_explore_opts *o) {
     }
     if (log_path && read_curves(log_path, &cv)) goto done;
 
-    /* unique rows of all top-k lists */
-    urows = sf_malloc((size_t)(n * N) * sizeof(int64_t) + 8);
+    /* unique rows of all top-k lists and of the range samples shown */
+    const int per_q = o->range_per_quartile == 0  ? 3
+                      : o->range_per_quartile > 0 ? o->range_per_quartile
+                                                  : 0;
+    const int64_t sw = tk.sample_rows && per_q ? (int64_t)tk.bins * tk.S : 0;
+    urows = sf_malloc((size_t)(n * (N + sw)) * sizeof(int64_t) + 8);
     for (int64_t i = 0; i < n * N; i++)
         if (tk.row_ids[i] >= 0) urows[nu++] = tk.row_ids[i];
+    picks = sw ? sf_malloc((size_t)n * 4 * (size_t)per_q * sizeof(range_pick)) : NULL;
+    quart = sw ? sf_malloc((size_t)n * 4 * sizeof(range_q)) : NULL;
+    for (int64_t j = 0; sw && j < n; j++) {
+        range_select(&tk, j, per_q, quart + j * 4, picks + j * 4 * per_q);
+        for (int q = 0; q < 4; q++)
+            for (int i = 0; i < quart[j * 4 + q].n; i++)
+                urows[nu++] = picks[(j * 4 + q) * per_q + i].row;
+    }
     qsort(urows, (size_t)nu, sizeof(int64_t), i64_cmp);
     {
         int64_t w = 0;
@@ -468,7 +607,12 @@ int sf_explore_build(const sf_explore_opts *o) {
         }
         if (n_badimg > 5)
             fprintf(stderr, "explore: warning: %d images could not be decoded\n", n_badimg);
+        for (int64_t i = 0; i < nu; i++)
+            n_thumbs += ri[i].has_img;
     }
+    co_idx = sf_malloc((size_t)n * CO_M * sizeof(int32_t));
+    co_cnt = sf_malloc((size_t)n * CO_M * sizeof(int32_t));
+    cooccurrence(&tk, urows, nu, co_idx, co_cnt);
 
     /* words -> features */
     {
@@ -495,7 +639,7 @@ int sf_explore_build(const sf_explore_opts *o) {
         sf_sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,",
                      (long long)n, N, (long long)tk.rows, tk.bins, sae_d, sae_k);
         sf_sb_puts(&b, "\"title\":");
-        sf_explore_json_str(&b, o->title ? o->title : "saeflow explorer");
+        sf_explore_json_str(&b, o->title && *o->title ? o->title : "saeflow explorer");
         sf_sb_puts(&b, ",\"meta\":{");
         for (int i = 0; i < tk.st.n_meta; i++) {
             char *k = sf_utf8_sanitize(tk.st.meta_keys[i]),
@@ -559,8 +703,21 @@ int sf_explore_build(const sf_explore_opts *o) {
         } else {
             sf_sb_puts(&b, "null");
         }
-        sf_sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s};\n", have_nb ? "true" : "false",
-                     o->rows ? "true" : "false");
+        /* token mode: the layout the heat maps are drawn on */
+        if (tk.T) {
+            sf_sb_printf(&b,
+                         ",\"tokens\":{\"T\":%d,\"grid\":[%d,%d],\"first\":%d,\"examples\":%lld},"
+                         "\"ex_count\":[",
+                         tk.T, tk.grid_h, tk.grid_w, tk.grid_first, (long long)tk.examples);
+            for (int64_t j = 0; j < n; j++)
+                sf_sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.ex_count[j]);
+            sf_sb_put(&b, "]", 1);
+        } else {
+            sf_sb_puts(&b, ",\"tokens\":null");
+        }
+        sf_sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s,\"thumbs\":%lld,\"bad_images\":%d};\n",
+                     have_nb ? "true" : "false", o->rows ? "true" : "false", (long long)n_thumbs,
+                     n_badimg);
         if (write_sb(p_data, "index.js", &b)) goto done;
     }
 
@@ -620,6 +777,14 @@ int sf_explore_build(const sf_explore_opts *o) {
                 sf_explore_json_num(&b, tk.values[j * N + i]);
                 sf_sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
                 sf_explore_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                if (tk.T) { /* best token, then the heat map's nonzero tokens */
+                    sf_sb_printf(&b, ",%d,[", tk.pos[j * N + i]);
+                    const uint8_t *h = tk.heat + ((size_t)j * N + (size_t)i) * (size_t)tk.T;
+                    int any = 0;
+                    for (int q = 0; q < tk.T; q++)
+                        if (h[q]) sf_sb_printf(&b, "%s%d,%d", any++ ? "," : "", q, h[q]);
+                    sf_sb_put(&b, "]", 1);
+                }
                 sf_sb_put(&b, "]", 1);
             }
             sf_sb_puts(&b, "],\"nb\":[");
@@ -629,6 +794,32 @@ int sf_explore_build(const sf_explore_opts *o) {
                     sf_explore_json_num(&b, nb_cos[j * m_nb + q]);
                     sf_sb_put(&b, "]", 1);
                 }
+            if (sw) { /* [[lo, hi, [[row, value, has_img, caption(, pos)], ...]], x4] */
+                sf_sb_puts(&b, "],\"range\":[");
+                for (int q = 0; q < 4; q++) {
+                    const range_q *rq = &quart[j * 4 + q];
+                    sf_sb_puts(&b, q ? ",[" : "[");
+                    sf_explore_json_num(&b, rq->lo);
+                    sf_sb_put(&b, ",", 1);
+                    sf_explore_json_num(&b, rq->hi);
+                    sf_sb_puts(&b, ",[");
+                    for (int i = 0; i < rq->n; i++) {
+                        const range_pick *pk = &picks[(j * 4 + q) * per_q + i];
+                        int64_t p = row_pos(urows, nu, pk->row);
+                        sf_sb_printf(&b, "%s[%lld,", i ? "," : "", (long long)pk->row);
+                        sf_explore_json_num(&b, pk->val);
+                        sf_sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
+                        sf_explore_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                        if (tk.T) sf_sb_printf(&b, ",%d", pk->pos);
+                        sf_sb_put(&b, "]", 1);
+                    }
+                    sf_sb_puts(&b, "]]");
+                }
+            }
+            sf_sb_puts(&b, "],\"co\":[");
+            for (int q = 0; q < CO_M && co_idx[j * CO_M + q] >= 0; q++)
+                sf_sb_printf(&b, "%s[%d,%d]", q ? "," : "", co_idx[j * CO_M + q],
+                             co_cnt[j * CO_M + q]);
             sf_sb_puts(&b, "]}");
         }
         sf_sb_puts(&b, "]);\n");
@@ -637,9 +828,9 @@ int sf_explore_build(const sf_explore_opts *o) {
         if (write_sb(p_f, name, &b)) goto done;
     }
     if (!o->quiet)
-        printf("explore: %lld features, %lld rows with %s, %zu searchable caption words; site in "
-               "%s/index.html\n",
-               (long long)n, (long long)nu, o->rows ? "thumbnails" : "no images", n_words, out);
+        printf("explore: %lld features, %lld top rows, %lld thumbnails written (%d images could "
+               "not be decoded), %zu searchable caption words; site in %s/index.html\n",
+               (long long)n, (long long)nu, (long long)n_thumbs, n_badimg, n_words, out);
     rc = 0;
 done:
     for (size_t i = 0; i < wm.size; i++) {
@@ -653,6 +844,10 @@ done:
     free(urows);
     free(nb_idx);
     free(nb_cos);
+    free(co_idx);
+    free(co_cnt);
+    free(picks);
+    free(quart);
     free(log_path);
     curves_free(&cv);
     sf_sb_free(&b);

@@ -1,11 +1,11 @@
 /* Decoder-direction cosine neighbours: for each feature, the m features whose
  * decoder columns point most nearly the same way. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "saeflow/analysis.h"
+#include "saeflow/kernels.h"
 
 /* a is better than b: higher cosine, or equal and lower index. */
 static inline int better(float ca, int32_t ia, float cb, int32_t ib) {
@@ -39,8 +39,7 @@ void sf_decoder_neighbours(const float *W, int64_t n, int64_t d, int m, int32_t 
         for (int64_t blk = 0; blk < nblocks; blk++) {
             int64_t r0 = blk * bs, mb = n - r0 < bs ? n - r0 : bs;
             // G (mb, n) = Wn[r0:r0+mb] (mb, d) . Wn^T (d, n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)n, (int)d, 1.0f,
-                        Wn + r0 * d, (int)d, Wn, (int)d, 0.0f, G, (int)n);
+            sf_sgemm(0, 1, mb, n, d, 1.0f, Wn + r0 * d, d, Wn, d, 0.0f, G, n);
             for (int64_t r = 0; r < mb; r++) {
                 int64_t i = r0 + r;
                 int32_t *ix = nb_idx + i * m;

@@ -15,6 +15,13 @@
 
 /* Prints "saeflow <cmd>: <sf_errmsg()>" to stderr and returns 1. */
 int cli_fail(const char *cmd);
+/* The library names a parameter as it is spelt ("ghost_grads applies to arch
+ * standard", "groups: sizes sum to ..."); this is msg with "--" before the
+ * words that are long options in opts: every such word (all = 1), or only the
+ * leading word (all = 0). Returns a static buffer. */
+const char *cli_flag_words(const char *msg, const struct option *opts, int all);
+/* cli_fail with the message through cli_flag_words. */
+int cli_fail_flags(const char *cmd, const struct option *opts, int all);
 /* Prints "saeflow <cmd>: <message>" plus a hint to use --help; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) SF_PRINTF(2, 3);
 /* Strict number parsing for flag values; on error prints and returns -1. */
@@ -97,6 +104,9 @@ int cli_sae_io_data(const char *cmd, const cli_sae_io *io, const sf_sae *s, sf_s
 /* --pillow 13|12 -> 0, 1 (sf_clip_preproc.pillow_legacy_order: Pillow <= 12
  * runs the resize passes in another order); -1 after an error. */
 int cli_parse_pillow(const char *cmd, const char *s, int *legacy);
+/* --alpha drop|white -> 0, 1 (sf_clip_source_opts.alpha_white); -1 after an
+ * error. */
+int cli_parse_alpha(const char *cmd, const char *s, int *white);
 /* --save_dtype f32|bf16|f16 -> 0, 1, 2 (sf_sae.save_half); -1 after an error. */
 int cli_parse_save_dtype(const char *cmd, const char *s, int *out);
 
@@ -137,5 +147,27 @@ SF_COMMANDS(X)
 /* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
  * before the command table so it works with or without a `flux` command. */
 int cli_flux_encode_prompts(int argc, char **argv);
+/* `saeflow flux generate` (cmd_flux_generate.c), dispatched the same way. */
+int cli_flux_generate(int argc, char **argv);
+
+/* Prompts with their line number / dataset row (cmd_flux_prompts.c). */
+typedef struct {
+    char **s;
+    int64_t *row;
+    int64_t n, cap;
+} cli_prompt_list;
+/* Lines [offset, offset + limit) of a UTF-8 text file (limit -1: all);
+ * errors name the line that is not UTF-8 or holds a NUL. */
+int cli_read_prompts(const char *path, int64_t offset, int64_t limit, cli_prompt_list *p);
+/* Captions of a dataset spec (cc3m:, wds:, folder:); no caption = "". */
+int cli_read_prompt_dataset(const char *spec, int64_t offset, int64_t limit, cli_prompt_list *p);
+void cli_prompt_list_free(cli_prompt_list *p);
+/* `saeflow train --source flux|file` (cmd_train_source.c) and `saeflow
+ * extract --source flux` (cmd_extract_flux.c), which train and extract hand
+ * over to when --source is among their arguments. */
+int cmd_train_source(int argc, char **argv);
+int cmd_extract_flux(int argc, char **argv);
+/* 1 when argv holds --source (or --source=...). */
+int cli_has_source_flag(int argc, char **argv);
 
 #endif

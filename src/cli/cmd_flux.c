@@ -16,6 +16,9 @@ static void usage(FILE *out) {
         "usage: saeflow flux run --model PATH --inputs FILE --hook H [--hook H ...] --out "
         "FILE [options]\n"
         "\n"
+        "       saeflow flux encode-prompts ... (see saeflow flux encode-prompts --help)\n"
+        "       saeflow flux generate ...       (see saeflow flux generate --help)\n"
+        "\n"
         "Runs the FLUX.1 transformer (FluxTransformer2DModel) on one batch and writes the\n"
         "activations at each hook, as (B, tokens, width) F32 tensors named by the hook.\n"
         "The forward stops after the last block a hook needs.\n"
@@ -208,7 +211,8 @@ int cmd_flux(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "run"))
-        return cli_usage_error(cmd, "unknown subcommand '%s' (run)", argv[1]);
+        return cli_usage_error(cmd, "unknown subcommand '%s' (run, encode-prompts, generate)",
+                               argv[1]);
     argc--, argv++;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"inputs", required_argument, 0, 'i'},

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "saeflow/buf.h"
 #include "saeflow/dataset.h"
 #include "saeflow/flux_prompts.h"
 #include "saeflow/kernels.h"
@@ -40,13 +41,7 @@ static void usage(FILE *out) {
             "  --threads T       OpenMP threads (default: all cores)\n");
 }
 
-typedef struct {
-    char **s;
-    int64_t *row;
-    int64_t n, cap;
-} prompt_list;
-
-static void pl_add(prompt_list *p, const char *s, size_t len, int64_t row) {
+static void pl_add(cli_prompt_list *p, const char *s, size_t len, int64_t row) {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 256;
         p->s = sf_realloc(p->s, (size_t)p->cap * sizeof(char *));
@@ -58,14 +53,14 @@ static void pl_add(prompt_list *p, const char *s, size_t len, int64_t row) {
     p->row[p->n++] = row;
 }
 
-static void pl_free(prompt_list *p) {
+void cli_prompt_list_free(cli_prompt_list *p) {
     for (int64_t i = 0; i < p->n; i++)
         free(p->s[i]);
     free(p->s), free(p->row);
 }
 
 /* Lines [offset, offset + limit) of a text file; "\r\n" ends a line too. */
-static int read_prompts(const char *path, int64_t offset, int64_t limit, prompt_list *p) {
+int cli_read_prompts(const char *path, int64_t offset, int64_t limit, cli_prompt_list *p) {
     size_t len;
     char *txt = sf_read_file(path, &len);
     if (!txt) return -1;
@@ -78,6 +73,15 @@ static int read_prompts(const char *path, int64_t offset, int64_t limit, prompt_
             free(txt);
             return sf_error("%s: line %lld contains a NUL byte", path, (long long)line + 1);
         }
+        for (size_t k = 0; k < l;) { /* the tokenizers need UTF-8: say where it is not */
+            int n = sf_utf8_len((const unsigned char *)txt + i + k, l - k);
+            if (n <= 0) {
+                free(txt);
+                return sf_error("%s: line %lld, byte %zu: not UTF-8 (prompt files must be UTF-8)",
+                                path, (long long)line + 1, k + 1);
+            }
+            k += (size_t)n;
+        }
         if (line >= offset) pl_add(p, txt + i, l, line);
         line++;
         i = e + 1;
@@ -86,7 +90,7 @@ static int read_prompts(const char *path, int64_t offset, int64_t limit, prompt_
     return 0;
 }
 
-static int read_dataset(const char *spec, int64_t offset, int64_t limit, prompt_list *p) {
+int cli_read_prompt_dataset(const char *spec, int64_t offset, int64_t limit, cli_prompt_list *p) {
     sf_dataset *ds = sf_dataset_open(spec, SF_DS_CAPTIONS);
     if (!ds) return -1;
     int rc = offset > 0 ? sf_dataset_seek(ds, offset) : 0;
@@ -180,21 +184,21 @@ int cli_flux_encode_prompts(int argc, char **argv) {
         return cli_usage_error(CMD, "--offset >= 0, --limit >= 0, --max-sequence-length in [1, "
                                     "100000] and --threads in [0, 4096]");
     sf_kernels_set_threads((int)threads);
-    prompt_list pl = {0};
-    int rc = prompts ? read_prompts(prompts, offset, limit, &pl)
-                     : read_dataset(dataset, offset, limit, &pl);
+    cli_prompt_list pl = {0};
+    int rc = prompts ? cli_read_prompts(prompts, offset, limit, &pl)
+                     : cli_read_prompt_dataset(dataset, offset, limit, &pl);
     if (rc) {
-        pl_free(&pl);
+        cli_prompt_list_free(&pl);
         return cli_fail(CMD);
     }
     if (pl.n == 0) {
-        pl_free(&pl);
+        cli_prompt_list_free(&pl);
         sf_error("no prompts to encode");
         return cli_fail(CMD);
     }
     sf_flux_text *m = sf_flux_text_load(model, t5_dt);
     if (!m) {
-        pl_free(&pl);
+        cli_prompt_list_free(&pl);
         return cli_fail(CMD);
     }
     const int64_t N = pl.n, J = sf_flux_text_joint_dim(m), P = sf_flux_text_pooled_dim(m);
@@ -219,6 +223,6 @@ int cli_flux_encode_prompts(int argc, char **argv) {
                 sf_now() - t0, outp);
     free(pe), free(po);
     sf_flux_text_free(m);
-    pl_free(&pl);
+    cli_prompt_list_free(&pl);
     return rc ? cli_fail(CMD) : 0;
 }

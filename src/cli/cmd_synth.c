@@ -91,7 +91,7 @@ int cmd_synth(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!outp) return cli_usage_error(cmd, "--out is required");
-    if (sf_sae_synth(&o, outp, key, dkey)) return cli_fail(cmd);
+    if (sf_sae_synth(&o, outp, key, dkey)) return cli_fail_flags(cmd, opts, 1);
     printf("wrote %s: '%s' [%lld, %d], '%s' [%d, %d] (%.3g active features per row, alpha %g, "
            "noise %g)\n",
            outp, key, (long long)o.samples, o.d, dkey, o.n_true, o.d, o.active, o.alpha, o.noise);

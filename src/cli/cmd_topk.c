@@ -2,6 +2,8 @@
  * rows of every feature plus density / mean / max / histogram. The rows come
  * from activation files (--acts) or from a dataset run through a CLIP vision
  * tower on the fly (--dataset + --model). */
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,44 +15,15 @@
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
 
-/* Rows are encoded in slices of SLICE rows at global multiples of SLICE,
- * one slice per thread (each a single-threaded sf_sae_encoder_run call). The
- * encoder GEMM's rounding can depend on its row count (OpenBLAS picks other
- * kernels for small M), so fixing the slices makes every row's code, and so
- * the whole output, identical for any --batch and --threads. (The int16
- * pre-filter of large TopK models is row-independent anyway.) */
-#define SLICE 256
-
-static int encode_slices(const sf_sae *s, sf_sae_encoder *enc, const float *x, int64_t m,
-                         sf_sae_codes *codes, int64_t r0) {
-    const int64_t ns = (m + SLICE - 1) / SLICE;
-    int64_t bad = -1;
-    char msg[1024] = "";
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < ns; i++) {
-        int64_t b0 = i * SLICE, mb = m - b0 < SLICE ? m - b0 : SLICE;
-        /* a view of the slice's rows in the batch's code buffer */
-        sf_sae_codes v = {mb, codes->k, codes->idx + b0 * codes->k, codes->val + b0 * codes->k,
-                          codes->cnt + b0};
-        if (sf_sae_encoder_run(enc, x + b0 * s->d, mb, &v)) {
-#pragma omp critical(topk_encode_err)
-            if (bad < 0 || i < bad) {
-                bad = i;
-                snprintf(msg, sizeof msg, "%s", sf_errmsg());
-            }
-        }
-    }
-    if (bad >= 0)
-        return sf_error("rows %lld..%lld: %s", (long long)(r0 + bad * SLICE),
-                        (long long)(r0 + bad * SLICE + SLICE - 1), msg);
-    return 0;
-}
+/* Rows are encoded in fixed slices (sf_sae_encoder_run_sliced), so the
+ * output is the same for any --batch and --threads. */
+#define SLICE SF_SAE_ENCODE_SLICE
 
 /* Fills x (B, d) and rows (B) from the source, batch after batch, while
  * another full batch fits; returns how many rows, 0 at the end, -1 on error.
  * Skipped examples are counted (and the first few named) in *skipped. */
-static int64_t fill(sf_act_source *src, float *x, int64_t *rows, int64_t B, int64_t max_batch,
-                    int64_t *skipped, int64_t *next_row) {
+static int64_t fill(sf_act_source *src, float *x, int64_t *rows, int32_t *pos, int64_t B,
+                    int64_t max_batch, int64_t *skipped, int64_t *next_row) {
     int64_t m = 0;
     while (m + max_batch <= B) {
         sf_act_batch b;
@@ -64,10 +37,63 @@ static int64_t fill(sf_act_source *src, float *x, int64_t *rows, int64_t B, int6
         const sf_act_stream *st = &b.stream[0];
         memcpy(x + m * st->d, st->x, (size_t)(st->n * st->d) * sizeof(float));
         memcpy(rows + m, st->rows, (size_t)st->n * sizeof(int64_t));
+        if (pos) memcpy(pos + m, st->pos, (size_t)st->n * sizeof(int32_t));
         m += st->n;
         *next_row = b.next_row;
     }
     return m;
+}
+
+/* Token layout for per-token rows (see sf_topk_set_tokens): T positions;
+ * CLIP's T = 1 + g*g is a CLS token then a g x g patch grid. */
+static void token_layout(int T, int *gh, int *gw, int *first) {
+    int g = (int)lround(sqrt((double)(T - 1)));
+    if (g > 0 && g * g == T - 1) {
+        *gh = *gw = g, *first = 1;
+        return;
+    }
+    g = (int)lround(sqrt((double)T));
+    *gh = *gw = g * g == T ? g : 0;
+    *first = 0;
+}
+
+/* Tokens per image of a CLIP checkpoint, from its config.json. */
+static int clip_vision_tokens(const char *model) {
+    char *path = sf_path_join(model, "config.json");
+    char *txt = sf_read_file(path, NULL);
+    cJSON *j = txt ? cJSON_Parse(txt) : NULL;
+    const cJSON *vc = cJSON_GetObjectItemCaseSensitive(j, "vision_config");
+    const cJSON *is = cJSON_GetObjectItemCaseSensitive(vc, "image_size");
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(vc, "patch_size");
+    int T = -1;
+    if (cJSON_IsNumber(is) && cJSON_IsNumber(ps) && ps->valueint > 0 &&
+        is->valueint / ps->valueint > 0 && is->valueint / ps->valueint <= 256)
+        T = 1 + (is->valueint / ps->valueint) * (is->valueint / ps->valueint);
+    else if (txt)
+        sf_error("%s: no vision_config.image_size / patch_size", path);
+    cJSON_Delete(j);
+    free(txt);
+    free(path);
+    return T;
+}
+
+/* Tokens per example of per-token activation files: the largest position
+ * in the first file's '<key>_pos' + 1. */
+static int file_tokens(const char *path, const char *key) {
+    sf_st st;
+    if (sf_st_open(&st, path)) return -1;
+    char name[512];
+    snprintf(name, sizeof name, "%s_pos", key);
+    const sf_tensor_info *t = sf_st_find(&st, name);
+    int T = 0;
+    for (int64_t i = 0; t && i < t->shape[0]; i++) {
+        int32_t p;
+        memcpy(&p, (const char *)t->data + i * 4, 4);
+        if (p >= T) T = p + 1;
+    }
+    sf_st_close(&st);
+    if (T <= 0 || T > 1 << 16) return sf_error("%s: tensor '%s': no usable positions", path, name);
+    return T;
 }
 
 static void usage(FILE *out) {
@@ -109,7 +135,15 @@ static void usage(FILE *out) {
         "                     (default layer:-2, what the reference SAEs were trained on)\n"
         "  --clip-batch G     images per forward: 1, 2, 4 ... 256 (default 32); results\n"
         "                     depend on G in the last bits, like extract's --batch_size\n"
-        "  --pillow 13|12     resize like this Pillow release (default 13; see extract)\n");
+        "  --pillow 13|12     resize like this Pillow release (default 13; see extract)\n"
+        "  --alpha drop|white transparent images: drop alpha (transformers 4, default) or\n"
+        "                     composite onto white (transformers 5); see extract\n"
+        "  --tokens cls|all   with --vision layer:N: the CLS token (default) or every\n"
+        "                     token of every image\n"
+        "per-token activations (--tokens all, or files with '<key>_pos' as `saeflow\n"
+        "extract --tokens all` writes them): the top-N holds images, each with its best\n"
+        "token and a heat map of the feature over all its tokens (for explore);\n"
+        "density, mean and histogram stay per token.\n");
 }
 
 int cmd_topk(int argc, char **argv) {
@@ -117,7 +151,7 @@ int cmd_topk(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL, *key = "activations", *data_spec = NULL, *rows_key = NULL;
     const char *dataset = NULL, *model = NULL, *vision = "layer:-2";
     const char **acts = sf_calloc((size_t)argc + 1, sizeof(char *));
-    int n_acts = 0, quiet = 0, pillow_legacy = 0;
+    int n_acts = 0, quiet = 0, pillow_legacy = 0, tokens_all = 0, alpha_white = 0;
     long long top = 16, batch = 4096, threads = 0, limit = -1, row_offset = 0, G = 32;
     static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
                                          {"acts", required_argument, 0, 'a'},
@@ -137,6 +171,8 @@ int cmd_topk(int argc, char **argv) {
                                          {"vision", required_argument, 0, 'V'},
                                          {"clip-batch", required_argument, 0, 'G'},
                                          {"pillow", required_argument, 0, 'P'},
+                                         {"tokens", required_argument, 0, 'T'},
+                                         {"alpha", required_argument, 0, 'A'},
                                          {0, 0, 0, 0}};
     int c, rc = 2;
     while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
@@ -171,8 +207,18 @@ int cmd_topk(int argc, char **argv) {
         case 'P':
             if (cli_parse_pillow(cmd, optarg, &pillow_legacy)) goto done;
             break;
+        case 'A':
+            if (cli_parse_alpha(cmd, optarg, &alpha_white)) goto done;
+            break;
         case 'q':
             quiet = 1;
+            break;
+        case 'T':
+            if (strcmp(optarg, "cls") && strcmp(optarg, "all")) {
+                rc = cli_usage_error(cmd, "--tokens must be cls or all");
+                goto done;
+            }
+            tokens_all = !strcmp(optarg, "all");
             break;
         case 'N':
             if (cli_parse_int(cmd, "top", optarg, &top)) goto done;
@@ -217,6 +263,11 @@ int cmd_topk(int argc, char **argv) {
         rc = cli_usage_error(cmd, "--dataset needs --model (a CLIP checkpoint)");
         goto done;
     }
+    if (tokens_all && !dataset) {
+        rc = cli_usage_error(cmd, "--tokens applies to --dataset (activation files say it "
+                                  "with their '<key>_pos' tensor)");
+        goto done;
+    }
     if (dataset && (rows_key || row_offset || data_spec)) {
         rc = cli_usage_error(cmd, "--rows-key, --row-offset and --data apply to --acts only");
         goto done;
@@ -244,8 +295,8 @@ int cmd_topk(int argc, char **argv) {
 
     sf_sae_set_threads((int)threads);
     omp_set_max_active_levels(1); /* sf_sae_encode inside our slice loop runs single-threaded */
-    batch =
-        (batch + SLICE - 1) / SLICE * SLICE; /* whole slices (see encode_slices); G divides it */
+    batch = (batch + SLICE - 1) / SLICE *
+            SLICE; /* whole slices (sf_sae_encoder_run_sliced); G divides it */
 
     sf_sae sae;
     sf_act_source *src = NULL;
@@ -253,6 +304,8 @@ int cmd_topk(int argc, char **argv) {
     int have_tk = 0, have_clip = !n_acts;
     float *x = NULL;
     int64_t *row_ids = NULL, total, skipped = 0, max_batch;
+    int32_t *pos = NULL;
+    int T = 0, per_token = 0;
     const char *map_name = NULL;
     sf_sae_codes codes = {0};
     sf_sae_encoder *enc = NULL;
@@ -278,6 +331,11 @@ int cmd_topk(int argc, char **argv) {
         }
         if (!data_spec) data_spec = sf_file_source_meta(src, "dataset");
         map_name = sf_file_source_rows_key(src);
+        per_token = src->per_token[0];
+        if (per_token && (T = file_tokens(acts[0], key)) < 0) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
         if (map_name && row_offset) {
             rc = cli_usage_error(
                 cmd, "--row-offset cannot be combined with a row map (use --rows-key none)");
@@ -301,6 +359,8 @@ int cmd_topk(int argc, char **argv) {
                                   .batch = (int)G,
                                   .fixed_groups = 1,
                                   .pillow_legacy = pillow_legacy,
+                                  .tokens_all = tokens_all,
+                                  .alpha_white = alpha_white,
                                   .limit = limit};
         if (!(src = sf_clip_source_open(&co))) {
             rc = cli_fail(cmd);
@@ -308,13 +368,19 @@ int cmd_topk(int argc, char **argv) {
         }
         src_name = dataset;
         data_spec = dataset;
+        per_token = src->per_token[0];
+        if (per_token && (T = clip_vision_tokens(model)) < 0) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
         if (src->d[0] != sae.d) {
             sf_error("%s: --vision %s gives width %lld, the SAE in %s expects %d", model, vision,
                      (long long)src->d[0], ckpt, sae.d);
             rc = cli_fail(cmd);
             goto close;
         }
-        max_batch = G;
+        max_batch = G * (per_token ? T : 1);
+        if (batch < max_batch) batch = (max_batch + SLICE - 1) / SLICE * SLICE;
     }
     total = src->n_rows;
     if (sf_topk_init(&tk, sae.n, (int)top)) {
@@ -322,11 +388,20 @@ int cmd_topk(int argc, char **argv) {
         goto close;
     }
     have_tk = 1;
+    if (per_token) {
+        int gh, gw, gf;
+        token_layout(T, &gh, &gw, &gf);
+        if (sf_topk_set_tokens(&tk, T, gh, gw, gf)) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
+    }
 
     const int64_t B = have_clip ? batch : (batch < total ? batch : (total > 0 ? total : 1));
     if (!have_clip) max_batch = B;
-    x = sf_malloc((size_t)B * (size_t)sae.d * sizeof(float)); // (B, d)
-    row_ids = sf_malloc((size_t)B * sizeof(int64_t));         // (B)
+    x = sf_malloc((size_t)B * (size_t)sae.d * sizeof(float));    // (B, d)
+    row_ids = sf_malloc((size_t)B * sizeof(int64_t));            // (B)
+    if (per_token) pos = sf_malloc((size_t)B * sizeof(int32_t)); // (B)
     sf_sae_codes_alloc(&codes, B, sae.k);
     sf_progress pg;
     sf_progress_start(&pg, "topk", (uint64_t)total, "rows");
@@ -335,20 +410,22 @@ int cmd_topk(int argc, char **argv) {
     int err = 0;
     int64_t r0 = 0, next_row = 0; /* activation rows so far; source position */
     for (;;) {
-        int64_t m = fill(src, x, row_ids, B, max_batch, &skipped, &next_row);
+        int64_t m = fill(src, x, row_ids, pos, B, max_batch, &skipped, &next_row);
         if (m < 0) {
             err = 1;
             break;
         }
         if (m == 0) break;
         double te = sf_now();
-        if (encode_slices(&sae, enc, x, m, &codes, r0)) {
+        if (sf_sae_encoder_run_sliced(enc, x, m, r0, &codes)) {
             sf_error_prefix("%s", src_name);
             err = 1;
             break;
         }
         t_enc += sf_now() - te;
-        if (sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, 0, row_ids)) {
+        if (per_token
+                ? sf_topk_add_tokens(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, row_ids, pos)
+                : sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, 0, row_ids)) {
             err = 1;
             break;
         }
@@ -382,9 +459,11 @@ int cmd_topk(int argc, char **argv) {
                                    "row_offset",  obuf,
                                    "rows_key",    map_name ? map_name : "",
                                    NULL};
-        const char *meta_clip[] = {"dataset",    dataset, "model",      model, "vision", vision,
-                                   "clip_batch", gbuf,    "checkpoint", ckpt,  "top_n",  nbuf,
-                                   "sae_k",      kbuf,    "skipped",    skbuf, NULL};
+        const char *meta_clip[] = {
+            "dataset",    dataset, "model",      model, "vision",        vision,
+            "clip_batch", gbuf,    "checkpoint", ckpt,  "top_n",         nbuf,
+            "sae_k",      kbuf,    "skipped",    skbuf, "vision_tokens", tokens_all ? "all" : "cls",
+            NULL};
         if (sf_topk_write(&tk, out, have_clip ? meta_clip : meta_acts)) err = 1;
         free(alist);
     }
@@ -409,6 +488,7 @@ close:
     sf_sae_encoder_free(enc);
     free(x);
     free(row_ids);
+    free(pos);
     sf_sae_codes_free(&codes);
     if (have_tk) sf_topk_free(&tk);
     sf_act_source_close(src);

@@ -65,11 +65,15 @@ static void usage(FILE *out) {
         "  --threads T           OpenMP threads (default: all cores)\n"
         "  --quiet               no summary\n"
         "\n"
-        "Same seed, threads and data give a bit-identical checkpoint.\n");
+        "Same seed, threads and data give a bit-identical checkpoint.\n"
+        "\n"
+        "saeflow train --source flux|file ... trains one SAE per FLUX hook on activations\n"
+        "sampled on the fly (see saeflow train --source flux --help).\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
+    if (cli_has_source_flag(argc, argv)) return cmd_train_source(argc, argv);
     enum {
         O_TP = 1000,
         O_TK,
@@ -268,24 +272,39 @@ int cmd_train(int argc, char **argv) {
                                   "0 <= --threshold_decay < 1");
         goto out;
     }
-    if (strcmp(mbase, "topk") && strcmp(mbase, "batchtopk")) {
-        rc = cli_usage_error(cmd, "--matryoshka_base must be topk or batchtopk");
-        goto out;
-    }
-    if (strcmp(binit, "zero") && strcmp(binit, "mean") && strcmp(binit, "median")) {
-        rc = cli_usage_error(cmd, "--b_dec_init must be zero, mean or median");
-        goto out;
-    }
-    if ((groups || strcmp(mbase, "topk")) && arch != SF_SAE_MATRYOSHKA) {
-        rc = cli_usage_error(cmd, "--groups and --matryoshka_base need --arch matryoshka");
-        goto out;
-    }
-    if (ghost && arch != SF_SAE_STANDARD) {
-        rc = cli_usage_error(cmd, "--ghost_grads applies to --arch standard");
-        goto out;
-    }
-    if (tf.jumpthreshold_set && arch != SF_SAE_JUMPRELU) {
-        rc = cli_usage_error(cmd, "--jumpthreshold applies to --arch jumprelu");
+    sf_sae_run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    sf_sae_train_opts_default(&ro.train);
+    ro.train.lr = tf.lr;
+    ro.train.beta1 = b1;
+    ro.train.beta2 = b2;
+    ro.train.wd = wd;
+    ro.train.lr_warmup_steps = tf.lr_warmup_steps;
+    ro.train.clip = clip;
+    ro.train.normalise = tf.normalise;
+    ro.train.auxk_coef = tf.auxk;
+    ro.train.aux_k = (int)tf.aux_k;
+    ro.train.bodycount = tf.bodycount;
+    ro.train.lmbda = lmbda;
+    ro.train.lmbda_warmup_steps = tf.lmbda_warmup_steps;
+    ro.train.bandwidth = tf.bandwidth;
+    ro.train.ghost_grads = ghost;
+    ro.train.resample_every = resample_every;
+    ro.train.resample_pool = resample_pool;
+    ro.train.threshold_decay = tdecay;
+    /* the model: architecture options checked and applied by the library */
+    sf_sae_spec sp;
+    sf_sae_spec_default(&sp);
+    sp.arch = arch;
+    sp.k = (int)k;
+    sp.seed = (uint64_t)tf.seed;
+    sp.groups = groups;
+    sp.matryoshka_base = mbase;
+    sp.jumpthreshold = tf.jumpthreshold_set ? tf.jumpthreshold : 0;
+    sp.b_dec_init = binit;
+    sp.normalize_input = normin;
+    if (sf_sae_spec_check(&sp, &ro.train)) {
+        rc = cli_usage_error(cmd, "%s", cli_flag_words(sf_errmsg(), opts, 1));
         goto out;
     }
     sf_kernels_set_threads((int)tf.threads);
@@ -320,23 +339,11 @@ int cmd_train(int argc, char **argv) {
             rc = cli_fail(cmd);
             goto out;
         }
-        if (sf_sae_init(&s, arch, D.d, (int)n, (int)k, (uint64_t)tf.seed)) {
+        sp.d = D.d;
+        sp.n = (int)n;
+        if (sf_sae_build(&s, &sp, &D, &ro.train)) {
             sf_sae_data_close(&D);
-            rc = cli_fail(cmd);
-            goto out;
-        }
-        /* architecture options and data-driven init (sae_arch.h) */
-        int ge[SF_SAE_MAX_GROUPS], ng = 0, arc = 0;
-        if (arch == SF_SAE_MATRYOSHKA)
-            arc = (groups && sf_sae_parse_groups(groups, s.n, ge, &ng)) ||
-                  sf_sae_set_matryoshka(&s, !strcmp(mbase, "batchtopk"), groups ? ge : NULL, ng);
-        if (!arc && arch == SF_SAE_JUMPRELU) arc = sf_sae_set_jumpthreshold(&s, tf.jumpthreshold);
-        if (!arc && normin) arc = sf_sae_set_input_norm(&s, &D, 8192);
-        if (!arc && strcmp(binit, "zero")) arc = sf_sae_init_bias(&s, &D, binit, 8192);
-        if (arc) {
-            sf_sae_free(&s);
-            sf_sae_data_close(&D);
-            rc = cli_fail(cmd);
+            rc = cli_fail_flags(cmd, opts, 0);
             goto out;
         }
     }
@@ -347,44 +354,8 @@ int cmd_train(int argc, char **argv) {
         name = autoname;
     }
     char *outdir = sf_path_join(savedir, name);
-    sf_sae_run_opts ro;
-    memset(&ro, 0, sizeof ro);
-    sf_sae_train_opts_default(&ro.train);
-    ro.train.lr = tf.lr;
-    ro.train.beta1 = b1;
-    ro.train.beta2 = b2;
-    ro.train.wd = wd;
-    ro.train.lr_warmup_steps = tf.lr_warmup_steps;
-    ro.train.clip = clip;
-    ro.train.normalise = tf.normalise;
-    ro.train.auxk_coef = tf.auxk;
     ro.train.aux_k = (int)(tf.aux_k < s.n ? tf.aux_k : s.n);
-    ro.train.bodycount = tf.bodycount;
-    ro.train.lmbda = lmbda;
-    ro.train.lmbda_warmup_steps = tf.lmbda_warmup_steps;
-    ro.train.bandwidth = tf.bandwidth;
-    ro.train.ghost_grads = ghost;
-    ro.train.resample_every = resample_every;
-    ro.train.resample_pool = resample_pool;
-    ro.train.threshold_decay = tdecay;
-    /* training settings recorded next to the weights (extra config keys) */
-    if (s.arch != SF_SAE_TOPK) {
-        if (s.arch == SF_SAE_STANDARD || s.arch == SF_SAE_GATED || s.arch == SF_SAE_JUMPRELU) {
-            sf_sae_config_set_number(&s, "lmbda", lmbda);
-            sf_sae_config_set_number(&s, "lmbda_warmup_steps", (double)tf.lmbda_warmup_steps);
-        }
-        if (s.arch == SF_SAE_JUMPRELU) {
-            sf_sae_config_set_number(&s, "bandwidth", tf.bandwidth);
-            sf_sae_config_set_number(&s, "jumpthreshold", tf.jumpthreshold);
-        }
-    }
-    if (ghost) sf_sae_config_set_number(&s, "ghost_grads", 1);
-    if (resample_every) sf_sae_config_set_number(&s, "resample_every", (double)resample_every);
-    if (!init) {
-        sf_sae_config_set_string(&s, "b_dec_init",
-                                 !strcmp(binit, "median") ? "geometric_median" : binit);
-        sf_sae_config_set_number(&s, "normalize_input", normin);
-    }
+    if (init) sf_sae_record_train(&s, &sp, &ro.train);
     ro.batch_size = (int)tf.batch_size;
     ro.num_epochs = (int)tf.num_epochs;
     ro.seed = (uint64_t)tf.seed;
@@ -402,7 +373,7 @@ int cmd_train(int argc, char **argv) {
                (long long)D.N, key, D.n_files, D.n_files > 1 ? "s" : "", omp_get_max_threads(),
                sf_sae_blas_core());
     fflush(stdout);
-    rc = sf_sae_train_run(&s, &D, &ro, NULL) ? cli_fail(cmd) : 0;
+    rc = sf_sae_train_run(&s, &D, &ro, NULL) ? cli_fail_flags(cmd, opts, 0) : 0;
     free(outdir);
     sf_sae_free(&s);
     sf_sae_data_close(&D);

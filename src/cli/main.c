@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,40 @@ static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
 int cli_fail(const char *cmd) {
     fprintf(stderr, "saeflow %s: %s\n", cmd, sf_errmsg());
+    return 1;
+}
+
+static int is_option(const char *w, size_t len, const struct option *opts) {
+    for (const struct option *o = opts; o->name; o++)
+        if (strlen(o->name) == len && !strncmp(o->name, w, len)) return 1;
+    return 0;
+}
+
+const char *cli_flag_words(const char *msg, const struct option *opts, int all) {
+    static char buf[2048];
+    size_t w = 0;
+    const char *p = msg;
+    while (*p && w + 3 < sizeof buf) {
+        const int start = p == msg || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
+                                        p[-1] == '-' || p[-1] == '\'');
+        size_t len = 0;
+        while (isalnum((unsigned char)p[len]) || p[len] == '_')
+            len++;
+        if (len && start && (all || p == msg) && is_option(p, len, opts)) {
+            buf[w++] = '-';
+            buf[w++] = '-';
+        }
+        if (!len) len = 1;
+        for (size_t i = 0; i < len && w + 1 < sizeof buf; i++)
+            buf[w++] = p[i];
+        p += len;
+    }
+    buf[w] = 0;
+    return buf;
+}
+
+int cli_fail_flags(const char *cmd, const struct option *opts, int all) {
+    fprintf(stderr, "saeflow %s: %s\n", cmd, cli_flag_words(sf_errmsg(), opts, all));
     return 1;
 }
 
@@ -120,6 +155,16 @@ int cli_parse_pillow(const char *cmd, const char *s, int *legacy) {
     return 0;
 }
 
+int cli_parse_alpha(const char *cmd, const char *s, int *white) {
+    if (strcmp(s, "drop") && strcmp(s, "white")) {
+        cli_usage_error(cmd, "--alpha expects drop (transformers 4, the default) or white "
+                             "(transformers 5)");
+        return -1;
+    }
+    *white = !strcmp(s, "white");
+    return 0;
+}
+
 int cli_parse_save_dtype(const char *cmd, const char *s, int *out) {
     static const char *names[3] = {"f32", "bf16", "f16"};
     for (int i = 0; i < 3; i++)
@@ -201,6 +246,10 @@ int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "flux") && !strcmp(argv[2], "encode-prompts")) {
         optind = 1;
         return cli_flux_encode_prompts(argc - 2, argv + 2);
+    }
+    if (argc >= 3 && !strcmp(argv[1], "flux") && !strcmp(argv[2], "generate")) {
+        optind = 1;
+        return cli_flux_generate(argc - 2, argv + 2);
     }
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(commands[i].name, argv[1])) {

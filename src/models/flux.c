@@ -835,7 +835,7 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
                     const sf_flux_request *req, float *const *out) {
     const sf_flux_config *c = &m->cfg;
     if (check_inputs(m, in)) return -1;
-    int last = -1, need_prev = 0;
+    int last = -1, need_prev = 0, rc = 0;
     for (int i = 0; i < nreq; i++) {
         int st = request_stage_loaded(m, &req[i]);
         if (st < 0) return -1;
@@ -871,12 +871,22 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
             memcpy(s->prev + B * T * D, s->x, (size_t)(B * N * D) * sizeof(float));
         }
         double_block(m, &m->dbl[i], s);
+        sf_flux_block_view v = {SF_FLUX_DOUBLE, i, B, T, N, D, s->c, s->x, T * D, N * D};
+        if (in->edit && in->edit(in->edit_ctx, &v)) {
+            rc = sf_error_prefix("flux: edit after transformer_blocks.%d", i);
+            goto done;
+        }
         capture(m, s, stage, nreq, req, out);
     }
     if (stage <= last) join_streams(s);
     for (int i = 0; i < c->num_single_layers && stage <= last; i++, stage++) {
         if (need_prev) memcpy(s->prev, s->z, (size_t)(M * D) * sizeof(float));
         single_block(m, &m->sgl[i], s);
+        sf_flux_block_view v = {SF_FLUX_SINGLE, i, B, T, N, D, s->z, s->z + T * D, L * D, L * D};
+        if (in->edit && in->edit(in->edit_ctx, &v)) {
+            rc = sf_error_prefix("flux: edit after single_transformer_blocks.%d", i);
+            goto done;
+        }
         capture(m, s, stage, nreq, req, out);
     }
     if (stage <= last) {
@@ -891,9 +901,10 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
                 sf_linear(s->nrm, B * N, D, &m->proj_out, m->proj_out_b, out[i], c->out_channels,
                           0);
     }
+done:
     sf_free_aligned(s->c), sf_free_aligned(s->x), sf_free_aligned(s->z), sf_free_aligned(s->nrm);
     sf_free_aligned(s->qkv), sf_free_aligned(s->att), sf_free_aligned(s->y);
     sf_free_aligned(s->cat), sf_free_aligned(s->mod), sf_free_aligned(s->silu);
     sf_free_aligned(s->cos), sf_free_aligned(s->sin), sf_free_aligned(s->prev);
-    return 0;
+    return rc;
 }

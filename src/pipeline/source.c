@@ -28,13 +28,15 @@ typedef struct {
     sf_act_source base;
     sf_st *files;
     int n_files;
-    const sf_tensor_info **t;   /* (n_files) the activations */
-    const sf_tensor_info **map; /* (n_files) the row map, or NULL */
-    int64_t *start;             /* (n_files + 1) first row of each file */
+    const sf_tensor_info **t;    /* (n_files) the activations */
+    const sf_tensor_info **map;  /* (n_files) the row map, or NULL */
+    const sf_tensor_info **pmap; /* (n_files) token positions '<key>_pos', or NULL */
+    int64_t *start;              /* (n_files + 1) first row of each file */
     int64_t row_offset, B, next, end, d;
     char *key;
     float *x;      /* (B, d) */
     int64_t *rows; /* (B) */
+    int32_t *pos;  /* (B) with pmap */
 } file_src;
 
 static void file_close(sf_act_source *s) {
@@ -44,7 +46,9 @@ static void file_close(sf_act_source *s) {
     free(f->files);
     free(f->t);
     free(f->map);
+    free(f->pmap);
     free(f->start);
+    free(f->pos);
     free(f->key);
     sf_free_aligned(f->x);
     free(f->rows);
@@ -85,6 +89,14 @@ static int file_read(file_src *f, int64_t r0, int64_t m) {
                 return sf_error("%s: row map: entry %lld is negative", f->files[k].path,
                                 (long long)(lr + j));
             f->rows[i + j] = v;
+            if (f->pos) {
+                int32_t p;
+                memcpy(&p, (const char *)f->pmap[k]->data + (size_t)(lr + j) * 4, 4);
+                if (p < 0)
+                    return sf_error("%s: token positions: entry %lld is negative", f->files[k].path,
+                                    (long long)(lr + j));
+                f->pos[i + j] = p;
+            }
         }
         i += cnt;
     }
@@ -98,7 +110,7 @@ static int file_next(sf_act_source *s, sf_act_batch *b) {
     if (file_read(f, f->next, m)) return -1;
     f->next += m;
     b->n_streams = 1;
-    b->stream[0] = (sf_act_stream){s->names[0], f->d, m, f->x, f->rows, NULL};
+    b->stream[0] = (sf_act_stream){s->names[0], f->d, m, f->x, f->rows, f->pos};
     b->n_examples = m;
     b->ex_rows = f->rows;
     b->next_row = f->next;
@@ -182,6 +194,23 @@ sf_act_source *sf_file_source_open(const sf_file_source_opts *o) {
         goto fail;
     }
     if (open_map(f, o->rows_key)) goto fail;
+    /* rows of tokens, as extract writes them: '<key>_rows' with '<key>_pos' */
+    char pos_name[512];
+    snprintf(pos_name, sizeof pos_name, "%s_pos", f->key);
+    if (f->map[0] && sf_st_find(&f->files[0], pos_name)) {
+        f->pmap = sf_calloc((size_t)f->n_files, sizeof *f->pmap);
+        for (int i = 0; i < f->n_files; i++) {
+            const sf_tensor_info *t = sf_st_find(&f->files[i], pos_name);
+            int64_t want = f->start[i + 1] - f->start[i];
+            if (!t || t->dtype != SF_DT_I32 || t->ndim != 1 || t->shape[0] != want) {
+                sf_error("%s: token positions '%s' must be an I32 tensor of %lld entries",
+                         f->files[i].path, pos_name, (long long)want);
+                goto fail;
+            }
+            f->pmap[i] = t;
+        }
+        f->base.per_token[0] = 1;
+    }
     sf_act_source *s = &f->base;
     s->n_streams = 1;
     s->names[0] = f->key;
@@ -190,6 +219,7 @@ sf_act_source *sf_file_source_open(const sf_file_source_opts *o) {
     f->B = o->batch < s->n_rows ? o->batch : (s->n_rows > 0 ? s->n_rows : 1);
     f->x = sf_malloc_aligned((size_t)f->B * (size_t)f->d * sizeof(float));
     f->rows = sf_malloc((size_t)f->B * sizeof(int64_t));
+    if (f->pmap) f->pos = sf_malloc((size_t)f->B * sizeof(int32_t));
     f->end = s->n_rows;
     return s;
 fail:

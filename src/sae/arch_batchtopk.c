@@ -4,9 +4,9 @@
  * single threshold theta replaces the batch: f = pi * 1[pi > theta], a
  * JumpReLU with one threshold for all latents. theta is an EMA (decay
  * --threshold_decay) of the smallest activation kept per training batch,
- * updated after each step (arch_common.c), saved as config key "threshold"
+ * updated after each step (sae_batchtopk_after_step), saved as config key "threshold"
  * (and as a per-latent `threshold` tensor in the SAELens layout).
- * AuxK as TopK's (arch_common.c, auxk_term). */
+ * AuxK as TopK's (arch_train.c, auxk_entries). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +16,28 @@
 
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
+
+static int batchtopk_alloc(sf_sae *s) {
+    sae_alloc_core(s);
+    sae_add_linear_params(s);
+    return 0;
+}
+
+static void batchtopk_config_write(const sf_sae *s, cJSON *cfg) {
+    cJSON_AddNumberToObject(cfg, "threshold", s->threshold);
+}
+
+int sae_batchtopk_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl) {
+    int c = 0;
+    for (int j = 0; j < s->n && c < cap; j++) {
+        float v = pre[j] + s->b_enc[j];
+        if (v > 0 && v > s->threshold) {
+            ix[c] = j;
+            vl[c++] = v;
+        }
+    }
+    return c;
+}
 
 int sae_rowlists_reserve(sae_rowlists *L, int B, int stride) {
     size_t want = (size_t)B * (size_t)stride;
@@ -185,3 +207,35 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
     *thr = T;
     return 0;
 }
+
+/* ---------------------------------------------------------------- training -- */
+
+int sae_batchtopk_stage(sae_arch_state *a) {
+    const sf_sae *s = a->s;
+    if (sae_batchtopk_select(a->P, s->b_enc, a->B, s->n, (int64_t)s->k_sel * a->B, a->Z, a->rcnt,
+                             &a->rl, a->have_min ? a->last_min : 0, &a->last_min, a->par))
+        return -1;
+    a->have_min = a->last_min > 0;
+    return 0;
+}
+
+void sae_batchtopk_after_step(sae_arch_state *a, const sae_train_io *io) {
+    sf_sae *s = a->s;
+    if (!a->have_min) return;
+    /* Inference threshold: EMA of the smallest activation BatchTopK kept
+     * (Bussmann et al. 2024); the first step sets it. */
+    const double dc = io->o->threshold_decay;
+    if (io->steps <= 1 || s->threshold <= 0)
+        s->threshold = a->last_min;
+    else
+        s->threshold = (float)(dc * s->threshold + (1.0 - dc) * a->last_min);
+}
+
+const sae_arch_ops sae_batchtopk_ops = {
+    .k_select = 1,
+    .alloc = batchtopk_alloc,
+    .config_write = batchtopk_config_write,
+    .encode_row = sae_batchtopk_encode_row,
+    .select = sae_batchtopk_stage,
+    .after_step = sae_batchtopk_after_step,
+};

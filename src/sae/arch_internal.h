@@ -2,7 +2,12 @@
  * that sae.c (model, checkpoints, encode) and sae_train.c (trainer) call.
  * docs/architectures.md has the formulas.
  *
- * Training engine (arch_common.c): the new architectures share one dense
+ * Each architecture is a table of functions (sae_arch_ops, below) in its own
+ * file arch_<name>.c: parameters, config keys, inference, and its pieces of
+ * the training step. arch_common.c dispatches the model hooks; arch_train.c
+ * runs the step as named stages and calls the architecture's pieces.
+ *
+ * Training engine (arch_train.c): the new architectures share one dense
  * step, because L1 / JumpReLU / gated codes are dense early in training and
  * a GEMM is then the fastest way to touch every (row, latent) pair:
  *   xc = x - b_dec                   (B, d)
@@ -17,7 +22,7 @@
  * depend on the thread count. batchtopk and matryoshka (codes always ~k per
  * row), and standard / gated / jumprelu once at most 1/16 of their codes are
  * active, take a sparse step instead after the encoder GEMM (sparse_step in
- * arch_common.c): sparse prefix decode, dL/dz at active slots only, and
+ * arch_train.c): sparse prefix decode, dL/dz at active slots only, and
  * per-latent gradient rows from the entries bucketed by latent, as the TopK
  * trainer does. */
 #ifndef SAEFLOW_ARCH_INTERNAL_H
@@ -27,6 +32,7 @@
 
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
+#include "sae/sae_internal.h"
 
 /* ---- model hooks (sae.c) ---- */
 /* k from the caller -> s->k_sel (batchtopk, matryoshka) and s->k = code capacity. */
@@ -45,6 +51,14 @@ struct sae_pf_s;
  * F32 GEMM; only TopK-style row selections use it. */
 int sae_arch_encode(const sf_sae *s, const struct sae_pf_s *pf, const float *x, int64_t B,
                     sf_sae_codes *out);
+
+/* Shared by the allocators: zeroed W_enc, W_decT, b_enc, b_dec; and the
+ * four parameters in the reference's order for the architectures whose
+ * state_dict is encoder.weight, encoder.bias, decoder.weight, bias. */
+float *sae_zalloc(size_t count);
+void sae_alloc_core(sf_sae *s);
+void sae_add_linear_params(sf_sae *s);
+
 /* Saves a copy with s->input_scale folded into the weights (resample.c). */
 int sae_save_folded(const sf_sae *s, const char *dir);
 /* formats.c: a directory in the SAELens or sparsify layout (no config.json),
@@ -87,7 +101,7 @@ int sae_resample(const sae_train_io *io, const float *x, const float *resid, int
  * scored with the current model: the paper's larger pool. */
 int sae_resample_pool(const sae_train_io *io, const sf_sae_data *D, int64_t pool);
 
-/* ---- per-architecture math (arch_<name>.c), called by arch_common.c ---- */
+/* ---- per-architecture math (arch_<name>.c), called by arch_train.c ---- */
 /* Row chunk context handed to the per-architecture functions. */
 typedef struct {
     const sf_sae *s;
@@ -150,6 +164,169 @@ void sae_rowlists_free(sae_rowlists *L);
  * last batch's value (<= 0: none); it only speeds the search up. 0 or -1. */
 int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
                          int32_t *rowcnt, sae_rowlists *L, float hint, float *thr, int par);
+
+/* ---- the training engine's state (arch_train.c), shared with the
+ * architectures' hooks ---- */
+enum { RS_SQ, RS_X2, RS_XXH, RS_XH2, RS_L1, RS_L0, RS_PEN, RS_AUX, RS_N };
+
+/* Entries of the sparse step: the active (row, latent) pairs as CSR over
+ * rows, then sorted by latent for the per-latent gradient rows; the AuxK
+ * entries the same way. */
+typedef struct {
+    int32_t *rp, *idx; /* CSR over rows: rp (B + 1), idx (nnz) */
+    float *val, *g;    /* (nnz) code, dL/dpre */
+    size_t cap;
+    int32_t *arp, *aidx; /* aux entries */
+    float *aval, *ag;
+    size_t acap;
+    int32_t *loff, *aloff; /* (n + 1) per-latent offsets */
+    int32_t *lent, *alent; /* entry ids sorted by latent, rows ascending */
+    int32_t *erow, *aerow; /* row of each entry */
+    int32_t *lrow;         /* (nnz) rows, in latent order (lent gathered) */
+    float *lval, *lg;      /* (nnz) code and dL/dpre, in latent order */
+    int32_t *alrow;        /* the same for the aux entries */
+    float *alval, *alg;
+    size_t lcap, alcap;
+    int32_t *grp; /* (n) group of each latent */
+    float *h;     /* (nnz) jumprelu dL/dlogthres; gated dL/dgate per entry */
+    float *h2;    /* (nnz) gated dL/dmag per entry */
+    size_t hcap;
+} sae_sparse_buf;
+
+struct sae_arch_state {
+    sf_sae *s;
+    const struct sae_arch_ops *ops;
+    int maxB;
+    float *xc;             /* (B, d) x - b_dec */
+    float *Xh;             /* (ng, B, d) prefix reconstructions, then dL/dx_hat suffix sums */
+    float *P, *Z, *G;      /* (B, n) */
+    float *H, *A, *GA, *E; /* (B, n) per architecture (NULL where unused) */
+    float *Za, *Ra, *Ta;   /* aux: (B, n), (B, d), (B, d) */
+    double *rowst;         /* (B, RS_N) */
+    double *cs, *cs2, *cs3, *csd; /* (n), (n), (n), (d) */
+    float *wn;                    /* (n) decoder column norms */
+    float *ex;                    /* (n) jumprelu exp(logthres), gated exp(r_mag), per step */
+    int pred_sparse;              /* standard/jumprelu: last step was sparse (try it first) */
+    float *scratch;               /* (T, LIST_ROWS, n) forward_lists: codes of a row block */
+    int scratch_T;
+    int32_t *cnt;       /* (n) rows where each latent fired */
+    int32_t *rcnt;      /* (B) entries per row for the sparse step */
+    double *lat_ss;     /* (n) */
+    sae_sparse_buf *sp; /* sparse step buffers */
+    sae_rowlists rl;    /* k selections: codes per row (no dense Z) */
+    float last_min;     /* batchtopk: smallest selected activation of the last batch */
+    int have_min;
+    /* this step */
+    const sf_sae_train_opts *o;
+    int B, par, chunk;
+    double lm;                                            /* lmbda after warmup */
+    float invB;                                           /* 1 / B */
+    int ng, gs[SF_SAE_MAX_GROUPS], ge[SF_SAE_MAX_GROUPS]; /* nested prefixes [gs, ge) */
+};
+
+/* ---- one table per architecture (arch_<name>.c) ---- */
+typedef struct sae_arch_ops {
+    /* k picks the codes (batchtopk, matryoshka): k is the selection count
+     * (s->k_sel), AuxK applies, and training always takes the sparse step */
+    int k_select;
+    /* model: parameters in the reference's state_dict order; init after the
+     * shared one (NULL: none); config keys after "arch" and "k" (NULL: none) */
+    int (*alloc)(sf_sae *s);
+    void (*init)(sf_sae *s, uint64_t seed);
+    void (*config_write)(const sf_sae *s, cJSON *cfg);
+    int (*config_read)(sf_sae *s, const cJSON *cfg, const char *path);
+    /* inference: the codes of one row from its biasless pre-activations,
+     * latents ascending, at most cap; returns the count */
+    int (*encode_row)(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl);
+
+    /* ---- training (arch_train.c runs the stages; NULL: not used) ---- */
+    int l1_norm;     /* L1 penalty weighted by decoder column norms: a->wn each step */
+    int dense_extra; /* A, GA, E (B, n) buffers (gated) */
+    int lists;       /* forward straight into row lists once sparse (standard, jumprelu) */
+    int aux_in_rec;  /* RS_AUX holds recon + aux recon (gated): metrics' auxk */
+    /* nested prefixes [gs[g], ge[g]) of the dictionary; NULL: one, all latents */
+    int (*prefixes)(const sf_sae *s, int *gs, int *ge);
+    /* once per step, first: a->ex (jumprelu exp(logthres), gated exp(r_mag)) */
+    void (*step_begin)(sae_arch_state *a);
+    /* k_select: the batch's codes from P as row lists a->rl (counts a->rcnt) */
+    int (*select)(sae_arch_state *a);
+    /* dense codes: rows of P -> Z (+ pen, cnt); dL/dZ -> dL/dP */
+    void (*forward_rows)(sae_arch_rows *r);
+    void (*backward_rows)(sae_arch_rows *r);
+    /* whether the sparse step may run once the codes are sparse */
+    int (*sparse_ok)(const sf_sae_train_opts *o);
+    /* sparse step: row b's entries, latents ascending (idx, val = code),
+     * from dense Z (or the code scratch z of forward_lists); returns the count */
+    int32_t (*row_entries)(const sae_arch_state *a, int b, const float *z, int32_t *idx,
+                           float *val);
+    /* dense step, per row chunk after the reconstruction gradient: the
+     * auxiliary term (gated); adds its loss to RS_AUX */
+    void (*dense_aux)(sae_arch_state *a, const float *x, int r0, int m);
+    /* dense step, before the backward overwrites the codes: a->cs3 = column
+     * sums of the L1 weights (standard Z, gated ReLU(gate)) */
+    void (*dense_l1)(sae_arch_state *a);
+    /* dense step: the dead-latent term (standard's ghost grads) when
+     * o->ghost_grads: fills Za, Ra, H; returns its loss */
+    double (*dense_dead)(sae_arch_state *a, const uint8_t *dead);
+    /* dense step: encoder bias and the architecture's own parameters from
+     * column sums (a->cs = colsum dL/dP on entry); NULL: gb_enc = cs */
+    void (*dense_param_grads)(sae_arch_state *a, const sae_train_io *io);
+    /* sparse step, per row after its reconstruction gradient: the
+     * auxiliary reconstruction of row r (gated); returns its loss */
+    double (*row_aux)(sae_arch_state *a, const float *x, int r);
+    /* sparse step: dL/dpre of row r's entries (sp->g, and sp->h, sp->h2);
+     * NULL: the reconstruction gradient alone */
+    void (*entry_grads)(sae_arch_state *a, int r);
+    /* sparse step, latent j with entries [e0, e1) in latent order: gb_enc[j],
+     * the architecture's own parameters, the L1 term into gd (d); returns
+     * the squared norm of its 1-D gradients (gb_enc included). sg, sga: the
+     * main and aux entries' dL/dpre sums. NULL: gb_enc = sg + sga. */
+    double (*latent_grads)(sae_arch_state *a, const sae_train_io *io, int j, int32_t e0, int32_t e1,
+                           float sg, float sga, float *gd);
+    /* after the optimiser step (batchtopk: the threshold EMA) */
+    void (*after_step)(sae_arch_state *a, const sae_train_io *io);
+} sae_arch_ops;
+
+extern const sae_arch_ops sae_standard_ops, sae_gated_ops, sae_jumprelu_ops, sae_batchtopk_ops,
+    sae_matryoshka_ops;
+/* The table of a (not TopK, whose trainer is sae_train.c). */
+const sae_arch_ops *sae_arch_ops_of(sf_sae_arch a);
+
+/* batchtopk and matryoshka over BatchTopK at inference: JumpReLU with the
+ * one threshold s->threshold (arch_batchtopk.c). */
+int sae_batchtopk_encode_row(const sf_sae *s, const float *pre, int cap, int32_t *ix, float *vl);
+/* BatchTopK's selection as a step stage, and its threshold EMA (arch_batchtopk.c). */
+int sae_batchtopk_stage(sae_arch_state *a);
+void sae_batchtopk_after_step(sae_arch_state *a, const sae_train_io *io);
+
+/* ---- engine pieces the hooks use (arch_train.c) ---- */
+/* The sparse step's entries of one row, latents ascending, into idx/val
+ * (val = z): j with gate[j] > 0 (gate non-NULL: gated's open gates), else
+ * z[j] > 0, plus for p non-NULL |p[j] + be[j] - th[j]| < half (jumprelu's
+ * STE window: threshold gradient only). Returns the count. */
+int32_t sae_row_entries(int n, const float *gate, const float *z, const float *p, const float *be,
+                        const float *th, float half, int32_t *idx, float *val);
+/* The per-architecture functions' view of rows [r0, r0 + m) of the batch. */
+sae_arch_rows sae_chunk_view(const sae_arch_state *a, int r0, int m, double *pen, int32_t *cnt);
+/* dL/dz of entry u of row r: W_dec[:, j] . dL/dx_hat of the prefix holding j */
+static inline float sae_entry_gz(const sae_arch_state *a, int r, int32_t u) {
+    const sae_sparse_buf *sp = a->sp;
+    const int d = a->s->d, j = sp->idx[u];
+    return sae_dot(a->s->W_decT + (size_t)j * d,
+                   a->Xh + (size_t)sp->grp[j] * a->B * d + (size_t)r * d, d);
+}
+/* Row-chunk products (single-threaded; the caller runs one per thread).
+ * C (m, cols) (+)= A (m, kk) B^T with B (cols, kk). */
+void sae_gemm_nt(int m, int cols, int kk, const float *A, int lda, const float *Bm, int ldb,
+                 float beta, float *C, int ldc);
+/* C (m, d) (+)= A (m, kk) B with B (kk, d). */
+void sae_gemm_nn(int m, int d, int kk, const float *A, int lda, const float *Bm, int ldb,
+                 float beta, float *C, int ldc);
+/* C (cols, d) (+)= A^T B with A (rows, cols) at lda, B (rows, d): reduction over rows. */
+void sae_gemm_tn(int cols, int d, int rows, const float *A, int lda, const float *Bm, int ldb,
+                 float beta, float *C, int ldc);
+/* Index of the parameter whose data is `data`. */
+int sae_param_of(const sf_sae *s, const float *data);
 
 /* small helpers (arch_common.c) */
 void sae_colsum(const float *M, int rows, int cols, double *out, int par);

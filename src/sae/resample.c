@@ -1,6 +1,5 @@
-/* Dead-latent resampling (Anthropic, "Towards Monosemanticity", 2023),
- * data-driven decoder-bias init (mean / geometric median), input
- * normalisation to average norm sqrt(d) and its folding into the weights. */
+/* Dead-latent resampling (Anthropic, "Towards Monosemanticity", 2023), model
+ * copies, and folding the input normalisation into the weights on save. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,14 +7,6 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 #include "saeflow/sae_arch.h"
-
-int sf_sae_set_jumpthreshold(sf_sae *s, double thr) {
-    if (s->arch != SF_SAE_JUMPRELU) return sf_error("--jumpthreshold applies to jumprelu only");
-    if (!(thr > 0) || !isfinite(thr)) return sf_error("--jumpthreshold must be > 0");
-    for (int j = 0; j < s->n; j++)
-        s->logthres[j] = (float)log(thr);
-    return 0;
-}
 
 /* Resampling: the dead latents (since >= bodycount) get, one each, an input
  * row drawn with probability proportional to its squared reconstruction
@@ -182,107 +173,6 @@ int sae_resample_pool(const sae_train_io *io, const sf_sae_data *D, int64_t pool
     free(cum);
     free(rows);
     return rc ? sf_error_prefix("resampling dead latents") : 0;
-}
-
-/* ---------------------------------------------------- data-driven init -- */
-
-/* Up to `rows` rows spread evenly over the data, times s->input_scale. */
-static float *sample_rows(const sf_sae *s, const sf_sae_data *D, int64_t rows, int64_t *m) {
-    if (rows <= 0 || rows > D->N) rows = D->N;
-    int64_t *idx = sf_malloc((size_t)rows * sizeof(int64_t));
-    for (int64_t i = 0; i < rows; i++)
-        idx[i] = (int64_t)((double)i * D->N / rows);
-    float *x = sf_malloc((size_t)rows * D->d * sizeof(float));
-    if (sf_sae_data_gather(D, idx, rows, x)) {
-        free(idx);
-        free(x);
-        return NULL;
-    }
-    free(idx);
-    if (s->input_scale > 0)
-        for (size_t i = 0; i < (size_t)rows * D->d; i++)
-            x[i] *= s->input_scale;
-    *m = rows;
-    return x;
-}
-
-int sf_sae_set_input_norm(sf_sae *s, const sf_sae_data *D, int64_t rows) {
-    if (D->d != s->d)
-        return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
-    s->input_scale = 0;
-    int64_t m;
-    float *x = sample_rows(s, D, rows, &m);
-    if (!x) return -1;
-    double tot = 0;
-    for (int64_t b = 0; b < m; b++) {
-        double ss = 0;
-        for (int q = 0; q < s->d; q++)
-            ss += (double)x[(size_t)b * s->d + q] * x[(size_t)b * s->d + q];
-        tot += sqrt(ss);
-    }
-    free(x);
-    double mean = tot / (double)m;
-    if (!(mean > 0)) return sf_error("input normalisation: the sampled rows are all zero");
-    s->input_scale = (float)(sqrt((double)s->d) / mean);
-    sf_sae_config_set_number(s, "input_scale", s->input_scale);
-    sf_sae_config_set_string(s, "normalize_activations", "fixed_norm_sqrt_d");
-    return 0;
-}
-
-int sf_sae_init_bias(sf_sae *s, const sf_sae_data *D, const char *mode, int64_t rows) {
-    if (D->d != s->d)
-        return sf_error("data width %d does not match the SAE's features %d", D->d, s->d);
-    int med;
-    if (!strcmp(mode, "mean"))
-        med = 0;
-    else if (!strcmp(mode, "median") || !strcmp(mode, "geometric_median"))
-        med = 1;
-    else
-        return sf_error("--b_dec_init: unknown mode '%s' (mean, median, zero)", mode);
-    int64_t m;
-    float *x = sample_rows(s, D, rows, &m);
-    if (!x) return -1;
-    const int d = s->d;
-    double *g = sf_calloc((size_t)d, sizeof(double)), *nx = sf_calloc((size_t)d, sizeof(double));
-    for (int64_t b = 0; b < m; b++)
-        for (int q = 0; q < d; q++)
-            g[q] += x[(size_t)b * d + q];
-    for (int q = 0; q < d; q++)
-        g[q] /= (double)m;
-    if (med) {
-        /* Weiszfeld: g <- sum_b x_b / ||x_b - g|| / sum_b 1 / ||x_b - g|| */
-        for (int it = 0; it < 100; it++) {
-            double wsum = 0;
-            memset(nx, 0, (size_t)d * sizeof(double));
-            for (int64_t b = 0; b < m; b++) {
-                const float *xr = x + (size_t)b * d;
-                double dist = 0;
-                for (int q = 0; q < d; q++)
-                    dist += (xr[q] - g[q]) * (xr[q] - g[q]);
-                dist = sqrt(dist);
-                if (dist < 1e-12) continue; /* a sample on the estimate: skip it */
-                double w = 1.0 / dist;
-                wsum += w;
-                for (int q = 0; q < d; q++)
-                    nx[q] += w * xr[q];
-            }
-            if (!(wsum > 0)) break;
-            double move = 0;
-            for (int q = 0; q < d; q++) {
-                nx[q] /= wsum;
-                move += (nx[q] - g[q]) * (nx[q] - g[q]);
-                g[q] = nx[q];
-            }
-            if (sqrt(move) < 1e-6) break;
-        }
-    }
-    for (int q = 0; q < d; q++)
-        s->b_dec[q] = (float)g[q];
-    sf_sae_config_set_string(s, "b_dec_init", med ? "geometric_median" : "mean");
-    free(g);
-    free(nx);
-    free(x);
-    return 0;
 }
 
 /* ---------------------------------------------------------------- copies -- */

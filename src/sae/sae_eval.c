@@ -1,5 +1,4 @@
 /* Synthetic ground-truth data and SAE evaluation (FVU, L0, MMCS). */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +18,11 @@ void sf_synth_opts_default(sf_synth_opts *o) {
 
 int sf_sae_synth(const sf_synth_opts *o, const char *path, const char *key, const char *dict_key) {
     if (o->d <= 0 || o->n_true <= 0 || o->samples <= 0)
-        return sf_error("synth: --d, --n_true and --samples must be positive");
+        return sf_error("synth: d, n_true and samples must be positive");
     if (!(o->active > 0) || o->active > o->n_true)
-        return sf_error("synth: --active must be in (0, n_true]");
+        return sf_error("synth: active must be in (0, n_true]");
     if (!(o->alpha >= 0) || !(o->noise >= 0))
-        return sf_error("synth: --alpha and --noise must be >= 0");
+        return sf_error("synth: alpha and noise must be >= 0");
     const int d = o->d, nt = o->n_true;
     const int64_t N = o->samples;
     size_t xs;
@@ -119,8 +118,7 @@ double sf_sae_mmcs(const sf_sae *s, const float *dict, int n_true, double *recov
         for (int i0 = 0; i0 < n_true; i0 += ch) {
             int m = n_true - i0 < ch ? n_true - i0 : ch;
             /* cs (m, n) = dn[i0..] (m, d) . wn^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, dn + (size_t)i0 * d,
-                        d, wn, d, 0.0f, cs, n);
+            sae_sgemm(0, 1, m, n, d, 1.0f, dn + (size_t)i0 * d, d, wn, d, 0.0f, cs, n);
             for (int i = 0; i < m; i++) {
                 float b = -2.0f;
                 for (int j = 0; j < n; j++)

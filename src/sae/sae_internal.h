@@ -9,10 +9,25 @@
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
 
+/* Registers parameter `name` (checkpoint name) of shape (s0) or (s0, s1)
+ * in s->params; transposed: stored as the reference's transpose; per_latent:
+ * row j (or entry j) belongs to latent j. */
+void sae_add_param(sf_sae *s, const char *name, float *data, int ndim, int64_t s0, int64_t s1,
+                   int transposed, int per_latent);
+
 /* Rows per encoder-GEMM chunk: large enough that packing W_enc is amortised
  * (the pack costs ~n*d, the chunk ~rows*n*d FMAs), small enough that several
  * chunks keep both threads busy at small batches. */
 int sae_chunk_rows(int64_t B, int n);
+
+/* The one F32 GEMM of the SAE code (row-major, single-threaded: callers run
+ * one per OpenMP thread): C (M, N) = alpha op(A) op(B) + beta C, op = ^T
+ * where trans_*. OpenBLAS's cblas_sgemm rather than sf_sgemm: on the SAE
+ * shapes oneDNN 2.6.3's sgemm measured 0.6-0.9x OpenBLAS here (decoder NN
+ * and gradient TN 0.63-0.70x, encoder NT 0.93x at d 1024, 1.11x at d 3072;
+ * docs/sae.md). A second backend is a change here only. */
+void sae_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
 
 /* pre (m, n) = xc (m, d) @ W_enc^T, single-threaded sgemm (the caller runs one
  * per OpenMP thread). */
@@ -70,6 +85,27 @@ static inline float sae_dot(const float *restrict a, const float *restrict b, in
     return s;
 }
 
+/* A row's reconstruction stats in double: st[0] = ||x_hat - x||^2, st[1] =
+ * ||x||^2, st[2] = x . x_hat, st[3] = ||x_hat||^2. omp simd: vector partial
+ * sums in an order fixed at compile time (a strict serial double sum would
+ * not vectorise). Both trainers use it. */
+static inline void sae_row_stats(const float *restrict xh, const float *restrict x, int d,
+                                 double st[4]) {
+    double sq = 0, x2 = 0, xxh = 0, xh2 = 0;
+#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
+    for (int q = 0; q < d; q++) {
+        double h = xh[q], v = x[q], df = h - v;
+        sq += df * df;
+        x2 += v * v;
+        xxh += v * h;
+        xh2 += h * h;
+    }
+    st[0] = sq;
+    st[1] = x2;
+    st[2] = xxh;
+    st[3] = xh2;
+}
+
 /* out[r] = sae_dot(w[r], b, d) for r < 4, bit for bit, with the four rows
  * read together: four independent streams from L3 (the pre-filter's
  * candidate rows) instead of one at a time. */
@@ -120,6 +156,16 @@ void sae_store_fence(void);
 /* g -= (g.w / w.w) w: the decoder gradient's component along its own row
  * dropped (--normalise keeps decoder rows at unit norm). */
 void sae_drop_along(float *g, const float *w, int d);
+
+/* One latent's gradient rows from its m entries (rows row[u], codes z[u],
+ * dL/dpre g[u]): ge (d) += sum_u g[u] xc[row[u]], gd (d) += sum_u z[u]
+ * R[row[u]], R = dL/dx_hat (or the AuxK residual gradient). Two entries per
+ * sweep: half the accumulator traffic and two row streams in flight (the
+ * rows come from L3). Returns sum_u g[u] (float, in order). The TopK and
+ * the sparse architecture steps both use it. */
+float sae_latent_grad_rows(float *restrict ge, float *restrict gd, int d, const float *xc,
+                           const float *R, const int32_t *row, const float *z, const float *g,
+                           int32_t m);
 
 /* A latent's encoder and decoder gradient rows ge, gd (d) are complete:
  * with normalise, drop gd's component along w_dec; write both out (see

@@ -34,8 +34,8 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     if (D->d != s->d)
         return sf_error("data width %d (tensor '%s' in %s) does not match the SAE's features %d",
                         D->d, D->key, D->files[0].path, s->d);
-    if (o->batch_size <= 0) return sf_error("--batch_size must be positive");
-    if (o->num_epochs <= 0) return sf_error("--num_epochs must be positive");
+    if (o->batch_size <= 0) return sf_error("batch_size must be positive");
+    if (o->num_epochs <= 0) return sf_error("num_epochs must be positive");
     /* Validate all data first: a NaN discovered mid-run would otherwise leave
      * a half-trained checkpoint behind. One streaming pass over the mmap. */
     if (sf_sae_data_check_finite(D)) return -1;

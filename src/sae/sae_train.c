@@ -82,7 +82,7 @@ struct sf_sae_trainer {
     float *gb_part;           /* (n / LBLK + 1, d) */
     double grad_ss;
     sf_sae_timing tm;
-    sae_arch_state *arch;    /* other architectures (arch_common.c) */
+    sae_arch_state *arch;    /* other architectures (arch_train.c) */
     float *xs;               /* (B, d) input times s->input_scale */
     const sf_sae_data *data; /* resampling pool source (sf_sae_trainer_set_data) */
 };
@@ -299,60 +299,80 @@ static void bucket(sf_sae_trainer *t, int B, int kk, const int32_t *idx, const i
 
 /* ------------------------------------------------------------ TopK grad -- */
 
-static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *met) {
+/* The step's settings the stages share. */
+typedef struct {
+    int B, par, chunk;
+    int use_aux, ak; /* AuxK on this step, aux latents per row */
+    int use_pf;      /* exact TopK through the int16 pre-filter */
+    int ndead;
+} topk_step;
+
+/* Row r once its pre-activations pr are known (pr unused with the
+ * pre-filter, which selected already): TopK, x_hat, the row stats, the AuxK
+ * selection and residual r = e_hat - e, gx = dL/dx_hat = 2/B (x_hat - x),
+ * and dL/dz at the k slots. */
+static void topk_row(sf_sae_trainer *t, const topk_step *st, const float *x, int r,
+                     const float *pr) {
+    const sf_sae *s = t->s;
+    const int d = s->d, n = s->n, k = s->k, ak = st->ak;
+    const float gscale = 2.0f / (float)st->B;
+    int32_t *ix = t->idx + (size_t)r * k;
+    float *z = t->val + (size_t)r * k, *gz = t->gz + (size_t)r * k;
+    int c = st->use_pf ? t->cnt[r] : (t->cnt[r] = sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z));
+    const float *xr = x + (size_t)r * d;
+    float *gxr = t->gx + (size_t)r * d;
+    sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */
+    double *rs = t->rowst + (size_t)r * ST_N, l1 = 0;
+    sae_row_stats(gxr, xr, d, rs + ST_SQERR); /* ST_SQERR, ST_X2, ST_XXH, ST_XH2 */
+    for (int u = 0; u < c; u++)
+        l1 += z[u];
+    if (st->use_aux) {
+        /* r = e_hat - e, with e = x - x_hat and e_hat = W_dec z_aux */
+        int32_t *aix = t->aidx + (size_t)r * ak;
+        float *az = t->aval + (size_t)r * ak;
+        int ac = st->use_pf ? t->acnt[r]
+                            : (t->acnt[r] = sae_topk_relu(pr, s->b_enc, n, ak, t->dead, aix, az));
+        float *rr = t->r + (size_t)r * d;
+        sae_decode_row(s->W_decT, NULL, d, aix, az, ac, rr);
+#pragma omp simd
+        for (int q = 0; q < d; q++)
+            rr[q] += gxr[q] - xr[q];
+    }
+#pragma omp simd
+    for (int q = 0; q < d; q++)
+        gxr[q] = gscale * (gxr[q] - xr[q]);
+    for (int u = 0; u < c; u++)
+        gz[u] = sae_dot(s->W_decT + (size_t)ix[u] * d, gxr, d);
+    rs[ST_L1] = l1;
+}
+
+/* Per-thread pre-activation buffers live as long as the trainer: freshly
+ * mapped pages would cost a page fault per 4 KiB every step. */
+static void reserve_pre(sf_sae_trainer *t, int chunk) {
+    const int T = omp_get_max_threads(), n = t->s->n;
+    if (t->n_pre >= T && t->pre_rows >= chunk) return;
+    for (int i = 0; i < t->n_pre; i++)
+        sf_free_aligned(t->pre[i]);
+    free(t->pre);
+    t->pre = sf_calloc((size_t)T, sizeof(float *));
+    for (int i = 0; i < T; i++)
+        t->pre[i] = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
+    t->n_pre = T;
+    t->pre_rows = chunk;
+}
+
+/* Stage A, per row chunk: xc = x - b, the encoder GEMM (or the int16
+ * pre-filter's exact selection), then topk_row for each row while its
+ * pre-activations are in cache. */
+static int topk_encode(sf_sae_trainer *t, const topk_step *st, const float *x) {
     sf_sae *s = t->s;
-    const int d = s->d, n = s->n, k = s->k;
-    const sf_sae_train_opts *o = &t->o;
-    const float gscale = 2.0f / (float)B;
-
-    /* Dead latents (bodycount rule) decide whether AuxK runs this step. */
-    int ndead = 0;
-    for (int j = 0; j < n; j++) {
-        t->dead[j] = t->since[j] >= o->bodycount;
-        ndead += t->dead[j];
-    }
-    const int use_aux = o->auxk_coef > 0 && o->aux_k > 0 && ndead > 0;
-    /* Small problems run on one thread: a barrier on a busy machine can cost
-     * more than the work (results are the same either way). */
-    const int par = sae_parallel_worth((size_t)B * n * d);
-    const int ak = use_aux ? (o->aux_k < ndead ? o->aux_k : ndead) : 0;
-    if (use_aux) ensure_aux(t);
-
-    /* ---- A: chunked GEMM + fused select/decode/grad-wrt-z ---- */
-    double t0 = sf_now(), gemm_time = 0;
-    const int chunk = sae_chunk_rows(B, n);
-    /* The exact TopK (and AuxK) through an int16 pre-filter (prefilter.c)
-     * replaces the F32 encoder GEMM. */
-    int use_pf = 0;
-    if (sae_pf_wanted(s, ak)) {
-        /* Inside a training step, the last AdamW has already quantised the
-         * W_enc it wrote (nothing else touched it since: resampling clears
-         * pf_fresh). A gradient called on its own never trusts that. */
-        if (t->pf_in_step && t->pf_fresh && t->pf_stamp == t->steps && t->pf &&
-            t->pf->max_rows >= chunk && t->pf->nthreads >= omp_get_max_threads())
-            use_pf = 1;
-        else
-            use_pf = sae_pf_prepare(&t->pf, s, chunk, omp_get_max_threads()) == 0;
-    }
-    t->pf_fresh = 0;
-    t->pf_last = use_pf;
+    const int d = s->d, k = s->k, ak = st->ak, B = st->B, chunk = st->chunk, use_aux = st->use_aux;
+    const int nchunks = (B + chunk - 1) / chunk, n = s->n;
     int64_t ncand = 0;
-    const int nchunks = (B + chunk - 1) / chunk;
     int bad_row = -1;
-    /* Per-thread pre-activation buffers live as long as the trainer: freshly
-     * mapped pages would cost a page fault per 4 KiB every step. */
-    const int T = omp_get_max_threads();
-    if (t->n_pre < T || t->pre_rows < chunk) {
-        for (int i = 0; i < t->n_pre; i++)
-            sf_free_aligned(t->pre[i]);
-        free(t->pre);
-        t->pre = sf_calloc((size_t)T, sizeof(float *));
-        for (int i = 0; i < T; i++)
-            t->pre[i] = sf_malloc_aligned((size_t)chunk * n * sizeof(float));
-        t->n_pre = T;
-        t->pre_rows = chunk;
-    }
-#pragma omp parallel reduction(+ : gemm_time, ncand) if (par)
+    double gemm_time = 0;
+    reserve_pre(t, chunk);
+#pragma omp parallel reduction(+ : gemm_time, ncand) if (st->par)
     {
         float *pre = t->pre[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
@@ -364,7 +384,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 if (bad_row < 0 || r0 + bad < bad_row) bad_row = r0 + (int)bad;
             }
             double tg = sf_now();
-            if (use_pf) {
+            if (st->use_pf) {
                 sae_pf_thread *h = &t->pf->th[omp_get_thread_num()];
                 sae_pf_gemm(t->pf, h, t->xc + (size_t)r0 * d, m, (int32_t *)pre);
                 gemm_time += sf_now() - tg;
@@ -378,122 +398,74 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 sae_encoder_gemm(s, t->xc + (size_t)r0 * d, m, pre);
                 gemm_time += sf_now() - tg;
             }
-            for (int r = r0; r < r0 + m; r++) {
-                const float *pr = pre + (size_t)(r - r0) * n;
-                int32_t *ix = t->idx + (size_t)r * k;
-                float *z = t->val + (size_t)r * k, *gz = t->gz + (size_t)r * k;
-                int c = use_pf ? t->cnt[r]
-                               : (t->cnt[r] = sae_topk_relu(pr, s->b_enc, n, k, NULL, ix, z));
-                const float *xr = x + (size_t)r * d;
-                float *gxr = t->gx + (size_t)r * d;
-                sae_decode_row(s->W_decT, s->b_dec, d, ix, z, c, gxr); /* x_hat */
-                double sq = 0, x2 = 0, xxh = 0, xh2 = 0, l1 = 0;
-                /* omp simd: vector partial sums in an order fixed at compile
-                 * time (a strict serial double sum would not vectorise) */
-#pragma omp simd reduction(+ : sq, x2, xxh, xh2)
-                for (int q = 0; q < d; q++) {
-                    double xh = gxr[q], xv = xr[q], df = xh - xv;
-                    sq += df * df;
-                    x2 += xv * xv;
-                    xxh += xv * xh;
-                    xh2 += xh * xh;
-                }
-                for (int u = 0; u < c; u++)
-                    l1 += z[u];
-                if (use_aux) {
-                    /* r = e_hat - e, with e = x - x_hat and e_hat = W_dec z_aux */
-                    int32_t *aix = t->aidx + (size_t)r * ak;
-                    float *az = t->aval + (size_t)r * ak;
-                    int ac = use_pf ? t->acnt[r]
-                                    : (t->acnt[r] =
-                                           sae_topk_relu(pr, s->b_enc, n, ak, t->dead, aix, az));
-                    float *rr = t->r + (size_t)r * d;
-                    sae_decode_row(s->W_decT, NULL, d, aix, az, ac, rr);
-#pragma omp simd
-                    for (int q = 0; q < d; q++)
-                        rr[q] += gxr[q] - xr[q];
-                }
-#pragma omp simd
-                for (int q = 0; q < d; q++)
-                    gxr[q] = gscale * (gxr[q] - xr[q]);
-                for (int u = 0; u < c; u++)
-                    gz[u] = sae_dot(s->W_decT + (size_t)ix[u] * d, gxr, d);
-                double *st = t->rowst + (size_t)r * ST_N;
-                st[ST_SQERR] = sq;
-                st[ST_X2] = x2;
-                st[ST_XXH] = xxh;
-                st[ST_XH2] = xh2;
-                st[ST_L1] = l1;
-            }
+            for (int r = r0; r < r0 + m; r++)
+                topk_row(t, st, x, r, pre + (size_t)(r - r0) * n);
         }
     }
-    const double nth = (double)omp_get_max_threads();
-    t->tm.gemm += gemm_time / nth;
-    if (use_pf) t->tm.pf_rows += B, t->tm.pf_cands += ncand;
-    double t1 = sf_now();
-    t->tm.encode += t1 - t0;
+    t->tm.gemm += gemm_time / (double)omp_get_max_threads();
+    if (st->use_pf) t->tm.pf_rows += B, t->tm.pf_cands += ncand;
     if (bad_row >= 0) return sf_error("batch row %d: NaN or Inf in input", bad_row);
+    return 0;
+}
 
-    /* ---- B: column sums of gx (fixed row order per column) ---- */
-    sae_colsum(t->gx, B, d, t->colsum, par);
-    double sq_tot = 0, x2_tot = 0, l1_tot = 0, cos_tot = 0;
+/* Stage B: column sums of gx (fixed row order per column) and the AuxK loss:
+ * aux = coef sum_b ||r_b||^2 / sum_b ||e_b - mean e||^2, its gradient
+ * dL/de_hat in t->r and dL/dz_aux at the aux slots. Returns the aux loss;
+ * *sq_tot = sum_b ||x_hat - x||^2. */
+static double topk_auxk(sf_sae_trainer *t, const topk_step *st, double *sq_tot) {
+    const sf_sae *s = t->s;
+    const sf_sae_train_opts *o = &t->o;
+    const int d = s->d, B = st->B, ak = st->ak;
+    sae_colsum(t->gx, B, d, t->colsum, st->par);
+    double sq = 0;
+    for (int b = 0; b < B; b++)
+        sq += t->rowst[(size_t)b * ST_N + ST_SQERR];
+    *sq_tot = sq;
+    if (!st->use_aux) return 0;
+    /* sum_b ||e_b - mean e||^2 = sum_b ||e_b||^2 - B ||mean e||^2, and
+     * mean e = -(1/B) sum_b diff_b = -colsum(gx) / 2. */
+    double me2 = 0;
+    for (int q = 0; q < d; q++)
+        me2 += 0.25 * t->colsum[q] * t->colsum[q];
+    double D = sq - (double)B * me2;
+    double r2 = 0;
     for (int b = 0; b < B; b++) {
-        const double *st = t->rowst + (size_t)b * ST_N;
-        sq_tot += st[ST_SQERR];
-        x2_tot += st[ST_X2];
-        l1_tot += st[ST_L1];
-        double den = sqrt(st[ST_X2] * st[ST_XH2]);
-        cos_tot += den > 0 ? st[ST_XXH] / den : 0;
-    }
-    double aux_loss = 0;
-    if (use_aux) {
-        /* sum_b ||e_b - mean e||^2 = sum_b ||e_b||^2 - B ||mean e||^2, and
-         * mean e = -(1/B) sum_b diff_b = -colsum(gx) / 2. */
-        double me2 = 0;
-        for (int q = 0; q < d; q++)
-            me2 += 0.25 * t->colsum[q] * t->colsum[q];
-        double D = sq_tot - (double)B * me2;
-        double r2 = 0;
-        for (int b = 0; b < B; b++) {
-            const float *rr = t->r + (size_t)b * d;
-            double a = 0;
+        const float *rr = t->r + (size_t)b * d;
+        double a = 0;
 #pragma omp simd reduction(+ : a)
-            for (int q = 0; q < d; q++)
-                a += (double)rr[q] * rr[q];
-            r2 += a;
-        }
-        if (D > 0 && isfinite(D) && isfinite(r2)) {
-            aux_loss = o->auxk_coef * r2 / D;
-            const float sc = (float)(2.0 * o->auxk_coef / D);
-#pragma omp parallel for schedule(static) if (par)
-            for (int b = 0; b < B; b++) {
-                float *rr = t->r + (size_t)b * d;
-#pragma omp simd
-                for (int q = 0; q < d; q++)
-                    rr[q] *= sc; /* -> dL_aux/de_hat */
-                const int32_t *aix = t->aidx + (size_t)b * ak;
-                float *ag = t->agz + (size_t)b * ak;
-                for (int u = 0; u < t->acnt[b]; u++)
-                    ag[u] = sae_dot(s->W_decT + (size_t)aix[u] * d, rr, d);
-            }
-        } else {
-            for (int b = 0; b < B; b++)
-                t->acnt[b] = 0;
-        }
+        for (int q = 0; q < d; q++)
+            a += (double)rr[q] * rr[q];
+        r2 += a;
     }
-    double t2 = sf_now();
-    t->tm.aux += t2 - t1;
+    if (!(D > 0 && isfinite(D) && isfinite(r2))) {
+        for (int b = 0; b < B; b++)
+            t->acnt[b] = 0;
+        return 0;
+    }
+    const float sc = (float)(2.0 * o->auxk_coef / D);
+#pragma omp parallel for schedule(static) if (st->par)
+    for (int b = 0; b < B; b++) {
+        float *rr = t->r + (size_t)b * d;
+#pragma omp simd
+        for (int q = 0; q < d; q++)
+            rr[q] *= sc; /* -> dL_aux/de_hat */
+        const int32_t *aix = t->aidx + (size_t)b * ak;
+        float *ag = t->agz + (size_t)b * ak;
+        for (int u = 0; u < t->acnt[b]; u++)
+            ag[u] = sae_dot(s->W_decT + (size_t)aix[u] * d, rr, d);
+    }
+    return o->auxk_coef * r2 / D;
+}
 
-    /* ---- C: bucket entries by latent ---- */
-    bucket(t, B, k, t->idx, t->cnt, t->val, t->gz, t->off, t->e_row, t->e_z, t->e_g, par);
-    if (use_aux)
-        bucket(t, B, ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g,
-               par);
-
-    /* ---- D: per-latent gradients ---- */
-    float *gWe = t->gr[0], *gbe = t->gr[1], *gWd = t->gr[2], *gbd = t->gr[3];
+/* Stage D, per latent from its bucketed entries: the encoder and decoder
+ * gradient rows (sae_latent_grad_rows, main then aux entries), the encoder
+ * bias, and per block of LBLK latents the part of gb_dec: b enters through
+ * xc = x - b, so d pre / d b = -W_enc (main path only). */
+static void topk_latent_rows(sf_sae_trainer *t, const topk_step *st) {
+    sf_sae *s = t->s;
+    const int d = s->d, n = s->n, T = omp_get_max_threads(), use_aux = st->use_aux;
+    float *gWe = t->gr[0], *gbe = t->gr[1], *gWd = t->gr[2];
     const int nblk = (n + LBLK - 1) / LBLK;
-    const int normalise = o->normalise;
     /* Each latent's two gradient rows are summed in a per-thread buffer (L1)
      * and then written out once; for large matrices with streaming stores, so
      * the write does not first read the old row from memory (Adam reads it
@@ -505,7 +477,7 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
         t->rowbuf = sf_malloc_aligned((size_t)T * 2 * dpad * sizeof(float));
         t->rowbuf_T = T;
     }
-#pragma omp parallel if (par)
+#pragma omp parallel if (st->par)
     {
         float *const rbuf = t->rowbuf + (size_t)omp_get_thread_num() * 2 * dpad;
 #pragma omp for schedule(static)
@@ -530,62 +502,33 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
                 float *restrict ge = rbuf, *restrict gd = rbuf + dpad;
                 memset(ge, 0, (size_t)d * sizeof(float));
                 memset(gd, 0, (size_t)d * sizeof(float));
-                float sg = 0, sga = 0;
-                /* Two entries per sweep: half the accumulator traffic and two
-                 * independent row streams in flight (the rows come from L3). */
-                int e = e0;
-                for (; e + 1 < e1; e += 2) {
-                    const float *xr0 = t->xc + (size_t)t->e_row[e] * d;
-                    const float *gr0 = t->gx + (size_t)t->e_row[e] * d;
-                    const float *xr1 = t->xc + (size_t)t->e_row[e + 1] * d;
-                    const float *gr1 = t->gx + (size_t)t->e_row[e + 1] * d;
-                    const float g0 = t->e_g[e], z0 = t->e_z[e], g1 = t->e_g[e + 1],
-                                z1 = t->e_z[e + 1];
-#pragma omp simd
-                    for (int q = 0; q < d; q++) {
-                        ge[q] += g0 * xr0[q] + g1 * xr1[q];
-                        gd[q] += z0 * gr0[q] + z1 * gr1[q];
-                    }
-                    sg += g0;
-                    sg += g1;
-                }
-                for (; e < e1; e++) {
-                    const float *xr = t->xc + (size_t)t->e_row[e] * d;
-                    const float *gr = t->gx + (size_t)t->e_row[e] * d;
-                    const float g = t->e_g[e], z = t->e_z[e];
-#pragma omp simd
-                    for (int q = 0; q < d; q++) {
-                        ge[q] += g * xr[q];
-                        gd[q] += z * gr[q];
-                    }
-                    sg += g;
-                }
-                for (int e = a0; e < a1; e++) {
-                    const float *xr = t->xc + (size_t)t->ae_row[e] * d;
-                    const float *rr = t->r + (size_t)t->ae_row[e] * d;
-                    const float g = t->ae_g[e], z = t->ae_z[e];
-#pragma omp simd
-                    for (int q = 0; q < d; q++) {
-                        ge[q] += g * xr[q];
-                        gd[q] += z * rr[q];
-                    }
-                    sga += g;
-                }
+                const float sg = sae_latent_grad_rows(ge, gd, d, t->xc, t->gx, t->e_row + e0,
+                                                      t->e_z + e0, t->e_g + e0, e1 - e0);
+                const float sga = use_aux
+                                      ? sae_latent_grad_rows(ge, gd, d, t->xc, t->r, t->ae_row + a0,
+                                                             t->ae_z + a0, t->ae_g + a0, a1 - a0)
+                                      : 0.0f;
                 gbe[j] = sg + sga;
-                /* b enters through xc = x - b: d pre / d b = -W_enc (main path only) */
                 const float *we = s->W_enc + (size_t)j * d;
 #pragma omp simd
                 for (int q = 0; q < d; q++)
                     part[q] += sg * we[q];
-                t->lat_ss[j] = sae_latent_rows_done(ge, gd, s->W_decT + (size_t)j * d, normalise, d,
-                                                    gWe + (size_t)j * d, gWd + (size_t)j * d,
-                                                    stream, (double)gbe[j] * gbe[j]);
+                t->lat_ss[j] = sae_latent_rows_done(
+                    ge, gd, s->W_decT + (size_t)j * d, t->o.normalise, d, gWe + (size_t)j * d,
+                    gWd + (size_t)j * d, stream, (double)gbe[j] * gbe[j]);
             }
         }
         sae_store_fence();
     }
     for (int j = 0; j < n; j++)
         if (!t->has_grad[j]) gbe[j] = 0;
+}
+
+/* Stage E: gb_dec = colsum(gx) - sum of the blocks' parts; the squared
+ * global gradient norm. */
+static void topk_bdec(sf_sae_trainer *t, const topk_step *st) {
+    const int d = t->s->d, n = t->s->n, nblk = (n + LBLK - 1) / LBLK;
+    float *gbd = t->gr[3];
     double gss = 0;
     for (int q = 0; q < d; q++) {
         double v = t->colsum[q];
@@ -597,36 +540,97 @@ static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m
     for (int j = 0; j < n; j++)
         gss += t->lat_ss[j];
     t->grad_ss = gss;
-    t->tm.backward += sf_now() - t2;
+    (void)st;
+}
 
-    /* ---- metrics ---- */
-    if (met) {
-        memset(met, 0, sizeof *met);
-        int64_t l0 = 0;
-        int surv = 0;
-        for (int j = 0; j < n; j++) {
-            int c = t->off[j + 1] - t->off[j];
-            l0 += c;
-            surv += c > 0;
-            double dens = (double)c / B;
-            double lg = log10(dens + 1e-6);
-            int bin = (int)floor((lg + 6.0) / 0.5);
-            if (bin < 0) bin = 0;
-            if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
-            met->hist[bin]++;
-        }
-        met->l2 = sq_tot / B;
-        met->auxk = aux_loss;
-        met->loss = met->l2 + aux_loss;
-        met->l2_normalised = x2_tot > 0 ? sq_tot / x2_tot : 0;
-        met->l1 = l1_tot / B;
-        met->l0 = (double)l0 / B;
-        met->cossim = cos_tot / B;
-        met->alive = met->l0 / n;
-        met->survival = (double)surv / n;
-        met->dead = (double)ndead / n;
-        met->grad_norm = sqrt(gss);
+static void topk_metrics(const sf_sae_trainer *t, const topk_step *st, double sq_tot,
+                         double aux_loss, sf_sae_metrics *met) {
+    const int n = t->s->n, B = st->B;
+    memset(met, 0, sizeof *met);
+    double x2_tot = 0, l1_tot = 0, cos_tot = 0;
+    for (int b = 0; b < B; b++) {
+        const double *rs = t->rowst + (size_t)b * ST_N;
+        x2_tot += rs[ST_X2];
+        l1_tot += rs[ST_L1];
+        double den = sqrt(rs[ST_X2] * rs[ST_XH2]);
+        cos_tot += den > 0 ? rs[ST_XXH] / den : 0;
     }
+    int64_t l0 = 0;
+    int surv = 0;
+    for (int j = 0; j < n; j++) {
+        int c = t->off[j + 1] - t->off[j];
+        l0 += c;
+        surv += c > 0;
+        double dens = (double)c / B;
+        double lg = log10(dens + 1e-6);
+        int bin = (int)floor((lg + 6.0) / 0.5);
+        if (bin < 0) bin = 0;
+        if (bin >= SF_SAE_HIST_BINS) bin = SF_SAE_HIST_BINS - 1;
+        met->hist[bin]++;
+    }
+    met->l2 = sq_tot / B;
+    met->auxk = aux_loss;
+    met->loss = met->l2 + aux_loss;
+    met->l2_normalised = x2_tot > 0 ? sq_tot / x2_tot : 0;
+    met->l1 = l1_tot / B;
+    met->l0 = (double)l0 / B;
+    met->cossim = cos_tot / B;
+    met->alive = met->l0 / n;
+    met->survival = (double)surv / n;
+    met->dead = (double)st->ndead / n;
+    met->grad_norm = sqrt(t->grad_ss);
+}
+
+/* The TopK step (Gao et al. 2024; sae_train.h), as stages. */
+static int topk_grad(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *met) {
+    sf_sae *s = t->s;
+    const int d = s->d, n = s->n, k = s->k;
+    const sf_sae_train_opts *o = &t->o;
+    topk_step st = {.B = B};
+    /* Dead latents (bodycount rule) decide whether AuxK runs this step. */
+    for (int j = 0; j < n; j++) {
+        t->dead[j] = t->since[j] >= o->bodycount;
+        st.ndead += t->dead[j];
+    }
+    st.use_aux = o->auxk_coef > 0 && o->aux_k > 0 && st.ndead > 0;
+    /* Small problems run on one thread: a barrier on a busy machine can cost
+     * more than the work (results are the same either way). */
+    st.par = sae_parallel_worth((size_t)B * n * d);
+    st.ak = st.use_aux ? (o->aux_k < st.ndead ? o->aux_k : st.ndead) : 0;
+    st.chunk = sae_chunk_rows(B, n);
+    if (st.use_aux) ensure_aux(t);
+    /* The exact TopK (and AuxK) through an int16 pre-filter (prefilter.c)
+     * replaces the F32 encoder GEMM. Inside a training step, the last AdamW
+     * has already quantised the W_enc it wrote (nothing else touched it
+     * since: resampling clears pf_fresh). A gradient called on its own never
+     * trusts that. */
+    if (sae_pf_wanted(s, st.ak)) {
+        if (t->pf_in_step && t->pf_fresh && t->pf_stamp == t->steps && t->pf &&
+            t->pf->max_rows >= st.chunk && t->pf->nthreads >= omp_get_max_threads())
+            st.use_pf = 1;
+        else
+            st.use_pf = sae_pf_prepare(&t->pf, s, st.chunk, omp_get_max_threads()) == 0;
+    }
+    t->pf_fresh = 0;
+    t->pf_last = st.use_pf;
+
+    double t0 = sf_now();
+    if (topk_encode(t, &st, x)) return -1; /* A: encode, select, decode, dL/dz */
+    double t1 = sf_now();
+    t->tm.encode += t1 - t0;
+    double sq_tot;
+    const double aux_loss = topk_auxk(t, &st, &sq_tot); /* B: colsums, AuxK */
+    double t2 = sf_now();
+    t->tm.aux += t2 - t1;
+    /* C: entries bucketed by latent */
+    bucket(t, B, k, t->idx, t->cnt, t->val, t->gz, t->off, t->e_row, t->e_z, t->e_g, st.par);
+    if (st.use_aux)
+        bucket(t, B, st.ak, t->aidx, t->acnt, t->aval, t->agz, t->aoff, t->ae_row, t->ae_z, t->ae_g,
+               st.par);
+    topk_latent_rows(t, &st); /* D: per-latent gradient rows */
+    topk_bdec(t, &st);        /* E: decoder bias, gradient norm */
+    t->tm.backward += sf_now() - t2;
+    if (met) topk_metrics(t, &st, sq_tot, aux_loss, met);
     return 0;
 }
 
@@ -829,7 +833,7 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     t->steps++;
     t->pf_fresh = fuse && !pf_bad;
     t->pf_stamp = t->steps;
-    /* batchtopk threshold EMA; dead-latent resampling (arch_common.c, resample.c) */
+    /* batchtopk threshold EMA; dead-latent resampling (arch_batchtopk.c, resample.c) */
     sae_train_io io = {s,      o,        t->gr,       t->m1,    t->m2,  t->has_grad,
                        t->off, t->since, &t->grad_ss, t->steps, &t->tm, t->stream_min};
     if (t->arch) sae_arch_after_step(t->arch, &io);

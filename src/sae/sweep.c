@@ -46,18 +46,23 @@ int sf_sae_sweep(const sf_sae_data *D, const sf_sweep_point *pts, int npts, cons
             sf_error("sweep: %s: bad expansion %d", r->name, p->expansion);
             goto done;
         }
-        if (sf_sae_init(&S[i], p->arch, d, (int)n,
-                        p->arch == SF_SAE_TOPK || !uses_lmbda(p->arch) ? p->k : 1, o->seed)) {
+        TO[i] = o->train;
+        TO[i].lmbda = p->lmbda;
+        /* the same builder as `train`: same settings, same checkpoint */
+        sf_sae_spec sp;
+        sf_sae_spec_default(&sp);
+        sp.arch = p->arch;
+        sp.d = d;
+        sp.n = (int)n;
+        sp.k = p->arch == SF_SAE_TOPK || !uses_lmbda(p->arch) ? p->k : 1;
+        sp.seed = o->seed;
+        sp.matryoshka_base = p->batch_select ? "batchtopk" : NULL;
+        sp.jumpthreshold = p->arch == SF_SAE_JUMPRELU ? o->jumpthreshold : 0;
+        if (sf_sae_build(&S[i], &sp, D, &TO[i])) {
             sf_error_prefix("sweep: %s", r->name);
             goto done;
         }
         made = i + 1;
-        if (p->arch == SF_SAE_MATRYOSHKA && sf_sae_set_matryoshka(&S[i], p->batch_select, NULL, 0))
-            goto done;
-        if (p->arch == SF_SAE_JUMPRELU && sf_sae_set_jumpthreshold(&S[i], o->jumpthreshold))
-            goto done;
-        TO[i] = o->train;
-        TO[i].lmbda = p->lmbda;
         if (TO[i].aux_k > S[i].n) TO[i].aux_k = S[i].n;
         if (!(T[i] = sf_sae_trainer_new(&S[i], &TO[i], B))) {
             sf_error_prefix("sweep: %s", r->name);

@@ -313,6 +313,88 @@ TEST(early_exit_same_values) {
     sf_st_close(&e.st);
 }
 
+/* Edit callback: checks every block's view against the fixture's block
+ * outputs (both streams, double and single blocks), then (add != 0) adds a
+ * constant to feature 0 of the image rows of transformer_blocks.0. */
+typedef struct {
+    const expected *e;
+    float add;
+    int calls, bad, fail_at;
+    double err;
+} edit_ctx;
+
+static int edit_check(void *ctx, const sf_flux_block_view *v) {
+    edit_ctx *c = ctx;
+    c->calls++;
+    if (c->fail_at == c->calls) return sf_error("stop here");
+    if (c->add == 0) {
+        for (int s = 0; s < 2; s++) {
+            char name[128];
+            if (v->site == SF_FLUX_DOUBLE)
+                snprintf(name, sizeof name, "transformer_blocks.%d.out.%d", v->block, s);
+            else
+                snprintf(name, sizeof name, "single_transformer_blocks.%d.out", v->block);
+            const float *w = get(&c->e->st, name);
+            if (!w) {
+                c->bad++;
+                continue;
+            }
+            const int64_t rows = s ? v->N : v->T, L = v->T + v->N;
+            for (int64_t b = 0; b < v->B; b++) {
+                const float *p = (s ? v->img : v->txt) + b * (s ? v->img_stride : v->txt_stride);
+                const float *q = v->site == SF_FLUX_DOUBLE ? w + b * rows * v->D
+                                                           : w + (b * L + (s ? v->T : 0)) * v->D;
+                double e = max_rel(p, q, (size_t)(rows * v->D));
+                if (e > c->err) c->err = e;
+            }
+        }
+    } else if (v->site == SF_FLUX_DOUBLE && v->block == 0) {
+        for (int64_t b = 0; b < v->B; b++)
+            for (int64_t i = 0; i < v->N * v->D; i += v->D)
+                v->img[b * v->img_stride + i] += c->add; /* feature 0 (a constant over
+                                                            all features would vanish in LN) */
+    }
+    return 0;
+}
+
+TEST(edit_in_place) {
+    expected e;
+    CHECK(load_expected(&e, "a") == 0);
+    sf_flux *m = sf_flux_load(FIX "a", NULL);
+    CHECK(m != NULL);
+    if (!m) return;
+    const int64_t B = e.in.B, N = e.in.N, D = 32;
+    sf_flux_request r[2] = {{SF_FLUX_DOUBLE, 0, SF_FLUX_IMAGE, 0}, {SF_FLUX_OUTPUT, 0, 0, 0}};
+    float *o0 = malloc((size_t)(B * N * D) * sizeof(float)),
+          *o1 = malloc((size_t)(B * N * 16) * sizeof(float)), *out[2] = {o0, o1};
+    /* views: every block, both streams, equal to diffusers' block outputs */
+    edit_ctx c = {&e, 0, 0, 0, 0, 0};
+    e.in.edit = edit_check, e.in.edit_ctx = &c;
+    CHECK_MSG(sf_flux_forward(m, &e.in, 2, r, out) == 0, "%s", sf_errmsg());
+    CHECK(c.calls == 4 && c.bad == 0);
+    CHECK_MSG(c.err <= TOL, "view rel err %.3g", c.err);
+    CHECK(max_rel(o1, get(&e.st, "output"), (size_t)(B * N * 16)) <= TOL);
+    /* an edit is seen by the hook of that block and changes the output */
+    edit_ctx c2 = {&e, 0.5f, 0, 0, 0, 0};
+    e.in.edit_ctx = &c2;
+    CHECK(sf_flux_forward(m, &e.in, 2, r, out) == 0);
+    const float *w0 = get(&e.st, "transformer_blocks.0.out.1");
+    double md = 0;
+    for (int64_t i = 0; i < B * N * D; i++)
+        md = fmax(md, fabs(o0[i] - (w0[i] + (i % D ? 0.0f : 0.5f))));
+    CHECK_MSG(md < 1e-4, "hook after edit: %.3g", md);
+    CHECK(max_rel(o1, get(&e.st, "output"), (size_t)(B * N * 16)) > 1e-3);
+    /* a failing edit aborts the forward with its message */
+    edit_ctx c3 = {&e, 0, 0, 0, 3, 0};
+    e.in.edit_ctx = &c3;
+    CHECK(sf_flux_forward(m, &e.in, 2, r, out) == -1);
+    CHECK_ERR_HAS("single_transformer_blocks.0");
+    CHECK_ERR_HAS("stop here");
+    free(o0), free(o1);
+    sf_flux_free(m);
+    sf_st_close(&e.st);
+}
+
 TEST(parse_requests) {
     sf_flux_request r;
     char buf[128];
@@ -463,6 +545,7 @@ int main(void) {
     RUN(bf16_weights);
     RUN(fp8_weights);
     RUN(early_exit_same_values);
+    RUN(edit_in_place);
     RUN(bad_checkpoints);
     RUN(bad_requests);
     return test_summary();
