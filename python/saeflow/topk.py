@@ -14,7 +14,8 @@ from .model import ArrayLike, SparseAutoencoder, _as_f32_rows
 
 
 class _Topk(ctypes.Structure):
-    """sf_topk (analysis.h); size checked against the library."""
+    """The leading fields of sf_topk (analysis.h); the struct itself is
+    allocated with the library's sf_topk_sizeof(), the rest is opaque here."""
 
     _fields_ = [("n", c_int64), ("N", c_int), ("rows", c_int64), ("heap_val", POINTER(c_float)),
                 ("heap_row", POINTER(c_int64)), ("heap_len", POINTER(c_int32)), ("count", POINTER(c_int64)),
@@ -29,15 +30,12 @@ def _fn(name, restype, *argtypes):
 
 
 _sizeof = _fn("sf_topk_sizeof", ctypes.c_size_t)()
-if _sizeof != ctypes.sizeof(_Topk):
-    raise ImportError(f"saeflow: sf_topk is {_sizeof} bytes in libsaeflow.so, {ctypes.sizeof(_Topk)} "
-                      "in the binding: python/saeflow/topk.py is out of date")
 I32P = POINTER(c_int32)
-_init = _fn("sf_topk_init", c_int, POINTER(_Topk), c_int64, c_int)
-_free = _fn("sf_topk_free", None, POINTER(_Topk))
-_add = _fn("sf_topk_add_sparse", c_int, POINTER(_Topk), c_int64, c_int, I32P, POINTER(c_float), I32P, c_int64,
+_init = _fn("sf_topk_init", c_int, c_void_p, c_int64, c_int)
+_free = _fn("sf_topk_free", None, c_void_p)
+_add = _fn("sf_topk_add_sparse", c_int, c_void_p, c_int64, c_int, I32P, POINTER(c_float), I32P, c_int64,
            c_void_p)
-_sorted = _fn("sf_topk_sorted", None, POINTER(_Topk), POINTER(c_float), POINTER(c_int64))
+_sorted = _fn("sf_topk_sorted", None, c_void_p, POINTER(c_float), POINTER(c_int64))
 
 
 def topk(sae: SparseAutoencoder, acts: ArrayLike, top: int = 16, batch: int = 4096) -> Dict[str, Any]:
@@ -48,17 +46,18 @@ def topk(sae: SparseAutoencoder, acts: ArrayLike, top: int = 16, batch: int = 40
     row -1, value 0); count (n) rows where the feature fired, density
     (count / N), mean (over firing rows) and max activation."""
     x, _ = _as_f32_rows(acts, sae.d, "topk")
-    t = _Topk()
-    check(_init(ctypes.byref(t), sae.n, int(top)), "topk")
+    buf = ctypes.create_string_buffer(_sizeof)
+    t = _Topk.from_buffer(buf)
+    check(_init(buf, sae.n, int(top)), "topk")
     try:
         for r0 in range(0, x.shape[0], int(batch)):
             idx, val, cnt = sae._encode_codes(np.ascontiguousarray(x[r0:r0 + batch]))
-            check(_add(ctypes.byref(t), idx.shape[0], idx.shape[1], idx.ctypes.data_as(I32P),
+            check(_add(buf, idx.shape[0], idx.shape[1], idx.ctypes.data_as(I32P),
                        val.ctypes.data_as(POINTER(c_float)), cnt.ctypes.data_as(I32P), r0, None), "topk")
         n = sae.n
         values = np.empty((n, top), np.float32)
         rows = np.empty((n, top), np.int64)
-        _sorted(ctypes.byref(t), values.ctypes.data_as(POINTER(c_float)), rows.ctypes.data_as(POINTER(c_int64)))
+        _sorted(buf, values.ctypes.data_as(POINTER(c_float)), rows.ctypes.data_as(POINTER(c_int64)))
         count = np.ctypeslib.as_array(t.count, (n,)).copy()
         total = np.ctypeslib.as_array(t.sum, (n,)).copy()
         mx = np.ctypeslib.as_array(t.max, (n,)).copy()
@@ -67,4 +66,4 @@ def topk(sae: SparseAutoencoder, acts: ArrayLike, top: int = 16, batch: int = 40
         return {"values": values, "rows": rows, "count": count, "density": count / max(x.shape[0], 1),
                 "mean": mean, "max": mx}
     finally:
-        _free(ctypes.byref(t))
+        _free(buf)

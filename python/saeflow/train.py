@@ -51,10 +51,16 @@ def _fn(name, restype, *argtypes):
 
 
 _sizeof = {n: _fn(f"sf_sae_{n}_sizeof", ctypes.c_size_t)() for n in ("train_opts", "run_opts", "data", "metrics")}
-for _name, _cls in (("train_opts", TrainOpts), ("run_opts", RunOpts), ("metrics", Metrics)):
-    if ctypes.sizeof(_cls) != _sizeof[_name]:
-        raise ImportError(f"saeflow: sf_sae_{_name} is {_sizeof[_name]} bytes in libsaeflow.so, "
-                          f"{ctypes.sizeof(_cls)} in the binding: python/saeflow/train.py is out of date")
+
+
+def _check_sizes() -> None:
+    """The mirrored structs must match the library's (checked when train runs,
+    so that a changed trainer header does not break the rest of the package)."""
+    for name, cls in (("train_opts", TrainOpts), ("run_opts", RunOpts), ("metrics", Metrics)):
+        if ctypes.sizeof(cls) != _sizeof[name]:
+            raise SaeflowError(f"saeflow: sf_sae_{name} is {_sizeof[name]} bytes in libsaeflow.so, "
+                               f"{ctypes.sizeof(cls)} in the binding: python/saeflow/train.py is out of date")
+
 
 _opts_default = _fn("sf_sae_train_opts_default", None, POINTER(TrainOpts))
 _data_open = _fn("sf_sae_data_open", c_int, c_void_p, POINTER(c_char_p), c_int, c_char_p)
@@ -87,6 +93,7 @@ def train(data: Union[np.ndarray, str, os.PathLike, Sequence[Union[str, os.PathL
     Returns (model, metrics): metrics["last"] is the final step's metrics,
     metrics["steps"] every step's line of metrics.jsonl. `progress`: the C
     trainer's progress bar and summary on stdout (False: quiet)."""
+    _check_sizes()
     if threads is not None:
         _lib.sf_kernels_set_threads(int(threads))
     tmp = tempfile.mkdtemp(prefix="saeflow-train-")
