@@ -145,3 +145,11 @@ def test_torch_dlpack_no_copy():
     t = torch.randn(4, 16)
     a, _ = _as_f32_rows(t, 16, "t")
     assert a.ctypes.data == t.data_ptr()
+
+
+def test_threads_do_not_change_results(rng):
+    a = saeflow.load(CHECKPOINTS["seed"], threads=1)
+    b = saeflow.load(CHECKPOINTS["seed"], threads=2)
+    x = rng.standard_normal((64, a.d)).astype(np.float32)
+    np.testing.assert_array_equal(a.encode(x), b.encode(x))
+    np.testing.assert_array_equal(a.surgery(x, 3, 2.0), b.surgery(x, 3, 2.0))
