@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 6; i++)
             archs[narch++] = all[i];
     }
-    sf_sae_set_threads(threads);
+    sf_kernels_set_threads(threads);
     for (int i = 0; i < nshapes; i++)
         for (int a = 0; a < narch; a++) {
             sf_sae_arch arch;

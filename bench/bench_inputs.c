@@ -13,7 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "saeflow/image.h"
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 #ifndef SF_SOURCE_DIR
 #define SF_SOURCE_DIR "."

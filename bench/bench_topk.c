@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
             snprintf(exe, sizeof exe, "%s/saeflow", self);
         }
     }
-    sf_sae_set_threads(threads);
+    sf_kernels_set_threads(threads);
     omp_set_max_active_levels(1);
     int T = omp_get_max_threads();
     rows = (rows + SLICE - 1) / SLICE * SLICE;

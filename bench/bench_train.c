@@ -150,7 +150,7 @@ int main(int argc, char **argv) {
         memcpy(shapes, def, sizeof def);
         nshapes = 2;
     }
-    sf_sae_set_threads(threads);
+    sf_kernels_set_threads(threads);
     for (int i = 0; i < nshapes; i++)
         if (run_shape(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], steps, threads)) {
             fprintf(stderr, "bench_train: %s\n", sf_errmsg());

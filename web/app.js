@@ -5,6 +5,8 @@
  *   #search=red%20circle   features whose top rows' captions contain every word
  *   #search=42             feature 42 (ids are searched too)
  *   #f=42                  the page of feature 42
+ *   dead=1 / dead=0        show / hide dead features in lists and neighbours
+ *                          (default hidden; the toggle button remembers it)
  * Data: window.SF_INDEX (data/index.js), window.SF_WORDS (data/words.js),
  * feature details in data/f/CCCC.js chunks of 64, loaded on demand with a
  * <script> tag (file:// pages cannot fetch()). */
@@ -19,7 +21,20 @@
     app.innerHTML = '<div class="card empty">data/index.js is missing: build the site with <code>saeflow explore</code>.</div>';
     return;
   }
-  var n = IDX.n;
+  var n = IDX.n, TOK = IDX.tokens || null;
+  var TITLE = IDX.title || "saeflow explorer";
+  /* browser-side state: localStorage may be absent or refuse (file:// in
+   * some browsers, private windows): fall back to memory */
+  var mem = {};
+  function load(k, d) {
+    try { var v = window.localStorage.getItem(k); return v == null ? d : v; } catch (e) { return k in mem ? mem[k] : d; }
+  }
+  function save(k, v) {
+    try { if (v == null) window.localStorage.removeItem(k); else window.localStorage.setItem(k, v); } catch (e) { mem[k] = v; }
+  }
+  function showDead(p) { return p.dead === "1" || (p.dead !== "0" && load("sf.showDead", "0") === "1"); }
+  function isDead(j) { return IDX.count[j] === 0; }
+  function plural(c, w) { return c + " " + w + (c === 1 ? "" : "s"); }
 
   /* ---- small helpers ---- */
   function el(tag, attrs, kids) {
@@ -202,9 +217,11 @@
     var m = IDX.meta || {};
     var stats = el("div", { "class": "stats" }, [
       el("div", { "class": "stat" }, [el("b", { id: "n-features", text: String(n) }), el("span", { text: "features" })]),
-      el("div", { "class": "stat" }, [el("b", { text: Number(IDX.rows).toLocaleString("en-US") }), el("span", { text: "rows streamed" })]),
+      el("div", { "class": "stat" }, [el("b", { text: Number(IDX.rows).toLocaleString("en-US") }), el("span", { text: TOK ? "tokens streamed" : "rows streamed" })]),
+      TOK ? el("div", { "class": "stat" }, [el("b", { text: Number(TOK.examples).toLocaleString("en-US") }), el("span", { text: "images × " + TOK.T + " tokens" })]) : null,
       el("div", { "class": "stat" }, [el("b", { text: "top " + IDX.N }), el("span", { text: "rows kept / feature" })]),
-      el("div", { "class": "stat dead" }, [el("b", { id: "n-dead", text: dead + "" }), el("span", { text: "dead (" + pct(dead / n) + ")" })]),
+      el("div", { "class": "stat dead", title: "features that never fired on the streamed rows (the training curve's dead fraction counts features that did not fire during the trainer's recent window instead)" },
+        [el("b", { id: "n-dead", text: dead + "" }), el("span", { text: "dead (" + pct(dead / n) + ", never fired)" })]),
       el("div", { "class": "stat" }, [el("b", { text: dense + "" }), el("span", { text: "dense (> 10%)" })])
     ]);
     if (IDX.d) stats.appendChild(el("div", { "class": "stat" }, [el("b", { text: IDX.d + " → " + n }), el("span", { text: "SAE, k = " + IDX.k })]));
@@ -215,7 +232,7 @@
       meta.appendChild(el("code", { text: kv[1] }));
       meta.appendChild(document.createTextNode("   "));
     });
-    return el("section", {}, [el("h1", { text: IDX.title }), meta, stats]);
+    return el("section", {}, [el("h1", { text: TITLE }), meta, stats]);
   }
   function curvesCard() {
     var c = IDX.curves;
@@ -226,12 +243,13 @@
     }
     card.appendChild(el("div", { "class": "curves" }, [
       lineChart(c.step, c.loss, "loss", { log: true }), lineChart(c.step, c.fvu, "FVU (l2 normalised)", { log: true }),
-      lineChart(c.step, c.l0, "L0 (active latents / row)"), lineChart(c.step, c.dead, "dead fraction")]));
+      lineChart(c.step, c.l0, "L0 (active latents / row)"), lineChart(c.step, c.dead, "dead fraction (trainer's window)")]));
+    card.appendChild(el("p", { "class": "muted small", text: "The training curve's dead fraction is the trainer's: latents that did not fire within its recent window of steps. The summary's dead count is features that never fired on any row streamed through topk." }));
     return card;
   }
   function sortedIds(p) {
-    var key = p.sort || "density", dir = p.dir || (key === "id" ? "asc" : "desc"), ids = [];
-    for (var j = 0; j < n; j++) ids.push(j);
+    var key = p.sort || "density", dir = p.dir || (key === "id" ? "asc" : "desc"), ids = [], all = showDead(p);
+    for (var j = 0; j < n; j++) if (all || !isDead(j)) ids.push(j);
     var arr = key === "id" ? null : IDX[key];
     ids.sort(function (a, b) {
       var d = arr ? arr[a] - arr[b] : a - b;
@@ -260,6 +278,7 @@
         return score[b] - score[a] || IDX.max[b] - IDX.max[a] || a - b;
       }).forEach(function (j) { if (ids.indexOf(j) < 0) { ids.push(j); hits[j] = score[j]; } });
     }
+    if (!showDead(params())) ids = ids.filter(function (j) { return !isDead(j) || nums.indexOf(String(j)) >= 0; });
     return { ids: ids, hits: hits, words: wordsUsed };
   }
   function featureTable(ids, p, hits) {
@@ -311,6 +330,16 @@
         bar.appendChild(b);
       });
     }
+    var nd = 0;
+    for (var q = 0; q < n; q++) nd += isDead(q);
+    var all = showDead(p);
+    var tg = el("button", { "class": "btn" + (all ? " on" : ""), id: "toggle-dead", "data-show": all ? "1" : "0",
+      text: all ? "hide " + nd + " dead" : "show " + nd + " dead" });
+    tg.onclick = function () {
+      save("sf.showDead", all ? "0" : "1");
+      location.hash = hashOf(Object.assign({}, p, { dead: all ? "0" : "1", page: "" }));
+    };
+    if (nd) bar.appendChild(tg);
     bar.appendChild(el("span", { "class": "spacer" }));
     bar.appendChild(el("span", { "class": "muted", text: ids.length ? (page * PAGE + 1) + "–" + Math.min(ids.length, page * PAGE + PAGE) + " of " + ids.length : "" }));
     bar.appendChild(pager(-1, "‹ prev"));
@@ -319,7 +348,7 @@
   }
   function renderIndex(p) {
     app.innerHTML = "";
-    document.title = IDX.title;
+    document.title = TITLE;
     app.appendChild(summary());
     var dens = el("div", { "class": "card" }, [el("h2", { text: "Feature density" }), densityChart(),
       el("div", { "class": "legend" }, [el("i", { style: "background:var(--dead)" }), "dead", el("i", { style: "background:var(--accent)" }),
@@ -362,7 +391,7 @@
       app.appendChild(el("div", { "class": "card empty", text: "No feature " + j + " (this SAE has " + n + ")." }));
       return;
     }
-    document.title = "Feature " + j + " · " + IDX.title;
+    document.title = "Feature " + j + " · " + TITLE;
     app.appendChild(el("p", { "class": "muted", text: "Loading feature " + j + "…" }));
     withFeature(j, function (f) {
       if (params().f !== String(j)) return; /* the user moved on */
@@ -374,7 +403,9 @@
       app.appendChild(el("section", { id: "feature", "data-feature": j }, [
         el("div", { "class": "fhead" }, [el("h1", { text: "Feature " + j }), tagFor(j), nav]),
         el("div", { "class": "stats" }, [
-          el("div", { "class": "stat" }, [el("b", { text: pct(IDX.density[j]) }), el("span", { text: "density (" + IDX.count[j] + " rows)" })]),
+          el("div", { "class": "stat" }, [el("b", { text: pct(IDX.density[j]) }), el("span", { text: "density (" + plural(IDX.count[j], TOK ? "token" : "row") + ")" })]),
+          TOK ? el("div", { "class": "stat" }, [el("b", { text: pct(TOK.examples ? IDX.ex_count[j] / TOK.examples : 0) }),
+            el("span", { text: "of images (" + plural(IDX.ex_count[j], "image") + ")" })]) : null,
           el("div", { "class": "stat" }, [el("b", { text: fmt(IDX.max[j]) }), el("span", { text: "max activation" })]),
           el("div", { "class": "stat" }, [el("b", { text: fmt(IDX.mean[j]) }), el("span", { text: "mean when firing" })])])]));
       /* histogram + neighbours */
@@ -390,17 +421,28 @@
         hs.id = "hist-chart";
         histCard.appendChild(hs);
       } else histCard.appendChild(el("p", { "class": "muted", text: "Never fired on the streamed rows." }));
-      var nbCard = el("div", { "class": "card" }, [el("h2", { text: "Nearest features by decoder direction (cosine)" })]);
-      if (f.nb.length) {
-        var ul = el("ul", { "class": "nblist", id: "neighbours" });
-        f.nb.forEach(function (e) {
+      var all = showDead(params());
+      function nbList(id, list, label) {
+        var ul = el("ul", { "class": "nblist", id: id }), shown = 0;
+        list.forEach(function (e) {
+          if (!all && isDead(e[0])) return;
           var t = IDX.top[e[0]];
-          ul.appendChild(el("li", {}, [t ? thumb(t[0], t[1]) : el("div", { "class": "noimg" }),
-            el("a", { href: "#f=" + e[0], text: "#" + e[0] }), el("span", { "class": "cos", text: e[1].toFixed(3) }),
-            el("span", { "class": "cap", text: IDX.count[e[0]] === 0 ? "(dead)" : t && t[2] ? t[2] : "" })]));
+          shown++;
+          ul.appendChild(el("li", { "data-feature": e[0] }, [t ? thumb(t[0], t[1]) : el("div", { "class": "noimg" }),
+            el("a", { href: "#f=" + e[0], text: "#" + e[0] }), el("span", { "class": "cos", text: label(e) }),
+            el("span", { "class": "cap", text: isDead(e[0]) ? "(dead)" : t && t[2] ? t[2] : "" })]));
         });
-        nbCard.appendChild(ul);
-      } else nbCard.appendChild(el("p", { "class": "muted", text: IDX.neighbours ? "No neighbours." : "Not computed (build with --checkpoint, --neighbours > 0)." }));
+        return shown ? ul : null;
+      }
+      var nbCard = el("div", { "class": "card" }, [el("h2", { text: "Nearest features by decoder direction (cosine)" })]);
+      var nbUl = nbList("neighbours", f.nb, function (e) { return e[1].toFixed(3); });
+      if (nbUl) nbCard.appendChild(nbUl);
+      else nbCard.appendChild(el("p", { "class": "muted", text: !IDX.neighbours ? "Not computed (build with --checkpoint, --neighbours > 0)." :
+        f.nb.length ? "Only dead features nearby (show dead features to list them)." : "No neighbours." }));
+      var coCard = el("div", { "class": "card" }, [el("h2", { text: "Co-occurring features (shared top " + (TOK ? "images" : "rows") + ")" })]);
+      var coUl = nbList("cooccur", f.co || [], function (e) { return e[1] + "/" + IDX.N; });
+      coCard.appendChild(coUl || el("p", { "class": "muted", text: "No other feature keeps any of these " + (TOK ? "images" : "rows") + "." }));
+      coCard.appendChild(el("p", { "class": "muted small", text: "Counted over the features' top-" + IDX.N + " lists: how many of this feature's top " + (TOK ? "images" : "rows") + " another feature also keeps." }));
       var common = commonWords(f.top);
       if (common.length) {
         var chips = el("div", { "class": "chips", id: "common-words" }, [el("span", { "class": "muted", text: "Words in its top captions: " })]);
@@ -410,23 +452,135 @@
         });
         app.appendChild(chips);
       }
-      app.appendChild(el("div", { "class": "grid2" }, [histCard, nbCard]));
-      /* top rows */
-      var grid = el("div", { "class": "topgrid", id: "top-rows" });
+      app.appendChild(el("div", { "class": "grid2" }, [histCard, noteCard(j)]));
+      app.appendChild(el("div", { "class": "grid2" }, [nbCard, coCard]));
+      /* top rows (token mode: top images, each with its heat map) */
+      var heatOn = load("sf.heat", "1") === "1";
+      var grid = el("div", { "class": "topgrid" + (heatOn ? "" : " noheat"), id: "top-rows" });
       f.top.forEach(function (t, i) {
-        var wrap = el("div", { "class": "imgwrap" }, [t[2] ? el("img", { "class": "top-img", src: imgSrc(t[0]), alt: "row " + t[0] }) : null,
-          el("span", { "class": "val", text: fmt(t[1]) }), el("span", { "class": "rank", text: "#" + (i + 1) })]);
-        grid.appendChild(el("div", { "class": "tile", "data-row": t[0] }, [wrap,
+        var wrap = el("div", { "class": "imgwrap" }, [t[2] ? el("img", { "class": "top-img", src: imgSrc(t[0]), alt: "row " + t[0] }) : null]);
+        var extra = null;
+        if (TOK && t.length > 5) {
+          var hm = heatMap(t[4], t[5]);
+          if (hm) wrap.appendChild(hm);
+          extra = tokenLine(t[1], t[4], t[5]);
+        }
+        wrap.appendChild(el("span", { "class": "val", text: fmt(t[1]) }));
+        wrap.appendChild(el("span", { "class": "rank", text: "#" + (i + 1) }));
+        grid.appendChild(el("div", { "class": "tile", "data-row": t[0] }, [wrap, extra,
           el("div", { "class": "cap", text: t[3] != null ? t[3] : "(no caption)" }), el("div", { "class": "row", text: "row " + t[0] })]));
       });
-      app.appendChild(el("div", { "class": "card" }, [el("h2", { text: "Top " + f.top.length + " activating rows" }),
-        f.top.length ? grid : el("p", { "class": "muted", text: "Never fired." })]));
+      var topCard = el("div", { "class": "card" }, [el("h2", { text: "Top " + f.top.length + " activating " + (TOK ? "images" : "rows") })]);
+      if (TOK && TOK.grid[0] > 0 && f.top.length) {
+        var hb = el("button", { "class": "btn" + (heatOn ? " on" : ""), id: "toggle-heat", text: "heat map overlay" });
+        hb.onclick = function () {
+          heatOn = !heatOn;
+          save("sf.heat", heatOn ? "1" : "0");
+          grid.classList.toggle("noheat", !heatOn);
+          hb.classList.toggle("on", heatOn);
+        };
+        topCard.appendChild(el("div", { "class": "toolbar" }, [hb, el("span", { "class": "muted small",
+          text: "each image once, at its strongest token; red = the feature's activation on each patch (relative to that image's peak)" })]));
+      }
+      topCard.appendChild(f.top.length ? grid : el("p", { "class": "muted", text: "Never fired." }));
+      app.appendChild(topCard);
+      if (f.range && f.top.length) app.appendChild(rangeCard(f));
     });
+  }
+
+  /* Heat map over the patch grid: cells at (r, c) of the TOK.grid, shaded by
+   * the activation (0..255 of the image's peak). The grid covers the square
+   * the tile shows, which is CLIP's centre crop (object-fit: cover). */
+  function heatMap(best, pairs) {
+    var gh = TOK.grid[0], gw = TOK.grid[1], g0 = TOK.first;
+    if (!(gh > 0 && gw > 0)) return null;
+    var box = el("div", { "class": "heat", style: "grid-template-rows:repeat(" + gh + ",1fr);grid-template-columns:repeat(" + gw + ",1fr)" });
+    for (var i = 0; i < pairs.length; i += 2) {
+      var p = pairs[i] - g0;
+      if (p < 0 || p >= gh * gw) continue;
+      var r = Math.floor(p / gw), c = p % gw;
+      box.appendChild(el("i", { "class": "hc" + (pairs[i] === best ? " peak" : ""), "data-pos": pairs[i], "data-r": r, "data-c": c,
+        style: "grid-row:" + (r + 1) + ";grid-column:" + (c + 1) + ";opacity:" + (0.08 + 0.5 * pairs[i + 1] / 255).toFixed(3) }));
+    }
+    return box;
+  }
+  /* Examples from each quartile of the firing values (a sample of the rows in
+   * the histogram bins of that quartile), weakest first: what the feature
+   * does when it fires weakly, not only at its peak. */
+  function rangeCard(f) {
+    var card = el("div", { "class": "card", id: "range" }, [el("h2", { text: "Examples across the activation range" }),
+      el("p", { "class": "muted small", text: "A few " + (TOK ? "tokens" : "rows") + " sampled from each quarter of the " +
+        (TOK ? "tokens" : "rows") + " where the feature fires, by activation" + (TOK ? " (the marked patch is the token)" : "") + "." })]);
+    var names = ["0–25%", "25–50%", "50–75%", "75–100%"];
+    f.range.forEach(function (q, qi) {
+      var strip = el("div", { "class": "rstrip" });
+      q[2].forEach(function (t) {
+        var wrap = el("div", { "class": "imgwrap" }, [t[2] ? el("img", { src: imgSrc(t[0]), alt: "row " + t[0], loading: "lazy" }) : null]);
+        if (TOK && t.length > 4) {
+          var hm = heatMap(t[4], [t[4], 255]);
+          if (hm) wrap.appendChild(hm);
+        }
+        wrap.appendChild(el("span", { "class": "val", text: fmt(t[1]) }));
+        strip.appendChild(el("div", { "class": "tile small-tile", "data-row": t[0], title: (t[3] || "") + " (row " + t[0] + ")" }, [wrap,
+          el("div", { "class": "cap", text: t[3] != null ? t[3] : "(no caption)" })]));
+      });
+      card.appendChild(el("div", { "class": "rrow", "data-quartile": qi }, [
+        el("div", { "class": "rlabel" }, [el("b", { text: names[qi] }), el("span", { "class": "muted small", text: q[2].length ? fmt(q[0]) + " – " + fmt(q[1]) : "" })]),
+        q[2].length ? strip : el("span", { "class": "muted small", text: "no rows" })]));
+    });
+    return card;
+  }
+  /* the tokens outside the grid (CLIP: the CLS token) and where the peak is */
+  function tokenLine(v, best, pairs) {
+    var parts = [], g0 = TOK.first, gh = TOK.grid[0], gw = TOK.grid[1];
+    for (var q = 0; q < g0; q++) {
+      var h = 0;
+      for (var i = 0; i < pairs.length; i += 2) if (pairs[i] === q) h = pairs[i + 1];
+      parts.push((g0 === 1 ? "CLS " : "token " + q + " ") + fmt(v * h / 255));
+    }
+    var b = best - g0;
+    if (gh > 0 && b >= 0 && b < gh * gw) parts.push("peak at patch (" + Math.floor(b / gw) + ", " + (b % gw) + ")");
+    else parts.push("peak at token " + best);
+    return el("div", { "class": "tokline", text: parts.join(" · ") });
+  }
+
+  /* ---- notes: a label and a note per feature, kept in this browser ---- */
+  var NOTES_KEY = "sf.notes:" + ((IDX.meta || {}).checkpoint || "") + ":" + n;
+  function notes() {
+    try { return JSON.parse(load(NOTES_KEY, "{}")) || {}; } catch (e) { return {}; }
+  }
+  function noteCard(j) {
+    var all = notes(), cur = all[j] || { label: "", note: "" };
+    var label = el("input", { id: "note-label", type: "text", placeholder: "label (e.g. red things)", value: cur.label || "" });
+    var note = el("textarea", { id: "note-text", rows: 4, placeholder: "notes about this feature" });
+    note.value = cur.note || "";
+    var status = el("span", { "class": "muted small", id: "note-status" });
+    function store() {
+      var a = notes(), l = label.value.trim(), t = note.value.trim();
+      if (l || t) a[j] = { label: l, note: t }; else delete a[j];
+      save(NOTES_KEY, JSON.stringify(a));
+      status.textContent = "saved in this browser (" + plural(Object.keys(a).length, "note") + ")";
+    }
+    label.oninput = store;
+    note.oninput = store;
+    var exp = el("button", { "class": "btn", id: "notes-export", text: "export all as JSON" });
+    exp.onclick = function () {
+      var blob = new Blob([JSON.stringify({ title: TITLE, meta: IDX.meta || {}, notes: notes() }, null, 2)], { type: "application/json" });
+      var a = el("a", { href: URL.createObjectURL(blob), download: "saeflow-notes.json" });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+    };
+    return el("div", { "class": "card notes" }, [el("h2", { text: "Your label and notes" }), label, note, el("div", { "class": "toolbar" }, [exp, status])]);
   }
 
   function route() {
     var p = params(), box = document.getElementById("search");
-    if (p.f != null && p.f !== "") { renderFeature(parseInt(p.f, 10)); box.value = ""; }
+    if (p.f != null && p.f !== "") {
+      if (/^[0-9]+$/.test(p.f)) renderFeature(parseInt(p.f, 10));
+      else { app.innerHTML = ""; app.appendChild(el("div", { "class": "card empty", text: "“" + p.f + "” is not a feature number." })); }
+      box.value = "";
+    }
     else { renderIndex(p); box.value = p.search || ""; }
     window.scrollTo(0, 0);
   }

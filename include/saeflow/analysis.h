@@ -34,6 +34,16 @@
  *   max         F32 [n]     0 if dead
  *   hist        I64 [n, SF_TOPK_HIST_BINS]
  *   hist_max    F32 [n]     upper edge of the histogram range (0 if dead)
+ *   sample_rows   I64 [n, bins * S]  examples across the activation range: per
+ *   sample_values F32 [n, bins * S]  histogram bin, the S firing rows with the
+ *                                    smallest hash(row, pos) (a sample of the
+ *                                    bin independent of row order); -1 empty
+ *   token mode only (see sf_topk_set_tokens):
+ *   sample_pos  I32 [n, bins * S]  token of each sample
+ *   topk_pos    I32 [n, N]     token position of each top example (-1 empty)
+ *   topk_heat   U8  [n, N, T]  per-token activation, 255 = the example's value
+ *   ex_count    I64 [n]        examples where the feature fires
+ *   metadata tokens (T), grid ("H,W"), grid_first, examples
  *   __metadata__: format "saeflow-topk", rows, N, n, hist_bins, and whatever
  *   the caller adds (dataset, activations, key, checkpoint, ...).
  */
@@ -48,6 +58,14 @@ extern "C" {
 #endif
 
 #define SF_TOPK_HIST_BINS 32
+#define SF_TOPK_SAMPLES 3 /* sampled rows per histogram bin */
+
+typedef struct {
+    uint64_t pri; /* hash(row, pos): the S smallest of a bin are kept */
+    int64_t row;  /* -1: empty */
+    float val;
+    int32_t pos; /* token position, -1 without token mode */
+} sf_topk_sample;
 
 /* ---- online top-k -------------------------------------------------------- */
 
@@ -65,9 +83,23 @@ typedef struct {
     int32_t *hist_exp; /* (n) hist range is [0, 2^hist_exp); INT32_MIN while empty */
     int64_t *stamp;    /* (n) scratch for the duplicate check */
     int64_t stamp_ctr;
+    /* token mode (sf_topk_set_tokens); T == 0 otherwise */
+    int T, grid_h, grid_w, grid_first;
+    int32_t *heap_pos;  /* (n, N) token position of each heap entry */
+    int32_t *heap_slot; /* (n, N) its heat-map slot */
+    uint8_t *heat;      /* (n, N, T) slot s of feature j: heat[(j * N + s) * T + pos] */
+    int64_t *pend_row;  /* (n) example being collected per feature, -1: none */
+    int32_t *pend_len;  /* (n) */
+    int32_t *pend_pos;  /* (n, T) firing tokens of that example */
+    float *pend_val;    /* (n, T) */
+    int64_t *ex_count;  /* (n) examples where the feature fires on some token */
+    int64_t examples, last_row;
+    sf_topk_sample *samples; /* (n, SF_TOPK_HIST_BINS, SF_TOPK_SAMPLES) */
 } sf_topk;
 
 int sf_topk_init(sf_topk *t, int64_t n, int N);
+/* The sampling priority of a row (and token position, -1 without). */
+uint64_t sf_topk_sample_pri(int64_t row, int32_t pos);
 void sf_topk_free(sf_topk *t);
 
 /* Adds B rows of sparse codes: row b has cnt[b] (or k, when cnt is NULL)
@@ -78,16 +110,37 @@ void sf_topk_free(sf_topk *t);
  * the determinism promise above. */
 int sf_topk_add_sparse(sf_topk *t, int64_t B, int k, const int32_t *idx, const float *val,
                        const int32_t *cnt, int64_t row0, const int64_t *rows);
+/* Token mode, for activations with one row per token (CLIP patches, FLUX
+ * image and text tokens): call once after init, before adding rows. Every
+ * example (dataset row) has T token positions; the ones in [grid_first,
+ * grid_first + grid_h * grid_w) form a row-major grid_h x grid_w patch grid
+ * (0 x 0: no grid; CLIP: T = 1 + g*g, CLS at 0, grid_first 1; FLUX at 256 px:
+ * 512 text tokens then a 16 x 16 image grid, grid_first 512).
+ * Then the top-N keeps EXAMPLES, not token rows: an example's value is its
+ * largest token activation, its position the token holding it (ties: lower
+ * position), and with it a heat map: every token's activation as
+ * round(255 * z / value) (U8, 0 where the feature does not fire). The order
+ * and determinism rules above apply to examples. count / mean / hist /
+ * density stay per token row; ex_count counts examples. */
+int sf_topk_set_tokens(sf_topk *t, int T, int grid_h, int grid_w, int grid_first);
+/* Adds B token rows of sparse codes (as sf_topk_add_sparse) with their
+ * dataset rows rows[b] and token positions pos[b] in [0, T). An example's
+ * tokens must come together: rows never decrease across calls (-1 otherwise,
+ * nothing added). */
+int sf_topk_add_tokens(sf_topk *t, int64_t B, int k, const int32_t *idx, const float *val,
+                       const int32_t *cnt, const int64_t *rows, const int32_t *pos);
 /* Dense activations z (B, n); same rules. */
 int sf_topk_add_dense(sf_topk *t, const float *z, int64_t B, int64_t row0, const int64_t *rows);
 
 /* The sorted result (best first): values, rows (n, N). Empty slots: row -1,
- * value 0. */
-void sf_topk_sorted(const sf_topk *t, float *values, int64_t *rows);
+ * value 0. In token mode also pos (n, N) (-1 when empty) and heat (n, N, T)
+ * (either may be NULL); the examples still being collected are added first. */
+void sf_topk_sorted(sf_topk *t, float *values, int64_t *rows);
+void sf_topk_sorted_tokens(sf_topk *t, float *values, int64_t *rows, int32_t *pos, uint8_t *heat);
 
 /* Writes the top-k file atomically. meta: NULL-terminated key/value pairs
  * (may be NULL). */
-int sf_topk_write(const sf_topk *t, const char *path, const char *const *meta);
+int sf_topk_write(sf_topk *t, const char *path, const char *const *meta);
 
 /* A top-k file, opened and validated (shapes agree, rows in range). The
  * arrays point into the mapping or into owned copies. */
@@ -100,7 +153,18 @@ typedef struct {
     const float *density, *mean, *max, *hist_max; /* (n) */
     const int64_t *count;                         /* (n) */
     const int64_t *hist;                          /* (n, bins) */
-    void *owned[2];                               /* aligned copies of the I64 tensors */
+    /* token mode (NULL / 0 otherwise) */
+    int T, grid_h, grid_w, grid_first;
+    const int32_t *pos;      /* (n, N) */
+    const uint8_t *heat;     /* (n, N, T) */
+    const int64_t *ex_count; /* (n) */
+    int64_t examples;
+    /* samples across the range (NULL when absent): (n, bins * S) */
+    int S;
+    const int64_t *sample_rows;
+    const float *sample_values;
+    const int32_t *sample_pos; /* token mode */
+    void *owned[6];            /* aligned copies of the I64 / I32 tensors */
 } sf_topk_file;
 int sf_topk_open(sf_topk_file *f, const char *path);
 void sf_topk_close(sf_topk_file *f);
@@ -129,6 +193,8 @@ typedef struct {
     int min_word_rows;         /* search: a word must be in this many of a feature's top
                                   captions (0: 2 when N >= 8, else 1) */
     int quiet;                 /* no progress output */
+    int range_per_quartile;    /* examples shown per activation quartile, from the top-k
+                                  file's samples (0: 3; < 0: none) */
 } sf_explore_opts;
 
 int sf_explore_build(const sf_explore_opts *o);

@@ -84,6 +84,8 @@ int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned 
 int sf_image_load_ex(const char *path, unsigned flags, sf_image *out);
 /* Allocates a zero-filled width x height image (sizes must be > 0). */
 int sf_image_alloc(sf_image *im, int width, int height);
+/* rgb (height, width, 3) -> an 8-bit RGB PNG at path, atomically. */
+int sf_png_write(const char *path, const uint8_t *rgb, int width, int height);
 void sf_image_free(sf_image *im);
 
 /* Pillow-compatible resize of the whole image (Image.resize((w, h), filter)

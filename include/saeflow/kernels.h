@@ -3,11 +3,11 @@
  *
  * Design
  * - Activations are always F32, row-major, with shapes in the comments
- *   (llm.c style). Weights are `sf_weight`: F32 or BF16 storage behind one
- *   struct, so a model can be held in half the memory (`--dtype bf16`) while
+ *   (llm.c style). Weights are `sf_weight`: F32, BF16 or F16 storage behind
+ *   one struct, so a model can be held in half the memory (`--dtype bf16`) while
  *   every kernel still computes in F32.
  * - The big matrix products go to sf_sgemm (oneDNN's sgemm where built with
- *   it, else OpenBLAS; one call per thread). BF16 weights are
+ *   it, else OpenBLAS; one call per thread). BF16/F16 weights are
  *   widened to F32 one panel of output features at a time (a few MB of
  *   scratch, reused), so a BF16 model never holds an F32 copy of a matrix.
  * - One integer product, sf_i16_gemm_packed (int16 in, int32 out, AVX512-VNNI),
@@ -31,7 +31,7 @@
 #define SAEFLOW_KERNELS_H
 
 #include "saeflow/common.h"
-#include "saeflow/safetensors.h" /* sf_dtype */
+#include "saeflow/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,12 +39,14 @@ extern "C" {
 
 /* ---- weights ------------------------------------------------------------ */
 
-/* A weight tensor in F32 or BF16 storage. `data` is float* (F32) or
- * uint16_t* (BF16, the upper half of an IEEE float). When `owned` is set the
+/* A weight tensor in F32, BF16 or F16 storage. `data` is float* (F32) or
+ * uint16_t* (BF16: the upper half of an IEEE float; F16: IEEE half). Half
+ * weights are widened to F32 a panel at a time inside the kernels, so an F16
+ * checkpoint is used as F16 (never F16 -> F32 -> BF16). When `owned` is set the
  * struct owns that buffer (free with sf_weight_free); otherwise `data` points
  * into someone else's memory, e.g. an mmapped safetensors file. */
 typedef struct {
-    sf_dtype dtype; /* SF_DT_F32 or SF_DT_BF16 */
+    sf_dtype dtype; /* SF_DT_F32, SF_DT_BF16 or SF_DT_F16 */
     int ndim;
     int64_t shape[4];
     const void *data;
@@ -57,29 +59,24 @@ static inline int64_t sf_weight_numel(const sf_weight *w) {
         n *= w->shape[i];
     return n;
 }
-/* Makes `w` from `n` elements of `src` (dtype F32 or BF16; any alignment)
- * stored as `want` (F32 or BF16). Zero-copy when the dtypes match and `src`
- * is suitably aligned; otherwise converts into an owned buffer. F32 -> BF16
- * rounds to nearest even. Returns -1 for an unsupported dtype. */
+/* Makes `w` from the elements of `src` (any float dtype, sf_dtype_is_float;
+ * any alignment) stored as `want` (F32, BF16 or F16). Zero-copy when the
+ * dtypes match and `src` is suitably aligned; otherwise converts into an
+ * owned buffer with sf_convert (narrowing rounds to nearest even). Returns
+ * -1 for an unsupported dtype. */
 int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *src, int ndim,
                    const int64_t *shape);
 void sf_weight_free(sf_weight *w);
 /* Rows [r0, r0 + nr) of a 2-D weight, widened to F32: dst (nr, shape[1]). */
 void sf_weight_rows_f32(const sf_weight *w, int64_t r0, int64_t nr, float *dst);
 
-static inline float sf_bf16_bits_to_f32(uint16_t h) {
-    union {
-        uint32_t u;
-        float f;
-    } v;
-    v.u = (uint32_t)h << 16;
-    return v.f;
-}
-
 /* ---- threads / BLAS ------------------------------------------------------ */
 
-/* Sets the number of threads for both OpenMP regions and OpenBLAS.
- * n <= 0 means "all cores" (omp_get_num_procs). */
+/* The one thread setter: n threads for every OpenMP region (kernels, SAE
+ * training, conversions); OpenBLAS stays single-threaded (OpenMP owns the
+ * threads). n <= 0 means OpenMP's default: the OMP_NUM_THREADS environment
+ * variable where set, otherwise all cores (omp_get_num_procs) -- also after
+ * an earlier call chose another count. */
 void sf_kernels_set_threads(int n);
 int sf_kernels_threads(void);
 /* "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads" for logs and benchmarks. */
@@ -112,7 +109,7 @@ void sf_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
 const char *sf_sgemm_backend(void);
 
 /* y = x @ W^T + bias  (or y += ..., when accumulate is nonzero)
- * x (M, K) row-major, W (N, K) F32 or BF16, bias (N) or NULL,
+ * x (M, K) row-major, W (N, K) F32, BF16 or F16, bias (N) or NULL,
  * y (M, N) with row stride ldy >= N (so results can land inside a wider
  * buffer, e.g. the q/k/v thirds of a fused (M, 3D) buffer). Accumulate turns
  * a residual add into the GEMM's beta = 1. */
@@ -163,19 +160,79 @@ void sf_add(float *y, const float *x, size_t n);
  * Ragged batches (sequences of different lengths packed back to back, no
  * padding rows): q_off and k_off, each B + 1 row offsets (like flash-attn's
  * cu_seqlens), give sequence b the query rows [q_off[b], q_off[b+1]) and the
- * key/value rows [k_off[b], k_off[b+1]); Tq and Tk are then ignored, out rows
- * follow q_off, and key_mask is indexed by packed key row. Both NULL: the
- * uniform (B, Tq) / (B, Tk) layout above. */
+ * key/value rows [k_off[b], k_off[b+1]); Tq and Tk are then ignored (except
+ * as the strides of bias), out rows follow q_off, and key_mask is indexed by
+ * packed key row. Both NULL: the uniform (B, Tq) / (B, Tk) layout above.
+ * bias (H, Tq, Tk) or NULL: an additive score bias shared by the batch (T5's
+ * relative position bias), added after scaling and before the masks:
+ *   S = scale * Q_bh K_bh^T + bias_h. With ragged batches, Tq and Tk must be
+ * set to at least the longest sequence and sequence b uses the top-left
+ * (tq_b, tk_b) corner of each head's (Tq, Tk) matrix.
+ * Scratch: queries are processed in blocks of rows, so each thread holds
+ * O(block x Tk) scores, not Tq x Tk (FLUX at 1024 px: 4,352 tokens). While
+ * Tq x Tk stays small (<= 2^18 floats, e.g. CLIP's 257 x 257 or FLUX at
+ * 256 px) a whole sequence is one block. Block boundaries depend only on the
+ * shape, so results do not depend on the thread count. */
 typedef struct {
     int64_t B, Tq, Tk, H, Dh;
     int64_t ldq, ldk, ldv, ldo;
-    float scale; /* usually 1/sqrt(Dh) */
+    float scale; /* usually 1/sqrt(Dh); T5 uses 1 */
     int causal;
     const int32_t *key_mask;
     const int64_t *q_off, *k_off; /* (B + 1) each, or both NULL */
+    const float *bias;            /* (H, Tq, Tk) additive score bias, or NULL */
 } sf_attn_shape;
 void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const float *v,
                   float *out);
+
+/* ---- transformer blocks (FLUX, T5) ---------------------------------------
+ * The pieces of FLUX's double/single-stream blocks and T5's layers that are
+ * not GEMMs (src/kernels/adaln.c, src/kernels/rope.c). All F32, parallel over
+ * rows with one thread per row in a fixed order (thread-count independent),
+ * and written with the same operation order as the diffusers code they
+ * mirror, so most results match torch's F32 bit for bit. */
+
+/* RMSNorm per head inside a fused buffer, in place (diffusers RMSNorm on q/k
+ * after view(B, T, H, Dh)): rows m in [0, M) at stride ld, each row holding H
+ * segments of Dh floats from column 0: seg (m, h) = x + m*ld + h*Dh.
+ *   seg = seg * rsqrt(mean(seg^2) + eps) * gamma, mean accumulated in F32.
+ * gamma (Dh) or NULL. */
+void sf_rmsnorm_heads(float *x, int64_t M, int64_t ld, int64_t H, int64_t Dh, const float *gamma,
+                      float eps);
+/* RoPE tables (diffusers FluxPosEmbed): ids (M, n_axes) positions, as floats
+ * like diffusers' ids; axes_dim[n_axes] even widths summing to Dh;
+ * cos, sin (M, Dh/2). Pair i of a head belongs to axis a when it falls in
+ * that axis's share of Dh/2 pairs (the first axes_dim[0]/2 pairs to axis 0,
+ * ...); with j its index inside the axis, omega_j = theta^(-2j / d_a) and
+ * angle = id[m][a] * omega_j in float64, cos/sin rounded to F32 at the end. */
+void sf_rope_table(const float *ids, int64_t M, int n_axes, const int *axes_dim, double theta,
+                   float *cos, float *sin);
+/* Interleaved-pair RoPE in place on H heads of Dh (Dh even) in rows of
+ * stride ld (q or k inside a fused buffer); cos/sin (M, Dh/2), row m for
+ * row m of x, the same for every head:
+ *   out[2i] = x[2i] c_i - x[2i+1] s_i ;  out[2i+1] = x[2i+1] c_i + x[2i] s_i */
+void sf_rope_apply(float *x, int64_t M, int64_t ld, int64_t H, int64_t Dh, const float *cos,
+                   const float *sin);
+/* AdaLN modulation: y = x * (1 + scale_b) + shift_b for batch b; x, y
+ * (B, T, D) dense (y == x allowed); shift_b = shift + b*ld_mod and
+ * scale_b = scale + b*ld_mod (D each): chunks of a (B, k*D) modulation
+ * output, e.g. shift = mod + 0*D, scale = mod + 1*D, ld_mod = 6*D. */
+void sf_ada_modulate(float *y, const float *x, int64_t B, int64_t T, int64_t D, const float *shift,
+                     const float *scale, int64_t ld_mod);
+/* Gated residual: x (B, T, D) += gate_b * y, y rows of D at stride ldy
+ * (row b*T + t), gate_b = gate + b*ld_mod (D). */
+void sf_gated_add(float *x, const float *y, int64_t ldy, int64_t B, int64_t T, int64_t D,
+                  const float *gate, int64_t ld_mod);
+/* diffusers get_timestep_embedding: t (B) -> out (B, dim), half = dim/2:
+ *   exponent_i = -ln(max_period) * i / (half - downscale_freq_shift)
+ *   arg_i = scale * t * exp(exponent_i);  out = [sin(arg), cos(arg)]
+ * or [cos, sin] with flip_sin_to_cos; an odd dim gets a trailing 0. F32
+ * arithmetic in torch's order, with exp/sin/cos rounded correctly; torch's
+ * own (SLEEF, <= 1 ulp) can differ by an ulp, which the argument t * f
+ * magnifies: up to ~3e-5 absolute at t = 1000 (tests/kernels). FLUX: dim
+ * 256, flip 1, shift 0, scale 1, max_period 10000, t = 1000 * sigma. */
+void sf_timestep_embedding(const float *t, int64_t B, int64_t dim, int flip_sin_to_cos,
+                           float downscale_freq_shift, float scale, float max_period, float *out);
 
 /* ---- convolution as GEMM -------------------------------------------------- */
 
@@ -187,6 +244,49 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
  * Like torch, trailing rows/columns that do not fill a patch are ignored. */
 void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W, int64_t p,
                     const sf_weight *w, const float *bias, float *out);
+
+/* ---- convolution (VAE) (src/kernels/conv.c) ------------------------------- */
+
+/* Activation layout: NHWC. An image batch x (B, H, W, C) is the row-major
+ * (B*H*W, C) matrix of pixels, channels contiguous: a 1x1 conv or a per-pixel
+ * Linear is one GEMM on it, and a 3x3 conv is im2col (contiguous runs of
+ * 3*C floats) + one GEMM whose rows are the output pixels (why, with a
+ * measurement: conv.c). Models convert from/to torch's NCHW at their edges. */
+
+/* A Conv2d weight repacked at load: w (cout, k*k*cin) F32, column
+ * (ky*k + kx)*cin + ci (the im2col order); bias (cout) or NULL, not owned. */
+typedef struct {
+    int64_t cout, cin, k;
+    float *w;
+    const float *bias;
+} sf_conv2d_w;
+/* From a torch Conv2d weight (cout, cin, k, k) in any sf_weight storage and
+ * view (e.g. the loader's 2-D (cout, cin*k*k)); widened to F32. -1 + sf_error
+ * if the element count does not match. */
+int sf_conv2d_pack(sf_conv2d_w *cw, const sf_weight *w, int64_t cout, int64_t cin, int64_t k,
+                   const float *bias);
+void sf_conv2d_free(sf_conv2d_w *cw);
+/* Output length of a conv along one axis: (n + pad0 + pad1 - k) / stride + 1. */
+int64_t sf_conv2d_out_size(int64_t n, int64_t k, int64_t stride, int64_t pad0, int64_t pad1);
+/* y (B, Ho, Wo, cout) = conv(x (B, H, W, cin)) + bias, or y += ... with
+ * accumulate (a residual add folded into the GEMM). Zero padding
+ * pad = {top, left, bottom, right} (NULL: none), so torch's padding=1 is
+ * {1,1,1,1} and the VAE encoder's downsampler F.pad(x, (0,1,0,1)) + stride 2
+ * is {0,0,1,1}. y must not overlap x. */
+void sf_conv2d(const float *x, int64_t B, int64_t H, int64_t W, const sf_conv2d_w *cw,
+               int64_t stride, const int64_t pad[4], float *y, int accumulate);
+/* torch.nn.GroupNorm per sample over (HW, C/G channels), then optional SiLU:
+ * x, y (B, HW, C) NHWC, G groups of C/G neighbouring channels; gamma/beta (C)
+ * or NULL; statistics summed in double in a fixed order (thread-count
+ * independent), rstd = 1/sqrt(var + eps) in F32. y == x allowed. */
+void sf_groupnorm(const float *x, float *y, int64_t B, int64_t HW, int64_t C, int64_t G,
+                  const float *gamma, const float *beta, float eps, int silu);
+/* Nearest 2x upsampling (F.interpolate(scale_factor=2, mode="nearest")):
+ * x (B, H, W, C) -> y (B, 2H, 2W, C). */
+void sf_upsample_nearest2x(const float *x, float *y, int64_t B, int64_t H, int64_t W, int64_t C);
+/* Layout changes: x (B, C, HW) <-> y (B, HW, C). */
+void sf_nchw_to_nhwc(const float *x, float *y, int64_t B, int64_t C, int64_t HW);
+void sf_nhwc_to_nchw(const float *x, float *y, int64_t B, int64_t C, int64_t HW);
 
 /* ---- int16 GEMM with a proven error bound (src/kernels/igemm.c) -------- */
 

@@ -145,10 +145,11 @@ void sf_sae_decode(const sf_sae *s, const sf_sae_codes *c, float *x_hat);
 int sf_sae_surgery(const sf_sae *s, const float *x, int64_t B, int feature, float strength,
                    float *out);
 
-/* Threads for the SAE kernels: OpenMP gets `threads` (0 = leave as is);
- * OpenBLAS is kept single-threaded because each OpenMP thread runs its own
- * GEMM on its own row chunk (no oversubscription, no spinning BLAS workers,
- * and every row's result is independent of the thread count). */
+/* Old name of sf_kernels_set_threads (kernels.h), the one thread setter
+ * (0 = OMP_NUM_THREADS where set, else all cores). OpenBLAS is kept
+ * single-threaded because each OpenMP thread runs its own GEMM on its own
+ * row chunk (no oversubscription, no spinning BLAS workers, and every row's
+ * result is independent of the thread count). */
 void sf_sae_set_threads(int threads);
 
 /* OpenBLAS's kernel name ("SkylakeX", "Haswell", "Prescott"...). */

@@ -7,48 +7,25 @@
  *
  * The reader mmaps the file and validates the whole header before returning:
  * well-formed JSON, known dtypes, shape product x dtype size == byte range,
- * ranges inside the file, non-overlapping and covering the buffer. F32
- * tensors are handed out zero-copy; BF16/F16/F64 are converted on load.
+ * ranges inside the file, non-overlapping and covering the buffer. Tensors
+ * of any dtype safetensors defines with a whole-byte size are accepted (I8,
+ * U8, F8_E4M3, F8_E8M0, C64, ...); asking for one as float fails only then,
+ * naming the file, tensor and dtype. F32 tensors are handed out zero-copy;
+ * BF16/F16/F64/F8_E4M3/F8_E5M2 are converted on load.
  */
 #ifndef SAEFLOW_SAFETENSORS_H
 #define SAEFLOW_SAFETENSORS_H
 
 #include "saeflow/common.h"
+#include "saeflow/dtype.h" /* sf_dtype and the conversions */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef enum {
-    SF_DT_BOOL,
-    SF_DT_U8,
-    SF_DT_I8,
-    SF_DT_U16,
-    SF_DT_I16,
-    SF_DT_F16,
-    SF_DT_BF16,
-    SF_DT_U32,
-    SF_DT_I32,
-    SF_DT_F32,
-    SF_DT_U64,
-    SF_DT_I64,
-    SF_DT_F64,
-    SF_DT_COUNT
-} sf_dtype;
-
 #define SF_MAX_DIMS 8
 
-const char *sf_dtype_name(sf_dtype dt);          /* "F32", ... */
-int sf_dtype_parse(const char *s, sf_dtype *dt); /* -1 if unknown */
-size_t sf_dtype_size(sf_dtype dt);
-
-/* Scalar conversions (round-to-nearest-even for narrowing). */
-float sf_bf16_to_f32(uint16_t h);
-uint16_t sf_f32_to_bf16(float f);
-float sf_f16_to_f32(uint16_t h);
-uint16_t sf_f32_to_f16(float f);
-/* Converts n elements of a float dtype (F32/F16/BF16/F64) to F32. */
-int sf_convert_to_f32(sf_dtype dt, const void *src, size_t n, float *dst);
+/* Converts n elements of a float dtype to F32: sf_convert_to_f32 (dtype.h). */
 
 typedef struct {
     char *name;
@@ -101,6 +78,10 @@ typedef struct {
 /* Opens `dir`/`base`.safetensors, or `dir`/`base`.safetensors.index.json and
  * its shards. base is e.g. "model". */
 int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base);
+/* Opens an index json (its "weight_map" names shards in the same folder) and
+ * every shard; checks each tensor the index lists is in the shard it names.
+ * Errors name the index, the shard and a tensor it should hold. */
+int sf_st_set_open_index(sf_st_set *s, const char *index_path);
 void sf_st_set_close(sf_st_set *s);
 /* Finds a tensor across the set; sets *file to the file holding it. */
 const sf_tensor_info *sf_st_set_find(const sf_st_set *s, const char *name, const sf_st **file);
@@ -116,9 +97,23 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
  * now, round to nearest even, into a buffer the writer owns). */
 int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const int64_t *shape,
                    const float *data);
+/* A tensor whose bytes are n_pieces referenced buffers, written in order
+ * (their sizes must add up to the shape's); e.g. rows spread over several
+ * mapped files, written without gathering them in memory. */
+int sf_stw_add_pieces(sf_st_writer *w, const char *name, sf_dtype dt, int ndim,
+                      const int64_t *shape, int n_pieces, const void *const *data,
+                      const uint64_t *nbytes);
 void sf_stw_meta(sf_st_writer *w, const char *key, const char *value);
 int sf_stw_write(sf_st_writer *w, const char *path);
 void sf_stw_free(sf_st_writer *w);
+
+/* Concatenates n opened files along dim 0 into `out` (atomically, through
+ * the writer): the tensors of files[0], in its order, each followed by the
+ * same tensor of the other files, which must have the same dtype, rank and
+ * trailing dims. Data goes straight from the mappings to the output, so
+ * memory does not grow with the files. meta: NULL-terminated key, value
+ * pairs (NULL: none). */
+int sf_st_concat(const sf_st *files, int n, const char *out, const char *const *meta);
 
 #ifdef __cplusplus
 }

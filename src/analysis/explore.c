@@ -11,8 +11,10 @@
  *                        which features have the word in their top rows'
  *                        captions (hits = how many of those rows)
  *   SITE/data/f/CCCC.js  SF_CHUNK(C, [...]): features 64C .. 64C+63 with their
- *                        top rows (row, value, caption, thumbnail), histogram
- *                        and decoder neighbours
+ *                        top rows (row, value, thumbnail flag, caption; in
+ *                        token mode also the best token and the heat map as
+ *                        sparse [position, 0..255] pairs), histogram, decoder
+ *                        neighbours and co-occurrence neighbours
  *   SITE/img/R.jpg       thumbnail of dataset row R
  */
 #include <ctype.h>
@@ -25,136 +27,56 @@
 
 #include "analysis/internal.h"
 #include "saeflow/analysis.h"
+#include "saeflow/buf.h"
 #include "saeflow/sae.h"
 
 #define CHUNK 64 /* features per data/f file */
 
-/* ---- a growable string ---------------------------------------------------- */
+/* ---- JSON pieces ---------------------------------------------------------- */
 
-void sb_init(sbuf *b) {
-    b->cap = 4096;
-    b->len = 0;
-    b->s = sf_malloc(b->cap);
-    b->s[0] = 0;
-}
-void sb_free(sbuf *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
-}
-static void sb_reserve(sbuf *b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return;
-    while (b->len + extra + 1 > b->cap)
-        b->cap *= 2;
-    b->s = sf_realloc(b->s, b->cap);
-}
-void sb_put(sbuf *b, const char *s, size_t n) {
-    sb_reserve(b, n);
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-void sb_puts(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    sb_reserve(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 /* A float for JSON: 5 significant digits is plenty for display; non-finite
  * values (not valid JSON) become null. */
-void sb_num(sbuf *b, double v) {
+void sf_explore_json_num(sf_sbuf *b, double v) {
     if (!isfinite(v)) {
-        sb_puts(b, "null");
+        sf_sb_puts(b, "null");
         return;
     }
-    sb_printf(b, "%.5g", v);
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static int utf8_len(const unsigned char *s, size_t avail) {
-    unsigned c = s[0];
-    int n;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        n = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        n = 4, cp = c & 0x07;
-    else
-        return 0;
-    if ((size_t)n > avail) return 0;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return n;
-}
-
-char *utf8_sanitize(const char *s) {
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    sbuf b;
-    sb_init(&b);
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        int l = utf8_len(u + i, n - i);
-        if (l == 0) {
-            sb_puts(&b, "\xEF\xBF\xBD"); /* U+FFFD */
-            i++;
-        } else {
-            sb_put(&b, s + i, (size_t)l);
-            i += (size_t)l;
-        }
-    }
-    return b.s;
+    sf_sb_printf(b, "%.5g", v);
 }
 
 /* JSON string literal of valid UTF-8 text; also escapes U+2028/2029 (line
  * terminators in older JS) and '<' (so "</script>" can never close a tag
  * should the JSON ever be inlined into HTML). */
-void sb_json_str(sbuf *b, const char *s) {
+void sf_explore_json_str(sf_sbuf *b, const char *s) {
     if (!s) {
-        sb_puts(b, "null");
+        sf_sb_puts(b, "null");
         return;
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         unsigned c = *p;
         if (c == '"')
-            sb_puts(b, "\\\"");
+            sf_sb_puts(b, "\\\"");
         else if (c == '\\')
-            sb_puts(b, "\\\\");
+            sf_sb_puts(b, "\\\\");
         else if (c == '\n')
-            sb_puts(b, "\\n");
+            sf_sb_puts(b, "\\n");
         else if (c == '\r')
-            sb_puts(b, "\\r");
+            sf_sb_puts(b, "\\r");
         else if (c == '\t')
-            sb_puts(b, "\\t");
+            sf_sb_puts(b, "\\t");
         else if (c < 0x20 || c == '<')
-            sb_printf(b, "\\u%04x", c);
+            sf_sb_printf(b, "\\u%04x", c);
         else if (c == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {
-            sb_printf(b, "\\u%04x", p[2] == 0xA8 ? 0x2028 : 0x2029);
+            sf_sb_printf(b, "\\u%04x", p[2] == 0xA8 ? 0x2028 : 0x2029);
             p += 2;
         } else
-            sb_put(b, (const char *)p, 1);
+            sf_sb_put(b, (const char *)p, 1);
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
 }
 
-static int write_sb(const char *dir, const char *name, const sbuf *b) {
+static int write_sb(const char *dir, const char *name, const sf_sbuf *b) {
     char *path = sf_path_join(dir, name);
     int rc = sf_write_file_atomic(path, b->s, b->len);
     free(path);
@@ -178,7 +100,7 @@ static int is_stopword(const char *w) {
  * non-ASCII characters, ASCII lower-cased (the page tokenises queries the
  * same way). Calls fn for each word of >= 2 bytes that is not all digits and
  * not a stopword. */
-void caption_words(const char *s, void (*fn)(void *, const char *), void *ctx) {
+void sf_explore_caption_words(const char *s, void (*fn)(void *, const char *), void *ctx) {
     char w[128];
     size_t n = 0;
     int digits = 1;
@@ -392,13 +314,134 @@ typedef struct {
     int has_img;
 } row_info;
 
-static void json_arr_f32(sbuf *b, const float *v, int64_t n) {
-    sb_put(b, "[", 1);
+static void json_arr_f32(sf_sbuf *b, const float *v, int64_t n) {
+    sf_sb_put(b, "[", 1);
     for (int64_t i = 0; i < n; i++) {
-        if (i) sb_put(b, ",", 1);
-        sb_num(b, v[i]);
+        if (i) sf_sb_put(b, ",", 1);
+        sf_explore_json_num(b, v[i]);
     }
-    sb_put(b, "]", 1);
+    sf_sb_put(b, "]", 1);
+}
+
+/* Co-occurrence neighbours, from the top-k lists: the CO_M features that
+ * share the most top rows (examples) with feature j (ties: lower id). An
+ * approximation of "fires on the same rows" that needs no second pass over
+ * the activations: it sees only the rows some feature kept. co_idx / co_cnt
+ * (n, CO_M), -1 / 0 beyond the features that share any row. */
+#define CO_M 10
+static void cooccurrence(const sf_topk_file *tk, const int64_t *urows, int64_t nu, int32_t *co_idx,
+                         int32_t *co_cnt) {
+    const int64_t n = tk->n;
+    const int N = tk->N;
+    /* row -> features that keep it (CSR over the unique rows) */
+    int64_t *start = sf_calloc((size_t)nu + 2, sizeof(int64_t));
+    int32_t *feat = sf_malloc((size_t)(n * N) * sizeof(int32_t) + 4);
+    for (int64_t i = 0; i < n * N; i++)
+        if (tk->row_ids[i] >= 0) start[row_pos(urows, nu, tk->row_ids[i]) + 2]++;
+    for (int64_t u = 0; u < nu; u++)
+        start[u + 2] += start[u + 1];
+    for (int64_t j = 0; j < n; j++) /* ascending j: each row's list is sorted */
+        for (int i = 0; i < N; i++)
+            if (tk->row_ids[j * N + i] >= 0)
+                feat[start[row_pos(urows, nu, tk->row_ids[j * N + i]) + 1]++] = (int32_t)j;
+#pragma omp parallel
+    {
+        int32_t *cnt = sf_calloc((size_t)n, sizeof(int32_t));
+        int32_t *touched = sf_malloc((size_t)(n + 1) * sizeof(int32_t));
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t j = 0; j < n; j++) {
+            int nt = 0;
+            for (int i = 0; i < N; i++) {
+                int64_t r = tk->row_ids[j * N + i];
+                if (r < 0) break;
+                int64_t u = row_pos(urows, nu, r);
+                for (int64_t q = start[u]; q < start[u + 1]; q++) {
+                    int32_t f = feat[q];
+                    if (f == j) continue;
+                    if (!cnt[f]++) touched[nt++] = f;
+                }
+            }
+            for (int m = 0; m < CO_M; m++) { /* selection of the CO_M best */
+                int best = -1;
+                for (int t = 0; t < nt; t++) {
+                    int32_t f = touched[t];
+                    if (cnt[f] <= 0) continue;
+                    if (best < 0 || cnt[f] > cnt[touched[best]] ||
+                        (cnt[f] == cnt[touched[best]] && f < touched[best]))
+                        best = t;
+                }
+                co_idx[j * CO_M + m] = best < 0 ? -1 : touched[best];
+                co_cnt[j * CO_M + m] = best < 0 ? 0 : cnt[touched[best]];
+                if (best >= 0) cnt[touched[best]] = -cnt[touched[best]]; /* taken */
+            }
+            for (int t = 0; t < nt; t++)
+                cnt[touched[t]] = 0;
+        }
+        free(cnt);
+        free(touched);
+    }
+    free(start);
+    free(feat);
+}
+
+/* Examples across the activation range: the firing rows of a feature split
+ * into quartiles by the histogram (a bin goes to the quartile holding its
+ * middle row), and from the samples of each quartile's bins (see
+ * sf_topk_sample) up to per_q rows spread over its values. */
+typedef struct {
+    int64_t row;
+    float val;
+    int32_t pos;
+} range_pick;
+typedef struct {
+    double lo, hi; /* value range of the quartile's bins */
+    int n;         /* picks */
+} range_q;
+
+static int pick_cmp(const void *a, const void *b) {
+    const range_pick *x = a, *y = b;
+    if (x->val != y->val) return x->val < y->val ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+static void range_select(const sf_topk_file *tk, int64_t j, int per_q, range_q *qs,
+                         range_pick *out) {
+    const int bins = tk->bins, S = tk->S;
+    const int64_t *h = tk->hist + j * bins;
+    int64_t total = 0;
+    for (int b = 0; b < bins; b++)
+        total += h[b];
+    const double w = tk->hist_max[j] / bins;
+    range_pick *all = sf_malloc((size_t)(bins * S) * sizeof(range_pick) + 1);
+    for (int q = 0; q < 4; q++)
+        qs[q] = (range_q){0, 0, 0};
+    int64_t cum = 0;
+    int q_of[4096];
+    for (int b = 0; b < bins; b++) {
+        q_of[b] = total ? (int)((4 * (2 * cum + h[b])) / (2 * total)) : 0;
+        if (q_of[b] > 3) q_of[b] = 3;
+        cum += h[b];
+    }
+    for (int q = 0; q < 4; q++) {
+        int m = 0, first = 1;
+        for (int b = 0; b < bins; b++) {
+            if (q_of[b] != q || !h[b]) continue;
+            if (first) qs[q].lo = b * w, first = 0;
+            qs[q].hi = (b + 1) * w;
+            for (int i = 0; i < S; i++) {
+                int64_t k = j * bins * S + (int64_t)b * S + i;
+                if (tk->sample_rows[k] < 0) continue;
+                all[m++] = (range_pick){tk->sample_rows[k], tk->sample_values[k],
+                                        tk->sample_pos ? tk->sample_pos[k] : -1};
+            }
+        }
+        qsort(all, (size_t)m, sizeof(range_pick), pick_cmp);
+        int take = m < per_q ? m : per_q;
+        for (int i = 0; i < take; i++) /* evenly over the sorted values */
+            out[q * per_q + i] = all[take > 1 ? (int64_t)i * (m - 1) / (take - 1) : m / 2];
+        qs[q].n = take;
+    }
+    free(all);
 }
 
 int sf_explore_build(const sf_explore_opts *o) {
@@ -418,9 +461,12 @@ int sf_explore_build(const sf_explore_opts *o) {
     curves cv = {0};
     char *log_path = NULL;
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
+    int64_t n_thumbs = 0;
+    int32_t *co_idx = NULL, *co_cnt = NULL;
+    range_pick *picks = NULL;
+    range_q *quart = NULL;
     size_t n_words = 0;
-    sbuf b;
-    sb_init(&b);
+    sf_sbuf b = {0};
     word_map wm = {0};
 
     /* folders and static assets */
@@ -467,10 +513,22 @@ int sf_explore_build(const sf_explore_opts *o) {
     }
     if (log_path && read_curves(log_path, &cv)) goto done;
 
-    /* unique rows of all top-k lists */
-    urows = sf_malloc((size_t)(n * N) * sizeof(int64_t) + 8);
+    /* unique rows of all top-k lists and of the range samples shown */
+    const int per_q = o->range_per_quartile == 0  ? 3
+                      : o->range_per_quartile > 0 ? o->range_per_quartile
+                                                  : 0;
+    const int64_t sw = tk.sample_rows && per_q ? (int64_t)tk.bins * tk.S : 0;
+    urows = sf_malloc((size_t)(n * (N + sw)) * sizeof(int64_t) + 8);
     for (int64_t i = 0; i < n * N; i++)
         if (tk.row_ids[i] >= 0) urows[nu++] = tk.row_ids[i];
+    picks = sw ? sf_malloc((size_t)n * 4 * (size_t)per_q * sizeof(range_pick)) : NULL;
+    quart = sw ? sf_malloc((size_t)n * 4 * sizeof(range_q)) : NULL;
+    for (int64_t j = 0; sw && j < n; j++) {
+        range_select(&tk, j, per_q, quart + j * 4, picks + j * 4 * per_q);
+        for (int q = 0; q < 4; q++)
+            for (int i = 0; i < quart[j * 4 + q].n; i++)
+                urows[nu++] = picks[(j * 4 + q) * per_q + i].row;
+    }
     qsort(urows, (size_t)nu, sizeof(int64_t), i64_cmp);
     {
         int64_t w = 0;
@@ -509,7 +567,7 @@ int sf_explore_build(const sf_explore_opts *o) {
                 failed = 1;
                 continue;
             }
-            ri[i].caption = utf8_sanitize(cap);
+            ri[i].caption = sf_utf8_sanitize(cap);
             free(cap);
             if (bytes) {
                 char name[64];
@@ -549,7 +607,12 @@ int sf_explore_build(const sf_explore_opts *o) {
         }
         if (n_badimg > 5)
             fprintf(stderr, "explore: warning: %d images could not be decoded\n", n_badimg);
+        for (int64_t i = 0; i < nu; i++)
+            n_thumbs += ri[i].has_img;
     }
+    co_idx = sf_malloc((size_t)n * CO_M * sizeof(int32_t));
+    co_cnt = sf_malloc((size_t)n * CO_M * sizeof(int32_t));
+    cooccurrence(&tk, urows, nu, co_idx, co_cnt);
 
     /* words -> features */
     {
@@ -561,7 +624,7 @@ int sf_explore_build(const sf_explore_opts *o) {
                 int64_t p = row_pos(urows, nu, tk.row_ids[j * N + i]);
                 if (p < 0 || !ri[p].caption) continue;
                 ws_clear(&ws);
-                caption_words(ri[p].caption, ws_add, &ws);
+                sf_explore_caption_words(ri[p].caption, ws_add, &ws);
                 for (int q = 0; q < ws.n; q++)
                     add_word(&wc, ws.w[q]);
             }
@@ -572,41 +635,42 @@ int sf_explore_build(const sf_explore_opts *o) {
 
     /* data/index.js */
     {
-        sb_puts(&b, "window.SF_INDEX = {\"version\":1,");
-        sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,",
-                  (long long)n, N, (long long)tk.rows, tk.bins, sae_d, sae_k);
-        sb_puts(&b, "\"title\":");
-        sb_json_str(&b, o->title ? o->title : "saeflow explorer");
-        sb_puts(&b, ",\"meta\":{");
+        sf_sb_puts(&b, "window.SF_INDEX = {\"version\":1,");
+        sf_sb_printf(&b, "\"n\":%lld,\"N\":%d,\"rows\":%lld,\"bins\":%d,\"d\":%d,\"k\":%d,",
+                     (long long)n, N, (long long)tk.rows, tk.bins, sae_d, sae_k);
+        sf_sb_puts(&b, "\"title\":");
+        sf_explore_json_str(&b, o->title && *o->title ? o->title : "saeflow explorer");
+        sf_sb_puts(&b, ",\"meta\":{");
         for (int i = 0; i < tk.st.n_meta; i++) {
-            char *k = utf8_sanitize(tk.st.meta_keys[i]), *v = utf8_sanitize(tk.st.meta_vals[i]);
-            if (i) sb_put(&b, ",", 1);
-            sb_json_str(&b, k);
-            sb_put(&b, ":", 1);
-            sb_json_str(&b, v);
+            char *k = sf_utf8_sanitize(tk.st.meta_keys[i]),
+                 *v = sf_utf8_sanitize(tk.st.meta_vals[i]);
+            if (i) sf_sb_put(&b, ",", 1);
+            sf_explore_json_str(&b, k);
+            sf_sb_put(&b, ":", 1);
+            sf_explore_json_str(&b, v);
             free(k);
             free(v);
         }
-        sb_puts(&b, "},\"density\":");
+        sf_sb_puts(&b, "},\"density\":");
         json_arr_f32(&b, tk.density, n);
-        sb_puts(&b, ",\"max\":");
+        sf_sb_puts(&b, ",\"max\":");
         json_arr_f32(&b, tk.max, n);
-        sb_puts(&b, ",\"mean\":");
+        sf_sb_puts(&b, ",\"mean\":");
         json_arr_f32(&b, tk.mean, n);
-        sb_puts(&b, ",\"count\":[");
+        sf_sb_puts(&b, ",\"count\":[");
         for (int64_t j = 0; j < n; j++)
-            sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
+            sf_sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.count[j]);
         /* top-1 row per feature: thumbnail flag and caption, for the list */
-        sb_puts(&b, "],\"top\":[");
+        sf_sb_puts(&b, "],\"top\":[");
         for (int64_t j = 0; j < n; j++) {
-            if (j) sb_put(&b, ",", 1);
+            if (j) sf_sb_put(&b, ",", 1);
             int64_t r = tk.row_ids[j * N];
             int64_t p = r >= 0 ? row_pos(urows, nu, r) : -1;
             if (p < 0) {
-                sb_puts(&b, "null");
+                sf_sb_puts(&b, "null");
                 continue;
             }
-            sb_printf(&b, "[%lld,%d,", (long long)r, ri[p].has_img);
+            sf_sb_printf(&b, "[%lld,%d,", (long long)r, ri[p].has_img);
             /* the list shows one line: keep index.js small for long captions */
             const char *cap = ri[p].caption;
             if (cap && strlen(cap) > 160) {
@@ -616,31 +680,44 @@ int sf_explore_build(const sf_explore_opts *o) {
                 char *sh = sf_malloc(cut + 4);
                 memcpy(sh, cap, cut);
                 memcpy(sh + cut, "\xE2\x80\xA6", 4); /* U+2026 and NUL */
-                sb_json_str(&b, sh);
+                sf_explore_json_str(&b, sh);
                 free(sh);
             } else {
-                sb_json_str(&b, cap);
+                sf_explore_json_str(&b, cap);
             }
-            sb_put(&b, "]", 1);
+            sf_sb_put(&b, "]", 1);
         }
-        sb_puts(&b, "],\"curves\":");
+        sf_sb_puts(&b, "],\"curves\":");
         if (cv.n) {
             static const char *const names[5] = {"step", "loss", "fvu", "l0", "dead"};
-            sb_put(&b, "{", 1);
+            sf_sb_put(&b, "{", 1);
             for (int k = 0; k < 5; k++) {
-                sb_printf(&b, "%s\"%s\":[", k ? "," : "", names[k]);
+                sf_sb_printf(&b, "%s\"%s\":[", k ? "," : "", names[k]);
                 for (int i = 0; i < cv.n; i++) {
-                    if (i) sb_put(&b, ",", 1);
-                    sb_num(&b, cv.v[k][i]);
+                    if (i) sf_sb_put(&b, ",", 1);
+                    sf_explore_json_num(&b, cv.v[k][i]);
                 }
-                sb_put(&b, "]", 1);
+                sf_sb_put(&b, "]", 1);
             }
-            sb_put(&b, "}", 1);
+            sf_sb_put(&b, "}", 1);
         } else {
-            sb_puts(&b, "null");
+            sf_sb_puts(&b, "null");
         }
-        sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s};\n", have_nb ? "true" : "false",
-                  o->rows ? "true" : "false");
+        /* token mode: the layout the heat maps are drawn on */
+        if (tk.T) {
+            sf_sb_printf(&b,
+                         ",\"tokens\":{\"T\":%d,\"grid\":[%d,%d],\"first\":%d,\"examples\":%lld},"
+                         "\"ex_count\":[",
+                         tk.T, tk.grid_h, tk.grid_w, tk.grid_first, (long long)tk.examples);
+            for (int64_t j = 0; j < n; j++)
+                sf_sb_printf(&b, "%s%lld", j ? "," : "", (long long)tk.ex_count[j]);
+            sf_sb_put(&b, "]", 1);
+        } else {
+            sf_sb_puts(&b, ",\"tokens\":null");
+        }
+        sf_sb_printf(&b, ",\"neighbours\":%s,\"has_rows\":%s,\"thumbs\":%lld,\"bad_images\":%d};\n",
+                     have_nb ? "true" : "false", o->rows ? "true" : "false", (long long)n_thumbs,
+                     n_badimg);
         if (write_sb(p_data, "index.js", &b)) goto done;
     }
 
@@ -657,7 +734,7 @@ int sf_explore_build(const sf_explore_opts *o) {
          * mention says little, and with long captions it would multiply the
          * file size. At most the best 1000 features per word are kept. */
         int min_rows = o->min_word_rows > 0 ? o->min_word_rows : (N >= 8 ? 2 : 1);
-        sb_puts(&b, "window.SF_WORDS = {");
+        sf_sb_puts(&b, "window.SF_WORDS = {");
         size_t written = 0;
         for (size_t i = 0; i < ne; i++) {
             qsort(es[i].p, (size_t)es[i].n, sizeof(posting), posting_cmp);
@@ -665,15 +742,15 @@ int sf_explore_build(const sf_explore_opts *o) {
             while (lim > 0 && es[i].p[lim - 1].hits < min_rows)
                 lim--; /* sorted by hits desc */
             if (!lim) continue;
-            if (written++) sb_puts(&b, ",\n");
-            sb_json_str(&b, es[i].word);
-            sb_put(&b, ":[", 2);
+            if (written++) sf_sb_puts(&b, ",\n");
+            sf_explore_json_str(&b, es[i].word);
+            sf_sb_put(&b, ":[", 2);
             for (int q = 0; q < lim; q++)
-                sb_printf(&b, "%s[%d,%d]", q ? "," : "", es[i].p[q].feature, es[i].p[q].hits);
-            sb_put(&b, "]", 1);
+                sf_sb_printf(&b, "%s[%d,%d]", q ? "," : "", es[i].p[q].feature, es[i].p[q].hits);
+            sf_sb_put(&b, "]", 1);
         }
         n_words = written;
-        sb_puts(&b, "};\n");
+        sf_sb_puts(&b, "};\n");
         free(es);
         if (write_sb(p_data, "words.js", &b)) goto done;
     }
@@ -681,45 +758,79 @@ int sf_explore_build(const sf_explore_opts *o) {
     /* data/f/CCCC.js */
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
         b.len = 0;
-        sb_printf(&b, "SF_CHUNK(%lld,[", (long long)(c0 / CHUNK));
+        sf_sb_printf(&b, "SF_CHUNK(%lld,[", (long long)(c0 / CHUNK));
         for (int64_t j = c0; j < n && j < c0 + CHUNK; j++) {
-            if (j > c0) sb_puts(&b, ",\n");
-            sb_printf(&b, "{\"id\":%lld,\"hist_max\":", (long long)j);
-            sb_num(&b, tk.hist_max[j]);
-            sb_puts(&b, ",\"hist\":[");
+            if (j > c0) sf_sb_puts(&b, ",\n");
+            sf_sb_printf(&b, "{\"id\":%lld,\"hist_max\":", (long long)j);
+            sf_explore_json_num(&b, tk.hist_max[j]);
+            sf_sb_puts(&b, ",\"hist\":[");
             for (int q = 0; q < tk.bins; q++)
-                sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
-            sb_puts(&b, "],\"top\":[");
+                sf_sb_printf(&b, "%s%lld", q ? "," : "", (long long)tk.hist[j * tk.bins + q]);
+            sf_sb_puts(&b, "],\"top\":[");
             int first = 1;
             for (int i = 0; i < N; i++) {
                 int64_t r = tk.row_ids[j * N + i];
                 if (r < 0) break;
                 int64_t p = row_pos(urows, nu, r);
-                sb_printf(&b, "%s[%lld,", first ? "" : ",", (long long)r);
+                sf_sb_printf(&b, "%s[%lld,", first ? "" : ",", (long long)r);
                 first = 0;
-                sb_num(&b, tk.values[j * N + i]);
-                sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
-                sb_json_str(&b, p >= 0 ? ri[p].caption : NULL);
-                sb_put(&b, "]", 1);
+                sf_explore_json_num(&b, tk.values[j * N + i]);
+                sf_sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
+                sf_explore_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                if (tk.T) { /* best token, then the heat map's nonzero tokens */
+                    sf_sb_printf(&b, ",%d,[", tk.pos[j * N + i]);
+                    const uint8_t *h = tk.heat + ((size_t)j * N + (size_t)i) * (size_t)tk.T;
+                    int any = 0;
+                    for (int q = 0; q < tk.T; q++)
+                        if (h[q]) sf_sb_printf(&b, "%s%d,%d", any++ ? "," : "", q, h[q]);
+                    sf_sb_put(&b, "]", 1);
+                }
+                sf_sb_put(&b, "]", 1);
             }
-            sb_puts(&b, "],\"nb\":[");
+            sf_sb_puts(&b, "],\"nb\":[");
             if (have_nb)
                 for (int q = 0; q < m_nb && nb_idx[j * m_nb + q] >= 0; q++) {
-                    sb_printf(&b, "%s[%d,", q ? "," : "", nb_idx[j * m_nb + q]);
-                    sb_num(&b, nb_cos[j * m_nb + q]);
-                    sb_put(&b, "]", 1);
+                    sf_sb_printf(&b, "%s[%d,", q ? "," : "", nb_idx[j * m_nb + q]);
+                    sf_explore_json_num(&b, nb_cos[j * m_nb + q]);
+                    sf_sb_put(&b, "]", 1);
                 }
-            sb_puts(&b, "]}");
+            if (sw) { /* [[lo, hi, [[row, value, has_img, caption(, pos)], ...]], x4] */
+                sf_sb_puts(&b, "],\"range\":[");
+                for (int q = 0; q < 4; q++) {
+                    const range_q *rq = &quart[j * 4 + q];
+                    sf_sb_puts(&b, q ? ",[" : "[");
+                    sf_explore_json_num(&b, rq->lo);
+                    sf_sb_put(&b, ",", 1);
+                    sf_explore_json_num(&b, rq->hi);
+                    sf_sb_puts(&b, ",[");
+                    for (int i = 0; i < rq->n; i++) {
+                        const range_pick *pk = &picks[(j * 4 + q) * per_q + i];
+                        int64_t p = row_pos(urows, nu, pk->row);
+                        sf_sb_printf(&b, "%s[%lld,", i ? "," : "", (long long)pk->row);
+                        sf_explore_json_num(&b, pk->val);
+                        sf_sb_printf(&b, ",%d,", p >= 0 && ri[p].has_img);
+                        sf_explore_json_str(&b, p >= 0 ? ri[p].caption : NULL);
+                        if (tk.T) sf_sb_printf(&b, ",%d", pk->pos);
+                        sf_sb_put(&b, "]", 1);
+                    }
+                    sf_sb_puts(&b, "]]");
+                }
+            }
+            sf_sb_puts(&b, "],\"co\":[");
+            for (int q = 0; q < CO_M && co_idx[j * CO_M + q] >= 0; q++)
+                sf_sb_printf(&b, "%s[%d,%d]", q ? "," : "", co_idx[j * CO_M + q],
+                             co_cnt[j * CO_M + q]);
+            sf_sb_puts(&b, "]}");
         }
-        sb_puts(&b, "]);\n");
+        sf_sb_puts(&b, "]);\n");
         char name[32];
         snprintf(name, sizeof name, "%04lld.js", (long long)(c0 / CHUNK));
         if (write_sb(p_f, name, &b)) goto done;
     }
     if (!o->quiet)
-        printf("explore: %lld features, %lld rows with %s, %zu searchable caption words; site in "
-               "%s/index.html\n",
-               (long long)n, (long long)nu, o->rows ? "thumbnails" : "no images", n_words, out);
+        printf("explore: %lld features, %lld top rows, %lld thumbnails written (%d images could "
+               "not be decoded), %zu searchable caption words; site in %s/index.html\n",
+               (long long)n, (long long)nu, (long long)n_thumbs, n_badimg, n_words, out);
     rc = 0;
 done:
     for (size_t i = 0; i < wm.size; i++) {
@@ -733,9 +844,13 @@ done:
     free(urows);
     free(nb_idx);
     free(nb_cos);
+    free(co_idx);
+    free(co_cnt);
+    free(picks);
+    free(quart);
     free(log_path);
     curves_free(&cv);
-    sb_free(&b);
+    sf_sb_free(&b);
     free(p_data);
     free(p_f);
     free(p_img);

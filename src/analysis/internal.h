@@ -5,25 +5,16 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
+#include "saeflow/buf.h"
 #include "saeflow/common.h"
 
-/* A growable NUL-terminated string. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-} sbuf;
-void sb_init(sbuf *b);
-void sb_free(sbuf *b);
-void sb_put(sbuf *b, const char *s, size_t n);
-void sb_puts(sbuf *b, const char *s);
-void sb_printf(sbuf *b, const char *fmt, ...) SF_PRINTF(2, 3);
-void sb_num(sbuf *b, double v);
-void sb_json_str(sbuf *b, const char *s);
-
-/* Copy of s with invalid UTF-8 bytes replaced by U+FFFD (NULL for NULL). */
-char *utf8_sanitize(const char *s);
+/* JSON pieces of the explorer's data files (explore.c): a number with 5
+ * significant digits (null when not finite), and a string literal that also
+ * escapes '<' and U+2028/2029. */
+void sf_explore_json_num(sf_sbuf *b, double v);
+void sf_explore_json_str(sf_sbuf *b, const char *s);
 /* Calls fn(ctx, word) for each searchable word of a caption (see explore.c). */
-void caption_words(const char *s, void (*fn)(void *, const char *), void *ctx);
+void sf_explore_caption_words(const char *s, void (*fn)(void *, const char *), void *ctx);
 
 /* The explorer's static files, embedded from web/ at build time. */
 typedef struct {

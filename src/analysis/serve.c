@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -97,13 +98,32 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status, cons
     return ret;
 }
 
+/* libmicrohttpd cuts the request target at a raw NUL byte ("GET
+ * /index.html\0/../x HTTP/1.1" arrives as "/index.html"). Its URI log
+ * callback sees the raw target before unescaping: we keep its length (+ 1,
+ * as the connection's context pointer, nothing to free) and the handler
+ * compares it with the span up to the HTTP version that follows the target
+ * in the same request-line buffer. */
+static void *uri_log(void *cls, const char *uri, struct MHD_Connection *c) {
+    (void)cls;
+    (void)c;
+    return (void *)(uintptr_t)(strlen(uri) + 1);
+}
+
+static int nul_in_target(const char *url, const char *version, void *ctx) {
+    if (!ctx || !url || !version || !*version || version <= url) return 0;
+    size_t span = (size_t)(version - url); /* target + the separator the parser cut */
+    if (span > 65536) return 0;            /* not the same buffer: cannot tell */
+    return (size_t)(uintptr_t)ctx != span;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls) {
-    (void)version;
     (void)upload_data;
-    (void)con_cls;
     const sf_server *s = cls;
+    if (nul_in_target(url, version, *con_cls))
+        return send_text(c, MHD_HTTP_BAD_REQUEST, "400 bad path (NUL byte)\n");
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
         *upload_data_size = 0; /* ignore any body */
         return send_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
@@ -205,7 +225,8 @@ sf_server *sf_server_start(const char *dir, const char *host, int port) {
         flags, (uint16_t)port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)15,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(64 * 1024), MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+        (size_t)(64 * 1024), MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, uri_log, NULL, MHD_OPTION_END);
     if (!s->d) {
         sf_error("serve: cannot listen on %s port %d (in use, or not a local address?)", host,
                  port);

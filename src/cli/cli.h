@@ -9,6 +9,7 @@
 #include <getopt.h>
 
 #include "saeflow/common.h"
+#include "saeflow/kernels.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
 
@@ -122,6 +123,7 @@ void cli_paths_free(cli_paths *p);
     X(help, "show commands, or `saeflow help <cmd>` for one")                                      \
     X(data, "datasets: info, write images, captions (parquet, tar shards, folders)")               \
     X(extract, "CLIP image/text activations of a dataset -> safetensors (resumable)")              \
+    X(flux, "run the FLUX.1 transformer on given inputs -> activations at any block")              \
     X(train, "train a sparse autoencoder (topk, standard, gated, jumprelu, ...)")                  \
     X(encode, "activations -> sparse SAE codes (CSR safetensors)")                                 \
     X(decode, "SAE codes -> reconstructed activations")                                            \
@@ -138,5 +140,24 @@ void cli_paths_free(cli_paths *p);
 #define X(name, desc) int cmd_##name(int argc, char **argv);
 SF_COMMANDS(X)
 #undef X
+
+/* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
+ * before the command table so it works with or without a `flux` command. */
+int cli_flux_encode_prompts(int argc, char **argv);
+/* `saeflow flux generate` (cmd_flux_generate.c), dispatched the same way. */
+int cli_flux_generate(int argc, char **argv);
+
+/* Prompts with their line number / dataset row (cmd_flux_prompts.c). */
+typedef struct {
+    char **s;
+    int64_t *row;
+    int64_t n, cap;
+} cli_prompt_list;
+/* Lines [offset, offset + limit) of a UTF-8 text file (limit -1: all);
+ * errors name the line that is not UTF-8 or holds a NUL. */
+int cli_read_prompts(const char *path, int64_t offset, int64_t limit, cli_prompt_list *p);
+/* Captions of a dataset spec (cc3m:, wds:, folder:); no caption = "". */
+int cli_read_prompt_dataset(const char *spec, int64_t offset, int64_t limit, cli_prompt_list *p);
+void cli_prompt_list_free(cli_prompt_list *p);
 
 #endif

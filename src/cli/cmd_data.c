@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "saeflow/buf.h"
 #include "saeflow/dataset.h"
 
 static void usage(FILE *out) {
@@ -77,14 +78,6 @@ static int parse(const char *cmd, int argc, char **argv, data_opts *o) {
     return 0;
 }
 
-/* Number of UTF-8 code points. */
-static size_t utf8_len(const char *s, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((unsigned char)s[i] & 0xc0) != 0x80;
-    return k;
-}
-
 static int data_info(int argc, char **argv) {
     const char *cmd = "data info";
     data_opts o;
@@ -121,7 +114,7 @@ static int data_info(int argc, char **argv) {
         rows++;
         if (s.caption) {
             with_cap++;
-            size_t cl = utf8_len(s.caption, s.caption_len);
+            size_t cl = sf_utf8_count(s.caption, s.caption_len);
             if (!cl) empty++;
             csum += (double)cl;
             bsum += (double)s.caption_len;

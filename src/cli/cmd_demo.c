@@ -65,7 +65,7 @@ int cmd_demo(int argc, char **argv) {
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (threads < 0 || threads > 1024 || epochs < 1 || epochs > 100000 || seed < 0)
         return cli_usage_error(cmd, "--threads >= 0, --num_epochs >= 1, --seed >= 0");
-    sf_sae_set_threads((int)threads);
+    sf_kernels_set_threads((int)threads);
     if (sf_mkdirs(dir)) return cli_fail(cmd);
 
     double t0 = sf_now();

@@ -87,7 +87,7 @@ int cmd_eval(int argc, char **argv) {
         cli_paths_free(&paths);
         return urc;
     }
-    sf_sae_set_threads((int)threads);
+    sf_kernels_set_threads((int)threads);
     sf_sae s;
     if (sf_sae_load(&s, ckpt)) {
         cli_paths_free(&paths);

@@ -31,6 +31,8 @@ static void usage(FILE *out) {
         "  --thumb PX         longest thumbnail edge (default 160)\n"
         "  --quality Q        JPEG quality (default 85)\n"
         "  --neighbours M     decoder neighbours per feature (default 10)\n"
+        "  --range-examples R examples per quartile of a feature's activations, from\n"
+        "                     the top-k file's samples (default 3; 0: none)\n"
         "  --word-rows R      search: a caption word must be in R of a feature's top rows\n"
         "                     (default 2 when N >= 8, else 1)\n"
         "  --threads T        threads (default: all cores)\n"
@@ -64,7 +66,7 @@ int cmd_explore(int argc, char **argv) {
     sf_explore_opts o;
     memset(&o, 0, sizeof o);
     const char *data = NULL;
-    long long thumb = 160, quality = 85, nb = 10, threads = 0, word_rows = 0;
+    long long thumb = 160, quality = 85, nb = 10, threads = 0, word_rows = 0, range_n = 3;
     static const struct option opts[] = {{"topk", required_argument, 0, 't'},
                                          {"out", required_argument, 0, 'o'},
                                          {"data", required_argument, 0, 'd'},
@@ -78,6 +80,7 @@ int cmd_explore(int argc, char **argv) {
                                          {"quiet", no_argument, 0, 'Q'},
                                          {"help", no_argument, 0, 'h'},
                                          {"word-rows", required_argument, 0, 'w'},
+                                         {"range-examples", required_argument, 0, 'r'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -118,6 +121,9 @@ int cmd_explore(int argc, char **argv) {
         case 'w':
             if (cli_parse_int(cmd, "word-rows", optarg, &word_rows)) return 2;
             break;
+        case 'r':
+            if (cli_parse_int(cmd, "range-examples", optarg, &range_n)) return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -133,11 +139,14 @@ int cmd_explore(int argc, char **argv) {
     if (threads < 0) return cli_usage_error(cmd, "--threads must be >= 0");
     if (word_rows < 0 || word_rows > 4096)
         return cli_usage_error(cmd, "--word-rows must be in [0, 4096]");
+    if (range_n < 0 || range_n > 16)
+        return cli_usage_error(cmd, "--range-examples must be in [0, 16]");
+    o.range_per_quartile = range_n ? (int)range_n : -1;
     o.min_word_rows = (int)word_rows;
     o.thumb_size = (int)thumb;
     o.jpeg_quality = (int)quality;
     o.neighbours = (int)nb;
-    sf_sae_set_threads((int)threads);
+    sf_kernels_set_threads((int)threads);
 
     /* defaults recorded by `saeflow topk` */
     /* (validated here, before a recorded dataset is opened, so a wrong file

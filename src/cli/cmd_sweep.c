@@ -257,7 +257,7 @@ int cmd_sweep(int argc, char **argv) {
             }
     }
     free(al);
-    sf_sae_set_threads((int)tf.threads);
+    sf_kernels_set_threads((int)tf.threads);
     rc = 1;
     sf_sae_data D;
     if (sf_sae_data_open(&D, paths.v, paths.n, key)) {

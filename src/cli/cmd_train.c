@@ -303,7 +303,7 @@ int cmd_train(int argc, char **argv) {
         rc = cli_usage_error(cmd, "%s", cli_flag_words(sf_errmsg(), opts, 1));
         goto out;
     }
-    sf_sae_set_threads((int)tf.threads);
+    sf_kernels_set_threads((int)tf.threads);
 
     rc = 1;
     sf_sae_data D;

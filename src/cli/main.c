@@ -233,6 +233,14 @@ int main(int argc, char **argv) {
         printf("saeflow %s\n", SF_VERSION);
         return 0;
     }
+    if (argc >= 3 && !strcmp(argv[1], "flux") && !strcmp(argv[2], "encode-prompts")) {
+        optind = 1;
+        return cli_flux_encode_prompts(argc - 2, argv + 2);
+    }
+    if (argc >= 3 && !strcmp(argv[1], "flux") && !strcmp(argv[2], "generate")) {
+        optind = 1;
+        return cli_flux_generate(argc - 2, argv + 2);
+    }
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(commands[i].name, argv[1])) {
             optind = 1; /* each subcommand parses argv[1..] afresh */
@@ -271,7 +279,7 @@ int cli_sae_io_load(const char *cmd, const cli_sae_io *io, int argc, char **argv
         return cli_usage_error(cmd, "--checkpoint, --input and --out are required");
     if (io->threads < 0 || io->threads > 1024)
         return cli_usage_error(cmd, "--threads must be in [0, 1024]");
-    sf_sae_set_threads((int)io->threads);
+    sf_kernels_set_threads((int)io->threads);
     return sf_sae_load(s, io->ckpt) ? cli_fail(cmd) : 0;
 }
 

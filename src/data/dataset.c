@@ -9,24 +9,21 @@
 #include <sys/stat.h>
 
 #include "data/ds_internal.h"
+#include "saeflow/buf.h"
 #include "saeflow/common.h"
 
 #define MAX_EXPANSIONS 1000000
 
 /* ---- brace expansion ---- */
 
-typedef struct {
-    char **v;
-    size_t n, cap;
-} strvec;
+typedef SF_VEC(char *) strvec;
 
 static int sv_push(strvec *s, char *str) {
     if (s->n >= MAX_EXPANSIONS) {
         free(str);
         return sf_error("brace expansion makes more than %d patterns", MAX_EXPANSIONS);
     }
-    if (s->n == s->cap) s->v = sf_realloc(s->v, (s->cap = s->cap * 2 + 8) * sizeof *s->v);
-    s->v[s->n++] = str;
+    sf_vec_push(s, str);
     return 0;
 }
 

@@ -598,6 +598,26 @@ static int decode_dict_values(sf_pq_chunk *c, const pq_dict *d, const uint8_t *p
     return 0;
 }
 
+/* One kind of levels of a page (RLE/bit-packed hybrid, n of them, each <=
+ * max) into dst; nothing when max is 0 (the column has no such level). */
+static int decode_levels(const char *what, const uint8_t *p, size_t len, int max, int16_t *dst,
+                         size_t n, uint32_t **tmp, size_t *tmp_cap) {
+    if (max <= 0) return 0;
+    if (n > *tmp_cap) {
+        free(*tmp);
+        *tmp = sf_malloc(n * sizeof **tmp);
+        *tmp_cap = n;
+    }
+    if (rle_decode(p, len, bit_width(max), *tmp, (int64_t)n))
+        return sf_error("%s levels: truncated RLE data", what);
+    for (size_t i = 0; i < n; i++) {
+        if ((*tmp)[i] > (uint32_t)max)
+            return sf_error("%s level %u > max %d", what, (*tmp)[i], max);
+        dst[i] = (int16_t)(*tmp)[i];
+    }
+    return 0;
+}
+
 /* Pass 2 for one page: decompress, decode levels. */
 static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_pq_chunk *c,
                        pq_page *pg, uint32_t **tmp, size_t *tmp_cap) {
@@ -605,7 +625,7 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
     size_t n = (size_t)pg->n_slots;
     const uint8_t *body = pg->payload;
     size_t body_len = pg->payload_len;
-    const uint8_t *lv = NULL; /* v2: level bytes (never compressed) */
+    const uint8_t *rep = NULL, *def = NULL; /* the level runs (v2: never compressed) */
     size_t rep_len = 0, def_len = 0;
     if (h->type == PQ_DATA_PAGE_V2) {
         if (h->rep_len < 0 || h->def_len < 0 ||
@@ -614,7 +634,8 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             return sf_error("data page v2: level lengths exceed the page");
         rep_len = (size_t)h->rep_len;
         def_len = (size_t)h->def_len;
-        lv = body;
+        rep = body;
+        def = body + rep_len;
         body += rep_len + def_len;
         body_len -= rep_len + def_len;
         size_t ulen = (size_t)h->uncompressed - rep_len - def_len;
@@ -652,10 +673,10 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             uint32_t l;
             memcpy(&l, u, 4);
             if (l > ulen - 4) return sf_error("repetition levels: length %u past the page end", l);
+            rep = u + 4;
             rep_len = l;
             off = 4 + l;
         }
-        size_t def_off = off;
         if (leaf->max_def > 0) {
             if (h->def_enc != ENC_RLE)
                 return sf_error("definition levels: encoding %s not supported",
@@ -665,61 +686,18 @@ static int page_levels(sf_pq_file *f, pq_colchunk *cc, const pq_leaf *leaf, sf_p
             memcpy(&l, u + off, 4);
             if (l > ulen - off - 4)
                 return sf_error("definition levels: length %u past the page end", l);
+            def = u + off + 4;
             def_len = l;
-            def_off = off + 4;
-            off = def_off + l;
+            off += 4 + l;
         }
         pg->vals = u + off;
         pg->vals_len = ulen - off;
-        if (n > *tmp_cap) {
-            free(*tmp);
-            *tmp = sf_malloc(n * sizeof **tmp);
-            *tmp_cap = n;
-        }
-        if (leaf->max_rep > 0) {
-            if (rle_decode(u + 4, rep_len, bit_width(leaf->max_rep), *tmp, (int64_t)n))
-                return sf_error("repetition levels: truncated RLE data");
-            for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_rep)
-                    return sf_error("repetition level %u > max %d", (*tmp)[i], leaf->max_rep);
-                c->rep[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
-            }
-        }
-        if (leaf->max_def > 0) {
-            if (rle_decode(u + def_off, def_len, bit_width(leaf->max_def), *tmp, (int64_t)n))
-                return sf_error("definition levels: truncated RLE data");
-            for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_def)
-                    return sf_error("definition level %u > max %d", (*tmp)[i], leaf->max_def);
-                c->def[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
-            }
-        }
     }
-    if (lv) { /* v2 levels */
-        if (n > *tmp_cap) {
-            free(*tmp);
-            *tmp = sf_malloc(n * sizeof **tmp);
-            *tmp_cap = n;
-        }
-        if (leaf->max_rep > 0) {
-            if (rle_decode(lv, rep_len, bit_width(leaf->max_rep), *tmp, (int64_t)n))
-                return sf_error("repetition levels: truncated RLE data");
-            for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_rep)
-                    return sf_error("repetition level %u > max %d", (*tmp)[i], leaf->max_rep);
-                c->rep[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
-            }
-        }
-        if (leaf->max_def > 0) {
-            if (rle_decode(lv + rep_len, def_len, bit_width(leaf->max_def), *tmp, (int64_t)n))
-                return sf_error("definition levels: truncated RLE data");
-            for (size_t i = 0; i < n; i++) {
-                if ((*tmp)[i] > (uint32_t)leaf->max_def)
-                    return sf_error("definition level %u > max %d", (*tmp)[i], leaf->max_def);
-                c->def[pg->slot0 + (int64_t)i] = (int16_t)(*tmp)[i];
-            }
-        }
-    }
+    if (decode_levels("repetition", rep, rep_len, leaf->max_rep, c->rep + pg->slot0, n, tmp,
+                      tmp_cap) ||
+        decode_levels("definition", def, def_len, leaf->max_def, c->def + pg->slot0, n, tmp,
+                      tmp_cap))
+        return -1;
     /* Count values. */
     int64_t nv = 0;
     if (leaf->max_def > 0) {

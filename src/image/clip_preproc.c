@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "saeflow/config.h"
 #include "saeflow/image.h"
 
 void sf_clip_preproc_default(sf_clip_preproc *p) {
@@ -31,22 +32,6 @@ void sf_clip_preproc_default(sf_clip_preproc *p) {
     p->do_normalize = 1;
     memcpy(p->mean, mean, sizeof mean);
     memcpy(p->std, std, sizeof std);
-}
-
-static int json_bool(const cJSON *root, const char *key, int *out, const char *path) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsBool(v)) return sf_error("%s: '%s' must be true or false", path, key);
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
-
-static int json_pos_int(const cJSON *v, const char *key, int *out, const char *path) {
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
-        v->valuedouble > 65536)
-        return sf_error("%s: '%s' must be a positive integer", path, key);
-    *out = (int)v->valuedouble;
-    return 0;
 }
 
 static int json_triple(const cJSON *root, const char *key, float out[3], const char *path) {
@@ -92,11 +77,11 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
         rc = sf_error("%s: not a JSON object", file);
         goto done;
     }
-    if (json_bool(root, "do_convert_rgb", &p->do_convert_rgb, file) ||
-        json_bool(root, "do_resize", &p->do_resize, file) ||
-        json_bool(root, "do_center_crop", &p->do_center_crop, file) ||
-        json_bool(root, "do_rescale", &p->do_rescale, file) ||
-        json_bool(root, "do_normalize", &p->do_normalize, file) ||
+    if (sf_cfg_bool(root, "do_convert_rgb", *&p->do_convert_rgb, &p->do_convert_rgb, file) ||
+        sf_cfg_bool(root, "do_resize", *&p->do_resize, &p->do_resize, file) ||
+        sf_cfg_bool(root, "do_center_crop", *&p->do_center_crop, &p->do_center_crop, file) ||
+        sf_cfg_bool(root, "do_rescale", *&p->do_rescale, &p->do_rescale, file) ||
+        sf_cfg_bool(root, "do_normalize", *&p->do_normalize, &p->do_normalize, file) ||
         json_triple(root, "image_mean", p->mean, file) ||
         json_triple(root, "image_std", p->std, file)) {
         rc = -1;
@@ -107,15 +92,16 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
             rc = sf_error("%s: 'image_std'[%d] must be non-zero", file, i);
             goto done;
         }
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "rescale_factor");
-    if (v && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0)) {
-            rc = sf_error("%s: 'rescale_factor' must be a positive number", file);
-            goto done;
-        }
-        p->rescale_factor = v->valuedouble;
+    if (sf_cfg_double(root, "rescale_factor", p->rescale_factor, 0, 1, INFINITY, &p->rescale_factor,
+                      file)) {
+        rc = -1;
+        goto done;
     }
-    v = cJSON_GetObjectItemCaseSensitive(root, "resample");
+    /* sizes: positive integers up to 65536; nested keys name their parent */
+    char in_size[4200], in_crop[4200];
+    snprintf(in_size, sizeof in_size, "%s ('size')", file);
+    snprintf(in_crop, sizeof in_crop, "%s ('crop_size')", file);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "resample");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || (v->valuedouble != 2 && v->valuedouble != 3)) {
             rc = sf_error("%s: 'resample' must be 2 (bilinear) or 3 (bicubic)", file);
@@ -126,7 +112,7 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
     v = cJSON_GetObjectItemCaseSensitive(root, "size");
     if (v && !cJSON_IsNull(v)) {
         if (cJSON_IsNumber(v)) { /* old configs: "size": 224 = shortest edge for CLIP */
-            if (json_pos_int(v, "size", &p->shortest_edge, file)) rc = -1;
+            if (sf_cfg_int_req(root, "size", 1, 65536, &p->shortest_edge, file)) rc = -1;
             p->resize_height = p->resize_width = 0;
         } else if (cJSON_IsObject(v)) {
             const cJSON *se = cJSON_GetObjectItemCaseSensitive(v, "shortest_edge");
@@ -141,11 +127,12 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
                     goto done;
                 }
             if (se) {
-                if (json_pos_int(se, "size.shortest_edge", &p->shortest_edge, file)) rc = -1;
+                if (sf_cfg_int_req(v, "shortest_edge", 1, 65536, &p->shortest_edge, in_size))
+                    rc = -1;
                 p->resize_height = p->resize_width = 0;
             } else if (h && w) {
-                if (json_pos_int(h, "size.height", &p->resize_height, file) ||
-                    json_pos_int(w, "size.width", &p->resize_width, file))
+                if (sf_cfg_int_req(v, "height", 1, 65536, &p->resize_height, in_size) ||
+                    sf_cfg_int_req(v, "width", 1, 65536, &p->resize_width, in_size))
                     rc = -1;
             } else {
                 rc = sf_error("%s: 'size' needs shortest_edge or height and width", file);
@@ -158,15 +145,15 @@ int sf_clip_preproc_load(sf_clip_preproc *p, const char *path) {
     v = cJSON_GetObjectItemCaseSensitive(root, "crop_size");
     if (v && !cJSON_IsNull(v)) {
         if (cJSON_IsNumber(v)) {
-            if (json_pos_int(v, "crop_size", &p->crop_height, file)) rc = -1;
+            if (sf_cfg_int_req(root, "crop_size", 1, 65536, &p->crop_height, file)) rc = -1;
             p->crop_width = p->crop_height;
         } else if (cJSON_IsObject(v)) {
             const cJSON *h = cJSON_GetObjectItemCaseSensitive(v, "height");
             const cJSON *w = cJSON_GetObjectItemCaseSensitive(v, "width");
             if (!h || !w)
                 rc = sf_error("%s: 'crop_size' needs height and width", file);
-            else if (json_pos_int(h, "crop_size.height", &p->crop_height, file) ||
-                     json_pos_int(w, "crop_size.width", &p->crop_width, file))
+            else if (sf_cfg_int_req(v, "height", 1, 65536, &p->crop_height, in_crop) ||
+                     sf_cfg_int_req(v, "width", 1, 65536, &p->crop_width, in_crop))
                 rc = -1;
         } else {
             rc = sf_error("%s: 'crop_size' must be an integer or an object", file);

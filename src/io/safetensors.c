@@ -16,121 +16,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "saeflow/buf.h"
 #include "saeflow/safetensors.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors is little-endian");
 
 /* A header larger than this is treated as corrupt (the reference caps it at 100 MB). */
 #define SF_ST_MAX_HEADER (100u << 20)
-
-static const struct {
-    const char *name;
-    size_t size;
-} dtypes[SF_DT_COUNT] = {
-    [SF_DT_BOOL] = {"BOOL", 1}, [SF_DT_U8] = {"U8", 1},   [SF_DT_I8] = {"I8", 1},
-    [SF_DT_U16] = {"U16", 2},   [SF_DT_I16] = {"I16", 2}, [SF_DT_F16] = {"F16", 2},
-    [SF_DT_BF16] = {"BF16", 2}, [SF_DT_U32] = {"U32", 4}, [SF_DT_I32] = {"I32", 4},
-    [SF_DT_F32] = {"F32", 4},   [SF_DT_U64] = {"U64", 8}, [SF_DT_I64] = {"I64", 8},
-    [SF_DT_F64] = {"F64", 8},
-};
-
-const char *sf_dtype_name(sf_dtype dt) {
-    return (unsigned)dt < SF_DT_COUNT ? dtypes[dt].name : "?";
-}
-size_t sf_dtype_size(sf_dtype dt) {
-    return (unsigned)dt < SF_DT_COUNT ? dtypes[dt].size : 0;
-}
-
-int sf_dtype_parse(const char *s, sf_dtype *dt) {
-    for (int i = 0; i < SF_DT_COUNT; i++)
-        if (!strcmp(s, dtypes[i].name)) {
-            *dt = (sf_dtype)i;
-            return 0;
-        }
-    return -1;
-}
-
-/* ---- scalar conversions ---- */
-
-static inline uint32_t f2u(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float u2f(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-float sf_bf16_to_f32(uint16_t h) {
-    return u2f((uint32_t)h << 16);
-}
-
-uint16_t sf_f32_to_bf16(float f) {
-    uint32_t u = f2u(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1); /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
-
-float sf_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f) return u2f(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        if (!man) return u2f(sign);
-        /* subnormal: value = man * 2^-24 */
-        float v = (float)man * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    return u2f(sign | ((exp + 112) << 23) | (man << 13));
-}
-
-uint16_t sf_f32_to_f16(float f) {
-    uint32_t u = f2u(f), sign = (u >> 16) & 0x8000;
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  /* NaN */
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* overflow -> inf */
-    if (a < 0x38800000u) {                                  /* subnormal or zero */
-        float v = u2f(a) * 0x1p24f;                         /* in units of 2^-24 */
-        uint32_t m = (uint32_t)lrintf(v);                   /* nearest even */
-        return (uint16_t)(sign | m);
-    }
-    uint32_t r = a + 0xfffu + ((a >> 13) & 1) - (112u << 23);
-    return (uint16_t)(sign | (r >> 13));
-}
-
-int sf_convert_to_f32(sf_dtype dt, const void *src, size_t n, float *dst) {
-    const unsigned char *s = src;
-    switch (dt) {
-    case SF_DT_F32:
-        memcpy(dst, src, n * 4);
-        return 0;
-    case SF_DT_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = sf_bf16_to_f32(h);
-        }
-        return 0;
-    case SF_DT_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = sf_f16_to_f32(h);
-        }
-        return 0;
-    case SF_DT_F64:
-        for (size_t i = 0; i < n; i++) {
-            double d;
-            memcpy(&d, s + 8 * i, 8);
-            dst[i] = (float)d;
-        }
-        return 0;
-    default:
-        return sf_error("dtype %s is not a float type", sf_dtype_name(dt));
-    }
-}
 
 /* ---- reader ---- */
 
@@ -202,13 +94,10 @@ static int parse_entry(sf_st *f, const cJSON *e, sf_tensor_info *t) {
                         (unsigned long long)f->buf_len);
     size_t esz = sf_dtype_size(t->dtype);
     if (overflow || numel > UINT64_MAX / esz || numel * esz != en - b) {
-        char shp[256];
-        int p = 0;
-        for (int i = 0; i < nd && p < 200; i++)
-            p += snprintf(shp + p, sizeof shp - p, "%s%lld", i ? "," : "", (long long)t->shape[i]);
-        shp[p] = 0;
-        return sf_error("%s: tensor '%s': shape [%s] of %s needs %s bytes, data_offsets give %llu",
-                        f->path, nm, shp, dtypes[t->dtype].name,
+        char shp[SF_SHAPE_STR];
+        sf_shape_str(shp, sizeof shp, nd, t->shape);
+        return sf_error("%s: tensor '%s': shape %s of %s needs %s bytes, data_offsets give %llu",
+                        f->path, nm, shp, sf_dtype_name(t->dtype),
                         overflow || numel > UINT64_MAX / esz ? "more than 2^64"
                                                              : "a different number of",
                         (unsigned long long)(en - b));
@@ -380,18 +269,6 @@ const char *sf_st_meta(const sf_st *f, const char *key) {
     return NULL;
 }
 
-static void fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t p = 0;
-    p += (size_t)snprintf(buf + p, n - p, "[");
-    for (int i = 0; i < ndim && p < n - 24; i++) {
-        if (shape[i] < 0)
-            p += (size_t)snprintf(buf + p, n - p, "%s*", i ? "," : "");
-        else
-            p += (size_t)snprintf(buf + p, n - p, "%s%lld", i ? "," : "", (long long)shape[i]);
-    }
-    snprintf(buf + p, n - p, "]");
-}
-
 static const sf_tensor_info *find_checked(const sf_st *f, const char *name, int ndim,
                                           const int64_t *shape) {
     const sf_tensor_info *t = sf_st_find(f, name);
@@ -399,9 +276,9 @@ static const sf_tensor_info *find_checked(const sf_st *f, const char *name, int 
         sf_error("%s: no tensor named '%s'", f->path, name);
         return NULL;
     }
-    if (t->dtype != SF_DT_F32 && t->dtype != SF_DT_BF16 && t->dtype != SF_DT_F16 &&
-        t->dtype != SF_DT_F64) {
-        sf_error("%s: tensor '%s' has dtype %s, expected a float type (F32, BF16, F16, F64)",
+    if (!sf_dtype_is_float(t->dtype)) {
+        sf_error("%s: tensor '%s' has dtype %s, expected a float type (F32, BF16, F16, F64, "
+                 "F8_E4M3, F8_E5M2)",
                  f->path, name, sf_dtype_name(t->dtype));
         return NULL;
     }
@@ -410,9 +287,9 @@ static const sf_tensor_info *find_checked(const sf_st *f, const char *name, int 
         for (int i = 0; ok && i < ndim; i++)
             if (shape && shape[i] >= 0 && shape[i] != t->shape[i]) ok = 0;
         if (!ok) {
-            char want[160], got[160];
-            fmt_shape(want, sizeof want, ndim, shape ? shape : t->shape);
-            fmt_shape(got, sizeof got, t->ndim, t->shape);
+            char want[SF_SHAPE_STR], got[SF_SHAPE_STR];
+            sf_shape_str(want, sizeof want, ndim, shape ? shape : t->shape);
+            sf_shape_str(got, sizeof got, t->ndim, t->shape);
             sf_error("%s: tensor '%s' has shape %s, expected %s", f->path, name, got, want);
             return NULL;
         }
@@ -503,21 +380,29 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
         return sf_error("%s: no %s.safetensors or %s.safetensors.index.json found", dir, base,
                         base);
     }
+    int rc = sf_st_set_open_index(s, index);
+    free(index);
+    return rc;
+}
+
+int sf_st_set_open_index(sf_st_set *s, const char *index) {
+    memset(s, 0, sizeof *s);
     size_t len;
     char *txt = sf_read_file(index, &len);
-    if (!txt) {
-        free(index);
-        return -1;
-    }
+    if (!txt) return -1;
     cJSON *root = cJSON_ParseWithLength(txt, len);
     free(txt);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(wm)) {
         sf_error("%s: not valid JSON with a \"weight_map\" object", index);
         cJSON_Delete(root);
-        free(index);
         return -1;
     }
+    /* shards live next to the index */
+    const char *slash = strrchr(index, '/');
+    char *dir = slash ? sf_strdup(index) : sf_strdup(".");
+    if (slash) dir[slash - index] = 0;
+    if (!*dir) strcpy(dir, "/");
     int n = 0;
     char **names = NULL;
     for (cJSON *e = wm->child; e; e = e->next) {
@@ -539,7 +424,17 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
         char *p = sf_path_join(dir, names[i]);
         int rc = sf_st_open(&s->files[i], p);
         free(p);
-        if (rc) goto fail;
+        if (rc) {
+            /* name a tensor the missing or broken shard should hold */
+            const char *held = "?";
+            for (cJSON *e = wm->child; e; e = e->next)
+                if (!strcmp(e->valuestring, names[i])) {
+                    held = e->string;
+                    break;
+                }
+            sf_error_prefix("%s: shard %s (holds tensor '%s')", index, names[i], held);
+            goto fail;
+        }
         s->n_files = i + 1;
     }
     /* Every tensor the index names must be in the shard it names. */
@@ -554,15 +449,15 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
     for (int i = 0; i < n; i++)
         free(names[i]);
     free(names);
+    free(dir);
     cJSON_Delete(root);
-    free(index);
     return 0;
 fail:
     for (int i = 0; i < n; i++)
         free(names[i]);
     free(names);
+    free(dir);
     cJSON_Delete(root);
-    free(index);
     sf_st_set_close(s);
     return -1;
 }
@@ -595,6 +490,10 @@ typedef struct {
     uint64_t nbytes;
     const void *data;
     void *owned; /* converted copy (sf_stw_add_f32), freed with the writer */
+    /* sf_stw_add_pieces: the bytes are these buffers in order (data unused) */
+    int n_pieces;
+    const void **pieces;
+    uint64_t *piece_bytes;
 } wtensor;
 
 struct sf_st_writer {
@@ -618,8 +517,7 @@ int sf_stw_add_f32(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, con
     for (int i = 0; i < ndim && i < SF_MAX_DIMS; i++)
         numel *= shape[i] > 0 ? (size_t)shape[i] : 0;
     uint16_t *h = sf_malloc((numel ? numel : 1) * sizeof(uint16_t));
-    for (size_t i = 0; i < numel; i++)
-        h[i] = dt == SF_DT_BF16 ? sf_f32_to_bf16(data[i]) : sf_f32_to_f16(data[i]);
+    sf_convert(dt, h, SF_DT_F32, data, numel);
     if (sf_stw_add(w, name, dt, ndim, shape, h)) {
         free(h);
         return -1;
@@ -652,6 +550,34 @@ int sf_stw_add(sf_st_writer *w, const char *name, sf_dtype dt, int ndim, const i
     t->nbytes = numel * sf_dtype_size(dt);
     t->data = data;
     t->owned = NULL;
+    t->n_pieces = 0;
+    t->pieces = NULL;
+    t->piece_bytes = NULL;
+    return 0;
+}
+
+int sf_stw_add_pieces(sf_st_writer *w, const char *name, sf_dtype dt, int ndim,
+                      const int64_t *shape, int n_pieces, const void *const *data,
+                      const uint64_t *nbytes) {
+    if (sf_stw_add(w, name, dt, ndim, shape, NULL)) return -1;
+    wtensor *t = &w->t[w->n - 1];
+    uint64_t sum = 0;
+    for (int i = 0; i < n_pieces; i++)
+        sum += nbytes[i];
+    if (n_pieces < 0 || sum != t->nbytes) {
+        sf_error("tensor '%s': pieces hold %llu bytes, the shape needs %llu", name,
+                 (unsigned long long)sum, (unsigned long long)t->nbytes);
+        free(t->name);
+        w->n--;
+        return -1;
+    }
+    t->n_pieces = n_pieces;
+    t->pieces = sf_malloc((size_t)(n_pieces ? n_pieces : 1) * sizeof(void *));
+    t->piece_bytes = sf_malloc((size_t)(n_pieces ? n_pieces : 1) * sizeof(uint64_t));
+    for (int i = 0; i < n_pieces; i++) {
+        t->pieces[i] = data[i];
+        t->piece_bytes[i] = nbytes[i];
+    }
     return 0;
 }
 
@@ -669,88 +595,75 @@ void sf_stw_meta(sf_st_writer *w, const char *key, const char *value) {
     w->nm++;
 }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        while (b->n + n + 1 > b->cap)
-            b->cap = b->cap ? 2 * b->cap : 1024;
-        b->s = sf_realloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_json_string(sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
+static void sb_json_string(sf_sbuf *b, const char *s) {
+    sf_sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_put(b, esc, 2);
+            sf_sb_put(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_put(b, esc, 6);
+            sf_sb_put(b, esc, 6);
         } else {
-            sb_put(b, (const char *)p, 1);
+            sf_sb_put(b, (const char *)p, 1);
         }
     }
-    sb_put(b, "\"", 1);
+    sf_sb_put(b, "\"", 1);
 }
 
 int sf_stw_write(sf_st_writer *w, const char *path) {
-    sbuf h = {0};
+    sf_sbuf h = {0};
     char num[64];
-    sb_str(&h, "{");
+    sf_sb_puts(&h, "{");
     if (w->nm) {
-        sb_str(&h, "\"__metadata__\":{");
+        sf_sb_puts(&h, "\"__metadata__\":{");
         for (int i = 0; i < w->nm; i++) {
-            if (i) sb_str(&h, ",");
+            if (i) sf_sb_puts(&h, ",");
             sb_json_string(&h, w->mk[i]);
-            sb_str(&h, ":");
+            sf_sb_puts(&h, ":");
             sb_json_string(&h, w->mv[i]);
         }
-        sb_str(&h, "}");
+        sf_sb_puts(&h, "}");
     }
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         wtensor *t = &w->t[i];
-        if (i || w->nm) sb_str(&h, ",");
+        if (i || w->nm) sf_sb_puts(&h, ",");
         sb_json_string(&h, t->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, sf_dtype_name(t->dt));
-        sb_str(&h, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim; d++) {
-            snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            sb_str(&h, num);
-        }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+        sf_sb_puts(&h, ":{\"dtype\":\"");
+        sf_sb_puts(&h, sf_dtype_name(t->dt));
+        sf_sb_puts(&h, "\",\"shape\":");
+        char shp[SF_SHAPE_STR];
+        sf_sb_puts(&h, sf_shape_str(shp, sizeof shp, t->ndim, t->shape)); /* a JSON array */
+        snprintf(num, sizeof num, ",\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + t->nbytes));
-        sb_str(&h, num);
+        sf_sb_puts(&h, num);
         off += t->nbytes;
     }
-    sb_str(&h, "}");
+    sf_sb_puts(&h, "}");
     /* Pad with spaces so the data buffer starts 8-byte aligned, as the
      * reference writer does; F32 tensors can then be used in place. */
-    while ((h.n + 8) % 8)
-        sb_str(&h, " ");
+    while ((h.len + 8) % 8)
+        sf_sb_puts(&h, " ");
     sf_atomic_file f;
     if (sf_atomic_open(&f, path)) {
         free(h.s);
         return -1;
     }
-    uint64_t hl = h.n;
-    int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.n, f.fp) == h.n;
-    for (int i = 0; ok && i < w->n; i++)
-        if (w->t[i].nbytes) ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, f.fp) == w->t[i].nbytes;
+    uint64_t hl = h.len;
+    int ok = fwrite(&hl, 8, 1, f.fp) == 1 && fwrite(h.s, 1, h.len, f.fp) == h.len;
+    for (int i = 0; ok && i < w->n; i++) {
+        const wtensor *t = &w->t[i];
+        if (t->pieces) {
+            for (int j = 0; ok && j < t->n_pieces; j++)
+                if (t->piece_bytes[j])
+                    ok = fwrite(t->pieces[j], 1, t->piece_bytes[j], f.fp) == t->piece_bytes[j];
+        } else if (t->nbytes) {
+            ok = fwrite(t->data, 1, t->nbytes, f.fp) == t->nbytes;
+        }
+    }
     free(h.s);
     if (!ok) {
         sf_atomic_abort(&f);
@@ -764,6 +677,8 @@ void sf_stw_free(sf_st_writer *w) {
     for (int i = 0; i < w->n; i++) {
         free(w->t[i].name);
         free(w->t[i].owned);
+        free(w->t[i].pieces);
+        free(w->t[i].piece_bytes);
     }
     free(w->t);
     for (int i = 0; i < w->nm; i++) {

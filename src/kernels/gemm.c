@@ -66,3 +66,12 @@ const char *sf_sgemm_backend(void) {
     return "OpenBLAS cblas_sgemm";
 #endif
 }
+
+const char *sf_kernels_blas_info(void) {
+    static char buf[256];
+    const char *cfg = openblas_get_config();
+    snprintf(
+        buf, sizeof buf, "GEMM %s; %s; core %s; %d OpenMP threads (GEMM calls single-threaded)",
+        sf_sgemm_backend(), cfg ? cfg : "OpenBLAS", openblas_get_corename(), omp_get_max_threads());
+    return buf;
+}

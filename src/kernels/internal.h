@@ -41,4 +41,8 @@ void sf_blas_single_threaded(void);
  * all -inf row becomes zeros. */
 void sf_softmax_row(float *x, int64_t N);
 
+/* Seconds spent in conv2d's im2col and GEMMs, summed over threads, counted
+ * only when SAEFLOW_CONV_PROFILE is set (the layout measurement in conv.c). */
+extern double sf_conv_prof_im2col_s, sf_conv_prof_gemm_s;
+
 #endif

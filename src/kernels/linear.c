@@ -6,7 +6,7 @@
 #include "saeflow/kernels.h"
 #include "kernels/internal.h"
 
-/* Bytes of F32 scratch per thread for widened BF16 weights. Each thread
+/* Bytes of F32 scratch per thread for widened BF16/F16 weights. Each thread
  * widens as much of its slice of W as fits and multiplies it in one sgemm:
  * a GEMM with a short N (a small panel) packs all of x again for few output
  * columns and runs far below peak (measured: 64-row panels made a BF16
@@ -50,20 +50,14 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
         sf_sgemm(0, 1, M, N, K, 1.0f, x, K, (const float *)W->data + n0 * K, K, beta, y + n0, ldy);
         return;
     }
-    /* BF16: widen a panel of W's rows to F32, multiply, move on. Widening
-     * costs N*K copies against M*N*K multiply-adds: noise for M in the
-     * hundreds (a batch of tokens). */
+    /* BF16/F16: widen a panel of W's rows to F32, multiply, move on.
+     * Widening costs N*K conversions against M*N*K multiply-adds: noise for M
+     * in the hundreds (a batch of tokens). */
+    const size_t esz = sf_dtype_size(W->dtype);
     for (int64_t p0 = n0; p0 < n1; p0 += nb) {
         int64_t cur = n1 - p0 < nb ? n1 - p0 : nb;
-        const uint16_t *src = (const uint16_t *)W->data + p0 * K;
-        for (int64_t i = 0; i < cur * K; i++) {
-            union {
-                uint32_t u;
-                float f;
-            } v;
-            v.u = (uint32_t)src[i] << 16;
-            panel[i] = v.f;
-        }
+        sf_convert_to_f32(W->dtype, (const char *)W->data + (size_t)(p0 * K) * esz,
+                          (size_t)(cur * K), panel);
         sf_sgemm(0, 1, M, cur, K, 1.0f, x, K, panel, K, beta, y + p0, ldy);
     }
 }
@@ -81,7 +75,7 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
     int split_n = N >= 128 * (int64_t)nt, split_m = !split_n && M >= 32 * (int64_t)nt;
     if ((double)M * (double)N * (double)K < 1e6 || (!split_n && !split_m)) nt = 1;
     int64_t nb = 0;
-    if (W->dtype == SF_DT_BF16) {
+    if (W->dtype != SF_DT_F32) {
         nb = (int64_t)(SF_PANEL_BYTES / sizeof(float)) / (K > 0 ? K : 1);
         nb = nb < 256 ? 256 : nb / 16 * 16;
     }
@@ -97,7 +91,7 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
             m0 = M * t / n, m1 = M * (t + 1) / n;
         }
         float *panel = NULL;
-        if (W->dtype == SF_DT_BF16) {
+        if (W->dtype != SF_DT_F32) {
             int64_t rows = nb < n1 - n0 ? nb : n1 - n0;
             panel = sf_malloc_aligned((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)) *
                                       sizeof(float));

@@ -12,11 +12,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "saeflow/clip.h"
+#include "saeflow/config.h"
 #include "saeflow/safetensors.h"
+#include "models/internal.h"
 
 typedef struct {
     sf_weight qkv;     /* (3D, D): q, k, v rows stacked, one GEMM for all three */
@@ -42,66 +42,42 @@ typedef struct {
 } clip_tower;
 
 struct sf_clip {
-    sf_st_set st;
+    sf_wl *wl; /* owns the mapping and every converted tensor */
     clip_tower vision, text;
     sf_dtype dtype;
-    void **owned; /* converted small tensors (malloc'd) */
-    int n_owned, cap_owned;
-    const char *dir;
 };
 
 /* ---- config ------------------------------------------------------------- */
-
-static int cfg_int(const cJSON *o, const char *key, int def, int *out, const char *where) {
-    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!v || cJSON_IsNull(v)) {
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble)
-        return sf_error("%s: \"%s\" must be an integer", where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
 
 /* Defaults are transformers' CLIPVisionConfig / CLIPTextConfig defaults, so
  * a config that omits a key means what it means to transformers. */
 static int parse_tower_config(const cJSON *o, int text, sf_clip_config *c, const char *where) {
     memset(c, 0, sizeof *c);
     int rc = 0;
-    rc |= cfg_int(o, "hidden_size", text ? 512 : 768, &c->hidden, where);
-    rc |= cfg_int(o, "intermediate_size", text ? 2048 : 3072, &c->intermediate, where);
-    rc |= cfg_int(o, "num_attention_heads", text ? 8 : 12, &c->heads, where);
-    rc |= cfg_int(o, "num_hidden_layers", 12, &c->layers, where);
-    rc |= cfg_int(o, "projection_dim", 512, &c->projection_dim, where);
+    rc |= sf_cfg_int(o, "hidden_size", text ? 512 : 768, &c->hidden, where);
+    rc |= sf_cfg_int(o, "intermediate_size", text ? 2048 : 3072, &c->intermediate, where);
+    rc |= sf_cfg_int(o, "num_attention_heads", text ? 8 : 12, &c->heads, where);
+    rc |= sf_cfg_int(o, "num_hidden_layers", 12, &c->layers, where);
+    rc |= sf_cfg_int(o, "projection_dim", 512, &c->projection_dim, where);
     if (text) {
-        rc |= cfg_int(o, "vocab_size", 49408, &c->vocab_size, where);
-        rc |= cfg_int(o, "max_position_embeddings", 77, &c->max_positions, where);
-        rc |= cfg_int(o, "eos_token_id", 49407, &c->eos_token_id, where);
+        rc |= sf_cfg_int(o, "vocab_size", 49408, &c->vocab_size, where);
+        rc |= sf_cfg_int(o, "max_position_embeddings", 77, &c->max_positions, where);
+        rc |= sf_cfg_int(o, "eos_token_id", 49407, &c->eos_token_id, where);
     } else {
-        rc |= cfg_int(o, "image_size", 224, &c->image_size, where);
-        rc |= cfg_int(o, "patch_size", 32, &c->patch_size, where);
-        rc |= cfg_int(o, "num_channels", 3, &c->channels, where);
+        rc |= sf_cfg_int(o, "image_size", 224, &c->image_size, where);
+        rc |= sf_cfg_int(o, "patch_size", 32, &c->patch_size, where);
+        rc |= sf_cfg_int(o, "num_channels", 3, &c->channels, where);
     }
     if (rc) return -1;
-    const cJSON *eps = o ? cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps") : NULL;
-    c->eps = 1e-5f;
-    if (eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0))
-            return sf_error("%s: \"layer_norm_eps\" must be a positive number", where);
-        c->eps = (float)eps->valuedouble;
-    }
-    const cJSON *act = o ? cJSON_GetObjectItemCaseSensitive(o, "hidden_act") : NULL;
+    const char *act = NULL;
+    if (sf_cfg_float(o, "layer_norm_eps", 1e-5f, 0, 1, INFINITY, &c->eps, where) ||
+        sf_cfg_str(o, "hidden_act", NULL, &act, where))
+        return -1;
     c->act = SF_ACT_QUICK_GELU;
-    if (act && !cJSON_IsNull(act)) {
-        if (!cJSON_IsString(act) || sf_act_parse(act->valuestring, &c->act))
-            return sf_error(
-                "%s: \"hidden_act\" %s%s%s is not supported (quick_gelu, gelu, gelu_new, "
-                "gelu_pytorch_tanh, silu, relu)",
-                where, cJSON_IsString(act) ? "'" : "",
-                cJSON_IsString(act) ? act->valuestring : "(not a string)",
-                cJSON_IsString(act) ? "'" : "");
-    }
+    if (act && sf_act_parse(act, &c->act))
+        return sf_error("%s: \"hidden_act\" '%s' is not supported (quick_gelu, gelu, gelu_new, "
+                        "gelu_pytorch_tanh, silu, relu)",
+                        where, act);
     if (c->hidden <= 0 || c->heads <= 0 || c->hidden % c->heads)
         return sf_error("%s: hidden_size %d is not a positive multiple of num_attention_heads %d",
                         where, c->hidden, c->heads);
@@ -120,150 +96,48 @@ static int parse_tower_config(const cJSON *o, int text, sf_clip_config *c, const
 
 /* ---- weights ------------------------------------------------------------ */
 
-static void keep_owned(sf_clip *m, void *p) {
-    if (!p) return;
-    if (m->n_owned == m->cap_owned) {
-        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
-        m->owned = sf_realloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned);
-    }
-    m->owned[m->n_owned++] = p;
-}
-
-static const sf_tensor_info *find(sf_clip *m, const char *name, const sf_st **file) {
-    const sf_tensor_info *t = sf_st_set_find(&m->st, name, file);
-    if (!t) sf_error("%s: tensor '%s' not found in the checkpoint", m->dir, name);
-    return t;
-}
-
-/* A small F32 tensor (bias, norm, embedding) with a shape check. */
-static const float *small(sf_clip *m, const char *prefix, const char *name, int ndim,
-                          const int64_t *shape) {
-    char full[512];
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    const sf_st *f;
-    if (!find(m, full, &f)) return NULL;
-    float *owned;
-    const float *p = sf_st_get_f32(f, full, ndim, shape, &owned);
-    keep_owned(m, owned);
-    return p;
-}
-
-/* Drops the page cache pages of a tensor we converted from the mapping, so
- * a BF16 model made from an F32 file does not keep the F32 pages resident. */
-static void drop_pages(const void *p, uint64_t n) {
-    long ps = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + (uintptr_t)ps - 1) & ~(uintptr_t)(ps - 1);
-    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(ps - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-}
-
-/* A large matrix in the model's dtype. 4-D conv weights are viewed as 2-D. */
-static int big(sf_clip *m, const char *prefix, const char *name, int ndim, const int64_t *shape,
-               sf_weight *w) {
-    char full[512];
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    const sf_st *f;
-    const sf_tensor_info *t = find(m, full, &f);
-    if (!t) return -1;
-    int ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++)
-        ok = t->shape[i] == shape[i];
-    if (!ok) {
-        char got[128] = "[", want[128] = "[";
-        for (int i = 0; i < t->ndim; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
-                     (long long)t->shape[i]);
-        for (int i = 0; i < ndim; i++)
-            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "",
-                     (long long)shape[i]);
-        return sf_error(
-            "%s: tensor '%s' has shape %s], expected %s] (config.json and weights disagree)",
-            f->path, full, got, want);
-    }
-    int64_t s2[2] = {shape[0], 1};
-    for (int i = 1; i < ndim; i++)
-        s2[1] *= shape[i];
-    if (t->dtype == SF_DT_F32 || t->dtype == SF_DT_BF16) {
-        if (sf_weight_make(w, m->dtype, t->dtype, t->data, 2, s2))
-            return sf_error_prefix("%s: tensor '%s'", f->path, full);
-        if (w->owned) drop_pages(t->data, t->nbytes);
-        return 0;
-    }
-    if (t->dtype != SF_DT_F16 && t->dtype != SF_DT_F64)
-        return sf_error("%s: tensor '%s' has dtype %s, expected a float type", f->path, full,
-                        sf_dtype_name(t->dtype));
-    size_t n = (size_t)sf_tensor_numel(t);
-    float *tmp = sf_malloc_aligned(n * sizeof(float) + 64);
-    sf_convert_to_f32(t->dtype, t->data, n, tmp);
-    drop_pages(t->data, t->nbytes);
-    if (m->dtype == SF_DT_F32) {
-        sf_weight_make(w, SF_DT_F32, SF_DT_F32, tmp, 2, s2); /* aligned: aliases tmp */
-        w->owned = tmp;
-        return 0;
-    }
-    int rc = sf_weight_make(w, m->dtype, SF_DT_F32, tmp, 2, s2);
-    sf_free_aligned(tmp);
-    return rc;
-}
-
-static int has(const sf_clip *m, const char *name) {
-    const sf_st *f;
-    return sf_st_set_find(&m->st, name, &f) != NULL;
-}
-
 /* Stacks q, k, v into one (3D, D) matrix so attention's input projection is
  * a single GEMM (x is packed once, one parallel region instead of three);
- * q/k/v stay available as views for the one-token last layer. The source
- * pages of the mapping are dropped after the copy. */
-static void fuse_qkv(sf_clip *m, clip_layer *L, int64_t D) {
-    size_t esz = m->dtype == SF_DT_F32 ? 4 : 2, part = (size_t)(D * D) * esz;
-    char *buf = sf_malloc_aligned(3 * part);
-    sf_weight *src[3] = {&L->q, &L->k, &L->v};
-    for (int i = 0; i < 3; i++) {
-        memcpy(buf + i * part, src[i]->data, part);
-        if (src[i]->owned)
-            sf_weight_free(src[i]);
-        else
-            drop_pages(src[i]->data, part);
-        *src[i] = (sf_weight){m->dtype, 2, {D, D}, buf + i * part, NULL};
-    }
-    L->qkv = (sf_weight){m->dtype, 2, {3 * D, D}, buf, buf};
-    float *b = sf_malloc((size_t)(3 * D) * sizeof(float));
-    memcpy(b, L->qb, (size_t)D * sizeof(float));
-    memcpy(b + D, L->kb, (size_t)D * sizeof(float));
-    memcpy(b + 2 * D, L->vb, (size_t)D * sizeof(float));
-    keep_owned(m, b);
-    L->qkvb = b;
-}
-
+ * q/k/v stay available as views for the one-token last layer. */
 static int load_layers(sf_clip *m, clip_tower *tw, const char *prefix) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, I = c->intermediate;
     const int64_t dd[2] = {D, D}, id[2] = {I, D}, di[2] = {D, I}, d1[1] = {D}, i1[1] = {I};
+    sf_wl *W = m->wl;
     tw->layers = sf_calloc((size_t)(c->layers ? c->layers : 1), sizeof(clip_layer));
     for (int l = 0; l < c->layers; l++) {
         clip_layer *L = &tw->layers[l];
-        char p[256];
+        char p[200];
         snprintf(p, sizeof p, "%sencoder.layers.%d.", prefix, l);
-        if (big(m, p, "self_attn.q_proj.weight", 2, dd, &L->q) ||
-            big(m, p, "self_attn.k_proj.weight", 2, dd, &L->k) ||
-            big(m, p, "self_attn.v_proj.weight", 2, dd, &L->v) ||
-            big(m, p, "self_attn.out_proj.weight", 2, dd, &L->o) ||
-            big(m, p, "mlp.fc1.weight", 2, id, &L->fc1) ||
-            big(m, p, "mlp.fc2.weight", 2, di, &L->fc2))
+        sf_wl_part w3[3], b3[3];
+        const char *qkv[3] = {"q", "k", "v"};
+        for (int i = 0; i < 3; i++) {
+            w3[i] = b3[i] = (sf_wl_part){"", 0, -1};
+            snprintf(w3[i].name, sizeof w3[i].name, "%sself_attn.%s_proj.weight", p, qkv[i]);
+            snprintf(b3[i].name, sizeof b3[i].name, "%sself_attn.%s_proj.bias", p, qkv[i]);
+            /* each part is (D, D) / (D) */
+            if (sf_wl_check(W, 2, dd, "%s", w3[i].name) || sf_wl_check(W, 1, d1, "%s", b3[i].name))
+                return -1;
+        }
+        if (sf_wl_fused(W, &L->qkv, D, 3, w3) || !(L->qkvb = sf_wl_fused_f32(W, 3, b3)) ||
+            sf_wl_weight(W, &L->o, 2, dd, "%sself_attn.out_proj.weight", p) ||
+            sf_wl_weight(W, &L->fc1, 2, id, "%smlp.fc1.weight", p) ||
+            sf_wl_weight(W, &L->fc2, 2, di, "%smlp.fc2.weight", p))
             return -1;
-        if (!(L->qb = small(m, p, "self_attn.q_proj.bias", 1, d1)) ||
-            !(L->kb = small(m, p, "self_attn.k_proj.bias", 1, d1)) ||
-            !(L->vb = small(m, p, "self_attn.v_proj.bias", 1, d1)) ||
-            !(L->ob = small(m, p, "self_attn.out_proj.bias", 1, d1)) ||
-            !(L->fc1b = small(m, p, "mlp.fc1.bias", 1, i1)) ||
-            !(L->fc2b = small(m, p, "mlp.fc2.bias", 1, d1)) ||
-            !(L->ln1w = small(m, p, "layer_norm1.weight", 1, d1)) ||
-            !(L->ln1b = small(m, p, "layer_norm1.bias", 1, d1)) ||
-            !(L->ln2w = small(m, p, "layer_norm2.weight", 1, d1)) ||
-            !(L->ln2b = small(m, p, "layer_norm2.bias", 1, d1)))
+        if (!(L->ob = sf_wl_f32(W, 1, d1, "%sself_attn.out_proj.bias", p)) ||
+            !(L->fc1b = sf_wl_f32(W, 1, i1, "%smlp.fc1.bias", p)) ||
+            !(L->fc2b = sf_wl_f32(W, 1, d1, "%smlp.fc2.bias", p)) ||
+            !(L->ln1w = sf_wl_f32(W, 1, d1, "%slayer_norm1.weight", p)) ||
+            !(L->ln1b = sf_wl_f32(W, 1, d1, "%slayer_norm1.bias", p)) ||
+            !(L->ln2w = sf_wl_f32(W, 1, d1, "%slayer_norm2.weight", p)) ||
+            !(L->ln2b = sf_wl_f32(W, 1, d1, "%slayer_norm2.bias", p)))
             return -1;
-        fuse_qkv(m, L, D);
+        size_t part = (size_t)(D * D) * sf_dtype_size(L->qkv.dtype);
+        sf_weight *qkvw[3] = {&L->q, &L->k, &L->v};
+        for (int i = 0; i < 3; i++)
+            *qkvw[i] =
+                (sf_weight){L->qkv.dtype, 2, {D, D}, (const char *)L->qkv.data + i * part, NULL};
+        L->qb = L->qkvb, L->kb = L->qkvb + D, L->vb = L->qkvb + 2 * D;
     }
     return 0;
 }
@@ -274,18 +148,18 @@ static int load_vision(sf_clip *m, const char *prefix, const char *proj_name) {
     const int64_t D = c->hidden, g = c->image_size / c->patch_size;
     const int64_t d1[1] = {D}, pos[2] = {g * g + 1, D},
                   patch[4] = {D, c->channels, c->patch_size, c->patch_size};
-    if (!(tw->class_emb = small(m, prefix, "embeddings.class_embedding", 1, d1)) ||
-        big(m, prefix, "embeddings.patch_embedding.weight", 4, patch, &tw->patch) ||
-        !(tw->pos = small(m, prefix, "embeddings.position_embedding.weight", 2, pos)) ||
-        !(tw->pre_w = small(m, prefix, "pre_layrnorm.weight", 1, d1)) ||
-        !(tw->pre_b = small(m, prefix, "pre_layrnorm.bias", 1, d1)) ||
-        !(tw->post_w = small(m, prefix, "post_layernorm.weight", 1, d1)) ||
-        !(tw->post_b = small(m, prefix, "post_layernorm.bias", 1, d1)) ||
+    if (!(tw->class_emb = sf_wl_f32(m->wl, 1, d1, "%sembeddings.class_embedding", prefix)) ||
+        sf_wl_weight(m->wl, &tw->patch, 4, patch, "%sembeddings.patch_embedding.weight", prefix) ||
+        !(tw->pos = sf_wl_f32(m->wl, 2, pos, "%sembeddings.position_embedding.weight", prefix)) ||
+        !(tw->pre_w = sf_wl_f32(m->wl, 1, d1, "%spre_layrnorm.weight", prefix)) ||
+        !(tw->pre_b = sf_wl_f32(m->wl, 1, d1, "%spre_layrnorm.bias", prefix)) ||
+        !(tw->post_w = sf_wl_f32(m->wl, 1, d1, "%spost_layernorm.weight", prefix)) ||
+        !(tw->post_b = sf_wl_f32(m->wl, 1, d1, "%spost_layernorm.bias", prefix)) ||
         load_layers(m, tw, prefix))
         return -1;
-    if (proj_name && has(m, proj_name)) {
+    if (proj_name && sf_wl_has(m->wl, "%s", proj_name)) {
         const int64_t ps[2] = {c->projection_dim, D};
-        if (big(m, "", proj_name, 2, ps, &tw->proj)) return -1;
+        if (sf_wl_weight(m->wl, &tw->proj, 2, ps, "%s", proj_name)) return -1;
     } else {
         tw->cfg.projection_dim = 0;
     }
@@ -297,15 +171,15 @@ static int load_text(sf_clip *m, const char *prefix, const char *proj_name) {
     const sf_clip_config *c = &tw->cfg;
     const int64_t D = c->hidden, d1[1] = {D}, pos[2] = {c->max_positions, D},
                   tok[2] = {c->vocab_size, D};
-    if (big(m, prefix, "embeddings.token_embedding.weight", 2, tok, &tw->tok) ||
-        !(tw->pos = small(m, prefix, "embeddings.position_embedding.weight", 2, pos)) ||
-        !(tw->post_w = small(m, prefix, "final_layer_norm.weight", 1, d1)) ||
-        !(tw->post_b = small(m, prefix, "final_layer_norm.bias", 1, d1)) ||
+    if (sf_wl_weight(m->wl, &tw->tok, 2, tok, "%sembeddings.token_embedding.weight", prefix) ||
+        !(tw->pos = sf_wl_f32(m->wl, 2, pos, "%sembeddings.position_embedding.weight", prefix)) ||
+        !(tw->post_w = sf_wl_f32(m->wl, 1, d1, "%sfinal_layer_norm.weight", prefix)) ||
+        !(tw->post_b = sf_wl_f32(m->wl, 1, d1, "%sfinal_layer_norm.bias", prefix)) ||
         load_layers(m, tw, prefix))
         return -1;
-    if (proj_name && has(m, proj_name)) {
+    if (proj_name && sf_wl_has(m->wl, "%s", proj_name)) {
         const int64_t ps[2] = {c->projection_dim, D};
-        if (big(m, "", proj_name, 2, ps, &tw->proj)) return -1;
+        if (sf_wl_weight(m->wl, &tw->proj, 2, ps, "%s", proj_name)) return -1;
     } else {
         tw->cfg.projection_dim = 0;
     }
@@ -332,7 +206,6 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     free(txt);
     sf_clip *m = sf_calloc(1, sizeof *m);
     m->dtype = dt;
-    m->dir = dir;
     char where[600];
     if (!root || !cJSON_IsObject(root)) {
         sf_error("%s: not a JSON object", cfg_path);
@@ -348,10 +221,10 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
             cfg_path, type);
         goto fail;
     }
-    if (sf_st_set_open_dir(&m->st, dir, "model")) goto fail;
+    if (!(m->wl = sf_wl_open(dir, dt))) goto fail;
 
     int top_proj = 512;
-    if (is_full && cfg_int(root, "projection_dim", 512, &top_proj, cfg_path)) goto fail;
+    if (is_full && sf_cfg_int(root, "projection_dim", 512, &top_proj, cfg_path)) goto fail;
     if (opts->vision && (is_full || is_vis)) {
         const cJSON *vc = root;
         if (is_full) {
@@ -363,10 +236,10 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
         snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (vision_config)" : "");
         if (parse_tower_config(vc, 0, &m->vision.cfg, where)) goto fail;
         if (is_full) m->vision.cfg.projection_dim = top_proj;
-        const char *prefix = has(m, "vision_model.embeddings.patch_embedding.weight")
-                                 ? "vision_model."
-                             : (is_vis && has(m, "embeddings.patch_embedding.weight")) ? ""
-                                                                                       : NULL;
+        const char *prefix =
+            sf_wl_has(m->wl, "vision_model.embeddings.patch_embedding.weight")  ? "vision_model."
+            : (is_vis && sf_wl_has(m->wl, "embeddings.patch_embedding.weight")) ? ""
+                                                                                : NULL;
         if (prefix) {
             if (load_vision(m, prefix, "visual_projection.weight")) goto fail;
             m->vision.present = 1;
@@ -383,9 +256,10 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
         snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (text_config)" : "");
         if (parse_tower_config(tc, 1, &m->text.cfg, where)) goto fail;
         if (is_full) m->text.cfg.projection_dim = top_proj;
-        const char *prefix = has(m, "text_model.embeddings.token_embedding.weight") ? "text_model."
-                             : (is_txt && has(m, "embeddings.token_embedding.weight")) ? ""
-                                                                                       : NULL;
+        const char *prefix =
+            sf_wl_has(m->wl, "text_model.embeddings.token_embedding.weight")    ? "text_model."
+            : (is_txt && sf_wl_has(m->wl, "embeddings.token_embedding.weight")) ? ""
+                                                                                : NULL;
         if (prefix) {
             if (load_text(m, prefix, "text_projection.weight")) goto fail;
             m->text.present = 1;
@@ -400,40 +274,23 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     }
     cJSON_Delete(root);
     free(cfg_path);
-    m->dir = NULL;
     return m;
 fail:
     cJSON_Delete(root);
     free(cfg_path);
-    m->dir = NULL;
     sf_clip_free(m);
     return NULL;
 }
 
 static void free_tower(clip_tower *tw) {
-    if (tw->layers)
-        for (int l = 0; l < tw->cfg.layers; l++) {
-            clip_layer *L = &tw->layers[l];
-            /* q, k, v: views into qkv once fused (free is then a no-op), or
-             * their own buffers if loading stopped before fusing */
-            sf_weight_free(&L->q), sf_weight_free(&L->k), sf_weight_free(&L->v),
-                sf_weight_free(&L->qkv);
-            sf_weight_free(&L->o), sf_weight_free(&L->fc1), sf_weight_free(&L->fc2);
-        }
-    free(tw->layers);
-    sf_weight_free(&tw->proj);
-    sf_weight_free(&tw->patch);
-    sf_weight_free(&tw->tok);
+    free(tw->layers); /* the weights belong to the loader */
 }
 
 void sf_clip_free(sf_clip *m) {
     if (!m) return;
     free_tower(&m->vision);
     free_tower(&m->text);
-    for (int i = 0; i < m->n_owned; i++)
-        free(m->owned[i]);
-    free(m->owned);
-    if (m->st.files) sf_st_set_close(&m->st);
+    sf_wl_close(m->wl);
     free(m);
 }
 

@@ -11,6 +11,7 @@
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
 #include "saeflow/sae_arch.h"
+#include "saeflow/config.h"
 #include "saeflow/sae_formats.h"
 #include "saeflow/safetensors.h"
 
@@ -75,19 +76,6 @@ static cJSON *read_json(const char *dir, const char *name, char **path_out) {
     return j;
 }
 
-static int cfg_int(const cJSON *cfg, const char *path, const char *key, int required, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (required) return sf_error("%s: missing key '%s'", path, key);
-        return 1;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
-        v->valuedouble > 1e9)
-        return sf_error("%s: key '%s' must be a non-negative integer", path, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
 static const char *cfg_str(const cJSON *cfg, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
@@ -130,7 +118,9 @@ static int load_saelens(sf_sae *s, const char *dir) {
     const char *act = cfg_str(cfg, "activation_fn_str");
     if (!act) act = cfg_str(cfg, "activation_fn");
     const char *norm = cfg_str(cfg, "normalize_activations");
-    if (cfg_int(cfg, cpath, "d_in", 1, &d) || cfg_int(cfg, cpath, "d_sae", 1, &n)) goto done;
+    if (sf_cfg_int_range(cfg, "d_in", 1, d, 0, 1000000000, &d, cpath) ||
+        sf_cfg_int_range(cfg, "d_sae", 1, n, 0, 1000000000, &n, cpath))
+        goto done;
     if (!arch) arch = "standard"; /* pre-v4 configs had no key: ReLU SAEs */
     if (norm && strcmp(norm, "none")) {
         sf_error("%s: normalize_activations '%s' is not supported (it rescales inputs by a "
@@ -148,9 +138,9 @@ static int load_saelens(sf_sae *s, const char *dir) {
         a = SF_SAE_STANDARD;
     } else if (!strcmp(arch, "topk")) {
         a = SF_SAE_TOPK;
-        if (cfg_int(cfg, cpath, "k", 0, &k) == 1) {
+        if (sf_cfg_int_range(cfg, "k", 0, k, 0, 1000000000, &k, cpath) == 1) {
             const cJSON *kw = cJSON_GetObjectItemCaseSensitive(cfg, "activation_fn_kwargs");
-            if (!kw || cfg_int(kw, cpath, "k", 1, &k)) {
+            if (!kw || sf_cfg_int_range(kw, "k", 1, k, 0, 1000000000, &k, cpath)) {
                 sf_error_prefix("topk needs 'k' (or activation_fn_kwargs.k)");
                 goto done;
             }
@@ -230,7 +220,7 @@ static int load_sparsify(sf_sae *s, const char *dir) {
         sf_error("%s: skip_connection / transcode SAEs are not supported", cpath);
         goto done;
     }
-    if (cfg_int(cfg, cpath, "k", 1, &k)) goto done;
+    if (sf_cfg_int_range(cfg, "k", 1, k, 0, 1000000000, &k, cpath)) goto done;
     char *wpath = sf_path_join(dir, "sae.safetensors");
     int orc = sf_st_open(&f, wpath);
     free(wpath);
@@ -246,7 +236,7 @@ static int load_sparsify(sf_sae *s, const char *dir) {
     n = (int)t->shape[0];
     d = (int)t->shape[1];
     int dc = 0;
-    if (cfg_int(cfg, cpath, "d_in", 0, &dc) == 0 && dc != d) {
+    if (sf_cfg_int_range(cfg, "d_in", 0, dc, 0, 1000000000, &dc, cpath) == 0 && dc != d) {
         sf_error("%s: d_in %d but encoder.weight has %d columns", cpath, dc, d);
         goto done;
     }

@@ -10,6 +10,7 @@
 #include "sae/arch_internal.h"
 #include "sae/prefilter.h"
 #include "sae/sae_internal.h"
+#include "saeflow/config.h"
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
 
@@ -159,16 +160,6 @@ int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed)
 
 /* ------------------------------------------------------------ checkpoints -- */
 
-static int config_int(const cJSON *cfg, const char *path, const char *key, int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (!v) return sf_error("%s: missing key '%s'", path, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
-        v->valuedouble > 1e9)
-        return sf_error("%s: key '%s' must be a positive integer", path, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
 int sf_sae_load(sf_sae *s, const char *dir) {
     memset(s, 0, sizeof *s);
     if (sae_is_foreign(dir)) return sae_load_foreign(s, dir); /* SAELens, sparsify: formats.c */
@@ -197,9 +188,10 @@ int sf_sae_load(sf_sae *s, const char *dir) {
             goto done;
         }
     }
-    if (config_int(cfg, cpath, "features", &s->d) || config_int(cfg, cpath, "pages", &s->n))
+    if (sf_cfg_int_req(cfg, "features", 1, 1000000000, &s->d, cpath) ||
+        sf_cfg_int_req(cfg, "pages", 1, 1000000000, &s->n, cpath))
         goto done;
-    if (s->arch == SF_SAE_TOPK ? config_int(cfg, cpath, "k", &s->k)
+    if (s->arch == SF_SAE_TOPK ? sf_cfg_int_req(cfg, "k", 1, 1000000000, &s->k, cpath)
                                : sae_arch_load_config(s, cfg, cpath))
         goto done;
     if (alloc_params(s)) {

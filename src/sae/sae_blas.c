@@ -1,14 +1,12 @@
 /* Thread setup for the SAE kernels. The OpenBLAS core-type fix-up is
  * sf_kernels_fix_blas_core (saeflow/kernels.h), called once in main(). */
 #include <cblas.h>
-#include <omp.h>
 
 #include "saeflow/kernels.h"
 #include "saeflow/sae.h"
 
 void sf_sae_set_threads(int threads) {
-    if (threads > 0) omp_set_num_threads(threads);
-    openblas_set_num_threads(1);
+    sf_kernels_set_threads(threads);
 }
 
 const char *sf_sae_blas_core(void) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saeflow/buf.h"
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_sweep.h"
 
@@ -136,27 +137,6 @@ static int write_text(const char *path, const char *text) {
     return sf_write_file_atomic(path, text, strlen(text));
 }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) SF_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (b->s && b->n + (size_t)w < b->cap) {
-            b->n += (size_t)w;
-            return;
-        }
-        b->cap = (b->cap + (size_t)w + 1) * 2;
-        b->s = sf_realloc(b->s, b->cap);
-    }
-}
-
 static const char *knob(const sf_sweep_result *r, char *buf, size_t n) {
     if (uses_lmbda(r->p.arch))
         snprintf(buf, n, "lmbda=%g", r->p.lmbda);
@@ -166,34 +146,34 @@ static const char *knob(const sf_sweep_result *r, char *buf, size_t n) {
 }
 
 int sf_sweep_write_tsv(const sf_sweep_result *r, int n, const char *path) {
-    sbuf b = {0};
-    sb_printf(
+    sf_sbuf b = {0};
+    sf_sb_printf(
         &b,
         "name\tarch\tk\tlmbda\texpansion\tl0\tfvu\tmse\tdead\tmmcs\trecovered\ttrain_seconds\n");
     for (int i = 0; i < n; i++)
-        sb_printf(&b, "%s\t%s\t%d\t%g\t%d\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.3f\n", r[i].name,
-                  sf_sweep_arch_label(&r[i].p), uses_lmbda(r[i].p.arch) ? 0 : r[i].p.k,
-                  uses_lmbda(r[i].p.arch) ? r[i].p.lmbda : 0, r[i].p.expansion, r[i].r.l0,
-                  r[i].r.fvu, r[i].r.mse, r[i].r.dead, r[i].r.mmcs, r[i].r.recovered,
-                  r[i].train_seconds);
+        sf_sb_printf(
+            &b, "%s\t%s\t%d\t%g\t%d\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.3f\n", r[i].name,
+            sf_sweep_arch_label(&r[i].p), uses_lmbda(r[i].p.arch) ? 0 : r[i].p.k,
+            uses_lmbda(r[i].p.arch) ? r[i].p.lmbda : 0, r[i].p.expansion, r[i].r.l0, r[i].r.fvu,
+            r[i].r.mse, r[i].r.dead, r[i].r.mmcs, r[i].r.recovered, r[i].train_seconds);
     int rc = write_text(path, b.s);
     free(b.s);
     return rc;
 }
 
 int sf_sweep_write_markdown(const sf_sweep_result *r, int n, const char *path) {
-    sbuf b = {0};
+    sf_sbuf b = {0};
     char kb[64];
     int dict = n > 0 && !isnan(r[0].r.mmcs);
-    sb_printf(&b, "| architecture | setting | expansion | L0 | FVU | dead %% |%s train s |\n",
-              dict ? " MMCS | recovered |" : "");
-    sb_printf(&b, "|---|---|---:|---:|---:|---:|%s---:|\n", dict ? "---:|---:|" : "");
+    sf_sb_printf(&b, "| architecture | setting | expansion | L0 | FVU | dead %% |%s train s |\n",
+                 dict ? " MMCS | recovered |" : "");
+    sf_sb_printf(&b, "|---|---|---:|---:|---:|---:|%s---:|\n", dict ? "---:|---:|" : "");
     for (int i = 0; i < n; i++) {
-        sb_printf(&b, "| %s | %s | %d | %.2f | %.4f | %.1f |", sf_sweep_arch_label(&r[i].p),
-                  knob(&r[i], kb, sizeof kb), r[i].p.expansion, r[i].r.l0, r[i].r.fvu,
-                  100 * r[i].r.dead);
-        if (dict) sb_printf(&b, " %.4f | %.1f%% |", r[i].r.mmcs, 100 * r[i].r.recovered);
-        sb_printf(&b, " %.1f |\n", r[i].train_seconds);
+        sf_sb_printf(&b, "| %s | %s | %d | %.2f | %.4f | %.1f |", sf_sweep_arch_label(&r[i].p),
+                     knob(&r[i], kb, sizeof kb), r[i].p.expansion, r[i].r.l0, r[i].r.fvu,
+                     100 * r[i].r.dead);
+        if (dict) sf_sb_printf(&b, " %.4f | %.1f%% |", r[i].r.mmcs, 100 * r[i].r.recovered);
+        sf_sb_printf(&b, " %.1f |\n", r[i].train_seconds);
     }
     int rc = write_text(path, b.s);
     free(b.s);
@@ -219,9 +199,10 @@ static double py(const panel *p, double v) {
     return p->y0 + p->h - (v - p->y_lo) / (p->y_hi - p->y_lo) * p->h;
 }
 
-static void axes(sbuf *b, const panel *p, const char *ylabel) {
-    sb_printf(b, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#444'/>\n",
-              p->x0, p->y0, p->w, p->h);
+static void axes(sf_sbuf *b, const panel *p, const char *ylabel) {
+    sf_sb_printf(b,
+                 "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#444'/>\n",
+                 p->x0, p->y0, p->w, p->h);
     /* x: decades and 2x, 5x ticks */
     for (int e = (int)floor(p->lx0); e <= (int)ceil(p->lx1); e++)
         for (int t = 0; t < 3; t++) {
@@ -229,26 +210,29 @@ static void axes(sbuf *b, const panel *p, const char *ylabel) {
             double v = e + log10((double)mult[t]);
             if (v < p->lx0 - 1e-9 || v > p->lx1 + 1e-9) continue;
             double x = p->x0 + (v - p->lx0) / (p->lx1 - p->lx0) * p->w;
-            sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", x,
-                      p->y0, x, p->y0 + p->h);
-            sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%g</text>\n",
-                      x, p->y0 + p->h + 14, pow(10, v));
+            sf_sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>\n", x,
+                         p->y0, x, p->y0 + p->h);
+            sf_sb_printf(b,
+                         "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%g</text>\n",
+                         x, p->y0 + p->h + 14, pow(10, v));
         }
     for (int i = 0; i <= 5; i++) {
         double v = p->y_lo + (p->y_hi - p->y_lo) * i / 5, y = py(p, v);
-        sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", p->x0, y,
-                  p->x0 + p->w, y);
-        sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n",
-                  p->x0 - 4, y + 4, v);
+        sf_sb_printf(b, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#eee'/>\n", p->x0, y,
+                     p->x0 + p->w, y);
+        sf_sb_printf(b, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n",
+                     p->x0 - 4, y + 4, v);
     }
-    sb_printf(b,
-              "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>L0 (active latents per "
-              "row, log scale)</text>\n",
-              p->x0 + p->w / 2, p->y0 + p->h + 32);
-    sb_printf(b,
-              "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
-              "%.1f %.1f)'>%s</text>\n",
-              p->x0 - 42, p->y0 + p->h / 2, p->x0 - 42, p->y0 + p->h / 2, ylabel);
+    sf_sb_printf(
+        b,
+        "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>L0 (active latents per "
+        "row, log scale)</text>\n",
+        p->x0 + p->w / 2, p->y0 + p->h + 32);
+    sf_sb_printf(
+        b,
+        "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 "
+        "%.1f %.1f)'>%s</text>\n",
+        p->x0 - 42, p->y0 + p->h / 2, p->x0 - 42, p->y0 + p->h / 2, ylabel);
 }
 
 /* sort indices of one architecture's points by L0 */
@@ -278,15 +262,15 @@ int sf_sweep_write_svg(const sf_sweep_result *r, int n, const char *path, const 
     pm.y_lo = floor(mmin * 10 - 0.5) / 10;
     if (pm.y_lo < 0) pm.y_lo = 0;
     pm.y_hi = 1.0;
-    sbuf b = {0};
-    sb_printf(&b,
-              "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 "
-              "%.0f %.0f' "
-              "font-family='Helvetica, Arial, sans-serif'>\n<rect width='100%%' height='100%%' "
-              "fill='white'/>\n",
-              W, H, W, H);
-    sb_printf(&b, "<text x='%.1f' y='24' font-size='15' text-anchor='middle'>%s</text>\n", W / 2,
-              title ? title : "saeflow sweep");
+    sf_sbuf b = {0};
+    sf_sb_printf(&b,
+                 "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 "
+                 "%.0f %.0f' "
+                 "font-family='Helvetica, Arial, sans-serif'>\n<rect width='100%%' height='100%%' "
+                 "fill='white'/>\n",
+                 W, H, W, H);
+    sf_sb_printf(&b, "<text x='%.1f' y='24' font-size='15' text-anchor='middle'>%s</text>\n", W / 2,
+                 title ? title : "saeflow sweep");
     axes(&b, &pf, "FVU (lower is better)");
     if (dict) axes(&b, &pm, "MMCS with the true dictionary");
     /* architectures in first-seen order */
@@ -310,58 +294,59 @@ int sf_sweep_write_svg(const sf_sweep_result *r, int n, const char *path, const 
         sort_ctx = r;
         qsort(idx, (size_t)m, sizeof(int), cmp_idx);
         /* Pareto frontier: points whose FVU beats every point with smaller L0 */
-        sbuf line = {0};
+        sf_sbuf line = {0};
         double best = INFINITY;
         for (int u = 0; u < m; u++) {
             const sf_sweep_result *q = &r[idx[u]];
             if (q->r.fvu < best) {
                 best = q->r.fvu;
-                sb_printf(&line, "%s%.1f,%.1f", line.n ? " " : "", px(&pf, q->r.l0),
-                          py(&pf, q->r.fvu));
+                sf_sb_printf(&line, "%s%.1f,%.1f", line.len ? " " : "", px(&pf, q->r.l0),
+                             py(&pf, q->r.fvu));
             }
         }
         if (line.s)
-            sb_printf(&b, "<polyline points='%s' fill='none' stroke='%s' stroke-width='2'/>\n",
-                      line.s, col);
+            sf_sb_printf(&b, "<polyline points='%s' fill='none' stroke='%s' stroke-width='2'/>\n",
+                         line.s, col);
         free(line.s);
         for (int u = 0; u < m; u++) {
             const sf_sweep_result *q = &r[idx[u]];
-            sb_printf(&b,
-                      "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, FVU "
-                      "%.4f</title></circle>\n",
-                      px(&pf, q->r.l0), py(&pf, q->r.fvu), col, q->name, q->r.l0, q->r.fvu);
+            sf_sb_printf(&b,
+                         "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, FVU "
+                         "%.4f</title></circle>\n",
+                         px(&pf, q->r.l0), py(&pf, q->r.fvu), col, q->name, q->r.l0, q->r.fvu);
             if (dict && isfinite(q->r.mmcs))
-                sb_printf(&b,
-                          "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, MMCS "
-                          "%.4f</title></circle>\n",
-                          px(&pm, q->r.l0), py(&pm, q->r.mmcs), col, q->name, q->r.l0, q->r.mmcs);
+                sf_sb_printf(&b,
+                             "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'><title>%s: L0 %.2f, MMCS "
+                             "%.4f</title></circle>\n",
+                             px(&pm, q->r.l0), py(&pm, q->r.mmcs), col, q->name, q->r.l0,
+                             q->r.mmcs);
         }
         if (dict) {
-            sbuf l2 = {0};
+            sf_sbuf l2 = {0};
             for (int u = 0; u < m; u++)
                 if (isfinite(r[idx[u]].r.mmcs))
-                    sb_printf(&l2, "%s%.1f,%.1f", l2.n ? " " : "", px(&pm, r[idx[u]].r.l0),
-                              py(&pm, r[idx[u]].r.mmcs));
+                    sf_sb_printf(&l2, "%s%.1f,%.1f", l2.len ? " " : "", px(&pm, r[idx[u]].r.l0),
+                                 py(&pm, r[idx[u]].r.mmcs));
             if (l2.s)
-                sb_printf(&b,
-                          "<polyline points='%s' fill='none' stroke='%s' stroke-width='1' "
-                          "stroke-dasharray='4 3'/>\n",
-                          l2.s, col);
+                sf_sb_printf(&b,
+                             "<polyline points='%s' fill='none' stroke='%s' stroke-width='1' "
+                             "stroke-dasharray='4 3'/>\n",
+                             l2.s, col);
             free(l2.s);
         }
         /* legend */
         double lx = pf.x0 + pf.w - 150, ly = pf.y0 + 14 + 16 * a;
-        sb_printf(&b,
-                  "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/><text x='%.1f' "
-                  "y='%.1f' font-size='11'>%s</text>\n",
-                  lx, ly - 4, col, lx + 16, ly + 1, labels[a]);
+        sf_sb_printf(&b,
+                     "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/><text x='%.1f' "
+                     "y='%.1f' font-size='11'>%s</text>\n",
+                     lx, ly - 4, col, lx + 16, ly + 1, labels[a]);
     }
     free(idx);
-    sb_printf(&b,
-              "<text x='%.1f' y='%.1f' font-size='10' fill='#666'>lines: each architecture's "
-              "L0-FVU Pareto frontier%s</text>\n",
-              pf.x0, H - 12, dict ? "; right: dictionary recovery" : "");
-    sb_printf(&b, "</svg>\n");
+    sf_sb_printf(&b,
+                 "<text x='%.1f' y='%.1f' font-size='10' fill='#666'>lines: each architecture's "
+                 "L0-FVU Pareto frontier%s</text>\n",
+                 pf.x0, H - 12, dict ? "; right: dictionary recovery" : "");
+    sf_sb_printf(&b, "</svg>\n");
     int rc = write_text(path, b.s);
     free(b.s);
     return rc;

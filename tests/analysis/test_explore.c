@@ -98,34 +98,34 @@ TEST(thumbnails) {
 }
 
 static void collect(void *ctx, const char *w) {
-    sbuf *b = ctx;
-    sb_puts(b, w);
-    sb_puts(b, "|");
+    sf_sbuf *b = ctx;
+    sf_sb_puts(b, w);
+    sf_sb_puts(b, "|");
 }
 
 TEST(words_and_json) {
-    sbuf b;
-    sb_init(&b);
-    caption_words("A Red-circle, on the 2 BIG  über 東京 x 1999s 123", collect, &b);
+    sf_sbuf b = {0};
+    sf_explore_caption_words("A Red-circle, on the 2 BIG  über 東京 x 1999s 123", collect, &b);
     CHECK_STR(b.s, "red|circle|big|über|東京|1999s|");
     b.len = 0;
-    char *s = utf8_sanitize("ok \xff\xfe caf\xc3\xa9 \xe2\x80\xa8 \xed\xa0\x80 \xf0\x9f\x99\x82");
+    char *s =
+        sf_utf8_sanitize("ok \xff\xfe caf\xc3\xa9 \xe2\x80\xa8 \xed\xa0\x80 \xf0\x9f\x99\x82");
     CHECK_STR(s, "ok \xEF\xBF\xBD\xEF\xBF\xBD caf\xc3\xa9 \xe2\x80\xa8 "
                  "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD \xf0\x9f\x99\x82");
-    sb_json_str(&b, s);
+    sf_explore_json_str(&b, s);
     free(s);
     CHECK(strstr(b.s, "\\u2028") != NULL);
     b.len = 0;
-    sb_json_str(&b, "q\"b\\s\n</script>\x01");
+    sf_explore_json_str(&b, "q\"b\\s\n</script>\x01");
     CHECK_STR(b.s, "\"q\\\"b\\\\s\\n\\u003c/script>\\u0001\"");
     cJSON *j = cJSON_Parse(b.s);
     CHECK(cJSON_IsString(j) && !strcmp(j->valuestring, "q\"b\\s\n</script>\x01"));
     cJSON_Delete(j);
     b.len = 0;
-    sb_num(&b, NAN);
-    sb_num(&b, 0.1234567);
+    sf_explore_json_num(&b, NAN);
+    sf_explore_json_num(&b, 0.1234567);
     CHECK_STR(b.s, "null0.12346");
-    sb_free(&b);
+    sf_sb_free(&b);
 }
 
 /* ---- a whole site ---- */
@@ -250,6 +250,8 @@ TEST(site) {
               2); /* the cut last line is skipped */
         CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(cv, "fvu"), 1)->valuedouble, 0.5, 1e-9);
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(ix, "neighbours")));
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(ix, "tokens")));
+        CHECK(cJSON_GetObjectItem(ix, "thumbs")->valueint > 0);
         cJSON *top3 = cJSON_GetArrayItem(cJSON_GetObjectItem(ix, "top"), 3);
         CHECK(cJSON_GetArraySize(top3) == 3);
         CHECK(cJSON_IsNull(cJSON_GetArrayItem(cJSON_GetObjectItem(ix, "top"), 61)));
@@ -305,6 +307,51 @@ TEST(site) {
         CHECK(imgs > 0);
         CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(f3, "nb")) == 10);
         CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(f3, "hist")) == SF_TOPK_HIST_BINS);
+        /* co-occurrence against a brute-force count of shared top rows */
+        int shared[NF] = {0};
+        for (int f = 0; f < NF; f++)
+            for (int i = 0; f != 3 && i < KEEP; i++)
+                for (int q = 0; q < KEEP; q++)
+                    shared[f] +=
+                        rows[3 * KEEP + i] >= 0 && rows[3 * KEEP + i] == rows[f * KEEP + q];
+        cJSON *co = cJSON_GetObjectItem(f3, "co");
+        int n_co = 0;
+        for (int f = 0; f < NF; f++)
+            n_co += shared[f] > 0;
+        CHECK(n_co >= 1 && cJSON_GetArraySize(co) == (n_co < 10 ? n_co : 10));
+        for (int i = 0; i < cJSON_GetArraySize(co); i++) {
+            int f = cJSON_GetArrayItem(cJSON_GetArrayItem(co, i), 0)->valueint;
+            int c = cJSON_GetArrayItem(cJSON_GetArrayItem(co, i), 1)->valueint;
+            int better = 0; /* features ranked above f: more shared rows, or as many and lower id */
+            for (int g = 0; g < NF; g++)
+                better += shared[g] > shared[f] || (shared[g] == shared[f] && g < f && shared[g]);
+            CHECK_MSG(c == shared[f] && better == i, "co %d: feature %d shares %d (%d)", i, f, c,
+                      shared[f]);
+        }
+        /* range examples: 4 quartiles, rows where feature 3 fires, with their
+         * values, inside the quartile's value range, ascending */
+        cJSON *range = cJSON_GetObjectItem(f3, "range");
+        CHECK(cJSON_GetArraySize(range) == 4);
+        int picked = 0;
+        double prev = 0;
+        for (int q = 0; q < cJSON_GetArraySize(range); q++) {
+            cJSON *rq = cJSON_GetArrayItem(range, q);
+            double lo = cJSON_GetArrayItem(rq, 0)->valuedouble,
+                   hi = cJSON_GetArrayItem(rq, 1)->valuedouble;
+            cJSON *ex = cJSON_GetArrayItem(rq, 2);
+            CHECK(cJSON_GetArraySize(ex) <= 3);
+            for (int i = 0; i < cJSON_GetArraySize(ex); i++) {
+                cJSON *e = cJSON_GetArrayItem(ex, i);
+                int r = cJSON_GetArrayItem(e, 0)->valueint;
+                double v = cJSON_GetArrayItem(e, 1)->valuedouble;
+                CHECK(r >= 0 && r < ROWS && r % 7 == 3);
+                CHECK_NEAR(v, z[r * NF + 3], 1e-4);
+                CHECK(v >= lo - 1e-6 && v < hi + 1e-6 && v >= prev - 1e-6);
+                prev = v;
+                picked++;
+            }
+        }
+        CHECK(picked >= 8);
         cJSON_Delete(ch);
     }
     /* a source error fails the build, naming the row */

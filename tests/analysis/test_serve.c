@@ -153,6 +153,23 @@ TEST(http) {
         sscanf(reply, "HTTP/1.%*d %d", &st);
         CHECK_MSG(st == -1 || (st >= 400 && st < 600), "junk %zu -> %d", i, st);
     }
+    /* a raw NUL byte inside the request target: 400, never the cut-short path */
+    static const char nul1[] =
+        "GET /index.html\0/../x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                      nul2[] =
+                          "GET /data/x.js?v=1\0y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                      nul3[] = "GET /index.html\0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    const char *nuls[] = {nul1, nul2, nul3};
+    const size_t nul_len[] = {sizeof nul1 - 1, sizeof nul2 - 1, sizeof nul3 - 1};
+    for (int i = 0; i < 3; i++) {
+        request(nuls[i], nul_len[i], reply, sizeof reply);
+        int st = -1;
+        sscanf(reply, "HTTP/1.%*d %d", &st);
+        CHECK_MSG(st == 400, "NUL request %d -> %d", i, st);
+        CHECK(!strstr(reply, "<h1>site</h1>") && !strstr(reply, "window.X"));
+    }
+    CHECK(status_of("GET", "/index.html?a=b%20c", reply, sizeof reply) == 200);
+    CHECK(status_of("GET", "/index.html", reply, sizeof reply) == 200);
     /* a header far above the connection memory limit */
     size_t big = 200000;
     char *raw = malloc(big + 64);

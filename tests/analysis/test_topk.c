@@ -235,8 +235,187 @@ TEST(file_round_trip) {
     }
 }
 
+/* Samples across the range: per bin, the S rows of smallest priority, the
+ * same for any batch size and thread count. */
+static int samp_cmp(const void *a, const void *b) {
+    const sf_topk_sample *x = a, *y = b;
+    if (x->pri != y->pri) return x->pri < y->pri ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+TEST(samples_across_range) {
+    enum { S = SF_TOPK_SAMPLES, NB = SF_TOPK_HIST_BINS };
+    static sf_topk_sample ref[NF * NB * S];
+    static const int batches[] = {ROWS, 1, 13};
+    static const int threads[] = {1, 4, 3};
+    for (int v = 0; v < 3; v++) {
+        omp_set_num_threads(threads[v]);
+        sf_topk t;
+        CHECK(sf_topk_init(&t, NF, KEEP) == 0);
+        for (int b0 = 0; b0 < ROWS; b0 += batches[v]) {
+            int B = ROWS - b0 < batches[v] ? ROWS - b0 : batches[v];
+            CHECK(sf_topk_add_sparse(&t, B, K, &IDX[b0][0], &VAL[b0][0], &CNT[b0], 0, &RID[b0]) ==
+                  0);
+        }
+        if (v == 0) {
+            memcpy(ref, t.samples, sizeof ref);
+            /* brute force over the final histogram range */
+            int checked = 0;
+            for (int j = 0; j < NF; j++) {
+                static sf_topk_sample c[NB][ROWS];
+                int nc[NB] = {0};
+                for (int b = 0; b < ROWS; b++) {
+                    float z = Z[b][j];
+                    if (!(z > 0)) continue;
+                    int bin = (int)ldexpf(z, 5 - t.hist_exp[j]);
+                    c[bin][nc[bin]++] =
+                        (sf_topk_sample){sf_topk_sample_pri(RID[b], -1), RID[b], z, -1};
+                }
+                for (int q = 0; q < NB; q++) {
+                    qsort(c[q], (size_t)nc[q], sizeof(sf_topk_sample), samp_cmp);
+                    CHECK(nc[q] == t.hist[j * NB + q]);
+                    for (int i = 0; i < S; i++) {
+                        const sf_topk_sample *got = &t.samples[(j * NB + q) * S + i];
+                        if (i < nc[q]) {
+                            CHECK(got->row == c[q][i].row && got->val == c[q][i].val);
+                            checked++;
+                        } else
+                            CHECK(got->row == -1);
+                    }
+                }
+            }
+            CHECK(checked > 100);
+        } else {
+            CHECK_MSG(memcmp(ref, t.samples, sizeof ref) == 0,
+                      "samples differ, batch %d threads %d", batches[v], threads[v]);
+        }
+        sf_topk_free(&t);
+    }
+    omp_set_num_threads(1);
+}
+
+/* Token mode: EX examples of TT tokens (CLS + a 2x2 grid) against a
+ * brute-force per-example max / argmax / heat map, for batches that cut
+ * examples apart and several thread counts; then the file round trip. */
+enum { EX = 90, TT = 5, TR = EX * TT };
+static float ZT[TR][NF];
+
+static int32_t TIDX[TR][NF];
+static float TVAL[TR][NF];
+static int32_t TCNT[TR];
+static int64_t TROW[TR];
+static int32_t TPOS[TR];
+
+static void token_mode(void) {
+    sf_rng r;
+    sf_rng_seed(&r, 7);
+    for (int b = 0; b < TR; b++) {
+        TROW[b] = 2 * (b / TT) + 1;      /* increasing dataset rows */
+        TPOS[b] = (b % TT + 2 * b) % TT; /* positions in a scrambled order */
+        TCNT[b] = 0;
+        for (int j = 0; j < NF; j++) {
+            ZT[b][j] = sf_rng_below(&r, 3) ? 0.0f : (float)(int)sf_rng_below(&r, 6) * 0.5f;
+            if (ZT[b][j] > 0) {
+                TIDX[b][TCNT[b]] = j;
+                TVAL[b][TCNT[b]++] = ZT[b][j];
+            }
+        }
+    }
+    /* brute force */
+    static float bv[NF][KEEP];
+    static int64_t br[NF][KEEP];
+    static int32_t bp[NF][KEEP];
+    static uint8_t bh[NF][KEEP][TT];
+    for (int j = 0; j < NF; j++) {
+        vr c[EX];
+        int32_t cp[EX];
+        int nc = 0;
+        for (int e = 0; e < EX; e++) {
+            float m = 0;
+            int mp = -1;
+            for (int q = 0; q < TT; q++) {
+                int b = e * TT + q;
+                float v = ZT[b][j];
+                if (v > 0 && (v > m || (v == m && TPOS[b] < mp))) m = v, mp = TPOS[b];
+            }
+            if (mp < 0) continue;
+            c[nc].v = m;
+            c[nc].r = 2 * e + 1;
+            cp[e] = mp;
+            nc++;
+        }
+        qsort(c, (size_t)nc, sizeof(vr), vr_cmp);
+        for (int i = 0; i < KEEP; i++) {
+            memset(bh[j][i], 0, TT);
+            if (i >= nc) {
+                bv[j][i] = 0, br[j][i] = -1, bp[j][i] = -1;
+                continue;
+            }
+            int e = (int)(c[i].r - 1) / 2;
+            bv[j][i] = c[i].v, br[j][i] = c[i].r, bp[j][i] = cp[e];
+            for (int q = 0; q < TT; q++) {
+                int b = e * TT + q;
+                if (ZT[b][j] > 0) bh[j][i][TPOS[b]] = (uint8_t)lrintf(255.0f * (ZT[b][j] / c[i].v));
+            }
+        }
+    }
+    static const int batches[] = {1, 3, 7, TR};
+    static const int threads[] = {1, 4};
+    static float v[NF * KEEP];
+    static int64_t rw[NF * KEEP];
+    static int32_t ps[NF * KEEP];
+    static uint8_t ht[NF * KEEP * TT];
+    for (int bi = 0; bi < 4; bi++)
+        for (int ti = 0; ti < 2; ti++) {
+            omp_set_num_threads(threads[ti]);
+            sf_topk t;
+            CHECK(sf_topk_init(&t, NF, KEEP) == 0);
+            CHECK(sf_topk_set_tokens(&t, TT, 2, 2, 1) == 0);
+            for (int b0 = 0; b0 < TR; b0 += batches[bi]) {
+                int B = TR - b0 < batches[bi] ? TR - b0 : batches[bi];
+                CHECK(sf_topk_add_tokens(&t, B, NF, &TIDX[b0][0], &TVAL[b0][0], &TCNT[b0],
+                                         &TROW[b0], &TPOS[b0]) == 0);
+            }
+            sf_topk_sorted_tokens(&t, v, rw, ps, ht);
+            CHECK(memcmp(v, bv, sizeof v) == 0);
+            CHECK(memcmp(rw, br, sizeof rw) == 0);
+            CHECK(memcmp(ps, bp, sizeof ps) == 0);
+            CHECK(memcmp(ht, bh, sizeof ht) == 0);
+            CHECK(t.examples == EX && t.rows == TR);
+            if (bi == 1 && ti == 1) { /* file round trip */
+                const char *dir = test_tmpdir("analysis_topk_tokens");
+                char path[2600];
+                snprintf(path, sizeof path, "%s/t.safetensors", dir);
+                CHECK(sf_topk_write(&t, path, NULL) == 0);
+                sf_topk_file f;
+                CHECK(sf_topk_open(&f, path) == 0);
+                CHECK(f.T == TT && f.grid_h == 2 && f.grid_w == 2 && f.grid_first == 1);
+                CHECK(f.examples == EX);
+                CHECK(memcmp(f.pos, bp, sizeof ps) == 0);
+                CHECK(memcmp(f.heat, bh, sizeof ht) == 0);
+                CHECK(memcmp(f.ex_count, t.ex_count, NF * sizeof(int64_t)) == 0);
+                sf_topk_close(&f);
+            }
+            /* an example's tokens must come together */
+            int32_t i1[1] = {0};
+            float v1[1] = {1};
+            int64_t r_old[1] = {1};
+            int32_t p1[1] = {0}, p_bad[1] = {TT};
+            int64_t r_new[1] = {1000};
+            CHECK(sf_topk_add_tokens(&t, 1, 1, i1, v1, NULL, r_old, p1) == -1);
+            CHECK_ERR_HAS("must come together");
+            CHECK(sf_topk_add_tokens(&t, 1, 1, i1, v1, NULL, r_new, p_bad) == -1);
+            CHECK_ERR_HAS("token position");
+            CHECK(sf_topk_add_sparse(&t, 1, 1, i1, v1, NULL, 0, NULL) == -1);
+            sf_topk_free(&t);
+        }
+    omp_set_num_threads(1);
+}
+
 int main(void) {
     make_data();
+    RUN(token_mode);
+    RUN(samples_across_range);
     RUN(against_brute_force);
     RUN(independent_of_batch_threads_form);
     RUN(bad_input);

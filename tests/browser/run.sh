@@ -3,7 +3,10 @@
 # images of coloured shapes with captions, activations computed from their
 # pixels), with an SAE trained on those activations, loads it from disk in
 # headless Chromium and checks the rendered DOM: the feature count, that the
-# top images' sources exist, and that caption search finds features.
+# top images' sources exist, that caption search finds features and that dead
+# features are hidden until toggled. A second site, from per-token activations
+# of images whose one bright patch is known (fixtures/analysis/tokens), checks
+# that each top image carries a heat map whose peak cell is that patch.
 # Screenshots of the index and one feature page go to BUILD/explorer-*.png.
 #
 #   tests/browser/run.sh SAEFLOW_EXE BUILD_DIR
@@ -48,9 +51,17 @@ chrome --dump-dom "$URL#search=red" > "$W/search.dom" || die "chromium search"
 chrome --dump-dom "$URL#search=zebra" > "$W/search0.dom" || die "chromium search"
 
 n_features=$(grep -o 'id="n-features">[0-9]*<' "$W/index.dom" | grep -o '[0-9][0-9]*')
+n_dead=$(grep -o 'id="n-dead">[0-9]*<' "$W/index.dom" | grep -o '[0-9][0-9]*')
 rows=$(grep -o 'class="feat-row"' "$W/index.dom" | wc -l)
 check "index shows 48 features (got '${n_features:-none}')" [ "${n_features:-0}" = 48 ]
-check "index lists 48 feature rows (got $rows)" [ "$rows" = 48 ]
+check "index lists the 48 - ${n_dead:-?} live features by default (got $rows)" [ "$rows" = $((48 - ${n_dead:-0})) ]
+# the dead-feature toggle: dead=1 lists all 48, dead ones tagged
+chrome --dump-dom "$URL#dead=1" > "$W/index_dead.dom" || die "chromium dead=1"
+rows_all=$(grep -o 'class="feat-row"' "$W/index_dead.dom" | wc -l)
+tagged=$(grep -o 'class="tag dead"' "$W/index_dead.dom" | wc -l)
+check "dead=1 lists all 48 features (got $rows_all), $n_dead tagged dead (got $tagged)" \
+    [ "$rows_all" = 48 -a "$tagged" = "${n_dead:-x}" ]
+check "the toggle button is there" grep -q 'id="toggle-dead" data-show="0"' "$W/index.dom"
 check "density histogram rendered" grep -q 'id="density-chart"' "$W/index.dom"
 check "training curves rendered" grep -q 'FVU (l2 normalised)' "$W/index.dom"
 
@@ -80,6 +91,44 @@ check "top image files exist" [ $missing = 0 ]
 check "activation histogram rendered" grep -q 'id="hist-chart"' "$W/feature.dom"
 check "decoder neighbours listed" grep -q 'id="neighbours"' "$W/feature.dom"
 check "frequent caption words listed" grep -q 'id="common-words"' "$W/feature.dom"
+check "co-occurring features card" grep -q 'Co-occurring features' "$W/feature.dom"
+check "examples across the range (4 quartiles)" [ "$(grep -o 'class="rrow" data-quartile' "$W/feature.dom" | wc -l)" = 4 ]
+check "label / note fields and export" grep -q 'id="note-label".*id="note-text".*id="notes-export"' "$W/feature.dom"
+
+# per-token site: image i has its white patch in cell q = (5i + 1) % 16 of the
+# 4x4 grid; feature 0 is the patch brightness, features 3..5 never fire
+TF="$SRC/fixtures/analysis/tokens"
+"$EXE" topk --checkpoint "$TF/sae" --acts "$TF/acts.safetensors" --key vision \
+    --out "$W/topk_tok.safetensors" -N 8 --quiet || die "saeflow topk (tokens)"
+"$EXE" explore --topk "$W/topk_tok.safetensors" --out "$W/site_tok" --data "folder:$TF/images" \
+    --checkpoint "$TF/sae" --title "" --quiet || die "saeflow explore (tokens)"
+TURL="file://$W/site_tok/index.html"
+chrome --dump-dom "$TURL#f=0" > "$W/tok.dom" || die "chromium token page"
+tiles=$(tr -d '\n' < "$W/tok.dom" | sed 's/id="range".*//' | grep -o 'class="tile" data-row="[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"')
+check "token page shows the 8 images once each" [ "$(echo $tiles | wc -w)" = 8 -a "$(echo "$tiles" | sort -u | wc -l)" = 8 ]
+# (the top-rows card comes before the range examples, whose tiles mark their token)
+check "heat maps rendered on the 8 top images" [ "$(tr -d '\n' < "$W/tok.dom" | sed 's/id="range".*//' | grep -o 'class="heat"' | wc -l)" = 8 ]
+check "range examples mark their token" grep -q 'id="range".*class="heat"' "$W/tok.dom"
+ok=1
+for i in $tiles; do
+    q=$(((5 * i + 1) % 16))
+    r=$((q / 4)) c=$((q % 4))
+    # the tile of row i, up to the next tile: its peak cell sits at grid row r+1, column c+1
+    tile=$(sed 's/<div class="tile"/\n&/g' "$W/tok.dom" | grep "^<div class=\"tile\" data-row=\"$i\"")
+    echo "$tile" | grep -q "class=\"hc peak\" data-pos=\"$((q + 1))\" data-r=\"$r\" data-c=\"$c\" style=\"grid-row:$((r + 1));grid-column:$((c + 1));" \
+        || { ok=0; echo "  row $i: no peak cell at ($r, $c)"; }
+    echo "$tile" | grep -q "peak at patch ($r, $c)" || { ok=0; echo "  row $i: wrong peak text"; }
+done
+check "every heat map peaks on the image's bright patch" [ $ok = 1 ]
+check "the CLS value is shown" grep -q 'CLS 0 ·' "$W/tok.dom"
+check "overlay toggle present" grep -q 'id="toggle-heat"' "$W/tok.dom"
+check "empty --title falls back" grep -q '<h1>Feature 0</h1>' "$W/tok.dom"
+chrome --dump-dom "$TURL" > "$W/tok_index.dom" || die "chromium token index"
+check "token index hides the 3 dead features" [ "$(grep -o 'class="feat-row"' "$W/tok_index.dom" | wc -l)" = 3 ]
+check "token index title falls back" grep -q '<h1>saeflow explorer</h1>' "$W/tok_index.dom"
+chrome --dump-dom "$TURL#f=abc" > "$W/tok_bad.dom" || die "chromium #f=abc"
+check "#f=abc is not a NaN feature" grep -q 'is not a feature number' "$W/tok_bad.dom"
+chrome --screenshot="$BUILD/explorer-heat.png" --window-size=1280,1100 "$TURL#f=0" >/dev/null || die "screenshot"
 
 chrome --screenshot="$BUILD/explorer-index.png" --window-size=1280,900 "$URL" >/dev/null || die "screenshot"
 chrome --screenshot="$BUILD/explorer-feature.png" --window-size=1280,1100 "$URL#f=$F" >/dev/null || die "screenshot"

@@ -365,6 +365,82 @@ TEST(serve) {
     CHECK(test_run(cmd, NULL) == 2);
 }
 
+/* Per-token activations: the tokens fixture (known bright patch per image,
+ * an identity SAE) gives feature 0's top images with their bright patch as
+ * the best token, byte-identical for any batch (batches cut images apart)
+ * and thread count; then the CLIP path: `extract --tokens all` + topk
+ * --acts equals topk --dataset --tokens all, with the grid from the model. */
+TEST(topk_tokens) {
+    char a[8192], b[8192], acts[8192], *out = NULL;
+    const char *tf = SF_SOURCE_DIR "/fixtures/analysis/tokens";
+    snprintf(a, sizeof a, "%s/tok_a.safetensors", tmp);
+    snprintf(b, sizeof b, "%s/tok_b.safetensors", tmp);
+    const char *variants[] = {"--batch 1000 --threads 1", "--batch 1 --threads 2",
+                              "--batch 5 --threads 3"};
+    for (int v = 0; v < 3; v++) {
+        snprintf(cmd, sizeof cmd,
+                 "'%s' topk --checkpoint '%s/sae' --acts '%s/acts.safetensors' --key vision "
+                 "--out '%s' -N 8 --quiet %s",
+                 SF_EXE, tf, tf, v ? b : a, variants[v]);
+        CHECK(test_run(cmd, NULL) == 0);
+        if (v) CHECK_MSG(test_same_file(a, b), "token topk differs with %s", variants[v]);
+    }
+    int64_t n = 0, *rows = read_i64(a, "topk_rows", &n);
+    size_t np = 0, nh = 0;
+    int32_t *pos = read_tensor(a, "topk_pos", "I32", &np);
+    uint8_t *heat = read_tensor(a, "topk_heat", "U8", &nh);
+    CHECK(rows && pos && heat && n == 6 * 8 && np == 6 * 8 * 4 && nh == 6 * 8 * 17);
+    for (int i = 0; rows && pos && heat && i < 8; i++) { /* feature 0: all 8 images, value 1 */
+        int64_t r = rows[i];
+        int q = (int)((5 * r + 1) % 16);
+        CHECK_MSG(r == i && pos[i] == q + 1, "slot %d: row %lld pos %d", i, (long long)r, pos[i]);
+        CHECK(heat[i * 17 + q + 1] == 255 && heat[i * 17 + 0] == 0);
+    }
+    for (int i = 0; rows && i < 8; i++) /* feature 3 never fires */
+        CHECK(rows[3 * 8 + i] == -1);
+    free(rows);
+    free(pos);
+    free(heat);
+    sf_st st;
+    CHECK(sf_st_open(&st, a) == 0);
+    CHECK_STR(sf_st_meta(&st, "grid"), "4,4");
+    CHECK_STR(sf_st_meta(&st, "grid_first"), "1");
+    CHECK_STR(sf_st_meta(&st, "tokens"), "17");
+    CHECK_STR(sf_st_meta(&st, "examples"), "8");
+    sf_st_close(&st);
+    /* the CLIP path, on the fixture images */
+    const char *model = SF_SOURCE_DIR "/fixtures/clip/e2e";
+    snprintf(acts, sizeof acts, "%s/clip_tok.safetensors", tmp);
+    snprintf(cmd, sizeof cmd,
+             "'%s' extract --model '%s' --dataset 'folder:%s/images' --out '%s' --text none "
+             "--tokens all",
+             SF_EXE, model, tf, acts);
+    CHECK(test_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s/clipsae' --acts '%s' --key vision --out '%s' -N 4 --quiet",
+             SF_EXE, tmp, acts, a);
+    CHECK(test_run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s/clipsae' --dataset 'folder:%s/images' --model '%s' "
+             "--tokens all --out '%s' -N 4 --batch 3 --threads 2 --quiet",
+             SF_EXE, tmp, tf, model, b);
+    CHECK(test_run(cmd, NULL) == 0);
+    CHECK(same_tensor(a, b, "topk_values", "F32") && same_tensor(a, b, "topk_rows", "I64"));
+    CHECK(same_tensor(a, b, "topk_pos", "I32") && same_tensor(a, b, "topk_heat", "U8"));
+    CHECK(sf_st_open(&st, b) == 0);
+    const char *g = sf_st_meta(&st, "grid");
+    CHECK_MSG(g && g[0] != '0', "grid %s", g ? g : "(none)");
+    CHECK_STR(sf_st_meta(&st, "grid_first"), "1");
+    sf_st_close(&st);
+    /* --tokens is for --dataset */
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s/sae' --acts '%s/acts.safetensors' --key vision "
+             "--tokens all --out '%s'",
+             SF_EXE, tf, tf, b);
+    CHECK(test_run(cmd, &out) == 2);
+    free(out);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     snprintf(tmp, sizeof tmp, "%.2000s", test_tmpdir("cli_analysis"));
@@ -383,6 +459,7 @@ int main(void) {
     RUN(topk_errors);
     RUN(topk_row_map);
     RUN(topk_from_dataset);
+    RUN(topk_tokens);
     RUN(explore_site);
     RUN(serve);
     return test_summary();

@@ -420,8 +420,29 @@ TEST(alpha_white_matches_transformers5) {
     cJSON_Delete(j);
 }
 
+/* sf_png_write -> the PNG decoder gives the same pixels; bad sizes and
+ * unwritable paths fail without leaving a file. */
+TEST(png_write_roundtrip) {
+    const int w = 37, h = 11;
+    uint8_t *rgb = malloc((size_t)(w * h * 3));
+    for (int i = 0; i < w * h * 3; i++)
+        rgb[i] = (uint8_t)(i * 7 + (i / 3) % 5);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/rt.png", test_tmpdir("png_write"));
+    CHECK_MSG(sf_png_write(path, rgb, w, h) == 0, "%s", sf_errmsg());
+    sf_image im;
+    CHECK(sf_image_load(path, &im) == 0);
+    CHECK(im.width == w && im.height == h);
+    if (im.width == w && im.height == h) CHECK(memcmp(im.rgb, rgb, (size_t)(w * h * 3)) == 0);
+    sf_image_free(&im);
+    CHECK(sf_png_write(path, rgb, 0, h) == -1);
+    CHECK(sf_png_write("/nonexistent-dir/x.png", rgb, w, h) == -1);
+    free(rgb);
+}
+
 int main(void) {
     RUN(sniff);
+    RUN(png_write_roundtrip);
     RUN(huge_dimensions_refused);
     RUN(resize_matches_pillow);
     RUN(resize_matches_pillow12);

@@ -267,11 +267,81 @@ TEST(sharded_sets) {
     CHECK_ERR_HAS("safe_serialization=True");
 }
 
+/* F8 files written by safetensors from torch (tools/make_f8_fixtures.py):
+ * all 256 patterns of each format, converted by torch to F32 and BF16. */
+static int same_f32(float a, float b) {
+    return (a != a && b != b) || memcmp(&a, &b, 4) == 0;
+}
+
+TEST(f8_against_torch) {
+    sf_st f;
+    CHECK(sf_st_open(&f, FIX "f8.safetensors") == 0);
+    const char *fmts[2] = {"e4m3", "e5m2"};
+    for (int k = 0; k < 2; k++) {
+        char n32[32], n16[32];
+        snprintf(n32, sizeof n32, "%s_f32", fmts[k]);
+        snprintf(n16, sizeof n16, "%s_bf16", fmts[k]);
+        const sf_tensor_info *t = sf_st_find(&f, fmts[k]);
+        CHECK(t && t->dtype == (k ? SF_DT_F8_E5M2 : SF_DT_F8_E4M3) && t->shape[0] == 256);
+        float want[256], got[256];
+        uint16_t wantb[256], gotb[256];
+        CHECK(sf_st_read_f32(&f, n32, 1, NULL, want) == 0);
+        CHECK(sf_st_read_f32(&f, fmts[k], 1, NULL, got) == 0); /* bulk path */
+        memcpy(wantb, sf_st_find(&f, n16)->data, sizeof wantb);
+        CHECK(sf_convert(SF_DT_BF16, gotb, t->dtype, t->data, 256) == 0);
+        int bad = 0, badb = 0, nans = 0;
+        for (int i = 0; i < 256; i++) {
+            uint8_t byte = ((const uint8_t *)t->data)[i];
+            float s = k ? sf_f8e5m2_to_f32(byte) : sf_f8e4m3_to_f32(byte); /* scalar */
+            bad += !same_f32(got[i], want[i]) || !same_f32(s, want[i]);
+            float wb = sf_bf16_to_f32(wantb[i]), gb = sf_bf16_to_f32(gotb[i]);
+            badb += !same_f32(wb, gb) || !same_f32(gb, want[i]); /* exact in BF16 */
+            nans += want[i] != want[i];
+        }
+        CHECK_MSG(bad == 0, "%s: %d patterns differ from torch", fmts[k], bad);
+        CHECK_MSG(badb == 0, "%s -> BF16: %d patterns differ from torch", fmts[k], badb);
+        /* E4M3FN: NaN only at 0x7F / 0xFF, no infinities; E5M2: 0x7D-0x7F per sign */
+        CHECK(nans == (k ? 6 : 2));
+    }
+    CHECK(sf_f8e4m3_to_f32(0x7e) == 448.0f && sf_f8e4m3_to_f32(0x01) == 0x1p-9f);
+    CHECK(sf_f8e5m2_to_f32(0x7c) == INFINITY && sf_f8e5m2_to_f32(0x01) == 0x1p-16f);
+    /* a dtype that does not convert opens fine and fails only when asked for */
+    float *own;
+    CHECK(sf_st_find(&f, "i8") != NULL);
+    CHECK(sf_st_get_f32(&f, "i8", -1, NULL, &own) == NULL);
+    CHECK_ERR_HAS("f8.safetensors: tensor 'i8' has dtype I8, expected a float type");
+    sf_st_close(&f);
+}
+
+/* Files with dtypes saeflow reads but cannot convert (F8_E8M0, C64, U8)
+ * open; only asking for them as float fails. */
+TEST(unconvertible_dtypes_open) {
+    const char *dir = test_tmpdir("st_dtypes");
+    const char *hdr = "{\"s\":{\"dtype\":\"F8_E8M0\",\"shape\":[2],\"data_offsets\":[0,2]},"
+                      "\"c\":{\"dtype\":\"C64\",\"shape\":[1],\"data_offsets\":[2,10]},"
+                      "\"u\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[10,12]}}";
+    sf_st f;
+    CHECK(sf_st_open(&f, write_raw(dir, "mixed.safetensors", hdr, 0, 12)) == 0);
+    CHECK(f.n_tensors == 3);
+    float out[4];
+    const char *names[3] = {"s", "c", "u"}, *dts[3] = {"F8_E8M0", "C64", "U8"};
+    for (int i = 0; i < 3; i++) {
+        CHECK(sf_st_read_f32(&f, names[i], -1, NULL, out) == -1);
+        char want[128];
+        snprintf(want, sizeof want, "mixed.safetensors: tensor '%s' has dtype %s", names[i],
+                 dts[i]);
+        CHECK_ERR_HAS(want);
+    }
+    sf_st_close(&f);
+}
+
 int main(void) {
     RUN(reads_reference_file);
     RUN(half_conversions_exhaustive);
     RUN(write_round_trip);
     RUN(rejects_corrupt_headers);
     RUN(sharded_sets);
+    RUN(f8_against_torch);
+    RUN(unconvertible_dtypes_open);
     return test_summary();
 }

@@ -67,7 +67,73 @@ TEST(weight_make_and_bf16) {
     CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_F32, raw + 1, 1, shape) == 0);
     CHECK(w.owned != NULL && ((const float *)w.data)[2] == src[2]);
     sf_weight_free(&w);
-    CHECK(sf_weight_make(&w, SF_DT_F16, SF_DT_F32, src, 1, shape) == -1);
+    /* F16 storage exists now; integer storage or sources do not */
+    CHECK(sf_weight_make(&w, SF_DT_I32, SF_DT_F32, src, 1, shape) == -1);
+    CHECK(sf_weight_make(&w, SF_DT_F32, SF_DT_I32, src, 1, shape) == -1);
+}
+
+/* F16 storage: sf_linear equals F32 math (double reference) on the
+ * F16-rounded weights, widened here by the scalar converter so the kernel's
+ * vector path (F16C / AVX-512 where built) is checked against it. */
+TEST(linear_f16) {
+    /* widening: every F16 bit pattern, through the bulk path (vector body and
+     * tail) against the scalar one, NaNs included (both quiet them) */
+    uint16_t *all = malloc(65537 * sizeof(uint16_t));
+    for (uint32_t i = 0; i < 65537; i++)
+        all[i] = (uint16_t)(i * 40503u); /* odd multiplier: a permutation, 65537 = tail */
+    int64_t sall[2] = {1, 65537};
+    sf_weight wa;
+    CHECK(sf_weight_make(&wa, SF_DT_F16, SF_DT_F16, all, 2, sall) == 0);
+    CHECK(wa.owned == NULL); /* zero-copy */
+    float *wide = malloc(65537 * sizeof(float));
+    sf_weight_rows_f32(&wa, 0, 1, wide);
+    int bad = 0;
+    for (int i = 0; i < 65537; i++) {
+        float r = sf_f16_to_f32(all[i]);
+        bad += memcmp(&r, &wide[i], 4) != 0;
+    }
+    CHECK_MSG(bad == 0, "%d F16 patterns widen differently", bad);
+    free(wide), free(all);
+
+    const int64_t M = 37, K = 70, N = 45;
+    float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.2f),
+          *b = randn((size_t)N, 1), *Wr = malloc(sizeof(float) * (size_t)(N * K)),
+          *y = malloc(sizeof(float) * (size_t)(M * N));
+    double *ref = malloc(sizeof(double) * (size_t)(M * N));
+    int64_t shape[2] = {N, K};
+    sf_weight wh;
+    CHECK(sf_weight_make(&wh, SF_DT_F16, SF_DT_F32, W, 2, shape) == 0);
+    CHECK(wh.dtype == SF_DT_F16 && wh.owned != NULL);
+    const uint16_t *h = wh.data;
+    for (int64_t i = 0; i < N * K; i++) {
+        CHECK(h[i] == sf_f32_to_f16(W[i])); /* one rounding, nearest even */
+        Wr[i] = sf_f16_to_f32(h[i]);
+    }
+    ref_linear(x, M, K, Wr, N, b, ref);
+    sf_linear(x, M, K, &wh, b, y, N, 0);
+    CHECK_MSG(rel_err(y, ref, (size_t)(M * N)) < 1e-6, "f16");
+    /* F16 -> F16 keeps the bits; F16 -> F32 widens exactly */
+    sf_weight w2;
+    CHECK(sf_weight_make(&w2, SF_DT_F32, SF_DT_F16, wh.data, 2, shape) == 0);
+    CHECK(memcmp(w2.data, Wr, sizeof(float) * (size_t)(N * K)) == 0);
+    sf_weight_free(&w2);
+    /* several panels on one thread (16 MB of scratch: 255 rows of K = 16400) */
+    sf_kernels_set_threads(1);
+    const int64_t K2 = 16400, N2 = 300, M2 = 3;
+    float *x2 = randn((size_t)(M2 * K2), 1), *W2 = randn((size_t)(N2 * K2), 0.01f);
+    int64_t shape2[2] = {N2, K2};
+    sf_weight wh2, wr2;
+    CHECK(sf_weight_make(&wh2, SF_DT_F16, SF_DT_F32, W2, 2, shape2) == 0);
+    CHECK(sf_weight_make(&wr2, SF_DT_F32, SF_DT_F16, wh2.data, 2, shape2) == 0);
+    double *ref3 = malloc(sizeof(double) * (size_t)(M2 * N2));
+    float *y3 = malloc(sizeof(float) * (size_t)(M2 * N2));
+    ref_linear(x2, M2, K2, wr2.data, N2, NULL, ref3);
+    sf_linear(x2, M2, K2, &wh2, NULL, y3, N2, 0);
+    CHECK_MSG(rel_err(y3, ref3, (size_t)(M2 * N2)) < 1e-5, "f16 panels");
+    sf_kernels_set_threads(2);
+    sf_weight_free(&wh2), sf_weight_free(&wr2), sf_weight_free(&wh);
+    free(x2), free(W2), free(ref3), free(y3);
+    free(x), free(W), free(b), free(Wr), free(y), free(ref);
 }
 
 TEST(linear_f32_bf16) {
@@ -569,6 +635,7 @@ int main(void) {
     sf_rng_seed(&rng, 1234);
     RUN(weight_make_and_bf16);
     RUN(linear_f32_bf16);
+    RUN(linear_f16);
     RUN(norms);
     RUN(softmax_and_activations);
     RUN(attention);

@@ -1,4 +1,5 @@
-/* saeflow: the CLIP BPE tokenizer, matching transformers' CLIPTokenizerFast
+/* saeflow: the CLIP BPE tokenizer (sf_tokenizer_*; T5 has its own Unigram one), matching
+ * transformers' CLIPTokenizerFast
  * (what AutoTokenizer / CLIPProcessor give for openai/clip-vit-large-patch14)
  * token for token:
  *
@@ -24,8 +25,8 @@
  * Thread safety: sf_tokenizer_encode may be called from several threads on
  * one tokenizer (the per-word BPE cache is behind a mutex).
  */
-#ifndef SAEFLOW_TOKENIZER_H
-#define SAEFLOW_TOKENIZER_H
+#ifndef SAEFLOW_CLIP_BPE_H
+#define SAEFLOW_CLIP_BPE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 
 static sf_tokenizer *tok;
 
@@ -18,7 +18,7 @@ static void load_once(void) {
     if (tok) return;
     char root[4096];
     snprintf(root, sizeof root, "%s", __FILE__);
-    char *s = strstr(root, "fuzz/fuzz_tokenizer.c");
+    char *s = strstr(root, "fuzz/fuzz_clip_bpe.c");
     if (s == root)
         snprintf(root, sizeof root, "."); /* relative __FILE__: run from the repository root */
     else if (s)
@@ -29,7 +29,7 @@ static void load_once(void) {
     snprintf(m, sizeof m, "%s/fixtures/clip-inputs/merges.txt", root);
     tok = sf_tokenizer_load(v, m);
     if (!tok) {
-        fprintf(stderr, "fuzz_tokenizer: %s\n", sf_errmsg());
+        fprintf(stderr, "fuzz_clip_bpe: %s\n", sf_errmsg());
         abort();
     }
 }
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     load_once();
     if (size > 0 && data[0] == 0xFF) {
         static char path[64];
-        if (!path[0]) snprintf(path, sizeof path, "/tmp/fuzz_tok_%d.json", (int)getpid());
+        if (!path[0]) snprintf(path, sizeof path, "/tmp/fuzz_clip_bpe_%d.json", (int)getpid());
         FILE *fp = fopen(path, "wb");
         if (!fp) return 0;
         fwrite(data + 1, 1, size - 1, fp);

@@ -8,7 +8,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "saeflow/tokenizer.h"
+#include "saeflow/clip_bpe.h"
 #include "test.h"
 
 #define FIX SF_SOURCE_DIR "/fixtures/clip-inputs"

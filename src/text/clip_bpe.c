@@ -28,7 +28,8 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
-#include "saeflow/tokenizer.h"
+#include "saeflow/buf.h"
+#include "saeflow/clip_bpe.h"
 
 /* ---- string -> int hash map (open addressing, power-of-two capacity) ---- */
 
@@ -552,18 +553,7 @@ const char *sf_tokenizer_token(const sf_tokenizer *t, int id) {
 
 /* ---- normalisation ---- */
 
-/* Growable int32 / byte buffers. */
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} ibuf;
-static void ibuf_push(ibuf *b, int32_t x) {
-    if (b->n == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 64;
-        b->v = sf_realloc(b->v, b->cap * sizeof(int32_t));
-    }
-    b->v[b->n++] = x;
-}
+typedef SF_VEC(int32_t) ibuf; /* token ids */
 
 static int is_white_space(int32_t c) {
     return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
@@ -748,7 +738,7 @@ static void bpe_piece(const sf_tokenizer *t, const unsigned char *p, size_t n, i
         }
     }
     for (int32_t i = 0; i >= 0; i = s[i].next)
-        ibuf_push(out, s[i].id);
+        sf_vec_push(out, s[i].id);
     free(s);
     free(heap);
 }
@@ -760,7 +750,7 @@ static void bpe_cached(sf_tokenizer *t, const unsigned char *p, size_t n, ibuf *
     if (strmap_get(&t->cache.index, (const char *)p, n, &off)) {
         int32_t len = t->cache.ids[off];
         for (int32_t i = 0; i < len; i++)
-            ibuf_push(out, t->cache.ids[off + 1 + i]);
+            sf_vec_push(out, t->cache.ids[off + 1 + i]);
         pthread_mutex_unlock(&t->lock);
         return;
     }
@@ -776,10 +766,7 @@ static void bpe_cached(sf_tokenizer *t, const unsigned char *p, size_t n, ibuf *
         strmap_init(&c->index, 1024);
         c->n_ids = 0;
     }
-    if (c->n_ids + len + 1 > c->cap_ids) {
-        c->cap_ids = (c->n_ids + len + 1) * 2;
-        c->ids = sf_realloc(c->ids, c->cap_ids * sizeof(int32_t));
-    }
+    c->ids = sf_grow(c->ids, &c->cap_ids, c->n_ids + len + 1, sizeof(int32_t));
     off = (int32_t)c->n_ids;
     c->ids[c->n_ids++] = (int32_t)len;
     memcpy(c->ids + c->n_ids, out->v + start, len * sizeof(int32_t));
@@ -850,7 +837,7 @@ static int encode_all(sf_tokenizer *t, const char *text, ibuf *out) {
             }
             if (hit >= 0) {
                 if (encode_segment(t, text + seg, i - seg, out)) return -1;
-                ibuf_push(out, t->added[hit].id);
+                sf_vec_push(out, t->added[hit].id);
                 i += best;
                 seg = i;
                 continue;

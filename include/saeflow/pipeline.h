@@ -1,0 +1,187 @@
+/* The pipeline layer: where activations come from, and how a long extraction
+ * is cut into resumable shards. Sits between the models and the commands:
+ *
+ *   sf_act_source   a producer of batches of activation rows. Each batch holds
+ *                   one or more named streams (CLIP: "vision" and/or "text";
+ *                   a file: the tensor key; FLUX sampling, later: one stream
+ *                   per hooked block from one forward), each (n, d) F32 rows
+ *                   with the dataset row (and token position) of every row,
+ *                   plus the examples (dataset rows, source ids) the batch
+ *                   covers and the ones it skipped, with the reason.
+ *   sources         sf_clip_source_open (a dataset through CLIP's towers: any
+ *                   hooked layer, pooled or projected, CLS/EOS or every
+ *                   token) and sf_file_source_open (rows of a tensor key
+ *                   across safetensors files, with their row map).
+ *   sf_extract_run  pulls a source through shards of dataset rows, writes each
+ *                   finished shard atomically with a fingerprint of the
+ *                   settings (OUT.partNNNNN.safetensors), skips the shards
+ *                   an earlier run with the same fingerprint finished, and
+ *                   concatenates the parts into OUT (sf_st_concat).
+ *
+ * Usage:
+ *   sf_act_source *src = sf_clip_source_open(&opts);  // NULL + sf_errmsg()
+ *   sf_act_batch b;
+ *   while ((r = sf_act_source_next(src, &b)) == 1)
+ *       use(b.stream[0].x, b.stream[0].n, b.stream[0].d, b.stream[0].rows);
+ *   sf_act_source_close(src);
+ * A batch's pointers stay valid until the next call on the source.
+ */
+#ifndef SAEFLOW_PIPELINE_H
+#define SAEFLOW_PIPELINE_H
+
+#include "saeflow/common.h"
+#include "saeflow/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SF_ACT_MAX_STREAMS 16
+
+typedef struct {
+    const char *name;    /* "vision", "text", a file's tensor key, a hook name */
+    int64_t d;           /* floats per row */
+    int64_t n;           /* rows in this batch */
+    const float *x;      /* (n, d) */
+    const int64_t *rows; /* (n) dataset row of each activation row */
+    const int32_t *pos;  /* (n) token position of each row; NULL: one row per example */
+} sf_act_stream;
+
+typedef struct {
+    int64_t row;     /* dataset row */
+    const char *id;  /* its source id */
+    const char *why; /* "no image", "no caption", or the decode/tokenizer error */
+} sf_act_skip;
+
+typedef struct {
+    int n_streams;
+    sf_act_stream stream[SF_ACT_MAX_STREAMS];
+    int64_t n_examples;         /* examples (dataset rows) with rows in this batch */
+    const int64_t *ex_rows;     /* (n_examples) their dataset rows, ascending */
+    const char *const *ex_ids;  /* (n_examples) their source ids (no newlines); NULL if unknown */
+    int64_t n_skipped;          /* examples dropped while making this batch */
+    const sf_act_skip *skipped; /* (n_skipped) */
+    int64_t next_row;           /* dataset (or file) row the source reads next: progress */
+} sf_act_batch;
+
+typedef struct sf_act_source sf_act_source;
+typedef struct {
+    /* 1 = a batch (it may hold no rows when every example was skipped),
+     * 0 = end of the range, -1 = error. */
+    int (*next)(sf_act_source *s, sf_act_batch *b);
+    /* Restricts reading to rows [row0, row1) and positions at row0. */
+    int (*seek)(sf_act_source *s, int64_t row0, int64_t row1);
+    void (*close)(sf_act_source *s);
+} sf_act_source_ops;
+
+/* The common head of every source (implementations embed it first). */
+struct sf_act_source {
+    const sf_act_source_ops *ops;
+    int n_streams;
+    const char *names[SF_ACT_MAX_STREAMS];
+    int64_t d[SF_ACT_MAX_STREAMS];     /* row width per stream */
+    int per_token[SF_ACT_MAX_STREAMS]; /* stream rows are tokens (pos is set) */
+    int64_t n_rows;                    /* dataset (or file) rows the source covers */
+};
+
+int sf_act_source_next(sf_act_source *s, sf_act_batch *b);
+int sf_act_source_seek(sf_act_source *s, int64_t row0, int64_t row1);
+void sf_act_source_close(sf_act_source *s);
+
+/* ---- a dataset through CLIP ----------------------------------------------- */
+
+typedef struct {
+    const char *model;         /* Hugging Face CLIP directory */
+    const char *dataset;       /* dataset spec (see saeflow/dataset.h) */
+    const char *captions_path; /* one caption per line, line i for row i; NULL: the dataset's */
+    const char *tokenizer_dir; /* NULL: the model directory */
+    /* "layer:N" / "hidden:N", "pooled", "embeds", or "none" / NULL (tower off) */
+    const char *vision, *text;
+    /* error when the checkpoint lacks a requested tower (otherwise the tower
+     * is silently dropped, so a default request works on single towers) */
+    int vision_required, text_required;
+    int tokens_all;    /* layer outputs: every token (vision) / non-padding token (text) */
+    sf_dtype dtype;    /* weights in memory: F32 (0) or BF16 */
+    int batch;         /* examples per forward */
+    int fixed_groups;  /* see below */
+    int pillow_legacy; /* resize pass order of Pillow <= 12 */
+    int64_t limit;     /* only the first `limit` dataset rows; < 0: all (0: none!) */
+} sf_clip_source_opts;
+
+/* Batching. Each call reads up to `batch` examples that have the inputs the
+ * towers need (others are skipped: "no image" / "no caption"), decodes,
+ * preprocesses and tokenizes them in parallel (failures skipped with their
+ * error), and runs the towers:
+ *   fixed_groups = 0: on the examples of that read (<= batch; what extract
+ *     does, so the forward groups follow the shards and reads);
+ *   fixed_groups = 1: on exactly `batch` prepared examples, counted from the
+ *     first one (the last group may be shorter), queueing the rest; the GEMM
+ *     shapes, and so every bit, then depend on neither the caller's batch
+ *     sizes nor the thread count.
+ * With no skipped examples and a single range both give the same groups.
+ * Streams: "vision" then "text", whichever are on. */
+sf_act_source *sf_clip_source_open(const sf_clip_source_opts *o);
+/* The fingerprint of everything that changes the numbers or the row layout:
+ * "saeflow-extract-v1 model=... shard_rows=N limit=N". New string. */
+char *sf_clip_source_fingerprint(const sf_act_source *s, int64_t shard_rows);
+
+/* ---- rows of a tensor across safetensors files ---------------------------- */
+
+typedef struct {
+    const char *const *paths; /* files, in row order (rows continue across them) */
+    int n_paths;
+    const char *key; /* tensor [N, d], a float dtype */
+    /* I64 [N] tensor with each row's dataset row: NULL = "<key>_rows", else
+     * "rows", when the first file has it; "none" = no map */
+    const char *rows_key;
+    int64_t row_offset; /* without a map: row i is dataset row row_offset + i */
+    int64_t limit;      /* only the first `limit` rows; < 0: all */
+    int64_t batch;      /* rows per batch */
+} sf_file_source_opts;
+
+/* One stream named `key`; rows are checked to be finite. With a row map and
+ * an I32 '<key>_pos' tensor (extract's per-token output) the rows are tokens:
+ * per_token[0] is set and the stream carries their positions. */
+sf_act_source *sf_file_source_open(const sf_file_source_opts *o);
+/* The row map tensor's name, NULL when rows are numbered by position. */
+const char *sf_file_source_rows_key(const sf_act_source *s);
+/* Metadata of the first file, NULL if absent. */
+const char *sf_file_source_meta(const sf_act_source *s, const char *key);
+
+/* ---- resumable sharded extraction ----------------------------------------- */
+
+typedef struct {
+    const char *out;         /* final safetensors file */
+    const char *fingerprint; /* stored in every part and in out */
+    const char *meta_key;    /* metadata key of the fingerprint (NULL: "saeflow_extract") */
+    int64_t shard_rows;      /* dataset rows per part */
+    const char *label;       /* progress bar label */
+    /* called for each skipped example; bar: a progress bar is on screen */
+    void (*on_skip)(void *ctx, const sf_act_skip *s, int bar);
+    void *ctx;
+} sf_extract_opts;
+
+typedef struct {
+    int already_complete; /* out existed with this fingerprint: nothing done */
+    int64_t rows;         /* examples written */
+    int64_t skipped;      /* examples skipped, over all parts */
+    int64_t n_shards, fresh_shards;
+} sf_extract_result;
+
+/* Runs src over its n_rows dataset rows. Part k holds rows [k S, (k+1) S):
+ * "rows" I64 [n] (dataset row per example), per stream "<name>" F32 [m, d]
+ * (+ "<name>_rows" I64 [m] and "<name>_pos" I32 [m] for per-token streams),
+ * "ids" U8 (newline-terminated source ids); metadata meta_key = fingerprint
+ * and "skipped". A part with another fingerprint is an error (nothing is
+ * touched); finished parts are reused. Once all exist they are concatenated
+ * into out (metadata + "rows" = count) and removed. Returns 0; 1 when no
+ * example had its inputs (nothing written, parts removed, error set); -1 on
+ * error (finished parts kept for a rerun). */
+int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_result *res);
+/* "OUT.partNNNNN.safetensors" (new string). */
+char *sf_extract_part_path(const char *out, int64_t k);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

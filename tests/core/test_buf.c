@@ -1,0 +1,74 @@
+/* Core buffers (saeflow/buf.h): string builder, growable arrays, UTF-8. */
+#include "saeflow/buf.h"
+#include "test.h"
+
+TEST(string_builder) {
+    sf_sbuf b = {0};
+    char *e = sf_sb_release(&b); /* nothing appended: "" */
+    CHECK(e && e[0] == 0 && b.s == NULL);
+    free(e);
+    sf_sb_puts(&b, "ab");
+    sf_sb_put(&b, "cdef", 2);
+    sf_sb_printf(&b, "-%d-%s", 42, "x");
+    CHECK_STR(b.s, "abcd-42-x");
+    CHECK(b.len == 9);
+    for (int i = 0; i < 1000; i++) /* growth past several doublings */
+        sf_sb_printf(&b, "%04d", i);
+    CHECK(b.len == 9 + 4000 && strlen(b.s) == b.len);
+    CHECK(!memcmp(b.s + 9 + 4 * 999, "0999", 4));
+    b.len = 0; /* reuse */
+    sf_sb_puts(&b, "z");
+    char *s = sf_sb_release(&b);
+    CHECK_STR(s, "z");
+    CHECK(b.s == NULL && b.len == 0 && b.cap == 0);
+    free(s);
+    sf_sb_free(&b);
+}
+
+TEST(vectors) {
+    SF_VEC(int64_t) v = {0};
+    for (int64_t i = 0; i < 100; i++)
+        sf_vec_push(&v, i * i);
+    CHECK(v.n == 100 && v.cap >= 100);
+    CHECK(v.v[99] == 99 * 99);
+    const int64_t more[3] = {-1, -2, -3};
+    sf_vec_append(&v, more, 3);
+    sf_vec_append(&v, NULL, 0);
+    CHECK(v.n == 103 && v.v[100] == -1 && v.v[102] == -3 && v.v[50] == 2500);
+    sf_vec_free(&v);
+    CHECK(v.v == NULL && v.n == 0 && v.cap == 0);
+    size_t cap = 0;
+    char *p = sf_grow(NULL, &cap, 17, 1);
+    CHECK(p && cap == 32);
+    p = sf_grow(p, &cap, 20, 1); /* already big enough: unchanged */
+    CHECK(cap == 32);
+    free(p);
+}
+
+TEST(utf8) {
+    const unsigned char *u = (const unsigned char *)"a\xc3\xa9\xe6\x9d\xb1\xf0\x9f\x99\x82";
+    CHECK(sf_utf8_len(u, 10) == 1 && sf_utf8_len(u + 1, 9) == 2 && sf_utf8_len(u + 3, 7) == 3 &&
+          sf_utf8_len(u + 6, 4) == 4);
+    CHECK(sf_utf8_len(u + 6, 3) == 0);                                     /* cut short */
+    CHECK(sf_utf8_len((const unsigned char *)"\xc0\xaf", 2) == 0);         /* overlong */
+    CHECK(sf_utf8_len((const unsigned char *)"\xed\xa0\x80", 3) == 0);     /* surrogate */
+    CHECK(sf_utf8_len((const unsigned char *)"\xf4\x90\x80\x80", 4) == 0); /* > U+10FFFF */
+    CHECK(sf_utf8_len((const unsigned char *)"\x80", 1) == 0);             /* continuation */
+    CHECK(sf_utf8_len(u, 0) == 0);
+    CHECK(sf_utf8_count((const char *)u, 10) == 4);
+    CHECK(sf_utf8_count("", 0) == 0);
+    char *s = sf_utf8_sanitize("ok \xff caf\xc3\xa9 \xed\xa0\x80");
+    CHECK_STR(s, "ok \xEF\xBF\xBD caf\xc3\xa9 \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+    free(s);
+    s = sf_utf8_sanitize("");
+    CHECK(s && s[0] == 0);
+    free(s);
+    CHECK(sf_utf8_sanitize(NULL) == NULL);
+}
+
+int main(void) {
+    RUN(string_builder);
+    RUN(vectors);
+    RUN(utf8);
+    return test_summary();
+}
