@@ -9,6 +9,8 @@ What it makes (all small, ~0.5 MB in total):
                            one file per (codec, encoding, data page version) variant,
                            several row groups and several pages per column chunk,
                            nulls at every optional level and empty lists.
+  legacy_item_recap.parquet  the same with the legacy list element name "item"
+                           (use_compliant_nested_type=False: pyarrow < 13, Spark).
   types_<variant>.parquet  int32/int64/bool/double/float/string/list<int32> columns
                            with nulls, required and optional, plain and dictionary.
   expected.json            what pyarrow reads back from every .parquet file: per
@@ -210,6 +212,15 @@ def main():
         p = os.path.join(out, f"recap_{name}.parquet")
         write_parquet(p, recap, row_group_size=7, data_page_size=2048, write_batch_size=2, **kw)
         expected[os.path.basename(p)] = expected_for(p)
+
+    # The legacy list naming: pyarrow before 13 (and Spark) name the list element
+    # "item" instead of the spec's "element" (conversations.list.item.value).
+    p = os.path.join(out, "legacy_item_recap.parquet")
+    write_parquet(p, recap, row_group_size=7, data_page_size=2048, write_batch_size=2, compression="snappy",
+                  use_compliant_nested_type=False)
+    assert "conversations.list.item.value" in pq.ParquetFile(p).schema.names or any(
+        c.path == "conversations.list.item.value" for c in pq.ParquetFile(p).schema)
+    expected[os.path.basename(p)] = expected_for(p)
 
     types = types_table()
     tvariants = [

@@ -105,7 +105,11 @@ typedef struct {
     int batch;         /* examples per forward */
     int fixed_groups;  /* see below */
     int pillow_legacy; /* resize pass order of Pillow <= 12 */
-    int64_t limit;     /* only the first `limit` dataset rows; < 0: all (0: none!) */
+    /* transparency: 0 = alpha dropped (Pillow convert("RGB"), transformers 4,
+     * the reference), 1 = composited onto white (transformers >= 5
+     * convert_to_rgb): SF_IMAGE_ALPHA_WHITE */
+    int alpha_white;
+    int64_t limit; /* only the first `limit` dataset rows; < 0: all (0: none!) */
 } sf_clip_source_opts;
 
 /* Batching. Each call reads up to `batch` examples that have the inputs the

@@ -104,6 +104,9 @@ int cli_sae_io_data(const char *cmd, const cli_sae_io *io, const sf_sae *s, sf_s
 /* --pillow 13|12 -> 0, 1 (sf_clip_preproc.pillow_legacy_order: Pillow <= 12
  * runs the resize passes in another order); -1 after an error. */
 int cli_parse_pillow(const char *cmd, const char *s, int *legacy);
+/* --alpha drop|white -> 0, 1 (sf_clip_source_opts.alpha_white); -1 after an
+ * error. */
+int cli_parse_alpha(const char *cmd, const char *s, int *white);
 /* --save_dtype f32|bf16|f16 -> 0, 1, 2 (sf_sae.save_half); -1 after an error. */
 int cli_parse_save_dtype(const char *cmd, const char *s, int *out);
 

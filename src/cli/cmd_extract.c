@@ -52,6 +52,9 @@ static void usage(FILE *out) {
         "  --pillow 13|12       resize like this Pillow release (default 13; 12 and older\n"
         "                       run the bicubic passes in another order for tall images:\n"
         "                       +-1 on some pixels)\n"
+        "  --alpha drop|white   transparent images: drop alpha like transformers 4 and\n"
+        "                       Pillow convert(\"RGB\") (default, the reference) or\n"
+        "                       composite onto white like transformers 5\n"
         "\n"
         "A row whose image does not decode, or that lacks an image or caption a tower\n"
         "needs, is skipped with a warning (both towers, so rows stay aligned). Rerunning\n"
@@ -113,6 +116,7 @@ int cmd_extract(int argc, char **argv) {
                                          {"limit", required_argument, 0, 'n'},
                                          {"tokenizer", required_argument, 0, 'T'},
                                          {"pillow", required_argument, 0, 'P'},
+                                         {"alpha", required_argument, 0, 'A'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     sf_clip_source_opts so = {0};
@@ -174,6 +178,9 @@ int cmd_extract(int argc, char **argv) {
             break;
         case 'P':
             if (cli_parse_pillow(CMD, optarg, &so.pillow_legacy)) return 2;
+            break;
+        case 'A':
+            if (cli_parse_alpha(CMD, optarg, &so.alpha_white)) return 2;
             break;
         case 'h':
             usage(stdout);

@@ -136,6 +136,8 @@ static void usage(FILE *out) {
         "  --clip-batch G     images per forward: 1, 2, 4 ... 256 (default 32); results\n"
         "                     depend on G in the last bits, like extract's --batch_size\n"
         "  --pillow 13|12     resize like this Pillow release (default 13; see extract)\n"
+        "  --alpha drop|white transparent images: drop alpha (transformers 4, default) or\n"
+        "                     composite onto white (transformers 5); see extract\n"
         "  --tokens cls|all   with --vision layer:N: the CLS token (default) or every\n"
         "                     token of every image\n"
         "per-token activations (--tokens all, or files with '<key>_pos' as `saeflow\n"
@@ -149,7 +151,7 @@ int cmd_topk(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL, *key = "activations", *data_spec = NULL, *rows_key = NULL;
     const char *dataset = NULL, *model = NULL, *vision = "layer:-2";
     const char **acts = sf_calloc((size_t)argc + 1, sizeof(char *));
-    int n_acts = 0, quiet = 0, pillow_legacy = 0, tokens_all = 0;
+    int n_acts = 0, quiet = 0, pillow_legacy = 0, tokens_all = 0, alpha_white = 0;
     long long top = 16, batch = 4096, threads = 0, limit = -1, row_offset = 0, G = 32;
     static const struct option opts[] = {{"checkpoint", required_argument, 0, 'c'},
                                          {"acts", required_argument, 0, 'a'},
@@ -170,6 +172,7 @@ int cmd_topk(int argc, char **argv) {
                                          {"clip-batch", required_argument, 0, 'G'},
                                          {"pillow", required_argument, 0, 'P'},
                                          {"tokens", required_argument, 0, 'T'},
+                                         {"alpha", required_argument, 0, 'A'},
                                          {0, 0, 0, 0}};
     int c, rc = 2;
     while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
@@ -203,6 +206,9 @@ int cmd_topk(int argc, char **argv) {
             break;
         case 'P':
             if (cli_parse_pillow(cmd, optarg, &pillow_legacy)) goto done;
+            break;
+        case 'A':
+            if (cli_parse_alpha(cmd, optarg, &alpha_white)) goto done;
             break;
         case 'q':
             quiet = 1;
@@ -354,6 +360,7 @@ int cmd_topk(int argc, char **argv) {
                                   .fixed_groups = 1,
                                   .pillow_legacy = pillow_legacy,
                                   .tokens_all = tokens_all,
+                                  .alpha_white = alpha_white,
                                   .limit = limit};
         if (!(src = sf_clip_source_open(&co))) {
             rc = cli_fail(cmd);

@@ -155,6 +155,16 @@ int cli_parse_pillow(const char *cmd, const char *s, int *legacy) {
     return 0;
 }
 
+int cli_parse_alpha(const char *cmd, const char *s, int *white) {
+    if (strcmp(s, "drop") && strcmp(s, "white")) {
+        cli_usage_error(cmd, "--alpha expects drop (transformers 4, the default) or white "
+                             "(transformers 5)");
+        return -1;
+    }
+    *white = !strcmp(s, "white");
+    return 0;
+}
+
 int cli_parse_save_dtype(const char *cmd, const char *s, int *out) {
     static const char *names[3] = {"f32", "bf16", "f16"};
     for (int i = 0; i < 3; i++)

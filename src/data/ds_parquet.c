@@ -2,6 +2,8 @@
  * layouts. Column choice, per file, first match wins:
  *   image:   image.bytes | image | jpg | jpeg | png | webp      (BYTE_ARRAY)
  *   caption: conversations.list.element.value (last element)
+ *            | conversations.list.item.value (the legacy list naming of
+ *              pyarrow < 13 and Spark, in files that exist in the wild)
  *            | caption | text | txt                             (BYTE_ARRAY)
  *   id:      id | key | __key__   (else the global row number)
  * Only the needed columns are read, one row group at a time; the decoded
@@ -41,8 +43,8 @@ static int find_bytes_col(sf_pq_file *f, const char *const *names, int n) {
 }
 
 static const char *const IMG_COLS[] = {"image.bytes", "image", "jpg", "jpeg", "png", "webp"};
-static const char *const CAP_COLS[] = {"conversations.list.element.value", "caption", "text",
-                                       "txt"};
+static const char *const CAP_COLS[] = {"conversations.list.element.value",
+                                       "conversations.list.item.value", "caption", "text", "txt"};
 static const char *const ID_COLS[] = {"id", "key", "__key__"};
 
 static int resolve_columns(sf_dataset *ds, pq_part *p) {
@@ -59,12 +61,11 @@ static int resolve_columns(sf_dataset *ds, pq_part *p) {
                 sf_pq_name(f));
     }
     if (ds->flags & SF_DS_CAPTIONS) {
-        p->col_cap = find_bytes_col(f, CAP_COLS, 4);
+        p->col_cap = find_bytes_col(f, CAP_COLS, 5);
         if (p->col_cap < 0)
-            return sf_error(
-                "%s: no caption column (looked for conversations.list.element.value, caption, "
-                "text, txt as BYTE_ARRAY)",
-                sf_pq_name(f));
+            return sf_error("%s: no caption column (looked for conversations.list.element.value, "
+                            "conversations.list.item.value, caption, text, txt as BYTE_ARRAY)",
+                            sf_pq_name(f));
         p->cap_is_list = sf_pq_column_max_rep(f, p->col_cap) > 0;
     }
     return 0;

@@ -32,7 +32,7 @@ typedef struct {
     sf_act_source base;
     /* settings (the fingerprint's parts) */
     char *model, *spec, *captions_path;
-    int tokens_all, pillow_legacy, fixed;
+    int tokens_all, pillow_legacy, alpha_white, fixed;
     sf_dtype dtype;
     int64_t limit, B, Q; /* group size, queue capacity */
     /* model and inputs */
@@ -158,7 +158,8 @@ static int read_prepare(clip_src *c) {
         it->ok = 1;
         if (c->vision_on) {
             sf_image im;
-            if (sf_image_decode(it->img, it->img_len, it->id, &im) ||
+            if (sf_image_decode_ex(it->img, it->img_len, it->id,
+                                   c->alpha_white ? SF_IMAGE_ALPHA_WHITE : 0u, &im) ||
                 sf_clip_preprocess(&c->pp, &im, c->px + q * (size_t)c->pxf)) {
                 snprintf(it->err, sizeof it->err, "%s", sf_errmsg());
                 it->ok = 0;
@@ -394,6 +395,7 @@ sf_act_source *sf_clip_source_open(const sf_clip_source_opts *o) {
     c->captions_path = o->captions_path ? sf_strdup(o->captions_path) : NULL;
     c->tokens_all = o->tokens_all;
     c->pillow_legacy = o->pillow_legacy;
+    c->alpha_white = o->alpha_white;
     c->fixed = o->fixed_groups;
     c->dtype = o->dtype == SF_DT_BF16 ? SF_DT_BF16 : SF_DT_F32;
     c->limit = o->limit;
@@ -466,10 +468,12 @@ char *sf_clip_source_fingerprint(const sf_act_source *s, int64_t shard_rows) {
     sf_sbuf b = {0};
     sf_sb_printf(&b,
                  "saeflow-extract-v1 model=%s source=%s captions=%s vision=%s text=%s tokens=%s "
-                 "dtype=%s shard_rows=%lld limit=%lld%s",
+                 "dtype=%s shard_rows=%lld limit=%lld%s%s",
                  model, c->spec, caps, vr, tr, c->tokens_all ? "all" : "cls",
                  sf_dtype_name(c->dtype), (long long)shard_rows, (long long)c->limit,
-                 c->pillow_legacy ? " pillow=12" : "");
+                 c->pillow_legacy ? " pillow=12" : "",
+                 /* only when set: the default keeps older outputs resumable */
+                 c->alpha_white ? " alpha=white" : "");
     free(model), free(caps);
     return sf_sb_release(&b);
 }

@@ -14,13 +14,21 @@
 #include "sae/sae_internal.h"
 
 int sae_chunk_rows(int64_t B, int n) {
-    /* One chunk per thread: every sgemm call packs all of W_enc (n x d) once,
-     * which at n x d = 12288 x 3072 costs as much as ~40 rows of compute, so
-     * few large chunks win; the per-row work after the GEMM does not need the
-     * chunk in cache (it reads each pre-activation once). Capped at 64 MiB of
-     * pre-activations per thread, at least 16 rows. */
-    int T = omp_get_max_threads();
-    int64_t c = (B + T - 1) / (T > 0 ? T : 1);
+    /* The chunks are a function of (B, n) only, never of the thread count: a
+     * BLAS may round a row's outputs differently with the call's row count
+     * and the row's place in it (OpenBLAS's Haswell/Zen sgemm computes rows
+     * in groups of 12 and the last M mod 12 with other kernels, and summing
+     * in another order), so only the same calls on the same rows give the
+     * same bits whatever the thread count. Every sgemm call packs all of
+     * W_enc (n x d) once, which at n x d = 12288 x 3072 costs as much as ~40
+     * rows of compute: chunks of up to 256 rows keep that small, and at least
+     * two chunks from 32 rows on keep two threads busy at small batches.
+     * Equal sizes (the last may be shorter), capped at 64 MiB of
+     * pre-activations, at least 16 rows. */
+    const int64_t max_rows = 256;
+    int64_t nch = (B + max_rows - 1) / max_rows;
+    if (nch < 2 && B >= 32) nch = 2;
+    int64_t c = nch > 0 ? (B + nch - 1) / nch : 1;
     int64_t cap = ((int64_t)16 << 20) / (n > 0 ? n : 1);
     const char *env = getenv("SAEFLOW_CHUNK"); /* rows per chunk, for experiments */
     if (env && atoi(env) > 0) c = atoi(env);

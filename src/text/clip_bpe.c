@@ -10,8 +10,11 @@
  *     20, 85, A0, 1680, 2000-200A, 2028, 2029, 202F, 205F, 3000) -> " ",
  *     then Lowercase = Rust char::to_lowercase per code point (full case
  *     mapping: U+0130 becomes "i" + U+0307; no final-sigma rule).
- *  3. pre-tokenizer: keep the matches of the CLIP regex (PCRE2, UTF + UCP),
- *     drop the rest (only spaces remain to drop after step 2).
+ *  3. pre-tokenizer: keep the matches of the CLIP regex (Oniguruma), drop
+ *     the rest (only spaces remain to drop after step 2).
+ *  The Unicode tables of steps 2-3 (NFC, \p{L}, \p{N}, \s, lowercase) are
+ *  the ones tokenizers has, read out of it by tools/make_unicode_tables.py
+ *  (clip_unicode.c): system PCRE2 / utf8proc have other Unicode versions.
  *  4. ByteLevel: bytes -> GPT-2 bytes_to_unicode characters, after its own
  *     GPT-2 regex re-split, which changes only the pieces "<|startoftext|>"
  *     and "<|endoftext|>" (from upper-case text): "<|", word, "|>".
@@ -23,13 +26,45 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
-#include <pcre2.h>
-#include <utf8proc.h>
 
+#include "clip_unicode.h"
 #include "saeflow/buf.h"
 #include "saeflow/clip_bpe.h"
+
+/* UTF-8 of code point c into b (at least 4 bytes); returns the length */
+static size_t utf8_put(uint32_t c, char *b) {
+    unsigned char *u = (unsigned char *)b;
+    if (c < 0x80) {
+        u[0] = (unsigned char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        u[0] = (unsigned char)(0xC0 | c >> 6);
+        u[1] = (unsigned char)(0x80 | (c & 0x3F));
+        return 2;
+    }
+    if (c < 0x10000) {
+        u[0] = (unsigned char)(0xE0 | c >> 12);
+        u[1] = (unsigned char)(0x80 | (c >> 6 & 0x3F));
+        u[2] = (unsigned char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    u[0] = (unsigned char)(0xF0 | c >> 18);
+    u[1] = (unsigned char)(0x80 | (c >> 12 & 0x3F));
+    u[2] = (unsigned char)(0x80 | (c >> 6 & 0x3F));
+    u[3] = (unsigned char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* the code point of the well-formed sequence of length l at s */
+static uint32_t utf8_get(const unsigned char *s, int l) {
+    static const unsigned char lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+    uint32_t c = s[0] & lead_mask[l];
+    for (int i = 1; i < l; i++)
+        c = c << 6 | (s[i] & 0x3F);
+    return c;
+}
 
 /* ---- string -> int hash map (open addressing, power-of-two capacity) ---- */
 
@@ -157,7 +192,6 @@ struct sf_tokenizer {
     } added[64];
     int n_added;
     uint8_t added_first[256]; /* first bytes of added tokens, for a quick skip */
-    pcre2_code *re;
     word_cache cache;
     pthread_mutex_t lock;
 };
@@ -170,24 +204,10 @@ static void init_bytes_to_unicode(sf_tokenizer *t) {
         int printable =
             (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
         int cp = printable ? b : 256 + n++;
-        utf8proc_uint8_t buf[4];
-        utf8proc_ssize_t k = utf8proc_encode_char(cp, buf);
         memset(t->byte_char[b], 0, 3);
-        memcpy(t->byte_char[b], buf, (size_t)k);
+        utf8_put((uint32_t)cp, t->byte_char[b]);
     }
 }
-
-/* The CLIP split pattern (transformers CLIPConverter / convert_slow_tokenizer):
- *   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
- * with \s spelled out as Oniguruma's (= Unicode White_Space): PCRE2's UCP \s
- * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, in its legacy \h list),
- * which HF keeps as a character -- found by the random-string test. */
-#define WS_CLASS                                                                                   \
-    "\\t\\n\\x{0b}\\f\\r "                                                                         \
-    "\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
-static const char CLIP_PATTERN[] =
-    "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"
-    "[^" WS_CLASS "\\p{L}\\p{N}]+";
 
 static sf_tokenizer *tok_new(void) {
     sf_tokenizer *t = sf_calloc(1, sizeof *t);
@@ -196,11 +216,6 @@ static sf_tokenizer *tok_new(void) {
     pthread_mutex_init(&t->lock, NULL);
     init_bytes_to_unicode(t);
     t->bos = t->eos = t->pad = t->unk = -1;
-    int err;
-    PCRE2_SIZE off;
-    t->re = pcre2_compile((PCRE2_SPTR)CLIP_PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-                          &err, &off, NULL);
-    if (t->re) pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* optional speed-up */
     return t;
 }
 
@@ -215,7 +230,6 @@ void sf_tokenizer_free(sf_tokenizer *t) {
     free(t->eos_str);
     for (int i = 0; i < t->n_added; i++)
         free(t->added[i].s);
-    if (t->re) pcre2_code_free(t->re);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -268,7 +282,6 @@ static int finish_vocab(sf_tokenizer *t, const char *src) {
     if (add_added(t, t->bos_str, t->bos, src) || add_added(t, t->eos_str, t->eos, src)) return -1;
     if (t->pad < 0) t->pad = t->eos; /* CLIP pads with <|endoftext|> */
     if (t->unk < 0) t->unk = t->eos; /* CLIP's unk_token is <|endoftext|> too */
-    if (!t->re) return sf_error("%s: cannot compile the CLIP split pattern", src);
     return 0;
 }
 
@@ -555,96 +568,94 @@ const char *sf_tokenizer_token(const sf_tokenizer *t, int id) {
 
 typedef SF_VEC(int32_t) ibuf; /* token ids */
 
-static int is_white_space(int32_t c) {
-    return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-           c == 0x205F || c == 0x3000;
-}
-
-/* Case pairs of Unicode 16 that utf8proc 2.8 (Unicode 15) lacks, sorted. */
-static const int32_t LOWER_U16[][2] = {
-    {0x1C89, 0x1C8A},   {0xA7CB, 0x0264},   {0xA7CC, 0xA7CD},   {0xA7CE, 0xA7CF},
-    {0xA7D2, 0xA7D3},   {0xA7D4, 0xA7D5},   {0xA7DA, 0xA7DB},   {0xA7DC, 0x019B},
-    {0x10D50, 0x10D70}, {0x10D51, 0x10D71}, {0x10D52, 0x10D72}, {0x10D53, 0x10D73},
-    {0x10D54, 0x10D74}, {0x10D55, 0x10D75}, {0x10D56, 0x10D76}, {0x10D57, 0x10D77},
-    {0x10D58, 0x10D78}, {0x10D59, 0x10D79}, {0x10D5A, 0x10D7A}, {0x10D5B, 0x10D7B},
-    {0x10D5C, 0x10D7C}, {0x10D5D, 0x10D7D}, {0x10D5E, 0x10D7E}, {0x10D5F, 0x10D7F},
-    {0x10D60, 0x10D80}, {0x10D61, 0x10D81}, {0x10D62, 0x10D82}, {0x10D63, 0x10D83},
-    {0x10D64, 0x10D84}, {0x10D65, 0x10D85}, {0x16EA0, 0x16EBB}, {0x16EA1, 0x16EBC},
-    {0x16EA2, 0x16EBD}, {0x16EA3, 0x16EBE}, {0x16EA4, 0x16EBF}, {0x16EA5, 0x16EC0},
-    {0x16EA6, 0x16EC1}, {0x16EA7, 0x16EC2}, {0x16EA8, 0x16EC3}, {0x16EA9, 0x16EC4},
-    {0x16EAA, 0x16EC5}, {0x16EAB, 0x16EC6}, {0x16EAC, 0x16EC7}, {0x16EAD, 0x16EC8},
-    {0x16EAE, 0x16EC9}, {0x16EAF, 0x16ECA}, {0x16EB0, 0x16ECB}, {0x16EB1, 0x16ECC},
-    {0x16EB2, 0x16ECD}, {0x16EB3, 0x16ECE}, {0x16EB4, 0x16ECF}, {0x16EB5, 0x16ED0},
-    {0x16EB6, 0x16ED1}, {0x16EB7, 0x16ED2}, {0x16EB8, 0x16ED3},
-};
-
-/* Rust's char::to_lowercase (what tokenizers' Lowercase uses), built on
- * utf8proc's simple lowercase mapping. Compared over all code points with
- * tokenizers 0.23 (docs/inputs.md): the only differences are U+0130, whose
- * full mapping is two characters, and the Unicode 16 pairs above. */
-static int lower_full(int32_t c, int32_t out[2]) {
-    if (c == 0x130) {
-        out[0] = 'i';
-        out[1] = 0x307;
-        return 2;
-    }
-    if (c >= 0x1C89) {
-        size_t lo = 0, hi = sizeof LOWER_U16 / sizeof LOWER_U16[0];
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (LOWER_U16[mid][0] == c) {
-                out[0] = LOWER_U16[mid][1];
-                return 1;
-            }
-            if (LOWER_U16[mid][0] < c)
-                lo = mid + 1;
-            else
-                hi = mid;
+/* Decode n bytes of UTF-8 into code points (a malloc'd array, count in
+ * *ncp); NULL if they are not valid UTF-8. */
+static uint32_t *decode_utf8(const char *text, size_t n, size_t *ncp) {
+    uint32_t *cp = sf_malloc((n ? n : 1) * sizeof(uint32_t));
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int l = sf_utf8_len((const unsigned char *)text + i, n - i);
+        if (!l) {
+            free(cp);
+            return NULL;
         }
+        cp[k++] = utf8_get((const unsigned char *)text + i, l);
+        i += (size_t)l;
     }
-    out[0] = utf8proc_tolower(c);
-    return 1;
+    *ncp = k;
+    return cp;
 }
 
 /* NFC + whitespace runs -> ' ' + lowercase, on text[0..len). Returns a
  * malloc'd UTF-8 string (length in *olen) or NULL on invalid UTF-8. */
 static char *normalize(const char *text, size_t len, size_t *olen) {
-    utf8proc_uint8_t *nfc = NULL;
-    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &nfc,
-                                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (n < 0) return NULL;
-    size_t cap = (size_t)n + 16, o = 0;
-    char *out = sf_malloc(cap);
+    size_t n, nn;
+    uint32_t *cp = decode_utf8(text, len, &n);
+    if (!cp) return NULL;
+    uint32_t *nfc = sf_uni_nfc(cp, n, &nn);
+    free(cp);
+    char *out = sf_malloc(nn * 8 + 1); /* one code point writes at most 2 x 4 bytes */
+    size_t o = 0;
     int in_ws = 0;
-    for (utf8proc_ssize_t i = 0; i < n;) {
-        if (o + 16 > cap) { /* one code point writes at most 2 x 4 bytes */
-            cap *= 2;
-            out = sf_realloc(out, cap);
-        }
-        utf8proc_int32_t c;
-        utf8proc_ssize_t k = utf8proc_iterate(nfc + i, n - i, &c);
-        if (k <= 0) {
-            free(nfc);
-            free(out);
-            return NULL;
-        }
-        i += k;
-        if (is_white_space(c)) {
+    for (size_t i = 0; i < nn; i++) {
+        uint32_t c = nfc[i];
+        if (sf_uni_class(c) == SF_UNI_WS) {
             if (!in_ws) out[o++] = ' ';
             in_ws = 1;
             continue;
         }
         in_ws = 0;
-        int32_t lc[2];
-        int m = lower_full(c, lc);
+        uint32_t lc[2];
+        int m = sf_uni_lower(c, lc);
         for (int j = 0; j < m; j++)
-            o += (size_t)utf8proc_encode_char(lc[j], (utf8proc_uint8_t *)out + o);
+            o += utf8_put(lc[j], out + o);
     }
     free(nfc);
     out[o] = 0;
     *olen = o;
     return out;
+}
+
+/* The CLIP split pattern (transformers CLIPConverter / convert_slow_tokenizer):
+ *   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+ * matched by hand: the leftmost match, and at its start the first
+ * alternative that matches (Oniguruma's order). No alternative starts on a
+ * \s character, so those are skipped. Finds the next match in s[*pos..n)
+ * (valid UTF-8): [*st, *en), *pos moved past it; 0 when there is none. */
+static int next_piece(const char *s, size_t n, size_t *pos, size_t *st, size_t *en) {
+    static const char *const lits[] = {
+        "<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
+    const unsigned char *u = (const unsigned char *)s;
+    size_t p = *pos;
+    while (p < n) {
+        int l = sf_utf8_len(u + p, n - p);
+        int cls = sf_uni_class(utf8_get(u + p, l));
+        if (cls == SF_UNI_WS) {
+            p += (size_t)l;
+            continue;
+        }
+        size_t e = 0;
+        if (s[p] == '<' || s[p] == '\'')
+            for (size_t k = 0; k < sizeof lits / sizeof lits[0] && !e; k++) {
+                size_t ll = strlen(lits[k]);
+                if (ll <= n - p && !memcmp(s + p, lits[k], ll)) e = p + ll;
+            }
+        if (!e) {
+            e = p + (size_t)l;
+            if (cls != SF_UNI_N) /* L+ or [^\s L N]+: extend over the same class */
+                while (e < n) {
+                    int l2 = sf_utf8_len(u + e, n - e);
+                    if (sf_uni_class(utf8_get(u + e, l2)) != cls) break;
+                    e += (size_t)l2;
+                }
+        }
+        *st = p;
+        *en = e;
+        *pos = e;
+        return 1;
+    }
+    *pos = n;
+    return 0;
 }
 
 /* ---- BPE ---- */
@@ -781,25 +792,10 @@ static int encode_segment(sf_tokenizer *t, const char *text, size_t len, ibuf *o
     size_t nl;
     char *norm = normalize(text, len, &nl);
     if (!norm) return sf_error("tokenizer: invalid UTF-8 in text");
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->re, NULL);
-    PCRE2_SIZE pos = 0;
-    while (pos < nl) {
-        /* NO_UTF_CHECK: utf8proc produced valid UTF-8, and PCRE2 would
-         * otherwise re-validate the whole subject on every call (O(n^2)) */
-        int rc = pcre2_match(t->re, (PCRE2_SPTR)norm, nl, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-        if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) {
-            pcre2_match_data_free(md);
-            free(norm);
-            return sf_error("tokenizer: regex match failed (%d)", rc);
-        }
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        if (ov[1] == ov[0]) { /* cannot happen with this pattern; never loop */
-            pos = ov[1] + 1;
-            continue;
-        }
-        const char *piece = norm + ov[0];
-        size_t plen = ov[1] - ov[0];
+    size_t pos = 0, st, en;
+    while (next_piece(norm, nl, &pos, &st, &en)) {
+        const char *piece = norm + st;
+        size_t plen = en - st;
         /* ByteLevel's GPT-2 re-split only changes the two literal
          * special-token alternatives of the CLIP pattern (e.g. a lowercased
          * "<|ENDOFTEXT|>"): "<|", "endoftext", "|>". */
@@ -811,9 +807,7 @@ static int encode_segment(sf_tokenizer *t, const char *text, size_t len, ibuf *o
         } else {
             bpe_cached(t, (const unsigned char *)piece, plen, out);
         }
-        pos = ov[1];
     }
-    pcre2_match_data_free(md);
     free(norm);
     return 0;
 }
@@ -821,8 +815,9 @@ static int encode_segment(sf_tokenizer *t, const char *text, size_t len, ibuf *o
 /* Step 1: split out the special tokens, encode the rest. */
 static int encode_all(sf_tokenizer *t, const char *text, ibuf *out) {
     size_t len = strlen(text);
-    if (utf8proc_decompose((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, NULL, 0, 0) < 0)
-        return sf_error("tokenizer: invalid UTF-8 in text");
+    for (size_t i = 0, l; i < len; i += l)
+        if (!(l = (size_t)sf_utf8_len((const unsigned char *)text + i, len - i)))
+            return sf_error("tokenizer: invalid UTF-8 in text");
     size_t seg = 0, i = 0;
     while (i < len) {
         int hit = -1;

@@ -77,6 +77,13 @@ TEST(topk_errors) {
              "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' -N 0", SF_EXE,
              ckpt, FIX, outp);
     CHECK(test_run(cmd, NULL) == 2);
+    snprintf(cmd, sizeof cmd,
+             "'%s' topk --checkpoint '%s' --acts '%sacts.safetensors' --out '%s' --alpha grey",
+             SF_EXE, ckpt, FIX, outp);
+    CHECK(test_run(cmd, &out) == 2);
+    CHECK(out && strstr(out, "--alpha expects drop"));
+    free(out);
+    out = NULL;
     snprintf(cmd, sizeof cmd, "'%s' topk --checkpoint '%s' --acts '%s/nope.safetensors' --out '%s'",
              SF_EXE, ckpt, tmp, outp);
     CHECK(test_run(cmd, &out) == 1);

@@ -323,11 +323,58 @@ TEST(pillow_pass_order) {
     free(v[1]);
 }
 
+/* --alpha white: transparent images composited onto white (transformers 5)
+ * instead of alpha dropped (transformers 4, Pillow convert("RGB"): the
+ * default). The decode + preprocessing of both is checked against
+ * transformers / Pillow in tests/image/test_image.c; here: the flag reaches
+ * the images with alpha only, and the fingerprint records it (so a resume
+ * with the other setting is refused), but only when set. */
+TEST(alpha_option) {
+    const char *tmp = test_tmpdir("cli_extract_alpha");
+    CHECK(system(cmdf("mkdir -p '%s/img' && cp '" IMAGES "/rgba_160x210.png' '" IMAGES
+                      "/exact_224x224.jpg' '%s/img/'",
+                      tmp, tmp)) == 0);
+    const char *mode[2] = {"drop", "white"};
+    float *v[2] = {NULL, NULL};
+    int64_t dims[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        char *log = NULL;
+        int rc = test_run(cmdf(BASE "--images '%s/img' --text none %s%s "
+                                    "--out '%s/a%d.safetensors'",
+                               tmp, i ? "--alpha " : "", i ? mode[i] : "", tmp, i),
+                          &log);
+        CHECK_MSG(rc == 0, "%s", log);
+        free(log);
+        sf_st f;
+        if (sf_st_open(&f, cmdf("%s/a%d.safetensors", tmp, i)) != 0) continue;
+        const char *fp = sf_st_meta(&f, "saeflow_extract");
+        CHECK(fp && (strstr(fp, "alpha=white") != NULL) == i);
+        const sf_tensor_info *t = sf_st_find(&f, "vision");
+        CHECK(t && t->dtype == SF_DT_F32 && t->shape[0] == 2);
+        if (t) {
+            dims[0] = t->shape[0], dims[1] = t->shape[1];
+            v[i] = malloc((size_t)(dims[0] * dims[1]) * sizeof(float));
+            memcpy(v[i], t->data, (size_t)(dims[0] * dims[1]) * sizeof(float));
+        }
+        sf_st_close(&f);
+    }
+    /* rows in file-name order: exact_224x224.jpg (opaque), rgba_160x210.png */
+    if (v[0] && v[1]) {
+        size_t d = (size_t)dims[1];
+        CHECK(!memcmp(v[0], v[1], d * sizeof(float)));
+        CHECK(memcmp(v[0] + d, v[1] + d, d * sizeof(float)) != 0);
+    }
+    free(v[0]);
+    free(v[1]);
+    CHECK(test_run(BASE "--images x --out z --alpha black", NULL) == 2);
+}
+
 int main(void) {
     RUN(images_and_captions);
     RUN(text_tokens_of_a_layer);
     RUN(resume_after_interruption);
     RUN(datasets_and_errors);
     RUN(pillow_pass_order);
+    RUN(alpha_option);
     return test_summary();
 }

@@ -113,6 +113,12 @@ TEST(cc3m_parquet) {
     cJSON *one = recap_rows(exp, files + 2, 1);
     check_against(FIX "recap_snappy_dict_v1.parquet", one); /* no prefix: by extension */
     cJSON_Delete(one);
+    /* The legacy list element name "item" (pyarrow < 13, Spark). */
+    const char *legacy[] = {"legacy_item_recap.parquet"};
+    one = recap_rows(exp, legacy, 1);
+    CHECK(cJSON_GetArraySize(one) == 23);
+    check_against("cc3m:" FIX "legacy_item_recap.parquet", one);
+    cJSON_Delete(one);
 
     /* Projection: captions only never touches the image column. */
     sf_dataset *ds = sf_dataset_open("cc3m:" FIX "recap_zstd_plain_v2.parquet", SF_DS_CAPTIONS);

@@ -72,7 +72,9 @@ static void check_chunk(const sf_pq_chunk *c, const char *path, const cJSON *row
         comps[nc++] = t;
     int li = -1; /* index of the "list" component */
     for (int i = 0; i + 1 < nc; i++)
-        if (!strcmp(comps[i], "list") && !strcmp(comps[i + 1], "element")) li = i;
+        if (!strcmp(comps[i], "list") &&
+            (!strcmp(comps[i + 1], "element") || !strcmp(comps[i + 1], "item")))
+            li = i;
     /* Fixture schemas: every node optional (def +1 each) except required leaves. */
     CHECK(c->max_def == 0 || c->max_def == nc);
     int bad = 0;

@@ -201,11 +201,16 @@ static void check_text(const sf_clip *m, const expected *e, const char *model) {
     free(out);
 }
 
-static void check_model(const char *model, sf_dtype dt, int want_vision, int want_text) {
+/* The fixture `model` loaded from dir (NULL: its own folder). */
+static void check_model_in(const char *model, const char *where, sf_dtype dt, int want_vision,
+                           int want_text) {
     expected e;
     CHECK(load_expected(&e, model) == 0);
     char dir[1024];
-    snprintf(dir, sizeof dir, FIX "%s", model);
+    if (where)
+        snprintf(dir, sizeof dir, "%s", where);
+    else
+        snprintf(dir, sizeof dir, FIX "%s", model);
     sf_clip_load_opts o = {dt, 1, 1};
     sf_clip *m = sf_clip_load(dir, &o);
     CHECK_MSG(m != NULL, "%s: %s", model, sf_errmsg());
@@ -217,6 +222,51 @@ static void check_model(const char *model, sf_dtype dt, int want_vision, int wan
         sf_clip_free(m);
     }
     free_expected(&e);
+}
+
+static void check_model(const char *model, sf_dtype dt, int want_vision, int want_text) {
+    check_model_in(model, NULL, dt, want_vision, want_text);
+}
+
+/* A copy of fixture `model` in a temp folder with every tensor name given
+ * `add` as prefix, or stripped of `strip`. */
+static const char *renamed_copy(const char *model, const char *add, const char *strip) {
+    char src[1024], dst[4200];
+    const char *dir = test_tmpdir(model);
+    snprintf(src, sizeof src, FIX "%s/config.json", model);
+    size_t len;
+    char *cfg = sf_read_file(src, &len);
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    CHECK(cfg && sf_write_file_atomic(dst, cfg, len) == 0);
+    free(cfg);
+    snprintf(src, sizeof src, FIX "%s/model.safetensors", model);
+    sf_st f;
+    CHECK(sf_st_open(&f, src) == 0);
+    sf_st_writer *w = sf_stw_new();
+    for (int i = 0; i < f.n_tensors; i++) {
+        const sf_tensor_info *t = &f.tensors[i];
+        char name[512];
+        size_t ls = strlen(strip);
+        if (ls && !strncmp(t->name, strip, ls))
+            snprintf(name, sizeof name, "%s", t->name + ls);
+        else
+            snprintf(name, sizeof name, "%s%s", add, t->name);
+        CHECK(sf_stw_add(w, name, t->dtype, t->ndim, t->shape, t->data) == 0);
+    }
+    snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
+    CHECK(sf_stw_write(w, dst) == 0);
+    sf_stw_free(w);
+    sf_st_close(&f);
+    return dir;
+}
+
+/* Single towers come both ways: transformers 5.24 saves CLIPVisionModel /
+ * CLIPTextModel without the vision_model. / text_model. prefix (fixture b32)
+ * and *WithProjection with it (text_proj); transformers 4 saved all of
+ * them with it. Each tower is loaded the other way too. */
+TEST(single_towers_with_and_without_prefix) {
+    check_model_in("b32", renamed_copy("b32", "vision_model.", ""), SF_DT_F32, 1, 0);
+    check_model_in("text_proj", renamed_copy("text_proj", "", "text_model."), SF_DT_F32, 0, 1);
 }
 
 TEST(tiny_clipmodel) {
@@ -341,6 +391,7 @@ int main(void) {
     RUN(tiny_clipmodel);
     RUN(gelu_legacy_eos);
     RUN(b32_vision_only);
+    RUN(single_towers_with_and_without_prefix);
     RUN(text_with_projection);
     RUN(bf16_checkpoint);
     RUN(sharded_checkpoint);

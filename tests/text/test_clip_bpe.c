@@ -77,9 +77,9 @@ TEST(captions_match_fast_tokenizer) {
     check_captions(tok, FIX "/captions.json");
 }
 
-/* Random strings over many scripts (raw ids, no specials/padding). */
-TEST(random_strings_match_fast_tokenizer) {
-    cJSON *j = load_json(FIX "/captions.json");
+/* Strings of a fixture's "random" list (raw ids, no specials/padding). */
+static void check_random(const char *fixture, int min_n) {
+    cJSON *j = load_json(fixture);
     const cJSON *c;
     int n = 0, bad = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(j, "random")) {
@@ -106,8 +106,21 @@ TEST(random_strings_match_fast_tokenizer) {
         n++;
     }
     CHECK_MSG(bad == 0, "%d of %d random strings differ", bad, n);
-    CHECK(n >= 100);
+    CHECK(n >= min_n);
     cJSON_Delete(j);
+}
+
+/* Random strings over many scripts. */
+TEST(random_strings_match_fast_tokenizer) {
+    check_random(FIX "/captions.json", 100);
+}
+
+/* Every general category in every Unicode version band (sampled), marks,
+ * case pairs, compositions, and issue 17's captions (Unicode 15-16 letters
+ * and digits, Unicode 10+ marks): tools/make_unicode_fixtures.py. */
+TEST(unicode_classes_match_fast_tokenizer) {
+    check_captions(tok, FIX "/unicode.json");
+    check_random(FIX "/unicode.json", 4000);
 }
 
 /* tokenizer.json path: a small real tokenizers file (truncated vocabulary). */
@@ -203,6 +216,7 @@ int main(void) {
     RUN(basics);
     RUN(captions_match_fast_tokenizer);
     RUN(random_strings_match_fast_tokenizer);
+    RUN(unicode_classes_match_fast_tokenizer);
     RUN(tokenizer_json);
     RUN(load_errors);
     RUN(long_inputs);
