@@ -6,7 +6,8 @@ pkgs=(build-essential cmake pkg-config clang clang-format
       libopenblas-dev libcjson-dev libomp-dev
       libjpeg62-turbo-dev libpng-dev libwebp-dev
       libarchive-dev libzstd-dev libsnappy-dev zlib1g-dev
-      libpcre2-dev libutf8proc-dev libmicrohttpd-dev)
+      libpcre2-dev libutf8proc-dev libmicrohttpd-dev
+      libopenmpi-dev openmpi-bin)  # MPI: the -DSAEFLOW_MPI=ON build (docs/mpi.md)
 # oneDNN's sgemm runs the model GEMMs where Debian ships it (amd64 only);
 # elsewhere the build falls back to OpenBLAS (src/kernels/gemm.c).
 [ "$(dpkg --print-architecture)" = "amd64" ] && pkgs+=(libdnnl-dev)
