@@ -34,8 +34,12 @@ void sf_dist_finalize(void) {
     g_on = 0;
 }
 
-int sf_dist_rank(void) { return g_on ? g_rank : 0; }
-int sf_dist_size(void) { return g_on ? g_size : 1; }
+int sf_dist_rank(void) {
+    return g_on ? g_rank : 0;
+}
+int sf_dist_size(void) {
+    return g_on ? g_size : 1;
+}
 
 #define CHUNK ((size_t)1 << 28)
 static int allreduce(void *buf, size_t n, size_t esz, MPI_Datatype ty, MPI_Op op,
@@ -91,8 +95,12 @@ int sf_dist_init(int *argc, char ***argv) {
     return 0;
 }
 void sf_dist_finalize(void) {}
-int sf_dist_rank(void) { return 0; }
-int sf_dist_size(void) { return 1; }
+int sf_dist_rank(void) {
+    return 0;
+}
+int sf_dist_size(void) {
+    return 1;
+}
 int sf_dist_allreduce_sum_f32(float *buf, size_t n) {
     (void)buf;
     (void)n;
@@ -114,7 +122,9 @@ int sf_dist_bcast(void *buf, size_t bytes, int root) {
     (void)root;
     return 0;
 }
-int sf_dist_barrier(void) { return 0; }
+int sf_dist_barrier(void) {
+    return 0;
+}
 _Noreturn void sf_dist_abort(int code, const char *msg) {
     if (msg) fprintf(stderr, "saeflow: %s\n", msg);
     exit(code);
