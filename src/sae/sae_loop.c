@@ -119,7 +119,9 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     double el = sf_now() - t0;
     if (R > 1 && rc) {
         /* The other ranks wait in the next MPI_Allreduce: stop them all with
-         * this rank's message (rank 0's metrics.jsonl.tmp is left behind). */
+         * this rank's message. (When another rank fails, rank 0 is killed
+         * and its metrics.jsonl.tmp is left behind.) */
+        if (lead) sf_atomic_abort(&mf);
         sf_dist_abort(1, sf_errmsg());
     }
     if (lead) {

@@ -45,7 +45,7 @@ static int sh(const char *fmt, ...) {
 
 #define MPIRUN SF_MPIEXEC " --oversubscribe --allow-run-as-root -np"
 #define ARGS                                                                                       \
-    "--expansion 4 --k 8 --batch_size 64 --num_epochs 3 --lr 1e-3 --lr_warmup_steps 16 "          \
+    "--expansion 4 --k 8 --batch_size 64 --num_epochs 3 --lr 1e-3 --lr_warmup_steps 16 "           \
     "--bodycount 128 --aux_k 16 --threads 1 --quiet --name r"
 
 /* max |a - b| over every tensor of two checkpoints; -1 if they do not match up */
@@ -123,8 +123,8 @@ TEST(train_agrees_with_one_process) {
 TEST(uneven_batch_refused) {
     const char *T = test_tmpdir("mpi_refuse");
     CHECK(sh("'%s' synth --out %s/s.st --d 16 --n_true 32 --samples 512", SF_EXE, T) == 0);
-    int rc = sh(MPIRUN " 3 '%s' train --tensorpath %s/s.st " ARGS " --savedir %s/three", SF_EXE, T,
-                T);
+    int rc =
+        sh(MPIRUN " 3 '%s' train --tensorpath %s/s.st " ARGS " --savedir %s/three", SF_EXE, T, T);
     CHECK(rc != 0);
     CHECK_MSG(strstr(out, "not divisible by the 3 MPI ranks") != NULL, "%s", out);
     rc = sh(MPIRUN " 2 '%s' train --tensorpath %s/s.st --arch standard " ARGS " --savedir %s/std",
