@@ -7,6 +7,7 @@ pkgs=(build-essential cmake pkg-config clang clang-format
       libjpeg62-turbo-dev libpng-dev libwebp-dev
       libarchive-dev libzstd-dev libsnappy-dev zlib1g-dev
       libpcre2-dev libutf8proc-dev libmicrohttpd-dev
+      libopenmpi-dev openmpi-bin  # MPI: the -DSAEFLOW_MPI=ON build (docs/mpi.md)
       python3 python3-venv) # the Python package's tests (scripts/test-python.sh)
 # oneDNN's sgemm runs the model GEMMs where Debian ships it (amd64 only);
 # elsewhere the build falls back to OpenBLAS (src/kernels/gemm.c).

@@ -3,12 +3,14 @@
 #   1. Release build (-Werror) + ctest,
 #   2. ASan+UBSan build + ctest, on the OpenBLAS GEMM backend (the release
 #      build uses oneDNN where installed, so CI covers both backends),
-#   2b. the Python package's pytest suite (scripts/test-python.sh: a venv
+#   3. the Python package's pytest suite (scripts/test-python.sh: a venv
 #      under build/pyvenv from PyPI with numpy + pytest only),
-#   3. a short libFuzzer run of every fuzz target (clang, fuzz/run.sh),
+#   4. the MPI build (-DSAEFLOW_MPI=ON) and its mpirun tests (ctest -L mpi),
+#   5. a short libFuzzer run of every fuzz target (clang, fuzz/run.sh),
 # after a clang-format check.
 # Env: SAEFLOW_FUZZ_SECONDS (default 20 per target; 0 skips fuzzing),
-#      SAEFLOW_SKIP_ASAN=1 to skip step 2, JOBS (default: nproc).
+#      SAEFLOW_SKIP_ASAN=1 to skip step 2, SAEFLOW_SKIP_MPI=1 to skip step 4,
+#      JOBS (default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --with-browser
@@ -41,6 +43,16 @@ if [ "${SAEFLOW_SKIP_ASAN:-0}" != 1 ]; then
   # OpenBLAS/OpenMP keep thread pools alive at exit; leaks there are not ours.
   (cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -j"$JOBS") | tee -a "$log"
+fi
+
+if [ "${SAEFLOW_SKIP_MPI:-0}" != 1 ]; then
+  # Only the binary and the MPI test: the rest is the release build above.
+  # Open MPI refuses to run as root (CI containers) without these two.
+  echo "== MPI build (-DSAEFLOW_MPI=ON) + mpirun tests"
+  cmake -S . -B build-mpi -DCMAKE_BUILD_TYPE=Release -DSAEFLOW_MPI=ON >/dev/null
+  cmake --build build-mpi -j"$JOBS" --target saeflow test_mpi_train
+  (cd build-mpi && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+     ctest --output-on-failure -L mpi) | tee -a "$log"
 fi
 
 secs=${SAEFLOW_FUZZ_SECONDS:-20}

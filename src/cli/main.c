@@ -7,6 +7,7 @@
 #include <errno.h>
 
 #include "cli/cli.h"
+#include "saeflow/dist.h"
 #include "saeflow/kernels.h"
 
 typedef struct {
@@ -251,9 +252,26 @@ int main(int argc, char **argv) {
         optind = 1;
         return cli_flux_generate(argc - 2, argv + 2);
     }
+    /* MPI (docs/mpi.md): only `train` is data-parallel so far. Any other
+     * command launched on several ranks would run R times over the same
+     * outputs, so it is refused. */
+    const char *ws =
+        getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    const int multi = ws && atoi(ws) > 1;
+    if (strcmp(argv[1], "train") && multi) {
+        fprintf(stderr, "saeflow %s: only `train` runs under MPI with several ranks so far\n",
+                argv[1]);
+        return 2;
+    }
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(commands[i].name, argv[1])) {
             optind = 1; /* each subcommand parses argv[1..] afresh */
+            if (!strcmp(argv[1], "train")) {
+                if (sf_dist_init(&argc, &argv)) return cli_fail("train");
+                int rc = commands[i].fn(argc - 1, argv + 1);
+                sf_dist_finalize();
+                return rc;
+            }
             return commands[i].fn(argc - 1, argv + 1);
         }
     fprintf(stderr, "saeflow: unknown command '%s' (see `saeflow help`)\n", argv[1]);

@@ -31,6 +31,7 @@
 #include "sae/arch_internal.h"
 #include "sae/prefilter.h"
 #include "sae/sae_internal.h"
+#include "saeflow/dist.h"
 #include "saeflow/sae_train.h"
 
 #define LBLK 64 /* latents per block in the per-latent pass (fixed: determinism) */
@@ -77,6 +78,7 @@ struct sf_sae_trainer {
     float *e_z, *e_g, *ae_z, *ae_g;
     int32_t *cnt_t;           /* (T, n) per row-range counts */
     uint8_t *has_grad, *dead; /* (n) */
+    uint8_t *fired;           /* (n) latent fired in this step's batch (all ranks) */
     int64_t *since;           /* (n) */
     double *lat_ss;           /* (n) */
     float *gb_part;           /* (n / LBLK + 1, d) */
@@ -154,6 +156,7 @@ sf_sae_trainer *sf_sae_trainer_new(sf_sae *s, const sf_sae_train_opts *o, int ma
     t->e_g = sf_malloc(B * k * sizeof(float));
     t->has_grad = sf_calloc(n, 1);
     t->dead = sf_calloc(n, 1);
+    t->fired = sf_calloc(n, 1);
     t->since = sf_calloc(n, sizeof(int64_t));
     t->lat_ss = sf_calloc(n, sizeof(double));
     t->gb_part = sf_malloc_aligned((n / LBLK + 1) * d * sizeof(float));
@@ -202,6 +205,7 @@ void sf_sae_trainer_free(sf_sae_trainer *t) {
     free(t->cnt_t);
     free(t->has_grad);
     free(t->dead);
+    free(t->fired);
     free(t->since);
     free(t->lat_ss);
     sf_free_aligned(t->gb_part);
@@ -424,10 +428,6 @@ static double topk_auxk(sf_sae_trainer *t, const topk_step *st, double *sq_tot) 
     if (!st->use_aux) return 0;
     /* sum_b ||e_b - mean e||^2 = sum_b ||e_b||^2 - B ||mean e||^2, and
      * mean e = -(1/B) sum_b diff_b = -colsum(gx) / 2. */
-    double me2 = 0;
-    for (int q = 0; q < d; q++)
-        me2 += 0.25 * t->colsum[q] * t->colsum[q];
-    double D = sq - (double)B * me2;
     double r2 = 0;
     for (int b = 0; b < B; b++) {
         const float *rr = t->r + (size_t)b * d;
@@ -437,12 +437,34 @@ static double topk_auxk(sf_sae_trainer *t, const topk_step *st, double *sq_tot) 
             a += (double)rr[q] * rr[q];
         r2 += a;
     }
+    /* Under MPI the normaliser is the global batch's (R ranks x B rows):
+     * sum sq, r2 and the colsums over ranks. Each rank's colsum(gx) carries
+     * its own 1/B, so the global mean e is -(sum_r colsum_r) / (2R). The
+     * aux gradient is scaled by R because dist_reduce averages the ranks'
+     * gradients (the main loss is a mean over rows, the aux loss is not). */
+    const int R = sf_dist_size();
+    double me2 = 0, Bg = B, gscale = 1;
+    if (R > 1) {
+        double *red = sf_malloc(((size_t)d + 2) * sizeof(double));
+        for (int q = 0; q < d; q++)
+            red[q] = t->colsum[q];
+        red[d] = sq, red[d + 1] = r2;
+        if (sf_dist_allreduce_sum_f64(red, (size_t)d + 2)) sf_dist_abort(1, sf_errmsg());
+        for (int q = 0; q < d; q++)
+            me2 += 0.25 * (red[q] / R) * (red[q] / R);
+        sq = red[d], r2 = red[d + 1], Bg = (double)B * R, gscale = R;
+        free(red);
+    } else {
+        for (int q = 0; q < d; q++)
+            me2 += 0.25 * t->colsum[q] * t->colsum[q];
+    }
+    double D = sq - Bg * me2;
     if (!(D > 0 && isfinite(D) && isfinite(r2))) {
         for (int b = 0; b < B; b++)
             t->acnt[b] = 0;
         return 0;
     }
-    const float sc = (float)(2.0 * o->auxk_coef / D);
+    const float sc = (float)(gscale * 2.0 * o->auxk_coef / D);
 #pragma omp parallel for schedule(static) if (st->par)
     for (int b = 0; b < B; b++) {
         float *rr = t->r + (size_t)b * d;
@@ -746,6 +768,47 @@ static double lr_at(const sf_sae_train_opts *o, int64_t step) {
     return o->lr;
 }
 
+/* Data parallel (docs/mpi.md): every rank computed the gradient of the mean
+ * loss over its B rows of the global batch R*B. The global gradient is the
+ * mean of the ranks' gradients: sum them (MPI_Allreduce) and scale by 1/R.
+ * Latents with no gradient row on a rank have an exact zero row there (see
+ * topk_latent_rows), so summing whole buffers is right and has_grad is the OR
+ * over ranks. The clipping norm is recomputed from the reduced gradient, and
+ * the firing flags and batch-mean metrics are combined, so AdamW, the
+ * dead-latent counters and AuxK's dead set are identical on every rank. */
+static int dist_reduce(sf_sae_trainer *t, sf_sae_metrics *m) {
+    sf_sae *s = t->s;
+    const int R = sf_dist_size(), n = s->n;
+    const float inv = 1.0f / (float)R;
+    double gss = 0;
+    for (int i = 0; i < s->n_params; i++) {
+        const size_t N = s->params[i].numel;
+        float *g = t->gr[i];
+        if (sf_dist_allreduce_sum_f32(g, N)) return -1;
+        double ss = 0;
+#pragma omp parallel for simd reduction(+ : ss) if (N > (1 << 16))
+        for (size_t q = 0; q < N; q++) {
+            g[q] *= inv;
+            ss += (double)g[q] * g[q];
+        }
+        gss += ss;
+    }
+    if (sf_dist_allreduce_max_u8(t->has_grad, (size_t)n) ||
+        sf_dist_allreduce_max_u8(t->fired, (size_t)n))
+        return -1;
+    t->grad_ss = gss;
+    /* batch means average over equal shares; survival becomes the mean of the
+     * ranks' fractions (a lower bound of the global one) */
+    double v[10] = {m->loss,   m->l2,    m->l2_normalised, m->l1,   m->l0,
+                    m->cossim, m->alive, m->survival,      m->auxk, 0};
+    if (sf_dist_allreduce_sum_f64(v, 10)) return -1;
+    m->loss = v[0] / R, m->l2 = v[1] / R, m->l2_normalised = v[2] / R, m->l1 = v[3] / R;
+    m->l0 = v[4] / R, m->cossim = v[5] / R, m->alive = v[6] / R, m->survival = v[7] / R;
+    m->auxk = v[8] / R;
+    m->grad_norm = sqrt(gss);
+    return 0;
+}
+
 int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics *m) {
     sf_sae_metrics local;
     if (!m) m = &local;
@@ -754,6 +817,9 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     t->pf_in_step = 0;
     if (grc) return -1;
     double t0 = sf_now();
+    for (int j = 0; j < t->s->n; j++)
+        t->fired[j] = t->off[j + 1] > t->off[j];
+    if (sf_dist_size() > 1 && dist_reduce(t, m)) return -1;
     sf_sae *s = t->s;
     const sf_sae_train_opts *o = &t->o;
     const double gnorm = sqrt(t->grad_ss);
@@ -818,12 +884,14 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
         adam_span(p->data, t->m1[i], t->m2[i], t->gr[i], p->numel, cs, b1, b2, decay, step,
                   inv_bc2s, eps, 0, 0);
     }
-    /* dead-latent counters: samples since each latent last fired */
+    /* dead-latent counters: samples since each latent last fired (in the
+     * global batch: fired was OR-ed over ranks by dist_reduce) */
+    const int64_t Bg = (int64_t)B * sf_dist_size();
     for (int j = 0; j < n; j++) {
-        if (t->off[j + 1] > t->off[j])
+        if (t->fired[j])
             t->since[j] = 0;
         else
-            t->since[j] += B;
+            t->since[j] += Bg;
     }
     int64_t nd = 0;
     for (int j = 0; j < n; j++)

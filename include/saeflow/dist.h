@@ -1,0 +1,33 @@
+/* Distributed runs: a thin wrapper over MPI so the rest of the code has no
+ * #ifdef. Built with -DSAEFLOW_MPI=ON it calls MPI; otherwise (or when the
+ * process was not launched by mpirun/srun) every call is the 1-process no-op:
+ * rank 0 of 1, reductions leave the buffer as it is.
+ * Reductions are in place, on all ranks (MPI_Allreduce with MPI_IN_PLACE). */
+#ifndef SAEFLOW_DIST_H
+#define SAEFLOW_DIST_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Initialises MPI when built with it and launched by an MPI launcher (env
+ * OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK set); a plain run stays 1 process
+ * and never touches MPI. Idempotent. Returns 0, or -1 with sf_error. */
+int sf_dist_init(int *argc, char ***argv);
+void sf_dist_finalize(void);
+int sf_dist_rank(void);
+int sf_dist_size(void);
+int sf_dist_allreduce_sum_f32(float *buf, size_t n);
+int sf_dist_allreduce_sum_f64(double *buf, size_t n);
+int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n);
+int sf_dist_bcast(void *buf, size_t bytes, int root);
+int sf_dist_barrier(void);
+/* Ends every rank (MPI_Abort) after printing msg; with 1 process: exit(code). */
+_Noreturn void sf_dist_abort(int code, const char *msg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

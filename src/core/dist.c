@@ -1,0 +1,132 @@
+/* MPI wrapper (include/saeflow/dist.h). Large buffers go in chunks of
+ * 2^28 elements: MPI counts are int. */
+#include "saeflow/dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "saeflow/common.h"
+
+#ifdef SF_HAVE_MPI
+#include <mpi.h>
+
+static int g_on, g_rank, g_size = 1;
+
+static int launched_by_mpi(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+int sf_dist_init(int *argc, char ***argv) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (g_on || inited || !launched_by_mpi()) return 0;
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) return sf_error("MPI_Init failed");
+    /* errors come back as codes: a failed collective is reported, not a hang */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    g_on = 1;
+    return 0;
+}
+
+void sf_dist_finalize(void) {
+    if (g_on) MPI_Finalize();
+    g_on = 0;
+}
+
+int sf_dist_rank(void) {
+    return g_on ? g_rank : 0;
+}
+int sf_dist_size(void) {
+    return g_on ? g_size : 1;
+}
+
+#define CHUNK ((size_t)1 << 28)
+static int allreduce(void *buf, size_t n, size_t esz, MPI_Datatype ty, MPI_Op op,
+                     const char *what) {
+    if (!g_on || g_size == 1) return 0;
+    for (size_t i = 0; i < n; i += CHUNK) {
+        size_t m = n - i < CHUNK ? n - i : CHUNK;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * esz, (int)m, ty, op, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) {
+            char s[MPI_MAX_ERROR_STRING];
+            int len = 0;
+            MPI_Error_string(rc, s, &len);
+            return sf_error("rank %d: MPI_Allreduce (%s, %zu values): %s", g_rank, what, n, s);
+        }
+    }
+    return 0;
+}
+int sf_dist_allreduce_sum_f32(float *buf, size_t n) {
+    return allreduce(buf, n, sizeof(float), MPI_FLOAT, MPI_SUM, "f32 sum");
+}
+int sf_dist_allreduce_sum_f64(double *buf, size_t n) {
+    return allreduce(buf, n, sizeof(double), MPI_DOUBLE, MPI_SUM, "f64 sum");
+}
+int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n) {
+    return allreduce(buf, n, 1, MPI_UNSIGNED_CHAR, MPI_MAX, "u8 max");
+}
+int sf_dist_bcast(void *buf, size_t bytes, int root) {
+    if (!g_on || g_size == 1) return 0;
+    for (size_t i = 0; i < bytes; i += CHUNK) {
+        size_t m = bytes - i < CHUNK ? bytes - i : CHUNK;
+        if (MPI_Bcast((char *)buf + i, (int)m, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return sf_error("rank %d: MPI_Bcast of %zu bytes failed", g_rank, bytes);
+    }
+    return 0;
+}
+int sf_dist_barrier(void) {
+    if (g_on && g_size > 1 && MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS)
+        return sf_error("rank %d: MPI_Barrier failed", g_rank);
+    return 0;
+}
+_Noreturn void sf_dist_abort(int code, const char *msg) {
+    if (msg) fprintf(stderr, "saeflow: rank %d of %d: %s\n", sf_dist_rank(), sf_dist_size(), msg);
+    fflush(stderr);
+    if (g_on && g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code);
+}
+
+#else /* 1 process: every collective is the identity */
+
+int sf_dist_init(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+void sf_dist_finalize(void) {}
+int sf_dist_rank(void) {
+    return 0;
+}
+int sf_dist_size(void) {
+    return 1;
+}
+int sf_dist_allreduce_sum_f32(float *buf, size_t n) {
+    (void)buf;
+    (void)n;
+    return 0;
+}
+int sf_dist_allreduce_sum_f64(double *buf, size_t n) {
+    (void)buf;
+    (void)n;
+    return 0;
+}
+int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n) {
+    (void)buf;
+    (void)n;
+    return 0;
+}
+int sf_dist_bcast(void *buf, size_t bytes, int root) {
+    (void)buf;
+    (void)bytes;
+    (void)root;
+    return 0;
+}
+int sf_dist_barrier(void) {
+    return 0;
+}
+_Noreturn void sf_dist_abort(int code, const char *msg) {
+    if (msg) fprintf(stderr, "saeflow: %s\n", msg);
+    exit(code);
+}
+#endif
