@@ -38,37 +38,13 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include "saeflow/buf.h"
 #include "saeflow/t5_tokenizer.h"
 
-/* ---- growable buffers ---- */
+/* ---- growable buffers: the core's (saeflow/buf.h) ---- */
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const void *p, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = sf_realloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, p, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} ibuf;
-
-static void ib_push(ibuf *b, int32_t x) {
-    if (b->n == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 64;
-        b->v = sf_realloc(b->v, b->cap * sizeof(int32_t));
-    }
-    b->v[b->n++] = x;
-}
+typedef sf_sbuf sbuf;
+typedef SF_VEC(int32_t) ibuf;
 
 /* ---- byte trie over the vocabulary: (node, byte) -> child in a hash ---- */
 
@@ -324,7 +300,7 @@ static int charsmap_put(const sf_t5_tokenizer *t, const unsigned char *key, size
     int64_t v = charsmap_lookup(t, key, len);
     if (v < 0) return 0;
     const char *r = t->repl + v;
-    sb_put(out, r, strnlen(r, t->repl_len - (size_t)v));
+    sf_sb_put(out, r, strnlen(r, t->repl_len - (size_t)v));
     return 1;
 }
 
@@ -351,7 +327,7 @@ static void precompiled(const sf_t5_tokenizer *t, const char *s, size_t n, sbuf 
                     utf8proc_ssize_t kk =
                         utf8proc_iterate(g + j, (utf8proc_ssize_t)(glen - j), &cc);
                     size_t cl = kk > 0 ? (size_t)kk : 1;
-                    if (!charsmap_put(t, g + j, cl, out)) sb_put(out, g + j, cl);
+                    if (!charsmap_put(t, g + j, cl, out)) sf_sb_put(out, (const char *)g + j, cl);
                     j += cl;
                 }
             }
@@ -403,17 +379,17 @@ static int replace_all(const norm_step *st, const char *s, size_t n, sbuf *out) 
     size_t pos = 0;
     if (!st->re) {
         if (st->pat_len == 0) { /* HF: an empty literal never matches */
-            sb_put(out, s, n);
+            sf_sb_put(out, s, n);
             return 0;
         }
         while (pos < n) {
             const char *hit = memmem(s + pos, n - pos, st->pat, st->pat_len);
             if (!hit) break;
-            sb_put(out, s + pos, (size_t)(hit - (s + pos)));
-            sb_put(out, st->content, st->content_len);
+            sf_sb_put(out, s + pos, (size_t)(hit - (s + pos)));
+            sf_sb_put(out, st->content, st->content_len);
             pos = (size_t)(hit - s) + st->pat_len;
         }
-        sb_put(out, s + pos, n - pos);
+        sf_sb_put(out, s + pos, n - pos);
         return 0;
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(st->re, NULL);
@@ -426,22 +402,22 @@ static int replace_all(const norm_step *st, const char *s, size_t n, sbuf *out) 
             return sf_error("t5 tokenizer: Replace regex failed (%d)", rc);
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        sb_put(out, s + copied, ov[0] - copied);
-        sb_put(out, st->content, st->content_len);
+        sf_sb_put(out, s + copied, ov[0] - copied);
+        sf_sb_put(out, st->content, st->content_len);
         copied = ov[1];
         if (ov[1] == ov[0]) { /* empty match: step over one character */
             if (ov[1] >= n) break;
             size_t k = 1;
             while (ov[1] + k < n && ((unsigned char)s[ov[1] + k] & 0xC0) == 0x80)
                 k++;
-            sb_put(out, s + ov[1], k);
+            sf_sb_put(out, s + ov[1], k);
             copied = ov[1] + k;
             pos = copied;
         } else {
             pos = ov[1];
         }
     }
-    if (copied < n) sb_put(out, s + copied, n - copied);
+    if (copied < n) sf_sb_put(out, s + copied, n - copied);
     pcre2_match_data_free(md);
     return 0;
 }
@@ -449,18 +425,18 @@ static int replace_all(const norm_step *st, const char *s, size_t n, sbuf *out) 
 /* Step 2 on one segment: returns a malloc'd string (length *olen). */
 static char *normalize_segment(const sf_t5_tokenizer *t, const char *s, size_t n, size_t *olen) {
     sbuf cur = {0};
-    sb_put(&cur, s, n);
+    sf_sb_put(&cur, s, n);
     for (int k = 0; k < t->n_norm; k++) {
         const norm_step *st = &t->norm[k];
         sbuf nxt = {0};
-        sb_put(&nxt, "", 0);
+        sf_sb_put(&nxt, "", 0);
         if (st->kind == NORM_PRECOMPILED) {
-            precompiled(t, cur.s, cur.n, &nxt);
+            precompiled(t, cur.s, cur.len, &nxt);
         } else if (st->kind == NORM_STRIP) {
-            size_t a = st->left ? ws_prefix(cur.s, cur.n) : 0;
-            size_t b = st->right ? ws_suffix(cur.s + a, cur.n - a) : 0;
-            sb_put(&nxt, cur.s + a, cur.n - a - b);
-        } else if (replace_all(st, cur.s, cur.n, &nxt)) {
+            size_t a = st->left ? ws_prefix(cur.s, cur.len) : 0;
+            size_t b = st->right ? ws_suffix(cur.s + a, cur.len - a) : 0;
+            sf_sb_put(&nxt, cur.s + a, cur.len - a - b);
+        } else if (replace_all(st, cur.s, cur.len, &nxt)) {
             free(cur.s);
             free(nxt.s);
             return NULL;
@@ -468,7 +444,7 @@ static char *normalize_segment(const sf_t5_tokenizer *t, const char *s, size_t n
         free(cur.s);
         cur = nxt;
     }
-    *olen = cur.n;
+    *olen = cur.len;
     return cur.s;
 }
 
@@ -535,16 +511,16 @@ static void unigram(const sf_t5_tokenizer *t, const char *p, size_t n, ibuf *out
         } else {
             if (in_unk) {
                 int32_t id = trie_find(&t->trie, p + end, unk_end - end);
-                ib_push(out, id >= 0 ? id : t->unk);
+                sf_vec_push(out, id >= 0 ? id : t->unk);
                 in_unk = 0;
             }
-            ib_push(out, b->id);
+            sf_vec_push(out, b->id);
         }
         end = st;
     }
     if (in_unk) {
         int32_t id = trie_find(&t->trie, p, unk_end);
-        ib_push(out, id >= 0 ? id : t->unk);
+        sf_vec_push(out, id >= 0 ? id : t->unk);
     }
     for (size_t a = first, z = out->n; a + 1 < z; a++, z--) {
         int32_t tmp = out->v[a];
@@ -587,23 +563,23 @@ static void pre_and_model(const sf_t5_tokenizer *t, int k, const char *s, size_t
     /* after ' ' -> replacement, does the text start with the replacement? */
     int starts = s[0] == ' ' || (n >= st->rep_len && !memcmp(s, st->rep, st->rep_len));
     if (!starts && (st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && first)))
-        sb_put(&b, st->rep, st->rep_len);
+        sf_sb_put(&b, st->rep, st->rep_len);
     for (size_t i = 0; i < n; i++) {
         if (s[i] == ' ')
-            sb_put(&b, st->rep, st->rep_len);
+            sf_sb_put(&b, st->rep, st->rep_len);
         else
-            sb_put(&b, s + i, 1);
+            sf_sb_put(&b, s + i, 1);
     }
     if (!st->split) {
-        pre_and_model(t, k + 1, b.s, b.n, first, out);
+        pre_and_model(t, k + 1, b.s, b.len, first, out);
     } else { /* split before every replacement (MergedWithNext) */
         size_t a = 0;
-        for (size_t i = 1; i + st->rep_len <= b.n; i++)
+        for (size_t i = 1; i + st->rep_len <= b.len; i++)
             if (!memcmp(b.s + i, st->rep, st->rep_len)) {
                 pre_and_model(t, k + 1, b.s + a, i - a, first && a == 0, out);
                 a = i;
             }
-        pre_and_model(t, k + 1, b.s + a, b.n - a, first && a == 0, out);
+        pre_and_model(t, k + 1, b.s + a, b.len - a, first && a == 0, out);
     }
     free(b.s);
 }
@@ -636,7 +612,7 @@ static int encode_all(const sf_t5_tokenizer *t, const char *text, ibuf *out) {
             }
             if (hit >= 0) {
                 if (encode_segment(t, text + seg, i - seg, seg == 0, out)) return -1;
-                ib_push(out, t->added[hit].id);
+                sf_vec_push(out, t->added[hit].id);
                 i += best;
                 seg = i;
                 continue;
@@ -764,7 +740,13 @@ static int add_norm(sf_t5_tokenizer *t, const cJSON *n, const char *src) {
             PCRE2_SIZE off;
             st->re = pcre2_compile((PCRE2_SPTR)rx, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
                                    &err, &off, NULL);
-            if (!st->re) return sf_error("%s: Replace regex '%s' does not compile", src, rx);
+            if (!st->re) {
+                /* n_norm is not advanced for a failed step, so the tokenizer's
+                 * free never sees this one: release what it holds here. */
+                free(st->content);
+                st->content = NULL;
+                return sf_error("%s: Replace regex '%s' does not compile", src, rx);
+            }
         }
     } else {
         return sf_error("%s: normalizer '%s' is not supported (Precompiled, Strip, Replace)", src,
