@@ -147,6 +147,9 @@ SF_COMMANDS(X)
 /* `saeflow flux encode-prompts` (cmd_flux_prompts.c), dispatched by main.c
  * before the command table so it works with or without a `flux` command. */
 int cli_flux_encode_prompts(int argc, char **argv);
+/* A weight-storage flag value: "stored" (-> `stored`), "f32", "bf16" or "f16".
+ * Returns -1 for anything else (the caller names its flag in the message). */
+int cli_parse_weight_dtype(const char *s, sf_dtype stored, sf_dtype *out);
 /* `saeflow flux generate` (cmd_flux_generate.c), dispatched the same way. */
 int cli_flux_generate(int argc, char **argv);
 

@@ -244,15 +244,7 @@ int cmd_flux(int argc, char **argv) {
             outp = optarg;
             break;
         case 'd':
-            if (!strcmp(optarg, "stored"))
-                lo.dtype = 0;
-            else if (!strcmp(optarg, "f32"))
-                lo.dtype = SF_DT_F32;
-            else if (!strcmp(optarg, "bf16"))
-                lo.dtype = SF_DT_BF16;
-            else if (!strcmp(optarg, "f16"))
-                lo.dtype = SF_DT_F16;
-            else {
+            if (cli_parse_weight_dtype(optarg, 0, &lo.dtype)) {
                 cli_usage_error(cmd, "--dtype must be stored, f32, bf16 or f16");
                 goto out;
             }

@@ -196,15 +196,7 @@ int cli_flux_generate(int argc, char **argv) {
                 return cli_usage_error(CMD, "%s", sf_errmsg());
             break;
         case 'w':
-            if (!strcmp(optarg, "stored"))
-                t5_dt = SF_T5_AS_STORED;
-            else if (!strcmp(optarg, "f32"))
-                t5_dt = SF_DT_F32;
-            else if (!strcmp(optarg, "bf16"))
-                t5_dt = SF_DT_BF16;
-            else if (!strcmp(optarg, "f16"))
-                t5_dt = SF_DT_F16;
-            else
+            if (cli_parse_weight_dtype(optarg, SF_T5_AS_STORED, &t5_dt))
                 return cli_usage_error(CMD, "--t5-dtype must be stored, f32, bf16 or f16");
             break;
         case 'h':

@@ -156,15 +156,7 @@ int cli_flux_encode_prompts(int argc, char **argv) {
                 return cli_usage_error(CMD, "--dtype must be f32 or bf16");
             break;
         case 'w':
-            if (!strcmp(optarg, "stored"))
-                t5_dt = SF_T5_AS_STORED;
-            else if (!strcmp(optarg, "f32"))
-                t5_dt = SF_DT_F32;
-            else if (!strcmp(optarg, "bf16"))
-                t5_dt = SF_DT_BF16;
-            else if (!strcmp(optarg, "f16"))
-                t5_dt = SF_DT_F16;
-            else
+            if (cli_parse_weight_dtype(optarg, SF_T5_AS_STORED, &t5_dt))
                 return cli_usage_error(CMD, "--t5-dtype must be stored, f32, bf16 or f16");
             break;
         case 't':
@@ -225,4 +217,18 @@ int cli_flux_encode_prompts(int argc, char **argv) {
     sf_flux_text_free(m);
     cli_prompt_list_free(&pl);
     return rc ? cli_fail(CMD) : 0;
+}
+
+int cli_parse_weight_dtype(const char *s, sf_dtype stored, sf_dtype *out) {
+    if (!strcmp(s, "stored"))
+        *out = stored;
+    else if (!strcmp(s, "f32"))
+        *out = SF_DT_F32;
+    else if (!strcmp(s, "bf16"))
+        *out = SF_DT_BF16;
+    else if (!strcmp(s, "f16"))
+        *out = SF_DT_F16;
+    else
+        return -1;
+    return 0;
 }

@@ -29,6 +29,7 @@
 #include <cjson/cJSON.h>
 
 #include "clip_unicode.h"
+#include "saeflow/config.h"
 #include "saeflow/buf.h"
 #include "saeflow/clip_bpe.h"
 
@@ -393,16 +394,8 @@ static char *special_str(const cJSON *v) {
 
 sf_tokenizer *sf_tokenizer_load_json(const char *path) {
     sf_tokenizer *t = tok_new();
-    size_t len;
-    cJSON *j = NULL;
-    char *txt = sf_read_file(path, &len);
-    if (!txt) goto fail;
-    j = cJSON_ParseWithLength(txt, len);
-    free(txt);
-    if (!j) {
-        sf_error("%s: not valid JSON", path);
-        goto fail;
-    }
+    cJSON *j = sf_cfg_load(path);
+    if (!j) goto fail;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "type"));
     const char *eow =

@@ -38,6 +38,7 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include "saeflow/config.h"
 #include "saeflow/buf.h"
 #include "saeflow/t5_tokenizer.h"
 
@@ -862,16 +863,8 @@ static int load_post(sf_t5_tokenizer *t, const cJSON *pp, const char *src) {
 
 sf_t5_tokenizer *sf_t5_tokenizer_load(const char *path) {
     sf_t5_tokenizer *t = sf_calloc(1, sizeof *t);
-    size_t len;
-    cJSON *j = NULL;
-    char *txt = sf_read_file(path, &len);
-    if (!txt) goto fail;
-    j = cJSON_ParseWithLength(txt, len);
-    free(txt);
-    if (!j) {
-        sf_error("%s: not valid JSON", path);
-        goto fail;
-    }
+    cJSON *j = sf_cfg_load(path);
+    if (!j) goto fail;
     const cJSON *model = get(j, "model");
     const char *type = cJSON_GetStringValue(get(model, "type"));
     if (!type || strcmp(type, "Unigram")) {
