@@ -23,3 +23,15 @@ size_t sf_sae_metrics_sizeof(void) {
 size_t sf_topk_sizeof(void) {
     return sizeof(sf_topk);
 }
+size_t sf_sae_spec_sizeof(void) {
+    return sizeof(sf_sae_spec);
+}
+size_t sf_clip_source_opts_sizeof(void) {
+    return sizeof(sf_clip_source_opts);
+}
+size_t sf_act_batch_sizeof(void) {
+    return sizeof(sf_act_batch);
+}
+size_t sf_sample_sizeof(void) {
+    return sizeof(sf_sample);
+}

@@ -56,9 +56,13 @@ sf_dataset *sf_dataset_open(const char *spec, unsigned flags);
 /* One in-memory file as a dataset (tests, fuzzing): kind "parquet" or "tar".
  * `buf` is not copied and must outlive the dataset. */
 sf_dataset *sf_dataset_open_mem(const char *kind, const void *buf, size_t len, unsigned flags);
+/* Samples the caller holds (a binding's images and captions): row i is
+ * samples[i]; `row` is ignored, a NULL id reads "#i". Nothing is copied:
+ * the samples and what they point to must outlive the dataset. Kind "memory". */
+sf_dataset *sf_dataset_open_samples(const sf_sample *samples, int64_t n, unsigned flags);
 void sf_dataset_close(sf_dataset *ds);
 
-/* "cc3m", "wds" or "folder". */
+/* "cc3m", "wds", "folder" or "memory". */
 const char *sf_dataset_kind(const sf_dataset *ds);
 int sf_dataset_num_files(const sf_dataset *ds);
 const char *sf_dataset_file(const sf_dataset *ds, int i);

@@ -1,8 +1,8 @@
 /* saeflow: image decoding and CLIP preprocessing.
  *
- * Decoding: JPEG (libjpeg-turbo), PNG (libpng) and WebP (libwebp) from a
- * memory buffer, format sniffed from the magic bytes (the file name is only
- * used in error messages). Every image becomes 8-bit RGB the way Pillow's
+ * Decoding: JPEG (libjpeg-turbo), PNG (libpng), WebP (libwebp) and binary
+ * PPM/PGM (raw pixels) from a memory buffer, format sniffed from the magic bytes (the file name is
+ * only used in error messages). Every image becomes 8-bit RGB the way Pillow's
  * `Image.open(f).convert("RGB")` does it: grey is replicated, palettes are
  * expanded, alpha is DROPPED (not composited onto a background; see
  * SF_IMAGE_ALPHA_WHITE for transformers 5's white compositing), 16-bit PNG
@@ -54,11 +54,12 @@ typedef enum {
     SF_IMAGE_JPEG,
     SF_IMAGE_PNG,
     SF_IMAGE_WEBP,
+    SF_IMAGE_PPM, /* binary PPM (P6) / PGM (P5), maxval 255: raw pixels from a binding */
 } sf_image_format;
 
 /* Guesses the format from the first bytes (SF_IMAGE_UNKNOWN if none fits). */
 sf_image_format sf_image_sniff(const void *data, size_t len);
-const char *sf_image_format_name(sf_image_format f); /* "jpeg", "png", "webp", "unknown" */
+const char *sf_image_format_name(sf_image_format f); /* "jpeg", "png", "webp", "ppm", "unknown" */
 
 /* Images larger than this many pixels (width * height) are refused, so a
  * hostile header cannot make us allocate gigabytes. 2^28 = 268M pixels, well

@@ -30,6 +30,7 @@
 #define SAEFLOW_PIPELINE_H
 
 #include "saeflow/common.h"
+#include "saeflow/dataset.h"
 #include "saeflow/safetensors.h"
 
 #ifdef __cplusplus
@@ -110,6 +111,10 @@ typedef struct {
      * convert_to_rgb): SF_IMAGE_ALPHA_WHITE */
     int alpha_white;
     int64_t limit; /* only the first `limit` dataset rows; < 0: all (0: none!) */
+    /* instead of `dataset`: samples in memory (sf_dataset_open_samples; a
+     * binding's images and captions), borrowed until the source is closed */
+    const sf_sample *samples;
+    int64_t n_samples;
 } sf_clip_source_opts;
 
 /* Batching. Each call reads up to `batch` examples that have the inputs the

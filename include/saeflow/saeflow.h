@@ -11,7 +11,11 @@
 #include <stddef.h>
 
 #include "saeflow/analysis.h"
+#include "saeflow/clip.h"
 #include "saeflow/common.h"
+#include "saeflow/dataset.h"
+#include "saeflow/image.h"
+#include "saeflow/pipeline.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_formats.h"
@@ -32,6 +36,12 @@ size_t sf_sae_run_opts_sizeof(void);
 size_t sf_sae_data_sizeof(void);
 size_t sf_sae_metrics_sizeof(void);
 size_t sf_topk_sizeof(void);
+/* sf_sae_spec, sf_clip_source_opts, sf_act_batch, sf_sample (CLIP extraction
+ * from a binding: samples in memory through sf_clip_source_open). */
+size_t sf_sae_spec_sizeof(void);
+size_t sf_clip_source_opts_sizeof(void);
+size_t sf_act_batch_sizeof(void);
+size_t sf_sample_sizeof(void);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,9 @@
  *         "LA;16B"), but 16-bit grey without alpha is Pillow mode "I;16" whose
  *         conversion to RGB CLAMPS to 255 (min(v, 255)), not the high byte.
  *   WebP: first (only) frame, alpha dropped; animated WebP is refused.
+ *   PPM/PGM: binary P6 (RGB) and P5 (grey, replicated), maxval 255 only; the
+ *         lossless container a binding wraps decoded pixels in (Pillow reads
+ *         it as "RGB" / "L").
  * EXIF orientation is never applied.
  */
 #include <limits.h>
@@ -32,6 +35,9 @@ sf_image_format sf_image_sniff(const void *data, size_t len) {
     if (len >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return SF_IMAGE_JPEG;
     if (len >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8)) return SF_IMAGE_PNG;
     if (len >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4)) return SF_IMAGE_WEBP;
+    if (len >= 3 && p[0] == 'P' && (p[1] == '5' || p[1] == '6') &&
+        (p[2] == ' ' || p[2] == '\t' || p[2] == '\n' || p[2] == '\r' || p[2] == '#'))
+        return SF_IMAGE_PPM;
     return SF_IMAGE_UNKNOWN;
 }
 
@@ -43,6 +49,8 @@ const char *sf_image_format_name(sf_image_format f) {
         return "png";
     case SF_IMAGE_WEBP:
         return "webp";
+    case SF_IMAGE_PPM:
+        return "ppm";
     default:
         return "unknown";
     }
@@ -375,6 +383,57 @@ static int decode_webp(const unsigned char *data, size_t len, unsigned flags, sf
     return 0;
 }
 
+/* ---- PPM / PGM (binary) ------------------------------------------------------ */
+
+/* The next header number: whitespace and '#' comments skipped, decimal digits. */
+static int pnm_number(const unsigned char *p, size_t len, size_t *at, int *v) {
+    size_t i = *at;
+    for (;;) {
+        while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+            i++;
+        if (i < len && p[i] == '#') {
+            while (i < len && p[i] != '\n')
+                i++;
+            continue;
+        }
+        break;
+    }
+    if (i >= len || p[i] < '0' || p[i] > '9') return sf_error("ppm: bad header");
+    long long x = 0;
+    while (i < len && p[i] >= '0' && p[i] <= '9') {
+        x = x * 10 + (p[i++] - '0');
+        if (x > INT_MAX) return sf_error("ppm: header number too large");
+    }
+    *v = (int)x;
+    *at = i;
+    return 0;
+}
+
+static int decode_pnm(const unsigned char *p, size_t len, sf_image *out) {
+    const int ch = p[1] == '6' ? 3 : 1;
+    size_t at = 2;
+    int w, h, maxval;
+    if (pnm_number(p, len, &at, &w) || pnm_number(p, len, &at, &h) ||
+        pnm_number(p, len, &at, &maxval))
+        return -1;
+    if (maxval != 255) return sf_error("ppm: maxval %d (only 255 is supported)", maxval);
+    if (at >= len) return sf_error("ppm: truncated header");
+    at++; /* the single whitespace before the samples */
+    if (sf_image_alloc(out, w, h)) return sf_error_prefix("ppm");
+    const size_t npx = (size_t)w * (size_t)h;
+    if (len - at < npx * (size_t)ch) {
+        sf_image_free(out);
+        return sf_error("ppm: truncated: %zu bytes of samples, expected %zu", len - at,
+                        npx * (size_t)ch);
+    }
+    if (ch == 3)
+        memcpy(out->rgb, p + at, npx * 3);
+    else
+        for (size_t i = 0; i < npx; i++)
+            out->rgb[3 * i] = out->rgb[3 * i + 1] = out->rgb[3 * i + 2] = p[at + i];
+    return 0;
+}
+
 int sf_image_decode(const void *data, size_t len, const char *name, sf_image *out) {
     return sf_image_decode_ex(data, len, name, 0, out);
 }
@@ -393,9 +452,12 @@ int sf_image_decode_ex(const void *data, size_t len, const char *name, unsigned 
     case SF_IMAGE_WEBP:
         rc = decode_webp(data, len, flags, out);
         break;
+    case SF_IMAGE_PPM:
+        rc = decode_pnm(data, len, out);
+        break;
     default:
         rc = len == 0 ? sf_error("empty file")
-                      : sf_error("not a JPEG, PNG or WebP image (unrecognised magic bytes)");
+                      : sf_error("not a JPEG, PNG, WebP or PPM image (unrecognised magic bytes)");
     }
     if (rc && name) sf_error_prefix("%s", name);
     return rc;

@@ -386,12 +386,13 @@ static int open_towers(clip_src *c, const sf_clip_source_opts *o) {
 }
 
 sf_act_source *sf_clip_source_open(const sf_clip_source_opts *o) {
-    if (!o->model || !o->dataset) return sf_error("a model and a dataset are needed"), NULL;
+    if (!o->model || (!o->dataset && !o->samples))
+        return sf_error("a model and a dataset are needed"), NULL;
     if (o->batch < 1) return sf_error("batch must be >= 1"), NULL;
     clip_src *c = sf_calloc(1, sizeof *c);
     c->base.ops = &clip_ops;
     c->model = sf_strdup(o->model);
-    c->spec = sf_strdup(o->dataset);
+    c->spec = sf_strdup(o->samples ? "(memory)" : o->dataset);
     c->captions_path = o->captions_path ? sf_strdup(o->captions_path) : NULL;
     c->tokens_all = o->tokens_all;
     c->pillow_legacy = o->pillow_legacy;
@@ -405,7 +406,9 @@ sf_act_source *sf_clip_source_open(const sf_clip_source_opts *o) {
     unsigned flags =
         (c->vision_on ? SF_DS_IMAGES : 0) | (c->text_on && !c->captions_path ? SF_DS_CAPTIONS : 0);
     if (!flags) flags = SF_DS_CAPTIONS; /* text from the captions file only: still need the rows */
-    if (!(c->ds = sf_dataset_open(c->spec, flags))) goto fail;
+    c->ds = o->samples ? sf_dataset_open_samples(o->samples, o->n_samples, flags)
+                       : sf_dataset_open(c->spec, flags);
+    if (!c->ds) goto fail;
     int64_t N = sf_dataset_count(c->ds);
     if (N < 0) goto fail;
     if (c->limit >= 0 && c->limit < N) N = c->limit;

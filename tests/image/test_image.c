@@ -440,8 +440,38 @@ TEST(png_write_roundtrip) {
     free(rgb);
 }
 
+/* Binary PPM/PGM: the pixels as they are (grey replicated), comments in the
+ * header; maxval other than 255, truncation and junk refused cleanly. */
+TEST(ppm_decode) {
+    const char ppm[] = "P6\n# made by a test\n2 1\n255\n\x01\x02\x03\xfa\xfb\xfc";
+    sf_image im;
+    CHECK(sf_image_sniff(ppm, sizeof ppm - 1) == SF_IMAGE_PPM);
+    CHECK_MSG(sf_image_decode(ppm, sizeof ppm - 1, "a.ppm", &im) == 0, "%s", sf_errmsg());
+    CHECK(im.width == 2 && im.height == 1);
+    if (im.rgb) CHECK(!memcmp(im.rgb, "\x01\x02\x03\xfa\xfb\xfc", 6));
+    sf_image_free(&im);
+    const char pgm[] = "P5 2 2 255 \x00\x10\x20\xff";
+    CHECK(sf_image_decode(pgm, sizeof pgm - 1, NULL, &im) == 0);
+    if (im.rgb)
+        CHECK(im.rgb[3] == 0x10 && im.rgb[4] == 0x10 && im.rgb[5] == 0x10 && im.rgb[11] == 0xff);
+    sf_image_free(&im);
+    const char *bad[][2] = {{"P6\n2 1\n65535\n\x01\x02", "maxval"},
+                            {"P6\n2 1\n255\n\x01\x02", "truncated"},
+                            {"P6\n2 x\n255\n", "bad header"},
+                            {"P6\n0 1\n255\n", "not positive"},
+                            {"P6\n99999 99999\n255\n", "pixels"},
+                            {"P6\n99999999999 1\n255\n", "too large"},
+                            {"P6 ", "bad header"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_MSG(sf_image_decode(bad[i][0], strlen(bad[i][0]), "x.ppm", &im) == -1, "%zu", i);
+        CHECK_ERR_HAS(bad[i][1]);
+        CHECK(im.rgb == NULL);
+    }
+}
+
 int main(void) {
     RUN(sniff);
+    RUN(ppm_decode);
     RUN(png_write_roundtrip);
     RUN(huge_dimensions_refused);
     RUN(resize_matches_pillow);
