@@ -91,6 +91,11 @@ const char *sf_kernels_blas_info(void);
  * needs doing (variable already set, core already suitable, or exec failed),
  * otherwise does not return. Changes speed, and GEMM rounding in the last bits. */
 void sf_kernels_fix_blas_core(void);
+/* The decision alone: the OPENBLAS_CORETYPE value sf_kernels_fix_blas_core
+ * would re-execute with, or NULL. A host that cannot re-execute (the Python
+ * binding) asks it in a child process and sets the variable before loading
+ * the library, so its GEMMs run the CLI's kernels (same speed, same bits). */
+const char *sf_kernels_blas_core_wanted(void);
 
 /* ---- dense layers -------------------------------------------------------- */
 

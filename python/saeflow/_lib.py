@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 import subprocess
+import sys
 from ctypes import POINTER, c_char_p, c_double, c_float, c_int, c_int64, c_size_t, c_uint64, c_void_p
 
 
@@ -45,6 +46,31 @@ def _candidates() -> list[str]:
     return out
 
 
+_CORE_PROBE = """
+import ctypes, sys
+f = ctypes.CDLL(sys.argv[1]).sf_kernels_blas_core_wanted
+f.restype = ctypes.c_char_p
+print((f() or b"").decode())
+"""
+
+
+def _blas_core(path: str) -> None:
+    """Sets OPENBLAS_CORETYPE as the CLI's re-exec would (sf_kernels_fix_blas_core,
+    docs/kernels.md): an OpenBLAS older than the CPU falls back to generic
+    kernels, and the variable is read only when OpenBLAS loads, so a child
+    process asks the library (sf_kernels_blas_core_wanted) before this one
+    loads it. The same kernels as the CLI: the same speed and bits."""
+    if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("SAEFLOW_NO_REEXEC"):
+        return
+    try:
+        core = subprocess.run([sys.executable, "-c", _CORE_PROBE, path], capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return
+    if core:
+        os.environ["OPENBLAS_CORETYPE"] = core
+
+
 def _load() -> ctypes.CDLL:
     tried = []
     for p in _candidates():
@@ -52,6 +78,7 @@ def _load() -> ctypes.CDLL:
             tried.append(p + " (absent)")
             continue
         try:
+            _blas_core(p)
             return ctypes.CDLL(p)
         except OSError as e:
             tried.append(f"{p} ({e})")

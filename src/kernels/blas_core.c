@@ -25,11 +25,11 @@ static const char *best_core(void) {
     return NULL;
 }
 
-void sf_kernels_fix_blas_core(void) {
+const char *sf_kernels_blas_core_wanted(void) {
     /* the user (or our own re-exec) chose; SAEFLOW_NO_REEXEC opts out */
-    if (getenv("OPENBLAS_CORETYPE") || getenv("SAEFLOW_NO_REEXEC")) return;
+    if (getenv("OPENBLAS_CORETYPE") || getenv("SAEFLOW_NO_REEXEC")) return NULL;
     const char *best = best_core(), *cur = openblas_get_corename();
-    if (!best || !cur || !strcasecmp(best, cur)) return;
+    if (!best || !cur || !strcasecmp(best, cur)) return NULL;
     /* Only override OpenBLAS's generic fallbacks: a named modern core (Zen,
      * SkylakeX on a Cooperlake-capable CPU...) is a deliberate choice. */
     static const char *fallbacks[] = {"Prescott", "Core2",       "Penryn", "Dunnington",
@@ -37,7 +37,13 @@ void sf_kernels_fix_blas_core(void) {
     int fallback = 0;
     for (size_t i = 0; i < sizeof fallbacks / sizeof *fallbacks; i++)
         if (!strcasecmp(cur, fallbacks[i])) fallback = 1;
-    if (!fallback || (!strcasecmp(cur, "Haswell") && !strcmp(best, "Haswell"))) return;
+    if (!fallback || (!strcasecmp(cur, "Haswell") && !strcmp(best, "Haswell"))) return NULL;
+    return best;
+}
+
+void sf_kernels_fix_blas_core(void) {
+    const char *best = sf_kernels_blas_core_wanted();
+    if (!best) return;
     /* Rebuild argv from /proc/self/cmdline, so callers deep in a subcommand
      * need not carry the process's original argv around. */
     size_t len = 0;
