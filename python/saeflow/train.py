@@ -36,6 +36,14 @@ class RunOpts(ctypes.Structure):
                 ("seed", c_uint64), ("outdir", c_char_p), ("save_every", c_int64), ("quiet", c_int)]
 
 
+class Spec(ctypes.Structure):
+    """sf_sae_spec (sae_arch.h): the one builder of a fresh SAE, as the CLI uses it."""
+
+    _fields_ = [("arch", c_int), ("d", c_int), ("n", c_int), ("k", c_int), ("seed", c_uint64),
+                ("groups", c_char_p), ("matryoshka_base", c_char_p), ("jumpthreshold", c_double),
+                ("b_dec_init", c_char_p), ("normalize_input", c_int)]
+
+
 class Metrics(ctypes.Structure):
     """sf_sae_metrics (sae_train.h)."""
 
@@ -50,13 +58,14 @@ def _fn(name, restype, *argtypes):
     return f
 
 
-_sizeof = {n: _fn(f"sf_sae_{n}_sizeof", ctypes.c_size_t)() for n in ("train_opts", "run_opts", "data", "metrics")}
+_sizeof = {n: _fn(f"sf_sae_{n}_sizeof", ctypes.c_size_t)() for n in ("train_opts", "run_opts", "data", "metrics",
+                                                                      "spec")}
 
 
 def _check_sizes() -> None:
     """The mirrored structs must match the library's (checked when train runs,
     so that a changed trainer header does not break the rest of the package)."""
-    for name, cls in (("train_opts", TrainOpts), ("run_opts", RunOpts), ("metrics", Metrics)):
+    for name, cls in (("train_opts", TrainOpts), ("run_opts", RunOpts), ("metrics", Metrics), ("spec", Spec)):
         if ctypes.sizeof(cls) != _sizeof[name]:
             raise SaeflowError(f"saeflow: sf_sae_{name} is {_sizeof[name]} bytes in libsaeflow.so, "
                                f"{ctypes.sizeof(cls)} in the binding: python/saeflow/train.py is out of date")
@@ -66,10 +75,7 @@ _opts_default = _fn("sf_sae_train_opts_default", None, POINTER(TrainOpts))
 _data_open = _fn("sf_sae_data_open", c_int, c_void_p, POINTER(c_char_p), c_int, c_char_p)
 _data_close = _fn("sf_sae_data_close", None, c_void_p)
 _train_run = _fn("sf_sae_train_run", c_int, c_void_p, c_void_p, POINTER(RunOpts), POINTER(Metrics))
-_set_matryoshka = _fn("sf_sae_set_matryoshka", c_int, c_void_p, c_int, POINTER(c_int), c_int)
-_set_jumpthreshold = _fn("sf_sae_set_jumpthreshold", c_int, c_void_p, c_double)
-_init_bias = _fn("sf_sae_init_bias", c_int, c_void_p, c_void_p, c_char_p, c_int64)
-_set_input_norm = _fn("sf_sae_set_input_norm", c_int, c_void_p, c_void_p, c_int64)
+_build = _fn("sf_sae_build", c_int, c_void_p, POINTER(Spec), c_void_p, POINTER(TrainOpts))
 
 
 def train(data: Union[np.ndarray, str, os.PathLike, Sequence[Union[str, os.PathLike]]], *,
@@ -78,10 +84,11 @@ def train(data: Union[np.ndarray, str, os.PathLike, Sequence[Union[str, os.PathL
           wd: float = 0.0, lr_warmup_steps: int = 256, clip: float = 1.0, normalise: bool = False,
           auxk: float = 1.0 / 32, aux_k: int = 512, bodycount: int = 16384, batch_size: int = 32,
           num_epochs: int = 10, seed: int = 0, lmbda: float = 0.01, lmbda_warmup_steps: int = 256,
-          bandwidth: float = 0.001, jumpthreshold: float = 0.001, threshold_decay: float = 0.99,
+          bandwidth: float = 0.001, jumpthreshold: Optional[float] = None, threshold_decay: float = 0.99,
           ghost_grads: bool = False, resample_every: int = 0, resample_pool: int = 65536,
           b_dec_init: str = "zero", normalize_input: bool = False,
-          matryoshka_base: str = "topk", savedir: Optional[Union[str, os.PathLike]] = None,
+          groups: Optional[Union[str, Sequence[Union[int, str]]]] = None, matryoshka_base: str = "topk",
+          savedir: Optional[Union[str, os.PathLike]] = None,
           name: Optional[str] = None, save_every: int = 0, threads: Optional[int] = None,
           progress: bool = True) -> Tuple[SparseAutoencoder, Dict[str, Any]]:
     """Trains an SAE with the C trainer; the arguments and defaults are
@@ -89,6 +96,10 @@ def train(data: Union[np.ndarray, str, os.PathLike, Sequence[Union[str, os.PathL
     a temporary safetensors file, which the trainer memory-maps) or one or more
     safetensors paths holding `key`. The checkpoint goes to savedir/name (a
     temporary directory, removed after loading, when savedir is None).
+    arch="matryoshka": `groups` are the nested group sizes, `--groups`'s
+    "512,512,1024,rest" or a list such as [512, 512, 1024, "rest"] (None:
+    n/8, n/8, n/4, n/2), `matryoshka_base` "topk" or "batchtopk". An option
+    that does not apply to `arch` is an error, as on the command line.
 
     Returns (model, metrics): metrics["last"] is the final step's metrics,
     metrics["steps"] every step's line of metrics.jsonl. `progress`: the C
@@ -116,6 +127,23 @@ def train(data: Union[np.ndarray, str, os.PathLike, Sequence[Union[str, os.PathL
 def _train(paths: List[str], tmp: str, a: Dict[str, Any]) -> Tuple[SparseAutoencoder, Dict[str, Any]]:
     archv = c_int()
     check(_lib.sf_sae_arch_parse(a["arch"].encode(), ctypes.byref(archv)), "train")
+    groups = a["groups"]
+    if groups is not None and not isinstance(groups, str):
+        groups = ",".join(str(g) for g in groups)
+    ro = RunOpts()
+    _opts_default(ctypes.byref(ro.train))
+    t = ro.train
+    t.lr, t.beta1, t.beta2, t.wd = a["lr"], a["beta1"], a["beta2"], a["wd"]
+    t.lr_warmup_steps, t.clip, t.normalise = a["lr_warmup_steps"], a["clip"], int(a["normalise"])
+    t.auxk_coef, t.aux_k, t.bodycount = a["auxk"], int(a["aux_k"]), a["bodycount"]
+    t.lmbda, t.lmbda_warmup_steps, t.bandwidth = a["lmbda"], a["lmbda_warmup_steps"], a["bandwidth"]
+    t.ghost_grads, t.resample_every, t.resample_pool = int(a["ghost_grads"]), a["resample_every"], a["resample_pool"]
+    t.threshold_decay = a["threshold_decay"]
+    sp = Spec(arch=archv.value, k=int(a["k"]), seed=int(a["seed"]),
+              groups=groups.encode() if groups is not None else None,
+              matryoshka_base=a["matryoshka_base"].encode(),
+              jumpthreshold=float(a["jumpthreshold"]) if a["jumpthreshold"] is not None else 0.0,
+              b_dec_init=a["b_dec_init"].encode(), normalize_input=int(bool(a["normalize_input"])))
     D = ctypes.create_string_buffer(_sizeof["data"])
     cpaths = (c_char_p * len(paths))(*[os.fsencode(p) for p in paths])
     check(_data_open(D, cpaths, len(paths), a["key"].encode()), "train")
@@ -123,47 +151,19 @@ def _train(paths: List[str], tmp: str, a: Dict[str, Any]) -> Tuple[SparseAutoenc
     try:
         d = ctypes.c_int.from_buffer(D, _data_d_offset()).value
         n = int(a["pages"]) if a["pages"] else d * int(a["expansion"])
-        s = ctypes.create_string_buffer(_lib.sf_sae_sizeof())
         if n > (1 << 26) or (a["arch"] in ("topk", "batchtopk", "matryoshka") and a["k"] > n):
             raise SaeflowError(f"train: pages {n} (features x expansion) must be >= k {a['k']} and at most 2^26")
-        check(_lib.sf_sae_init(s, archv.value, d, n, int(a["k"]), int(a["seed"])), "train")
-        rc = 0
-        if a["arch"] == "matryoshka":
-            rc = _set_matryoshka(s, int(a["matryoshka_base"] == "batchtopk"), None, 0)
-        if not rc and a["arch"] == "jumprelu":
-            rc = _set_jumpthreshold(s, float(a["jumpthreshold"]))
-        if not rc and a["normalize_input"]:
-            rc = _set_input_norm(s, D, 8192)
-        if not rc and a["b_dec_init"] != "zero":
-            rc = _init_bias(s, D, a["b_dec_init"].encode(), 8192)
-        check(rc, "train")
+        sp.d, sp.n = d, n
+        buf = ctypes.create_string_buffer(_lib.sf_sae_sizeof())
+        # the model, its architecture options and the settings recorded in its
+        # config: the library's builder, as `saeflow train` (errors name the option)
+        check(_build(buf, ctypes.byref(sp), D, ctypes.byref(t)), "train")
+        s = buf
         head = _lib.SaeHead.from_buffer(s)
-        ro = RunOpts()
-        _opts_default(ctypes.byref(ro.train))
-        t = ro.train
-        t.lr, t.beta1, t.beta2, t.wd = a["lr"], a["beta1"], a["beta2"], a["wd"]
-        t.lr_warmup_steps, t.clip, t.normalise = a["lr_warmup_steps"], a["clip"], int(a["normalise"])
-        t.auxk_coef, t.aux_k, t.bodycount = a["auxk"], min(int(a["aux_k"]), head.n), a["bodycount"]
-        t.lmbda, t.lmbda_warmup_steps, t.bandwidth = a["lmbda"], a["lmbda_warmup_steps"], a["bandwidth"]
-        t.ghost_grads, t.resample_every, t.resample_pool = int(a["ghost_grads"]), a["resample_every"], a["resample_pool"]
-        t.threshold_decay = a["threshold_decay"]
-        # the training settings the CLI records next to the weights
-        setn = _lib.sf_sae_config_set_number
-        if a["arch"] in ("standard", "gated", "jumprelu"):
-            setn(s, b"lmbda", a["lmbda"])
-            setn(s, b"lmbda_warmup_steps", float(a["lmbda_warmup_steps"]))
-        if a["arch"] == "jumprelu":
-            setn(s, b"bandwidth", a["bandwidth"])
-            setn(s, b"jumpthreshold", a["jumpthreshold"])
-        if a["ghost_grads"]:
-            setn(s, b"ghost_grads", 1.0)
-        if a["resample_every"]:
-            setn(s, b"resample_every", float(a["resample_every"]))
-        mode = a["b_dec_init"]
-        _lib.sf_sae_config_set_string(s, b"b_dec_init", b"geometric_median" if mode == "median" else mode.encode())
-        setn(s, b"normalize_input", float(bool(a["normalize_input"])))
+        t.aux_k = min(int(a["aux_k"]), head.n)
         savedir = os.fspath(a["savedir"]) if a["savedir"] is not None else tmp
-        name = a["name"] or f"{a['arch']}-k{a['k']}-x{n // d if n % d == 0 else 0}"
+        k_name = a["k"] if a["arch"] in ("topk", "batchtopk", "matryoshka") else 0  # the CLI's k_sel
+        name = a["name"] or f"{a['arch']}-k{k_name}-x{n // d if n % d == 0 else 0}"
         outdir = os.path.join(savedir, name)
         ro.batch_size, ro.num_epochs, ro.seed = int(a["batch_size"]), int(a["num_epochs"]), int(a["seed"])
         ro.outdir, ro.save_every, ro.quiet = os.fsencode(outdir), int(a["save_every"]), int(not a["progress"])

@@ -1,5 +1,6 @@
 """The binding's results equal the CLI's on the same inputs (bit for bit: both
 run the same C functions on the same float32 bytes)."""
+import json
 import os
 
 import numpy as np
@@ -84,3 +85,44 @@ def test_save_roundtrip_all_formats(rng, tmp_path):
         back = saeflow.load(tmp_path / fmt)
         np.testing.assert_allclose(back.decode(back.encode(x)), sae.decode(sae.encode(x)), rtol=0, atol=1e-5)
     assert os.path.exists(tmp_path / "saelens" / "cfg.json")
+
+
+@pytest.mark.parametrize("arch,cli_flags,py_args", [
+    ("matryoshka", ["--groups", "8,8,16,rest", "--matryoshka_base", "batchtopk"],
+     dict(groups="8,8,16,rest", matryoshka_base="batchtopk")),
+    ("matryoshka", ["--groups", "16,16,rest"], dict(groups=[16, 16, "rest"])),
+    ("matryoshka", [], {}),
+    ("jumprelu", ["--jumpthreshold", "0.002"], dict(jumpthreshold=0.002)),
+    ("standard", ["--b_dec_init", "mean", "--normalize_input"], dict(b_dec_init="mean", normalize_input=True)),
+    ("batchtopk", [], {}),
+])
+def test_train_archs_equal_cli(arch, cli_flags, py_args, cli, rng, tmp_path):
+    """Every architecture (matryoshka with --groups spelled as on the command
+    line or as a list) writes the CLI's checkpoint, config and default name."""
+    x = rng.standard_normal((512, 16)).astype(np.float32)
+    inp = tmp_path / "x.safetensors"
+    _st.write(str(inp), {"activations": x})
+    args = dict(k=4, expansion=4, batch_size=64, num_epochs=1, seed=5, lr=1e-3)
+    cli("train", "--tensorpath", inp, "--savedir", tmp_path / "cli", "--quiet", "--threads", 2, "--arch", arch,
+        *cli_flags, *[f"--{k}={v}" for k, v in args.items()])
+    model, _ = saeflow.train(x, arch=arch, savedir=tmp_path / "py", progress=False, threads=2, **args, **py_args)
+    (name,) = os.listdir(tmp_path / "cli")
+    assert os.listdir(tmp_path / "py") == [name]
+    a = _st.read(str(tmp_path / "cli" / name / "model.safetensors"))
+    b = _st.read(str(tmp_path / "py" / name / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    with open(tmp_path / "cli" / name / "config.json") as f, open(tmp_path / "py" / name / "config.json") as g:
+        assert json.load(f) == json.load(g)
+    assert model.arch == arch
+
+
+def test_train_bad_options_raise(rng):
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    with pytest.raises(saeflow.SaeflowError, match="groups"):
+        saeflow.train(x, arch="topk", k=2, expansion=2, groups="4,rest", progress=False)
+    with pytest.raises(saeflow.SaeflowError, match="groups|sum|rest"):
+        saeflow.train(x, arch="matryoshka", k=2, expansion=2, groups="4,4", progress=False)
+    with pytest.raises(saeflow.SaeflowError, match="arch"):
+        saeflow.train(x, arch="nope", progress=False)
