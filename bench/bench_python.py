@@ -1,67 +1,140 @@
-"""Python call overhead of saeflow.encode over the bare C call.
+"""saeflow from Python against the C programs, in one run (docs/python.md, "Speed").
 
-A d 1024, n 4096, k 32 TopK model (sf_sae_init, seed 0) encodes x [4096, 1024]
-(standard normal, seed 0) through
-  c:      sf_sae_encoder_run via ctypes on preallocated code buffers (the C
-          call; ctypes adds about a microsecond),
-  sparse: sae.encode(x, sparse=True)  (CSR triplet/scipy from the codes),
-  dense:  sae.encode(x)               (the [4096, 4096] dense array, 64 MiB),
-in REPS interleaved rounds, same threads; min and median of each. Usage:
-  SAEFLOW_LIB=build/libsaeflow.so python bench/bench_python.py [threads] [reps]
+encode: a d 1024, n 4096, k 32 TopK checkpoint (sf_sae_init seed 0, saved and
+  reloaded) encodes x [4096, 1024] (standard normal, seed 0):
+    C bench   build/bench_encode: sf_sae_encoder_run in a C program (its own
+              timer around each call; the reference figure)
+    c-ctypes  the same call through ctypes on preallocated codes
+    sparse    sae.encode(x, sparse=True)  (the CSR arrays `saeflow encode` writes)
+    dense     sae.encode(x)               (a fresh [4096, 4096] float32 result, 64 MiB)
+    dense-out sae.encode(x, out=buf)      (the same written into a reused buffer)
+train: `saeflow train` (the CLI process, wall clock) against saeflow.train on
+  the same safetensors file [ROWS, 1024], arch topk, k 32, pages 4096, batch
+  32, 1 epoch, seed 0, both writing their checkpoint; also saeflow.train on
+  the numpy array (one extra write of a temporary file).
+
+ROUNDS interleaved rounds (C, then Python, each round), same threads; the
+figures are medians over all calls. Prints the ratios Python / C for encode
+and Python / CLI for train (target: <= 1.05 each). Usage:
+  python bench/bench_python.py [--build build] [--threads 2] [--rounds 5] [--calls 3] [--rows 8192]
+(SAEFLOW_LIB may point at the library; by default BUILD/libsaeflow.so.)
 """
+import argparse
 import ctypes
+import os
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-import saeflow
-from saeflow import _lib
+ap = argparse.ArgumentParser()
+ap.add_argument("--build", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build"))
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--rounds", type=int, default=5)
+ap.add_argument("--calls", type=int, default=3, help="timed encode calls per side per round")
+ap.add_argument("--rows", type=int, default=8192, help="training rows")
+ap.add_argument("--skip-train", action="store_true")
+args = ap.parse_args()
+build = os.path.abspath(args.build)
+os.environ.setdefault("SAEFLOW_LIB", os.path.join(build, "libsaeflow.so"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import saeflow  # noqa: E402
+from saeflow import _lib, _st  # noqa: E402
 
-threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-reps = int(sys.argv[2]) if len(sys.argv) > 2 else 7
-sae = saeflow.SparseAutoencoder.init(1024, 4096, 32, seed=0, threads=threads)
-x = np.random.default_rng(0).standard_normal((4096, 1024), dtype=np.float32)
-sae.encode(x[:64])  # builds the prepared encoder once
+T = args.threads
+tmp = tempfile.mkdtemp(prefix="saeflow-bench-python-")
+try:
+    ckpt = os.path.join(tmp, "ckpt")
+    saeflow.SparseAutoencoder.init(1024, 4096, 32, seed=0).save(ckpt)
+    sae = saeflow.load(ckpt, threads=T)
+    x = np.random.default_rng(0).standard_normal((4096, 1024), dtype=np.float32)
+    xpath = os.path.join(tmp, "x.safetensors")
+    _st.write(xpath, {"activations": x})
+    sae.encode(x[:64])  # builds the prepared encoder once
 
-B, k = x.shape[0], sae.k
-idx, val, cnt = np.empty((B, k), np.int32), np.empty((B, k), np.float32), np.empty(B, np.int32)
-I32P = ctypes.POINTER(ctypes.c_int32)
-codes = _lib.Codes(B, k, idx.ctypes.data_as(I32P), val.ctypes.data_as(_lib.F32P), cnt.ctypes.data_as(I32P))
-xp = x.ctypes.data_as(_lib.F32P)
+    B, k = x.shape[0], sae.k
+    idx, val, cnt = np.empty((B, k), np.int32), np.empty((B, k), np.float32), np.empty(B, np.int32)
+    I32P = ctypes.POINTER(ctypes.c_int32)
+    codes = _lib.Codes(B, k, idx.ctypes.data_as(I32P), val.ctypes.data_as(_lib.F32P), cnt.ctypes.data_as(I32P))
+    xp = x.ctypes.data_as(_lib.F32P)
 
+    def c_call():
+        _lib.sf_kernels_set_threads(T)
+        _lib.check(_lib.sf_sae_encoder_run(sae._enc, xp, B, ctypes.byref(codes)))
 
-def c_call():
-    _lib.check(_lib.sf_sae_encoder_run(sae._enc, xp, B, ctypes.byref(codes)))
+    zbuf = np.empty((B, sae.n), np.float32)
+    fs = {"c-ctypes": c_call, "sparse": lambda: sae.encode(x, sparse=True), "dense": lambda: sae.encode(x),
+          "dense-out": lambda: sae.encode(x, out=zbuf)}
+    ts = {"C bench": [], **{n: [] for n in fs}}
+    bench = os.path.join(build, "bench_encode")
+    print(f"encode [4096,1024], d 1024 n 4096 k 32, {T} threads, {args.rounds} rounds x {args.calls} calls "
+          f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')})", flush=True)
+    for _ in range(args.rounds):
+        r = subprocess.run([bench, ckpt, xpath, "--threads", str(T), "--rounds", str(args.calls)],
+                           capture_output=True, text=True, check=True)
+        ts["C bench"] += [float(line.split()[1]) / 1e3 for line in r.stdout.splitlines() if line.startswith("call_ms")]
+        for n, f in fs.items():
+            f()  # untimed: the first call after the other side's run
+            for _ in range(args.calls):
+                t = time.perf_counter()
+                f()
+                ts[n].append(time.perf_counter() - t)
+    med = {n: statistics.median(v) for n, v in ts.items()}
+    for n, v in ts.items():
+        print(f"  {n:9s} min {min(v) * 1e3:8.1f}  median {med[n] * 1e3:8.1f} ms")
+    # The Python side alone, the C call replaced by its last result: what the
+    # binding adds, free of the other processes' noise on the GEMM.
+    saved = (idx.copy(), val.copy(), cnt.copy())
+    real = sae._encode_codes
+    sae._encode_codes = lambda xa: saved
+    side = {}
+    for n, f in (("sparse", lambda: sae.encode(x, sparse=True)), ("dense", lambda: sae.encode(x)),
+                 ("dense-out", lambda: sae.encode(x, out=zbuf))):
+        v = []
+        for _ in range(args.rounds * args.calls):
+            t = time.perf_counter()
+            f()
+            v.append(time.perf_counter() - t)
+        side[n] = statistics.median(v)
+    sae._encode_codes = real
+    for n in ("sparse", "dense", "dense-out"):
+        print(f"  python-side work alone ({n}, C stubbed): median {side[n] * 1e3:.2f} ms "
+              f"= {100 * side[n] / med['C bench']:.2f}% of the C bench")
 
+    if not args.skip_train:
+        tx = np.random.default_rng(1).standard_normal((args.rows, 1024), dtype=np.float32)
+        tpath = os.path.join(tmp, "train.safetensors")
+        _st.write(tpath, {"activations": tx})
+        common = dict(k=32, pages=4096, batch_size=32, num_epochs=1, seed=0)
+        cli = [os.path.join(build, "saeflow"), "train", "--tensorpath", tpath, "--quiet", "--threads", str(T),
+               "--savedir", os.path.join(tmp, "cli"), "--name", "m"] + [f"--{a}={v}" for a, v in common.items()]
+        tt = {"CLI": [], "python (file)": [], "python (array)": []}
+        print(f"train topk d 1024 pages 4096 k 32, {args.rows} rows, batch 32, 1 epoch, {T} threads, "
+              f"{args.rounds} rounds", flush=True)
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            subprocess.run(cli, check=True, capture_output=True)
+            tt["CLI"].append(time.perf_counter() - t)
+            for n, data in (("python (file)", tpath), ("python (array)", tx)):
+                t = time.perf_counter()
+                m, _ = saeflow.train(data, savedir=os.path.join(tmp, "py"), name="m", progress=False, threads=T,
+                                     **common)
+                tt[n].append(time.perf_counter() - t)
+                m.close()
+        tmed = {n: statistics.median(v) for n, v in tt.items()}
+        for n, v in tt.items():
+            print(f"  {n:14s} min {min(v):7.2f}  median {tmed[n]:7.2f} s")
 
-_lib.sf_kernels_set_threads(threads)
-# Interleaved (c, sparse, dense) rounds, so that load from other processes hits
-# all three alike; min and median per variant.
-fs = {"c": c_call, "sparse": lambda: sae.encode(x, sparse=True), "dense": lambda: sae.encode(x)}
-ts = {n: [] for n in fs}
-for _ in range(reps):
-    for n, f in fs.items():
-        t = time.perf_counter()
-        f()
-        ts[n].append(time.perf_counter() - t)
-mn = {n: min(v) for n, v in ts.items()}
-md = {n: float(np.median(v)) for n, v in ts.items()}
-print(f"encode [4096,1024], d 1024 n 4096 k 32, {threads} threads, {reps} interleaved rounds (min / median):")
-print(f"  C call        {mn['c'] * 1e3:8.1f} / {md['c'] * 1e3:8.1f} ms")
-for n in ("sparse", "dense"):
-    print(f"  python {n:6s} {mn[n] * 1e3:8.1f} / {md[n] * 1e3:8.1f} ms  overhead (min) {100 * (mn[n] / mn['c'] - 1):+.1f}%")
-# The Python side alone, measured without the C call (stubbed with its last
-# result): what the binding adds, free of the other processes' noise on the
-# C GEMM.
-saved = (idx.copy(), val.copy(), cnt.copy())
-real = sae._encode_codes
-sae._encode_codes = lambda xa: saved
-for n, f in (("sparse", lambda: sae.encode(x, sparse=True)), ("dense", lambda: sae.encode(x))):
-    v = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        f()
-        v.append(time.perf_counter() - t)
-    print(f"  python-side work ({n:6s}, C stubbed): min {min(v) * 1e3:6.1f} ms = {100 * min(v) / mn['c']:.1f}% of the C call")
-sae._encode_codes = real
+    print("RATIOS (medians; target <= 1.05):")
+    print(f"  encode python/C: sparse {med['sparse'] / med['C bench']:.3f}, dense {med['dense'] / med['C bench']:.3f}, "
+          f"dense out= {med['dense-out'] / med['C bench']:.3f}, "
+          f"ctypes call {med['c-ctypes'] / med['C bench']:.3f}")
+    if not args.skip_train:
+        print(f"  train python/CLI: file {tmed['python (file)'] / tmed['CLI']:.3f}, "
+              f"array {tmed['python (array)'] / tmed['CLI']:.3f}")
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -112,6 +112,9 @@ typedef struct {
 } sf_sae_codes;
 void sf_sae_codes_alloc(sf_sae_codes *c, int64_t B, int k);
 void sf_sae_codes_free(sf_sae_codes *c);
+/* The codes as dense activations z (B, n): zero except the cnt[b] entries of
+ * each row (indices must be in [0, n)). Parallel over rows. */
+void sf_sae_codes_dense(const sf_sae_codes *c, int n, float *z);
 
 /* x (B, d) -> codes. Parallel over rows (OpenMP); the encoder GEMM runs on row
  * chunks, each followed by the fused bias + ReLU + TopK while it is in cache.

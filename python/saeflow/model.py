@@ -155,18 +155,26 @@ class SparseAutoencoder:
         check(_lib.sf_sae_encoder_run(self._enc, _fptr(x), B, ctypes.byref(c)), "encode")
         return idx, val, cnt
 
-    def encode(self, x: ArrayLike, sparse: bool = False) -> Any:
+    def encode(self, x: ArrayLike, sparse: bool = False, out: Optional[np.ndarray] = None) -> Any:
         """x (B, d) -> codes z = TopK_k(ReLU(W_enc (x - b) + b_enc)).
 
-        Dense (B, n) float32 by default (a torch tensor for torch input). With
-        sparse=True: a scipy.sparse.csr_matrix when scipy is installed, else the
-        CSR triplet (indptr int64 [B+1], indices int32 [nnz], values float32
-        [nnz]) -- the arrays `saeflow encode` writes."""
+        Dense (B, n) float32 by default (a torch tensor for torch input),
+        written into `out` when given (a C-contiguous float32 numpy array of
+        that shape, reused across calls: a fresh 64 MiB result costs its page
+        faults on every call). With sparse=True: a scipy.sparse.csr_matrix
+        when scipy is installed, else the CSR triplet (indptr int64 [B+1],
+        indices int32 [nnz], values float32 [nnz]) -- the arrays `saeflow
+        encode` writes."""
         xa, one = _as_f32_rows(x, self.d, "encode")
-        idx, val, cnt = self._encode_codes(xa)
         B = xa.shape[0]
-        mask = np.arange(idx.shape[1])[None, :] < cnt[:, None]
+        if out is not None and not sparse:
+            if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous
+                    and out.flags.writeable and out.size == B * self.n and out.ndim == (1 if one else 2)):
+                raise ValueError(f"encode: out must be a writeable C-contiguous float32 array of shape "
+                                 f"{[self.n] if one else [B, self.n]}")
+        idx, val, cnt = self._encode_codes(xa)
         if sparse:
+            mask = np.arange(idx.shape[1])[None, :] < cnt[:, None]
             indptr = np.zeros(B + 1, np.int64)
             np.cumsum(cnt, out=indptr[1:])
             indices, values = idx[mask], val[mask]
@@ -175,10 +183,13 @@ class SparseAutoencoder:
             except ImportError:
                 return indptr, indices, values
             return sp.csr_matrix((values, indices, indptr), shape=(B, self.n))
-        out = np.zeros((B, self.n), np.float32)
-        rows = np.broadcast_to(np.arange(B)[:, None], idx.shape)
-        out[rows[mask], idx[mask]] = val[mask]
-        return _like(out, x, one)
+        z = np.empty((B, self.n), np.float32) if out is None else out.reshape(B, self.n)
+        c = Codes(B, idx.shape[1], idx.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), _fptr(val),
+                  cnt.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)))
+        _lib.sf_sae_codes_dense(ctypes.byref(c), self.n, _fptr(z))  # one pass, rows in parallel
+        if out is not None:
+            return out
+        return _like(z, x, one)
 
     def _codes_from(self, h: Any):
         """Dense (B, n), scipy sparse, or CSR triplet -> (idx, val, cnt) arrays."""

@@ -48,6 +48,25 @@ def test_inputs_no_copy_and_conversions(rng):
     np.testing.assert_array_equal(sae.encode(x.astype(np.float32).tolist()), want)
 
 
+def test_dense_out_reused(rng):
+    """encode(x, out=buf) writes the dense codes into buf (every entry: the
+    zeros too), equal to a fresh result; a wrong buffer raises."""
+    sae = saeflow.load(CHECKPOINTS["seed"])
+    x = rng.standard_normal((7, sae.d)).astype(np.float32)
+    buf = np.full((7, sae.n), np.nan, np.float32)
+    assert sae.encode(x, out=buf) is buf
+    np.testing.assert_array_equal(buf, sae.encode(x))
+    sp = sae.encode(x, sparse=True)
+    rows = np.repeat(np.arange(7), np.diff(sp[0] if isinstance(sp, tuple) else sp.indptr))
+    assert np.count_nonzero(buf) == rows.size
+    one = np.empty(sae.n, np.float32)
+    np.testing.assert_array_equal(sae.encode(x[3], out=one), buf[3])
+    for bad in (np.empty((7, sae.n), np.float64), np.empty((6, sae.n), np.float32),
+                np.empty((sae.n, 7), np.float32).T, np.empty((7, sae.n), np.float32)[::1, :-1]):
+        with pytest.raises(ValueError, match="out must be"):
+            sae.encode(x, out=bad)
+
+
 def test_sparse_output(rng):
     sae = saeflow.load(CHECKPOINTS["seed"])
     x = rng.standard_normal((5, sae.d)).astype(np.float32)

@@ -307,6 +307,20 @@ void sf_sae_codes_free(sf_sae_codes *c) {
     memset(c, 0, sizeof *c);
 }
 
+void sf_sae_codes_dense(const sf_sae_codes *c, int n, float *z) {
+    /* row by row: the zeros and the k values are written while the row is in
+     * cache, one pass over z (B, n) instead of a fill and a scatter */
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < c->B; b++) {
+        float *zr = z + (size_t)b * (size_t)n;
+        const int32_t *ir = c->idx + (size_t)b * (size_t)c->k;
+        const float *vr = c->val + (size_t)b * (size_t)c->k;
+        memset(zr, 0, (size_t)n * sizeof(float));
+        for (int j = 0; j < c->cnt[b]; j++)
+            zr[ir[j]] = vr[j];
+    }
+}
+
 int sf_sae_encode(const sf_sae *s, const float *x, int64_t B, sf_sae_codes *out) {
     return sae_arch_encode(s, NULL, x, B, out); /* arch_common.c: one encoder for all */
 }
