@@ -1,6 +1,9 @@
 """Reference quickstart, input handling, errors, memory."""
+import ctypes
 import gc
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -172,3 +175,76 @@ def test_threads_do_not_change_results(rng):
     x = rng.standard_normal((64, a.d)).astype(np.float32)
     np.testing.assert_array_equal(a.encode(x), b.encode(x))
     np.testing.assert_array_equal(a.surgery(x, 3, 2.0), b.surgery(x, 3, 2.0))
+
+
+def test_threads_respected():
+    """threads= sets the library's OpenMP thread count for that model's calls."""
+    omp = saeflow.lib.omp_get_max_threads  # libgomp, found through libsaeflow.so's dependencies
+    omp.restype = ctypes.c_int
+    x = np.zeros((2, 16), np.float32)
+    for t in (1, 2, 3):
+        sae = saeflow.SparseAutoencoder.init(16, 64, 4, threads=t)
+        sae.encode(x)
+        assert omp() == t
+    saeflow.train(np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32), k=2, expansion=2,
+                  num_epochs=1, progress=False, threads=1)
+    assert omp() == 1
+
+
+def test_gil_released_during_c():
+    """Another Python thread runs while a long C call is in progress: the
+    binding releases the GIL (ctypes.CDLL) for the whole call."""
+    sae = saeflow.SparseAutoencoder.init(256, 4096, 32, threads=1)
+    x = np.random.default_rng(0).standard_normal((4096, 256)).astype(np.float32)
+    sae.encode(x[:8])
+    window = []
+
+    def work():
+        t0 = time.perf_counter()
+        sae.encode(x, sparse=True)
+        window.append((t0, time.perf_counter()))
+
+    th = threading.Thread(target=work)
+    ticks = []
+    th.start()
+    while th.is_alive():
+        ticks.append(time.perf_counter())
+    th.join()
+    t0, t1 = window[0]
+    inside = [t for t in ticks if t0 + 0.2 * (t1 - t0) < t < t1 - 0.2 * (t1 - t0)]
+    assert t1 - t0 > 0.005, "the call was too short to tell"
+    assert len(inside) > 100, f"the main thread ran {len(inside)} times during a {t1 - t0:.3f} s C call"
+
+
+def test_train_progress_and_metrics(capfd):
+    """progress=True: the C trainer's progress and summary on the terminal's
+    streams; the metrics come back as numbers, one line per step."""
+    x = np.random.default_rng(0).standard_normal((256, 8)).astype(np.float32)
+    os.environ["SAEFLOW_PROGRESS"] = "1"
+    try:
+        model, metrics = saeflow.train(x, k=2, expansion=2, batch_size=32, num_epochs=2, progress=True)
+    finally:
+        del os.environ["SAEFLOW_PROGRESS"]
+    out, err = capfd.readouterr()
+    assert out + err, "no progress output"
+    assert len(metrics["steps"]) == 16 and {"loss", "l0"} <= set(metrics["steps"][-1])
+    assert set(metrics["last"]) >= {"loss", "l2", "l0", "cossim", "dead", "lr", "hist"}
+    assert metrics["last"]["l0"] <= 2
+    _, quiet = saeflow.train(x, k=2, expansion=2, batch_size=32, num_epochs=1, progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_extract_rss_bounded():
+    """Repeated extraction (model loaded, run and freed each call) does not grow."""
+    from test_extract import MODEL, PATHS
+
+    raw = [open(p, "rb").read() for p in PATHS[:4]]
+    for _ in range(5):
+        saeflow.extract(MODEL, raw, ["a", "b", "c", "d"])
+    gc.collect()
+    before = _rss_kib()
+    for _ in range(100):
+        saeflow.extract(MODEL, raw, ["a", "b", "c", "d"])
+    gc.collect()
+    assert _rss_kib() - before < 8 * 1024
