@@ -466,7 +466,86 @@ TEST(clip_source_skips) {
     CHECK(sf_clip_source_open(&o) == NULL && strstr(sf_errmsg(), "nothing to do"));
 }
 
+/* Samples in memory (what a binding hands over) give the folder source's
+ * bits: the same decoding, tokenizer and groups; ids "#i" when absent, a bad
+ * image skipped with its decoder error, no samples at all is an empty run. */
+TEST(clip_source_samples) {
+    sf_clip_source_opts o = {.model = CLIPFIX "e2e",
+                             .dataset = "folder:" IMAGES,
+                             .captions_path = CLIPFIX "e2e_captions.txt",
+                             .vision = "layer:-2",
+                             .text = "pooled",
+                             .batch = 6,
+                             .limit = -1};
+    sf_act_source *s = sf_clip_source_open(&o);
+    CHECK_MSG(s != NULL, "%s", sf_errmsg());
+    if (!s) return;
+    collected want = {0};
+    CHECK(collect(s, &want) == 0);
+    sf_act_source_close(s);
+    /* the same images and captions, in memory */
+    sf_dataset *ds = sf_dataset_open("folder:" IMAGES, SF_DS_IMAGES);
+    size_t caplen;
+    char *caps = sf_read_file(CLIPFIX "e2e_captions.txt", &caplen);
+    CHECK(ds && caps);
+    if (!ds || !caps) return;
+    sf_sample in[20];
+    uint8_t *img[20];
+    char *cap = caps;
+    for (int i = 0; i < 20; i++) {
+        sf_sample smp;
+        CHECK(sf_dataset_next(ds, &smp) == 1);
+        img[i] = malloc(smp.image_len);
+        memcpy(img[i], smp.image, smp.image_len);
+        char *nl = strchr(cap, '\n');
+        if (nl) *nl = 0;
+        in[i] = (sf_sample){.image = img[i], .image_len = smp.image_len, .caption = cap};
+        cap = nl ? nl + 1 : cap + strlen(cap);
+    }
+    sf_dataset_close(ds);
+    o.dataset = NULL, o.captions_path = NULL, o.samples = in, o.n_samples = 20;
+    s = sf_clip_source_open(&o);
+    CHECK_MSG(s != NULL, "%s", sf_errmsg());
+    if (!s) return;
+    collected got = {0};
+    CHECK(collect(s, &got) == 0);
+    CHECK(got.v.n == want.v.n && got.t.n == want.t.n && got.rows.n == 20);
+    if (got.v.n == want.v.n && got.t.n == want.t.n)
+        CHECK(!memcmp(got.v.v, want.v.v, got.v.n * sizeof(float)) &&
+              !memcmp(got.t.v, want.t.v, got.t.n * sizeof(float)));
+    char *fp = sf_clip_source_fingerprint(s, 8);
+    CHECK(fp && strstr(fp, "source=(memory)"));
+    free(fp);
+    sf_act_source_close(s);
+    /* a bad image: skipped, named "#3" */
+    in[3].image = (const uint8_t *)"junk", in[3].image_len = 4;
+    o.n_samples = 5;
+    s = sf_clip_source_open(&o);
+    CHECK(s != NULL);
+    if (s) {
+        sf_act_batch b;
+        CHECK(sf_act_source_next(s, &b) == 1);
+        CHECK(b.n_skipped == 1 && b.skipped[0].row == 3 && !strcmp(b.skipped[0].id, "#3") &&
+              strstr(b.skipped[0].why, "unrecognised magic bytes") && b.n_examples == 4);
+        CHECK(sf_act_source_next(s, &b) == 0);
+        sf_act_source_close(s);
+    }
+    o.n_samples = 0;
+    s = sf_clip_source_open(&o);
+    CHECK(s != NULL && s->n_rows == 0);
+    if (s) {
+        sf_act_batch b;
+        CHECK(sf_act_source_next(s, &b) == 0);
+        sf_act_source_close(s);
+    }
+    for (int i = 0; i < 20; i++)
+        free(img[i]);
+    free(caps);
+    collected_free(&want), collected_free(&got);
+}
+
 int main(void) {
+    RUN(clip_source_samples);
     RUN(file_source);
     RUN(sharded_extraction);
     RUN(extraction_of_nothing);
