@@ -363,7 +363,26 @@ TEST(encode_rejects_nan) {
     sf_sae_free(&s);
 }
 
+/* sf_sae_codes_dense: every entry written (zeros included), the cnt[b]
+ * values of each row at their indices, nothing past cnt. */
+TEST(codes_dense) {
+    sf_sae_codes c;
+    sf_sae_codes_alloc(&c, 3, 2);
+    const int32_t idx[6] = {1, 4, 0, 2, 3, 3};
+    const float val[6] = {1.5f, 2.5f, 3.5f, 9.0f, 4.5f, 9.0f};
+    const int32_t cnt[3] = {2, 1, 0};
+    memcpy(c.idx, idx, sizeof idx), memcpy(c.val, val, sizeof val), memcpy(c.cnt, cnt, sizeof cnt);
+    float z[15];
+    for (int i = 0; i < 15; i++)
+        z[i] = -1;
+    sf_sae_codes_dense(&c, 5, z);
+    const float want[15] = {0, 1.5f, 0, 0, 2.5f, 3.5f, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    CHECK(!memcmp(z, want, sizeof want));
+    sf_sae_codes_free(&c);
+}
+
 int main(void) {
+    RUN(codes_dense);
     RUN(fixture_f32);
     RUN(fixture_bf16);
     RUN(fixture_surgery);
