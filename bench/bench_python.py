@@ -11,7 +11,10 @@ encode: a d 1024, n 4096, k 32 TopK checkpoint (sf_sae_init seed 0, saved and
 train: `saeflow train` (the CLI process, wall clock) against saeflow.train on
   the same safetensors file [ROWS, 1024], arch topk, k 32, pages 4096, batch
   32, 1 epoch, seed 0, both writing their checkpoint; also saeflow.train on
-  the numpy array (one extra write of a temporary file).
+  the numpy array (one extra write of a temporary file). Besides the whole
+  call (wall and CPU seconds), the training loop's own rate from the
+  trainer's summary line, printed by the CLI and by saeflow.train(progress=True)
+  alike (captured from file descriptor 1).
 
 ROUNDS interleaved rounds (C, then Python, each round), same threads; the
 figures are medians and minima over all calls (train: wall clock and CPU
@@ -49,6 +52,31 @@ import saeflow  # noqa: E402
 from saeflow import _lib, _st  # noqa: E402
 
 T = args.threads
+
+
+def _loop_rate(text):
+    """samples/s of the trainer's own summary line ("trained N steps ... in X s, Y samples/s")."""
+    for line in text.splitlines():
+        if line.startswith("trained ") and "samples/s" in line:
+            return float(line.rsplit(",", 1)[1].split()[0])
+    raise RuntimeError("no trainer summary in: " + text[-500:])
+
+
+def _captured_fd1(f):
+    """Runs f() with file descriptor 1 (the C library's stdout) sent to a
+    temporary file; returns (f's result, what was written)."""
+    sys.stdout.flush()
+    with tempfile.TemporaryFile(mode="w+") as cap:
+        saved = os.dup(1)
+        os.dup2(cap.fileno(), 1)
+        try:
+            r = f()
+            ctypes.CDLL(None).fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        cap.seek(0)
+        return r, cap.read()
 
 
 def _children_cpu():
@@ -121,29 +149,33 @@ try:
         tpath = os.path.join(tmp, "train.safetensors")
         _st.write(tpath, {"activations": tx})
         common = dict(k=32, pages=4096, batch_size=32, num_epochs=1, seed=0)
-        cli = [os.path.join(build, "saeflow"), "train", "--tensorpath", tpath, "--quiet", "--threads", str(T),
+        cli = [os.path.join(build, "saeflow"), "train", "--tensorpath", tpath, "--threads", str(T),
                "--savedir", os.path.join(tmp, "cli"), "--name", "m"] + [f"--{a}={v}" for a, v in common.items()]
         tt = {"CLI": [], "python (file)": [], "python (array)": []}
         tc = {n: [] for n in tt}  # CPU seconds (all threads): less sensitive to the other processes
+        tl = {n: [] for n in tt}  # the training loop's own samples/s (its summary line)
         print(f"train topk d 1024 pages 4096 k 32, {args.rows} rows, batch 32, 1 epoch, {T} threads, "
               f"{args.rounds} rounds", flush=True)
         for _ in range(args.rounds):
             c0, t = _children_cpu(), time.perf_counter()
-            subprocess.run(cli, check=True, capture_output=True)
+            r = subprocess.run(cli, check=True, capture_output=True, text=True)
             tt["CLI"].append(time.perf_counter() - t)
+            tl["CLI"].append(_loop_rate(r.stdout))
             tc["CLI"].append(_children_cpu() - c0)
             for n, data in (("python (file)", tpath), ("python (array)", tx)):
                 c0, t = time.process_time(), time.perf_counter()
-                m, _ = saeflow.train(data, savedir=os.path.join(tmp, "py"), name="m", progress=False, threads=T,
-                                     **common)
+                (m, _), text = _captured_fd1(lambda: saeflow.train(
+                    data, savedir=os.path.join(tmp, "py"), name="m", progress=True, threads=T, **common))
                 tt[n].append(time.perf_counter() - t)
+                tl[n].append(_loop_rate(text))
                 tc[n].append(time.process_time() - c0)
                 m.close()
         tmed = {n: statistics.median(v) for n, v in tt.items()}
         cmed = {n: statistics.median(v) for n, v in tc.items()}
         for n, v in tt.items():
             print(f"  {n:14s} wall min {min(v):7.2f}  median {tmed[n]:7.2f} s   CPU min {min(tc[n]):7.2f}  "
-                  f"median {cmed[n]:7.2f} s")
+                  f"median {cmed[n]:7.2f} s   loop max {max(tl[n]):7.0f}  median {statistics.median(tl[n]):7.0f} "
+                  f"samples/s")
 
     mn = {n: min(v) for n, v in ts.items()}
     print("RATIOS (target <= 1.05):")
@@ -157,5 +189,10 @@ try:
         for what, f in (("wall median", tmed), ("wall min", tmin), ("CPU median", cmed), ("CPU min", cmin)):
             print(f"  train python/CLI ({what}): file {f['python (file)'] / f['CLI']:.3f}, "
                   f"array {f['python (array)'] / f['CLI']:.3f}")
+        lmed = {n: statistics.median(v) for n, v in tl.items()}
+        lmax = {n: max(v) for n, v in tl.items()}
+        for what, f in (("loop median", lmed), ("loop best", lmax)):  # time ratio = inverse rate ratio
+            print(f"  train python/CLI ({what} time): file {f['CLI'] / f['python (file)']:.3f}, "
+                  f"array {f['CLI'] / f['python (array)']:.3f}")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
