@@ -159,7 +159,8 @@ def extract(model: Union[str, os.PathLike], images: Optional[Sequence[Any]] = No
     model: a Hugging Face CLIP directory (config.json + model.safetensors).
     images: a list of paths, encoded bytes (JPEG/PNG/WebP), uint8 arrays
       [H, W] / [H, W, 3] / [H, W, 4] (alpha dropped) or PIL images (converted
-      with Pillow's convert("RGB")); None: the vision tower is off.
+      with Pillow's convert("RGB")); one such image alone; or a uint8 array
+      [N, H, W, 3]. None: the vision tower is off.
     captions: a list of strings (one per image when both are given); None:
       the text tower is off.
     vision / text: "layer:N" (hidden_states[N], negative from the end),
@@ -185,6 +186,13 @@ def extract(model: Union[str, os.PathLike], images: Optional[Sequence[Any]] = No
         raise ValueError(f"extract: pillow must be 12 or 13, found {pillow!r}")
     if isinstance(captions, str):
         captions = [captions]
+    if images is not None:
+        if isinstance(images, (str, os.PathLike, bytes, bytearray)) or type(images).__module__.startswith("PIL."):
+            images = [images]  # one image
+        elif isinstance(images, np.ndarray) or _is_torch_like(images):
+            a = np.asarray(images)
+            # (H, W) / (H, W, C): one image; (N, H, W, C): a batch of them
+            images = list(a) if a.ndim == 4 else [a]
     if images is None and captions is None:
         raise ValueError("extract: give images, captions or both")
     n = len(images) if images is not None else len(captions)  # type: ignore[arg-type]

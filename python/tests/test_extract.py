@@ -148,3 +148,17 @@ def test_skip_keeps_streams_aligned():
     np.testing.assert_array_equal(got["text"], ref["text"])
     empty = saeflow.extract(MODEL, [], [])
     assert empty["vision"].shape == (0, 32) and empty["rows"].shape == (0,)
+
+
+def test_single_inputs_and_batch_array(rng):
+    """One image (path, bytes, array) or one caption alone; an [N, H, W, 3]
+    array is N images."""
+    one = saeflow.extract(MODEL, PATHS[0], "a cat")
+    np.testing.assert_array_equal(one["vision"], saeflow.extract(MODEL, [PATHS[0]], ["a cat"])["vision"])
+    np.testing.assert_array_equal(one["text"], saeflow.extract(MODEL, [PATHS[0]], ["a cat"])["text"])
+    np.testing.assert_array_equal(saeflow.extract(MODEL, open(PATHS[0], "rb").read())["vision"], one["vision"])
+    batch = rng.integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
+    got = saeflow.extract(MODEL, batch)
+    assert got["vision"].shape == (3, 32)
+    np.testing.assert_array_equal(got["vision"], saeflow.extract(MODEL, list(batch))["vision"])
+    assert saeflow.extract(MODEL, batch[0])["vision"].shape == (1, 32)
