@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _lib, _st
 from ._lib import SaeflowError, check, lib
+from ._relay import relay_c_output
 from .model import SparseAutoencoder
 
 
@@ -103,7 +104,9 @@ def train(data: Union[np.ndarray, str, os.PathLike, Sequence[Union[str, os.PathL
 
     Returns (model, metrics): metrics["last"] is the final step's metrics,
     metrics["steps"] every step's line of metrics.jsonl. `progress`: the C
-    trainer's progress bar and summary on stdout (False: quiet)."""
+    trainer's progress bar (stderr) and summary (stdout); where sys.stdout /
+    sys.stderr are not the process's descriptors (Jupyter) they are relayed
+    there, bar included. False: quiet."""
     _check_sizes()
     if threads is not None:
         _lib.sf_kernels_set_threads(int(threads))
@@ -168,7 +171,12 @@ def _train(paths: List[str], tmp: str, a: Dict[str, Any]) -> Tuple[SparseAutoenc
         ro.batch_size, ro.num_epochs, ro.seed = int(a["batch_size"]), int(a["num_epochs"]), int(a["seed"])
         ro.outdir, ro.save_every, ro.quiet = os.fsencode(outdir), int(a["save_every"]), int(not a["progress"])
         last = Metrics()
-        check(_train_run(s, D, ctypes.byref(ro), ctypes.byref(last)), "train")
+        if a["progress"]:
+            with relay_c_output():  # a notebook shows the C progress bar and summary
+                rc = _train_run(s, D, ctypes.byref(ro), ctypes.byref(last))
+        else:
+            rc = _train_run(s, D, ctypes.byref(ro), ctypes.byref(last))
+        check(rc, "train")
         steps = []
         mpath = os.path.join(outdir, "metrics.jsonl")
         if os.path.exists(mpath):

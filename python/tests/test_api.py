@@ -248,3 +248,18 @@ def test_extract_rss_bounded():
         saeflow.extract(MODEL, raw, ["a", "b", "c", "d"])
     gc.collect()
     assert _rss_kib() - before < 8 * 1024
+
+
+def test_train_progress_reaches_python_streams(capsys):
+    """Where sys.stdout/sys.stderr are Python objects, not fds 1 and 2 (as in
+    Jupyter; here pytest's capsys), the C trainer's summary and progress bar
+    are relayed to them."""
+    x = np.random.default_rng(0).standard_normal((256, 8)).astype(np.float32)
+    assert "SAEFLOW_PROGRESS" not in os.environ
+    saeflow.train(x, k=2, expansion=2, batch_size=32, num_epochs=1, progress=True)
+    out, err = capsys.readouterr()
+    assert "trained 8 steps" in out
+    assert "train [" in err and "100%" in err
+    assert "SAEFLOW_PROGRESS" not in os.environ
+    saeflow.train(x, k=2, expansion=2, batch_size=32, num_epochs=1, progress=False)
+    assert capsys.readouterr() == ("", "")
