@@ -115,6 +115,10 @@ typedef struct {
      * binding's images and captions), borrowed until the source is closed */
     const sf_sample *samples;
     int64_t n_samples;
+    /* a model loaded from `model` (sf_clip_load) to use instead of loading it
+     * again, borrowed until the source is closed; `dtype` should say how it
+     * was loaded (the fingerprint records it). NULL: the source loads it. */
+    const struct sf_clip *clip;
 } sf_clip_source_opts;
 
 /* Batching. Each call reads up to `batch` examples that have the inputs the

@@ -9,7 +9,7 @@ from ._lib import SaeflowError, lib
 from .model import SparseAutoencoder, TopkSparseAutoencoder, load
 from .train import train
 from .topk import topk
-from .clip import extract
+from .clip import CLIP, extract
 
 __version__ = "0.1.0"
 
@@ -21,4 +21,4 @@ def library_version() -> str:
     return _lib.sf_version().decode()
 
 
-__all__ = ["SaeflowError", "SparseAutoencoder", "TopkSparseAutoencoder", "load", "train", "topk", "extract", "library_version", "lib"]
+__all__ = ["SaeflowError", "SparseAutoencoder", "TopkSparseAutoencoder", "load", "train", "topk", "extract", "CLIP", "library_version", "lib"]

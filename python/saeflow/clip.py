@@ -33,7 +33,13 @@ class _Opts(ctypes.Structure):
                 ("vision_required", c_int), ("text_required", c_int), ("tokens_all", c_int),
                 ("dtype", c_int), ("batch", c_int), ("fixed_groups", c_int), ("pillow_legacy", c_int),
                 ("alpha_white", c_int), ("limit", c_int64), ("samples", POINTER(_Sample)),
-                ("n_samples", c_int64)]
+                ("n_samples", c_int64), ("clip", c_void_p)]
+
+
+class _LoadOpts(ctypes.Structure):
+    """sf_clip_load_opts (clip.h)."""
+
+    _fields_ = [("dtype", c_int), ("vision", c_int), ("text", c_int)]
 
 
 class _Stream(ctypes.Structure):
@@ -74,6 +80,8 @@ _open = _fn("sf_clip_source_open", POINTER(_Source), POINTER(_Opts))
 _next = _fn("sf_act_source_next", c_int, POINTER(_Source), POINTER(_Batch))
 _close = _fn("sf_act_source_close", None, POINTER(_Source))
 _dtype_name = _fn("sf_dtype_name", c_char_p, c_int)
+_clip_load = _fn("sf_clip_load", c_void_p, c_char_p, POINTER(_LoadOpts))
+_clip_free = _fn("sf_clip_free", None, c_void_p)
 _sizeof = {n: _fn(f"sf_{n}_sizeof", c_size_t)() for n in ("clip_source_opts", "act_batch", "sample")}
 
 
@@ -151,7 +159,7 @@ def extract(model: Union[str, os.PathLike], images: Optional[Sequence[Any]] = No
             captions: Optional[Sequence[str]] = None, *, vision: str = "layer:-2", text: str = "pooled",
             tokens: str = "cls", batch_size: int = 32, dtype: str = "f32", threads: Optional[int] = None,
             alpha: str = "drop", pillow: int = 13, tokenizer: Optional[Union[str, os.PathLike]] = None,
-            on_error: str = "raise") -> Dict[str, Any]:
+            on_error: str = "raise", _clip: Optional["CLIP"] = None) -> Dict[str, Any]:
     """CLIP activations of `images` and/or `captions`, as `saeflow extract`
     computes them (same decoding, preprocessing, tokenizer and forward groups
     of `batch_size`, so the same inputs give the same bits).
@@ -242,6 +250,8 @@ def extract(model: Union[str, os.PathLike], images: Optional[Sequence[Any]] = No
     o.limit = -1
     o.samples = samples
     o.n_samples = n
+    if _clip is not None:
+        o.clip = _clip._handle()
 
     if threads is not None:
         _lib.sf_kernels_set_threads(int(threads))
@@ -292,3 +302,53 @@ def extract(model: Union[str, os.PathLike], images: Optional[Sequence[Any]] = No
     out["rows"] = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     out["skipped"] = skipped
     return out
+
+
+class CLIP:
+    """A CLIP checkpoint loaded once (sf_clip_load) for many extract calls:
+    `CLIP(model).extract(images, captions, ...)` is `extract(model, ...)`
+    without loading the weights again (seconds for a ViT-L/14). dtype: "f32"
+    or "bf16" weights in memory; vision / text: load that tower. Free it with
+    close() (also done when collected)."""
+
+    def __init__(self, model: Union[str, os.PathLike], dtype: str = "f32", vision: bool = True,
+                 text: bool = True):
+        self.model = os.fspath(model)
+        self.dtype = dtype
+        self._h = None
+        lo = _LoadOpts(_dtype(dtype), int(vision), int(text))
+        h = _clip_load(os.fsencode(self.model), ctypes.byref(lo))
+        if not h:
+            check(-1, f"saeflow.CLIP({self.model!r})")
+        self._h = h
+
+    def _handle(self) -> int:
+        if not self._h:
+            raise SaeflowError("CLIP model is closed")
+        return self._h
+
+    def extract(self, images: Optional[Sequence[Any]] = None, captions: Optional[Sequence[str]] = None,
+                **kw: Any) -> Dict[str, Any]:
+        """extract(model, images, captions, **kw) on this loaded model (see
+        saeflow.extract; dtype is the one it was loaded with)."""
+        if "dtype" in kw and kw["dtype"] != self.dtype:
+            raise ValueError(f"extract: this model was loaded as {self.dtype}")
+        kw["dtype"] = self.dtype
+        return extract(self.model, images, captions, _clip=self, **kw)
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            _clip_free(self._h)
+            self._h = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "CLIP":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -162,3 +162,24 @@ def test_single_inputs_and_batch_array(rng):
     assert got["vision"].shape == (3, 32)
     np.testing.assert_array_equal(got["vision"], saeflow.extract(MODEL, list(batch))["vision"])
     assert saeflow.extract(MODEL, batch[0])["vision"].shape == (1, 32)
+
+
+def test_loaded_model_reused():
+    """CLIP(model).extract gives extract(model)'s bits on every call, for
+    both towers and one alone; a missing tower or a closed model raises."""
+    caps = _captions()
+    ref = saeflow.extract(MODEL, PATHS, caps)
+    with saeflow.CLIP(MODEL) as m:
+        for _ in range(2):
+            got = m.extract(PATHS, caps)
+            np.testing.assert_array_equal(got["vision"], ref["vision"])
+            np.testing.assert_array_equal(got["text"], ref["text"])
+        np.testing.assert_array_equal(m.extract(captions=caps)["text"], saeflow.extract(MODEL, captions=caps)["text"])
+    with pytest.raises(saeflow.SaeflowError, match="closed"):
+        m.extract(PATHS[:1])
+    v = saeflow.CLIP(MODEL, text=False)
+    with pytest.raises(saeflow.SaeflowError, match="no text tower"):
+        v.extract(captions=["a"])
+    v.close()
+    with pytest.raises(saeflow.SaeflowError, match="config.json"):
+        saeflow.CLIP(os.path.join(FIX, "nope"))

@@ -36,7 +36,8 @@ typedef struct {
     sf_dtype dtype;
     int64_t limit, B, Q; /* group size, queue capacity */
     /* model and inputs */
-    sf_clip *m;
+    const sf_clip *m; /* owned, or the caller's (sf_clip_source_opts.clip) */
+    sf_clip *owned;
     sf_tokenizer *tok;
     sf_clip_preproc pp;
     sf_dataset *ds;
@@ -98,7 +99,7 @@ static void clip_close(sf_act_source *s) {
     sf_free_aligned(c->px), sf_free_aligned(c->yv), sf_free_aligned(c->yt);
     if (c->ds) sf_dataset_close(c->ds);
     if (c->tok) sf_tokenizer_free(c->tok);
-    sf_clip_free(c->m);
+    sf_clip_free(c->owned);
     for (size_t i = 0; i < c->caps.n; i++)
         free(c->caps.v[i]);
     free(c->caps.v), free(c->model), free(c->spec), free(c->captions_path);
@@ -350,7 +351,10 @@ static int open_towers(clip_src *c, const sf_clip_source_opts *o) {
     if (!v_on && !t_on)
         return sf_error("both the vision and the text output are off: nothing to do");
     sf_clip_load_opts lo = {c->dtype, v_on, t_on};
-    if (!(c->m = sf_clip_load(c->model, &lo))) return -1;
+    if (o->clip)
+        c->m = o->clip;
+    else if (!(c->m = c->owned = sf_clip_load(c->model, &lo)))
+        return -1;
     c->vision_on = v_on && sf_clip_vision_config(c->m);
     c->text_on = t_on && sf_clip_text_config(c->m);
     if (v_on && !c->vision_on && (o->vision_required || !t_on))

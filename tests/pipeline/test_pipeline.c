@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "saeflow/buf.h"
+#include "saeflow/clip.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/safetensors.h"
 #include "test.h"
@@ -517,6 +518,24 @@ TEST(clip_source_samples) {
     CHECK(fp && strstr(fp, "source=(memory)"));
     free(fp);
     sf_act_source_close(s);
+    /* a model the caller loaded, borrowed twice: the same bits */
+    sf_clip_load_opts lo = {SF_DT_F32, 1, 1};
+    sf_clip *m = sf_clip_load(CLIPFIX "e2e", &lo);
+    CHECK(m != NULL);
+    o.clip = m;
+    for (int rep = 0; m && rep < 2; rep++) {
+        collected again = {0};
+        s = sf_clip_source_open(&o);
+        CHECK(s && collect(s, &again) == 0);
+        CHECK(again.v.n == want.v.n && again.t.n == want.t.n);
+        if (again.v.n == want.v.n && again.t.n == want.t.n)
+            CHECK(!memcmp(again.v.v, want.v.v, again.v.n * sizeof(float)) &&
+                  !memcmp(again.t.v, want.t.v, again.t.n * sizeof(float)));
+        if (s) sf_act_source_close(s);
+        collected_free(&again);
+    }
+    sf_clip_free(m);
+    o.clip = NULL;
     /* a bad image: skipped, named "#3" */
     in[3].image = (const uint8_t *)"junk", in[3].image_len = 4;
     o.n_samples = 5;
