@@ -24,6 +24,17 @@ int sf_dist_allreduce_sum_f64(double *buf, size_t n);
 int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n);
 int sf_dist_bcast(void *buf, size_t bytes, int root);
 int sf_dist_barrier(void);
+/* Collective error check, called by every rank at the same point: failed =
+ * this rank has an error (in sf_errmsg). Returns 0 when no rank failed;
+ * otherwise -1 on every rank with the message "rank r of R: <its message>"
+ * of the lowest failed rank, so all ranks stop together, cleanly. */
+int sf_dist_check(int failed);
+/* 1 on ranks other than 0 after a failed sf_dist_check: rank 0 prints the
+ * same message, once. */
+int sf_dist_quiet(void);
+/* Concatenation over ranks (rank order) of each rank's n floats, into a new
+ * buffer *all (free) of *total floats, on every rank. */
+int sf_dist_allgather_f32(const float *mine, size_t n, float **all, size_t *total);
 /* Ends every rank (MPI_Abort) after printing msg; with 1 process: exit(code). */
 _Noreturn void sf_dist_abort(int code, const char *msg);
 

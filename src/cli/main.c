@@ -24,6 +24,7 @@ static const command commands[] = {
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
 int cli_fail(const char *cmd) {
+    if (sf_dist_quiet()) return 1; /* a collective error: rank 0 prints it */
     fprintf(stderr, "saeflow %s: %s\n", cmd, sf_errmsg());
     return 1;
 }

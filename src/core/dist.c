@@ -2,8 +2,10 @@
  * 2^28 elements: MPI counts are int. */
 #include "saeflow/dist.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "saeflow/common.h"
 
@@ -80,6 +82,60 @@ int sf_dist_barrier(void) {
         return sf_error("rank %d: MPI_Barrier failed", g_rank);
     return 0;
 }
+
+/* Collective error check: the lowest failed rank's message goes to all. */
+static int g_quiet;
+int sf_dist_check(int failed) {
+    if (!g_on || g_size == 1) return failed ? -1 : 0;
+    int mine = failed ? g_rank : g_size, first = g_size;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return sf_error("rank %d: MPI_Allreduce (error check) failed", g_rank);
+    if (first == g_size) return 0;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", g_rank == first ? sf_errmsg() : "");
+    if (MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return sf_error("rank %d: MPI_Bcast (error message of rank %d) failed", g_rank, first);
+    msg[sizeof msg - 1] = 0;
+    g_quiet = g_rank != 0;
+    return sf_error("rank %d of %d: %s", first, g_size, msg);
+}
+int sf_dist_quiet(void) {
+    return g_quiet;
+}
+int sf_dist_allgather_f32(const float *mine, size_t n, float **all, size_t *total) {
+    *all = NULL;
+    *total = n;
+    if (!g_on || g_size == 1) {
+        *all = sf_malloc((n ? n : 1) * sizeof(float));
+        memcpy(*all, mine, n * sizeof(float));
+        return 0;
+    }
+    if (n > (size_t)INT32_MAX) return sf_error("rank %d: allgather of %zu values", g_rank, n);
+    int cnt = (int)n, *cnts = sf_malloc((size_t)g_size * sizeof(int)),
+        *displs = sf_malloc((size_t)g_size * sizeof(int));
+    int rc = MPI_Allgather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, MPI_COMM_WORLD);
+    size_t tot = 0;
+    for (int r = 0; r < g_size && rc == MPI_SUCCESS; r++) {
+        displs[r] = (int)tot;
+        tot += (size_t)cnts[r];
+    }
+    if (rc == MPI_SUCCESS && tot > (size_t)INT32_MAX) {
+        free(cnts), free(displs);
+        return sf_error("rank %d: allgather of %zu values", g_rank, tot);
+    }
+    if (rc == MPI_SUCCESS) {
+        *all = sf_malloc((tot ? tot : 1) * sizeof(float));
+        rc = MPI_Allgatherv(mine, cnt, MPI_FLOAT, *all, cnts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+    }
+    free(cnts), free(displs);
+    if (rc != MPI_SUCCESS) {
+        free(*all);
+        *all = NULL;
+        return sf_error("rank %d: MPI_Allgatherv of %zu floats failed", g_rank, n);
+    }
+    *total = tot;
+    return 0;
+}
 _Noreturn void sf_dist_abort(int code, const char *msg) {
     if (msg) fprintf(stderr, "saeflow: rank %d of %d: %s\n", sf_dist_rank(), sf_dist_size(), msg);
     fflush(stderr);
@@ -123,6 +179,18 @@ int sf_dist_bcast(void *buf, size_t bytes, int root) {
     return 0;
 }
 int sf_dist_barrier(void) {
+    return 0;
+}
+int sf_dist_check(int failed) {
+    return failed ? -1 : 0;
+}
+int sf_dist_quiet(void) {
+    return 0;
+}
+int sf_dist_allgather_f32(const float *mine, size_t n, float **all, size_t *total) {
+    *all = sf_malloc((n ? n : 1) * sizeof(float));
+    memcpy(*all, mine, n * sizeof(float));
+    *total = n;
     return 0;
 }
 _Noreturn void sf_dist_abort(int code, const char *msg) {
