@@ -67,7 +67,8 @@ TEST(resume_equals_uninterrupted) {
         const int kill = i % 2 ? 70 : 50, threads = i % 3 == 2 ? 2 : 1;
         int rc = sh("'%s' " BASE " --name u%d --threads 1 --arch %s", SF_EXE, T, T, i, archs[i]);
         CHECK_MSG(rc == 0, "%s: %s", archs[i], out);
-        rc = sh("SAEFLOW_TEST_KILL=%d '%s' " BASE " --name r%d --threads 1 --save_every 20 --arch %s",
+        rc = sh("SAEFLOW_TEST_KILL=%d '%s' " BASE
+                " --name r%d --threads 1 --save_every 20 --arch %s",
                 kill, SF_EXE, T, T, i, archs[i]);
         CHECK_MSG(rc != 0, "%s: the kill hook did not fire", archs[i]);
         /* the killed run kept its curves: one line per step taken */
