@@ -11,6 +11,7 @@
  * gives the same checkpoints (one code path, two sources).
  */
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +82,8 @@ static void usage(FILE *out) {
         "  --save_every S        also checkpoint every S steps (of the slowest hook of a\n"
         "                        source), with the metrics and the source position\n"
         "  --resume              continue each hook from its checkpoint and the source from\n"
-        "                        the saved position (same source flags; the optimizer state,\n"
-        "                        lr warmup and dead-latent counters start afresh)\n"
+        "                        the saved position (same source flags; with the trainer\n"
+        "                        state and queued rows: equals an uninterrupted run)\n"
         "  --seed S              SAE init seed (default 0)\n"
         "  --threads T           OpenMP threads (default: all cores)\n"
         "  --quiet               no summary\n");
@@ -136,15 +137,65 @@ static int parse_hook(const char *arg, hook_run *h) {
     return 0;
 }
 
-/* Checkpoint + metrics so far; `row` is where the source continues on --resume. */
+/* Checkpoint + metrics so far; `row` is where the source continues on
+ * --resume. Order: the metrics, then the trainer state (Adam moments,
+ * counters, the rows queued for the next step, the step and row), then the
+ * checkpoint, each atomically: a resume reads the state, which is never
+ * older than the metrics it cuts back to its step. */
 static int save_hook(hook_run *h, int64_t row) {
     sf_sae_config_set_number(&h->s, "steps", (double)h->steps);
     sf_sae_config_set_number(&h->s, "resume_row", (double)row);
-    if (sf_sae_save(&h->s, h->outdir)) return sf_error_prefix("%s: saving checkpoint", h->hook);
     char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
     int rc = sf_write_file_atomic(mpath, h->metrics.s ? h->metrics.s : "", h->metrics.len);
     free(mpath);
-    return rc;
+    if (rc) return -1;
+    sf_st_writer *w = sf_stw_new();
+    rc = sf_sae_trainer_state_add(h->t, w);
+    const int64_t qshape[2] = {(int64_t)(h->q.n / (size_t)h->s.d), h->s.d};
+    if (!rc && h->q.n) rc = sf_stw_add(w, "queue", SF_DT_F32, 2, qshape, h->q.v);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)h->steps);
+    sf_stw_meta(w, "source_steps", v);
+    snprintf(v, sizeof v, "%lld", (long long)row);
+    sf_stw_meta(w, "source_row", v);
+    char *spath = sf_path_join(h->outdir, SF_SAE_STATE_FILE);
+    if (!rc) rc = sf_stw_write(w, spath);
+    sf_stw_free(w);
+    free(spath);
+    if (rc || sf_sae_save(&h->s, h->outdir))
+        return sf_error_prefix("%s: saving checkpoint", h->hook);
+    return 0;
+}
+
+/* The trainer state of a resumed hook (when its run saved one): steps and
+ * source row (from the state: it may be one save ahead of config.json), and
+ * with t set, the optimizer state and the queued rows. 1 = loaded, 0 = none. */
+static int hook_state(hook_run *h, sf_sae_trainer *t) {
+    char *spath = sf_path_join(h->outdir, SF_SAE_STATE_FILE);
+    struct stat st;
+    int have = stat(spath, &st) == 0, rc = 0;
+    sf_st f;
+    if (have && sf_st_open(&f, spath)) have = 0, rc = -1;
+    free(spath);
+    if (!have) return rc;
+    const char *ss = sf_st_meta(&f, "source_steps"), *sr = sf_st_meta(&f, "source_row");
+    if (!ss || !sr) rc = sf_error("%s: no source_steps / source_row", f.path);
+    if (!rc) {
+        h->steps = strtoll(ss, NULL, 10);
+        h->resume_row = strtoll(sr, NULL, 10);
+    }
+    if (!rc && t) rc = sf_sae_trainer_state_load(t, &f);
+    const sf_tensor_info *q = sf_st_find(&f, "queue");
+    if (!rc && t && q) {
+        if (q->dtype != SF_DT_F32 || q->ndim != 2 || q->shape[1] != h->s.d)
+            rc = sf_error("%s: tensor 'queue' is not F32 (rows, %d)", f.path, h->s.d);
+        else {
+            h->q.n = 0;
+            sf_vec_append(&h->q, (const float *)q->data, (size_t)(q->shape[0] * q->shape[1]));
+        }
+    }
+    sf_st_close(&f);
+    return rc ? -1 : 1;
 }
 
 /* --resume: the checkpoint in h->outdir (if any) with its step count, source
@@ -171,6 +222,7 @@ static int resume_hook(hook_run *h, const char *fingerprint) {
                         h->outdir, cJSON_IsString(fp) ? fp->valuestring : "(none)", fingerprint);
     h->steps = (int64_t)steps->valuedouble;
     h->resume_row = (int64_t)row->valuedouble;
+    if (hook_state(h, NULL) < 0) return -1;
     /* the metrics of the steps the checkpoint holds */
     char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
     size_t len = 0;
@@ -522,6 +574,7 @@ int cmd_train_source(int argc, char **argv) {
         to.lmbda = h->lmbda, to.lmbda_warmup_steps = tf.lmbda_warmup_steps;
         to.bandwidth = tf.bandwidth;
         if (!(h->t = sf_sae_trainer_new(&h->s, &to, (int)tf.batch_size))) goto fail;
+        if (resumed && hook_state(h, h->t) < 0) goto fail;
         if (sf_mkdirs(h->outdir)) goto fail;
     }
     // resumed runs: the sources continue where the checkpoints were taken
@@ -583,15 +636,19 @@ int cmd_train_source(int argc, char **argv) {
             }
             /* checkpoints at batch ends: when the slowest hook of this source
              * passes a multiple of save_every, all its hooks save with the same
-             * position (the rows they had queued, < batch_size each, are not
-             * trained on by a resumed run) */
+             * position (and the rows they have queued, < batch_size each, in
+             * their trainer states) */
             at[si] = b.next_row;
             int64_t lo2 = iters;
             for (int i = 0; i < nh; i++)
                 if (is_flux || i == si) lo2 = hooks[i].steps < lo2 ? hooks[i].steps : lo2;
-            if (save_every > 0 && lo2 < iters && lo2 / save_every > lo / save_every)
+            if (save_every > 0 && lo2 < iters && lo2 / save_every > lo / save_every) {
                 for (int i = 0; i < nh; i++)
                     if ((is_flux || i == si) && save_hook(&hooks[i], b.next_row)) goto fail_bar;
+                /* test hook (docs/DEVELOPING.md): killed after this save */
+                const char *kill = getenv("SAEFLOW_TEST_KILL");
+                if (kill && *kill && lo2 >= atoll(kill)) raise(SIGKILL);
+            }
             char extra[96];
             const hook_run *h0 = &hooks[is_flux ? 0 : si];
             snprintf(extra, sizeof extra, " %s loss %.4g l0 %.1f", h0->key, h0->m.loss, h0->m.l0);
