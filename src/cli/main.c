@@ -59,6 +59,7 @@ const char *cli_flag_words(const char *msg, const struct option *opts, int all) 
 }
 
 int cli_fail_flags(const char *cmd, const struct option *opts, int all) {
+    if (sf_dist_quiet()) return 1; /* a collective error: rank 0 prints it */
     fprintf(stderr, "saeflow %s: %s\n", cmd, cli_flag_words(sf_errmsg(), opts, all));
     return 1;
 }

@@ -167,9 +167,6 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
      * permutation and takes its slice of B / R rows of each global batch. */
     const int R = sf_dist_size(), rank = sf_dist_rank(), lead = rank == 0;
     if (R > 1) {
-        if (s->arch != SF_SAE_TOPK)
-            return sf_error("under MPI only the topk architecture is data-parallel so far (got %s)",
-                            sf_sae_arch_name(s->arch));
         if (o->train.resample_every > 0 && o->train.resample_pool <= 0)
             return sf_error("under MPI dead-latent resampling needs a pool (--resample_pool > 0): "
                             "the current batch is split across ranks");
@@ -226,7 +223,9 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     memset(&m, 0, sizeof m);
     int64_t step = pos.step;
     const int64_t step0 = step;
-    int local_err = 0; /* this rank failed since the last collective check */
+    int local_err = 0;   /* this rank failed since the last collective check */
+    int coll_failed = 0; /* a collective check failed: every rank knows */
+    int step_failed = 0; /* failed inside a step, possibly alone (mid-reduction) */
     char line[2048], extra[128];
     double t0 = sf_now();
     for (int ep = pos.epoch; ep < o->num_epochs && !rc; ep++) {
@@ -245,12 +244,12 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
              * every rank here, between steps: no rank waits in a reduction
              * the failed one never joins */
             if (sf_dist_check(local_err != 0)) {
-                rc = -1;
+                rc = -1, coll_failed = 1;
                 break;
             }
             if (sf_sae_trainer_step(t, x, Bl, &m)) {
                 sf_error_prefix("step %lld", (long long)step);
-                rc = -1;
+                rc = -1, step_failed = 1;
                 break;
             }
             step++;
@@ -266,11 +265,13 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
             if (step == kill_at) raise(SIGKILL);
         }
     }
-    if (!rc && sf_dist_check(local_err != 0)) rc = -1;
+    if (!rc && sf_dist_check(local_err != 0)) rc = -1, coll_failed = 1;
     double el = sf_now() - t0;
-    if (R > 1 && rc && !sf_dist_quiet() && !lead) {
-        /* An error inside a step (after the check above) on this rank alone:
-         * the others wait in its reductions. End them all with its message. */
+    if (R > 1 && step_failed) {
+        /* An error inside a step, maybe on this rank alone: the others may
+         * wait in a reduction it left. End them all with its message (rank 0
+         * closes nothing half-written: every file is atomic or appended). */
+        if (lead && mfp) fflush(mfp);
         sf_dist_abort(1, sf_errmsg());
     }
     if (lead) {
@@ -284,7 +285,8 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
         }
         sf_progress_finish(&pb, rc ? " failed" : "");
     }
-    if (R > 1 && sf_dist_check(rc != 0)) rc = -1; /* checkpoint complete before any rank returns */
+    /* the final checkpoint complete (or its failure known) before any rank returns */
+    if (R > 1 && !coll_failed && sf_dist_check(rc != 0)) rc = -1;
     if (!rc && !o->quiet && lead) {
         const sf_sae_timing *tm = sf_sae_trainer_timing(t);
         printf("trained %lld steps (%d epochs, batch %d) in %.1f s, %.0f samples/s\n",
