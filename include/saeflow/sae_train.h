@@ -98,6 +98,7 @@ typedef struct {
     int64_t steps;
     int64_t pf_rows;  /* rows whose TopK went through the int16 pre-filter */
     int64_t pf_cands; /* F32 candidates those rows needed (k of them are the answer) */
+    double comm;      /* of adam: the MPI reduction of gradients, flags and metrics (R > 1) */
 } sf_sae_timing;
 
 typedef struct sf_sae_trainer sf_sae_trainer;

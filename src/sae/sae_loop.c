@@ -161,7 +161,7 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     if (o->num_epochs <= 0) return sf_error("num_epochs must be positive");
     /* Validate all data first: a NaN discovered mid-run would otherwise leave
      * a half-trained checkpoint behind. One streaming pass over the mmap. */
-    if (sf_sae_data_check_finite(D)) return -1;
+    if (sf_dist_check(sf_sae_data_check_finite(D) != 0)) return -1; /* all ranks stop */
     const int B = (int)(o->batch_size < D->N ? o->batch_size : D->N);
     /* Data parallel under MPI (docs/mpi.md): every rank draws the same
      * permutation and takes its slice of B / R rows of each global batch. */
@@ -182,7 +182,7 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
     const int64_t total = steps_per_epoch * o->num_epochs;
     run_pos pos = {0, 0, {{0}}};
     sf_rng_seed(&pos.rng, o->seed);
-    if (o->resume && load_resume(t, o, D->N, B, &pos)) {
+    if (sf_dist_check(o->resume && load_resume(t, o, D->N, B, &pos))) {
         sf_sae_trainer_free(t);
         return -1;
     }
@@ -307,6 +307,14 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                    "per row (k = %d, plus AuxK's while latents are dead)\n",
                    100.0 * (double)tm->pf_rows / ((double)(step - step0) * Bl),
                    (double)tm->pf_cands / (double)tm->pf_rows, s->k);
+        if (R > 1 && st > 0) {
+            size_t nf = 0;
+            for (int i = 0; i < s->n_params; i++)
+                nf += s->params[i].numel;
+            printf("MPI: %d ranks, the gradient allreduce (%zu floats = %.1f MB per step) took "
+                   "%.0f%% of the step on rank 0\n",
+                   R, nf, 4e-6 * (double)nf, 100 * tm->comm / st);
+        }
         printf("checkpoint: %s (config.json, model.safetensors, metrics.jsonl, %s)\n", o->outdir,
                SF_SAE_STATE_FILE);
     }

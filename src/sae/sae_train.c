@@ -822,7 +822,10 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     double t0 = sf_now();
     for (int j = 0; j < t->s->n; j++)
         t->fired[j] = t->off[j + 1] > t->off[j];
-    if (sf_dist_size() > 1 && dist_reduce(t, m)) return -1;
+    if (sf_dist_size() > 1) {
+        if (dist_reduce(t, m)) return -1;
+        t->tm.comm += sf_now() - t0;
+    }
     sf_sae *s = t->s;
     const sf_sae_train_opts *o = &t->o;
     const double gnorm = sqrt(t->grad_ss);
