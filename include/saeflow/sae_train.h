@@ -20,6 +20,8 @@
 #ifndef SAEFLOW_SAE_TRAIN_H
 #define SAEFLOW_SAE_TRAIN_H
 
+#include <stdio.h>
+
 #include "saeflow/sae.h"
 #include "saeflow/safetensors.h"
 
@@ -167,6 +169,12 @@ typedef struct {
  * metrics it logged. */
 int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                      sf_sae_metrics *last);
+
+/* metrics.jsonl opened for appending one line per step (flushed by the
+ * caller after each): step 0 = fresh (emptied); otherwise a resume at
+ * `step`, the file cut after its first `step` lines (a killed run may have
+ * logged further, or half a line; fewer lines are an error). */
+FILE *sf_sae_metrics_open(const char *path, int64_t step);
 
 /* JSON object (no newline) for one step's metrics, into buf. */
 int sf_sae_metrics_json(const sf_sae_metrics *m, int64_t step, int epoch, int64_t samples,

@@ -100,7 +100,7 @@ typedef struct {
     SF_VEC(float) q; /* queued rows (n * d floats) */
     int64_t steps;
     char *outdir;
-    sf_sbuf metrics; /* metrics.jsonl so far, rewritten (atomically) at every save */
+    FILE *mf; /* metrics.jsonl, a line appended and flushed per step */
     int had_dir;
     int64_t resume_row; /* source row a resumed run continues from */
     sf_sae_metrics m;
@@ -137,20 +137,16 @@ static int parse_hook(const char *arg, hook_run *h) {
     return 0;
 }
 
-/* Checkpoint + metrics so far; `row` is where the source continues on
- * --resume. Order: the metrics, then the trainer state (Adam moments,
- * counters, the rows queued for the next step, the step and row), then the
- * checkpoint, each atomically: a resume reads the state, which is never
- * older than the metrics it cuts back to its step. */
+/* Checkpoint; `row` is where the source continues on --resume. Order: the
+ * trainer state (Adam moments, counters, the rows queued for the next step,
+ * the step and row), then the checkpoint, each atomically. The metrics are
+ * on disk already (flushed per step); a resume cuts them back to the state's
+ * step. */
 static int save_hook(hook_run *h, int64_t row) {
     sf_sae_config_set_number(&h->s, "steps", (double)h->steps);
     sf_sae_config_set_number(&h->s, "resume_row", (double)row);
-    char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
-    int rc = sf_write_file_atomic(mpath, h->metrics.s ? h->metrics.s : "", h->metrics.len);
-    free(mpath);
-    if (rc) return -1;
     sf_st_writer *w = sf_stw_new();
-    rc = sf_sae_trainer_state_add(h->t, w);
+    int rc = sf_sae_trainer_state_add(h->t, w);
     const int64_t qshape[2] = {(int64_t)(h->q.n / (size_t)h->s.d), h->s.d};
     if (!rc && h->q.n) rc = sf_stw_add(w, "queue", SF_DT_F32, 2, qshape, h->q.v);
     char v[32];
@@ -198,8 +194,8 @@ static int hook_state(hook_run *h, sf_sae_trainer *t) {
     return rc ? -1 : 1;
 }
 
-/* --resume: the checkpoint in h->outdir (if any) with its step count, source
- * position and the metrics up to it. 1 = resumed, 0 = nothing there, -1 error. */
+/* --resume: the checkpoint in h->outdir (if any) with its step count and
+ * source position. 1 = resumed, 0 = nothing there, -1 error. */
 static int resume_hook(hook_run *h, const char *fingerprint) {
     char *cpath = sf_path_join(h->outdir, "config.json");
     struct stat st;
@@ -223,25 +219,6 @@ static int resume_hook(hook_run *h, const char *fingerprint) {
     h->steps = (int64_t)steps->valuedouble;
     h->resume_row = (int64_t)row->valuedouble;
     if (hook_state(h, NULL) < 0) return -1;
-    /* the metrics of the steps the checkpoint holds */
-    char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
-    size_t len = 0;
-    char *m = sf_read_file(mpath, &len);
-    free(mpath);
-    int64_t lines = 0;
-    size_t keep = 0;
-    while (m && keep < len && lines < h->steps) {
-        char *nl = memchr(m + keep, '\n', len - keep);
-        if (!nl) break;
-        keep = (size_t)(nl - m) + 1, lines++;
-    }
-    if (lines < h->steps) {
-        free(m);
-        return sf_error("%s: metrics.jsonl has %lld of the %lld steps", h->outdir, (long long)lines,
-                        (long long)h->steps);
-    }
-    sf_sb_put(&h->metrics, m, keep);
-    free(m);
     return 1;
 }
 
@@ -257,7 +234,8 @@ static int feed(hook_run *h, const float *x, int64_t n, int B, int64_t iters) {
         off += (size_t)B * d;
         h->steps++;
         sf_sae_metrics_json(&h->m, h->steps, 0, h->steps * B, line, sizeof line);
-        sf_sb_printf(&h->metrics, "%s\n", line);
+        if (fprintf(h->mf, "%s\n", line) < 0 || fflush(h->mf))
+            return sf_error("%s/metrics.jsonl: write failed", h->outdir);
     }
     if (h->steps >= iters) off = h->q.n; /* done: drop the rest */
     memmove(h->q.v, h->q.v + off, (h->q.n - off) * sizeof(float));
@@ -576,6 +554,16 @@ int cmd_train_source(int argc, char **argv) {
         if (!(h->t = sf_sae_trainer_new(&h->s, &to, (int)tf.batch_size))) goto fail;
         if (resumed && hook_state(h, h->t) < 0) goto fail;
         if (sf_mkdirs(h->outdir)) goto fail;
+        /* the metrics of the steps the checkpoint holds (a resume), appended to */
+        char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
+        h->mf = sf_sae_metrics_open(mpath, h->steps);
+        free(mpath);
+        if (!h->mf) goto fail;
+        if (!resumed) { /* a stale state must not pair with this run's files */
+            char *spath = sf_path_join(h->outdir, SF_SAE_STATE_FILE);
+            unlink(spath);
+            free(spath);
+        }
     }
     // resumed runs: the sources continue where the checkpoints were taken
     for (int si = 0; si < nsrc; si++) {
@@ -678,8 +666,13 @@ fail:
 out:
     for (int i = 0; i < nh; i++) {
         hook_run *h = &hooks[i];
-        if (rc && h->outdir && !h->had_dir) rmdir(h->outdir); /* fails once it holds files */
-        sf_sb_free(&h->metrics);
+        if (h->mf) fclose(h->mf);
+        if (rc && h->outdir && !h->had_dir && h->steps == 0) { /* nothing trained: no folder */
+            char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
+            unlink(mpath);
+            free(mpath);
+            rmdir(h->outdir); /* fails once it holds other files */
+        }
         if (h->t) sf_sae_trainer_free(h->t);
         if (h->have_sae) sf_sae_free(&h->s);
         sf_vec_free(&h->q);

@@ -115,10 +115,7 @@ static int load_resume(sf_sae_trainer *t, const sf_sae_run_opts *o, int64_t N, i
     return rc ? sf_error_prefix("--resume") : 0;
 }
 
-/* Opens outdir/metrics.jsonl for appending: fresh (emptied), or on resume
- * cut after the line of step `step` (a killed run may have logged further,
- * or half a line). */
-static FILE *open_metrics(const char *path, int64_t step) {
+FILE *sf_sae_metrics_open(const char *path, int64_t step) {
     if (step == 0) {
         FILE *fp = fopen(path, "w");
         if (!fp) sf_error("%s: cannot create: %s", path, strerror(errno));
@@ -205,7 +202,7 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                 rc = sf_error("%s: cannot remove: %s", spath, strerror(errno));
             free(spath);
         }
-        if (!rc && !(mfp = open_metrics(mpath, pos.step))) rc = -1;
+        if (!rc && !(mfp = sf_sae_metrics_open(mpath, pos.step))) rc = -1;
     }
     if (sf_dist_check(rc != 0)) {
         free(mpath);

@@ -133,6 +133,12 @@ TEST(resume_exact) {
     char env[9000];
     snprintf(env, sizeof env, "SAEFLOW_TEST_KILL=2 '%s' " X_ARGS " 2>&1", SF_EXE, tmp, "r");
     CHECK(system(env) != 0);
+    /* the killed run kept its curves (flushed per step) */
+    char mp[2400];
+    snprintf(mp, sizeof mp, "%s/r/transformer_blocks.0.1/metrics.jsonl", tmp);
+    char *mk = sf_read_file(mp, NULL);
+    CHECK(mk && strstr(mk, "\"step\": 2,"));
+    free(mk);
     snprintf(args, sizeof args, X_ARGS "--resume", tmp, "r");
     CHECK_MSG(run(args) == 0, "%s", out_s);
     const char *hooks[2] = {"transformer_blocks.0.1", "transformer_blocks.0.0"};
