@@ -232,11 +232,9 @@ int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
         sf_rng_shuffle_u64(&rng, (uint64_t *)perm, (size_t)D->N);
         for (int64_t it = step - (int64_t)ep * steps_per_epoch; it < steps_per_epoch; it++) {
             const int64_t *rows = perm + it * B + (int64_t)rank * Bl;
-            if (!local_err && step == fail_at)
-                local_err =
-                    sf_error("injected failure (SAEFLOW_TEST_FAIL) at step %lld", (long long)step);
-            if (!local_err && sf_sae_data_gather(D, rows, Bl, x)) local_err = -1;
-            if (local_err) sf_error_prefix("step %lld", (long long)step);
+            if (!local_err && (step == fail_at ? sf_error("injected failure (SAEFLOW_TEST_FAIL)")
+                                               : sf_sae_data_gather(D, rows, Bl, x)))
+                local_err = sf_error_prefix("step %lld", (long long)step);
             /* a rank that fails (bad rows, a failed save on rank 0) stops
              * every rank here, between steps: no rank waits in a reduction
              * the failed one never joins */
