@@ -7,6 +7,7 @@
 #define SAEFLOW_DIST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -22,6 +23,7 @@ int sf_dist_size(void);
 int sf_dist_allreduce_sum_f32(float *buf, size_t n);
 int sf_dist_allreduce_sum_f64(double *buf, size_t n);
 int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n);
+int sf_dist_allreduce_min_i64(int64_t *buf, size_t n);
 int sf_dist_bcast(void *buf, size_t bytes, int root);
 int sf_dist_barrier(void);
 /* Collective error check, called by every rank at the same point: failed =

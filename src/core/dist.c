@@ -68,6 +68,9 @@ int sf_dist_allreduce_sum_f64(double *buf, size_t n) {
 int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n) {
     return allreduce(buf, n, 1, MPI_UNSIGNED_CHAR, MPI_MAX, "u8 max");
 }
+int sf_dist_allreduce_min_i64(int64_t *buf, size_t n) {
+    return allreduce(buf, n, sizeof(int64_t), MPI_INT64_T, MPI_MIN, "i64 min");
+}
 int sf_dist_bcast(void *buf, size_t bytes, int root) {
     if (!g_on || g_size == 1) return 0;
     for (size_t i = 0; i < bytes; i += CHUNK) {
@@ -168,6 +171,11 @@ int sf_dist_allreduce_sum_f64(double *buf, size_t n) {
     return 0;
 }
 int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n) {
+    (void)buf;
+    (void)n;
+    return 0;
+}
+int sf_dist_allreduce_min_i64(int64_t *buf, size_t n) {
     (void)buf;
     (void)n;
     return 0;
