@@ -354,7 +354,13 @@ int cmd_train(int argc, char **argv) {
         if (!resuming && !quiet)
             printf("--resume: no %s in %s, starting afresh\n", SF_SAE_STATE_FILE, outdir);
     }
-    if (resuming) {
+    /* the model's structure: the run's checkpoint, or when the run was killed
+     * between its first state and first checkpoint, built as that run built
+     * it (the state then replaces weights and config) */
+    char *cpath = sf_path_join(outdir, "config.json");
+    const int have_ckpt = resuming && access(cpath, F_OK) == 0;
+    free(cpath);
+    if (have_ckpt) {
         if (sf_sae_load(&s, outdir)) {
             sf_sae_data_close(&D);
             free(outdir);
@@ -388,14 +394,14 @@ int cmd_train(int argc, char **argv) {
             goto out;
         }
     }
-    if (!named && !resuming) { /* --init: the loaded model's own */
+    if (!named && !have_ckpt) { /* --init: the loaded model's own */
         snprintf(autoname, sizeof autoname, "%s-k%d-x%d", sf_sae_arch_name(s.arch),
                  s.arch == SF_SAE_TOPK ? s.k : s.k_sel, s.n % s.d == 0 ? s.n / s.d : 0);
         free(outdir);
         outdir = sf_path_join(savedir, autoname);
     }
     ro.train.aux_k = (int)(tf.aux_k < s.n ? tf.aux_k : s.n);
-    if (init && !resuming) sf_sae_record_train(&s, &sp, &ro.train);
+    if (init && !have_ckpt) sf_sae_record_train(&s, &sp, &ro.train);
     ro.resume = resuming;
     ro.batch_size = (int)tf.batch_size;
     ro.num_epochs = (int)tf.num_epochs;

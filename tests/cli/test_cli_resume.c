@@ -98,6 +98,18 @@ TEST(resume_equals_uninterrupted) {
             SF_EXE, T, T);
     CHECK_MSG(rc == 0, "%s", out);
     CHECK(same_run(T, "u2", "k"));
+    /* killed between the first state and the first checkpoint: no
+     * checkpoint yet, the model is rebuilt from the flags and the state */
+    rc = sh("SAEFLOW_TEST_KILL_SAVE=20 '%s' " BASE " --name k0 --threads 1 --save_every 20 "
+            "--arch jumprelu --lmbda 0.3 --jumpthreshold 0.1 --bandwidth 0.05",
+            SF_EXE, T, T);
+    CHECK(rc != 0);
+    CHECK(sh("ls '%s/k0/config.json'", T) != 0);
+    rc = sh("'%s' " BASE " --name k0 --threads 1 --save_every 20 --arch jumprelu --lmbda 0.3 "
+            "--jumpthreshold 0.1 --bandwidth 0.05 --resume",
+            SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(same_run(T, "u3", "k0"));
     /* a finished run resumed with more epochs = one longer run */
     rc = sh("'%s' " BASE " --name u0 --threads 1 --arch topk --k 4 --resume --num_epochs 4", SF_EXE,
             T, T);
