@@ -23,6 +23,11 @@ int sf_dist_allreduce_sum_f32(float *buf, size_t n);
 int sf_dist_allreduce_sum_f64(double *buf, size_t n);
 int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n);
 int sf_dist_bcast(void *buf, size_t bytes, int root);
+/* Point to point (blocking; large buffers in pieces): the receiver must ask
+ * for exactly the bytes sent. For streaming work from every rank to rank 0
+ * in a fixed order (encode, topk: docs/mpi.md). */
+int sf_dist_send(const void *buf, size_t bytes, int dest);
+int sf_dist_recv(void *buf, size_t bytes, int src);
 int sf_dist_barrier(void);
 /* Ends every rank (MPI_Abort) after printing msg; with 1 process: exit(code). */
 _Noreturn void sf_dist_abort(int code, const char *msg);

@@ -222,6 +222,7 @@ typedef struct {
     int64_t rows;         /* examples written */
     int64_t skipped;      /* examples skipped, over all parts */
     int64_t n_shards, fresh_shards;
+    int worker; /* under MPI, a rank other than 0: it computed its parts, rank 0 merged */
 } sf_extract_result;
 
 /* Runs src over its n_rows dataset rows. Part k holds rows [k S, (k+1) S):
@@ -232,7 +233,10 @@ typedef struct {
  * touched); finished parts are reused. Once all exist they are concatenated
  * into out (metadata + "rows" = count) and removed. Returns 0; 1 when no
  * example had its inputs (nothing written, parts removed, error set); -1 on
- * error (finished parts kept for a rerun). */
+ * error (finished parts kept for a rerun).
+ * Under MPI (R ranks) part k is computed by rank k % R, and rank 0 merges
+ * once every rank is done (the parts must be on a file system all ranks
+ * share); the output is the same file for any R. */
 int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_result *res);
 /* "OUT.partNNNNN.safetensors" (new string). */
 char *sf_extract_part_path(const char *out, int64_t k);

@@ -173,4 +173,23 @@ int cmd_extract_flux(int argc, char **argv);
 /* 1 when argv holds --source (or --source=...). */
 int cli_has_source_flag(int argc, char **argv);
 
+/* ---- rows across MPI ranks (cli_dist.c, docs/mpi.md) ----------------------
+ * encode and topk cut their rows into chunks that a single process would
+ * also make (same boundaries, so every row's code is the same bits); chunk c
+ * runs on rank c % R and rank 0 consumes the chunks in order. A chunk of
+ * encoded rows as it travels to rank 0: */
+typedef struct {
+    int64_t m;          /* rows */
+    int64_t next_row;   /* source position after the chunk (progress) */
+    int64_t skipped;    /* examples the source dropped in it */
+    sf_sae_codes codes; /* (capacity, k); rows [0, m) used */
+    int64_t *rows;      /* (m) dataset row ids, or NULL */
+    int32_t *pos;       /* (m) token positions, or NULL */
+} cli_chunk;
+int cli_chunk_send(const cli_chunk *c);
+/* Into c's buffers, which must hold the sender's m rows (same capacity).
+ * A rank that fails returns from its command as usual; main() then ends
+ * every rank (MPI_Abort), so none waits for its chunks. */
+int cli_chunk_recv(cli_chunk *c, int src);
+
 #endif

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "saeflow/analysis.h"
 #include "saeflow/clip.h"
+#include "saeflow/dist.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
@@ -409,31 +410,74 @@ int cmd_topk(int argc, char **argv) {
     double t0 = sf_now(), t_enc = 0;
     int err = 0;
     int64_t r0 = 0, next_row = 0; /* activation rows so far; source position */
-    for (;;) {
-        int64_t m = fill(src, x, row_ids, pos, B, max_batch, &skipped, &next_row);
-        if (m < 0) {
-            err = 1;
-            break;
+    /* Under MPI (docs/mpi.md) chunk c -- the rows the c-th fill() of one
+     * process reads: B file rows, or B / max_batch groups of G images -- runs
+     * on rank c % R, and rank 0 adds the chunks in order: the same codes
+     * (slices start where one process starts them) in the same order, so the
+     * same file. With skipped images the CLIP groups after the first skip
+     * can differ from one process's (rounding only). */
+    const int R = sf_dist_size(), me = sf_dist_rank();
+    if (me) pg.enabled = 0;
+    const int64_t chunk_src = have_clip ? B / max_batch * G : B;         /* source rows */
+    const int64_t chunk_act = have_clip ? B / max_batch * max_batch : B; /* activation rows */
+    const int64_t n_chunks = R == 1 ? INT64_MAX : (total + chunk_src - 1) / chunk_src;
+    cli_chunk cc = {.codes = codes, .rows = row_ids, .pos = pos};
+    int64_t local_skipped = 0; /* this rank's, for fill()'s first warnings */
+    for (int64_t round = 0; !err && round * R < n_chunks; round++) {
+        const int64_t c = round * R + me;
+        int64_t m = 0, sk0 = local_skipped;
+        if (c < n_chunks) {
+            if (R > 1) {
+                int64_t s0 = c * chunk_src, s1 = s0 + chunk_src < total ? s0 + chunk_src : total;
+                if (sf_act_source_seek(src, s0, s1)) {
+                    err = 1;
+                    break;
+                }
+            }
+            m = fill(src, x, row_ids, pos, B, max_batch, &local_skipped, &next_row);
+            if (m < 0) {
+                err = 1;
+                break;
+            }
+            if (m == 0 && R == 1) break; /* one process: the end of the source */
+            double te = sf_now();
+            if (m && sf_sae_encoder_run_sliced(enc, x, m, R == 1 ? r0 : c * chunk_act, &codes)) {
+                sf_error_prefix("%s", src_name);
+                err = 1;
+                break;
+            }
+            t_enc += sf_now() - te;
+            cc.m = m, cc.next_row = next_row, cc.skipped = local_skipped - sk0;
+            if (me && cli_chunk_send(&cc)) {
+                err = 1;
+                break;
+            }
         }
-        if (m == 0) break;
-        double te = sf_now();
-        if (sf_sae_encoder_run_sliced(enc, x, m, r0, &codes)) {
-            sf_error_prefix("%s", src_name);
-            err = 1;
-            break;
+        for (int q = 0; !me && q < R && round * R + q < n_chunks; q++) {
+            if (q && cli_chunk_recv(&cc, q)) {
+                err = 1;
+                break;
+            }
+            if (cc.m && (per_token ? sf_topk_add_tokens(&tk, cc.m, sae.k, codes.idx, codes.val,
+                                                        codes.cnt, row_ids, pos)
+                                   : sf_topk_add_sparse(&tk, cc.m, sae.k, codes.idx, codes.val,
+                                                        codes.cnt, 0, row_ids))) {
+                err = 1;
+                break;
+            }
+            r0 += cc.m;
+            skipped += cc.skipped;
+            sf_progress_update(&pg, (uint64_t)cc.next_row, NULL);
         }
-        t_enc += sf_now() - te;
-        if (per_token
-                ? sf_topk_add_tokens(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, row_ids, pos)
-                : sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, 0, row_ids)) {
-            err = 1;
-            break;
-        }
-        r0 += m;
-        sf_progress_update(&pg, (uint64_t)next_row, NULL);
     }
     sf_progress_finish(&pg, NULL);
     double dt = sf_now() - t0;
+    /* rank 0 writes once every rank is through (see cmd_encode.c) */
+    if (!err && R > 1 && sf_dist_barrier()) err = 1;
+    if (!err && me) { /* rank 0 writes */
+        rc = 0;
+        goto close;
+    }
     if (!err) {
         char nbuf[32], kbuf[32], obuf[32], gbuf[32], skbuf[32];
         snprintf(nbuf, sizeof nbuf, "%lld", (long long)top);

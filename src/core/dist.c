@@ -75,6 +75,28 @@ int sf_dist_bcast(void *buf, size_t bytes, int root) {
     }
     return 0;
 }
+int sf_dist_send(const void *buf, size_t bytes, int dest) {
+    if (!g_on || g_size == 1) return sf_error("sf_dist_send: not running under MPI");
+    for (size_t i = 0; i < bytes; i += CHUNK) {
+        size_t m = bytes - i < CHUNK ? bytes - i : CHUNK;
+        if (MPI_Send((const char *)buf + i, (int)m, MPI_BYTE, dest, 0, MPI_COMM_WORLD) !=
+            MPI_SUCCESS)
+            return sf_error("rank %d: MPI_Send of %zu bytes to rank %d failed", g_rank, bytes,
+                            dest);
+    }
+    return 0;
+}
+int sf_dist_recv(void *buf, size_t bytes, int src) {
+    if (!g_on || g_size == 1) return sf_error("sf_dist_recv: not running under MPI");
+    for (size_t i = 0; i < bytes; i += CHUNK) {
+        size_t m = bytes - i < CHUNK ? bytes - i : CHUNK;
+        if (MPI_Recv((char *)buf + i, (int)m, MPI_BYTE, src, 0, MPI_COMM_WORLD,
+                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return sf_error("rank %d: MPI_Recv of %zu bytes from rank %d failed", g_rank, bytes,
+                            src);
+    }
+    return 0;
+}
 int sf_dist_barrier(void) {
     if (g_on && g_size > 1 && MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS)
         return sf_error("rank %d: MPI_Barrier failed", g_rank);
@@ -121,6 +143,18 @@ int sf_dist_bcast(void *buf, size_t bytes, int root) {
     (void)bytes;
     (void)root;
     return 0;
+}
+int sf_dist_send(const void *buf, size_t bytes, int dest) {
+    (void)buf;
+    (void)bytes;
+    (void)dest;
+    return sf_error("sf_dist_send: built without MPI");
+}
+int sf_dist_recv(void *buf, size_t bytes, int src) {
+    (void)buf;
+    (void)bytes;
+    (void)src;
+    return sf_error("sf_dist_recv: built without MPI");
 }
 int sf_dist_barrier(void) {
     return 0;
