@@ -58,8 +58,8 @@ TEST(encode_and_topk_on_files) {
     char args[4096];
     snprintf(args, sizeof args, "encode --checkpoint %s/sae --input %s/s.st --batch 256", T, T);
     same_for_any_r("enc", args);
-    snprintf(args, sizeof args,
-             "topk --checkpoint %s/sae --acts %s/s.st --batch 256 -N 8 --quiet", T, T);
+    snprintf(args, sizeof args, "topk --checkpoint %s/sae --acts %s/s.st --batch 256 -N 8 --quiet",
+             T, T);
     same_for_any_r("topk", args);
 }
 
@@ -80,6 +80,16 @@ TEST(extract_and_topk_through_clip) {
              "analysis/shapes --tokens all --clip-batch 2 --limit 60 -N 4 --quiet",
              T);
     same_for_any_r("tok", args);
+}
+
+/* FLUX activations sampled on the fly (tiny FLUX fixture): 5 prompts in
+ * parts of 4 (two windows of 2 prompts), 2 parts over 2 or 3 ranks. */
+TEST(extract_flux) {
+    same_for_any_r("flux",
+                   "extract --source flux --model " FIX "flux/a --prompts " FIX
+                   "flux_source/prompts.safetensors --height 64 --width 32 --prompt_batch 2 "
+                   "--tokens_per_image 3 --shuffle 2 --seed 3 --shard_rows 4 --threads 1 "
+                   "--hook transformer_blocks.0:1 --hook single_transformer_blocks.1");
 }
 
 TEST(failing_rank_stops_all) {
@@ -112,6 +122,7 @@ int main(void) {
     T = test_tmpdir("mpi_rows");
     RUN(encode_and_topk_on_files);
     RUN(extract_and_topk_through_clip);
+    RUN(extract_flux);
     RUN(failing_rank_stops_all);
     return test_summary();
 }
