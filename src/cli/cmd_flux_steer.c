@@ -60,7 +60,11 @@ int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only
         sf_flux_steer *t = &s->st[i];
         if (sf_sae_load(&s->sae[i], s->ckpt[i])) {
             sf_error_prefix("--steer %s", s->spec[i]);
-            return cli_fail(cmd);
+            cli_fail(cmd);
+            if (s->grid && strchr(s->ckpt[i], ':'))
+                fprintf(stderr, "saeflow %s: note: with --steer-grid the spec is CKPT:FEATURE "
+                        "(no strength)\n", cmd);
+            return 1;
         }
         s->have_sae[i] = 1;
         t->sae = &s->sae[i];
