@@ -36,13 +36,13 @@ typedef enum {
 } sf_steer_mode;
 
 typedef struct {
-    const sf_sae *sae;       /* borrowed */
-    sf_flux_request hook;    /* block, stream the SAE was trained on, delta */
-    int feature;             /* latent in [0, sae->n) */
-    sf_flux_stream tokens;   /* rows edited: text, image or both */
+    const sf_sae *sae;     /* borrowed */
+    sf_flux_request hook;  /* block, stream the SAE was trained on, delta */
+    int feature;           /* latent in [0, sae->n) */
+    sf_flux_stream tokens; /* rows edited: text, image or both */
     sf_steer_mode mode;
-    float strength;          /* every example, unless strengths */
-    const float *strengths;  /* (B) per example of the generate call, or NULL */
+    float strength;         /* every example, unless strengths */
+    const float *strengths; /* (B) per example of the generate call, or NULL */
 } sf_flux_steer;
 
 /* Steers of one generation, applied in order after their block (a later

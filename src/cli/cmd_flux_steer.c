@@ -50,8 +50,7 @@ int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only
     // the specs first (usage errors), then the checkpoints
     float str[CLI_STEER_MAX];
     for (int i = 0; i < s->n; i++)
-        if (sf_flux_steer_parse_spec(s->spec[i], !s->grid, &s->ckpt[i], &s->st[i].feature,
-                                     &str[i]))
+        if (sf_flux_steer_parse_spec(s->spec[i], !s->grid, &s->ckpt[i], &s->st[i].feature, &str[i]))
             return cli_usage_error(cmd, "--steer: %s%s", sf_errmsg(),
                                    s->grid ? " (with --steer-grid the strengths come from the "
                                              "grid)"
@@ -62,8 +61,10 @@ int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only
             sf_error_prefix("--steer %s", s->spec[i]);
             cli_fail(cmd);
             if (s->grid && strchr(s->ckpt[i], ':'))
-                fprintf(stderr, "saeflow %s: note: with --steer-grid the spec is CKPT:FEATURE "
-                        "(no strength)\n", cmd);
+                fprintf(stderr,
+                        "saeflow %s: note: with --steer-grid the spec is CKPT:FEATURE "
+                        "(no strength)\n",
+                        cmd);
             return 1;
         }
         s->have_sae[i] = 1;
@@ -81,8 +82,9 @@ int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only
             sf_flux_request_name(&hook, a, sizeof a);
             sf_flux_request_name(&t->hook, b, sizeof b);
             if (hr == 0 && strcmp(a, b))
-                fprintf(stderr, "saeflow %s: note: %s was trained at %s; steering %s (--steer-hook)\n",
-                        cmd, s->ckpt[i], b, a);
+                fprintf(stderr,
+                        "saeflow %s: note: %s was trained at %s; steering %s (--steer-hook)\n", cmd,
+                        s->ckpt[i], b, a);
             t->hook = hook;
         } else if (hr == 1) {
             sf_error("--steer %s: config.json has no \"hook\" (checkpoints of `train --source "
@@ -93,8 +95,8 @@ int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only
         }
         t->tokens = s->tokens ? tokens : sf_flux_steer_default_tokens(&t->hook);
         if (t->feature >= t->sae->n) {
-            sf_error("--steer %s: feature %d outside [0, %d) (pages of %s)", s->spec[i],
-                     t->feature, t->sae->n, s->ckpt[i]);
+            sf_error("--steer %s: feature %d outside [0, %d) (pages of %s)", s->spec[i], t->feature,
+                     t->sae->n, s->ckpt[i]);
             return cli_fail(cmd);
         }
     }

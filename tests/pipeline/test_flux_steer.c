@@ -295,8 +295,8 @@ TEST(bad_steers) {
     CHECK_STR(ck, "c:d/e");
     CHECK(f == 7);
     free(ck);
-    const char *bad[] = {"ck:3", "ck:x:1", "ck:3:", "ck:3:nan", ":3:1", "ck:-1:2", "ck:3:1x",
-                         "nocolon"};
+    const char *bad[] = {"ck:3", "ck:x:1",  "ck:3:",   "ck:3:nan",
+                         ":3:1", "ck:-1:2", "ck:3:1x", "nocolon"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         ck = NULL;
         CHECK_MSG(sf_flux_steer_parse_spec(bad[i], 1, &ck, &f, &v) == -1, "%s", bad[i]);
