@@ -15,7 +15,7 @@
 
 #define FIX SF_SOURCE_DIR "/fixtures/flux-pipe/"
 #define GEN                                                                                        \
-    "'" SF_EXE "' flux generate --model '" FIX "schnell' --prompts '%s/p.txt' --height 48 "      \
+    "'" SF_EXE "' flux generate --model '" FIX "schnell' --prompts '%s/p.txt' --height 48 "        \
     "--width 64 --steps 2 --max-sequence-length 16 --threads 1 "
 
 static char *cmdf(const char *fmt, ...) SF_PRINTF(1, 2);
@@ -56,10 +56,10 @@ static int grid_cell_is(const sf_image *g, int r, int c, const char *path) {
     if (sf_image_load(path, &im)) return 0;
     int same = 1;
     for (int y = 0; y < im.height && same; y++)
-        same = !memcmp(g->rgb + ((size_t)(r * (im.height + 2) + y) * g->width +
-                                 (size_t)c * (im.width + 2)) *
-                                    3,
-                       im.rgb + (size_t)y * im.width * 3, (size_t)im.width * 3);
+        same = !memcmp(
+            g->rgb +
+                ((size_t)(r * (im.height + 2) + y) * g->width + (size_t)c * (im.width + 2)) * 3,
+            im.rgb + (size_t)y * im.width * 3, (size_t)im.width * 3);
     sf_image_free(&im);
     return same;
 }
@@ -70,13 +70,14 @@ TEST(grid_and_modes) {
     char ck[2048];
     snprintf(ck, sizeof ck, "%s/ck", tmp);
     /* two tiny TopK SAEs from the sampler: an image stream and a single-block delta */
-    CHECK_MSG(run(cmdf("'" SF_EXE "' train --source flux --model '" FIX "schnell' --captions "
-                       "'%s/p.txt' --max_sequence_length 16 --height 32 --width 32 --prompt_batch 2 "
-                       "--tokens_per_image 0 --hook transformer_blocks.1:1 --hook "
-                       "single_transformer_blocks.1:delta --arch topk --k 4 --expansion 2 "
-                       "--batch_size 8 --iters 3 --threads 1 --quiet --savedir '%s'",
-                       tmp, ck)) == 0,
-              "%s", log_s);
+    CHECK_MSG(
+        run(cmdf("'" SF_EXE "' train --source flux --model '" FIX "schnell' --captions "
+                 "'%s/p.txt' --max_sequence_length 16 --height 32 --width 32 --prompt_batch 2 "
+                 "--tokens_per_image 0 --hook transformer_blocks.1:1 --hook "
+                 "single_transformer_blocks.1:delta --arch topk --k 4 --expansion 2 "
+                 "--batch_size 8 --iters 3 --threads 1 --quiet --savedir '%s'",
+                 tmp, ck)) == 0,
+        "%s", log_s);
     /* unsteered, two seeds */
     CHECK_MSG(run(cmdf(GEN "--seeds 42,7 --out '%s/plain'", tmp, tmp)) == 0, "%s", log_s);
     CHECK(test_file_exists(cmdf("%s/plain/row000001_seed7.png", tmp)));
@@ -93,8 +94,8 @@ TEST(grid_and_modes) {
         for (int r = 0; r < 2; r++)
             for (int c = 0; c < 2; c++) {
                 char cell[2048];
-                snprintf(cell, sizeof cell, "%s/grid/row%06d_seed%s_f5_s%s.png", tmp, row,
-                         seeds[c], strs[r]);
+                snprintf(cell, sizeof cell, "%s/grid/row%06d_seed%s_f5_s%s.png", tmp, row, seeds[c],
+                         strs[r]);
                 CHECK_MSG(grid_cell_is(&g, r, c, cell), "%s", cell);
                 char plain[2048];
                 snprintf(plain, sizeof plain, "%s/plain/row%06d_seed%s.png", tmp, row, seeds[c]);
@@ -159,8 +160,8 @@ TEST(bad_steers) {
         {"--steer '/nonexistent/ck:1:2'", 1, "/nonexistent/ck"},
         {"--steer '%s:64:1'", 1, "feature 64 outside [0, 64)"},
         {"--steer '" SF_SOURCE_DIR "/fixtures/sae/topk:1:1'", 1, "--steer-hook"},
-        {"--steer '" SF_SOURCE_DIR "/fixtures/sae/topk:1:1' --steer-hook transformer_blocks.1.1",
-         1, "SAE width (features) 16, but transformer_blocks.1.1 rows are 32 wide"},
+        {"--steer '" SF_SOURCE_DIR "/fixtures/sae/topk:1:1' --steer-hook transformer_blocks.1.1", 1,
+         "SAE width (features) 16, but transformer_blocks.1.1 rows are 32 wide"},
         {"--steer '%s:x:1'", 2, "feature 'x' is not an integer"},
         {"--steer '%s:1'", 2, "CKPT:FEATURE:STRENGTH"},
         {"--steer '%s:1:1e99'", 2, "not a finite number"},
