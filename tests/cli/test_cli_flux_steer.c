@@ -110,6 +110,27 @@ TEST(grid_and_modes) {
         CHECK(js && strstr(js, "\"strengths\":\t[0, 6]") && strstr(js, "\"seeds\":\t[42, 7]"));
         free(js);
     }
+    /* --batch 3: jobs (prompt x strength x seed) share forwards across prompts: the same
+     * images up to float rounding (+-1) */
+    CHECK_MSG(run(cmdf(GEN "--seeds 42,7 --steer '%s/transformer_blocks.1.1:5' --steer-grid 0,6 "
+                           "--batch 3 --out '%s/grid3'",
+                       tmp, ck, tmp)) == 0,
+              "%s", log_s);
+    for (int row = 0; row < 2; row++) {
+        sf_image x = {0}, y = {0};
+        CHECK(sf_image_load(cmdf("%s/grid/row%06d_f5_grid.png", tmp, row), &x) == 0);
+        CHECK(sf_image_load(cmdf("%s/grid3/row%06d_f5_grid.png", tmp, row), &y) == 0);
+        int md = 0;
+        if (x.width != y.width || x.height != y.height)
+            md = 999;
+        else
+            for (size_t i = 0; i < (size_t)x.width * x.height * 3; i++) {
+                int d = abs((int)x.rgb[i] - (int)y.rgb[i]);
+                if (d > md) md = d;
+            }
+        CHECK_MSG(md <= 1, "row %d: batch 3 vs 1: max |diff| %d", row, md);
+        sf_image_free(&x), sf_image_free(&y);
+    }
     /* latents: add at 0 = unsteered bit for bit; surgery at 0 = the reconstruction */
     CHECK(run(cmdf(GEN "--seed 42 --latents-only --out '%s/l0'", tmp, tmp)) == 0);
     CHECK(run(cmdf(GEN "--seed 42 --latents-only --steer '%s/transformer_blocks.1.1:5:0' "
