@@ -9,6 +9,7 @@
 #include <getopt.h>
 
 #include "saeflow/common.h"
+#include "saeflow/flux_steer.h"
 #include "saeflow/kernels.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
@@ -152,6 +153,43 @@ int cli_flux_encode_prompts(int argc, char **argv);
 int cli_parse_weight_dtype(const char *s, sf_dtype stored, sf_dtype *out);
 /* `saeflow flux generate` (cmd_flux_generate.c), dispatched the same way. */
 int cli_flux_generate(int argc, char **argv);
+
+/* The --steer flags of `flux generate` (cmd_flux_steer.c): the raw flag
+ * values, then what cli_steer_prepare makes of them. */
+#define CLI_STEER_MAX 16
+#define CLI_STEER_MAX_GRID 64
+#define CLI_STEER_GAP 2 /* white pixels between grid cells */
+typedef struct {
+    const char *spec[CLI_STEER_MAX];
+    int n;
+    const char *hook, *mode, *steps, *tokens, *grid;
+    /* prepared */
+    char *ckpt[CLI_STEER_MAX];
+    sf_sae sae[CLI_STEER_MAX];
+    int have_sae[CLI_STEER_MAX];
+    sf_flux_steer st[CLI_STEER_MAX];
+    double grid_s[CLI_STEER_MAX_GRID];
+    int n_grid;       /* 0: no grid */
+    float *strengths; /* (batch) grid: each example's strength */
+    uint8_t *mask;    /* (n_steps) steps steered */
+    int n_steps;
+    sf_flux_steer_ctx ctx; /* sf_flux_gen_opts.edit_ctx */
+} cli_steer;
+/* Parses the flags and loads and checks the checkpoints (hook, feature):
+ * 0, or the exit code (2 usage, 1 otherwise; message printed). No --steer
+ * and no other steer flag: 0, nothing to do. */
+int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only, int batch);
+/* The checks that need the transformer (block exists, widths); -1 + error. */
+int cli_steer_check_model(cli_steer *s, const sf_flux *m);
+void cli_steer_free(cli_steer *s);
+/* "_fF_sS" per steer (grid: the strength of row `cell`), "" without steers. */
+void cli_steer_suffix(const cli_steer *s, int cell, char *buf, size_t n);
+/* OUT/rowRRRRRR_fF_grid.png (rows = strengths, columns = seeds) and its
+ * .json sidecar (settings and the cell file names `names` [strength][seed]),
+ * atomically, the sidecar last. cells (n_grid * nseed, height, width, 3). */
+int cli_steer_write_grid(const cli_steer *s, const char *outd, int64_t row, const char *prompt,
+                         const uint64_t *seeds, int nseed, const uint8_t *cells, int width,
+                         int height, char *const *names);
 
 /* Prompts with their line number / dataset row (cmd_flux_prompts.c). */
 typedef struct {
