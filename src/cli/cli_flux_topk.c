@@ -189,17 +189,32 @@ static int row_embeds(const cli_flux_meta *m, const char *text_model, const cli_
         sf_st_close(&st);
         return rc;
     }
-    sf_flux_text *tm = sf_flux_text_load(text_model, 0);
-    if (!tm) return -1;
+    (void)text_model, (void)caps;
+    return sf_error("row_embeds: no prompts file");
+}
+
+/* Captions prompts: all of them encoded first and the text encoders freed
+ * before the transformer loads (T5-XXL and FLUX do not fit together; for
+ * large sites encode the prompts to a file first: 4 MB per prompt here). */
+static int encode_captions(const cli_flux_meta *m, const char *text_model,
+                           const cli_prompt_list *caps, const int64_t *rows, int64_t n,
+                           float **pe, float **po, int64_t *J, int64_t *P) {
     const char **s = sf_malloc((size_t)n * sizeof *s);
     int rc = 0;
     for (int64_t i = 0; i < n && !rc; i++)
-        if (rows[i] < 0 || rows[i] >= caps->n)
+        if (!caps || rows[i] < 0 || rows[i] >= caps->n)
             rc = sf_error("prompt row %lld: only %lld captions", (long long)rows[i],
-                          (long long)caps->n);
+                          (long long)(caps ? caps->n : 0));
         else
             s[i] = caps->s[rows[i]];
-    if (!rc) rc = sf_flux_encode_prompts(tm, s, n, m->T, pe, po);
+    sf_flux_text *tm = rc ? NULL : sf_flux_text_load(text_model, SF_T5_AS_STORED);
+    if (!rc && !tm) rc = -1;
+    if (!rc) {
+        *J = sf_flux_text_joint_dim(tm), *P = sf_flux_text_pooled_dim(tm);
+        *pe = sf_malloc((size_t)(n * m->T * *J) * sizeof(float));
+        *po = sf_malloc((size_t)(n * *P) * sizeof(float));
+        rc = sf_flux_encode_prompts(tm, s, n, m->T, *pe, *po);
+    }
     free(s);
     sf_flux_text_free(tm);
     return rc;
@@ -247,10 +262,17 @@ int cli_flux_make_images(const cli_flux_images_opts *io, const int64_t *rows_in,
         sf_sb_free(&k);
         free(kp);
     }
+    float *cap_pe = NULL, *cap_po = NULL;
+    int64_t cJ = 0, cP = 0;
+    if (!rc && !m->prompts)
+        rc = encode_captions(m, io->text_model, io->captions, rows, n, &cap_pe, &cap_po, &cJ, &cP);
     sf_flux_load_opts lo = {.dtype = (sf_dtype)m->dtype};
     sf_flux_gen *g = rc ? NULL : sf_flux_gen_load(io->gen_model, 0, &lo);
     if (!rc && !g) rc = -1;
     const sf_flux_config *c = g ? sf_flux_get_config(g->flux) : NULL;
+    if (!rc && cap_pe && (c->joint_dim != cJ || c->pooled_dim != cP))
+        rc = sf_error("%s: text encoders give widths %lld / %lld, the transformer takes %d / %d",
+                      io->text_model, (long long)cJ, (long long)cP, c->joint_dim, c->pooled_dim);
     const int64_t B = io->batch > 0 ? io->batch : 4, C4 = c ? c->in_channels : 0, C = C4 / 4,
                   h = sf_flux_latent_side(m->height), w = sf_flux_latent_side(m->width),
                   N = (h / 2) * (w / 2), J = c ? c->joint_dim : 0, P = c ? c->pooled_dim : 0;
@@ -286,8 +308,12 @@ int cli_flux_make_images(const cli_flux_images_opts *io, const int64_t *rows_in,
             }
             memcpy(init + j * N * C4, noise + (r - g0) * N * C4, (size_t)(N * C4) * sizeof(float));
         }
-        if (!rc)
+        if (!rc && cap_pe) {
+            memcpy(pe, cap_pe + i0 * m->T * J, (size_t)(bs * m->T * J) * sizeof(float));
+            memcpy(po, cap_po + i0 * P, (size_t)(bs * P) * sizeof(float));
+        } else if (!rc) {
             rc = row_embeds(m, io->text_model, io->captions, rows + i0, bs, J, P, pe, po);
+        }
         if (!rc) rc = sf_flux_generate(g, &o, bs, m->T, pe, po, NULL, init, NULL, rgb);
         for (int64_t j = 0; j < bs && !rc; j++) {
             char *p = cli_flux_image_path(io->dir, rows[i0 + j]);
@@ -299,7 +325,7 @@ int cli_flux_make_images(const cli_flux_images_opts *io, const int64_t *rows_in,
     }
     sf_progress_finish(&bar, NULL);
     sf_flux_gen_free(g);
-    free(pe), free(po), free(init), free(noise), free(rgb), free(rows);
+    free(pe), free(po), free(init), free(noise), free(rgb), free(rows), free(cap_pe), free(cap_po);
     return rc;
 }
 
