@@ -177,8 +177,8 @@ static int row_embeds(const cli_flux_meta *m, const char *text_model, const cli_
         const sf_tensor_info *a = sf_st_find(&st, "prompt_embeds"),
                              *b = sf_st_find(&st, "pooled_prompt_embeds");
         int rc = 0;
-        if (!a || !b || a->ndim != 3 || b->ndim != 2 || a->shape[1] != m->T ||
-            a->shape[2] != J || b->shape[1] != P)
+        if (!a || !b || a->ndim != 3 || b->ndim != 2 || a->shape[1] != m->T || a->shape[2] != J ||
+            b->shape[1] != P)
             rc = sf_error("%s: prompt_embeds (N, %d, %lld) / pooled_prompt_embeds (N, %lld) "
                           "expected",
                           m->prompts, m->T, (long long)J, (long long)P);
@@ -193,29 +193,41 @@ static int row_embeds(const cli_flux_meta *m, const char *text_model, const cli_
     return sf_error("row_embeds: no prompts file");
 }
 
-/* Captions prompts: all of them encoded first and the text encoders freed
- * before the transformer loads (T5-XXL and FLUX do not fit together; for
- * large sites encode the prompts to a file first: 4 MB per prompt here). */
+/* Captions prompts (rows ascending): encoded first and the text encoders
+ * freed before the transformer loads (T5-XXL and FLUX do not fit together;
+ * for large sites encode the prompts to a file first: 4 MB per prompt here).
+ * Each row's whole group of prompts is encoded in one call, as the sampler
+ * encoded it, so the embeddings are the sampler's to the bit. */
 static int encode_captions(const cli_flux_meta *m, const char *text_model,
-                           const cli_prompt_list *caps, const int64_t *rows, int64_t n,
-                           float **pe, float **po, int64_t *J, int64_t *P) {
-    const char **s = sf_malloc((size_t)n * sizeof *s);
+                           const cli_prompt_list *caps, const int64_t *rows, int64_t n, float **pe,
+                           float **po, int64_t *J, int64_t *P) {
     int rc = 0;
-    for (int64_t i = 0; i < n && !rc; i++)
-        if (!caps || rows[i] < 0 || rows[i] >= caps->n)
-            rc = sf_error("prompt row %lld: only %lld captions", (long long)rows[i],
-                          (long long)(caps ? caps->n : 0));
-        else
-            s[i] = caps->s[rows[i]];
-    sf_flux_text *tm = rc ? NULL : sf_flux_text_load(text_model, SF_T5_AS_STORED);
-    if (!rc && !tm) rc = -1;
-    if (!rc) {
-        *J = sf_flux_text_joint_dim(tm), *P = sf_flux_text_pooled_dim(tm);
-        *pe = sf_malloc((size_t)(n * m->T * *J) * sizeof(float));
-        *po = sf_malloc((size_t)(n * *P) * sizeof(float));
-        rc = sf_flux_encode_prompts(tm, s, n, m->T, *pe, *po);
+    if (!caps || rows[n - 1] >= caps->n)
+        return sf_error("prompt row %lld: only %lld captions", (long long)rows[n - 1],
+                        (long long)(caps ? caps->n : 0));
+    sf_flux_text *tm = sf_flux_text_load(text_model, SF_T5_AS_STORED);
+    if (!tm) return -1;
+    const int64_t j = *J = sf_flux_text_joint_dim(tm), p = *P = sf_flux_text_pooled_dim(tm),
+                  T = m->T;
+    *pe = sf_malloc((size_t)(n * T * j) * sizeof(float));
+    *po = sf_malloc((size_t)(n * p) * sizeof(float));
+    float *ge = sf_malloc((size_t)(m->batch * T * j) * sizeof(float)),
+          *gp = sf_malloc((size_t)(m->batch * p) * sizeof(float));
+    for (int64_t i = 0; i < n && !rc;) {
+        const int64_t g0 = rows[i] / m->batch * m->batch,
+                      gn = m->n - g0 < m->batch ? m->n - g0 : m->batch;
+        if (g0 + gn > caps->n) {
+            rc = sf_error("prompt rows %lld..%lld: only %lld captions", (long long)g0,
+                          (long long)(g0 + gn - 1), (long long)caps->n);
+            break;
+        }
+        rc = sf_flux_encode_prompts(tm, (const char *const *)caps->s + g0, gn, (int)T, ge, gp);
+        for (; !rc && i < n && rows[i] < g0 + gn; i++) {
+            memcpy(*pe + i * T * j, ge + (rows[i] - g0) * T * j, (size_t)(T * j) * sizeof(float));
+            memcpy(*po + i * p, gp + (rows[i] - g0) * p, (size_t)p * sizeof(float));
+        }
     }
-    free(s);
+    free(ge), free(gp);
     sf_flux_text_free(tm);
     return rc;
 }

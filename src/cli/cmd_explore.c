@@ -243,7 +243,8 @@ int cmd_explore(int argc, char **argv) {
     if (range_n < 0 || range_n > 16)
         return cli_usage_error(cmd, "--range-examples must be in [0, 16]");
     if (img_steps < 1 || img_steps > 1000 || img_batch < 1 || img_batch > 1024)
-        return cli_usage_error(cmd, "--image-steps must be in [1, 1000], --image-batch in [1, 1024]");
+        return cli_usage_error(cmd,
+                               "--image-steps must be in [1, 1000], --image-batch in [1, 1024]");
     if (o.steer_dir && !is_dir(o.steer_dir))
         return cli_usage_error(cmd, "--steer-dir %s is not a folder", o.steer_dir);
     o.range_per_quartile = range_n ? (int)range_n : -1;
@@ -303,7 +304,8 @@ int cmd_explore(int argc, char **argv) {
             if (is_dir(def_tok)) tok_dir = def_tok;
         }
         fc.T = fm.T;
-        if (tok_dir && grid_first > 0 && fc.caps.n && !(fc.tok = sf_t5_tokenizer_load_dir(tok_dir))) {
+        if (tok_dir && grid_first > 0 && fc.caps.n &&
+            !(fc.tok = sf_t5_tokenizer_load_dir(tok_dir))) {
             rc = cli_fail(cmd);
             goto done;
         }
@@ -316,8 +318,8 @@ int cmd_explore(int argc, char **argv) {
         fc.dir = img_dir;
         int64_t nr = 0, made = 0;
         if (!no_images) {
-            cli_flux_images_opts io = {&fm,       img_dir,    flux_model,     text_model,
-                                       &fc.caps,  (int)img_steps, (int)img_batch, o.quiet};
+            cli_flux_images_opts io = {&fm,      img_dir,        flux_model,     text_model,
+                                       &fc.caps, (int)img_steps, (int)img_batch, o.quiet};
             double t0 = sf_now();
             if (sf_explore_rows(&o, &rows, &nr) || cli_flux_make_images(&io, rows, nr, &made)) {
                 sf_error_prefix("FLUX images");
@@ -325,7 +327,8 @@ int cmd_explore(int argc, char **argv) {
                 goto done;
             }
             if (!o.quiet)
-                fprintf(stderr, "saeflow explore: %lld FLUX images made (%.1f s), %lld cached, in %s\n",
+                fprintf(stderr,
+                        "saeflow explore: %lld FLUX images made (%.1f s), %lld cached, in %s\n",
                         (long long)made, sf_now() - t0, (long long)(nr - made), img_dir);
         }
         o.rows = &fsrc;

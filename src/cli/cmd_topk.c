@@ -608,7 +608,7 @@ int cmd_topk(int argc, char **argv) {
         const char *meta_flux[] = {"dataset",     "",
                                    "source",      "flux",
                                    "flux_source", fm.fingerprint ? fm.fingerprint : "",
-                                   "hook",        flux ? hook : key,
+                                   "hook",        flux ? src->names[0] : key,
                                    "activations", alist,
                                    "checkpoint",  ckpt,
                                    "top_n",       nbuf,
