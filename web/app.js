@@ -456,9 +456,14 @@
       app.appendChild(el("div", { "class": "grid2" }, [nbCard, coCard]));
       /* top rows (token mode: top images, each with its heat map) */
       var heatOn = load("sf.heat", "1") === "1";
-      var grid = el("div", { "class": "topgrid" + (heatOn ? "" : " noheat"), id: "top-rows" });
+      /* FLUX: the image-token grid covers the whole image, not a centre crop */
+      var flux = (IDX.meta || {}).source === "flux";
+      var grid = el("div", { "class": "topgrid" + (heatOn ? "" : " noheat") + (flux ? " flux" : ""), id: "top-rows" });
       f.top.forEach(function (t, i) {
-        var wrap = el("div", { "class": "imgwrap" }, [t[2] ? el("img", { "class": "top-img", src: imgSrc(t[0]), alt: "row " + t[0] }) : null]);
+        var img = t[2] ? el("img", { "class": "top-img", src: imgSrc(t[0]), alt: "row " + t[0] }) : null;
+        /* marks images that decoded (the browser test reads it) */
+        if (img) img.onload = function () { img.setAttribute("data-loaded", img.naturalWidth > 0 ? "1" : "0"); };
+        var wrap = el("div", { "class": "imgwrap" }, [img]);
         var extra = null;
         if (TOK && t.length > 5) {
           var hm = heatMap(t[4], t[5]);
@@ -540,7 +545,8 @@
     var parts = [], g0 = TOK.first, gh = TOK.grid[0], gw = TOK.grid[1], heat = {};
     for (var i = 0; i < pairs.length; i += 2) heat[pairs[i]] = pairs[i + 1];
     var b = best - g0, peak = gh > 0 && b >= 0 && b < gh * gw ? "peak at patch (" + Math.floor(b / gw) + ", " + (b % gw) + ")"
-      : toks && best < toks.length ? "peak at text token " + best + " “" + toks[best].replace(/\u2581/g, " ").trim() + "”" : "peak at token " + best;
+      : toks && best < toks.length ? "peak at text token " + best + " “" + toks[best].replace(/\u2581/g, " ").trim() + "”"
+      : toks && best < g0 ? "peak at padding token " + best : "peak at token " + best;
     if (toks) {
       var line = el("div", { "class": "toks" });
       toks.forEach(function (s, q) {

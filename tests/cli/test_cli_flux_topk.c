@@ -168,8 +168,8 @@ TEST(topk_two_routes_heat_images) {
              " --hook transformer_blocks.0:1 --shard_rows 4 --threads 1 --out '%s/x.safetensors'",
              t, t);
     CHECK_MSG(run(a) == 0, "%s", out_s);
-    const char *hooks[2] = {HOOK, "transformer_blocks.0:1"}, *keys[2] = {HOOK,
-                                                                         "transformer_blocks.0.1"};
+    const char *hooks[2] = {HOOK, "transformer_blocks.0:1"},
+               *keys[2] = {HOOK, "transformer_blocks.0.1"};
     for (int i = 0; i < 2; i++) {
         snprintf(a, sizeof a,
                  "topk --source flux " SRC "--prompt_batch 4 --hook %s --checkpoint '%s/sae/" HOOK
@@ -231,8 +231,9 @@ TEST(topk_two_routes_heat_images) {
     /* captions and T5 tokens in the feature data */
     snprintf(q, sizeof q, "%s/site/data/f/0000.js", t);
     char *js = sf_read_file(q, NULL);
-    CHECK(js && strstr(js, "\"a red fox in the snow\"") && strstr(js, "\"\xe2\x96\x81"
-                                                                       "a\""));
+    CHECK(js && strstr(js, "\"a red fox in the snow\"") &&
+          strstr(js, "\"\xe2\x96\x81"
+                     "a\""));
     CHECK(js && strstr(js, "\"\\u003c/s>\"")); /* </s>, escaped */
     free(js);
     free(dirs);
