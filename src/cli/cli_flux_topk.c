@@ -167,30 +167,25 @@ int cli_flux_captions(const cli_flux_meta *m, cli_prompt_list *pl) {
     return 0;
 }
 
-/* prompt_embeds (n, T, J) and pooled (n, P) of the prompt rows, as the
- * sampler had them: rows of the prompts file or the captions encoded again. */
-static int row_embeds(const cli_flux_meta *m, const char *text_model, const cli_prompt_list *caps,
-                      const int64_t *rows, int64_t n, int64_t J, int64_t P, float *pe, float *po) {
-    if (m->prompts) {
-        sf_st st;
-        if (sf_st_open(&st, m->prompts)) return -1;
-        const sf_tensor_info *a = sf_st_find(&st, "prompt_embeds"),
-                             *b = sf_st_find(&st, "pooled_prompt_embeds");
-        int rc = 0;
-        if (!a || !b || a->ndim != 3 || b->ndim != 2 || a->shape[1] != m->T || a->shape[2] != J ||
-            b->shape[1] != P)
-            rc = sf_error("%s: prompt_embeds (N, %d, %lld) / pooled_prompt_embeds (N, %lld) "
-                          "expected",
-                          m->prompts, m->T, (long long)J, (long long)P);
-        for (int64_t i = 0; i < n && !rc; i++)
-            if (rows[i] >= a->shape[0] || sf_tensor_rows_f32(a, rows[i], 1, pe + i * m->T * J) ||
-                sf_tensor_rows_f32(b, rows[i], 1, po + i * P))
-                rc = sf_error("%s: prompt row %lld unreadable", m->prompts, (long long)rows[i]);
-        sf_st_close(&st);
-        return rc;
-    }
-    (void)text_model, (void)caps;
-    return sf_error("row_embeds: no prompts file");
+/* prompt_embeds (n, T, J) and pooled (n, P) of prompt rows: the prompts
+ * file's rows, what the sampler read. */
+static int row_embeds(const cli_flux_meta *m, const int64_t *rows, int64_t n, int64_t J, int64_t P,
+                      float *pe, float *po) {
+    sf_st st;
+    if (sf_st_open(&st, m->prompts)) return -1;
+    const sf_tensor_info *a = sf_st_find(&st, "prompt_embeds"),
+                         *b = sf_st_find(&st, "pooled_prompt_embeds");
+    int rc = 0;
+    if (!a || !b || a->ndim != 3 || b->ndim != 2 || a->shape[1] != m->T || a->shape[2] != J ||
+        b->shape[1] != P)
+        rc = sf_error("%s: prompt_embeds (N, %d, %lld) / pooled_prompt_embeds (N, %lld) expected",
+                      m->prompts, m->T, (long long)J, (long long)P);
+    for (int64_t i = 0; i < n && !rc; i++)
+        if (rows[i] >= a->shape[0] || sf_tensor_rows_f32(a, rows[i], 1, pe + i * m->T * J) ||
+            sf_tensor_rows_f32(b, rows[i], 1, po + i * P))
+            rc = sf_error("%s: prompt row %lld unreadable", m->prompts, (long long)rows[i]);
+    sf_st_close(&st);
+    return rc;
 }
 
 /* Captions prompts (rows ascending): encoded first and the text encoders
@@ -324,7 +319,7 @@ int cli_flux_make_images(const cli_flux_images_opts *io, const int64_t *rows_in,
             memcpy(pe, cap_pe + i0 * m->T * J, (size_t)(bs * m->T * J) * sizeof(float));
             memcpy(po, cap_po + i0 * P, (size_t)(bs * P) * sizeof(float));
         } else if (!rc) {
-            rc = row_embeds(m, io->text_model, io->captions, rows + i0, bs, J, P, pe, po);
+            rc = row_embeds(m, rows + i0, bs, J, P, pe, po);
         }
         if (!rc) rc = sf_flux_generate(g, &o, bs, m->T, pe, po, NULL, init, NULL, rgb);
         for (int64_t j = 0; j < bs && !rc; j++) {

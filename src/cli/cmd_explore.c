@@ -262,19 +262,18 @@ int cmd_explore(int argc, char **argv) {
     const char *md = sf_st_meta(&tf.st, "dataset"), *mc = sf_st_meta(&tf.st, "checkpoint");
     char *rec_data = md ? sf_strdup(md) : NULL;
     char *rec_ckpt = mc ? sf_strdup(mc) : NULL;
-    const char *mf = sf_st_meta(&tf.st, "flux_source"), *mh = sf_st_meta(&tf.st, "hook");
+    const char *mf = sf_st_meta(&tf.st, "flux_source");
     cli_flux_meta fm = {0};
     int flux = mf && *mf, grid_first = tf.grid_first;
-    char *hook = mh ? sf_strdup(mh) : NULL;
     if (flux && cli_flux_meta_parse(mf, &fm)) {
         sf_error_prefix("%s: flux_source", o.topk_path);
         sf_topk_close(&tf);
-        free(rec_data), free(rec_ckpt), free(hook);
+        free(rec_data), free(rec_ckpt);
         return cli_fail(cmd);
     }
     sf_topk_close(&tf);
     if (!flux && (flux_model || text_model || tok_dir || captions || cache || no_images)) {
-        free(rec_data), free(rec_ckpt), free(hook);
+        free(rec_data), free(rec_ckpt);
         return cli_usage_error(cmd, "--flux-model, --tokenizer, --captions, --image-cache, "
                                     "--no-images apply to FLUX top-k files");
     }
@@ -349,7 +348,7 @@ done:
     cli_prompt_list_free(&fc.caps);
     sf_t5_tokenizer_free(fc.tok);
     cli_flux_meta_free(&fm);
-    free(img_dir), free(def_cache), free(def_tok), free(rows), free(hook);
+    free(img_dir), free(def_cache), free(def_tok), free(rows);
     free(rec_data);
     free(rec_ckpt);
     return rc;

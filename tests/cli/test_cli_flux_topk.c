@@ -304,6 +304,51 @@ TEST(image_equals_flux_generate) {
         compared++;
     }
     CHECK(compared >= 1);
+
+    /* the same through an encode-prompts file (the text given to explore) */
+    snprintf(a, sizeof a,
+             "flux encode-prompts --model " PIPE " --prompts '%s/caps.txt' "
+             "--max-sequence-length 16 --out '%s/p.safetensors'",
+             t, t);
+    CHECK_MSG(run(a) == 0, "%s", out_s);
+    snprintf(a, sizeof a,
+             "topk --source flux --model " PIPE " --prompts '%s/p.safetensors' --height 64 "
+             "--width 32 --seed 5 --prompt_batch 1 --hook transformer_blocks.0:1 --checkpoint "
+             "'%s/sae/transformer_blocks.0.1' -N 6 --quiet --out '%s/t2.safetensors'",
+             t, t, t);
+    CHECK_MSG(run(a) == 0, "%s", out_s);
+    snprintf(a, sizeof a,
+             "explore --topk '%s/t2.safetensors' --out '%s/site2' --image-cache '%s/cache2' "
+             "--image-batch 1 --image-steps 2 --captions '%s/caps.txt' --quiet",
+             t, t, t, t);
+    CHECK_MSG(run(a) == 0, "%s", out_s);
+    compared = 0;
+    for (int r = 0; r < 6; r++) {
+        snprintf(a, sizeof a,
+                 "flux generate --model " PIPE " --embeds '%s/p.safetensors' --offset %d "
+                 "--limit 1 --seed %d --steps 2 --height 64 --width 32 --out '%s/gen2'",
+                 t, r, 5 + r, t);
+        CHECK_MSG(run(a) == 0, "%s", out_s);
+        snprintf(p, sizeof p, "%s/gen2/row%06d_seed%d.png", t, r, 5 + r);
+        char *dirs = NULL;
+        snprintf(a, sizeof a, "ls -d '%s'/cache2/flux-*", t);
+        if (test_run(a, &dirs) || !dirs) {
+            CHECK(0);
+            free(dirs);
+            break;
+        }
+        dirs[strcspn(dirs, "\n")] = 0;
+        snprintf(q, sizeof q, "%s/row%08d.png", dirs, r);
+        free(dirs);
+        if (!test_file_exists(q)) continue;
+        CHECK_MSG(test_same_file(p, q), "embeds row %d: %s != %s", r, p, q);
+        compared++;
+    }
+    CHECK(compared >= 1);
+    snprintf(q, sizeof q, "%s/site2/data/f/0000.js", t);
+    char *js = sf_read_file(q, NULL);
+    CHECK(js && strstr(js, "\"a red fox in the snow\""));
+    free(js);
 }
 
 TEST(errors) {
