@@ -21,6 +21,7 @@
 #include "saeflow/flux_generate.h"
 #include "saeflow/flux_prompts.h"
 #include "saeflow/image.h"
+#include "saeflow/pipeline.h"
 #include "saeflow/safetensors.h"
 #include "saeflow/t5.h"
 #include "saeflow/t5_tokenizer.h"
@@ -300,21 +301,13 @@ int cli_flux_make_images(const cli_flux_images_opts *io, const int64_t *rows_in,
     sf_progress bar;
     sf_progress_start(&bar, "images", (uint64_t)n, "img");
     if (io->quiet) bar.enabled = 0;
-    int64_t cur_g = -1;
     for (int64_t i0 = 0; i0 < n && !rc; i0 += B) {
         const int64_t bs = n - i0 < B ? n - i0 : B;
         /* each image's noise: its group's one randn (B_g, C, h, w) from
          * manual_seed(seed + g), the prompt's slice (as the sampler drew it) */
-        for (int64_t j = 0; j < bs && !rc; j++) {
-            const int64_t r = rows[i0 + j], gi = r / m->batch, g0 = gi * m->batch,
-                          gn = m->n - g0 < m->batch ? m->n - g0 : m->batch;
-            if (gi != cur_g) {
-                rc = sf_flux_noise(m->seed + (uint64_t)gi, NULL, gn, C, h, w,
-                                   (sf_torch_rng_kind)m->rng_kind, noise);
-                cur_g = gi;
-            }
-            memcpy(init + j * N * C4, noise + (r - g0) * N * C4, (size_t)(N * C4) * sizeof(float));
-        }
+        for (int64_t j = 0; j < bs && !rc; j++)
+            rc = sf_flux_source_prompt_noise(m->seed, m->batch, m->n, rows[i0 + j], C, h, w,
+                                             m->rng_kind, noise, init + j * N * C4);
         if (!rc && cap_pe) {
             memcpy(pe, cap_pe + i0 * m->T * J, (size_t)(bs * m->T * J) * sizeof(float));
             memcpy(po, cap_po + i0 * P, (size_t)(bs * P) * sizeof(float));
