@@ -249,10 +249,13 @@ TEST(prompt_noise) {
                       md / mx);
         }
     }
-    /* prompt 4 of 5 is a group of one; of 6, the first of a group of two */
+    /* prompt 4 of 5 is a group of one, of 6 the first of a group of two */
     float *y = sf_malloc((size_t)(N * C4) * sizeof(float));
     CHECK(sf_flux_source_prompt_noise(7, 2, 6, 4, C4 / 4, h, w, 0, NULL, y) == 0);
     CHECK(sf_flux_source_prompt_noise(7, 2, 5, 4, C4 / 4, h, w, 0, NULL, x) == 0);
+    /* (torch's randn of a shorter batch is a prefix of the longer one when
+     * C h w is a multiple of 16, as here and for every FLUX size) */
+    CHECK(memcmp(x, y, (size_t)(N * C4) * sizeof(float)) == 0);
     CHECK(sf_flux_source_prompt_noise(7, 2, 5, 5, C4 / 4, h, w, 0, NULL, x) == -1);
     free(x), free(y), free(txt), free(pooled), free(ids), free(out[0]), free(out[1]);
     sf_st_close(&pf), sf_st_close(&e);
