@@ -203,6 +203,18 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *o);
 char *sf_flux_source_fingerprint(const sf_act_source *s, int64_t shard_rows);
 /* Prompts per window (batch x max(shuffle, 1)). */
 int64_t sf_flux_source_window(const sf_act_source *s);
+/* The noise of group g of n prompts in groups of `batch`: one randn
+ * (gn, C, h, w) from torch.Generator("cpu").manual_seed(seed + g), packed
+ * into noise (gn, (h/2)(w/2), 4C); gn = batch, shorter for the last group.
+ * What the source feeds the transformer. */
+int sf_flux_source_group_noise(uint64_t seed, int batch, int64_t n, int64_t g, int64_t C, int64_t h,
+                               int64_t w, int rng_kind, float *noise);
+/* Prompt i's slice of its group's noise, out ((h/2)(w/2), 4C): the initial
+ * latents to generate exactly the image whose activations the source
+ * recorded (explore's FLUX images). group: scratch of batch x that size, or
+ * NULL. */
+int sf_flux_source_prompt_noise(uint64_t seed, int batch, int64_t n, int64_t i, int64_t C,
+                                int64_t h, int64_t w, int rng_kind, float *group, float *out);
 
 /* ---- resumable sharded extraction ----------------------------------------- */
 

@@ -230,4 +230,50 @@ int cli_chunk_send(const cli_chunk *c);
  * every rank (MPI_Abort), so none waits for its chunks. */
 int cli_chunk_recv(cli_chunk *c, int src);
 
+/* ---- FLUX feature analysis (cli_flux_topk.c), shared by topk and explore ---- */
+/* The sampling settings of a FLUX activation stream, parsed from the
+ * fingerprint `extract --source flux` stores (sf_flux_source_fingerprint):
+ * exactly one of prompts (an encode-prompts file), captions (a text file)
+ * and dataset (a spec) is set. */
+typedef struct {
+    char *fingerprint, *model, *prompts, *captions, *dataset;
+    int T, height, width, batch, rng_kind, dtype, shuffle;
+    uint64_t seed;
+    int64_t n, tokens_per_image, rows_per_batch; /* n: prompts the source covered */
+} cli_flux_meta;
+int cli_flux_meta_parse(const char *fingerprint, cli_flux_meta *m);
+void cli_flux_meta_free(cli_flux_meta *m);
+/* Token layout of a hook's rows (sf_topk_set_tokens): text hooks T text
+ * tokens and no grid; image hooks the (H/16) x (W/16) grid from 0; single
+ * blocks text then the grid from T. */
+int cli_flux_layout(const cli_flux_meta *m, const char *hook, int *T, int *gh, int *gw, int *first);
+/* -1 + error when the rows were shuffled or drawn per batch (topk needs an
+ * image's tokens together). */
+int cli_flux_check_tokens(const cli_flux_meta *m);
+/* The captions of the prompt rows (captions file or dataset; none for a
+ * prompts file: p->n = 0). */
+int cli_flux_captions(const cli_flux_meta *m, cli_prompt_list *p);
+/* Image cache folder CACHE/flux-HASH, HASH of (generation model, prompts,
+ * seed, group size, rng, prompt count, size, steps, ...); image of prompt row
+ * R: DIR/rowRRRRRRRR.png. New strings. */
+char *cli_flux_image_dir(const cli_flux_meta *m, const char *cache, const char *gen_model,
+                         int steps);
+char *cli_flux_image_path(const char *dir, int64_t row);
+typedef struct {
+    const cli_flux_meta *meta;
+    const char *dir;        /* cli_flux_image_dir */
+    const char *gen_model;  /* FLUX pipeline folder (transformer/, vae/, scheduler/) */
+    const char *text_model; /* text encoders, for captions / dataset prompts */
+    const cli_prompt_list *captions;
+    int steps, batch, quiet;
+} cli_flux_images_opts;
+/* Makes the images of rows[n] (-1 entries ignored) that the cache lacks: the
+ * prompt's embeddings and its slice of its group's noise, `steps` steps. */
+int cli_flux_make_images(const cli_flux_images_opts *o, const int64_t *rows, int64_t n,
+                         int64_t *made);
+/* The T5 token strings of a caption as the sampler padded it to T tokens:
+ * the unpadded ones (ending with </s>); *n of them (new array of new strings). */
+struct sf_t5_tokenizer;
+char **cli_flux_token_strings(struct sf_t5_tokenizer *tok, const char *caption, int T, int *n);
+
 #endif
