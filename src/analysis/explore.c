@@ -19,6 +19,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -490,14 +491,41 @@ int sf_explore_rows(const sf_explore_opts *o, int64_t **rows, int64_t *n) {
     return 0;
 }
 
-/* Copies the steering grid of feature j, STEER/feature_<j>.png, into the
- * site (steer/feature_<j>.png); 1 when there is one, 0 when not, -1 on error. */
+/* The steering grid of feature j in STEER: feature_<j>.png, else the grid
+ * `flux generate --steer-grid` wrote for it, rowRRRRRR_f<j>_grid.png (the
+ * lowest prompt row when there are several). New string, or NULL. */
+static char *find_steer(const char *steer_dir, int64_t j) {
+    char name[64], suffix[64];
+    snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
+    char *p = sf_path_join(steer_dir, name);
+    if (file_exists(p)) return p;
+    free(p);
+    snprintf(suffix, sizeof suffix, "_f%lld_grid.png", (long long)j);
+    const size_t ls = strlen(suffix);
+    char *best = NULL;
+    DIR *d = opendir(steer_dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l > ls + 3 && !strncmp(e->d_name, "row", 3) && !strcmp(e->d_name + l - ls, suffix) &&
+            (!best || strcmp(e->d_name, best) < 0)) {
+            free(best);
+            best = sf_strdup(e->d_name);
+        }
+    }
+    if (d) closedir(d);
+    p = best ? sf_path_join(steer_dir, best) : NULL;
+    free(best);
+    return p;
+}
+
+/* Copies feature j's steering grid (find_steer) into the site as
+ * steer/feature_<j>.png; 1 when there is one, 0 when not, -1 on error. */
 static int copy_steer(const char *steer_dir, const char *out, int64_t j) {
     char name[64];
     snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
-    char *src = sf_path_join(steer_dir, name);
+    char *src = find_steer(steer_dir, j);
     int rc = 0;
-    if (file_exists(src)) {
+    if (src) {
         size_t len;
         char *data = sf_read_file(src, &len);
         char *sd = sf_path_join(out, "steer"), *dst = sf_path_join(sd, name);

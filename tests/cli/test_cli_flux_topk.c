@@ -256,6 +256,20 @@ TEST(topk_two_routes_heat_images) {
           strstr(strstr(js, "{\"id\":1,"), "\"steer\":\"steer/feature_1.png\""));
     CHECK(js && !strstr(js, "feature_0.png"));
     free(js);
+    /* the name `flux generate --steer-grid` gives a grid (lowest prompt row wins) */
+    snprintf(
+        a, sizeof a,
+        "mkdir -p '%s/steer2' && cp '%s' '%s/steer2/row000004_f2_grid.png' && "
+        "echo x > '%s/steer2/row000007_f2_grid.png' && echo x > '%s/steer2/row000001_f12_grid.png'",
+        t, p, t, t, t);
+    CHECK(system(a) == 0);
+    snprintf(a, sizeof a,
+             "explore --topk '%s/a0.safetensors' --out '%s/site3' --image-cache '%s/cache2' "
+             "--no-images --steer-dir '%s/steer2' --quiet",
+             t, t, t, t);
+    CHECK_MSG(run(a) == 0, "%s", out_s);
+    snprintf(q, sizeof q, "%s/site3/steer/feature_2.png", t);
+    CHECK(test_same_file(p, q));
 }
 
 /* One prompt per group: prompt r's noise is manual_seed(seed + r) alone,
