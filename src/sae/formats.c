@@ -418,18 +418,9 @@ static int save_sparsify(const sf_sae *s, const char *dir) {
 
 int sf_sae_save_as(const sf_sae *s, const char *dir, sf_sae_format f) {
     if (f == SF_FMT_SEED) return sf_sae_save(s, dir);
-    if (s->input_scale > 0 && s->input_scale != 1.0f) {
+    if (sae_needs_fold(s)) {
         sf_sae c;
-        if (sae_copy(&c, s)) return -1;
-        /* fold as sf_sae_save does, then write the other layout */
-        const float sc = s->input_scale, ic = 1.0f / sc;
-        for (size_t i = 0; i < (size_t)s->n * s->d; i++) {
-            c.W_enc[i] *= sc;
-            c.W_decT[i] *= ic;
-        }
-        for (int q = 0; q < s->d; q++)
-            c.b_dec[q] *= ic;
-        c.input_scale = 0;
+        if (sae_folded_copy(&c, s)) return -1; /* as sf_sae_save, then the other layout */
         int rc = sf_sae_save_as(&c, dir, f);
         sf_sae_free(&c);
         return rc;
