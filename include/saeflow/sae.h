@@ -2,6 +2,7 @@
  *
  * A checkpoint is the reference project's `save_pretrained` directory:
  *   config.json        {"features": d, "pages": n, "k": k, ...extra keys kept}
+ *                      (no "arch": inferred from the tensor names)
  *   model.safetensors  encoder.weight [n,d], encoder.bias [n],
  *                      decoder.weight [d,n], bias [d]      (F32; BF16/F16 read)
  *

@@ -145,8 +145,8 @@ TEST(peer_cases) {
         decode_dense(&s, zw, R, xh);
         double ep = recon_err(&s, zw, xh, hw, R);
         CHECK_MSG(ep <= TOL, "%s: decode of the peer's codes differs by %.2e", name, ep);
-        fprintf(stderr, "%-34s %-9s codes %.1e  recon %.1e  decode(peer codes) %.1e\n", name,
-                want, ez, eh, ep);
+        fprintf(stderr, "%-34s %-9s codes %.1e  recon %.1e  decode(peer codes) %.1e\n", name, want,
+                ez, eh, ep);
         /* saved in every layout that holds it and reloaded: identical codes */
         for (int f = 0; f < SF_FMT_COUNT; f++) {
             if (!can_hold((sf_sae_format)f, &s)) continue;
