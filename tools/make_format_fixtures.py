@@ -29,6 +29,9 @@ on the same files (and the reconstructions with the source's).
 
     SPARSIFY_DISABLE_TRITON=1 /work/venv/bin/python tools/make_format_fixtures.py \
         [--saeflow build/saeflow]
+
+(SAELens's save_inference_model writes cfg.json keys in set order, which
+changes from run to run; the content does not.)
 """
 import argparse
 import json
@@ -188,6 +191,12 @@ def randomise_ref(m, col_scale=True):
                 p.copy_(rnd(*p.shape, scale=0.2))
 
 
+# Only TopkSparseAutoencoder has a surgery method in autoencoder.py; its
+# fixture (encode/decode/surgery outputs) is fixtures/sae/ (make_sae_fixture.py).
+# save_pretrained is the mixin's own: config.json = the constructor's arguments
+# (None values included, e.g. "sample": null, "device": null), and
+# model.safetensors = state_dict, in F32 or in the dtype the model was cast to.
+
 # ------------------------------------------------------------------ cases --
 
 cases = []  # (name, layout, saeflow arch)
@@ -266,6 +275,7 @@ def make_saelens(x):
     import sae_lens
     from sae_lens import (BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, GatedSAE,
                           GatedSAEConfig, JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig,
+                          MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig,
                           StandardSAE, StandardSAEConfig, StandardTrainingSAE,
                           StandardTrainingSAEConfig, TopKSAE, TopKSAEConfig, TopKTrainingSAE,
                           TopKTrainingSAEConfig)
@@ -326,6 +336,18 @@ def make_saelens(x):
     saelens_expected("saelens_batchtopk_train", "jumprelu", x, load_dir=tmp)
     sae.save_inference_model(fresh("saelens_batchtopk_inf"))
     saelens_expected("saelens_batchtopk_inf", "jumprelu", x)
+    shutil.rmtree(tmp)
+
+    # matryoshka over BatchTopK, save_model (the same inference: JumpReLU)
+    sae = MatryoshkaBatchTopKTrainingSAE(
+        MatryoshkaBatchTopKTrainingSAEConfig(**cfgkw(k=K, matryoshka_widths=[12, 24, N])))
+    set_params(sae, **saelens_weights())
+    with torch.no_grad():
+        sae.topk_threshold.fill_(0.3)
+    sae.save_model(fresh("saelens_matryoshka_batchtopk_train"))
+    tmp = tempfile.mkdtemp()
+    sae.save_inference_model(tmp)
+    saelens_expected("saelens_matryoshka_batchtopk_train", "jumprelu", x, load_dir=tmp)
     shutil.rmtree(tmp)
 
     # jumprelu training file (6.54 trains the threshold itself, saved as threshold)

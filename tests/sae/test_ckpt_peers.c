@@ -179,7 +179,7 @@ TEST(peer_cases) {
         sf_sae_free(&s);
         ncases++;
     }
-    CHECK(ncases >= 19);
+    CHECK(ncases >= 20);
     free(x);
     sf_st_close(&in);
     cJSON_Delete(root);
