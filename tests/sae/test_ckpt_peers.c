@@ -366,10 +366,46 @@ TEST(saelens_refused) {
     }
 }
 
+/* Legacy SAELens finetuning_scaling_factor: decode (z * sf) W_dec, folded into W_dec. */
+TEST(saelens_scaling_factor) {
+    const char *dir = test_tmpdir("ckpt_scaling");
+    sf_st f;
+    CHECK(sf_st_open(&f, FX "/saelens_topk/sae_weights.safetensors") == 0);
+    sf_st_writer *w = sf_stw_new();
+    for (int i = 0; i < f.n_tensors; i++) {
+        const sf_tensor_info *t = &f.tensors[i];
+        sf_stw_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    float sf[48];
+    for (int j = 0; j < 48; j++)
+        sf[j] = 0.5f + 0.05f * (float)j;
+    int64_t sn[1] = {48};
+    sf_stw_add(w, "scaling_factor", SF_DT_F32, 1, sn, sf);
+    char path[2400];
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    CHECK(sf_stw_write(w, path) == 0);
+    sf_stw_free(w);
+    sf_st_close(&f);
+    const char *cfg = "{\"architecture\": \"topk\", \"d_in\": 16, \"d_sae\": 48, \"k\": 5, "
+                      "\"finetuning_scaling_factor\": true}";
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    CHECK(sf_write_file_atomic(path, cfg, strlen(cfg)) == 0);
+    sf_sae a, b;
+    CHECK(sf_sae_load(&a, FX "/saelens_topk") == 0);
+    CHECK_MSG(sf_sae_load(&b, dir) == 0, "%s", sf_errmsg());
+    CHECK(!memcmp(a.W_enc, b.W_enc, 48 * 16 * sizeof(float)));
+    for (int j = 0; j < 48; j++)
+        for (int q = 0; q < 16; q++)
+            CHECK(b.W_decT[j * 16 + q] == a.W_decT[j * 16 + q] * sf[j]);
+    sf_sae_free(&a);
+    sf_sae_free(&b);
+}
+
 int main(void) {
     RUN(peer_cases);
     RUN(fold_decoder_norms);
     RUN(infer_arch);
     RUN(saelens_refused);
+    RUN(saelens_scaling_factor);
     return test_summary();
 }
