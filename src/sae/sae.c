@@ -192,11 +192,12 @@ static int infer_arch(const char *dir, const cJSON *cfg, const char *cpath, sf_s
                 if (shown++ < 12)
                     sf_sb_printf(&names, "%s'%s'", shown > 1 ? ", " : "",
                                  set.files[f].tensors[i].name);
-        rc = sf_error("%s: no key 'arch', and the tensors (%s%s) match no architecture "
-                      "(gated: gate_bias, r_mag, mag_bias; jumprelu: logthres; topk with 'k', "
-                      "standard without: encoder.weight, encoder.bias, decoder.weight, bias); "
-                      "add \"arch\" to config.json",
-                      cpath, names.s ? names.s : "none", shown > 12 ? ", ..." : "");
+        rc = sf_error("%s: no key 'arch', and the tensors (%s%s) match %s (gated: gate_bias, "
+                      "r_mag, mag_bias; jumprelu: logthres; topk with 'k', standard without: "
+                      "encoder.weight, encoder.bias, decoder.weight, bias); add \"arch\" to "
+                      "config.json",
+                      cpath, names.s ? names.s : "none", shown > 12 ? ", ..." : "",
+                      gated ? "both gated and jumprelu" : "no architecture");
         sf_sb_free(&names);
     }
     sf_st_set_close(&set);

@@ -325,6 +325,7 @@ TEST(infer_arch) {
     CHECK(sf_sae_load(&s, dir) == -1);
     CHECK_ERR_HAS("no key 'arch'");
     CHECK_ERR_HAS("'logthres', 'r_mag'");
+    CHECK_ERR_HAS("match both gated and jumprelu");
     snprintf(dir, sizeof dir, "%s/none", base);
     write_model(dir, "{\"features\": 8, \"pages\": 16}", none, 2);
     CHECK(sf_sae_load(&s, dir) == -1);
