@@ -469,9 +469,44 @@ def reverse(exe, x):
             flag = "" if max(ez, eh, er) < 2e-5 else "   <-- DIFFERS"
             print(f"  {c['name']:32s} -> {to:8s} codes {ez:.1e}  recon {eh:.1e}  "
                   f"recon vs source {er:.1e}{flag}")
+    worst = max(worst, trained(exe, tmp))
     shutil.rmtree(tmp)
     print(f"worst relative difference {worst:.1e}")
     return worst < 2e-5
+
+
+def trained(exe, tmp):
+    """SAEs trained by saeflow (decoder norms drift: the issue saw 0.004-0.87 on
+    gated), written by `train`, read by the reference restatement (seed) and by
+    SAELens (after convert): the same codes as saeflow's."""
+    print("SAEs trained by saeflow, read by the peers")
+    syn = os.path.join(tmp, "syn.st")
+    run(exe, "synth", "--out", syn, "--d", str(D), "--n_true", "32", "--samples", "2048",
+        "--active", "3", "--seed", "2")
+    xs = load_file(syn)["activations"][:64].contiguous()
+    worst = 0.0
+    for arch, flags in [("standard", ["--lmbda", "0.3"]), ("gated", ["--lmbda", "1"]),
+                        ("jumprelu", ["--lmbda", "0.3", "--jumpthreshold", "0.05"]),
+                        ("topk", ["--k", str(K)])]:
+        run(exe, "train", "--tensorpath", syn, "--arch", arch, *flags, "--pages", str(N),
+            "--lr", "3e-3", "--batch_size", "64", "--num_epochs", "2", "--savedir", tmp,
+            "--name", "tr_" + arch, "--quiet", "--threads", "1")
+        seed = os.path.join(tmp, "tr_" + arch)
+        w = load_file(os.path.join(seed, "model.safetensors"))["decoder.weight"].norm(dim=0)
+        for to in ("seed", "saelens"):
+            d = seed
+            if to == "saelens":
+                d = seed + ".saelens"
+                run(exe, "convert", "--checkpoint", seed, "--out", d, "--to", "saelens")
+            zp, hp = peer_codes(to, d, xs)
+            zs, hs = saeflow_codes(exe, d, xs, tmp)
+            ez = float(((zp - zs).abs() / (1 + zp.abs())).max())
+            eh = float(((hp - hs).abs() / (1 + hp.abs())).max())
+            worst = max(worst, ez, eh)
+            print(f"  trained {arch:9s} -> {to:8s} codes {ez:.1e}  recon {eh:.1e}  "
+                  f"(decoder column norms in the file {float(w.min()):.3f}-{float(w.max()):.3f}, "
+                  f"L0 {float((zs != 0).sum(-1).float().mean()):.1f})")
+    return worst
 
 
 def main():
