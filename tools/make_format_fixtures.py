@@ -25,7 +25,9 @@ Reverse direction (only here, never in CI): with --saeflow BUILD/saeflow, every
 case is converted by saeflow to each layout that can hold it, the converted
 files are loaded with SAELens, sparsify and the reference restatement, and
 their codes / reconstructions are compared with `saeflow encode` / `decode`
-on the same files (and the reconstructions with the source's).
+on the same files (and the reconstructions with the source's); then SAEs
+trained by `saeflow train` (standard, gated, jumprelu, topk) are read the same
+way.
 
     SPARSIFY_DISABLE_TRITON=1 /work/venv/bin/python tools/make_format_fixtures.py \
         [--saeflow build/saeflow]
