@@ -614,15 +614,9 @@ int sf_clip_parse_request(const char *s, sf_clip_tokens tok, sf_clip_request *r)
         r->what = SF_CLIP_EMBEDS;
         return 0;
     }
-    const char *num = !strncmp(s, "layer:", 6) ? s + 6 : !strncmp(s, "hidden:", 7) ? s + 7 : NULL;
-    if (num) {
-        char *end;
-        long v = strtol(num, &end, 10);
-        if (end != num && !*end && v > -100000 && v < 100000) {
-            r->what = SF_CLIP_HIDDEN;
-            r->layer = (int)v;
-            return 0;
-        }
+    if (sf_models_parse_layer(s, &r->layer)) {
+        r->what = SF_CLIP_HIDDEN;
+        return 0;
     }
     return sf_error("output '%s' not understood (pooled, embeds, layer:N with N a hidden_states "
                     "index, e.g. -2)",
