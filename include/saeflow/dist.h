@@ -25,6 +25,11 @@ int sf_dist_allreduce_sum_f64(double *buf, size_t n);
 int sf_dist_allreduce_max_u8(unsigned char *buf, size_t n);
 int sf_dist_allreduce_min_i64(int64_t *buf, size_t n);
 int sf_dist_bcast(void *buf, size_t bytes, int root);
+/* Point to point (blocking; large buffers in pieces): the receiver must ask
+ * for exactly the bytes sent. For streaming work from every rank to rank 0
+ * in a fixed order (encode, topk: docs/mpi.md). */
+int sf_dist_send(const void *buf, size_t bytes, int dest);
+int sf_dist_recv(void *buf, size_t bytes, int src);
 int sf_dist_barrier(void);
 /* Collective error check, called by every rank at the same point: failed =
  * this rank has an error (in sf_errmsg). Returns 0 when no rank failed;
@@ -34,6 +39,8 @@ int sf_dist_check(int failed);
 /* 1 on ranks other than 0 after a failed sf_dist_check: rank 0 prints the
  * same message, once. */
 int sf_dist_quiet(void);
+/* 1 after a failed sf_dist_check: every rank stops by itself, no MPI_Abort. */
+int sf_dist_failed_together(void);
 /* Concatenation over ranks (rank order) of each rank's n floats, into a new
  * buffer *all (free) of *total floats, on every rank. */
 int sf_dist_allgather_f32(const float *mine, size_t n, float **all, size_t *total);

@@ -80,6 +80,28 @@ int sf_dist_bcast(void *buf, size_t bytes, int root) {
     }
     return 0;
 }
+int sf_dist_send(const void *buf, size_t bytes, int dest) {
+    if (!g_on || g_size == 1) return sf_error("sf_dist_send: not running under MPI");
+    for (size_t i = 0; i < bytes; i += CHUNK) {
+        size_t m = bytes - i < CHUNK ? bytes - i : CHUNK;
+        if (MPI_Send((const char *)buf + i, (int)m, MPI_BYTE, dest, 0, MPI_COMM_WORLD) !=
+            MPI_SUCCESS)
+            return sf_error("rank %d: MPI_Send of %zu bytes to rank %d failed", g_rank, bytes,
+                            dest);
+    }
+    return 0;
+}
+int sf_dist_recv(void *buf, size_t bytes, int src) {
+    if (!g_on || g_size == 1) return sf_error("sf_dist_recv: not running under MPI");
+    for (size_t i = 0; i < bytes; i += CHUNK) {
+        size_t m = bytes - i < CHUNK ? bytes - i : CHUNK;
+        if (MPI_Recv((char *)buf + i, (int)m, MPI_BYTE, src, 0, MPI_COMM_WORLD,
+                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return sf_error("rank %d: MPI_Recv of %zu bytes from rank %d failed", g_rank, bytes,
+                            src);
+    }
+    return 0;
+}
 int sf_dist_barrier(void) {
     if (g_on && g_size > 1 && MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS)
         return sf_error("rank %d: MPI_Barrier failed", g_rank);
@@ -87,7 +109,7 @@ int sf_dist_barrier(void) {
 }
 
 /* Collective error check: the lowest failed rank's message goes to all. */
-static int g_quiet;
+static int g_quiet, g_together;
 int sf_dist_check(int failed) {
     if (!g_on || g_size == 1) return failed ? -1 : 0;
     int mine = failed ? g_rank : g_size, first = g_size;
@@ -100,10 +122,14 @@ int sf_dist_check(int failed) {
         return sf_error("rank %d: MPI_Bcast (error message of rank %d) failed", g_rank, first);
     msg[sizeof msg - 1] = 0;
     g_quiet = g_rank != 0;
+    g_together = 1;
     return sf_error("rank %d of %d: %s", first, g_size, msg);
 }
 int sf_dist_quiet(void) {
     return g_quiet;
+}
+int sf_dist_failed_together(void) {
+    return g_together;
 }
 int sf_dist_allgather_f32(const float *mine, size_t n, float **all, size_t *total) {
     *all = NULL;
@@ -186,6 +212,18 @@ int sf_dist_bcast(void *buf, size_t bytes, int root) {
     (void)root;
     return 0;
 }
+int sf_dist_send(const void *buf, size_t bytes, int dest) {
+    (void)buf;
+    (void)bytes;
+    (void)dest;
+    return sf_error("sf_dist_send: built without MPI");
+}
+int sf_dist_recv(void *buf, size_t bytes, int src) {
+    (void)buf;
+    (void)bytes;
+    (void)src;
+    return sf_error("sf_dist_recv: built without MPI");
+}
 int sf_dist_barrier(void) {
     return 0;
 }
@@ -193,6 +231,9 @@ int sf_dist_check(int failed) {
     return failed ? -1 : 0;
 }
 int sf_dist_quiet(void) {
+    return 0;
+}
+int sf_dist_failed_together(void) {
     return 0;
 }
 int sf_dist_allgather_f32(const float *mine, size_t n, float **all, size_t *total) {
