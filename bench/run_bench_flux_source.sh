@@ -52,7 +52,8 @@ mkdir -p "$OUT"
 part() { # NAME EXTRA_JSON_FIELDS CMD...: one tagged JSON line into $RES
     name=$1 extra=$2
     shift 2
-    line=$("$@" | tail -n 1)
+    "$@" > "$OUT/$name.out" # set -e stops here on a failing bench
+    line=$(tail -n 1 "$OUT/$name.out")
     echo "{\"part\": \"$name\", $extra\"r\": $line}" | tee -a "$RES"
 }
 
