@@ -187,8 +187,16 @@ def compose(a):
     sf_d1 = per_prompt("saeflow_d1", "s_per_batch")  # embed + double 0, 1
     sf_s0 = per_prompt("saeflow_s0", "s_per_batch")  # embed + 2 double + single 0
     B_tf = R["saeflow_d0"]["batch"]
-    s = {"double": max(sf_d1 - sf_d0, 0.0), "single": max(sf_s0 - sf_d1, 0.0)}
-    s["embed"] = max(sf_d0 - s["double"], 0.0)
+    # The parts are differences of three runs. Wall-time differences of separate runs swing
+    # with the machine's load, so the split uses CPU seconds (user + sys of each timed
+    # forward), scaled so that the parts add up to the wall time of the deepest run.
+    c0, c1, c2 = (per_prompt("saeflow_" + k, "cpu_s_per_batch") for k in ("d0", "d1", "s0"))
+    scale = sf_s0 / c2
+    s = {"double": max(c1 - c0, 0.0) * scale, "single": max(c2 - c1, 0.0) * scale}
+    s["embed"] = max(c0 * scale - s["double"], 0.0)
+    print(json.dumps({"measured": "saeflow transformer runs, s per prompt", "wall": [sf_d0, sf_d1, sf_s0],
+                      "cpu": [c0, c1, c2], "wall_differences": {"double": round(sf_d1 - sf_d0, 4),
+                                                                "single": round(sf_s0 - sf_d1, 4)}}))
     s["t5"] = R["saeflow_t5"]["s_per_batch"] / R["saeflow_t5"]["B"] * T5_LAYERS / R["saeflow_t5"]["layers"]
     s["clip"] = per_prompt("saeflow_clip", "sec_per_batch")
     s["vae"] = R["saeflow_vae"]["s_per_decode"] / R["saeflow_vae"]["batch"]
