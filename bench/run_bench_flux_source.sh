@@ -20,7 +20,7 @@
 # Then: reference = T5 + CLIP + embed + 19 double + 38 single + tail + VAE per
 # prompt and hook; saeflow = [T5 + CLIP] + embed + the blocks up to the last
 # hook. Rows per prompt and hook: 8 (256 rows per 32 prompts, the reference's).
-# Torch computes in F32 from the BF16 weights (its CPU BF16 path is slower);
+# Torch computes in F32 from the BF16 weights (as bench_flux_torch.py, bench_t5_torch.py);
 # saeflow keeps BF16 weights (FLUX, T5) and computes in F32.
 #
 # Env: PY (/work/venv/bin/python), THREADS (2), B (prompts per measured
