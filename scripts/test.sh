@@ -50,7 +50,7 @@ if [ "${SAEFLOW_SKIP_MPI:-0}" != 1 ]; then
   # Open MPI refuses to run as root (CI containers) without these two.
   echo "== MPI build (-DSAEFLOW_MPI=ON) + mpirun tests"
   cmake -S . -B build-mpi -DCMAKE_BUILD_TYPE=Release -DSAEFLOW_MPI=ON >/dev/null
-  cmake --build build-mpi -j"$JOBS" --target saeflow test_mpi_train
+  cmake --build build-mpi -j"$JOBS" --target saeflow test_mpi_train test_mpi_rows
   (cd build-mpi && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
      ctest --output-on-failure -L mpi) | tee -a "$log"
 fi

@@ -42,7 +42,7 @@
     for (var k in attrs || {}) {
       if (k === "text") e.textContent = attrs[k];
       else if (k === "html") e.innerHTML = attrs[k];
-      else e.setAttribute(k, attrs[k]);
+      else if (attrs[k] != null) e.setAttribute(k, attrs[k]);
     }
     (kids || []).forEach(function (c) { if (c != null) e.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
     return e;
@@ -456,14 +456,19 @@
       app.appendChild(el("div", { "class": "grid2" }, [nbCard, coCard]));
       /* top rows (token mode: top images, each with its heat map) */
       var heatOn = load("sf.heat", "1") === "1";
-      var grid = el("div", { "class": "topgrid" + (heatOn ? "" : " noheat"), id: "top-rows" });
+      /* FLUX: the image-token grid covers the whole image, not a centre crop */
+      var flux = (IDX.meta || {}).source === "flux";
+      var grid = el("div", { "class": "topgrid" + (heatOn ? "" : " noheat") + (flux ? " flux" : ""), id: "top-rows" });
       f.top.forEach(function (t, i) {
-        var wrap = el("div", { "class": "imgwrap" }, [t[2] ? el("img", { "class": "top-img", src: imgSrc(t[0]), alt: "row " + t[0] }) : null]);
+        var img = t[2] ? el("img", { "class": "top-img", src: imgSrc(t[0]), alt: "row " + t[0] }) : null;
+        /* marks images that decoded (the browser test reads it) */
+        if (img) img.onload = function () { img.setAttribute("data-loaded", img.naturalWidth > 0 ? "1" : "0"); };
+        var wrap = el("div", { "class": "imgwrap" }, [img]);
         var extra = null;
         if (TOK && t.length > 5) {
           var hm = heatMap(t[4], t[5]);
           if (hm) wrap.appendChild(hm);
-          extra = tokenLine(t[1], t[4], t[5]);
+          extra = tokenLine(t[1], t[4], t[5], t[6]);
         }
         wrap.appendChild(el("span", { "class": "val", text: fmt(t[1]) }));
         wrap.appendChild(el("span", { "class": "rank", text: "#" + (i + 1) }));
@@ -484,6 +489,10 @@
       }
       topCard.appendChild(f.top.length ? grid : el("p", { "class": "muted", text: "Never fired." }));
       app.appendChild(topCard);
+      /* a steering grid (flux generate --steer ... --steer-grid) when one was made */
+      if (f.steer) app.appendChild(el("div", { "class": "card", id: "steer" }, [el("h2", { text: "Steering" }),
+        el("p", { "class": "muted small", text: "Images generated with this feature steered: rows are strengths, columns seeds." }),
+        el("img", { "class": "steer-img", id: "steer-img", src: f.steer, alt: "steering grid of feature " + j })]));
       if (f.range && f.top.length) app.appendChild(rangeCard(f));
     });
   }
@@ -530,17 +539,32 @@
     });
     return card;
   }
-  /* the tokens outside the grid (CLIP: the CLS token) and where the peak is */
-  function tokenLine(v, best, pairs) {
-    var parts = [], g0 = TOK.first, gh = TOK.grid[0], gw = TOK.grid[1];
-    for (var q = 0; q < g0; q++) {
-      var h = 0;
-      for (var i = 0; i < pairs.length; i += 2) if (pairs[i] === q) h = pairs[i + 1];
-      parts.push((g0 === 1 ? "CLS " : "token " + q + " ") + fmt(v * h / 255));
+  /* the tokens outside the grid (CLIP: the CLS token; FLUX: the prompt's T5
+   * tokens, toks, shaded by the activation) and where the peak is */
+  function tokenLine(v, best, pairs, toks) {
+    var parts = [], g0 = TOK.first, gh = TOK.grid[0], gw = TOK.grid[1], heat = {};
+    for (var i = 0; i < pairs.length; i += 2) heat[pairs[i]] = pairs[i + 1];
+    var b = best - g0, peak = gh > 0 && b >= 0 && b < gh * gw ? "peak at patch (" + Math.floor(b / gw) + ", " + (b % gw) + ")"
+      : toks && best < toks.length ? "peak at text token " + best + " “" + toks[best].replace(/\u2581/g, " ").trim() + "”"
+      : toks && best < g0 ? "peak at padding token " + best : "peak at token " + best;
+    if (toks) {
+      var line = el("div", { "class": "toks" });
+      toks.forEach(function (s, q) {
+        var h = heat[q] || 0;
+        line.appendChild(el("span", { "class": "tk" + (h ? " fire" : ""), "data-pos": q, "data-heat": h, title: "token " + q + ": " + fmt(v * h / 255),
+          style: h ? "background:rgba(255,31,15," + (0.15 + 0.7 * h / 255).toFixed(3) + ")" : null, text: s.replace(/\u2581/g, " ") }));
+      });
+      var pads = 0, pmax = 0;
+      for (var q = toks.length; q < g0; q++) if (heat[q]) { pads++; pmax = Math.max(pmax, heat[q]); }
+      var tail = [peak];
+      if (pads) tail.unshift(pads + " padding tokens fire (up to " + fmt(v * pmax / 255) + ")");
+      return el("div", { "class": "tokline" }, [line, el("div", { text: tail.join(" · ") })]);
     }
-    var b = best - g0;
-    if (gh > 0 && b >= 0 && b < gh * gw) parts.push("peak at patch (" + Math.floor(b / gw) + ", " + (b % gw) + ")");
-    else parts.push("peak at token " + best);
+    for (var q = 0; q < g0; q++) {
+      if (g0 > 1 && !heat[q]) continue; /* many text tokens: the firing ones */
+      parts.push((g0 === 1 ? "CLS " : "token " + q + " ") + fmt(v * (heat[q] || 0) / 255));
+    }
+    parts.push(peak);
     return el("div", { "class": "tokline", text: parts.join(" · ") });
   }
 

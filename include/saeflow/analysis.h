@@ -178,6 +178,10 @@ void sf_topk_close(sf_topk_file *f);
 typedef struct {
     int (*get)(void *ctx, int64_t row, uint8_t **bytes, size_t *len, char **caption);
     void *ctx;
+    /* optional (NULL): the token strings of a row's text tokens, positions
+     * 0.. (FLUX: the T5 tokens of the prompt), malloc'd array of malloc'd
+     * strings, *n of them (0: none). Called right after get, same lock. */
+    int (*tokens)(void *ctx, int64_t row, char ***toks, int *n);
 } sf_row_source;
 
 typedef struct {
@@ -195,9 +199,15 @@ typedef struct {
     int quiet;                 /* no progress output */
     int range_per_quartile;    /* examples shown per activation quartile, from the top-k
                                   file's samples (0: 3; < 0: none) */
+    const char *steer_dir;     /* steering grids: DIR/feature_<j>.png, copied into the site
+                                  (steer/) and shown on feature j's page; NULL: none */
 } sf_explore_opts;
 
 int sf_explore_build(const sf_explore_opts *o);
+/* The distinct dataset rows a site built with these options shows (top-k
+ * lists and range examples), ascending: what the row source will be asked
+ * for (a caller that makes images, FLUX, makes these first). New array. */
+int sf_explore_rows(const sf_explore_opts *o, int64_t **rows, int64_t *n);
 
 /* Decoder-direction cosine neighbours: W (n, d) rows are directions; for
  * every row the m most similar other rows by cosine, best first (ties: lower

@@ -116,6 +116,9 @@ typedef struct {
     int64_t B, T, N, D;
     float *txt, *img;
     int64_t txt_stride, img_stride;
+    /* The block's input rows, same layout and strides (steering a delta
+     * hook); NULL unless sf_flux_inputs.edit_input. */
+    const float *txt_in, *img_in;
 } sf_flux_block_view;
 /* Called after every block the forward runs, before its hooks are captured
  * (hooks see the edited values). Nonzero aborts the forward (-1). */
@@ -132,6 +135,7 @@ typedef struct {
     const float *txt_ids;  /* (T, n_axes) or NULL: zeros (FLUX.1) */
     sf_flux_edit_fn edit;  /* optional in-place edit after each block (NULL: none) */
     void *edit_ctx;
+    int edit_input; /* 1: views carry the block input (one more (B, T + N, D) copy) */
 } sf_flux_inputs;
 
 /* Runs the transformer as far as the requests need. out[i] receives

@@ -57,6 +57,7 @@ typedef struct {
     sf_torch_rng_kind rng; /* torch CPU randn kernel (default AVX2) */
     sf_flux_gen_edit_fn edit;
     void *edit_ctx;
+    int edit_input; /* 1: the views carry the block inputs (sf_flux_inputs.edit_input) */
     sf_flux_gen_step_fn on_step;
     void *step_ctx;
 } sf_flux_gen_opts;

@@ -258,18 +258,23 @@ void sf_patch_embed(const float *px, int64_t B, int64_t C, int64_t H, int64_t W,
  * 3*C floats) + one GEMM whose rows are the output pixels (why, with a
  * measurement: conv.c). Models convert from/to torch's NCHW at their edges. */
 
-/* A Conv2d weight repacked at load: w (cout, k*k*cin) F32, column
- * (ky*k + kx)*cin + ci (the im2col order); bias (cout) or NULL, not owned. */
+/* A Conv2d weight repacked at load, F32, for the stride it runs at:
+ * - im2col form: w (cout, k*k*cin), column (ky*k + kx)*cin + ci;
+ * - wino (3x3, stride 1): w = 16 matrices U_e (cout, cin), the Winograd
+ *   F(2x2, 3x3) transform G g G^T of each kernel (conv.c says why);
+ * bias (cout) or NULL, not owned. */
 typedef struct {
-    int64_t cout, cin, k;
+    int64_t cout, cin, k, stride;
+    int wino;
     float *w;
     const float *bias;
 } sf_conv2d_w;
 /* From a torch Conv2d weight (cout, cin, k, k) in any sf_weight storage and
- * view (e.g. the loader's 2-D (cout, cin*k*k)); widened to F32. -1 + sf_error
+ * view (e.g. the loader's 2-D (cout, cin*k*k)); widened to F32. 3x3 stride-1
+ * convs are packed for Winograd unless SAEFLOW_CONV_WINOGRAD=0. -1 + sf_error
  * if the element count does not match. */
 int sf_conv2d_pack(sf_conv2d_w *cw, const sf_weight *w, int64_t cout, int64_t cin, int64_t k,
-                   const float *bias);
+                   int64_t stride, const float *bias);
 void sf_conv2d_free(sf_conv2d_w *cw);
 /* Output length of a conv along one axis: (n + pad0 + pad1 - k) / stride + 1. */
 int64_t sf_conv2d_out_size(int64_t n, int64_t k, int64_t stride, int64_t pad0, int64_t pad1);
@@ -279,7 +284,7 @@ int64_t sf_conv2d_out_size(int64_t n, int64_t k, int64_t stride, int64_t pad0, i
  * {1,1,1,1} and the VAE encoder's downsampler F.pad(x, (0,1,0,1)) + stride 2
  * is {0,0,1,1}. y must not overlap x. */
 void sf_conv2d(const float *x, int64_t B, int64_t H, int64_t W, const sf_conv2d_w *cw,
-               int64_t stride, const int64_t pad[4], float *y, int accumulate);
+               const int64_t pad[4], float *y, int accumulate);
 /* torch.nn.GroupNorm per sample over (HW, C/G channels), then optional SiLU:
  * x, y (B, HW, C) NHWC, G groups of C/G neighbouring channels; gamma/beta (C)
  * or NULL; statistics summed in double in a fixed order (thread-count

@@ -212,6 +212,18 @@ sf_act_source *sf_flux_source_open(const sf_flux_source_opts *o);
 char *sf_flux_source_fingerprint(const sf_act_source *s, int64_t shard_rows);
 /* Prompts per window (batch x max(shuffle, 1)). */
 int64_t sf_flux_source_window(const sf_act_source *s);
+/* The noise of group g of n prompts in groups of `batch`: one randn
+ * (gn, C, h, w) from torch.Generator("cpu").manual_seed(seed + g), packed
+ * into noise (gn, (h/2)(w/2), 4C); gn = batch, shorter for the last group.
+ * What the source feeds the transformer. */
+int sf_flux_source_group_noise(uint64_t seed, int batch, int64_t n, int64_t g, int64_t C, int64_t h,
+                               int64_t w, int rng_kind, float *noise);
+/* Prompt i's slice of its group's noise, out ((h/2)(w/2), 4C): the initial
+ * latents to generate exactly the image whose activations the source
+ * recorded (explore's FLUX images). group: scratch of batch x that size, or
+ * NULL. */
+int sf_flux_source_prompt_noise(uint64_t seed, int batch, int64_t n, int64_t i, int64_t C,
+                                int64_t h, int64_t w, int rng_kind, float *group, float *out);
 
 /* ---- resumable sharded extraction ----------------------------------------- */
 
@@ -231,6 +243,7 @@ typedef struct {
     int64_t rows;         /* examples written */
     int64_t skipped;      /* examples skipped, over all parts */
     int64_t n_shards, fresh_shards;
+    int worker; /* under MPI, a rank other than 0: it computed its parts, rank 0 merged */
 } sf_extract_result;
 
 /* Runs src over its n_rows dataset rows. Part k holds rows [k S, (k+1) S):
@@ -241,7 +254,10 @@ typedef struct {
  * touched); finished parts are reused. Once all exist they are concatenated
  * into out (metadata + "rows" = count) and removed. Returns 0; 1 when no
  * example had its inputs (nothing written, parts removed, error set); -1 on
- * error (finished parts kept for a rerun). */
+ * error (finished parts kept for a rerun).
+ * Under MPI (R ranks) part k is computed by rank k % R, and rank 0 merges
+ * once every rank is done (the parts must be on a file system all ranks
+ * share); the output is the same file for any R. */
 int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_result *res);
 /* "OUT.partNNNNN.safetensors" (new string). */
 char *sf_extract_part_path(const char *out, int64_t k);

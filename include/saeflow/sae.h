@@ -2,6 +2,7 @@
  *
  * A checkpoint is the reference project's `save_pretrained` directory:
  *   config.json        {"features": d, "pages": n, "k": k, ...extra keys kept}
+ *                      (no "arch": inferred from the tensor names)
  *   model.safetensors  encoder.weight [n,d], encoder.bias [n],
  *                      decoder.weight [d,n], bias [d]      (F32; BF16/F16 read)
  *
@@ -97,6 +98,14 @@ int sf_sae_load(sf_sae *s, const char *dir);
 /* Writes the directory (created if needed). model.safetensors first, then
  * config.json, each atomically (temp file, fsync, rename). */
 int sf_sae_save(const sf_sae *s, const char *dir);
+/* Standard and gated: decoder columns to unit norm, the norm folded into the
+ * encoder (W_enc row j, b_enc[j], gated mag_bias[j] times ||w_j||; zero
+ * columns left alone), so codes are in the reference's units (its encode
+ * multiplies code j by ||w_j||, its decode divides) and every layout gives
+ * the same codes. Reconstructions are unchanged. Save does it on a copy,
+ * load of a reference-layout checkpoint on the model; a no-op on columns
+ * already within 1e-6 of unit norm, and for the other architectures. */
+void sf_sae_fold_decoder_norms(sf_sae *s);
 /* Sets an extra config.json key (number or string), e.g. training settings. */
 void sf_sae_config_set_number(sf_sae *s, const char *key, double v);
 void sf_sae_config_set_string(sf_sae *s, const char *key, const char *v);

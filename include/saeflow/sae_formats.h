@@ -11,8 +11,11 @@
  *             encoder.bias [n], W_dec [n,d], b_dec [d]   (TopK only)
  *
  * sf_sae_load() detects the layout from the files present, so every command
- * that takes a checkpoint reads all three. Mapping and limits:
- * docs/architectures.md. */
+ * that takes a checkpoint reads all three. SAELens files of save_model
+ * (training configs) load too: rescale_acts_by_decoder_norm is folded into
+ * the encoder, batchtopk's topk_threshold becomes a JumpReLU threshold; keys
+ * that change the arithmetic and that saeflow does not run are refused.
+ * Mapping and limits: docs/architectures.md. */
 #ifndef SAEFLOW_SAE_FORMATS_H
 #define SAEFLOW_SAE_FORMATS_H
 

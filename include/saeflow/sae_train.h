@@ -20,6 +20,8 @@
 #ifndef SAEFLOW_SAE_TRAIN_H
 #define SAEFLOW_SAE_TRAIN_H
 
+#include <stdio.h>
+
 #include "saeflow/sae.h"
 #include "saeflow/safetensors.h"
 
@@ -98,6 +100,7 @@ typedef struct {
     int64_t steps;
     int64_t pf_rows;  /* rows whose TopK went through the int16 pre-filter */
     int64_t pf_cands; /* F32 candidates those rows needed (k of them are the answer) */
+    double comm;      /* of adam: the MPI reduction of gradients, flags and metrics (R > 1) */
 } sf_sae_timing;
 
 typedef struct sf_sae_trainer sf_sae_trainer;
@@ -125,6 +128,20 @@ int64_t *sf_sae_trainer_since_fired(sf_sae_trainer *t);
 int64_t sf_sae_trainer_steps(const sf_sae_trainer *t);
 const sf_sae_timing *sf_sae_trainer_timing(const sf_sae_trainer *t);
 
+/* ---- trainer state, for a resume equal to an uninterrupted run ----
+ * Everything the next step depends on besides the batch: the F32 parameters
+ * as trained (a checkpoint may be folded or BF16), both AdamW moments, the
+ * step count (LR and lmbda warmup), the dead-latent counters (AuxK's dead
+ * set, resampling), the BatchTopK threshold and search state, the input
+ * scale and the model's config. state_add adds them to a writer (tensors
+ * "param.*", "adam_m.*", "adam_v.*", "since_fired"; metadata "trainer_*";
+ * buffers referenced until sf_stw_write, which writes atomically), so the
+ * caller can add its own data position next to them. state_load restores
+ * them into a trainer of a model with the same architecture and shapes
+ * (sf_sae_load of the checkpoint, or the same sf_sae_build). */
+int sf_sae_trainer_state_add(sf_sae_trainer *t, sf_st_writer *w);
+int sf_sae_trainer_state_load(sf_sae_trainer *t, const sf_st *f);
+
 /* ---- the training loop ---- */
 typedef struct {
     sf_sae_train_opts train;
@@ -134,15 +151,30 @@ typedef struct {
     const char *outdir; /* checkpoint directory: savedir/name */
     int64_t save_every; /* steps; 0 = only at the end */
     int quiet;          /* no summary on stdout */
+    int resume;         /* continue from outdir/trainer_state.safetensors (s loaded
+                         * from outdir by the caller); see sf_sae_train_run */
 } sf_sae_run_opts;
 
+#define SF_SAE_STATE_FILE "trainer_state.safetensors"
+
 /* Trains s on D for num_epochs, reshuffling rows every epoch with the seeded
- * RNG. Writes outdir/{config.json, model.safetensors} (at save_every steps and
- * at the end) and outdir/metrics.jsonl (one JSON object per step; committed
- * atomically at the end). On error nothing new is left under outdir except
- * checkpoints already completed by save_every. */
+ * RNG. Writes outdir/{trainer_state.safetensors, model.safetensors,
+ * config.json} (at save_every steps and at the end; the state first, each
+ * file atomically) and outdir/metrics.jsonl (one JSON object per step,
+ * appended and flushed as the run goes, so a killed run keeps its curves).
+ * With o->resume the run continues from the state file: weights, moments,
+ * counters, step and the data position (epoch, shuffle RNG); metrics lines
+ * past that step are dropped, so the outputs equal an uninterrupted run's
+ * bit for bit. A failed run leaves the checkpoints it completed and the
+ * metrics it logged. */
 int sf_sae_train_run(sf_sae *s, const sf_sae_data *D, const sf_sae_run_opts *o,
                      sf_sae_metrics *last);
+
+/* metrics.jsonl opened for appending one line per step (flushed by the
+ * caller after each): step 0 = fresh (emptied); otherwise a resume at
+ * `step`, the file cut after its first `step` lines (a killed run may have
+ * logged further, or half a line; fewer lines are an error). */
+FILE *sf_sae_metrics_open(const char *path, int64_t step);
 
 /* JSON object (no newline) for one step's metrics, into buf. */
 int sf_sae_metrics_json(const sf_sae_metrics *m, int64_t step, int epoch, int64_t samples,

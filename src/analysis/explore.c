@@ -19,6 +19,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -312,6 +313,8 @@ static int file_exists(const char *p) {
 typedef struct {
     char *caption; /* sanitised UTF-8 or NULL */
     int has_img;
+    char **toks; /* token strings (sf_row_source.tokens), sanitised; NULL if none */
+    int n_toks;
 } row_info;
 
 static void json_arr_f32(sf_sbuf *b, const float *v, int64_t n) {
@@ -444,6 +447,95 @@ static void range_select(const sf_topk_file *tk, int64_t j, int per_q, range_q *
     free(all);
 }
 
+static int range_per_q(const sf_explore_opts *o) {
+    return o->range_per_quartile == 0 ? 3 : o->range_per_quartile > 0 ? o->range_per_quartile : 0;
+}
+
+/* The distinct rows the site shows (top-k lists, range examples), ascending,
+ * and the range picks (n, 4, per_q) / quartiles (n, 4) when per_q > 0. */
+static void collect_rows(const sf_topk_file *tk, int per_q, int64_t **rows, int64_t *nrows,
+                         range_pick **picks_out, range_q **quart_out) {
+    const int64_t n = tk->n, N = tk->N;
+    const int64_t sw = tk->sample_rows && per_q ? (int64_t)tk->bins * tk->S : 0;
+    int64_t *urows = sf_malloc((size_t)(n * (N + sw)) * sizeof(int64_t) + 8), nu = 0;
+    for (int64_t i = 0; i < n * N; i++)
+        if (tk->row_ids[i] >= 0) urows[nu++] = tk->row_ids[i];
+    range_pick *picks = sw ? sf_malloc((size_t)n * 4 * (size_t)per_q * sizeof(range_pick)) : NULL;
+    range_q *quart = sw ? sf_malloc((size_t)n * 4 * sizeof(range_q)) : NULL;
+    for (int64_t j = 0; sw && j < n; j++) {
+        range_select(tk, j, per_q, quart + j * 4, picks + j * 4 * per_q);
+        for (int q = 0; q < 4; q++)
+            for (int i = 0; i < quart[j * 4 + q].n; i++)
+                urows[nu++] = picks[(j * 4 + q) * per_q + i].row;
+    }
+    qsort(urows, (size_t)nu, sizeof(int64_t), i64_cmp);
+    int64_t w = 0;
+    for (int64_t i = 0; i < nu; i++)
+        if (!w || urows[w - 1] != urows[i]) urows[w++] = urows[i];
+    *rows = urows, *nrows = w;
+    if (picks_out)
+        *picks_out = picks;
+    else
+        free(picks);
+    if (quart_out)
+        *quart_out = quart;
+    else
+        free(quart);
+}
+
+int sf_explore_rows(const sf_explore_opts *o, int64_t **rows, int64_t *n) {
+    sf_topk_file tk;
+    if (sf_topk_open(&tk, o->topk_path)) return -1;
+    collect_rows(&tk, range_per_q(o), rows, n, NULL, NULL);
+    sf_topk_close(&tk);
+    return 0;
+}
+
+/* The steering grid of feature j in STEER: feature_<j>.png, else the grid
+ * `flux generate --steer-grid` wrote for it, rowRRRRRR_f<j>_grid.png (the
+ * lowest prompt row when there are several). New string, or NULL. */
+static char *find_steer(const char *steer_dir, int64_t j) {
+    char name[64], suffix[64];
+    snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
+    char *p = sf_path_join(steer_dir, name);
+    if (file_exists(p)) return p;
+    free(p);
+    snprintf(suffix, sizeof suffix, "_f%lld_grid.png", (long long)j);
+    const size_t ls = strlen(suffix);
+    char *best = NULL;
+    DIR *d = opendir(steer_dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l > ls + 3 && !strncmp(e->d_name, "row", 3) && !strcmp(e->d_name + l - ls, suffix) &&
+            (!best || strcmp(e->d_name, best) < 0)) {
+            free(best);
+            best = sf_strdup(e->d_name);
+        }
+    }
+    if (d) closedir(d);
+    p = best ? sf_path_join(steer_dir, best) : NULL;
+    free(best);
+    return p;
+}
+
+/* Copies feature j's steering grid (find_steer) into the site as
+ * steer/feature_<j>.png; 1 when there is one, 0 when not, -1 on error. */
+static int copy_steer(const char *steer_dir, const char *out, int64_t j) {
+    char name[64];
+    snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
+    char *src = find_steer(steer_dir, j);
+    int rc = 0;
+    if (src) {
+        size_t len;
+        char *data = sf_read_file(src, &len);
+        char *sd = sf_path_join(out, "steer"), *dst = sf_path_join(sd, name);
+        rc = data && !sf_mkdirs(sd) && !sf_write_file_atomic(dst, data, len) ? 1 : -1;
+        free(data), free(sd), free(dst);
+    }
+    free(src);
+    return rc;
+}
+
 int sf_explore_build(const sf_explore_opts *o) {
     const char *out = o->out_dir;
     int thumb = o->thumb_size > 0 ? o->thumb_size : 160;
@@ -461,7 +553,7 @@ int sf_explore_build(const sf_explore_opts *o) {
     curves cv = {0};
     char *log_path = NULL;
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
-    int64_t n_thumbs = 0;
+    int64_t n_thumbs = 0, n_steer = 0;
     int32_t *co_idx = NULL, *co_cnt = NULL;
     range_pick *picks = NULL;
     range_q *quart = NULL;
@@ -514,28 +606,9 @@ int sf_explore_build(const sf_explore_opts *o) {
     if (log_path && read_curves(log_path, &cv)) goto done;
 
     /* unique rows of all top-k lists and of the range samples shown */
-    const int per_q = o->range_per_quartile == 0  ? 3
-                      : o->range_per_quartile > 0 ? o->range_per_quartile
-                                                  : 0;
+    const int per_q = range_per_q(o);
     const int64_t sw = tk.sample_rows && per_q ? (int64_t)tk.bins * tk.S : 0;
-    urows = sf_malloc((size_t)(n * (N + sw)) * sizeof(int64_t) + 8);
-    for (int64_t i = 0; i < n * N; i++)
-        if (tk.row_ids[i] >= 0) urows[nu++] = tk.row_ids[i];
-    picks = sw ? sf_malloc((size_t)n * 4 * (size_t)per_q * sizeof(range_pick)) : NULL;
-    quart = sw ? sf_malloc((size_t)n * 4 * sizeof(range_q)) : NULL;
-    for (int64_t j = 0; sw && j < n; j++) {
-        range_select(&tk, j, per_q, quart + j * 4, picks + j * 4 * per_q);
-        for (int q = 0; q < 4; q++)
-            for (int i = 0; i < quart[j * 4 + q].n; i++)
-                urows[nu++] = picks[(j * 4 + q) * per_q + i].row;
-    }
-    qsort(urows, (size_t)nu, sizeof(int64_t), i64_cmp);
-    {
-        int64_t w = 0;
-        for (int64_t i = 0; i < nu; i++)
-            if (!w || urows[w - 1] != urows[i]) urows[w++] = urows[i];
-        nu = w;
-    }
+    collect_rows(&tk, per_q, &urows, &nu, &picks, &quart);
     ri = sf_calloc((size_t)nu + 1, sizeof(row_info));
 
     /* captions and thumbnails; the source is called under a lock, decoding,
@@ -560,6 +633,8 @@ int sf_explore_build(const sf_explore_opts *o) {
 #pragma omp critical(sf_explore_source)
             {
                 r = o->rows->get(o->rows->ctx, urows[i], &bytes, &len, &cap);
+                if (!r && o->rows->tokens)
+                    r = o->rows->tokens(o->rows->ctx, urows[i], &ri[i].toks, &ri[i].n_toks);
                 if (r) snprintf(errbuf, sizeof errbuf, "%s", sf_errmsg());
             }
             if (r) {
@@ -569,6 +644,11 @@ int sf_explore_build(const sf_explore_opts *o) {
             }
             ri[i].caption = sf_utf8_sanitize(cap);
             free(cap);
+            for (int q = 0; q < ri[i].n_toks; q++) {
+                char *t = sf_utf8_sanitize(ri[i].toks[q]);
+                free(ri[i].toks[q]);
+                ri[i].toks[q] = t;
+            }
             if (bytes) {
                 char name[64];
                 snprintf(name, sizeof name, "row %lld", (long long)urows[i]);
@@ -784,6 +864,14 @@ int sf_explore_build(const sf_explore_opts *o) {
                     for (int q = 0; q < tk.T; q++)
                         if (h[q]) sf_sb_printf(&b, "%s%d,%d", any++ ? "," : "", q, h[q]);
                     sf_sb_put(&b, "]", 1);
+                    if (p >= 0 && ri[p].n_toks) { /* the text tokens, from position 0 */
+                        sf_sb_puts(&b, ",[");
+                        for (int q = 0; q < ri[p].n_toks; q++) {
+                            if (q) sf_sb_put(&b, ",", 1);
+                            sf_explore_json_str(&b, ri[p].toks[q]);
+                        }
+                        sf_sb_put(&b, "]", 1);
+                    }
                 }
                 sf_sb_put(&b, "]", 1);
             }
@@ -816,7 +904,15 @@ int sf_explore_build(const sf_explore_opts *o) {
                     sf_sb_puts(&b, "]]");
                 }
             }
-            sf_sb_puts(&b, "],\"co\":[");
+            if (o->steer_dir) { /* a steering grid made for this feature */
+                int st = copy_steer(o->steer_dir, out, j);
+                if (st < 0) goto done;
+                if (st) sf_sb_printf(&b, "],\"steer\":\"steer/feature_%lld.png", (long long)j);
+                if (st) n_steer++;
+                sf_sb_puts(&b, st ? "\",\"co\":[" : "],\"co\":[");
+            } else {
+                sf_sb_puts(&b, "],\"co\":[");
+            }
             for (int q = 0; q < CO_M && co_idx[j * CO_M + q] >= 0; q++)
                 sf_sb_printf(&b, "%s[%d,%d]", q ? "," : "", co_idx[j * CO_M + q],
                              co_cnt[j * CO_M + q]);
@@ -829,8 +925,9 @@ int sf_explore_build(const sf_explore_opts *o) {
     }
     if (!o->quiet)
         printf("explore: %lld features, %lld top rows, %lld thumbnails written (%d images could "
-               "not be decoded), %zu searchable caption words; site in %s/index.html\n",
-               (long long)n, (long long)nu, (long long)n_thumbs, n_badimg, n_words, out);
+               "not be decoded), %zu searchable caption words%s; site in %s/index.html\n",
+               (long long)n, (long long)nu, (long long)n_thumbs, n_badimg, n_words,
+               n_steer ? ", steering grids" : "", out);
     rc = 0;
 done:
     for (size_t i = 0; i < wm.size; i++) {
@@ -838,8 +935,12 @@ done:
         free(wm.e[i].p);
     }
     free(wm.e);
-    for (int64_t i = 0; ri && i < nu; i++)
+    for (int64_t i = 0; ri && i < nu; i++) {
         free(ri[i].caption);
+        for (int q = 0; q < ri[i].n_toks; q++)
+            free(ri[i].toks[q]);
+        free(ri[i].toks);
+    }
     free(ri);
     free(urows);
     free(nb_idx);

@@ -9,6 +9,7 @@
 #include <getopt.h>
 
 #include "saeflow/common.h"
+#include "saeflow/flux_steer.h"
 #include "saeflow/kernels.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
@@ -153,6 +154,43 @@ int cli_parse_weight_dtype(const char *s, sf_dtype stored, sf_dtype *out);
 /* `saeflow flux generate` (cmd_flux_generate.c), dispatched the same way. */
 int cli_flux_generate(int argc, char **argv);
 
+/* The --steer flags of `flux generate` (cmd_flux_steer.c): the raw flag
+ * values, then what cli_steer_prepare makes of them. */
+#define CLI_STEER_MAX 16
+#define CLI_STEER_MAX_GRID 64
+#define CLI_STEER_GAP 2 /* white pixels between grid cells */
+typedef struct {
+    const char *spec[CLI_STEER_MAX];
+    int n;
+    const char *hook, *mode, *steps, *tokens, *grid;
+    /* prepared */
+    char *ckpt[CLI_STEER_MAX];
+    sf_sae sae[CLI_STEER_MAX];
+    int have_sae[CLI_STEER_MAX];
+    sf_flux_steer st[CLI_STEER_MAX];
+    double grid_s[CLI_STEER_MAX_GRID];
+    int n_grid;       /* 0: no grid */
+    float *strengths; /* (batch) grid: each example's strength */
+    uint8_t *mask;    /* (n_steps) steps steered */
+    int n_steps;
+    sf_flux_steer_ctx ctx; /* sf_flux_gen_opts.edit_ctx */
+} cli_steer;
+/* Parses the flags and loads and checks the checkpoints (hook, feature):
+ * 0, or the exit code (2 usage, 1 otherwise; message printed). No --steer
+ * and no other steer flag: 0, nothing to do. */
+int cli_steer_prepare(const char *cmd, cli_steer *s, int steps, int latents_only, int batch);
+/* The checks that need the transformer (block exists, widths); -1 + error. */
+int cli_steer_check_model(cli_steer *s, const sf_flux *m);
+void cli_steer_free(cli_steer *s);
+/* "_fF_sS" per steer (grid: the strength of row `cell`), "" without steers. */
+void cli_steer_suffix(const cli_steer *s, int cell, char *buf, size_t n);
+/* OUT/rowRRRRRR_fF_grid.png (rows = strengths, columns = seeds) and its
+ * .json sidecar (settings and the cell file names `names` [strength][seed]),
+ * atomically, the sidecar last. cells (n_grid * nseed, height, width, 3). */
+int cli_steer_write_grid(const cli_steer *s, const char *outd, int64_t row, const char *prompt,
+                         const uint64_t *seeds, int nseed, const uint8_t *cells, int width,
+                         int height, char *const *names);
+
 /* Prompts with their line number / dataset row (cmd_flux_prompts.c). */
 typedef struct {
     char **s;
@@ -172,5 +210,70 @@ int cmd_train_source(int argc, char **argv);
 int cmd_extract_flux(int argc, char **argv);
 /* 1 when argv holds --source (or --source=...). */
 int cli_has_source_flag(int argc, char **argv);
+
+/* ---- rows across MPI ranks (cli_dist.c, docs/mpi.md) ----------------------
+ * encode and topk cut their rows into chunks that a single process would
+ * also make (same boundaries, so every row's code is the same bits); chunk c
+ * runs on rank c % R and rank 0 consumes the chunks in order. A chunk of
+ * encoded rows as it travels to rank 0: */
+typedef struct {
+    int64_t m;          /* rows */
+    int64_t next_row;   /* source position after the chunk (progress) */
+    int64_t skipped;    /* examples the source dropped in it */
+    sf_sae_codes codes; /* (capacity, k); rows [0, m) used */
+    int64_t *rows;      /* (m) dataset row ids, or NULL */
+    int32_t *pos;       /* (m) token positions, or NULL */
+} cli_chunk;
+int cli_chunk_send(const cli_chunk *c);
+/* Into c's buffers, which must hold the sender's m rows (same capacity).
+ * A rank that fails returns from its command as usual; main() then ends
+ * every rank (MPI_Abort), so none waits for its chunks. */
+int cli_chunk_recv(cli_chunk *c, int src);
+
+/* ---- FLUX feature analysis (cli_flux_topk.c), shared by topk and explore ---- */
+/* The sampling settings of a FLUX activation stream, parsed from the
+ * fingerprint `extract --source flux` stores (sf_flux_source_fingerprint):
+ * exactly one of prompts (an encode-prompts file), captions (a text file)
+ * and dataset (a spec) is set. */
+typedef struct {
+    char *fingerprint, *model, *prompts, *captions, *dataset;
+    int T, height, width, batch, rng_kind, dtype, shuffle;
+    uint64_t seed;
+    int64_t n, tokens_per_image, rows_per_batch; /* n: prompts the source covered */
+} cli_flux_meta;
+int cli_flux_meta_parse(const char *fingerprint, cli_flux_meta *m);
+void cli_flux_meta_free(cli_flux_meta *m);
+/* Token layout of a hook's rows (sf_topk_set_tokens): text hooks T text
+ * tokens and no grid; image hooks the (H/16) x (W/16) grid from 0; single
+ * blocks text then the grid from T. */
+int cli_flux_layout(const cli_flux_meta *m, const char *hook, int *T, int *gh, int *gw, int *first);
+/* -1 + error when the rows were shuffled or drawn per batch (topk needs an
+ * image's tokens together). */
+int cli_flux_check_tokens(const cli_flux_meta *m);
+/* The captions of the prompt rows (captions file or dataset; none for a
+ * prompts file: p->n = 0). */
+int cli_flux_captions(const cli_flux_meta *m, cli_prompt_list *p);
+/* Image cache folder CACHE/flux-HASH, HASH of (generation model, prompts,
+ * seed, group size, rng, prompt count, size, steps, ...); image of prompt row
+ * R: DIR/rowRRRRRRRR.png. New strings. */
+char *cli_flux_image_dir(const cli_flux_meta *m, const char *cache, const char *gen_model,
+                         int steps);
+char *cli_flux_image_path(const char *dir, int64_t row);
+typedef struct {
+    const cli_flux_meta *meta;
+    const char *dir;        /* cli_flux_image_dir */
+    const char *gen_model;  /* FLUX pipeline folder (transformer/, vae/, scheduler/) */
+    const char *text_model; /* text encoders, for captions / dataset prompts */
+    const cli_prompt_list *captions;
+    int steps, batch, quiet;
+} cli_flux_images_opts;
+/* Makes the images of rows[n] (-1 entries ignored) that the cache lacks: the
+ * prompt's embeddings and its slice of its group's noise, `steps` steps. */
+int cli_flux_make_images(const cli_flux_images_opts *o, const int64_t *rows, int64_t n,
+                         int64_t *made);
+/* The T5 token strings of a caption as the sampler padded it to T tokens:
+ * the unpadded ones (ending with </s>); *n of them (new array of new strings). */
+struct sf_t5_tokenizer;
+char **cli_flux_token_strings(struct sf_t5_tokenizer *tok, const char *caption, int T, int *n);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "saeflow/dist.h"
 #include "saeflow/sae_train.h"
 
 static void usage(FILE *out) {
@@ -20,7 +21,10 @@ static void usage(FILE *out) {
             "  --key KEY          tensor name (default activations)\n"
             "  --out FILE         output safetensors (written atomically)\n"
             "  --batch N          rows per chunk (default 4096)\n"
-            "  --threads T        OpenMP threads (default: all cores)\n");
+            "  --threads T        OpenMP threads (default: all cores)\n"
+            "\n"
+            "Under mpirun / srun the chunks are spread over the ranks and rank 0 writes the\n"
+            "same file as one process (docs/mpi.md).\n");
 }
 
 int cmd_encode(int argc, char **argv) {
@@ -63,28 +67,53 @@ int cmd_encode(int argc, char **argv) {
     sf_sae_codes codes = {0};
     sf_sae_encoder *enc = NULL;
     const int64_t N = D.N, ch = batch < N ? batch : N;
-    indptr = sf_malloc((size_t)(N + 1) * sizeof(int64_t));
-    indices = sf_malloc((size_t)N * s.k * sizeof(int32_t) + 4);
-    values = sf_malloc((size_t)N * s.k * sizeof(float) + 4);
+    const int root = sf_dist_rank() == 0; /* only rank 0 holds the whole output */
+    indptr = sf_malloc((size_t)(root ? N + 1 : 1) * sizeof(int64_t));
+    indices = sf_malloc((size_t)(root ? N : 0) * s.k * sizeof(int32_t) + 4);
+    values = sf_malloc((size_t)(root ? N : 0) * s.k * sizeof(float) + 4);
     x = sf_malloc((size_t)ch * s.d * sizeof(float));
     sf_sae_codes_alloc(&codes, ch, s.k);
     int64_t nnz = 0;
     indptr[0] = 0;
     enc = sf_sae_encoder_new(&s);
-    for (int64_t r0 = 0; r0 < N; r0 += ch) {
-        int64_t m = N - r0 < ch ? N - r0 : ch;
-        if (sf_sae_data_range(&D, r0, m, x)) goto done;
-        if (sf_sae_encoder_run(enc, x, m, &codes)) {
-            sf_error_prefix("%s: rows from %lld", io.input, (long long)r0);
-            goto done;
+    /* Chunk c is rows [c ch, (c + 1) ch) on rank c % R (docs/mpi.md); rank 0
+     * appends the chunks in order, so any R writes the same file. */
+    const int R = sf_dist_size(), me = sf_dist_rank();
+    const int64_t n_chunks = (N + ch - 1) / ch;
+    cli_chunk cc = {.codes = codes};
+    for (int64_t round = 0; round * R < n_chunks; round++) {
+        const int64_t c = round * R + me;
+        if (c < n_chunks) {
+            int64_t r0 = c * ch, m = N - r0 < ch ? N - r0 : ch;
+            if (sf_sae_data_range(&D, r0, m, x)) goto done;
+            if (sf_sae_encoder_run(enc, x, m, &codes)) {
+                sf_error_prefix("%s: rows from %lld", io.input, (long long)r0);
+                goto done;
+            }
+            cc.m = m;
+            if (me && cli_chunk_send(&cc)) goto done;
         }
-        for (int64_t b = 0; b < m; b++) {
-            memcpy(indices + nnz, codes.idx + (size_t)b * s.k,
-                   (size_t)codes.cnt[b] * sizeof(int32_t));
-            memcpy(values + nnz, codes.val + (size_t)b * s.k, (size_t)codes.cnt[b] * sizeof(float));
-            nnz += codes.cnt[b];
-            indptr[r0 + b + 1] = nnz;
+        if (me) continue;
+        for (int q = 0; q < R && round * R + q < n_chunks; q++) {
+            if (q && cli_chunk_recv(&cc, q)) goto done;
+            const int64_t r0 = (round * R + q) * ch;
+            for (int64_t b = 0; b < cc.m; b++) {
+                memcpy(indices + nnz, codes.idx + (size_t)b * s.k,
+                       (size_t)codes.cnt[b] * sizeof(int32_t));
+                memcpy(values + nnz, codes.val + (size_t)b * s.k,
+                       (size_t)codes.cnt[b] * sizeof(float));
+                nnz += codes.cnt[b];
+                indptr[r0 + b + 1] = nnz;
+            }
         }
+    }
+    /* Every rank got here without an error before rank 0 writes: a rank
+     * that failed has ended all of them (main), and one that fails after
+     * this point cannot, so no output is ever cut short by an abort. */
+    if (R > 1 && sf_dist_barrier()) goto done;
+    if (me) { /* rank 0 writes */
+        rc = 0;
+        goto done;
     }
     sf_st_writer *w = sf_stw_new();
     int64_t sp[1] = {N + 1}, sn[1] = {nnz};

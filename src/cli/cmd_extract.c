@@ -89,6 +89,8 @@ static int run(const sf_clip_source_opts *so, const char *out, int64_t shard_row
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sf_errmsg());
         sf_error("%s (use --text none / --vision none, or --captions FILE)", msg);
+    } else if (rc == 0 && res.worker) {
+        /* rank 0 reports */
     } else if (rc == 0 && res.already_complete)
         fprintf(stderr, "saeflow extract: %s is already complete\n", out);
     else if (rc == 0)

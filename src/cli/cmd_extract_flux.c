@@ -221,6 +221,8 @@ int cmd_extract_flux(int argc, char **argv) {
     int e = sf_extract_run(src, &eo, &res);
     if (e)
         cli_fail(CMD);
+    else if (res.worker)
+        ; /* rank 0 reports */
     else if (res.already_complete)
         fprintf(stderr, "saeflow extract: %s is already complete\n", out);
     else

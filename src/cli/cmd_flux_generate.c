@@ -4,6 +4,8 @@
  * transformer loads (or come from an `encode-prompts` file), so T5 and the
  * transformer are never in memory together. Dispatched from main.c as
  * `saeflow flux generate ...`. */
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +50,23 @@ static void usage(FILE *out) {
         "  --latents-only    skip the VAE, write the final latents\n"
         "  --t5-dtype D      T5 weights in memory: stored (default), f32, bf16, f16\n"
         "  --rng K           torch randn kernel: avx2 (default) or libm (AVX512 machines)\n"
-        "  --threads T       OpenMP threads (default: all cores)\n");
+        "  --seeds LIST      several seeds (e.g. 1,2,3): one image per prompt and seed\n"
+        "  --threads T       OpenMP threads (default: all cores)\n"
+        "\n"
+        "Steering with SAE features (docs/generate.md):\n"
+        "  --steer CKPT:FEATURE:STRENGTH   edit the block output the SAE checkpoint CKPT was\n"
+        "                    trained on (config.json \"hook\"), repeatable. Files get\n"
+        "                    _fFEATURE_sSTRENGTH per steer before the extension\n"
+        "  --steer-mode M    add (default): x + S * W_dec[:, F] (keeps the SAE's error;\n"
+        "                    strength 0 = the unsteered image); surgery: decode(encode(x) +\n"
+        "                    S * e_F), the reference's sae.surgery (x becomes its reconstruction)\n"
+        "  --steer-steps S   all (default) or steps like 0,2 or 0-1\n"
+        "  --steer-tokens T  image, text or both (default: the hook's rows; image for a\n"
+        "                    single block trained on text+image)\n"
+        "  --steer-hook H    the hook for checkpoints without one, or instead of theirs\n"
+        "  --steer-grid LIST strengths (e.g. 0,4,8,16) for one --steer CKPT:FEATURE: with\n"
+        "                    --seeds, OUT/rowRRRRRR_fF_grid.png (rows = strengths, columns =\n"
+        "                    seeds) + .json, and every cell as rowRRRRRR_seedS_fF_sS.png\n");
 }
 
 typedef struct {
@@ -62,6 +80,20 @@ static int on_step(void *ctx, int step, const float *x, int64_t B, int64_t N, in
     p->done += (uint64_t)B; // one step of B prompts
     sf_progress_update(p->bar, p->done, NULL);
     return 0;
+}
+
+/* "1,2,3" -> seeds (at most max); count or -1. */
+static int parse_seeds(const char *s, uint64_t *v, int max) {
+    int n = 0;
+    for (const char *p = s;;) {
+        char *end;
+        if (!isdigit((unsigned char)*p) || n == max) return -1;
+        errno = 0;
+        v[n++] = strtoull(p, &end, 10);
+        if (errno || (*end && *end != ',')) return -1;
+        if (!*end) return n;
+        p = end + 1;
+    }
 }
 
 /* Embeddings from an encode-prompts file, rows [offset, offset + limit). */
@@ -124,6 +156,13 @@ int cli_flux_generate(int argc, char **argv) {
                                          {"t5-dtype", required_argument, 0, 'w'},
                                          {"rng", required_argument, 0, 'R'},
                                          {"threads", required_argument, 0, 't'},
+                                         {"seeds", required_argument, 0, 'Z'},
+                                         {"steer", required_argument, 0, 1000},
+                                         {"steer-mode", required_argument, 0, 1001},
+                                         {"steer-steps", required_argument, 0, 1002},
+                                         {"steer-tokens", required_argument, 0, 1003},
+                                         {"steer-hook", required_argument, 0, 1004},
+                                         {"steer-grid", required_argument, 0, 1005},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model = NULL, *prompt = NULL, *prompts = NULL, *dataset = NULL, *embeds = NULL,
@@ -134,6 +173,8 @@ int cli_flux_generate(int argc, char **argv) {
     int latents_only = 0, c;
     sf_dtype t5_dt = SF_T5_AS_STORED;
     sf_torch_rng_kind rng = SF_TORCH_RANDN_AVX2;
+    const char *seed_list = NULL;
+    cli_steer steer = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -199,6 +240,29 @@ int cli_flux_generate(int argc, char **argv) {
             if (cli_parse_weight_dtype(optarg, SF_T5_AS_STORED, &t5_dt))
                 return cli_usage_error(CMD, "--t5-dtype must be stored, f32, bf16 or f16");
             break;
+        case 'Z':
+            seed_list = optarg;
+            break;
+        case 1000:
+            if (steer.n == CLI_STEER_MAX)
+                return cli_usage_error(CMD, "at most %d --steer", CLI_STEER_MAX);
+            steer.spec[steer.n++] = optarg;
+            break;
+        case 1001:
+            steer.mode = optarg;
+            break;
+        case 1002:
+            steer.steps = optarg;
+            break;
+        case 1003:
+            steer.tokens = optarg;
+            break;
+        case 1004:
+            steer.hook = optarg;
+            break;
+        case 1005:
+            steer.grid = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -219,6 +283,17 @@ int cli_flux_generate(int argc, char **argv) {
                                     "--offset >= 0, --limit "
                                     ">= 0, --max-sequence-length in [1, 100000], --threads in "
                                     "[0, 4096]");
+    uint64_t seedv[CLI_STEER_MAX_GRID];
+    int nseed = 1;
+    seedv[0] = (uint64_t)seed;
+    if (seed_list && (nseed = parse_seeds(seed_list, seedv, CLI_STEER_MAX_GRID)) < 0)
+        return cli_usage_error(CMD, "--seeds '%s': expected up to %d comma-separated integers >= 0",
+                               seed_list, CLI_STEER_MAX_GRID);
+    int src = cli_steer_prepare(CMD, &steer, (int)steps, latents_only, (int)batch);
+    if (src) {
+        cli_steer_free(&steer);
+        return src;
+    }
     sf_kernels_set_threads((int)threads);
 
     /* 1. prompt embeddings; the text encoders are gone before the transformer loads */
@@ -266,70 +341,112 @@ int cli_flux_generate(int argc, char **argv) {
                           "takes joint_attention_dim %d / pooled_projection_dim %d",
                           (long long)J, (long long)P, fc->joint_dim, fc->pooled_dim);
     }
+    // every steer is checked against the transformer before the first image
+    if (!rc && steer.n) rc = cli_steer_check_model(&steer, g->flux);
     if (!rc && sf_mkdirs(outd)) rc = -1;
     if (!rc) {
+        /* jobs: prompt i, grid row (strength) c, seed j, in that order;
+         * --batch of them share a forward */
+        const int ncell = steer.n_grid ? steer.n_grid : 1;
+        const int64_t njobs = n * ncell * nseed;
         sf_flux_gen_opts o;
         sf_flux_gen_opts_default(&o);
         o.height = height, o.width = width, o.steps = (int)steps, o.guidance = (float)guidance;
         o.rng = rng;
+        if (steer.n) {
+            o.edit = sf_flux_steer_edit, o.edit_ctx = &steer.ctx;
+            o.edit_input = sf_flux_steer_needs_input(steer.st, steer.n);
+        }
         sf_progress bar;
-        sf_progress_start(&bar, "generate", (uint64_t)(n * steps), "step");
+        sf_progress_start(&bar, "generate", (uint64_t)(njobs * steps), "step");
         progress_ctx pc = {&bar, 0};
         o.on_step = on_step, o.step_ctx = &pc;
         const int64_t C4 = sf_flux_get_config(g->flux)->in_channels, C = C4 / 4,
-                      h = sf_flux_latent_side(height), w = sf_flux_latent_side(width);
+                      h = sf_flux_latent_side(height), w = sf_flux_latent_side(width),
+                      img = height * width * 3;
         float *lat = sf_malloc((size_t)(batch * C4 * h * w / 4) * sizeof(float)),
-              *unp = sf_malloc((size_t)(C4 * h * w / 4) * sizeof(float));
-        uint8_t *rgb = latents_only ? NULL : sf_malloc((size_t)(batch * height * width * 3));
-        const uint64_t s = (uint64_t)seed;
-        double t0 = sf_now();
+              *unp = sf_malloc((size_t)(C4 * h * w / 4) * sizeof(float)),
+              *bpe = sf_malloc((size_t)(batch * T * J) * sizeof(float)),
+              *bpo = sf_malloc((size_t)(batch * P) * sizeof(float));
+        uint8_t *rgb = latents_only ? NULL : sf_malloc((size_t)(batch * img));
+        // grid: the current prompt's cells until its last one is done
+        uint8_t *cells = steer.n_grid ? sf_malloc((size_t)(ncell * nseed * img)) : NULL;
+        char **cname = steer.n_grid ? sf_calloc((size_t)(ncell * nseed), sizeof(char *)) : NULL;
         uint64_t *seeds = sf_malloc((size_t)batch * sizeof(uint64_t));
-        for (int64_t j = 0; j < batch; j++)
-            seeds[j] = s; // every prompt gets the same seed (as one pipe(prompt) call each)
-        for (int64_t i0 = 0; i0 < n && !rc; i0 += batch) {
-            const int64_t bs = n - i0 < batch ? n - i0 : batch;
-            rc =
-                sf_flux_generate(g, &o, bs, T, pe + i0 * T * J, po + i0 * P, seeds, NULL, lat, rgb);
+        double t0 = sf_now();
+        for (int64_t j0 = 0; j0 < njobs && !rc; j0 += batch) {
+            const int64_t bs = njobs - j0 < batch ? njobs - j0 : batch;
+            for (int64_t k = 0; k < bs; k++) {
+                const int64_t jb = j0 + k, i = jb / (ncell * nseed);
+                memcpy(bpe + k * T * J, pe + i * T * J, (size_t)(T * J) * sizeof(float));
+                memcpy(bpo + k * P, po + i * P, (size_t)P * sizeof(float));
+                seeds[k] = seedv[jb % nseed];
+                if (steer.n_grid) steer.strengths[k] = (float)steer.grid_s[(jb / nseed) % ncell];
+            }
+            rc = sf_flux_generate(g, &o, bs, T, bpe, bpo, seeds, NULL, lat, rgb);
             if (rc) {
-                sf_error_prefix("rows %lld..%lld", (long long)rows[i0],
-                                (long long)rows[i0 + bs - 1]);
+                sf_error_prefix("rows %lld..%lld", (long long)rows[j0 / (ncell * nseed)],
+                                (long long)rows[(j0 + bs - 1) / (ncell * nseed)]);
                 break;
             }
-            for (int64_t j = 0; j < bs && !rc; j++) {
-                const int64_t i = i0 + j;
-                char name[96];
-                snprintf(name, sizeof name, "row%06lld_seed%llu.%s", (long long)rows[i],
-                         (unsigned long long)s, latents_only ? "safetensors" : "png");
+            for (int64_t k = 0; k < bs && !rc; k++) {
+                const int64_t jb = j0 + k, i = jb / (ncell * nseed), sj = jb % nseed;
+                const int cell = (int)((jb / nseed) % ncell);
+                char name[512], sfx[400];
+                cli_steer_suffix(&steer, cell, sfx, sizeof sfx);
+                snprintf(name, sizeof name, "row%06lld_seed%llu%s.%s", (long long)rows[i],
+                         (unsigned long long)seeds[k], sfx, latents_only ? "safetensors" : "png");
+                if (steer.n_grid) {
+                    // kept until the prompt's grid is complete, then written together
+                    memcpy(cells + (cell * nseed + sj) * img, rgb + k * img, (size_t)img);
+                    free(cname[cell * nseed + sj]);
+                    cname[cell * nseed + sj] = sf_strdup(name);
+                    if (cell < ncell - 1 || sj < nseed - 1) continue;
+                    for (int q = 0; q < ncell * nseed && !rc; q++) {
+                        char *path = sf_path_join(outd, cname[q]);
+                        rc = sf_png_write(path, cells + q * img, (int)width, (int)height);
+                        free(path);
+                    }
+                    if (!rc)
+                        rc = cli_steer_write_grid(&steer, outd, rows[i], pl.n ? pl.s[i] : NULL,
+                                                  seedv, nseed, cells, (int)width, (int)height,
+                                                  cname);
+                    continue;
+                }
                 char *path = sf_path_join(outd, name);
                 if (latents_only) {
-                    sf_flux_unpack_latents(lat + j * C4 * h * w / 4, 1, C, h, w, unp);
+                    sf_flux_unpack_latents(lat + k * C4 * h * w / 4, 1, C, h, w, unp);
                     sf_st_writer *wr = sf_stw_new();
                     const int64_t shp[4] = {1, C, h, w};
                     char buf[64];
-                    snprintf(buf, sizeof buf, "%llu", (unsigned long long)s);
+                    snprintf(buf, sizeof buf, "%llu", (unsigned long long)seeds[k]);
                     sf_stw_meta(wr, "seed", buf);
                     snprintf(buf, sizeof buf, "%lld", (long long)rows[i]);
                     sf_stw_meta(wr, "row", buf);
                     snprintf(buf, sizeof buf, "%lld", steps);
                     sf_stw_meta(wr, "steps", buf);
                     if (pl.n) sf_stw_meta(wr, "prompt", pl.s[i]);
+                    if (steer.n) sf_stw_meta(wr, "steer", sfx + 1);
                     rc =
                         sf_stw_add(wr, "latents", SF_DT_F32, 4, shp, unp) || sf_stw_write(wr, path);
                     sf_stw_free(wr);
                 } else {
-                    rc = sf_png_write(path, rgb + j * height * width * 3, (int)width, (int)height);
+                    rc = sf_png_write(path, rgb + k * img, (int)width, (int)height);
                 }
                 free(path);
             }
         }
-        free(seeds);
         sf_progress_finish(&bar, NULL);
         if (!rc)
             fprintf(stderr, "saeflow %s: %lld images, %lld steps, %.2f s per image -> %s\n", CMD,
-                    (long long)n, steps, (sf_now() - t0) / (double)n, outd);
-        free(lat), free(unp), free(rgb);
+                    (long long)njobs, steps, (sf_now() - t0) / (double)njobs, outd);
+        for (int64_t q = 0; cname && q < ncell * nseed; q++)
+            free(cname[q]);
+        free(cname), free(cells), free(seeds);
+        free(lat), free(unp), free(rgb), free(bpe), free(bpo);
     }
     sf_flux_gen_free(g);
+    cli_steer_free(&steer);
     free(pe), free(po), free(rows);
     cli_prompt_list_free(&pl);
     return rc ? cli_fail(CMD) : 0;

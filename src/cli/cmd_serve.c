@@ -1,5 +1,5 @@
 /* saeflow serve: serve an explorer site read-only on localhost. */
-#include <pthread.h>
+#include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +18,15 @@ static void usage(FILE *out) {
                  "  --dir SITE     the site folder\n"
                  "  --port P       TCP port (default 8080; 0 = any free port)\n"
                  "  --host ADDR    IPv4/IPv6 address to listen on (default 127.0.0.1)\n");
+}
+
+static int stop_pipe[2];
+
+static void on_stop(int sig) {
+    (void)sig;
+    char c = 1;
+    ssize_t r = write(stop_pipe[1], &c, 1); /* async-signal-safe */
+    (void)r;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -50,14 +59,21 @@ int cmd_serve(int argc, char **argv) {
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!dir) return cli_usage_error(cmd, "--dir is required");
     if (port < 0 || port > 65535) return cli_usage_error(cmd, "--port must be in [0, 65535]");
-    /* Block SIGINT/SIGTERM before the server's threads exist, so they inherit
-     * the mask and the signal can only be picked up by sigwait() below (a
-     * handler + pause() would miss signals delivered to a server thread). */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    /* SIGINT/SIGTERM end the server cleanly through a self-pipe: the handler
+     * only writes a byte, and the main thread waits for it. A signal mask
+     * cannot do this reliably: threads that exist before main() runs (the
+     * BLAS library's pool) do not inherit it, and a SIGTERM the kernel hands
+     * to one of them killed the process (seen under load in test_cli_analysis). */
+    if (pipe(stop_pipe)) {
+        sf_error("serve: pipe: %s", strerror(errno));
+        return cli_fail(cmd);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client hanging up must not kill us */
     sf_server *s = sf_server_start(dir, host, (int)port);
     if (!s) return cli_fail(cmd);
@@ -70,8 +86,9 @@ int cmd_serve(int argc, char **argv) {
                 "from other machines\n",
                 host);
     fflush(stdout);
-    int sig;
-    sigwait(&stop, &sig);
+    char byte;
+    while (read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
     sf_server_stop(s);
     return 0;
 }

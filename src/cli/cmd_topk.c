@@ -1,7 +1,8 @@
 /* saeflow topk: stream activations through an SAE, keep the top-N activating
  * rows of every feature plus density / mean / max / histogram. The rows come
- * from activation files (--acts) or from a dataset run through a CLIP vision
- * tower on the fly (--dataset + --model). */
+ * from activation files (--acts), from a dataset run through a CLIP vision
+ * tower on the fly (--dataset + --model), or from FLUX sampled on the fly
+ * (--source flux, one --hook; cli_flux_topk.c). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
@@ -11,9 +12,11 @@
 #include "cli/cli.h"
 #include "saeflow/analysis.h"
 #include "saeflow/clip.h"
+#include "saeflow/dist.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/sae.h"
 #include "saeflow/sae_train.h"
+#include "saeflow/torch_rng.h"
 
 /* Rows are encoded in fixed slices (sf_sae_encoder_run_sliced), so the
  * output is the same for any --batch and --threads. */
@@ -143,7 +146,16 @@ static void usage(FILE *out) {
         "per-token activations (--tokens all, or files with '<key>_pos' as `saeflow\n"
         "extract --tokens all` writes them): the top-N holds images, each with its best\n"
         "token and a heat map of the feature over all its tokens (for explore);\n"
-        "density, mean and histogram stay per token.\n");
+        "density, mean and histogram stay per token.\n"
+        "FLUX (docs/analysis.md): `extract --source flux --tokens_per_image 0` files\n"
+        "(--acts FILE --key HOOK), or sampled on the fly with the same settings:\n"
+        "  --source flux      with --model DIR, --hook H (one) and --prompts FILE |\n"
+        "                     --captions FILE | --dataset SPEC, --text_model DIR,\n"
+        "                     --max_sequence_length L, --height H, --width W,\n"
+        "                     --prompt_batch N, --seed S, --rng avx2|default,\n"
+        "                     --dtype as-stored|f32|bf16, --limit PROMPTS (as extract)\n"
+        "  rows are prompt rows; heat maps cover the hook's tokens (text tokens, the\n"
+        "  H/16 x W/16 image grid); the sampling settings are recorded for explore.\n");
 }
 
 int cmd_topk(int argc, char **argv) {
@@ -173,7 +185,24 @@ int cmd_topk(int argc, char **argv) {
                                          {"pillow", required_argument, 0, 'P'},
                                          {"tokens", required_argument, 0, 'T'},
                                          {"alpha", required_argument, 0, 'A'},
+                                         {"source", required_argument, 0, 1000},
+                                         {"hook", required_argument, 0, 1001},
+                                         {"prompts", required_argument, 0, 1002},
+                                         {"captions", required_argument, 0, 1003},
+                                         {"text_model", required_argument, 0, 1004},
+                                         {"max_sequence_length", required_argument, 0, 1005},
+                                         {"height", required_argument, 0, 1006},
+                                         {"width", required_argument, 0, 1007},
+                                         {"prompt_batch", required_argument, 0, 1008},
+                                         {"seed", required_argument, 0, 1009},
+                                         {"rng", required_argument, 0, 1010},
+                                         {"dtype", required_argument, 0, 1011},
                                          {0, 0, 0, 0}};
+    const char *source = NULL, *hook = NULL;
+    sf_flux_source_opts fo = {.limit = -1};
+    int flux_flags = 0;
+    cli_flux_meta fm = {0};
+    char *fp = NULL;
     int c, rc = 2;
     while ((c = getopt_long(argc, argv, "N:h", opts, NULL)) != -1) {
         switch (c) {
@@ -242,16 +271,93 @@ int cmd_topk(int argc, char **argv) {
             usage(stdout);
             rc = 0;
             goto done;
+        case 1000:
+            source = optarg;
+            break;
+        case 1001:
+            hook = optarg;
+            break;
+        case 1011:
+            if (!strcmp(optarg, "f32"))
+                fo.dtype = SF_DT_F32;
+            else if (!strcmp(optarg, "bf16"))
+                fo.dtype = SF_DT_BF16;
+            else if (strcmp(optarg, "as-stored")) {
+                rc = cli_usage_error(cmd, "--dtype must be as-stored, f32 or bf16");
+                goto done;
+            }
+            flux_flags = 1;
+            break;
+        case 1010: {
+            sf_torch_rng_kind kind;
+            if (sf_torch_rng_kind_parse(optarg, &kind)) {
+                rc = cli_usage_error(cmd, "--rng must be avx2 or default");
+                goto done;
+            }
+            fo.rng_kind = (int)kind, flux_flags = 1;
+            break;
+        }
+        case 1002:
+        case 1003:
+        case 1004:
+            *(c == 1002 ? &fo.prompts : c == 1003 ? &fo.captions : &fo.text_model) = optarg;
+            flux_flags = 1;
+            break;
+        case 1005:
+        case 1006:
+        case 1007:
+        case 1008:
+        case 1009: {
+            long long v;
+            static const char *const names[] = {"max_sequence_length", "height", "width",
+                                                "prompt_batch", "seed"};
+            if (cli_parse_int(cmd, names[c - 1005], optarg, &v)) goto done;
+            if (v < 0 || v > (1LL << 40)) {
+                rc = cli_usage_error(cmd, "--%s must be >= 0", names[c - 1005]);
+                goto done;
+            }
+            if (c == 1005) fo.max_sequence_length = (int)v;
+            if (c == 1006) fo.height = (int)v;
+            if (c == 1007) fo.width = (int)v;
+            if (c == 1008) fo.batch = (int)v;
+            if (c == 1009) fo.seed = (uint64_t)v;
+            flux_flags = 1;
+            break;
+        }
         default:
             rc = cli_usage_error(cmd, "unknown option");
             goto done;
         }
     }
+    const int flux = source && !strcmp(source, "flux");
+    if (source && !flux) {
+        rc = cli_usage_error(cmd, "--source must be flux (files: --acts; CLIP: --dataset)");
+        goto done;
+    }
+    if (flux_flags && !flux) {
+        rc = cli_usage_error(cmd, "--prompts, --captions, --height ... apply to --source flux");
+        goto done;
+    }
+    if (hook && !flux) {
+        rc = cli_usage_error(cmd, "--hook applies to --source flux (files: --key HOOK)");
+        goto done;
+    }
+    if (flux) { /* the prompts: --dataset names them here */
+        if (!hook || !model || n_acts || !!fo.prompts + !!fo.captions + !!dataset != 1 ||
+            tokens_all || strcmp(vision, "layer:-2") || rows_key || row_offset || data_spec) {
+            rc = cli_usage_error(cmd, "--source flux takes --model, one --hook and one of "
+                                      "--prompts, --captions, --dataset (no --acts, --vision, "
+                                      "--tokens, --rows-key, --row-offset, --data)");
+            goto done;
+        }
+        fo.dataset = dataset, dataset = NULL;
+        fo.model = model;
+    }
     if (optind < argc) {
         rc = cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
         goto done;
     }
-    if (!ckpt || !out || (!n_acts && !dataset)) {
+    if (!ckpt || !out || (!n_acts && !dataset && !flux)) {
         rc = cli_usage_error(cmd, "--checkpoint, --out and --acts (or --dataset) are required");
         goto done;
     }
@@ -301,7 +407,7 @@ int cmd_topk(int argc, char **argv) {
     sf_sae sae;
     sf_act_source *src = NULL;
     sf_topk tk;
-    int have_tk = 0, have_clip = !n_acts;
+    int have_tk = 0, have_clip = !n_acts && !flux;
     float *x = NULL;
     int64_t *row_ids = NULL, total, skipped = 0, max_batch;
     int32_t *pos = NULL;
@@ -316,7 +422,32 @@ int cmd_topk(int argc, char **argv) {
     }
     enc = sf_sae_encoder_new(&sae);
     const char *src_name;
-    if (n_acts) {
+    int gh = 0, gw = 0, gf = 0, have_layout = 0;
+    if (flux) {
+        /* every token of every prompt, in (prompt, token) order: what
+         * `extract --source flux --tokens_per_image 0` writes */
+        fo.hooks = &hook, fo.n_hooks = 1, fo.limit = limit;
+        if (!(src = sf_flux_source_open(&fo))) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
+        src_name = hook;
+        fp = sf_flux_source_fingerprint(src, 0);
+        if (cli_flux_meta_parse(fp, &fm) || cli_flux_layout(&fm, hook, &T, &gh, &gw, &gf)) {
+            rc = cli_fail(cmd);
+            goto close;
+        }
+        have_layout = per_token = 1;
+        if (src->d[0] != sae.d) {
+            sf_error("%s: hook %s has width %lld, the SAE in %s expects %d", model, hook,
+                     (long long)src->d[0], ckpt, sae.d);
+            rc = cli_fail(cmd);
+            goto close;
+        }
+        /* one group of prompts per source batch */
+        max_batch = (int64_t)(fo.batch ? fo.batch : 32) * T;
+        if (batch < max_batch) batch = (max_batch + SLICE - 1) / SLICE * SLICE;
+    } else if (n_acts) {
         sf_file_source_opts fo = {acts, n_acts, key, rows_key, row_offset, limit, batch};
         if (!(src = sf_file_source_open(&fo))) {
             rc = cli_fail(cmd);
@@ -332,7 +463,18 @@ int cmd_topk(int argc, char **argv) {
         if (!data_spec) data_spec = sf_file_source_meta(src, "dataset");
         map_name = sf_file_source_rows_key(src);
         per_token = src->per_token[0];
-        if (per_token && (T = file_tokens(acts[0], key)) < 0) {
+        /* an `extract --source flux` file: its sampling settings give the layout */
+        const char *xfp = sf_file_source_meta(src, "saeflow_extract");
+        if (per_token && xfp && !strncmp(xfp, "saeflow-flux-extract-v1 ", 24)) {
+            if (cli_flux_meta_parse(xfp, &fm) || cli_flux_check_tokens(&fm) ||
+                cli_flux_layout(&fm, key, &T, &gh, &gw, &gf)) {
+                sf_error_prefix("%s", acts[0]);
+                rc = cli_fail(cmd);
+                goto close;
+            }
+            have_layout = 1;
+            data_spec = NULL;
+        } else if (per_token && (T = file_tokens(acts[0], key)) < 0) {
             rc = cli_fail(cmd);
             goto close;
         }
@@ -389,16 +531,15 @@ int cmd_topk(int argc, char **argv) {
     }
     have_tk = 1;
     if (per_token) {
-        int gh, gw, gf;
-        token_layout(T, &gh, &gw, &gf);
+        if (!have_layout) token_layout(T, &gh, &gw, &gf);
         if (sf_topk_set_tokens(&tk, T, gh, gw, gf)) {
             rc = cli_fail(cmd);
             goto close;
         }
     }
 
-    const int64_t B = have_clip ? batch : (batch < total ? batch : (total > 0 ? total : 1));
-    if (!have_clip) max_batch = B;
+    const int64_t B = have_clip || flux ? batch : (batch < total ? batch : (total > 0 ? total : 1));
+    if (!have_clip && !flux) max_batch = B;
     x = sf_malloc((size_t)B * (size_t)sae.d * sizeof(float));    // (B, d)
     row_ids = sf_malloc((size_t)B * sizeof(int64_t));            // (B)
     if (per_token) pos = sf_malloc((size_t)B * sizeof(int32_t)); // (B)
@@ -409,31 +550,79 @@ int cmd_topk(int argc, char **argv) {
     double t0 = sf_now(), t_enc = 0;
     int err = 0;
     int64_t r0 = 0, next_row = 0; /* activation rows so far; source position */
-    for (;;) {
-        int64_t m = fill(src, x, row_ids, pos, B, max_batch, &skipped, &next_row);
-        if (m < 0) {
-            err = 1;
-            break;
+    /* Under MPI (docs/mpi.md) chunk c -- the rows the c-th fill() of one
+     * process reads: B file rows, or B / max_batch groups of G images -- runs
+     * on rank c % R, and rank 0 adds the chunks in order: the same codes
+     * (slices start where one process starts them) in the same order, so the
+     * same file. With skipped images the CLIP groups after the first skip
+     * can differ from one process's (rounding only). */
+    const int R = sf_dist_size(), me = sf_dist_rank();
+    if (me) pg.enabled = 0;
+    if (flux && R > 1) { /* its chunks would be prompt groups: not done */
+        sf_error("--source flux does not run under MPI with several ranks yet (extract "
+                 "--source flux does; run topk --acts on its output)");
+        err = 1;
+    }
+    const int64_t chunk_src = have_clip ? B / max_batch * G : B;         /* source rows */
+    const int64_t chunk_act = have_clip ? B / max_batch * max_batch : B; /* activation rows */
+    const int64_t n_chunks = R == 1 ? INT64_MAX : (total + chunk_src - 1) / chunk_src;
+    cli_chunk cc = {.codes = codes, .rows = row_ids, .pos = pos};
+    int64_t local_skipped = 0; /* this rank's, for fill()'s first warnings */
+    for (int64_t round = 0; !err && round * R < n_chunks; round++) {
+        const int64_t c = round * R + me;
+        int64_t m = 0, sk0 = local_skipped;
+        if (c < n_chunks) {
+            if (R > 1) {
+                int64_t s0 = c * chunk_src, s1 = s0 + chunk_src < total ? s0 + chunk_src : total;
+                if (sf_act_source_seek(src, s0, s1)) {
+                    err = 1;
+                    break;
+                }
+            }
+            m = fill(src, x, row_ids, pos, B, max_batch, &local_skipped, &next_row);
+            if (m < 0) {
+                err = 1;
+                break;
+            }
+            if (m == 0 && R == 1) break; /* one process: the end of the source */
+            double te = sf_now();
+            if (m && sf_sae_encoder_run_sliced(enc, x, m, R == 1 ? r0 : c * chunk_act, &codes)) {
+                sf_error_prefix("%s", src_name);
+                err = 1;
+                break;
+            }
+            t_enc += sf_now() - te;
+            cc.m = m, cc.next_row = next_row, cc.skipped = local_skipped - sk0;
+            if (me && cli_chunk_send(&cc)) {
+                err = 1;
+                break;
+            }
         }
-        if (m == 0) break;
-        double te = sf_now();
-        if (sf_sae_encoder_run_sliced(enc, x, m, r0, &codes)) {
-            sf_error_prefix("%s", src_name);
-            err = 1;
-            break;
+        for (int q = 0; !me && q < R && round * R + q < n_chunks; q++) {
+            if (q && cli_chunk_recv(&cc, q)) {
+                err = 1;
+                break;
+            }
+            if (cc.m && (per_token ? sf_topk_add_tokens(&tk, cc.m, sae.k, codes.idx, codes.val,
+                                                        codes.cnt, row_ids, pos)
+                                   : sf_topk_add_sparse(&tk, cc.m, sae.k, codes.idx, codes.val,
+                                                        codes.cnt, 0, row_ids))) {
+                err = 1;
+                break;
+            }
+            r0 += cc.m;
+            skipped += cc.skipped;
+            sf_progress_update(&pg, (uint64_t)cc.next_row, NULL);
         }
-        t_enc += sf_now() - te;
-        if (per_token
-                ? sf_topk_add_tokens(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, row_ids, pos)
-                : sf_topk_add_sparse(&tk, m, sae.k, codes.idx, codes.val, codes.cnt, 0, row_ids)) {
-            err = 1;
-            break;
-        }
-        r0 += m;
-        sf_progress_update(&pg, (uint64_t)next_row, NULL);
     }
     sf_progress_finish(&pg, NULL);
     double dt = sf_now() - t0;
+    /* rank 0 writes once every rank is through (see cmd_encode.c) */
+    if (!err && R > 1 && sf_dist_barrier()) err = 1;
+    if (!err && me) { /* rank 0 writes */
+        rc = 0;
+        goto close;
+    }
     if (!err) {
         char nbuf[32], kbuf[32], obuf[32], gbuf[32], skbuf[32];
         snprintf(nbuf, sizeof nbuf, "%lld", (long long)top);
@@ -464,7 +653,18 @@ int cmd_topk(int argc, char **argv) {
             "clip_batch", gbuf,    "checkpoint", ckpt,  "top_n",         nbuf,
             "sae_k",      kbuf,    "skipped",    skbuf, "vision_tokens", tokens_all ? "all" : "cls",
             NULL};
-        if (sf_topk_write(&tk, out, have_clip ? meta_clip : meta_acts)) err = 1;
+        /* FLUX: the sampling settings, for explore to make the images again */
+        const char *meta_flux[] = {"dataset",     "",
+                                   "source",      "flux",
+                                   "flux_source", fm.fingerprint ? fm.fingerprint : "",
+                                   "hook",        flux ? src->names[0] : key,
+                                   "activations", alist,
+                                   "checkpoint",  ckpt,
+                                   "top_n",       nbuf,
+                                   "sae_k",       kbuf,
+                                   NULL};
+        if (sf_topk_write(&tk, out, fm.fingerprint ? meta_flux : have_clip ? meta_clip : meta_acts))
+            err = 1;
         free(alist);
     }
     if (err) {
@@ -494,6 +694,8 @@ close:
     sf_act_source_close(src);
     sf_sae_free(&sae);
 done:
+    cli_flux_meta_free(&fm);
+    free(fp);
     free(acts);
     return rc;
 }

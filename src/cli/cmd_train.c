@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "saeflow/sae_arch.h"
@@ -60,6 +61,9 @@ static void usage(FILE *out) {
         "  --savedir DIR         (default checkpoints)\n"
         "  --name NAME           (default <arch>-k<k>-x<expansion>)\n"
         "  --save_every S        also checkpoint every S steps (default 0: only at the end)\n"
+        "  --resume              continue the run in SAVEDIR/NAME from its last checkpoint\n"
+        "                        (same flags; equals an uninterrupted run bit for bit; starts\n"
+        "                        fresh when there is none). A larger --num_epochs extends it\n"
         "  --save_dtype T        f32 (default), bf16 or f16: tensors of the saved checkpoint\n"
         "  --seed S              init and shuffling seed (default 0)\n"
         "  --threads T           OpenMP threads (default: all cores)\n"
@@ -101,7 +105,8 @@ int cmd_train(int argc, char **argv) {
         O_BINIT,
         O_NORMIN,
         O_SAVEDT,
-        O_RPOOL
+        O_RPOOL,
+        O_RESUME
     };
     static const struct option opts[] = {{"tensorpath", required_argument, 0, O_TP},
                                          {"tensorkey", required_argument, 0, O_TK},
@@ -130,6 +135,7 @@ int cmd_train(int argc, char **argv) {
                                          {"normalize_input", no_argument, 0, O_NORMIN},
                                          {"save_dtype", required_argument, 0, O_SAVEDT},
                                          {"resample_pool", required_argument, 0, O_RPOOL},
+                                         {"resume", no_argument, 0, O_RESUME},
                                          CLI_TRAIN_OPTIONS,
                                          {0, 0, 0, 0}};
     cli_paths paths = {0};
@@ -152,7 +158,7 @@ int cmd_train(int argc, char **argv) {
     double lmbda = 0.01, tdecay = 0.99;
     long long resample_every = 0, resample_pool = 65536;
     const char *groups = NULL, *mbase = "topk", *binit = "zero";
-    int ghost = 0, normin = 0, save_half = 0;
+    int ghost = 0, normin = 0, save_half = 0, resume = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0, shared = cli_train_flag(cmd, c, optarg, &tf);
         if (shared < 0) goto out;
@@ -239,6 +245,9 @@ int cmd_train(int argc, char **argv) {
         case O_RPOOL:
             bad = cli_parse_int(cmd, "resample_pool", optarg, &resample_pool);
             break;
+        case O_RESUME:
+            resume = 1;
+            break;
         case O_HELP:
             usage(stdout);
             rc = 0;
@@ -323,9 +332,45 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     sf_sae s;
-    if (init) {
+    /* --resume: the model of the run being continued, when it saved one */
+    /* the folder: --name, or <arch>-k<k>-x<expansion> of the model (as built
+     * from these flags, so --resume finds it before loading it) */
+    char autoname[128], *outdir = NULL;
+    const int named = name != NULL;
+    if (!named) {
+        const long long n = pages ? pages : (long long)D.d * expansion;
+        const int uses_k =
+            arch == SF_SAE_TOPK || arch == SF_SAE_BATCHTOPK || arch == SF_SAE_MATRYOSHKA;
+        snprintf(autoname, sizeof autoname, "%s-k%lld-x%lld", sf_sae_arch_name(arch),
+                 uses_k ? k : 0, n % D.d == 0 ? n / D.d : 0);
+        name = autoname;
+    }
+    outdir = sf_path_join(savedir, name);
+    int resuming = 0;
+    if (resume) {
+        char *spath = sf_path_join(outdir, SF_SAE_STATE_FILE);
+        resuming = access(spath, F_OK) == 0;
+        free(spath);
+        if (!resuming && !quiet)
+            printf("--resume: no %s in %s, starting afresh\n", SF_SAE_STATE_FILE, outdir);
+    }
+    /* the model's structure: the run's checkpoint, or when the run was killed
+     * between its first state and first checkpoint, built as that run built
+     * it (the state then replaces weights and config) */
+    char *cpath = sf_path_join(outdir, "config.json");
+    const int have_ckpt = resuming && access(cpath, F_OK) == 0;
+    free(cpath);
+    if (have_ckpt) {
+        if (sf_sae_load(&s, outdir)) {
+            sf_sae_data_close(&D);
+            free(outdir);
+            rc = cli_fail(cmd);
+            goto out;
+        }
+    } else if (init) {
         if (sf_sae_load(&s, init)) {
             sf_sae_data_close(&D);
+            free(outdir);
             rc = cli_fail(cmd);
             goto out;
         }
@@ -336,6 +381,7 @@ int cmd_train(int argc, char **argv) {
         if (n > (1 << 26) || (uses_k && k > n)) {
             sf_error("pages %lld (features x expansion) must be >= k %lld and at most 2^26", n, k);
             sf_sae_data_close(&D);
+            free(outdir);
             rc = cli_fail(cmd);
             goto out;
         }
@@ -343,19 +389,20 @@ int cmd_train(int argc, char **argv) {
         sp.n = (int)n;
         if (sf_sae_build(&s, &sp, &D, &ro.train)) {
             sf_sae_data_close(&D);
+            free(outdir);
             rc = cli_fail_flags(cmd, opts, 0);
             goto out;
         }
     }
-    char autoname[128];
-    if (!name) {
+    if (!named && !have_ckpt) { /* --init: the loaded model's own */
         snprintf(autoname, sizeof autoname, "%s-k%d-x%d", sf_sae_arch_name(s.arch),
                  s.arch == SF_SAE_TOPK ? s.k : s.k_sel, s.n % s.d == 0 ? s.n / s.d : 0);
-        name = autoname;
+        free(outdir);
+        outdir = sf_path_join(savedir, autoname);
     }
-    char *outdir = sf_path_join(savedir, name);
     ro.train.aux_k = (int)(tf.aux_k < s.n ? tf.aux_k : s.n);
-    if (init) sf_sae_record_train(&s, &sp, &ro.train);
+    if (init && !have_ckpt) sf_sae_record_train(&s, &sp, &ro.train);
+    ro.resume = resuming;
     ro.batch_size = (int)tf.batch_size;
     ro.num_epochs = (int)tf.num_epochs;
     ro.seed = (uint64_t)tf.seed;

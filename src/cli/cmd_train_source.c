@@ -11,6 +11,7 @@
  * gives the same checkpoints (one code path, two sources).
  */
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 
 #include "cli/cli.h"
 #include "saeflow/buf.h"
+#include "saeflow/dist.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/sae_arch.h"
 #include "saeflow/sae_train.h"
@@ -81,8 +83,8 @@ static void usage(FILE *out) {
         "  --save_every S        also checkpoint every S steps (of the slowest hook of a\n"
         "                        source), with the metrics and the source position\n"
         "  --resume              continue each hook from its checkpoint and the source from\n"
-        "                        the saved position (same source flags; the optimizer state,\n"
-        "                        lr warmup and dead-latent counters start afresh)\n"
+        "                        the saved position (same source flags; with the trainer\n"
+        "                        state and queued rows: equals an uninterrupted run)\n"
         "  --seed S              SAE init seed (default 0)\n"
         "  --threads T           OpenMP threads (default: all cores)\n"
         "  --quiet               no summary\n");
@@ -99,7 +101,7 @@ typedef struct {
     SF_VEC(float) q; /* queued rows (n * d floats) */
     int64_t steps;
     char *outdir;
-    sf_sbuf metrics; /* metrics.jsonl so far, rewritten (atomically) at every save */
+    FILE *mf; /* metrics.jsonl, a line appended and flushed per step */
     int had_dir;
     int64_t resume_row; /* source row a resumed run continues from */
     sf_sae_metrics m;
@@ -136,19 +138,65 @@ static int parse_hook(const char *arg, hook_run *h) {
     return 0;
 }
 
-/* Checkpoint + metrics so far; `row` is where the source continues on --resume. */
+/* Checkpoint; `row` is where the source continues on --resume. Order: the
+ * trainer state (Adam moments, counters, the rows queued for the next step,
+ * the step and row), then the checkpoint, each atomically. The metrics are
+ * on disk already (flushed per step); a resume cuts them back to the state's
+ * step. */
 static int save_hook(hook_run *h, int64_t row) {
     sf_sae_config_set_number(&h->s, "steps", (double)h->steps);
     sf_sae_config_set_number(&h->s, "resume_row", (double)row);
-    if (sf_sae_save(&h->s, h->outdir)) return sf_error_prefix("%s: saving checkpoint", h->hook);
-    char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
-    int rc = sf_write_file_atomic(mpath, h->metrics.s ? h->metrics.s : "", h->metrics.len);
-    free(mpath);
-    return rc;
+    sf_st_writer *w = sf_stw_new();
+    int rc = sf_sae_trainer_state_add(h->t, w);
+    const int64_t qshape[2] = {(int64_t)(h->q.n / (size_t)h->s.d), h->s.d};
+    if (!rc && h->q.n) rc = sf_stw_add(w, "queue", SF_DT_F32, 2, qshape, h->q.v);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)h->steps);
+    sf_stw_meta(w, "source_steps", v);
+    snprintf(v, sizeof v, "%lld", (long long)row);
+    sf_stw_meta(w, "source_row", v);
+    char *spath = sf_path_join(h->outdir, SF_SAE_STATE_FILE);
+    if (!rc) rc = sf_stw_write(w, spath);
+    sf_stw_free(w);
+    free(spath);
+    if (rc || sf_sae_save(&h->s, h->outdir))
+        return sf_error_prefix("%s: saving checkpoint", h->hook);
+    return 0;
 }
 
-/* --resume: the checkpoint in h->outdir (if any) with its step count, source
- * position and the metrics up to it. 1 = resumed, 0 = nothing there, -1 error. */
+/* The trainer state of a resumed hook (when its run saved one): steps and
+ * source row (from the state: it may be one save ahead of config.json), and
+ * with t set, the optimizer state and the queued rows. 1 = loaded, 0 = none. */
+static int hook_state(hook_run *h, sf_sae_trainer *t) {
+    char *spath = sf_path_join(h->outdir, SF_SAE_STATE_FILE);
+    struct stat st;
+    int have = stat(spath, &st) == 0, rc = 0;
+    sf_st f;
+    if (have && sf_st_open(&f, spath)) have = 0, rc = -1;
+    free(spath);
+    if (!have) return rc;
+    const char *ss = sf_st_meta(&f, "source_steps"), *sr = sf_st_meta(&f, "source_row");
+    if (!ss || !sr) rc = sf_error("%s: no source_steps / source_row", f.path);
+    if (!rc) {
+        h->steps = strtoll(ss, NULL, 10);
+        h->resume_row = strtoll(sr, NULL, 10);
+    }
+    if (!rc && t) rc = sf_sae_trainer_state_load(t, &f);
+    const sf_tensor_info *q = sf_st_find(&f, "queue");
+    if (!rc && t && q) {
+        if (q->dtype != SF_DT_F32 || q->ndim != 2 || q->shape[1] != h->s.d)
+            rc = sf_error("%s: tensor 'queue' is not F32 (rows, %d)", f.path, h->s.d);
+        else {
+            h->q.n = 0;
+            sf_vec_append(&h->q, (const float *)q->data, (size_t)(q->shape[0] * q->shape[1]));
+        }
+    }
+    sf_st_close(&f);
+    return rc ? -1 : 1;
+}
+
+/* --resume: the checkpoint in h->outdir (if any) with its step count and
+ * source position. 1 = resumed, 0 = nothing there, -1 error. */
 static int resume_hook(hook_run *h, const char *fingerprint) {
     char *cpath = sf_path_join(h->outdir, "config.json");
     struct stat st;
@@ -171,46 +219,114 @@ static int resume_hook(hook_run *h, const char *fingerprint) {
                         h->outdir, cJSON_IsString(fp) ? fp->valuestring : "(none)", fingerprint);
     h->steps = (int64_t)steps->valuedouble;
     h->resume_row = (int64_t)row->valuedouble;
-    /* the metrics of the steps the checkpoint holds */
-    char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
-    size_t len = 0;
-    char *m = sf_read_file(mpath, &len);
-    free(mpath);
-    int64_t lines = 0;
-    size_t keep = 0;
-    while (m && keep < len && lines < h->steps) {
-        char *nl = memchr(m + keep, '\n', len - keep);
-        if (!nl) break;
-        keep = (size_t)(nl - m) + 1, lines++;
-    }
-    if (lines < h->steps) {
-        free(m);
-        return sf_error("%s: metrics.jsonl has %lld of the %lld steps", h->outdir, (long long)lines,
-                        (long long)h->steps);
-    }
-    sf_sb_put(&h->metrics, m, keep);
-    free(m);
+    if (hook_state(h, NULL) < 0) return -1;
     return 1;
 }
 
-/* Queue rows of hook h; step its SAE on every full batch. */
-static int feed(hook_run *h, const float *x, int64_t n, int B, int64_t iters) {
+/* Queue rows of hook h (x may be NULL: none); step its SAE on every full
+ * batch of Bl rows, at most max_steps times (Bg: the rows of a step over all
+ * MPI ranks, for the metrics). Rank 0 alone logs (h->mf). */
+static int feed(hook_run *h, const float *x, int64_t n, int Bl, int Bg, int64_t iters,
+                int64_t max_steps) {
     const size_t d = (size_t)h->s.d;
-    sf_vec_append(&h->q, x, (size_t)n * d);
+    if (x) sf_vec_append(&h->q, x, (size_t)n * d);
     size_t off = 0;
     char line[2048];
-    while (h->q.n - off >= (size_t)B * d && h->steps < iters) {
-        if (sf_sae_trainer_step(h->t, h->q.v + off, B, &h->m))
+    for (int64_t taken = 0; h->q.n - off >= (size_t)Bl * d && h->steps < iters && taken < max_steps;
+         taken++) {
+        if (sf_sae_trainer_step(h->t, h->q.v + off, Bl, &h->m))
             return sf_error_prefix("%s: step %lld", h->hook, (long long)h->steps);
-        off += (size_t)B * d;
+        off += (size_t)Bl * d;
         h->steps++;
-        sf_sae_metrics_json(&h->m, h->steps, 0, h->steps * B, line, sizeof line);
-        sf_sb_printf(&h->metrics, "%s\n", line);
+        sf_sae_metrics_json(&h->m, h->steps, 0, h->steps * Bg, line, sizeof line);
+        if (h->mf && (fprintf(h->mf, "%s\n", line) < 0 || fflush(h->mf)))
+            return sf_error("%s/metrics.jsonl: write failed", h->outdir);
     }
     if (h->steps >= iters) off = h->q.n; /* done: drop the rest */
     memmove(h->q.v, h->q.v + off, (h->q.n - off) * sizeof(float));
     h->q.n -= off;
     return 0;
+}
+
+/* The slowest hook's steps (of source si; every hook for flux). */
+static int64_t slowest(const hook_run *hooks, int nh, int is_flux, int si, int64_t iters) {
+    int64_t lo = iters;
+    for (int i = 0; i < nh; i++)
+        if (is_flux || i == si) lo = hooks[i].steps < lo ? hooks[i].steps : lo;
+    return lo;
+}
+
+/* Under MPI (docs/mpi.md): data-parallel rounds over the prompt windows.
+ * Round r: rank q samples window w + q (w = the first window not trained on,
+ * global), each hook's SAE steps in lockstep on every rank (the gradients
+ * are averaged inside sf_sae_trainer_step) on local batches of B / R rows,
+ * as many as every rank's window filled; a window's rows that do not fill a
+ * whole local batch are dropped, so no rank holds queued rows at a round's
+ * end and the position (a window boundary) is all a resume needs, with any
+ * R. A round where some rank gets no window (the prompts ran out) is not
+ * trained on. Rank 0 logs and saves. *at: the source row to resume from. */
+static int mpi_rounds(hook_run *hooks, int nh, sf_act_source *src, int B, int64_t iters,
+                      int64_t save_every, int64_t *at, int64_t *rows_seen, sf_progress *pb) {
+    const int R = sf_dist_size(), rank = sf_dist_rank(), lead = rank == 0;
+    const int Bl = B / R;
+    const int64_t W = sf_flux_source_window(src), N = src->n_rows;
+    if (*at % W && *at < N)
+        return sf_error("resume row %lld is not at a window boundary (%lld prompts)",
+                        (long long)*at, (long long)W);
+    int64_t w = *at / W, *avail = sf_malloc((size_t)nh * sizeof(int64_t));
+    int save_err = 0, rc = 0;
+    for (;;) {
+        const int64_t lo = slowest(hooks, nh, 1, 0, iters);
+        if (lo >= iters) break;
+        const int64_t row0 = (w + rank) * W;
+        int err = save_err, r = 0;
+        sf_act_batch b;
+        if (!err && row0 < N && !(err = sf_act_source_seek(src, row0, row0 + W < N ? row0 + W : N)))
+            err = (r = sf_act_source_next(src, &b)) < 0;
+        if (sf_dist_check(err)) { /* one rank failed: all stop here, between steps */
+            rc = -1;
+            break;
+        }
+        unsigned char miss = r != 1;
+        if (sf_dist_allreduce_max_u8(&miss, 1)) sf_dist_abort(1, sf_errmsg());
+        if (miss) break;
+        for (int j = 0; j < b.n_streams; j++) {
+            hooks[j].q.n = 0; /* rows of a 1-process state's queue are not used either */
+            feed(&hooks[j], b.stream[j].x, b.stream[j].n, Bl, B, iters, 0);
+            *rows_seen += b.stream[j].n;
+        }
+        for (int i = 0; i < nh; i++) {
+            int64_t can = (int64_t)(hooks[i].q.n / ((size_t)Bl * hooks[i].s.d));
+            avail[i] = can < iters - hooks[i].steps ? can : iters - hooks[i].steps;
+        }
+        if (sf_dist_allreduce_min_i64(avail, (size_t)nh)) sf_dist_abort(1, sf_errmsg());
+        for (int i = 0; i < nh; i++) {
+            if (feed(&hooks[i], NULL, 0, Bl, B, iters, avail[i]))
+                sf_dist_abort(1, sf_errmsg()); /* inside a step: others may wait in it */
+            hooks[i].q.n = 0;                  /* what did not fill a local batch */
+        }
+        w += R;
+        *at = w * W < N ? w * W : N;
+        const int64_t lo2 = slowest(hooks, nh, 1, 0, iters);
+        if (save_every > 0 && lo2 < iters && lo2 / save_every > lo / save_every) {
+            for (int i = 0; i < nh && lead && !save_err; i++)
+                save_err = save_hook(&hooks[i], *at) != 0;
+            const char *kill = getenv("SAEFLOW_TEST_KILL"); /* test hook: [RANK:]STEP */
+            const char *colon = kill ? strchr(kill, ':') : NULL;
+            if (kill && *kill && (colon ? atoi(kill) : 0) == rank &&
+                lo2 >= atoll(colon ? colon + 1 : kill))
+                raise(SIGKILL);
+        }
+        if (lead) {
+            char extra[96];
+            snprintf(extra, sizeof extra, " %s loss %.4g l0 %.1f", hooks[0].key, hooks[0].m.loss,
+                     hooks[0].m.l0);
+            sf_progress_update(pb, (uint64_t)hooks[0].steps, extra);
+        }
+    }
+    if (!rc && sf_dist_check(save_err)) rc = -1;
+    free(avail);
+    return rc;
 }
 
 int cmd_train_source(int argc, char **argv) {
@@ -293,6 +409,8 @@ int cmd_train_source(int argc, char **argv) {
     cli_paths paths = {0};
     hook_run *hooks = sf_calloc(SF_ACT_MAX_STREAMS, sizeof *hooks);
     int nh = 0, quiet = 0, resume = 0, c, rc = 2;
+    const int R = sf_dist_size(), lead = sf_dist_rank() == 0;
+    int coll = 0; /* a failure every rank knows of (else: MPI_Abort at fail) */
     char *fingerprint = NULL;
     sf_sae_arch arch = SF_SAE_STANDARD;
     long long k = 16, expansion = 4, iters = 4096, save_every = 0, v, nseed = -1;
@@ -453,6 +571,18 @@ int cmd_train_source(int argc, char **argv) {
                                   "--tokens_per_image, --shuffle, --lmbda non-negative");
         goto out;
     }
+    /* under MPI: data-parallel over prompt windows (mpi_rounds); rank 0 alone
+     * prints, logs and saves */
+    if (R > 1 && (!is_flux || tf.batch_size % R)) {
+        if (lead)
+            cli_usage_error(CMD,
+                            "under MPI: --source flux only, with --batch_size divisible by the "
+                            "%d ranks",
+                            R);
+        rc = 2;
+        goto out;
+    }
+    if (!lead) quiet = 1;
     sf_kernels_set_threads((int)tf.threads);
     rc = 1;
     // the sources: one flux source for all hooks, or one file source per hook
@@ -521,8 +651,20 @@ int cmd_train_source(int argc, char **argv) {
         to.aux_k = (int)(tf.aux_k < pages ? tf.aux_k : pages), to.bodycount = tf.bodycount;
         to.lmbda = h->lmbda, to.lmbda_warmup_steps = tf.lmbda_warmup_steps;
         to.bandwidth = tf.bandwidth;
-        if (!(h->t = sf_sae_trainer_new(&h->s, &to, (int)tf.batch_size))) goto fail;
+        if (!(h->t = sf_sae_trainer_new(&h->s, &to, (int)tf.batch_size / R))) goto fail;
+        if (resumed && hook_state(h, h->t) < 0) goto fail;
+        if (!lead) continue; /* rank 0 alone writes */
         if (sf_mkdirs(h->outdir)) goto fail;
+        /* the metrics of the steps the checkpoint holds (a resume), appended to */
+        char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
+        h->mf = sf_sae_metrics_open(mpath, h->steps);
+        free(mpath);
+        if (!h->mf) goto fail;
+        if (!resumed) { /* a stale state must not pair with this run's files */
+            char *spath = sf_path_join(h->outdir, SF_SAE_STATE_FILE);
+            unlink(spath);
+            free(spath);
+        }
     }
     // resumed runs: the sources continue where the checkpoints were taken
     for (int si = 0; si < nsrc; si++) {
@@ -560,17 +702,20 @@ int cmd_train_source(int argc, char **argv) {
     }
     // one pass over the source(s): every stream feeds its hook's SAE
     sf_progress pb;
-    sf_progress_start(&pb, "train", (uint64_t)iters, "steps");
+    memset(&pb, 0, sizeof pb);
+    if (lead) sf_progress_start(&pb, "train", (uint64_t)iters, "steps");
     const int B = (int)tf.batch_size;
     double t0 = sf_now();
     int64_t rows_seen = 0;
-    for (int si = 0; si < nsrc; si++) {
+    if (R > 1 && mpi_rounds(hooks, nh, srcs[0], B, iters, save_every, &at[0], &rows_seen, &pb)) {
+        coll = 1;
+        goto fail_bar;
+    }
+    for (int si = 0; si < nsrc && R == 1; si++) {
         sf_act_batch b;
         int r;
         for (;;) {
-            int64_t lo = iters;
-            for (int i = 0; i < nh; i++)
-                if (is_flux || i == si) lo = hooks[i].steps < lo ? hooks[i].steps : lo;
+            const int64_t lo = slowest(hooks, nh, is_flux, si, iters);
             if (lo >= iters) break;
             if ((r = sf_act_source_next(srcs[si], &b)) != 1) {
                 if (r < 0) goto fail_bar;
@@ -579,28 +724,35 @@ int cmd_train_source(int argc, char **argv) {
             for (int j = 0; j < b.n_streams; j++) {
                 hook_run *h = &hooks[is_flux ? j : si];
                 rows_seen += b.stream[j].n;
-                if (feed(h, b.stream[j].x, b.stream[j].n, B, iters)) goto fail_bar;
+                if (feed(h, b.stream[j].x, b.stream[j].n, B, B, iters, INT64_MAX)) goto fail_bar;
             }
             /* checkpoints at batch ends: when the slowest hook of this source
              * passes a multiple of save_every, all its hooks save with the same
-             * position (the rows they had queued, < batch_size each, are not
-             * trained on by a resumed run) */
+             * position (and the rows they have queued, < batch_size each, in
+             * their trainer states) */
             at[si] = b.next_row;
-            int64_t lo2 = iters;
-            for (int i = 0; i < nh; i++)
-                if (is_flux || i == si) lo2 = hooks[i].steps < lo2 ? hooks[i].steps : lo2;
-            if (save_every > 0 && lo2 < iters && lo2 / save_every > lo / save_every)
+            const int64_t lo2 = slowest(hooks, nh, is_flux, si, iters);
+            if (save_every > 0 && lo2 < iters && lo2 / save_every > lo / save_every) {
                 for (int i = 0; i < nh; i++)
                     if ((is_flux || i == si) && save_hook(&hooks[i], b.next_row)) goto fail_bar;
+                /* test hook (docs/DEVELOPING.md): killed after this save */
+                const char *kill = getenv("SAEFLOW_TEST_KILL");
+                if (kill && *kill && lo2 >= atoll(kill)) raise(SIGKILL);
+            }
             char extra[96];
             const hook_run *h0 = &hooks[is_flux ? 0 : si];
             snprintf(extra, sizeof extra, " %s loss %.4g l0 %.1f", h0->key, h0->m.loss, h0->m.l0);
             sf_progress_update(&pb, (uint64_t)h0->steps, extra);
         }
     }
-    for (int i = 0; i < nh; i++)
-        if (save_hook(&hooks[i], at[is_flux ? 0 : i])) goto fail_bar;
-    sf_progress_finish(&pb, "");
+    int save_err = 0;
+    for (int i = 0; i < nh && lead && !save_err; i++)
+        save_err = save_hook(&hooks[i], at[is_flux ? 0 : i]) != 0;
+    if (sf_dist_check(save_err)) { /* every rank waits for the last checkpoint */
+        coll = 1;
+        goto fail_bar;
+    }
+    if (lead) sf_progress_finish(&pb, "");
     if (!quiet) {
         double el = sf_now() - t0;
         printf("%lld source rows in %.1f s (%.0f rows/s)\n", (long long)rows_seen, el,
@@ -615,14 +767,22 @@ int cmd_train_source(int argc, char **argv) {
     rc = 0;
     goto out;
 fail_bar:
-    sf_progress_finish(&pb, " failed");
+    if (lead) sf_progress_finish(&pb, " failed");
 fail:
+    /* a failure on this rank alone (setup): the others may wait in a
+     * reduction; end them all with this message */
+    if (R > 1 && !coll) sf_dist_abort(1, sf_errmsg());
     rc = cli_fail(CMD);
 out:
     for (int i = 0; i < nh; i++) {
         hook_run *h = &hooks[i];
-        if (rc && h->outdir && !h->had_dir) rmdir(h->outdir); /* fails once it holds files */
-        sf_sb_free(&h->metrics);
+        if (h->mf) fclose(h->mf);
+        if (rc && lead && h->outdir && !h->had_dir && h->steps == 0) { /* nothing trained */
+            char *mpath = sf_path_join(h->outdir, "metrics.jsonl");
+            unlink(mpath);
+            free(mpath);
+            rmdir(h->outdir); /* fails once it holds other files */
+        }
         if (h->t) sf_sae_trainer_free(h->t);
         if (h->have_sae) sf_sae_free(&h->s);
         sf_vec_free(&h->q);

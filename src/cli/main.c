@@ -24,6 +24,7 @@ static const command commands[] = {
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
 int cli_fail(const char *cmd) {
+    if (sf_dist_quiet()) return 1; /* a collective error: rank 0 prints it */
     fprintf(stderr, "saeflow %s: %s\n", cmd, sf_errmsg());
     return 1;
 }
@@ -58,6 +59,7 @@ const char *cli_flag_words(const char *msg, const struct option *opts, int all) 
 }
 
 int cli_fail_flags(const char *cmd, const struct option *opts, int all) {
+    if (sf_dist_quiet()) return 1; /* a collective error: rank 0 prints it */
     fprintf(stderr, "saeflow %s: %s\n", cmd, cli_flag_words(sf_errmsg(), opts, all));
     return 1;
 }
@@ -252,27 +254,39 @@ int main(int argc, char **argv) {
         optind = 1;
         return cli_flux_generate(argc - 2, argv + 2);
     }
-    /* MPI (docs/mpi.md): only `train` is data-parallel so far. Any other
-     * command launched on several ranks would run R times over the same
-     * outputs, so it is refused. */
+    /* MPI (docs/mpi.md): train, encode, topk and extract split their work
+     * across ranks. Any other command launched on several ranks would run R
+     * times over the same outputs, so it is refused. */
+    static const char *const dist_cmds[] = {"train", "encode", "topk", "extract", NULL};
+    int dist_ok = 0;
+    for (int i = 0; dist_cmds[i]; i++)
+        dist_ok |= !strcmp(argv[1], dist_cmds[i]);
     const char *ws =
         getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
     const int multi = ws && atoi(ws) > 1;
-    if (strcmp(argv[1], "train") && multi) {
-        fprintf(stderr, "saeflow %s: only `train` runs under MPI with several ranks so far\n",
+    if (!dist_ok && multi) {
+        fprintf(stderr,
+                "saeflow %s: only train, encode, topk and extract run under MPI with several "
+                "ranks\n",
                 argv[1]);
         return 2;
     }
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(commands[i].name, argv[1])) {
             optind = 1; /* each subcommand parses argv[1..] afresh */
-            if (!strcmp(argv[1], "train")) {
-                if (sf_dist_init(&argc, &argv)) return cli_fail("train");
-                int rc = commands[i].fn(argc - 1, argv + 1);
-                sf_dist_finalize();
-                return rc;
+            if (!dist_ok) return commands[i].fn(argc - 1, argv + 1);
+            if (sf_dist_init(&argc, &argv)) return cli_fail(argv[1]);
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            /* A rank that failed (its error is printed above) must not leave
+             * the others waiting in a collective or for its chunks (unless
+             * every rank stopped together: sf_dist_check, train). */
+            if (rc && sf_dist_size() > 1 && !sf_dist_failed_together()) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "%s failed (see above); stopping every rank", argv[1]);
+                sf_dist_abort(rc, msg);
             }
-            return commands[i].fn(argc - 1, argv + 1);
+            sf_dist_finalize();
+            return rc;
         }
     fprintf(stderr, "saeflow: unknown command '%s' (see `saeflow help`)\n", argv[1]);
     return 2;

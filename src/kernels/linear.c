@@ -15,6 +15,59 @@
  * at least 256 rows. */
 #define SF_PANEL_BYTES (16u << 20)
 
+/* At most this many rows of x with BF16/F16 weights, a linear is a few dot
+ * products per weight row, and reading the weights is all of its cost: the
+ * panel route (widen to F32 scratch, then sgemm) moves 2 + 4 + 4 bytes per
+ * weight through memory, the direct route 2. FLUX's AdaLN modulations are
+ * such products (one temb row per image against 6 D x D weights, 29% of a
+ * FLUX block's weights): measured in bench_flux (perf, Intel Xeon, 2
+ * threads, batch 1), the panel route spent 23% of a BF16 forward's CPU time
+ * widening, stalled on memory.
+ * Each output is one thread's fixed-order sum, so the result does not depend
+ * on the thread count. */
+#define SF_GEMV_MAX_M 4
+
+/* Per-thread scratch kept for the thread's life (OpenMP's pool threads live
+ * as long as the process): a fresh 16 MB panel per call cost page faults and
+ * zeroing of new pages on every call (5% of a BF16 FLUX forward). */
+static _Thread_local float *tl_scratch;
+static _Thread_local size_t tl_scratch_n;
+static float *thread_scratch(size_t n) {
+    if (n > tl_scratch_n) {
+        sf_free_aligned(tl_scratch);
+        tl_scratch = sf_malloc_aligned(n * sizeof(float));
+        tl_scratch_n = n;
+    }
+    return tl_scratch;
+}
+
+// y[0:M, n0:n1] (+)= x (M, K) @ W[n0:n1]^T + bias, W BF16/F16, M small:
+// each weight row widened once (row, K floats, stays in L1/L2), M dot products
+static void gemv_block(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
+                       float *y, int64_t ldy, int accumulate, int64_t n0, int64_t n1, float *row) {
+    enum { L = 64 }; /* partial sums: 4 AVX-512 or 8 AVX2 FMA chains in flight */
+    const size_t esz = sf_dtype_size(W->dtype);
+    for (int64_t n = n0; n < n1; n++) {
+        sf_convert_to_f32(W->dtype, (const char *)W->data + (size_t)(n * K) * esz, (size_t)K, row);
+        for (int64_t m = 0; m < M; m++) {
+            const float *xm = x + m * K;
+            float part[L] = {0};
+            int64_t k = 0;
+            for (; k + L <= K; k += L)
+#pragma omp simd
+                for (int j = 0; j < L; j++)
+                    part[j] += xm[k + j] * row[k + j];
+            for (int j = 0; k < K; k++, j++)
+                part[j] += xm[k] * row[k];
+            float acc = 0;
+            for (int j = 0; j < L; j++)
+                acc += part[j];
+            float *o = y + m * ldy + n, base = bias ? bias[n] : 0.0f;
+            *o = (accumulate ? *o + base : base) + acc;
+        }
+    }
+}
+
 /* Threading model: the GEMM (sf_sgemm) always runs single-threaded and OpenMP
  * owns all parallelism. Each thread multiplies x by its own slice of W's rows
  * (output features), so only one pool of threads exists; with OpenBLAS's own
@@ -90,14 +143,17 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
         } else if (n > 1) {
             m0 = M * t / n, m1 = M * (t + 1) / n;
         }
-        float *panel = NULL;
-        if (W->dtype != SF_DT_F32) {
-            int64_t rows = nb < n1 - n0 ? nb : n1 - n0;
-            panel = sf_malloc_aligned((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)) *
-                                      sizeof(float));
+        if (W->dtype != SF_DT_F32 && M <= SF_GEMV_MAX_M) {
+            gemv_block(x + m0 * K, m1 - m0, K, W, bias, y + m0 * ldy, ldy, accumulate, n0, n1,
+                       thread_scratch((size_t)(K > 0 ? K : 1)));
+        } else {
+            float *panel = NULL;
+            if (W->dtype != SF_DT_F32) {
+                int64_t rows = nb < n1 - n0 ? nb : n1 - n0;
+                panel = thread_scratch((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)));
+            }
+            linear_block(x, m0, m1, K, W, bias, y, ldy, accumulate, n0, n1, panel, nb);
         }
-        linear_block(x, m0, m1, K, W, bias, y, ldy, accumulate, n0, n1, panel, nb);
-        sf_free_aligned(panel);
     }
 }
 

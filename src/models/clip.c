@@ -186,6 +186,44 @@ static int load_text(sf_clip *m, const char *prefix, const char *proj_name) {
     return 0;
 }
 
+/* One tower (text = 0: vision, 1: text) of a full CLIP config (its
+ * vision_config / text_config, or the older *_config_dict) or of a
+ * single-tower one; weights under "vision_model." / "text_model." or, for a
+ * single-tower file, no prefix. Absent weights leave the tower absent. */
+static int load_tower(sf_clip *m, const cJSON *root, int is_full, int is_single, int text,
+                      int top_proj, const char *cfg_path) {
+    const char *name = text ? "text" : "vision";
+    char key[32], where[600];
+    const cJSON *c = root;
+    if (is_full) {
+        snprintf(key, sizeof key, "%s_config", name);
+        c = cJSON_GetObjectItemCaseSensitive(root, key);
+        if (!cJSON_IsObject(c)) {
+            snprintf(key, sizeof key, "%s_config_dict", name);
+            c = cJSON_GetObjectItemCaseSensitive(root, key);
+        }
+        if (!cJSON_IsObject(c)) c = NULL;
+    }
+    snprintf(where, sizeof where, "%s%s%s%s", cfg_path, is_full ? " (" : "", is_full ? name : "",
+             is_full ? "_config)" : "");
+    clip_tower *tw = text ? &m->text : &m->vision;
+    if (parse_tower_config(c, text, &tw->cfg, where)) return -1;
+    if (is_full) tw->cfg.projection_dim = top_proj;
+    const char *probe =
+        text ? "embeddings.token_embedding.weight" : "embeddings.patch_embedding.weight";
+    char full[128];
+    snprintf(full, sizeof full, "%s_model.%s", name, probe);
+    const char *prefix = sf_wl_has(m->wl, full) ? (text ? "text_model." : "vision_model.")
+                         : (is_single && sf_wl_has(m->wl, probe)) ? ""
+                                                                  : NULL;
+    if (!prefix) return 0;
+    int rc = text ? load_text(m, prefix, "text_projection.weight")
+                  : load_vision(m, prefix, "visual_projection.weight");
+    if (rc) return -1;
+    tw->present = 1;
+    return 0;
+}
+
 sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     sf_clip_load_opts def = {SF_DT_F32, 1, 1};
     if (!opts) opts = &def;
@@ -206,7 +244,6 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
     free(txt);
     sf_clip *m = sf_calloc(1, sizeof *m);
     m->dtype = dt;
-    char where[600];
     if (!root || !cJSON_IsObject(root)) {
         sf_error("%s: not a JSON object", cfg_path);
         goto fail;
@@ -225,46 +262,12 @@ sf_clip *sf_clip_load(const char *dir, const sf_clip_load_opts *opts) {
 
     int top_proj = 512;
     if (is_full && sf_cfg_int(root, "projection_dim", 512, &top_proj, cfg_path)) goto fail;
-    if (opts->vision && (is_full || is_vis)) {
-        const cJSON *vc = root;
-        if (is_full) {
-            vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
-            if (!cJSON_IsObject(vc))
-                vc = cJSON_GetObjectItemCaseSensitive(root, "vision_config_dict");
-            if (!cJSON_IsObject(vc)) vc = NULL;
-        }
-        snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (vision_config)" : "");
-        if (parse_tower_config(vc, 0, &m->vision.cfg, where)) goto fail;
-        if (is_full) m->vision.cfg.projection_dim = top_proj;
-        const char *prefix =
-            sf_wl_has(m->wl, "vision_model.embeddings.patch_embedding.weight")  ? "vision_model."
-            : (is_vis && sf_wl_has(m->wl, "embeddings.patch_embedding.weight")) ? ""
-                                                                                : NULL;
-        if (prefix) {
-            if (load_vision(m, prefix, "visual_projection.weight")) goto fail;
-            m->vision.present = 1;
-        }
-    }
-    if (opts->text && (is_full || is_txt)) {
-        const cJSON *tc = root;
-        if (is_full) {
-            tc = cJSON_GetObjectItemCaseSensitive(root, "text_config");
-            if (!cJSON_IsObject(tc))
-                tc = cJSON_GetObjectItemCaseSensitive(root, "text_config_dict");
-            if (!cJSON_IsObject(tc)) tc = NULL;
-        }
-        snprintf(where, sizeof where, "%s%s", cfg_path, is_full ? " (text_config)" : "");
-        if (parse_tower_config(tc, 1, &m->text.cfg, where)) goto fail;
-        if (is_full) m->text.cfg.projection_dim = top_proj;
-        const char *prefix =
-            sf_wl_has(m->wl, "text_model.embeddings.token_embedding.weight")    ? "text_model."
-            : (is_txt && sf_wl_has(m->wl, "embeddings.token_embedding.weight")) ? ""
-                                                                                : NULL;
-        if (prefix) {
-            if (load_text(m, prefix, "text_projection.weight")) goto fail;
-            m->text.present = 1;
-        }
-    }
+    if (opts->vision && (is_full || is_vis) &&
+        load_tower(m, root, is_full, is_vis, 0, top_proj, cfg_path))
+        goto fail;
+    if (opts->text && (is_full || is_txt) &&
+        load_tower(m, root, is_full, is_txt, 1, top_proj, cfg_path))
+        goto fail;
     if (!m->vision.present && !m->text.present) {
         sf_error("%s: no %s tower weights found in the checkpoint", dir,
                  opts->vision && opts->text ? "vision or text"
@@ -611,15 +614,9 @@ int sf_clip_parse_request(const char *s, sf_clip_tokens tok, sf_clip_request *r)
         r->what = SF_CLIP_EMBEDS;
         return 0;
     }
-    const char *num = !strncmp(s, "layer:", 6) ? s + 6 : !strncmp(s, "hidden:", 7) ? s + 7 : NULL;
-    if (num) {
-        char *end;
-        long v = strtol(num, &end, 10);
-        if (end != num && !*end && v > -100000 && v < 100000) {
-            r->what = SF_CLIP_HIDDEN;
-            r->layer = (int)v;
-            return 0;
-        }
+    if (sf_models_parse_layer(s, &r->layer)) {
+        r->what = SF_CLIP_HIDDEN;
+        return 0;
     }
     return sf_error("output '%s' not understood (pooled, embeds, layer:N with N a hidden_states "
                     "index, e.g. -2)",

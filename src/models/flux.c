@@ -842,6 +842,7 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
         if (st > last) last = st;
         need_prev |= req[i].delta && req[i].site != SF_FLUX_OUTPUT;
     }
+    need_prev |= in->edit && in->edit_input;
     if (last < 0) return 0;
     flux_state S = {.B = in->B, .N = in->N, .T = in->T, .L = in->N + in->T, .D = c->dim};
     flux_state *s = &S;
@@ -871,7 +872,19 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
             memcpy(s->prev + B * T * D, s->x, (size_t)(B * N * D) * sizeof(float));
         }
         double_block(m, &m->dbl[i], s);
-        sf_flux_block_view v = {SF_FLUX_DOUBLE, i, B, T, N, D, s->c, s->x, T * D, N * D};
+        const int with_in = in->edit_input && s->prev;
+        sf_flux_block_view v = {SF_FLUX_DOUBLE,
+                                i,
+                                B,
+                                T,
+                                N,
+                                D,
+                                s->c,
+                                s->x,
+                                T * D,
+                                N * D,
+                                with_in ? s->prev : NULL,
+                                with_in ? s->prev + B * T * D : NULL};
         if (in->edit && in->edit(in->edit_ctx, &v)) {
             rc = sf_error_prefix("flux: edit after transformer_blocks.%d", i);
             goto done;
@@ -882,7 +895,19 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
     for (int i = 0; i < c->num_single_layers && stage <= last; i++, stage++) {
         if (need_prev) memcpy(s->prev, s->z, (size_t)(M * D) * sizeof(float));
         single_block(m, &m->sgl[i], s);
-        sf_flux_block_view v = {SF_FLUX_SINGLE, i, B, T, N, D, s->z, s->z + T * D, L * D, L * D};
+        const int with_in = in->edit_input && s->prev;
+        sf_flux_block_view v = {SF_FLUX_SINGLE,
+                                i,
+                                B,
+                                T,
+                                N,
+                                D,
+                                s->z,
+                                s->z + T * D,
+                                L * D,
+                                L * D,
+                                with_in ? s->prev : NULL,
+                                with_in ? s->prev + T * D : NULL};
         if (in->edit && in->edit(in->edit_ctx, &v)) {
             rc = sf_error_prefix("flux: edit after single_transformer_blocks.%d", i);
             goto done;

@@ -75,4 +75,9 @@ int sf_wl_fused(sf_wl *L, sf_weight *w, int64_t cols, int nparts, const sf_wl_pa
 /* The same for 1-D tensors (biases): rows are elements. Owned by L. */
 const float *sf_wl_fused_f32(sf_wl *L, int nparts, const sf_wl_part *parts);
 
+/* An output spec "layer:N" or "hidden:N" (N a hidden_states index, may be
+ * negative): 1 and *layer = N; 0 for anything else. Shared by the CLIP and
+ * T5 request parsers. */
+int sf_models_parse_layer(const char *s, int *layer);
+
 #endif

@@ -301,15 +301,9 @@ int sf_t5_parse_request(const char *s, sf_t5_request *r) {
         r->what = SF_T5_LAST;
         return 0;
     }
-    const char *num = !strncmp(s, "layer:", 6) ? s + 6 : !strncmp(s, "hidden:", 7) ? s + 7 : NULL;
-    if (num) {
-        char *end;
-        long v = strtol(num, &end, 10);
-        if (end != num && !*end && v > -100000 && v < 100000) {
-            r->what = SF_T5_HIDDEN;
-            r->layer = (int)v;
-            return 0;
-        }
+    if (sf_models_parse_layer(s, &r->layer)) {
+        r->what = SF_T5_HIDDEN;
+        return 0;
     }
     return sf_error("t5 output '%s' not understood (last, layer:N with N a hidden index)", s);
 }

@@ -159,13 +159,14 @@ int sf_vae_config_read(const char *path, sf_vae_config *c) {
 /* ---- weights ------------------------------------------------------------- */
 
 /* A conv weight (cout, cin, k, k) + bias, repacked for sf_conv2d. */
-static int load_conv(sf_vae *v, sf_conv2d_w *cw, const char *name, int cout, int cin, int k) {
+static int load_conv(sf_vae *v, sf_conv2d_w *cw, const char *name, int cout, int cin, int k,
+                     int stride) {
     int64_t shape[4] = {cout, cin, k, k}, bshape[1] = {cout};
     sf_weight w;
     if (sf_wl_weight(v->wl, &w, 4, shape, "%s.weight", name)) return -1;
     const float *b = sf_wl_f32(v->wl, 1, bshape, "%s.bias", name);
     if (!b) return -1;
-    return sf_conv2d_pack(cw, &w, cout, cin, k, b);
+    return sf_conv2d_pack(cw, &w, cout, cin, k, stride, b);
 }
 
 static int load_norm(sf_vae *v, const float **w, const float **b, const char *name, int C) {
@@ -181,14 +182,14 @@ static int load_resnet(sf_vae *v, vae_resnet *r, const char *p, int cin, int cou
     snprintf(n, sizeof n, "%s.norm1", p);
     if (load_norm(v, &r->n1w, &r->n1b, n, cin)) return -1;
     snprintf(n, sizeof n, "%s.conv1", p);
-    if (load_conv(v, &r->conv1, n, cout, cin, 3)) return -1;
+    if (load_conv(v, &r->conv1, n, cout, cin, 3, 1)) return -1;
     snprintf(n, sizeof n, "%s.norm2", p);
     if (load_norm(v, &r->n2w, &r->n2b, n, cout)) return -1;
     snprintf(n, sizeof n, "%s.conv2", p);
-    if (load_conv(v, &r->conv2, n, cout, cout, 3)) return -1;
+    if (load_conv(v, &r->conv2, n, cout, cout, 3, 1)) return -1;
     if (cin != cout) {
         snprintf(n, sizeof n, "%s.%s", p, v->bfl ? "nin_shortcut" : "conv_shortcut");
-        if (load_conv(v, &r->shortcut, n, cout, cin, 1)) return -1;
+        if (load_conv(v, &r->shortcut, n, cout, cin, 1, 1)) return -1;
     }
     return 0;
 }
@@ -256,9 +257,9 @@ static int load_decoder(sf_vae *v) {
     const int n = c->n_blocks, top = c->block_out[n - 1];
     char nm[512];
     if (c->use_post_quant_conv &&
-        load_conv(v, &d->quant, "post_quant_conv", c->latent_channels, c->latent_channels, 1))
+        load_conv(v, &d->quant, "post_quant_conv", c->latent_channels, c->latent_channels, 1, 1))
         return -1;
-    if (load_conv(v, &d->conv_in, "decoder.conv_in", top, c->latent_channels, 3)) return -1;
+    if (load_conv(v, &d->conv_in, "decoder.conv_in", top, c->latent_channels, 3, 1)) return -1;
     if (load_mid(v, &d->mid, "decoder", top)) return -1;
     d->blocks = sf_calloc((size_t)n, sizeof *d->blocks);
     d->n_blocks = n;
@@ -281,13 +282,13 @@ static int load_decoder(sf_vae *v) {
                 snprintf(nm, sizeof nm, "decoder.up.%d.upsample.conv", n - 1 - i);
             else
                 snprintf(nm, sizeof nm, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-            if (load_conv(v, &b->resample, nm, out, out, 3)) return -1;
+            if (load_conv(v, &b->resample, nm, out, out, 3, 1)) return -1;
         }
         prev = out;
     }
     const char *no = v->bfl ? "decoder.norm_out" : "decoder.conv_norm_out";
     if (load_norm(v, &d->norm_w, &d->norm_b, no, c->block_out[0])) return -1;
-    if (load_conv(v, &d->conv_out, "decoder.conv_out", c->out_channels, c->block_out[0], 3))
+    if (load_conv(v, &d->conv_out, "decoder.conv_out", c->out_channels, c->block_out[0], 3, 1))
         return -1;
     d->present = 1;
     return 0;
@@ -298,7 +299,8 @@ static int load_encoder(sf_vae *v) {
     vae_coder *e = &v->enc;
     const int n = c->n_blocks, top = c->block_out[n - 1], L2 = 2 * c->latent_channels;
     char nm[512];
-    if (load_conv(v, &e->conv_in, "encoder.conv_in", c->block_out[0], c->in_channels, 3)) return -1;
+    if (load_conv(v, &e->conv_in, "encoder.conv_in", c->block_out[0], c->in_channels, 3, 1))
+        return -1;
     e->blocks = sf_calloc((size_t)n, sizeof *e->blocks);
     e->n_blocks = n;
     int prev = c->block_out[0];
@@ -319,15 +321,15 @@ static int load_encoder(sf_vae *v) {
                 snprintf(nm, sizeof nm, "encoder.down.%d.downsample.conv", i);
             else
                 snprintf(nm, sizeof nm, "encoder.down_blocks.%d.downsamplers.0.conv", i);
-            if (load_conv(v, &b->resample, nm, out, out, 3)) return -1;
+            if (load_conv(v, &b->resample, nm, out, out, 3, 2)) return -1;
         }
         prev = out;
     }
     if (load_mid(v, &e->mid, "encoder", top)) return -1;
     const char *no = v->bfl ? "encoder.norm_out" : "encoder.conv_norm_out";
     if (load_norm(v, &e->norm_w, &e->norm_b, no, top)) return -1;
-    if (load_conv(v, &e->conv_out, "encoder.conv_out", L2, top, 3)) return -1;
-    if (c->use_quant_conv && load_conv(v, &e->quant, "quant_conv", L2, L2, 1)) return -1;
+    if (load_conv(v, &e->conv_out, "encoder.conv_out", L2, top, 3, 1)) return -1;
+    if (c->use_quant_conv && load_conv(v, &e->quant, "quant_conv", L2, L2, 1, 1)) return -1;
     e->present = 1;
     return 0;
 }
@@ -425,7 +427,7 @@ static void swap(float **a, float **b) {
 
 static void conv_step(vae_act *a, const sf_conv2d_w *cw) {
     static const int64_t pad1[4] = {1, 1, 1, 1};
-    sf_conv2d(a->x, a->B, a->H, a->W, cw, 1, cw->k == 3 ? pad1 : NULL, a->t[0], 0);
+    sf_conv2d(a->x, a->B, a->H, a->W, cw, cw->k == 3 ? pad1 : NULL, a->t[0], 0);
     swap(&a->x, &a->t[0]);
     a->C = cw->cout;
 }
@@ -436,15 +438,15 @@ static void resnet_fwd(vae_act *a, const vae_resnet *r, int G) {
     const int64_t B = a->B, H = a->H, W = a->W, HW = H * W;
     float *h = a->t[0], *u = a->t[1];
     sf_groupnorm(a->x, h, B, HW, r->cin, G, r->n1w, r->n1b, VAE_EPS, 1);
-    sf_conv2d(h, B, H, W, &r->conv1, 1, pad1, u, 0);
+    sf_conv2d(h, B, H, W, &r->conv1, pad1, u, 0);
     sf_groupnorm(u, u, B, HW, r->cout, G, r->n2w, r->n2b, VAE_EPS, 1);
     /* dropout is identity at inference; output_scale_factor is 1 */
     if (r->shortcut.w) { /* h = conv_shortcut(x); h += conv2(u); x <- h */
-        sf_conv2d(a->x, B, H, W, &r->shortcut, 1, NULL, h, 0);
-        sf_conv2d(u, B, H, W, &r->conv2, 1, pad1, h, 1);
+        sf_conv2d(a->x, B, H, W, &r->shortcut, NULL, h, 0);
+        sf_conv2d(u, B, H, W, &r->conv2, pad1, h, 1);
         swap(&a->x, &a->t[0]);
     } else { /* x += conv2(u) */
-        sf_conv2d(u, B, H, W, &r->conv2, 1, pad1, a->x, 1);
+        sf_conv2d(u, B, H, W, &r->conv2, pad1, a->x, 1);
     }
     a->C = r->cout;
 }
@@ -614,7 +616,7 @@ int sf_vae_encode(sf_vae *v, const float *image, int64_t B, int64_t H, int64_t W
             resnet_fwd(&a, &b->res[j], G);
         if (b->resample.w) { /* Downsample2D: F.pad(x, (0, 1, 0, 1)), conv 3x3 stride 2 */
             static const int64_t pad[4] = {0, 0, 1, 1};
-            sf_conv2d(a.x, a.B, a.H, a.W, &b->resample, 2, pad, a.t[0], 0);
+            sf_conv2d(a.x, a.B, a.H, a.W, &b->resample, pad, a.t[0], 0);
             swap(&a.x, &a.t[0]);
             a.H = sf_conv2d_out_size(a.H, 3, 2, 0, 1), a.W = sf_conv2d_out_size(a.W, 3, 2, 0, 1);
         }

@@ -370,3 +370,13 @@ const float *sf_wl_fused_f32(sf_wl *L, int nparts, const sf_wl_part *parts) {
     keep(L, buf, 0);
     return buf;
 }
+
+int sf_models_parse_layer(const char *s, int *layer) {
+    const char *num = !strncmp(s, "layer:", 6) ? s + 6 : !strncmp(s, "hidden:", 7) ? s + 7 : NULL;
+    if (!num) return 0;
+    char *end;
+    long v = strtol(num, &end, 10);
+    if (end == num || *end || v <= -100000 || v >= 100000) return 0;
+    *layer = (int)v;
+    return 1;
+}

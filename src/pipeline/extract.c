@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "saeflow/buf.h"
+#include "saeflow/dist.h"
 #include "saeflow/pipeline.h"
 
 typedef SF_VEC(float) fvec;
@@ -198,11 +199,13 @@ int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_resu
     }
     const int64_t N = src->n_rows, S = o->shard_rows;
     const int64_t n_shards = N == 0 ? 1 : (N + S - 1) / S;
+    const int R = sf_dist_size(), me = sf_dist_rank();
     res->n_shards = n_shards;
     sf_progress prog;
     sf_progress_start(&prog, o->label ? o->label : "extract", (uint64_t)N, "rows");
+    if (me) prog.enabled = 0; /* one bar: rank 0's (its own parts) */
     int64_t done_rows = 0;
-    for (int64_t k = 0; k < n_shards; k++) {
+    for (int64_t k = me; k < n_shards; k += R) {
         int64_t r0 = k * S, r1 = r0 + S < N ? r0 + S : N;
         char *pp = sf_extract_part_path(o->out, k);
         int rc;
@@ -218,6 +221,13 @@ int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_resu
         done_rows = r1;
     }
     sf_progress_finish(&prog, NULL);
+    /* every rank's parts exist before rank 0 reads them (a rank that failed
+     * never gets here: the CLI ends all ranks) */
+    if (R > 1 && sf_dist_barrier()) return -1;
+    if (me) {
+        res->worker = 1;
+        return 0;
+    }
     int mrc = merge_parts(src, o, n_shards, res);
     if (mrc < 0) return -1; /* keep the parts for a retry */
     /* merged, or nothing worth keeping (no row had its inputs) */

@@ -138,7 +138,8 @@ int sf_flux_generate(sf_flux_gen *g, const sf_flux_gen_opts *o, int64_t B, int64
                          .img_ids = ids,
                          .txt_ids = NULL,
                          .edit = o->edit ? edit_step : NULL,
-                         .edit_ctx = &ew};
+                         .edit_ctx = &ew,
+                         .edit_input = o->edit_input};
     sf_flux_request out = {SF_FLUX_OUTPUT, 0, 0, 0};
     for (int i = 0; i < o->steps && !rc; i++) {
         // the pipeline passes timestep = t / 1000 with t = 1000 sigma in F32

@@ -107,14 +107,14 @@ static uint64_t *perm_buf(flux_src *f, size_t n) {
     return f->perm;
 }
 
-/* Prompts [p0, p1) of group g (which starts at g0 and has gn prompts):
+/* Prompts [p0, p1) of group g (which starts at g0):
  * forward, then the selected rows of each hook appended to the window. */
-static int run_group(flux_src *f, int64_t g, int64_t g0, int64_t gn, int64_t p0, int64_t p1) {
+static int run_group(flux_src *f, int64_t g, int64_t g0, int64_t p0, int64_t p1) {
     const sf_flux_config *c = f->c;
     const int64_t B = p1 - p0, C = c->in_channels / 4, tok = c->in_channels;
     /* the whole group's noise (one randn, as the pipeline draws it), then our slice */
-    if (sf_flux_noise(f->o.seed + (uint64_t)g, NULL, gn, C, f->h, f->w,
-                      (sf_torch_rng_kind)f->o.rng_kind, f->noise))
+    if (sf_flux_source_group_noise(f->o.seed, f->o.batch, f->base.n_rows, g, C, f->h, f->w,
+                                   f->o.rng_kind, f->noise))
         return -1;
     const float *img = f->noise + (size_t)(p0 - g0) * (size_t)(f->N * tok);
     if (f->text) {
@@ -243,7 +243,7 @@ static int fs_next(sf_act_source *s, sf_act_batch *bt) {
     for (int64_t g = f->next / B; g * B < w1; g++) {
         const int64_t g0 = g * B, gn = g0 + B < n ? B : n - g0;
         const int64_t p0 = g0 > f->next ? g0 : f->next, p1 = g0 + gn < w1 ? g0 + gn : w1;
-        if (run_group(f, g, g0, gn, p0, p1)) return -1;
+        if (run_group(f, g, g0, p0, p1)) return -1;
     }
     if (f->o.shuffle > 0)
         for (int i = 0; i < f->nreq; i++)
@@ -300,6 +300,28 @@ static int read_captions(flux_src *f, const char *path, const char *spec, int64_
 }
 
 static const sf_act_source_ops flux_ops = {fs_next, fs_seek, fs_close};
+
+int sf_flux_source_group_noise(uint64_t seed, int batch, int64_t n, int64_t g, int64_t C, int64_t h,
+                               int64_t w, int rng_kind, float *noise) {
+    const int64_t g0 = g * batch, gn = n - g0 < batch ? n - g0 : batch;
+    if (batch < 1 || g < 0 || gn < 1)
+        return sf_error("flux source: group %lld of %lld prompts in groups of %d", (long long)g,
+                        (long long)n, batch);
+    return sf_flux_noise(seed + (uint64_t)g, NULL, gn, C, h, w, (sf_torch_rng_kind)rng_kind, noise);
+}
+
+int sf_flux_source_prompt_noise(uint64_t seed, int batch, int64_t n, int64_t i, int64_t C,
+                                int64_t h, int64_t w, int rng_kind, float *group, float *out) {
+    if (i < 0 || i >= n)
+        return sf_error("flux source: prompt %lld of %lld", (long long)i, (long long)n);
+    const int64_t per = (h / 2) * (w / 2) * 4 * C, g = i / batch;
+    float *own = group ? NULL : sf_malloc((size_t)(batch * per) * sizeof(float));
+    float *buf = group ? group : own;
+    int rc = sf_flux_source_group_noise(seed, batch, n, g, C, h, w, rng_kind, buf);
+    if (!rc) memcpy(out, buf + (i - g * batch) * per, (size_t)per * sizeof(float));
+    free(own);
+    return rc;
+}
 
 sf_act_source *sf_flux_source_open(const sf_flux_source_opts *oin) {
     flux_src *f = sf_calloc(1, sizeof *f);

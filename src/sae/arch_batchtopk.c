@@ -16,6 +16,7 @@
 
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
+#include "saeflow/dist.h"
 
 static int batchtopk_alloc(sf_sae *s) {
     sae_alloc_core(s);
@@ -98,6 +99,107 @@ static int collect_at_least(const float *p, const float *b, int n, float t, int 
     return c;
 }
 
+/* Every positive value of the batch (of all ranks) decides T: the rare case
+ * where the candidate lists cannot prove it. Dense codes Z. kB: over all
+ * ranks. */
+static int dense_fallback(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
+                          int32_t *rowcnt, float *thr, int par) {
+    size_t m = 0;
+    float *pos = malloc((size_t)B * n * sizeof(float)), *all = NULL;
+    if (!pos) return sf_error("out of memory for the batch-wide selection (%d x %d)", B, n);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < n; j++) {
+            float v = P[(size_t)b * n + j] + b_enc[j];
+            if (v > 0) pos[m++] = v;
+        }
+    if (sf_dist_size() > 1) { /* the global batch's values (1 process: pos itself) */
+        int rc = sf_dist_allgather_f32(pos, m, &all, &m);
+        free(pos);
+        if (rc) return -1;
+        pos = all;
+    }
+    float T = 0;
+    if ((int64_t)m <= kB) {
+        for (size_t i = 0; i < m; i++)
+            T = (T == 0 || pos[i] < T) ? pos[i] : T;
+    } else {
+        T = sae_kth_largest(pos, (int64_t)m, kB);
+    }
+    free(pos);
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < B; b++) {
+        const float *p = P + (size_t)b * n;
+        float *z = Z + (size_t)b * n;
+        int32_t cb = 0;
+        for (int j = 0; j < n; j++) {
+            float v = p[j] + b_enc[j];
+            int on = v > 0 && v >= T;
+            z[j] = on ? v : 0.0f;
+            cb += on;
+        }
+        rowcnt[b] = cb;
+    }
+    *thr = T;
+    return 0;
+}
+
+/* Under MPI (docs/mpi.md): each rank holds B of the R B rows. Every row's
+ * candidates (its top c) are the same whichever rank holds it, so T, the
+ * kB R-th largest of the union of all ranks' candidates (gathered), is the
+ * one process's T exactly (a k-th largest does not depend on order), as is
+ * the "a full row may hide more" test (OR over ranks) and the fallback.
+ * The hint is not used: it only saves time on one process. */
+static int select_dist(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
+                       int32_t *rowcnt, sae_rowlists *L, float *thr, int par) {
+    const int64_t k = kB / B > 0 ? kB / B : 1, kBg = kB * sf_dist_size();
+    const int c = (int)(4 * k < n ? 4 * k : n);
+    L->valid = 0;
+    if (sae_rowlists_reserve(L, B, c)) return -1;
+    int32_t *ix = L->ix, *cnt = L->cnt;
+    float *vl = L->vl, *buf = L->buf;
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < B; b++)
+        cnt[b] = sae_topk_relu(P + (size_t)b * n, b_enc, n, c, NULL, ix + (size_t)b * c,
+                               vl + (size_t)b * c);
+    size_t w = 0;
+    for (int b = 0; b < B; b++) {
+        memcpy(buf + w, vl + (size_t)b * c, (size_t)cnt[b] * sizeof(float));
+        w += (size_t)cnt[b];
+    }
+    float *all = NULL, T = 0;
+    size_t total = 0;
+    if (sf_dist_allgather_f32(buf, w, &all, &total)) return -1;
+    unsigned char full = 0;
+    if ((int64_t)total <= kBg) {
+        for (int b = 0; b < B; b++)
+            full |= cnt[b] == c;
+        for (size_t i = 0; i < total; i++)
+            T = (T == 0 || all[i] < T) ? all[i] : T;
+    } else {
+        T = sae_kth_largest(all, (int64_t)total, kBg);
+        for (int b = 0; b < B && !full; b++) {
+            if (cnt[b] < c) continue;
+            float mn = vl[(size_t)b * c];
+            for (int u = 1; u < c; u++)
+                mn = vl[(size_t)b * c + u] < mn ? vl[(size_t)b * c + u] : mn;
+            full |= mn >= T;
+        }
+    }
+    free(all);
+    if (sf_dist_allreduce_max_u8(&full, 1)) return -1;
+    if (full) return dense_fallback(P, b_enc, B, n, kBg, Z, rowcnt, thr, par);
+    for (int b = 0; b < B; b++) {
+        int32_t m = 0;
+        const float *v = vl + (size_t)b * c;
+        for (int u = 0; u < cnt[b]; u++)
+            m += v[u] >= T;
+        rowcnt[b] = m;
+    }
+    L->thr = *thr = T;
+    L->valid = 1;
+    return 0;
+}
+
 int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64_t kB, float *Z,
                          int32_t *rowcnt, sae_rowlists *L, float hint, float *thr, int par) {
     /* Candidates: each row's top c = 4k. The global threshold T from them is
@@ -109,6 +211,7 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
      * If at least kB values were collected, T >= the cut, so every value
      * left out is below T (or sits in a heap row, which the "full" test
      * below covers): the same T and codes as without the hint. */
+    if (sf_dist_size() > 1) return select_dist(P, b_enc, B, n, kB, Z, rowcnt, L, thr, par);
     int64_t k = kB / B > 0 ? kB / B : 1;
     const int c = (int)(4 * k < n ? 4 * k : n);
     L->valid = 0;
@@ -175,37 +278,7 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
         L->valid = 1;
         return 0;
     }
-    size_t m = 0;
-    float *all = malloc((size_t)B * n * sizeof(float));
-    if (!all) return sf_error("out of memory for the batch-wide selection (%d x %d)", B, n);
-    for (int b = 0; b < B; b++)
-        for (int j = 0; j < n; j++) {
-            float v = P[(size_t)b * n + j] + b_enc[j];
-            if (v > 0) all[m++] = v;
-        }
-    if ((int64_t)m <= kB) {
-        T = 0;
-        for (size_t i = 0; i < m; i++)
-            T = (T == 0 || all[i] < T) ? all[i] : T;
-    } else {
-        T = sae_kth_largest(all, (int64_t)m, kB);
-    }
-    free(all);
-#pragma omp parallel for schedule(static) if (par)
-    for (int b = 0; b < B; b++) {
-        const float *p = P + (size_t)b * n;
-        float *z = Z + (size_t)b * n;
-        int32_t cb = 0;
-        for (int j = 0; j < n; j++) {
-            float v = p[j] + b_enc[j];
-            int on = v > 0 && v >= T;
-            z[j] = on ? v : 0.0f;
-            cb += on;
-        }
-        rowcnt[b] = cb;
-    }
-    *thr = T;
-    return 0;
+    return dense_fallback(P, b_enc, B, n, kB, Z, rowcnt, thr, par);
 }
 
 /* ---------------------------------------------------------------- training -- */

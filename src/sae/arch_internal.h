@@ -59,8 +59,16 @@ float *sae_zalloc(size_t count);
 void sae_alloc_core(sf_sae *s);
 void sae_add_linear_params(sf_sae *s);
 
-/* Saves a copy with s->input_scale folded into the weights (resample.c). */
-int sae_save_folded(const sf_sae *s, const char *dir);
+/* Folds (resample.c). sae_needs_fold: s has an input scale, or is a standard
+ * or gated SAE with a nonzero decoder column off unit norm. sae_folded_copy:
+ * a copy with both folded, what every layout saves. sae_fold_norms: for each
+ * latent j with c = ||w_j|| != 1, W_enc[j], b_enc[j] (and gated mag_bias[j])
+ * times c, w_j / c: codes times c, reconstructions unchanged; a zero column
+ * is left alone, or with zero_too its encoder row and bias are zeroed (what
+ * SAELens's rescale_acts_by_decoder_norm computes: code 0). */
+int sae_needs_fold(const sf_sae *s);
+int sae_folded_copy(sf_sae *f, const sf_sae *s);
+void sae_fold_norms(sf_sae *s, int zero_too);
 /* formats.c: a directory in the SAELens or sparsify layout (no config.json),
  * and loading it (sf_sae_load calls these, so every command reads them). */
 int sae_is_foreign(const char *dir);

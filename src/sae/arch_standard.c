@@ -13,6 +13,7 @@
 
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
+#include "saeflow/dist.h"
 
 static int standard_alloc(sf_sae *s) {
     sae_alloc_core(s);
@@ -182,6 +183,14 @@ static double standard_ghost(sae_arch_state *a, const uint8_t *dead) {
         mse += rs[2 * b + 1];
     }
     free(rs);
+    /* under MPI the detached factor c = mse / raw is the global batch's
+     * (docs/mpi.md); each rank's loss stays its rows' mean */
+    double mse_l = mse;
+    if (sf_dist_size() > 1) {
+        double red[2] = {raw, mse};
+        if (sf_dist_allreduce_sum_f64(red, 2)) sf_dist_abort(1, sf_errmsg());
+        raw = red[0], mse = red[1];
+    }
     if (!(raw > 0) || !isfinite(raw)) {
         memset(a->Za, 0, (size_t)B * n * sizeof(float));
         memset(a->H, 0, (size_t)B * n * sizeof(float));
@@ -204,7 +213,7 @@ static double standard_ghost(sae_arch_state *a, const uint8_t *dead) {
             a->H[i] = (a->Za[i] > 0 && v < 20.0f) ? a->Za[i] * a->H[i] : 0.0f;
         }
     }
-    return mse / B;
+    return mse_l / B;
 }
 
 const sae_arch_ops sae_standard_ops = {

@@ -27,6 +27,7 @@
 
 #include "sae/arch_internal.h"
 #include "sae/sae_internal.h"
+#include "saeflow/dist.h"
 
 #define ALB                                                                                        \
     512 /* latents per block in the reduction GEMMs (fixed: determinism; large                     \
@@ -797,9 +798,6 @@ static double auxk_entries(sae_arch_state *a, const sf_sae_train_opts *o, const 
     double e2 = 0, me2 = 0, r2 = 0;
     for (int b = 0; b < B; b++)
         e2 += a->rowst[(size_t)b * RS_N + RS_SQ];
-    for (int q = 0; q < d; q++)
-        me2 += (a->csd[q] / B) * (a->csd[q] / B);
-    const double D = e2 - (double)B * me2;
     int32_t *acnt = sf_malloc((size_t)B * sizeof(int32_t));
     double *rr2 = sf_malloc((size_t)B * sizeof(double)); /* per row: fixed-order sum */
 #pragma omp parallel for schedule(dynamic, 1) if (a->par)
@@ -827,6 +825,25 @@ static double auxk_entries(sae_arch_state *a, const sf_sae_train_opts *o, const 
     for (int b = 0; b < B; b++)
         r2 += rr2[b];
     free(rr2);
+    /* sum_b ||e_b - mean e||^2 = sum_b ||e_b||^2 - B ||mean e||^2 over the
+     * global batch under MPI (R ranks x B rows; docs/mpi.md): e2, r2 and the
+     * column sums of e are summed over ranks first. The aux gradient is
+     * scaled by R because the ranks' gradients are averaged (the main loss
+     * is a mean over rows, the aux loss a ratio of sums), as TopK's. */
+    const int R = sf_dist_size();
+    double Bg = B, gscale = 1;
+    if (R > 1) {
+        double *red = sf_malloc(((size_t)d + 2) * sizeof(double));
+        memcpy(red, a->csd, (size_t)d * sizeof(double));
+        red[d] = e2, red[d + 1] = r2;
+        if (sf_dist_allreduce_sum_f64(red, (size_t)d + 2)) sf_dist_abort(1, sf_errmsg());
+        memcpy(a->csd, red, (size_t)d * sizeof(double));
+        e2 = red[d], r2 = red[d + 1], Bg = (double)B * R, gscale = R;
+        free(red);
+    }
+    for (int q = 0; q < d; q++)
+        me2 += (a->csd[q] / Bg) * (a->csd[q] / Bg);
+    const double D = e2 - Bg * me2;
     /* compact the (B, ak) slots into CSR order */
     sp->arp[0] = 0;
     for (int b = 0; b < B; b++) {
@@ -842,7 +859,7 @@ static double auxk_entries(sae_arch_state *a, const sf_sae_train_opts *o, const 
     *annz = (size_t)sp->arp[B];
     if (D > 0 && isfinite(D) && isfinite(r2)) {
         aux_loss = o->auxk_coef * r2 / D;
-        const float sc = (float)(2.0 * o->auxk_coef / D);
+        const float sc = (float)(gscale * 2.0 * o->auxk_coef / D);
 #pragma omp parallel for schedule(static) if (a->par)
         for (int b = 0; b < B; b++) {
             float *rr = a->Ra + (size_t)b * d;

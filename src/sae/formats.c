@@ -129,6 +129,9 @@ static int load_saelens(sf_sae *s, const char *dir) {
         goto done;
     }
     sf_sae_arch a;
+    /* training checkpoints (save_model) of batchtopk and matryoshka_batchtopk
+     * hold the global threshold as a scalar, their inference files as JumpReLU */
+    int batch_thr = 0;
     if (!strcmp(arch, "standard") && act && !strcmp(act, "topk")) arch = "topk"; /* old TopK */
     if (!strcmp(arch, "standard")) {
         if (act && strcmp(act, "relu")) {
@@ -151,14 +154,21 @@ static int load_saelens(sf_sae *s, const char *dir) {
         }
     } else if (!strcmp(arch, "gated")) {
         a = SF_SAE_GATED;
-    } else if (!strcmp(arch, "jumprelu") || !strcmp(arch, "batchtopk")) {
-        a = SF_SAE_JUMPRELU; /* batchtopk is stored for inference as a JumpReLU */
+    } else if (!strcmp(arch, "jumprelu")) {
+        a = SF_SAE_JUMPRELU;
+    } else if (!strcmp(arch, "batchtopk") || !strcmp(arch, "matryoshka_batchtopk")) {
+        a = SF_SAE_JUMPRELU; /* inference: JumpReLU with the one threshold */
+        batch_thr = 1;
     } else {
         sf_error("%s: architecture '%s' is not supported (standard, topk, gated, jumprelu, "
-                 "batchtopk)",
+                 "batchtopk, matryoshka_batchtopk)",
                  cpath, arch);
         goto done;
     }
+    /* Pre-activations times ||W_dec[j]|| before the selection, codes divided
+     * by it in decode (SAELens v6 TopK training default): folded below. */
+    const int rescale =
+        cfg_bool(cfg, "rescale_acts_by_decoder_norm", 0) && (a == SF_SAE_TOPK || batch_thr);
     if (sf_sae_init(s, a, d, n, a == SF_SAE_TOPK ? k : 1, 0)) goto done;
     char *wpath = sf_path_join(dir, "sae_weights.safetensors");
     int orc = sf_st_open(&f, wpath);
@@ -175,8 +185,23 @@ static int load_saelens(sf_sae *s, const char *dir) {
     } else if (get(&f, "b_enc", n, -1, 0, s->b_enc)) {
         goto done;
     }
+    if (a == SF_SAE_JUMPRELU && batch_thr && !sf_st_find(&f, "threshold")) {
+        /* save_model: topk_threshold, a 0-d (F64) scalar */
+        float *owned = NULL;
+        const float *t = sf_st_get_f32(&f, "topk_threshold", -1, NULL, &owned);
+        const sf_tensor_info *ti = sf_st_find(&f, "topk_threshold");
+        if (!t || sf_tensor_numel(ti) != 1 || !(t[0] >= 0) || !isfinite(t[0])) {
+            if (t) sf_error("%s: tensor 'topk_threshold' must be one finite number >= 0", f.path);
+            free(owned);
+            goto done;
+        }
+        for (int j = 0; j < n; j++)
+            s->logthres[j] = t[0];
+        free(owned);
+    } else if (a == SF_SAE_JUMPRELU && get(&f, "threshold", n, -1, 0, s->logthres)) {
+        goto done;
+    }
     if (a == SF_SAE_JUMPRELU) {
-        if (get(&f, "threshold", n, -1, 0, s->logthres)) goto done;
         for (int j = 0; j < n; j++) {
             /* saeflow stores log(threshold); SAELens gates relu(pi) * (pi > t),
              * the same for t > 0; t <= 0 is plain ReLU, so the smallest
@@ -195,6 +220,21 @@ static int load_saelens(sf_sae *s, const char *dir) {
             if (a == SF_SAE_GATED) s->b_mag[j] += (float)(exp(s->r_mag[j]) * wb);
         }
     }
+    if (sf_st_find(&f, "scaling_factor")) {
+        /* legacy finetuning_scaling_factor: decode (z * sf) W_dec = z (sf W_dec) */
+        float *sf = sf_malloc((size_t)n * sizeof(float));
+        if (get(&f, "scaling_factor", n, -1, 0, sf)) {
+            free(sf);
+            goto done;
+        }
+        for (int j = 0; j < n; j++)
+            for (int q = 0; q < d; q++)
+                s->W_decT[(size_t)j * d + q] *= sf[j];
+        free(sf);
+    }
+    /* times c = ||W_dec[j]|| before the selection, / c in decode: the same as
+     * W_enc[j], b_enc[j] times c and W_dec[j] / c; a zero row gives code 0 */
+    if (rescale) sae_fold_norms(s, 1);
     sf_sae_config_set_string(s, "converted_from", "saelens");
     rc = 0;
 done:
@@ -418,18 +458,9 @@ static int save_sparsify(const sf_sae *s, const char *dir) {
 
 int sf_sae_save_as(const sf_sae *s, const char *dir, sf_sae_format f) {
     if (f == SF_FMT_SEED) return sf_sae_save(s, dir);
-    if (s->input_scale > 0 && s->input_scale != 1.0f) {
+    if (sae_needs_fold(s)) {
         sf_sae c;
-        if (sae_copy(&c, s)) return -1;
-        /* fold as sf_sae_save does, then write the other layout */
-        const float sc = s->input_scale, ic = 1.0f / sc;
-        for (size_t i = 0; i < (size_t)s->n * s->d; i++) {
-            c.W_enc[i] *= sc;
-            c.W_decT[i] *= ic;
-        }
-        for (int q = 0; q < s->d; q++)
-            c.b_dec[q] *= ic;
-        c.input_scale = 0;
+        if (sae_folded_copy(&c, s)) return -1; /* as sf_sae_save, then the other layout */
         int rc = sf_sae_save_as(&c, dir, f);
         sf_sae_free(&c);
         return rc;

@@ -1,5 +1,6 @@
 /* Dead-latent resampling (Anthropic, "Towards Monosemanticity", 2023), model
- * copies, and folding the input normalisation into the weights on save. */
+ * copies, and the folds on save and load: the input normalisation, and the
+ * decoder column norms of standard and gated SAEs (docs/architectures.md). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,22 +206,78 @@ int sae_copy(sf_sae *dst, const sf_sae *src) {
     return 0;
 }
 
-int sae_save_folded(const sf_sae *s, const char *dir) {
+/* ------------------------------------------------------------- folding -- */
+
+/* Within this of 1, ||w_j||^2 counts as unit: a column divided by its norm
+ * in F32 lands within ~2.4e-7 of it, so folding twice is folding once (a
+ * reloaded checkpoint keeps its bits), and the reference's factor ||w_j||
+ * on such a column is 1 to 5e-7, F32 rounding of a code. */
+#define SAE_UNIT_TOL 1e-6
+
+static int folds_norms(const sf_sae *s) {
+    return s->arch == SF_SAE_STANDARD || s->arch == SF_SAE_GATED;
+}
+
+static double col_ss(const sf_sae *s, int j) {
+    const float *w = s->W_decT + (size_t)j * s->d;
+    double ss = 0;
+    for (int q = 0; q < s->d; q++)
+        ss += (double)w[q] * w[q];
+    return ss;
+}
+
+static int norms_need_fold(const sf_sae *s) {
+    if (!folds_norms(s)) return 0;
+    for (int j = 0; j < s->n; j++) {
+        const double ss = col_ss(s, j);
+        if (ss > 0 && fabs(ss - 1.0) > SAE_UNIT_TOL) return 1;
+    }
+    return 0;
+}
+
+void sae_fold_norms(sf_sae *s, int zero_too) {
+    const int d = s->d;
+#pragma omp parallel for schedule(static) if (sae_parallel_worth((size_t)s->n * d * 4))
+    for (int j = 0; j < s->n; j++) {
+        const double ss = col_ss(s, j);
+        if (ss > 0 && fabs(ss - 1.0) <= SAE_UNIT_TOL) continue;
+        if (ss == 0 && !zero_too) continue;
+        const double c = sqrt(ss);
+        float *we = s->W_enc + (size_t)j * d, *wd = s->W_decT + (size_t)j * d;
+        for (int q = 0; q < d; q++) {
+            we[q] = (float)(we[q] * c);
+            if (c > 0) wd[q] = (float)(wd[q] / c);
+        }
+        s->b_enc[j] = (float)(s->b_enc[j] * c);
+        /* gated: the gate keeps its sign; c pi_mag = exp(r_mag) (c W) xc + c mag_bias */
+        if (s->b_mag) s->b_mag[j] = (float)(s->b_mag[j] * c);
+    }
+}
+
+void sf_sae_fold_decoder_norms(sf_sae *s) {
+    if (folds_norms(s)) sae_fold_norms(s, 0);
+}
+
+int sae_needs_fold(const sf_sae *s) {
+    return (s->input_scale > 0 && s->input_scale != 1.0f) || norms_need_fold(s);
+}
+
+int sae_folded_copy(sf_sae *f, const sf_sae *s) {
     /* Trained on c x: pre = W (c x - b) = (c W)(x - b / c); x_hat = (W_dec z + b) / c.
      * So W_enc *= c, W_dec /= c, b_dec /= c; biases inside the encoder and
      * thresholds act on the same pre-activations and stay. */
-    sf_sae f;
-    if (sae_copy(&f, s)) return -1;
-    const float c = s->input_scale, ic = 1.0f / c;
-    const size_t nd = (size_t)s->n * s->d;
-    for (size_t i = 0; i < nd; i++) {
-        f.W_enc[i] *= c;
-        f.W_decT[i] *= ic;
+    if (sae_copy(f, s)) return -1;
+    if (s->input_scale > 0 && s->input_scale != 1.0f) {
+        const float c = s->input_scale, ic = 1.0f / c;
+        const size_t nd = (size_t)s->n * s->d;
+        for (size_t i = 0; i < nd; i++) {
+            f->W_enc[i] *= c;
+            f->W_decT[i] *= ic;
+        }
+        for (int q = 0; q < s->d; q++)
+            f->b_dec[q] *= ic;
     }
-    for (int q = 0; q < s->d; q++)
-        f.b_dec[q] *= ic;
-    f.input_scale = 0;
-    int rc = sf_sae_save(&f, dir);
-    sf_sae_free(&f);
-    return rc;
+    f->input_scale = 0;
+    sf_sae_fold_decoder_norms(f);
+    return 0;
 }

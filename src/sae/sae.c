@@ -10,6 +10,7 @@
 #include "sae/arch_internal.h"
 #include "sae/prefilter.h"
 #include "sae/sae_internal.h"
+#include "saeflow/buf.h"
 #include "saeflow/config.h"
 #include "saeflow/safetensors.h"
 #include "saeflow/sae.h"
@@ -160,6 +161,49 @@ int sf_sae_init(sf_sae *s, sf_sae_arch arch, int d, int n, int k, uint64_t seed)
 
 /* ------------------------------------------------------------ checkpoints -- */
 
+/* No "arch" in config.json: the reference's save_pretrained writes only the
+ * constructor's arguments ({"features", "pages"}, TopK "k", JumpReLU
+ * "bandwidth" and "jumpthreshold"), so the tensor names tell: gated has
+ * gate_bias / r_mag / mag_bias / decoder_bias, jumprelu logthres; otherwise
+ * "k" means topk, and encoder.weight, encoder.bias, decoder.weight, bias
+ * without it standard. Both or neither: an error listing what was found. */
+static int infer_arch(const char *dir, const cJSON *cfg, const char *cpath, sf_sae_arch *arch) {
+    sf_st_set set;
+    if (sf_st_set_open_dir(&set, dir, "model")) return -1;
+#define HAS(name) (sf_st_set_find(&set, name, &(const sf_st *){0}) != NULL)
+    const int gated = HAS("gate_bias") || HAS("r_mag") || HAS("mag_bias") || HAS("decoder_bias");
+    const int jump = HAS("logthres");
+    const int linear =
+        HAS("encoder.weight") && HAS("encoder.bias") && HAS("decoder.weight") && HAS("bias");
+#undef HAS
+    const int has_k = cJSON_GetObjectItemCaseSensitive(cfg, "k") != NULL;
+    int rc = 0;
+    if (gated != jump) /* a missing companion tensor is named by the load */
+        *arch = gated ? SF_SAE_GATED : SF_SAE_JUMPRELU;
+    else if (!gated && has_k)
+        *arch = SF_SAE_TOPK;
+    else if (!gated && linear)
+        *arch = SF_SAE_STANDARD;
+    else {
+        sf_sbuf names = {0};
+        int shown = 0;
+        for (int f = 0; f < set.n_files; f++)
+            for (int i = 0; i < set.files[f].n_tensors; i++)
+                if (shown++ < 12)
+                    sf_sb_printf(&names, "%s'%s'", shown > 1 ? ", " : "",
+                                 set.files[f].tensors[i].name);
+        rc = sf_error("%s: no key 'arch', and the tensors (%s%s) match %s (gated: gate_bias, "
+                      "r_mag, mag_bias; jumprelu: logthres; topk with 'k', standard without: "
+                      "encoder.weight, encoder.bias, decoder.weight, bias); add \"arch\" to "
+                      "config.json",
+                      cpath, names.s ? names.s : "none", shown > 12 ? ", ..." : "",
+                      gated ? "both gated and jumprelu" : "no architecture");
+        sf_sb_free(&names);
+    }
+    sf_st_set_close(&set);
+    return rc;
+}
+
 int sf_sae_load(sf_sae *s, const char *dir) {
     memset(s, 0, sizeof *s);
     if (sae_is_foreign(dir)) return sae_load_foreign(s, dir); /* SAELens, sparsify: formats.c */
@@ -187,6 +231,8 @@ int sf_sae_load(sf_sae *s, const char *dir) {
             sf_error("%s: key 'arch': unknown architecture", cpath);
             goto done;
         }
+    } else if (infer_arch(dir, cfg, cpath, &s->arch)) {
+        goto done;
     }
     if (sf_cfg_int_req(cfg, "features", 1, 1000000000, &s->d, cpath) ||
         sf_cfg_int_req(cfg, "pages", 1, 1000000000, &s->n, cpath))
@@ -228,6 +274,8 @@ int sf_sae_load(sf_sae *s, const char *dir) {
         }
         free(owned);
     }
+    /* the reference's codes: standard and gated encode times ||w_j|| */
+    sf_sae_fold_decoder_norms(s);
     rc = 0;
 done:
     if (set_open) sf_st_set_close(&set);
@@ -240,7 +288,13 @@ done:
 }
 
 int sf_sae_save(const sf_sae *s, const char *dir) {
-    if (s->input_scale > 0 && s->input_scale != 1.0f) return sae_save_folded(s, dir);
+    if (sae_needs_fold(s)) { /* input scale, decoder norms: on a copy */
+        sf_sae f;
+        if (sae_folded_copy(&f, s)) return -1;
+        int frc = sf_sae_save(&f, dir);
+        sf_sae_free(&f);
+        return frc;
+    }
     if (sf_mkdirs(dir)) return -1;
     int rc = -1;
     float *tbuf[SF_SAE_MAX_PARAMS] = {0};

@@ -21,12 +21,15 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "sae/arch_internal.h"
 #include "sae/prefilter.h"
@@ -819,7 +822,10 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     double t0 = sf_now();
     for (int j = 0; j < t->s->n; j++)
         t->fired[j] = t->off[j + 1] > t->off[j];
-    if (sf_dist_size() > 1 && dist_reduce(t, m)) return -1;
+    if (sf_dist_size() > 1) {
+        if (dist_reduce(t, m)) return -1;
+        t->tm.comm += sf_now() - t0;
+    }
     sf_sae *s = t->s;
     const sf_sae_train_opts *o = &t->o;
     const double gnorm = sqrt(t->grad_ss);
@@ -916,5 +922,129 @@ int sf_sae_trainer_step(sf_sae_trainer *t, const float *x, int B, sf_sae_metrics
     }
     t->tm.adam += sf_now() - t0;
     t->tm.steps++;
+    return 0;
+}
+
+/* ------------------------------------------------------ state (resume) -- */
+
+/* Everything the next step reads besides the batch (docs/sae.md, "Resume").
+ * The parameters are the F32 values as trained: a checkpoint may hold them
+ * folded (--normalize_input) or in BF16, which would not continue bit for
+ * bit. The gradient buffers need no saving: a fresh trainer's are zero with
+ * has_grad 0, which is what every step leaves for latents without entries,
+ * and the int16 pre-filter is re-quantised from the weights by the same
+ * function AdamW's fused pass calls. Floats go to the metadata as C99 hex. */
+#define STATE_FORMAT "saeflow-trainer-state-1"
+
+static void meta_i64(sf_st_writer *w, const char *k, int64_t v) {
+    char b[32];
+    snprintf(b, sizeof b, "%lld", (long long)v);
+    sf_stw_meta(w, k, b);
+}
+static void meta_f(sf_st_writer *w, const char *k, double v) {
+    char b[64];
+    snprintf(b, sizeof b, "%a", v);
+    sf_stw_meta(w, k, b);
+}
+
+int sf_sae_trainer_state_add(sf_sae_trainer *t, sf_st_writer *w) {
+    const sf_sae *s = t->s;
+    char name[160];
+    for (int i = 0; i < s->n_params; i++) {
+        const sf_sae_param *p = &s->params[i];
+        const int64_t sh[1] = {(int64_t)p->numel};
+        snprintf(name, sizeof name, "param.%s", p->name);
+        if (sf_stw_add(w, name, SF_DT_F32, 1, sh, p->data)) return -1;
+        snprintf(name, sizeof name, "adam_m.%s", p->name);
+        if (sf_stw_add(w, name, SF_DT_F32, 1, sh, t->m1[i])) return -1;
+        snprintf(name, sizeof name, "adam_v.%s", p->name);
+        if (sf_stw_add(w, name, SF_DT_F32, 1, sh, t->m2[i])) return -1;
+    }
+    const int64_t shn[1] = {s->n};
+    if (sf_stw_add(w, "since_fired", SF_DT_I64, 1, shn, t->since)) return -1;
+    sf_stw_meta(w, "trainer_format", STATE_FORMAT);
+    sf_stw_meta(w, "trainer_arch", sf_sae_arch_name(s->arch));
+    meta_i64(w, "trainer_d", s->d);
+    meta_i64(w, "trainer_n", s->n);
+    meta_i64(w, "trainer_steps", t->steps);
+    meta_f(w, "trainer_threshold", s->threshold);
+    meta_f(w, "trainer_input_scale", s->input_scale);
+    if (t->arch) { /* BatchTopK's search hint, the sparse/dense route guess */
+        meta_f(w, "trainer_last_min", t->arch->last_min);
+        meta_i64(w, "trainer_have_min", t->arch->have_min);
+        meta_i64(w, "trainer_pred_sparse", t->arch->pred_sparse);
+    }
+    if (s->config) {
+        char *cfg = cJSON_PrintUnformatted(s->config);
+        sf_stw_meta(w, "trainer_config", cfg ? cfg : "{}");
+        free(cfg);
+    }
+    return 0;
+}
+
+static int state_num(const sf_st *f, const char *key, int required, double *v) {
+    const char *m = sf_st_meta(f, key);
+    if (!m) return required ? sf_error("%s: metadata \"%s\" missing", f->path, key) : 1;
+    char *end;
+    *v = strtod(m, &end);
+    if (end == m || *end) return sf_error("%s: metadata \"%s\": bad number '%s'", f->path, key, m);
+    return 0;
+}
+
+int sf_sae_trainer_state_load(sf_sae_trainer *t, const sf_st *f) {
+    sf_sae *s = t->s;
+    const char *fmt = sf_st_meta(f, "trainer_format"), *arch = sf_st_meta(f, "trainer_arch");
+    if (!fmt || strcmp(fmt, STATE_FORMAT))
+        return sf_error("%s: not a trainer state (metadata trainer_format '%s', want '%s')",
+                        f->path, fmt ? fmt : "(none)", STATE_FORMAT);
+    double d = 0, n = 0, steps = 0, thr = 0, isc = 0, v = 0;
+    if (state_num(f, "trainer_d", 1, &d) || state_num(f, "trainer_n", 1, &n) ||
+        state_num(f, "trainer_steps", 1, &steps) || state_num(f, "trainer_threshold", 1, &thr) ||
+        state_num(f, "trainer_input_scale", 1, &isc))
+        return -1;
+    if (!arch || strcmp(arch, sf_sae_arch_name(s->arch)) || d != s->d || n != s->n)
+        return sf_error("%s: state of a %s SAE %.0f x %.0f, the model is %s %d x %d", f->path,
+                        arch ? arch : "?", d, n, sf_sae_arch_name(s->arch), s->d, s->n);
+    if (!(steps >= 0)) return sf_error("%s: trainer_steps %g", f->path, steps);
+    char name[160];
+    for (int i = 0; i < s->n_params; i++) {
+        const sf_sae_param *p = &s->params[i];
+        const int64_t sh[1] = {(int64_t)p->numel};
+        const char *pre[3] = {"param", "adam_m", "adam_v"};
+        float *dst[3] = {p->data, t->m1[i], t->m2[i]};
+        for (int u = 0; u < 3; u++) {
+            snprintf(name, sizeof name, "%s.%s", pre[u], p->name);
+            const sf_tensor_info *ti = sf_st_find(f, name);
+            if (!ti || ti->dtype != SF_DT_F32)
+                return sf_error("%s: no F32 tensor '%s'", f->path, name);
+            if (sf_st_read_f32(f, name, 1, sh, dst[u])) return -1;
+        }
+    }
+    const sf_tensor_info *ts = sf_st_find(f, "since_fired");
+    if (!ts || ts->dtype != SF_DT_I64 || ts->ndim != 1 || ts->shape[0] != s->n)
+        return sf_error("%s: no I64 tensor 'since_fired' of %d entries", f->path, s->n);
+    memcpy(t->since, ts->data, (size_t)s->n * sizeof(int64_t));
+    for (int j = 0; j < s->n; j++)
+        if (t->since[j] < 0) return sf_error("%s: since_fired[%d] is negative", f->path, j);
+    t->steps = (int64_t)steps;
+    s->threshold = (float)thr;
+    s->input_scale = (float)isc;
+    if (t->arch) {
+        if (state_num(f, "trainer_last_min", 0, &v) == 0) t->arch->last_min = (float)v;
+        if (state_num(f, "trainer_have_min", 0, &v) == 0) t->arch->have_min = v != 0;
+        if (state_num(f, "trainer_pred_sparse", 0, &v) == 0) t->arch->pred_sparse = v != 0;
+    }
+    const char *cfg = sf_st_meta(f, "trainer_config");
+    if (cfg) {
+        cJSON *j = cJSON_Parse(cfg);
+        if (!j) return sf_error("%s: metadata trainer_config is not JSON", f->path);
+        if (s->config) cJSON_Delete(s->config);
+        s->config = j;
+    }
+    /* a fresh step: no gradient rows held, the pre-filter re-quantised */
+    for (int i = 0; i < s->n_params; i++)
+        memset(t->gr[i], 0, s->params[i].numel * sizeof(float));
+    memset(t->has_grad, 0, (size_t)s->n);
+    t->pf_fresh = 0;
     return 0;
 }

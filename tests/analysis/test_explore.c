@@ -210,7 +210,7 @@ TEST(site) {
     CHECK(sf_write_file_atomic(path, log, strlen(log)) == 0);
 
     fake_ctx fc = {0, -1};
-    sf_row_source src = {fake_get, &fc};
+    sf_row_source src = {fake_get, &fc, NULL};
     sf_explore_opts o;
     memset(&o, 0, sizeof o);
     o.topk_path = topk;

@@ -7,7 +7,10 @@
 # features are hidden until toggled. A second site, from per-token activations
 # of images whose one bright patch is known (fixtures/analysis/tokens), checks
 # that each top image carries a heat map whose peak cell is that patch.
-# Screenshots of the index and one feature page go to BUILD/explorer-*.png.
+# A third site from FLUX activations sampled on the tiny FLUX pipeline checks
+# the FLUX feature page: a heat map over the image-token grid on each top
+# image, the images (made by the pipeline) loaded, the prompt's T5 tokens,
+# the steering grid. Screenshots go to BUILD/explorer-*.png.
 #
 #   tests/browser/run.sh SAEFLOW_EXE BUILD_DIR
 #
@@ -129,6 +132,45 @@ check "token index title falls back" grep -q '<h1>saeflow explorer</h1>' "$W/tok
 chrome --dump-dom "$TURL#f=abc" > "$W/tok_bad.dom" || die "chromium #f=abc"
 check "#f=abc is not a NaN feature" grep -q 'is not a feature number' "$W/tok_bad.dom"
 chrome --screenshot="$BUILD/explorer-heat.png" --window-size=1280,1100 "$TURL#f=0" >/dev/null || die "screenshot"
+
+# FLUX site: an SAE on a single block of the tiny FLUX pipeline (16 T5 tokens
+# then a 4 x 2 image grid at 64 x 32 px), topk sampled on the fly, explore
+# making the prompts' images with the pipeline; a steering grid linked
+FP="$SRC/fixtures/flux-pipe/schnell"
+printf '%s\n' "a red fox in the snow" "a blue car on a road" "green trees by a lake" \
+    "a cat sleeping on a sofa" "sunset over the sea" "a bowl of fruit" > "$W/caps.txt"
+FS="--model $FP --captions $W/caps.txt --height 64 --width 32 --max_sequence_length 16 --prompt_batch 4 --seed 5"
+"$EXE" train --source flux $FS --hook single_transformer_blocks.1 --tokens_per_image 0 --arch topk --k 4 \
+    --expansion 2 --batch_size 16 --iters 30 --threads 2 --savedir "$W/fsae" --quiet || die "saeflow train --source flux"
+"$EXE" topk --source flux $FS --hook single_transformer_blocks.1 --checkpoint "$W/fsae/single_transformer_blocks.1" \
+    -N 4 --out "$W/topk_flux.safetensors" --quiet || die "saeflow topk --source flux"
+mkdir -p "$W/steer"
+"$EXE" explore --topk "$W/topk_flux.safetensors" --out "$W/site_flux" --image-cache "$W/fcache" --quiet \
+    || die "saeflow explore (flux)"
+FF=$(grep -o 'class="feat-row" data-feature="[0-9]*"' <(chrome --dump-dom "file://$W/site_flux/index.html") \
+    | head -1 | grep -o '[0-9]*"$' | tr -d '"')
+cp "$(ls "$W"/fcache/flux-*/row*.png | head -1)" "$W/steer/feature_$FF.png"
+"$EXE" explore --topk "$W/topk_flux.safetensors" --out "$W/site_flux" --image-cache "$W/fcache" \
+    --steer-dir "$W/steer" --quiet || die "saeflow explore (flux, steer)"
+FURL="file://$W/site_flux/index.html"
+chrome --dump-dom "$FURL#f=$FF" > "$W/flux.dom" || die "chromium flux page"
+ftop=$(tr -d '\n' < "$W/flux.dom" | sed 's/id="range".*//')
+n_ft=$(echo "$ftop" | grep -o 'class="tile" data-row="[0-9]*"' | wc -l)
+check "FLUX page $FF shows top images (got $n_ft)" [ "$n_ft" -ge 1 ]
+check "a heat map on each FLUX top image" [ "$(echo "$ftop" | grep -o 'class="heat"' | wc -l)" = "$n_ft" ]
+check "heat cells on the 4 x 2 image grid" [ "$(echo "$ftop" | grep -o 'class="hc[ "][^>]*data-r="[0-3]" data-c="[01]"' | wc -l)" -ge 1 ]
+check "each FLUX tile names its peak token" [ "$(echo "$ftop" | grep -o 'peak at \(patch\|text token\|padding token\)' | wc -l)" = "$n_ft" ]
+check "every FLUX top image loaded in the browser" [ "$(echo "$ftop" | grep -o 'class="top-img"[^>]*data-loaded="1"' | wc -l)" = "$n_ft" ]
+missing=0
+for s in $(echo "$ftop" | grep -o 'class="top-img" src="[^"]*"' | sed 's/.*src="//; s/"$//'); do
+    [ -s "$W/site_flux/$s" ] || { missing=1; echo "  missing $s"; }
+done
+check "FLUX image files exist" [ $missing = 0 ]
+check "the prompt's T5 tokens are shown, firing ones shaded" grep -q 'class="tk fire" data-pos="[0-9]*" data-heat="[1-9]' "$W/flux.dom"
+check "the caption is shown" grep -q 'class="cap">a \(red fox\|blue car\|cat\|bowl\)\|class="cap">\(green\|sunset\)' "$W/flux.dom"
+check "the steering grid is linked and loads" grep -q "id=\"steer-img\" src=\"steer/feature_$FF.png\"" "$W/flux.dom"
+check "its file is in the site" test -s "$W/site_flux/steer/feature_$FF.png"
+chrome --screenshot="$BUILD/explorer-flux.png" --window-size=1280,1300 "$FURL#f=$FF" >/dev/null || die "screenshot"
 
 chrome --screenshot="$BUILD/explorer-index.png" --window-size=1280,900 "$URL" >/dev/null || die "screenshot"
 chrome --screenshot="$BUILD/explorer-feature.png" --window-size=1280,1100 "$URL#f=$F" >/dev/null || die "screenshot"

@@ -362,7 +362,9 @@ TEST(serve) {
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* clean shutdown on SIGTERM */
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, /* clean shutdown on SIGTERM */
+              "serve ended with %s %d", WIFEXITED(st) ? "exit code" : "signal",
+              WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     close(pfd[0]);
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "'%s' serve --dir '%s/nonexistent'", SF_EXE, tmp);

@@ -87,6 +87,46 @@ TEST(train_convert_sweep) {
     free(svg);
 }
 
+/* The reference's own files (config.json without "arch"): every command reads
+ * them, convert writes the inferred architecture. */
+TEST(reference_files_without_arch) {
+    const char *T = test_tmpdir("cli_arch_ref");
+    const char *names[] = {"ref_standard", "ref_gated", "ref_jumprelu", "ref_topk"};
+    const char *want[] = {"\"standard\"", "\"gated\"", "\"jumprelu\"", "\"topk\""};
+    for (int i = 0; i < 4; i++) {
+        const char *fx = SF_SOURCE_DIR "/fixtures/formats";
+        CHECK_MSG(run("encode --checkpoint %s/%s --input %s/expected.safetensors --key x --out "
+                      "%s/z%d.st",
+                      fx, names[i], fx, T, i) == 0,
+                  "%s: %s", names[i], out);
+        CHECK(run("convert --checkpoint %s/%s --out %s/sl%d --to saelens", fx, names[i], T, i) ==
+              0);
+        char path[2400];
+        snprintf(path, sizeof path, "%s/sl%d/cfg.json", T, i);
+        char *cfg = sf_read_file(path, NULL);
+        CHECK_MSG(cfg && strstr(cfg, want[i]), "%s: %s", names[i], cfg ? cfg : "no cfg.json");
+        free(cfg);
+    }
+    /* tensors of no known architecture: the error lists them */
+    CHECK(run("convert --checkpoint %s/sl0 --out %s/seed0 --to seed", T, T) == 0);
+    char path[2400];
+    snprintf(path, sizeof path, "%s/seed0/config.json", T);
+    const char *cfg = "{\"features\": 16, \"pages\": 48}\n";
+    CHECK(sf_write_file_atomic(path, cfg, strlen(cfg)) == 0);
+    CHECK(run("encode --checkpoint %s/seed0 --input %s/expected.safetensors --key x --out %s/zz.st",
+              T, SF_SOURCE_DIR "/fixtures/formats", T) == 0);
+    snprintf(path, sizeof path,
+             "cp %s/fixtures/formats/saelens_topk/sae_weights.safetensors "
+             "%s/seed0/model.safetensors",
+             SF_SOURCE_DIR, T);
+    CHECK(system(path) == 0);
+    CHECK(run("encode --checkpoint %s/seed0 --input %s/expected.safetensors --key x --out %s/zz.st",
+              T, SF_SOURCE_DIR "/fixtures/formats", T) == 1);
+    CHECK_MSG(strstr(out, "saeflow encode:") && strstr(out, "no key 'arch'") &&
+                  strstr(out, "'W_dec'"),
+              "%s", out);
+}
+
 TEST(bad_arguments) {
     const char *T = test_tmpdir("cli_arch_bad");
     CHECK(run("synth --out %s/syn.st --d 8 --n_true 8 --samples 128", T) == 0);
@@ -131,6 +171,7 @@ TEST(thread_count_identity) {
 int main(void) {
     RUN(thread_count_identity);
     RUN(train_convert_sweep);
+    RUN(reference_files_without_arch);
     RUN(bad_arguments);
     return test_summary();
 }

@@ -115,6 +115,47 @@ TEST(resume) {
 #undef R_ARGS
 }
 
+/* --resume is exact: a run killed after its checkpoint at the end of the
+ * first window (2 steps of 12 rows, 8 rows queued) and resumed writes the
+ * bytes of an uninterrupted run (3 steps: the queued rows + 8 of the next
+ * window's rows make the third batch), for a TopK and a standard hook. */
+TEST(resume_exact) {
+    const char *tmp = test_tmpdir("cli_flux_source_resume_exact");
+    char args[8192];
+#define X_ARGS                                                                                     \
+    "train --source flux --model " SF_SOURCE_DIR "/fixtures/flux/a --prompts " SF_SOURCE_DIR       \
+    "/fixtures/flux_source/prompts.safetensors --height 64 --width 32 --prompt_batch 2 "           \
+    "--tokens_per_image 0 --shuffle 2 --batch_size 12 --expansion 2 --threads 1 --lr 1e-2 "        \
+    "--lr_warmup_steps 2 --bodycount 12 --aux_k 4 --quiet --iters 6 --save_every 1 "               \
+    "--hook transformer_blocks.0:1@arch=topk,k=3 --hook transformer_blocks.0:0 --savedir '%s/%s' "
+    snprintf(args, sizeof args, X_ARGS, tmp, "u");
+    CHECK_MSG(run(args) == 0, "%s", out_s);
+    char env[9000];
+    snprintf(env, sizeof env, "SAEFLOW_TEST_KILL=2 '%s' " X_ARGS " 2>&1", SF_EXE, tmp, "r");
+    CHECK(system(env) != 0);
+    /* the killed run kept its curves (flushed per step) */
+    char mp[2400];
+    snprintf(mp, sizeof mp, "%s/r/transformer_blocks.0.1/metrics.jsonl", tmp);
+    char *mk = sf_read_file(mp, NULL);
+    CHECK(mk && strstr(mk, "\"step\": 2,"));
+    free(mk);
+    snprintf(args, sizeof args, X_ARGS "--resume", tmp, "r");
+    CHECK_MSG(run(args) == 0, "%s", out_s);
+    const char *hooks[2] = {"transformer_blocks.0.1", "transformer_blocks.0.0"};
+    const char *files[3] = {"model.safetensors", "metrics.jsonl", "config.json"};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++) {
+            char a[2400], b[2400];
+            snprintf(a, sizeof a, "%s/u/%s/%s", tmp, hooks[i], files[j]);
+            snprintf(b, sizeof b, "%s/r/%s/%s", tmp, hooks[i], files[j]);
+            size_t la = 0, lb = 0;
+            char *ba = sf_read_file(a, &la), *bb = sf_read_file(b, &lb);
+            CHECK_MSG(ba && bb && la == lb && !memcmp(ba, bb, la), "%s differs after resume", b);
+            free(ba), free(bb);
+        }
+#undef X_ARGS
+}
+
 TEST(usage_errors) {
     CHECK(run("train --source nope --hook x --tensorpath y") == 2);
     CHECK(run("train --source flux " SRC) == 2);
@@ -131,6 +172,7 @@ TEST(usage_errors) {
 int main(void) {
     RUN(two_sources_one_checkpoint);
     RUN(resume);
+    RUN(resume_exact);
     RUN(usage_errors);
     free(out_s);
     return test_summary();

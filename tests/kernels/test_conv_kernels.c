@@ -53,38 +53,51 @@ static void ref_conv(const float *xn, int64_t B, int64_t C, int64_t H, int64_t W
 /* One conv case: x built NCHW, run NHWC, compared NCHW. */
 static void conv_case(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, int64_t k, int64_t s,
                       int64_t pt, int64_t pl, int64_t pb, int64_t pr, int with_bias, int bf16) {
-    int64_t pad[4] = {pt, pl, pb, pr};
-    int64_t Ho = sf_conv2d_out_size(H, k, s, pt, pb), Wo = sf_conv2d_out_size(W, k, s, pl, pr);
-    float *xn = randn((size_t)(B * C * H * W), 1), *w = randn((size_t)(O * C * k * k), 0.3f);
-    float *bias = with_bias ? randn((size_t)O, 1) : NULL;
-    int64_t wshape[2] = {O, C * k * k};
-    sf_weight sw;
-    CHECK(sf_weight_make(&sw, bf16 ? SF_DT_BF16 : SF_DT_F32, SF_DT_F32, w, 2, wshape) == 0);
-    if (bf16) /* the reference uses the weights the kernel sees */
-        for (int64_t i = 0; i < O * C * k * k; i++)
-            w[i] = sf_bf16_to_f32(((const uint16_t *)sw.data)[i]);
-    sf_conv2d_w cw;
-    CHECK(sf_conv2d_pack(&cw, &sw, O, C, k, bias) == 0);
-    float *x = malloc(sizeof(float) * (size_t)(B * H * W * C));
-    sf_nchw_to_nhwc(xn, x, B, C, H * W);
-    size_t ny = (size_t)(B * Ho * Wo * O);
-    float *y = malloc(sizeof(float) * ny), *yn = malloc(sizeof(float) * ny);
-    double *ref = malloc(sizeof(double) * ny);
-    ref_conv(xn, B, C, H, W, w, bias, O, k, s, pad, ref, Ho, Wo);
-    sf_conv2d(x, B, H, W, &cw, s, pad, y, 0);
-    sf_nhwc_to_nchw(y, yn, B, O, Ho * Wo);
-    CHECK_MSG(rel_err(yn, ref, ny) < 2e-6, "conv B%lld C%lld %lldx%lld O%lld k%lld s%lld: %g",
-              (long long)B, (long long)C, (long long)H, (long long)W, (long long)O, (long long)k,
-              (long long)s, rel_err(yn, ref, ny));
-    /* accumulate: y += conv(x) */
-    sf_conv2d(x, B, H, W, &cw, s, pad, y, 1);
-    sf_nhwc_to_nchw(y, yn, B, O, Ho * Wo);
-    for (size_t i = 0; i < ny; i++)
-        ref[i] *= 2;
-    CHECK_MSG(rel_err(yn, ref, ny) < 2e-6, "conv accumulate: %g", rel_err(yn, ref, ny));
-    sf_conv2d_free(&cw);
-    sf_weight_free(&sw);
-    free(xn), free(w), free(bias), free(x), free(y), free(yn), free(ref);
+    /* 3x3 stride 1 goes through Winograd by default: run im2col too */
+    const char *env = getenv("SAEFLOW_CONV_WINOGRAD");
+    char *saved = env ? strdup(env) : NULL;
+    for (int route = 0; route < (k == 3 && s == 1 ? 2 : 1); route++) {
+        setenv("SAEFLOW_CONV_WINOGRAD", route ? "0" : "1", 1);
+        int64_t pad[4] = {pt, pl, pb, pr};
+        int64_t Ho = sf_conv2d_out_size(H, k, s, pt, pb), Wo = sf_conv2d_out_size(W, k, s, pl, pr);
+        float *xn = randn((size_t)(B * C * H * W), 1), *w = randn((size_t)(O * C * k * k), 0.3f);
+        float *bias = with_bias ? randn((size_t)O, 1) : NULL;
+        int64_t wshape[2] = {O, C * k * k};
+        sf_weight sw;
+        CHECK(sf_weight_make(&sw, bf16 ? SF_DT_BF16 : SF_DT_F32, SF_DT_F32, w, 2, wshape) == 0);
+        if (bf16) /* the reference uses the weights the kernel sees */
+            for (int64_t i = 0; i < O * C * k * k; i++)
+                w[i] = sf_bf16_to_f32(((const uint16_t *)sw.data)[i]);
+        sf_conv2d_w cw;
+        CHECK(sf_conv2d_pack(&cw, &sw, O, C, k, s, bias) == 0);
+        CHECK(cw.wino == (k == 3 && s == 1 && !route));
+        float *x = malloc(sizeof(float) * (size_t)(B * H * W * C));
+        sf_nchw_to_nhwc(xn, x, B, C, H * W);
+        size_t ny = (size_t)(B * Ho * Wo * O);
+        float *y = malloc(sizeof(float) * ny), *yn = malloc(sizeof(float) * ny);
+        double *ref = malloc(sizeof(double) * ny);
+        ref_conv(xn, B, C, H, W, w, bias, O, k, s, pad, ref, Ho, Wo);
+        sf_conv2d(x, B, H, W, &cw, pad, y, 0);
+        sf_nhwc_to_nchw(y, yn, B, O, Ho * Wo);
+        CHECK_MSG(rel_err(yn, ref, ny) < 2e-6,
+                  "conv B%lld C%lld %lldx%lld O%lld k%lld s%lld wino %d: %g", (long long)B,
+                  (long long)C, (long long)H, (long long)W, (long long)O, (long long)k,
+                  (long long)s, cw.wino, rel_err(yn, ref, ny));
+        /* accumulate: y += conv(x) */
+        sf_conv2d(x, B, H, W, &cw, pad, y, 1);
+        sf_nhwc_to_nchw(y, yn, B, O, Ho * Wo);
+        for (size_t i = 0; i < ny; i++)
+            ref[i] *= 2;
+        CHECK_MSG(rel_err(yn, ref, ny) < 2e-6, "conv accumulate: %g", rel_err(yn, ref, ny));
+        sf_conv2d_free(&cw);
+        sf_weight_free(&sw);
+        free(xn), free(w), free(bias), free(x), free(y), free(yn), free(ref);
+    }
+    if (saved)
+        setenv("SAEFLOW_CONV_WINOGRAD", saved, 1);
+    else
+        unsetenv("SAEFLOW_CONV_WINOGRAD");
+    free(saved);
 }
 
 TEST(conv2d_shapes) {
@@ -97,6 +110,8 @@ TEST(conv2d_shapes) {
     conv_case(1, 2, 6, 6, 3, 5, 2, 2, 1, 0, 2, 1, 0);     /* other k, asymmetric pads */
     conv_case(1, 64, 40, 40, 32, 3, 1, 1, 1, 1, 1, 1, 0); /* 2 chunks, threads */
     conv_case(1, 16, 9, 11, 24, 3, 1, 1, 1, 1, 1, 1, 1);  /* BF16 storage */
+    conv_case(2, 8, 63, 70, 8, 3, 1, 1, 1, 1, 1, 1, 0);   /* 4 Winograd chunks, odd H */
+    conv_case(1, 4, 6, 7, 3, 3, 1, 0, 2, 1, 0, 1, 0);     /* stride 1, uneven pads */
 }
 
 TEST(conv2d_pack_errors) {
@@ -105,28 +120,28 @@ TEST(conv2d_pack_errors) {
     sf_weight sw;
     CHECK(sf_weight_make(&sw, SF_DT_F32, SF_DT_F32, w, 2, shape) == 0);
     sf_conv2d_w cw;
-    CHECK(sf_conv2d_pack(&cw, &sw, 2, 3, 3, NULL) == -1);
+    CHECK(sf_conv2d_pack(&cw, &sw, 2, 3, 3, 1, NULL) == -1);
     CHECK_ERR_HAS("expected 2 x 3 x 3 x 3");
-    CHECK(sf_conv2d_pack(&cw, &sw, 2, 6, 1, NULL) == 0);
+    CHECK(sf_conv2d_pack(&cw, &sw, 2, 6, 1, 1, NULL) == 0);
     sf_conv2d_free(&cw);
 }
 
 /* Conv outputs do not depend on the thread count: each chunk is one GEMM
  * of fixed shape on one thread. */
 TEST(conv2d_threads) {
-    const int64_t C = 32, H = 48, W = 40, O = 16;
+    const int64_t C = 32, H = 96, W = 80, O = 16; /* 1920 Winograd tiles: 4 chunks */
     float *x = randn((size_t)(H * W * C), 1), *w = randn((size_t)(O * C * 9), 0.2f);
     int64_t shape[2] = {O, C * 9}, pad[4] = {1, 1, 1, 1};
     sf_weight sw;
     sf_weight_make(&sw, SF_DT_F32, SF_DT_F32, w, 2, shape);
     sf_conv2d_w cw;
-    CHECK(sf_conv2d_pack(&cw, &sw, O, C, 3, NULL) == 0);
+    CHECK(sf_conv2d_pack(&cw, &sw, O, C, 3, 1, NULL) == 0);
     float *y1 = malloc(sizeof(float) * (size_t)(H * W * O)),
           *y2 = malloc(sizeof(float) * (size_t)(H * W * O));
     sf_kernels_set_threads(1);
-    sf_conv2d(x, 1, H, W, &cw, 1, pad, y1, 0);
+    sf_conv2d(x, 1, H, W, &cw, pad, y1, 0);
     sf_kernels_set_threads(2);
-    sf_conv2d(x, 1, H, W, &cw, 1, pad, y2, 0);
+    sf_conv2d(x, 1, H, W, &cw, pad, y2, 0);
     CHECK(memcmp(y1, y2, sizeof(float) * (size_t)(H * W * O)) == 0);
     sf_conv2d_free(&cw);
     sf_weight_free(&sw);
@@ -222,12 +237,12 @@ static void profile_case(int64_t C, int64_t H, int64_t W, int64_t O) {
     sf_weight sw;
     sf_weight_make(&sw, SF_DT_F32, SF_DT_F32, w, 2, shape);
     sf_conv2d_w cw;
-    sf_conv2d_pack(&cw, &sw, O, C, 3, NULL);
+    sf_conv2d_pack(&cw, &sw, O, C, 3, 1, NULL);
     float *y = malloc(sizeof(float) * (size_t)(H * W * O));
-    sf_conv2d(x, 1, H, W, &cw, 1, pad, y, 0); /* warm-up */
+    sf_conv2d(x, 1, H, W, &cw, pad, y, 0); /* warm-up */
     sf_conv_prof_im2col_s = sf_conv_prof_gemm_s = 0;
     double t0 = omp_get_wtime();
-    sf_conv2d(x, 1, H, W, &cw, 1, pad, y, 0);
+    sf_conv2d(x, 1, H, W, &cw, pad, y, 0);
     double t = omp_get_wtime() - t0;
     fprintf(stderr,
             "conv 3x3 %lld->%lld at %lldx%lld, %d threads: %.1f ms (%.1f GFLOP/s); "

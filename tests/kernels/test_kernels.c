@@ -117,9 +117,10 @@ TEST(linear_f16) {
     CHECK(sf_weight_make(&w2, SF_DT_F32, SF_DT_F16, wh.data, 2, shape) == 0);
     CHECK(memcmp(w2.data, Wr, sizeof(float) * (size_t)(N * K)) == 0);
     sf_weight_free(&w2);
-    /* several panels on one thread (16 MB of scratch: 255 rows of K = 16400) */
+    /* several panels on one thread (16 MB of scratch: 255 rows of K = 16400);
+     * 12 rows: above the direct small-M route (linear_small_m) */
     sf_kernels_set_threads(1);
-    const int64_t K2 = 16400, N2 = 300, M2 = 3;
+    const int64_t K2 = 16400, N2 = 300, M2 = 12;
     float *x2 = randn((size_t)(M2 * K2), 1), *W2 = randn((size_t)(N2 * K2), 0.01f);
     int64_t shape2[2] = {N2, K2};
     sf_weight wh2, wr2;
@@ -134,6 +135,49 @@ TEST(linear_f16) {
     sf_weight_free(&wh2), sf_weight_free(&wr2), sf_weight_free(&wh);
     free(x2), free(W2), free(ref3), free(y3);
     free(x), free(W), free(b), free(Wr), free(y), free(ref);
+}
+
+/* BF16/F16 weights with at most 4 rows of x: dot products straight from the
+ * stored weights (linear.c). Against F32 math on the rounded weights, with
+ * bias, accumulate, a row stride, a K that is not a multiple of the 64
+ * partial sums, and bit-identical for 1 and 2 threads. */
+TEST(linear_small_m) {
+    const int64_t K = 3000 + 37, N = 700, ldy = 710;
+    for (int dt = 0; dt < 2; dt++)
+        for (int64_t M = 1; M <= 5; M += 2) { /* 5: the panel route, for the same checks */
+            float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.05f),
+                  *b = randn((size_t)N, 1);
+            int64_t shape[2] = {N, K};
+            sf_weight w, wr;
+            sf_dtype sd = dt ? SF_DT_F16 : SF_DT_BF16;
+            CHECK(sf_weight_make(&w, sd, SF_DT_F32, W, 2, shape) == 0);
+            CHECK(sf_weight_make(&wr, SF_DT_F32, sd, w.data, 2, shape) == 0);
+            double *ref = malloc(sizeof(double) * (size_t)(M * N));
+            float *y1 = malloc(sizeof(float) * (size_t)(M * ldy)),
+                  *y2 = malloc(sizeof(float) * (size_t)(M * ldy)),
+                  *yc = malloc(sizeof(float) * (size_t)(M * N));
+            ref_linear(x, M, K, wr.data, N, b, ref);
+            for (int64_t i = 0; i < M * ldy; i++)
+                y1[i] = y2[i] = 7.0f;
+            sf_kernels_set_threads(1);
+            sf_linear(x, M, K, &w, b, y1, ldy, 0);
+            sf_kernels_set_threads(2);
+            sf_linear(x, M, K, &w, b, y2, ldy, 0);
+            if (M <= 4) CHECK(memcmp(y1, y2, sizeof(float) * (size_t)(M * ldy)) == 0);
+            for (int64_t m = 0; m < M; m++)
+                memcpy(yc + m * N, y2 + m * ldy, sizeof(float) * (size_t)N);
+            CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "%s M %lld: %g",
+                      dt ? "f16" : "bf16", (long long)M, rel_err(yc, ref, (size_t)(M * N)));
+            CHECK(y2[N] == 7.0f && y2[ldy - 1] == 7.0f); /* padding untouched */
+            /* accumulate: y += x W^T + b */
+            sf_linear(x, M, K, &w, b, y2, ldy, 1);
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++)
+                    yc[m * N + n] = y2[m * ldy + n] / 2;
+            CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "accumulate M %lld", (long long)M);
+            sf_weight_free(&w), sf_weight_free(&wr);
+            free(x), free(W), free(b), free(ref), free(y1), free(y2), free(yc);
+        }
 }
 
 TEST(linear_f32_bf16) {
@@ -175,9 +219,10 @@ TEST(linear_f32_bf16) {
     sf_linear(x, M, K, &wb, b, yc, N, 0);
     CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "bf16");
     /* BF16 in several panels: on one thread, 16 MB of F32 scratch holds 255
-     * rows of K = 16400, so the 300 rows take two panels (256 + 44). */
+     * rows of K = 16400, so the 300 rows take two panels (256 + 44); 12 rows
+     * of x, above the direct small-M route (linear_small_m). */
     sf_kernels_set_threads(1);
-    const int64_t K2 = 16400, N2 = 300, M2 = 3;
+    const int64_t K2 = 16400, N2 = 300, M2 = 12;
     float *x2 = randn((size_t)(M2 * K2), 1), *W2 = randn((size_t)(N2 * K2), 0.01f);
     int64_t shape2[2] = {N2, K2};
     sf_weight wb2, wr2;
@@ -635,6 +680,7 @@ int main(void) {
     sf_rng_seed(&rng, 1234);
     RUN(weight_make_and_bf16);
     RUN(linear_f32_bf16);
+    RUN(linear_small_m);
     RUN(linear_f16);
     RUN(norms);
     RUN(softmax_and_activations);

@@ -9,7 +9,9 @@
 
 #include "saeflow/buf.h"
 #include "saeflow/dataset.h"
+#include "saeflow/flux.h"
 #include "saeflow/flux_prompts.h"
+#include "saeflow/flux_sched.h"
 #include "saeflow/pipeline.h"
 #include "saeflow/safetensors.h"
 #include "saeflow/t5.h"
@@ -189,6 +191,77 @@ TEST(rows_per_batch) {
     sf_act_source_close(s);
 }
 
+/* What explore's FLUX images start from: prompt p alone, with its slice of
+ * its group's noise (groups of 2 of 5 prompts: the last has one), in a
+ * batch-1 forward at sigma 1, gives the activations diffusers recorded for
+ * p in its group's batch. (Noise from seed + p alone is off by ~0.7.) */
+TEST(prompt_noise) {
+    sf_flux *m = sf_flux_load(SF_SOURCE_DIR "/fixtures/flux/a", NULL);
+    CHECK_MSG(m != NULL, "%s", sf_errmsg());
+    sf_st pf, e;
+    CHECK(sf_st_open(&pf, FIX "prompts.safetensors") == 0);
+    CHECK(sf_st_open(&e, FIX "expected.safetensors") == 0);
+    if (!m) return;
+    const sf_flux_config *c = sf_flux_get_config(m);
+    const int64_t h = sf_flux_latent_side(64), w = sf_flux_latent_side(32), N = (h / 2) * (w / 2),
+                  C4 = c->in_channels, T = 6;
+    const sf_tensor_info *pe = sf_st_find(&pf, "prompt_embeds"),
+                         *po = sf_st_find(&pf, "pooled_prompt_embeds");
+    CHECK(pe && po && pe->shape[1] == T);
+    const char *hooks[2] = {"transformer_blocks.1:1", "single_transformer_blocks.1"},
+               *want[2] = {"transformer_blocks.1.1", "single_transformer_blocks.1"};
+    sf_flux_request req[2];
+    for (int k = 0; k < 2; k++)
+        CHECK(sf_flux_parse_request(hooks[k], &req[k]) == 0);
+    float *x = sf_malloc((size_t)(N * C4) * sizeof(float)), *txt = sf_malloc(T * 32 * 4),
+          *pooled = sf_malloc(24 * 4), *ids = sf_malloc((size_t)(N * 3) * sizeof(float)),
+          *out[2] = {sf_malloc((size_t)(N + T) * 32 * 4), sf_malloc((size_t)(N + T) * 32 * 4)};
+    float ts = 1.0f, gd = 0.0f;
+    sf_flux_image_ids(h / 2, w / 2, ids);
+    for (int64_t p = 0; pe && po && p < 5; p++) {
+        CHECK(sf_flux_source_prompt_noise(7, 2, 5, p, C4 / 4, h, w, 0, NULL, x) == 0);
+        CHECK(sf_tensor_rows_f32(pe, p, 1, txt) == 0 && sf_tensor_rows_f32(po, p, 1, pooled) == 0);
+        sf_flux_inputs in = {.B = 1,
+                             .N = N,
+                             .T = T,
+                             .img = x,
+                             .txt = txt,
+                             .pooled = pooled,
+                             .timestep = &ts,
+                             .guidance = c->guidance ? &gd : NULL,
+                             .img_ids = ids,
+                             .txt_ids = NULL};
+        CHECK_MSG(sf_flux_forward(m, &in, 2, req, out) == 0, "%s", sf_errmsg());
+        for (int k = 0; k < 2; k++) {
+            const sf_tensor_info *t = sf_st_find(&e, want[k]);
+            CHECK(t != NULL);
+            if (!t) continue;
+            const float *wv = t->data;
+            const int64_t R = t->shape[1];
+            double mx = 1e-30, md = 0;
+            for (int64_t j = 0; j < sf_tensor_numel(t); j++)
+                if (fabs(wv[j]) > mx) mx = fabs(wv[j]);
+            for (int64_t j = 0; j < R * 32; j++) {
+                double d = fabs(out[k][j] - wv[p * R * 32 + j]);
+                if (!(d <= md)) md = d;
+            }
+            CHECK_MSG(md / mx <= 1e-4, "prompt %lld %s: rel err %.3g", (long long)p, want[k],
+                      md / mx);
+        }
+    }
+    /* prompt 4 of 5 is a group of one, of 6 the first of a group of two */
+    float *y = sf_malloc((size_t)(N * C4) * sizeof(float));
+    CHECK(sf_flux_source_prompt_noise(7, 2, 6, 4, C4 / 4, h, w, 0, NULL, y) == 0);
+    CHECK(sf_flux_source_prompt_noise(7, 2, 5, 4, C4 / 4, h, w, 0, NULL, x) == 0);
+    /* (torch's randn of a shorter batch is a prefix of the longer one when
+     * C h w is a multiple of 16, as here and for every FLUX size) */
+    CHECK(memcmp(x, y, (size_t)(N * C4) * sizeof(float)) == 0);
+    CHECK(sf_flux_source_prompt_noise(7, 2, 5, 5, C4 / 4, h, w, 0, NULL, x) == -1);
+    free(x), free(y), free(txt), free(pooled), free(ids), free(out[0]), free(out[1]);
+    sf_st_close(&pf), sf_st_close(&e);
+    sf_flux_free(m);
+}
+
 TEST(errors) {
     const char *bad[] = {"transformer_blocks.7.0"};
     sf_flux_source_opts o = {.model = SF_SOURCE_DIR "/fixtures/flux/a",
@@ -336,6 +409,7 @@ int main(void) {
     RUN(all_tokens);
     RUN(selection_and_shuffle);
     RUN(rows_per_batch);
+    RUN(prompt_noise);
     RUN(errors);
     RUN(on_the_fly);
     return test_summary();
