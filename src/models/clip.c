@@ -211,11 +211,10 @@ static int load_tower(sf_clip *m, const cJSON *root, int is_full, int is_single,
     if (is_full) tw->cfg.projection_dim = top_proj;
     const char *probe =
         text ? "embeddings.token_embedding.weight" : "embeddings.patch_embedding.weight";
-    char full[128];
-    snprintf(full, sizeof full, "%s_model.%s", name, probe);
-    const char *prefix = sf_wl_has(m->wl, full) ? (text ? "text_model." : "vision_model.")
-                         : (is_single && sf_wl_has(m->wl, probe)) ? ""
-                                                                  : NULL;
+    const char *prefix = sf_wl_has(m->wl, "%s_model.%s", name, probe)
+                             ? (text ? "text_model." : "vision_model.")
+                         : (is_single && sf_wl_has(m->wl, "%s", probe)) ? ""
+                                                                        : NULL;
     if (!prefix) return 0;
     int rc = text ? load_text(m, prefix, "text_projection.weight")
                   : load_vision(m, prefix, "visual_projection.weight");
