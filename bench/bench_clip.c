@@ -12,24 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "saeflow/clip.h"
 #include "saeflow/kernels.h"
 #include "saeflow/safetensors.h"
-
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
-}
-
-static double cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
-}
+#include "bench_common.h"
 
 static void die(const char *what) {
     fprintf(stderr, "bench_clip: %s: %s\n", what, sf_errmsg());
@@ -125,14 +112,14 @@ int main(int argc, char **argv) {
     float *y = malloc(sizeof(float) * (size_t)(B * n));
     double best = 1e30, total = 0, cpu = 0;
     for (int it = 0; it < warmup + iters; it++) {
-        double s = sf_now(), c0 = cpu_s();
+        double s = sf_now(), c0 = bench_cpu_s();
         int rc = text ? sf_clip_text_forward(m, ids, mask, B, T, &req, y)
                       : sf_clip_vision_forward(m, px, B, &req, y);
         if (rc) die("forward");
         double e = sf_now() - s;
         if (it >= warmup) {
             total += e;
-            cpu += cpu_s() - c0;
+            cpu += bench_cpu_s() - c0;
             if (e < best) best = e;
         }
     }
@@ -145,7 +132,7 @@ int main(int argc, char **argv) {
            "%.1f, "
            "\"blas\": \"%s\"}\n",
            tower, what, tokens, dtype, threads, (long long)B, iters, per, best, (double)B / per,
-           cpu / iters, load_s, peak_rss_mb(), sf_kernels_blas_info());
+           cpu / iters, load_s, bench_peak_rss_mb(), sf_kernels_blas_info());
     if (out) {
         sf_st_writer *w = sf_stw_new();
         int64_t shape[2] = {B, n};

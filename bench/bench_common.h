@@ -1,9 +1,25 @@
-/* Shared by the SAE benchmarks. */
+/* Shared by the benchmarks. */
 #ifndef SAEFLOW_BENCH_COMMON_H
 #define SAEFLOW_BENCH_COMMON_H
 
 #include <cblas.h>
 #include <omp.h>
+#include <sys/resource.h>
+
+/* Peak resident set of this process so far, MB (ru_maxrss is KiB on Linux). */
+static inline double bench_peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* CPU seconds of all this process's threads so far (user + system). */
+static inline double bench_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
 
 /* The GEMM bound the SAE benchmarks divide by: pre (B, n) = x (B, d) W^T,
  * W (n, d), run the way the training step runs its encoder GEMM: OpenMP

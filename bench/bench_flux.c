@@ -14,24 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "saeflow/flux.h"
 #include "saeflow/kernels.h"
 #include "saeflow/safetensors.h"
-
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
-}
-
-static double cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
-}
+#include "bench_common.h"
 
 static void die(const char *what) {
     fprintf(stderr, "bench_flux: %s: %s\n", what, sf_errmsg());
@@ -125,9 +112,9 @@ int main(int argc, char **argv) {
     float *y = malloc(sizeof(float) * (size_t)(in.B * rows * width));
     double times[100], cpu = 0;
     for (int it = 0; it < warmup + iters; it++) {
-        double s = sf_now(), c0 = cpu_s();
+        double s = sf_now(), c0 = bench_cpu_s();
         if (sf_flux_forward(m, &in, 1, &req, &y)) die("forward");
-        if (it >= warmup) times[it - warmup] = sf_now() - s, cpu += cpu_s() - c0;
+        if (it >= warmup) times[it - warmup] = sf_now() - s, cpu += bench_cpu_s() - c0;
     }
     qsort(times, (size_t)iters, sizeof *times, cmp_d);
     double per = times[iters / 2];
@@ -144,7 +131,7 @@ int main(int argc, char **argv) {
            "%.1f, \"cpu_s_per_batch\": %.3f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f, "
            "\"blas\": \"%s\"}\n",
            dtype, threads, (long long)in.B, (long long)(in.N + in.T), per, (double)in.B * L / per,
-           flops / per * 1e-9, cpu / iters, load_s, peak_rss_mb(), sf_kernels_blas_info());
+           flops / per * 1e-9, cpu / iters, load_s, bench_peak_rss_mb(), sf_kernels_blas_info());
     if (out) {
         sf_st_writer *w = sf_stw_new();
         int64_t shape[3] = {in.B, rows, width};

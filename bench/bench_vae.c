@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "saeflow/safetensors.h"
 #include "saeflow/vae.h"
 #include "kernels/internal.h"
+#include "bench_common.h"
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -67,12 +67,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "conv: im2col %.2f s, GEMM %.2f s (thread time, %d+1 decodes)\n",
                 sf_conv_prof_im2col_s, sf_conv_prof_gemm_s, iters);
     qsort(t, (size_t)iters, sizeof *t, cmp);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
     printf(
         "{\"impl\": \"saeflow\", \"s_per_decode\": %.3f, \"min_s\": %.3f, \"peak_rss_mb\": %.0f, "
         "\"threads\": %d, \"image\": \"%lldx%lld\", \"gemm\": \"%s\"}\n",
-        t[iters / 2], t[0], ru.ru_maxrss / 1024.0, threads, (long long)(h * s), (long long)(w * s),
+        t[iters / 2], t[0], bench_peak_rss_mb(), threads, (long long)(h * s), (long long)(w * s),
         sf_sgemm_backend());
     if (out) {
         sf_st_writer *wr = sf_stw_new();
