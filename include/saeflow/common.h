@@ -86,6 +86,10 @@ int sf_write_file_atomic(const char *path, const void *data, size_t len);
 int sf_mkdirs(const char *path);
 /* Join two path parts into a new string. */
 char *sf_path_join(const char *a, const char *b);
+/* 1 if path exists (stat follows links): anything / a directory / a regular file. */
+int sf_path_exists(const char *path);
+int sf_is_dir(const char *path);
+int sf_is_file(const char *path);
 
 /* Progress bar on stderr (only when stderr is a terminal, unless forced):
  * "label [=====>    ] 45% 1234.5/s ETA 0:12". */

@@ -305,11 +305,6 @@ static void curves_free(curves *c) {
 
 /* ---- the build ------------------------------------------------------------------ */
 
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 typedef struct {
     char *caption; /* sanitised UTF-8 or NULL */
     int has_img;
@@ -498,7 +493,7 @@ static char *find_steer(const char *steer_dir, int64_t j) {
     char name[64], suffix[64];
     snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
     char *p = sf_path_join(steer_dir, name);
-    if (file_exists(p)) return p;
+    if (sf_is_file(p)) return p;
     free(p);
     snprintf(suffix, sizeof suffix, "_f%lld_grid.png", (long long)j);
     const size_t ls = strlen(suffix);
@@ -598,7 +593,7 @@ int sf_explore_build(const sf_explore_opts *o) {
         log_path = sf_strdup(o->train_log);
     else if (o->checkpoint) {
         log_path = sf_path_join(o->checkpoint, "metrics.jsonl");
-        if (!file_exists(log_path)) {
+        if (!sf_is_file(log_path)) {
             free(log_path);
             log_path = NULL;
         }

@@ -117,11 +117,6 @@ static int flux_tokens(void *ctx, int64_t row, char ***toks, int *n) {
     return 0;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 int cmd_explore(int argc, char **argv) {
     const char *cmd = "explore";
     sf_explore_opts o;
@@ -245,7 +240,7 @@ int cmd_explore(int argc, char **argv) {
     if (img_steps < 1 || img_steps > 1000 || img_batch < 1 || img_batch > 1024)
         return cli_usage_error(cmd,
                                "--image-steps must be in [1, 1000], --image-batch in [1, 1024]");
-    if (o.steer_dir && !is_dir(o.steer_dir))
+    if (o.steer_dir && !sf_is_dir(o.steer_dir))
         return cli_usage_error(cmd, "--steer-dir %s is not a folder", o.steer_dir);
     o.range_per_quartile = range_n ? (int)range_n : -1;
     o.min_word_rows = (int)word_rows;
@@ -300,7 +295,7 @@ int cmd_explore(int argc, char **argv) {
         /* T5 tokens, where the hook has text tokens */
         if (!tok_dir) {
             def_tok = sf_path_join(flux_model, "tokenizer_2");
-            if (is_dir(def_tok)) tok_dir = def_tok;
+            if (sf_is_dir(def_tok)) tok_dir = def_tok;
         }
         fc.T = fm.T;
         if (tok_dir && grid_first > 0 && fc.caps.n &&

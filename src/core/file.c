@@ -124,3 +124,16 @@ char *sf_path_join(const char *a, const char *b) {
     memcpy(s + n, b, lb + 1);
     return s;
 }
+
+int sf_path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+int sf_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+int sf_is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}

@@ -154,11 +154,6 @@ static int has_glob_chars(const char *s) {
     return strpbrk(s, "*?[") != NULL;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), m = strlen(suf);
     return n >= m && !strcmp(s + n - m, suf);
@@ -168,7 +163,7 @@ static int ends_with(const char *s, const char *suf) {
 static int expand_files(const char *pattern, const char *dir_glob, sf_dataset *ds) {
     strvec pats = {0}, files = {0};
     int rc = 0;
-    if (is_dir(pattern)) {
+    if (sf_is_dir(pattern)) {
         char *p = sf_path_join(pattern, dir_glob);
         rc = sv_push(&pats, p);
     } else {
@@ -185,7 +180,7 @@ static int expand_files(const char *pattern, const char *dir_glob, sf_dataset *d
                 rc = sf_error("cannot expand '%s'", p);
             } else {
                 for (size_t k = 0; k < g.gl_pathc && !rc; k++)
-                    if (!is_dir(g.gl_pathv[k])) rc = sv_push(&files, sf_strdup(g.gl_pathv[k]));
+                    if (!sf_is_dir(g.gl_pathv[k])) rc = sv_push(&files, sf_strdup(g.gl_pathv[k]));
             }
             if (gr != GLOB_NOMATCH) globfree(&g);
         } else {
@@ -283,7 +278,7 @@ sf_dataset *sf_dataset_open(const char *spec, unsigned flags) {
         if (kind) rest = colon + 1;
     }
     if (!kind) {
-        if (is_dir(spec))
+        if (sf_is_dir(spec))
             kind = 3;
         else if (ends_with(spec, ".parquet"))
             kind = 1;
@@ -296,7 +291,7 @@ sf_dataset *sf_dataset_open(const char *spec, unsigned flags) {
         }
     }
     if (kind == 3) {
-        if (!is_dir(rest)) {
+        if (!sf_is_dir(rest)) {
             sf_error("dataset spec '%s': '%s' is not a directory", spec, rest);
             free(ds);
             return NULL;

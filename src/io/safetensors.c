@@ -333,11 +333,6 @@ int sf_tensor_rows_f32(const sf_tensor_info *t, int64_t row0, int64_t nrows, flo
 
 /* ---- sharded sets ---- */
 
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -347,7 +342,7 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
     char name[512];
     snprintf(name, sizeof name, "%s.safetensors", base);
     char *single = sf_path_join(dir, name);
-    if (file_exists(single)) {
+    if (sf_is_file(single)) {
         s->files = sf_calloc(1, sizeof(sf_st));
         int rc = sf_st_open(&s->files[0], single);
         free(single);
@@ -362,12 +357,12 @@ int sf_st_set_open_dir(sf_st_set *s, const char *dir, const char *base) {
     free(single);
     snprintf(name, sizeof name, "%s.safetensors.index.json", base);
     char *index = sf_path_join(dir, name);
-    if (!file_exists(index)) {
+    if (!sf_is_file(index)) {
         free(index);
         const char *bins[] = {"pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin"};
         for (int i = 0; i < 3; i++) {
             char *p = sf_path_join(dir, bins[i]);
-            int ex = file_exists(p);
+            int ex = sf_is_file(p);
             free(p);
             if (ex)
                 return sf_error(

@@ -352,15 +352,6 @@ static int infer_config(sf_flux *m, const sf_flux_load_opts *o) {
     return 0;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
     sf_flux_load_opts def = {0};
     if (!opts) opts = &def;
@@ -372,9 +363,9 @@ sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
     }
     /* A pipeline root holds the transformer in transformer/. */
     char *dir = NULL, *cfg_path = NULL;
-    if (is_dir(path)) {
+    if (sf_is_dir(path)) {
         char *sub = sf_path_join(path, "transformer");
-        if (is_dir(sub))
+        if (sf_is_dir(sub))
             dir = sub;
         else
             free(sub), dir = sf_strdup(path);
@@ -405,7 +396,7 @@ sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
         goto fail;
     }
     c->theta = 10000.0;
-    if (!c->bfl && is_file(cfg_path)) {
+    if (!c->bfl && sf_is_file(cfg_path)) {
         if (parse_config(cfg_path, c)) goto fail;
         c->dim = c->heads * c->head_dim;
         c->mlp = 4 * c->dim; /* mlp_ratio 4 */

@@ -334,33 +334,23 @@ static int load_encoder(sf_vae *v) {
     return 0;
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 sf_vae *sf_vae_load(const char *path, const sf_vae_load_opts *opts) {
     sf_vae_load_opts def = {0, NULL};
     if (!opts) opts = &def;
     sf_vae *v = sf_calloc(1, sizeof *v);
     char *dir = NULL, *cfg_path = NULL;
     /* A pipeline folder: use its vae/ */
-    if (is_dir(path)) {
+    if (sf_is_dir(path)) {
         char *sub = sf_path_join(path, "vae");
         char *sub_cfg = sf_path_join(sub, "config.json");
         char *own_cfg = sf_path_join(path, "config.json");
-        if (!is_file(own_cfg) && is_file(sub_cfg))
+        if (!sf_is_file(own_cfg) && sf_is_file(sub_cfg))
             dir = sub, sub = NULL;
         else
             dir = sf_strdup(path);
         free(sub), free(sub_cfg), free(own_cfg);
         cfg_path = sf_path_join(dir, "config.json");
-        if (!is_file(cfg_path)) free(cfg_path), cfg_path = NULL;
+        if (!sf_is_file(cfg_path)) free(cfg_path), cfg_path = NULL;
     }
     if (opts->config) {
         v->cfg = *opts->config;

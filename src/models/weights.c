@@ -42,14 +42,6 @@ static void drop_pages(const void *p, uint64_t n) {
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -65,7 +57,7 @@ static int open_dir(sf_st_set *s, const char *dir) {
         for (int idx = 0; idx < 2; idx++) {
             snprintf(name, sizeof name, "%s.safetensors%s", bases[i], idx ? ".index.json" : "");
             char *p = sf_path_join(dir, name);
-            int ex = is_file(p);
+            int ex = sf_is_file(p);
             free(p);
             if (ex) return sf_st_set_open_dir(s, dir, bases[i]);
         }
@@ -88,7 +80,7 @@ sf_wl *sf_wl_open(const char *path, sf_dtype dtype) {
     L->dtype = dtype;
     L->path = sf_strdup(path);
     int rc;
-    if (is_dir(path)) {
+    if (sf_is_dir(path)) {
         rc = open_dir(&L->set, path);
     } else if (ends_with(path, ".json")) {
         rc = sf_st_set_open_index(&L->set, path);

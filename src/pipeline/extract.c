@@ -63,11 +63,6 @@ char *sf_extract_part_path(const char *out, int64_t k) {
     return sf_sb_release(&b);
 }
 
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static const char *meta_key(const sf_extract_opts *o) {
     return o->meta_key ? o->meta_key : "saeflow_extract";
 }
@@ -180,7 +175,7 @@ int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_resu
     memset(res, 0, sizeof *res);
     if (o->shard_rows < 1) return sf_error("shard_rows must be >= 1");
     /* A finished output with our settings: nothing to do. */
-    if (file_exists(o->out)) {
+    if (sf_path_exists(o->out)) {
         sf_st st;
         if (sf_st_open(&st, o->out) == 0) {
             const char *fp = sf_st_meta(&st, meta_key(o));
@@ -209,7 +204,7 @@ int sf_extract_run(sf_act_source *src, const sf_extract_opts *o, sf_extract_resu
         int64_t r0 = k * S, r1 = r0 + S < N ? r0 + S : N;
         char *pp = sf_extract_part_path(o->out, k);
         int rc;
-        if (file_exists(pp)) {
+        if (sf_path_exists(pp)) {
             rc = check_part(o, pp);
             if (!rc) sf_progress_update(&prog, (uint64_t)r1, "(resumed)");
         } else {

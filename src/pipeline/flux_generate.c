@@ -7,15 +7,10 @@
 
 #include "saeflow/flux_generate.h"
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /* dir/part, or NULL + error naming what is missing. */
 static char *part_dir(const char *dir, const char *part, const char *what) {
     char *p = sf_path_join(dir, part);
-    if (!is_dir(p)) {
+    if (!sf_is_dir(p)) {
         sf_error("%s: no %s/ folder (%s): not a diffusers FLUX pipeline folder", dir, part, what);
         free(p);
         return NULL;
@@ -31,7 +26,7 @@ void sf_flux_gen_free(sf_flux_gen *g) {
 }
 
 sf_flux_gen *sf_flux_gen_load(const char *dir, int no_vae, const sf_flux_load_opts *flux_opts) {
-    if (!is_dir(dir)) {
+    if (!sf_is_dir(dir)) {
         sf_error("%s: not a folder (a diffusers FLUX pipeline folder)", dir);
         return NULL;
     }
