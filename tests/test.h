@@ -9,6 +9,7 @@
 #define SAEFLOW_TEST_H
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,22 @@ static inline int test_run(const char *cmdline, char **out) {
     else
         free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The output of the last test_sh call (NUL-terminated; replaced by the next). */
+static char *test_sh_out;
+
+/* test_run on a printf-formatted command line, its output kept in test_sh_out. */
+static inline int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int test_sh(const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    free(test_sh_out);
+    test_sh_out = NULL;
+    return test_run(cmd, &test_sh_out);
 }
 
 static inline int test_file_exists(const char *path) {

@@ -13,29 +13,12 @@
 #include "saeflow/common.h"
 #include "test.h"
 
-static char out[1 << 16];
-
-static int sh(const char *fmt, ...) SF_PRINTF(1, 2);
-static int sh(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, sizeof out - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* the three outputs of two runs are byte-identical */
 static int same_run(const char *T, const char *a, const char *b) {
     const char *files[] = {"model.safetensors", "config.json", "metrics.jsonl"};
     for (int i = 0; i < 3; i++)
-        if (sh("cmp '%s/%s/%s' '%s/%s/%s'", T, a, files[i], T, b, files[i]) != 0) {
-            fprintf(stderr, "%s/%s and %s/%s differ: %s", a, files[i], b, files[i], out);
+        if (test_sh("cmp '%s/%s/%s' '%s/%s/%s'", T, a, files[i], T, b, files[i]) != 0) {
+            fprintf(stderr, "%s/%s and %s/%s differ: %s", a, files[i], b, files[i], test_sh_out);
             return 0;
         }
     return 1;
@@ -47,8 +30,8 @@ static int same_run(const char *T, const char *a, const char *b) {
 
 TEST(resume_equals_uninterrupted) {
     const char *T = test_tmpdir("cli_resume");
-    CHECK(sh("'%s' synth --out %s/s.st --d 16 --n_true 48 --samples 2048 --active 3", SF_EXE, T) ==
-          0);
+    CHECK(test_sh("'%s' synth --out %s/s.st --d 16 --n_true 48 --samples 2048 --active 3", SF_EXE,
+                  T) == 0);
     /* 32 steps per epoch, 96 in all: checkpoints every 20, killed at 50 (the
      * state is at 40, metrics hold 50 lines) or at 70 (mid epoch 2) */
     const char *archs[] = {"topk --k 4",
@@ -68,20 +51,20 @@ TEST(resume_equals_uninterrupted) {
     for (int i = 0; i < n_archs; i++) {
         const int kill = i % 2 ? 70 : 50, threads = i % 3 == 2 ? 2 : 1;
         const char *env = i == n_archs - 1 ? "SAEFLOW_PREFILTER=1 " : "";
-        int rc =
-            sh("%s'%s' " BASE " --name u%d --threads 1 --arch %s", env, SF_EXE, T, T, i, archs[i]);
-        CHECK_MSG(rc == 0, "%s: %s", archs[i], out);
-        rc = sh("%sSAEFLOW_TEST_KILL=%d '%s' " BASE
-                " --name r%d --threads 1 --save_every 20 --arch %s",
-                env, kill, SF_EXE, T, T, i, archs[i]);
+        int rc = test_sh("%s'%s' " BASE " --name u%d --threads 1 --arch %s", env, SF_EXE, T, T, i,
+                         archs[i]);
+        CHECK_MSG(rc == 0, "%s: %s", archs[i], test_sh_out);
+        rc = test_sh("%sSAEFLOW_TEST_KILL=%d '%s' " BASE
+                     " --name r%d --threads 1 --save_every 20 --arch %s",
+                     env, kill, SF_EXE, T, T, i, archs[i]);
         CHECK_MSG(rc != 0, "%s: the kill hook did not fire", archs[i]);
         /* the killed run kept its curves: one line per step taken */
-        CHECK(sh("wc -l < '%s/r%d/metrics.jsonl'", T, i) == 0 && atoi(out) == kill);
+        CHECK(test_sh("wc -l < '%s/r%d/metrics.jsonl'", T, i) == 0 && atoi(test_sh_out) == kill);
         if (i == 0) /* and a half-written line, as a kill mid-write leaves */
-            CHECK(sh("printf '{\"step\": 51, \"ep' >> '%s/r0/metrics.jsonl'", T) == 0);
-        rc = sh("%s'%s' " BASE " --name r%d --threads %d --save_every 20 --arch %s --resume", env,
-                SF_EXE, T, T, i, threads, archs[i]);
-        CHECK_MSG(rc == 0, "%s: %s", archs[i], out);
+            CHECK(test_sh("printf '{\"step\": 51, \"ep' >> '%s/r0/metrics.jsonl'", T) == 0);
+        rc = test_sh("%s'%s' " BASE " --name r%d --threads %d --save_every 20 --arch %s --resume",
+                     env, SF_EXE, T, T, i, threads, archs[i]);
+        CHECK_MSG(rc == 0, "%s: %s", archs[i], test_sh_out);
         char a[32], b[32];
         snprintf(a, sizeof a, "u%d", i);
         snprintf(b, sizeof b, "r%d", i);
@@ -89,49 +72,50 @@ TEST(resume_equals_uninterrupted) {
     }
     /* killed between the trainer state (step 60) and the checkpoint (still
      * 40): the state alone carries the weights, so the resume is still exact */
-    int rc = sh("SAEFLOW_TEST_KILL_SAVE=60 '%s' " BASE " --name k --threads 1 --save_every 20 "
-                "--arch gated --lmbda 2",
-                SF_EXE, T, T);
+    int rc = test_sh("SAEFLOW_TEST_KILL_SAVE=60 '%s' " BASE " --name k --threads 1 --save_every 20 "
+                     "--arch gated --lmbda 2",
+                     SF_EXE, T, T);
     CHECK(rc != 0);
-    CHECK(sh("ls -A '%s/k'", T) == 0 && !strstr(out, "tmp"));
-    rc = sh("'%s' " BASE " --name k --threads 1 --save_every 20 --arch gated --lmbda 2 --resume",
-            SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(test_sh("ls -A '%s/k'", T) == 0 && !strstr(test_sh_out, "tmp"));
+    rc = test_sh("'%s' " BASE
+                 " --name k --threads 1 --save_every 20 --arch gated --lmbda 2 --resume",
+                 SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     CHECK(same_run(T, "u2", "k"));
     /* killed between the first state and the first checkpoint: no
      * checkpoint yet, the model is rebuilt from the flags and the state */
-    rc = sh("SAEFLOW_TEST_KILL_SAVE=20 '%s' " BASE " --name k0 --threads 1 --save_every 20 "
-            "--arch jumprelu --lmbda 0.3 --jumpthreshold 0.1 --bandwidth 0.05",
-            SF_EXE, T, T);
+    rc = test_sh("SAEFLOW_TEST_KILL_SAVE=20 '%s' " BASE " --name k0 --threads 1 --save_every 20 "
+                 "--arch jumprelu --lmbda 0.3 --jumpthreshold 0.1 --bandwidth 0.05",
+                 SF_EXE, T, T);
     CHECK(rc != 0);
-    CHECK(sh("ls '%s/k0/config.json'", T) != 0);
-    rc = sh("'%s' " BASE " --name k0 --threads 1 --save_every 20 --arch jumprelu --lmbda 0.3 "
-            "--jumpthreshold 0.1 --bandwidth 0.05 --resume",
-            SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(test_sh("ls '%s/k0/config.json'", T) != 0);
+    rc = test_sh("'%s' " BASE " --name k0 --threads 1 --save_every 20 --arch jumprelu --lmbda 0.3 "
+                 "--jumpthreshold 0.1 --bandwidth 0.05 --resume",
+                 SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     CHECK(same_run(T, "u3", "k0"));
     /* a finished run resumed with more epochs = one longer run */
-    rc = sh("'%s' " BASE " --name u0 --threads 1 --arch topk --k 4 --resume --num_epochs 4", SF_EXE,
-            T, T);
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = sh("'%s' train --tensorpath %s/s.st --expansion 4 --batch_size 64 --lr 3e-3 "
-            "--lr_warmup_steps 40 --lmbda_warmup_steps 40 --bodycount 256 --aux_k 8 --quiet "
-            "--savedir %s --name long --threads 1 --arch topk --k 4 --num_epochs 4",
-            SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    rc = test_sh("'%s' " BASE " --name u0 --threads 1 --arch topk --k 4 --resume --num_epochs 4",
+                 SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
+    rc = test_sh("'%s' train --tensorpath %s/s.st --expansion 4 --batch_size 64 --lr 3e-3 "
+                 "--lr_warmup_steps 40 --lmbda_warmup_steps 40 --bodycount 256 --aux_k 8 --quiet "
+                 "--savedir %s --name long --threads 1 --arch topk --k 4 --num_epochs 4",
+                 SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     CHECK(same_run(T, "u0", "long"));
-    CHECK(sh("wc -l < '%s/long/metrics.jsonl'", T) == 0 && atoi(out) == 128);
+    CHECK(test_sh("wc -l < '%s/long/metrics.jsonl'", T) == 0 && atoi(test_sh_out) == 128);
     /* another batch size cannot continue the saved position */
-    rc = sh("'%s' " BASE " --name u1 --threads 1 --arch standard --lmbda 0.5 --resume "
-            "--batch_size 32",
-            SF_EXE, T, T);
+    rc = test_sh("'%s' " BASE " --name u1 --threads 1 --arch standard --lmbda 0.5 --resume "
+                 "--batch_size 32",
+                 SF_EXE, T, T);
     CHECK(rc == 1);
-    CHECK_MSG(strstr(out, "other data, batch size or seed") != NULL, "%s", out);
+    CHECK_MSG(strstr(test_sh_out, "other data, batch size or seed") != NULL, "%s", test_sh_out);
     /* --resume with nothing saved starts afresh */
-    rc = sh("'%s' " BASE " --name fresh --threads 1 --arch topk --k 4 --resume --num_epochs 1",
-            SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
-    CHECK(sh("wc -l < '%s/fresh/metrics.jsonl'", T) == 0 && atoi(out) == 32);
+    rc = test_sh("'%s' " BASE " --name fresh --threads 1 --arch topk --k 4 --resume --num_epochs 1",
+                 SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
+    CHECK(test_sh("wc -l < '%s/fresh/metrics.jsonl'", T) == 0 && atoi(test_sh_out) == 32);
 }
 
 int main(void) {

@@ -12,20 +12,6 @@
 #include "saeflow/common.h"
 #include "test.h"
 
-static char *out; /* the last command's output */
-
-/* test_run on a formatted command line, keeping its output in out */
-static int sh(const char *fmt, ...) SF_PRINTF(1, 2);
-static int sh(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    free(out);
-    return test_run(cmd, &out);
-}
-
 #define MPIRUN SF_MPIEXEC " --oversubscribe --allow-run-as-root -np"
 #define FIX SF_SOURCE_DIR "/fixtures/"
 
@@ -34,11 +20,11 @@ static const char *T;
 /* Runs `saeflow ARGS --out DIR/NAME1.st` alone, then under 2 and 3 ranks
  * (NAME2.st, NAME3.st), and checks the three files are the same bytes. */
 static void same_for_any_r(const char *name, const char *args) {
-    int rc = sh("'%s' %s --out %s/%s1.st", SF_EXE, args, T, name);
-    CHECK_MSG(rc == 0, "%s: %s", name, out);
+    int rc = test_sh("'%s' %s --out %s/%s1.st", SF_EXE, args, T, name);
+    CHECK_MSG(rc == 0, "%s: %s", name, test_sh_out);
     for (int r = 2; r <= 3; r++) {
-        rc = sh(MPIRUN " %d '%s' %s --out %s/%s%d.st", r, SF_EXE, args, T, name, r);
-        CHECK_MSG(rc == 0, "%s -np %d: %s", name, r, out);
+        rc = test_sh(MPIRUN " %d '%s' %s --out %s/%s%d.st", r, SF_EXE, args, T, name, r);
+        CHECK_MSG(rc == 0, "%s -np %d: %s", name, r, test_sh_out);
         char a[4096], b[4096];
         snprintf(a, sizeof a, "%s/%s1.st", T, name);
         snprintf(b, sizeof b, "%s/%s%d.st", T, name, r);
@@ -48,11 +34,11 @@ static void same_for_any_r(const char *name, const char *args) {
 
 TEST(encode_and_topk_on_files) {
     /* 3000 rows: 12 chunks of 256 (the last short) over 2 or 3 ranks */
-    CHECK(sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 3000", SF_EXE, T) == 0);
-    int rc = sh("'%s' train --tensorpath %s/s.st --expansion 4 --k 8 --batch_size 256 "
-                "--num_epochs 2 --quiet --savedir %s --name sae",
-                SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(test_sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 3000", SF_EXE, T) == 0);
+    int rc = test_sh("'%s' train --tensorpath %s/s.st --expansion 4 --k 8 --batch_size 256 "
+                     "--num_epochs 2 --quiet --savedir %s --name sae",
+                     SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     char args[4096];
     snprintf(args, sizeof args, "encode --checkpoint %s/sae --input %s/s.st --batch 256", T, T);
     same_for_any_r("enc", args);
@@ -68,10 +54,10 @@ TEST(extract_and_topk_through_clip) {
              "extract --model " FIX "clip/e2e --dataset folder:" FIX
              "analysis/shapes --text none --shard_rows 50 --batch_size 16");
     same_for_any_r("ext", args);
-    int rc = sh("'%s' train --tensorpath %s/ext1.st --tensorkey vision --pages 64 --k 4 "
-                "--num_epochs 2 --quiet --savedir %s --name clipsae",
-                SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    int rc = test_sh("'%s' train --tensorpath %s/ext1.st --tensorkey vision --pages 64 --k 4 "
+                     "--num_epochs 2 --quiet --savedir %s --name clipsae",
+                     SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     /* every patch token (T = 17): chunks of 7 groups of 2 images */
     snprintf(args, sizeof args,
              "topk --checkpoint %s/clipsae --model " FIX "clip/e2e --dataset folder:" FIX
@@ -96,21 +82,23 @@ TEST(failing_rank_stops_all) {
      * still not write; with 12 chunks it waits for rank 1's. */
     for (int batch = 256; batch <= 4096; batch *= 16) {
         time_t t0 = time(NULL);
-        int rc = sh("mkdir -p %s/f && " SF_MPIEXEC
+        int rc =
+            test_sh("mkdir -p %s/f && " SF_MPIEXEC
                     " --oversubscribe --allow-run-as-root -np 1 '%s' encode --checkpoint %s/sae "
                     "--input %s/s.st --batch %d --out %s/f/bad.st : -np 1 '%s' encode "
                     "--checkpoint %s/sae --input %s/nope.st --batch %d --out %s/f/bad.st",
                     T, SF_EXE, T, T, batch, T, SF_EXE, T, T, batch, T);
         CHECK(rc != 0);
-        CHECK_MSG(strstr(out, "nope.st") && strstr(out, "rank 1 of 2"), "%s", out);
+        CHECK_MSG(strstr(test_sh_out, "nope.st") && strstr(test_sh_out, "rank 1 of 2"), "%s",
+                  test_sh_out);
         CHECK_MSG(time(NULL) - t0 < 30, "took %lld s", (long long)(time(NULL) - t0));
         /* nothing written, not even a temporary */
-        CHECK(sh("ls -A %s/f", T) == 0);
-        CHECK_MSG(out[0] == 0, "batch %d left: %s", batch, out);
+        CHECK(test_sh("ls -A %s/f", T) == 0);
+        CHECK_MSG(test_sh_out[0] == 0, "batch %d left: %s", batch, test_sh_out);
     }
     /* other commands are refused on several ranks rather than run R times */
-    int rc = sh(MPIRUN " 2 '%s' synth --out %s/x.st", SF_EXE, T);
-    CHECK(rc != 0 && strstr(out, "only train, encode, topk and extract run under MPI"));
+    int rc = test_sh(MPIRUN " 2 '%s' synth --out %s/x.st", SF_EXE, T);
+    CHECK(rc != 0 && strstr(test_sh_out, "only train, encode, topk and extract run under MPI"));
 }
 
 int main(void) {
@@ -122,6 +110,6 @@ int main(void) {
     RUN(extract_and_topk_through_clip);
     RUN(extract_flux);
     RUN(failing_rank_stops_all);
-    free(out);
+    free(test_sh_out);
     return test_summary();
 }

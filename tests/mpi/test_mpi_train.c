@@ -26,23 +26,6 @@
 #include "saeflow/safetensors.h"
 #include "test.h"
 
-static char out[1 << 16];
-
-static int sh(const char *fmt, ...) SF_PRINTF(1, 2);
-static int sh(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    size_t got = fread(out, 1, sizeof out - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 #define MPIRUN SF_MPIEXEC " --oversubscribe --allow-run-as-root -np"
 #define ARGS                                                                                       \
     "--expansion 4 --k 8 --batch_size 64 --num_epochs 3 --lr 1e-3 --lr_warmup_steps 16 "           \
@@ -87,18 +70,18 @@ static double max_diff(const char *da, const char *db, double *maxabs) {
 }
 
 static int same_bytes(const char *pa, const char *pb) {
-    return sh("cmp -s '%s' '%s'", pa, pb) == 0;
+    return test_sh("cmp -s '%s' '%s'", pa, pb) == 0;
 }
 
 TEST(train_agrees_with_one_process) {
     const char *T = test_tmpdir("mpi_train");
-    CHECK(sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 8192", SF_EXE, T) == 0);
-    int rc = sh("'%s' train --tensorpath %s/s.st " ARGS " --savedir %s/one", SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(test_sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 8192", SF_EXE, T) == 0);
+    int rc = test_sh("'%s' train --tensorpath %s/s.st " ARGS " --savedir %s/one", SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     for (int rep = 0; rep < 2; rep++) {
-        rc = sh(MPIRUN " 2 '%s' train --tensorpath %s/s.st " ARGS " --savedir %s/two%d", SF_EXE, T,
-                T, rep);
-        CHECK_MSG(rc == 0, "%s", out);
+        rc = test_sh(MPIRUN " 2 '%s' train --tensorpath %s/s.st " ARGS " --savedir %s/two%d",
+                     SF_EXE, T, T, rep);
+        CHECK_MSG(rc == 0, "%s", test_sh_out);
     }
     double maxabs = 0, md;
     char one[2048], two[2048];
@@ -114,10 +97,10 @@ TEST(train_agrees_with_one_process) {
     char m1[2400], m2[2400], c[2400];
     snprintf(m1, sizeof m1, "%s/one/r/metrics.jsonl", T);
     snprintf(m2, sizeof m2, "%s/two0/r/metrics.jsonl", T);
-    CHECK(sh("grep -vc '\"auxk\": 0,' '%s'", m1) == 0 && atoi(out) > 0);
+    CHECK(test_sh("grep -vc '\"auxk\": 0,' '%s'", m1) == 0 && atoi(test_sh_out) > 0);
     /* the same steps are logged, once (rank 0 alone writes) */
-    CHECK(sh("wc -l < '%s'", m2) == 0 && atoi(out) == 384);
-    CHECK(sh("ls -A '%s/two0/r'", T) == 0 && !strstr(out, "tmp"));
+    CHECK(test_sh("wc -l < '%s'", m2) == 0 && atoi(test_sh_out) == 384);
+    CHECK(test_sh("ls -A '%s/two0/r'", T) == 0 && !strstr(test_sh_out, "tmp"));
     /* fixed R: bit-identical */
     snprintf(c, sizeof c, "%s/two1/r/model.safetensors", T);
     snprintf(m1, sizeof m1, "%s/two0/r/model.safetensors", T);
@@ -126,19 +109,20 @@ TEST(train_agrees_with_one_process) {
 
 TEST(uneven_batch_refused) {
     const char *T = test_tmpdir("mpi_refuse");
-    CHECK(sh("'%s' synth --out %s/s.st --d 16 --n_true 32 --samples 512", SF_EXE, T) == 0);
-    int rc =
-        sh(MPIRUN " 3 '%s' train --tensorpath %s/s.st " ARGS " --savedir %s/three", SF_EXE, T, T);
+    CHECK(test_sh("'%s' synth --out %s/s.st --d 16 --n_true 32 --samples 512", SF_EXE, T) == 0);
+    int rc = test_sh(MPIRUN " 3 '%s' train --tensorpath %s/s.st " ARGS " --savedir %s/three",
+                     SF_EXE, T, T);
     CHECK(rc != 0);
-    CHECK_MSG(strstr(out, "not divisible by the 3 MPI ranks") != NULL, "%s", out);
-    rc = sh(MPIRUN " 2 '%s' train --tensorpath %s/s.st --resample_every 8 --resample_pool 0 " ARGS
-                   " --savedir %s/rs",
-            SF_EXE, T, T);
+    CHECK_MSG(strstr(test_sh_out, "not divisible by the 3 MPI ranks") != NULL, "%s", test_sh_out);
+    rc = test_sh(MPIRUN
+                 " 2 '%s' train --tensorpath %s/s.st --resample_every 8 --resample_pool 0 " ARGS
+                 " --savedir %s/rs",
+                 SF_EXE, T, T);
     CHECK(rc != 0);
-    CHECK_MSG(strstr(out, "needs a pool") != NULL, "%s", out);
+    CHECK_MSG(strstr(test_sh_out, "needs a pool") != NULL, "%s", test_sh_out);
     /* other commands are refused on several ranks rather than run R times */
-    rc = sh(MPIRUN " 2 '%s' synth --out %s/x.st", SF_EXE, T);
-    CHECK(rc != 0 && strstr(out, "only train, encode, topk and extract run under MPI"));
+    rc = test_sh(MPIRUN " 2 '%s' synth --out %s/x.st", SF_EXE, T);
+    CHECK(rc != 0 && strstr(test_sh_out, "only train, encode, topk and extract run under MPI"));
 }
 
 /* Every architecture data-parallel on 2 and 3 ranks against one process,
@@ -168,18 +152,19 @@ static const char *ARCHS[] = {"topk --k 6",
 
 TEST(every_arch_agrees) {
     const char *T = test_tmpdir("mpi_arch");
-    CHECK(sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 8192", SF_EXE, T) == 0);
+    CHECK(test_sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 8192", SF_EXE, T) == 0);
     const double steps = 340, lr = 1e-3, B = 96, u = 0x1p-24;
     for (int i = 0; i < N_ARCHS; i++) {
-        int rc = sh("'%s' train --tensorpath %s/s.st " ARCH_ARGS " --arch %s --savedir %s/one "
-                    "--name a%d",
-                    SF_EXE, T, ARCHS[i], T, i);
-        CHECK_MSG(rc == 0, "%s: %s", ARCHS[i], out);
+        int rc = test_sh("'%s' train --tensorpath %s/s.st " ARCH_ARGS " --arch %s --savedir %s/one "
+                         "--name a%d",
+                         SF_EXE, T, ARCHS[i], T, i);
+        CHECK_MSG(rc == 0, "%s: %s", ARCHS[i], test_sh_out);
         for (int R = 2; R <= 3; R++) {
-            rc = sh(MPIRUN " %d '%s' train --tensorpath %s/s.st " ARCH_ARGS " --arch %s --savedir "
-                           "%s/np%d --name a%d",
-                    R, SF_EXE, T, ARCHS[i], T, R, i);
-            CHECK_MSG(rc == 0, "%s -np %d: %s", ARCHS[i], R, out);
+            rc = test_sh(MPIRUN " %d '%s' train --tensorpath %s/s.st " ARCH_ARGS
+                                " --arch %s --savedir "
+                                "%s/np%d --name a%d",
+                         R, SF_EXE, T, ARCHS[i], T, R, i);
+            CHECK_MSG(rc == 0, "%s -np %d: %s", ARCHS[i], R, test_sh_out);
             char one[2048], many[2048], name[16];
             snprintf(one, sizeof one, "%s/one", T);
             snprintf(many, sizeof many, "%s/np%d", T, R);
@@ -202,25 +187,25 @@ TEST(every_arch_agrees) {
  * 3 -> 1; within the tolerance above against one process; |p| < 1 here). */
 TEST(faults_and_resume) {
     const char *T = test_tmpdir("mpi_fault");
-    CHECK(sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 8192", SF_EXE, T) == 0);
+    CHECK(test_sh("'%s' synth --out %s/s.st --d 32 --n_true 128 --samples 8192", SF_EXE, T) == 0);
 #define F_ARGS "--tensorpath %s/s.st " ARCH_ARGS " --arch batchtopk --k 6 --save_every 40 --name b"
-    int rc = sh(MPIRUN " 2 '%s' train " F_ARGS " --savedir %s/ref2", SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = sh("'%s' train " F_ARGS " --savedir %s/ref1", SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    int rc = test_sh(MPIRUN " 2 '%s' train " F_ARGS " --savedir %s/ref2", SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
+    rc = test_sh("'%s' train " F_ARGS " --savedir %s/ref1", SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     /* rank 1 killed after step 100 (checkpoint at 80) */
     double t0 = sf_now();
-    rc = sh("SAEFLOW_TEST_KILL=1:100 " MPIRUN " 2 '%s' train " F_ARGS " --savedir %s/kill", SF_EXE,
-            T, T);
+    rc = test_sh("SAEFLOW_TEST_KILL=1:100 " MPIRUN " 2 '%s' train " F_ARGS " --savedir %s/kill",
+                 SF_EXE, T, T);
     double el = sf_now() - t0;
     fprintf(stderr, "rank 1 killed: job ended in %.1f s, exit %d\n", el, rc);
     CHECK(rc != 0 && el < 60);
-    CHECK(sh("ls -A '%s/kill/b'", T) == 0);
-    CHECK_MSG(!strstr(out, ".tmp."), "left behind: %s", out);
-    CHECK(sh("cp -r '%s/kill' '%s/kill3'", T, T) == 0);
+    CHECK(test_sh("ls -A '%s/kill/b'", T) == 0);
+    CHECK_MSG(!strstr(test_sh_out, ".tmp."), "left behind: %s", test_sh_out);
+    CHECK(test_sh("cp -r '%s/kill' '%s/kill3'", T, T) == 0);
     /* same R: equals the uninterrupted run */
-    rc = sh(MPIRUN " 2 '%s' train " F_ARGS " --savedir %s/kill --resume", SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    rc = test_sh(MPIRUN " 2 '%s' train " F_ARGS " --savedir %s/kill --resume", SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     char a[2400], b[2400];
     const char *files[3] = {"model.safetensors", "metrics.jsonl", "config.json"};
     for (int f = 0; f < 3; f++) {
@@ -229,8 +214,8 @@ TEST(faults_and_resume) {
         CHECK_MSG(same_bytes(a, b), "%s differs after a resume on 2 ranks", files[f]);
     }
     /* another R: 3 ranks continue the 2-rank run, against one process */
-    rc = sh(MPIRUN " 3 '%s' train " F_ARGS " --savedir %s/kill3 --resume", SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    rc = test_sh(MPIRUN " 3 '%s' train " F_ARGS " --savedir %s/kill3 --resume", SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     snprintf(a, sizeof a, "%s/ref1", T);
     snprintf(b, sizeof b, "%s/kill3", T);
     double maxabs = 0, md = max_diff_of(a, b, "b", &maxabs);
@@ -238,23 +223,25 @@ TEST(faults_and_resume) {
     fprintf(stderr, "2 ranks then 3 vs 1 process: max |diff| %.3g (bound %.3g)\n", md, tol);
     CHECK_MSG(md >= 0 && md <= tol, "max diff %g, bound %g", md, tol);
     snprintf(a, sizeof a, "%s/ref1/b/metrics.jsonl", T);
-    CHECK(sh("wc -l < '%s/kill3/b/metrics.jsonl'", T) == 0 && atoi(out) == 340);
+    CHECK(test_sh("wc -l < '%s/kill3/b/metrics.jsonl'", T) == 0 && atoi(test_sh_out) == 340);
     /* rank 2 of 3 fails at step 50: all stop, one message naming it */
     t0 = sf_now();
-    rc = sh("SAEFLOW_TEST_FAIL=2:50 " MPIRUN " 3 '%s' train " F_ARGS " --savedir %s/fail", SF_EXE,
-            T, T);
+    rc = test_sh("SAEFLOW_TEST_FAIL=2:50 " MPIRUN " 3 '%s' train " F_ARGS " --savedir %s/fail",
+                 SF_EXE, T, T);
     el = sf_now() - t0;
     fprintf(stderr, "rank 2 failed: job ended in %.1f s, exit %d\n", el, rc);
     CHECK(rc == 1 && el < 60);
-    CHECK_MSG(strstr(out, "saeflow train: rank 2 of 3: step 50: injected failure"), "%s", out);
-    const char *first = strstr(out, "injected failure");
-    CHECK_MSG(first && !strstr(first + 1, "injected failure"), "more than one message: %s", out);
-    CHECK(sh("ls -A '%s/fail/b'", T) == 0);
-    CHECK_MSG(!strstr(out, ".tmp."), "left behind: %s", out);
-    CHECK(sh("wc -l < '%s/fail/b/metrics.jsonl'", T) == 0 && atoi(out) == 50);
+    CHECK_MSG(strstr(test_sh_out, "saeflow train: rank 2 of 3: step 50: injected failure"), "%s",
+              test_sh_out);
+    const char *first = strstr(test_sh_out, "injected failure");
+    CHECK_MSG(first && !strstr(first + 1, "injected failure"), "more than one message: %s",
+              test_sh_out);
+    CHECK(test_sh("ls -A '%s/fail/b'", T) == 0);
+    CHECK_MSG(!strstr(test_sh_out, ".tmp."), "left behind: %s", test_sh_out);
+    CHECK(test_sh("wc -l < '%s/fail/b/metrics.jsonl'", T) == 0 && atoi(test_sh_out) == 50);
     /* and one process continues it from its step-40 checkpoint */
-    rc = sh("'%s' train " F_ARGS " --savedir %s/fail --resume", SF_EXE, T, T);
-    CHECK_MSG(rc == 0, "%s", out);
+    rc = test_sh("'%s' train " F_ARGS " --savedir %s/fail --resume", SF_EXE, T, T);
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     snprintf(a, sizeof a, "%s/ref1", T);
     snprintf(b, sizeof b, "%s/fail", T);
     md = max_diff_of(a, b, "b", &maxabs);
@@ -301,23 +288,23 @@ TEST(flux_source_data_parallel) {
     "--threads 1 --lr 1e-3 --lr_warmup_steps 2 --bodycount 64 --aux_k 4 --quiet --iters 100 "      \
     "--save_every 2 --hook transformer_blocks.0:1@arch=topk,k=3 "                                  \
     "--hook single_transformer_blocks.0:image --savedir %s/%s"
-    int rc = sh("'%s' " FX, SF_EXE, pout, T, "one");
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = sh(MPIRUN " 2 '%s' " FX, SF_EXE, pout, T, "two");
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = sh("SAEFLOW_TEST_KILL=1:4 " MPIRUN " 2 '%s' " FX, SF_EXE, pout, T, "kill");
+    int rc = test_sh("'%s' " FX, SF_EXE, pout, T, "one");
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
+    rc = test_sh(MPIRUN " 2 '%s' " FX, SF_EXE, pout, T, "two");
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
+    rc = test_sh("SAEFLOW_TEST_KILL=1:4 " MPIRUN " 2 '%s' " FX, SF_EXE, pout, T, "kill");
     CHECK(rc != 0);
-    CHECK(sh("cp -r '%s/kill' '%s/kill1'", T, T) == 0);
-    rc = sh(MPIRUN " 2 '%s' " FX " --resume", SF_EXE, pout, T, "kill");
-    CHECK_MSG(rc == 0, "%s", out);
-    rc = sh("'%s' " FX " --resume", SF_EXE, pout, T, "kill1");
-    CHECK_MSG(rc == 0, "%s", out);
+    CHECK(test_sh("cp -r '%s/kill' '%s/kill1'", T, T) == 0);
+    rc = test_sh(MPIRUN " 2 '%s' " FX " --resume", SF_EXE, pout, T, "kill");
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
+    rc = test_sh("'%s' " FX " --resume", SF_EXE, pout, T, "kill1");
+    CHECK_MSG(rc == 0, "%s", test_sh_out);
     const double tol = 8 * (2 * 1e-3 * 64 * 0x1p-24 + 0x1p-23);
     const char *hooks[2] = {"transformer_blocks.0.1", "single_transformer_blocks.0-image"};
     for (int i = 0; i < 2; i++) {
         char a[2400], b[2400];
         snprintf(a, sizeof a, "%s/two/%s/metrics.jsonl", T, hooks[i]);
-        CHECK(sh("wc -l < '%s'", a) == 0 && atoi(out) == 8);
+        CHECK(test_sh("wc -l < '%s'", a) == 0 && atoi(test_sh_out) == 8);
         for (int f2 = 0; f2 < 3; f2++) {
             const char *files[3] = {"model.safetensors", "metrics.jsonl", "config.json"};
             snprintf(a, sizeof a, "%s/two/%s/%s", T, hooks[i], files[f2]);
