@@ -274,10 +274,41 @@ TEST(topk_two_routes_heat_images) {
 
 /* One prompt per group: prompt r's noise is manual_seed(seed + r) alone,
  * which is what `flux generate --seed` draws: the images must be the same. */
+/* Prompt rows 0..5 made by `flux generate` (src: its prompt flags; seed
+ * 5 + row, as the sampler draws) into T/GEN, compared with the
+ * explorer's cached image of each row that is among the top rows in
+ * T/CACHE/flux-*; returns how many were compared (all must be equal). */
+static int same_as_generate(const char *t, const char *src, const char *gen, const char *cache) {
+    char a[8192], p[2048], q[2048];
+    int compared = 0;
+    for (int r = 0; r < 6; r++) {
+        snprintf(a, sizeof a,
+                 "flux generate --model " PIPE " %s --offset %d --limit 1 --seed %d --steps 2 "
+                 "--height 64 --width 32 --out '%s/%s'",
+                 src, r, 5 + r, t, gen);
+        CHECK_MSG(run(a) == 0, "%s", out_s);
+        snprintf(p, sizeof p, "%s/%s/row%06d_seed%d.png", t, gen, r, 5 + r);
+        char *dirs = NULL;
+        snprintf(a, sizeof a, "ls -d '%s'/%s/flux-*", t, cache);
+        if (test_run(a, &dirs) || !dirs) {
+            CHECK(0);
+            free(dirs);
+            break;
+        }
+        dirs[strcspn(dirs, "\n")] = 0;
+        snprintf(q, sizeof q, "%s/row%08d.png", dirs, r);
+        free(dirs);
+        if (!test_file_exists(q)) continue; /* not among the top rows */
+        CHECK_MSG(test_same_file(p, q), "%s row %d: %s != %s", gen, r, p, q);
+        compared++;
+    }
+    return compared;
+}
+
 TEST(image_equals_flux_generate) {
     const char *t = test_tmpdir("cli_flux_topk_gen");
     write_caps(t);
-    char a[8192], p[2048], q[2048];
+    char a[8192], q[2048];
     snprintf(a, sizeof a,
              "train --source flux " SRC "--prompt_batch 1 --hook transformer_blocks.0:1 "
              "--tokens_per_image 0 --arch topk --k 4 --expansion 2 --batch_size 8 --iters 10 "
@@ -294,30 +325,8 @@ TEST(image_equals_flux_generate) {
              "--image-batch 1 --image-steps 2 --quiet",
              t, t, t);
     CHECK_MSG(run(a) == 0, "%s", out_s);
-    int compared = 0;
-    for (int r = 0; r < 6; r++) {
-        snprintf(a, sizeof a,
-                 "flux generate --model " PIPE " --prompts '%s/caps.txt' --offset %d --limit 1 "
-                 "--seed %d --steps 2 --height 64 --width 32 --max-sequence-length 16 --out "
-                 "'%s/gen'",
-                 t, r, 5 + r, t);
-        CHECK_MSG(run(a) == 0, "%s", out_s);
-        snprintf(p, sizeof p, "%s/gen/row%06d_seed%d.png", t, r, 5 + r);
-        char *dirs = NULL;
-        snprintf(a, sizeof a, "ls -d '%s'/cache/flux-*", t);
-        if (test_run(a, &dirs) || !dirs) {
-            CHECK(0);
-            free(dirs);
-            break;
-        }
-        dirs[strcspn(dirs, "\n")] = 0;
-        snprintf(q, sizeof q, "%s/row%08d.png", dirs, r);
-        free(dirs);
-        if (!test_file_exists(q)) continue; /* not among the top rows */
-        CHECK_MSG(test_same_file(p, q), "row %d: %s != %s", r, p, q);
-        compared++;
-    }
-    CHECK(compared >= 1);
+    snprintf(a, sizeof a, "--prompts '%s/caps.txt' --max-sequence-length 16", t);
+    CHECK(same_as_generate(t, a, "gen", "cache") >= 1);
 
     /* the same through an encode-prompts file (the text given to explore) */
     snprintf(a, sizeof a,
@@ -336,29 +345,8 @@ TEST(image_equals_flux_generate) {
              "--image-batch 1 --image-steps 2 --captions '%s/caps.txt' --quiet",
              t, t, t, t);
     CHECK_MSG(run(a) == 0, "%s", out_s);
-    compared = 0;
-    for (int r = 0; r < 6; r++) {
-        snprintf(a, sizeof a,
-                 "flux generate --model " PIPE " --embeds '%s/p.safetensors' --offset %d "
-                 "--limit 1 --seed %d --steps 2 --height 64 --width 32 --out '%s/gen2'",
-                 t, r, 5 + r, t);
-        CHECK_MSG(run(a) == 0, "%s", out_s);
-        snprintf(p, sizeof p, "%s/gen2/row%06d_seed%d.png", t, r, 5 + r);
-        char *dirs = NULL;
-        snprintf(a, sizeof a, "ls -d '%s'/cache2/flux-*", t);
-        if (test_run(a, &dirs) || !dirs) {
-            CHECK(0);
-            free(dirs);
-            break;
-        }
-        dirs[strcspn(dirs, "\n")] = 0;
-        snprintf(q, sizeof q, "%s/row%08d.png", dirs, r);
-        free(dirs);
-        if (!test_file_exists(q)) continue;
-        CHECK_MSG(test_same_file(p, q), "embeds row %d: %s != %s", r, p, q);
-        compared++;
-    }
-    CHECK(compared >= 1);
+    snprintf(a, sizeof a, "--embeds '%s/p.safetensors'", t);
+    CHECK(same_as_generate(t, a, "gen2", "cache2") >= 1);
     snprintf(q, sizeof q, "%s/site2/data/f/0000.js", t);
     char *js = sf_read_file(q, NULL);
     CHECK(js && strstr(js, "\"a red fox in the snow\""));
