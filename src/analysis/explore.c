@@ -486,48 +486,60 @@ int sf_explore_rows(const sf_explore_opts *o, int64_t **rows, int64_t *n) {
     return 0;
 }
 
-/* The steering grid of feature j in STEER: feature_<j>.png, else the grid
- * `flux generate --steer-grid` wrote for it, rowRRRRRR_f<j>_grid.png (the
- * lowest prompt row when there are several). New string, or NULL. */
-static char *find_steer(const char *steer_dir, int64_t j) {
-    char name[64], suffix[64];
-    snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
-    char *p = sf_path_join(steer_dir, name);
-    if (sf_is_file(p)) return p;
-    free(p);
-    snprintf(suffix, sizeof suffix, "_f%lld_grid.png", (long long)j);
-    const size_t ls = strlen(suffix);
-    char *best = NULL;
+/* "<digits>" + suffix at s: the number, else -1. */
+static int64_t feature_number(const char *s, const char *suffix) {
+    char *end;
+    if (*s < '0' || *s > '9') return -1;
+    long long v = strtoll(s, &end, 10);
+    return strcmp(end, suffix) ? -1 : v;
+}
+
+/* The steering grid of every feature j < n in STEER, from one listing of the
+ * folder: feature_<j>.png if it is a file, else the grid `flux generate
+ * --steer-grid` wrote for it, row<R>_f<j>_grid.png (the lowest prompt row,
+ * i.e. the first name, when there are several). (n) new strings, NULL where
+ * a feature has none (every entry when STEER cannot be listed). */
+static char **steer_grids(const char *steer_dir, int64_t n) {
+    char **grid = sf_calloc((size_t)n, sizeof(char *));
+    uint8_t *exact = sf_calloc((size_t)n, 1); /* grid[j] is feature_<j>.png */
     DIR *d = opendir(steer_dir);
     for (struct dirent *e; d && (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        if (l > ls + 3 && !strncmp(e->d_name, "row", 3) && !strcmp(e->d_name + l - ls, suffix) &&
-            (!best || strcmp(e->d_name, best) < 0)) {
-            free(best);
-            best = sf_strdup(e->d_name);
+        const char *nm = e->d_name;
+        int64_t j = -1;
+        int is_exact = !strncmp(nm, "feature_", 8);
+        if (is_exact) {
+            j = feature_number(nm + 8, ".png");
+        } else if (!strncmp(nm, "row", 3)) {
+            const char *f = strstr(nm + 3, "_f");
+            while (f && strstr(f + 2, "_f"))
+                f = strstr(f + 2, "_f");
+            j = f ? feature_number(f + 2, "_grid.png") : -1;
+        }
+        if (j < 0 || j >= n || exact[j]) continue;
+        char *path = sf_path_join(steer_dir, nm);
+        if (is_exact ? sf_is_file(path) : !grid[j] || strcmp(path, grid[j]) < 0) {
+            free(grid[j]);
+            grid[j] = path, exact[j] = (uint8_t)is_exact;
+        } else {
+            free(path);
         }
     }
     if (d) closedir(d);
-    p = best ? sf_path_join(steer_dir, best) : NULL;
-    free(best);
-    return p;
+    free(exact);
+    return grid;
 }
 
-/* Copies feature j's steering grid (find_steer) into the site as
- * steer/feature_<j>.png; 1 when there is one, 0 when not, -1 on error. */
-static int copy_steer(const char *steer_dir, const char *out, int64_t j) {
+/* Copies a steering grid (steer_grids) into the site as steer/feature_<j>.png;
+ * 1 when there is one, 0 when not, -1 on error. */
+static int copy_steer(const char *src, const char *out, int64_t j) {
+    if (!src) return 0;
     char name[64];
     snprintf(name, sizeof name, "feature_%lld.png", (long long)j);
-    char *src = find_steer(steer_dir, j);
-    int rc = 0;
-    if (src) {
-        size_t len;
-        char *data = sf_read_file(src, &len);
-        char *sd = sf_path_join(out, "steer"), *dst = sf_path_join(sd, name);
-        rc = data && !sf_mkdirs(sd) && !sf_write_file_atomic(dst, data, len) ? 1 : -1;
-        free(data), free(sd), free(dst);
-    }
-    free(src);
+    size_t len;
+    char *data = sf_read_file(src, &len);
+    char *sd = sf_path_join(out, "steer"), *dst = sf_path_join(sd, name);
+    int rc = data && !sf_mkdirs(sd) && !sf_write_file_atomic(dst, data, len) ? 1 : -1;
+    free(data), free(sd), free(dst);
     return rc;
 }
 
@@ -549,6 +561,7 @@ int sf_explore_build(const sf_explore_opts *o) {
     char *log_path = NULL;
     int sae_d = 0, sae_k = 0, have_nb = 0, n_badimg = 0;
     int64_t n_thumbs = 0, n_steer = 0;
+    char **steer = NULL; /* (n) each feature's steering grid, or NULL */
     int32_t *co_idx = NULL, *co_cnt = NULL;
     range_pick *picks = NULL;
     range_q *quart = NULL;
@@ -560,6 +573,7 @@ int sf_explore_build(const sf_explore_opts *o) {
     char *p_data = sf_path_join(out, "data"), *p_f = sf_path_join(p_data, "f");
     char *p_img = sf_path_join(out, "img"), *p_assets = sf_path_join(out, "assets");
     if (sf_mkdirs(p_f) || sf_mkdirs(p_img) || sf_mkdirs(p_assets)) goto done;
+    if (o->steer_dir) steer = steer_grids(o->steer_dir, n);
     for (int i = 0; i < sf_web_n_assets; i++) {
         char *pth = sf_path_join(out, sf_web_assets[i].path);
         int r = sf_write_file_atomic(pth, sf_web_assets[i].data,
@@ -900,7 +914,7 @@ int sf_explore_build(const sf_explore_opts *o) {
                 }
             }
             if (o->steer_dir) { /* a steering grid made for this feature */
-                int st = copy_steer(o->steer_dir, out, j);
+                int st = copy_steer(steer[j], out, j);
                 if (st < 0) goto done;
                 if (st) sf_sb_printf(&b, "],\"steer\":\"steer/feature_%lld.png", (long long)j);
                 if (st) n_steer++;
@@ -951,6 +965,9 @@ done:
     free(p_f);
     free(p_img);
     free(p_assets);
+    for (int64_t j = 0; steer && j < n; j++)
+        free(steer[j]);
+    free(steer);
     sf_topk_close(&tk);
     return rc;
 }
