@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "saeflow/kernels.h"
+
 /* exp(x) for float, relative error < 2e-7 on [-87, 88] (about 2 ulp):
  * x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 Taylor/minimax polynomial,
  * 2^n by building the exponent bits. Inputs are clamped, so the result is
@@ -36,6 +38,16 @@ static inline float sf_expf_fast(float x) {
 /* Makes OpenBLAS single-threaded (once): OpenMP owns the threads. Call
  * outside parallel regions. */
 void sf_blas_single_threaded(void);
+
+/* y (M, N) (+)= x (M, K) @ W^T + bias for BF16/F16 W (N, K), widening W
+ * inside the GEMM's packing (gemm_half.c), on nt OpenMP threads (1 inside a
+ * parallel region). `add` keeps y's contents (a residual) and adds to them.
+ * Each output's bits depend on neither nt nor the schedule. Only when
+ * sf_gemm_half_isa() is not NULL: the CPU has AVX2 + FMA + F16C (or
+ * AVX-512) and SAEFLOW_GEMM_HALF is not "off". */
+const char *sf_gemm_half_isa(void);
+void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
+                  float *y, int64_t ldy, int add, int nt);
 
 /* Stable softmax of one row in place; -inf entries get probability 0, an
  * all -inf row becomes zeros. */

@@ -103,7 +103,8 @@ static void linear_block(const float *x, int64_t m0, int64_t m1, int64_t K, cons
         sf_sgemm(0, 1, M, N, K, 1.0f, x, K, (const float *)W->data + n0 * K, K, beta, y + n0, ldy);
         return;
     }
-    /* BF16/F16: widen a panel of W's rows to F32, multiply, move on.
+    /* Without AVX2 (no sf_gemm_half): widen a panel of W's rows to F32,
+     * multiply, move on.
      * Widening costs N*K conversions against M*N*K multiply-adds: noise for M
      * in the hundreds (a batch of tokens). */
     const size_t esz = sf_dtype_size(W->dtype);
@@ -122,6 +123,12 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
     if (M <= 0 || N <= 0) return;
     sf_blas_single_threaded();
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (W->dtype != SF_DT_F32 && M > SF_GEMV_MAX_M && sf_gemm_half_isa()) {
+        /* BF16/F16 widened inside the GEMM's own packing: gemm_half.c */
+        if ((double)M * (double)N * (double)K < 1e6) nt = 1;
+        sf_gemm_half(x, M, K, W, bias, y, ldy, accumulate, nt);
+        return;
+    }
     /* Split the output features when every thread gets a wide slice (the
      * usual case: N >= 768); otherwise split rows; tiny products run on one
      * thread (a parallel region costs more than they do). */

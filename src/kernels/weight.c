@@ -1,4 +1,5 @@
 /* sf_weight storage: F32, BF16 or F16, zero-copy or converted. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "saeflow/kernels.h"
@@ -20,7 +21,7 @@ int sf_weight_make(sf_weight *w, sf_dtype want, sf_dtype src_dtype, const void *
         if (sf_mul_size(n, (size_t)shape[i], &n)) return sf_error("weight: size overflows");
     }
     size_t esz = sf_dtype_size(want);
-    if (want == src_dtype && ((uintptr_t)src % esz) == 0) {
+    if (want == src_dtype && ((uintptr_t)src % esz) == 0 && !getenv("SF_EXP_COPY")) {
         w->data = src; /* zero-copy: points into the caller's (mmapped) memory */
         return 0;
     }

@@ -1,0 +1,537 @@
+/* sf_gemm_half: y (+)= x @ W^T with F32 activations and BF16/F16 weights,
+ * the weights widened to F32 inside the GEMM's own packing step.
+ *
+ * Why a GEMM of our own. With BF16 weights, sf_linear used to widen a panel
+ * of W to F32 scratch and hand it to sf_sgemm (oneDNN), which packs it
+ * again: every weight crossed memory as 2 bytes read, 4 written, 4 read, 4
+ * packed, as a phase of its own. In the FLUX transformer at batch 1 (bench_flux,
+ * Intel Xeon, 2 threads) that widening was 10% of the CPU samples, and the
+ * same forward with weights widened to F32 at load ran 1.3x faster. Here
+ * the packing step reads BF16 once and writes the packed F32 block that
+ * stays in L2: the widening rides along with a copy every GEMM makes anyway.
+ *
+ * The loop nest is GotoBLAS / BLIS (Goto & van de Geijn, "Anatomy of
+ * High-Performance Matrix Multiplication", 2008), written for this product:
+ *
+ *   y (M, N) += x (M, K) @ W^T,  W (N, K) row-major, BF16 or F16
+ *
+ *   for m0 in M step MC:                       x block, L3
+ *     for k0 in K step KC:
+ *       pack x[m0:, k0:k0+KC] -> Ap            MR-row micro-panels
+ *       for n0 in N step NB:
+ *         pack W[n0:n0+NB, k0:] -> Bp          NR-column micro-panels, widened; L2
+ *         for each x micro-panel (MR x KC)     stays in L1
+ *           for each W micro-panel (KC x NR)   streams from L2
+ *             micro-kernel: an MR x NR tile of y in registers, KC rank-1 updates
+ *
+ * The micro-kernel keeps the tile in vector registers: NR output features
+ * in the vector lanes (y rows are contiguous in n, so the tile is stored
+ * with plain vector stores), MR rows of x broadcast one at a time.
+ * AVX-512: MR 12 x NR 32 = 24 zmm accumulators (BLIS's Skylake-X sgemm
+ * shape, transposed); AVX2 + FMA: MR 6 x NR 16 = 12 ymm (BLIS's Haswell).
+ * W's micro-panels need W's columns (NR rows of W for each k): packing is a
+ * transpose, done 16 x 16 (8 x 8) in registers after widening.
+ *
+ * Summation order: each output is one FMA chain over k = 0..K-1 in order,
+ * added to y after each KC block, whatever M, N, the blocking or the thread
+ * that owns it. So results do not depend on the thread count or on how
+ * sf_linear splits the work (oneDNN's sgemm can move an ulp with its
+ * blocking).
+ *
+ * Runtime dispatch: the kernels carry target attributes and are chosen by
+ * CPUID, so a portable build (or the sanitizer build) runs the same code as
+ * a -march=native one. Without AVX2 + FMA + F16C, sf_linear keeps its
+ * widen-then-sgemm route. */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saeflow/kernels.h"
+#include "kernels/internal.h"
+
+/* The x block in vector code: 16 (8) k at a time, the MR rows transposed in
+ * registers with the rows past MR as zeros; columns past the last multiple
+ * of 16 (8) by pack_x. pack_x as plain C was 14% of the time the micro-kernel
+ * took (M 4096, K 3072, N 1024, one thread): its stores land MR floats apart. */
+typedef void (*pack_x_fn)(const float *x, int64_t ldx, int64_t rows, int64_t k0, int64_t kc,
+                          float *Ap);
+
+typedef void (*pack_w_fn)(const sf_weight *W, int64_t K, int64_t n0, int64_t nrows, int64_t k0,
+                          int64_t kc, float *Bp);
+typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
+                       int nr, int add);
+
+typedef struct {
+    const char *name;
+    int mr, nr;      /* micro-tile: x rows x weight rows (output features) */
+    int64_t kc, nb;  /* K block (x micro-panel MR x KC in L1); W block NB x KC in L2 */
+    pack_x_fn pack_x;
+    pack_w_fn pack_w;
+    ukr_fn ukr;
+} gemm_impl;
+
+/* The x block: at most this many rows packed at once (MC x KC floats: 6 MB
+ * at KC 384); FLUX at batch 4 has 2048 rows, so W is packed once per call. */
+#define SF_HGEMM_MC 4096
+
+/* Ap[p][k][i] = x[m0 + p*MR + i][k0 + k], rows past M as zeros (their
+ * products land in tile rows that are never stored). Here for one
+ * micro-panel of r <= mr rows and columns [kb, kc): the K tail the vector
+ * transposes leave. */
+static void pack_x_cols(const float *x, int64_t ldx, int64_t r, int64_t k0, int64_t kb,
+                        int64_t kc, int mr, float *dst) {
+    for (int64_t k = kb; k < kc; k++)
+        for (int64_t i = 0; i < mr; i++)
+            dst[k * mr + i] = i < r ? x[i * ldx + k0 + k] : 0.0f;
+}
+
+/* Scalar packing of W columns [k0 + kb, k0 + kc) for one micro-panel: the
+ * K tail the vector transposes leave. */
+static void pack_w_tail(const sf_weight *W, int64_t K, int64_t n0, int64_t r, int64_t k0,
+                        int64_t kb, int64_t kc, int nr, float *dst) {
+    const uint16_t *w = (const uint16_t *)W->data;
+    for (int64_t k = kb; k < kc; k++)
+        for (int64_t j = 0; j < nr; j++) {
+            float v = 0.0f;
+            if (j < r) {
+                uint16_t h = w[(n0 + j) * K + k0 + k];
+                v = W->dtype == SF_DT_BF16 ? sf_bf16_to_f32(h) : sf_f16_to_f32(h);
+            }
+            dst[k * nr + j] = v;
+        }
+}
+
+/* ---- AVX-512 ------------------------------------------------------------ */
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+
+AVX512_TARGET static inline __m512 widen16(const uint16_t *p, int bf16) {
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* r[i] = row i (16 lanes) -> r[j] = column j: four rounds of lane shuffles
+ * (unpack ps, unpack pd, then 128-bit lanes twice). */
+AVX512_TARGET static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* per group g of 4 rows: u[4g + j] holds columns j, 4+j, 8+j, 12+j */
+    for (int g = 0; g < 4; g++) {
+        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]),
+                c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+        t[8 + j] = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
+    }
+}
+
+/* Bp[p][k][j] = W[n0 + p*32 + j][k0 + k], rows past nrows as zeros. */
+AVX512_TARGET static void pack_w_avx512(const sf_weight *W, int64_t K, int64_t n0, int64_t nrows,
+                                        int64_t k0, int64_t kc, float *Bp) {
+    enum { NR = 32 };
+    const uint16_t *w = (const uint16_t *)W->data;
+    const int bf16 = W->dtype == SF_DT_BF16;
+    const int64_t kv = kc / 16 * 16;
+    for (int64_t p = 0; p < nrows; p += NR) {
+        int64_t r = nrows - p < NR ? nrows - p : NR;
+        float *dst = Bp + p * kc;
+        for (int h = 0; h < 2; h++) { /* two halves of 16 weight rows */
+            __m512 v[16];
+            for (int64_t k = 0; k < kv; k += 16) {
+                for (int i = 0; i < 16; i++)
+                    v[i] = h * 16 + i < r ? widen16(w + (n0 + p + h * 16 + i) * K + k0 + k, bf16)
+                                          : _mm512_setzero_ps();
+                transpose16(v);
+                for (int j = 0; j < 16; j++)
+                    _mm512_storeu_ps(dst + (k + j) * NR + h * 16, v[j]);
+            }
+        }
+        pack_w_tail(W, K, n0 + p, r, k0, kv, kc, NR, dst);
+    }
+}
+
+AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, int64_t rows, int64_t k0,
+                                        int64_t kc, float *Ap, const int MR) {
+    const int64_t kv = kc / 16 * 16;
+    for (int64_t p = 0; p < rows; p += MR) {
+        int64_t r = rows - p < MR ? rows - p : MR;
+        float *dst = Ap + p * kc;
+        for (int64_t k = 0; k < kv; k += 16) {
+            __m512 v[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = i < r ? _mm512_loadu_ps(x + (p + i) * ldx + k0 + k) : _mm512_setzero_ps();
+            transpose16(v);
+            for (int j = 0; j < 16; j++)
+                _mm512_mask_storeu_ps(dst + (k + j) * MR, (__mmask16)((1u << MR) - 1), v[j]);
+        }
+    }
+    if (kv < kc)
+        for (int64_t p = 0; p < rows; p += MR) {
+            int64_t r = rows - p < MR ? rows - p : MR;
+            pack_x_cols(x + p * ldx, ldx, r, k0, kv, kc, MR, Ap + p * kc);
+        }
+}
+
+AVX512_TARGET static void pack_x_avx512(const float *x, int64_t ldx, int64_t rows, int64_t k0,
+                                        int64_t kc, float *Ap) { pack_x_avx512_mr(x, ldx, rows, k0, kc, Ap, 12); }
+#define PFD 8
+/* y tile (mr x nr, row stride ldc) (+)= a micro-panel (kc x 12) . b micro-panel (kc x 32) */
+AVX512_TARGET static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
+                                     int64_t ldc, int mr, int nr, int add) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
+           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
+           cb0 = c00, cb1 = c00;
+    /* The y tile is fetched near the end of the loop, not before it: the
+     * W micro-panel streaming through L1 during the loop (KC x 32 floats,
+     * L1-sized) would evict it again, and the tile's rows, N floats apart,
+     * share a few L1 sets whenever N is a multiple of 1024 (every FLUX
+     * shape). */
+    const int64_t kpf = kc > 48 ? kc - 48 : 0;
+    for (int64_t k = 0; k < kc; k++) {
+        if (k == kpf)
+            for (int i = 0; i < mr; i++)
+                _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0),
+                    _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 32 * PFD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 32 * PFD + 16), _MM_HINT_T0);
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), ai;
+#define ROW(i, x0, x1)                                                                             \
+    ai = _mm512_set1_ps(a[i]);                                                                     \
+    x0 = _mm512_fmadd_ps(ai, b0, x0);                                                              \
+    x1 = _mm512_fmadd_ps(ai, b1, x1);
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31);
+        ROW(4, c40, c41) ROW(5, c50, c51) ROW(6, c60, c61) ROW(7, c70, c71);
+        ROW(8, c80, c81) ROW(9, c90, c91) ROW(10, ca0, ca1) ROW(11, cb0, cb1);
+#undef ROW
+        a += 12, b += 32;
+    }
+    __m512 acc[12][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
+                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        __m512 y0 = acc[i][0], y1 = acc[i][1];
+        if (add) {
+            y0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), y0);
+            y1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), y1);
+        }
+        _mm512_mask_storeu_ps(ci, m0, y0);
+        _mm512_mask_storeu_ps(ci + 16, m1, y1);
+    }
+}
+
+/* ---- AVX2 + FMA --------------------------------------------------------- */
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+AVX2_TARGET static inline __m256 widen8(const uint16_t *p, int bf16) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+AVX2_TARGET static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* per group g of 4 rows: u[4g + j] holds columns j and 4+j */
+    for (int g = 0; g < 2; g++) {
+        __m256 a = t[4 * g], b = t[4 * g + 1], c = t[4 * g + 2], d = t[4 * g + 3];
+        u[4 * g + 0] = _mm256_shuffle_ps(a, c, 0x44);
+        u[4 * g + 1] = _mm256_shuffle_ps(a, c, 0xee);
+        u[4 * g + 2] = _mm256_shuffle_ps(b, d, 0x44);
+        u[4 * g + 3] = _mm256_shuffle_ps(b, d, 0xee);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+AVX2_TARGET static void pack_w_avx2(const sf_weight *W, int64_t K, int64_t n0, int64_t nrows,
+                                    int64_t k0, int64_t kc, float *Bp) {
+    enum { NR = 16 };
+    const uint16_t *w = (const uint16_t *)W->data;
+    const int bf16 = W->dtype == SF_DT_BF16;
+    const int64_t kv = kc / 8 * 8;
+    for (int64_t p = 0; p < nrows; p += NR) {
+        int64_t r = nrows - p < NR ? nrows - p : NR;
+        float *dst = Bp + p * kc;
+        for (int h = 0; h < 2; h++) {
+            __m256 v[8];
+            for (int64_t k = 0; k < kv; k += 8) {
+                for (int i = 0; i < 8; i++)
+                    v[i] = h * 8 + i < r ? widen8(w + (n0 + p + h * 8 + i) * K + k0 + k, bf16)
+                                         : _mm256_setzero_ps();
+                transpose8(v);
+                for (int j = 0; j < 8; j++)
+                    _mm256_storeu_ps(dst + (k + j) * NR + h * 8, v[j]);
+            }
+        }
+        pack_w_tail(W, K, n0 + p, r, k0, kv, kc, NR, dst);
+    }
+}
+
+AVX2_TARGET static void pack_x_avx2(const float *x, int64_t ldx, int64_t rows, int64_t k0,
+                                    int64_t kc, float *Ap) {
+    enum { MR = 6 };
+    const int64_t kv = kc / 8 * 8;
+    const __m256i keep = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    for (int64_t p = 0; p < rows; p += MR) {
+        int64_t r = rows - p < MR ? rows - p : MR;
+        float *dst = Ap + p * kc;
+        for (int64_t k = 0; k < kv; k += 8) {
+            __m256 v[8];
+            for (int i = 0; i < 8; i++)
+                v[i] = i < r ? _mm256_loadu_ps(x + (p + i) * ldx + k0 + k) : _mm256_setzero_ps();
+            transpose8(v);
+            for (int j = 0; j < 8; j++)
+                _mm256_maskstore_ps(dst + (k + j) * MR, keep, v[j]);
+        }
+    }
+    if (kv < kc)
+        for (int64_t p = 0; p < rows; p += MR) {
+            int64_t r = rows - p < MR ? rows - p : MR;
+            pack_x_cols(x + p * ldx, ldx, r, k0, kv, kc, MR, Ap + p * kc);
+        }
+}
+
+AVX2_TARGET static void ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                                 int mr, int nr, int add) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), ai;
+#define ROW(i, x0, x1)                                                                             \
+    ai = _mm256_broadcast_ss(a + i);                                                               \
+    x0 = _mm256_fmadd_ps(ai, b0, x0);                                                              \
+    x1 = _mm256_fmadd_ps(ai, b1, x1);
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21);
+        ROW(3, c30, c31) ROW(4, c40, c41) ROW(5, c50, c51);
+#undef ROW
+        a += 6, b += 16;
+    }
+    __m256 acc[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (nr == 16) {
+        for (int i = 0; i < mr; i++) {
+            float *ci = c + i * ldc;
+            __m256 y0 = acc[i][0], y1 = acc[i][1];
+            if (add)
+                y0 = _mm256_add_ps(_mm256_loadu_ps(ci), y0),
+                y1 = _mm256_add_ps(_mm256_loadu_ps(ci + 8), y1);
+            _mm256_storeu_ps(ci, y0);
+            _mm256_storeu_ps(ci + 8, y1);
+        }
+        return;
+    }
+    for (int i = 0; i < mr; i++) { /* the N edge: through a buffer */
+        float t[16], *ci = c + i * ldc;
+        _mm256_storeu_ps(t, acc[i][0]);
+        _mm256_storeu_ps(t + 8, acc[i][1]);
+        for (int j = 0; j < nr; j++)
+            ci[j] = add ? ci[j] + t[j] : t[j];
+    }
+}
+
+/* ---- driver ------------------------------------------------------------- */
+
+static const gemm_impl impl_avx512 = {"avx512", 12, 32, 384, 256, pack_x_avx512, pack_w_avx512, ukr_avx512};
+static const gemm_impl impl_avx2 = {"avx2", 6, 16, 256, 256, pack_x_avx2, pack_w_avx2, ukr_avx2};
+
+extern int sf_exp_var;
+static const gemm_impl *impl_detect(void) {
+    const char *env = getenv("SAEFLOW_GEMM_HALF"); /* avx512 | avx2 | off: tests, benches */
+    __builtin_cpu_init();
+    int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (getenv("SF_EXP_VAR")) sf_exp_var = atoi(getenv("SF_EXP_VAR"));
+    if (env && !strcmp(env, "off")) return NULL;
+    if (env && !strcmp(env, "avx2")) return has2 ? &impl_avx2 : NULL;
+    return has512 ? &impl_avx512 : has2 ? &impl_avx2 : NULL;
+}
+
+static const gemm_impl *impl_current(void) {
+    static const gemm_impl *impl;
+    static int done;
+    /* The same answer from every thread, so a benign race: both write the same pointer. */
+    if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+        impl = impl_detect();
+        __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    }
+    return impl;
+}
+
+const char *sf_gemm_half_isa(void) {
+    const gemm_impl *g = impl_current();
+    return g ? g->name : NULL;
+}
+
+/* The same W block for the next K block, fetched into L2 a few lines per
+ * micro-kernel call while this one is multiplied: W does not fit any cache
+ * and is read once per call, so the packing loads otherwise wait on memory
+ * (pack_w was 7% of a BF16 FLUX forward's CPU samples, its time on the loads). */
+typedef struct {
+    const char *first; /* the block's first element */
+    int64_t stride;    /* bytes between rows (K halves) */
+    int64_t lines;     /* cache lines per row, one more for a misaligned start */
+    int64_t total;     /* rows x lines; 0 = nothing to fetch */
+    int64_t next;      /* next line to fetch */
+} prefetch_stream;
+
+static void prefetch_block(prefetch_stream *ps, const sf_weight *W, int64_t K, int64_t r0,
+                           int64_t nrows, int64_t k0, int64_t kc) {
+    ps->first = (const char *)W->data + (size_t)(r0 * K + k0) * 2;
+    ps->stride = K * 2;
+    ps->lines = (kc * 2 + 63) / 64 + 1;
+    ps->total = nrows > 0 && kc > 0 ? nrows * ps->lines : 0;
+    ps->next = 0;
+}
+
+static inline void prefetch_some(prefetch_stream *ps, int64_t n) {
+    for (; n > 0 && ps->next < ps->total; n--, ps->next++) {
+        int64_t r = ps->next / ps->lines, l = ps->next % ps->lines;
+        uintptr_t row = (uintptr_t)(ps->first + r * ps->stride) & ~(uintptr_t)63;
+        /* a prefetch never faults, so the extra line past a row's end is harmless */
+        _mm_prefetch((const char *)(row + (uintptr_t)l * 64), _MM_HINT_T1);
+    }
+}
+
+int64_t sf_exp_kc, sf_exp_nb;
+int sf_exp_var;
+
+/* Scratch kept for the thread's life (OpenMP's pool threads live as long as
+ * the process): the packed x block belongs to the calling thread, the packed
+ * W block to each worker. Fresh buffers per call cost page faults. */
+static _Thread_local float *tl_x, *tl_w;
+static _Thread_local size_t tl_x_n, tl_w_n;
+
+static float *scratch(float **buf, size_t *have, size_t n) {
+    if (n > *have) {
+        sf_free_aligned(*buf);
+        *buf = sf_malloc_aligned(n * sizeof(float));
+        *have = n;
+    }
+    return *buf;
+}
+
+/* Floats of packed x per block (64 MB): the whole of x for FLUX at batch 1
+ * (512 x 15360 at most), so W is packed once per call. */
+#define SF_HGEMM_X_FLOATS ((int64_t)16 << 20)
+
+/* One task: output features [b0, b0 + cols) for the x rows [i0, i1) of the
+ * packed block (multiples of MR; `rows` valid rows in the block), all of K. */
+static void run_task(const gemm_impl *g, const float *Ap, int64_t rows, int64_t rows_pad,
+                     int64_t K, int64_t KC, const sf_weight *W, const float *bias, int64_t b0,
+                     int64_t cols, int64_t i0, int64_t i1, float *y, int64_t ldy, int add) {
+    const int mr = g->mr, nr = g->nr;
+    if (i1 > rows) i1 = rows;
+    if (bias) { /* bias first, then accumulate onto it: one pass over y */
+        for (int64_t i = i0; i < i1; i++) {
+            float *yi = y + i * ldy + b0;
+            for (int64_t j = 0; j < cols; j++)
+                yi[j] = add ? yi[j] + bias[b0 + j] : bias[b0 + j];
+        }
+        add = 1;
+    }
+    const int64_t kc_max = K < KC ? K : KC;
+    float *Bp = scratch(&tl_w, &tl_w_n, (size_t)((cols + nr - 1) / nr * nr * kc_max));
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        int64_t kc = K - k0 < KC ? K - k0 : KC;
+        g->pack_w(W, K, b0, cols, k0, kc, Bp);
+        prefetch_stream ps;
+        prefetch_block(&ps, W, K, b0, k0 + KC < K && !(sf_exp_var & 4) ? cols : 0, k0 + KC,
+                       K - (k0 + KC) < KC ? K - (k0 + KC) : KC);
+        int64_t calls = (i1 - i0 + mr - 1) / mr * ((cols + nr - 1) / nr);
+        int64_t per = calls > 0 ? (ps.total + calls - 1) / calls : 0;
+        const float *Ak = Ap + k0 * rows_pad; /* this K block's micro-panels */
+        for (int64_t i = i0; i < i1; i += mr) {
+            int mi = i1 - i < mr ? (int)(i1 - i) : mr;
+            const float *a = Ak + i * kc;
+            float *yi = y + i * ldy + b0;
+            for (int64_t j = 0; j < cols; j += nr) {
+                prefetch_some(&ps, per);
+                g->ukr(kc, a, Bp + j * kc, yi + j, ldy, mi, cols - j < nr ? (int)(cols - j) : nr,
+                       add || k0 > 0);
+            }
+        }
+    }
+    (void)rows_pad;
+}
+
+void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
+                  float *y, int64_t ldy, int add, int nt) {
+    const gemm_impl *g = impl_current();
+    const int64_t N = W->shape[0], mr = g->mr;
+    const int64_t KC = sf_exp_kc ? sf_exp_kc : g->kc, NB = sf_exp_nb ? sf_exp_nb : g->nb;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* y = bias (+ y) */
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++)
+                y[m * ldy + n] = (add ? y[m * ldy + n] : 0.0f) + (bias ? bias[n] : 0.0f);
+        return;
+    }
+    int64_t mc = SF_HGEMM_X_FLOATS / K / mr * mr;
+    if (mc < mr) mc = mr;
+    if (mc > M) mc = M;
+    const int64_t nblocks = (N + NB - 1) / NB;
+    for (int64_t m0 = 0; m0 < M; m0 += mc) {
+        const int64_t rows = M - m0 < mc ? M - m0 : mc, panels = (rows + mr - 1) / mr;
+        const int64_t rows_pad = panels * mr, nq = (K + KC - 1) / KC;
+        float *Ap = scratch(&tl_x, &tl_x_n, (size_t)(rows_pad * K));
+        /* Tasks: W blocks x row chunks. Rows are split only when there are too
+         * few W blocks to go round (small N), since each chunk packs W again. */
+        int64_t chunks = 1;
+        if (nblocks < 4 * nt) {
+            chunks = (4 * nt + nblocks - 1) / nblocks;
+            if (chunks > panels) chunks = panels;
+        }
+        const int64_t per_chunk = (panels + chunks - 1) / chunks * mr, ntasks = nblocks * chunks;
+        float *yb = y + m0 * ldy;
+        const float *xb = x + m0 * K;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            /* 1. x packed once, shared: micro-panel p of K block q at
+             *    Ap + k0 * rows_pad + p * MR * kc. */
+#pragma omp for collapse(2) schedule(static)
+            for (int64_t q = 0; q < nq; q++)
+                for (int64_t p = 0; p < panels; p++) {
+                    int64_t k0 = q * KC, kc = K - k0 < KC ? K - k0 : KC, r0 = p * mr;
+                    g->pack_x(xb + r0 * K, K, rows - r0 < mr ? rows - r0 : mr, k0, kc,
+                              Ap + k0 * rows_pad + r0 * kc);
+                }
+            /* 2. Tasks handed out as threads free up: a thread slowed by the
+             *    machine (another process, a busy sibling core) takes fewer,
+             *    instead of the others waiting for it at the end. Which thread
+             *    computes an output changes nothing in its bits. */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t t = 0; t < ntasks; t++) {
+                int64_t bi = t / chunks, ci = t % chunks, b0 = bi * NB;
+                run_task(g, Ap, rows, rows_pad, K, KC, W, bias, b0, N - b0 < NB ? N - b0 : NB,
+                         ci * per_chunk, (ci + 1) * per_chunk, yb, ldy, add);
+            }
+        }
+    }
+}
