@@ -63,8 +63,8 @@ typedef void (*ukr_fn)(int64_t kc, const float *a, const float *b, float *c, int
 
 typedef struct {
     const char *name;
-    int mr, nr;      /* micro-tile: x rows x weight rows (output features) */
-    int64_t kc, nb;  /* K block (x micro-panel MR x KC in L1); W block NB x KC in L2 */
+    int mr, nr;     /* micro-tile: x rows x weight rows (output features) */
+    int64_t kc, nb; /* K block (x micro-panel MR x KC in L1); W block NB x KC in L2 */
     pack_x_fn pack_x;
     pack_w_fn pack_w;
     ukr_fn ukr;
@@ -78,8 +78,8 @@ typedef struct {
  * products land in tile rows that are never stored). Here for one
  * micro-panel of r <= mr rows and columns [kb, kc): the K tail the vector
  * transposes leave. */
-static void pack_x_cols(const float *x, int64_t ldx, int64_t r, int64_t k0, int64_t kb,
-                        int64_t kc, int mr, float *dst) {
+static void pack_x_cols(const float *x, int64_t ldx, int64_t r, int64_t k0, int64_t kb, int64_t kc,
+                        int mr, float *dst) {
     for (int64_t k = kb; k < kc; k++)
         for (int64_t i = 0; i < mr; i++)
             dst[k * mr + i] = i < r ? x[i * ldx + k0 + k] : 0.0f;
@@ -167,8 +167,8 @@ AVX512_TARGET static void pack_w_avx512(const sf_weight *W, int64_t K, int64_t n
     }
 }
 
-AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, int64_t rows, int64_t k0,
-                                        int64_t kc, float *Ap, const int MR) {
+AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, int64_t rows,
+                                                  int64_t k0, int64_t kc, float *Ap, const int MR) {
     const int64_t kv = kc / 16 * 16;
     for (int64_t p = 0; p < rows; p += MR) {
         int64_t r = rows - p < MR ? rows - p : MR;
@@ -190,8 +190,9 @@ AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, i
 }
 
 AVX512_TARGET static void pack_x_avx512(const float *x, int64_t ldx, int64_t rows, int64_t k0,
-                                        int64_t kc, float *Ap) { pack_x_avx512_mr(x, ldx, rows, k0, kc, Ap, 12); }
-#define PFD 8
+                                        int64_t kc, float *Ap) {
+    pack_x_avx512_mr(x, ldx, rows, k0, kc, Ap, 12);
+}
 /* y tile (mr x nr, row stride ldc) (+)= a micro-panel (kc x 12) . b micro-panel (kc x 32) */
 AVX512_TARGET static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
                                      int64_t ldc, int mr, int nr, int add) {
@@ -210,8 +211,11 @@ AVX512_TARGET static void ukr_avx512(int64_t kc, const float *a, const float *b,
             for (int i = 0; i < mr; i++)
                 _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0),
                     _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 32 * PFD), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 32 * PFD + 16), _MM_HINT_T0);
+        /* W's micro-panel comes from L2, 128 bytes per k: ask 8 k ahead
+         * (measured +3-7% single-threaded, M 256-4096, K 3072). Past the
+         * panel's end this touches nothing: a prefetch never faults. */
+        _mm_prefetch((const char *)(b + 32 * 8), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 32 * 8 + 16), _MM_HINT_T0);
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), ai;
 #define ROW(i, x0, x1)                                                                             \
     ai = _mm512_set1_ps(a[i]);                                                                     \
@@ -356,71 +360,60 @@ AVX2_TARGET static void ukr_avx2(int64_t kc, const float *a, const float *b, flo
 
 /* ---- driver ------------------------------------------------------------- */
 
-static const gemm_impl impl_avx512 = {"avx512", 12, 32, 384, 256, pack_x_avx512, pack_w_avx512, ukr_avx512};
+static const gemm_impl impl_avx512 = {"avx512",      12,        32, 384, 256, pack_x_avx512,
+                                      pack_w_avx512, ukr_avx512};
 static const gemm_impl impl_avx2 = {"avx2", 6, 16, 256, 256, pack_x_avx2, pack_w_avx2, ukr_avx2};
 
-extern int sf_exp_var;
-static const gemm_impl *impl_detect(void) {
-    const char *env = getenv("SAEFLOW_GEMM_HALF"); /* avx512 | avx2 | off: tests, benches */
+static int has_avx512(void) {
     __builtin_cpu_init();
-    int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-    if (getenv("SF_EXP_VAR")) sf_exp_var = atoi(getenv("SF_EXP_VAR"));
-    if (env && !strcmp(env, "off")) return NULL;
-    if (env && !strcmp(env, "avx2")) return has2 ? &impl_avx2 : NULL;
-    return has512 ? &impl_avx512 : has2 ? &impl_avx2 : NULL;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
 
+static int has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+
+/* NULL isa: the best this CPU has, unless SAEFLOW_GEMM_HALF says otherwise
+ * (avx512 | avx2 | off: for comparing routes in benchmarks). *ok = 0 when
+ * the named route is not available here. */
+static const gemm_impl *impl_pick(const char *isa, int *ok) {
+    if (!isa) isa = getenv("SAEFLOW_GEMM_HALF");
+    *ok = 1;
+    if (isa && !strcmp(isa, "off")) return NULL;
+    if (isa && !strcmp(isa, "avx2")) return has_avx2() ? &impl_avx2 : (*ok = 0, NULL);
+    if (isa && !strcmp(isa, "avx512")) return has_avx512() ? &impl_avx512 : (*ok = 0, NULL);
+    return has_avx512() ? &impl_avx512 : has_avx2() ? &impl_avx2 : NULL;
+}
+
+static const gemm_impl *g_impl;
+static int g_impl_done;
+
 static const gemm_impl *impl_current(void) {
-    static const gemm_impl *impl;
-    static int done;
-    /* The same answer from every thread, so a benign race: both write the same pointer. */
-    if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
-        impl = impl_detect();
-        __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    /* The same answer from every thread, so a benign race: all write the same pointer. */
+    if (!__atomic_load_n(&g_impl_done, __ATOMIC_ACQUIRE)) {
+        int ok;
+        __atomic_store_n(&g_impl, impl_pick(NULL, &ok), __ATOMIC_RELAXED);
+        __atomic_store_n(&g_impl_done, 1, __ATOMIC_RELEASE);
     }
-    return impl;
+    return __atomic_load_n(&g_impl, __ATOMIC_RELAXED);
+}
+
+int sf_gemm_half_force(const char *isa) {
+    int ok;
+    const gemm_impl *g = impl_pick(isa, &ok);
+    if (!ok) return -1;
+    __atomic_store_n(&g_impl, g, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_impl_done, 1, __ATOMIC_RELEASE);
+    return 0;
 }
 
 const char *sf_gemm_half_isa(void) {
     const gemm_impl *g = impl_current();
     return g ? g->name : NULL;
 }
-
-/* The same W block for the next K block, fetched into L2 a few lines per
- * micro-kernel call while this one is multiplied: W does not fit any cache
- * and is read once per call, so the packing loads otherwise wait on memory
- * (pack_w was 7% of a BF16 FLUX forward's CPU samples, its time on the loads). */
-typedef struct {
-    const char *first; /* the block's first element */
-    int64_t stride;    /* bytes between rows (K halves) */
-    int64_t lines;     /* cache lines per row, one more for a misaligned start */
-    int64_t total;     /* rows x lines; 0 = nothing to fetch */
-    int64_t next;      /* next line to fetch */
-} prefetch_stream;
-
-static void prefetch_block(prefetch_stream *ps, const sf_weight *W, int64_t K, int64_t r0,
-                           int64_t nrows, int64_t k0, int64_t kc) {
-    ps->first = (const char *)W->data + (size_t)(r0 * K + k0) * 2;
-    ps->stride = K * 2;
-    ps->lines = (kc * 2 + 63) / 64 + 1;
-    ps->total = nrows > 0 && kc > 0 ? nrows * ps->lines : 0;
-    ps->next = 0;
-}
-
-static inline void prefetch_some(prefetch_stream *ps, int64_t n) {
-    for (; n > 0 && ps->next < ps->total; n--, ps->next++) {
-        int64_t r = ps->next / ps->lines, l = ps->next % ps->lines;
-        uintptr_t row = (uintptr_t)(ps->first + r * ps->stride) & ~(uintptr_t)63;
-        /* a prefetch never faults, so the extra line past a row's end is harmless */
-        _mm_prefetch((const char *)(row + (uintptr_t)l * 64), _MM_HINT_T1);
-    }
-}
-
-int64_t sf_exp_kc, sf_exp_nb;
-int sf_exp_var;
 
 /* Scratch kept for the thread's life (OpenMP's pool threads live as long as
  * the process): the packed x block belongs to the calling thread, the packed
@@ -443,9 +436,9 @@ static float *scratch(float **buf, size_t *have, size_t n) {
 
 /* One task: output features [b0, b0 + cols) for the x rows [i0, i1) of the
  * packed block (multiples of MR; `rows` valid rows in the block), all of K. */
-static void run_task(const gemm_impl *g, const float *Ap, int64_t rows, int64_t rows_pad,
-                     int64_t K, int64_t KC, const sf_weight *W, const float *bias, int64_t b0,
-                     int64_t cols, int64_t i0, int64_t i1, float *y, int64_t ldy, int add) {
+static void run_task(const gemm_impl *g, const float *Ap, int64_t rows, int64_t rows_pad, int64_t K,
+                     int64_t KC, const sf_weight *W, const float *bias, int64_t b0, int64_t cols,
+                     int64_t i0, int64_t i1, float *y, int64_t ldy, int add) {
     const int mr = g->mr, nr = g->nr;
     if (i1 > rows) i1 = rows;
     if (bias) { /* bias first, then accumulate onto it: one pass over y */
@@ -461,31 +454,24 @@ static void run_task(const gemm_impl *g, const float *Ap, int64_t rows, int64_t 
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
         int64_t kc = K - k0 < KC ? K - k0 : KC;
         g->pack_w(W, K, b0, cols, k0, kc, Bp);
-        prefetch_stream ps;
-        prefetch_block(&ps, W, K, b0, k0 + KC < K && !(sf_exp_var & 4) ? cols : 0, k0 + KC,
-                       K - (k0 + KC) < KC ? K - (k0 + KC) : KC);
-        int64_t calls = (i1 - i0 + mr - 1) / mr * ((cols + nr - 1) / nr);
-        int64_t per = calls > 0 ? (ps.total + calls - 1) / calls : 0;
         const float *Ak = Ap + k0 * rows_pad; /* this K block's micro-panels */
         for (int64_t i = i0; i < i1; i += mr) {
             int mi = i1 - i < mr ? (int)(i1 - i) : mr;
             const float *a = Ak + i * kc;
             float *yi = y + i * ldy + b0;
             for (int64_t j = 0; j < cols; j += nr) {
-                prefetch_some(&ps, per);
                 g->ukr(kc, a, Bp + j * kc, yi + j, ldy, mi, cols - j < nr ? (int)(cols - j) : nr,
                        add || k0 > 0);
             }
         }
     }
-    (void)rows_pad;
 }
 
 void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
                   float *y, int64_t ldy, int add, int nt) {
     const gemm_impl *g = impl_current();
     const int64_t N = W->shape[0], mr = g->mr;
-    const int64_t KC = sf_exp_kc ? sf_exp_kc : g->kc, NB = sf_exp_nb ? sf_exp_nb : g->nb;
+    const int64_t KC = g->kc, NB = g->nb;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* y = bias (+ y) */
         for (int64_t m = 0; m < M; m++)
@@ -522,10 +508,10 @@ void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, cons
                     g->pack_x(xb + r0 * K, K, rows - r0 < mr ? rows - r0 : mr, k0, kc,
                               Ap + k0 * rows_pad + r0 * kc);
                 }
-            /* 2. Tasks handed out as threads free up: a thread slowed by the
-             *    machine (another process, a busy sibling core) takes fewer,
-             *    instead of the others waiting for it at the end. Which thread
-             *    computes an output changes nothing in its bits. */
+                /* 2. Tasks handed out as threads free up: a thread slowed by the
+                 *    machine (another process, a busy sibling core) takes fewer,
+                 *    instead of the others waiting for it at the end. Which thread
+                 *    computes an output changes nothing in its bits. */
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < ntasks; t++) {
                 int64_t bi = t / chunks, ci = t % chunks, b0 = bi * NB;

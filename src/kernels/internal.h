@@ -46,6 +46,9 @@ void sf_blas_single_threaded(void);
  * sf_gemm_half_isa() is not NULL: the CPU has AVX2 + FMA + F16C (or
  * AVX-512) and SAEFLOW_GEMM_HALF is not "off". */
 const char *sf_gemm_half_isa(void);
+/* Tests: use the route "avx512", "avx2" or "off" (NULL: detect again).
+ * -1 when this CPU lacks it. Not while other threads run sf_linear. */
+int sf_gemm_half_force(const char *isa);
 void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
                   float *y, int64_t ldy, int add, int nt);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "saeflow/kernels.h"
+#include "kernels/internal.h" /* sf_gemm_half_force */
 #include "test.h"
 
 static sf_rng rng;
@@ -178,6 +179,74 @@ TEST(linear_small_m) {
             sf_weight_free(&w), sf_weight_free(&wr);
             free(x), free(W), free(b), free(ref), free(y1), free(y2), free(yc);
         }
+}
+
+/* sf_gemm_half (gemm_half.c): BF16/F16 weights widened inside the GEMM's
+ * packing, on every route this CPU has. Shapes cross each blocking edge: M
+ * not a multiple of the micro-tile rows (12 / 6), N not a multiple of its
+ * columns (32 / 16) nor of the W block (256), K past one and two K blocks
+ * (384 / 256) with a tail that is no multiple of the 16 (8) k the packing
+ * transposes at once, small N (rows split between threads), and an x too
+ * large for one packed block (2 M blocks). Against double math on the
+ * rounded weights; 1 and 2 threads must give the same bits, since every
+ * output is one thread's sum in k order whatever the schedule. */
+TEST(linear_half_gemm) {
+    static const int64_t shapes[][3] = {/* M, K, N */
+                                        {5, 17, 33},    {13, 400, 70}, {37, 785, 300},
+                                        {100, 1000, 1}, {6, 16, 16},   {6000, 3000, 8}};
+    static const char *isas[] = {"avx512", "avx2"};
+    int routes = 0;
+    for (int r = 0; r < 2; r++) {
+        if (sf_gemm_half_force(isas[r])) continue;
+        routes++;
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (int dt = 0; dt < 2; dt++) {
+                const int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldy = N + 3;
+                if (s == 5 && dt) continue; /* the large case once per route */
+                float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.05f),
+                      *b = randn((size_t)N, 1);
+                int64_t shape[2] = {N, K};
+                sf_weight w, wr;
+                sf_dtype sd = dt ? SF_DT_F16 : SF_DT_BF16;
+                CHECK(sf_weight_make(&w, sd, SF_DT_F32, W, 2, shape) == 0);
+                CHECK(sf_weight_make(&wr, SF_DT_F32, sd, w.data, 2, shape) == 0);
+                double *ref = malloc(sizeof(double) * (size_t)(M * N));
+                float *y1 = malloc(sizeof(float) * (size_t)(M * ldy)),
+                      *y2 = malloc(sizeof(float) * (size_t)(M * ldy)),
+                      *yc = malloc(sizeof(float) * (size_t)(M * N));
+                ref_linear(x, M, K, wr.data, N, b, ref);
+                for (int64_t i = 0; i < M * ldy; i++)
+                    y1[i] = y2[i] = 7.0f;
+                sf_kernels_set_threads(1);
+                sf_linear(x, M, K, &w, b, y1, ldy, 0);
+                sf_kernels_set_threads(2);
+                sf_linear(x, M, K, &w, b, y2, ldy, 0);
+                CHECK_MSG(memcmp(y1, y2, sizeof(float) * (size_t)(M * ldy)) == 0,
+                          "%s %s M %lld K %lld N %lld: 1 vs 2 threads", isas[r],
+                          dt ? "f16" : "bf16", (long long)M, (long long)K, (long long)N);
+                for (int64_t m = 0; m < M; m++)
+                    memcpy(yc + m * N, y2 + m * ldy, sizeof(float) * (size_t)N);
+                double e = rel_err(yc, ref, (size_t)(M * N));
+                CHECK_MSG(e < 1e-6, "%s %s M %lld K %lld N %lld: %g", isas[r], dt ? "f16" : "bf16",
+                          (long long)M, (long long)K, (long long)N, e);
+                int pad = 1;
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = N; n < ldy; n++)
+                        pad &= y2[m * ldy + n] == 7.0f;
+                CHECK_MSG(pad, "%s: padding columns written", isas[r]);
+                /* accumulate: y += x W^T + b */
+                sf_linear(x, M, K, &w, b, y2, ldy, 1);
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < N; n++)
+                        yc[m * N + n] = y2[m * ldy + n] / 2;
+                CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "%s accumulate", isas[r]);
+                sf_weight_free(&w), sf_weight_free(&wr);
+                free(x), free(W), free(b), free(ref), free(y1), free(y2), free(yc);
+            }
+    }
+    sf_gemm_half_force(NULL);
+    sf_kernels_set_threads(0);
+    if (!routes) printf("   (no AVX2 on this CPU: sf_linear widens panels instead)\n");
 }
 
 TEST(linear_f32_bf16) {
@@ -681,6 +750,7 @@ int main(void) {
     RUN(weight_make_and_bf16);
     RUN(linear_f32_bf16);
     RUN(linear_small_m);
+    RUN(linear_half_gemm);
     RUN(linear_f16);
     RUN(norms);
     RUN(softmax_and_activations);
