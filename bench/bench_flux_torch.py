@@ -6,6 +6,7 @@
     bench_flux_torch.py --make-inputs FILE --batch B [--img 256 --txt 256]
     bench_flux_torch.py --model DIR --inputs FILE [--threads 2 --warmup 1 --iters 2] [--out FILE]
     bench_flux_torch.py --compare OURS.safetensors THEIRS.safetensors
+    bench_flux_torch.py --summary RUNS.jsonl     per batch: torch / saeflow time per round
 
 The model is FluxTransformer2DModel with schnell's widths (D 3072, 24 heads x
 128, mlp 12288, joint 4096, pooled 768) but few blocks, saved in BF16 (the
@@ -93,6 +94,30 @@ def compare(a, b):
     print(json.dumps({"rel_err": err}))
 
 
+def summary(path):
+    """Rounds alternate torch and saeflow processes, so both see the same
+    machine: on a shared host the speed of either moves by up to 20% between
+    invocations, and a ratio of two runs minutes apart measures that too.
+    Reports the median of the per-round ratios, and the range."""
+    runs = [json.loads(l) for l in open(path) if l.strip()]
+    for B in sorted({r["batch"] for r in runs}):
+        rounds = sorted({r["round"] for r in runs if r["batch"] == B})
+        def get(impl, rd):
+            return next(r for r in runs if r["batch"] == B and r["round"] == rd and r["impl"] == impl)
+        ratios = sorted(get("diffusers", rd)["s_per_batch"] / get("saeflow", rd)["s_per_batch"] for rd in rounds)
+        med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
+        t = [get("diffusers", rd) for rd in rounds]
+        o = [get("saeflow", rd) for rd in rounds]
+        print(json.dumps({"batch": B, "rounds": len(rounds),
+                          "speedup_median": round(med(ratios), 3), "speedup_min": round(ratios[0], 3),
+                          "speedup_max": round(ratios[-1], 3),
+                          "tokens_per_s": {"saeflow": round(med([r["tokens_per_s"] for r in o]), 1),
+                                           "diffusers": round(med([r["tokens_per_s"] for r in t]), 1)},
+                          "saeflow_gflop_per_s": round(med([r["gflop_per_s"] for r in o]), 1),
+                          "peak_rss_mb": {"saeflow": max(r["peak_rss_mb"] for r in o),
+                                          "diffusers": max(r["peak_rss_mb"] for r in t)}}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--make-model")
@@ -109,6 +134,7 @@ def main():
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--out")
     ap.add_argument("--compare", nargs=2)
+    ap.add_argument("--summary")
     a = ap.parse_args()
     if a.make_model:
         make_model(a.make_model, a.layers, a.single_layers)
@@ -116,6 +142,8 @@ def main():
         make_inputs(a.make_inputs, a.batch, a.img, a.txt)
     elif a.compare:
         compare(*a.compare)
+    elif a.summary:
+        summary(a.summary)
     else:
         run(a)
 
