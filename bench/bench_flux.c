@@ -1,7 +1,7 @@
 /* FLUX transformer speed and memory: the saeflow half of bench/run_bench_flux.sh.
  *
  *   bench_flux --model DIR --inputs FILE [--dtype stored|f32|bf16] [--threads 2]
- *              [--warmup 1] [--iters 2] [--out FILE] [--hook output]
+ *              [--warmup 1] [--iters 2] [--out FILE] [--hook output] [--stdin]
  *
  * FILE holds diffusers' forward arguments (bench_flux_torch.py --make-inputs).
  * Prints one JSON line: seconds per batch (median), tokens/s (image + text
@@ -9,7 +9,11 @@
  * seconds per batch (user + sys: on a shared machine, flops / (cpu / threads)
  * estimates the rate an idle machine would give),
  * load time, peak RSS (getrusage ru_maxrss). --out writes the last output
- * (`out`, F32) for the error check against torch. */
+ * (`out`, F32) for the error check against torch.
+ * --stdin: after the warm-up print {"ready": 1}, then run one timed forward
+ * per line read from stdin (at most 100), printing {"s": .., "cpu_s": ..}
+ * after each, until EOF; then the summary line. run_bench_flux.sh drives this
+ * side and torch's in turn, one forward each (bench_flux_torch.py --alternate). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,11 +48,11 @@ static int cmp_d(const void *a, const void *b) {
 int main(int argc, char **argv) {
     sf_kernels_fix_blas_core();
     const char *model = NULL, *inputs = NULL, *dtype = "stored", *out = NULL, *hook = "output";
-    int threads = 2, warmup = 1, iters = 2;
+    int threads = 2, warmup = 1, iters = 2, from_stdin = 0;
     static struct option opts[] = {
-        {"model", 1, 0, 'm'},   {"inputs", 1, 0, 'i'}, {"dtype", 1, 0, 'd'},
-        {"threads", 1, 0, 'j'}, {"warmup", 1, 0, 'u'}, {"iters", 1, 0, 'n'},
-        {"out", 1, 0, 'o'},     {"hook", 1, 0, 'k'},   {0, 0, 0, 0}};
+        {"model", 1, 0, 'm'},  {"inputs", 1, 0, 'i'}, {"dtype", 1, 0, 'd'}, {"threads", 1, 0, 'j'},
+        {"warmup", 1, 0, 'u'}, {"iters", 1, 0, 'n'},  {"out", 1, 0, 'o'},   {"hook", 1, 0, 'k'},
+        {"stdin", 0, 0, 's'},  {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -75,6 +79,9 @@ int main(int argc, char **argv) {
             break;
         case 'k':
             hook = optarg;
+            break;
+        case 's':
+            from_stdin = 1;
             break;
         default:
             return 2;
@@ -111,10 +118,27 @@ int main(int argc, char **argv) {
     int64_t width = sf_flux_request_width(m, &req);
     float *y = malloc(sizeof(float) * (size_t)(in.B * rows * width));
     double times[100], cpu = 0;
-    for (int it = 0; it < warmup + iters; it++) {
+    for (int it = 0; it < warmup + (from_stdin ? 100 : iters); it++) {
+        if (from_stdin && it == warmup) printf("{\"ready\": 1}\n"), fflush(stdout);
+        if (from_stdin && it >= warmup) {
+            char line[64];
+            if (!fgets(line, sizeof line, stdin)) {
+                iters = it - warmup;
+                break;
+            }
+            iters = it - warmup + 1;
+        }
         double s = sf_now(), c0 = bench_cpu_s();
         if (sf_flux_forward(m, &in, 1, &req, &y)) die("forward");
-        if (it >= warmup) times[it - warmup] = sf_now() - s, cpu += bench_cpu_s() - c0;
+        if (it < warmup) continue;
+        times[it - warmup] = sf_now() - s, cpu += bench_cpu_s() - c0;
+        if (from_stdin)
+            printf("{\"s\": %.4f, \"cpu_s\": %.3f}\n", times[it - warmup], bench_cpu_s() - c0),
+                fflush(stdout);
+    }
+    if (iters < 1) {
+        fprintf(stderr, "bench_flux: no timed forward\n");
+        return 1;
     }
     qsort(times, (size_t)iters, sizeof *times, cmp_d);
     double per = times[iters / 2];

@@ -6,7 +6,10 @@
     bench_flux_torch.py --make-inputs FILE --batch B [--img 256 --txt 256]
     bench_flux_torch.py --model DIR --inputs FILE [--threads 2 --warmup 1 --iters 2] [--out FILE]
     bench_flux_torch.py --compare OURS.safetensors THEIRS.safetensors
-    bench_flux_torch.py --summary RUNS.jsonl     per batch: torch / saeflow time per round
+    bench_flux_torch.py --model DIR --inputs FILE --alternate BENCH_FLUX LOG [--pairs 6]
+                        [--out TORCH_OUT --ours-out OURS_OUT]
+                                                 both sides loaded, one forward each in turn
+    bench_flux_torch.py --summary LOG            per batch: median per-pair time ratio
 
 The model is FluxTransformer2DModel with schnell's widths (D 3072, 24 heads x
 128, mlp 12288, joint 4096, pooled 768) but few blocks, saved in BF16 (the
@@ -18,6 +21,8 @@ import argparse
 import json
 import os
 import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -74,10 +79,19 @@ def run(args):
                               "txt_ids")}
     times = []
     with torch.inference_mode():
-        for i in range(args.warmup + args.iters):
-            t = time.time()
+        for _ in range(args.warmup):
             out = m(**kw, return_dict=False)[0]
-            if i >= args.warmup:
+        if args.stdin:  # one timed forward per line (see bench_flux.c --stdin)
+            print(json.dumps({"ready": 1}), flush=True)
+            for _ in sys.stdin:
+                t, c = time.time(), time.process_time()
+                out = m(**kw, return_dict=False)[0]
+                times.append(time.time() - t)
+                print(json.dumps({"s": round(times[-1], 4), "cpu_s": round(time.process_time() - c, 3)}), flush=True)
+        else:
+            for _ in range(args.iters):
+                t = time.time()
+                out = m(**kw, return_dict=False)[0]
                 times.append(time.time() - t)
     s = sorted(times)[len(times) // 2]
     if args.out:
@@ -94,28 +108,53 @@ def compare(a, b):
     print(json.dumps({"rel_err": err}))
 
 
+def alternate(torch_cmd, ours_cmd, pairs, log):
+    """Both processes loaded and warm, then one forward each in turn, `pairs`
+    times, the side that goes first swapped every pair. On a shared host the
+    speed of either side moves by 20-40% within minutes; forwards seconds
+    apart meet the same machine, so each pair's ratio is a fair one and the
+    median over pairs is the figure. Writes every line to `log`."""
+    procs = {name: subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for name, cmd in (("diffusers", torch_cmd), ("saeflow", ours_cmd))}
+    for name, p in procs.items():
+        line = p.stdout.readline()
+        if '"ready"' not in line:
+            raise SystemExit(f"{name}: did not start: {line!r}")
+    rows = []
+    for i in range(pairs):
+        order = ("diffusers", "saeflow") if i % 2 == 0 else ("saeflow", "diffusers")
+        for name in order:
+            p = procs[name]
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            rows.append({"pair": i, "impl": name, **json.loads(p.stdout.readline())})
+    finals = []
+    for name, p in procs.items():
+        p.stdin.close()
+        finals.append({"final": 1, **json.loads(p.stdout.readline())})
+        print(json.dumps(finals[-1]))
+        p.wait()
+    with open(log, "a") as f:
+        for r in rows + finals:
+            f.write(json.dumps({"batch": finals[0]["batch"], **r}) + "\n")
+
+
 def summary(path):
-    """Rounds alternate torch and saeflow processes, so both see the same
-    machine: on a shared host the speed of either moves by up to 20% between
-    invocations, and a ratio of two runs minutes apart measures that too.
-    Reports the median of the per-round ratios, and the range."""
-    runs = [json.loads(l) for l in open(path) if l.strip()]
-    for B in sorted({r["batch"] for r in runs}):
-        rounds = sorted({r["round"] for r in runs if r["batch"] == B})
-        def get(impl, rd):
-            return next(r for r in runs if r["batch"] == B and r["round"] == rd and r["impl"] == impl)
-        ratios = sorted(get("diffusers", rd)["s_per_batch"] / get("saeflow", rd)["s_per_batch"] for rd in rounds)
-        med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
-        t = [get("diffusers", rd) for rd in rounds]
-        o = [get("saeflow", rd) for rd in rounds]
-        print(json.dumps({"batch": B, "rounds": len(rounds),
-                          "speedup_median": round(med(ratios), 3), "speedup_min": round(ratios[0], 3),
-                          "speedup_max": round(ratios[-1], 3),
-                          "tokens_per_s": {"saeflow": round(med([r["tokens_per_s"] for r in o]), 1),
-                                           "diffusers": round(med([r["tokens_per_s"] for r in t]), 1)},
-                          "saeflow_gflop_per_s": round(med([r["gflop_per_s"] for r in o]), 1),
-                          "peak_rss_mb": {"saeflow": max(r["peak_rss_mb"] for r in o),
-                                          "diffusers": max(r["peak_rss_mb"] for r in t)}}))
+    """Per batch: the median of the per-pair ratios (torch time / saeflow
+    time), their range, and each side's final line (median rate, peak RSS)."""
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
+    for B in sorted({r["batch"] for r in rows if "batch" in r}):
+        sel = [r for r in rows if r.get("batch") == B]
+        pairs = sorted({r["pair"] for r in sel if "pair" in r})
+        s = lambda impl, i: next(r["s"] for r in sel if r.get("pair") == i and r["impl"] == impl)
+        ratios = sorted(s("diffusers", i) / s("saeflow", i) for i in pairs)
+        fin = {r["impl"]: r for r in sel if r.get("final")}
+        print(json.dumps({"batch": B, "pairs": len(pairs), "speedup_median": round(med(ratios), 3),
+                          "speedup_min": round(ratios[0], 3), "speedup_max": round(ratios[-1], 3),
+                          "s_per_batch_median": {k: round(med([s(k, i) for i in pairs]), 3) for k in fin},
+                          "saeflow_gflop_per_s": fin["saeflow"]["gflop_per_s"],
+                          "peak_rss_mb": {k: fin[k]["peak_rss_mb"] for k in fin}}))
 
 
 def main():
@@ -135,6 +174,11 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--compare", nargs=2)
     ap.add_argument("--summary")
+    ap.add_argument("--stdin", action="store_true")
+    ap.add_argument("--alternate", nargs=2, metavar=("BENCH_FLUX", "LOG"),
+                    help="drive this script and BENCH_FLUX in turn (run_bench_flux.sh)")
+    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--ours-out")
     a = ap.parse_args()
     if a.make_model:
         make_model(a.make_model, a.layers, a.single_layers)
@@ -144,6 +188,11 @@ def main():
         compare(*a.compare)
     elif a.summary:
         summary(a.summary)
+    elif a.alternate:
+        common = ["--model", a.model, "--inputs", a.inputs, "--threads", str(a.threads), "--stdin"]
+        torch_cmd = [sys.executable, os.path.abspath(__file__)] + common + (["--out", a.out] if a.out else [])
+        ours_cmd = [a.alternate[0]] + common + (["--out", a.ours_out] if a.ours_out else [])
+        alternate(torch_cmd, ours_cmd, a.pairs, a.alternate[1])
     else:
         run(a)
 

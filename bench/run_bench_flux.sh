@@ -10,46 +10,34 @@
 # BUILD_DIR holds bench_flux (default build); MODEL_DIR the random model, made
 # on demand (default /tmp/flux-bench, ~1.9 GB, never committed).
 # Env: PY (default /work/venv/bin/python), THREADS (2), BATCHES ("1 4"),
-# ROUNDS (3), ITERS (2 timed runs after 1 warm-up per process; the median is
-# its figure), OUT (/tmp/bench_flux).
+# PAIRS (6), OUT (/tmp/bench_flux).
 #
-# Each round runs torch, then saeflow, as separate processes: the ratio is
-# taken per round (both sides met the same machine) and the summary line
-# gives the median and range over rounds. On a shared host a single pair of
-# runs minutes apart moved the ratio between 1.0x and 1.4x.
+# Both sides are loaded and warmed up once, then run one forward each in
+# turn, PAIRS times (bench_flux_torch.py --alternate): on a shared host the
+# speed of either moves by 20-40% within minutes, and forwards seconds apart
+# meet the same machine. The summary line per batch gives the median of the
+# per-pair ratios and their range; $OUT/pairs.jsonl keeps every forward.
 set -eu
 BUILD=${1:-build}
 MODEL=${2:-/tmp/flux-bench}
 PY=${PY:-/work/venv/bin/python}
 THREADS=${THREADS:-2}
 BATCHES=${BATCHES:-"1 4"}
-ROUNDS=${ROUNDS:-3}
-ITERS=${ITERS:-2}
+PAIRS=${PAIRS:-6}
 OUT=${OUT:-/tmp/bench_flux}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 [ -f "$MODEL/transformer/config.json" ] || "$PY" "$HERE/bench_flux_torch.py" --make-model "$MODEL"
 
-RUNS="$OUT/runs.jsonl"
-: >"$RUNS"
+LOG="$OUT/pairs.jsonl"
+: >"$LOG"
 for B in $BATCHES; do
     "$PY" "$HERE/bench_flux_torch.py" --make-inputs "$OUT/in$B.safetensors" --batch "$B"
-    common="--model $MODEL --inputs $OUT/in$B.safetensors --threads $THREADS --iters $ITERS"
-    r=1
-    while [ "$r" -le "$ROUNDS" ]; do
-        for impl in torch saeflow; do
-            if [ $impl = torch ]; then
-                line=$("$PY" "$HERE/bench_flux_torch.py" $common --out "$OUT/torch$B.safetensors")
-            else
-                line=$("$BUILD/bench_flux" $common --out "$OUT/saeflow$B.safetensors")
-            fi
-            echo "$line"
-            echo "$line" | sed "s/^{/{\"round\": $r, /" >>"$RUNS"
-        done
-        r=$((r + 1))
-    done
+    "$PY" "$HERE/bench_flux_torch.py" --model "$MODEL" --inputs "$OUT/in$B.safetensors" \
+        --threads "$THREADS" --pairs "$PAIRS" --alternate "$BUILD/bench_flux" "$LOG" \
+        --out "$OUT/torch$B.safetensors" --ours-out "$OUT/saeflow$B.safetensors"
     printf '{"batch": %s, "vs_torch": ' "$B"
     "$PY" "$HERE/bench_flux_torch.py" --compare "$OUT/saeflow$B.safetensors" "$OUT/torch$B.safetensors" | tr -d '\n'
     echo "}"
 done
-"$PY" "$HERE/bench_flux_torch.py" --summary "$RUNS"
+"$PY" "$HERE/bench_flux_torch.py" --summary "$LOG"

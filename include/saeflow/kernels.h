@@ -6,21 +6,24 @@
  *   (llm.c style). Weights are `sf_weight`: F32, BF16 or F16 storage behind
  *   one struct, so a model can be held in half the memory (`--dtype bf16`) while
  *   every kernel still computes in F32.
- * - The big matrix products go to sf_sgemm (oneDNN's sgemm where built with
- *   it, else OpenBLAS; one call per thread). BF16/F16 weights are
- *   widened to F32 one panel of output features at a time (a few MB of
- *   scratch, reused), so a BF16 model never holds an F32 copy of a matrix.
+ * - The big matrix products with F32 weights go to sf_sgemm (oneDNN's sgemm
+ *   where built with it, else OpenBLAS; one call per thread). BF16/F16
+ *   weights go to our own GEMM (gemm_half.c, AVX-512 or AVX2), which widens
+ *   them to F32 in its packing step, so a BF16 model never holds an F32
+ *   copy of a matrix and the weights cross memory once, as 2 bytes.
  * - One integer product, sf_i16_gemm_packed (int16 in, int32 out, AVX512-VNNI),
  *   with a quantiser whose error bound is proven: the TopK SAE trainer uses
  *   it to find the exact F32 TopK without the F32 encoder GEMM.
  * - Everything else (norms, softmax, activations, attention bookkeeping) is
  *   plain C with OpenMP pragmas, parallel over rows. Per-row work is done by
  *   one thread in a fixed order, so its results do not depend on the thread
- *   count. GEMMs are split over output blocks, never over the reduction, but
- *   a thread's block size changes the BLAS blocking, so GEMM outputs can move
- *   by an ulp with the thread count (same threads: same bits).
+ *   count. GEMMs are split over output blocks, never over the reduction. The
+ *   BF16/F16 GEMM sums each output in k order whatever the blocking, so its
+ *   bits do not depend on the thread count either; with sf_sgemm a thread's
+ *   block size changes the BLAS blocking, so F32-weight outputs can move by
+ *   an ulp with the thread count (same threads: same bits).
  * - Kernels never allocate on the hot path except the per-call scratch of
- *   attention and BF16 panels; none can fail on valid shapes, so they return
+ *   attention and packed blocks (kept per thread); none can fail on valid shapes, so they return
  *   void. Shape validation belongs to the model loader.
  *
  * A CUDA backend (see docs/kernels.md) would keep these signatures and swap

@@ -1,18 +1,20 @@
-/* Dense layers on sf_sgemm: linear (x @ W^T + b) and the patch-embedding
- * convolution as im2col + GEMM. */
+/* Dense layers: linear (x @ W^T + b) on sf_sgemm (F32 weights), on
+ * sf_gemm_half (BF16/F16 weights, gemm_half.c) or as dot products (BF16/F16,
+ * at most 4 rows), and the patch-embedding convolution as im2col + GEMM. */
 #include <omp.h>
 #include <string.h>
 
 #include "saeflow/kernels.h"
 #include "kernels/internal.h"
 
-/* Bytes of F32 scratch per thread for widened BF16/F16 weights. Each thread
- * widens as much of its slice of W as fits and multiplies it in one sgemm:
- * a GEMM with a short N (a small panel) packs all of x again for few output
- * columns and runs far below peak (measured: 64-row panels made a BF16
- * ViT-L/14 forward 1.5x slower than F32). 16 MB covers a whole per-thread
- * slice of every ViT-L/14 matrix at 2 threads; larger models use panels of
- * at least 256 rows. */
+/* Bytes of F32 scratch per thread for widened BF16/F16 weights, on CPUs
+ * without AVX2 (elsewhere gemm_half.c widens inside its own packing). Each
+ * thread widens as much of its slice of W as fits and multiplies it in one
+ * sgemm: a GEMM with a short N (a small panel) packs all of x again for few
+ * output columns and runs far below peak (measured: 64-row panels made a
+ * BF16 ViT-L/14 forward 1.5x slower than F32). 16 MB covers a whole
+ * per-thread slice of every ViT-L/14 matrix at 2 threads; larger models use
+ * panels of at least 256 rows. */
 #define SF_PANEL_BYTES (16u << 20)
 
 /* At most this many rows of x with BF16/F16 weights, a linear is a few dot
