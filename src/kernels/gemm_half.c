@@ -27,8 +27,10 @@
  * The micro-kernel keeps the tile in vector registers: NR output features
  * in the vector lanes (y rows are contiguous in n, so the tile is stored
  * with plain vector stores), MR rows of x broadcast one at a time.
- * AVX-512: MR 12 x NR 32 = 24 zmm accumulators (BLIS's Skylake-X sgemm
- * shape, transposed); AVX2 + FMA: MR 6 x NR 16 = 12 ymm (BLIS's Haswell).
+ * AVX-512: MR 8 x NR 48 = 24 zmm accumulators (the shape of oneDNN's
+ * AVX-512 sgemm kernel, 48 x 8, transposed; BLIS's 12 x 32 ran 3-6% slower
+ * here, and 8 divides FLUX's 256-token streams); AVX2 + FMA: MR 6 x NR 16 =
+ * 12 ymm (BLIS's Haswell).
  * W's micro-panels need W's columns (NR rows of W for each k): packing is a
  * transpose, done 16 x 16 (8 x 8) in registers after widening.
  *
@@ -142,17 +144,17 @@ AVX512_TARGET static inline void transpose16(__m512 r[16]) {
     }
 }
 
-/* Bp[p][k][j] = W[n0 + p*32 + j][k0 + k], rows past nrows as zeros. */
+/* Bp[p][k][j] = W[n0 + p*48 + j][k0 + k], rows past nrows as zeros. */
 AVX512_TARGET static void pack_w_avx512(const sf_weight *W, int64_t K, int64_t n0, int64_t nrows,
                                         int64_t k0, int64_t kc, float *Bp) {
-    enum { NR = 32 };
+    enum { NR = 48 };
     const uint16_t *w = (const uint16_t *)W->data;
     const int bf16 = W->dtype == SF_DT_BF16;
     const int64_t kv = kc / 16 * 16;
     for (int64_t p = 0; p < nrows; p += NR) {
         int64_t r = nrows - p < NR ? nrows - p : NR;
         float *dst = Bp + p * kc;
-        for (int h = 0; h < 2; h++) { /* two halves of 16 weight rows */
+        for (int h = 0; h < 3; h++) { /* three groups of 16 weight rows */
             __m512 v[16];
             for (int64_t k = 0; k < kv; k += 16) {
                 for (int i = 0; i < 16; i++)
@@ -167,8 +169,9 @@ AVX512_TARGET static void pack_w_avx512(const sf_weight *W, int64_t K, int64_t n
     }
 }
 
-AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, int64_t rows,
-                                                  int64_t k0, int64_t kc, float *Ap, const int MR) {
+AVX512_TARGET static void pack_x_avx512(const float *x, int64_t ldx, int64_t rows, int64_t k0,
+                                        int64_t kc, float *Ap) {
+    enum { MR = 8 };
     const int64_t kv = kc / 16 * 16;
     for (int64_t p = 0; p < rows; p += MR) {
         int64_t r = rows - p < MR ? rows - p : MR;
@@ -179,7 +182,7 @@ AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, i
                 v[i] = i < r ? _mm512_loadu_ps(x + (p + i) * ldx + k0 + k) : _mm512_setzero_ps();
             transpose16(v);
             for (int j = 0; j < 16; j++)
-                _mm512_mask_storeu_ps(dst + (k + j) * MR, (__mmask16)((1u << MR) - 1), v[j]);
+                _mm512_mask_storeu_ps(dst + (k + j) * MR, 0x00ff, v[j]);
         }
     }
     if (kv < kc)
@@ -189,58 +192,53 @@ AVX512_TARGET static inline void pack_x_avx512_mr(const float *x, int64_t ldx, i
         }
 }
 
-AVX512_TARGET static void pack_x_avx512(const float *x, int64_t ldx, int64_t rows, int64_t k0,
-                                        int64_t kc, float *Ap) {
-    pack_x_avx512_mr(x, ldx, rows, k0, kc, Ap, 12);
-}
-/* y tile (mr x nr, row stride ldc) (+)= a micro-panel (kc x 12) . b micro-panel (kc x 32) */
+/* y tile (mr x nr, row stride ldc) (+)= a micro-panel (kc x 8) . b micro-panel (kc x 48) */
 AVX512_TARGET static void ukr_avx512(int64_t kc, const float *a, const float *b, float *c,
                                      int64_t ldc, int mr, int nr, int add) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
-           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
-           cb0 = c00, cb1 = c00;
+    const __m512 z = _mm512_setzero_ps();
+    __m512 c00 = z, c01 = z, c02 = z, c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z,
+           c31 = z, c32 = z, c40 = z, c41 = z, c42 = z, c50 = z, c51 = z, c52 = z, c60 = z, c61 = z,
+           c62 = z, c70 = z, c71 = z, c72 = z;
     /* The y tile is fetched near the end of the loop, not before it: the
-     * W micro-panel streaming through L1 during the loop (KC x 32 floats,
-     * L1-sized) would evict it again, and the tile's rows, N floats apart,
-     * share a few L1 sets whenever N is a multiple of 1024 (every FLUX
-     * shape). */
+     * W micro-panel streaming through L1 during the loop (KC x 48 floats,
+     * more than L1) would evict it again. */
     const int64_t kpf = kc > 48 ? kc - 48 : 0;
     for (int64_t k = 0; k < kc; k++) {
         if (k == kpf)
             for (int i = 0; i < mr; i++)
-                _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0),
-                    _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
-        /* W's micro-panel comes from L2, 128 bytes per k: ask 8 k ahead
+                for (int v = 0; v < 3; v++)
+                    _mm_prefetch((const char *)(c + i * ldc + 16 * v), _MM_HINT_T0);
+        /* W's micro-panel comes from L2, 192 bytes per k: ask 8 k ahead
          * (measured +3-7% single-threaded, M 256-4096, K 3072). Past the
          * panel's end this touches nothing: a prefetch never faults. */
-        _mm_prefetch((const char *)(b + 32 * 8), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + 32 * 8 + 16), _MM_HINT_T0);
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), ai;
-#define ROW(i, x0, x1)                                                                             \
+        for (int v = 0; v < 3; v++)
+            _mm_prefetch((const char *)(b + 48 * 8 + 16 * v), _MM_HINT_T0);
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+        __m512 ai;
+#define ROW(i, x0, x1, x2)                                                                         \
     ai = _mm512_set1_ps(a[i]);                                                                     \
     x0 = _mm512_fmadd_ps(ai, b0, x0);                                                              \
-    x1 = _mm512_fmadd_ps(ai, b1, x1);
-        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31);
-        ROW(4, c40, c41) ROW(5, c50, c51) ROW(6, c60, c61) ROW(7, c70, c71);
-        ROW(8, c80, c81) ROW(9, c90, c91) ROW(10, ca0, ca1) ROW(11, cb0, cb1);
+    x1 = _mm512_fmadd_ps(ai, b1, x1);                                                              \
+    x2 = _mm512_fmadd_ps(ai, b2, x2);
+        ROW(0, c00, c01, c02) ROW(1, c10, c11, c12) ROW(2, c20, c21, c22) ROW(3, c30, c31, c32);
+        ROW(4, c40, c41, c42) ROW(5, c50, c51, c52) ROW(6, c60, c61, c62) ROW(7, c70, c71, c72);
 #undef ROW
-        a += 12, b += 32;
+        a += 8, b += 48;
     }
-    __m512 acc[12][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
-                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + i * ldc;
-        __m512 y0 = acc[i][0], y1 = acc[i][1];
-        if (add) {
-            y0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), y0);
-            y1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), y1);
+    __m512 acc[8][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},
+                        {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};
+    __mmask16 m[3];
+    for (int v = 0; v < 3; v++) {
+        int left = nr - 16 * v;
+        m[v] = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    }
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < 3; v++) {
+            float *ci = c + i * ldc + 16 * v;
+            __m512 yv = acc[i][v];
+            if (add) yv = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], ci), yv);
+            _mm512_mask_storeu_ps(ci, m[v], yv);
         }
-        _mm512_mask_storeu_ps(ci, m0, y0);
-        _mm512_mask_storeu_ps(ci + 16, m1, y1);
-    }
 }
 
 /* ---- AVX2 + FMA --------------------------------------------------------- */
@@ -360,7 +358,7 @@ AVX2_TARGET static void ukr_avx2(int64_t kc, const float *a, const float *b, flo
 
 /* ---- driver ------------------------------------------------------------- */
 
-static const gemm_impl impl_avx512 = {"avx512",      12,        32, 384, 256, pack_x_avx512,
+static const gemm_impl impl_avx512 = {"avx512",      8,         48, 384, 240, pack_x_avx512,
                                       pack_w_avx512, ukr_avx512};
 static const gemm_impl impl_avx2 = {"avx2", 6, 16, 256, 256, pack_x_avx2, pack_w_avx2, ukr_avx2};
 
@@ -430,9 +428,10 @@ static float *scratch(float **buf, size_t *have, size_t n) {
     return *buf;
 }
 
-/* Floats of packed x per block (64 MB): the whole of x for FLUX at batch 1
- * (512 x 15360 at most), so W is packed once per call. */
-#define SF_HGEMM_X_FLOATS ((int64_t)16 << 20)
+/* Floats of packed x per block (32 MB): all of x for FLUX at batch 1 (512
+ * rows x K 15360 at most), so W is packed once per call there; larger x is
+ * done in row blocks, each packing W again (negligible at those M). */
+#define SF_HGEMM_X_FLOATS ((int64_t)8 << 20)
 
 /* One task: output features [b0, b0 + cols) for the x rows [i0, i1) of the
  * packed block (multiples of MR; `rows` valid rows in the block), all of K. */

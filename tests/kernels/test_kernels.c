@@ -183,8 +183,8 @@ TEST(linear_small_m) {
 
 /* sf_gemm_half (gemm_half.c): BF16/F16 weights widened inside the GEMM's
  * packing, on every route this CPU has. Shapes cross each blocking edge: M
- * not a multiple of the micro-tile rows (12 / 6), N not a multiple of its
- * columns (32 / 16) nor of the W block (256), K past one and two K blocks
+ * not a multiple of the micro-tile rows (8 / 6), N not a multiple of its
+ * columns (48 / 16) nor of the W block (240 / 256), K past one and two K blocks
  * (384 / 256) with a tail that is no multiple of the 16 (8) k the packing
  * transposes at once, small N (rows split between threads), and an x too
  * large for one packed block (2 M blocks). Against double math on the
