@@ -44,6 +44,7 @@
  * CPUID, so a portable build (or the sanitizer build) runs the same code as
  * a -march=native one. Without AVX2 + FMA + F16C, sf_linear keeps its
  * widen-then-sgemm route. */
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,8 +371,11 @@ static int has_avx512(void) {
 
 static int has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    /* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports
+     * does not know "f16c". */
+    unsigned a, b, c, d;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 /* NULL isa: the best this CPU has, unless SAEFLOW_GEMM_HALF says otherwise
