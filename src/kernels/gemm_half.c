@@ -5,22 +5,26 @@
  * of W to F32 scratch and hand it to sf_sgemm (oneDNN), which packs it
  * again: every weight crossed memory as 2 bytes read, 4 written, 4 read, 4
  * packed, as a phase of its own. In the FLUX transformer at batch 1 (bench_flux,
- * Intel Xeon, 2 threads) that widening was 10% of the CPU samples, and the
- * same forward with weights widened to F32 at load ran 1.3x faster. Here
- * the packing step reads BF16 once and writes the packed F32 block that
- * stays in L2: the widening rides along with a copy every GEMM makes anyway.
+ * Intel Xeon, 2 threads) that widening was 10% of the CPU samples. Here the
+ * packing step reads BF16 once and writes the packed F32 block that stays in
+ * L2: the widening rides along with a copy every GEMM makes anyway. Measured
+ * (docs/flux.md, forwards paired on the same machine minutes): the FLUX
+ * forward at batch 1 runs 1.14x faster than the widen-then-sgemm route, and
+ * as fast as with the weights widened to F32 at load.
  *
- * The loop nest is GotoBLAS / BLIS (Goto & van de Geijn, "Anatomy of
- * High-Performance Matrix Multiplication", 2008), written for this product:
+ * The loop nest is GotoBLAS / BLIS's (Goto & van de Geijn, "Anatomy of
+ * High-Performance Matrix Multiplication", 2008), arranged so that tasks are
+ * independent:
  *
  *   y (M, N) += x (M, K) @ W^T,  W (N, K) row-major, BF16 or F16
  *
- *   for m0 in M step MC:                       x block, L3
- *     for k0 in K step KC:
- *       pack x[m0:, k0:k0+KC] -> Ap            MR-row micro-panels
- *       for n0 in N step NB:
- *         pack W[n0:n0+NB, k0:] -> Bp          NR-column micro-panels, widened; L2
- *         for each x micro-panel (MR x KC)     stays in L1
+ *   for m0 in M step MC:                       x blocks of <= 32 MB
+ *     pack x[m0:m0+MC, :] -> Ap                MR-row micro-panels per K block,
+ *                                              by all threads, shared
+ *     for each task (a block of NB features; threads take them as they free up):
+ *       for k0 in K step KC:
+ *         pack W[n0:n0+NB, k0:k0+KC] -> Bp     NR-feature micro-panels, widened; L2
+ *         for each x micro-panel (MR x KC)     L1
  *           for each W micro-panel (KC x NR)   streams from L2
  *             micro-kernel: an MR x NR tile of y in registers, KC rank-1 updates
  *
@@ -54,7 +58,7 @@
 
 /* The x block in vector code: 16 (8) k at a time, the MR rows transposed in
  * registers with the rows past MR as zeros; columns past the last multiple
- * of 16 (8) by pack_x. pack_x as plain C was 14% of the time the micro-kernel
+ * of 16 (8) by pack_x_cols. Packing x as plain C was 14% of the time the micro-kernel
  * took (M 4096, K 3072, N 1024, one thread): its stores land MR floats apart. */
 typedef void (*pack_x_fn)(const float *x, int64_t ldx, int64_t rows, int64_t k0, int64_t kc,
                           float *Ap);
@@ -72,10 +76,6 @@ typedef struct {
     pack_w_fn pack_w;
     ukr_fn ukr;
 } gemm_impl;
-
-/* The x block: at most this many rows packed at once (MC x KC floats: 6 MB
- * at KC 384); FLUX at batch 4 has 2048 rows, so W is packed once per call. */
-#define SF_HGEMM_MC 4096
 
 /* Ap[p][k][i] = x[m0 + p*MR + i][k0 + k], rows past M as zeros (their
  * products land in tile rows that are never stored). Here for one
@@ -500,10 +500,14 @@ void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, cons
         const int64_t per_chunk = (panels + chunks - 1) / chunks * mr, ntasks = nblocks * chunks;
         float *yb = y + m0 * ldy;
         const float *xb = x + m0 * K;
+        /* 1. x packed once, shared: micro-panel p of K block q at
+         *    Ap + k0 * rows_pad + p * MR * kc.
+         * 2. Tasks handed out as threads free up: a thread slowed by the
+         *    machine (another process, a busy sibling core) takes fewer,
+         *    instead of the others waiting for it at the end. Which thread
+         *    computes an output changes nothing in its bits. */
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            /* 1. x packed once, shared: micro-panel p of K block q at
-             *    Ap + k0 * rows_pad + p * MR * kc. */
 #pragma omp for collapse(2) schedule(static)
             for (int64_t q = 0; q < nq; q++)
                 for (int64_t p = 0; p < panels; p++) {
@@ -511,10 +515,6 @@ void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, cons
                     g->pack_x(xb + r0 * K, K, rows - r0 < mr ? rows - r0 : mr, k0, kc,
                               Ap + k0 * rows_pad + r0 * kc);
                 }
-                /* 2. Tasks handed out as threads free up: a thread slowed by the
-                 *    machine (another process, a busy sibling core) takes fewer,
-                 *    instead of the others waiting for it at the end. Which thread
-                 *    computes an output changes nothing in its bits. */
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < ntasks; t++) {
                 int64_t bi = t / chunks, ci = t % chunks, b0 = bi * NB;

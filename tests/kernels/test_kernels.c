@@ -138,47 +138,64 @@ TEST(linear_f16) {
     free(x), free(W), free(b), free(Wr), free(y), free(ref);
 }
 
+/* One BF16 (dt 0) or F16 (dt 1) linear of random x (M, K) and W (N, K)
+ * with bias into y with row stride ldy = N + 3: against double math on the
+ * rounded weights, padding columns untouched, accumulate (y += x W^T + b),
+ * and, when `same_bits`, 1 and 2 threads bit for bit. */
+static void check_half_linear(int64_t M, int64_t K, int64_t N, int dt, int same_bits,
+                              const char *what) {
+    const int64_t ldy = N + 3;
+    const char *dn = dt ? "f16" : "bf16";
+    float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.05f),
+          *b = randn((size_t)N, 1);
+    int64_t shape[2] = {N, K};
+    sf_weight w, wr;
+    sf_dtype sd = dt ? SF_DT_F16 : SF_DT_BF16;
+    CHECK(sf_weight_make(&w, sd, SF_DT_F32, W, 2, shape) == 0);
+    CHECK(sf_weight_make(&wr, SF_DT_F32, sd, w.data, 2, shape) == 0);
+    double *ref = malloc(sizeof(double) * (size_t)(M * N));
+    float *y1 = malloc(sizeof(float) * (size_t)(M * ldy)),
+          *y2 = malloc(sizeof(float) * (size_t)(M * ldy)),
+          *yc = malloc(sizeof(float) * (size_t)(M * N));
+    ref_linear(x, M, K, wr.data, N, b, ref);
+    for (int64_t i = 0; i < M * ldy; i++)
+        y1[i] = y2[i] = 7.0f;
+    sf_kernels_set_threads(1);
+    sf_linear(x, M, K, &w, b, y1, ldy, 0);
+    sf_kernels_set_threads(2);
+    sf_linear(x, M, K, &w, b, y2, ldy, 0);
+    if (same_bits)
+        CHECK_MSG(memcmp(y1, y2, sizeof(float) * (size_t)(M * ldy)) == 0,
+                  "%s %s M %lld K %lld N %lld: 1 vs 2 threads", what, dn, (long long)M,
+                  (long long)K, (long long)N);
+    for (int64_t m = 0; m < M; m++)
+        memcpy(yc + m * N, y2 + m * ldy, sizeof(float) * (size_t)N);
+    double e = rel_err(yc, ref, (size_t)(M * N));
+    CHECK_MSG(e < 1e-6, "%s %s M %lld K %lld N %lld: %g", what, dn, (long long)M, (long long)K,
+              (long long)N, e);
+    int pad = 1;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = N; n < ldy; n++)
+            pad &= y2[m * ldy + n] == 7.0f;
+    CHECK_MSG(pad, "%s %s: padding columns written", what, dn);
+    sf_linear(x, M, K, &w, b, y2, ldy, 1);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++)
+            yc[m * N + n] = y2[m * ldy + n] / 2;
+    CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "%s %s accumulate M %lld", what, dn,
+              (long long)M);
+    sf_weight_free(&w), sf_weight_free(&wr);
+    free(x), free(W), free(b), free(ref), free(y1), free(y2), free(yc);
+    sf_kernels_set_threads(0);
+}
+
 /* BF16/F16 weights with at most 4 rows of x: dot products straight from the
- * stored weights (linear.c). Against F32 math on the rounded weights, with
- * bias, accumulate, a row stride, a K that is not a multiple of the 64
- * partial sums, and bit-identical for 1 and 2 threads. */
+ * stored weights (linear.c), with a K that is not a multiple of the 64
+ * partial sums; M 5 goes to the GEMM route for the same checks. */
 TEST(linear_small_m) {
-    const int64_t K = 3000 + 37, N = 700, ldy = 710;
     for (int dt = 0; dt < 2; dt++)
-        for (int64_t M = 1; M <= 5; M += 2) { /* 5: the panel route, for the same checks */
-            float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.05f),
-                  *b = randn((size_t)N, 1);
-            int64_t shape[2] = {N, K};
-            sf_weight w, wr;
-            sf_dtype sd = dt ? SF_DT_F16 : SF_DT_BF16;
-            CHECK(sf_weight_make(&w, sd, SF_DT_F32, W, 2, shape) == 0);
-            CHECK(sf_weight_make(&wr, SF_DT_F32, sd, w.data, 2, shape) == 0);
-            double *ref = malloc(sizeof(double) * (size_t)(M * N));
-            float *y1 = malloc(sizeof(float) * (size_t)(M * ldy)),
-                  *y2 = malloc(sizeof(float) * (size_t)(M * ldy)),
-                  *yc = malloc(sizeof(float) * (size_t)(M * N));
-            ref_linear(x, M, K, wr.data, N, b, ref);
-            for (int64_t i = 0; i < M * ldy; i++)
-                y1[i] = y2[i] = 7.0f;
-            sf_kernels_set_threads(1);
-            sf_linear(x, M, K, &w, b, y1, ldy, 0);
-            sf_kernels_set_threads(2);
-            sf_linear(x, M, K, &w, b, y2, ldy, 0);
-            if (M <= 4) CHECK(memcmp(y1, y2, sizeof(float) * (size_t)(M * ldy)) == 0);
-            for (int64_t m = 0; m < M; m++)
-                memcpy(yc + m * N, y2 + m * ldy, sizeof(float) * (size_t)N);
-            CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "%s M %lld: %g",
-                      dt ? "f16" : "bf16", (long long)M, rel_err(yc, ref, (size_t)(M * N)));
-            CHECK(y2[N] == 7.0f && y2[ldy - 1] == 7.0f); /* padding untouched */
-            /* accumulate: y += x W^T + b */
-            sf_linear(x, M, K, &w, b, y2, ldy, 1);
-            for (int64_t m = 0; m < M; m++)
-                for (int64_t n = 0; n < N; n++)
-                    yc[m * N + n] = y2[m * ldy + n] / 2;
-            CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "accumulate M %lld", (long long)M);
-            sf_weight_free(&w), sf_weight_free(&wr);
-            free(x), free(W), free(b), free(ref), free(y1), free(y2), free(yc);
-        }
+        for (int64_t M = 1; M <= 5; M += 2)
+            check_half_linear(M, 3000 + 37, 700, dt, M <= 4 || sf_gemm_half_isa(), "small M");
 }
 
 /* sf_gemm_half (gemm_half.c): BF16/F16 weights widened inside the GEMM's
@@ -187,9 +204,9 @@ TEST(linear_small_m) {
  * columns (48 / 16) nor of the W block (240 / 256), K past one and two K blocks
  * (384 / 256) with a tail that is no multiple of the 16 (8) k the packing
  * transposes at once, small N (rows split between threads), and an x too
- * large for one packed block (2 M blocks). Against double math on the
- * rounded weights; 1 and 2 threads must give the same bits, since every
- * output is one thread's sum in k order whatever the schedule. */
+ * large for one packed block (several M blocks). Every output is one
+ * thread's sum in k order whatever the schedule, so 1 and 2 threads must
+ * give the same bits. */
 TEST(linear_half_gemm) {
     static const int64_t shapes[][3] = {/* M, K, N */
                                         {5, 17, 33},    {13, 400, 70}, {37, 785, 300},
@@ -200,52 +217,11 @@ TEST(linear_half_gemm) {
         if (sf_gemm_half_force(isas[r])) continue;
         routes++;
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-            for (int dt = 0; dt < 2; dt++) {
-                const int64_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldy = N + 3;
-                if (s == 5 && dt) continue; /* the large case once per route */
-                float *x = randn((size_t)(M * K), 1), *W = randn((size_t)(N * K), 0.05f),
-                      *b = randn((size_t)N, 1);
-                int64_t shape[2] = {N, K};
-                sf_weight w, wr;
-                sf_dtype sd = dt ? SF_DT_F16 : SF_DT_BF16;
-                CHECK(sf_weight_make(&w, sd, SF_DT_F32, W, 2, shape) == 0);
-                CHECK(sf_weight_make(&wr, SF_DT_F32, sd, w.data, 2, shape) == 0);
-                double *ref = malloc(sizeof(double) * (size_t)(M * N));
-                float *y1 = malloc(sizeof(float) * (size_t)(M * ldy)),
-                      *y2 = malloc(sizeof(float) * (size_t)(M * ldy)),
-                      *yc = malloc(sizeof(float) * (size_t)(M * N));
-                ref_linear(x, M, K, wr.data, N, b, ref);
-                for (int64_t i = 0; i < M * ldy; i++)
-                    y1[i] = y2[i] = 7.0f;
-                sf_kernels_set_threads(1);
-                sf_linear(x, M, K, &w, b, y1, ldy, 0);
-                sf_kernels_set_threads(2);
-                sf_linear(x, M, K, &w, b, y2, ldy, 0);
-                CHECK_MSG(memcmp(y1, y2, sizeof(float) * (size_t)(M * ldy)) == 0,
-                          "%s %s M %lld K %lld N %lld: 1 vs 2 threads", isas[r],
-                          dt ? "f16" : "bf16", (long long)M, (long long)K, (long long)N);
-                for (int64_t m = 0; m < M; m++)
-                    memcpy(yc + m * N, y2 + m * ldy, sizeof(float) * (size_t)N);
-                double e = rel_err(yc, ref, (size_t)(M * N));
-                CHECK_MSG(e < 1e-6, "%s %s M %lld K %lld N %lld: %g", isas[r], dt ? "f16" : "bf16",
-                          (long long)M, (long long)K, (long long)N, e);
-                int pad = 1;
-                for (int64_t m = 0; m < M; m++)
-                    for (int64_t n = N; n < ldy; n++)
-                        pad &= y2[m * ldy + n] == 7.0f;
-                CHECK_MSG(pad, "%s: padding columns written", isas[r]);
-                /* accumulate: y += x W^T + b */
-                sf_linear(x, M, K, &w, b, y2, ldy, 1);
-                for (int64_t m = 0; m < M; m++)
-                    for (int64_t n = 0; n < N; n++)
-                        yc[m * N + n] = y2[m * ldy + n] / 2;
-                CHECK_MSG(rel_err(yc, ref, (size_t)(M * N)) < 1e-6, "%s accumulate", isas[r]);
-                sf_weight_free(&w), sf_weight_free(&wr);
-                free(x), free(W), free(b), free(ref), free(y1), free(y2), free(yc);
-            }
+            for (int dt = 0; dt < 2; dt++)
+                if (s != 5 || !dt) /* the large case once per route */
+                    check_half_linear(shapes[s][0], shapes[s][1], shapes[s][2], dt, 1, isas[r]);
     }
     sf_gemm_half_force(NULL);
-    sf_kernels_set_threads(0);
     if (!routes) printf("   (no AVX2 on this CPU: sf_linear widens panels instead)\n");
 }
 
