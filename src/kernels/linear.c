@@ -24,7 +24,8 @@
  * such products (one temb row per image against 6 D x D weights, 29% of a
  * FLUX block's weights): measured in bench_flux (perf, Intel Xeon, 2
  * threads, batch 1), the panel route spent 23% of a BF16 forward's CPU time
- * widening, stalled on memory.
+ * widening, stalled on memory. sf_gemm_half (gemm_half.c) packs each weight
+ * for M rows of use, and for M <= 4 that packing would be all of the work.
  * Each output is one thread's fixed-order sum, so the result does not depend
  * on the thread count. */
 #define SF_GEMV_MAX_M 4
