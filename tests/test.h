@@ -143,6 +143,30 @@ static inline int test_sh(const char *fmt, ...) {
     return test_run(cmd, &test_sh_out);
 }
 
+/* A printf-formatted string in a static buffer (replaced by the next call):
+ * command lines for test_run. */
+static inline char *test_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline char *test_fmt(const char *fmt, ...) {
+    static char buf[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+/* max |a - b| / max(|b|, 1e-30): the relative error the model tests compare
+ * against their fixtures; a NaN in a - b makes it NaN (fails any bound). */
+static inline double test_max_rel(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= md)) md = d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return md / mb;
+}
+
 static inline int test_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;

@@ -5,7 +5,6 @@
  * tools/make_clip_fixtures.py). Error norm: max |ours - theirs| / max |theirs|
  * per tensor, <= 1e-4. Also resuming, settings mismatch, bad inputs. */
 #include <math.h>
-#include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,16 +62,6 @@ static double compare(const stfile *o, const stfile *x, const char *name, const 
     return rel_err(a, b, dims[0] * dims[1]);
 }
 
-static char *cmdf(const char *fmt, ...) SF_PRINTF(1, 2);
-static char *cmdf(const char *fmt, ...) {
-    static char buf[16384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return buf;
-}
-
 #define BASE "'" SF_EXE "' extract --model '" CLIPFIX "e2e' "
 
 TEST(images_and_captions) {
@@ -80,16 +69,16 @@ TEST(images_and_captions) {
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/acts.safetensors", tmp);
     /* 20 images in 3 shards of 8 rows, batches of 6 */
-    int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                                "e2e_captions.txt' --out '%s' "
-                                "--shard_rows 8 --batch_size 6 --threads 2",
-                           out),
+    int rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                    "e2e_captions.txt' --out '%s' "
+                                    "--shard_rows 8 --batch_size 6 --threads 2",
+                               out),
                       &log);
     CHECK_MSG(rc == 0, "%s", log);
     CHECK(strstr(log, "20 rows") != NULL);
     free(log);
     CHECK(!test_file_exists(
-        cmdf("%s.part00000.safetensors", out))); /* parts removed after the merge */
+        test_fmt("%s.part00000.safetensors", out))); /* parts removed after the merge */
     stfile o, x;
     CHECK(st_open(&o, out) == 0);
     CHECK(st_open(&x, CLIPFIX "e2e.expected.safetensors") == 0);
@@ -117,23 +106,23 @@ TEST(images_and_captions) {
     st_close(&o);
 
     /* a second run with the same settings does nothing */
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                            "e2e_captions.txt' --out '%s' "
-                            "--shard_rows 8 --batch_size 6 --threads 2",
-                       out),
+    rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s' "
+                                "--shard_rows 8 --batch_size 6 --threads 2",
+                           out),
                   &log);
     CHECK(rc == 0 && strstr(log, "already complete"));
     free(log);
 
     /* BF16 weights: close to the F32 reference, not equal */
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                            "e2e_captions.txt' --out '%s/bf16.safetensors' "
-                            "--dtype bf16",
-                       tmp),
+    rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s/bf16.safetensors' "
+                                "--dtype bf16",
+                           tmp),
                   &log);
     CHECK_MSG(rc == 0, "%s", log);
     free(log);
-    if (st_open(&o, cmdf("%s/bf16.safetensors", tmp)) == 0) {
+    if (st_open(&o, test_fmt("%s/bf16.safetensors", tmp)) == 0) {
         double e1 = compare(&o, &x, "vision", "vision", dims),
                e2 = compare(&o, &x, "text", "text", dims);
         CHECK_MSG(e1 < 5e-2 && e2 < 5e-2 && e1 > 0, "bf16: %g %g", e1, e2);
@@ -146,10 +135,10 @@ TEST(text_tokens_of_a_layer) {
     const char *tmp = test_tmpdir("cli_extract_tokens");
     char out[4096], *log = NULL;
     snprintf(out, sizeof out, "%s/t.safetensors", tmp);
-    int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                                "e2e_captions.txt' --out '%s' "
-                                "--vision none --text layer:1 --tokens all --batch_size 7",
-                           out),
+    int rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                    "e2e_captions.txt' --out '%s' "
+                                    "--vision none --text layer:1 --tokens all --batch_size 7",
+                               out),
                       &log);
     CHECK_MSG(rc == 0, "%s", log);
     free(log);
@@ -177,43 +166,43 @@ TEST(resume_after_interruption) {
     /* An "interrupted" run: OUT is a directory, so the final merge cannot
      * rename over it, but every shard is finished and kept. */
     CHECK(mkdir(out, 0755) == 0);
-    int rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                                "e2e_captions.txt' --out '%s' %s",
-                           out, args),
+    int rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                    "e2e_captions.txt' --out '%s' %s",
+                               out, args),
                       &log);
     CHECK(rc == 1);
     free(log);
     for (int k = 0; k < 4; k++)
-        CHECK(test_file_exists(cmdf("%s.part%05d.safetensors", out, k)));
+        CHECK(test_file_exists(test_fmt("%s.part%05d.safetensors", out, k)));
     /* A half-written part (a crash mid-write leaves only a temp file) is
      * ignored; a missing part is recomputed. */
-    CHECK(unlink(cmdf("%s.part00002.safetensors", out)) == 0);
-    FILE *f = fopen(cmdf("%s.part00002.safetensors.tmp.12345", out), "w");
+    CHECK(unlink(test_fmt("%s.part00002.safetensors", out)) == 0);
+    FILE *f = fopen(test_fmt("%s.part00002.safetensors.tmp.12345", out), "w");
     fputs("garbage", f);
     fclose(f);
     rmdir(out);
     /* different settings: refused, parts untouched */
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                            "e2e_captions.txt' --out '%s' --shard_rows 6 "
-                            "--vision pooled",
-                       out),
+    rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s' --shard_rows 6 "
+                                "--vision pooled",
+                           out),
                   &log);
     CHECK(rc == 1 && strstr(log, "different settings"));
     free(log);
-    CHECK(test_file_exists(cmdf("%s.part00000.safetensors", out)));
+    CHECK(test_file_exists(test_fmt("%s.part00000.safetensors", out)));
     /* same settings: resumes, computing only the missing shard */
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                            "e2e_captions.txt' --out '%s' %s",
-                       out, args),
+    rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s' %s",
+                           out, args),
                   &log);
     CHECK_MSG(rc == 0 && strstr(log, "1 of 4 shards computed now"), "%s", log);
     free(log);
     /* identical to an uninterrupted run */
     char ref[4096];
     snprintf(ref, sizeof ref, "%s/ref.safetensors", tmp);
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --captions '" CLIPFIX
-                            "e2e_captions.txt' --out '%s' %s",
-                       ref, args),
+    rc = test_run(test_fmt(BASE "--images '" IMAGES "' --captions '" CLIPFIX
+                                "e2e_captions.txt' --out '%s' %s",
+                           ref, args),
                   &log);
     CHECK(rc == 0);
     free(log);
@@ -234,24 +223,26 @@ TEST(datasets_and_errors) {
     const char *tmp = test_tmpdir("cli_extract_errors");
     char *log = NULL;
     /* a folder dataset with captions.tsv (one image has none: skipped) */
-    int rc = test_run(cmdf(BASE "--dataset 'folder:" SF_SOURCE_DIR
-                                "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
-                           tmp),
+    int rc = test_run(test_fmt(BASE "--dataset 'folder:" SF_SOURCE_DIR
+                                    "/fixtures/data/folder_tsv' --out '%s/d.safetensors'",
+                               tmp),
                       &log);
     CHECK_MSG(rc == 0 && strstr(log, "skipped: no caption") && strstr(log, "5 rows"), "%s", log);
     free(log);
     /* undecodable images are skipped with their error */
-    rc = test_run(cmdf(BASE "--images '" SF_SOURCE_DIR
-                            "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
-                       tmp),
+    rc = test_run(test_fmt(BASE
+                           "--images '" SF_SOURCE_DIR
+                           "/fixtures/clip-inputs/corrupt' --text none --out '%s/c.safetensors'",
+                           tmp),
                   &log);
     CHECK_MSG(rc == 0 && strstr(log, "truncated") && strstr(log, "1 rows"), "%s", log);
     free(log);
     /* images without captions and text wanted: nothing to write */
-    rc = test_run(cmdf(BASE "--images '" IMAGES "' --out '%s/n.safetensors' --limit 3", tmp), &log);
+    rc = test_run(test_fmt(BASE "--images '" IMAGES "' --out '%s/n.safetensors' --limit 3", tmp),
+                  &log);
     CHECK(rc == 1 && strstr(log, "no row of 3"));
-    CHECK(!test_file_exists(cmdf("%s/n.safetensors", tmp)) &&
-          !test_file_exists(cmdf("%s/n.safetensors.part00000.safetensors", tmp)));
+    CHECK(!test_file_exists(test_fmt("%s/n.safetensors", tmp)) &&
+          !test_file_exists(test_fmt("%s/n.safetensors.part00000.safetensors", tmp)));
     free(log);
     /* usage errors */
     CHECK(test_run(BASE "--images x", NULL) == 2);
@@ -260,21 +251,22 @@ TEST(datasets_and_errors) {
     CHECK(test_run(BASE "--images x --out z --tokens some", NULL) == 2);
     CHECK(test_run(BASE "--images x --out z --vision layer:x", NULL) == 2);
     /* a .bin-only model directory */
-    FILE *f = fopen(cmdf("%s/config.json", tmp), "w");
+    FILE *f = fopen(test_fmt("%s/config.json", tmp), "w");
     fputs("{\"model_type\": \"clip\"}", f);
     fclose(f);
-    f = fopen(cmdf("%s/pytorch_model.bin", tmp), "w");
+    f = fopen(test_fmt("%s/pytorch_model.bin", tmp), "w");
     fputs("pickle", f);
     fclose(f);
-    rc = test_run(cmdf("'%s' extract --model '%s' --images '" IMAGES "' --out '%s/b.safetensors'",
-                       SF_EXE, tmp, tmp),
+    rc = test_run(test_fmt("'%s' extract --model '%s' --images '" IMAGES
+                           "' --out '%s/b.safetensors'",
+                           SF_EXE, tmp, tmp),
                   &log);
     CHECK(rc == 1 && strstr(log, "safetensors") && strstr(log, "Convert"));
     free(log);
     /* a layer the model does not have */
-    rc = test_run(cmdf(BASE "--images '" IMAGES
-                            "' --text none --vision-layer 7 --out '%s/l.safetensors'",
-                       tmp),
+    rc = test_run(test_fmt(BASE "--images '" IMAGES
+                                "' --text none --vision-layer 7 --out '%s/l.safetensors'",
+                           tmp),
                   &log);
     CHECK(rc == 1 && strstr(log, "out of range"));
     free(log);
@@ -287,21 +279,21 @@ TEST(datasets_and_errors) {
  * where the orders differ; the activations move a little, not a lot. */
 TEST(pillow_pass_order) {
     const char *tmp = test_tmpdir("cli_extract_pillow");
-    CHECK(system(cmdf("mkdir -p '%s/img' && cp '" IMAGES "/tall_230x520.jpg' '%s/img/'", tmp,
-                      tmp)) == 0);
+    CHECK(system(test_fmt("mkdir -p '%s/img' && cp '" IMAGES "/tall_230x520.jpg' '%s/img/'", tmp,
+                          tmp)) == 0);
     const char *ver[2] = {"13", "12"};
     float *v[2] = {NULL, NULL};
     int64_t nv = 0;
     for (int i = 0; i < 2; i++) {
         char *log = NULL;
-        int rc = test_run(cmdf(BASE "--images '%s/img' --text none --pillow %s "
-                                    "--out '%s/p%s.safetensors'",
-                               tmp, ver[i], tmp, ver[i]),
+        int rc = test_run(test_fmt(BASE "--images '%s/img' --text none --pillow %s "
+                                        "--out '%s/p%s.safetensors'",
+                                   tmp, ver[i], tmp, ver[i]),
                           &log);
         CHECK_MSG(rc == 0, "%s", log);
         free(log);
         sf_st f;
-        if (sf_st_open(&f, cmdf("%s/p%s.safetensors", tmp, ver[i])) != 0) continue;
+        if (sf_st_open(&f, test_fmt("%s/p%s.safetensors", tmp, ver[i])) != 0) continue;
         const sf_tensor_info *t = sf_st_find(&f, "vision");
         CHECK(t && t->dtype == SF_DT_F32);
         if (t) {
@@ -331,22 +323,22 @@ TEST(pillow_pass_order) {
  * with the other setting is refused), but only when set. */
 TEST(alpha_option) {
     const char *tmp = test_tmpdir("cli_extract_alpha");
-    CHECK(system(cmdf("mkdir -p '%s/img' && cp '" IMAGES "/rgba_160x210.png' '" IMAGES
-                      "/exact_224x224.jpg' '%s/img/'",
-                      tmp, tmp)) == 0);
+    CHECK(system(test_fmt("mkdir -p '%s/img' && cp '" IMAGES "/rgba_160x210.png' '" IMAGES
+                          "/exact_224x224.jpg' '%s/img/'",
+                          tmp, tmp)) == 0);
     const char *mode[2] = {"drop", "white"};
     float *v[2] = {NULL, NULL};
     int64_t dims[2] = {0, 0};
     for (int i = 0; i < 2; i++) {
         char *log = NULL;
-        int rc = test_run(cmdf(BASE "--images '%s/img' --text none %s%s "
-                                    "--out '%s/a%d.safetensors'",
-                               tmp, i ? "--alpha " : "", i ? mode[i] : "", tmp, i),
+        int rc = test_run(test_fmt(BASE "--images '%s/img' --text none %s%s "
+                                        "--out '%s/a%d.safetensors'",
+                                   tmp, i ? "--alpha " : "", i ? mode[i] : "", tmp, i),
                           &log);
         CHECK_MSG(rc == 0, "%s", log);
         free(log);
         sf_st f;
-        if (sf_st_open(&f, cmdf("%s/a%d.safetensors", tmp, i)) != 0) continue;
+        if (sf_st_open(&f, test_fmt("%s/a%d.safetensors", tmp, i)) != 0) continue;
         const char *fp = sf_st_meta(&f, "saeflow_extract");
         CHECK(fp && (strstr(fp, "alpha=white") != NULL) == i);
         const sf_tensor_info *t = sf_st_find(&f, "vision");

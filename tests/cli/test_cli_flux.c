@@ -21,16 +21,6 @@ static int run(const char *args) {
 
 #define HAS(s) CHECK_MSG(out_s &&strstr(out_s, (s)) != NULL, "output lacks \"%s\":\n%s", (s), out_s)
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 /* Tensor `got` of file `path` vs tensor `want` of the fixture: same shape, <= 1e-4. */
 static void same(const char *path, const char *got, const char *fixture, const char *want) {
     sf_st a, b;
@@ -41,7 +31,7 @@ static void same(const char *path, const char *got, const char *fixture, const c
     if (ta && tb) {
         CHECK(ta->ndim == tb->ndim && ta->nbytes == tb->nbytes);
         if (ta->nbytes == tb->nbytes) {
-            double e = max_rel(ta->data, tb->data, ta->nbytes / 4);
+            double e = test_max_rel(ta->data, tb->data, ta->nbytes / 4);
             CHECK_MSG(e <= 1e-4, "%s: rel err %.3g", got, e);
         }
     }

@@ -5,7 +5,6 @@
  * holding every cell, its JSON sidecar; surgery / delta / several steers /
  * latents; bad specs, checkpoints, features, widths fail before any file
  * is written. */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,16 +16,6 @@
 #define GEN                                                                                        \
     "'" SF_EXE "' flux generate --model '" FIX "schnell' --prompts '%s/p.txt' --height 48 "        \
     "--width 64 --steps 2 --max-sequence-length 16 --threads 1 "
-
-static char *cmdf(const char *fmt, ...) SF_PRINTF(1, 2);
-static char *cmdf(const char *fmt, ...) {
-    static char buf[16384];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return buf;
-}
 
 static char *log_s;
 static int run(const char *cmd) {
@@ -71,25 +60,26 @@ TEST(grid_and_modes) {
     snprintf(ck, sizeof ck, "%s/ck", tmp);
     /* two tiny TopK SAEs from the sampler: an image stream and a single-block delta */
     CHECK_MSG(
-        run(cmdf("'" SF_EXE "' train --source flux --model '" FIX "schnell' --captions "
-                 "'%s/p.txt' --max_sequence_length 16 --height 32 --width 32 --prompt_batch 2 "
-                 "--tokens_per_image 0 --hook transformer_blocks.1:1 --hook "
-                 "single_transformer_blocks.1:delta --arch topk --k 4 --expansion 2 "
-                 "--batch_size 8 --iters 3 --threads 1 --quiet --savedir '%s'",
-                 tmp, ck)) == 0,
+        run(test_fmt("'" SF_EXE "' train --source flux --model '" FIX "schnell' --captions "
+                     "'%s/p.txt' --max_sequence_length 16 --height 32 --width 32 --prompt_batch 2 "
+                     "--tokens_per_image 0 --hook transformer_blocks.1:1 --hook "
+                     "single_transformer_blocks.1:delta --arch topk --k 4 --expansion 2 "
+                     "--batch_size 8 --iters 3 --threads 1 --quiet --savedir '%s'",
+                     tmp, ck)) == 0,
         "%s", log_s);
     /* unsteered, two seeds */
-    CHECK_MSG(run(cmdf(GEN "--seeds 42,7 --out '%s/plain'", tmp, tmp)) == 0, "%s", log_s);
-    CHECK(test_file_exists(cmdf("%s/plain/row000001_seed7.png", tmp)));
+    CHECK_MSG(run(test_fmt(GEN "--seeds 42,7 --out '%s/plain'", tmp, tmp)) == 0, "%s", log_s);
+    CHECK(test_file_exists(test_fmt("%s/plain/row000001_seed7.png", tmp)));
     /* the grid: strengths 0 and 6 x seeds 42, 7 */
-    CHECK_MSG(run(cmdf(GEN "--seeds 42,7 --steer '%s/transformer_blocks.1.1:5' --steer-grid 0,6 "
-                           "--out '%s/grid'",
-                       tmp, ck, tmp)) == 0,
-              "%s", log_s);
+    CHECK_MSG(
+        run(test_fmt(GEN "--seeds 42,7 --steer '%s/transformer_blocks.1.1:5' --steer-grid 0,6 "
+                         "--out '%s/grid'",
+                     tmp, ck, tmp)) == 0,
+        "%s", log_s);
     const char *seeds[2] = {"42", "7"}, *strs[2] = {"0", "6"};
     for (int row = 0; row < 2; row++) {
         sf_image g;
-        CHECK(sf_image_load(cmdf("%s/grid/row%06d_f5_grid.png", tmp, row), &g) == 0);
+        CHECK(sf_image_load(test_fmt("%s/grid/row%06d_f5_grid.png", tmp, row), &g) == 0);
         CHECK(g.width == 2 * 64 + 2 && g.height == 2 * 48 + 2);
         for (int r = 0; r < 2; r++)
             for (int c = 0; c < 2; c++) {
@@ -104,22 +94,23 @@ TEST(grid_and_modes) {
             }
         sf_image_free(&g);
         size_t n;
-        char *js = sf_read_file(cmdf("%s/grid/row%06d_f5_grid.json", tmp, row), &n);
+        char *js = sf_read_file(test_fmt("%s/grid/row%06d_f5_grid.json", tmp, row), &n);
         CHECK(js && strstr(js, "\"hook\":\t\"transformer_blocks.1.1\"") &&
-              strstr(js, "\"mode\":\t\"add\"") && strstr(js, cmdf("\"row\":\t%d", row)));
+              strstr(js, "\"mode\":\t\"add\"") && strstr(js, test_fmt("\"row\":\t%d", row)));
         CHECK(js && strstr(js, "\"strengths\":\t[0, 6]") && strstr(js, "\"seeds\":\t[42, 7]"));
         free(js);
     }
     /* --batch 3: jobs (prompt x strength x seed) share forwards across prompts: the same
      * images up to float rounding (+-1) */
-    CHECK_MSG(run(cmdf(GEN "--seeds 42,7 --steer '%s/transformer_blocks.1.1:5' --steer-grid 0,6 "
-                           "--batch 3 --out '%s/grid3'",
-                       tmp, ck, tmp)) == 0,
-              "%s", log_s);
+    CHECK_MSG(
+        run(test_fmt(GEN "--seeds 42,7 --steer '%s/transformer_blocks.1.1:5' --steer-grid 0,6 "
+                         "--batch 3 --out '%s/grid3'",
+                     tmp, ck, tmp)) == 0,
+        "%s", log_s);
     for (int row = 0; row < 2; row++) {
         sf_image x = {0}, y = {0};
-        CHECK(sf_image_load(cmdf("%s/grid/row%06d_f5_grid.png", tmp, row), &x) == 0);
-        CHECK(sf_image_load(cmdf("%s/grid3/row%06d_f5_grid.png", tmp, row), &y) == 0);
+        CHECK(sf_image_load(test_fmt("%s/grid/row%06d_f5_grid.png", tmp, row), &x) == 0);
+        CHECK(sf_image_load(test_fmt("%s/grid3/row%06d_f5_grid.png", tmp, row), &y) == 0);
         int md = 0;
         if (x.width != y.width || x.height != y.height)
             md = 999;
@@ -132,18 +123,18 @@ TEST(grid_and_modes) {
         sf_image_free(&x), sf_image_free(&y);
     }
     /* latents: add at 0 = unsteered bit for bit; surgery at 0 = the reconstruction */
-    CHECK(run(cmdf(GEN "--seed 42 --latents-only --out '%s/l0'", tmp, tmp)) == 0);
-    CHECK(run(cmdf(GEN "--seed 42 --latents-only --steer '%s/transformer_blocks.1.1:5:0' "
-                       "--out '%s/la'",
-                   tmp, ck, tmp)) == 0);
-    CHECK_MSG(run(cmdf(GEN "--seed 42 --latents-only --steer '%s/transformer_blocks.1.1:5:0' "
-                           "--steer-mode surgery --out '%s/ls'",
-                       tmp, ck, tmp)) == 0,
+    CHECK(run(test_fmt(GEN "--seed 42 --latents-only --out '%s/l0'", tmp, tmp)) == 0);
+    CHECK(run(test_fmt(GEN "--seed 42 --latents-only --steer '%s/transformer_blocks.1.1:5:0' "
+                           "--out '%s/la'",
+                       tmp, ck, tmp)) == 0);
+    CHECK_MSG(run(test_fmt(GEN "--seed 42 --latents-only --steer '%s/transformer_blocks.1.1:5:0' "
+                               "--steer-mode surgery --out '%s/ls'",
+                           tmp, ck, tmp)) == 0,
               "%s", log_s);
     sf_st a, b, c;
-    CHECK(sf_st_open(&a, cmdf("%s/l0/row000000_seed42.safetensors", tmp)) == 0);
-    CHECK(sf_st_open(&b, cmdf("%s/la/row000000_seed42_f5_s0.safetensors", tmp)) == 0);
-    CHECK(sf_st_open(&c, cmdf("%s/ls/row000000_seed42_f5_s0.safetensors", tmp)) == 0);
+    CHECK(sf_st_open(&a, test_fmt("%s/l0/row000000_seed42.safetensors", tmp)) == 0);
+    CHECK(sf_st_open(&b, test_fmt("%s/la/row000000_seed42_f5_s0.safetensors", tmp)) == 0);
+    CHECK(sf_st_open(&c, test_fmt("%s/ls/row000000_seed42_f5_s0.safetensors", tmp)) == 0);
     const sf_tensor_info *ta = sf_st_find(&a, "latents"), *tb = sf_st_find(&b, "latents"),
                          *tc = sf_st_find(&c, "latents");
     CHECK(ta && tb && tc && ta->nbytes == tb->nbytes && tb->nbytes == tc->nbytes);
@@ -155,16 +146,16 @@ TEST(grid_and_modes) {
     CHECK(meta && !strcmp(meta, "f5_s0"));
     sf_st_close(&a), sf_st_close(&b), sf_st_close(&c);
     /* two steers (one a delta hook in surgery mode), chosen steps and tokens */
-    CHECK_MSG(run(cmdf(GEN "--seed 42 --steer '%s/transformer_blocks.1.1:5:6' --steer "
-                           "'%s/single_transformer_blocks.1-delta:2:-3' --steer-mode surgery "
-                           "--steer-steps 1 --steer-tokens image --out '%s/two'",
-                       tmp, ck, ck, tmp)) == 0,
+    CHECK_MSG(run(test_fmt(GEN "--seed 42 --steer '%s/transformer_blocks.1.1:5:6' --steer "
+                               "'%s/single_transformer_blocks.1-delta:2:-3' --steer-mode surgery "
+                               "--steer-steps 1 --steer-tokens image --out '%s/two'",
+                           tmp, ck, ck, tmp)) == 0,
               "%s", log_s);
-    CHECK(test_file_exists(cmdf("%s/two/row000001_seed42_f5_s6_f2_s-3.png", tmp)));
+    CHECK(test_file_exists(test_fmt("%s/two/row000001_seed42_f5_s6_f2_s-3.png", tmp)));
     /* --steer-hook overrides the checkpoint's hook (same width), with a note */
-    CHECK_MSG(run(cmdf(GEN "--seed 42 --steer '%s/transformer_blocks.1.1:5:6' --steer-hook "
-                           "single_transformer_blocks.0 --out '%s/hk'",
-                       tmp, ck, tmp)) == 0,
+    CHECK_MSG(run(test_fmt(GEN "--seed 42 --steer '%s/transformer_blocks.1.1:5:6' --steer-hook "
+                               "single_transformer_blocks.0 --out '%s/hk'",
+                           tmp, ck, tmp)) == 0,
               "%s", log_s);
     HAS("was trained at transformer_blocks.1.1");
 }
@@ -211,8 +202,8 @@ TEST(bad_steers) {
 
 int main(void) {
     tmp = test_tmpdir("cli_flux_steer");
-    if (system(cmdf("printf 'a photo of a cat\\nA DOG running on the beach!\\n' > '%s/p.txt'",
-                    tmp)) != 0)
+    if (system(test_fmt("printf 'a photo of a cat\\nA DOG running on the beach!\\n' > '%s/p.txt'",
+                        tmp)) != 0)
         return 1;
     RUN(grid_and_modes);
     RUN(bad_steers);

@@ -11,16 +11,6 @@
 #define TOL 1e-4
 #define FIX SF_SOURCE_DIR "/fixtures/clip/"
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d; /* NaN-sticky */
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 typedef struct {
     sf_st st;
     float *px;
@@ -69,13 +59,13 @@ static double compare(const expected *e, const char *name, const float *out, con
     memcpy(ref, t->data, t->nbytes);
     double err;
     if (!rows) {
-        err = max_rel(out, ref, (size_t)sf_tensor_numel(t));
+        err = test_max_rel(out, ref, (size_t)sf_tensor_numel(t));
     } else {
         int64_t T = t->shape[1], D = t->shape[2];
         float *g = malloc(sizeof(float) * (size_t)(B * D));
         for (int64_t b = 0; b < B; b++)
             memcpy(g + b * D, ref + (b * T + rows[b]) * D, sizeof(float) * (size_t)D);
-        err = max_rel(out, g, (size_t)(B * D));
+        err = test_max_rel(out, g, (size_t)(B * D));
         free(g);
     }
     free(ref);
@@ -92,7 +82,7 @@ static double compare_valid(const expected *e, const char *name, const float *ou
     for (int64_t i = 0; i < B * T; i++)
         if (!e->mask || e->mask[i])
             memcpy(g + (n++) * D, (const float *)t->data + i * D, 4 * (size_t)D);
-    double err = max_rel(out, g, (size_t)(n * D));
+    double err = test_max_rel(out, g, (size_t)(n * D));
     free(g);
     return err;
 }

@@ -15,16 +15,6 @@
 #define TOL 1e-4
 #define FIX SF_SOURCE_DIR "/fixtures/flux/"
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d; /* NaN-sticky */
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 typedef struct {
     sf_st st;
     sf_flux_inputs in;
@@ -115,7 +105,7 @@ static void check_all(const sf_flux *m, const expected *e, const char *what) {
         sf_flux_request_name(&req[i], name, sizeof name);
         CHECK_MSG(w != NULL, "%s: %s missing from the fixture", what, name);
         if (!w) continue;
-        double err = max_rel(out[i], w, (size_t)(e->in.B * rows * D));
+        double err = test_max_rel(out[i], w, (size_t)(e->in.B * rows * D));
         CHECK_MSG(err <= TOL, "%s %s: rel err %.3g", what, name, err);
         free(w);
     }
@@ -155,7 +145,7 @@ TEST(config_a_diffusers) {
         sf_flux_request r = {SF_FLUX_OUTPUT, 0, 0, 0};
         float *o = malloc((size_t)(e.in.B * e.in.N * 16) * sizeof(float));
         CHECK(sf_flux_forward(m, &in, 1, &r, &o) == 0);
-        CHECK(max_rel(o, get(&e.st, "output"), (size_t)(e.in.B * e.in.N * 16)) <= TOL);
+        CHECK(test_max_rel(o, get(&e.st, "output"), (size_t)(e.in.B * e.in.N * 16)) <= TOL);
         free(o);
         /* a schnell model refuses guidance */
         in.guidance = in.timestep;
@@ -229,7 +219,7 @@ TEST(bfl_single_file) {
         size_t n = (size_t)(e.in.B * e.in.N * 16);
         float *out = malloc(n * sizeof(float));
         CHECK(sf_flux_forward(m, &e.in, 1, &r, &out) == 0);
-        double err = max_rel(out, get(&e.st, "output"), n);
+        double err = test_max_rel(out, get(&e.st, "output"), n);
         CHECK_MSG(err > 0 && err < lim[k], "%s-held rel err %.3g", sf_dtype_name(held[k]), err);
         free(out);
         sf_flux_free(m);
@@ -288,7 +278,7 @@ TEST(early_exit_same_values) {
         float *o = malloc(n * sizeof(float));
         CHECK(sf_flux_forward(m, &e.in, 1, &r, &o) == 0);
         float *w = want(&e, &r, e.in.N, 32);
-        CHECK(max_rel(o, w, n) <= TOL);
+        CHECK(test_max_rel(o, w, n) <= TOL);
         sf_flux_free(m);
         /* loaded for that hook only: the same values; later hooks refused */
         sf_flux_load_opts lo = {.only = &r, .n_only = 1};
@@ -297,7 +287,7 @@ TEST(early_exit_same_values) {
         if (m) {
             memset(o, 0, n * sizeof(float));
             CHECK(sf_flux_forward(m, &e.in, 1, &r, &o) == 0);
-            CHECK(max_rel(o, w, n) <= TOL);
+            CHECK(test_max_rel(o, w, n) <= TOL);
             sf_flux_request later = {SF_FLUX_SINGLE, 0, SF_FLUX_BOTH, 0};
             CHECK(sf_flux_forward(m, &e.in, 1, &later, &o) == -1);
             CHECK_ERR_HAS("earlier hooks only");
@@ -344,7 +334,7 @@ static int edit_check(void *ctx, const sf_flux_block_view *v) {
                 const float *p = (s ? v->img : v->txt) + b * (s ? v->img_stride : v->txt_stride);
                 const float *q = v->site == SF_FLUX_DOUBLE ? w + b * rows * v->D
                                                            : w + (b * L + (s ? v->T : 0)) * v->D;
-                double e = max_rel(p, q, (size_t)(rows * v->D));
+                double e = test_max_rel(p, q, (size_t)(rows * v->D));
                 if (e > c->err) c->err = e;
             }
         }
@@ -373,7 +363,7 @@ TEST(edit_in_place) {
     CHECK_MSG(sf_flux_forward(m, &e.in, 2, r, out) == 0, "%s", sf_errmsg());
     CHECK(c.calls == 4 && c.bad == 0);
     CHECK_MSG(c.err <= TOL, "view rel err %.3g", c.err);
-    CHECK(max_rel(o1, get(&e.st, "output"), (size_t)(B * N * 16)) <= TOL);
+    CHECK(test_max_rel(o1, get(&e.st, "output"), (size_t)(B * N * 16)) <= TOL);
     /* an edit is seen by the hook of that block and changes the output */
     edit_ctx c2 = {&e, 0.5f, 0, 0, 0, 0};
     e.in.edit_ctx = &c2;
@@ -383,7 +373,7 @@ TEST(edit_in_place) {
     for (int64_t i = 0; i < B * N * D; i++)
         md = fmax(md, fabs(o0[i] - (w0[i] + (i % D ? 0.0f : 0.5f))));
     CHECK_MSG(md < 1e-4, "hook after edit: %.3g", md);
-    CHECK(max_rel(o1, get(&e.st, "output"), (size_t)(B * N * 16)) > 1e-3);
+    CHECK(test_max_rel(o1, get(&e.st, "output"), (size_t)(B * N * 16)) > 1e-3);
     /* a failing edit aborts the forward with its message */
     edit_ctx c3 = {&e, 0, 0, 0, 3, 0};
     e.in.edit_ctx = &c3;

@@ -15,16 +15,6 @@
 #define TOL 1e-4
 #define FIX SF_SOURCE_DIR "/fixtures/t5/"
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d; /* NaN-sticky */
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 static void check_model(const char *name, const char *variant, const char *tag, sf_dtype dt) {
     char path[1024];
     snprintf(path, sizeof path, FIX "%s.expected.safetensors", name);
@@ -55,7 +45,7 @@ static void check_model(const char *name, const char *variant, const char *tag, 
         const float *want = sf_st_get_f32(&st, key, 3, shape, &own);
         CHECK_MSG(want != NULL, "%s: %s", key, sf_errmsg());
         CHECK_MSG(sf_t5_forward(m, ids, NULL, B, T, &r, out) == 0, "%s", sf_errmsg());
-        double e = want ? max_rel(out, want, (size_t)(B * T * D)) : 1;
+        double e = want ? test_max_rel(out, want, (size_t)(B * T * D)) : 1;
         fprintf(stderr, "  %s %s %-14s rel err %.2e\n", name, variant, key, e);
         CHECK_MSG(e <= TOL, "%s %s %s: %.3g", name, variant, key, e);
     }
@@ -73,7 +63,7 @@ static void check_model(const char *name, const char *variant, const char *tag, 
     r = (sf_t5_request){SF_T5_LAST, 0};
     CHECK(want && sf_t5_forward(m, ids, mask, B, T, &r, out) == 0);
     /* padded query rows are computed too (transformers does): compare all */
-    double e = want ? max_rel(out, want, (size_t)(B * T * D)) : 1;
+    double e = want ? test_max_rel(out, want, (size_t)(B * T * D)) : 1;
     fprintf(stderr, "  %s %s %-14s rel err %.2e\n", name, variant, key, e);
     CHECK_MSG(e <= TOL, "%s masked: %.3g", name, e);
     /* errors */

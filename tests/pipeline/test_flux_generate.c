@@ -18,16 +18,6 @@
 
 #define FIX SF_SOURCE_DIR "/fixtures/flux-pipe/"
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d; /* NaN-sticky */
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 static const float *get(const sf_st *st, const char *c, const char *k) {
     char name[256];
     snprintf(name, sizeof name, "%s.%s", c, k);
@@ -49,7 +39,7 @@ static int on_step(void *ctx, int step, const float *x, int64_t B, int64_t N, in
     const float *w = get(s->st, s->name, k);
     CHECK_MSG(w != NULL, "%s: no %s", s->name, k);
     if (!w) return 0;
-    double e = max_rel(x, w, (size_t)(B * N * C4));
+    double e = test_max_rel(x, w, (size_t)(B * N * C4));
     fprintf(stderr, "  %s step %d: latents rel err %.2e\n", s->name, step, e);
     CHECK_MSG(e <= 1e-4, "%s step %d: rel err %.3g", s->name, step, e);
     if (e > s->worst) s->worst = e;
@@ -83,8 +73,8 @@ TEST(pipeline_cases) {
             pe[ci] = malloc((size_t)(L * J) * sizeof(float));
             po[ci] = malloc((size_t)P * sizeof(float));
             CHECK(sf_flux_encode_prompts(txt, &prompt, 1, L, pe[ci], po[ci]) == 0);
-            CHECK(max_rel(pe[ci], get(&st, name, "prompt_embeds"), (size_t)(L * J)) <= 1e-4);
-            CHECK(max_rel(po[ci], get(&st, name, "pooled"), (size_t)P) <= 1e-4);
+            CHECK(test_max_rel(pe[ci], get(&st, name, "prompt_embeds"), (size_t)(L * J)) <= 1e-4);
+            CHECK(test_max_rel(po[ci], get(&st, name, "pooled"), (size_t)P) <= 1e-4);
         }
         sf_flux_text_free(txt);
         sf_flux_gen *g = sf_flux_gen_load(dir, 0, NULL);
@@ -106,7 +96,7 @@ TEST(pipeline_cases) {
             /* the initial latents: torch's randn for the seed, packed */
             float *x0 = malloc((size_t)n * sizeof(float));
             CHECK(sf_flux_noise(0, &seed, 1, 4, h, w, SF_TORCH_RANDN_AVX2, x0) == 0);
-            double e0 = max_rel(x0, get(&st, name, "latents_init"), (size_t)n);
+            double e0 = test_max_rel(x0, get(&st, name, "latents_init"), (size_t)n);
             CHECK_MSG(e0 == 0, "%s: initial latents differ (%.3g)", name, e0);
             step_ctx sc = {&st, name, 0, 0};
             o.on_step = on_step, o.step_ctx = &sc;
@@ -176,12 +166,12 @@ TEST(init_latents_and_edit) {
     CHECK(sf_flux_generate(g, &o, 1, 16, pe, po, NULL, get(&st, "schnell_4", "latents_init"), a,
                            NULL) == 0);
     CHECK(e.calls == 4 * 4); /* 4 steps x (2 double + 2 single blocks) */
-    CHECK(max_rel(a, get(&st, "schnell_4", "step.3"), n) <= 1e-4);
+    CHECK(test_max_rel(a, get(&st, "schnell_4", "step.3"), n) <= 1e-4);
     edit_ctx e2 = {0, 1.0f};
     o.edit_ctx = &e2;
     CHECK(sf_flux_generate(g, &o, 1, 16, pe, po, NULL, get(&st, "schnell_4", "latents_init"), b,
                            NULL) == 0);
-    CHECK(max_rel(b, a, n) > 1e-3);
+    CHECK(test_max_rel(b, a, n) > 1e-3);
     /* images need the VAE; bad sizes; no seed */
     uint8_t px[48 * 64 * 3];
     uint64_t seed = 1;
@@ -219,7 +209,7 @@ TEST(batch_two_prompts) {
     uint64_t seeds[2] = {42, 42};
     CHECK_MSG(sf_flux_generate(g, &o, 2, L, pe, po, seeds, NULL, lat, rgb) == 0, "%s", sf_errmsg());
     for (int b = 0; b < 2; b++) {
-        double e = max_rel(lat + b * n, get(&st, names[b], "step.3"), (size_t)n);
+        double e = test_max_rel(lat + b * n, get(&st, names[b], "step.3"), (size_t)n);
         CHECK_MSG(e <= 1e-4, "%s in a batch: rel err %.3g", names[b], e);
         char k[64];
         snprintf(k, sizeof k, "%s.image", names[b]);

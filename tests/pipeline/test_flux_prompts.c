@@ -14,16 +14,6 @@
 #include "saeflow/t5.h"
 #include "test.h"
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 TEST(encode_prompt) {
     sf_flux_text_paths p = {SF_SOURCE_DIR "/fixtures/clip/e2e", SF_SOURCE_DIR "/fixtures/clip/e2e",
                             SF_SOURCE_DIR "/fixtures/t5",
@@ -49,8 +39,8 @@ TEST(encode_prompt) {
     const float *want_po = sf_st_get_f32(&st, "pooled_prompt_embeds", 2, s2, &own2);
     CHECK_MSG(want_pe && want_po, "%s", sf_errmsg());
     if (want_pe && want_po) {
-        double e1 = max_rel(pe, want_pe, (size_t)(n * L * J)),
-               e2 = max_rel(po, want_po, (size_t)(n * P));
+        double e1 = test_max_rel(pe, want_pe, (size_t)(n * L * J)),
+               e2 = test_max_rel(po, want_po, (size_t)(n * P));
         fprintf(stderr, "  prompt_embeds rel err %.2e, pooled_prompt_embeds rel err %.2e\n", e1,
                 e2);
         CHECK(e1 <= 1e-4);

@@ -27,16 +27,6 @@ static const float *get(const char *k) {
     return t ? (const float *)t->data : NULL;
 }
 
-static double max_rel(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / mb;
-}
-
 /* A TopK SAE of the transformer's width with its hook in config.json. */
 static void make_sae(sf_sae *s, int d, const char *hook) {
     CHECK(sf_sae_init(s, SF_SAE_TOPK, d, 64, 4, 5) == 0);
@@ -162,7 +152,7 @@ TEST(strength_zero_add_is_unsteered) {
         /* surgery at strength 0 replaces x by its reconstruction: a change */
         s.mode = SF_STEER_SURGERY;
         CHECK_MSG(run(g, 1, &s, NULL, c, ic, &cc) == 0, "%s", sf_errmsg());
-        double e = max_rel(c, a, NLAT);
+        double e = test_max_rel(c, a, NLAT);
         fprintf(stderr, "  %s: surgery at strength 0 moves the latents by %.3g (relative)\n",
                 hooks[h], e);
         CHECK(e > 1e-4 && cc.bad == 0 && cc.steered_calls == 4);
@@ -196,7 +186,7 @@ TEST(edit_equals_surgery) {
             CHECK_MSG(sf_flux_steer_check(&s, g->flux) == 0, "%s", sf_errmsg());
             cap_ctx cc;
             CHECK_MSG(run(g, 1, &s, NULL, b, NULL, &cc) == 0, "%s", sf_errmsg());
-            double e = max_rel(b, a, NLAT);
+            double e = test_max_rel(b, a, NLAT);
             fprintf(stderr, "  %s %s tokens %d: %d rows wrong, add err %.2g, latents moved %.3g\n",
                     cases[i].hook, mode ? "surgery" : "add", (int)cases[i].tokens, cc.bad,
                     cc.add_err, e);
