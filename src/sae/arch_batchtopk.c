@@ -143,6 +143,47 @@ static int dense_fallback(const float *P, const float *b_enc, int B, int n, int6
     return 0;
 }
 
+/* The global threshold from the candidates `vals` (all rows' top lists,
+ * `total` of them): the kB-th largest, or the smallest when there are no
+ * more than kB. *full is set when a row filled all c slots at or above T, so
+ * it may hide more values >= T and the caller must fall back to all values. */
+static float candidate_threshold(float *vals, int64_t total, int64_t kB, const int32_t *cnt,
+                                 const float *vl, int B, int c, int *full) {
+    float T = 0;
+    *full = 0;
+    if (total <= kB) {
+        for (int b = 0; b < B; b++)
+            *full |= cnt[b] == c;
+        for (int64_t i = 0; i < total; i++)
+            T = (T == 0 || vals[i] < T) ? vals[i] : T;
+        return T;
+    }
+    T = sae_kth_largest(vals, total, kB);
+    for (int b = 0; b < B && !*full; b++) {
+        if (cnt[b] < c) continue;
+        float mn = vl[(size_t)b * c];
+        for (int u = 1; u < c; u++)
+            mn = vl[(size_t)b * c + u] < mn ? vl[(size_t)b * c + u] : mn;
+        *full |= mn >= T;
+    }
+    return T;
+}
+
+/* Keep each row's candidates v >= T (ties at T all kept): every such value is
+ * a candidate, so the row lists hold the codes. */
+static void keep_candidates(const float *vl, const int32_t *cnt, int B, int c, float T,
+                            int32_t *rowcnt, sae_rowlists *L, float *thr) {
+    for (int b = 0; b < B; b++) {
+        int32_t m = 0;
+        const float *v = vl + (size_t)b * c;
+        for (int u = 0; u < cnt[b]; u++)
+            m += v[u] >= T;
+        rowcnt[b] = m;
+    }
+    L->thr = *thr = T;
+    L->valid = 1;
+}
+
 /* Under MPI (docs/mpi.md): each rank holds B of the R B rows. Every row's
  * candidates (its top c) are the same whichever rank holds it, so T, the
  * kB R-th largest of the union of all ranks' candidates (gathered), is the
@@ -166,37 +207,16 @@ static int select_dist(const float *P, const float *b_enc, int B, int n, int64_t
         memcpy(buf + w, vl + (size_t)b * c, (size_t)cnt[b] * sizeof(float));
         w += (size_t)cnt[b];
     }
-    float *all = NULL, T = 0;
+    float *all = NULL;
     size_t total = 0;
     if (sf_dist_allgather_f32(buf, w, &all, &total)) return -1;
-    unsigned char full = 0;
-    if ((int64_t)total <= kBg) {
-        for (int b = 0; b < B; b++)
-            full |= cnt[b] == c;
-        for (size_t i = 0; i < total; i++)
-            T = (T == 0 || all[i] < T) ? all[i] : T;
-    } else {
-        T = sae_kth_largest(all, (int64_t)total, kBg);
-        for (int b = 0; b < B && !full; b++) {
-            if (cnt[b] < c) continue;
-            float mn = vl[(size_t)b * c];
-            for (int u = 1; u < c; u++)
-                mn = vl[(size_t)b * c + u] < mn ? vl[(size_t)b * c + u] : mn;
-            full |= mn >= T;
-        }
-    }
+    int f;
+    float T = candidate_threshold(all, (int64_t)total, kBg, cnt, vl, B, c, &f);
     free(all);
+    unsigned char full = (unsigned char)f;
     if (sf_dist_allreduce_max_u8(&full, 1)) return -1;
     if (full) return dense_fallback(P, b_enc, B, n, kBg, Z, rowcnt, thr, par);
-    for (int b = 0; b < B; b++) {
-        int32_t m = 0;
-        const float *v = vl + (size_t)b * c;
-        for (int u = 0; u < cnt[b]; u++)
-            m += v[u] >= T;
-        rowcnt[b] = m;
-    }
-    L->thr = *thr = T;
-    L->valid = 1;
+    keep_candidates(vl, cnt, B, c, T, rowcnt, L, thr);
     return 0;
 }
 
@@ -242,43 +262,16 @@ int sae_batchtopk_select(const float *P, const float *b_enc, int B, int n, int64
         for (int b = 0; b < B; b++)
             total += cnt[b];
     }
-    float T = 0;
-    int full = 0;
     float *buf = L->buf; /* kept across steps: a fresh 2 MB+ block page-faults every step */
     for (int b = 0, w = 0; b < B; b++) {
         memcpy(buf + w, vl + (size_t)b * c, (size_t)cnt[b] * sizeof(float));
         w += cnt[b];
     }
-    if (total <= kB) {
-        for (int b = 0; b < B; b++)
-            full |= cnt[b] == c;
-        T = 0;
-        for (int64_t i = 0; i < total; i++)
-            T = (T == 0 || buf[i] < T) ? buf[i] : T;
-    } else {
-        T = sae_kth_largest(buf, total, kB);
-        for (int b = 0; b < B && !full; b++) {
-            if (cnt[b] < c) continue;
-            float mn = vl[(size_t)b * c];
-            for (int u = 1; u < c; u++)
-                mn = vl[(size_t)b * c + u] < mn ? vl[(size_t)b * c + u] : mn;
-            full |= mn >= T;
-        }
-    }
-    if (!full) {
-        /* keep v >= T (ties at T all kept): every such value is a candidate */
-        for (int b = 0; b < B; b++) {
-            int32_t m = 0;
-            const float *v = vl + (size_t)b * c;
-            for (int u = 0; u < cnt[b]; u++)
-                m += v[u] >= T;
-            rowcnt[b] = m;
-        }
-        L->thr = *thr = T;
-        L->valid = 1;
-        return 0;
-    }
-    return dense_fallback(P, b_enc, B, n, kB, Z, rowcnt, thr, par);
+    int full;
+    float T = candidate_threshold(buf, total, kB, cnt, vl, B, c, &full);
+    if (full) return dense_fallback(P, b_enc, B, n, kB, Z, rowcnt, thr, par);
+    keep_candidates(vl, cnt, B, c, T, rowcnt, L, thr);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- training -- */
