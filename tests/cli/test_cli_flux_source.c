@@ -15,25 +15,14 @@
     "--tokens_per_image 3 --shuffle 2 "
 #define SAE "--batch_size 4 --iters 100 --expansion 2 --threads 1 --seed 3 --quiet "
 
-static char *out_s;
-
+/* saeflow with `args`; its output in test_sh_out */
 static int run(const char *args) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' %s", SF_EXE, args);
-    free(out_s);
-    out_s = NULL;
-    return test_run(cmd, &out_s);
+    return test_sh("'%s' %s", SF_EXE, args);
 }
 
-#define HAS(s) CHECK_MSG(out_s &&strstr(out_s, (s)) != NULL, "output lacks \"%s\":\n%s", (s), out_s)
-
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = sf_read_file(a, &na), *y = sf_read_file(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x), free(y);
-    return same;
-}
+#define HAS(s)                                                                                     \
+    CHECK_MSG(test_sh_out &&strstr(test_sh_out, (s)) != NULL, "output lacks \"%s\":\n%s", (s),     \
+              test_sh_out)
 
 TEST(two_sources_one_checkpoint) {
     const char *tmp = test_tmpdir("cli_flux_source");
@@ -43,14 +32,14 @@ TEST(two_sources_one_checkpoint) {
              "--hook transformer_blocks.0:1 --hook single_transformer_blocks.1@arch=topk,k=4 "
              "--hook transformer_blocks.1.0 --savedir '%s/a'",
              tmp);
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     snprintf(args, sizeof args,
              "extract --source flux " SRC
              "--seed 3 --shard_rows 4 --threads 1 --hook transformer_blocks.0:1 "
              "--hook single_transformer_blocks.1 --hook transformer_blocks.1.0 "
              "--out '%s/x.safetensors'",
              tmp);
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     HAS("5 prompts");
     CHECK(run(args) == 0); /* a rerun finds it complete */
     HAS("already complete");
@@ -59,7 +48,7 @@ TEST(two_sources_one_checkpoint) {
              "--hook transformer_blocks.0.1 --hook single_transformer_blocks.1@arch=topk,k=4 "
              "--hook transformer_blocks.1.0 --savedir '%s/b'",
              tmp, tmp);
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     const char *hooks[] = {"transformer_blocks.0.1", "single_transformer_blocks.1",
                            "transformer_blocks.1.0"};
     for (int i = 0; i < 3; i++) {
@@ -67,7 +56,7 @@ TEST(two_sources_one_checkpoint) {
         for (int j = 0; j < 2; j++) {
             snprintf(a, sizeof a, "%s/a/%s/%s", tmp, hooks[i], files[j]);
             snprintf(b, sizeof b, "%s/b/%s/%s", tmp, hooks[i], files[j]);
-            CHECK_MSG(same_file(a, b), "%s differs", a);
+            CHECK_MSG(test_same_file(a, b), "%s differs", a);
         }
         snprintf(a, sizeof a, "%s/a/%s/config.json", tmp, hooks[i]);
         char *cfg = sf_read_file(a, NULL);
@@ -93,12 +82,12 @@ TEST(resume) {
     "--tokens_per_image 0 --shuffle 2 --batch_size 8 --expansion 2 --threads 1 "                   \
     "--hook transformer_blocks.0:1 --savedir '%s' "
     snprintf(args, sizeof args, R_ARGS "--iters 4 --quiet", tmp);
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     snprintf(path, sizeof path, "%s/transformer_blocks.0.1/metrics.jsonl", tmp);
     char *m1 = sf_read_file(path, NULL);
     CHECK(m1 && strstr(m1, "\"step\": 4") && !strstr(m1, "\"step\": 5"));
     snprintf(args, sizeof args, R_ARGS "--iters 6 --resume", tmp);
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     HAS("resuming from source row 4");
     HAS("5 steps (the source ran out)");
     char *m2 = sf_read_file(path, NULL);
@@ -129,7 +118,7 @@ TEST(resume_exact) {
     "--lr_warmup_steps 2 --bodycount 12 --aux_k 4 --quiet --iters 6 --save_every 1 "               \
     "--hook transformer_blocks.0:1@arch=topk,k=3 --hook transformer_blocks.0:0 --savedir '%s/%s' "
     snprintf(args, sizeof args, X_ARGS, tmp, "u");
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     char env[9000];
     snprintf(env, sizeof env, "SAEFLOW_TEST_KILL=2 '%s' " X_ARGS " 2>&1", SF_EXE, tmp, "r");
     CHECK(system(env) != 0);
@@ -140,7 +129,7 @@ TEST(resume_exact) {
     CHECK(mk && strstr(mk, "\"step\": 2,"));
     free(mk);
     snprintf(args, sizeof args, X_ARGS "--resume", tmp, "r");
-    CHECK_MSG(run(args) == 0, "%s", out_s);
+    CHECK_MSG(run(args) == 0, "%s", test_sh_out);
     const char *hooks[2] = {"transformer_blocks.0.1", "transformer_blocks.0.0"};
     const char *files[3] = {"model.safetensors", "metrics.jsonl", "config.json"};
     for (int i = 0; i < 2; i++)
@@ -174,6 +163,6 @@ int main(void) {
     RUN(resume);
     RUN(resume_exact);
     RUN(usage_errors);
-    free(out_s);
+    free(test_sh_out);
     return test_summary();
 }

@@ -22,17 +22,14 @@
     "--seed 5 "
 #define HOOK "single_transformer_blocks.1"
 
-static char *out_s;
-
+/* saeflow with `args`; its output in test_sh_out */
 static int run(const char *args) {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' %s", SF_EXE, args);
-    free(out_s);
-    out_s = NULL;
-    return test_run(cmd, &out_s);
+    return test_sh("'%s' %s", SF_EXE, args);
 }
 
-#define HAS(s) CHECK_MSG(out_s &&strstr(out_s, (s)) != NULL, "output lacks \"%s\":\n%s", (s), out_s)
+#define HAS(s)                                                                                     \
+    CHECK_MSG(test_sh_out &&strstr(test_sh_out, (s)) != NULL, "output lacks \"%s\":\n%s", (s),     \
+              test_sh_out)
 
 static const char *CAPS[] = {"a red fox in the snow", "a blue car on a road",
                              "green trees by a lake", "a cat sleeping on a sofa",
@@ -162,12 +159,12 @@ TEST(topk_two_routes_heat_images) {
              " --tokens_per_image 0 --arch topk --k 4 --expansion 2 --batch_size 16 --iters 30 "
              "--threads 1 --savedir '%s/sae' --quiet",
              t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "extract --source flux " SRC "--prompt_batch 4 --hook " HOOK
              " --hook transformer_blocks.0:1 --shard_rows 4 --threads 1 --out '%s/x.safetensors'",
              t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     const char *hooks[2] = {HOOK, "transformer_blocks.0:1"},
                *keys[2] = {HOOK, "transformer_blocks.0.1"};
     for (int i = 0; i < 2; i++) {
@@ -175,12 +172,12 @@ TEST(topk_two_routes_heat_images) {
                  "topk --source flux " SRC "--prompt_batch 4 --hook %s --checkpoint '%s/sae/" HOOK
                  "' -N 4 --batch 256 --threads 2 --quiet --out '%s/a%d.safetensors'",
                  t, hooks[i], t, t, i);
-        CHECK_MSG(run(a) == 0, "%s", out_s);
+        CHECK_MSG(run(a) == 0, "%s", test_sh_out);
         snprintf(a, sizeof a,
                  "topk --acts '%s/x.safetensors' --key %s --checkpoint '%s/sae/" HOOK
                  "' -N 4 --threads 1 --quiet --out '%s/b%d.safetensors'",
                  t, keys[i], t, t, i);
-        CHECK_MSG(run(a) == 0, "%s", out_s);
+        CHECK_MSG(run(a) == 0, "%s", test_sh_out);
         snprintf(p, sizeof p, "%s/a%d.safetensors", t, i);
         snprintf(q, sizeof q, "%s/b%d.safetensors", t, i);
         CHECK_MSG(same_tensors(p, q), "hook %s: sampler and file top-k differ", hooks[i]);
@@ -197,7 +194,7 @@ TEST(topk_two_routes_heat_images) {
                  "encode --checkpoint '%s/sae/" HOOK "' --input '%s/x.safetensors' --key %s "
                  "--out '%s/codes%d.safetensors' --threads 1",
                  t, t, keys[i], t, i);
-        CHECK_MSG(run(a) == 0, "%s", out_s);
+        CHECK_MSG(run(a) == 0, "%s", test_sh_out);
         snprintf(a, sizeof a, "%s/codes%d.safetensors", t, i);
         snprintf(q, sizeof q, "%s/x.safetensors", t);
         CHECK_MSG(check_heat(p, q, a, keys[i]), "hook %s: heat maps", hooks[i]);
@@ -208,7 +205,7 @@ TEST(topk_two_routes_heat_images) {
              "explore --topk '%s/a0.safetensors' --out '%s/site' --image-cache '%s/cache' "
              "--image-batch 3 --threads 1",
              t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     HAS("6 FLUX images made");
     char *dirs = NULL;
     snprintf(a, sizeof a, "ls -d '%s'/cache/flux-*", t);
@@ -224,7 +221,7 @@ TEST(topk_two_routes_heat_images) {
              "explore --topk '%s/a0.safetensors' --out '%s/site' --image-cache '%s/cache' "
              "--threads 1",
              t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     HAS("0 FLUX images made");
     HAS("6 cached");
     CHECK(mtime_ns(p) == m0);
@@ -245,7 +242,7 @@ TEST(topk_two_routes_heat_images) {
              "explore --topk '%s/a0.safetensors' --out '%s/site2' --image-cache '%s/cache2' "
              "--no-images --steer-dir '%s/steer' --quiet",
              t, t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(q, sizeof q, "%s/site2/img/3.jpg", t);
     CHECK(!test_file_exists(q));
     snprintf(q, sizeof q, "%s/site2/steer/feature_1.png", t);
@@ -267,7 +264,7 @@ TEST(topk_two_routes_heat_images) {
              "explore --topk '%s/a0.safetensors' --out '%s/site3' --image-cache '%s/cache2' "
              "--no-images --steer-dir '%s/steer2' --quiet",
              t, t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(q, sizeof q, "%s/site3/steer/feature_2.png", t);
     CHECK(test_same_file(p, q));
 }
@@ -286,7 +283,7 @@ static int same_as_generate(const char *t, const char *src, const char *gen, con
                  "flux generate --model " PIPE " %s --offset %d --limit 1 --seed %d --steps 2 "
                  "--height 64 --width 32 --out '%s/%s'",
                  src, r, 5 + r, t, gen);
-        CHECK_MSG(run(a) == 0, "%s", out_s);
+        CHECK_MSG(run(a) == 0, "%s", test_sh_out);
         snprintf(p, sizeof p, "%s/%s/row%06d_seed%d.png", t, gen, r, 5 + r);
         char *dirs = NULL;
         snprintf(a, sizeof a, "ls -d '%s'/%s/flux-*", t, cache);
@@ -314,17 +311,17 @@ TEST(image_equals_flux_generate) {
              "--tokens_per_image 0 --arch topk --k 4 --expansion 2 --batch_size 8 --iters 10 "
              "--threads 1 --savedir '%s/sae' --quiet",
              t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "topk --source flux " SRC "--prompt_batch 1 --hook transformer_blocks.0:1 "
              "--checkpoint '%s/sae/transformer_blocks.0.1' -N 6 --quiet --out '%s/t.safetensors'",
              t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "explore --topk '%s/t.safetensors' --out '%s/site' --image-cache '%s/cache' "
              "--image-batch 1 --image-steps 2 --quiet",
              t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a, "--prompts '%s/caps.txt' --max-sequence-length 16", t);
     CHECK(same_as_generate(t, a, "gen", "cache") >= 1);
 
@@ -333,18 +330,18 @@ TEST(image_equals_flux_generate) {
              "flux encode-prompts --model " PIPE " --prompts '%s/caps.txt' "
              "--max-sequence-length 16 --out '%s/p.safetensors'",
              t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "topk --source flux --model " PIPE " --prompts '%s/p.safetensors' --height 64 "
              "--width 32 --seed 5 --prompt_batch 1 --hook transformer_blocks.0:1 --checkpoint "
              "'%s/sae/transformer_blocks.0.1' -N 6 --quiet --out '%s/t2.safetensors'",
              t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "explore --topk '%s/t2.safetensors' --out '%s/site2' --image-cache '%s/cache2' "
              "--image-batch 1 --image-steps 2 --captions '%s/caps.txt' --quiet",
              t, t, t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a, "--embeds '%s/p.safetensors'", t);
     CHECK(same_as_generate(t, a, "gen2", "cache2") >= 1);
     snprintf(q, sizeof q, "%s/site2/data/f/0000.js", t);
@@ -362,13 +359,13 @@ TEST(errors) {
              "extract --source flux " SRC "--prompt_batch 2 --shuffle 2 --hook "
              "transformer_blocks.0:1 --shard_rows 4 --threads 1 --out '%s/s.safetensors'",
              t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "train --source flux " SRC "--prompt_batch 2 --hook transformer_blocks.0:1 "
              "--arch topk --k 4 --expansion 2 --batch_size 8 --iters 2 --threads 1 --savedir "
              "'%s/sae' --quiet",
              t, t);
-    CHECK_MSG(run(a) == 0, "%s", out_s);
+    CHECK_MSG(run(a) == 0, "%s", test_sh_out);
     snprintf(a, sizeof a,
              "topk --acts '%s/s.safetensors' --key transformer_blocks.0.1 --checkpoint "
              "'%s/sae/transformer_blocks.0.1' --out '%s/o.safetensors' --quiet",
@@ -386,6 +383,6 @@ int main(void) {
     RUN(topk_two_routes_heat_images);
     RUN(image_equals_flux_generate);
     RUN(errors);
-    free(out_s);
+    free(test_sh_out);
     return test_summary();
 }

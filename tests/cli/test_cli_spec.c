@@ -27,15 +27,6 @@ static int run(const char *fmt, ...) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static int same_file(const char *a, const char *b) {
-    size_t na = 0, nb = 0;
-    char *x = sf_read_file(a, &na), *y = sf_read_file(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 TEST(sweep_save_equals_train) {
     const char *T = test_tmpdir("cli_spec");
     CHECK(run("synth --out %s/syn.st --d 16 --n_true 32 --samples 512 --active 2", T) == 0);
@@ -62,10 +53,10 @@ TEST(sweep_save_equals_train) {
         char a[2048], b[2048];
         snprintf(a, sizeof a, "%s/sw/%s/model.safetensors", T, c[i].name);
         snprintf(b, sizeof b, "%s/tr/%s/model.safetensors", T, c[i].name);
-        CHECK_MSG(same_file(a, b), "%s: weights differ", c[i].name);
+        CHECK_MSG(test_same_file(a, b), "%s: weights differ", c[i].name);
         snprintf(a, sizeof a, "%s/sw/%s/config.json", T, c[i].name);
         snprintf(b, sizeof b, "%s/tr/%s/config.json", T, c[i].name);
-        CHECK_MSG(same_file(a, b), "%s: configs differ", c[i].name);
+        CHECK_MSG(test_same_file(a, b), "%s: configs differ", c[i].name);
     }
 }
 
