@@ -49,16 +49,9 @@ def make_prompts(path, B):
 
 def blocks(a):
     import torch
-    from diffusers import FluxTransformer2DModel
-    from safetensors.torch import load_file
-    torch.set_num_threads(a.threads)
-    t0 = time.perf_counter()
-    m = FluxTransformer2DModel.from_pretrained(a.model, subfolder="transformer", torch_dtype=torch.float32).eval()
-    load = time.perf_counter() - t0
-    inp = load_file(a.inputs)
+    from bench_flux_torch import load_transformer
+    m, load, inp, kw = load_transformer(a.model, a.inputs, a.threads)
     B = inp["hidden_states"].shape[0]
-    kw = {k: inp[k] for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids",
-                              "txt_ids")}
     kept = {}
     # the reference's FluxActivationSampler hook (keeps the raw output; the forward goes on)
     m.get_submodule("transformer_blocks.0").register_forward_hook(lambda mod, args, out: kept.update(x=out))

@@ -66,17 +66,25 @@ def make_inputs(path, B, n_img, n_txt):
     }, path)
 
 
-def run(args):
+def load_transformer(model, inputs, threads):
+    """diffusers' transformer in F32 from MODEL/transformer, and the forward's
+    keyword arguments from INPUTS (--make-inputs): (model, load seconds,
+    inputs, kwargs). Also used by bench_flux_source_torch.py."""
     from diffusers import FluxTransformer2DModel
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     t0 = time.time()
-    m = FluxTransformer2DModel.from_pretrained(args.model, subfolder="transformer", torch_dtype=torch.float32).eval()
+    m = FluxTransformer2DModel.from_pretrained(model, subfolder="transformer", torch_dtype=torch.float32).eval()
     load = time.time() - t0
-    inp = load_file(args.inputs)
-    B, N = inp["hidden_states"].shape[:2]
-    T = inp["encoder_hidden_states"].shape[1]
+    inp = load_file(inputs)
     kw = {k: inp[k] for k in ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids",
                               "txt_ids")}
+    return m, load, inp, kw
+
+
+def run(args):
+    m, load, inp, kw = load_transformer(args.model, args.inputs, args.threads)
+    B, N = inp["hidden_states"].shape[:2]
+    T = inp["encoder_hidden_states"].shape[1]
     times = []
     with torch.inference_mode():
         for _ in range(args.warmup):
