@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,43 @@ void *sf_malloc_aligned(size_t n) {
 
 void sf_free_aligned(void *p) {
     free(p);
+}
+
+struct sf_arena {
+    pthread_mutex_t lock;
+    void *block;
+    size_t n;
+};
+
+sf_arena *sf_arena_new(void) {
+    sf_arena *a = sf_calloc(1, sizeof *a);
+    pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+void sf_arena_free(sf_arena *a) {
+    if (!a) return;
+    pthread_mutex_destroy(&a->lock);
+    sf_free_aligned(a->block);
+    free(a);
+}
+
+void *sf_arena_take(sf_arena *a, size_t n) {
+    if (!a || pthread_mutex_trylock(&a->lock)) return sf_malloc_aligned(n);
+    if (n > a->n) { /* free first: old and new block never both resident */
+        sf_free_aligned(a->block);
+        a->block = sf_malloc_aligned(n);
+        a->n = n;
+    }
+    return a->block;
+}
+
+void sf_arena_give(sf_arena *a, void *p) {
+    if (a && p == a->block) {
+        pthread_mutex_unlock(&a->lock);
+        return;
+    }
+    sf_free_aligned(p);
 }
 
 int sf_mul_size(size_t a, size_t b, size_t *out) {

@@ -75,7 +75,8 @@ struct sf_flux {
     const float *norm_out_b;
     sf_weight proj_out; /* (out, D) */
     const float *proj_out_b;
-    int n_stages; /* stages loaded: blocks in run order, + 1 for the output head */
+    int n_stages;   /* stages loaded: blocks in run order, + 1 for the output head */
+    sf_arena *work; /* the forward's activations (flux_state), kept between calls */
 };
 
 static int request_stage(const sf_flux *m, const sf_flux_request *r);
@@ -383,6 +384,7 @@ sf_flux *sf_flux_load(const char *path, const sf_flux_load_opts *opts) {
     }
     sf_flux *m = sf_calloc(1, sizeof *m);
     sf_flux_config *c = &m->cfg;
+    m->work = sf_arena_new();
     if (!(m->wl = sf_wl_open(dir, dt))) goto fail;
     /* BFL names, with the prefix ComfyUI-style files carry, or without */
     if (sf_wl_has(m->wl, "model.diffusion_model.img_in.weight")) {
@@ -474,6 +476,7 @@ fail:
 void sf_flux_free(sf_flux *m) {
     if (!m) return;
     sf_wl_close(m->wl);
+    sf_arena_free(m->work);
     free(m->dbl);
     free(m->sgl);
     free(m);
@@ -609,10 +612,42 @@ typedef struct {
     float *silu;      /* (B, D) SiLU(temb) */
     float *cos, *sin; /* (L, Dh/2) */
     float *prev;      /* (M, D) block input, for deltas */
+    void *block;      /* all of the above, from the model's arena */
 } flux_state;
 
 static float *abuf(int64_t n) {
     return sf_malloc_aligned((size_t)(n > 0 ? n : 1) * sizeof(float));
+}
+
+/* Carves the state's buffers from one block of the model's arena (each
+ * rounded up to 64 bytes): the second and later forwards of a sampling loop
+ * or a benchmark touch no fresh pages. */
+static void state_alloc(const sf_flux *m, flux_state *s, int need_prev) {
+    const int64_t M = s->M, D = s->D, F = m->cfg.mlp, B = s->B, hd = m->cfg.head_dim / 2;
+    float **buf[] = {&s->c,   &s->x,   &s->z,    &s->nrm, &s->qkv, &s->att, &s->y,
+                     &s->cat, &s->mod, &s->silu, &s->cos, &s->sin, &s->prev};
+    const int64_t len[] = {B * s->T * D,
+                           B * s->N * D,
+                           M * D,
+                           M * D,
+                           M * 3 * D,
+                           M * D,
+                           M * D,
+                           M * (D + F),
+                           B * 12 * D,
+                           B * D,
+                           s->L * hd,
+                           s->L * hd,
+                           need_prev ? M * D : 0};
+    enum { NBUF = sizeof len / sizeof len[0] };
+    size_t total = 0;
+    for (int i = 0; i < NBUF; i++)
+        total += ((size_t)len[i] + 15) / 16 * 16;
+    float *p = s->block = sf_arena_take(m->work, total * sizeof(float));
+    for (int i = 0; i < NBUF; i++) {
+        *buf[i] = len[i] ? p : NULL;
+        p += ((size_t)len[i] + 15) / 16 * 16;
+    }
 }
 
 /* Linear, SiLU, Linear on B rows (TimestepEmbedding, PixArtAlphaTextProjection). */
@@ -837,15 +872,10 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
     if (last < 0) return 0;
     flux_state S = {.B = in->B, .N = in->N, .T = in->T, .L = in->N + in->T, .D = c->dim};
     flux_state *s = &S;
-    const int64_t B = s->B, N = s->N, T = s->T, L = s->L, D = s->D, F = c->mlp,
-                  hd = c->head_dim / 2;
+    const int64_t B = s->B, N = s->N, T = s->T, L = s->L, D = s->D;
     s->M = B * L;
     const int64_t M = s->M;
-    s->c = abuf(B * T * D), s->x = abuf(B * N * D), s->z = abuf(M * D), s->nrm = abuf(M * D);
-    s->qkv = abuf(M * 3 * D), s->att = abuf(M * D), s->y = abuf(M * D);
-    s->cat = abuf(M * (D + F)), s->mod = abuf(B * 12 * D), s->silu = abuf(B * D);
-    s->cos = abuf(L * hd), s->sin = abuf(L * hd);
-    s->prev = need_prev ? abuf(M * D) : NULL;
+    state_alloc(m, s, need_prev);
     // RoPE tables for ids = cat[txt_ids; img_ids] (L, n_axes)
     float *ids = sf_calloc((size_t)(L * c->n_axes), sizeof(float));
     if (in->txt_ids) memcpy(ids, in->txt_ids, (size_t)(T * c->n_axes) * sizeof(float));
@@ -918,9 +948,6 @@ int sf_flux_forward(const sf_flux *m, const sf_flux_inputs *in, int nreq,
                           0);
     }
 done:
-    sf_free_aligned(s->c), sf_free_aligned(s->x), sf_free_aligned(s->z), sf_free_aligned(s->nrm);
-    sf_free_aligned(s->qkv), sf_free_aligned(s->att), sf_free_aligned(s->y);
-    sf_free_aligned(s->cat), sf_free_aligned(s->mod), sf_free_aligned(s->silu);
-    sf_free_aligned(s->cos), sf_free_aligned(s->sin), sf_free_aligned(s->prev);
+    sf_arena_give(m->work, s->block);
     return rc;
 }

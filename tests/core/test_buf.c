@@ -1,4 +1,5 @@
-/* Core buffers (saeflow/buf.h): string builder, growable arrays, UTF-8. */
+/* Core buffers (saeflow/buf.h): string builder, growable arrays, UTF-8; the
+ * scratch arena (saeflow/common.h). */
 #include "saeflow/buf.h"
 #include "test.h"
 
@@ -66,8 +67,31 @@ TEST(utf8) {
     CHECK(sf_utf8_sanitize(NULL) == NULL);
 }
 
+/* The kept block is reused while big enough, grown when not, and a take
+ * while it is held gets a private block that give frees (ASan checks). */
+TEST(arena) {
+    sf_arena *a = sf_arena_new();
+    char *p = sf_arena_take(a, 1000);
+    CHECK(p && (uintptr_t)p % 64 == 0);
+    memset(p, 1, 1000);
+    char *q = sf_arena_take(a, 10); /* held: a block of its own */
+    CHECK(q && q != p);
+    memset(q, 2, 10);
+    sf_arena_give(a, q);
+    sf_arena_give(a, p);
+    CHECK(sf_arena_take(a, 500) == p); /* reused */
+    sf_arena_give(a, p);
+    char *r = sf_arena_take(a, 1 << 20); /* grown */
+    memset(r, 3, 1 << 20);
+    sf_arena_give(a, r);
+    sf_arena_free(a);
+    sf_arena_free(NULL);
+    sf_arena_give(NULL, sf_arena_take(NULL, 8)); /* no arena: plain allocation */
+}
+
 int main(void) {
     RUN(string_builder);
+    RUN(arena);
     RUN(vectors);
     RUN(utf8);
     return test_summary();
