@@ -42,6 +42,7 @@ struct sf_t5 {
     sf_weight emb;         /* shared (vocab, D) */
     const float *rel;      /* (num_buckets, H) of block 0 */
     const float *final_ln; /* (D) */
+    sf_arena *work;        /* the blocks' scratch, kept between forwards */
 };
 
 /* ---- config ------------------------------------------------------------- */
@@ -133,6 +134,7 @@ sf_t5 *sf_t5_load(const char *dir, sf_dtype dtype) {
         return NULL;
     }
     sf_t5 *m = sf_calloc(1, sizeof *m);
+    m->work = sf_arena_new();
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (cJSON_IsString(mt) && strcmp(mt->valuestring, "t5") && strcmp(mt->valuestring, "umt5")) {
         sf_error("%s: model_type '%s' is not a T5 model", cfg_path, mt->valuestring);
@@ -169,6 +171,7 @@ void sf_t5_free(sf_t5 *m) {
     if (!m) return;
     free(m->blocks); /* the weights belong to the loader */
     sf_wl_close(m->wl);
+    sf_arena_free(m->work);
     free(m);
 }
 
@@ -275,16 +278,17 @@ int sf_t5_forward(const sf_t5 *m, const int32_t *ids, const int32_t *mask, int64
                 for (int64_t j = 0; j < T; j++)
                     bias[(h * T + i) * T + j] = m->rel[bk[j - i + T - 1] * H + h];
         free(bk);
+        // scratch: one block of the model's arena (parts rounded to 64 bytes),
+        // so a generation run's prompts after the first touch no fresh pages
         scratch s;
-        s.ln = sf_malloc_aligned((size_t)(N * D) * sizeof(float));
-        s.qkv = sf_malloc_aligned((size_t)(N * 3 * I) * sizeof(float));
-        s.att = sf_malloc_aligned((size_t)(N * I) * sizeof(float));
-        s.ff = c->gated ? sf_malloc_aligned((size_t)(N * 2 * F) * sizeof(float)) : NULL;
-        s.g = sf_malloc_aligned((size_t)(N * F) * sizeof(float));
+        const size_t nd = ((size_t)(N * D) + 15) / 16 * 16, ni = ((size_t)(N * I) + 15) / 16 * 16,
+                     nf = ((size_t)(N * F) + 15) / 16 * 16, nff = c->gated ? 2 * nf : 0;
+        float *p = sf_arena_take(m->work, (nd + 4 * ni + nff + nf) * sizeof(float));
+        s.ln = p, s.qkv = p + nd, s.att = s.qkv + 3 * ni;
+        s.ff = c->gated ? s.att + ni : NULL, s.g = s.att + ni + nff;
         for (int l = 0; l < nl; l++)
             block_forward(m, &m->blocks[l], x, B, T, bias, mask, &s);
-        sf_free_aligned(s.ln), sf_free_aligned(s.qkv), sf_free_aligned(s.att);
-        sf_free_aligned(s.ff), sf_free_aligned(s.g);
+        sf_arena_give(m->work, p);
         sf_free_aligned(bias);
     }
     if (r->what == SF_T5_LAST)
