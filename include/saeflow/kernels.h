@@ -22,9 +22,10 @@
  *   bits do not depend on the thread count either; with sf_sgemm a thread's
  *   block size changes the BLAS blocking, so F32-weight outputs can move by
  *   an ulp with the thread count (same threads: same bits).
- * - Kernels never allocate on the hot path except the per-call scratch of
- *   attention and packed blocks (kept per thread); none can fail on valid shapes, so they return
- *   void. Shape validation belongs to the model loader.
+ * - Kernels never allocate on the hot path: their scratch (packed blocks,
+ *   im2col columns, attention scores) is kept per thread for the thread's
+ *   life. None can fail on valid shapes, so they return void. Shape
+ *   validation belongs to the model loader.
  *
  * A CUDA backend (see docs/kernels.md) would keep these signatures and swap
  * the implementation file: the pointers become device pointers, sf_weight

@@ -53,7 +53,7 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
      * parallel region costs more than they do, and much more on a busy box. */
 #pragma omp parallel if (tasks > 1 && work > 2e5)
     {
-        float *S = sf_malloc_aligned((size_t)(bq * kcols) * sizeof(float));
+        float *S = sf_thread_scratch(SF_SCRATCH_ATTN, (size_t)(bq * kcols));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < tasks; task++) {
             int64_t b = task / (H * nblk), h = (task / nblk) % H, i0 = (task % nblk) * bq;
@@ -95,6 +95,5 @@ void sf_attention(const sf_attn_shape *s, const float *q, const float *k, const 
             // O (nq, Dh) = P (nq, Tk) V (Tk, Dh)
             sf_sgemm(0, 0, nq, Dh, Tk, 1.0f, S, Tk, vb, s->ldv, 0.0f, ob, s->ldo);
         }
-        sf_free_aligned(S);
     }
 }

@@ -246,8 +246,8 @@ static void conv_wino(const float *x, int64_t B, int64_t H, int64_t W, const sf_
     const double work = 16.0 * (double)T * (double)N * (double)C;
 #pragma omp parallel if (nchunks > 1 && work > 1e6)
     {
-        float *V = sf_malloc_aligned((size_t)(16 * nt * C) * sizeof(float));
-        float *M = sf_malloc_aligned((size_t)(16 * nt * N) * sizeof(float));
+        float *V = sf_thread_scratch(SF_SCRATCH_CONV_A, (size_t)(16 * nt * C));
+        float *M = sf_thread_scratch(SF_SCRATCH_CONV_B, (size_t)(16 * nt * N));
         float *zero = sf_calloc((size_t)C, sizeof(float));
         double t_col = 0, t_gemm = 0;
 #pragma omp for schedule(dynamic, 1)
@@ -270,7 +270,7 @@ static void conv_wino(const float *x, int64_t B, int64_t H, int64_t W, const sf_
                 sf_conv_prof_gemm_s += t_gemm;
             }
         }
-        sf_free_aligned(V), sf_free_aligned(M), free(zero);
+        free(zero);
     }
 }
 
@@ -299,7 +299,7 @@ void sf_conv2d(const float *x, int64_t B, int64_t H, int64_t W, const sf_conv2d_
      * single-threaded GEMM (one thread pool, as in linear.c). */
 #pragma omp parallel if (nchunks > 1 && work > 1e6)
     {
-        float *cols = direct ? NULL : sf_malloc_aligned((size_t)(mc * K) * sizeof(float));
+        float *cols = direct ? NULL : sf_thread_scratch(SF_SCRATCH_CONV_A, (size_t)(mc * K));
         double t_col = 0, t_gemm = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < nchunks; ch++) {
@@ -338,7 +338,6 @@ void sf_conv2d(const float *x, int64_t B, int64_t H, int64_t W, const sf_conv2d_
                 sf_conv_prof_gemm_s += t_gemm;
             }
         }
-        sf_free_aligned(cols);
     }
 }
 

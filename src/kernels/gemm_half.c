@@ -417,21 +417,6 @@ const char *sf_gemm_half_isa(void) {
     return g ? g->name : NULL;
 }
 
-/* Scratch kept for the thread's life (OpenMP's pool threads live as long as
- * the process): the packed x block belongs to the calling thread, the packed
- * W block to each worker. Fresh buffers per call cost page faults. */
-static _Thread_local float *tl_x, *tl_w;
-static _Thread_local size_t tl_x_n, tl_w_n;
-
-static float *scratch(float **buf, size_t *have, size_t n) {
-    if (n > *have) {
-        sf_free_aligned(*buf);
-        *buf = sf_malloc_aligned(n * sizeof(float));
-        *have = n;
-    }
-    return *buf;
-}
-
 /* Floats of packed x per block (32 MB): all of x for FLUX at batch 1 (512
  * rows x K 15360 at most), so W is packed once per call there; larger x is
  * done in row blocks, each packing W again (negligible at those M). */
@@ -453,7 +438,7 @@ static void run_task(const gemm_impl *g, const float *Ap, int64_t rows, int64_t 
         add = 1;
     }
     const int64_t kc_max = K < KC ? K : KC;
-    float *Bp = scratch(&tl_w, &tl_w_n, (size_t)((cols + nr - 1) / nr * nr * kc_max));
+    float *Bp = sf_thread_scratch(SF_SCRATCH_GEMM_W, (size_t)((cols + nr - 1) / nr * nr * kc_max));
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
         int64_t kc = K - k0 < KC ? K - k0 : KC;
         g->pack_w(W, K, b0, cols, k0, kc, Bp);
@@ -489,7 +474,7 @@ void sf_gemm_half(const float *x, int64_t M, int64_t K, const sf_weight *W, cons
     for (int64_t m0 = 0; m0 < M; m0 += mc) {
         const int64_t rows = M - m0 < mc ? M - m0 : mc, panels = (rows + mr - 1) / mr;
         const int64_t rows_pad = panels * mr, nq = (K + KC - 1) / KC;
-        float *Ap = scratch(&tl_x, &tl_x_n, (size_t)(rows_pad * K));
+        float *Ap = sf_thread_scratch(SF_SCRATCH_GEMM_X, (size_t)(rows_pad * K));
         /* Tasks: W blocks x row chunks. Rows are split only when there are too
          * few W blocks to go round (small N), since each chunk packs W again. */
         int64_t chunks = 1;

@@ -39,6 +39,25 @@ static inline float sf_expf_fast(float x) {
  * outside parallel regions. */
 void sf_blas_single_threaded(void);
 
+/* Scratch of at least n floats (64-byte aligned, contents undefined) kept
+ * for the calling thread's life: OpenMP's pool threads live as long as the
+ * process, so a kernel's per-call buffers are allocated once, not on every
+ * call. Fresh buffers cost a page fault and the zeroing of each new page on
+ * every call: 5% of a BF16 FLUX forward for linear.c's widening panel;
+ * 126k page faults per FLUX VAE decode at 256 px with conv.c's (kept, the
+ * decode ran 1.12x faster). One slot per use that can be live at once on a
+ * thread; a slot's buffer moves when it grows. */
+enum {
+    SF_SCRATCH_PANEL,  /* linear.c: a widened panel of W, or one weight row */
+    SF_SCRATCH_GEMM_X, /* gemm_half.c: the packed x block (the calling thread's) */
+    SF_SCRATCH_GEMM_W, /* gemm_half.c: the packed W block (each worker's) */
+    SF_SCRATCH_CONV_A, /* conv.c: im2col columns, or Winograd's V */
+    SF_SCRATCH_CONV_B, /* conv.c: Winograd's M */
+    SF_SCRATCH_ATTN,   /* attention.c: a block of scores */
+    SF_SCRATCH_SLOTS
+};
+float *sf_thread_scratch(int slot, size_t n);
+
 /* y (M, N) (+)= x (M, K) @ W^T + bias for BF16/F16 W (N, K), widening W
  * inside the GEMM's packing (gemm_half.c), on nt OpenMP threads (1 inside a
  * parallel region). `add` keeps y's contents (a residual) and adds to them.

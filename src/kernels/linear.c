@@ -30,20 +30,6 @@
  * on the thread count. */
 #define SF_GEMV_MAX_M 4
 
-/* Per-thread scratch kept for the thread's life (OpenMP's pool threads live
- * as long as the process): a fresh 16 MB panel per call cost page faults and
- * zeroing of new pages on every call (5% of a BF16 FLUX forward). */
-static _Thread_local float *tl_scratch;
-static _Thread_local size_t tl_scratch_n;
-static float *thread_scratch(size_t n) {
-    if (n > tl_scratch_n) {
-        sf_free_aligned(tl_scratch);
-        tl_scratch = sf_malloc_aligned(n * sizeof(float));
-        tl_scratch_n = n;
-    }
-    return tl_scratch;
-}
-
 // y[0:M, n0:n1] (+)= x (M, K) @ W[n0:n1]^T + bias, W BF16/F16, M small:
 // each weight row widened once (row, K floats, stays in L1/L2), M dot products
 static void gemv_block(const float *x, int64_t M, int64_t K, const sf_weight *W, const float *bias,
@@ -155,12 +141,13 @@ void sf_linear(const float *x, int64_t M, int64_t K, const sf_weight *W, const f
         }
         if (W->dtype != SF_DT_F32 && M <= SF_GEMV_MAX_M) {
             gemv_block(x + m0 * K, m1 - m0, K, W, bias, y + m0 * ldy, ldy, accumulate, n0, n1,
-                       thread_scratch((size_t)(K > 0 ? K : 1)));
+                       sf_thread_scratch(SF_SCRATCH_PANEL, (size_t)(K > 0 ? K : 1)));
         } else {
             float *panel = NULL;
             if (W->dtype != SF_DT_F32) {
                 int64_t rows = nb < n1 - n0 ? nb : n1 - n0;
-                panel = thread_scratch((size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)));
+                panel = sf_thread_scratch(SF_SCRATCH_PANEL,
+                                          (size_t)((rows > 0 ? rows : 1) * (K > 0 ? K : 1)));
             }
             linear_block(x, m0, m1, K, W, bias, y, ldy, accumulate, n0, n1, panel, nb);
         }

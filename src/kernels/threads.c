@@ -35,6 +35,18 @@ void sf_kernels_set_threads(int n) {
     g_blas_single = 1;
 }
 
+static _Thread_local float *tl_buf[SF_SCRATCH_SLOTS];
+static _Thread_local size_t tl_len[SF_SCRATCH_SLOTS];
+
+float *sf_thread_scratch(int slot, size_t n) {
+    if (n > tl_len[slot]) {
+        sf_free_aligned(tl_buf[slot]); /* free first: old and new never both resident */
+        tl_buf[slot] = sf_malloc_aligned(n * sizeof(float));
+        tl_len[slot] = n;
+    }
+    return tl_buf[slot];
+}
+
 int sf_kernels_threads(void) {
     return g_threads > 0 ? g_threads : omp_get_max_threads();
 }

@@ -62,6 +62,7 @@ struct sf_vae {
     sf_wl *wl;
     int bfl; /* BFL / LDM names */
     vae_coder dec, enc;
+    sf_arena *work; /* the activation buffers (vae_act), kept between calls */
 };
 
 /* ---- config -------------------------------------------------------------- */
@@ -338,6 +339,7 @@ sf_vae *sf_vae_load(const char *path, const sf_vae_load_opts *opts) {
     sf_vae_load_opts def = {0, NULL};
     if (!opts) opts = &def;
     sf_vae *v = sf_calloc(1, sizeof *v);
+    v->work = sf_arena_new();
     char *dir = NULL, *cfg_path = NULL;
     /* A pipeline folder: use its vae/ */
     if (sf_is_dir(path)) {
@@ -390,6 +392,7 @@ void sf_vae_free(sf_vae *v) {
     free_coder(&v->dec);
     free_coder(&v->enc);
     sf_wl_close(v->wl);
+    sf_arena_free(v->work);
     free(v);
 }
 
@@ -408,6 +411,7 @@ int sf_vae_scale(const sf_vae *v) {
 typedef struct {
     float *x, *t[2];
     int64_t B, H, W, C; /* x's shape (B, H, W, C) */
+    void *block;        /* the three buffers, from the model's arena */
 } vae_act;
 
 static void swap(float **a, float **b) {
@@ -513,16 +517,16 @@ static int size_check(const char *what, int64_t B, int64_t h, int64_t w, int64_t
     return 0;
 }
 
-static void alloc_act(vae_act *a, int64_t cap) {
-    a->x = sf_malloc_aligned((size_t)cap * sizeof(float));
-    a->t[0] = sf_malloc_aligned((size_t)cap * sizeof(float));
-    a->t[1] = sf_malloc_aligned((size_t)cap * sizeof(float));
+/* One block of the model's arena cut in three (each rounded up to 64
+ * bytes): a generation run's decodes after the first touch no fresh pages. */
+static void alloc_act(sf_arena *work, vae_act *a, int64_t cap) {
+    const size_t n = ((size_t)cap + 15) / 16 * 16;
+    float *p = a->block = sf_arena_take(work, 3 * n * sizeof(float));
+    a->x = p, a->t[0] = p + n, a->t[1] = p + 2 * n;
 }
 
-static void free_act(vae_act *a) {
-    sf_free_aligned(a->x);
-    sf_free_aligned(a->t[0]);
-    sf_free_aligned(a->t[1]);
+static void free_act(sf_arena *work, vae_act *a) {
+    sf_arena_give(work, a->block);
 }
 
 int sf_vae_decode(sf_vae *v, const float *z, int64_t B, int64_t h, int64_t w, float *out) {
@@ -531,7 +535,7 @@ int sf_vae_decode(sf_vae *v, const float *z, int64_t B, int64_t h, int64_t w, fl
     const int G = c->norm_num_groups, s = sf_vae_scale(v);
     if (size_check("decode", B, h, w, s)) return -1;
     vae_act a = {0};
-    alloc_act(&a, dec_cap(c, B, h, w));
+    alloc_act(v->work, &a, dec_cap(c, B, h, w));
     a.B = B, a.H = h, a.W = w, a.C = c->latent_channels;
     sf_nchw_to_nhwc(z, a.x, B, a.C, h * w);
     if (d->quant.w) conv_step(&a, &d->quant);
@@ -551,7 +555,7 @@ int sf_vae_decode(sf_vae *v, const float *z, int64_t B, int64_t h, int64_t w, fl
     sf_groupnorm(a.x, a.x, B, a.H * a.W, a.C, G, d->norm_w, d->norm_b, VAE_EPS, 1);
     conv_step(&a, &d->conv_out);
     sf_nhwc_to_nchw(a.x, out, B, a.C, a.H * a.W);
-    free_act(&a);
+    free_act(v->work, &a);
     return 0;
 }
 
@@ -596,7 +600,7 @@ int sf_vae_encode(sf_vae *v, const float *image, int64_t B, int64_t H, int64_t W
         return sf_error("vae encode: image %lld x %lld is not a multiple of %d", (long long)H,
                         (long long)W, s);
     vae_act a = {0};
-    alloc_act(&a, enc_cap(c, B, H, W));
+    alloc_act(v->work, &a, enc_cap(c, B, H, W));
     a.B = B, a.H = H, a.W = W, a.C = c->in_channels;
     sf_nchw_to_nhwc(image, a.x, B, a.C, H * W);
     conv_step(&a, &e->conv_in);
@@ -621,7 +625,7 @@ int sf_vae_encode(sf_vae *v, const float *image, int64_t B, int64_t H, int64_t W
         for (int64_t ch = 0; ch < L; ch++)
             for (int64_t p = 0; p < HW; p++)
                 mean[(b * L + ch) * HW + p] = a.x[(b * HW + p) * 2 * L + ch];
-    free_act(&a);
+    free_act(v->work, &a);
     return 0;
 }
 
