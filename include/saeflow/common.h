@@ -60,6 +60,10 @@ sf_arena *sf_arena_new(void);
 void sf_arena_free(sf_arena *a); /* NULL is fine; the block must have been given back */
 void *sf_arena_take(sf_arena *a, size_t n);
 void sf_arena_give(sf_arena *a, void *p);
+/* sf_arena_take for n float buffers at once: one block cut into parts of
+ * len[i] floats, each rounded up to 64 bytes; *ptr[i] = part i (NULL where
+ * len[i] is 0). Returns the block, for sf_arena_give. */
+void *sf_arena_take_floats(sf_arena *a, int n, const size_t *len, float **const *ptr);
 
 /* Overflow-checked size arithmetic: returns -1 on overflow. */
 int sf_mul_size(size_t a, size_t b, size_t *out);

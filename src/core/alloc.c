@@ -75,6 +75,19 @@ void *sf_arena_take(sf_arena *a, size_t n) {
     return a->block;
 }
 
+void *sf_arena_take_floats(sf_arena *a, int n, const size_t *len, float **const *ptr) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += (len[i] + 15) / 16 * 16;
+    float *p = sf_arena_take(a, total * sizeof(float));
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        *ptr[i] = len[i] ? p + off : NULL;
+        off += (len[i] + 15) / 16 * 16;
+    }
+    return p;
+}
+
 void sf_arena_give(sf_arena *a, void *p) {
     if (a && p == a->block) {
         pthread_mutex_unlock(&a->lock);

@@ -354,14 +354,13 @@ typedef struct {
     void *block;                 /* all four, from the tower's arena */
 } scratch;
 
-/* One block of the tower's arena, cut in four (each part rounded up to 64
- * bytes): an extraction run's forwards after the first touch no fresh pages
- * (vision L/14, batch 8: 24k page faults per forward before; ~350 with this
- * and the kernels' scratch kept). */
+/* One block of the tower's arena: an extraction run's forwards after the
+ * first touch no fresh pages (vision L/14, batch 8: 24k page faults per
+ * forward before; ~350 with this and the kernels' scratch kept). */
 static void scratch_alloc(const clip_tower *tw, scratch *s, int64_t N, int64_t D, int64_t I) {
-    const size_t nd = ((size_t)(N * D) + 15) / 16 * 16, ni = ((size_t)(N * I) + 15) / 16 * 16;
-    float *p = s->block = sf_arena_take(tw->work, (5 * nd + ni) * sizeof(float));
-    s->ln = p, s->qkv = p + nd, s->att = p + 4 * nd, s->mlp = p + 5 * nd;
+    float **const buf[] = {&s->ln, &s->qkv, &s->att, &s->mlp};
+    const size_t len[] = {N * D, N * 3 * D, N * D, N * I};
+    s->block = sf_arena_take_floats(tw->work, 4, len, buf);
 }
 static void scratch_free(const clip_tower *tw, scratch *s) {
     sf_arena_give(tw->work, s->block);

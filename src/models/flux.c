@@ -619,35 +619,26 @@ static float *abuf(int64_t n) {
     return sf_malloc_aligned((size_t)(n > 0 ? n : 1) * sizeof(float));
 }
 
-/* Carves the state's buffers from one block of the model's arena (each
- * rounded up to 64 bytes): the second and later forwards of a sampling loop
- * or a benchmark touch no fresh pages. */
+/* The state's buffers, one block of the model's arena: the second and later
+ * forwards of a sampling loop or a benchmark touch no fresh pages. */
 static void state_alloc(const sf_flux *m, flux_state *s, int need_prev) {
     const int64_t M = s->M, D = s->D, F = m->cfg.mlp, B = s->B, hd = m->cfg.head_dim / 2;
-    float **buf[] = {&s->c,   &s->x,   &s->z,    &s->nrm, &s->qkv, &s->att, &s->y,
-                     &s->cat, &s->mod, &s->silu, &s->cos, &s->sin, &s->prev};
-    const int64_t len[] = {B * s->T * D,
-                           B * s->N * D,
-                           M * D,
-                           M * D,
-                           M * 3 * D,
-                           M * D,
-                           M * D,
-                           M * (D + F),
-                           B * 12 * D,
-                           B * D,
-                           s->L * hd,
-                           s->L * hd,
-                           need_prev ? M * D : 0};
-    enum { NBUF = sizeof len / sizeof len[0] };
-    size_t total = 0;
-    for (int i = 0; i < NBUF; i++)
-        total += ((size_t)len[i] + 15) / 16 * 16;
-    float *p = s->block = sf_arena_take(m->work, total * sizeof(float));
-    for (int i = 0; i < NBUF; i++) {
-        *buf[i] = len[i] ? p : NULL;
-        p += ((size_t)len[i] + 15) / 16 * 16;
-    }
+    float **const buf[] = {&s->c,   &s->x,   &s->z,    &s->nrm, &s->qkv, &s->att, &s->y,
+                           &s->cat, &s->mod, &s->silu, &s->cos, &s->sin, &s->prev};
+    const size_t len[] = {B * s->T * D,
+                          B * s->N * D,
+                          M * D,
+                          M * D,
+                          M * 3 * D,
+                          M * D,
+                          M * D,
+                          M * (D + F),
+                          B * 12 * D,
+                          B * D,
+                          s->L * hd,
+                          s->L * hd,
+                          need_prev ? M * D : 0};
+    s->block = sf_arena_take_floats(m->work, (int)(sizeof len / sizeof len[0]), len, buf);
 }
 
 /* Linear, SiLU, Linear on B rows (TimestepEmbedding, PixArtAlphaTextProjection). */

@@ -278,17 +278,15 @@ int sf_t5_forward(const sf_t5 *m, const int32_t *ids, const int32_t *mask, int64
                 for (int64_t j = 0; j < T; j++)
                     bias[(h * T + i) * T + j] = m->rel[bk[j - i + T - 1] * H + h];
         free(bk);
-        // scratch: one block of the model's arena (parts rounded to 64 bytes),
-        // so a generation run's prompts after the first touch no fresh pages
+        // scratch: one block of the model's arena, so a generation run's
+        // prompts after the first touch no fresh pages (ff only when gated)
         scratch s;
-        const size_t nd = ((size_t)(N * D) + 15) / 16 * 16, ni = ((size_t)(N * I) + 15) / 16 * 16,
-                     nf = ((size_t)(N * F) + 15) / 16 * 16, nff = c->gated ? 2 * nf : 0;
-        float *p = sf_arena_take(m->work, (nd + 4 * ni + nff + nf) * sizeof(float));
-        s.ln = p, s.qkv = p + nd, s.att = s.qkv + 3 * ni;
-        s.ff = c->gated ? s.att + ni : NULL, s.g = s.att + ni + nff;
+        float **const buf[] = {&s.ln, &s.qkv, &s.att, &s.ff, &s.g};
+        const size_t len[] = {N * D, N * 3 * I, N * I, c->gated ? N * 2 * F : 0, N * F};
+        void *block = sf_arena_take_floats(m->work, 5, len, buf);
         for (int l = 0; l < nl; l++)
             block_forward(m, &m->blocks[l], x, B, T, bias, mask, &s);
-        sf_arena_give(m->work, p);
+        sf_arena_give(m->work, block);
         sf_free_aligned(bias);
     }
     if (r->what == SF_T5_LAST)

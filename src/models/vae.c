@@ -517,12 +517,12 @@ static int size_check(const char *what, int64_t B, int64_t h, int64_t w, int64_t
     return 0;
 }
 
-/* One block of the model's arena cut in three (each rounded up to 64
- * bytes): a generation run's decodes after the first touch no fresh pages. */
+/* One block of the model's arena: a generation run's decodes after the
+ * first touch no fresh pages. */
 static void alloc_act(sf_arena *work, vae_act *a, int64_t cap) {
-    const size_t n = ((size_t)cap + 15) / 16 * 16;
-    float *p = a->block = sf_arena_take(work, 3 * n * sizeof(float));
-    a->x = p, a->t[0] = p + n, a->t[1] = p + 2 * n;
+    float **const buf[] = {&a->x, &a->t[0], &a->t[1]};
+    const size_t len[] = {(size_t)cap, (size_t)cap, (size_t)cap};
+    a->block = sf_arena_take_floats(work, 3, len, buf);
 }
 
 static void free_act(sf_arena *work, vae_act *a) {

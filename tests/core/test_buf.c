@@ -89,9 +89,26 @@ TEST(arena) {
     sf_arena_give(NULL, sf_arena_take(NULL, 8)); /* no arena: plain allocation */
 }
 
+/* Parts of one block: 64-byte aligned, in order, not overlapping, NULL for
+ * an empty part. */
+TEST(arena_floats) {
+    sf_arena *a = sf_arena_new();
+    float *p0, *p1, *p2;
+    float **const buf[] = {&p0, &p1, &p2};
+    const size_t len[] = {5, 0, 33};
+    void *block = sf_arena_take_floats(a, 3, len, buf);
+    CHECK(p0 == block && p1 == NULL && p2 == p0 + 16);
+    CHECK((uintptr_t)p2 % 64 == 0);
+    for (int i = 0; i < 33; i++)
+        p2[i] = 1.0f; /* the last part is all there (ASan) */
+    sf_arena_give(a, block);
+    sf_arena_free(a);
+}
+
 int main(void) {
     RUN(string_builder);
     RUN(arena);
+    RUN(arena_floats);
     RUN(vectors);
     RUN(utf8);
     return test_summary();
